@@ -1,0 +1,166 @@
+use std::{
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
+
+use crate::error::BoxError;
+
+/// A request body that can be sent again on another key.
+///
+/// Built by [`BodyBuffer`](super::BodyBuffer): bodies up to the cap are held in memory
+/// ([`bytes`](Self::bytes) sees them, [`try_clone`](Self::try_clone) replays them); a body over
+/// the cap, when the layer is told to pass such bodies through, streams once and cannot be cloned,
+/// so it is never retried.
+pub struct ReplayBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Buffered { data: Bytes, sent: bool },
+    Once { prefix: Option<Bytes>, rest: UnsyncBoxBody<Bytes, BoxError> },
+}
+
+/// The client's request body failed while being streamed upstream (the client went away).
+#[derive(Debug)]
+pub struct ClientBodyError(pub BoxError);
+
+impl fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client request body failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl ReplayBody {
+    /// A buffered, replayable body.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        Self { kind: Kind::Buffered { data: data.into(), sent: false } }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self::new(Bytes::new())
+    }
+
+    /// A body that streams once: `prefix` (already read) followed by the rest of the client's
+    /// body.
+    pub fn once<B>(prefix: Bytes, rest: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let rest = rest.map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError).boxed_unsync();
+        Self { kind: Kind::Once { prefix: (!prefix.is_empty()).then_some(prefix), rest } }
+    }
+
+    /// The whole body, when it is buffered.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            Kind::Buffered { data, .. } => Some(data),
+            Kind::Once { .. } => None,
+        }
+    }
+
+    /// Whether [`try_clone`](Self::try_clone) will succeed.
+    pub fn is_replayable(&self) -> bool {
+        matches!(self.kind, Kind::Buffered { .. })
+    }
+
+    /// A fresh copy of a buffered body (sharing its bytes); `None` for a one-shot stream.
+    pub fn try_clone(&self) -> Option<Self> {
+        self.bytes().map(|data| Self::new(data.clone()))
+    }
+}
+
+impl Default for ReplayBody {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl From<Bytes> for ReplayBody {
+    fn from(data: Bytes) -> Self {
+        Self::new(data)
+    }
+}
+
+impl From<&'static str> for ReplayBody {
+    fn from(data: &'static str) -> Self {
+        Self::new(Bytes::from_static(data.as_bytes()))
+    }
+}
+
+impl From<String> for ReplayBody {
+    fn from(data: String) -> Self {
+        Self::new(data)
+    }
+}
+
+impl fmt::Debug for ReplayBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Buffered { data, .. } => f.debug_struct("ReplayBody").field("len", &data.len()).finish(),
+            Kind::Once { .. } => f.debug_struct("ReplayBody").field("streaming", &true).finish(),
+        }
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match &mut self.get_mut().kind {
+            Kind::Buffered { data, sent } => {
+                if *sent || data.is_empty() {
+                    *sent = true;
+                    return Poll::Ready(None);
+                }
+                *sent = true;
+                Poll::Ready(Some(Ok(Frame::data(data.clone()))))
+            }
+            Kind::Once { prefix, rest } => {
+                if let Some(prefix) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+                }
+                Pin::new(rest).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Buffered { data, sent } => *sent || data.is_empty(),
+            Kind::Once { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Buffered { data, sent } => SizeHint::with_exact(if *sent { 0 } else { data.len() as u64 }),
+            Kind::Once { prefix, rest } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
+        }
+    }
+}

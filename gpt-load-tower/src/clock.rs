@@ -1,0 +1,23 @@
+//! A monotonic millisecond clock for deadlines stored in atomics.
+
+use std::{sync::OnceLock, time::{Duration, Instant}};
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the first call in this process; never 0 so that 0 can mean "unset".
+pub(crate) fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+/// The clock reading `after` from now.
+pub(crate) fn deadline_ms(after: Duration) -> u64 {
+    now_ms().saturating_add(after.as_millis().min(u128::from(u64::MAX / 2)) as u64)
+}
+
+/// How long until the clock reads `deadline` (zero when it has passed).
+pub(crate) fn remaining(deadline: u64) -> Duration {
+    Duration::from_millis(deadline.saturating_sub(now_ms()))
+}

@@ -1,0 +1,437 @@
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+
+use super::{
+    ExcludedKeys, KeyEvents, KeyId, KeyPool, KeySlot, KeyState, Report, SelectedKey,
+    events::EventSender,
+};
+use crate::{clock, context::GroupName, telemetry};
+
+/// Slots looked at from the cursor before the slow path (a full scan) is taken.
+const PROBES: usize = 8;
+
+/// The lock-free in-memory key pool.
+///
+/// Per group it keeps an [`ArcSwap`] snapshot of the selectable slots (the *view*) and an atomic
+/// cursor. [`select`](KeyPool::select) advances the cursor and returns the first usable slot not
+/// excluded by the request, looking at no more than a few slots in the common case; it takes no
+/// lock and allocates nothing. Blacklisted and disabled keys leave the view lazily: the view is
+/// rebuilt once enough of it went stale, so a burst of blacklistings costs O(1) amortised.
+///
+/// Cloning shares the pool. See the [module docs](crate::keys) for an example.
+#[derive(Clone, Default)]
+pub struct MemoryKeyPool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: ArcSwap<HashMap<GroupName, Arc<GroupKeys>>>,
+    /// Serialises changes to `groups`.
+    write: Mutex<()>,
+    events: Option<EventSender>,
+}
+
+struct GroupKeys {
+    name: GroupName,
+    /// Every slot of the group, with an index by id.
+    all: ArcSwap<Snapshot>,
+    /// The slots that were active or cooling at the last rebuild.
+    view: ArcSwap<Vec<Arc<KeySlot>>>,
+    cursor: AtomicUsize,
+    /// View members that became invalid or disabled since the last rebuild.
+    stale: AtomicUsize,
+    /// When every key of the view was found cooling: no key is usable before this clock value.
+    exhausted_until: AtomicU64,
+    /// Serialises changes to `all` and `view`.
+    write: Mutex<()>,
+    rebuild_requested: AtomicBool,
+    events: Option<EventSender>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    slots: Vec<Arc<KeySlot>>,
+    index: HashMap<KeyId, usize>,
+}
+
+impl Snapshot {
+    fn new(slots: Vec<Arc<KeySlot>>) -> Self {
+        let index = slots.iter().enumerate().map(|(i, s)| (s.id(), i)).collect();
+        Self { slots, index }
+    }
+}
+
+/// Counts of a group's keys by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// All keys.
+    pub total: usize,
+    /// Usable keys.
+    pub active: usize,
+    /// Keys resting until a deadline.
+    pub cooling: usize,
+    /// Blacklisted keys.
+    pub invalid: usize,
+    /// Keys switched off by an operator.
+    pub disabled: usize,
+    /// Requests using the group's keys right now.
+    pub in_flight: u64,
+}
+
+impl MemoryKeyPool {
+    /// An empty pool that emits no events.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty pool, and the stream of [`KeyEvent`](super::KeyEvent)s describing its changes.
+    pub fn with_events() -> (Self, KeyEvents) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pool = Self { inner: Arc::new(Inner { events: Some(EventSender(tx)), ..Inner::default() }) };
+        (pool, KeyEvents::new(rx))
+    }
+
+    fn group(&self, group: &str) -> Option<Arc<GroupKeys>> {
+        self.inner.groups.load().get(group).cloned()
+    }
+
+    fn group_or_create(&self, group: &GroupName) -> Arc<GroupKeys> {
+        if let Some(existing) = self.group(group.as_str()) {
+            return existing;
+        }
+        let _write = lock(&self.inner.write);
+        let current = self.inner.groups.load();
+        if let Some(existing) = current.get(group.as_str()) {
+            return existing.clone();
+        }
+        let created = Arc::new(GroupKeys::new(group.clone(), self.inner.events.clone()));
+        let mut next = HashMap::clone(&current);
+        next.insert(group.clone(), created.clone());
+        self.inner.groups.store(Arc::new(next));
+        created
+    }
+
+    /// Replaces the keys of `group` (creating it if needed). Slots whose id is already in the
+    /// group keep their live state; new ones start in the state they carry.
+    pub fn set_group(&self, group: GroupName, keys: impl IntoIterator<Item = KeySlot>) {
+        let g = self.group_or_create(&group);
+        let _write = lock(&g.write);
+        let current = g.all.load();
+        let slots = keys
+            .into_iter()
+            .map(|slot| match current.index.get(&slot.id()) {
+                Some(&i) => current.slots[i].clone(),
+                None => Arc::new(slot),
+            })
+            .collect();
+        g.replace(Snapshot::new(slots));
+    }
+
+    /// Adds keys to `group` (creating it if needed); ids already present are ignored. Returns how
+    /// many were added.
+    pub fn add_keys(&self, group: GroupName, keys: impl IntoIterator<Item = KeySlot>) -> usize {
+        let g = self.group_or_create(&group);
+        let _write = lock(&g.write);
+        let current = g.all.load();
+        let mut slots = current.slots.clone();
+        let mut index = current.index.clone();
+        let before = slots.len();
+        for slot in keys {
+            if !index.contains_key(&slot.id()) {
+                index.insert(slot.id(), slots.len());
+                slots.push(Arc::new(slot));
+            }
+        }
+        let added = slots.len() - before;
+        if added > 0 {
+            g.replace(Snapshot { slots, index });
+        }
+        added
+    }
+
+    /// Removes keys from `group`; returns how many were removed.
+    pub fn remove_keys(&self, group: &str, ids: impl IntoIterator<Item = KeyId>) -> usize {
+        let Some(g) = self.group(group) else { return 0 };
+        let _write = lock(&g.write);
+        let current = g.all.load();
+        let remove: std::collections::HashSet<KeyId> = ids.into_iter().collect();
+        let slots: Vec<_> = current.slots.iter().filter(|s| !remove.contains(&s.id())).cloned().collect();
+        let removed = current.slots.len() - slots.len();
+        if removed > 0 {
+            g.replace(Snapshot::new(slots));
+        }
+        removed
+    }
+
+    /// Removes a group and all its keys; returns whether it existed.
+    pub fn remove_group(&self, group: &str) -> bool {
+        let _write = lock(&self.inner.write);
+        let current = self.inner.groups.load();
+        if !current.contains_key(group) {
+            return false;
+        }
+        let mut next = HashMap::clone(&current);
+        next.remove(group);
+        self.inner.groups.store(Arc::new(next));
+        true
+    }
+
+    /// Sets a key's state by hand (restore, enable, disable, invalidate). Making a key active
+    /// also clears its failures and cool-down. Returns `false` when the key is unknown.
+    pub fn set_state(&self, group: &str, id: KeyId, state: KeyState) -> bool {
+        self.set_states(group, [(id, state)]) == 1
+    }
+
+    /// [`set_state`](Self::set_state) for many keys of one group, rebuilding the view once.
+    /// Returns how many keys were found.
+    pub fn set_states(&self, group: &str, changes: impl IntoIterator<Item = (KeyId, KeyState)>) -> usize {
+        let Some(g) = self.group(group) else { return 0 };
+        let _write = lock(&g.write);
+        let all = g.all.load();
+        let mut found = 0;
+        for (id, state) in changes {
+            let Some(&i) = all.index.get(&id) else { continue };
+            found += 1;
+            let slot = &all.slots[i];
+            if state == KeyState::Active {
+                slot.reset_failures();
+                slot.set_cool_until(0);
+            }
+            let previous = slot.set_state(state);
+            if previous != state {
+                telemetry::key_state_changed(&g.name, state);
+            }
+            g.touch(slot);
+        }
+        g.rebuild_view(&all);
+        found
+    }
+
+    /// The slot of one key.
+    pub fn get(&self, group: &str, id: KeyId) -> Option<Arc<KeySlot>> {
+        let g = self.group(group)?;
+        let all = g.all.load();
+        all.index.get(&id).map(|&i| all.slots[i].clone())
+    }
+
+    /// Every slot of a group (a snapshot).
+    pub fn keys(&self, group: &str) -> Vec<Arc<KeySlot>> {
+        self.group(group).map(|g| g.all.load().slots.clone()).unwrap_or_default()
+    }
+
+    /// The groups in the pool.
+    pub fn groups(&self) -> Vec<GroupName> {
+        self.inner.groups.load().keys().cloned().collect()
+    }
+
+    /// Counts a group's keys by state (walks every key).
+    pub fn stats(&self, group: &str) -> Option<GroupStats> {
+        let g = self.group(group)?;
+        let all = g.all.load();
+        let mut stats = GroupStats { total: all.slots.len(), ..GroupStats::default() };
+        for slot in &all.slots {
+            stats.in_flight += u64::from(slot.in_flight());
+            match slot.state() {
+                KeyState::Active => stats.active += 1,
+                KeyState::Cooling => stats.cooling += 1,
+                KeyState::Invalid => stats.invalid += 1,
+                KeyState::Disabled => stats.disabled += 1,
+            }
+        }
+        Some(stats)
+    }
+}
+
+impl KeyPool for MemoryKeyPool {
+    fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey> {
+        let g = self.group(group)?;
+        let slot = g.find(excluded, true)?;
+        slot.count_request();
+        g.touch(&slot);
+        Some(SelectedKey::new(g.name.clone(), slot))
+    }
+
+    fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
+        self.group(group).is_some_and(|g| g.find(excluded, false).is_some())
+    }
+
+    fn report(&self, key: &SelectedKey, report: Report) {
+        let Some(g) = self.group(key.group().as_str()) else { return };
+        g.report(key.slot(), report);
+    }
+}
+
+impl GroupKeys {
+    fn new(name: GroupName, events: Option<EventSender>) -> Self {
+        Self {
+            name,
+            all: ArcSwap::from_pointee(Snapshot::default()),
+            view: ArcSwap::from_pointee(Vec::new()),
+            cursor: AtomicUsize::new(0),
+            stale: AtomicUsize::new(0),
+            exhausted_until: AtomicU64::new(0),
+            write: Mutex::new(()),
+            rebuild_requested: AtomicBool::new(false),
+            events,
+        }
+    }
+
+    /// Installs a new membership and rebuilds the view. Caller holds `write`.
+    fn replace(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.all.store(snapshot.clone());
+        self.rebuild_view(&snapshot);
+    }
+
+    /// Rebuilds the view from `all`. Caller holds `write`.
+    fn rebuild_view(&self, all: &Snapshot) {
+        // Reset first: a slot leaving the view during the scan is then counted again.
+        self.stale.store(0, Ordering::Release);
+        self.rebuild_requested.store(false, Ordering::Release);
+        let view: Vec<_> = all.slots.iter().filter(|s| s.raw_state().in_view()).cloned().collect();
+        self.view.store(Arc::new(view));
+        self.exhausted_until.store(0, Ordering::Release);
+    }
+
+    /// Rebuilds the view if one was requested and nobody else is changing the group.
+    fn rebuild_if_requested(&self) {
+        if !self.rebuild_requested.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(_write) = self.write.try_lock() {
+            let all = self.all.load();
+            self.rebuild_view(&all);
+        }
+    }
+
+    fn find(&self, excluded: &ExcludedKeys, advance: bool) -> Option<Arc<KeySlot>> {
+        let exhausted = self.exhausted_until.load(Ordering::Acquire);
+        if exhausted != 0 && excluded.is_empty() && clock::now_ms() < exhausted {
+            return None;
+        }
+        self.rebuild_if_requested();
+        let view = self.view.load();
+        let len = view.len();
+        if len == 0 {
+            return None;
+        }
+        let start = if advance {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.cursor.load(Ordering::Relaxed)
+        } % len;
+        let accept = |slot: &Arc<KeySlot>| slot.is_usable() && !excluded.contains(slot.id());
+        for offset in 0..len.min(PROBES) {
+            let slot = &view[(start + offset) % len];
+            if accept(slot) {
+                return Some(slot.clone());
+            }
+        }
+        // Slow path: the probes met only unusable or excluded keys.
+        if self.stale.load(Ordering::Acquire) > 0 {
+            self.rebuild_requested.store(true, Ordering::Release);
+        }
+        let mut earliest_cool_end = u64::MAX;
+        for offset in PROBES.min(len)..len {
+            let slot = &view[(start + offset) % len];
+            if accept(slot) {
+                return Some(slot.clone());
+            }
+        }
+        if excluded.is_empty() {
+            for slot in view.iter() {
+                if let Some(rest) = slot.cooling_for() {
+                    earliest_cool_end = earliest_cool_end.min(clock::deadline_ms(rest));
+                }
+            }
+            if earliest_cool_end != u64::MAX {
+                self.exhausted_until.store(earliest_cool_end, Ordering::Release);
+            }
+        }
+        None
+    }
+
+    fn report(&self, slot: &Arc<KeySlot>, report: Report) {
+        match report {
+            Report::Success => {
+                if slot.reset_failures() {
+                    self.touch(slot);
+                }
+            }
+            Report::Failure { blacklist_threshold } => {
+                let failures = slot.add_failure();
+                if blacklist_threshold > 0 && failures >= blacklist_threshold {
+                    self.leave_view(slot, KeyState::Invalid);
+                }
+                self.touch(slot);
+            }
+            Report::CoolDown { duration } => {
+                let deadline = clock::deadline_ms(duration);
+                if slot.raw_state() == KeyState::Cooling {
+                    slot.set_cool_until(deadline);
+                } else {
+                    slot.set_cool_until(deadline);
+                    if slot.transition(KeyState::Active, KeyState::Cooling) {
+                        telemetry::key_state_changed(&self.name, KeyState::Cooling);
+                    }
+                }
+                self.touch(slot);
+            }
+            Report::Invalidate => {
+                self.leave_view(slot, KeyState::Invalid);
+                self.touch(slot);
+            }
+        }
+    }
+
+    /// Moves a selectable slot to `state`, counting it as stale in the view.
+    fn leave_view(&self, slot: &KeySlot, state: KeyState) {
+        for from in [KeyState::Active, KeyState::Cooling] {
+            if slot.transition(from, state) {
+                telemetry::key_state_changed(&self.name, state);
+                let stale = self.stale.fetch_add(1, Ordering::AcqRel) + 1;
+                // Rebuild once a quarter of the view is dead: O(1) amortised per blacklisting.
+                if stale * 4 >= self.view.load().len() {
+                    self.rebuild_requested.store(true, Ordering::Release);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Queues a change event for `slot` unless one is already queued.
+    fn touch(&self, slot: &Arc<KeySlot>) {
+        if let Some(events) = &self.events {
+            if !slot.dirty.load(Ordering::Relaxed) && !slot.dirty.swap(true, Ordering::AcqRel) {
+                events.send(self.name.clone(), slot.clone());
+            }
+        }
+    }
+}
+
+fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    // The guarded data is `()`: a panic elsewhere cannot leave it inconsistent.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl fmt::Debug for MemoryKeyPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let groups = self.inner.groups.load();
+        let mut map = f.debug_map();
+        for (name, g) in groups.iter() {
+            map.entry(name, &g.all.load().slots.len());
+        }
+        map.finish()
+    }
+}

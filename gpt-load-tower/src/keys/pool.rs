@@ -1,0 +1,133 @@
+use std::{sync::Arc, time::Duration};
+
+use super::{KeyId, KeySlot};
+use crate::{context::GroupName, secret::ApiKey};
+
+/// A source of upstream keys per group.
+///
+/// [`MemoryKeyPool`](super::MemoryKeyPool) is the ready implementation; another pool (for
+/// example one shared through Redis) implements the same three calls. Implementations must not
+/// block: `select` runs on every attempt.
+pub trait KeyPool: Send + Sync + 'static {
+    /// Picks a usable key of `group` that is not in `excluded`.
+    fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey>;
+
+    /// Whether [`select`](Self::select) would currently find a key, without taking it.
+    fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool;
+
+    /// Records how an attempt on `key` went.
+    fn report(&self, key: &SelectedKey, report: Report);
+}
+
+impl<P: KeyPool + ?Sized> KeyPool for Arc<P> {
+    fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey> {
+        (**self).select(group, excluded)
+    }
+
+    fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
+        (**self).has_candidate(group, excluded)
+    }
+
+    fn report(&self, key: &SelectedKey, report: Report) {
+        (**self).report(key, report)
+    }
+}
+
+/// What happened to a key during one attempt, as reported to the pool.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Report {
+    /// The key worked: its consecutive-failure count resets.
+    Success,
+    /// A counted failure; the key is blacklisted when its consecutive failures reach
+    /// `blacklist_threshold` (0 = never).
+    Failure {
+        /// Consecutive failures that blacklist the key; 0 disables blacklisting.
+        blacklist_threshold: u32,
+    },
+    /// The key is rate limited or out of quota: pause it without counting a failure.
+    CoolDown {
+        /// How long the key rests.
+        duration: Duration,
+    },
+    /// The key is known to be dead: blacklist it now.
+    Invalidate,
+}
+
+/// The key chosen for an attempt. Inserted into the request and the response extensions by
+/// [`KeySelect`](super::KeySelect). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SelectedKey {
+    group: GroupName,
+    slot: Arc<KeySlot>,
+}
+
+impl SelectedKey {
+    /// A selection of `slot` from `group`.
+    pub fn new(group: GroupName, slot: Arc<KeySlot>) -> Self {
+        Self { group, slot }
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.slot.id()
+    }
+
+    /// The key.
+    pub fn secret(&self) -> &ApiKey {
+        self.slot.secret()
+    }
+
+    /// The group the key belongs to.
+    pub fn group(&self) -> &GroupName {
+        &self.group
+    }
+
+    /// The key's live slot.
+    pub fn slot(&self) -> &Arc<KeySlot> {
+        &self.slot
+    }
+}
+
+/// Keys already tried by this request; [`KeySelect`](super::KeySelect) skips them. Written by
+/// [`RetryOnOtherKey`](crate::retry::RetryOnOtherKey) before each retry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExcludedKeys(Vec<KeyId>);
+
+impl ExcludedKeys {
+    /// An empty set (does not allocate).
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Adds a key.
+    pub fn insert(&mut self, id: KeyId) {
+        if !self.0.contains(&id) {
+            self.0.push(id);
+        }
+    }
+
+    /// Whether `id` was already tried.
+    #[inline]
+    pub fn contains(&self, id: KeyId) -> bool {
+        self.0.contains(&id)
+    }
+
+    /// How many keys were tried.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no key was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The tried keys, in order.
+    pub fn iter(&self) -> impl Iterator<Item = KeyId> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+/// The empty set, for callers without one.
+pub(crate) static NO_EXCLUSIONS: ExcludedKeys = ExcludedKeys::new();

@@ -1,0 +1,218 @@
+use std::{
+    fmt,
+    sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use crate::{clock, secret::ApiKey};
+
+/// The identifier of an upstream key (the database row id in the gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u64);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The state of a key in the pool.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    /// Selectable.
+    Active,
+    /// Paused until a deadline (rate limited or out of quota); not counted as a failure.
+    Cooling,
+    /// Blacklisted: too many consecutive failures, or marked dead. Re-validated in the background.
+    Invalid,
+    /// Switched off by an operator.
+    Disabled,
+}
+
+impl KeyState {
+    /// The name used in events, logs and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Cooling => "cooling",
+            Self::Invalid => "invalid",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Self::Active,
+            1 => Self::Cooling,
+            2 => Self::Invalid,
+            _ => Self::Disabled,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Active => 0,
+            Self::Cooling => 1,
+            Self::Invalid => 2,
+            Self::Disabled => 3,
+        }
+    }
+
+    /// Whether keys in this state stay in the selection view (cooling keys come back by time).
+    pub(crate) fn in_view(self) -> bool {
+        matches!(self, Self::Active | Self::Cooling)
+    }
+}
+
+/// One key and its live health, shared by the pool and the requests using it.
+///
+/// Every field is an atomic, so reading and updating a slot never takes a lock.
+pub struct KeySlot {
+    id: KeyId,
+    secret: ApiKey,
+    state: AtomicU8,
+    consecutive_failures: AtomicU32,
+    cool_until: AtomicU64,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    pub(super) dirty: AtomicBool,
+}
+
+impl KeySlot {
+    /// An active key with no history.
+    pub fn new(id: KeyId, secret: ApiKey) -> Self {
+        Self {
+            id,
+            secret,
+            state: AtomicU8::new(KeyState::Active.to_u8()),
+            consecutive_failures: AtomicU32::new(0),
+            cool_until: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// A key restored with a known state and failure count (for example from a database).
+    pub fn with_state(id: KeyId, secret: ApiKey, state: KeyState, consecutive_failures: u32) -> Self {
+        let slot = Self::new(id, secret);
+        slot.state.store(state.to_u8(), Ordering::Relaxed);
+        slot.consecutive_failures.store(consecutive_failures, Ordering::Relaxed);
+        slot
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The key itself.
+    pub fn secret(&self) -> &ApiKey {
+        &self.secret
+    }
+
+    /// The current state; a cooling key whose deadline passed reads as active.
+    pub fn state(&self) -> KeyState {
+        match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
+            KeyState::Cooling if self.cool_until.load(Ordering::Relaxed) <= clock::now_ms() => KeyState::Active,
+            state => state,
+        }
+    }
+
+    /// Whether a request may use this key now. Reads the clock only for cooling keys.
+    #[inline]
+    pub fn is_usable(&self) -> bool {
+        match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
+            KeyState::Active => true,
+            KeyState::Cooling => self.cool_until.load(Ordering::Relaxed) <= clock::now_ms(),
+            KeyState::Invalid | KeyState::Disabled => false,
+        }
+    }
+
+    /// How long a cooling key still rests.
+    pub fn cooling_for(&self) -> Option<Duration> {
+        (KeyState::from_u8(self.state.load(Ordering::Acquire)) == KeyState::Cooling)
+            .then(|| clock::remaining(self.cool_until.load(Ordering::Relaxed)))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Counted failures since the last success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// Requests using this key right now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn raw_state(&self) -> KeyState {
+        KeyState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Sets the state; returns the previous raw state.
+    pub(super) fn set_state(&self, state: KeyState) -> KeyState {
+        KeyState::from_u8(self.state.swap(state.to_u8(), Ordering::AcqRel))
+    }
+
+    /// Moves from `from` to `to` if the slot is still in `from`.
+    pub(super) fn transition(&self, from: KeyState, to: KeyState) -> bool {
+        self.state
+            .compare_exchange(from.to_u8(), to.to_u8(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(super) fn set_cool_until(&self, deadline: u64) {
+        self.cool_until.store(deadline, Ordering::Relaxed);
+    }
+
+    pub(super) fn add_failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+    }
+
+    /// Resets the failure count; returns whether it was non-zero.
+    pub(super) fn reset_failures(&self) -> bool {
+        self.consecutive_failures.load(Ordering::Relaxed) != 0 && self.consecutive_failures.swap(0, Ordering::AcqRel) != 0
+    }
+
+    pub(super) fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn take_requests(&self) -> u64 {
+        self.requests.swap(0, Ordering::AcqRel)
+    }
+
+    /// Marks one more request in flight on this key until the returned guard drops.
+    pub fn begin_request(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+impl fmt::Debug for KeySlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySlot")
+            .field("id", &self.id)
+            .field("secret", &self.secret)
+            .field("state", &self.state())
+            .field("consecutive_failures", &self.consecutive_failures())
+            .field("in_flight", &self.in_flight())
+            .finish()
+    }
+}
+
+/// Holds one in-flight request on a key; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlight(std::sync::Arc<KeySlot>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl crate::body::OnBodyEnd for InFlight {
+    fn on_body_end(self, _end: crate::body::BodyEnd) {}
+}

@@ -1,0 +1,228 @@
+//! Pool behaviour under concurrency and at scale.
+
+use std::{collections::HashSet, sync::Arc, thread, time::Duration};
+
+use super::*;
+
+fn pool_with(n: u64) -> MemoryKeyPool {
+    let pool = MemoryKeyPool::new();
+    pool.set_group("g".into(), (0..n).map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())));
+    pool
+}
+
+#[test]
+fn round_robin_over_active_keys() {
+    let pool = pool_with(3);
+    let picks: Vec<u64> = (0..6).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id().0).collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn unknown_group_and_empty_group_have_no_key() {
+    let pool = pool_with(0);
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+    assert!(pool.select("nope", &ExcludedKeys::new()).is_none());
+    assert!(!pool.has_candidate("g", &ExcludedKeys::new()));
+}
+
+#[test]
+fn blacklists_after_threshold_consecutive_failures_and_success_resets() {
+    let pool = pool_with(2);
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    let fail = Report::Failure { blacklist_threshold: 3 };
+    pool.report(&key, fail);
+    pool.report(&key, fail);
+    pool.report(&key, Report::Success);
+    assert_eq!(key.slot().consecutive_failures(), 0);
+    pool.report(&key, fail);
+    pool.report(&key, fail);
+    assert_eq!(key.slot().state(), KeyState::Active);
+    pool.report(&key, fail);
+    assert_eq!(key.slot().state(), KeyState::Invalid);
+    for _ in 0..10 {
+        assert_ne!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), key.id());
+    }
+}
+
+#[test]
+fn threshold_zero_never_blacklists() {
+    let pool = pool_with(1);
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    for _ in 0..100 {
+        pool.report(&key, Report::Failure { blacklist_threshold: 0 });
+    }
+    assert_eq!(key.slot().state(), KeyState::Active);
+    assert_eq!(key.slot().consecutive_failures(), 100);
+}
+
+#[test]
+fn cooling_keys_rest_until_their_deadline() {
+    let pool = pool_with(2);
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(&key, Report::CoolDown { duration: Duration::from_secs(60) });
+    assert_eq!(key.slot().state(), KeyState::Cooling);
+    assert_eq!(key.slot().consecutive_failures(), 0);
+    for _ in 0..5 {
+        assert_ne!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), key.id());
+    }
+    pool.report(&key, Report::CoolDown { duration: Duration::ZERO });
+    assert!(key.slot().is_usable());
+    let ids: HashSet<_> = (0..4).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id()).collect();
+    assert!(ids.contains(&key.id()));
+}
+
+#[test]
+fn all_cooling_fails_fast_until_restored() {
+    let pool = pool_with(3);
+    for slot in pool.keys("g") {
+        pool.report(&SelectedKey::new("g".into(), slot), Report::CoolDown { duration: Duration::from_secs(60) });
+    }
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+    assert!(pool.set_state("g", KeyId(1), KeyState::Active));
+    assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), KeyId(1));
+}
+
+#[test]
+fn manual_states_and_restore() {
+    let pool = pool_with(2);
+    assert!(pool.set_state("g", KeyId(0), KeyState::Disabled));
+    assert!(!pool.set_state("g", KeyId(9), KeyState::Disabled));
+    for _ in 0..4 {
+        assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), KeyId(1));
+    }
+    pool.report(&pool.select("g", &ExcludedKeys::new()).unwrap(), Report::Invalidate);
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+    assert_eq!(pool.set_states("g", [(KeyId(0), KeyState::Active), (KeyId(1), KeyState::Active)]), 2);
+    let ids: HashSet<_> = (0..4).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id()).collect();
+    assert_eq!(ids.len(), 2);
+    let stats = pool.stats("g").unwrap();
+    assert_eq!((stats.total, stats.active, stats.invalid), (2, 2, 0));
+}
+
+#[test]
+fn membership_changes_keep_live_state() {
+    let pool = pool_with(2);
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(&key, Report::Failure { blacklist_threshold: 1 });
+    pool.set_group("g".into(), (0..3).map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())));
+    assert_eq!(pool.get("g", key.id()).unwrap().state(), KeyState::Invalid);
+    assert_eq!(pool.add_keys("g".into(), [KeySlot::new(KeyId(2), "dup".into()), KeySlot::new(KeyId(3), "k3".into())]), 1);
+    assert_eq!(pool.remove_keys("g", [KeyId(0), KeyId(42)]), 1);
+    assert_eq!(pool.keys("g").len(), 3);
+    assert!(pool.remove_group("g"));
+    assert!(!pool.remove_group("g"));
+    assert!(pool.groups().is_empty());
+}
+
+#[test]
+fn restored_slot_state_from_storage() {
+    let pool = MemoryKeyPool::new();
+    pool.set_group("g".into(), [
+        KeySlot::with_state(KeyId(1), "a".into(), KeyState::Invalid, 3),
+        KeySlot::with_state(KeyId(2), "b".into(), KeyState::Active, 1),
+    ]);
+    assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), KeyId(2));
+    assert_eq!(pool.get("g", KeyId(2)).unwrap().consecutive_failures(), 1);
+}
+
+#[test]
+fn concurrent_selection_never_returns_invalid_or_excluded_keys() {
+    let pool = Arc::new(pool_with(64));
+    // Blacklist every third key up front.
+    for id in (0..64).step_by(3) {
+        let key = SelectedKey::new("g".into(), pool.get("g", KeyId(id)).unwrap());
+        pool.report(&key, Report::Invalidate);
+    }
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                for round in 0..2_000 {
+                    // One request with up to three retries: never the same key twice.
+                    let mut excluded = ExcludedKeys::new();
+                    for _ in 0..4 {
+                        let key = pool.select("g", &excluded).expect("usable keys remain");
+                        assert_ne!(key.id().0 % 3, 0, "picked a blacklisted key");
+                        assert!(!excluded.contains(key.id()), "picked a key twice in one request");
+                        excluded.insert(key.id());
+                        if (round + t) % 7 == 0 {
+                            pool.report(&key, Report::Failure { blacklist_threshold: 0 });
+                        } else {
+                            pool.report(&key, Report::Success);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn concurrent_blacklisting_converges() {
+    let pool = Arc::new(pool_with(1_000));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                for _ in 0..5_000 {
+                    if let Some(key) = pool.select("g", &ExcludedKeys::new()) {
+                        if key.id().0 % 8 == t {
+                            pool.report(&key, Report::Failure { blacklist_threshold: 1 });
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every key whose id matched its thread was blacklisted at most once and never re-selected.
+    let stats = pool.stats("g").unwrap();
+    assert_eq!(stats.total, 1_000);
+    assert_eq!(stats.active + stats.invalid, 1_000);
+    assert_eq!(stats.invalid, 500, "keys with id % 8 < 4 are all selected and blacklisted");
+    for _ in 0..2_000 {
+        let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+        assert_eq!(key.slot().state(), KeyState::Active);
+        assert!(key.id().0 % 8 >= 4);
+    }
+}
+
+#[test]
+fn selection_stays_cheap_with_a_large_dead_prefix() {
+    // 10,000 keys of which the first 9,990 are blacklisted: after the lazy rebuild the view
+    // holds only the ten live keys.
+    let pool = pool_with(10_000);
+    for id in 0..9_990 {
+        pool.report(&SelectedKey::new("g".into(), pool.get("g", KeyId(id)).unwrap()), Report::Invalidate);
+    }
+    let ids: HashSet<_> = (0..20).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id().0).collect();
+    assert!(ids.iter().all(|id| *id >= 9_990));
+    assert_eq!(ids.len(), 10);
+}
+
+#[tokio::test]
+async fn events_are_coalesced_per_key() {
+    let (pool, mut events) = MemoryKeyPool::with_events();
+    pool.set_group("g".into(), [KeySlot::new(KeyId(1), "k".into())]);
+    for _ in 0..5 {
+        let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+        pool.report(&key, Report::Failure { blacklist_threshold: 0 });
+    }
+    let event = events.recv().await.unwrap();
+    assert_eq!(event.requests, 5);
+    assert_eq!(event.consecutive_failures, 5);
+    assert!(events.try_recv().is_none(), "one event for five changes");
+
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(&key, Report::CoolDown { duration: Duration::from_secs(30) });
+    let batch = events.recv_batch(10).await;
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].state, KeyState::Cooling);
+    assert!(batch[0].cooling_for.is_some());
+}

@@ -1,0 +1,103 @@
+//! Metrics every layer records through the [`metrics`] facade.
+//!
+//! Install any `metrics` recorder (the gateway uses the Prometheus exporter) to collect them;
+//! without one they cost next to nothing. Names and labels:
+//!
+//! | metric | type | labels | recorded by |
+//! |---|---|---|---|
+//! | `gpt_load_auth_rejections_total` | counter | `reason` (`unauthorized`, `unknown_group`) | [`auth`](crate::auth) |
+//! | `gpt_load_requests_shed_total` | counter | – | [`limit`](crate::limit) |
+//! | `gpt_load_requests_in_flight` | gauge | – | [`limit`](crate::limit) |
+//! | `gpt_load_request_body_rejected_total` | counter | – | [`body`](crate::body) |
+//! | `gpt_load_no_key_available_total` | counter | `group` | [`keys`](crate::keys) |
+//! | `gpt_load_key_state_transitions_total` | counter | `group`, `state` | [`keys`](crate::keys) |
+//! | `gpt_load_attempts_total` | counter | `group`, `outcome` | [`blacklist`](crate::blacklist) |
+//! | `gpt_load_retries_total` | counter | `group` | [`retry`](crate::retry) |
+//! | `gpt_load_log_records_total` | counter | `type` (`retry`, `final`) | [`log`](crate::log) |
+//! | `gpt_load_log_records_dropped_total` | counter | – | [`log`](crate::log) |
+//! | `gpt_load_upstream_ejections_total` | counter | `group` | [`upstream`](crate::upstream) |
+//! | `gpt_load_rewrite_rejections_total` | counter | `group` | [`rewrite`](crate::rewrite) |
+//! | `gpt_load_errors_total` | counter | `kind` ([`ErrorKind::as_str`](crate::error::ErrorKind::as_str)) | [`error`](crate::error) |
+
+use metrics::{counter, gauge};
+
+use crate::{context::GroupName, error::ErrorKind, keys::KeyState};
+
+/// `gpt_load_auth_rejections_total`
+pub const AUTH_REJECTIONS: &str = "gpt_load_auth_rejections_total";
+/// `gpt_load_requests_shed_total`
+pub const REQUESTS_SHED: &str = "gpt_load_requests_shed_total";
+/// `gpt_load_requests_in_flight`
+pub const REQUESTS_IN_FLIGHT: &str = "gpt_load_requests_in_flight";
+/// `gpt_load_request_body_rejected_total`
+pub const BODY_REJECTED: &str = "gpt_load_request_body_rejected_total";
+/// `gpt_load_no_key_available_total`
+pub const NO_KEY_AVAILABLE: &str = "gpt_load_no_key_available_total";
+/// `gpt_load_key_state_transitions_total`
+pub const KEY_STATE_TRANSITIONS: &str = "gpt_load_key_state_transitions_total";
+/// `gpt_load_attempts_total`
+pub const ATTEMPTS: &str = "gpt_load_attempts_total";
+/// `gpt_load_retries_total`
+pub const RETRIES: &str = "gpt_load_retries_total";
+/// `gpt_load_log_records_total`
+pub const LOG_RECORDS: &str = "gpt_load_log_records_total";
+/// `gpt_load_log_records_dropped_total`
+pub const LOG_RECORDS_DROPPED: &str = "gpt_load_log_records_dropped_total";
+/// `gpt_load_upstream_ejections_total`
+pub const UPSTREAM_EJECTIONS: &str = "gpt_load_upstream_ejections_total";
+/// `gpt_load_rewrite_rejections_total`
+pub const REWRITE_REJECTIONS: &str = "gpt_load_rewrite_rejections_total";
+/// `gpt_load_errors_total`
+pub const ERRORS: &str = "gpt_load_errors_total";
+
+pub(crate) fn auth_rejected(reason: &'static str) {
+    counter!(AUTH_REJECTIONS, "reason" => reason).increment(1);
+}
+
+pub(crate) fn request_shed() {
+    counter!(REQUESTS_SHED).increment(1);
+}
+
+pub(crate) fn in_flight(now: usize) {
+    gauge!(REQUESTS_IN_FLIGHT).set(now as f64);
+}
+
+pub(crate) fn body_rejected() {
+    counter!(BODY_REJECTED).increment(1);
+}
+
+pub(crate) fn no_key(group: &GroupName) {
+    counter!(NO_KEY_AVAILABLE, "group" => group.shared()).increment(1);
+}
+
+pub(crate) fn key_state_changed(group: &GroupName, state: KeyState) {
+    counter!(KEY_STATE_TRANSITIONS, "group" => group.shared(), "state" => state.as_str()).increment(1);
+}
+
+pub(crate) fn attempt(group: &GroupName, outcome: &'static str) {
+    counter!(ATTEMPTS, "group" => group.shared(), "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn retry(group: &GroupName) {
+    counter!(RETRIES, "group" => group.shared()).increment(1);
+}
+
+pub(crate) fn log_record(kind: &'static str) {
+    counter!(LOG_RECORDS, "type" => kind).increment(1);
+}
+
+pub(crate) fn log_record_dropped() {
+    counter!(LOG_RECORDS_DROPPED).increment(1);
+}
+
+pub(crate) fn upstream_ejected(group: &GroupName) {
+    counter!(UPSTREAM_EJECTIONS, "group" => group.shared()).increment(1);
+}
+
+pub(crate) fn rewrite_rejected(group: &GroupName) {
+    counter!(REWRITE_REJECTIONS, "group" => group.shared()).increment(1);
+}
+
+pub(crate) fn error_rendered(kind: ErrorKind) {
+    counter!(ERRORS, "kind" => kind.as_str()).increment(1);
+}

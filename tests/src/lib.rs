@@ -1,0 +1,9 @@
+//! End-to-end test support for the gateway.
+//!
+//! The main piece is [`mock`], a deterministic in-process upstream that speaks
+//! the OpenAI, Anthropic and Gemini wire formats, with scripted per-key
+//! failures and request recording. The most used types are re-exported here.
+
+pub mod mock;
+
+pub use mock::{Behaviour, MockConfig, MockUpstream, ReceivedRequest};

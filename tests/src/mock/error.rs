@@ -1,0 +1,159 @@
+//! Error answers in each provider's native format.
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::body::MockBody;
+use super::reply;
+
+/// The message of [`Behaviour::QuotaExhausted`](super::Behaviour::QuotaExhausted).
+pub(crate) const QUOTA_MESSAGE: &str = "Resource has been exhausted (e.g. check quota).";
+
+/// Which provider's wire format a route speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Family {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+/// What went wrong, independent of the wire format.
+#[derive(Debug)]
+pub(crate) enum Failure<'a> {
+    MissingKey,
+    InvalidKey(&'a str),
+    RateLimited(Duration),
+    Quota,
+    Server,
+    Status(u16),
+    NotFound(&'a Method, &'a str),
+    BadRequest(&'a str),
+}
+
+/// The native error response for `failure` in `family`'s format.
+pub(crate) fn respond(family: Family, failure: &Failure<'_>) -> Response<MockBody> {
+    let status = failure.status();
+    let message = failure.message(family);
+    let body = match family {
+        Family::OpenAi => {
+            let (kind, code) = failure.openai_type_and_code();
+            json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+        }
+        Family::Anthropic => json!({
+            "type": "error",
+            "error": {"type": anthropic_type(status), "message": message},
+        }),
+        Family::Gemini => json!({
+            "error": {"code": status.as_u16(), "message": message, "status": gemini_status(status)},
+        }),
+    };
+    let mut response = reply::json(status, &body);
+    if let Failure::RateLimited(after) = failure {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+impl Failure<'_> {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingKey | Self::InvalidKey(_) => StatusCode::UNAUTHORIZED,
+            Self::RateLimited(_) | Self::Quota => StatusCode::TOO_MANY_REQUESTS,
+            Self::Server => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Status(code) => {
+                StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            Self::NotFound(..) => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn message(&self, family: Family) -> String {
+        match (self, family) {
+            (Self::MissingKey, Family::OpenAi) => "You didn't provide an API key. You need to \
+                 provide your API key in an Authorization header using Bearer auth."
+                .to_owned(),
+            (Self::MissingKey, Family::Anthropic) => "x-api-key header is required".to_owned(),
+            (Self::MissingKey, Family::Gemini) => {
+                "Method doesn't allow unregistered callers. Please use API Key.".to_owned()
+            }
+            (Self::InvalidKey(key), Family::OpenAi) => format!(
+                "Incorrect API key provided: {key}. You can find your API key at \
+                 https://platform.openai.com/account/api-keys."
+            ),
+            (Self::InvalidKey(key), Family::Anthropic) => format!("invalid x-api-key: {key}"),
+            (Self::InvalidKey(key), Family::Gemini) => {
+                format!("API key not valid. Please pass a valid API key. (key: {key})")
+            }
+            (Self::RateLimited(after), _) => format!(
+                "Rate limit reached for requests. Please try again in {}s.",
+                after.as_secs_f64()
+            ),
+            (Self::Quota, _) => QUOTA_MESSAGE.to_owned(),
+            (Self::Server, _) => {
+                "The server had an error while processing your request.".to_owned()
+            }
+            (Self::Status(code), _) => format!("mock upstream scripted status {code}"),
+            (Self::NotFound(method, path), _) => format!("Invalid URL ({method} {path})"),
+            (Self::BadRequest(detail), _) => (*detail).to_owned(),
+        }
+    }
+
+    fn openai_type_and_code(&self) -> (&'static str, Value) {
+        match self {
+            Self::MissingKey | Self::InvalidKey(_) => {
+                ("invalid_request_error", json!("invalid_api_key"))
+            }
+            Self::RateLimited(_) => ("requests", json!("rate_limit_exceeded")),
+            Self::Quota => ("insufficient_quota", json!("insufficient_quota")),
+            Self::Server => ("server_error", Value::Null),
+            Self::Status(_) => {
+                let status = self.status();
+                let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+                    "requests"
+                } else if status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                };
+                (kind, Value::Null)
+            }
+            Self::NotFound(..) | Self::BadRequest(_) => ("invalid_request_error", Value::Null),
+        }
+    }
+}
+
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 => "overloaded_error",
+        500..=599 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+fn gemini_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        500 => "INTERNAL",
+        501 => "NOT_IMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "UNKNOWN",
+    }
+}
