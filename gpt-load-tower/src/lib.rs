@@ -5,6 +5,8 @@
 #[macro_use]
 mod macros;
 
+pub mod auth;
+pub mod blacklist;
 pub mod body;
 pub mod channel;
 mod clock;
@@ -12,6 +14,7 @@ pub mod context;
 pub mod error;
 mod future;
 pub mod keys;
+pub mod limit;
 mod query;
 pub mod secret;
 pub mod telemetry;

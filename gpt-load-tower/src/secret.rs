@@ -116,9 +116,40 @@ pub fn redact<'a>(text: &'a str, secret: &str) -> Cow<'a, str> {
     Cow::Owned(text.replace(secret, &mask(secret)))
 }
 
+/// [`redact`] for bytes that may not be UTF-8 (an upstream response body).
+pub fn redact_bytes<'a>(data: &'a [u8], secret: &str) -> Cow<'a, [u8]> {
+    let needle = secret.as_bytes();
+    if needle.is_empty() || data.len() < needle.len() || !data.windows(needle.len()).any(|w| w == needle) {
+        return Cow::Borrowed(data);
+    }
+    let masked = mask(secret);
+    let mut out = Vec::with_capacity(data.len());
+    let mut i = 0;
+    while i < data.len() {
+        if data[i..].starts_with(needle) {
+            out.extend_from_slice(masked.as_bytes());
+            i += needle.len();
+        } else {
+            out.push(data[i]);
+            i += 1;
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_bytes() {
+        let key = "sk-0123456789abcdefXYZ";
+        let data = [b"\xff bad ".as_slice(), key.as_bytes(), b" end"].concat();
+        let out = redact_bytes(&data, key);
+        assert!(!out.windows(key.len()).any(|w| w == key.as_bytes()));
+        assert_eq!(&*out, b"\xff bad sk-0****fXYZ end".as_slice());
+        assert!(matches!(redact_bytes(b"clean", key), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn masks_long_keys_partially() {

@@ -961,3 +961,17 @@ async fn shared_models_path_follows_the_caller() {
     let openai = get(&mock, "/v1/models", &[BEARER]).await.json();
     assert_eq!(openai["object"], "list");
 }
+
+#[tokio::test]
+async fn h2c_disconnect_resets_the_stream_after_n_frames() {
+    let mock = MockUpstream::start().await.unwrap();
+    let url = format!("{}{CHAT}", mock.url());
+    let headers = [("authorization", "Bearer mock-cut-h2")];
+    let reply = send(
+        &h2c_client(),
+        request(Method::POST, &url, &headers, &chat_body(true)),
+    )
+    .await;
+    assert!(reply.error.is_some());
+    assert_eq!(reply.events().len(), 2);
+}

@@ -50,10 +50,9 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts, body: &Bytes) -> Response<M
             shared.scripts.clear();
             no_content()
         }
-        ("requests" | "stats" | "script", _) => error::respond(
-            Family::OpenAi,
-            &Failure::Status(StatusCode::METHOD_NOT_ALLOWED.as_u16()),
-        ),
+        ("requests" | "stats" | "script", method) => {
+            error::respond(Family::OpenAi, &Failure::MethodNotAllowed(method, path))
+        }
         _ => error::respond(Family::OpenAi, &Failure::NotFound(&parts.method, path)),
     }
 }

@@ -29,6 +29,7 @@ pub(crate) enum Failure<'a> {
     Server,
     Status(u16),
     NotFound(&'a Method, &'a str),
+    MethodNotAllowed(&'a Method, &'a str),
     BadRequest(&'a str),
 }
 
@@ -69,6 +70,7 @@ impl Failure<'_> {
                 StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             Self::NotFound(..) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -100,6 +102,9 @@ impl Failure<'_> {
             }
             (Self::Status(code), _) => format!("mock upstream scripted status {code}"),
             (Self::NotFound(method, path), _) => format!("Invalid URL ({method} {path})"),
+            (Self::MethodNotAllowed(method, path), _) => {
+                format!("Method {method} not allowed on {path}")
+            }
             (Self::BadRequest(detail), _) => (*detail).to_owned(),
         }
     }
@@ -123,7 +128,9 @@ impl Failure<'_> {
                 };
                 (kind, Value::Null)
             }
-            Self::NotFound(..) | Self::BadRequest(_) => ("invalid_request_error", Value::Null),
+            Self::NotFound(..) | Self::MethodNotAllowed(..) | Self::BadRequest(_) => {
+                ("invalid_request_error", Value::Null)
+            }
         }
     }
 }

@@ -1,0 +1,260 @@
+use std::{
+    io::Read,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, StatusCode, header, response::Parts};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{ClassifyOutcome, DefaultClassifier, Outcome, StatusMatcher, classify::upstream_message};
+use crate::{
+    body::ResponseBody,
+    error::{BoxError, Error},
+    future::ResponseFuture,
+    keys::{KeyPool, Report, SelectedKey},
+    secret, telemetry,
+};
+
+/// The failover and blacklist rules of a group. The layer's own settings apply unless the
+/// request carries this extension (for per-group overrides).
+#[derive(Clone, Debug)]
+pub struct HealthSettings {
+    /// Statuses that fail the attempt (retry on another key, count toward the blacklist).
+    pub failover: Arc<StatusMatcher>,
+    /// Consecutive counted failures that blacklist a key; 0 = never.
+    pub blacklist_threshold: u32,
+}
+
+impl Default for HealthSettings {
+    /// gpt-load's defaults: `400-403,405-999`, threshold 3.
+    fn default() -> Self {
+        Self { failover: Arc::new(StatusMatcher::default()), blacklist_threshold: 3 }
+    }
+}
+
+/// What [`KeyHealth`] concluded about an attempt; inserted into the response extensions.
+#[derive(Clone, Debug)]
+pub struct AttemptOutcome {
+    /// The classification.
+    pub outcome: Outcome,
+    /// Whether the status is a failover status (the retry policy retries these).
+    pub failover: bool,
+    /// The upstream's error message, parsed and redacted (failover statuses and `429`).
+    pub message: Option<Arc<str>>,
+    /// From sending the attempt to receiving the response head.
+    pub time_to_first_byte: Duration,
+}
+
+/// Classifies each attempt and reports it to the key pool. See the
+/// [module docs](crate::blacklist).
+#[derive(Debug)]
+pub struct KeyHealthLayer<P, C = DefaultClassifier> {
+    pool: P,
+    classifier: Arc<C>,
+    settings: HealthSettings,
+    error_body_limit: usize,
+}
+
+impl<P: Clone, C> Clone for KeyHealthLayer<P, C> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            classifier: self.classifier.clone(),
+            settings: self.settings.clone(),
+            error_body_limit: self.error_body_limit,
+        }
+    }
+}
+
+impl<P> KeyHealthLayer<P> {
+    /// Reports to `pool` with the default classifier and gpt-load's default settings.
+    pub fn new(pool: P) -> Self {
+        Self { pool, classifier: Arc::new(DefaultClassifier::new()), settings: HealthSettings::default(), error_body_limit: 64 * 1024 }
+    }
+}
+
+impl<P, C> KeyHealthLayer<P, C> {
+    /// Uses another classifier.
+    #[must_use]
+    pub fn classifier<C2: ClassifyOutcome>(self, classifier: C2) -> KeyHealthLayer<P, C2> {
+        KeyHealthLayer {
+            pool: self.pool,
+            classifier: Arc::new(classifier),
+            settings: self.settings,
+            error_body_limit: self.error_body_limit,
+        }
+    }
+
+    /// The settings used when a request carries no [`HealthSettings`].
+    #[must_use]
+    pub fn settings(mut self, settings: HealthSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// How much of an upstream error body is read to classify and redact it (default 64 KiB);
+    /// longer error bodies are cut there.
+    #[must_use]
+    pub fn error_body_limit(mut self, limit: usize) -> Self {
+        self.error_body_limit = limit;
+        self
+    }
+}
+
+impl<S, P: Clone, C> Layer<S> for KeyHealthLayer<P, C> {
+    type Service = KeyHealth<S, P, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyHealth { inner, layer: self.clone() }
+    }
+}
+
+/// The service built by [`KeyHealthLayer`].
+#[derive(Debug)]
+pub struct KeyHealth<S, P, C = DefaultClassifier> {
+    inner: S,
+    layer: KeyHealthLayer<P, C>,
+}
+
+impl<S: Clone, P: Clone, C> Clone for KeyHealth<S, P, C> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), layer: self.layer.clone() }
+    }
+}
+
+impl<S, P, C> KeyHealth<S, P, C> {
+    define_inner_service_accessors!();
+}
+
+impl<S, P, C, ReqBody, ResBody> Service<Request<ReqBody>> for KeyHealth<S, P, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    P: KeyPool + Clone,
+    C: ClassifyOutcome,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Error;
+    type Future = ResponseFuture<Self::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(|e| Error::from_boxed(e.into()))
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let key = req.extensions().get::<SelectedKey>().cloned();
+        let settings = req.extensions().get::<HealthSettings>().cloned().unwrap_or_else(|| self.layer.settings.clone());
+        let (pool, classifier, limit) = (self.layer.pool.clone(), self.layer.classifier.clone(), self.layer.error_body_limit);
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(async move {
+            let started = Instant::now();
+            let result = ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into()));
+            let time_to_first_byte = started.elapsed();
+            let report = |outcome: Outcome| {
+                if let Some(key) = &key {
+                    telemetry::attempt(key.group(), outcome.as_str());
+                    if let Some(report) = to_report(outcome, settings.blacklist_threshold) {
+                        pool.report(key, report);
+                    }
+                }
+            };
+            let res = match result {
+                Ok(res) => res,
+                Err(err) => {
+                    report(classifier.classify_error(&err));
+                    return Err(err);
+                }
+            };
+            let status = res.status();
+            let failover = settings.failover.matches(status.as_u16());
+            if !failover && status != StatusCode::TOO_MANY_REQUESTS {
+                let outcome = classifier.classify_response(status, res.headers(), false, None);
+                report(outcome);
+                let mut res = res.map(ResponseBody::stream);
+                res.extensions_mut().insert(AttemptOutcome { outcome, failover, message: None, time_to_first_byte });
+                return Ok(res);
+            }
+            let (mut parts, body) = res.into_parts();
+            let secret = key.as_ref().map(|k| k.secret().expose()).unwrap_or("");
+            let (body, text) = read_error_body(&mut parts, body, limit, secret).await;
+            let message: Option<Arc<str>> = text.map(|t| upstream_message(&t).into());
+            let outcome = classifier.classify_response(status, &parts.headers, failover, message.as_deref());
+            report(outcome);
+            let mut res = Response::from_parts(parts, ResponseBody::full(body));
+            res.extensions_mut().insert(AttemptOutcome { outcome, failover, message, time_to_first_byte });
+            Ok(res)
+        })
+    }
+}
+
+fn to_report(outcome: Outcome, blacklist_threshold: u32) -> Option<Report> {
+    match outcome {
+        Outcome::Success => Some(Report::Success),
+        Outcome::Failure { counted: true } => Some(Report::Failure { blacklist_threshold }),
+        Outcome::CoolDown(duration) => Some(Report::CoolDown { duration }),
+        Outcome::Dead => Some(Report::Invalidate),
+        Outcome::Failure { counted: false } | Outcome::Passthrough | Outcome::ClientGone => None,
+    }
+}
+
+/// Reads up to `limit` bytes of an error body, decodes gzip, removes `secret`, and fixes the
+/// framing headers. Returns the body to send on and its text, when it could be read as text.
+async fn read_error_body<B>(parts: &mut Parts, body: B, limit: usize, secret: &str) -> (Bytes, Option<String>)
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut raw = BytesMut::new();
+    while raw.len() < limit {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    raw.extend_from_slice(&data);
+                }
+            }
+            // A broken error body is classified by its status alone.
+            Some(Err(_)) | None => break,
+        }
+    }
+    raw.truncate(limit);
+    let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let plain = match encoding.as_deref() {
+        None | Some("identity") => Some(raw.freeze()),
+        Some("gzip" | "x-gzip") => {
+            let mut decoded = Vec::new();
+            let ok = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64).read_to_end(&mut decoded).is_ok();
+            ok.then(|| {
+                parts.headers.remove(header::CONTENT_ENCODING);
+                Bytes::from(decoded)
+            })
+        }
+        Some(_) => None,
+    };
+    let Some(plain) = plain else {
+        // An encoding we cannot read: the key cannot be searched for, so the body is withheld.
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        let note = Bytes::from_static(b"upstream error body withheld: unsupported content encoding");
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(note.len()));
+        return (note, None);
+    };
+    let redacted = match secret::redact_bytes(&plain, secret) {
+        std::borrow::Cow::Borrowed(_) => plain,
+        std::borrow::Cow::Owned(v) => Bytes::from(v),
+    };
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(redacted.len()));
+    let text = String::from_utf8_lossy(&redacted).into_owned();
+    (redacted, Some(text))
+}

@@ -1,0 +1,210 @@
+use std::{io::Write, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+use super::*;
+use crate::{
+    channel::ChannelKind,
+    error::{BoxError, Error, ErrorKind},
+    keys::{KeyId, KeyPool, KeySelectLayer, KeySlot, KeyState, MemoryKeyPool},
+    test_util::principal,
+};
+
+const KEY: &str = "sk-live-abcdefghijklmnop";
+
+fn pool() -> MemoryKeyPool {
+    let pool = MemoryKeyPool::new();
+    pool.set_group("g".into(), [KeySlot::new(KeyId(1), KEY.into())]);
+    pool
+}
+
+fn upstream(
+    status: u16,
+    headers: &'static [(&'static str, &'static str)],
+    body: Bytes,
+) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Error, Future = impl Send> + Clone {
+    service_fn(move |_req: Request<()>| {
+        let body = body.clone();
+        async move {
+            let mut res = Response::new(Full::new(body));
+            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+            for (k, v) in headers {
+                res.headers_mut().insert(*k, HeaderValue::from_static(v));
+            }
+            Ok::<_, Error>(res)
+        }
+    })
+}
+
+async fn attempt<S>(pool: &MemoryKeyPool, inner: S) -> (AttemptOutcome, StatusCode, Bytes, http::HeaderMap)
+where
+    S: Service<Request<()>, Response = Response<Full<Bytes>>, Error = Error> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let svc = ServiceBuilder::new()
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()))
+        .service(inner);
+    let res = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+    let outcome = res.extensions().get::<AttemptOutcome>().unwrap().clone();
+    let (status, headers) = (res.status(), res.headers().clone());
+    (outcome, status, res.into_body().collect().await.unwrap().to_bytes(), headers)
+}
+
+#[tokio::test]
+async fn success_streams_untouched_and_resets_failures() {
+    let pool = pool();
+    pool.report(&pool_key(&pool), crate::keys::Report::Failure { blacklist_threshold: 0 });
+    let (outcome, status, body, _) = attempt(&pool, upstream(200, &[], Bytes::from_static(b"data: hi\n\n"))).await;
+    assert_eq!((outcome.outcome, outcome.failover, status), (Outcome::Success, false, StatusCode::OK));
+    assert_eq!(body, "data: hi\n\n");
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 0);
+}
+
+fn pool_key(pool: &MemoryKeyPool) -> crate::keys::SelectedKey {
+    crate::keys::SelectedKey::new("g".into(), pool.get("g", KeyId(1)).unwrap())
+}
+
+#[tokio::test]
+async fn not_found_passes_through_without_touching_the_key() {
+    let pool = pool();
+    let (outcome, status, body, _) = attempt(&pool, upstream(404, &[], Bytes::from_static(b"nope"))).await;
+    assert_eq!((outcome.outcome, outcome.failover), (Outcome::Passthrough, false));
+    assert_eq!((status, body), (StatusCode::NOT_FOUND, Bytes::from_static(b"nope")));
+    assert!(outcome.message.is_none());
+}
+
+#[tokio::test]
+async fn failures_are_redacted_counted_and_blacklist_at_threshold() {
+    let pool = pool();
+    let body = Bytes::from(format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}"}}}}"#));
+    for n in 1..=3 {
+        let (outcome, status, sent, headers) = attempt(&pool, upstream(401, &[], body.clone())).await;
+        assert_eq!(status, 401);
+        assert_eq!(outcome.outcome, Outcome::Failure { counted: true });
+        assert!(outcome.failover);
+        let message = outcome.message.unwrap();
+        assert_eq!(&*message, "Incorrect API key provided: sk-l****mnop");
+        assert!(!String::from_utf8_lossy(&sent).contains(KEY));
+        assert_eq!(headers[header::CONTENT_LENGTH], sent.len().to_string());
+        if n < 3 {
+            assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), n);
+        }
+    }
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().state(), KeyState::Invalid);
+}
+
+#[tokio::test]
+async fn uncounted_messages_do_not_count() {
+    let pool = pool();
+    let body = Bytes::from_static(br#"{"error":{"message":"Please reduce the length of the messages."}}"#);
+    let (outcome, ..) = attempt(&pool, upstream(400, &[], body)).await;
+    assert_eq!(outcome.outcome, Outcome::Failure { counted: false });
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 0);
+}
+
+#[tokio::test]
+async fn rate_limits_cool_the_key_down() {
+    let pool = pool();
+    let (outcome, status, ..) = attempt(&pool, upstream(429, &[("retry-after", "20")], Bytes::from_static(b"slow down"))).await;
+    assert_eq!(status, 429);
+    assert_eq!(outcome.outcome, Outcome::CoolDown(Duration::from_secs(20)));
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    assert_eq!(slot.state(), KeyState::Cooling);
+    assert_eq!(slot.consecutive_failures(), 0);
+}
+
+#[tokio::test]
+async fn gzip_error_bodies_are_decoded_and_redacted() {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(format!(r#"{{"error":{{"message":"bad key {KEY}"}}}}"#).as_bytes()).unwrap();
+    let compressed = Bytes::from(gz.finish().unwrap());
+    let pool = pool();
+    let (outcome, _, body, headers) = attempt(&pool, upstream(500, &[("content-encoding", "gzip")], compressed)).await;
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    assert_eq!(&*outcome.message.unwrap(), "bad key sk-l****mnop");
+    assert!(!String::from_utf8_lossy(&body).contains(KEY));
+}
+
+#[tokio::test]
+async fn unreadable_encodings_are_withheld() {
+    let pool = pool();
+    let (outcome, status, body, headers) = attempt(&pool, upstream(502, &[("content-encoding", "br")], Bytes::from_static(b"\x1b\x00"))).await;
+    assert_eq!(status, 502);
+    assert!(outcome.message.is_none());
+    assert!(headers.get(header::CONTENT_ENCODING).is_none());
+    assert!(String::from_utf8_lossy(&body).contains("withheld"));
+}
+
+#[tokio::test]
+async fn long_error_bodies_are_capped() {
+    let pool = pool();
+    let svc = ServiceBuilder::new()
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()).error_body_limit(10))
+        .service(upstream(500, &[], Bytes::from(vec![b'x'; 1000])));
+    let res = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes().len(), 10);
+}
+
+#[tokio::test]
+async fn per_request_settings_override_the_layer() {
+    let pool = pool();
+    let svc = ServiceBuilder::new()
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()))
+        .service(upstream(500, &[], Bytes::from_static(b"boom")));
+    let mut req = principal(Request::new(()), "g", ChannelKind::OpenAi);
+    req.extensions_mut().insert(HealthSettings { failover: Arc::new("502".parse().unwrap()), blacklist_threshold: 1 });
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.extensions().get::<AttemptOutcome>().unwrap().outcome, Outcome::Passthrough);
+
+    let mut req = principal(Request::new(()), "g", ChannelKind::OpenAi);
+    req.extensions_mut().insert(HealthSettings { failover: Arc::new(StatusMatcher::default()), blacklist_threshold: 1 });
+    svc.oneshot(req).await.unwrap();
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().state(), KeyState::Invalid, "threshold 1 blacklists at once");
+}
+
+#[tokio::test]
+async fn transport_errors_count_and_pass_through() {
+    let pool = pool();
+    let svc = ServiceBuilder::new()
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()))
+        .service(service_fn(|_req: Request<()>| async {
+            Err::<Response<Full<Bytes>>, BoxError>("connection refused".into())
+        }));
+    let err = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Upstream);
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 1);
+}
+
+struct AlwaysDead;
+
+impl ClassifyOutcome for AlwaysDead {
+    fn classify_response(&self, _: StatusCode, _: &http::HeaderMap, _: bool, _: Option<&str>) -> Outcome {
+        Outcome::Dead
+    }
+    fn classify_error(&self, _: &Error) -> Outcome {
+        Outcome::Dead
+    }
+}
+
+#[tokio::test]
+async fn custom_classifier_can_invalidate_at_once() {
+    let pool = pool();
+    let svc = KeySelectLayer::new(pool.clone())
+        .layer(KeyHealthLayer::new(pool.clone()).classifier(AlwaysDead).layer(upstream(401, &[], Bytes::new())));
+    svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().state(), KeyState::Invalid);
+}
+
+#[tokio::test]
+async fn without_a_selected_key_nothing_is_reported() {
+    let svc = KeyHealthLayer::new(pool()).layer(upstream(500, &[], Bytes::from_static(b"e")));
+    let res = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(res.status(), 500);
+}
