@@ -1,0 +1,173 @@
+use std::{
+    fmt,
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use http::{Method, Response};
+
+use super::{LogSink, RequestRecord, RequestType};
+use crate::{
+    blacklist::AttemptOutcome,
+    body::{BodyEnd, OnBodyEnd},
+    context::GroupName,
+    error::Error,
+    keys::SelectedKey,
+    telemetry,
+    upstream::UpstreamTarget,
+};
+
+/// The request-level half of every record, captured once when the request arrives.
+pub(super) struct RequestInfo {
+    pub(super) started: Instant,
+    pub(super) timestamp: SystemTime,
+    pub(super) group: GroupName,
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) model: Option<String>,
+    pub(super) stream: bool,
+    pub(super) client_ip: Option<IpAddr>,
+    pub(super) request_body: Option<String>,
+    pub(super) user_agent: Option<String>,
+    pub(super) request_id: Option<String>,
+}
+
+/// The request's log: records attempts as they end. Inserted into the request extensions by
+/// [`RequestLog`](super::RequestLog); [`RetryOnOtherKey`](crate::retry::RetryOnOtherKey) calls
+/// [`record_retry`](Self::record_retry) for each attempt it abandons.
+#[derive(Clone)]
+pub struct AttemptLog {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    sink: Arc<dyn LogSink>,
+    info: RequestInfo,
+    attempts: AtomicU32,
+}
+
+/// The attempt-level half of a record.
+#[derive(Default)]
+struct AttemptFacts {
+    key: Option<SelectedKey>,
+    upstream: Option<UpstreamTarget>,
+    status: u16,
+    error: Option<String>,
+    time_to_first_byte: Option<Duration>,
+}
+
+impl AttemptFacts {
+    fn of_response<B>(res: &Response<B>) -> Self {
+        let ext = res.extensions();
+        let outcome = ext.get::<AttemptOutcome>();
+        let status = res.status().as_u16();
+        Self {
+            key: ext.get::<SelectedKey>().cloned(),
+            upstream: ext.get::<UpstreamTarget>().cloned(),
+            status,
+            error: outcome
+                .and_then(|o| o.message.as_deref())
+                .filter(|_| status >= 400)
+                .map(str::to_owned),
+            time_to_first_byte: outcome.map(|o| o.time_to_first_byte),
+        }
+    }
+
+    fn of_error(err: &Error) -> Self {
+        Self {
+            key: err.key().cloned(),
+            upstream: err.upstream_target().cloned(),
+            status: err.status().as_u16(),
+            error: Some(err.message().to_owned()),
+            time_to_first_byte: None,
+        }
+    }
+}
+
+impl AttemptLog {
+    pub(super) fn new(sink: Arc<dyn LogSink>, info: RequestInfo) -> Self {
+        Self { shared: Arc::new(Shared { sink, info, attempts: AtomicU32::new(0) }) }
+    }
+
+    /// Records an attempt that is about to be retried.
+    pub fn record_retry<B>(&self, result: &Result<Response<B>, Error>) {
+        let facts = match result {
+            Ok(res) => AttemptFacts::of_response(res),
+            Err(err) => AttemptFacts::of_error(err),
+        };
+        self.emit(RequestType::Retry, facts, None);
+    }
+
+    pub(super) fn final_for_error(&self, err: &Error) {
+        self.emit(RequestType::Final, AttemptFacts::of_error(err), None);
+    }
+
+    pub(super) fn final_for_response<B>(&self, res: &Response<B>) -> FinalRecord {
+        FinalRecord { log: self.clone(), facts: AttemptFacts::of_response(res) }
+    }
+
+    fn emit(&self, request_type: RequestType, facts: AttemptFacts, end: Option<BodyEnd>) {
+        let info = &self.shared.info;
+        let attempt = self.shared.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let group = facts.key.as_ref().map_or_else(|| info.group.clone(), |k| k.group().clone());
+        let parent_group = (group != info.group).then(|| info.group.clone());
+        let broken = end == Some(BodyEnd::Error);
+        let error = if broken { Some("the upstream response broke off mid-body".to_owned()) } else { facts.error };
+        let record = RequestRecord {
+            timestamp: info.timestamp,
+            request_type,
+            attempt,
+            group,
+            parent_group,
+            key_id: facts.key.as_ref().map(SelectedKey::id),
+            masked_key: facts.key.as_ref().map(|k| k.secret().masked()),
+            upstream: facts.upstream.as_ref().map(|u| u.0.shared_url()),
+            model: info.model.clone(),
+            method: info.method.clone(),
+            path: info.path.clone(),
+            status: facts.status,
+            success: facts.status < 400 && !broken,
+            duration: info.started.elapsed(),
+            time_to_first_byte: facts.time_to_first_byte,
+            stream: info.stream,
+            client_ip: info.client_ip,
+            error,
+            request_body: info.request_body.clone(),
+            user_agent: info.user_agent.clone(),
+            request_id: info.request_id.clone(),
+        };
+        telemetry::log_record(request_type.as_str());
+        self.shared.sink.send(record);
+    }
+}
+
+impl fmt::Debug for AttemptLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptLog")
+            .field("group", &self.shared.info.group)
+            .field("attempts", &self.shared.attempts.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Emits the final record when the response body ends.
+pub struct FinalRecord {
+    log: AttemptLog,
+    facts: AttemptFacts,
+}
+
+impl OnBodyEnd for FinalRecord {
+    fn on_body_end(self, end: BodyEnd) {
+        self.log.emit(RequestType::Final, self.facts, Some(end));
+    }
+}
+
+impl fmt::Debug for FinalRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FinalRecord(..)")
+    }
+}
