@@ -18,6 +18,7 @@ pub mod limit;
 pub mod log;
 mod query;
 pub mod retry;
+pub mod rewrite;
 pub mod secret;
 pub mod telemetry;
 pub mod upstream;

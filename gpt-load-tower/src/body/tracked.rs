@@ -90,6 +90,11 @@ impl<B, G: OnBodyEnd> TrackedBody<B, G> {
     pub fn new(inner: B, observer: G) -> Self {
         Self { inner, guard: EndGuard { observer: Some(observer), first_frame_seen: false } }
     }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
 }
 
 impl<B, G: OnBodyEnd> std::fmt::Debug for TrackedBody<B, G> {
