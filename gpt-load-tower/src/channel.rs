@@ -186,7 +186,10 @@ impl ChannelKind {
         };
         let stream = probe.stream
             || accepts_event_stream(headers)
-            || uri.query().and_then(|q| query::get(q, "stream")).is_some_and(|v| v == "true")
+            || uri
+                .query()
+                .and_then(|q| query::get(q, "stream"))
+                .is_some_and(|v| v == "true")
             || (self == Self::Gemini && path.ends_with(":streamGenerateContent"));
         RequestFacts { model, stream }
     }
@@ -197,10 +200,17 @@ impl ChannelKind {
             return None;
         }
         let path = path.trim_end_matches('/');
-        if path.ends_with("/v1beta/openai/v1/models") || path.ends_with("/v1/models") || path.ends_with("/v1beta/openai/models") {
+        if path.ends_with("/v1beta/openai/v1/models")
+            || path.ends_with("/v1/models")
+            || path.ends_with("/v1beta/openai/models")
+        {
             Some(ModelListShape::Data)
         } else if path.ends_with("/v1beta/models") {
-            Some(if self == Self::Gemini { ModelListShape::GeminiModels } else { ModelListShape::Data })
+            Some(if self == Self::Gemini {
+                ModelListShape::GeminiModels
+            } else {
+                ModelListShape::Data
+            })
         } else {
             None
         }
@@ -219,15 +229,24 @@ impl ChannelKind {
     ) -> Result<Request<Bytes>, http::Error> {
         let base = upstream.trim_end_matches('/');
         let endpoint = |default: &str| {
-            let path = validation_endpoint.filter(|e| !e.trim().is_empty()).unwrap_or(default);
-            if path.starts_with('/') { format!("{base}{path}") } else { format!("{base}/{path}") }
+            let path = validation_endpoint
+                .filter(|e| !e.trim().is_empty())
+                .unwrap_or(default);
+            if path.starts_with('/') {
+                format!("{base}{path}")
+            } else {
+                format!("{base}/{path}")
+            }
         };
         let (url, body) = match self {
             Self::OpenAi => (
                 endpoint("/v1/chat/completions"),
                 json!({"model": test_model, "messages": [{"role": "user", "content": "hi"}]}),
             ),
-            Self::OpenAiResponse => (endpoint("/v1/responses"), json!({"model": test_model, "input": "hi"})),
+            Self::OpenAiResponse => (
+                endpoint("/v1/responses"),
+                json!({"model": test_model, "input": "hi"}),
+            ),
             Self::Gemini => (
                 format!("{base}/v1beta/models/{test_model}:generateContent"),
                 json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
@@ -252,37 +271,50 @@ impl ModelListShape {
     /// appended. Gemini lists are merged only on their first page (`first_page`). Bodies that do
     /// not have the expected array are left alone.
     pub fn merge(self, list: &mut Value, configured: &[&str], strict: bool, first_page: bool) {
-        let Some(object) = list.as_object_mut() else { return };
+        let Some(object) = list.as_object_mut() else {
+            return;
+        };
         match self {
             Self::Data => {
-                let Some(Value::Array(items)) = object.get_mut("data") else { return };
-                let entry = |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "system"});
+                let Some(Value::Array(items)) = object.get_mut("data") else {
+                    return;
+                };
+                let entry =
+                    |id: &str| json!({"id": id, "object": "model", "created": 0, "owned_by": "system"});
                 if strict {
                     *items = configured.iter().map(|id| entry(id)).collect();
                     return;
                 }
                 for id in configured {
-                    if !items.iter().any(|m| m.get("id").and_then(Value::as_str) == Some(id)) {
+                    if !items
+                        .iter()
+                        .any(|m| m.get("id").and_then(Value::as_str) == Some(id))
+                    {
                         items.push(entry(id));
                     }
                 }
             }
             Self::GeminiModels => {
-                let entry = |id: &str| {
-                    json!({"name": format!("models/{id}"), "displayName": id, "supportedGenerationMethods": ["generateContent"]})
-                };
+                let entry = |id: &str| json!({"name": format!("models/{id}"), "displayName": id, "supportedGenerationMethods": ["generateContent"]});
                 if strict {
-                    object.insert("models".to_owned(), configured.iter().map(|id| entry(id)).collect());
+                    object.insert(
+                        "models".to_owned(),
+                        configured.iter().map(|id| entry(id)).collect(),
+                    );
                     object.remove("nextPageToken");
                     return;
                 }
                 if !first_page {
                     return;
                 }
-                let Some(Value::Array(items)) = object.get_mut("models") else { return };
+                let Some(Value::Array(items)) = object.get_mut("models") else {
+                    return;
+                };
                 for id in configured {
                     let present = items.iter().any(|m| {
-                        m.get("name").and_then(Value::as_str).is_some_and(|n| n.strip_prefix("models/").unwrap_or(n) == *id)
+                        m.get("name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| n.strip_prefix("models/").unwrap_or(n) == *id)
                     });
                     if !present {
                         items.push(entry(id));
@@ -370,7 +402,8 @@ mod tests {
         assert_eq!(r.headers()["authorization"], "Bearer k-123");
 
         let mut r = req("http://u/v1/messages");
-        r.headers_mut().insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
+        r.headers_mut()
+            .insert("anthropic-version", HeaderValue::from_static("2024-01-01"));
         ChannelKind::Anthropic.inject_credential(&mut r, &key);
         assert_eq!(r.headers()["x-api-key"], "k-123");
         assert_eq!(r.headers()["anthropic-version"], "2024-01-01");
@@ -394,9 +427,21 @@ mod tests {
         let h = HeaderMap::new();
         let uri: Uri = "/v1/chat/completions".parse().unwrap();
         let f = ChannelKind::OpenAi.inspect(&uri, &h, br#"{"model":"gpt-4o","stream":true,"messages":[]}"#);
-        assert_eq!(f, RequestFacts { model: Some("gpt-4o".into()), stream: true });
+        assert_eq!(
+            f,
+            RequestFacts {
+                model: Some("gpt-4o".into()),
+                stream: true
+            }
+        );
         let f = ChannelKind::OpenAi.inspect(&uri, &h, br#"{"model":7,"stream":"yes"}"#);
-        assert_eq!(f, RequestFacts { model: None, stream: false });
+        assert_eq!(
+            f,
+            RequestFacts {
+                model: None,
+                stream: false
+            }
+        );
         let f = ChannelKind::OpenAi.inspect(&uri, &h, b"not json");
         assert_eq!(f, RequestFacts::default());
 
@@ -406,9 +451,17 @@ mod tests {
         accept.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
         assert!(ChannelKind::OpenAiResponse.inspect(&uri, &accept, b"").stream);
 
-        let g: Uri = "/proxy/g/v1beta/models/gemini-pro:streamGenerateContent?alt=sse".parse().unwrap();
+        let g: Uri = "/proxy/g/v1beta/models/gemini-pro:streamGenerateContent?alt=sse"
+            .parse()
+            .unwrap();
         let f = ChannelKind::Gemini.inspect(&g, &h, b"{}");
-        assert_eq!(f, RequestFacts { model: Some("gemini-pro".into()), stream: true });
+        assert_eq!(
+            f,
+            RequestFacts {
+                model: Some("gemini-pro".into()),
+                stream: true
+            }
+        );
         let compat: Uri = "/v1beta/openai/chat/completions".parse().unwrap();
         let f = ChannelKind::Gemini.inspect(&compat, &h, br#"{"model":"gemini-x"}"#);
         assert_eq!(f.model.as_deref(), Some("gemini-x"));
@@ -417,21 +470,38 @@ mod tests {
     #[test]
     fn detects_model_list_paths() {
         let get = Method::GET;
-        assert_eq!(ChannelKind::OpenAi.model_list_shape(&get, "/proxy/a/v1/models"), Some(ModelListShape::Data));
-        assert_eq!(ChannelKind::Gemini.model_list_shape(&get, "/proxy/a/v1beta/models"), Some(ModelListShape::GeminiModels));
+        assert_eq!(
+            ChannelKind::OpenAi.model_list_shape(&get, "/proxy/a/v1/models"),
+            Some(ModelListShape::Data)
+        );
+        assert_eq!(
+            ChannelKind::Gemini.model_list_shape(&get, "/proxy/a/v1beta/models"),
+            Some(ModelListShape::GeminiModels)
+        );
         assert_eq!(
             ChannelKind::Gemini.model_list_shape(&get, "/proxy/a/v1beta/openai/v1/models"),
             Some(ModelListShape::Data)
         );
-        assert_eq!(ChannelKind::OpenAi.model_list_shape(&Method::POST, "/v1/models"), None);
-        assert_eq!(ChannelKind::OpenAi.model_list_shape(&get, "/v1/models/gpt-4o"), None);
+        assert_eq!(
+            ChannelKind::OpenAi.model_list_shape(&Method::POST, "/v1/models"),
+            None
+        );
+        assert_eq!(
+            ChannelKind::OpenAi.model_list_shape(&get, "/v1/models/gpt-4o"),
+            None
+        );
     }
 
     #[test]
     fn merges_model_lists() {
         let mut list = json!({"data": [{"id": "a"}]});
         ModelListShape::Data.merge(&mut list, &["a", "b"], false, true);
-        let ids: Vec<_> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<_> = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["a", "b"]);
         ModelListShape::Data.merge(&mut list, &[], true, true);
         assert_eq!(list["data"], json!([]));
@@ -449,19 +519,27 @@ mod tests {
     #[test]
     fn builds_validation_requests() {
         let key = ApiKey::new("k");
-        let r = ChannelKind::OpenAi.validation_request("http://u/", "m", None, &key).unwrap();
+        let r = ChannelKind::OpenAi
+            .validation_request("http://u/", "m", None, &key)
+            .unwrap();
         assert_eq!(r.uri(), "http://u/v1/chat/completions");
         assert_eq!(r.headers()["authorization"], "Bearer k");
         let body: Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(body["model"], "m");
 
-        let r = ChannelKind::OpenAiResponse.validation_request("http://u", "m", Some("/custom?x=1"), &key).unwrap();
+        let r = ChannelKind::OpenAiResponse
+            .validation_request("http://u", "m", Some("/custom?x=1"), &key)
+            .unwrap();
         assert_eq!(r.uri(), "http://u/custom?x=1");
 
-        let r = ChannelKind::Gemini.validation_request("http://u", "gm", Some("/ignored"), &key).unwrap();
+        let r = ChannelKind::Gemini
+            .validation_request("http://u", "gm", Some("/ignored"), &key)
+            .unwrap();
         assert_eq!(r.uri(), "http://u/v1beta/models/gm:generateContent?key=k");
 
-        let r = ChannelKind::Anthropic.validation_request("http://u", "c", None, &key).unwrap();
+        let r = ChannelKind::Anthropic
+            .validation_request("http://u", "c", None, &key)
+            .unwrap();
         assert_eq!(r.headers()["x-api-key"], "k");
         let body: Value = serde_json::from_slice(r.body()).unwrap();
         assert_eq!(body["max_tokens"], 100);
@@ -469,7 +547,10 @@ mod tests {
 
     #[test]
     fn finds_gemini_path_model() {
-        assert_eq!(gemini_path_model("/v1beta/models/gemini-pro:generateContent"), Some("gemini-pro"));
+        assert_eq!(
+            gemini_path_model("/v1beta/models/gemini-pro:generateContent"),
+            Some("gemini-pro")
+        );
         assert_eq!(gemini_path_model("/v1beta/models/gemini-pro"), Some("gemini-pro"));
         assert_eq!(gemini_path_model("/v1beta/models"), None);
         assert_eq!(gemini_path_model("/v1beta/tunedModels/x"), None);

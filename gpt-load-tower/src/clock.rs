@@ -1,6 +1,9 @@
 //! A monotonic millisecond clock for deadlines stored in atomics.
 
-use std::{sync::OnceLock, time::{Duration, Instant}};
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -87,7 +87,11 @@ pub struct Principal {
 impl Principal {
     /// A principal for `group`, whose upstream API format is `channel`.
     pub fn new(group: GroupName, channel: ChannelKind) -> Self {
-        Self { group, channel, route_prefix_len: 0 }
+        Self {
+            group,
+            channel,
+            route_prefix_len: 0,
+        }
     }
 
     /// The group named in the URL.

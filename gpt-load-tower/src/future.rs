@@ -20,7 +20,9 @@ pub struct ResponseFuture<R> {
 impl<R> ResponseFuture<R> {
     /// Boxes `future`.
     pub fn new(future: impl Future<Output = Result<R, Error>> + Send + 'static) -> Self {
-        Self { inner: Box::pin(future) }
+        Self {
+            inner: Box::pin(future),
+        }
     }
 
     /// A future that is immediately ready with `result`.

@@ -77,11 +77,19 @@ mod tests {
 
     #[test]
     fn sets_a_parameter() {
-        let uri: Uri = "http://h/v1beta/models/m:streamGenerateContent?alt=sse&key=old".parse().unwrap();
+        let uri: Uri = "http://h/v1beta/models/m:streamGenerateContent?alt=sse&key=old"
+            .parse()
+            .unwrap();
         let out = set(&uri, "key", "a b/c");
-        assert_eq!(out.to_string(), "http://h/v1beta/models/m:streamGenerateContent?alt=sse&key=a+b%2Fc");
+        assert_eq!(
+            out.to_string(),
+            "http://h/v1beta/models/m:streamGenerateContent?alt=sse&key=a+b%2Fc"
+        );
         let bare: Uri = "/p".parse().unwrap();
         assert_eq!(set(&bare, "key", "k").to_string(), "/p?key=k");
-        assert_eq!(with_query(&uri, None).to_string(), "http://h/v1beta/models/m:streamGenerateContent");
+        assert_eq!(
+            with_query(&uri, None).to_string(),
+            "http://h/v1beta/models/m:streamGenerateContent"
+        );
     }
 }

@@ -26,11 +26,20 @@ pub(crate) struct Chunks {
 
 impl Chunks {
     pub(crate) fn new<const N: usize>(chunks: [&'static str; N]) -> Self {
-        Self { chunks: chunks.into_iter().map(|c| Bytes::from_static(c.as_bytes())).collect(), fail: false }
+        Self {
+            chunks: chunks
+                .into_iter()
+                .map(|c| Bytes::from_static(c.as_bytes()))
+                .collect(),
+            fail: false,
+        }
     }
 
     pub(crate) fn failing() -> Self {
-        Self { chunks: VecDeque::new(), fail: true }
+        Self {
+            chunks: VecDeque::new(),
+            fail: true,
+        }
     }
 }
 
@@ -38,7 +47,10 @@ impl Body for Chunks {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.fail {
             return Poll::Ready(Some(Err("connection reset by client".into())));
         }
@@ -48,8 +60,11 @@ impl Body for Chunks {
 
 /// A service answering with the request body it received.
 pub(crate) fn echo_body()
--> impl Service<Request<ReplayBody>, Response = Response<ReplayBody>, Error = Error, Future = impl Send> + Clone {
-    tower::service_fn(|req: Request<ReplayBody>| async move { Ok::<_, Error>(Response::new(req.into_body())) })
+-> impl Service<Request<ReplayBody>, Response = Response<ReplayBody>, Error = Error, Future = impl Send> + Clone
+{
+    tower::service_fn(
+        |req: Request<ReplayBody>| async move { Ok::<_, Error>(Response::new(req.into_body())) },
+    )
 }
 
 /// Adds a [`Principal`] for `group` to `req`.

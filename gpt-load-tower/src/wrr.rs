@@ -62,7 +62,11 @@ mod tests {
         let weights = [3, 2, 1, 0, 4];
         let picks = sequence(&weights, 10 * 100);
         for (i, &w) in weights.iter().enumerate() {
-            assert_eq!(picks.iter().filter(|&&p| p == i).count(), w as usize * 100, "peer {i}");
+            assert_eq!(
+                picks.iter().filter(|&&p| p == i).count(),
+                w as usize * 100,
+                "peer {i}"
+            );
         }
     }
 

@@ -123,12 +123,7 @@ async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> Reply {
     .expect("exchange finished in time")
 }
 
-fn request(
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &Value,
-) -> Request<Full<Bytes>> {
+fn request(method: Method, url: &str, headers: &[(&str, &str)], body: &Value) -> Request<Full<Bytes>> {
     let mut builder = Request::builder().method(method).uri(url);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -181,10 +176,7 @@ async fn openai_chat_non_stream() {
     let body = reply.json();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "gpt-4o");
-    assert_eq!(
-        body["choices"][0]["message"]["content"],
-        "hello from gpt-4o"
-    );
+    assert_eq!(body["choices"][0]["message"]["content"], "hello from gpt-4o");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
 }
@@ -311,10 +303,7 @@ async fn anthropic_messages_stream_follows_event_protocol() {
     let body = json!({"model": "claude-x", "max_tokens": 16, "messages": [], "stream": true});
     let reply = post(&mock, "/v1/messages", &[("x-api-key", "sk-ant")], body).await;
     let events = reply.separate_events();
-    let names: Vec<&str> = events
-        .iter()
-        .map(|(name, _)| name.as_deref().unwrap())
-        .collect();
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_deref().unwrap()).collect();
     let mut expected = vec!["message_start", "content_block_start", "ping"];
     expected.extend(["content_block_delta"; 5]);
     expected.extend(["content_block_stop", "message_delta", "message_stop"]);
@@ -392,12 +381,7 @@ async fn gemini_models_and_openai_compatible_chat() {
     let models = models["models"].as_array().unwrap();
     assert!(!models.is_empty());
     for model in models {
-        assert!(
-            model["name"]
-                .as_str()
-                .unwrap()
-                .starts_with("models/gemini-")
-        );
+        assert!(model["name"].as_str().unwrap().starts_with("models/gemini-"));
         assert!(model["displayName"].is_string());
         let methods = model["supportedGenerationMethods"].as_array().unwrap();
         assert!(methods.contains(&json!("generateContent")));
@@ -514,10 +498,7 @@ async fn unauthorized_message_contains_the_key_in_every_format() {
     )
     .await;
     assert_eq!(openai.status, StatusCode::UNAUTHORIZED);
-    let message = openai.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let message = openai.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains(key), "{message}");
 
     let anthropic = post(&mock, "/v1/messages", &[("x-api-key", key)], json!({})).await;
@@ -543,13 +524,7 @@ async fn rate_limited_sets_retry_after() {
             retry_after: Duration::from_millis(1500),
         },
     );
-    let reply = post(
-        &mock,
-        CHAT,
-        &[("authorization", "Bearer k")],
-        chat_body(false),
-    )
-    .await;
+    let reply = post(&mock, CHAT, &[("authorization", "Bearer k")], chat_body(false)).await;
     assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(reply.header("retry-after"), Some("2"));
     assert_eq!(reply.json()["error"]["code"], "rate_limit_exceeded");
@@ -572,13 +547,7 @@ async fn server_error_status_and_quota() {
     mock.script("boom", Behaviour::ServerError);
     mock.script("busy", Behaviour::Status(503));
     mock.script("broke", Behaviour::QuotaExhausted);
-    let boom = post(
-        &mock,
-        CHAT,
-        &[("authorization", "Bearer boom")],
-        chat_body(false),
-    )
-    .await;
+    let boom = post(&mock, CHAT, &[("authorization", "Bearer boom")], chat_body(false)).await;
     assert_eq!(boom.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(boom.json()["error"]["type"], "server_error");
 
@@ -604,13 +573,7 @@ async fn slow_first_byte_delays_the_head() {
     let delay = Duration::from_millis(150);
     mock.script("slow", Behaviour::SlowFirstByte(delay));
     let started = Instant::now();
-    let reply = post(
-        &mock,
-        CHAT,
-        &[("authorization", "Bearer slow")],
-        chat_body(false),
-    )
-    .await;
+    let reply = post(&mock, CHAT, &[("authorization", "Bearer slow")], chat_body(false)).await;
     assert!(started.elapsed() >= delay);
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
@@ -634,11 +597,7 @@ async fn disconnect_mid_stream_truncates_after_n_frames() {
     let body = json!({"model": "c", "stream": true});
     let reply = post(&mock, "/v1/messages", &[("x-api-key", "cut")], body).await;
     assert!(reply.error.is_some());
-    let names: Vec<String> = reply
-        .events()
-        .into_iter()
-        .filter_map(|(name, _)| name)
-        .collect();
+    let names: Vec<String> = reply.events().into_iter().filter_map(|(name, _)| name).collect();
     assert_eq!(
         names,
         [
@@ -660,15 +619,8 @@ async fn disconnect_mid_stream_truncates_after_n_frames() {
 async fn naming_convention_drives_behaviour_without_scripts() {
     let mock = MockUpstream::start().await.unwrap();
     let auth = |key: &str| format!("Bearer {key}");
-    let status_of = async |key: &str| {
-        post(
-            &mock,
-            CHAT,
-            &[("authorization", &auth(key))],
-            chat_body(false),
-        )
-        .await
-    };
+    let status_of =
+        async |key: &str| post(&mock, CHAT, &[("authorization", &auth(key))], chat_body(false)).await;
     let unauthorized = status_of("mock-401-a").await;
     assert_eq!(unauthorized.status, StatusCode::UNAUTHORIZED);
     assert!(unauthorized.text().contains("mock-401-a"));
@@ -700,10 +652,7 @@ async fn naming_convention_drives_behaviour_without_scripts() {
     mock.script("mock-401-b", Behaviour::Valid);
     assert_eq!(status_of("mock-401-b").await.status, StatusCode::OK);
     mock.clear_scripts();
-    assert_eq!(
-        status_of("mock-401-b").await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(status_of("mock-401-b").await.status, StatusCode::UNAUTHORIZED);
 }
 
 // ---------------------------------------------------------- Stream shape
@@ -724,10 +673,7 @@ async fn frame_count_and_pace_follow_config_and_headers() {
         .await
         .separate_events();
     assert_eq!(events.len(), 4 + 2);
-    assert!(
-        started.elapsed() >= pace * 3,
-        "three gaps between four frames"
-    );
+    assert!(started.elapsed() >= pace * 3, "three gaps between four frames");
 }
 
 #[tokio::test]
@@ -820,24 +766,12 @@ async fn control_endpoints() {
         post(&mock, "/__mock/script", &[], script).await.status,
         StatusCode::NO_CONTENT
     );
-    let reply = post(
-        &mock,
-        CHAT,
-        &[("authorization", "Bearer k1")],
-        chat_body(false),
-    )
-    .await;
+    let reply = post(&mock, CHAT, &[("authorization", "Bearer k1")], chat_body(false)).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
 
     let script = json!({"key": "k2", "behaviour": "rate_limited", "retry_after_secs": 7});
     post(&mock, "/__mock/script", &[], script).await;
-    let reply = post(
-        &mock,
-        CHAT,
-        &[("authorization", "Bearer k2")],
-        chat_body(false),
-    )
-    .await;
+    let reply = post(&mock, CHAT, &[("authorization", "Bearer k2")], chat_body(false)).await;
     assert_eq!(reply.header("retry-after"), Some("7"));
 
     let bad = json!({"key": "k3", "behaviour": "nonsense"});
@@ -849,20 +783,10 @@ async fn control_endpoints() {
     let url = format!("{}/__mock/script", mock.url());
     let reply = send(&client(), request(Method::DELETE, &url, &[], &Value::Null)).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    let reply = post(
-        &mock,
-        CHAT,
-        &[("authorization", "Bearer k1")],
-        chat_body(false),
-    )
-    .await;
+    let reply = post(&mock, CHAT, &[("authorization", "Bearer k1")], chat_body(false)).await;
     assert_eq!(reply.status, StatusCode::OK);
 
-    assert_eq!(
-        mock.total_requests(),
-        4,
-        "control requests are not recorded"
-    );
+    assert_eq!(mock.total_requests(), 4, "control requests are not recorded");
     let url = format!("{}/__mock/requests", mock.url());
     let reply = send(&client(), request(Method::DELETE, &url, &[], &Value::Null)).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
@@ -892,10 +816,7 @@ async fn wait_until_refused(addr: std::net::SocketAddr) {
 async fn drop_stops_the_server() {
     let mock = MockUpstream::start().await.unwrap();
     let addr = mock.addr();
-    assert_eq!(
-        get(&mock, "/v1/models", &[BEARER]).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get(&mock, "/v1/models", &[BEARER]).await.status, StatusCode::OK);
     drop(mock);
     wait_until_refused(addr).await;
 }
@@ -948,9 +869,7 @@ async fn binary_announces_its_port_and_serves() {
 #[tokio::test]
 async fn shared_models_path_follows_the_caller() {
     let mock = MockUpstream::start().await.unwrap();
-    let gemini = get(&mock, "/v1/models", &[("x-goog-api-key", "g")])
-        .await
-        .json();
+    let gemini = get(&mock, "/v1/models", &[("x-goog-api-key", "g")]).await.json();
     assert!(gemini["models"].is_array());
     let gemini = get(&mock, "/v1/models?key=g", &[]).await.json();
     assert!(gemini["models"].is_array());

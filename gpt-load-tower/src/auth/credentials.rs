@@ -10,7 +10,12 @@ pub(super) const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", 
 /// The key the client presented, from the first carrier that has one: `?key=`,
 /// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`.
 pub(super) fn presented_key<B>(req: &Request<B>) -> Option<Cow<'_, str>> {
-    if let Some(key) = req.uri().query().and_then(|q| query::get(q, "key")).filter(|k| !k.is_empty()) {
+    if let Some(key) = req
+        .uri()
+        .query()
+        .and_then(|q| query::get(q, "key"))
+        .filter(|k| !k.is_empty())
+    {
         return Some(Cow::Owned(key));
     }
     bearer(req.headers())
@@ -27,7 +32,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name)?.to_str().ok().map(str::trim).filter(|v| !v.is_empty())
+    headers
+        .get(name)?
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
 
 /// Removes every client credential: the three headers and the `key` query parameter.
@@ -35,12 +45,12 @@ pub(super) fn strip<B>(req: &mut Request<B>) {
     for name in CREDENTIAL_HEADERS {
         req.headers_mut().remove(name);
     }
-    if let Some(q) = req.uri().query() {
-        if q.split('&').any(|pair| pair == "key" || pair.starts_with("key=")) {
-            let rest = query::remove(q, "key");
-            let uri = query::with_query(req.uri(), rest.as_deref());
-            *req.uri_mut() = uri;
-        }
+    if let Some(q) = req.uri().query()
+        && q.split('&').any(|pair| pair == "key" || pair.starts_with("key="))
+    {
+        let rest = query::remove(q, "key");
+        let uri = query::with_query(req.uri(), rest.as_deref());
+        *req.uri_mut() = uri;
     }
 }
 
@@ -61,9 +71,17 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(presented(all).as_deref(), Some("q"));
-        let req = Request::get("/p").header("authorization", "Bearer b").header("x-api-key", "x").body(()).unwrap();
+        let req = Request::get("/p")
+            .header("authorization", "Bearer b")
+            .header("x-api-key", "x")
+            .body(())
+            .unwrap();
         assert_eq!(presented(req).as_deref(), Some("b"));
-        let req = Request::get("/p").header("x-api-key", "x").header("x-goog-api-key", "g").body(()).unwrap();
+        let req = Request::get("/p")
+            .header("x-api-key", "x")
+            .header("x-goog-api-key", "g")
+            .body(())
+            .unwrap();
         assert_eq!(presented(req).as_deref(), Some("x"));
         let req = Request::get("/p").header("x-goog-api-key", "g").body(()).unwrap();
         assert_eq!(presented(req).as_deref(), Some("g"));
@@ -73,9 +91,16 @@ mod tests {
 
     #[test]
     fn empty_or_malformed_carriers_are_skipped() {
-        let req = Request::get("/p?key=").header("authorization", "Basic abc").header("x-api-key", "k").body(()).unwrap();
+        let req = Request::get("/p?key=")
+            .header("authorization", "Basic abc")
+            .header("x-api-key", "k")
+            .body(())
+            .unwrap();
         assert_eq!(presented(req).as_deref(), Some("k"));
-        let req = Request::get("/p").header("authorization", "Bearer ").body(()).unwrap();
+        let req = Request::get("/p")
+            .header("authorization", "Bearer ")
+            .body(())
+            .unwrap();
         assert_eq!(presented(req), None);
         assert_eq!(presented(Request::get("/p").body(()).unwrap()), None);
     }

@@ -25,14 +25,20 @@ pub struct ProxyKeyAuthLayer<V> {
 
 impl<V> Clone for ProxyKeyAuthLayer<V> {
     fn clone(&self) -> Self {
-        Self { validator: self.validator.clone(), prefix: self.prefix.clone() }
+        Self {
+            validator: self.validator.clone(),
+            prefix: self.prefix.clone(),
+        }
     }
 }
 
 impl<V: ValidateProxyKey> ProxyKeyAuthLayer<V> {
     /// Checks keys with `validator`; the group is the path segment after `/proxy`.
     pub fn new(validator: V) -> Self {
-        Self { validator: Arc::new(validator), prefix: "/proxy".into() }
+        Self {
+            validator: Arc::new(validator),
+            prefix: "/proxy".into(),
+        }
     }
 
     /// Takes the group from the segment after `prefix` instead (`""` when the group is the
@@ -48,7 +54,11 @@ impl<S, V> Layer<S> for ProxyKeyAuthLayer<V> {
     type Service = ProxyKeyAuth<S, V>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProxyKeyAuth { inner, validator: self.validator.clone(), prefix: self.prefix.clone() }
+        ProxyKeyAuth {
+            inner,
+            validator: self.validator.clone(),
+            prefix: self.prefix.clone(),
+        }
     }
 }
 
@@ -62,7 +72,11 @@ pub struct ProxyKeyAuth<S, V> {
 
 impl<S: Clone, V> Clone for ProxyKeyAuth<S, V> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), validator: self.validator.clone(), prefix: self.prefix.clone() }
+        Self {
+            inner: self.inner.clone(),
+            validator: self.validator.clone(),
+            prefix: self.prefix.clone(),
+        }
     }
 }
 
@@ -101,18 +115,31 @@ where
             None => Err(Error::unknown_group("")),
             Some((group, prefix_len)) => match credentials::presented_key(&req) {
                 None => Err(Error::unauthorized()),
-                Some(key) => self.validator.validate(group, &key).map(|p| p.with_route_prefix_len(prefix_len)),
+                Some(key) => self
+                    .validator
+                    .validate(group, &key)
+                    .map(|p| p.with_route_prefix_len(prefix_len)),
             },
         };
         match verdict {
             Ok(principal) => {
                 credentials::strip(&mut req);
                 req.extensions_mut().insert(principal);
-                ResponseFuture { state: State::Called { inner: self.inner.call(req) } }
+                ResponseFuture {
+                    state: State::Called {
+                        inner: self.inner.call(req),
+                    },
+                }
             }
             Err(err) => {
-                telemetry::auth_rejected(if err.kind() == ErrorKind::UnknownGroup { "unknown_group" } else { "unauthorized" });
-                ResponseFuture { state: State::Rejected { error: Some(err) } }
+                telemetry::auth_rejected(if err.kind() == ErrorKind::UnknownGroup {
+                    "unknown_group"
+                } else {
+                    "unauthorized"
+                });
+                ResponseFuture {
+                    state: State::Rejected { error: Some(err) },
+                }
             }
         }
     }
@@ -145,10 +172,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Called { inner } => Poll::Ready(ready!(inner.poll(cx)).map_err(|e| Error::from_boxed(e.into()))),
-            StateProj::Rejected { error } => {
-                Poll::Ready(Err(error.take().unwrap_or_else(|| Error::internal("polled after completion"))))
+            StateProj::Called { inner } => {
+                Poll::Ready(ready!(inner.poll(cx)).map_err(|e| Error::from_boxed(e.into())))
             }
+            StateProj::Rejected { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| Error::internal("polled after completion")))),
         }
     }
 }
@@ -167,7 +196,11 @@ mod tests {
         impl Service<Request<()>, Response = Response<String>, Error = Error, Future = impl Send> + Clone,
         StaticProxyKeys,
     > {
-        let keys = StaticProxyKeys::new(ProxyKeyTable::new().global(["pk-global"]).group("oa", ChannelKind::OpenAi, ["pk-oa"]));
+        let keys = StaticProxyKeys::new(ProxyKeyTable::new().global(["pk-global"]).group(
+            "oa",
+            ChannelKind::OpenAi,
+            ["pk-oa"],
+        ));
         ProxyKeyAuth::new(
             service_fn(|req: Request<()>| async move {
                 let p = req.extensions().get::<Principal>().unwrap();
@@ -200,8 +233,15 @@ mod tests {
 
     #[tokio::test]
     async fn every_carrier_works() {
-        for (name, value) in [("authorization", "Bearer pk-global"), ("x-api-key", "pk-oa"), ("x-goog-api-key", "pk-oa")] {
-            let req = Request::post("/proxy/oa/v1/chat/completions").header(name, value).body(()).unwrap();
+        for (name, value) in [
+            ("authorization", "Bearer pk-global"),
+            ("x-api-key", "pk-oa"),
+            ("x-goog-api-key", "pk-oa"),
+        ] {
+            let req = Request::post("/proxy/oa/v1/chat/completions")
+                .header(name, value)
+                .body(())
+                .unwrap();
             assert!(svc().oneshot(req).await.is_ok(), "{name}");
         }
     }
@@ -209,12 +249,32 @@ mod tests {
     #[tokio::test]
     async fn rejections() {
         let cases = [
-            (Request::get("/proxy/oa/v1/models").body(()).unwrap(), ErrorKind::Unauthorized),
-            (Request::get("/proxy/oa/v1/models?key=wrong").body(()).unwrap(), ErrorKind::Unauthorized),
-            (Request::get("/proxy/nope/v1/models?key=pk-global").body(()).unwrap(), ErrorKind::UnknownGroup),
-            (Request::get("/proxy/nope/v1/models?key=pk-oa").body(()).unwrap(), ErrorKind::Unauthorized),
-            (Request::get("/elsewhere?key=pk-global").body(()).unwrap(), ErrorKind::UnknownGroup),
-            (Request::get("/proxy/?key=pk-global").body(()).unwrap(), ErrorKind::UnknownGroup),
+            (
+                Request::get("/proxy/oa/v1/models").body(()).unwrap(),
+                ErrorKind::Unauthorized,
+            ),
+            (
+                Request::get("/proxy/oa/v1/models?key=wrong").body(()).unwrap(),
+                ErrorKind::Unauthorized,
+            ),
+            (
+                Request::get("/proxy/nope/v1/models?key=pk-global")
+                    .body(())
+                    .unwrap(),
+                ErrorKind::UnknownGroup,
+            ),
+            (
+                Request::get("/proxy/nope/v1/models?key=pk-oa").body(()).unwrap(),
+                ErrorKind::Unauthorized,
+            ),
+            (
+                Request::get("/elsewhere?key=pk-global").body(()).unwrap(),
+                ErrorKind::UnknownGroup,
+            ),
+            (
+                Request::get("/proxy/?key=pk-global").body(()).unwrap(),
+                ErrorKind::UnknownGroup,
+            ),
         ];
         for (req, kind) in cases {
             let uri = req.uri().clone();
@@ -229,34 +289,59 @@ mod tests {
             let p = req.extensions().get::<Principal>().unwrap().clone();
             Ok::<_, Error>(Response::new(p.forward_path(req.uri().path()).to_owned()))
         });
-        let llm = ProxyKeyAuthLayer::new(keys.clone()).route_prefix("/llm/").layer(inner.clone());
-        let req = Request::get("/llm/g/v1/messages").header("x-api-key", "k").body(()).unwrap();
+        let llm = ProxyKeyAuthLayer::new(keys.clone())
+            .route_prefix("/llm/")
+            .layer(inner);
+        let req = Request::get("/llm/g/v1/messages")
+            .header("x-api-key", "k")
+            .body(())
+            .unwrap();
         assert_eq!(llm.oneshot(req).await.unwrap().body(), "/v1/messages");
         let nested = ProxyKeyAuthLayer::new(keys).route_prefix("").layer(inner);
-        let req = Request::get("/g/v1/messages").header("x-api-key", "k").body(()).unwrap();
+        let req = Request::get("/g/v1/messages")
+            .header("x-api-key", "k")
+            .body(())
+            .unwrap();
         assert_eq!(nested.oneshot(req).await.unwrap().body(), "/v1/messages");
     }
 
     #[tokio::test]
     async fn inner_errors_pass_through() {
-        let keys = StaticProxyKeys::new(ProxyKeyTable::new().global(["k"]).group("g", ChannelKind::OpenAi, ["k"]));
+        let keys = StaticProxyKeys::new(ProxyKeyTable::new().global(["k"]).group(
+            "g",
+            ChannelKind::OpenAi,
+            ["k"],
+        ));
         let svc = ProxyKeyAuth::new(
-            service_fn(|_req: Request<()>| async { Err::<Response<()>, _>(Error::no_key_available(&"g".into())) }),
+            service_fn(|_req: Request<()>| async {
+                Err::<Response<()>, _>(Error::no_key_available(&"g".into()))
+            }),
             keys,
         );
         let req = Request::get("/proxy/g/x?key=k").body(()).unwrap();
-        assert_eq!(svc.oneshot(req).await.unwrap_err().kind(), ErrorKind::NoKeyAvailable);
+        assert_eq!(
+            svc.oneshot(req).await.unwrap_err().kind(),
+            ErrorKind::NoKeyAvailable
+        );
     }
 
     #[tokio::test]
     async fn closures_validate() {
         let validator = |group: &str, key: &str| {
-            if key == "let-me-in" { Ok(Principal::new(group.into(), ChannelKind::Gemini)) } else { Err(Error::unauthorized()) }
+            if key == "let-me-in" {
+                Ok(Principal::new(group.into(), ChannelKind::Gemini))
+            } else {
+                Err(Error::unauthorized())
+            }
         };
         let svc = ProxyKeyAuthLayer::new(validator).layer(service_fn(|req: Request<()>| async move {
-            Ok::<_, Error>(Response::new(req.extensions().get::<Principal>().unwrap().channel()))
+            Ok::<_, Error>(Response::new(
+                req.extensions().get::<Principal>().unwrap().channel(),
+            ))
         }));
-        let req = Request::get("/proxy/any/v1beta/models?key=let-me-in").body(()).unwrap();
+        let req = Request::get("/proxy/any/v1beta/models?key=let-me-in")
+            .body(())
+            .unwrap();
         assert_eq!(*svc.oneshot(req).await.unwrap().body(), ChannelKind::Gemini);
     }
 }

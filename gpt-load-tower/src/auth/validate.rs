@@ -52,7 +52,11 @@ impl ProxyKeyTable {
     /// Adds keys accepted by every group.
     #[must_use]
     pub fn global<K: Into<ApiKey>>(mut self, keys: impl IntoIterator<Item = K>) -> Self {
-        self.global.extend(keys.into_iter().map(Into::into).filter(|k: &ApiKey| !k.is_empty()));
+        self.global.extend(
+            keys.into_iter()
+                .map(Into::into)
+                .filter(|k: &ApiKey| !k.is_empty()),
+        );
         self
     }
 
@@ -64,7 +68,11 @@ impl ProxyKeyTable {
         channel: ChannelKind,
         keys: impl IntoIterator<Item = K>,
     ) -> Self {
-        let keys = keys.into_iter().map(Into::into).filter(|k: &ApiKey| !k.is_empty()).collect();
+        let keys = keys
+            .into_iter()
+            .map(Into::into)
+            .filter(|k: &ApiKey| !k.is_empty())
+            .collect();
         self.groups.insert(name.into(), GroupEntry { channel, keys });
         self
     }
@@ -77,7 +85,9 @@ impl ProxyKeyTable {
 
 /// Whether `presented` equals one of `keys`, comparing every key in constant time.
 fn matches_any(keys: &[ApiKey], presented: &[u8]) -> Choice {
-    keys.iter().fold(Choice::from(0), |found, key| found | key.expose().as_bytes().ct_eq(presented))
+    keys.iter().fold(Choice::from(0), |found, key| {
+        found | key.expose().as_bytes().ct_eq(presented)
+    })
 }
 
 /// A ready [`ValidateProxyKey`] over a [`ProxyKeyTable`] that can be swapped at run time
@@ -90,7 +100,9 @@ pub struct StaticProxyKeys {
 impl StaticProxyKeys {
     /// Serves `table`.
     pub fn new(table: ProxyKeyTable) -> Self {
-        Self { table: Arc::new(ArcSwap::from_pointee(table)) }
+        Self {
+            table: Arc::new(ArcSwap::from_pointee(table)),
+        }
     }
 
     /// Replaces the whole table; requests already past authentication are unaffected.
@@ -155,22 +167,37 @@ mod tests {
         let p = k.validate("oa", "global-key").unwrap();
         assert_eq!((p.group().as_str(), p.channel()), ("oa", ChannelKind::OpenAi));
         assert!(k.validate("oa", "oa-key").is_ok());
-        assert_eq!(k.validate("cl", "global-key").unwrap().channel(), ChannelKind::Anthropic);
+        assert_eq!(
+            k.validate("cl", "global-key").unwrap().channel(),
+            ChannelKind::Anthropic
+        );
     }
 
     #[test]
     fn rejects_wrong_keys_and_other_groups_keys() {
         let k = keys();
-        assert_eq!(k.validate("cl", "oa-key").unwrap_err().kind(), ErrorKind::Unauthorized);
-        assert_eq!(k.validate("oa", "oa-ke").unwrap_err().kind(), ErrorKind::Unauthorized);
+        assert_eq!(
+            k.validate("cl", "oa-key").unwrap_err().kind(),
+            ErrorKind::Unauthorized
+        );
+        assert_eq!(
+            k.validate("oa", "oa-ke").unwrap_err().kind(),
+            ErrorKind::Unauthorized
+        );
         assert_eq!(k.validate("oa", "").unwrap_err().kind(), ErrorKind::Unauthorized);
     }
 
     #[test]
     fn unknown_group_only_for_global_key_holders() {
         let k = keys();
-        assert_eq!(k.validate("nope", "global-key").unwrap_err().kind(), ErrorKind::UnknownGroup);
-        assert_eq!(k.validate("nope", "oa-key").unwrap_err().kind(), ErrorKind::Unauthorized);
+        assert_eq!(
+            k.validate("nope", "global-key").unwrap_err().kind(),
+            ErrorKind::UnknownGroup
+        );
+        assert_eq!(
+            k.validate("nope", "oa-key").unwrap_err().kind(),
+            ErrorKind::Unauthorized
+        );
     }
 
     #[test]
@@ -179,7 +206,10 @@ mod tests {
         let clone = k.clone();
         k.store(ProxyKeyTable::new().group("new", ChannelKind::Gemini, ["n"]));
         assert!(clone.validate("new", "n").is_ok());
-        assert_eq!(clone.validate("oa", "global-key").unwrap_err().kind(), ErrorKind::Unauthorized);
+        assert_eq!(
+            clone.validate("oa", "global-key").unwrap_err().kind(),
+            ErrorKind::Unauthorized
+        );
         assert!(clone.load().contains_group("new"));
         assert!(!format!("{clone:?}").contains("\"n\""));
     }

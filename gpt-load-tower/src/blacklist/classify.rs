@@ -50,7 +50,13 @@ pub trait ClassifyOutcome: Send + Sync + 'static {
     /// Classifies an upstream response. `failover` says whether the group's failover matcher
     /// matched the status; `message` is the parsed, redacted upstream error message, present when
     /// the body was read (failover statuses and `429`).
-    fn classify_response(&self, status: StatusCode, headers: &HeaderMap, failover: bool, message: Option<&str>) -> Outcome;
+    fn classify_response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        failover: bool,
+        message: Option<&str>,
+    ) -> Outcome;
 
     /// Classifies an attempt that produced no response.
     fn classify_error(&self, error: &Error) -> Outcome;
@@ -75,7 +81,10 @@ pub struct DefaultClassifier {
 impl Default for DefaultClassifier {
     fn default() -> Self {
         Self {
-            uncounted: vec!["resource has been exhausted".to_owned(), "please reduce the length of the messages".to_owned()],
+            uncounted: vec![
+                "resource has been exhausted".to_owned(),
+                "please reduce the length of the messages".to_owned(),
+            ],
             cool_down: Duration::from_secs(30),
             max_cool_down: Duration::from_secs(3600),
         }
@@ -116,15 +125,29 @@ impl DefaultClassifier {
 }
 
 impl ClassifyOutcome for DefaultClassifier {
-    fn classify_response(&self, status: StatusCode, headers: &HeaderMap, failover: bool, message: Option<&str>) -> Outcome {
+    fn classify_response(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        failover: bool,
+        message: Option<&str>,
+    ) -> Outcome {
         if status == StatusCode::TOO_MANY_REQUESTS {
-            let rest = retry_after(headers).unwrap_or(self.cool_down).min(self.max_cool_down);
+            let rest = retry_after(headers)
+                .unwrap_or(self.cool_down)
+                .min(self.max_cool_down);
             return Outcome::CoolDown(rest);
         }
         if failover {
-            return Outcome::Failure { counted: !message.is_some_and(|m| self.is_uncounted(m)) };
+            return Outcome::Failure {
+                counted: !message.is_some_and(|m| self.is_uncounted(m)),
+            };
         }
-        if status.as_u16() < 400 { Outcome::Success } else { Outcome::Passthrough }
+        if status.as_u16() < 400 {
+            Outcome::Success
+        } else {
+            Outcome::Passthrough
+        }
     }
 
     fn classify_error(&self, error: &Error) -> Outcome {
@@ -154,8 +177,18 @@ pub(crate) const MESSAGE_LIMIT: usize = 2048;
 /// at most 2 KiB.
 pub fn upstream_message(body: &str) -> String {
     let parsed = serde_json::from_str::<Value>(body).ok().and_then(|v| {
-        let candidates = [v.pointer("/error/message"), v.get("error_msg"), v.get("error"), v.get("message")];
-        candidates.into_iter().flatten().filter_map(Value::as_str).find(|s| !s.trim().is_empty()).map(str::to_owned)
+        let candidates = [
+            v.pointer("/error/message"),
+            v.get("error_msg"),
+            v.get("error"),
+            v.get("message"),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|s| !s.trim().is_empty())
+            .map(str::to_owned)
     });
     let mut message = parsed.unwrap_or_else(|| body.trim().to_owned());
     if message.len() > MESSAGE_LIMIT {
@@ -178,22 +211,42 @@ mod tests {
         if let Some(r) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(r));
         }
-        DefaultClassifier::new().classify_response(StatusCode::from_u16(status).unwrap(), &headers, failover, message)
+        DefaultClassifier::new().classify_response(
+            StatusCode::from_u16(status).unwrap(),
+            &headers,
+            failover,
+            message,
+        )
     }
 
     #[test]
     fn responses() {
         assert_eq!(classify(200, false, None, None), Outcome::Success);
         assert_eq!(classify(404, false, None, None), Outcome::Passthrough);
-        assert_eq!(classify(500, true, Some("boom"), None), Outcome::Failure { counted: true });
-        assert_eq!(classify(401, true, Some("Incorrect API key"), None), Outcome::Failure { counted: true });
+        assert_eq!(
+            classify(500, true, Some("boom"), None),
+            Outcome::Failure { counted: true }
+        );
+        assert_eq!(
+            classify(401, true, Some("Incorrect API key"), None),
+            Outcome::Failure { counted: true }
+        );
         assert_eq!(
             classify(400, true, Some("Please reduce the length of the messages."), None),
             Outcome::Failure { counted: false }
         );
-        assert_eq!(classify(429, true, None, Some("7")), Outcome::CoolDown(Duration::from_secs(7)));
-        assert_eq!(classify(429, true, Some("Resource has been exhausted"), None), Outcome::CoolDown(Duration::from_secs(30)));
-        assert_eq!(classify(429, false, None, Some("999999")), Outcome::CoolDown(Duration::from_secs(3600)));
+        assert_eq!(
+            classify(429, true, None, Some("7")),
+            Outcome::CoolDown(Duration::from_secs(7))
+        );
+        assert_eq!(
+            classify(429, true, Some("Resource has been exhausted"), None),
+            Outcome::CoolDown(Duration::from_secs(30))
+        );
+        assert_eq!(
+            classify(429, false, None, Some("999999")),
+            Outcome::CoolDown(Duration::from_secs(3600))
+        );
     }
 
     #[test]
@@ -205,7 +258,10 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
         h.insert(header::RETRY_AFTER, HeaderValue::try_from(later).unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
     }
@@ -213,18 +269,30 @@ mod tests {
     #[test]
     fn errors() {
         let c = DefaultClassifier::new();
-        assert_eq!(c.classify_error(&Error::upstream_timeout("connect")), Outcome::Failure { counted: true });
+        assert_eq!(
+            c.classify_error(&Error::upstream_timeout("connect")),
+            Outcome::Failure { counted: true }
+        );
         assert_eq!(c.classify_error(&Error::client_body("gone")), Outcome::ClientGone);
-        assert_eq!(c.classify_error(&Error::no_upstream(&"g".into())), Outcome::Passthrough);
+        assert_eq!(
+            c.classify_error(&Error::no_upstream(&"g".into())),
+            Outcome::Passthrough
+        );
     }
 
     #[test]
     fn parses_upstream_messages() {
-        assert_eq!(upstream_message(r#"{"error":{"message":"bad key","type":"x"}}"#), "bad key");
+        assert_eq!(
+            upstream_message(r#"{"error":{"message":"bad key","type":"x"}}"#),
+            "bad key"
+        );
         assert_eq!(upstream_message(r#"{"error_msg":"quota"}"#), "quota");
         assert_eq!(upstream_message(r#"{"error":"plain"}"#), "plain");
         assert_eq!(upstream_message(r#"{"message":"top"}"#), "top");
-        assert_eq!(upstream_message(r#"{"error":{"message":""},"message":"fallback"}"#), "fallback");
+        assert_eq!(
+            upstream_message(r#"{"error":{"message":""},"message":"fallback"}"#),
+            "fallback"
+        );
         assert_eq!(upstream_message("  upstream says no \n"), "upstream says no");
         let long = "é".repeat(3000);
         let m = upstream_message(&long);

@@ -35,7 +35,10 @@ pub struct HealthSettings {
 impl Default for HealthSettings {
     /// gpt-load's defaults: `400-403,405-999`, threshold 3.
     fn default() -> Self {
-        Self { failover: Arc::new(StatusMatcher::default()), blacklist_threshold: 3 }
+        Self {
+            failover: Arc::new(StatusMatcher::default()),
+            blacklist_threshold: 3,
+        }
     }
 }
 
@@ -76,7 +79,12 @@ impl<P: Clone, C> Clone for KeyHealthLayer<P, C> {
 impl<P> KeyHealthLayer<P> {
     /// Reports to `pool` with the default classifier and gpt-load's default settings.
     pub fn new(pool: P) -> Self {
-        Self { pool, classifier: Arc::new(DefaultClassifier::new()), settings: HealthSettings::default(), error_body_limit: 64 * 1024 }
+        Self {
+            pool,
+            classifier: Arc::new(DefaultClassifier::new()),
+            settings: HealthSettings::default(),
+            error_body_limit: 64 * 1024,
+        }
     }
 }
 
@@ -112,7 +120,10 @@ impl<S, P: Clone, C> Layer<S> for KeyHealthLayer<P, C> {
     type Service = KeyHealth<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        KeyHealth { inner, layer: self.clone() }
+        KeyHealth {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -125,7 +136,10 @@ pub struct KeyHealth<S, P, C = DefaultClassifier> {
 
 impl<S: Clone, P: Clone, C> Clone for KeyHealth<S, P, C> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), layer: self.layer.clone() }
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
     }
 }
 
@@ -153,8 +167,16 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let key = req.extensions().get::<SelectedKey>().cloned();
-        let settings = req.extensions().get::<HealthSettings>().cloned().unwrap_or_else(|| self.layer.settings.clone());
-        let (pool, classifier, limit) = (self.layer.pool.clone(), self.layer.classifier.clone(), self.layer.error_body_limit);
+        let settings = req
+            .extensions()
+            .get::<HealthSettings>()
+            .cloned()
+            .unwrap_or_else(|| self.layer.settings.clone());
+        let (pool, classifier, limit) = (
+            self.layer.pool.clone(),
+            self.layer.classifier.clone(),
+            self.layer.error_body_limit,
+        );
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::new(async move {
@@ -182,7 +204,12 @@ where
                 let outcome = classifier.classify_response(status, res.headers(), false, None);
                 report(outcome);
                 let mut res = res.map(ResponseBody::stream);
-                res.extensions_mut().insert(AttemptOutcome { outcome, failover, message: None, time_to_first_byte });
+                res.extensions_mut().insert(AttemptOutcome {
+                    outcome,
+                    failover,
+                    message: None,
+                    time_to_first_byte,
+                });
                 return Ok(res);
             }
             let (mut parts, body) = res.into_parts();
@@ -192,7 +219,12 @@ where
             let outcome = classifier.classify_response(status, &parts.headers, failover, message.as_deref());
             report(outcome);
             let mut res = Response::from_parts(parts, ResponseBody::full(body));
-            res.extensions_mut().insert(AttemptOutcome { outcome, failover, message, time_to_first_byte });
+            res.extensions_mut().insert(AttemptOutcome {
+                outcome,
+                failover,
+                message,
+                time_to_first_byte,
+            });
             Ok(res)
         })
     }
@@ -228,12 +260,19 @@ where
         }
     }
     raw.truncate(limit);
-    let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
     let plain = match encoding.as_deref() {
         None | Some("identity") => Some(raw.freeze()),
         Some("gzip" | "x-gzip") => {
             let mut decoded = Vec::new();
-            let ok = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64).read_to_end(&mut decoded).is_ok();
+            let ok = flate2::read::GzDecoder::new(&raw[..])
+                .take(limit as u64)
+                .read_to_end(&mut decoded)
+                .is_ok();
             ok.then(|| {
                 parts.headers.remove(header::CONTENT_ENCODING);
                 Bytes::from(decoded)
@@ -244,9 +283,14 @@ where
     let Some(plain) = plain else {
         // An encoding we cannot read: the key cannot be searched for, so the body is withheld.
         parts.headers.remove(header::CONTENT_ENCODING);
-        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         let note = Bytes::from_static(b"upstream error body withheld: unsupported content encoding");
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(note.len()));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(note.len()));
         return (note, None);
     };
     let redacted = match secret::redact_bytes(&plain, secret) {
@@ -254,7 +298,9 @@ where
         std::borrow::Cow::Owned(v) => Bytes::from(v),
     };
     parts.headers.remove(header::TRANSFER_ENCODING);
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(redacted.len()));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(redacted.len()));
     let text = String::from_utf8_lossy(&redacted).into_owned();
     (redacted, Some(text))
 }

@@ -32,7 +32,11 @@ pub struct StatusSpecError {
 
 impl fmt::Display for StatusSpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid failover status codes: `{}` {}", self.token, self.reason)
+        write!(
+            f,
+            "invalid failover status codes: `{}` {}",
+            self.token, self.reason
+        )
     }
 }
 
@@ -46,13 +50,15 @@ impl StatusMatcher {
 
     /// A matcher that matches nothing.
     pub fn none() -> Self {
-        Self { bits: [0; 16], ranges: Vec::new() }
+        Self {
+            bits: [0; 16],
+            ranges: Vec::new(),
+        }
     }
 
     /// Whether `status` is a failover status.
     #[inline]
-    pub fn matches(&self, status: impl Into<u16>) -> bool {
-        let code = status.into();
+    pub fn matches(&self, code: u16) -> bool {
         code < 1024 && self.bits[usize::from(code / 64)] & (1 << (code % 64)) != 0
     }
 
@@ -74,9 +80,19 @@ impl Default for StatusMatcher {
 }
 
 fn code(token: &str, whole: &str) -> Result<u16, StatusSpecError> {
-    let err = |reason| StatusSpecError { token: whole.to_owned(), reason };
-    let value: u16 = token.trim().parse().map_err(|_| err("is not a status code or range"))?;
-    if (100..=999).contains(&value) { Ok(value) } else { Err(err("is outside 100-999")) }
+    let err = |reason| StatusSpecError {
+        token: whole.to_owned(),
+        reason,
+    };
+    let value: u16 = token
+        .trim()
+        .parse()
+        .map_err(|_| err("is not a status code or range"))?;
+    if (100..=999).contains(&value) {
+        Ok(value)
+    } else {
+        Err(err("is outside 100-999"))
+    }
 }
 
 impl FromStr for StatusMatcher {
@@ -84,7 +100,11 @@ impl FromStr for StatusMatcher {
 
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let mut ranges = Vec::new();
-        for token in spec.split([',', '\n', '\r']).map(str::trim).filter(|t| !t.is_empty()) {
+        for token in spec
+            .split([',', '\n', '\r'])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             let range = match token.split('-').collect::<Vec<_>>()[..] {
                 [single] => {
                     let c = code(single, token)?;
@@ -93,11 +113,19 @@ impl FromStr for StatusMatcher {
                 [start, end] => {
                     let (start, end) = (code(start, token)?, code(end, token)?);
                     if start > end {
-                        return Err(StatusSpecError { token: token.to_owned(), reason: "starts after it ends" });
+                        return Err(StatusSpecError {
+                            token: token.to_owned(),
+                            reason: "starts after it ends",
+                        });
                     }
                     (start, end)
                 }
-                _ => return Err(StatusSpecError { token: token.to_owned(), reason: "has more than one `-`" }),
+                _ => {
+                    return Err(StatusSpecError {
+                        token: token.to_owned(),
+                        reason: "has more than one `-`",
+                    });
+                }
             };
             ranges.push(range);
         }
@@ -125,7 +153,11 @@ impl fmt::Display for StatusMatcher {
             if i > 0 {
                 f.write_str(",")?;
             }
-            if start == end { write!(f, "{start}")? } else { write!(f, "{start}-{end}")? }
+            if start == end {
+                write!(f, "{start}")?
+            } else {
+                write!(f, "{start}-{end}")?
+            }
         }
         Ok(())
     }
@@ -148,13 +180,13 @@ mod tests {
     #[test]
     fn default_spec() {
         let m = StatusMatcher::default();
-        for code in [400u16, 401, 403, 405, 429, 500, 503, 999] {
+        for code in [400, 401, 403, 405, 429, 500, 503, 999] {
             assert!(m.matches(code), "{code}");
         }
-        for code in [100u16, 200, 204, 301, 399, 404] {
+        for code in [100, 200, 204, 301, 399, 404] {
             assert!(!m.matches(code), "{code}");
         }
-        assert!(!m.matches(1000u16));
+        assert!(!m.matches(1000));
         assert_eq!(m.to_string(), "400-403,405-999");
     }
 
@@ -172,7 +204,7 @@ mod tests {
         for spec in ["", "  ", ",,", "\n"] {
             let m = parse(spec).unwrap();
             assert!(m.ranges().is_empty());
-            assert!(!m.matches(500u16));
+            assert!(!m.matches(500));
         }
         assert_eq!(StatusMatcher::none(), parse("").unwrap());
     }

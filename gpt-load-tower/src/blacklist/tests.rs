@@ -48,18 +48,35 @@ where
         .layer(KeySelectLayer::new(pool.clone()))
         .layer(KeyHealthLayer::new(pool.clone()))
         .service(inner);
-    let res = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+    let res = svc
+        .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+        .await
+        .unwrap();
     let outcome = res.extensions().get::<AttemptOutcome>().unwrap().clone();
     let (status, headers) = (res.status(), res.headers().clone());
-    (outcome, status, res.into_body().collect().await.unwrap().to_bytes(), headers)
+    (
+        outcome,
+        status,
+        res.into_body().collect().await.unwrap().to_bytes(),
+        headers,
+    )
 }
 
 #[tokio::test]
 async fn success_streams_untouched_and_resets_failures() {
     let pool = pool();
-    pool.report(&pool_key(&pool), crate::keys::Report::Failure { blacklist_threshold: 0 });
-    let (outcome, status, body, _) = attempt(&pool, upstream(200, &[], Bytes::from_static(b"data: hi\n\n"))).await;
-    assert_eq!((outcome.outcome, outcome.failover, status), (Outcome::Success, false, StatusCode::OK));
+    pool.report(
+        &pool_key(&pool),
+        crate::keys::Report::Failure {
+            blacklist_threshold: 0,
+        },
+    );
+    let (outcome, status, body, _) =
+        attempt(&pool, upstream(200, &[], Bytes::from_static(b"data: hi\n\n"))).await;
+    assert_eq!(
+        (outcome.outcome, outcome.failover, status),
+        (Outcome::Success, false, StatusCode::OK)
+    );
     assert_eq!(body, "data: hi\n\n");
     assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 0);
 }
@@ -73,14 +90,19 @@ async fn not_found_passes_through_without_touching_the_key() {
     let pool = pool();
     let (outcome, status, body, _) = attempt(&pool, upstream(404, &[], Bytes::from_static(b"nope"))).await;
     assert_eq!((outcome.outcome, outcome.failover), (Outcome::Passthrough, false));
-    assert_eq!((status, body), (StatusCode::NOT_FOUND, Bytes::from_static(b"nope")));
+    assert_eq!(
+        (status, body),
+        (StatusCode::NOT_FOUND, Bytes::from_static(b"nope"))
+    );
     assert!(outcome.message.is_none());
 }
 
 #[tokio::test]
 async fn failures_are_redacted_counted_and_blacklist_at_threshold() {
     let pool = pool();
-    let body = Bytes::from(format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}"}}}}"#));
+    let body = Bytes::from(format!(
+        r#"{{"error":{{"message":"Incorrect API key provided: {KEY}"}}}}"#
+    ));
     for n in 1..=3 {
         let (outcome, status, sent, headers) = attempt(&pool, upstream(401, &[], body.clone())).await;
         assert_eq!(status, 401);
@@ -109,7 +131,11 @@ async fn uncounted_messages_do_not_count() {
 #[tokio::test]
 async fn rate_limits_cool_the_key_down() {
     let pool = pool();
-    let (outcome, status, ..) = attempt(&pool, upstream(429, &[("retry-after", "20")], Bytes::from_static(b"slow down"))).await;
+    let (outcome, status, ..) = attempt(
+        &pool,
+        upstream(429, &[("retry-after", "20")], Bytes::from_static(b"slow down")),
+    )
+    .await;
     assert_eq!(status, 429);
     assert_eq!(outcome.outcome, Outcome::CoolDown(Duration::from_secs(20)));
     let slot = pool.get("g", KeyId(1)).unwrap();
@@ -120,10 +146,12 @@ async fn rate_limits_cool_the_key_down() {
 #[tokio::test]
 async fn gzip_error_bodies_are_decoded_and_redacted() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(format!(r#"{{"error":{{"message":"bad key {KEY}"}}}}"#).as_bytes()).unwrap();
+    gz.write_all(format!(r#"{{"error":{{"message":"bad key {KEY}"}}}}"#).as_bytes())
+        .unwrap();
     let compressed = Bytes::from(gz.finish().unwrap());
     let pool = pool();
-    let (outcome, _, body, headers) = attempt(&pool, upstream(500, &[("content-encoding", "gzip")], compressed)).await;
+    let (outcome, _, body, headers) =
+        attempt(&pool, upstream(500, &[("content-encoding", "gzip")], compressed)).await;
     assert!(headers.get(header::CONTENT_ENCODING).is_none());
     assert_eq!(&*outcome.message.unwrap(), "bad key sk-l****mnop");
     assert!(!String::from_utf8_lossy(&body).contains(KEY));
@@ -132,7 +160,15 @@ async fn gzip_error_bodies_are_decoded_and_redacted() {
 #[tokio::test]
 async fn unreadable_encodings_are_withheld() {
     let pool = pool();
-    let (outcome, status, body, headers) = attempt(&pool, upstream(502, &[("content-encoding", "br")], Bytes::from_static(b"\x1b\x00"))).await;
+    let (outcome, status, body, headers) = attempt(
+        &pool,
+        upstream(
+            502,
+            &[("content-encoding", "br")],
+            Bytes::from_static(b"\x1b\x00"),
+        ),
+    )
+    .await;
     assert_eq!(status, 502);
     assert!(outcome.message.is_none());
     assert!(headers.get(header::CONTENT_ENCODING).is_none());
@@ -146,7 +182,10 @@ async fn long_error_bodies_are_capped() {
         .layer(KeySelectLayer::new(pool.clone()))
         .layer(KeyHealthLayer::new(pool.clone()).error_body_limit(10))
         .service(upstream(500, &[], Bytes::from(vec![b'x'; 1000])));
-    let res = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+    let res = svc
+        .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+        .await
+        .unwrap();
     assert_eq!(res.into_body().collect().await.unwrap().to_bytes().len(), 10);
 }
 
@@ -158,14 +197,27 @@ async fn per_request_settings_override_the_layer() {
         .layer(KeyHealthLayer::new(pool.clone()))
         .service(upstream(500, &[], Bytes::from_static(b"boom")));
     let mut req = principal(Request::new(()), "g", ChannelKind::OpenAi);
-    req.extensions_mut().insert(HealthSettings { failover: Arc::new("502".parse().unwrap()), blacklist_threshold: 1 });
+    req.extensions_mut().insert(HealthSettings {
+        failover: Arc::new("502".parse().unwrap()),
+        blacklist_threshold: 1,
+    });
     let res = svc.clone().oneshot(req).await.unwrap();
-    assert_eq!(res.extensions().get::<AttemptOutcome>().unwrap().outcome, Outcome::Passthrough);
+    assert_eq!(
+        res.extensions().get::<AttemptOutcome>().unwrap().outcome,
+        Outcome::Passthrough
+    );
 
     let mut req = principal(Request::new(()), "g", ChannelKind::OpenAi);
-    req.extensions_mut().insert(HealthSettings { failover: Arc::new(StatusMatcher::default()), blacklist_threshold: 1 });
+    req.extensions_mut().insert(HealthSettings {
+        failover: Arc::new(StatusMatcher::default()),
+        blacklist_threshold: 1,
+    });
     svc.oneshot(req).await.unwrap();
-    assert_eq!(pool.get("g", KeyId(1)).unwrap().state(), KeyState::Invalid, "threshold 1 blacklists at once");
+    assert_eq!(
+        pool.get("g", KeyId(1)).unwrap().state(),
+        KeyState::Invalid,
+        "threshold 1 blacklists at once"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +229,10 @@ async fn transport_errors_count_and_pass_through() {
         .service(service_fn(|_req: Request<()>| async {
             Err::<Response<Full<Bytes>>, BoxError>("connection refused".into())
         }));
-    let err = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap_err();
+    let err = svc
+        .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Upstream);
     assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 1);
 }
@@ -196,9 +251,14 @@ impl ClassifyOutcome for AlwaysDead {
 #[tokio::test]
 async fn custom_classifier_can_invalidate_at_once() {
     let pool = pool();
-    let svc = KeySelectLayer::new(pool.clone())
-        .layer(KeyHealthLayer::new(pool.clone()).classifier(AlwaysDead).layer(upstream(401, &[], Bytes::new())));
-    svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+    let svc = KeySelectLayer::new(pool.clone()).layer(
+        KeyHealthLayer::new(pool.clone())
+            .classifier(AlwaysDead)
+            .layer(upstream(401, &[], Bytes::new())),
+    );
+    svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+        .await
+        .unwrap();
     assert_eq!(pool.get("g", KeyId(1)).unwrap().state(), KeyState::Invalid);
 }
 

@@ -21,8 +21,14 @@ pub struct ReplayBody {
 }
 
 enum Kind {
-    Buffered { data: Bytes, sent: bool },
-    Once { prefix: Option<Bytes>, rest: UnsyncBoxBody<Bytes, BoxError> },
+    Buffered {
+        data: Bytes,
+        sent: bool,
+    },
+    Once {
+        prefix: Option<Bytes>,
+        rest: UnsyncBoxBody<Bytes, BoxError>,
+    },
 }
 
 /// The client's request body failed while being streamed upstream (the client went away).
@@ -44,7 +50,12 @@ impl std::error::Error for ClientBodyError {
 impl ReplayBody {
     /// A buffered, replayable body.
     pub fn new(data: impl Into<Bytes>) -> Self {
-        Self { kind: Kind::Buffered { data: data.into(), sent: false } }
+        Self {
+            kind: Kind::Buffered {
+                data: data.into(),
+                sent: false,
+            },
+        }
     }
 
     /// An empty body.
@@ -59,8 +70,15 @@ impl ReplayBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let rest = rest.map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError).boxed_unsync();
-        Self { kind: Kind::Once { prefix: (!prefix.is_empty()).then_some(prefix), rest } }
+        let rest = rest
+            .map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError)
+            .boxed_unsync();
+        Self {
+            kind: Kind::Once {
+                prefix: (!prefix.is_empty()).then_some(prefix),
+                rest,
+            },
+        }
     }
 
     /// The whole body, when it is buffered.
@@ -90,18 +108,6 @@ impl Default for ReplayBody {
 
 impl From<Bytes> for ReplayBody {
     fn from(data: Bytes) -> Self {
-        Self::new(data)
-    }
-}
-
-impl From<&'static str> for ReplayBody {
-    fn from(data: &'static str) -> Self {
-        Self::new(Bytes::from_static(data.as_bytes()))
-    }
-}
-
-impl From<String> for ReplayBody {
-    fn from(data: String) -> Self {
         Self::new(data)
     }
 }

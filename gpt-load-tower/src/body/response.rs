@@ -30,17 +30,25 @@ pin_project! {
 impl<B> ResponseBody<B> {
     /// Passes `inner` through.
     pub fn stream(inner: B) -> Self {
-        Self { kind: Kind::Stream { inner } }
+        Self {
+            kind: Kind::Stream { inner },
+        }
     }
 
     /// A body of exactly `data`.
     pub fn full(data: Bytes) -> Self {
-        Self { kind: Kind::Full { data: (!data.is_empty()).then_some(data) } }
+        Self {
+            kind: Kind::Full {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
     }
 
     /// An empty body.
     pub fn empty() -> Self {
-        Self { kind: Kind::Full { data: None } }
+        Self {
+            kind: Kind::Full { data: None },
+        }
     }
 }
 

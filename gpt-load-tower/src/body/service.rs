@@ -25,7 +25,10 @@ pub struct BodyBufferLayer {
 impl BodyBufferLayer {
     /// Buffers bodies of up to `limit` bytes and rejects larger ones with `413`.
     pub fn new(limit: usize) -> Self {
-        Self { limit, stream_oversized: false }
+        Self {
+            limit,
+            stream_oversized: false,
+        }
     }
 
     /// Forwards bodies over the cap as a one-shot stream instead of rejecting them. Such a
@@ -106,7 +109,10 @@ where
                 }
                 Read::Over { prefix, rest } => ReplayBody::once(prefix, rest),
             };
-            ready.oneshot(Request::from_parts(parts, body)).await.map_err(|e| Error::from_boxed(e.into()))
+            ready
+                .oneshot(Request::from_parts(parts, body))
+                .await
+                .map_err(|e| Error::from_boxed(e.into()))
         })
     }
 }
@@ -139,7 +145,10 @@ where
             }
             prefix.extend_from_slice(&buf);
             prefix.extend_from_slice(&data);
-            return Ok(Read::Over { prefix: prefix.freeze(), rest: body });
+            return Ok(Read::Over {
+                prefix: prefix.freeze(),
+                rest: body,
+            });
         }
         match first.take() {
             None if buf.is_empty() => first = Some(data),
@@ -164,7 +173,10 @@ mod tests {
     #[tokio::test]
     async fn buffers_small_bodies_in_several_frames() {
         let svc = BodyBufferLayer::new(16).layer(echo_body());
-        let res = svc.oneshot(Request::new(Chunks::new(["hel", "lo", " you"]))).await.unwrap();
+        let res = svc
+            .oneshot(Request::new(Chunks::new(["hel", "lo", " you"])))
+            .await
+            .unwrap();
         let body = res.into_body();
         assert_eq!(body.bytes().unwrap(), "hello you");
         assert!(body.try_clone().is_some());
@@ -180,14 +192,23 @@ mod tests {
     #[tokio::test]
     async fn rejects_by_content_length_before_reading() {
         let svc = BodyBufferLayer::new(4).layer(echo_body());
-        let req = Request::post("/").header("content-length", "100").body(Chunks::failing()).unwrap();
-        assert_eq!(svc.oneshot(req).await.unwrap_err().kind(), ErrorKind::BodyTooLarge);
+        let req = Request::post("/")
+            .header("content-length", "100")
+            .body(Chunks::failing())
+            .unwrap();
+        assert_eq!(
+            svc.oneshot(req).await.unwrap_err().kind(),
+            ErrorKind::BodyTooLarge
+        );
     }
 
     #[tokio::test]
     async fn rejects_bodies_over_the_cap_while_reading() {
         let svc = BodyBufferLayer::new(4).layer(echo_body());
-        let err = svc.oneshot(Request::new(Chunks::new(["abc", "de"]))).await.unwrap_err();
+        let err = svc
+            .oneshot(Request::new(Chunks::new(["abc", "de"])))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
         assert_eq!(err.status(), 413);
     }
@@ -195,7 +216,10 @@ mod tests {
     #[tokio::test]
     async fn streams_oversized_bodies_once_when_asked() {
         let svc = BodyBufferLayer::new(4).stream_oversized(true).layer(echo_body());
-        let res = svc.oneshot(Request::new(Chunks::new(["abc", "de", "fgh"]))).await.unwrap();
+        let res = svc
+            .oneshot(Request::new(Chunks::new(["abc", "de", "fgh"])))
+            .await
+            .unwrap();
         let body = res.into_body();
         assert!(!body.is_replayable());
         assert!(body.try_clone().is_none());

@@ -88,7 +88,13 @@ pin_project! {
 impl<B, G: OnBodyEnd> TrackedBody<B, G> {
     /// Wraps `inner`, calling `observer` when it ends.
     pub fn new(inner: B, observer: G) -> Self {
-        Self { inner, guard: EndGuard { observer: Some(observer), first_frame_seen: false } }
+        Self {
+            inner,
+            guard: EndGuard {
+                observer: Some(observer),
+                first_frame_seen: false,
+            },
+        }
     }
 
     /// The wrapped body.
@@ -99,7 +105,9 @@ impl<B, G: OnBodyEnd> TrackedBody<B, G> {
 
 impl<B, G: OnBodyEnd> std::fmt::Debug for TrackedBody<B, G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrackedBody").field("ended", &self.guard.observer.is_none()).finish_non_exhaustive()
+        f.debug_struct("TrackedBody")
+            .field("ended", &self.guard.observer.is_none())
+            .finish_non_exhaustive()
     }
 }
 
@@ -168,7 +176,10 @@ mod tests {
     #[tokio::test]
     async fn reports_drop_before_end() {
         let seen = Seen::default();
-        drop(TrackedBody::new(Full::new(Bytes::from_static(b"abc")), seen.clone()));
+        drop(TrackedBody::new(
+            Full::new(Bytes::from_static(b"abc")),
+            seen.clone(),
+        ));
         assert_eq!(*seen.0.lock().unwrap(), ["Dropped"]);
     }
 }

@@ -24,7 +24,10 @@ impl ErrorFormat {
         if path.contains("/openai/") {
             return Self::OpenAi;
         }
-        if path.contains("/v1beta/") || path.contains(":generateContent") || path.contains(":streamGenerateContent") {
+        if path.contains("/v1beta/")
+            || path.contains(":generateContent")
+            || path.contains(":streamGenerateContent")
+        {
             return Self::Gemini;
         }
         if path.ends_with("/messages") || path.contains("/messages/") {
@@ -80,7 +83,9 @@ fn openai_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::UnknownGroup => "not_found_error",
         ErrorKind::Overloaded => "rate_limit_error",
-        ErrorKind::BodyTooLarge | ErrorKind::InvalidRequest | ErrorKind::ClientBody => "invalid_request_error",
+        ErrorKind::BodyTooLarge | ErrorKind::InvalidRequest | ErrorKind::ClientBody => {
+            "invalid_request_error"
+        }
         _ => "server_error",
     }
 }
@@ -126,13 +131,31 @@ mod tests {
 
     #[test]
     fn detects_the_client_family() {
-        assert_eq!(detect("/proxy/a/v1/chat/completions", Some("x-api-key")), ErrorFormat::OpenAi);
+        assert_eq!(
+            detect("/proxy/a/v1/chat/completions", Some("x-api-key")),
+            ErrorFormat::OpenAi
+        );
         assert_eq!(detect("/proxy/a/v1/messages", None), ErrorFormat::Anthropic);
-        assert_eq!(detect("/proxy/a/v1/messages/count_tokens", None), ErrorFormat::Anthropic);
-        assert_eq!(detect("/proxy/a/v1beta/models/m:generateContent", None), ErrorFormat::Gemini);
-        assert_eq!(detect("/proxy/a/v1beta/openai/chat/completions", None), ErrorFormat::OpenAi);
-        assert_eq!(detect("/proxy/a/other", Some("anthropic-version")), ErrorFormat::Anthropic);
-        assert_eq!(detect("/proxy/a/other", Some("x-goog-api-key")), ErrorFormat::Gemini);
+        assert_eq!(
+            detect("/proxy/a/v1/messages/count_tokens", None),
+            ErrorFormat::Anthropic
+        );
+        assert_eq!(
+            detect("/proxy/a/v1beta/models/m:generateContent", None),
+            ErrorFormat::Gemini
+        );
+        assert_eq!(
+            detect("/proxy/a/v1beta/openai/chat/completions", None),
+            ErrorFormat::OpenAi
+        );
+        assert_eq!(
+            detect("/proxy/a/other", Some("anthropic-version")),
+            ErrorFormat::Anthropic
+        );
+        assert_eq!(
+            detect("/proxy/a/other", Some("x-goog-api-key")),
+            ErrorFormat::Gemini
+        );
         assert_eq!(detect("/proxy/a/other", None), ErrorFormat::OpenAi);
     }
 

@@ -37,7 +37,11 @@ impl<S> Layer<S> for ErrorResponseLayer {
     type Service = ErrorResponse<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ErrorResponse { inner, fixed: self.fixed, not_ready: None }
+        ErrorResponse {
+            inner,
+            fixed: self.fixed,
+            not_ready: None,
+        }
     }
 }
 
@@ -51,14 +55,22 @@ pub struct ErrorResponse<S> {
 
 impl<S: Clone> Clone for ErrorResponse<S> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), fixed: self.fixed, not_ready: None }
+        Self {
+            inner: self.inner.clone(),
+            fixed: self.fixed,
+            not_ready: None,
+        }
     }
 }
 
 impl<S> ErrorResponse<S> {
     /// Wraps `inner`, detecting the error format per request.
     pub fn new(inner: S) -> Self {
-        Self { inner, fixed: None, not_ready: None }
+        Self {
+            inner,
+            fixed: None,
+            not_ready: None,
+        }
     }
 
     /// Returns a layer that wraps services with this middleware.
@@ -80,19 +92,23 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // A readiness failure is answered on the next call, as an error response.
-        if self.not_ready.is_none() {
-            if let Err(err) = ready!(self.inner.poll_ready(cx)) {
-                self.not_ready = Some(Error::from_boxed(err.into()));
-            }
+        if self.not_ready.is_none()
+            && let Err(err) = ready!(self.inner.poll_ready(cx))
+        {
+            self.not_ready = Some(Error::from_boxed(err.into()));
         }
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let format = self.fixed.unwrap_or_else(|| ErrorFormat::detect(req.uri(), req.headers()));
+        let format = self
+            .fixed
+            .unwrap_or_else(|| ErrorFormat::detect(req.uri(), req.headers()));
         let state = match self.not_ready.take() {
             Some(error) => State::Failed { error: Some(error) },
-            None => State::Called { inner: self.inner.call(req) },
+            None => State::Called {
+                inner: self.inner.call(req),
+            },
         };
         ResponseFuture { state, format }
     }
@@ -128,7 +144,9 @@ where
         let this = self.project();
         let result = match this.state.project() {
             StateProj::Called { inner } => ready!(inner.poll(cx)).map_err(|e| Error::from_boxed(e.into())),
-            StateProj::Failed { error } => Err(error.take().unwrap_or_else(|| Error::internal("polled after completion"))),
+            StateProj::Failed { error } => Err(error
+                .take()
+                .unwrap_or_else(|| Error::internal("polled after completion"))),
         };
         Poll::Ready(Ok(match result {
             Ok(res) => res.map(ResponseBody::stream),
@@ -161,15 +179,19 @@ mod tests {
     use tower::{ServiceBuilder, ServiceExt, service_fn};
 
     async fn call(err: Option<Error>, path: &str) -> Response<ResponseBody<Full<Bytes>>> {
-        let svc = ServiceBuilder::new().layer(ErrorResponseLayer::new()).service(service_fn(move |_r: Request<()>| {
-            let err = err.as_ref().map(|e| Error::invalid_request(e.message().to_owned()));
-            async move {
-                match err {
-                    Some(e) => Err(e),
-                    None => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
+        let svc = ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .service(service_fn(move |_r: Request<()>| {
+                let err = err
+                    .as_ref()
+                    .map(|e| Error::invalid_request(e.message().to_owned()));
+                async move {
+                    match err {
+                        Some(e) => Err(e),
+                        None => Ok(Response::new(Full::new(Bytes::from_static(b"ok")))),
+                    }
                 }
-            }
-        }));
+            }));
         svc.oneshot(Request::get(path).body(()).unwrap()).await.unwrap()
     }
 
@@ -182,10 +204,17 @@ mod tests {
 
     #[tokio::test]
     async fn renders_errors_in_the_detected_format() {
-        let res = call(Some(Error::invalid_request("bad")), "/proxy/g/v1beta/models/x:generateContent").await;
+        let res = call(
+            Some(Error::invalid_request("bad")),
+            "/proxy/g/v1beta/models/x:generateContent",
+        )
+        .await;
         assert_eq!(res.status(), 400);
         assert_eq!(res.headers()["content-type"], "application/json");
-        assert_eq!(res.extensions().get::<ErrorKind>(), Some(&ErrorKind::InvalidRequest));
+        assert_eq!(
+            res.extensions().get::<ErrorKind>(),
+            Some(&ErrorKind::InvalidRequest)
+        );
         let body = res.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
@@ -193,9 +222,10 @@ mod tests {
 
     #[tokio::test]
     async fn sets_retry_after_and_accepts_foreign_errors() {
-        let svc = ErrorResponseLayer::with_format(ErrorFormat::OpenAi).layer(service_fn(|_r: Request<()>| async {
-            Err::<Response<Full<Bytes>>, _>(Error::overloaded(Duration::from_secs(2)))
-        }));
+        let svc =
+            ErrorResponseLayer::with_format(ErrorFormat::OpenAi).layer(service_fn(|_r: Request<()>| async {
+                Err::<Response<Full<Bytes>>, _>(Error::overloaded(Duration::from_secs(2)))
+            }));
         let res = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()["retry-after"], "2");

@@ -109,7 +109,10 @@ impl Error {
 
     /// The request body exceeds `limit` bytes.
     pub fn body_too_large(limit: usize) -> Self {
-        Self::new(ErrorKind::BodyTooLarge, format!("request body exceeds the limit of {limit} bytes"))
+        Self::new(
+            ErrorKind::BodyTooLarge,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
     }
 
     /// The request is invalid for this group (for example a model that strict redirect rules
@@ -125,17 +128,26 @@ impl Error {
 
     /// No key of `group` can serve this request.
     pub fn no_key_available(group: &GroupName) -> Self {
-        Self::new(ErrorKind::NoKeyAvailable, format!("no active API keys available for group '{group}'"))
+        Self::new(
+            ErrorKind::NoKeyAvailable,
+            format!("no active API keys available for group '{group}'"),
+        )
     }
 
     /// No sub-group of the aggregate `group` has a usable key.
     pub fn no_sub_group_available(group: &GroupName) -> Self {
-        Self::new(ErrorKind::NoKeyAvailable, format!("no available sub-groups in aggregate group '{group}'"))
+        Self::new(
+            ErrorKind::NoKeyAvailable,
+            format!("no available sub-groups in aggregate group '{group}'"),
+        )
     }
 
     /// `group` has no usable upstream.
     pub fn no_upstream(group: &GroupName) -> Self {
-        Self::new(ErrorKind::NoUpstream, format!("no upstream configured for group '{group}'"))
+        Self::new(
+            ErrorKind::NoUpstream,
+            format!("no upstream configured for group '{group}'"),
+        )
     }
 
     /// The upstream request failed at the transport level.
@@ -251,7 +263,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.inner
+            .source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -276,7 +291,10 @@ mod tests {
     fn from_boxed_unwraps_own_errors() {
         let boxed: BoxError = Box::new(Error::no_key_available(&"g".into()));
         assert_eq!(Error::from_boxed(boxed).kind(), ErrorKind::NoKeyAvailable);
-        let io: BoxError = Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        let io: BoxError = Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
         let err = Error::from_boxed(io);
         assert_eq!(err.kind(), ErrorKind::Upstream);
         assert!(err.is_retryable());

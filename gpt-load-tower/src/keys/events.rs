@@ -55,7 +55,10 @@ impl KeyEvents {
 
     /// The next change if one is queued.
     pub fn try_recv(&mut self) -> Option<KeyEvent> {
-        self.rx.try_recv().ok().map(|(group, slot)| snapshot(group, &slot))
+        self.rx
+            .try_recv()
+            .ok()
+            .map(|(group, slot)| snapshot(group, &slot))
     }
 
     /// Waits for at least one change and returns up to `max` of them (for batched writes).
@@ -63,7 +66,9 @@ impl KeyEvents {
     pub async fn recv_batch(&mut self, max: usize) -> Vec<KeyEvent> {
         let mut raw = Vec::with_capacity(max.min(1024));
         self.rx.recv_many(&mut raw, max.max(1)).await;
-        raw.into_iter().map(|(group, slot)| snapshot(group, &slot)).collect()
+        raw.into_iter()
+            .map(|(group, slot)| snapshot(group, &slot))
+            .collect()
     }
 }
 

@@ -11,8 +11,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use super::{
-    ExcludedKeys, KeyEvents, KeyId, KeyPool, KeySlot, KeyState, Report, SelectedKey,
-    events::EventSender,
+    ExcludedKeys, KeyEvents, KeyId, KeyPool, KeySlot, KeyState, Report, SelectedKey, events::EventSender,
 };
 use crate::{clock, context::GroupName, telemetry};
 
@@ -98,7 +97,12 @@ impl MemoryKeyPool {
     /// An empty pool, and the stream of [`KeyEvent`](super::KeyEvent)s describing its changes.
     pub fn with_events() -> (Self, KeyEvents) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let pool = Self { inner: Arc::new(Inner { events: Some(EventSender(tx)), ..Inner::default() }) };
+        let pool = Self {
+            inner: Arc::new(Inner {
+                events: Some(EventSender(tx)),
+                ..Inner::default()
+            }),
+        };
         (pool, KeyEvents::new(rx))
     }
 
@@ -148,8 +152,8 @@ impl MemoryKeyPool {
         let mut index = current.index.clone();
         let before = slots.len();
         for slot in keys {
-            if !index.contains_key(&slot.id()) {
-                index.insert(slot.id(), slots.len());
+            if let std::collections::hash_map::Entry::Vacant(e) = index.entry(slot.id()) {
+                e.insert(slots.len());
                 slots.push(Arc::new(slot));
             }
         }
@@ -166,7 +170,12 @@ impl MemoryKeyPool {
         let _write = lock(&g.write);
         let current = g.all.load();
         let remove: std::collections::HashSet<KeyId> = ids.into_iter().collect();
-        let slots: Vec<_> = current.slots.iter().filter(|s| !remove.contains(&s.id())).cloned().collect();
+        let slots: Vec<_> = current
+            .slots
+            .iter()
+            .filter(|s| !remove.contains(&s.id()))
+            .cloned()
+            .collect();
         let removed = current.slots.len() - slots.len();
         if removed > 0 {
             g.replace(Snapshot::new(slots));
@@ -227,7 +236,9 @@ impl MemoryKeyPool {
 
     /// Every slot of a group (a snapshot).
     pub fn keys(&self, group: &str) -> Vec<Arc<KeySlot>> {
-        self.group(group).map(|g| g.all.load().slots.clone()).unwrap_or_default()
+        self.group(group)
+            .map(|g| g.all.load().slots.clone())
+            .unwrap_or_default()
     }
 
     /// The groups in the pool.
@@ -239,7 +250,10 @@ impl MemoryKeyPool {
     pub fn stats(&self, group: &str) -> Option<GroupStats> {
         let g = self.group(group)?;
         let all = g.all.load();
-        let mut stats = GroupStats { total: all.slots.len(), ..GroupStats::default() };
+        let mut stats = GroupStats {
+            total: all.slots.len(),
+            ..GroupStats::default()
+        };
         for slot in &all.slots {
             stats.in_flight += u64::from(slot.in_flight());
             match slot.state() {
@@ -263,11 +277,14 @@ impl KeyPool for MemoryKeyPool {
     }
 
     fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
-        self.group(group).is_some_and(|g| g.find(excluded, false).is_some())
+        self.group(group)
+            .is_some_and(|g| g.find(excluded, false).is_some())
     }
 
     fn report(&self, key: &SelectedKey, report: Report) {
-        let Some(g) = self.group(key.group().as_str()) else { return };
+        let Some(g) = self.group(key.group().as_str()) else {
+            return;
+        };
         g.report(key.slot(), report);
     }
 }
@@ -299,7 +316,12 @@ impl GroupKeys {
         // Reset first: a slot leaving the view during the scan is then counted again.
         self.stale.store(0, Ordering::Release);
         self.rebuild_requested.store(false, Ordering::Release);
-        let view: Vec<_> = all.slots.iter().filter(|s| s.raw_state().in_view()).cloned().collect();
+        let view: Vec<_> = all
+            .slots
+            .iter()
+            .filter(|s| s.raw_state().in_view())
+            .cloned()
+            .collect();
         self.view.store(Arc::new(view));
         self.exhausted_until.store(0, Ordering::Release);
     }
@@ -412,10 +434,11 @@ impl GroupKeys {
 
     /// Queues a change event for `slot` unless one is already queued.
     fn touch(&self, slot: &Arc<KeySlot>) {
-        if let Some(events) = &self.events {
-            if !slot.dirty.load(Ordering::Relaxed) && !slot.dirty.swap(true, Ordering::AcqRel) {
-                events.send(self.name.clone(), slot.clone());
-            }
+        if let Some(events) = &self.events
+            && !slot.dirty.load(Ordering::Relaxed)
+            && !slot.dirty.swap(true, Ordering::AcqRel)
+        {
+            events.send(self.name.clone(), slot.clone());
         }
     }
 }

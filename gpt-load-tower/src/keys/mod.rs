@@ -52,7 +52,7 @@
 //!     .body(())
 //!     .unwrap();
 //! let res = svc.oneshot(req).await.unwrap();
-//! assert_eq!(res.body(), "Bearer sk-one");
+//! assert_eq!(res.body().get_ref(), "Bearer sk-one");
 //!
 //! // Three counted failures blacklist key 1 (threshold 3); the pool reports the change.
 //! let key = res.extensions().get::<SelectedKey>().unwrap();

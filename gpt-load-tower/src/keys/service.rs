@@ -31,7 +31,10 @@ impl<S, P: Clone> Layer<S> for KeySelectLayer<P> {
     type Service = KeySelect<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        KeySelect { inner, pool: self.pool.clone() }
+        KeySelect {
+            inner,
+            pool: self.pool.clone(),
+        }
     }
 }
 
@@ -70,7 +73,9 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let Some(channel) = req.extensions().get::<Principal>().map(Principal::channel) else {
-            return ResponseFuture::ready(Err(Error::internal("key selection needs a Principal (add ProxyKeyAuth)")));
+            return ResponseFuture::ready(Err(Error::internal(
+                "key selection needs a Principal (add ProxyKeyAuth)",
+            )));
         };
         let group = target_group(req.extensions()).expect("a Principal is present");
         let excluded = req.extensions().get::<ExcludedKeys>().unwrap_or(&NO_EXCLUSIONS);
@@ -100,9 +105,9 @@ where
 mod tests {
     use super::*;
     use crate::{
-        keys::SelectedKey,
         channel::ChannelKind,
         error::ErrorKind,
+        keys::SelectedKey,
         keys::{KeyId, KeySlot, MemoryKeyPool},
         test_util::principal,
     };
@@ -112,16 +117,16 @@ mod tests {
 
     fn pool(keys: &[(u64, &str)]) -> MemoryKeyPool {
         let pool = MemoryKeyPool::new();
-        pool.set_group("g".into(), keys.iter().map(|(id, k)| KeySlot::new(KeyId(*id), (*k).into())));
+        pool.set_group(
+            "g".into(),
+            keys.iter().map(|(id, k)| KeySlot::new(KeyId(*id), (*k).into())),
+        );
         pool
     }
 
-    fn seen_credential() -> impl Service<
-        Request<()>,
-        Response = Response<Full<Bytes>>,
-        Error = Error,
-        Future = impl Send,
-    > + Clone {
+    fn seen_credential()
+    -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Error, Future = impl Send> + Clone
+    {
         service_fn(|req: Request<()>| async move {
             assert!(req.extensions().get::<SelectedKey>().is_some());
             let auth = req.headers()["authorization"].to_str().unwrap().to_owned();
@@ -137,7 +142,12 @@ mod tests {
             let req = principal(Request::new(()), "g", ChannelKind::OpenAi);
             let res = svc.clone().oneshot(req).await.unwrap();
             assert!(res.extensions().get::<SelectedKey>().is_some());
-            seen.push(http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes());
+            seen.push(
+                http_body_util::BodyExt::collect(res.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes(),
+            );
         }
         assert_eq!(seen, ["Bearer k1", "Bearer k2", "Bearer k1", "Bearer k2"]);
     }
@@ -158,7 +168,10 @@ mod tests {
     #[tokio::test]
     async fn no_usable_key_is_503() {
         let svc = KeySelectLayer::new(pool(&[])).layer(seen_credential());
-        let err = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap_err();
+        let err = svc
+            .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoKeyAvailable);
         assert_eq!(err.status(), 503);
     }
@@ -176,7 +189,10 @@ mod tests {
         let svc = KeySelectLayer::new(p.clone()).layer(service_fn(|_req: Request<()>| async {
             Err::<Response<Full<Bytes>>, BoxError>("reset by secret-key-0123456789".into())
         }));
-        let err = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap_err();
+        let err = svc
+            .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+            .await
+            .unwrap_err();
         assert_eq!(err.key().unwrap().id(), KeyId(7));
         assert!(!err.message().contains("secret-key-0123456789"));
         assert_eq!(p.get("g", KeyId(7)).unwrap().in_flight(), 0);
@@ -186,7 +202,10 @@ mod tests {
     async fn in_flight_lasts_until_the_body_ends() {
         let p = pool(&[(1, "k1")]);
         let svc = KeySelectLayer::new(p.clone()).layer(seen_credential());
-        let res = svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi)).await.unwrap();
+        let res = svc
+            .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+            .await
+            .unwrap();
         assert_eq!(p.get("g", KeyId(1)).unwrap().in_flight(), 1);
         drop(res);
         assert_eq!(p.get("g", KeyId(1)).unwrap().in_flight(), 0);

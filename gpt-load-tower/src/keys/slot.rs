@@ -98,7 +98,8 @@ impl KeySlot {
     pub fn with_state(id: KeyId, secret: ApiKey, state: KeyState, consecutive_failures: u32) -> Self {
         let slot = Self::new(id, secret);
         slot.state.store(state.to_u8(), Ordering::Relaxed);
-        slot.consecutive_failures.store(consecutive_failures, Ordering::Relaxed);
+        slot.consecutive_failures
+            .store(consecutive_failures, Ordering::Relaxed);
         slot
     }
 
@@ -115,7 +116,9 @@ impl KeySlot {
     /// The current state; a cooling key whose deadline passed reads as active.
     pub fn state(&self) -> KeyState {
         match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
-            KeyState::Cooling if self.cool_until.load(Ordering::Relaxed) <= clock::now_ms() => KeyState::Active,
+            KeyState::Cooling if self.cool_until.load(Ordering::Relaxed) <= clock::now_ms() => {
+                KeyState::Active
+            }
             state => state,
         }
     }
@@ -168,12 +171,15 @@ impl KeySlot {
     }
 
     pub(super) fn add_failure(&self) -> u32 {
-        self.consecutive_failures.fetch_add(1, Ordering::AcqRel).saturating_add(1)
+        self.consecutive_failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1)
     }
 
     /// Resets the failure count; returns whether it was non-zero.
     pub(super) fn reset_failures(&self) -> bool {
-        self.consecutive_failures.load(Ordering::Relaxed) != 0 && self.consecutive_failures.swap(0, Ordering::AcqRel) != 0
+        self.consecutive_failures.load(Ordering::Relaxed) != 0
+            && self.consecutive_failures.swap(0, Ordering::AcqRel) != 0
     }
 
     pub(super) fn count_request(&self) {

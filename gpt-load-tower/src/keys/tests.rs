@@ -6,14 +6,19 @@ use super::*;
 
 fn pool_with(n: u64) -> MemoryKeyPool {
     let pool = MemoryKeyPool::new();
-    pool.set_group("g".into(), (0..n).map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())));
+    pool.set_group(
+        "g".into(),
+        (0..n).map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())),
+    );
     pool
 }
 
 #[test]
 fn round_robin_over_active_keys() {
     let pool = pool_with(3);
-    let picks: Vec<u64> = (0..6).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id().0).collect();
+    let picks: Vec<u64> = (0..6)
+        .map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id().0)
+        .collect();
     assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
 }
 
@@ -29,7 +34,9 @@ fn unknown_group_and_empty_group_have_no_key() {
 fn blacklists_after_threshold_consecutive_failures_and_success_resets() {
     let pool = pool_with(2);
     let key = pool.select("g", &ExcludedKeys::new()).unwrap();
-    let fail = Report::Failure { blacklist_threshold: 3 };
+    let fail = Report::Failure {
+        blacklist_threshold: 3,
+    };
     pool.report(&key, fail);
     pool.report(&key, fail);
     pool.report(&key, Report::Success);
@@ -49,7 +56,12 @@ fn threshold_zero_never_blacklists() {
     let pool = pool_with(1);
     let key = pool.select("g", &ExcludedKeys::new()).unwrap();
     for _ in 0..100 {
-        pool.report(&key, Report::Failure { blacklist_threshold: 0 });
+        pool.report(
+            &key,
+            Report::Failure {
+                blacklist_threshold: 0,
+            },
+        );
     }
     assert_eq!(key.slot().state(), KeyState::Active);
     assert_eq!(key.slot().consecutive_failures(), 100);
@@ -59,15 +71,27 @@ fn threshold_zero_never_blacklists() {
 fn cooling_keys_rest_until_their_deadline() {
     let pool = pool_with(2);
     let key = pool.select("g", &ExcludedKeys::new()).unwrap();
-    pool.report(&key, Report::CoolDown { duration: Duration::from_secs(60) });
+    pool.report(
+        &key,
+        Report::CoolDown {
+            duration: Duration::from_secs(60),
+        },
+    );
     assert_eq!(key.slot().state(), KeyState::Cooling);
     assert_eq!(key.slot().consecutive_failures(), 0);
     for _ in 0..5 {
         assert_ne!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), key.id());
     }
-    pool.report(&key, Report::CoolDown { duration: Duration::ZERO });
+    pool.report(
+        &key,
+        Report::CoolDown {
+            duration: Duration::ZERO,
+        },
+    );
     assert!(key.slot().is_usable());
-    let ids: HashSet<_> = (0..4).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id()).collect();
+    let ids: HashSet<_> = (0..4)
+        .map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id())
+        .collect();
     assert!(ids.contains(&key.id()));
 }
 
@@ -75,7 +99,12 @@ fn cooling_keys_rest_until_their_deadline() {
 fn all_cooling_fails_fast_until_restored() {
     let pool = pool_with(3);
     for slot in pool.keys("g") {
-        pool.report(&SelectedKey::new("g".into(), slot), Report::CoolDown { duration: Duration::from_secs(60) });
+        pool.report(
+            &SelectedKey::new("g".into(), slot),
+            Report::CoolDown {
+                duration: Duration::from_secs(60),
+            },
+        );
     }
     assert!(pool.select("g", &ExcludedKeys::new()).is_none());
     assert!(pool.select("g", &ExcludedKeys::new()).is_none());
@@ -91,10 +120,18 @@ fn manual_states_and_restore() {
     for _ in 0..4 {
         assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), KeyId(1));
     }
-    pool.report(&pool.select("g", &ExcludedKeys::new()).unwrap(), Report::Invalidate);
+    pool.report(
+        &pool.select("g", &ExcludedKeys::new()).unwrap(),
+        Report::Invalidate,
+    );
     assert!(pool.select("g", &ExcludedKeys::new()).is_none());
-    assert_eq!(pool.set_states("g", [(KeyId(0), KeyState::Active), (KeyId(1), KeyState::Active)]), 2);
-    let ids: HashSet<_> = (0..4).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id()).collect();
+    assert_eq!(
+        pool.set_states("g", [(KeyId(0), KeyState::Active), (KeyId(1), KeyState::Active)]),
+        2
+    );
+    let ids: HashSet<_> = (0..4)
+        .map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id())
+        .collect();
     assert_eq!(ids.len(), 2);
     let stats = pool.stats("g").unwrap();
     assert_eq!((stats.total, stats.active, stats.invalid), (2, 2, 0));
@@ -104,10 +141,27 @@ fn manual_states_and_restore() {
 fn membership_changes_keep_live_state() {
     let pool = pool_with(2);
     let key = pool.select("g", &ExcludedKeys::new()).unwrap();
-    pool.report(&key, Report::Failure { blacklist_threshold: 1 });
-    pool.set_group("g".into(), (0..3).map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())));
+    pool.report(
+        &key,
+        Report::Failure {
+            blacklist_threshold: 1,
+        },
+    );
+    pool.set_group(
+        "g".into(),
+        (0..3).map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())),
+    );
     assert_eq!(pool.get("g", key.id()).unwrap().state(), KeyState::Invalid);
-    assert_eq!(pool.add_keys("g".into(), [KeySlot::new(KeyId(2), "dup".into()), KeySlot::new(KeyId(3), "k3".into())]), 1);
+    assert_eq!(
+        pool.add_keys(
+            "g".into(),
+            [
+                KeySlot::new(KeyId(2), "dup".into()),
+                KeySlot::new(KeyId(3), "k3".into())
+            ]
+        ),
+        1
+    );
     assert_eq!(pool.remove_keys("g", [KeyId(0), KeyId(42)]), 1);
     assert_eq!(pool.keys("g").len(), 3);
     assert!(pool.remove_group("g"));
@@ -118,10 +172,13 @@ fn membership_changes_keep_live_state() {
 #[test]
 fn restored_slot_state_from_storage() {
     let pool = MemoryKeyPool::new();
-    pool.set_group("g".into(), [
-        KeySlot::with_state(KeyId(1), "a".into(), KeyState::Invalid, 3),
-        KeySlot::with_state(KeyId(2), "b".into(), KeyState::Active, 1),
-    ]);
+    pool.set_group(
+        "g".into(),
+        [
+            KeySlot::with_state(KeyId(1), "a".into(), KeyState::Invalid, 3),
+            KeySlot::with_state(KeyId(2), "b".into(), KeyState::Active, 1),
+        ],
+    );
     assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), KeyId(2));
     assert_eq!(pool.get("g", KeyId(2)).unwrap().consecutive_failures(), 1);
 }
@@ -147,7 +204,12 @@ fn concurrent_selection_never_returns_invalid_or_excluded_keys() {
                         assert!(!excluded.contains(key.id()), "picked a key twice in one request");
                         excluded.insert(key.id());
                         if (round + t) % 7 == 0 {
-                            pool.report(&key, Report::Failure { blacklist_threshold: 0 });
+                            pool.report(
+                                &key,
+                                Report::Failure {
+                                    blacklist_threshold: 0,
+                                },
+                            );
                         } else {
                             pool.report(&key, Report::Success);
                         }
@@ -165,14 +227,19 @@ fn concurrent_selection_never_returns_invalid_or_excluded_keys() {
 fn concurrent_blacklisting_converges() {
     let pool = Arc::new(pool_with(1_000));
     let threads: Vec<_> = (0..4)
-        .map(|t| {
+        .map(|_| {
             let pool = pool.clone();
             thread::spawn(move || {
                 for _ in 0..5_000 {
-                    if let Some(key) = pool.select("g", &ExcludedKeys::new()) {
-                        if key.id().0 % 8 == t {
-                            pool.report(&key, Report::Failure { blacklist_threshold: 1 });
-                        }
+                    if let Some(key) = pool.select("g", &ExcludedKeys::new())
+                        && key.id().0 % 8 < 4
+                    {
+                        pool.report(
+                            &key,
+                            Report::Failure {
+                                blacklist_threshold: 1,
+                            },
+                        );
                     }
                 }
             })
@@ -185,7 +252,10 @@ fn concurrent_blacklisting_converges() {
     let stats = pool.stats("g").unwrap();
     assert_eq!(stats.total, 1_000);
     assert_eq!(stats.active + stats.invalid, 1_000);
-    assert_eq!(stats.invalid, 500, "keys with id % 8 < 4 are all selected and blacklisted");
+    assert_eq!(
+        stats.invalid, 500,
+        "every key with id % 8 < 4 was selected at least once and blacklisted"
+    );
     for _ in 0..2_000 {
         let key = pool.select("g", &ExcludedKeys::new()).unwrap();
         assert_eq!(key.slot().state(), KeyState::Active);
@@ -199,9 +269,14 @@ fn selection_stays_cheap_with_a_large_dead_prefix() {
     // holds only the ten live keys.
     let pool = pool_with(10_000);
     for id in 0..9_990 {
-        pool.report(&SelectedKey::new("g".into(), pool.get("g", KeyId(id)).unwrap()), Report::Invalidate);
+        pool.report(
+            &SelectedKey::new("g".into(), pool.get("g", KeyId(id)).unwrap()),
+            Report::Invalidate,
+        );
     }
-    let ids: HashSet<_> = (0..20).map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id().0).collect();
+    let ids: HashSet<_> = (0..20)
+        .map(|_| pool.select("g", &ExcludedKeys::new()).unwrap().id().0)
+        .collect();
     assert!(ids.iter().all(|id| *id >= 9_990));
     assert_eq!(ids.len(), 10);
 }
@@ -212,7 +287,12 @@ async fn events_are_coalesced_per_key() {
     pool.set_group("g".into(), [KeySlot::new(KeyId(1), "k".into())]);
     for _ in 0..5 {
         let key = pool.select("g", &ExcludedKeys::new()).unwrap();
-        pool.report(&key, Report::Failure { blacklist_threshold: 0 });
+        pool.report(
+            &key,
+            Report::Failure {
+                blacklist_threshold: 0,
+            },
+        );
     }
     let event = events.recv().await.unwrap();
     assert_eq!(event.requests, 5);
@@ -220,7 +300,12 @@ async fn events_are_coalesced_per_key() {
     assert!(events.try_recv().is_none(), "one event for five changes");
 
     let key = pool.select("g", &ExcludedKeys::new()).unwrap();
-    pool.report(&key, Report::CoolDown { duration: Duration::from_secs(30) });
+    pool.report(
+        &key,
+        Report::CoolDown {
+            duration: Duration::from_secs(30),
+        },
+    );
     let batch = events.recv_batch(10).await;
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].state, KeyState::Cooling);

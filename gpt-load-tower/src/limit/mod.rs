@@ -24,7 +24,7 @@
 //! # async fn main() {
 //! let limit = ConcurrencyLimitLayer::new(1);
 //! let mut svc = ServiceBuilder::new().layer(limit.clone()).service(service_fn(|_req: Request<()>| async {
-//!     Ok::<_, Error>(Response::new(Full::from("streaming…")))
+//!     Ok::<_, Error>(Response::new(Full::<bytes::Bytes>::from("streaming…")))
 //! }));
 //!
 //! let first = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
@@ -80,8 +80,14 @@ impl ConcurrencyLimitLayer {
 
     /// Like [`new`](Self::new), advising clients to wait `retry_after`.
     pub fn with_retry_after(max: usize, retry_after: Duration) -> Self {
-        let shared = Shared { max: AtomicUsize::new(max), in_flight: AtomicUsize::new(0), retry_after };
-        Self { shared: Arc::new(shared) }
+        let shared = Shared {
+            max: AtomicUsize::new(max),
+            in_flight: AtomicUsize::new(0),
+            retry_after,
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Requests holding a permit now.
@@ -102,7 +108,10 @@ impl ConcurrencyLimitLayer {
 
 impl fmt::Debug for ConcurrencyLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyLimitLayer").field("max", &self.max()).field("in_flight", &self.in_flight()).finish()
+        f.debug_struct("ConcurrencyLimitLayer")
+            .field("max", &self.max())
+            .field("in_flight", &self.in_flight())
+            .finish()
     }
 }
 
@@ -110,7 +119,10 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     type Service = ConcurrencyLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit { inner, shared: self.shared.clone() }
+        ConcurrencyLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
     }
 }
 
@@ -127,7 +139,9 @@ impl<S> ConcurrencyLimit<S> {
 
 impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConcurrencyLimit").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("ConcurrencyLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
     }
 }
 
@@ -141,10 +155,14 @@ impl Permit {
         let max = shared.max.load(Ordering::Relaxed);
         let admitted = shared
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()?;
         telemetry::in_flight(admitted + 1);
-        Some(Self { shared: shared.clone() })
+        Some(Self {
+            shared: shared.clone(),
+        })
     }
 }
 
@@ -180,10 +198,19 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match Permit::try_acquire(&self.shared) {
-            Some(permit) => ResponseFuture { state: State::Admitted { inner: self.inner.call(req), permit: Some(permit) } },
+            Some(permit) => ResponseFuture {
+                state: State::Admitted {
+                    inner: self.inner.call(req),
+                    permit: Some(permit),
+                },
+            },
             None => {
                 telemetry::request_shed();
-                ResponseFuture { state: State::Shed { error: Some(Error::overloaded(self.shared.retry_after)) } }
+                ResponseFuture {
+                    state: State::Shed {
+                        error: Some(Error::overloaded(self.shared.retry_after)),
+                    },
+                }
             }
         }
     }
@@ -225,9 +252,9 @@ where
                 let permit = permit.take().expect("polled after completion");
                 Poll::Ready(Ok(res.map(|body| TrackedBody::new(body, permit))))
             }
-            StateProj::Shed { error } => {
-                Poll::Ready(Err(error.take().unwrap_or_else(|| Error::internal("polled after completion"))))
-            }
+            StateProj::Shed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| Error::internal("polled after completion")))),
         }
     }
 }
@@ -242,7 +269,9 @@ mod tests {
     use tokio::sync::oneshot;
     use tower::{ServiceExt, service_fn};
 
-    fn ok() -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Error, Future = impl Send> + Clone {
+    fn ok()
+    -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Error, Future = impl Send> + Clone
+    {
         service_fn(|_req: Request<()>| async { Ok::<_, Error>(Response::new(Full::from("ok"))) })
     }
 
@@ -321,7 +350,12 @@ mod tests {
         let tasks: Vec<_> = (0..200)
             .map(|_| {
                 let svc = svc.clone();
-                tokio::spawn(async move { svc.oneshot(Request::new(())).await.map(drop).map_err(|e| e.kind()) })
+                tokio::spawn(async move {
+                    svc.oneshot(Request::new(()))
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.kind())
+                })
             })
             .collect();
         let mut shed = 0;

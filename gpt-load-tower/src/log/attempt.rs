@@ -90,7 +90,13 @@ impl AttemptFacts {
 
 impl AttemptLog {
     pub(super) fn new(sink: Arc<dyn LogSink>, info: RequestInfo) -> Self {
-        Self { shared: Arc::new(Shared { sink, info, attempts: AtomicU32::new(0) }) }
+        Self {
+            shared: Arc::new(Shared {
+                sink,
+                info,
+                attempts: AtomicU32::new(0),
+            }),
+        }
     }
 
     /// Records an attempt that is about to be retried.
@@ -107,16 +113,26 @@ impl AttemptLog {
     }
 
     pub(super) fn final_for_response<B>(&self, res: &Response<B>) -> FinalRecord {
-        FinalRecord { log: self.clone(), facts: AttemptFacts::of_response(res) }
+        FinalRecord {
+            log: self.clone(),
+            facts: AttemptFacts::of_response(res),
+        }
     }
 
     fn emit(&self, request_type: RequestType, facts: AttemptFacts, end: Option<BodyEnd>) {
         let info = &self.shared.info;
         let attempt = self.shared.attempts.fetch_add(1, Ordering::Relaxed) + 1;
-        let group = facts.key.as_ref().map_or_else(|| info.group.clone(), |k| k.group().clone());
+        let group = facts
+            .key
+            .as_ref()
+            .map_or_else(|| info.group.clone(), |k| k.group().clone());
         let parent_group = (group != info.group).then(|| info.group.clone());
         let broken = end == Some(BodyEnd::Error);
-        let error = if broken { Some("the upstream response broke off mid-body".to_owned()) } else { facts.error };
+        let error = if broken {
+            Some("the upstream response broke off mid-body".to_owned())
+        } else {
+            facts.error
+        };
         let record = RequestRecord {
             timestamp: info.timestamp,
             request_type,

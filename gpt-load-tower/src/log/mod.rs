@@ -43,7 +43,7 @@
 //!
 //! let req = Request::post("/proxy/oa/v1/chat/completions")
 //!     .extension(Principal::new("oa".into(), ChannelKind::OpenAi))
-//!     .body(ReplayBody::from(r#"{"model":"gpt-4o-mini","stream":true}"#))
+//!     .body(ReplayBody::new(r#"{"model":"gpt-4o-mini","stream":true}"#))
 //!     .unwrap();
 //! let res = svc.oneshot(req).await.unwrap();
 //! assert!(records.try_recv().is_err(), "the final record waits for the body");

@@ -1,4 +1,8 @@
-use std::{net::IpAddr, sync::Arc, time::{Duration, SystemTime}};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use http::Method;
 

@@ -9,7 +9,10 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{AttemptLog, LogSink, attempt::{FinalRecord, RequestInfo}};
+use super::{
+    AttemptLog, LogSink,
+    attempt::{FinalRecord, RequestInfo},
+};
 use crate::{
     body::{ReplayBody, TrackedBody},
     channel::RequestFacts,
@@ -39,14 +42,22 @@ pub struct RequestLogLayer<K> {
 
 impl<K> Clone for RequestLogLayer<K> {
     fn clone(&self) -> Self {
-        Self { sink: self.sink.clone(), settings: self.settings, body_limit: self.body_limit }
+        Self {
+            sink: self.sink.clone(),
+            settings: self.settings,
+            body_limit: self.body_limit,
+        }
     }
 }
 
 impl<K: LogSink> RequestLogLayer<K> {
     /// Sends records to `sink`.
     pub fn new(sink: K) -> Self {
-        Self { sink: Arc::new(sink), settings: LogSettings::default(), body_limit: 65_000 }
+        Self {
+            sink: Arc::new(sink),
+            settings: LogSettings::default(),
+            body_limit: 65_000,
+        }
     }
 
     /// Logs request bodies (up to [`body_limit`](Self::body_limit)) unless a request's
@@ -69,7 +80,10 @@ impl<S, K> Layer<S> for RequestLogLayer<K> {
     type Service = RequestLog<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RequestLog { inner, layer: self.clone() }
+        RequestLog {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -82,7 +96,10 @@ pub struct RequestLog<S, K> {
 
 impl<S: Clone, K> Clone for RequestLog<S, K> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), layer: self.layer.clone() }
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
     }
 }
 
@@ -117,7 +134,9 @@ where
     fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
         let started = Instant::now();
         let Some(principal) = req.extensions().get::<Principal>() else {
-            return ResponseFuture::ready(Err(Error::internal("request logging needs a Principal (add ProxyKeyAuth)")));
+            return ResponseFuture::ready(Err(Error::internal(
+                "request logging needs a Principal (add ProxyKeyAuth)",
+            )));
         };
         let group = principal.group().clone();
         let channel = principal.channel();
@@ -127,13 +146,20 @@ where
             .get::<RequestFacts>()
             .cloned()
             .unwrap_or_else(|| channel.inspect(req.uri(), req.headers(), body));
-        let settings = req.extensions().get::<LogSettings>().copied().unwrap_or(self.layer.settings);
+        let settings = req
+            .extensions()
+            .get::<LogSettings>()
+            .copied()
+            .unwrap_or(self.layer.settings);
         let info = RequestInfo {
             started,
             timestamp: SystemTime::now(),
             group,
             method: req.method().clone(),
-            path: truncate(req.uri().path_and_query().map_or("/", |pq| pq.as_str()), PATH_LIMIT),
+            path: truncate(
+                req.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+                PATH_LIMIT,
+            ),
             model: facts.model.clone(),
             stream: facts.stream,
             client_ip: req.extensions().get::<ClientIp>().map(|ip| ip.0),
@@ -142,9 +168,18 @@ where
                 .then(|| truncate(&String::from_utf8_lossy(body), self.layer.body_limit)),
             user_agent: settings
                 .request_body
-                .then(|| req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned))
+                .then(|| {
+                    req.headers()
+                        .get(header::USER_AGENT)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                })
                 .flatten(),
-            request_id: req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned),
+            request_id: req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
         };
         let log = AttemptLog::new(self.layer.sink.clone(), info);
         req.extensions_mut().insert(facts);

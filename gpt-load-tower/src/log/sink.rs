@@ -46,6 +46,8 @@ impl LogSink for ChannelSink {
 
 impl fmt::Debug for ChannelSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChannelSink").field("capacity", &self.tx.max_capacity()).finish()
+        f.debug_struct("ChannelSink")
+            .field("capacity", &self.tx.max_capacity())
+            .finish()
     }
 }

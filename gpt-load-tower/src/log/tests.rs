@@ -40,10 +40,11 @@ fn request(body: &'static str) -> Request<ReplayBody> {
     let req = Request::post("/proxy/g/v1/chat/completions?x=1")
         .header("user-agent", "test-agent")
         .header("x-request-id", "rid-1")
-        .body(ReplayBody::from(body))
+        .body(ReplayBody::new(body))
         .unwrap();
     let mut req = principal(req, "g", ChannelKind::OpenAi);
-    req.extensions_mut().insert(ClientIp(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))));
+    req.extensions_mut()
+        .insert(ClientIp(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))));
     req
 }
 
@@ -51,17 +52,26 @@ fn request(body: &'static str) -> Request<ReplayBody> {
 async fn final_record_after_the_body_with_key_and_facts() {
     let sink = Collect::default();
     let pool = MemoryKeyPool::new();
-    pool.set_group("g".into(), [KeySlot::new(KeyId(9), "sk-log-0123456789abcdef".into())]);
+    pool.set_group(
+        "g".into(),
+        [KeySlot::new(KeyId(9), "sk-log-0123456789abcdef".into())],
+    );
     let svc = RequestLogLayer::new(sink.clone()).layer(KeySelectLayer::new(pool).layer(service_fn(
         |_req: Request<ReplayBody>| async { Ok::<_, Error>(Response::new(Full::from("answer"))) },
     )));
-    let res = svc.oneshot(request(r#"{"model":"gpt-4o","stream":false}"#)).await.unwrap();
+    let res = svc
+        .oneshot(request(r#"{"model":"gpt-4o","stream":false}"#))
+        .await
+        .unwrap();
     assert!(sink.take().is_empty());
     res.into_body().collect().await.unwrap();
     let records = sink.take();
     assert_eq!(records.len(), 1);
     let r = &records[0];
-    assert_eq!((r.request_type, r.attempt, r.status, r.success), (RequestType::Final, 1, 200, true));
+    assert_eq!(
+        (r.request_type, r.attempt, r.status, r.success),
+        (RequestType::Final, 1, 200, true)
+    );
     assert_eq!(r.group.as_str(), "g");
     assert_eq!(r.parent_group, None);
     assert_eq!(r.key_id, Some(KeyId(9)));
@@ -71,7 +81,10 @@ async fn final_record_after_the_body_with_key_and_facts() {
     assert_eq!(r.path, "/proxy/g/v1/chat/completions?x=1");
     assert_eq!(r.client_ip, Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7))));
     assert_eq!(r.request_id.as_deref(), Some("rid-1"));
-    assert!(r.request_body.is_none() && r.user_agent.is_none(), "body logging is off by default");
+    assert!(
+        r.request_body.is_none() && r.user_agent.is_none(),
+        "body logging is off by default"
+    );
     assert!(!format!("{r:?}").contains("sk-log-0123456789abcdef"));
 }
 
@@ -86,39 +99,65 @@ async fn errors_are_recorded_as_final_and_pass_through() {
     let records = sink.take();
     assert_eq!(records.len(), 1);
     assert_eq!((records[0].status, records[0].success), (503, false));
-    assert!(records[0].error.as_deref().unwrap().contains("no active API keys"));
+    assert!(
+        records[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("no active API keys")
+    );
     assert_eq!(records[0].key_id, None);
 }
 
 #[tokio::test]
 async fn request_bodies_are_logged_when_enabled_and_capped() {
     let sink = Collect::default();
-    let echo = service_fn(|_req: Request<ReplayBody>| async { Ok::<_, Error>(Response::new(Full::<Bytes>::from("ok"))) });
-    let svc = RequestLogLayer::new(sink.clone()).log_request_bodies(true).body_limit(8).layer(echo);
-    svc.clone().oneshot(request(r#"{"model":"m"}"#)).await.unwrap().into_body().collect().await.unwrap();
+    let echo = service_fn(|_req: Request<ReplayBody>| async {
+        Ok::<_, Error>(Response::new(Full::<Bytes>::from("ok")))
+    });
+    let svc = RequestLogLayer::new(sink.clone())
+        .log_request_bodies(true)
+        .body_limit(8)
+        .layer(echo);
+    svc.clone()
+        .oneshot(request(r#"{"model":"m"}"#))
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
     let r = sink.take().remove(0);
     assert_eq!(r.request_body.as_deref(), Some(r#"{"model""#));
     assert_eq!(r.user_agent.as_deref(), Some("test-agent"));
 
     let mut req = request("{}");
     req.extensions_mut().insert(LogSettings { request_body: false });
-    svc.oneshot(req).await.unwrap().into_body().collect().await.unwrap();
+    svc.oneshot(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
     assert!(sink.take()[0].request_body.is_none(), "per-request settings win");
 }
 
 #[tokio::test]
 async fn a_dropped_body_still_produces_the_record() {
     let sink = Collect::default();
-    let svc = RequestLogLayer::new(sink.clone())
-        .layer(service_fn(|_req: Request<ReplayBody>| async { Ok::<_, Error>(Response::new(Full::<Bytes>::from("x"))) }));
+    let svc = RequestLogLayer::new(sink.clone()).layer(service_fn(|_req: Request<ReplayBody>| async {
+        Ok::<_, Error>(Response::new(Full::<Bytes>::from("x")))
+    }));
     drop(svc.oneshot(request("{}")).await.unwrap());
     assert_eq!(sink.take().len(), 1);
 }
 
 #[tokio::test]
 async fn missing_principal_is_an_internal_error() {
-    let svc = RequestLogLayer::new(Collect::default())
-        .layer(service_fn(|_req: Request<ReplayBody>| async { Ok::<_, Error>(Response::new(())) }));
+    let svc = RequestLogLayer::new(Collect::default()).layer(service_fn(|_req: Request<ReplayBody>| async {
+        Ok::<_, Error>(Response::new(()))
+    }));
     let err = svc.oneshot(Request::new(ReplayBody::empty())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Internal);
 }

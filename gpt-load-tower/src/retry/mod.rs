@@ -53,7 +53,7 @@
 //!
 //! let req = Request::post("/v1/chat/completions")
 //!     .extension(Principal::new("g".into(), ChannelKind::OpenAi))
-//!     .body(ReplayBody::from("{}"))
+//!     .body(ReplayBody::new("{}"))
 //!     .unwrap();
 //! let res = svc.oneshot(req).await.unwrap();
 //! assert_eq!(res.status(), StatusCode::OK, "retried on the good key");

@@ -34,7 +34,12 @@ pub struct RetryOnOtherKey {
 impl RetryOnOtherKey {
     /// Up to `max_retries` extra attempts per request.
     pub fn new(max_retries: u32) -> Self {
-        Self { max_retries, retried: 0, pool: None, failover: Arc::new(StatusMatcher::default()) }
+        Self {
+            max_retries,
+            retried: 0,
+            pool: None,
+            failover: Arc::new(StatusMatcher::default()),
+        }
     }
 
     /// Checks `pool` before each retry, and stops when no untried key is left.
@@ -80,8 +85,15 @@ impl fmt::Debug for RetryOnOtherKey {
 impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
     type Future = Ready<()>;
 
-    fn retry(&mut self, req: &mut Request<ReplayBody>, result: &mut Result<Response<B>, Error>) -> Option<Self::Future> {
-        let max = req.extensions().get::<RetrySettings>().map_or(self.max_retries, |s| s.max_retries);
+    fn retry(
+        &mut self,
+        req: &mut Request<ReplayBody>,
+        result: &mut Result<Response<B>, Error>,
+    ) -> Option<Self::Future> {
+        let max = req
+            .extensions()
+            .get::<RetrySettings>()
+            .map_or(self.max_retries, |s| s.max_retries);
         if self.retried >= max {
             return None;
         }
@@ -89,15 +101,19 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
         if !retryable {
             return None;
         }
-        let mut excluded = req.extensions().get::<ExcludedKeys>().cloned().unwrap_or_default();
+        let mut excluded = req
+            .extensions()
+            .get::<ExcludedKeys>()
+            .cloned()
+            .unwrap_or_default();
         if let Some(key) = &failed_key {
             excluded.insert(key.id());
         }
         let group = target_group(req.extensions()).cloned();
-        if let (Some(pool), Some(group)) = (&self.pool, &group) {
-            if !pool.has_candidate(group.as_str(), &excluded) {
-                return None;
-            }
+        if let (Some(pool), Some(group)) = (&self.pool, &group)
+            && !pool.has_candidate(group.as_str(), &excluded)
+        {
+            return None;
         }
         if let Some(log) = req.extensions().get::<AttemptLog>() {
             log.record_retry(result);

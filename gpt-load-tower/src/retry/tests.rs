@@ -35,25 +35,44 @@ struct Upstream {
 
 impl Upstream {
     fn new(scripts: &[(&'static str, Script)]) -> Self {
-        Self { scripts: Arc::new(scripts.iter().copied().collect()), seen: Arc::default() }
+        Self {
+            scripts: Arc::new(scripts.iter().copied().collect()),
+            seen: Arc::default(),
+        }
     }
 
     fn keys_seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().iter().map(|s| s.split(':').next().unwrap().to_owned()).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.split(':').next().unwrap().to_owned())
+            .collect()
     }
 }
 
-fn serve(this: Upstream) -> impl Service<Request<ReplayBody>, Response = Response<Full<Bytes>>, Error = BoxError, Future = impl Send> + Clone {
+fn serve(
+    this: Upstream,
+) -> impl Service<Request<ReplayBody>, Response = Response<Full<Bytes>>, Error = BoxError, Future = impl Send>
++ Clone {
     service_fn(move |req: Request<ReplayBody>| {
         let this = this.clone();
         async move {
-            let key = req.headers()["authorization"].to_str().unwrap().trim_start_matches("Bearer ").to_owned();
+            let key = req.headers()["authorization"]
+                .to_str()
+                .unwrap()
+                .trim_start_matches("Bearer ")
+                .to_owned();
             let body = req.into_body().collect().await?.to_bytes();
-            this.seen.lock().unwrap().push(format!("{key}:{}", String::from_utf8_lossy(&body)));
+            this.seen
+                .lock()
+                .unwrap()
+                .push(format!("{key}:{}", String::from_utf8_lossy(&body)));
             match this.scripts.get(key.as_str()).copied().unwrap_or(Script::Ok) {
                 Script::Ok => Ok(Response::new(Full::from(format!("ok from {key}")))),
                 Script::Status(code) => {
-                    let mut res = Response::new(Full::from(format!(r#"{{"error":{{"message":"failed {key}"}}}}"#)));
+                    let mut res =
+                        Response::new(Full::from(format!(r#"{{"error":{{"message":"failed {key}"}}}}"#)));
                     *res.status_mut() = StatusCode::from_u16(code).unwrap();
                     Ok(res)
                 }
@@ -74,7 +93,12 @@ impl LogSink for Records {
 
 fn pool(keys: &[&str]) -> MemoryKeyPool {
     let pool = MemoryKeyPool::new();
-    pool.set_group("g".into(), keys.iter().enumerate().map(|(i, k)| KeySlot::new(KeyId(i as u64), (*k).into())));
+    pool.set_group(
+        "g".into(),
+        keys.iter()
+            .enumerate()
+            .map(|(i, k)| KeySlot::new(KeyId(i as u64), (*k).into())),
+    );
     pool
 }
 
@@ -97,27 +121,64 @@ async fn call(
 }
 
 fn req(body: &'static str) -> Request<ReplayBody> {
-    principal(Request::post("/v1/chat/completions").body(ReplayBody::from(body)).unwrap(), "g", ChannelKind::OpenAi)
+    principal(
+        Request::post("/v1/chat/completions")
+            .body(ReplayBody::new(body))
+            .unwrap(),
+        "g",
+        ChannelKind::OpenAi,
+    )
 }
 
 #[tokio::test]
 async fn retries_on_another_key_after_500_429_and_transport_errors() {
-    for script in [Script::Status(500), Script::Status(429), Script::Status(401), Script::Transport] {
+    for script in [
+        Script::Status(500),
+        Script::Status(429),
+        Script::Status(401),
+        Script::Transport,
+    ] {
         let pool = pool(&["bad", "good"]);
         let upstream = Upstream::new(&[("bad", script)]);
         let records = Records::default();
         let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
-        let (status, body) = call(&pool, &upstream, policy, &records, req(r#"{"n":1}"#)).await.unwrap();
-        assert_eq!((status, body), (StatusCode::OK, Bytes::from_static(b"ok from good")));
+        let (status, body) = call(&pool, &upstream, policy, &records, req(r#"{"n":1}"#))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, Bytes::from_static(b"ok from good"))
+        );
         assert_eq!(upstream.keys_seen(), ["bad", "good"]);
-        assert!(upstream.seen.lock().unwrap().iter().all(|s| s.ends_with(r#"{"n":1}"#)), "the body is replayed");
+        assert!(
+            upstream
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .all(|s| s.ends_with(r#"{"n":1}"#)),
+            "the body is replayed"
+        );
         let records = records.0.lock().unwrap().clone();
-        let kinds: Vec<_> = records.iter().map(|r| (r.request_type, r.attempt, r.key_id)).collect();
-        assert_eq!(kinds, [(RequestType::Retry, 1, Some(KeyId(0))), (RequestType::Final, 2, Some(KeyId(1)))]);
+        let kinds: Vec<_> = records
+            .iter()
+            .map(|r| (r.request_type, r.attempt, r.key_id))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (RequestType::Retry, 1, Some(KeyId(0))),
+                (RequestType::Final, 2, Some(KeyId(1)))
+            ]
+        );
         assert!(!records[0].success);
         if let Script::Status(code) = script {
             assert_eq!(records[0].status, code);
-            assert_eq!(records[0].error.as_deref(), Some("failed ****"), "the key is redacted");
+            assert_eq!(
+                records[0].error.as_deref(),
+                Some("failed ****"),
+                "the key is redacted"
+            );
         } else {
             assert_eq!(records[0].status, 502);
         }
@@ -128,7 +189,15 @@ async fn retries_on_another_key_after_500_429_and_transport_errors() {
 async fn not_found_is_not_retried() {
     let pool = pool(&["a", "b"]);
     let upstream = Upstream::new(&[("a", Script::Status(404))]);
-    let (status, _) = call(&pool, &upstream, RetryOnOtherKey::new(3), &Records::default(), req("{}")).await.unwrap();
+    let (status, _) = call(
+        &pool,
+        &upstream,
+        RetryOnOtherKey::new(3),
+        &Records::default(),
+        req("{}"),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 404);
     assert_eq!(upstream.keys_seen(), ["a"]);
 }
@@ -136,38 +205,83 @@ async fn not_found_is_not_retried() {
 #[tokio::test]
 async fn never_the_same_key_twice_and_the_last_failure_is_returned() {
     let pool = pool(&["a", "b", "c"]);
-    let upstream = Upstream::new(&[("a", Script::Status(500)), ("b", Script::Status(502)), ("c", Script::Status(503))]);
+    let upstream = Upstream::new(&[
+        ("a", Script::Status(500)),
+        ("b", Script::Status(502)),
+        ("c", Script::Status(503)),
+    ]);
     let records = Records::default();
     let policy = RetryOnOtherKey::new(10).with_pool(pool.clone());
     let (status, body) = call(&pool, &upstream, policy, &records, req("{}")).await.unwrap();
     assert_eq!(upstream.keys_seen(), ["a", "b", "c"]);
-    assert_eq!(status, 503, "the last upstream failure, not a gateway 503 for running out of keys");
-    assert_eq!(body, r#"{"error":{"message":"failed ****"}}"#, "the key is redacted");
+    assert_eq!(
+        status, 503,
+        "the last upstream failure, not a gateway 503 for running out of keys"
+    );
+    assert_eq!(
+        body, r#"{"error":{"message":"failed ****"}}"#,
+        "the key is redacted"
+    );
     let types: Vec<_> = records.0.lock().unwrap().iter().map(|r| r.request_type).collect();
-    assert_eq!(types, [RequestType::Retry, RequestType::Retry, RequestType::Final]);
+    assert_eq!(
+        types,
+        [RequestType::Retry, RequestType::Retry, RequestType::Final]
+    );
 }
 
 #[tokio::test]
 async fn max_retries_bounds_attempts_and_can_be_set_per_request() {
     let pool = pool(&["a", "b", "c", "d"]);
-    let upstream = Upstream::new(&[("a", Script::Status(500)), ("b", Script::Status(500)), ("c", Script::Status(500))]);
-    let (status, _) = call(&pool, &upstream, RetryOnOtherKey::new(1), &Records::default(), req("{}")).await.unwrap();
+    let upstream = Upstream::new(&[
+        ("a", Script::Status(500)),
+        ("b", Script::Status(500)),
+        ("c", Script::Status(500)),
+    ]);
+    let (status, _) = call(
+        &pool,
+        &upstream,
+        RetryOnOtherKey::new(1),
+        &Records::default(),
+        req("{}"),
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 500);
     assert_eq!(upstream.keys_seen().len(), 2);
 
     let upstream = Upstream::new(&[("c", Script::Status(500)), ("d", Script::Status(500))]);
     let mut single = req("{}");
     single.extensions_mut().insert(RetrySettings { max_retries: 0 });
-    let (status, _) = call(&pool, &upstream, RetryOnOtherKey::new(5), &Records::default(), single).await.unwrap();
+    let (status, _) = call(
+        &pool,
+        &upstream,
+        RetryOnOtherKey::new(5),
+        &Records::default(),
+        single,
+    )
+    .await
+    .unwrap();
     assert_eq!(status, 500);
-    assert_eq!(upstream.keys_seen().len(), 1, "max_retries 0 means exactly one attempt");
+    assert_eq!(
+        upstream.keys_seen().len(),
+        1,
+        "max_retries 0 means exactly one attempt"
+    );
 }
 
 #[tokio::test]
 async fn without_a_pool_exhaustion_surfaces_as_no_key() {
     let pool = pool(&["a"]);
     let upstream = Upstream::new(&[("a", Script::Status(500))]);
-    let err = call(&pool, &upstream, RetryOnOtherKey::new(2), &Records::default(), req("{}")).await.unwrap_err();
+    let err = call(
+        &pool,
+        &upstream,
+        RetryOnOtherKey::new(2),
+        &Records::default(),
+        req("{}"),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoKeyAvailable);
 }
 
@@ -177,11 +291,17 @@ async fn blacklisted_keys_are_skipped_by_later_requests() {
     let upstream = Upstream::new(&[("bad", Script::Status(401))]);
     for _ in 0..6 {
         let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
-        let (status, _) = call(&pool, &upstream, policy, &Records::default(), req("{}")).await.unwrap();
+        let (status, _) = call(&pool, &upstream, policy, &Records::default(), req("{}"))
+            .await
+            .unwrap();
         assert_eq!(status, 200);
     }
     assert_eq!(pool.get("g", KeyId(0)).unwrap().state(), KeyState::Invalid);
-    assert_eq!(upstream.keys_seen().iter().filter(|k| *k == "bad").count(), 3, "threshold 3, then skipped");
+    assert_eq!(
+        upstream.keys_seen().iter().filter(|k| *k == "bad").count(),
+        3,
+        "threshold 3, then skipped"
+    );
 }
 
 #[tokio::test]
@@ -194,7 +314,11 @@ async fn oversized_streaming_bodies_are_sent_once() {
         .layer(KeySelectLayer::new(pool.clone()))
         .layer(KeyHealthLayer::new(pool.clone()))
         .service(serve(upstream.clone()));
-    let request = principal(Request::new(Chunks::new(["0123", "456789"])), "g", ChannelKind::OpenAi);
+    let request = principal(
+        Request::new(Chunks::new(["0123", "456789"])),
+        "g",
+        ChannelKind::OpenAi,
+    );
     let res = svc.oneshot(request).await.unwrap();
     assert_eq!(res.status(), 500);
     assert_eq!(upstream.seen.lock().unwrap().as_slice(), ["a:0123456789"]);
@@ -219,7 +343,9 @@ async fn status_fallback_without_key_health() {
     let pool = pool(&["a", "b"]);
     let upstream = Upstream::new(&[("a", Script::Status(503))]);
     let svc = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryOnOtherKey::new(1).failover("500-599".parse().unwrap())))
+        .layer(RetryLayer::new(
+            RetryOnOtherKey::new(1).failover("500-599".parse().unwrap()),
+        ))
         .layer(KeySelectLayer::new(pool.clone()))
         .service(serve(upstream.clone()));
     let res = svc.oneshot(req("{}")).await.unwrap();

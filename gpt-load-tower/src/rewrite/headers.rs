@@ -4,8 +4,11 @@ use http::Request;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::rules::{HeaderAction, HeaderRule, Route, RewriteTable, Variables};
-use crate::{context::{ClientIp, target_group}, keys::SelectedKey};
+use super::rules::{HeaderAction, HeaderRule, RewriteTable, Route, Variables};
+use crate::{
+    context::{ClientIp, target_group},
+    keys::SelectedKey,
+};
 
 /// Applies a group's header rules on every attempt. See the [module docs](crate::rewrite).
 ///
@@ -27,7 +30,10 @@ impl<S> Layer<S> for HeaderRulesLayer {
     type Service = HeaderRules<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HeaderRules { inner, table: self.table.clone() }
+        HeaderRules {
+            inner,
+            table: self.table.clone(),
+        }
     }
 }
 
@@ -56,10 +62,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let route = target_group(req.extensions()).and_then(|g| self.table.route(g.as_str()));
-        if let Some(Route::Standard(rules)) = route.as_deref() {
-            if !rules.header_rules.is_empty() {
-                apply(&mut req, &rules.header_rules);
-            }
+        if let Some(Route::Standard(rules)) = route.as_deref()
+            && !rules.header_rules.is_empty()
+        {
+            apply(&mut req, &rules.header_rules);
         }
         self.inner.call(req)
     }
@@ -67,7 +73,9 @@ where
 
 fn apply<B>(req: &mut Request<B>, rules: &[HeaderRule]) {
     let ext = req.extensions();
-    let group = target_group(ext).map(|g| g.as_str().to_owned()).unwrap_or_default();
+    let group = target_group(ext)
+        .map(|g| g.as_str().to_owned())
+        .unwrap_or_default();
     let vars = Variables {
         client_ip: ext.get::<ClientIp>().map(|ip| ip.0.to_string()),
         group: &group,

@@ -50,7 +50,7 @@
 //! let request = |body: &'static str| {
 //!     Request::post("/proxy/oa/v1/chat/completions")
 //!         .extension(Principal::new("oa".into(), ChannelKind::OpenAi))
-//!         .body(ReplayBody::from(body))
+//!         .body(ReplayBody::new(body))
 //!         .unwrap()
 //! };
 //! let res = svc.clone().oneshot(request(r#"{"model":"gpt-4"}"#)).await.unwrap();

@@ -59,12 +59,18 @@ impl HeaderRule {
     /// `${TIMESTAMP_MS}` and `${TIMESTAMP_S}` are replaced; other `${…}` stay as written.
     pub fn set(name: &str, template: &str) -> Result<Self, InvalidHeaderRule> {
         let name = header_name(name)?;
-        Ok(Self { name, action: HeaderAction::Set(parse_template(template)) })
+        Ok(Self {
+            name,
+            action: HeaderAction::Set(parse_template(template)),
+        })
     }
 
     /// Removes `name` on every attempt (including a credential the channel injected).
     pub fn remove(name: &str) -> Result<Self, InvalidHeaderRule> {
-        Ok(Self { name: header_name(name)?, action: HeaderAction::Remove })
+        Ok(Self {
+            name: header_name(name)?,
+            action: HeaderAction::Remove,
+        })
     }
 
     /// The header the rule acts on.
@@ -94,7 +100,8 @@ impl HeaderRule {
 }
 
 fn header_name(name: &str) -> Result<HeaderName, InvalidHeaderRule> {
-    HeaderName::try_from(name.trim()).map_err(|_| InvalidHeaderRule(format!("`{name}` is not a valid header name")))
+    HeaderName::try_from(name.trim())
+        .map_err(|_| InvalidHeaderRule(format!("`{name}` is not a valid header name")))
 }
 
 fn parse_template(template: &str) -> Vec<Segment> {
@@ -212,7 +219,10 @@ impl RewriteTable {
     }
 
     fn update(&self, f: impl FnOnce(&mut HashMap<GroupName, Arc<Route>>)) {
-        let _write = self.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _write = self
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = HashMap::clone(&self.routes.load());
         f(&mut next);
         self.routes.store(Arc::new(next));
@@ -229,7 +239,10 @@ impl RewriteTable {
     /// position restarts.
     pub fn set_aggregate(&self, group: GroupName, members: impl IntoIterator<Item = (GroupName, u32)>) {
         let (members, weights): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-        let aggregate = Aggregate { members: members.into(), wrr: Mutex::new(SmoothWeighted::new(weights)) };
+        let aggregate = Aggregate {
+            members: members.into(),
+            wrr: Mutex::new(SmoothWeighted::new(weights)),
+        };
         self.update(|routes| {
             routes.insert(group, Arc::new(Route::Aggregate(aggregate)));
         });
@@ -257,7 +270,9 @@ impl RewriteTable {
 
 impl fmt::Debug for RewriteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RewriteTable").field("groups", &self.routes.load().len()).finish()
+        f.debug_struct("RewriteTable")
+            .field("groups", &self.routes.load().len())
+            .finish()
     }
 }
 
@@ -279,19 +294,31 @@ mod tests {
                 Segment::TimestampS,
             ]
         );
-        assert_eq!(parse_template("plain ${open"), [Segment::Text("plain ${open".into())]);
+        assert_eq!(
+            parse_template("plain ${open"),
+            [Segment::Text("plain ${open".into())]
+        );
         assert!(parse_template("").is_empty());
     }
 
     #[test]
     fn renders_and_marks_keys_sensitive() {
-        let vars = Variables { client_ip: Some("1.2.3.4".into()), group: "g", api_key: Some("sk") };
+        let vars = Variables {
+            client_ip: Some("1.2.3.4".into()),
+            group: "g",
+            api_key: Some("sk"),
+        };
         let v = HeaderRule::render(&parse_template("${CLIENT_IP}/${GROUP_NAME}"), &vars).unwrap();
         assert_eq!(v, "1.2.3.4/g");
         assert!(!v.is_sensitive());
         let v = HeaderRule::render(&parse_template("Bearer ${API_KEY}"), &vars).unwrap();
         assert!(v.is_sensitive());
-        let ms: u128 = HeaderRule::render(&parse_template("${TIMESTAMP_MS}"), &vars).unwrap().to_str().unwrap().parse().unwrap();
+        let ms: u128 = HeaderRule::render(&parse_template("${TIMESTAMP_MS}"), &vars)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(ms > 1_600_000_000_000);
         assert!(HeaderRule::render(&[Segment::Text("bad\nvalue".into())], &vars).is_none());
     }
@@ -299,7 +326,12 @@ mod tests {
     #[test]
     fn rejects_bad_header_names() {
         assert!(HeaderRule::set("bad name", "x").is_err());
-        assert!(HeaderRule::remove("").unwrap_err().to_string().contains("header name"));
+        assert!(
+            HeaderRule::remove("")
+                .unwrap_err()
+                .to_string()
+                .contains("header name")
+        );
         assert_eq!(HeaderRule::set(" X-Custom ", "v").unwrap().name(), "x-custom");
     }
 }

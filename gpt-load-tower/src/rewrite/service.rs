@@ -9,7 +9,7 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::rules::{GroupRules, Route, RewriteTable};
+use super::rules::{GroupRules, RewriteTable, Route};
 use crate::{
     body::ReplayBody,
     channel::{ChannelKind, gemini_path_model},
@@ -29,7 +29,10 @@ pub struct RewriteLayer {
 
 impl std::fmt::Debug for RewriteLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RewriteLayer").field("table", &self.table).field("pool", &self.pool.is_some()).finish()
+        f.debug_struct("RewriteLayer")
+            .field("table", &self.table)
+            .field("pool", &self.pool.is_some())
+            .finish()
     }
 }
 
@@ -51,7 +54,10 @@ impl<S> Layer<S> for RewriteLayer {
     type Service = Rewrite<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Rewrite { inner, layer: self.clone() }
+        Rewrite {
+            inner,
+            layer: self.clone(),
+        }
     }
 }
 
@@ -69,12 +75,22 @@ impl<S> Rewrite<S> {
 impl<S> Rewrite<S> {
     /// Picks the sub-group for an aggregate, or `None` when the group is not an aggregate.
     fn route(&self, group: &GroupName) -> Result<Option<GroupName>, Error> {
-        let Some(route) = self.layer.table.route(group.as_str()) else { return Ok(None) };
-        let Route::Aggregate(aggregate) = &*route else { return Ok(None) };
-        let available = |i: usize| {
-            self.layer.pool.as_ref().is_none_or(|p| p.has_candidate(aggregate.members[i].as_str(), &ExcludedKeys::new()))
+        let Some(route) = self.layer.table.route(group.as_str()) else {
+            return Ok(None);
         };
-        let mut wrr = aggregate.wrr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Route::Aggregate(aggregate) = &*route else {
+            return Ok(None);
+        };
+        let available = |i: usize| {
+            self.layer
+                .pool
+                .as_ref()
+                .is_none_or(|p| p.has_candidate(aggregate.members[i].as_str(), &ExcludedKeys::new()))
+        };
+        let mut wrr = aggregate
+            .wrr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match wrr.pick(available) {
             Some(i) => Ok(Some(aggregate.members[i].clone())),
             None => Err(Error::no_sub_group_available(group)),
@@ -99,7 +115,9 @@ where
 
     fn call(&mut self, mut req: Request<ReplayBody>) -> Self::Future {
         let Some(principal) = req.extensions().get::<Principal>().cloned() else {
-            return ResponseFuture::ready(Err(Error::internal("rewriting needs a Principal (add ProxyKeyAuth)")));
+            return ResponseFuture::ready(Err(Error::internal(
+                "rewriting needs a Principal (add ProxyKeyAuth)",
+            )));
         };
         let target = match self.route(principal.group()) {
             Ok(Some(sub_group)) => {
@@ -109,13 +127,12 @@ where
             Ok(None) => principal.group().clone(),
             Err(err) => return ResponseFuture::ready(Err(err)),
         };
-        if let Some(Route::Standard(rules)) = self.layer.table.route(target.as_str()).as_deref() {
-            if rules.rewrites_body() {
-                if let Err(err) = apply_body_rules(&mut req, principal.channel(), rules) {
-                    telemetry::rewrite_rejected(&target);
-                    return ResponseFuture::ready(Err(err));
-                }
-            }
+        if let Some(Route::Standard(rules)) = self.layer.table.route(target.as_str()).as_deref()
+            && rules.rewrites_body()
+            && let Err(err) = apply_body_rules(&mut req, principal.channel(), rules)
+        {
+            telemetry::rewrite_rejected(&target);
+            return ResponseFuture::ready(Err(err));
         }
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
@@ -128,7 +145,11 @@ fn not_configured(model: &str) -> Error {
 }
 
 /// Applies model redirects and parameter overrides to one request.
-fn apply_body_rules(req: &mut Request<ReplayBody>, channel: ChannelKind, rules: &GroupRules) -> Result<(), Error> {
+fn apply_body_rules(
+    req: &mut Request<ReplayBody>,
+    channel: ChannelKind,
+    rules: &GroupRules,
+) -> Result<(), Error> {
     let model_in_path = channel.model_in_path(req.uri().path());
     if model_in_path && !rules.model_redirects.is_empty() {
         redirect_path_model(req, rules)?;
@@ -138,22 +159,24 @@ fn apply_body_rules(req: &mut Request<ReplayBody>, channel: ChannelKind, rules: 
         return Ok(());
     }
     // Bodies streamed once (over the buffer cap) and non-JSON bodies pass through untouched.
-    let Some(bytes) = req.body().bytes() else { return Ok(()) };
+    let Some(bytes) = req.body().bytes() else {
+        return Ok(());
+    };
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Ok(());
     }
-    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(bytes) else { return Ok(()) };
+    let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(bytes) else {
+        return Ok(());
+    };
     let mut changed = false;
-    if redirect_body {
-        if let Some(Value::String(model)) = object.get("model") {
-            match rules.model_redirects.get(model) {
-                Some(target) => {
-                    object.insert("model".to_owned(), Value::String(target.clone()));
-                    changed = true;
-                }
-                None if rules.strict_model => return Err(not_configured(model)),
-                None => {}
+    if redirect_body && let Some(Value::String(model)) = object.get("model") {
+        match rules.model_redirects.get(model) {
+            Some(target) => {
+                object.insert("model".to_owned(), Value::String(target.clone()));
+                changed = true;
             }
+            None if rules.strict_model => return Err(not_configured(model)),
+            None => {}
         }
     }
     if !rules.param_overrides.is_empty() {
@@ -161,8 +184,10 @@ fn apply_body_rules(req: &mut Request<ReplayBody>, channel: ChannelKind, rules: 
         changed = true;
     }
     if changed {
-        let body = serde_json::to_vec(&object).map_err(|e| Error::internal(format!("cannot serialise the rewritten body: {e}")))?;
-        req.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let body = serde_json::to_vec(&object)
+            .map_err(|e| Error::internal(format!("cannot serialise the rewritten body: {e}")))?;
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
         *req.body_mut() = ReplayBody::new(body);
     }
     Ok(())
@@ -171,9 +196,15 @@ fn apply_body_rules(req: &mut Request<ReplayBody>, channel: ChannelKind, rules: 
 /// Rewrites the model segment of a Gemini native path (`…/models/{model}:method`).
 fn redirect_path_model(req: &mut Request<ReplayBody>, rules: &GroupRules) -> Result<(), Error> {
     let path = req.uri().path();
-    let Some(model) = gemini_path_model(path) else { return Ok(()) };
+    let Some(model) = gemini_path_model(path) else {
+        return Ok(());
+    };
     let Some(target) = rules.model_redirects.get(model) else {
-        return if rules.strict_model { Err(not_configured(model)) } else { Ok(()) };
+        return if rules.strict_model {
+            Err(not_configured(model))
+        } else {
+            Ok(())
+        };
     };
     let from = format!("/models/{model}");
     let new_path = path.replacen(&from, &format!("/models/{target}"), 1);
@@ -182,8 +213,10 @@ fn redirect_path_model(req: &mut Request<ReplayBody>, rules: &GroupRules) -> Res
         None => new_path,
     };
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query =
-        Some(path_and_query.parse().map_err(|_| Error::invalid_request(format!("redirect target '{target}' is not a valid model name")))?);
-    *req.uri_mut() = Uri::from_parts(parts).map_err(|e| Error::internal(format!("cannot rebuild the URI: {e}")))?;
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| {
+        Error::invalid_request(format!("redirect target '{target}' is not a valid model name"))
+    })?);
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|e| Error::internal(format!("cannot rebuild the URI: {e}")))?;
     Ok(())
 }

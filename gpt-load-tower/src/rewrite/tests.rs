@@ -17,31 +17,60 @@ use crate::{
 };
 
 /// Echoes the routed group, the URI and the body.
-fn echo() -> impl Service<Request<ReplayBody>, Response = Response<Value>, Error = Error, Future = impl Send> + Clone {
+fn echo()
+-> impl Service<Request<ReplayBody>, Response = Response<Value>, Error = Error, Future = impl Send> + Clone {
     service_fn(|req: Request<ReplayBody>| async move {
         let group = target_group(req.extensions()).unwrap().to_string();
         let uri = req.uri().to_string();
-        let length = req.headers().get("content-length").map(|v| v.to_str().unwrap().to_owned());
+        let length = req
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap().to_owned());
         let body = req.into_body().collect().await.unwrap().to_bytes();
-        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-        Ok::<_, Error>(Response::new(json!({"group": group, "uri": uri, "body": body, "length": length})))
+        let body: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        Ok::<_, Error>(Response::new(
+            json!({"group": group, "uri": uri, "body": body, "length": length}),
+        ))
     })
 }
 
 fn request(group: &str, channel: ChannelKind, path: &str, body: &'static str) -> Request<ReplayBody> {
-    principal(Request::post(path).body(ReplayBody::from(body)).unwrap(), group, channel)
+    principal(
+        Request::post(path).body(ReplayBody::new(body)).unwrap(),
+        group,
+        channel,
+    )
 }
 
 #[tokio::test]
 async fn param_overrides_merge_into_json_objects() {
     let table = RewriteTable::new();
-    let overrides = json!({"temperature": 0.1, "max_tokens": 5}).as_object().unwrap().clone();
+    let overrides = json!({"temperature": 0.1, "max_tokens": 5})
+        .as_object()
+        .unwrap()
+        .clone();
     table.set_group("g".into(), GroupRules::new().param_overrides(overrides));
     let svc = RewriteLayer::new(table).layer(echo());
-    let res = svc.clone().oneshot(request("g", ChannelKind::OpenAi, "/v1/chat/completions", r#"{"model":"m","temperature":1}"#)).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(request(
+            "g",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"model":"m","temperature":1}"#,
+        ))
+        .await
+        .unwrap();
     let out = res.into_body();
-    assert_eq!(out["body"], json!({"model": "m", "temperature": 0.1, "max_tokens": 5}));
-    assert_eq!(out["length"].as_str().unwrap().parse::<usize>().unwrap(), serde_json::to_vec(&out["body"]).unwrap().len());
+    assert_eq!(
+        out["body"],
+        json!({"model": "m", "temperature": 0.1, "max_tokens": 5})
+    );
+    assert_eq!(
+        out["length"].as_str().unwrap().parse::<usize>().unwrap(),
+        serde_json::to_vec(&out["body"]).unwrap().len()
+    );
 
     for raw in ["plain text", "[1,2]", "{broken"] {
         let req = request("g", ChannelKind::OpenAi, "/v1/x", raw);
@@ -54,46 +83,120 @@ async fn param_overrides_merge_into_json_objects() {
 #[tokio::test]
 async fn model_redirects_in_body_and_gemini_path() {
     let table = RewriteTable::new();
-    table.set_group("oa".into(), GroupRules::new().redirect_model("alias", "real-model"));
-    table.set_group("gem".into(), GroupRules::new().redirect_model("gemini-x", "gemini-2.0-flash").strict_model(true));
+    table.set_group(
+        "oa".into(),
+        GroupRules::new().redirect_model("alias", "real-model"),
+    );
+    table.set_group(
+        "gem".into(),
+        GroupRules::new()
+            .redirect_model("gemini-x", "gemini-2.0-flash")
+            .strict_model(true),
+    );
     let svc = RewriteLayer::new(table).layer(echo());
 
-    let out = svc.clone().oneshot(request("oa", ChannelKind::OpenAi, "/v1/chat/completions", r#"{"model":"alias"}"#)).await.unwrap().into_body();
+    let out = svc
+        .clone()
+        .oneshot(request(
+            "oa",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"model":"alias"}"#,
+        ))
+        .await
+        .unwrap()
+        .into_body();
     assert_eq!(out["body"]["model"], "real-model");
-    let out = svc.clone().oneshot(request("oa", ChannelKind::OpenAi, "/v1/chat/completions", r#"{"model":"other"}"#)).await.unwrap().into_body();
-    assert_eq!(out["body"]["model"], "other", "loose mode leaves unknown models alone");
+    let out = svc
+        .clone()
+        .oneshot(request(
+            "oa",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"model":"other"}"#,
+        ))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(
+        out["body"]["model"], "other",
+        "loose mode leaves unknown models alone"
+    );
 
     let path = "/proxy/gem/v1beta/models/gemini-x:streamGenerateContent?alt=sse";
-    let out = svc.clone().oneshot(request("gem", ChannelKind::Gemini, path, "{}")).await.unwrap().into_body();
-    assert_eq!(out["uri"], "/proxy/gem/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse");
+    let out = svc
+        .clone()
+        .oneshot(request("gem", ChannelKind::Gemini, path, "{}"))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(
+        out["uri"],
+        "/proxy/gem/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+    );
 
     let err = svc
         .clone()
-        .oneshot(request("gem", ChannelKind::Gemini, "/proxy/gem/v1beta/models/gemini-pro:generateContent", "{}"))
+        .oneshot(request(
+            "gem",
+            ChannelKind::Gemini,
+            "/proxy/gem/v1beta/models/gemini-pro:generateContent",
+            "{}",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidRequest);
     assert!(err.message().contains("gemini-pro"));
 
     let compat = "/proxy/gem/v1beta/openai/chat/completions";
-    let out = svc.clone().oneshot(request("gem", ChannelKind::Gemini, compat, r#"{"model":"gemini-x"}"#)).await.unwrap().into_body();
+    let out = svc
+        .clone()
+        .oneshot(request(
+            "gem",
+            ChannelKind::Gemini,
+            compat,
+            r#"{"model":"gemini-x"}"#,
+        ))
+        .await
+        .unwrap()
+        .into_body();
     assert_eq!(out["body"]["model"], "gemini-2.0-flash");
-    let out = svc.oneshot(request("gem", ChannelKind::Gemini, compat, r#"{"messages":[]}"#)).await.unwrap().into_body();
-    assert_eq!(out["body"], json!({"messages": []}), "strict mode without a model passes, as gpt-load");
+    let out = svc
+        .oneshot(request("gem", ChannelKind::Gemini, compat, r#"{"messages":[]}"#))
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(
+        out["body"],
+        json!({"messages": []}),
+        "strict mode without a model passes, as gpt-load"
+    );
 }
 
 #[tokio::test]
 async fn aggregates_route_by_weight_to_available_sub_groups() {
     let pool = MemoryKeyPool::new();
     for g in ["a", "b", "c"] {
-        pool.set_group(g.into(), [KeySlot::new(KeyId(u64::from(g.as_bytes()[0])), format!("key-{g}").into())]);
+        pool.set_group(
+            g.into(),
+            [KeySlot::new(
+                KeyId(u64::from(g.as_bytes()[0])),
+                format!("key-{g}").into(),
+            )],
+        );
     }
     let table = RewriteTable::new();
     table.set_aggregate("agg".into(), [("a".into(), 2), ("b".into(), 1), ("c".into(), 0)]);
-    let svc = RewriteLayer::new(table).available_when(pool.clone()).layer(echo());
+    let svc = RewriteLayer::new(table)
+        .available_when(pool.clone())
+        .layer(echo());
     let mut picks = Vec::new();
     for _ in 0..6 {
-        let res = svc.clone().oneshot(request("agg", ChannelKind::OpenAi, "/v1/chat/completions", "{}")).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(request("agg", ChannelKind::OpenAi, "/v1/chat/completions", "{}"))
+            .await
+            .unwrap();
         picks.push(res.into_body()["group"].as_str().unwrap().to_owned());
     }
     assert_eq!(picks, ["a", "b", "a", "a", "b", "a"]);
@@ -102,12 +205,19 @@ async fn aggregates_route_by_weight_to_available_sub_groups() {
     let a = SelectedKey::new("a".into(), pool.get("a", KeyId(u64::from(b'a'))).unwrap());
     pool.report(&a, Report::Invalidate);
     for _ in 0..3 {
-        let res = svc.clone().oneshot(request("agg", ChannelKind::OpenAi, "/v1/x", "{}")).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(request("agg", ChannelKind::OpenAi, "/v1/x", "{}"))
+            .await
+            .unwrap();
         assert_eq!(res.into_body()["group"], "b");
     }
     let b = SelectedKey::new("b".into(), pool.get("b", KeyId(u64::from(b'b'))).unwrap());
     pool.report(&b, Report::Invalidate);
-    let err = svc.oneshot(request("agg", ChannelKind::OpenAi, "/v1/x", "{}")).await.unwrap_err();
+    let err = svc
+        .oneshot(request("agg", ChannelKind::OpenAi, "/v1/x", "{}"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoKeyAvailable);
     assert!(err.message().contains("sub-groups"));
 }
@@ -118,10 +228,16 @@ async fn sub_group_rules_apply_after_routing() {
     table.set_aggregate("agg".into(), [("sub".into(), 1)]);
     table.set_group("sub".into(), GroupRules::new().redirect_model("x", "y"));
     let svc = RewriteLayer::new(table).layer(echo());
-    let res = svc.oneshot(request("agg", ChannelKind::OpenAi, "/v1/x", r#"{"model":"x"}"#)).await.unwrap();
+    let res = svc
+        .oneshot(request("agg", ChannelKind::OpenAi, "/v1/x", r#"{"model":"x"}"#))
+        .await
+        .unwrap();
     assert_eq!(res.extensions().get::<RoutedGroup>().map(|r| r.0.as_str()), None);
     let out = res.into_body();
-    assert_eq!((out["group"].as_str(), out["body"]["model"].as_str()), (Some("sub"), Some("y")));
+    assert_eq!(
+        (out["group"].as_str(), out["body"]["model"].as_str()),
+        (Some("sub"), Some("y"))
+    );
 }
 
 #[tokio::test]
@@ -140,9 +256,16 @@ async fn header_rules_run_after_key_injection() {
     let svc = ServiceBuilder::new()
         .layer(KeySelectLayer::new(pool))
         .layer(HeaderRulesLayer::new(table))
-        .service(service_fn(|req: Request<()>| async move { Ok::<_, Error>(Response::new(req.headers().clone())) }));
-    let mut req = principal(Request::get("/").header("x-drop", "1").body(()).unwrap(), "g", ChannelKind::OpenAi);
-    req.extensions_mut().insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        .service(service_fn(|req: Request<()>| async move {
+            Ok::<_, Error>(Response::new(req.headers().clone()))
+        }));
+    let mut req = principal(
+        Request::get("/").header("x-drop", "1").body(()).unwrap(),
+        "g",
+        ChannelKind::OpenAi,
+    );
+    req.extensions_mut()
+        .insert(ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let res = svc.oneshot(req).await.unwrap();
     let headers = res.body().get_ref();
     assert_eq!(headers["x-client"], "127.0.0.1|g|${UNKNOWN}");
@@ -156,7 +279,10 @@ async fn groups_without_rules_pass_through_and_inner_errors_too() {
     let svc = RewriteLayer::new(RewriteTable::new()).layer(service_fn(|_req: Request<ReplayBody>| async {
         Err::<Response<()>, _>(Error::no_upstream(&"g".into()))
     }));
-    let err = svc.oneshot(request("g", ChannelKind::OpenAi, "/", "{}")).await.unwrap_err();
+    let err = svc
+        .oneshot(request("g", ChannelKind::OpenAi, "/", "{}"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NoUpstream);
     let svc = RewriteLayer::new(RewriteTable::new()).layer(echo());
     let err = svc.oneshot(Request::new(ReplayBody::empty())).await.unwrap_err();

@@ -27,7 +27,10 @@ pub struct Ejection {
 
 impl Default for Ejection {
     fn default() -> Self {
-        Self { after_failures: 5, cool_down: Duration::from_secs(30) }
+        Self {
+            after_failures: 5,
+            cool_down: Duration::from_secs(30),
+        }
     }
 }
 
@@ -60,9 +63,15 @@ pub struct Upstream {
 impl Upstream {
     /// Parses a base URL such as `https://api.openai.com` or `http://10.0.0.2:8080/v1beta/`.
     pub fn new(url: &str, weight: u32) -> Result<Self, InvalidUpstream> {
-        let invalid = |reason| InvalidUpstream { url: url.to_owned(), reason };
+        let invalid = |reason| InvalidUpstream {
+            url: url.to_owned(),
+            reason,
+        };
         let uri: Uri = url.trim().parse().map_err(|_| invalid("not a URL"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| invalid("missing scheme (http:// or https://)"))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| invalid("missing scheme (http:// or https://)"))?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(invalid("scheme must be http or https"));
         }
@@ -104,7 +113,9 @@ impl Upstream {
 
     /// The upstream address for a client path and query, with the base path in front.
     pub(crate) fn target_uri(&self, forward_path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
-        let mut path = String::with_capacity(self.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1) + 1);
+        let mut path = String::with_capacity(
+            self.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1) + 1,
+        );
         path.push_str(&self.base_path);
         if !forward_path.starts_with('/') {
             path.push('/');
@@ -137,7 +148,8 @@ impl Upstream {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
-        self.ejected_until.store(clock::deadline_ms(ejection.cool_down), Ordering::Relaxed);
+        self.ejected_until
+            .store(clock::deadline_ms(ejection.cool_down), Ordering::Relaxed);
         true
     }
 }
@@ -190,7 +202,12 @@ impl Upstreams {
 
     /// An empty registry with its own ejection policy.
     pub fn with_ejection(ejection: Ejection) -> Self {
-        Self { inner: Arc::new(Inner { ejection, ..Inner::default() }) }
+        Self {
+            inner: Arc::new(Inner {
+                ejection,
+                ..Inner::default()
+            }),
+        }
     }
 
     /// The ejection policy.
@@ -205,11 +222,17 @@ impl Upstreams {
         group: GroupName,
         upstreams: impl IntoIterator<Item = (&'a str, u32)>,
     ) -> Result<(), InvalidUpstream> {
-        let list: Box<[Arc<Upstream>]> =
-            upstreams.into_iter().map(|(url, weight)| Upstream::new(url, weight).map(Arc::new)).collect::<Result<_, _>>()?;
+        let list: Box<[Arc<Upstream>]> = upstreams
+            .into_iter()
+            .map(|(url, weight)| Upstream::new(url, weight).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         let wrr = Mutex::new(SmoothWeighted::new(list.iter().map(|u| u.weight())));
         let entry = Arc::new(GroupUpstreams { list, wrr });
-        let _write = self.inner.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _write = self
+            .inner
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = HashMap::clone(&self.inner.groups.load());
         next.insert(group, entry);
         self.inner.groups.store(Arc::new(next));
@@ -218,7 +241,11 @@ impl Upstreams {
 
     /// Removes a group's upstreams; returns whether it had any.
     pub fn remove_group(&self, group: &str) -> bool {
-        let _write = self.inner.write.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _write = self
+            .inner
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = HashMap::clone(&self.inner.groups.load());
         let removed = next.remove(group).is_some();
         self.inner.groups.store(Arc::new(next));
@@ -227,7 +254,12 @@ impl Upstreams {
 
     /// A group's upstreams.
     pub fn get(&self, group: &str) -> Vec<Arc<Upstream>> {
-        self.inner.groups.load().get(group).map(|g| g.list.to_vec()).unwrap_or_default()
+        self.inner
+            .groups
+            .load()
+            .get(group)
+            .map(|g| g.list.to_vec())
+            .unwrap_or_default()
     }
 
     /// Picks the next upstream of `group` by smooth weighted round robin, skipping ejected ones
@@ -239,7 +271,9 @@ impl Upstreams {
             return (only.weight() > 0).then(|| only.clone());
         }
         let mut wrr = g.wrr.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let index = wrr.pick(|i| !g.list[i].is_ejected()).or_else(|| wrr.pick(|_| true))?;
+        let index = wrr
+            .pick(|i| !g.list[i].is_ejected())
+            .or_else(|| wrr.pick(|_| true))?;
         Some(g.list[index].clone())
     }
 
@@ -257,7 +291,9 @@ impl Upstreams {
 impl fmt::Debug for Upstreams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let groups = self.inner.groups.load();
-        f.debug_map().entries(groups.iter().map(|(k, v)| (k, &v.list))).finish()
+        f.debug_map()
+            .entries(groups.iter().map(|(k, v)| (k, &v.list)))
+            .finish()
     }
 }
 
@@ -269,11 +305,20 @@ mod tests {
     fn parses_base_urls() {
         let u = Upstream::new("https://api.openai.com/", 1).unwrap();
         assert_eq!(u.url(), "https://api.openai.com");
-        assert_eq!(u.target_uri("/v1/chat/completions", Some("a=1")).unwrap(), "https://api.openai.com/v1/chat/completions?a=1");
+        assert_eq!(
+            u.target_uri("/v1/chat/completions", Some("a=1")).unwrap(),
+            "https://api.openai.com/v1/chat/completions?a=1"
+        );
         let u = Upstream::new("http://127.0.0.1:9000/v1beta/", 1).unwrap();
-        assert_eq!(u.target_uri("/models/x:generateContent", None).unwrap(), "http://127.0.0.1:9000/v1beta/models/x:generateContent");
+        assert_eq!(
+            u.target_uri("/models/x:generateContent", None).unwrap(),
+            "http://127.0.0.1:9000/v1beta/models/x:generateContent"
+        );
         assert_eq!(u.target_uri("/", None).unwrap(), "http://127.0.0.1:9000/v1beta/");
-        assert_eq!(u.target_uri("v1", None).unwrap(), "http://127.0.0.1:9000/v1beta/v1");
+        assert_eq!(
+            u.target_uri("v1", None).unwrap(),
+            "http://127.0.0.1:9000/v1beta/v1"
+        );
         for bad in ["api.openai.com", "ftp://h", "http://h/?q=1", "http://"] {
             assert!(Upstream::new(bad, 1).is_err(), "{bad}");
         }
@@ -283,17 +328,32 @@ mod tests {
     #[test]
     fn weighted_picks_are_exact() {
         let ups = Upstreams::new();
-        ups.set_group("g".into(), [("http://a", 5), ("http://b", 1), ("http://c", 1), ("http://off", 0)]).unwrap();
+        ups.set_group(
+            "g".into(),
+            [
+                ("http://a", 5),
+                ("http://b", 1),
+                ("http://c", 1),
+                ("http://off", 0),
+            ],
+        )
+        .unwrap();
         let seq: Vec<String> = (0..14).map(|_| ups.pick("g").unwrap().url().to_owned()).collect();
-        let expect = ["http://a", "http://a", "http://b", "http://a", "http://c", "http://a", "http://a"];
+        let expect = [
+            "http://a", "http://a", "http://b", "http://a", "http://c", "http://a", "http://a",
+        ];
         assert_eq!(seq[..7], expect);
         assert_eq!(seq[7..], expect);
     }
 
     #[test]
     fn ejects_after_consecutive_failures_and_fails_open() {
-        let ups = Upstreams::with_ejection(Ejection { after_failures: 2, cool_down: Duration::from_secs(60) });
-        ups.set_group("g".into(), [("http://a", 1), ("http://b", 1)]).unwrap();
+        let ups = Upstreams::with_ejection(Ejection {
+            after_failures: 2,
+            cool_down: Duration::from_secs(60),
+        });
+        ups.set_group("g".into(), [("http://a", 1), ("http://b", 1)])
+            .unwrap();
         let a = ups.get("g")[0].clone();
         let g: GroupName = "g".into();
         ups.record(&g, &a, true);

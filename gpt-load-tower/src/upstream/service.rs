@@ -30,7 +30,10 @@ impl<S> Layer<S> for UpstreamBalanceLayer {
     type Service = UpstreamBalance<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        UpstreamBalance { inner, upstreams: self.upstreams.clone() }
+        UpstreamBalance {
+            inner,
+            upstreams: self.upstreams.clone(),
+        }
     }
 }
 
@@ -94,19 +97,28 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let Some(group) = target_group(req.extensions()).cloned() else {
-            return ResponseFuture::ready(Err(Error::internal("upstream balancing needs a Principal (add ProxyKeyAuth)")));
+            return ResponseFuture::ready(Err(Error::internal(
+                "upstream balancing needs a Principal (add ProxyKeyAuth)",
+            )));
         };
         let Some(upstream) = self.upstreams.pick(group.as_str()) else {
             return ResponseFuture::ready(Err(Error::no_upstream(&group)));
         };
         let uri = {
             let path = req.uri().path();
-            let forward = req.extensions().get::<Principal>().map_or(path, |p| p.forward_path(path));
+            let forward = req
+                .extensions()
+                .get::<Principal>()
+                .map_or(path, |p| p.forward_path(path));
             upstream.target_uri(forward, req.uri().query())
         };
         match uri {
             Ok(uri) => *req.uri_mut() = uri,
-            Err(err) => return ResponseFuture::ready(Err(Error::invalid_request(format!("cannot build the upstream URL: {err}")))),
+            Err(err) => {
+                return ResponseFuture::ready(Err(Error::invalid_request(format!(
+                    "cannot build the upstream URL: {err}"
+                ))));
+            }
         }
         strip_hop_by_hop(req.headers_mut());
         let target = UpstreamTarget(upstream);
@@ -141,11 +153,13 @@ mod tests {
 
     fn registry() -> Upstreams {
         let ups = Upstreams::new();
-        ups.set_group("g".into(), [("http://a.test/base/", 2), ("https://b.test", 1)]).unwrap();
+        ups.set_group("g".into(), [("http://a.test/base/", 2), ("https://b.test", 1)])
+            .unwrap();
         ups
     }
 
-    fn uri_echo() -> impl Service<Request<()>, Response = Response<String>, Error = Error, Future = impl Send> + Clone {
+    fn uri_echo()
+    -> impl Service<Request<()>, Response = Response<String>, Error = Error, Future = impl Send> + Clone {
         service_fn(|req: Request<()>| async move {
             assert!(req.headers().get("host").is_none());
             assert!(req.headers().get("connection").is_none());
@@ -164,7 +178,12 @@ mod tests {
             .body(())
             .unwrap();
         let mut req = principal(req, "g", ChannelKind::OpenAi);
-        let p = req.extensions().get::<Principal>().unwrap().clone().with_route_prefix_len("/proxy/g".len());
+        let p = req
+            .extensions()
+            .get::<Principal>()
+            .unwrap()
+            .clone()
+            .with_route_prefix_len("/proxy/g".len());
         req.extensions_mut().insert(p);
         req
     }
@@ -174,7 +193,11 @@ mod tests {
         let svc = UpstreamBalanceLayer::new(registry()).layer(uri_echo());
         let mut seen = Vec::new();
         for _ in 0..3 {
-            let res = svc.clone().oneshot(request("/proxy/g/v1/chat/completions?x=1&y=2")).await.unwrap();
+            let res = svc
+                .clone()
+                .oneshot(request("/proxy/g/v1/chat/completions?x=1&y=2"))
+                .await
+                .unwrap();
             assert!(res.extensions().get::<UpstreamTarget>().is_some());
             seen.push(res.into_body());
         }
@@ -198,8 +221,12 @@ mod tests {
 
     #[tokio::test]
     async fn transport_errors_carry_the_upstream_and_eject() {
-        let ups = Upstreams::with_ejection(super::super::Ejection { after_failures: 1, cool_down: std::time::Duration::from_secs(60) });
-        ups.set_group("g".into(), [("http://down.test", 1), ("http://up.test", 1)]).unwrap();
+        let ups = Upstreams::with_ejection(super::super::Ejection {
+            after_failures: 1,
+            cool_down: std::time::Duration::from_secs(60),
+        });
+        ups.set_group("g".into(), [("http://down.test", 1), ("http://up.test", 1)])
+            .unwrap();
         let svc = UpstreamBalanceLayer::new(ups.clone()).layer(service_fn(|req: Request<()>| async move {
             if req.uri().host() == Some("down.test") {
                 Err::<Response<String>, BoxError>("connection refused".into())
@@ -207,7 +234,11 @@ mod tests {
                 Ok(Response::new(String::new()))
             }
         }));
-        let err = svc.clone().oneshot(request("/proxy/g/v1/models")).await.unwrap_err();
+        let err = svc
+            .clone()
+            .oneshot(request("/proxy/g/v1/models"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Upstream);
         assert_eq!(err.upstream_target().unwrap().url(), "http://down.test");
         assert!(ups.get("g")[0].is_ejected());

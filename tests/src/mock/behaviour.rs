@@ -89,10 +89,7 @@ impl Scripts {
     /// The scripted behaviour for `key`, falling back to its prefix.
     pub(crate) fn resolve(&self, key: &str) -> Behaviour {
         let scripted = {
-            let map = self
-                .map
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let map = self.map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             map.get(key).cloned()
         };
         scripted.unwrap_or_else(|| Behaviour::from_key_prefix(key))
@@ -100,8 +97,7 @@ impl Scripts {
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    lock.write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -111,20 +107,14 @@ mod tests {
     #[test]
     fn prefixes_map_to_behaviours() {
         assert_eq!(Behaviour::from_key_prefix("sk-abc"), Behaviour::Valid);
-        assert_eq!(
-            Behaviour::from_key_prefix("mock-401-a"),
-            Behaviour::Unauthorized
-        );
+        assert_eq!(Behaviour::from_key_prefix("mock-401-a"), Behaviour::Unauthorized);
         assert_eq!(
             Behaviour::from_key_prefix("mock-429"),
             Behaviour::RateLimited {
                 retry_after: Duration::from_secs(1)
             }
         );
-        assert_eq!(
-            Behaviour::from_key_prefix("mock-500x"),
-            Behaviour::ServerError
-        );
+        assert_eq!(Behaviour::from_key_prefix("mock-500x"), Behaviour::ServerError);
         assert_eq!(
             Behaviour::from_key_prefix("mock-slow-1"),
             Behaviour::SlowFirstByte(Duration::from_millis(200))

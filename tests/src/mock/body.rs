@@ -121,10 +121,7 @@ impl MockBody {
 }
 
 impl Frames {
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Disconnected>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Disconnected>>> {
         if self.done {
             return Poll::Ready(None);
         }

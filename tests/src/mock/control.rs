@@ -87,8 +87,7 @@ fn to_json(request: &ReceivedRequest) -> Value {
 
 /// Parses `{"key","behaviour",...}` into a script entry.
 fn parse_script(body: &[u8]) -> Result<(String, Behaviour), String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|err| format!("invalid JSON body: {err}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|err| format!("invalid JSON body: {err}"))?;
     let field = |name: &str| value.get(name).and_then(Value::as_u64);
     let key = value
         .get("key")
@@ -111,8 +110,7 @@ fn parse_script(body: &[u8]) -> Result<(String, Behaviour), String> {
             Behaviour::SlowFirstByte(Duration::from_millis(field("delay_ms").unwrap_or(200)))
         }
         "cut" | "disconnect_mid_stream" => Behaviour::DisconnectMidStream {
-            after_frames: field("after_frames")
-                .map_or(2, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+            after_frames: field("after_frames").map_or(2, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         },
         "status" => {
             let status = field("status")

@@ -63,10 +63,7 @@ mod tests {
             Some("d+e")
         );
         assert_eq!(extract(&HeaderMap::new(), Some("alt=sse")), None);
-        assert_eq!(
-            extract(&headers(&[("authorization", "Basic x")]), None),
-            None
-        );
+        assert_eq!(extract(&headers(&[("authorization", "Basic x")]), None), None);
         assert_eq!(
             extract(&headers(&[("authorization", "bearer  z ")]), None).as_deref(),
             Some("z")

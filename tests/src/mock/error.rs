@@ -66,9 +66,7 @@ impl Failure<'_> {
             Self::MissingKey | Self::InvalidKey(_) => StatusCode::UNAUTHORIZED,
             Self::RateLimited(_) | Self::Quota => StatusCode::TOO_MANY_REQUESTS,
             Self::Server => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Status(code) => {
-                StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            Self::Status(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Self::NotFound(..) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -97,9 +95,7 @@ impl Failure<'_> {
                 after.as_secs_f64()
             ),
             (Self::Quota, _) => QUOTA_MESSAGE.to_owned(),
-            (Self::Server, _) => {
-                "The server had an error while processing your request.".to_owned()
-            }
+            (Self::Server, _) => "The server had an error while processing your request.".to_owned(),
             (Self::Status(code), _) => format!("mock upstream scripted status {code}"),
             (Self::NotFound(method, path), _) => format!("Invalid URL ({method} {path})"),
             (Self::MethodNotAllowed(method, path), _) => {
@@ -111,9 +107,7 @@ impl Failure<'_> {
 
     fn openai_type_and_code(&self) -> (&'static str, Value) {
         match self {
-            Self::MissingKey | Self::InvalidKey(_) => {
-                ("invalid_request_error", json!("invalid_api_key"))
-            }
+            Self::MissingKey | Self::InvalidKey(_) => ("invalid_request_error", json!("invalid_api_key")),
             Self::RateLimited(_) => ("requests", json!("rate_limit_exceeded")),
             Self::Quota => ("insufficient_quota", json!("insufficient_quota")),
             Self::Server => ("server_error", Value::Null),

@@ -64,11 +64,7 @@ pub(crate) fn stream(answer: &Answer<'_>, sse_format: bool) -> Response<MockBody
     }
     let tail: &'static [u8] = if frames == 0 { b"[]" } else { b"]" };
     chunks.push(Chunk::framing(Bytes::from_static(tail)));
-    reply::with_type(
-        StatusCode::OK,
-        "application/json",
-        answer.stream_body(chunks),
-    )
+    reply::with_type(StatusCode::OK, "application/json", answer.stream_body(chunks))
 }
 
 fn candidate(answer: &Answer<'_>, text: &str, last: bool, output_tokens: u64) -> Value {

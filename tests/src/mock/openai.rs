@@ -60,8 +60,7 @@ pub(crate) fn chat(answer: &Answer<'_>, stream: bool, include_usage: bool) -> Re
         } else {
             json!({"content": answer.piece(index)})
         };
-        let choices =
-            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]);
+        let choices = json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": null}]);
         chunks.push(Chunk::text(sse::data(&chunk(choices))));
     }
     let last = json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]);

@@ -45,12 +45,7 @@ impl Recorder {
 
     /// Counts the request and, when recording is enabled, stores a copy.
     /// Returns the 1-based sequence number of the request.
-    pub(crate) fn record(
-        &self,
-        parts: &http::request::Parts,
-        credential: Option<&str>,
-        body: &Bytes,
-    ) -> u64 {
+    pub(crate) fn record(&self, parts: &http::request::Parts, credential: Option<&str>, body: &Bytes) -> u64 {
         let seq = self.total.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(key) = credential {
             let mut by_key = lock(&self.by_key);
@@ -103,9 +98,7 @@ impl Recorder {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -9,11 +9,7 @@ use super::body::MockBody;
 /// A JSON response with the given status.
 pub(crate) fn json(status: StatusCode, value: &Value) -> Response<MockBody> {
     let bytes = serde_json::to_vec(value).expect("serialising a JSON value cannot fail");
-    with_type(
-        status,
-        "application/json",
-        MockBody::full(Bytes::from(bytes)),
-    )
+    with_type(status, "application/json", MockBody::full(Bytes::from(bytes)))
 }
 
 /// A `200 OK` server-sent events response.

@@ -80,9 +80,7 @@ impl<'a> Route<'a> {
         match self {
             Self::OpenAiModels | Self::OpenAiChat | Self::OpenAiResponses => Family::OpenAi,
             Self::AnthropicMessages | Self::AnthropicModels => Family::Anthropic,
-            Self::GeminiModels | Self::GeminiGenerate { .. } | Self::GeminiStream { .. } => {
-                Family::Gemini
-            }
+            Self::GeminiModels | Self::GeminiGenerate { .. } | Self::GeminiStream { .. } => Family::Gemini,
         }
     }
 }
@@ -155,10 +153,9 @@ pub(crate) async fn dispatch(
     let stream = match route {
         Route::GeminiStream { .. } => true,
         Route::OpenAiChat | Route::OpenAiResponses | Route::AnthropicMessages => probe.streaming(),
-        Route::OpenAiModels
-        | Route::AnthropicModels
-        | Route::GeminiModels
-        | Route::GeminiGenerate { .. } => false,
+        Route::OpenAiModels | Route::AnthropicModels | Route::GeminiModels | Route::GeminiGenerate { .. } => {
+            false
+        }
     };
     if cut.is_some() && !stream {
         return reply::with_type(StatusCode::OK, "application/json", MockBody::aborted());
@@ -185,15 +182,12 @@ pub(crate) async fn dispatch(
 
 fn alt_sse(query: Option<&str>) -> bool {
     query.is_some_and(|query| {
-        form_urlencoded::parse(query.as_bytes())
-            .any(|(name, value)| name == "alt" && value == "sse")
+        form_urlencoded::parse(query.as_bytes()).any(|(name, value)| name == "alt" && value == "sse")
     })
 }
 
 fn has_param(query: Option<&str>, wanted: &str) -> bool {
-    query.is_some_and(|query| {
-        form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == wanted)
-    })
+    query.is_some_and(|query| form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == wanted))
 }
 
 #[cfg(test)]
@@ -212,10 +206,7 @@ mod tests {
             Some(Route::OpenAiChat)
         );
         assert_eq!(
-            Route::parse(
-                &post,
-                "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
-            ),
+            Route::parse(&post, "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
             Some(Route::GeminiStream {
                 model: "gemini-2.5-flash"
             })
@@ -235,8 +226,7 @@ mod tests {
 
     #[test]
     fn probes_body_fields() {
-        let body =
-            br#"{"model":"m\u0031","stream":true,"stream_options":{"include_usage":true},"x":[1]}"#;
+        let body = br#"{"model":"m\u0031","stream":true,"stream_options":{"include_usage":true},"x":[1]}"#;
         let probe: Probe<'_> = serde_json::from_slice(body).unwrap();
         assert_eq!(probe.model.as_deref(), Some("m1"));
         assert!(probe.streaming());

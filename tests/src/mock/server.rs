@@ -46,11 +46,7 @@ impl Shared {
 /// Serves `listener` until `stop` fires or its sender is dropped, then stops
 /// accepting, lets in-flight requests finish for up to [`GRACE`] and aborts
 /// whatever is left.
-pub(crate) async fn run(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
+pub(crate) async fn run(listener: TcpListener, shared: Arc<Shared>, mut stop: oneshot::Receiver<()>) {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();

@@ -22,8 +22,7 @@ impl StreamPlan {
     /// The configured defaults, overridden by `x-mock-frames` and
     /// `x-mock-pace-ms` request headers when present and valid.
     pub(crate) fn from_headers(headers: &HeaderMap, frames: usize, pace: Duration) -> Self {
-        let number =
-            |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+        let number = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
         Self {
             frames: number("x-mock-frames")
                 .map_or(frames, |n| usize::try_from(n).unwrap_or(MAX_FRAMES))
