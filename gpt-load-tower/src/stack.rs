@@ -156,9 +156,10 @@ where
         Future = impl Send,
     > + Clone
     + Send
+    + Sync
     + 'static
     where
-        S: Service<Request<ReplayBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+        S: Service<Request<ReplayBody>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
         S::Error: Into<BoxError>,
         S::Future: Send + 'static,
         B: Body<Data = Bytes> + Send + Unpin + 'static,
