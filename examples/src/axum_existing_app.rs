@@ -25,8 +25,9 @@ use crate::{ExampleConfig, Proxy, log_records};
 /// The application: its own routes plus the proxy under `/llm`.
 pub fn app(config: &ExampleConfig) -> io::Result<Router> {
     // `nest_service` strips `/llm`, so the stack sees `/{group}/…`: no route prefix.
-    let (proxy, service, records) = Proxy::build(config.clone(), "").map_err(io::Error::other)?;
+    let (proxy, records) = Proxy::new(config).map_err(io::Error::other)?;
     tokio::spawn(log_records(records));
+    let service = proxy.clone().service("");
     let with_client_ip = ServiceBuilder::new().map_request(|mut req: Request<axum::body::Body>| {
         if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
             req.extensions_mut().insert(ClientIp(peer.ip()));

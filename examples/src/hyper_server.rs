@@ -26,8 +26,9 @@ use crate::{ExampleConfig, Proxy, log_records};
 
 /// Accepts connections on `listener` and serves the proxy until the process ends.
 pub async fn serve(listener: TcpListener, config: ExampleConfig) -> io::Result<()> {
-    let (_proxy, service, records) = Proxy::build::<Incoming>(config, "/proxy").map_err(io::Error::other)?;
+    let (proxy, records) = Proxy::new(&config).map_err(io::Error::other)?;
     tokio::spawn(log_records(records));
+    let service = proxy.service::<Incoming>("/proxy");
     loop {
         let (stream, peer) = listener.accept().await?;
         let service = ServiceBuilder::new()

@@ -17,54 +17,55 @@ use tower::Service;
 
 use crate::ExampleConfig;
 
-/// The proxy pieces an example shares between its stack and its own code.
+/// The proxy's shared state for one [`ExampleConfig`]: proxy keys, key pool, upstreams and the
+/// request-log sink.
 #[derive(Clone, Debug)]
 pub struct Proxy {
-    /// The key pool (for example to show key states).
+    proxy_keys: StaticProxyKeys,
+    /// The key pool (the axum example shows its keys, masked).
     pub pool: MemoryKeyPool,
+    upstreams: Upstreams,
+    sink: ChannelSink,
+    max_retries: u32,
 }
 
 impl Proxy {
-    /// Builds the key pool, upstreams and proxy keys for `config` and returns the full stack,
-    /// whose group is the path segment after `route_prefix`, plus the request-record stream.
-    pub fn build<B>(
-        config: ExampleConfig,
-        route_prefix: &'static str,
-    ) -> Result<
-        (
-            Self,
-            impl Service<
-                Request<B>,
-                Response = Response<impl Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
-                Error = Infallible,
-                Future = impl Send,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-            mpsc::Receiver<RequestRecord>,
-        ),
-        InvalidUpstream,
-    >
-    where
-        B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
-    {
+    /// Builds the state for `config`, and the stream of request records its stacks produce.
+    pub fn new(config: &ExampleConfig) -> Result<(Self, mpsc::Receiver<RequestRecord>), InvalidUpstream> {
         let group = config.group.as_str();
-        let proxy_keys = StaticProxyKeys::new(ProxyKeyTable::new().group(group, config.channel, [config.proxy_key.as_str()]));
+        let proxy_keys =
+            StaticProxyKeys::new(ProxyKeyTable::new().group(group, config.channel, [config.proxy_key.as_str()]));
         let pool = MemoryKeyPool::new();
-        pool.set_group(
-            group.into(),
-            config.upstream_keys.iter().enumerate().map(|(i, key)| KeySlot::new(KeyId(i as u64 + 1), key.as_str().into())),
-        );
+        let keys = config.upstream_keys.iter().enumerate();
+        pool.set_group(group.into(), keys.map(|(i, key)| KeySlot::new(KeyId(i as u64 + 1), key.as_str().into())));
         let upstreams = Upstreams::new();
         upstreams.set_group(group.into(), [(config.upstream.as_str(), 1)])?;
         let (sink, records) = ChannelSink::new(4096);
+        Ok((Self { proxy_keys, pool, upstreams, sink, max_retries: config.max_retries }, records))
+    }
+
+    /// The whole layer stack in front of a plain-HTTP hyper client; the group is the path segment
+    /// after `route_prefix`.
+    pub fn service<B>(
+        self,
+        route_prefix: &'static str,
+    ) -> impl Service<
+        Request<B>,
+        Response = Response<impl Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+    where
+        B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static,
+    {
         let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody>();
-        let service = ProxyStack::new(proxy_keys, pool.clone(), upstreams, sink)
+        ProxyStack::new(self.proxy_keys, self.pool, self.upstreams, self.sink)
             .route_prefix(route_prefix)
-            .max_retries(config.max_retries)
-            .service(client);
-        Ok((Self { pool }, service, records))
+            .max_retries(self.max_retries)
+            .service(client)
     }
 }
 

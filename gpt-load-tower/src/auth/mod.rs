@@ -9,7 +9,7 @@
 //! Accepted requests lose **every** client credential (the three headers and the `key` query
 //! parameter) before they go further, so a proxy key can never reach an upstream.
 //!
-//! - Reads: nothing. Writes: [`Principal`](crate::context::Principal) (group, channel, route
+//! - Reads: nothing. Writes: [`Principal`] (group, channel, route
 //!   prefix).
 //! - Rejects: `401` ([`ErrorKind::Unauthorized`](crate::error::ErrorKind)) for a missing or wrong
 //!   key; `404` ([`ErrorKind::UnknownGroup`](crate::error::ErrorKind)) for an unknown group, but
