@@ -8,6 +8,21 @@
 //!
 //! [`target_group`] answers "which group's keys and upstreams serve this request": the routed
 //! sub-group of an aggregate when there is one, otherwise the group named in the URL.
+//!
+//! # Example
+//!
+//! ```
+//! use gpt_load_tower::{channel::ChannelKind, context::{Principal, RoutedGroup, target_group}};
+//!
+//! let principal = Principal::new("all-models".into(), ChannelKind::OpenAi).with_route_prefix_len("/proxy/all-models".len());
+//! assert_eq!(principal.forward_path("/proxy/all-models/v1/models"), "/v1/models");
+//!
+//! let mut req = http::Request::new(());
+//! req.extensions_mut().insert(principal);
+//! assert_eq!(target_group(req.extensions()).unwrap().as_str(), "all-models");
+//! req.extensions_mut().insert(RoutedGroup("openai-eu".into()));
+//! assert_eq!(target_group(req.extensions()).unwrap().as_str(), "openai-eu");
+//! ```
 
 use std::{borrow::Borrow, fmt, net::IpAddr, sync::Arc};
 

@@ -18,6 +18,33 @@
 //! | `gpt_load_upstream_ejections_total` | counter | `group` | [`upstream`](crate::upstream) |
 //! | `gpt_load_rewrite_rejections_total` | counter | `group` | [`rewrite`](crate::rewrite) |
 //! | `gpt_load_errors_total` | counter | `kind` ([`ErrorKind::as_str`](crate::error::ErrorKind::as_str)) | [`error`](crate::error) |
+//!
+//! # Example
+//!
+//! ```
+//! use gpt_load_tower::{error::Error, limit::ConcurrencyLimitLayer, telemetry};
+//! use http::{Request, Response};
+//! use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let recorder = DebuggingRecorder::new();
+//! let snapshot = recorder.snapshotter();
+//! let mut svc = ConcurrencyLimitLayer::new(0).layer(service_fn(|_req: Request<()>| async {
+//!     Ok::<_, Error>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! }));
+//! let ready = svc.ready().await.unwrap();
+//! // Layers record when they decide, here inside `call`.
+//! let shed = metrics::with_local_recorder(&recorder, || ready.call(Request::new(())));
+//! assert!(shed.await.is_err());
+//!
+//! let shed_total = snapshot.snapshot().into_vec().into_iter()
+//!     .find(|(key, ..)| key.key().name() == telemetry::REQUESTS_SHED)
+//!     .map(|(.., value)| value);
+//! assert_eq!(shed_total, Some(DebugValue::Counter(1)));
+//! # }
+//! ```
 
 use metrics::{counter, gauge};
 
