@@ -36,7 +36,10 @@ pub fn app(config: &ExampleConfig) -> io::Result<Router> {
     });
     let group = config.group.clone();
     Ok(Router::new()
-        .route("/", get(|| async { "An existing application. The AI proxy lives under /llm/{group}/." }))
+        .route(
+            "/",
+            get(|| async { "An existing application. The AI proxy lives under /llm/{group}/." }),
+        )
         .route(
             "/keys",
             get(move || async move {

@@ -55,24 +55,33 @@ impl ExampleConfig {
             &["sk-demo-1", "sk-demo-2"],
         );
         if let Some(listen) = var("LISTEN") {
-            config.listen =
-                listen.parse().map_err(|_| ConfigError(format!("LISTEN `{listen}` is not an address like 127.0.0.1:3001")))?;
+            config.listen = listen.parse().map_err(|_| {
+                ConfigError(format!("LISTEN `{listen}` is not an address like 127.0.0.1:3001"))
+            })?;
         }
         if let Some(group) = var("GROUP") {
             config.group = group;
         }
         if let Some(channel) = var("CHANNEL") {
-            config.channel = channel.parse().map_err(|e: UnknownChannel| ConfigError(format!("CHANNEL: {e}")))?;
+            config.channel = channel
+                .parse()
+                .map_err(|e: UnknownChannel| ConfigError(format!("CHANNEL: {e}")))?;
         }
         if let Some(keys) = var("UPSTREAM_KEYS") {
-            config.upstream_keys = keys.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect();
+            config.upstream_keys = keys
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         if let Some(key) = var("PROXY_KEY") {
             config.proxy_key = key;
         }
         if let Some(retries) = var("MAX_RETRIES") {
-            config.max_retries =
-                retries.parse().map_err(|_| ConfigError(format!("MAX_RETRIES `{retries}` is not a number")))?;
+            config.max_retries = retries
+                .parse()
+                .map_err(|_| ConfigError(format!("MAX_RETRIES `{retries}` is not a number")))?;
         }
         if config.upstream_keys.is_empty() {
             return Err(ConfigError("UPSTREAM_KEYS lists no key".to_owned()));

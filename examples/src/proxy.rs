@@ -33,15 +33,30 @@ impl Proxy {
     /// Builds the state for `config`, and the stream of request records its stacks produce.
     pub fn new(config: &ExampleConfig) -> Result<(Self, mpsc::Receiver<RequestRecord>), InvalidUpstream> {
         let group = config.group.as_str();
-        let proxy_keys =
-            StaticProxyKeys::new(ProxyKeyTable::new().group(group, config.channel, [config.proxy_key.as_str()]));
+        let proxy_keys = StaticProxyKeys::new(ProxyKeyTable::new().group(
+            group,
+            config.channel,
+            [config.proxy_key.as_str()],
+        ));
         let pool = MemoryKeyPool::new();
         let keys = config.upstream_keys.iter().enumerate();
-        pool.set_group(group.into(), keys.map(|(i, key)| KeySlot::new(KeyId(i as u64 + 1), key.as_str().into())));
+        pool.set_group(
+            group.into(),
+            keys.map(|(i, key)| KeySlot::new(KeyId(i as u64 + 1), key.as_str().into())),
+        );
         let upstreams = Upstreams::new();
         upstreams.set_group(group.into(), [(config.upstream.as_str(), 1)])?;
         let (sink, records) = ChannelSink::new(4096);
-        Ok((Self { proxy_keys, pool, upstreams, sink, max_retries: config.max_retries }, records))
+        Ok((
+            Self {
+                proxy_keys,
+                pool,
+                upstreams,
+                sink,
+                max_retries: config.max_retries,
+            },
+            records,
+        ))
     }
 
     /// The whole layer stack in front of a plain-HTTP hyper client; the group is the path segment

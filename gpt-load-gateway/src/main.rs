@@ -39,7 +39,9 @@ mod tests {
         let err = Cli::try_parse_from(["gpt-load-gateway", "--version"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
         assert!(err.to_string().contains(env!("CARGO_PKG_VERSION")));
-        let help = Cli::try_parse_from(["gpt-load-gateway", "--help"]).unwrap_err().to_string();
+        let help = Cli::try_parse_from(["gpt-load-gateway", "--help"])
+            .unwrap_err()
+            .to_string();
         assert!(help.contains("key-pool gateway"));
     }
 }

@@ -73,32 +73,33 @@ async fn upstream(req: Request<ReplayBody>) -> Result<Response<Full<Bytes>>, Inf
     Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
 }
 
-/// The stack over one group of `keys`, its log receiver and its pool.
-fn proxy(
-    keys: impl IntoIterator<Item = KeySlot>,
-    health: HealthSettings,
-) -> (
-    impl Service<
-        Request<Full<Bytes>>,
-        Response = Response<impl Body<Data = Bytes, Error = Infallible> + Send + 'static>,
-        Error = Infallible,
-        Future = impl Send,
-    > + Clone,
-    mpsc::Receiver<RequestRecord>,
-    MemoryKeyPool,
-) {
-    let proxy_keys = StaticProxyKeys::new(ProxyKeyTable::new().group(GROUP, ChannelKind::OpenAi, [PROXY_KEY]));
+/// A pool holding one group of `keys`.
+fn pool_of(keys: impl IntoIterator<Item = KeySlot>) -> MemoryKeyPool {
     let pool = MemoryKeyPool::new();
     pool.set_group(GroupName::from(GROUP), keys);
+    pool
+}
+
+/// The whole stack over `pool`, one upstream and `sink`, in front of [`upstream`].
+fn proxy(
+    pool: MemoryKeyPool,
+    sink: ChannelSink,
+    health: HealthSettings,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<impl Body<Data = Bytes, Error = Infallible> + Send + 'static>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    let proxy_keys =
+        StaticProxyKeys::new(ProxyKeyTable::new().group(GROUP, ChannelKind::OpenAi, [PROXY_KEY]));
     let upstreams = Upstreams::new();
     upstreams
         .set_group(GroupName::from(GROUP), [("http://127.0.0.1:9", 1)])
         .expect("a valid upstream");
-    let (sink, records) = ChannelSink::new(65_536);
-    let svc = ProxyStack::new(proxy_keys, pool.clone(), upstreams, sink)
+    ProxyStack::new(proxy_keys, pool, upstreams, sink)
         .health(health)
-        .service(service_fn(upstream));
-    (svc, records, pool)
+        .service(service_fn(upstream))
 }
 
 /// Sends one request and reads its response to the end; returns the status and body length.
@@ -110,7 +111,12 @@ where
 {
     let Ok(res) = svc.clone().oneshot(req).await;
     let status = res.status();
-    let body = res.into_body().collect().await.expect("a complete body").to_bytes();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .expect("a complete body")
+        .to_bytes();
     (status, body.len())
 }
 
@@ -164,10 +170,9 @@ fn stack(c: &mut Criterion) {
     let mut group = c.benchmark_group("stack");
 
     // 100 healthy keys: every request is one attempt.
-    let (svc, mut records, _pool) = proxy(
-        (0..100).map(|i| KeySlot::new(KeyId(i), format!("sk-upstream-{i:03}").into())),
-        HealthSettings::default(),
-    );
+    let pool = pool_of((0..100).map(|i| KeySlot::new(KeyId(i), format!("sk-upstream-{i:03}").into())));
+    let (sink, mut records) = ChannelSink::new(65_536);
+    let svc = proxy(pool, sink, HealthSettings::default());
     for _ in 0..10 {
         assert_eq!(rt.block_on(send(&svc, request(PATH))), (StatusCode::OK, 2));
     }
@@ -181,13 +186,12 @@ fn stack(c: &mut Criterion) {
         blacklist_threshold: 0,
         ..HealthSettings::default()
     };
-    let (svc, mut records, pool) = proxy(
-        [
-            KeySlot::new(KeyId(1), FAILING_KEY.into()),
-            KeySlot::new(KeyId(2), "sk-upstream-good".into()),
-        ],
-        never_blacklist,
-    );
+    let pool = pool_of([
+        KeySlot::new(KeyId(1), FAILING_KEY.into()),
+        KeySlot::new(KeyId(2), "sk-upstream-good".into()),
+    ]);
+    let (sink, mut records) = ChannelSink::new(65_536);
+    let svc = proxy(pool.clone(), sink, never_blacklist);
     for _ in 0..10 {
         assert_eq!(rt.block_on(send(&svc, request(PATH))), (StatusCode::OK, 2));
     }
@@ -196,7 +200,11 @@ fn stack(c: &mut Criterion) {
     for _ in 0..10 {
         rt.block_on(send(&svc, request(PATH)));
     }
-    assert_eq!(count_records(&mut records), (10, 10), "still retried once after the run");
+    assert_eq!(
+        count_records(&mut records),
+        (10, 10),
+        "still retried once after the run"
+    );
     assert_eq!(
         pool.get(GROUP, KeyId(1)).map(|s| s.state()),
         Some(KeyState::Active)

@@ -44,7 +44,9 @@ fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 fn chat(url: &str, proxy_key: &str, stream: bool) -> Request<Full<Bytes>> {
-    let body = format!(r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#);
+    let body = format!(
+        r#"{{"model":"gpt-4o-mini","stream":{stream},"messages":[{{"role":"user","content":"hi"}}]}}"#
+    );
     Request::post(format!("{url}/v1/chat/completions"))
         .header("authorization", format!("Bearer {proxy_key}"))
         .header("content-type", "application/json")
@@ -63,14 +65,24 @@ async fn rotates_across_keys() {
         let config = ExampleConfig::new(mock.url(), &["key-a", "key-b"]);
         let url = start(example, config.clone()).await;
         for _ in 0..4 {
-            let res = client().request(chat(&url, &config.proxy_key, false)).await.unwrap();
+            let res = client()
+                .request(chat(&url, &config.proxy_key, false))
+                .await
+                .unwrap();
             assert_eq!(res.status(), StatusCode::OK, "{example:?}");
             assert!(text(res).await.contains("hello from gpt-4o-mini"));
         }
         let expected: BTreeMap<String, u64> = [("key-a".to_owned(), 2), ("key-b".to_owned(), 2)].into();
         assert_eq!(mock.requests_by_key(), expected, "{example:?}");
-        let credentials: Vec<_> = mock.received().into_iter().map(|r| r.credential.unwrap()).collect();
-        assert!(!credentials.contains(&config.proxy_key), "the proxy key never reaches the upstream");
+        let credentials: Vec<_> = mock
+            .received()
+            .into_iter()
+            .map(|r| r.credential.unwrap())
+            .collect();
+        assert!(
+            !credentials.contains(&config.proxy_key),
+            "the proxy key never reaches the upstream"
+        );
     }
 }
 
@@ -81,13 +93,23 @@ async fn retries_on_another_key_after_a_500() {
         let config = ExampleConfig::new(mock.url(), &["mock-500-broken", "key-good"]);
         let url = start(example, config.clone()).await;
         for _ in 0..4 {
-            let res = client().request(chat(&url, &config.proxy_key, false)).await.unwrap();
-            assert_eq!(res.status(), StatusCode::OK, "{example:?}: the 500 was retried on the good key");
+            let res = client()
+                .request(chat(&url, &config.proxy_key, false))
+                .await
+                .unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::OK,
+                "{example:?}: the 500 was retried on the good key"
+            );
         }
         let by_key = mock.requests_by_key();
         assert_eq!(by_key.get("key-good"), Some(&4), "{example:?}");
         let broken = by_key.get("mock-500-broken").copied().unwrap_or(0);
-        assert!((1..=3).contains(&broken), "{example:?}: the broken key failed {broken} times, then was blacklisted");
+        assert!(
+            (1..=3).contains(&broken),
+            "{example:?}: the broken key failed {broken} times, then was blacklisted"
+        );
     }
 }
 
@@ -96,7 +118,10 @@ async fn wrong_proxy_key_gets_an_openai_error() {
     for example in BOTH {
         let mock = MockUpstream::start().await.unwrap();
         let url = start(example, ExampleConfig::new(mock.url(), &["k"])).await;
-        let res = client().request(chat(&url, "not-the-proxy-key", false)).await.unwrap();
+        let res = client()
+            .request(chat(&url, "not-the-proxy-key", false))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
         let body: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
         assert_eq!(body["error"]["type"], "authentication_error", "{example:?}");
@@ -108,12 +133,22 @@ async fn wrong_proxy_key_gets_an_openai_error() {
 async fn sse_streams_frame_by_frame() {
     for example in BOTH {
         let pace = std::time::Duration::from_millis(40);
-        let mock = MockUpstream::start_with(MockConfig::default().with_sse_frames(5).with_sse_pace(pace)).await.unwrap();
+        let mock = MockUpstream::start_with(MockConfig::default().with_sse_frames(5).with_sse_pace(pace))
+            .await
+            .unwrap();
         let config = ExampleConfig::new(mock.url(), &["key-a"]);
         let url = start(example, config.clone()).await;
-        let res = client().request(chat(&url, &config.proxy_key, true)).await.unwrap();
+        let res = client()
+            .request(chat(&url, &config.proxy_key, true))
+            .await
+            .unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(
+            res.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
         let mut body = res.into_body();
         let mut arrivals = Vec::new();
         let mut all = String::new();
@@ -123,9 +158,19 @@ async fn sse_streams_frame_by_frame() {
                 all.push_str(&String::from_utf8_lossy(&data));
             }
         }
-        let text_frames = arrivals.iter().filter(|(_, f)| f.contains("chat.completion.chunk")).count();
-        assert!(text_frames >= 5, "{example:?}: {} frames, the stream was buffered", arrivals.len());
-        assert!(arrivals.first().unwrap().0 < arrivals.last().unwrap().0, "frames arrive over time");
+        let text_frames = arrivals
+            .iter()
+            .filter(|(_, f)| f.contains("chat.completion.chunk"))
+            .count();
+        assert!(
+            text_frames >= 5,
+            "{example:?}: {} frames, the stream was buffered",
+            arrivals.len()
+        );
+        assert!(
+            arrivals.first().unwrap().0 < arrivals.last().unwrap().0,
+            "frames arrive over time"
+        );
         assert!(all.contains("data: [DONE]"), "{example:?}");
         assert!(all.contains("hello from gpt-4o-mini"));
     }
@@ -137,10 +182,20 @@ async fn the_axum_app_keeps_its_own_routes() {
     let config = ExampleConfig::new(mock.url(), &["key-a"]);
     let url = start(Example::Axum, config).await;
     let root = url.trim_end_matches("/llm/demo");
-    let res = client().request(Request::get(format!("{root}/")).body(Full::default()).unwrap()).await.unwrap();
+    let res = client()
+        .request(Request::get(format!("{root}/")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(text(res).await.contains("existing application"));
-    let res = client().request(Request::get(format!("{root}/keys")).body(Full::default()).unwrap()).await.unwrap();
+    let res = client()
+        .request(
+            Request::get(format!("{root}/keys"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     let keys: serde_json::Value = serde_json::from_str(&text(res).await).unwrap();
     assert_eq!(keys[0]["state"], "active");
     assert_eq!(keys[0]["key"], "****", "keys are shown masked");

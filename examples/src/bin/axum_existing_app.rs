@@ -5,10 +5,16 @@ use examples::{ExampleConfig, axum_existing_app};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env().add_directive("info".parse()?)).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env().add_directive("info".parse()?))
+        .init();
     let config = ExampleConfig::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!("axum app on http://{}; proxy at /llm/{}/…", listener.local_addr()?, config.group);
+    tracing::info!(
+        "axum app on http://{}; proxy at /llm/{}/…",
+        listener.local_addr()?,
+        config.group
+    );
     axum_existing_app::serve(listener, config).await?;
     Ok(())
 }

@@ -5,10 +5,16 @@ use examples::{ExampleConfig, hyper_server};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env().add_directive("info".parse()?)).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env().add_directive("info".parse()?))
+        .init();
     let config = ExampleConfig::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
-    tracing::info!("hyper server on http://{}; proxy at /proxy/{}/…", listener.local_addr()?, config.group);
+    tracing::info!(
+        "hyper server on http://{}; proxy at /proxy/{}/…",
+        listener.local_addr()?,
+        config.group
+    );
     hyper_server::serve(listener, config).await?;
     Ok(())
 }
