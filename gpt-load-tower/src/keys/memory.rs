@@ -269,7 +269,9 @@ impl MemoryKeyPool {
 
 impl KeyPool for MemoryKeyPool {
     fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey> {
-        let g = self.group(group)?;
+        // Borrow through the ArcSwap guard: no reference-count traffic on the group per call.
+        let groups = self.inner.groups.load();
+        let g = groups.get(group)?;
         let slot = g.find(excluded, true)?;
         slot.count_request();
         g.touch(&slot);
@@ -277,15 +279,17 @@ impl KeyPool for MemoryKeyPool {
     }
 
     fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
-        self.group(group)
+        self.inner
+            .groups
+            .load()
+            .get(group)
             .is_some_and(|g| g.find(excluded, false).is_some())
     }
 
     fn report(&self, key: &SelectedKey, report: Report) {
-        let Some(g) = self.group(key.group().as_str()) else {
-            return;
-        };
-        g.report(key.slot(), report);
+        if let Some(g) = self.inner.groups.load().get(key.group().as_str()) {
+            g.report(key.slot(), report);
+        }
     }
 }
 
