@@ -17,3 +17,10 @@ pub use self::{
     config::{ConfigError, ExampleConfig},
     proxy::{Proxy, log_records},
 };
+
+/// Logs to stderr at `info` (or as `RUST_LOG` says).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

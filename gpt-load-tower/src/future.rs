@@ -47,3 +47,12 @@ impl<R> fmt::Debug for ResponseFuture<R> {
         f.write_str("ResponseFuture(..)")
     }
 }
+
+/// Takes the inner service that `poll_ready` made ready, leaving a fresh clone in its place.
+///
+/// A clone has not been polled ready, so the future must own the original (see tower's
+/// "be careful when cloning inner services").
+pub(crate) fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}

@@ -116,6 +116,7 @@ mod clock;
 pub mod context;
 pub mod error;
 mod future;
+mod group_map;
 pub mod keys;
 pub mod limit;
 pub mod log;

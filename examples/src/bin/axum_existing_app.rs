@@ -5,9 +5,7 @@ use examples::{ExampleConfig, axum_existing_app};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env().add_directive("info".parse()?))
-        .init();
+    examples::init_tracing();
     let config = ExampleConfig::from_env()?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tracing::info!(

@@ -17,7 +17,7 @@ use super::{ClassifyOutcome, DefaultClassifier, Outcome, StatusMatcher, classify
 use crate::{
     body::ResponseBody,
     error::{BoxError, Error},
-    future::ResponseFuture,
+    future::{ResponseFuture, take_ready},
     keys::{KeyPool, Report, SelectedKey},
     secret, telemetry,
 };
@@ -177,8 +177,7 @@ where
             self.layer.classifier.clone(),
             self.layer.error_body_limit,
         );
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             let started = Instant::now();
             let result = ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into()));

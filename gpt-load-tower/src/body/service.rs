@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::ReplayBody;
 use crate::{
     error::{BoxError, Error},
-    future::ResponseFuture,
+    future::{ResponseFuture, take_ready},
     telemetry,
 };
 
@@ -97,8 +97,7 @@ where
             telemetry::body_rejected();
             return ResponseFuture::ready(Err(Error::body_too_large(config.limit)));
         }
-        let inner = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, inner);
+        let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             let (parts, body) = req.into_parts();
             let body = match read_capped(body, config.limit).await? {

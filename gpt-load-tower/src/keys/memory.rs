@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{
     ExcludedKeys, KeyEvents, KeyId, KeyPool, KeySlot, KeyState, Report, SelectedKey, events::EventSender,
 };
-use crate::{clock, context::GroupName, telemetry};
+use crate::{clock, context::GroupName, group_map::GroupMap, telemetry};
 
 /// Slots looked at from the cursor before the slow path (a full scan) is taken.
 const PROBES: usize = 8;
@@ -34,9 +34,7 @@ pub struct MemoryKeyPool {
 
 #[derive(Default)]
 struct Inner {
-    groups: ArcSwap<HashMap<GroupName, Arc<GroupKeys>>>,
-    /// Serialises changes to `groups`.
-    write: Mutex<()>,
+    groups: GroupMap<GroupKeys>,
     events: Option<EventSender>,
 }
 
@@ -107,23 +105,20 @@ impl MemoryKeyPool {
     }
 
     fn group(&self, group: &str) -> Option<Arc<GroupKeys>> {
-        self.inner.groups.load().get(group).cloned()
+        self.inner.groups.get(group)
     }
 
     fn group_or_create(&self, group: &GroupName) -> Arc<GroupKeys> {
         if let Some(existing) = self.group(group.as_str()) {
             return existing;
         }
-        let _write = lock(&self.inner.write);
-        let current = self.inner.groups.load();
-        if let Some(existing) = current.get(group.as_str()) {
-            return existing.clone();
-        }
-        let created = Arc::new(GroupKeys::new(group.clone(), self.inner.events.clone()));
-        let mut next = HashMap::clone(&current);
-        next.insert(group.clone(), created.clone());
-        self.inner.groups.store(Arc::new(next));
-        created
+        let events = &self.inner.events;
+        self.inner.groups.update(|groups| {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Arc::new(GroupKeys::new(group.clone(), events.clone())))
+                .clone()
+        })
     }
 
     /// Replaces the keys of `group` (creating it if needed). Slots whose id is already in the
@@ -185,15 +180,7 @@ impl MemoryKeyPool {
 
     /// Removes a group and all its keys; returns whether it existed.
     pub fn remove_group(&self, group: &str) -> bool {
-        let _write = lock(&self.inner.write);
-        let current = self.inner.groups.load();
-        if !current.contains_key(group) {
-            return false;
-        }
-        let mut next = HashMap::clone(&current);
-        next.remove(group);
-        self.inner.groups.store(Arc::new(next));
-        true
+        self.group(group).is_some() && self.inner.groups.update(|groups| groups.remove(group).is_some())
     }
 
     /// Sets a key's state by hand (restore, enable, disable, invalidate). Making a key active

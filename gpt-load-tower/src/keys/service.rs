@@ -10,7 +10,7 @@ use crate::{
     body::TrackedBody,
     context::{Principal, target_group},
     error::{BoxError, Error},
-    future::ResponseFuture,
+    future::{ResponseFuture, take_ready},
     telemetry,
 };
 
@@ -87,8 +87,7 @@ where
         let in_flight = key.slot().begin_request();
         req.extensions_mut().insert(key.clone());
 
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             match ready.oneshot(req).await {
                 Ok(mut res) => {

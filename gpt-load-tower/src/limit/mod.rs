@@ -322,6 +322,52 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readiness_never_waits_for_a_permit() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<()>, Response<Full<Bytes>>>();
+        let mut svc = tower_test::mock::Spawn::new(ConcurrencyLimitLayer::new(1).layer(service));
+        tokio_test_ready(&mut svc);
+        let first = svc.call(Request::new(()));
+        // At the cap, tower's limit would leave `poll_ready` pending; this one stays ready and
+        // sheds the next call instead.
+        tokio_test_ready(&mut svc);
+        let err = svc.call(Request::new(())).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Overloaded);
+        let (_req, send) = handle.next_request().await.unwrap();
+        send.send_response(Response::new(Full::from("done")));
+        let res = first.await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "done");
+        tokio_test_ready(&mut svc);
+        assert!(svc.call(Request::new(())).now_or_never_pending());
+    }
+
+    fn tokio_test_ready<S: Service<Request<()>>>(svc: &mut tower_test::mock::Spawn<S>)
+    where
+        S::Error: std::fmt::Debug,
+    {
+        match svc.poll_ready() {
+            Poll::Ready(Ok(())) => {}
+            other => panic!(
+                "expected ready, got {:?}",
+                other.map(|r| r.map_err(|e| format!("{e:?}")))
+            ),
+        }
+    }
+
+    trait PendingExt {
+        fn now_or_never_pending(self) -> bool;
+    }
+
+    impl<F: Future + Unpin> PendingExt for F {
+        /// Whether the future is still pending on its first poll (the inner mock has not answered).
+        fn now_or_never_pending(mut self) -> bool {
+            let waker = std::task::Waker::noop();
+            Pin::new(&mut self)
+                .poll(&mut Context::from_waker(waker))
+                .is_pending()
+        }
+    }
+
+    #[tokio::test]
     async fn set_max_applies_to_new_requests() {
         let limit = ConcurrencyLimitLayer::new(0);
         assert!(limit.layer(ok()).oneshot(Request::new(())).await.is_err());

@@ -18,7 +18,7 @@ use crate::{
     channel::RequestFacts,
     context::{ClientIp, Principal},
     error::{BoxError, Error},
-    future::ResponseFuture,
+    future::{ResponseFuture, take_ready},
 };
 
 /// Whether a request's body is logged. The layer's setting applies unless the request carries
@@ -185,8 +185,7 @@ where
         req.extensions_mut().insert(facts);
         req.extensions_mut().insert(log.clone());
 
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             match ready.oneshot(req).await {
                 Ok(res) => {

@@ -5,11 +5,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use crate::{context::GroupName, wrr::SmoothWeighted};
+use crate::{context::GroupName, group_map::GroupMap, wrr::SmoothWeighted};
 
 /// One header rule: set a header (with variables) or remove it.
 #[derive(Clone, Debug)]
@@ -208,8 +207,7 @@ pub(super) enum Route {
 /// Rewriting rules and aggregate groups by group, swappable at run time. Cloning shares it.
 #[derive(Clone, Default)]
 pub struct RewriteTable {
-    routes: Arc<ArcSwap<HashMap<GroupName, Arc<Route>>>>,
-    write: Arc<Mutex<()>>,
+    routes: Arc<GroupMap<Route>>,
 }
 
 impl RewriteTable {
@@ -218,19 +216,9 @@ impl RewriteTable {
         Self::default()
     }
 
-    fn update(&self, f: impl FnOnce(&mut HashMap<GroupName, Arc<Route>>)) {
-        let _write = self
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = HashMap::clone(&self.routes.load());
-        f(&mut next);
-        self.routes.store(Arc::new(next));
-    }
-
     /// Sets the rules of a standard group.
     pub fn set_group(&self, group: GroupName, rules: GroupRules) {
-        self.update(|routes| {
+        self.routes.update(|routes| {
             routes.insert(group, Arc::new(Route::Standard(rules)));
         });
     }
@@ -243,20 +231,20 @@ impl RewriteTable {
             members: members.into(),
             wrr: Mutex::new(SmoothWeighted::new(weights)),
         };
-        self.update(|routes| {
+        self.routes.update(|routes| {
             routes.insert(group, Arc::new(Route::Aggregate(aggregate)));
         });
     }
 
     /// Forgets a group.
     pub fn remove_group(&self, group: &str) {
-        self.update(|routes| {
+        self.routes.update(|routes| {
             routes.remove(group);
         });
     }
 
     pub(super) fn route(&self, group: &str) -> Option<Arc<Route>> {
-        self.routes.load().get(group).cloned()
+        self.routes.get(group)
     }
 
     /// The rules of a standard group.

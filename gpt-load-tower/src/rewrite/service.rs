@@ -15,7 +15,7 @@ use crate::{
     channel::{ChannelKind, gemini_path_model},
     context::{GroupName, Principal, RoutedGroup},
     error::{BoxError, Error},
-    future::ResponseFuture,
+    future::{ResponseFuture, take_ready},
     keys::{ExcludedKeys, KeyPool},
     telemetry,
 };
@@ -134,8 +134,7 @@ where
             telemetry::rewrite_rejected(&target);
             return ResponseFuture::ready(Err(err));
         }
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move { ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into())) })
     }
 }

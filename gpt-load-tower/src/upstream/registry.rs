@@ -1,5 +1,4 @@
 use std::{
-    collections::HashMap,
     fmt,
     sync::{
         Arc, Mutex,
@@ -8,13 +7,12 @@ use std::{
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use http::{
     Uri,
     uri::{Authority, Scheme},
 };
 
-use crate::{clock, context::GroupName, telemetry, wrr::SmoothWeighted};
+use crate::{clock, context::GroupName, group_map::GroupMap, telemetry, wrr::SmoothWeighted};
 
 /// When an upstream is taken out of rotation after transport failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,8 +187,7 @@ pub struct Upstreams {
 
 #[derive(Default)]
 struct Inner {
-    groups: ArcSwap<HashMap<GroupName, Arc<GroupUpstreams>>>,
-    write: Mutex<()>,
+    groups: GroupMap<GroupUpstreams>,
     ejection: Ejection,
 }
 
@@ -228,28 +225,13 @@ impl Upstreams {
             .collect::<Result<_, _>>()?;
         let wrr = Mutex::new(SmoothWeighted::new(list.iter().map(|u| u.weight())));
         let entry = Arc::new(GroupUpstreams { list, wrr });
-        let _write = self
-            .inner
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = HashMap::clone(&self.inner.groups.load());
-        next.insert(group, entry);
-        self.inner.groups.store(Arc::new(next));
+        self.inner.groups.update(|groups| groups.insert(group, entry));
         Ok(())
     }
 
     /// Removes a group's upstreams; returns whether it had any.
     pub fn remove_group(&self, group: &str) -> bool {
-        let _write = self
-            .inner
-            .write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut next = HashMap::clone(&self.inner.groups.load());
-        let removed = next.remove(group).is_some();
-        self.inner.groups.store(Arc::new(next));
-        removed
+        self.inner.groups.update(|groups| groups.remove(group).is_some())
     }
 
     /// A group's upstreams.

@@ -9,7 +9,7 @@ use super::{UpstreamTarget, Upstreams};
 use crate::{
     context::{Principal, target_group},
     error::{BoxError, Error, ErrorKind},
-    future::ResponseFuture,
+    future::{ResponseFuture, take_ready},
 };
 
 /// Sends each attempt to one of the group's weighted upstreams. See the
@@ -125,8 +125,7 @@ where
         req.extensions_mut().insert(target.clone());
 
         let upstreams = self.upstreams.clone();
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             match ready.oneshot(req).await {
                 Ok(mut res) => {
