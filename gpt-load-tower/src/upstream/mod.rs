@@ -4,8 +4,8 @@
 //! attempt by smooth weighted round robin (nginx's algorithm: exact shares, heavy upstreams
 //! spread out), skips upstreams ejected after consecutive transport failures, and points the
 //! request at it: scheme and authority from the base URL, the base URL's path in front of the
-//! client's path (minus `/proxy/{group}`), the query kept, no doubled slashes. `Host` and
-//! hop-by-hop headers are removed.
+//! client's path (minus `/proxy/{group}`), the query kept, no doubled slashes. `Host`, `Expect`
+//! and hop-by-hop headers are removed.
 //!
 //! - Reads: [`Principal`](crate::context::Principal), [`RoutedGroup`](crate::context::RoutedGroup).
 //! - Writes: the URI; [`UpstreamTarget`] into request and response extensions.

@@ -54,9 +54,11 @@ impl<S> UpstreamBalance<S> {
 }
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), plus `Host`,
-/// which names the gateway rather than the upstream.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// which names the gateway rather than the upstream, and `Expect`, already answered to the
+/// client when its body was read.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::HOST,
+    header::EXPECT,
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -163,6 +165,7 @@ mod tests {
             assert!(req.headers().get("host").is_none());
             assert!(req.headers().get("connection").is_none());
             assert!(req.headers().get("x-hop").is_none());
+            assert!(req.headers().get("expect").is_none());
             assert_eq!(req.headers()["x-keep"], "1");
             Ok::<_, Error>(Response::new(req.uri().to_string()))
         })
@@ -174,6 +177,7 @@ mod tests {
             .header("connection", "x-hop")
             .header("x-hop", "1")
             .header("x-keep", "1")
+            .header("expect", "100-continue")
             .body(())
             .unwrap();
         let mut req = principal(req, "g", ChannelKind::OpenAi);
