@@ -391,13 +391,12 @@ impl GroupKeys {
             }
             Report::CoolDown { duration } => {
                 let deadline = clock::deadline_ms(duration);
-                if slot.raw_state() == KeyState::Cooling {
-                    slot.set_cool_until(deadline);
-                } else {
-                    slot.set_cool_until(deadline);
-                    if slot.transition(KeyState::Active, KeyState::Cooling) {
-                        telemetry::key_state_changed(&self.name, KeyState::Cooling);
-                    }
+                // "No key before T" must not outlast a key that now rests for less (0 = unset).
+                self.exhausted_until.fetch_min(deadline, Ordering::AcqRel);
+                // A key already cooling gets the new deadline; an active one starts cooling.
+                slot.set_cool_until(deadline);
+                if slot.transition(KeyState::Active, KeyState::Cooling) {
+                    telemetry::key_state_changed(&self.name, KeyState::Cooling);
                 }
                 self.touch(slot);
             }
