@@ -17,7 +17,8 @@ trap 'kill "$mock" 2>/dev/null || true' EXIT INT TERM
 cat <<MSG
 
 The gateway server is not part of this release; this runs the library's hyper_server example
-in front of the mock upstream. Keys "sk-demo-1" and "mock-500-demo" (always answers 500, so
+in front of the mock upstream. Keys "sk-demo-upstream-0001" and "mock-500-demo-upstream-0002" (the
+mock always answers 500 for it, so
 every request that draws it is retried on the other key until it is blacklisted).
 
   curl http://127.0.0.1:$PORT/proxy/demo/v1/chat/completions \\
@@ -31,5 +32,5 @@ every request that draws it is retried on the other key until it is blacklisted)
 MSG
 
 LISTEN="127.0.0.1:$PORT" UPSTREAM_URL="http://127.0.0.1:$MOCK_PORT" \
-  UPSTREAM_KEYS="sk-demo-1,mock-500-demo" RUST_LOG="${RUST_LOG:-info}" \
+  UPSTREAM_KEYS="sk-demo-upstream-0001,mock-500-demo-upstream-0002" RUST_LOG="${RUST_LOG:-info}" \
   "$target/hyper_server"
