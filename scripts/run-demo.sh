@@ -17,9 +17,9 @@ trap 'kill "$mock" 2>/dev/null || true' EXIT INT TERM
 cat <<MSG
 
 The gateway server is not part of this release; this runs the library's hyper_server example
-in front of the mock upstream. Keys "sk-demo-upstream-0001" and "mock-500-demo-upstream-0002" (the
-mock always answers 500 for it, so
-every request that draws it is retried on the other key until it is blacklisted).
+in front of the mock upstream, with upstream keys "sk-demo-upstream-0001" and
+"mock-500-demo-upstream-0002". The mock always answers 500 for the second one, so a request
+that draws it is retried on the first until the failing key is blacklisted (see the log).
 
   curl http://127.0.0.1:$PORT/proxy/demo/v1/chat/completions \\
     -H 'Authorization: Bearer sk-proxy-demo' \\
