@@ -18,6 +18,46 @@
 //!
 //! The body buffer sits above the log and rewrite layers because both read the body.
 //!
+//! # Example
+//!
+//! Mounted under another prefix, with a tighter body cap and no retries:
+//!
+//! ```
+//! use gpt_load_tower::{
+//!     ProxyStack,
+//!     auth::{ProxyKeyTable, StaticProxyKeys},
+//!     body::ReplayBody,
+//!     channel::ChannelKind,
+//!     keys::{KeyId, KeySlot, MemoryKeyPool},
+//!     upstream::Upstreams,
+//! };
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let keys = StaticProxyKeys::new(ProxyKeyTable::new().group("claude", ChannelKind::Anthropic, ["pk"]));
+//! let pool = MemoryKeyPool::new();
+//! pool.set_group("claude".into(), [KeySlot::new(KeyId(1), "sk-ant-upstream".into())]);
+//! let upstreams = Upstreams::new();
+//! upstreams.set_group("claude".into(), [("https://api.anthropic.example", 1)]).unwrap();
+//!
+//! let proxy = ProxyStack::new(keys, pool, upstreams, |_record| {})
+//!     .route_prefix("/llm")
+//!     .body_limit(1024, false)
+//!     .max_retries(0)
+//!     .service(service_fn(|req: Request<ReplayBody>| async move {
+//!         assert_eq!(req.uri(), "https://api.anthropic.example/v1/messages");
+//!         assert_eq!(req.headers()["x-api-key"], "sk-ant-upstream");
+//!         Ok::<_, std::convert::Infallible>(Response::new(Full::from("{}")))
+//!     }));
+//!
+//! let req = Request::post("/llm/claude/v1/messages").header("x-api-key", "pk").body(Full::from("{}")).unwrap();
+//! assert_eq!(proxy.oneshot(req).await.unwrap().status(), StatusCode::OK);
+//! # }
+//! ```
+//!
 //! [`ErrorResponseLayer`]: crate::error::ErrorResponseLayer
 //! [`ProxyKeyAuthLayer`]: crate::auth::ProxyKeyAuthLayer
 //! [`ConcurrencyLimitLayer`]: crate::limit::ConcurrencyLimitLayer
