@@ -8,6 +8,7 @@
 
 mod config;
 mod crypto;
+mod db;
 
 use std::process::ExitCode;
 

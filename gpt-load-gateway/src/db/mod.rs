@@ -1,0 +1,252 @@
+//! The database: one pool per backend behind [`Db`], embedded migrations, and [`with_conn!`],
+//! which runs one diesel body on whichever backend is live so repositories are written once.
+//!
+//! - SQLite (bundled) through diesel-async's `SyncConnectionWrapper`: WAL journal,
+//!   `busy_timeout` 5 s and foreign keys on every connection; a small pool, since SQLite has one
+//!   writer at a time.
+//! - PostgreSQL through tokio-postgres and MySQL/MariaDB through mysql_async (no libpq, no
+//!   libmysqlclient).
+//!
+//! Migrations live in `migrations/{sqlite,postgres,mysql}` with identical names and are embedded
+//! in the binary; [`Db::migrate`] runs the pending ones.
+
+pub(crate) mod schema;
+
+use std::{fmt, path::Path, time::Duration};
+
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, bb8::Pool,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+#[cfg(feature = "mysql")]
+use diesel_async::AsyncMysqlConnection;
+#[cfg(feature = "postgres")]
+use diesel_async::AsyncPgConnection;
+#[cfg(feature = "sqlite")]
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+
+#[cfg(feature = "sqlite")]
+pub(crate) type SqliteConn = SyncConnectionWrapper<diesel::SqliteConnection>;
+
+#[cfg(feature = "sqlite")]
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+#[cfg(feature = "postgres")]
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+#[cfg(feature = "mysql")]
+const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/mysql");
+
+/// The connection pool of the live backend.
+#[derive(Clone)]
+pub(crate) enum Db {
+    #[cfg(feature = "sqlite")]
+    Sqlite(Pool<SqliteConn>),
+    #[cfg(feature = "postgres")]
+    Postgres(Pool<AsyncPgConnection>),
+    #[cfg(feature = "mysql")]
+    Mysql(Pool<AsyncMysqlConnection>),
+}
+
+/// Which database a [`Db`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Mysql => "mysql",
+        })
+    }
+}
+
+/// A database failure, with enough context to act on and no credentials.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    /// The database cannot be reached or refused the connection.
+    #[error("cannot connect to the {backend} database: {message}")]
+    Connect { backend: Backend, message: String },
+    /// No pooled connection became free in time, or the pool broke one.
+    #[error("database connection pool: {0}")]
+    Pool(String),
+    /// A query failed.
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    /// A migration failed.
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    /// This binary was built without support for the requested backend.
+    #[error("this build does not include the {0} backend")]
+    Unsupported(Backend),
+}
+
+impl From<PoolError> for DbError {
+    fn from(err: PoolError) -> Self {
+        Self::Pool(err.to_string())
+    }
+}
+
+impl From<bb8::RunError<PoolError>> for DbError {
+    fn from(err: bb8::RunError<PoolError>) -> Self {
+        match err {
+            bb8::RunError::User(err) => Self::Pool(err.to_string()),
+            bb8::RunError::TimedOut => Self::Pool("timed out waiting for a connection".to_owned()),
+        }
+    }
+}
+
+/// How long a request waits for a pooled connection.
+const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Builds a pool and checks out one connection, so a bad URL or an unreachable server is
+/// reported at start-up rather than on the first request.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+macro_rules! build_pool {
+    ($manager:expr, $max:expr, $backend:expr) => {{
+        let connect_error = |message: String| DbError::Connect { backend: $backend, message };
+        let pool = Pool::builder()
+            .max_size(($max).max(1))
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .build($manager)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        drop(pool.get().await.map_err(|e| connect_error(e.to_string()))?);
+        pool
+    }};
+}
+
+impl Db {
+    /// Opens (creating it and its directory if needed) a SQLite database file.
+    #[cfg(feature = "sqlite")]
+    pub(crate) async fn sqlite(path: &Path) -> Result<Self, DbError> {
+        use diesel::connection::SimpleConnection;
+        use diesel_async::AsyncConnection;
+
+        let connect_error = |message: String| DbError::Connect { backend: Backend::Sqlite, message };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| connect_error(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let url = path.to_str().ok_or_else(|| connect_error("the path is not valid UTF-8".to_owned()))?.to_owned();
+        // WAL lets readers proceed while the log writer commits; the busy timeout makes a
+        // second writer wait instead of failing.
+        let mut config = ManagerConfig::<SqliteConn>::default();
+        config.custom_setup = Box::new(|url| {
+            let url = url.to_owned();
+            Box::pin(async move {
+                let mut conn = SqliteConn::establish(&url).await?;
+                conn.spawn_blocking(|c| {
+                    c.batch_execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+                        .map_err(diesel::result::Error::from)
+                })
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                Ok(conn)
+            })
+        });
+        let manager = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(url, config);
+        let pool = Pool::builder()
+            .max_size(4)
+            .connection_timeout(CHECKOUT_TIMEOUT)
+            .build(manager)
+            .await
+            .map_err(|e| connect_error(e.to_string()))?;
+        // Surface a bad path or a corrupt file now rather than on the first request.
+        drop(pool.get().await.map_err(|e| connect_error(e.to_string()))?);
+        Ok(Self::Sqlite(pool))
+    }
+
+    /// Connects to PostgreSQL.
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn postgres(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        Ok(Self::Postgres(build_pool!(manager, max_connections, Backend::Postgres)))
+    }
+
+    /// Connects to MySQL or MariaDB.
+    #[cfg(feature = "mysql")]
+    pub(crate) async fn mysql(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        let manager = AsyncDieselConnectionManager::<AsyncMysqlConnection>::new(url);
+        Ok(Self::Mysql(build_pool!(manager, max_connections, Backend::Mysql)))
+    }
+
+    /// The live backend.
+    pub(crate) fn backend(&self) -> Backend {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    /// Runs the pending migrations; returns how many ran.
+    pub(crate) async fn migrate(&self) -> Result<usize, DbError> {
+        macro_rules! run_embedded {
+            ($pool:expr, $migrations:expr) => {{
+                let conn = $pool.get_owned().await?;
+                // The async harness blocks on the runtime internally: give it a blocking thread.
+                tokio::task::spawn_blocking(move || {
+                    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+                    harness.run_pending_migrations($migrations).map(|done| done.len()).map_err(|e| DbError::Migration(e.to_string()))
+                })
+                .await
+                .map_err(|e| DbError::Migration(e.to_string()))?
+            }};
+        }
+        match self {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(pool) => run_embedded!(pool, SQLITE_MIGRATIONS),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pool) => run_embedded!(pool, POSTGRES_MIGRATIONS),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(pool) => run_embedded!(pool, MYSQL_MIGRATIONS),
+        }
+    }
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Db").field(&self.backend()).finish()
+    }
+}
+
+/// Runs `$body` with `$conn` bound to a pooled connection of the live backend. The body is
+/// compiled once per backend, so a query written once works on all three.
+macro_rules! with_conn {
+    ($db:expr, |$conn:ident| $body:expr) => {{
+        match $db {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Db::Sqlite(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            #[cfg(feature = "postgres")]
+            $crate::db::Db::Postgres(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+            #[cfg(feature = "mysql")]
+            $crate::db::Db::Mysql(pool) => {
+                let mut pooled = pool.get().await?;
+                let $conn = &mut *pooled;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_conn;
+
+#[cfg(test)]
+pub(crate) mod test_support;
