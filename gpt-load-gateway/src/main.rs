@@ -4,11 +4,16 @@
 //! (configuration, storage, admin API, console) is assembled on top of it next. Until then the
 //! binary answers `--help` and `--version` and explains what to run instead.
 
-#![allow(dead_code, reason = "modules are wired into `serve` as the gateway is assembled")]
+#![allow(
+    dead_code,
+    reason = "modules are wired into `serve` as the gateway is assembled"
+)]
 
 mod config;
 mod crypto;
 mod db;
+mod models;
+mod repo;
 
 use std::process::ExitCode;
 

@@ -15,9 +15,7 @@ pub(crate) mod schema;
 use std::{fmt, path::Path, time::Duration};
 
 use diesel::ConnectionError;
-use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, PoolError, bb8::Pool,
-};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, bb8::Pool};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 #[cfg(feature = "mysql")]
@@ -109,7 +107,10 @@ const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 macro_rules! build_pool {
     ($manager:expr, $max:expr, $backend:expr) => {{
-        let connect_error = |message: String| DbError::Connect { backend: $backend, message };
+        let connect_error = |message: String| DbError::Connect {
+            backend: $backend,
+            message,
+        };
         let pool = Pool::builder()
             .max_size(($max).max(1))
             .connection_timeout(CHECKOUT_TIMEOUT)
@@ -128,13 +129,19 @@ impl Db {
         use diesel::connection::SimpleConnection;
         use diesel_async::AsyncConnection;
 
-        let connect_error = |message: String| DbError::Connect { backend: Backend::Sqlite, message };
+        let connect_error = |message: String| DbError::Connect {
+            backend: Backend::Sqlite,
+            message,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| connect_error(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let url = path.to_str().ok_or_else(|| connect_error("the path is not valid UTF-8".to_owned()))?.to_owned();
+        let url = path
+            .to_str()
+            .ok_or_else(|| connect_error("the path is not valid UTF-8".to_owned()))?
+            .to_owned();
         // WAL lets readers proceed while the log writer commits; the busy timeout makes a
         // second writer wait instead of failing.
         let mut config = ManagerConfig::<SqliteConn>::default();
@@ -167,7 +174,11 @@ impl Db {
     #[cfg(feature = "postgres")]
     pub(crate) async fn postgres(url: &str, max_connections: u32) -> Result<Self, DbError> {
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
-        Ok(Self::Postgres(build_pool!(manager, max_connections, Backend::Postgres)))
+        Ok(Self::Postgres(build_pool!(
+            manager,
+            max_connections,
+            Backend::Postgres
+        )))
     }
 
     /// Connects to MySQL or MariaDB.
@@ -197,7 +208,10 @@ impl Db {
                 // The async harness blocks on the runtime internally: give it a blocking thread.
                 tokio::task::spawn_blocking(move || {
                     let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-                    harness.run_pending_migrations($migrations).map(|done| done.len()).map_err(|e| DbError::Migration(e.to_string()))
+                    harness
+                        .run_pending_migrations($migrations)
+                        .map(|done| done.len())
+                        .map_err(|e| DbError::Migration(e.to_string()))
                 })
                 .await
                 .map_err(|e| DbError::Migration(e.to_string()))?
@@ -222,14 +236,20 @@ impl fmt::Debug for Db {
 
 /// Runs `$body` with `$conn` bound to a pooled connection of the live backend. The body is
 /// compiled once per backend, so a query written once works on all three.
+///
+/// The second form takes one body for SQLite and one for the servers, for the few statements
+/// SQLite cannot run (multi-row `INSERT` through the async wrapper).
 macro_rules! with_conn {
-    ($db:expr, |$conn:ident| $body:expr) => {{
+    ($db:expr, |$conn:ident| $body:expr) => {
+        $crate::db::with_conn!($db, sqlite | $conn | $body, server | $conn | $body)
+    };
+    ($db:expr, sqlite |$lite:ident| $lite_body:expr, server |$conn:ident| $body:expr) => {{
         match $db {
             #[cfg(feature = "sqlite")]
             $crate::db::Db::Sqlite(pool) => {
                 let mut pooled = pool.get().await?;
-                let $conn = &mut *pooled;
-                $body
+                let $lite = &mut *pooled;
+                $lite_body
             }
             #[cfg(feature = "postgres")]
             $crate::db::Db::Postgres(pool) => {

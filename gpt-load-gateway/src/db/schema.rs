@@ -104,4 +104,11 @@ diesel::table! {
 }
 
 diesel::joinable!(api_keys -> groups (group_id));
-diesel::allow_tables_to_appear_in_same_query!(system_settings, groups, group_sub_groups, api_keys, request_logs, group_hourly_stats);
+diesel::allow_tables_to_appear_in_same_query!(
+    system_settings,
+    groups,
+    group_sub_groups,
+    api_keys,
+    request_logs,
+    group_hourly_stats
+);

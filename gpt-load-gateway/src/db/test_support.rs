@@ -22,8 +22,16 @@ pub(crate) struct TestDb {
 
 fn unique_name() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    format!("gptload_t_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "gptload_t_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// `url` with its database (the last path segment) replaced by `database`.
@@ -48,38 +56,63 @@ impl TestDb {
     /// A migrated SQLite database in a temporary directory.
     pub(crate) async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let db = Db::sqlite(&dir.path().join("gpt-load.db")).await.expect("sqlite opens");
+        let db = Db::sqlite(&dir.path().join("gpt-load.db"))
+            .await
+            .expect("sqlite opens");
         db.migrate().await.expect("sqlite migrations");
-        TestDb { db, _dir: Some(dir), drop_database: None }
+        TestDb {
+            db,
+            _dir: Some(dir),
+            drop_database: None,
+        }
     }
 
     /// A migrated, freshly created PostgreSQL database.
     pub(crate) async fn postgres(test: &str) -> Option<TestDb> {
-        let admin_url =
-            std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        let admin_url = std::env::var("TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let name = unique_name();
         let mut admin = match diesel_async::AsyncPgConnection::establish(&admin_url).await {
             Ok(conn) => conn,
             Err(err) => return unreachable(test, "TEST_PG_URL", err),
         };
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        let db = Db::postgres(&with_database(&admin_url, &name), 4).await.expect("postgres connects");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let db = Db::postgres(&with_database(&admin_url, &name), 4)
+            .await
+            .expect("postgres connects");
         db.migrate().await.expect("postgres migrations");
-        Some(TestDb { db, _dir: None, drop_database: Some((Backend::Postgres, admin_url, name)) })
+        Some(TestDb {
+            db,
+            _dir: None,
+            drop_database: Some((Backend::Postgres, admin_url, name)),
+        })
     }
 
     /// A migrated, freshly created MariaDB/MySQL database.
     pub(crate) async fn mysql(test: &str) -> Option<TestDb> {
-        let admin_url = std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
+        let admin_url =
+            std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
         let name = unique_name();
         let mut admin = match diesel_async::AsyncMysqlConnection::establish(&admin_url).await {
             Ok(conn) => conn,
             Err(err) => return unreachable(test, "TEST_MYSQL_URL", err),
         };
-        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create test database");
-        let db = Db::mysql(&with_database(&admin_url, &name), 4).await.expect("mysql connects");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let db = Db::mysql(&with_database(&admin_url, &name), 4)
+            .await
+            .expect("mysql connects");
         db.migrate().await.expect("mysql migrations");
-        Some(TestDb { db, _dir: None, drop_database: Some((Backend::Mysql, admin_url, name)) })
+        Some(TestDb {
+            db,
+            _dir: None,
+            drop_database: Some((Backend::Mysql, admin_url, name)),
+        })
     }
 
     /// Every backend that is reachable (SQLite always).
@@ -93,16 +126,24 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((backend, admin_url, name)) = self.drop_database.take() else { return };
+        let Some((backend, admin_url, name)) = self.drop_database.take() else {
+            return;
+        };
         // Drop from a thread of its own: `Drop` cannot await, and the test's runtime may be
         // shutting down.
         let dropper = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             runtime.block_on(async move {
                 let sql = format!("DROP DATABASE IF EXISTS {name}");
                 let result = match backend {
                     Backend::Postgres => match diesel_async::AsyncPgConnection::establish(&admin_url).await {
-                        Ok(mut c) => c.batch_execute(&format!("{sql} WITH (FORCE)")).await.map_err(|e| e.to_string()),
+                        Ok(mut c) => c
+                            .batch_execute(&format!("{sql} WITH (FORCE)"))
+                            .await
+                            .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
                     },
                     Backend::Mysql => match diesel_async::AsyncMysqlConnection::establish(&admin_url).await {
@@ -126,15 +167,25 @@ mod tests {
 
     #[test]
     fn replaces_the_database_in_urls() {
-        assert_eq!(with_database("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(with_database("mysql://root@h:3306/test?ssl=false", "x"), "mysql://root@h:3306/x?ssl=false");
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("mysql://root@h:3306/test?ssl=false", "x"),
+            "mysql://root@h:3306/x?ssl=false"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_backend_migrates() {
         for test_db in TestDb::all("every_backend_migrates").await {
             let backend = test_db.db.backend();
-            assert_eq!(test_db.db.migrate().await.unwrap(), 0, "{backend}: migrations are idempotent");
+            assert_eq!(
+                test_db.db.migrate().await.unwrap(),
+                0,
+                "{backend}: migrations are idempotent"
+            );
         }
     }
 }

@@ -1,0 +1,116 @@
+//! Rows as stored, and the insertable forms. JSON columns are text; the admin and proxy layers
+//! parse them into typed values.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::{api_keys, groups, system_settings};
+
+/// A `system_settings` row.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = system_settings)]
+pub(crate) struct SettingRow {
+    pub(crate) id: i64,
+    pub(crate) setting_key: String,
+    pub(crate) setting_value: String,
+    pub(crate) description: String,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A new `system_settings` row.
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = system_settings)]
+pub(crate) struct NewSetting<'a> {
+    pub(crate) setting_key: &'a str,
+    pub(crate) setting_value: &'a str,
+    pub(crate) description: &'a str,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A `groups` row.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = groups)]
+pub(crate) struct GroupRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) proxy_keys: String,
+    pub(crate) description: String,
+    pub(crate) group_type: String,
+    pub(crate) upstreams: String,
+    pub(crate) validation_endpoint: String,
+    pub(crate) channel_type: String,
+    pub(crate) sort: i32,
+    pub(crate) test_model: String,
+    pub(crate) param_overrides: String,
+    pub(crate) config: String,
+    pub(crate) header_rules: String,
+    pub(crate) model_redirect_rules: String,
+    pub(crate) model_redirect_strict: bool,
+    pub(crate) last_validated_at: Option<NaiveDateTime>,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A new `groups` row. Every column is written (MySQL has no defaults for text columns).
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = groups)]
+pub(crate) struct NewGroup<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) display_name: &'a str,
+    pub(crate) proxy_keys: &'a str,
+    pub(crate) description: &'a str,
+    pub(crate) group_type: &'a str,
+    pub(crate) upstreams: &'a str,
+    pub(crate) validation_endpoint: &'a str,
+    pub(crate) channel_type: &'a str,
+    pub(crate) sort: i32,
+    pub(crate) test_model: &'a str,
+    pub(crate) param_overrides: &'a str,
+    pub(crate) config: &'a str,
+    pub(crate) header_rules: &'a str,
+    pub(crate) model_redirect_rules: &'a str,
+    pub(crate) model_redirect_strict: bool,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// An `api_keys` row. `key_value` is as stored (encrypted when encryption is on).
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct ApiKeyRow {
+    pub(crate) id: i64,
+    pub(crate) key_value: String,
+    pub(crate) key_hash: String,
+    pub(crate) group_id: i64,
+    pub(crate) status: String,
+    pub(crate) notes: String,
+    pub(crate) request_count: i64,
+    pub(crate) failure_count: i64,
+    pub(crate) last_used_at: Option<NaiveDateTime>,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A new `api_keys` row.
+#[derive(Clone, Debug, Insertable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct NewApiKey<'a> {
+    pub(crate) key_value: &'a str,
+    pub(crate) key_hash: &'a str,
+    pub(crate) group_id: i64,
+    pub(crate) status: &'a str,
+    pub(crate) notes: &'a str,
+    pub(crate) request_count: i64,
+    pub(crate) failure_count: i64,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// The current time as stored: UTC, microsecond precision (the finest all three backends keep).
+pub(crate) fn now() -> NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::SubsecRound::trunc_subsecs(now, 6)
+}

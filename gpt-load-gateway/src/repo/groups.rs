@@ -1,0 +1,75 @@
+//! `groups`.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use crate::{
+    db::{Db, DbError, schema::groups, with_conn},
+    models::{GroupRow, NewGroup},
+};
+
+/// Inserts a group and returns it as stored. Fails with a unique violation when the name is
+/// taken.
+pub(crate) async fn insert(db: &Db, group: &NewGroup<'_>) -> Result<GroupRow, DbError> {
+    with_conn!(db, |conn| {
+        // MySQL has no RETURNING: insert, then read back by the unique name.
+        diesel::insert_into(groups::table)
+            .values(group)
+            .execute(conn)
+            .await?;
+        Ok(groups::table
+            .filter(groups::name.eq(group.name))
+            .select(GroupRow::as_select())
+            .first(conn)
+            .await?)
+    })
+}
+
+/// A group by name.
+pub(crate) async fn find_by_name(db: &Db, name: &str) -> Result<Option<GroupRow>, DbError> {
+    with_conn!(db, |conn| {
+        Ok(groups::table
+            .filter(groups::name.eq(name))
+            .select(GroupRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+/// Every group in display order (`sort`, then id).
+pub(crate) async fn list(db: &Db) -> Result<Vec<GroupRow>, DbError> {
+    with_conn!(db, |conn| {
+        Ok(groups::table
+            .order((groups::sort, groups::id))
+            .select(GroupRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}
+
+/// Deletes a group (its keys and sub-group links go with it); returns whether it existed.
+pub(crate) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
+    use crate::db::schema::{api_keys, group_sub_groups};
+    with_conn!(db, |conn| {
+        diesel_async::AsyncConnection::transaction(conn, async |conn| {
+            // Explicit deletes rather than relying on ON DELETE CASCADE, which an imported
+            // gpt-load database does not have.
+            diesel::delete(api_keys::table.filter(api_keys::group_id.eq(id)))
+                .execute(conn)
+                .await?;
+            diesel::delete(
+                group_sub_groups::table.filter(
+                    group_sub_groups::group_id
+                        .eq(id)
+                        .or(group_sub_groups::sub_group_id.eq(id)),
+                ),
+            )
+            .execute(conn)
+            .await?;
+            let deleted = diesel::delete(groups::table.find(id)).execute(conn).await?;
+            Ok::<_, DbError>(deleted == 1)
+        })
+        .await
+    })
+}

@@ -1,0 +1,155 @@
+//! The repositories against every reachable backend.
+
+use crate::{
+    db::test_support::TestDb,
+    models::{NewApiKey, NewGroup, now},
+    repo::{groups, keys, keys::KeyStateUpdate, settings},
+};
+
+fn new_group(name: &str) -> NewGroup<'_> {
+    let at = now();
+    NewGroup {
+        name,
+        display_name: "Display",
+        proxy_keys: "",
+        description: "",
+        group_type: "standard",
+        upstreams: r#"[{"url":"https://api.openai.com","weight":1}]"#,
+        validation_endpoint: "",
+        channel_type: "openai",
+        sort: 0,
+        test_model: "gpt-4.1-nano",
+        param_overrides: "{}",
+        config: "{}",
+        header_rules: "[]",
+        model_redirect_rules: "{}",
+        model_redirect_strict: false,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_seed_once_and_update() {
+    for t in TestDb::all("settings_seed_once_and_update").await {
+        let db = &t.db;
+        let defaults = [("max_retries", "3", "retries"), ("proxy_keys", "sk-a", "keys")];
+        assert_eq!(
+            settings::ensure_defaults(db, &defaults).await.unwrap(),
+            2,
+            "{}",
+            db.backend()
+        );
+        assert_eq!(settings::ensure_defaults(db, &defaults).await.unwrap(), 0);
+        settings::update(db, &[("max_retries", "5"), ("new_setting", "x")])
+            .await
+            .unwrap();
+        let rows = settings::list(db).await.unwrap();
+        let values: Vec<_> = rows
+            .iter()
+            .map(|r| (r.setting_key.as_str(), r.setting_value.as_str()))
+            .collect();
+        assert_eq!(
+            values,
+            [("max_retries", "5"), ("new_setting", "x"), ("proxy_keys", "sk-a")]
+        );
+        assert_eq!(
+            settings::ensure_defaults(db, &defaults).await.unwrap(),
+            0,
+            "seeding never overwrites"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_keys_round_trip() {
+    for t in TestDb::all("groups_and_keys_round_trip").await {
+        let db = &t.db;
+        let backend = db.backend();
+        let group = groups::insert(db, &new_group("openai")).await.unwrap();
+        assert_eq!(group.name, "openai");
+        assert!(
+            groups::insert(db, &new_group("openai")).await.is_err(),
+            "{backend}: names are unique"
+        );
+        assert_eq!(
+            groups::find_by_name(db, "openai").await.unwrap().unwrap().id,
+            group.id
+        );
+        assert!(groups::find_by_name(db, "missing").await.unwrap().is_none());
+
+        let at = now();
+        let values: Vec<String> = (0..2_500).map(|i| format!("sk-{i:06}")).collect();
+        let new_keys: Vec<NewApiKey<'_>> = values
+            .iter()
+            .map(|v| NewApiKey {
+                key_value: v,
+                key_hash: v,
+                group_id: group.id,
+                status: "active",
+                notes: "",
+                request_count: 0,
+                failure_count: 0,
+                created_at: at,
+                updated_at: at,
+            })
+            .collect();
+        assert_eq!(
+            keys::insert_many(db, &new_keys).await.unwrap(),
+            2_500,
+            "{backend}"
+        );
+        let rows = keys::list_by_group(db, group.id).await.unwrap();
+        assert_eq!(rows.len(), 2_500);
+        assert_eq!(rows[0].created_at, at, "{backend}: timestamps keep microseconds");
+
+        let used = now();
+        let updates = [
+            KeyStateUpdate {
+                id: rows[0].id,
+                status: "invalid",
+                failure_count: 3,
+                new_requests: 4,
+                last_used_at: Some(used),
+            },
+            KeyStateUpdate {
+                id: rows[1].id,
+                status: "active",
+                failure_count: 0,
+                new_requests: 0,
+                last_used_at: None,
+            },
+            KeyStateUpdate {
+                id: -1,
+                status: "active",
+                failure_count: 0,
+                new_requests: 1,
+                last_used_at: None,
+            },
+        ];
+        assert_eq!(
+            keys::apply_states(db, &updates, used).await.unwrap(),
+            2,
+            "{backend}: a deleted key is skipped"
+        );
+        keys::apply_states(db, &updates[..1], used).await.unwrap();
+        let rows = keys::list_by_group(db, group.id).await.unwrap();
+        assert_eq!(
+            (
+                rows[0].status.as_str(),
+                rows[0].failure_count,
+                rows[0].request_count
+            ),
+            ("invalid", 3, 8)
+        );
+        assert_eq!(rows[0].last_used_at, Some(used));
+        assert_eq!(rows[1].last_used_at, None);
+
+        assert!(groups::delete(db, group.id).await.unwrap());
+        assert!(
+            keys::list_all(db).await.unwrap().is_empty(),
+            "{backend}: keys go with their group"
+        );
+        assert!(!groups::delete(db, group.id).await.unwrap());
+    }
+}
