@@ -13,6 +13,7 @@ mod config;
 mod crypto;
 mod db;
 mod models;
+mod keystore;
 mod repo;
 
 use std::process::ExitCode;
