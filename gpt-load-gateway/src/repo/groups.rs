@@ -4,8 +4,12 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::{
-    db::{Db, DbError, schema::groups, with_conn},
-    models::{GroupRow, NewGroup},
+    db::{
+        Db, DbError,
+        schema::{group_sub_groups, groups},
+        with_conn,
+    },
+    models::{GroupRow, NewGroup, now},
 };
 
 /// Inserts a group and returns it as stored. Fails with a unique violation when the name is
@@ -71,5 +75,53 @@ pub(crate) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
             Ok::<_, DbError>(deleted == 1)
         })
         .await
+    })
+}
+
+/// An aggregate's link to one sub-group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Queryable)]
+pub(crate) struct SubGroupLink {
+    pub(crate) group_id: i64,
+    pub(crate) sub_group_id: i64,
+    pub(crate) weight: i32,
+}
+
+/// Links `sub_group_id` to the aggregate `group_id` with `weight` (replacing an existing link).
+pub(crate) async fn set_sub_group(db: &Db, group_id: i64, sub_group_id: i64, weight: i32) -> Result<(), DbError> {
+    with_conn!(db, |conn| {
+        diesel_async::AsyncConnection::transaction(conn, async |conn| {
+            let at = now();
+            let link = group_sub_groups::table
+                .filter(group_sub_groups::group_id.eq(group_id).and(group_sub_groups::sub_group_id.eq(sub_group_id)));
+            let changed = diesel::update(link)
+                .set((group_sub_groups::weight.eq(weight), group_sub_groups::updated_at.eq(at)))
+                .execute(conn)
+                .await?;
+            if changed == 0 {
+                diesel::insert_into(group_sub_groups::table)
+                    .values((
+                        group_sub_groups::group_id.eq(group_id),
+                        group_sub_groups::sub_group_id.eq(sub_group_id),
+                        group_sub_groups::weight.eq(weight),
+                        group_sub_groups::created_at.eq(at),
+                        group_sub_groups::updated_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, DbError>(())
+        })
+        .await
+    })
+}
+
+/// Every aggregate link.
+pub(crate) async fn sub_group_links(db: &Db) -> Result<Vec<SubGroupLink>, DbError> {
+    with_conn!(db, |conn| {
+        Ok(group_sub_groups::table
+            .order((group_sub_groups::group_id, group_sub_groups::id))
+            .select((group_sub_groups::group_id, group_sub_groups::sub_group_id, group_sub_groups::weight))
+            .load(conn)
+            .await?)
     })
 }
