@@ -70,10 +70,7 @@ pub(crate) fn check_from_key(samples: &[&str], from: &KeyCipher) -> Result<(), C
 ///
 /// [`CryptoError::HashMismatch`] when any hash differs, [`CryptoError::WrongSourceKey`] when
 /// `from` does not decrypt a value, any other decryption error for a malformed value.
-pub(crate) fn check_sample_hashes(
-    rows: &[(&str, &str)],
-    from: &KeyCipher,
-) -> Result<(), CryptoError> {
+pub(crate) fn check_sample_hashes(rows: &[(&str, &str)], from: &KeyCipher) -> Result<(), CryptoError> {
     let mut sampled = 0;
     let mut mismatched = 0;
     for &(stored, hash) in rows {
@@ -92,10 +89,7 @@ pub(crate) fn check_sample_hashes(
     if mismatched == 0 {
         Ok(())
     } else {
-        Err(CryptoError::HashMismatch {
-            mismatched,
-            sampled,
-        })
+        Err(CryptoError::HashMismatch { mismatched, sampled })
     }
 }
 
@@ -220,8 +214,7 @@ mod tests {
         // written by something else that encrypts (gpt-load's hex AES-GCM, for instance).
         let foreign = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
         let keyed_hash = A.hash(KEY);
-        let err =
-            check_sample_hashes(&[(foreign, &keyed_hash)], &KeyCipher::disabled()).unwrap_err();
+        let err = check_sample_hashes(&[(foreign, &keyed_hash)], &KeyCipher::disabled()).unwrap_err();
         assert!(matches!(
             err,
             CryptoError::HashMismatch {

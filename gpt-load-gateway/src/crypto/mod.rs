@@ -27,9 +27,7 @@
 //!
 //! The re-encryption logic behind `migrate-keys` lives in [`migrate`].
 
-mod migrate;
-
-pub(crate) use migrate::{check_from_key, check_sample_hashes, reencrypt};
+pub(crate) mod migrate;
 
 use std::fmt;
 
@@ -161,9 +159,7 @@ struct DerivedKeys {
 impl KeyCipher {
     /// A cipher that stores plaintext and hashes with SHA-256.
     pub(crate) fn disabled() -> Self {
-        Self {
-            mode: Mode::Disabled,
-        }
+        Self { mode: Mode::Disabled }
     }
 
     /// Builds the cipher for `ENCRYPTION_KEY`; `None` or an empty string disables encryption.
@@ -267,13 +263,11 @@ impl DerivedKeys {
             .hash_password_into(password.as_bytes(), KDF_SALT, &mut derived)
             .expect("Argon2 accepts any password shorter than 4 GiB with this salt and output");
         let (cipher_key, mac_key) = derived.split_at(SUBKEY_LEN);
-        let cipher_key: [u8; SUBKEY_LEN] = cipher_key
-            .try_into()
-            .expect("split_at gives exactly SUBKEY_LEN bytes");
+        let mut cipher_key_bytes = [0_u8; SUBKEY_LEN];
+        cipher_key_bytes.copy_from_slice(cipher_key);
         Self {
-            aead: XChaCha20Poly1305::new(&Key::from(cipher_key)),
-            mac: <Hmac<Sha256> as Mac>::new_from_slice(mac_key)
-                .expect("HMAC accepts keys of any length"),
+            aead: XChaCha20Poly1305::new(&Key::from(cipher_key_bytes)),
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(mac_key).expect("HMAC accepts keys of any length"),
         }
     }
 
@@ -345,10 +339,8 @@ mod test_ciphers {
     pub(super) const PASSWORD_A: &str = "correct horse battery staple A";
     pub(super) const PASSWORD_B: &str = "a different operator secret B";
 
-    pub(super) static A: LazyLock<KeyCipher> =
-        LazyLock::new(|| KeyCipher::from_password(Some(PASSWORD_A)));
-    pub(super) static B: LazyLock<KeyCipher> =
-        LazyLock::new(|| KeyCipher::from_password(Some(PASSWORD_B)));
+    pub(super) static A: LazyLock<KeyCipher> = LazyLock::new(|| KeyCipher::from_password(Some(PASSWORD_A)));
+    pub(super) static B: LazyLock<KeyCipher> = LazyLock::new(|| KeyCipher::from_password(Some(PASSWORD_B)));
 }
 
 #[cfg(test)]

@@ -150,8 +150,10 @@ impl Db {
             Box::pin(async move {
                 let mut conn = SqliteConn::establish(&url).await?;
                 conn.spawn_blocking(|c| {
-                    c.batch_execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
-                        .map_err(diesel::result::Error::from)
+                    c.batch_execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    )
                 })
                 .await
                 .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
