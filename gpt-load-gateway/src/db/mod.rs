@@ -249,19 +249,19 @@ macro_rules! with_conn {
         match $db {
             #[cfg(feature = "sqlite")]
             $crate::db::Db::Sqlite(pool) => {
-                let mut pooled = pool.get().await?;
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
                 let $lite = &mut *pooled;
                 $lite_body
             }
             #[cfg(feature = "postgres")]
             $crate::db::Db::Postgres(pool) => {
-                let mut pooled = pool.get().await?;
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
                 let $conn = &mut *pooled;
                 $body
             }
             #[cfg(feature = "mysql")]
             $crate::db::Db::Mysql(pool) => {
-                let mut pooled = pool.get().await?;
+                let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
                 let $conn = &mut *pooled;
                 $body
             }

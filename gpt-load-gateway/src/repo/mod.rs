@@ -3,6 +3,7 @@
 
 pub(crate) mod groups;
 pub(crate) mod keys;
+pub(crate) mod reencrypt;
 pub(crate) mod settings;
 
 #[cfg(test)]
