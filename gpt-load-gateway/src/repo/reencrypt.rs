@@ -35,11 +35,14 @@ impl<E: std::error::Error + 'static> From<diesel::result::Error> for RewriteErro
     }
 }
 
+/// A new stored value and its hash, from an old stored value.
+pub(crate) type Rewrite<'a, E> = dyn Fn(&str) -> Result<(String, String), E> + Sync + 'a;
+
 /// Rewrites every non-empty stored key value with `rewrite(stored) -> (new stored, new hash)`,
 /// in `api_keys` and `request_logs`, in one transaction; returns the rows changed per table.
 pub(crate) async fn rewrite_all<E>(
     db: &Db,
-    rewrite: &(dyn Fn(&str) -> Result<(String, String), E> + Sync),
+    rewrite: &Rewrite<'_, E>,
 ) -> Result<(usize, usize), RewriteError<E>>
 where
     E: std::error::Error + Send + 'static,

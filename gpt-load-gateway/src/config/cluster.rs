@@ -1,0 +1,137 @@
+//! Cluster mode: Redis and the node's role.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `REDIS_DSN` | unset | `redis://[user][:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path` or `unix:///path`. Unset → in-process store, single node. |
+//! | `IS_SLAVE` | `false` | `true` → this node never becomes the leader (never runs migrations, key validation or log retention). |
+//!
+//! With Redis, nodes share invalidations and key events and elect a leader through a lease; in
+//! gpt-load every node without `IS_SLAVE=true` is a master and exactly one must run.
+//! `IS_SLAVE=true` without `REDIS_DSN` is a warning: a single node must lead.
+
+use super::{
+    env::Vars,
+    error::quote,
+    url::{SecretUrl, mask_credentials, scheme_of},
+};
+
+pub(crate) const REDIS_DSN: &str = "REDIS_DSN";
+pub(crate) const IS_SLAVE: &str = "IS_SLAVE";
+
+const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix"];
+
+/// Cluster settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ClusterConfig {
+    /// `REDIS_DSN`; `None` → single node with the in-process store.
+    pub(crate) redis_dsn: Option<SecretUrl>,
+    /// `IS_SLAVE`: never take the leader lease.
+    pub(crate) is_slave: bool,
+}
+
+impl ClusterConfig {
+    pub(crate) fn from_vars(vars: &mut Vars<'_>) -> Self {
+        let redis_dsn = vars.get(REDIS_DSN).and_then(|raw| match parse_redis_url(&raw) {
+            Ok(url) => Some(url),
+            Err(message) => {
+                vars.invalid(REDIS_DSN, message);
+                None
+            }
+        });
+        let is_slave = vars.flag(IS_SLAVE, false);
+        if is_slave && redis_dsn.is_none() && vars.get(REDIS_DSN).is_none() {
+            vars.warn(
+                "IS_SLAVE=true has no effect without REDIS_DSN: a single node always runs the \
+                 background jobs",
+            );
+        }
+        Self { redis_dsn, is_slave }
+    }
+}
+
+/// A Redis URL with a known scheme and something after it; the error is the message after
+/// `REDIS_DSN: ` and masks the password.
+fn parse_redis_url(raw: &str) -> Result<SecretUrl, String> {
+    let valid = scheme_of(raw).is_some_and(|scheme| {
+        REDIS_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) && raw.len() > scheme.len() + 3
+    });
+    if valid {
+        Ok(SecretUrl::new(raw))
+    } else {
+        Err(format!(
+            "{} is not a Redis URL (redis://[:password@]host[:port][/db], rediss://… or unix:///path)",
+            quote(&mask_credentials(raw))
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::env::map;
+
+    fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, ClusterConfig) {
+        let env = map(pairs);
+        let mut vars = Vars::new(&env);
+        let config = ClusterConfig::from_vars(&mut vars);
+        (vars.finish().map_err(|e| e.to_string()), config)
+    }
+
+    #[test]
+    fn defaults() {
+        let (result, config) = load(&[]);
+        assert!(result.unwrap().is_empty());
+        assert_eq!(
+            config,
+            ClusterConfig {
+                redis_dsn: None,
+                is_slave: false
+            }
+        );
+    }
+
+    #[test]
+    fn every_variable() {
+        let (result, config) = load(&[
+            (REDIS_DSN, "redis://:hunter2hunter2@cache:6379/1"),
+            (IS_SLAVE, "TRUE"),
+        ]);
+        assert!(result.unwrap().is_empty());
+        assert!(config.is_slave);
+        let url = config.redis_dsn.unwrap();
+        assert_eq!(url.expose(), "redis://:hunter2hunter2@cache:6379/1");
+        assert_eq!(url.to_string(), "redis://:****@cache:6379/1");
+        for ok in [
+            "rediss://cache",
+            "redis+unix:///run/redis.sock",
+            "unix:///run/redis.sock",
+            "REDIS://h",
+        ] {
+            assert!(parse_redis_url(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_are_errors_with_the_password_masked() {
+        for bad in [
+            "cache:6379",
+            "http://:hunter2hunter2@cache",
+            "redis://",
+            "hunter2hunter2@cache",
+        ] {
+            let (result, config) = load(&[(REDIS_DSN, bad)]);
+            let text = result.unwrap_err();
+            assert!(text.starts_with("REDIS_DSN: "), "{text}");
+            assert!(text.contains("is not a Redis URL"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(config.redis_dsn.is_none());
+        }
+    }
+
+    #[test]
+    fn slave_without_redis_warns() {
+        let (result, config) = load(&[(IS_SLAVE, "yes")]);
+        assert!(config.is_slave);
+        assert_eq!(result.unwrap().len(), 1);
+    }
+}

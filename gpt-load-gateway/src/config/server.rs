@@ -1,0 +1,276 @@
+//! The HTTP server: where it listens, its timeouts and its request limits.
+//!
+//! | Variable | Default | Meaning |
+//! |---|---|---|
+//! | `HOST` | `0.0.0.0` | Bind address: an IPv4 or IPv6 address (`[::]` brackets allowed), or `localhost`. |
+//! | `PORT` | `3001` | Listen port, 1-65535. |
+//! | `SERVER_READ_TIMEOUT` | `60` | Seconds to read a request (head and body); `0` = no limit. |
+//! | `SERVER_WRITE_TIMEOUT` | `600` | Seconds to write a non-streaming response; `0` = no limit. |
+//! | `SERVER_IDLE_TIMEOUT` | `120` | Seconds an idle keep-alive connection is kept; `0` = no limit. |
+//! | `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT` | `10` | Seconds allowed for shutdown; values below 10 are raised to 10 with a warning. |
+//! | `MAX_CONCURRENT_REQUESTS` | `100` | In-flight proxy requests before new ones are shed (429); at least 1. |
+//! | `MAX_REQUEST_BODY_MB` | `32` | Largest request body buffered for retries, in MiB (413 above); at least 1. *New.* |
+//! | `STREAM_IDLE_TIMEOUT` | `300` | Seconds a streamed upstream response may stay silent before it is cut; `0` = no limit. *New.* |
+//! | `TRUSTED_PROXIES` | empty | Comma list of IPs / CIDR ranges whose `X-Forwarded-For` / `X-Real-IP` are believed; empty = none. *New.* |
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    num::NonZeroUsize,
+    time::Duration,
+};
+
+use super::{
+    env::{Vars, expected_message, split_list},
+    ip_net::{IpNet, TrustedProxies},
+};
+
+pub(crate) const HOST: &str = "HOST";
+pub(crate) const PORT: &str = "PORT";
+pub(crate) const SERVER_READ_TIMEOUT: &str = "SERVER_READ_TIMEOUT";
+pub(crate) const SERVER_WRITE_TIMEOUT: &str = "SERVER_WRITE_TIMEOUT";
+pub(crate) const SERVER_IDLE_TIMEOUT: &str = "SERVER_IDLE_TIMEOUT";
+pub(crate) const SERVER_GRACEFUL_SHUTDOWN_TIMEOUT: &str = "SERVER_GRACEFUL_SHUTDOWN_TIMEOUT";
+pub(crate) const MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
+pub(crate) const MAX_REQUEST_BODY_MB: &str = "MAX_REQUEST_BODY_MB";
+pub(crate) const STREAM_IDLE_TIMEOUT: &str = "STREAM_IDLE_TIMEOUT";
+pub(crate) const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
+
+pub(crate) const DEFAULT_PORT: u16 = 3001;
+/// The shortest graceful-shutdown budget accepted.
+pub(crate) const MIN_GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
+
+const MIB: usize = 1024 * 1024;
+const DEFAULT_MAX_CONCURRENT_REQUESTS: NonZeroUsize = NonZeroUsize::new(100).unwrap();
+const DEFAULT_MAX_REQUEST_BODY: NonZeroUsize = NonZeroUsize::new(32 * MIB).unwrap();
+
+/// HTTP server settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerConfig {
+    /// `HOST`:`PORT`.
+    pub(crate) addr: SocketAddr,
+    /// `SERVER_READ_TIMEOUT`; `None` = no limit.
+    pub(crate) read_timeout: Option<Duration>,
+    /// `SERVER_WRITE_TIMEOUT`; `None` = no limit.
+    pub(crate) write_timeout: Option<Duration>,
+    /// `SERVER_IDLE_TIMEOUT`; `None` = no limit.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT`, at least [`MIN_GRACEFUL_SHUTDOWN`].
+    pub(crate) graceful_shutdown_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS`.
+    pub(crate) max_concurrent_requests: NonZeroUsize,
+    /// `MAX_REQUEST_BODY_MB`, in bytes.
+    pub(crate) max_request_body: NonZeroUsize,
+    /// `STREAM_IDLE_TIMEOUT`; `None` = no limit.
+    pub(crate) stream_idle_timeout: Option<Duration>,
+    /// `TRUSTED_PROXIES`.
+    pub(crate) trusted_proxies: TrustedProxies,
+}
+
+impl ServerConfig {
+    pub(crate) fn from_vars(vars: &mut Vars<'_>) -> Self {
+        let host = vars.parse_with(HOST, IpAddr::V4(Ipv4Addr::UNSPECIFIED), parse_host);
+        let port = vars.parse_with(PORT, DEFAULT_PORT, |value| {
+            value
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port != 0 && value.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| expected_message(value, "a port (1-65535)"))
+        });
+        let read_timeout = vars.seconds_or_unlimited(SERVER_READ_TIMEOUT, 60);
+        let write_timeout = vars.seconds_or_unlimited(SERVER_WRITE_TIMEOUT, 600);
+        let idle_timeout = vars.seconds_or_unlimited(SERVER_IDLE_TIMEOUT, 120);
+        let mut graceful_shutdown_timeout = vars.seconds(SERVER_GRACEFUL_SHUTDOWN_TIMEOUT, 10);
+        if graceful_shutdown_timeout < MIN_GRACEFUL_SHUTDOWN {
+            vars.warn(format!(
+                "{SERVER_GRACEFUL_SHUTDOWN_TIMEOUT}: {} s is below the minimum; using {} s",
+                graceful_shutdown_timeout.as_secs(),
+                MIN_GRACEFUL_SHUTDOWN.as_secs()
+            ));
+            graceful_shutdown_timeout = MIN_GRACEFUL_SHUTDOWN;
+        }
+        let max_concurrent_requests = vars.count(MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CONCURRENT_REQUESTS);
+        let max_request_body = vars.parse_with(MAX_REQUEST_BODY_MB, DEFAULT_MAX_REQUEST_BODY, |value| {
+            value
+                .parse::<usize>()
+                .ok()
+                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|mb| mb.checked_mul(MIB))
+                .and_then(NonZeroUsize::new)
+                .ok_or_else(|| expected_message(value, "a whole number of MiB, at least 1"))
+        });
+        let stream_idle_timeout = vars.seconds_or_unlimited(STREAM_IDLE_TIMEOUT, 300);
+        let trusted_proxies = trusted_proxies(vars);
+        Self {
+            addr: SocketAddr::new(host, port),
+            read_timeout,
+            write_timeout,
+            idle_timeout,
+            graceful_shutdown_timeout,
+            max_concurrent_requests,
+            max_request_body,
+            stream_idle_timeout,
+            trusted_proxies,
+        }
+    }
+}
+
+/// An IP address, `[v6]`, or `localhost` (127.0.0.1).
+fn parse_host(value: &str) -> Result<IpAddr, String> {
+    if value.eq_ignore_ascii_case("localhost") {
+        return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
+    let bare = value
+        .strip_prefix('[')
+        .and_then(|v| v.strip_suffix(']'))
+        .unwrap_or(value);
+    bare.parse()
+        .map_err(|_| expected_message(value, "an IP address (e.g. 0.0.0.0, 127.0.0.1, ::) or localhost"))
+}
+
+/// Every entry of `TRUSTED_PROXIES`; each invalid one is its own problem.
+fn trusted_proxies(vars: &mut Vars<'_>) -> TrustedProxies {
+    let entries = vars
+        .get(TRUSTED_PROXIES)
+        .map(|value| split_list(&value))
+        .unwrap_or_default();
+    let mut nets = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match entry.parse::<IpNet>() {
+            Ok(net) => nets.push(net),
+            Err(err) => vars.invalid(TRUSTED_PROXIES, expected_message(&entry, &err.to_string())),
+        }
+    }
+    TrustedProxies::new(nets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::env::map;
+
+    fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, ServerConfig) {
+        let env = map(pairs);
+        let mut vars = Vars::new(&env);
+        let config = ServerConfig::from_vars(&mut vars);
+        (vars.finish().map_err(|e| e.to_string()), config)
+    }
+
+    #[test]
+    fn defaults() {
+        let (result, config) = load(&[]);
+        assert!(result.unwrap().is_empty());
+        assert_eq!(
+            config,
+            ServerConfig {
+                addr: "0.0.0.0:3001".parse().unwrap(),
+                read_timeout: Some(Duration::from_secs(60)),
+                write_timeout: Some(Duration::from_secs(600)),
+                idle_timeout: Some(Duration::from_secs(120)),
+                graceful_shutdown_timeout: Duration::from_secs(10),
+                max_concurrent_requests: NonZeroUsize::new(100).unwrap(),
+                max_request_body: NonZeroUsize::new(32 * MIB).unwrap(),
+                stream_idle_timeout: Some(Duration::from_secs(300)),
+                trusted_proxies: TrustedProxies::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn every_variable() {
+        let (result, config) = load(&[
+            (HOST, "127.0.0.1"),
+            (PORT, "8080"),
+            (SERVER_READ_TIMEOUT, "5"),
+            (SERVER_WRITE_TIMEOUT, "0"),
+            (SERVER_IDLE_TIMEOUT, "30"),
+            (SERVER_GRACEFUL_SHUTDOWN_TIMEOUT, "45"),
+            (MAX_CONCURRENT_REQUESTS, "7"),
+            (MAX_REQUEST_BODY_MB, "2"),
+            (STREAM_IDLE_TIMEOUT, "0"),
+            (TRUSTED_PROXIES, "10.0.0.0/8, ::1"),
+        ]);
+        assert!(result.unwrap().is_empty());
+        assert_eq!(config.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.read_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(config.write_timeout, None);
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.graceful_shutdown_timeout, Duration::from_secs(45));
+        assert_eq!(config.max_concurrent_requests.get(), 7);
+        assert_eq!(config.max_request_body.get(), 2 * MIB);
+        assert_eq!(config.stream_idle_timeout, None);
+        assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+        assert!(config.trusted_proxies.contains("::1".parse().unwrap()));
+        assert!(!config.trusted_proxies.contains("192.168.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn hosts() {
+        for (host, addr) in [
+            ("::", "[::]:3001"),
+            ("[::1]", "[::1]:3001"),
+            ("LocalHost", "127.0.0.1:3001"),
+        ] {
+            let (result, config) = load(&[(HOST, host)]);
+            assert!(result.is_ok());
+            assert_eq!(config.addr, addr.parse().unwrap(), "{host}");
+        }
+        let (result, _) = load(&[(HOST, "gateway.internal")]);
+        assert_eq!(
+            result.unwrap_err(),
+            "HOST: \"gateway.internal\" is not an IP address (e.g. 0.0.0.0, 127.0.0.1, ::) or localhost"
+        );
+    }
+
+    #[test]
+    fn ports() {
+        for bad in ["0", "70000", "-1", "+80", "http", "80.0"] {
+            let (result, config) = load(&[(PORT, bad)]);
+            assert_eq!(
+                result.unwrap_err(),
+                format!("PORT: \"{bad}\" is not a port (1-65535)")
+            );
+            assert_eq!(config.addr.port(), DEFAULT_PORT);
+        }
+        assert_eq!(load(&[(PORT, "65535")]).1.addr.port(), 65535);
+        assert_eq!(load(&[(PORT, "1")]).1.addr.port(), 1);
+    }
+
+    #[test]
+    fn graceful_timeout_is_raised_to_ten_with_a_warning() {
+        for short in ["0", "3", "9"] {
+            let (result, config) = load(&[(SERVER_GRACEFUL_SHUTDOWN_TIMEOUT, short)]);
+            assert_eq!(config.graceful_shutdown_timeout, Duration::from_secs(10));
+            assert_eq!(
+                result.unwrap(),
+                [format!(
+                    "SERVER_GRACEFUL_SHUTDOWN_TIMEOUT: {short} s is below the minimum; using 10 s"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn limits_must_be_at_least_one() {
+        let (result, _) = load(&[(MAX_CONCURRENT_REQUESTS, "0"), (MAX_REQUEST_BODY_MB, "0")]);
+        assert_eq!(
+            result.unwrap_err(),
+            "MAX_CONCURRENT_REQUESTS: \"0\" is not a whole number of at least 1\n\
+             MAX_REQUEST_BODY_MB: \"0\" is not a whole number of MiB, at least 1"
+        );
+        let (result, _) = load(&[(MAX_REQUEST_BODY_MB, "99999999999999999")]);
+        assert!(result.unwrap_err().starts_with("MAX_REQUEST_BODY_MB: "));
+    }
+
+    #[test]
+    fn every_invalid_trusted_proxy_is_reported() {
+        let (result, config) = load(&[(TRUSTED_PROXIES, "10.0.0.0/8, 10.0.0.0/33, proxy.local,fd00::/200")]);
+        assert_eq!(
+            result.unwrap_err(),
+            "TRUSTED_PROXIES: \"10.0.0.0/33\" is not a CIDR range: the prefix must be 0-32 for IPv4\n\
+             TRUSTED_PROXIES: \"proxy.local\" is not an IP address or CIDR range (e.g. 10.0.0.0/8, \
+             192.168.1.10, fd00::/8)\n\
+             TRUSTED_PROXIES: \"fd00::/200\" is not a CIDR range: the prefix must be 0-128 for IPv6"
+        );
+        assert_eq!(config.trusted_proxies.nets().len(), 1);
+    }
+}
