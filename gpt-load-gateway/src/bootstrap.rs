@@ -106,21 +106,32 @@ pub(crate) enum BootstrapError {
 
 /// Whether `name` is a valid group name (gpt-load: `^[a-z0-9_-]{1,100}$`).
 pub(crate) fn valid_group_name(name: &str) -> bool {
-    (1..=100).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    (1..=100).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl Bootstrap {
     /// Reads and checks a bootstrap file.
     pub(crate) fn read(path: &Path) -> Result<Self, BootstrapError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| BootstrapError::Read { path: shown.clone(), source })?;
-        let bootstrap: Self = serde_json::from_str(&text)
-            .map_err(|e| BootstrapError::Invalid { path: shown.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| BootstrapError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let bootstrap: Self = serde_json::from_str(&text).map_err(|e| BootstrapError::Invalid {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         let problems = bootstrap.problems();
         if problems.is_empty() {
             Ok(bootstrap)
         } else {
-            Err(BootstrapError::Invalid { path: shown, message: problems.join("; ") })
+            Err(BootstrapError::Invalid {
+                path: shown,
+                message: problems.join("; "),
+            })
         }
     }
 
@@ -137,7 +148,9 @@ impl Bootstrap {
                 problems.push(format!("{at}: listed twice"));
             }
             if g.channel_type.parse::<ChannelKind>().is_err() {
-                problems.push(format!("{at}: channel_type must be openai, openai-response, gemini or anthropic"));
+                problems.push(format!(
+                    "{at}: channel_type must be openai, openai-response, gemini or anthropic"
+                ));
             }
             match g.group_type.as_str() {
                 "standard" => {
@@ -153,16 +166,26 @@ impl Bootstrap {
                 }
                 "aggregate" => {
                     if !g.keys.is_empty() || !g.upstreams.is_empty() {
-                        problems.push(format!("{at}: an aggregate group has sub_groups, not keys or upstreams"));
+                        problems.push(format!(
+                            "{at}: an aggregate group has sub_groups, not keys or upstreams"
+                        ));
                     }
                     for sub in &g.sub_groups {
                         match self.groups.iter().find(|o| o.name == sub.group) {
-                            None => problems.push(format!("{at}: sub-group '{}' is not in the file", sub.group)),
+                            None => {
+                                problems.push(format!("{at}: sub-group '{}' is not in the file", sub.group))
+                            }
                             Some(o) if o.group_type != "standard" => {
-                                problems.push(format!("{at}: sub-group '{}' must be a standard group", sub.group));
+                                problems.push(format!(
+                                    "{at}: sub-group '{}' must be a standard group",
+                                    sub.group
+                                ));
                             }
                             Some(o) if o.channel_type != g.channel_type => {
-                                problems.push(format!("{at}: sub-group '{}' has another channel_type", sub.group));
+                                problems.push(format!(
+                                    "{at}: sub-group '{}' has another channel_type",
+                                    sub.group
+                                ));
                             }
                             Some(_) => {}
                         }
@@ -198,7 +221,11 @@ impl Bootstrap {
                 None => {
                     created += 1;
                     let upstreams = serde_json::to_string(&g.upstreams).unwrap_or_else(|_| "[]".to_owned());
-                    let test_model = if g.group_type == "aggregate" { "-" } else { g.test_model.as_str() };
+                    let test_model = if g.group_type == "aggregate" {
+                        "-"
+                    } else {
+                        g.test_model.as_str()
+                    };
                     groups::insert(
                         db,
                         &NewGroup {
@@ -252,7 +279,9 @@ impl Bootstrap {
             added += keys::insert_many(db, &rows).await?;
         }
         for g in self.groups.iter().filter(|g| g.group_type == "aggregate") {
-            let Some(parent) = groups::find_by_name(db, &g.name).await? else { continue };
+            let Some(parent) = groups::find_by_name(db, &g.name).await? else {
+                continue;
+            };
             for sub in &g.sub_groups {
                 if let Some(child) = groups::find_by_name(db, &sub.group).await? {
                     groups::set_sub_group(db, parent.id, child.id, sub.weight as i32).await?;
@@ -287,8 +316,17 @@ mod tests {
         let bootstrap = Bootstrap::read(&write(dir.path(), FILE)).unwrap();
         for t in TestDb::all("bootstrap_applies_once").await {
             let cipher = KeyCipher::disabled();
-            assert_eq!(bootstrap.apply(&t.db, &cipher).await.unwrap(), (2, 2), "{}", t.db.backend());
-            assert_eq!(bootstrap.apply(&t.db, &cipher).await.unwrap(), (0, 0), "restarting changes nothing");
+            assert_eq!(
+                bootstrap.apply(&t.db, &cipher).await.unwrap(),
+                (2, 2),
+                "{}",
+                t.db.backend()
+            );
+            assert_eq!(
+                bootstrap.apply(&t.db, &cipher).await.unwrap(),
+                (0, 0),
+                "restarting changes nothing"
+            );
             let links = groups::sub_group_links(&t.db).await.unwrap();
             assert_eq!(links.len(), 1);
             assert_eq!(links[0].weight, 3);
@@ -303,12 +341,25 @@ mod tests {
             {"name": "agg", "group_type": "aggregate", "channel_type": "openai", "sub_groups": [{"group": "ghost"}]}
         ]}"#;
         let err = Bootstrap::read(&write(dir.path(), bad)).unwrap_err().to_string();
-        for needle in ["name must match", "channel_type must be", "test_model is required", "invalid upstream url", "'ghost' is not in the file"] {
+        for needle in [
+            "name must match",
+            "channel_type must be",
+            "test_model is required",
+            "invalid upstream url",
+            "'ghost' is not in the file",
+        ] {
             assert!(err.contains(needle), "{needle}: {err}");
         }
-        let err = Bootstrap::read(&write(dir.path(), r#"{"groups": [], "extra": 1}"#)).unwrap_err().to_string();
+        let err = Bootstrap::read(&write(dir.path(), r#"{"groups": [], "extra": 1}"#))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field"), "{err}");
-        assert!(Bootstrap::read(&dir.path().join("missing.json")).unwrap_err().to_string().contains("cannot read"));
+        assert!(
+            Bootstrap::read(&dir.path().join("missing.json"))
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
     }
 
     #[test]

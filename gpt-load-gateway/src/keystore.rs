@@ -49,16 +49,28 @@ pub(crate) struct LoadSummary {
 }
 
 /// Replaces the pool's groups with the keys stored for `groups`.
-pub(crate) async fn load(db: &Db, cipher: &KeyCipher, groups: &[GroupRow], pool: &MemoryKeyPool) -> Result<LoadSummary, DbError> {
+pub(crate) async fn load(
+    db: &Db,
+    cipher: &KeyCipher,
+    groups: &[GroupRow],
+    pool: &MemoryKeyPool,
+) -> Result<LoadSummary, DbError> {
     let names: HashMap<i64, &str> = groups.iter().map(|g| (g.id, g.name.as_str())).collect();
     let mut by_group: HashMap<i64, Vec<KeySlot>> = groups.iter().map(|g| (g.id, Vec::new())).collect();
     let mut summary = LoadSummary::default();
     for row in keys::list_all(db).await? {
-        let Some(slots) = by_group.get_mut(&row.group_id) else { continue };
+        let Some(slots) = by_group.get_mut(&row.group_id) else {
+            continue;
+        };
         match cipher.decrypt(&row.key_value) {
             Ok(plain) => {
                 let failures = u32::try_from(row.failure_count.max(0)).unwrap_or(u32::MAX);
-                slots.push(KeySlot::with_state(KeyId(row.id as u64), ApiKey::new(plain), state_from_status(&row.status), failures));
+                slots.push(KeySlot::with_state(
+                    KeyId(row.id as u64),
+                    ApiKey::new(plain),
+                    state_from_status(&row.status),
+                    failures,
+                ));
                 summary.keys += 1;
             }
             Err(_) => summary.undecryptable += 1,
@@ -69,12 +81,19 @@ pub(crate) async fn load(db: &Db, cipher: &KeyCipher, groups: &[GroupRow], pool:
             pool.set_group((*name).into(), slots);
         }
     }
-    let stale: Vec<_> = pool.groups().into_iter().filter(|g| !names.values().any(|n| *n == g.as_str())).collect();
+    let stale: Vec<_> = pool
+        .groups()
+        .into_iter()
+        .filter(|g| !names.values().any(|n| *n == g.as_str()))
+        .collect();
     for group in stale {
         pool.remove_group(group.as_str());
     }
     if summary.undecryptable > 0 {
-        tracing::warn!(count = summary.undecryptable, "keys could not be decrypted with ENCRYPTION_KEY and were not loaded");
+        tracing::warn!(
+            count = summary.undecryptable,
+            "keys could not be decrypted with ENCRYPTION_KEY and were not loaded"
+        );
     }
     Ok(summary)
 }
@@ -115,7 +134,11 @@ pub(crate) struct PersistSummary {
 
 /// Writes pool events to the database until `events` closes (the pool was dropped) or
 /// `shutdown` flips to `true`; then writes what is left and returns.
-pub(crate) async fn persist(db: Db, mut events: KeyEvents, mut shutdown: tokio::sync::watch::Receiver<bool>) -> PersistSummary {
+pub(crate) async fn persist(
+    db: Db,
+    mut events: KeyEvents,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> PersistSummary {
     let mut summary = PersistSummary::default();
     let mut pending: Vec<KeyStateUpdate> = Vec::new();
     let mut backoff = Duration::from_millis(100);
@@ -151,7 +174,8 @@ pub(crate) async fn persist(db: Db, mut events: KeyEvents, mut shutdown: tokio::
         let started = std::time::Instant::now();
         match keys::apply_states(&db, &pending, now()).await {
             Ok(_) => {
-                metrics::histogram!("gpt_load_db_write_batch_seconds", "table" => "api_keys").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("gpt_load_db_write_batch_seconds", "table" => "api_keys")
+                    .record(started.elapsed().as_secs_f64());
                 summary.written += pending.len();
                 pending.clear();
                 backoff = Duration::from_millis(100);
@@ -221,10 +245,11 @@ mod tests {
         )
         .await
         .unwrap();
-        let stored: Vec<(String, String, &str)> = [("sk-one-0123456789", "active"), ("sk-two-0123456789", "invalid")]
-            .iter()
-            .map(|(k, s)| (cipher.encrypt(k), cipher.hash(k), *s))
-            .collect();
+        let stored: Vec<(String, String, &str)> =
+            [("sk-one-0123456789", "active"), ("sk-two-0123456789", "invalid")]
+                .iter()
+                .map(|(k, s)| (cipher.encrypt(k), cipher.hash(k), *s))
+                .collect();
         let rows: Vec<_> = stored
             .iter()
             .map(|(v, h, s)| NewApiKey {
@@ -250,8 +275,16 @@ mod tests {
             let db = t.db.clone();
             let group = seed(&db, &cipher).await;
             let (pool, events) = MemoryKeyPool::with_events();
-            let summary = load(&db, &cipher, std::slice::from_ref(&group), &pool).await.unwrap();
-            assert_eq!(summary, LoadSummary { keys: 2, undecryptable: 0 });
+            let summary = load(&db, &cipher, std::slice::from_ref(&group), &pool)
+                .await
+                .unwrap();
+            assert_eq!(
+                summary,
+                LoadSummary {
+                    keys: 2,
+                    undecryptable: 0
+                }
+            );
             let stats = pool.stats("g").unwrap();
             assert_eq!((stats.active, stats.invalid), (1, 1), "{}", db.backend());
 
@@ -259,14 +292,22 @@ mod tests {
             let writer = tokio::spawn(persist(db.clone(), events, stopped));
             let key = pool.select("g", &ExcludedKeys::new()).unwrap();
             for _ in 0..3 {
-                pool.report(&key, Report::Failure { blacklist_threshold: 3 });
+                pool.report(
+                    &key,
+                    Report::Failure {
+                        blacklist_threshold: 3,
+                    },
+                );
             }
             stop.send(true).unwrap();
             let written = writer.await.unwrap();
             assert_eq!(written.unwritten, 0);
             let rows = keys::list_by_group(&db, group.id).await.unwrap();
             let row = rows.iter().find(|r| r.id as u64 == key.id().0).unwrap();
-            assert_eq!((row.status.as_str(), row.failure_count, row.request_count), ("invalid", 3, 1));
+            assert_eq!(
+                (row.status.as_str(), row.failure_count, row.request_count),
+                ("invalid", 3, 1)
+            );
             assert!(row.last_used_at.is_some());
 
             // A restart reads the same state back.
@@ -279,19 +320,56 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn undecryptable_keys_are_left_out() {
         let t = TestDb::sqlite().await;
-        let group = seed(&t.db, &KeyCipher::from_password(Some("one-encryption-key-0123456789"))).await;
+        let group = seed(
+            &t.db,
+            &KeyCipher::from_password(Some("one-encryption-key-0123456789")),
+        )
+        .await;
         let pool = MemoryKeyPool::new();
         let other = KeyCipher::from_password(Some("another-encryption-key-0123456789"));
         let summary = load(&t.db, &other, &[group], &pool).await.unwrap();
-        assert_eq!(summary, LoadSummary { keys: 0, undecryptable: 2 });
+        assert_eq!(
+            summary,
+            LoadSummary {
+                keys: 0,
+                undecryptable: 2
+            }
+        );
     }
 
     #[test]
     fn merges_updates_per_key() {
         let mut pending = Vec::new();
         let at = now();
-        merge(&mut pending, KeyStateUpdate { id: 1, status: "active", failure_count: 1, new_requests: 2, last_used_at: Some(at) });
-        merge(&mut pending, KeyStateUpdate { id: 1, status: "invalid", failure_count: 3, new_requests: 1, last_used_at: None });
-        assert_eq!(pending, [KeyStateUpdate { id: 1, status: "invalid", failure_count: 3, new_requests: 3, last_used_at: Some(at) }]);
+        merge(
+            &mut pending,
+            KeyStateUpdate {
+                id: 1,
+                status: "active",
+                failure_count: 1,
+                new_requests: 2,
+                last_used_at: Some(at),
+            },
+        );
+        merge(
+            &mut pending,
+            KeyStateUpdate {
+                id: 1,
+                status: "invalid",
+                failure_count: 3,
+                new_requests: 1,
+                last_used_at: None,
+            },
+        );
+        assert_eq!(
+            pending,
+            [KeyStateUpdate {
+                id: 1,
+                status: "invalid",
+                failure_count: 3,
+                new_requests: 3,
+                last_used_at: Some(at)
+            }]
+        );
     }
 }

@@ -9,12 +9,20 @@
     reason = "modules are wired into `serve` as the gateway is assembled"
 )]
 
+mod bootstrap;
+mod catalog;
+mod client_ip;
+mod commands;
 mod config;
 mod crypto;
 mod db;
-mod models;
+mod jobs;
 mod keystore;
+mod models;
+mod proxy;
 mod repo;
+mod settings;
+mod telemetry;
 
 use std::process::ExitCode;
 

@@ -34,7 +34,11 @@ pub(crate) struct MigrateKeysSummary {
 }
 
 /// Checks `from` against the stored keys, then re-encrypts everything with `to`.
-pub(crate) async fn run(db: &Db, from: Option<&str>, to: Option<&str>) -> Result<MigrateKeysSummary, MigrateKeysError> {
+pub(crate) async fn run(
+    db: &Db,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<MigrateKeysSummary, MigrateKeysError> {
     let (from, to) = (from.filter(|k| !k.is_empty()), to.filter(|k| !k.is_empty()));
     match (from, to) {
         (None, None) => return Err(MigrateKeysError::NothingToDo),
@@ -48,8 +52,13 @@ pub(crate) async fn run(db: &Db, from: Option<&str>, to: Option<&str>) -> Result
     let pairs: Vec<(&str, &str)> = samples.iter().map(|(v, h)| (v.as_str(), h.as_str())).collect();
     migrate::check_sample_hashes(&pairs, &from).map_err(MigrateKeysError::Refused)?;
     let rewrite = |stored: &str| migrate::reencrypt(stored, &from, &to);
-    let (api_keys, request_logs) = reencrypt::rewrite_all(db, &rewrite).await.map_err(MigrateKeysError::RolledBack)?;
-    Ok(MigrateKeysSummary { api_keys, request_logs })
+    let (api_keys, request_logs) = reencrypt::rewrite_all(db, &rewrite)
+        .await
+        .map_err(MigrateKeysError::RolledBack)?;
+    Ok(MigrateKeysSummary {
+        api_keys,
+        request_logs,
+    })
 }
 
 #[cfg(test)]
@@ -66,7 +75,12 @@ mod tests {
 
     async fn stored_keys(db: &Db) -> Vec<(String, String)> {
         let group = groups::find_by_name(db, "g").await.unwrap().unwrap();
-        keys::list_by_group(db, group.id).await.unwrap().into_iter().map(|k| (k.key_value, k.key_hash)).collect()
+        keys::list_by_group(db, group.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.key_value, k.key_hash))
+            .collect()
     }
 
     async fn seed(db: &Db, cipher: &KeyCipher) {
@@ -88,27 +102,51 @@ mod tests {
             seed(db, &KeyCipher::disabled()).await;
             let plain = stored_keys(db).await;
 
-            assert!(matches!(run(db, None, None).await, Err(MigrateKeysError::NothingToDo)));
-            assert!(matches!(run(db, Some(OLD), Some(OLD)).await, Err(MigrateKeysError::SameKey)));
+            assert!(matches!(
+                run(db, None, None).await,
+                Err(MigrateKeysError::NothingToDo)
+            ));
+            assert!(matches!(
+                run(db, Some(OLD), Some(OLD)).await,
+                Err(MigrateKeysError::SameKey)
+            ));
             let refused = run(db, Some(OLD), Some(NEW)).await.unwrap_err();
-            assert!(matches!(refused, MigrateKeysError::Refused(_)), "{refused}: the data is not encrypted yet");
+            assert!(
+                matches!(refused, MigrateKeysError::Refused(_)),
+                "{refused}: the data is not encrypted yet"
+            );
 
-            assert_eq!(run(db, None, Some(OLD)).await.unwrap().api_keys, 2, "{}", db.backend());
+            assert_eq!(
+                run(db, None, Some(OLD)).await.unwrap().api_keys,
+                2,
+                "{}",
+                db.backend()
+            );
             let old = KeyCipher::from_password(Some(OLD));
             let encrypted = stored_keys(db).await;
             for ((value, hash), (plain_value, _)) in encrypted.iter().zip(&plain) {
                 assert_eq!(&old.decrypt(value).unwrap(), plain_value);
                 assert_eq!(hash, &old.hash(plain_value));
             }
-            assert!(matches!(run(db, None, Some(NEW)).await, Err(MigrateKeysError::Refused(_))), "already encrypted");
-            assert!(matches!(run(db, Some(NEW), None).await, Err(MigrateKeysError::Refused(_))), "wrong --from");
+            assert!(
+                matches!(run(db, None, Some(NEW)).await, Err(MigrateKeysError::Refused(_))),
+                "already encrypted"
+            );
+            assert!(
+                matches!(run(db, Some(NEW), None).await, Err(MigrateKeysError::Refused(_))),
+                "wrong --from"
+            );
 
             run(db, Some(OLD), Some(NEW)).await.unwrap();
             let new = KeyCipher::from_password(Some(NEW));
             assert_eq!(new.decrypt(&stored_keys(db).await[0].0).unwrap(), plain[0].0);
 
             run(db, Some(NEW), None).await.unwrap();
-            assert_eq!(stored_keys(db).await, plain, "disabling restores plaintext and SHA-256 hashes");
+            assert_eq!(
+                stored_keys(db).await,
+                plain,
+                "disabling restores plaintext and SHA-256 hashes"
+            );
         }
     }
 }

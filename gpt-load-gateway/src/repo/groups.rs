@@ -87,14 +87,25 @@ pub(crate) struct SubGroupLink {
 }
 
 /// Links `sub_group_id` to the aggregate `group_id` with `weight` (replacing an existing link).
-pub(crate) async fn set_sub_group(db: &Db, group_id: i64, sub_group_id: i64, weight: i32) -> Result<(), DbError> {
+pub(crate) async fn set_sub_group(
+    db: &Db,
+    group_id: i64,
+    sub_group_id: i64,
+    weight: i32,
+) -> Result<(), DbError> {
     with_conn!(db, |conn| {
         diesel_async::AsyncConnection::transaction(conn, async |conn| {
             let at = now();
-            let link = group_sub_groups::table
-                .filter(group_sub_groups::group_id.eq(group_id).and(group_sub_groups::sub_group_id.eq(sub_group_id)));
+            let link = group_sub_groups::table.filter(
+                group_sub_groups::group_id
+                    .eq(group_id)
+                    .and(group_sub_groups::sub_group_id.eq(sub_group_id)),
+            );
             let changed = diesel::update(link)
-                .set((group_sub_groups::weight.eq(weight), group_sub_groups::updated_at.eq(at)))
+                .set((
+                    group_sub_groups::weight.eq(weight),
+                    group_sub_groups::updated_at.eq(at),
+                ))
                 .execute(conn)
                 .await?;
             if changed == 0 {
@@ -120,7 +131,11 @@ pub(crate) async fn sub_group_links(db: &Db) -> Result<Vec<SubGroupLink>, DbErro
     with_conn!(db, |conn| {
         Ok(group_sub_groups::table
             .order((group_sub_groups::group_id, group_sub_groups::id))
-            .select((group_sub_groups::group_id, group_sub_groups::sub_group_id, group_sub_groups::weight))
+            .select((
+                group_sub_groups::group_id,
+                group_sub_groups::sub_group_id,
+                group_sub_groups::weight,
+            ))
             .load(conn)
             .await?)
     })

@@ -117,6 +117,10 @@ pub(crate) async fn apply_states(
 /// The `key_hash` of every key of a group (for de-duplication on import).
 pub(crate) async fn hashes_in_group(db: &Db, group_id: i64) -> Result<Vec<String>, DbError> {
     with_conn!(db, |conn| {
-        Ok(api_keys::table.filter(api_keys::group_id.eq(group_id)).select(api_keys::key_hash).load(conn).await?)
+        Ok(api_keys::table
+            .filter(api_keys::group_id.eq(group_id))
+            .select(api_keys::key_hash)
+            .load(conn)
+            .await?)
     })
 }

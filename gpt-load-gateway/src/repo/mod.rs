@@ -4,7 +4,9 @@
 pub(crate) mod groups;
 pub(crate) mod keys;
 pub(crate) mod reencrypt;
+pub(crate) mod request_logs;
 pub(crate) mod settings;
+pub(crate) mod stats;
 
 #[cfg(test)]
 mod tests;

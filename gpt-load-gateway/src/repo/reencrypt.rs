@@ -16,7 +16,12 @@ const PAGE: i64 = 1_000;
 /// Up to `limit` stored `(key_value, key_hash)` pairs, lowest ids first.
 pub(crate) async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<(String, String)>, DbError> {
     with_conn!(db, |conn| {
-        Ok(api_keys::table.order(api_keys::id).select((api_keys::key_value, api_keys::key_hash)).limit(limit).load(conn).await?)
+        Ok(api_keys::table
+            .order(api_keys::id)
+            .select((api_keys::key_value, api_keys::key_hash))
+            .limit(limit)
+            .load(conn)
+            .await?)
     })
 }
 
@@ -26,7 +31,11 @@ pub(crate) enum RewriteError<E: std::error::Error + 'static> {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("{table} row {id}: {source}")]
-    Value { table: &'static str, id: String, source: E },
+    Value {
+        table: &'static str,
+        id: String,
+        source: E,
+    },
 }
 
 impl<E: std::error::Error + 'static> From<diesel::result::Error> for RewriteError<E> {
@@ -62,8 +71,11 @@ where
                 let Some(&(last, _)) = page.last() else { break };
                 after = last;
                 for (id, stored) in page {
-                    let (value, hash) = rewrite(&stored)
-                        .map_err(|source| RewriteError::Value { table: "api_keys", id: id.to_string(), source })?;
+                    let (value, hash) = rewrite(&stored).map_err(|source| RewriteError::Value {
+                        table: "api_keys",
+                        id: id.to_string(),
+                        source,
+                    })?;
                     diesel::update(api_keys::table.find(id))
                         .set((api_keys::key_value.eq(value), api_keys::key_hash.eq(hash)))
                         .execute(conn)
@@ -84,8 +96,11 @@ where
                 let Some((last, _)) = page.last() else { break };
                 after = last.clone();
                 for (id, stored) in page {
-                    let (value, hash) = rewrite(&stored)
-                        .map_err(|source| RewriteError::Value { table: "request_logs", id: id.clone(), source })?;
+                    let (value, hash) = rewrite(&stored).map_err(|source| RewriteError::Value {
+                        table: "request_logs",
+                        id: id.clone(),
+                        source,
+                    })?;
                     diesel::update(request_logs::table.find(&id))
                         .set((request_logs::key_value.eq(value), request_logs::key_hash.eq(hash)))
                         .execute(conn)

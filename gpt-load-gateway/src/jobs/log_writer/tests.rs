@@ -1,0 +1,607 @@
+//! The writer against every reachable backend, and against a store that fails on purpose.
+
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use gpt_load_tower::{
+    body::ReplayBody,
+    channel::ChannelKind,
+    context::{GroupName, Principal},
+    error::Error,
+    log::{ChannelSink, LogSink, RequestLogLayer},
+};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use tokio::task::JoinHandle;
+use tower::{Layer, ServiceExt, service_fn};
+
+use super::*;
+use crate::{db::test_support::TestDb, repo::request_logs::RequestLogRow};
+
+/// A `final` record as the library emits it: the gateway cannot build one field by field, so
+/// one request goes through the real layer and tests adjust copies of its record.
+async fn sample() -> RequestRecord {
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let sink = {
+        let captured = captured.clone();
+        move |record: RequestRecord| captured.lock().unwrap().push(record)
+    };
+    let svc = RequestLogLayer::new(sink).layer(service_fn(|_req: Request<ReplayBody>| async {
+        Ok::<_, Error>(Response::new(Full::<Bytes>::from("ok")))
+    }));
+    let req = Request::post("/proxy/sub/v1/chat/completions")
+        .extension(Principal::new("sub".into(), ChannelKind::OpenAi))
+        .body(ReplayBody::new(r#"{"model":"gpt-4o-mini"}"#))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    let record = captured.lock().unwrap().pop().expect("one record");
+    assert_eq!(record.request_type, RequestType::Final);
+    record
+}
+
+/// `n` copies of `base` told apart by their request id `r{i}`.
+fn numbered(base: &RequestRecord, n: usize) -> Vec<RequestRecord> {
+    (0..n)
+        .map(|i| {
+            let mut record = base.clone();
+            record.request_id = Some(format!("r{i}"));
+            record
+        })
+        .collect()
+}
+
+fn group_ids() -> GroupIds {
+    Arc::new(|name: &str| match name {
+        "sub" => Some(7),
+        "agg" => Some(3),
+        _ => None,
+    })
+}
+
+fn key_columns() -> KeyColumns {
+    Arc::new(|id: KeyId| (id == KeyId(11)).then(|| ("v1:stored-key".to_owned(), "hash-11".to_owned())))
+}
+
+/// Limits for tests: no flush by time unless a test asks, and quick retries.
+fn config() -> WriterConfig {
+    WriterConfig {
+        flush_interval: Duration::from_secs(3_600),
+        min_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(4),
+        ..WriterConfig::default()
+    }
+}
+
+fn spawn<S: LogStore>(writer: LogWriter<S>) -> JoinHandle<WriterSummary> {
+    tokio::spawn(writer.run())
+}
+
+async fn stopped(handle: JoinHandle<WriterSummary>) -> WriterSummary {
+    tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the writer stops")
+        .expect("the writer does not panic")
+}
+
+/// Polls until `db` holds `n` log rows (failing after a generous timeout).
+async fn rows_eventually(db: &Db, n: usize) -> Vec<RequestLogRow> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = request_logs::list_recent(db, 10_000).await.unwrap();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {} rows of {n} after 30 s",
+            db.backend(),
+            rows.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn request_ids(rows: &[RequestLogRow]) -> HashSet<String> {
+    rows.iter().map(|r| r.request_id.clone()).collect()
+}
+
+fn expected_ids(range: impl IntoIterator<Item = usize>) -> HashSet<String> {
+    range.into_iter().map(|i| format!("r{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_full_batch_without_waiting_for_the_interval() {
+    let base = sample().await;
+    for t in TestDb::all("writes_a_full_batch_without_waiting_for_the_interval").await {
+        let (sink, rx) = ChannelSink::new(1_000);
+        // The interval is an hour: only the batch size can trigger this write.
+        let writer = spawn(LogWriter::new(t.db.clone(), rx, group_ids(), key_columns()).config(config()));
+        for record in numbered(&base, 500) {
+            sink.send(record);
+        }
+        let rows = rows_eventually(&t.db, 500).await;
+        assert_eq!(request_ids(&rows), expected_ids(0..500), "{}", t.db.backend());
+
+        drop(sink);
+        assert_eq!(
+            stopped(writer).await,
+            WriterSummary {
+                written: 500,
+                lost: 0
+            }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_small_batch_after_the_interval() {
+    let base = sample().await;
+    for t in TestDb::all("writes_a_small_batch_after_the_interval").await {
+        let (sink, rx) = ChannelSink::new(100);
+        let config = WriterConfig {
+            flush_interval: Duration::from_millis(200),
+            ..config()
+        };
+        let writer = spawn(LogWriter::new(t.db.clone(), rx, group_ids(), key_columns()).config(config));
+        for record in numbered(&base, 3) {
+            sink.send(record);
+        }
+        let rows = rows_eventually(&t.db, 3).await;
+        assert_eq!(request_ids(&rows), expected_ids(0..3), "{}", t.db.backend());
+
+        drop(sink);
+        assert_eq!(stopped(writer).await.written, 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drains_everything_on_shutdown() {
+    let base = sample().await;
+    for t in TestDb::all("drains_everything_on_shutdown").await {
+        let backend = t.db.backend();
+
+        // Signalled while the proxy still holds the sink.
+        let (sink, rx) = ChannelSink::new(100);
+        let (stop, stop_rx) = watch::channel(false);
+        let writer = LogWriter::new(t.db.clone(), rx, group_ids(), key_columns())
+            .config(config())
+            .shutdown_on(stop_rx);
+        let writer = spawn(writer);
+        for record in numbered(&base, 7) {
+            sink.send(record);
+        }
+        stop.send(true).unwrap();
+        assert_eq!(
+            stopped(writer).await,
+            WriterSummary { written: 7, lost: 0 },
+            "{backend}"
+        );
+        sink.send(base.clone()); // refused by the closed channel
+        let rows = request_logs::list_recent(&t.db, 100).await.unwrap();
+        assert_eq!(request_ids(&rows), expected_ids(0..7), "{backend}");
+
+        // Every sender dropped right after sending.
+        let (sink, rx) = ChannelSink::new(100);
+        let writer = spawn(LogWriter::new(t.db.clone(), rx, group_ids(), key_columns()).config(config()));
+        for record in numbered(&base, 12).into_iter().skip(7) {
+            sink.send(record);
+        }
+        drop(sink);
+        assert_eq!(stopped(writer).await.written, 5, "{backend}");
+        let rows = request_logs::list_recent(&t.db, 100).await.unwrap();
+        assert_eq!(request_ids(&rows), expected_ids(0..12), "{backend}");
+
+        // Both writers counted their final records in group 7's hour.
+        let hours = stats::hourly(&t.db, Some(7), hour_of(rows[0].timestamp))
+            .await
+            .unwrap();
+        assert_eq!(
+            hours.iter().map(|h| h.success_count).sum::<i64>(),
+            12,
+            "{backend}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_resolved_groups_stored_keys_and_every_column() {
+    let base = sample().await;
+    for t in TestDb::all("writes_resolved_groups_stored_keys_and_every_column").await {
+        let backend = t.db.backend();
+        let (sink, rx) = ChannelSink::new(100);
+        let writer = spawn(LogWriter::new(t.db.clone(), rx, group_ids(), key_columns()).config(config()));
+
+        // A retried request through the aggregate "agg": key 11 fails, key 12 (unknown to the
+        // store) answers.
+        let timestamp = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_795_000_000_123_456_789);
+        let mut retry = base.clone();
+        retry.timestamp = timestamp;
+        retry.request_type = RequestType::Retry;
+        retry.attempt = 1;
+        retry.parent_group = Some(GroupName::new("agg"));
+        retry.key_id = Some(KeyId(11));
+        retry.upstream = Some("https://api.openai.example".into());
+        retry.status = 429;
+        retry.success = false;
+        retry.duration = Duration::from_millis(1_250);
+        retry.time_to_first_byte = Some(Duration::from_millis(80));
+        retry.stream = true;
+        retry.client_ip = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)));
+        retry.error = Some("quota\0exceeded".to_owned());
+        retry.request_body = Some(r#"{"model":"gpt-4o-mini","stream":true}"#.to_owned());
+        retry.user_agent = Some("openai-python/1.0".to_owned());
+        retry.request_id = Some("req-1".to_owned());
+        retry.path = format!("/proxy/agg/v1/chat/completions?q={}", "é".repeat(300));
+        let mut last = retry.clone();
+        last.request_type = RequestType::Final;
+        last.attempt = 2;
+        last.key_id = Some(KeyId(12));
+        last.status = 200;
+        last.success = true;
+        last.error = None;
+        // The gateway's own failure in a group the resolver does not know.
+        let mut unknown = base.clone();
+        unknown.timestamp = timestamp;
+        unknown.group = GroupName::new("gone");
+        unknown.status = 503;
+        unknown.success = false;
+        unknown.request_id = Some("req-2".to_owned());
+        for record in [retry, last, unknown] {
+            sink.send(record);
+        }
+        drop(sink);
+        assert_eq!(stopped(writer).await.written, 3, "{backend}");
+
+        let mut rows = request_logs::list_recent(&t.db, 10).await.unwrap();
+        rows.sort_by_key(|r| (r.request_id.clone(), r.attempt));
+        let [retry, last, unknown] = &rows[..] else {
+            panic!("{backend}: three rows, got {rows:?}");
+        };
+        let at = NaiveDate::from_ymd_opt(2026, 11, 18)
+            .and_then(|d| d.and_hms_micro_opt(11, 6, 40, 123_456))
+            .unwrap();
+        let path = retry.request_path.clone();
+        assert!(path.len() <= 500 && path.len() >= 498 && path.starts_with("/proxy/agg/"));
+        assert_eq!(
+            *retry,
+            RequestLogRow {
+                id: retry.id.clone(),
+                timestamp: at,
+                group_id: 7,
+                group_name: "sub".to_owned(),
+                parent_group_id: 3,
+                parent_group_name: "agg".to_owned(),
+                key_value: "v1:stored-key".to_owned(),
+                key_hash: "hash-11".to_owned(),
+                model: "gpt-4o-mini".to_owned(),
+                is_success: false,
+                source_ip: "203.0.113.9".to_owned(),
+                status_code: 429,
+                request_path: path,
+                duration: 1_250,
+                error_message: "quotaexceeded".to_owned(),
+                user_agent: "openai-python/1.0".to_owned(),
+                request_type: "retry".to_owned(),
+                upstream_addr: "https://api.openai.example".to_owned(),
+                is_stream: true,
+                request_body: r#"{"model":"gpt-4o-mini","stream":true}"#.to_owned(),
+                key_id: Some(11),
+                attempt: 1,
+                ttfb_ms: Some(80),
+                request_id: "req-1".to_owned(),
+            },
+            "{backend}"
+        );
+        assert_eq!(uuid::Uuid::parse_str(&retry.id).unwrap().get_version_num(), 4);
+        assert_eq!(
+            (
+                last.request_type.as_str(),
+                last.key_id,
+                last.is_success,
+                last.status_code
+            ),
+            ("final", Some(12), true, 200),
+            "{backend}"
+        );
+        assert_eq!(
+            (
+                last.key_value.as_str(),
+                last.key_hash.as_str(),
+                last.error_message.as_str()
+            ),
+            ("", "", ""),
+            "{backend}: an unknown key leaves its columns empty"
+        );
+        assert_ne!(retry.id, last.id);
+        assert_eq!(
+            (
+                unknown.group_id,
+                unknown.group_name.as_str(),
+                unknown.parent_group_id
+            ),
+            (0, "gone", 0),
+            "{backend}"
+        );
+        assert_eq!(
+            (unknown.key_id, unknown.ttfb_ms, unknown.upstream_addr.as_str()),
+            (None, None, ""),
+            "{backend}"
+        );
+
+        // Only the final record counts, for the group and again for its aggregate; the
+        // unknown group is not counted.
+        let hours = stats::hourly(&t.db, None, hour_of(at)).await.unwrap();
+        let counts: Vec<_> = hours
+            .iter()
+            .map(|h| (h.time, h.group_id, h.success_count, h.failure_count))
+            .collect();
+        let hour = at.date().and_hms_opt(11, 0, 0).unwrap();
+        assert_eq!(counts, [(hour, 3, 1, 0), (hour, 7, 1, 0)], "{backend}");
+    }
+}
+
+// ===== a store that fails on purpose =====
+
+/// Fails the next `failures` calls (as an unreachable database would), or refuses any insert
+/// containing a row whose request id is `poison`, or commits an insert but reports a failure.
+#[derive(Default)]
+struct FlakyStore {
+    state: Mutex<Flaky>,
+    down: AtomicBool,
+}
+
+#[derive(Default)]
+struct Flaky {
+    failures: u32,
+    lose_next_reply: bool,
+    rows: Vec<NewRequestLog>,
+    counts: Vec<HourlyCount>,
+    insert_calls: u32,
+    hourly_calls: u32,
+}
+
+fn unreachable() -> DbError {
+    DbError::Pool("timed out waiting for a connection".to_owned())
+}
+
+fn refused(kind: DatabaseErrorKind, message: &str) -> DbError {
+    DbError::Query(QueryError::DatabaseError(kind, Box::new(message.to_owned())))
+}
+
+impl FlakyStore {
+    fn failing(failures: u32) -> Self {
+        let store = Self::default();
+        store.state.lock().unwrap().failures = failures;
+        store
+    }
+
+    fn fail_now(&self) -> bool {
+        let mut state = self.state.lock().unwrap();
+        if self.down.load(Ordering::SeqCst) {
+            return true;
+        }
+        let fail = state.failures > 0;
+        state.failures = state.failures.saturating_sub(1);
+        fail
+    }
+
+    fn request_ids(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.request_id.clone())
+            .collect()
+    }
+}
+
+impl LogStore for Arc<FlakyStore> {
+    fn insert_logs(&self, rows: &[NewRequestLog]) -> impl Future<Output = Result<usize, DbError>> + Send {
+        let result = if self.fail_now() {
+            Err(unreachable())
+        } else {
+            let mut state = self.state.lock().unwrap();
+            state.insert_calls += 1;
+            if rows.iter().any(|r| r.request_id == "poison") {
+                Err(refused(DatabaseErrorKind::Unknown, "value too long"))
+            } else if rows.iter().any(|r| state.rows.iter().any(|s| s.id == r.id)) {
+                Err(refused(DatabaseErrorKind::UniqueViolation, "duplicate key"))
+            } else {
+                state.rows.extend_from_slice(rows);
+                if std::mem::take(&mut state.lose_next_reply) {
+                    Err(refused(DatabaseErrorKind::ClosedConnection, "connection reset"))
+                } else {
+                    Ok(rows.len())
+                }
+            }
+        };
+        std::future::ready(result)
+    }
+
+    fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
+        let result = if self.fail_now() {
+            Err(unreachable())
+        } else {
+            let mut state = self.state.lock().unwrap();
+            state.hourly_calls += 1;
+            state.counts.extend_from_slice(counts);
+            Ok(())
+        };
+        std::future::ready(result)
+    }
+}
+
+fn writer_for(store: &Arc<FlakyStore>, rx: mpsc::Receiver<RequestRecord>) -> LogWriter<Arc<FlakyStore>> {
+    LogWriter::new(store.clone(), rx, group_ids(), key_columns()).config(config())
+}
+
+#[tokio::test]
+async fn keeps_the_batch_across_database_failures() {
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::failing(3));
+    let (sink, rx) = ChannelSink::new(100);
+    let writer = spawn(writer_for(&store, rx));
+    for record in numbered(&base, 5) {
+        sink.send(record);
+    }
+    drop(sink);
+    assert_eq!(stopped(writer).await, WriterSummary { written: 5, lost: 0 });
+
+    let state = store.state.lock().unwrap();
+    let ids: Vec<_> = state.rows.iter().map(|r| r.request_id.clone()).collect();
+    assert_eq!(ids, ["r0", "r1", "r2", "r3", "r4"], "each row once, in order");
+    assert_eq!(
+        state.insert_calls, 1,
+        "three attempts failed before reaching the store"
+    );
+    assert_eq!(state.hourly_calls, 1);
+    let successes: i64 = state.counts.iter().map(|&(.., success, _)| success).sum();
+    assert_eq!(successes, 5, "five final records, for group 7 only (no parent)");
+}
+
+#[tokio::test]
+async fn a_duplicate_after_a_lost_reply_counts_as_written() {
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::default());
+    store.state.lock().unwrap().lose_next_reply = true;
+    let (sink, rx) = ChannelSink::new(100);
+    let writer = spawn(writer_for(&store, rx));
+    for record in numbered(&base, 4) {
+        sink.send(record);
+    }
+    drop(sink);
+    assert_eq!(stopped(writer).await, WriterSummary { written: 4, lost: 0 });
+    assert_eq!(store.request_ids(), ["r0", "r1", "r2", "r3"]);
+    assert_eq!(store.state.lock().unwrap().insert_calls, 2);
+}
+
+#[tokio::test]
+async fn sheds_the_oldest_waiting_records_beyond_the_memory_bound() {
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::default());
+    store.down.store(true, Ordering::SeqCst);
+    let (tx, rx) = mpsc::channel(100);
+    for record in numbered(&base, 30) {
+        tx.try_send(record).unwrap();
+    }
+    let config = WriterConfig {
+        max_batch: 4,
+        max_pending: 10,
+        ..config()
+    };
+    let writer = spawn(writer_for(&store, rx).config(config));
+    // Wait until the writer has read everything while the database is down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tx.capacity() < tx.max_capacity() {
+        assert!(
+            Instant::now() < deadline,
+            "the writer reads while the database is down"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.down.store(false, Ordering::SeqCst);
+    drop(tx);
+
+    // The first batch (r0..r3) is kept for retrying; of the rest only the newest ten wait.
+    assert_eq!(
+        stopped(writer).await,
+        WriterSummary {
+            written: 14,
+            lost: 16
+        }
+    );
+    let ids: HashSet<_> = store.request_ids().into_iter().collect();
+    assert_eq!(ids, expected_ids((0..4).chain(20..30)));
+    let successes: i64 = store
+        .state
+        .lock()
+        .unwrap()
+        .counts
+        .iter()
+        .map(|&(.., success, _)| success)
+        .sum();
+    assert_eq!(successes, 30, "hourly counts include the shed records");
+}
+
+#[tokio::test]
+async fn drops_a_batch_the_database_keeps_refusing() {
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::default());
+    let (tx, rx) = mpsc::channel(100);
+    let mut records = numbered(&base, 4);
+    records[1].request_id = Some("poison".to_owned());
+    for record in records {
+        tx.try_send(record).unwrap();
+    }
+    drop(tx);
+    let config = WriterConfig {
+        max_batch: 2,
+        max_rejections: 3,
+        ..config()
+    };
+    let summary = stopped(spawn(writer_for(&store, rx).config(config))).await;
+    assert_eq!(summary, WriterSummary { written: 2, lost: 2 });
+    assert_eq!(store.request_ids(), ["r2", "r3"]);
+    assert_eq!(
+        store.state.lock().unwrap().insert_calls,
+        4,
+        "three refusals, then the next batch"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_on_a_database_that_stays_down() {
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::default());
+    store.down.store(true, Ordering::SeqCst);
+    let (sink, rx) = ChannelSink::new(100);
+    let config = WriterConfig {
+        drain_timeout: Duration::from_millis(100),
+        ..config()
+    };
+    let writer = spawn(writer_for(&store, rx).config(config));
+    for record in numbered(&base, 3) {
+        sink.send(record);
+    }
+    drop(sink);
+    assert_eq!(stopped(writer).await, WriterSummary { written: 0, lost: 3 });
+}
+
+// ===== conversion =====
+
+#[test]
+fn clips_text_on_character_boundaries_and_removes_nul() {
+    assert_eq!(clip("abc", 10), "abc");
+    assert_eq!(clip("abcdef", 3), "abc");
+    assert_eq!(clip("aé", 2), "a", "é is two bytes");
+    assert_eq!(clip("a\0b", 10), "ab");
+    assert_eq!(clip("", 0), "");
+}
+
+#[test]
+fn buckets_by_the_start_of_the_hour() {
+    let at = NaiveDate::from_ymd_opt(2026, 11, 22)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .unwrap();
+    assert_eq!(hour_of(at), at.date().and_hms_opt(23, 0, 0).unwrap());
+    assert_eq!(hour_of(hour_of(at)), hour_of(at));
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let config = WriterConfig::default();
+    let delays: Vec<_> = (1..=8).map(|n| backoff(&config, n).as_millis()).collect();
+    assert_eq!(delays, [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
+    assert_eq!(backoff(&config, u32::MAX), config.max_backoff);
+}

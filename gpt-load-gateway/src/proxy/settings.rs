@@ -1,0 +1,174 @@
+//! What the upstream client is configured with: per-phase timeouts, the connection pool and the
+//! outbound proxy.
+
+use std::{fmt, time::Duration};
+
+/// How requests reach upstreams.
+///
+/// The client has one set of defaults (the system settings); a request that carries its own
+/// `ClientSettings` (or an `Arc` of them) as an extension — its group's effective settings — is
+/// sent with those instead. A zero duration switches that timeout off.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ClientSettings {
+    /// TCP connect, proxy handshake and TLS handshake together (`connect_timeout`).
+    pub(crate) connect_timeout: Duration,
+    /// From the moment a connection is ready until the response head has arrived
+    /// (`response_header_timeout`).
+    pub(crate) response_header_timeout: Duration,
+    /// Response head and the whole body, for requests that did not ask for a stream
+    /// (`request_timeout`). Streamed requests have no total limit.
+    pub(crate) request_timeout: Duration,
+    /// Longest silence between two frames of a response body.
+    pub(crate) stream_idle_timeout: Duration,
+    /// How long an idle pooled connection is kept (`idle_conn_timeout`).
+    pub(crate) idle_conn_timeout: Duration,
+    /// Idle connections kept per upstream host (`max_idle_conns_per_host`).
+    pub(crate) max_idle_per_host: usize,
+    /// How connections reach the upstream (`proxy_url`).
+    pub(crate) proxy: ProxySetting,
+}
+
+impl Default for ClientSettings {
+    /// gpt-load's defaults: connect 15 s, response header 600 s, request 600 s, idle connections
+    /// kept 120 s, 50 per host, the environment's proxy. The stream idle limit, which gpt-load does
+    /// not have, is as generous as the response header limit.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(15),
+            response_header_timeout: Duration::from_secs(600),
+            request_timeout: Duration::from_secs(600),
+            stream_idle_timeout: Duration::from_secs(600),
+            idle_conn_timeout: Duration::from_secs(120),
+            max_idle_per_host: 50,
+            proxy: ProxySetting::FromEnvironment,
+        }
+    }
+}
+
+impl ClientSettings {
+    /// The settings that shape connections. Requests whose settings agree on these share one
+    /// connection pool, whatever their other timeouts.
+    pub(crate) fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            connect_timeout: self.connect_timeout,
+            idle_conn_timeout: self.idle_conn_timeout,
+            max_idle_per_host: self.max_idle_per_host,
+            proxy: self.proxy.clone(),
+        }
+    }
+
+    /// Whether `other` would be sent through the same pool as `self`, without building keys.
+    pub(crate) fn same_pool(&self, other: &ClientSettings) -> bool {
+        self.connect_timeout == other.connect_timeout
+            && self.idle_conn_timeout == other.idle_conn_timeout
+            && self.max_idle_per_host == other.max_idle_per_host
+            && self.proxy == other.proxy
+    }
+}
+
+/// The fingerprint of a connection pool (see [`ClientSettings::pool_key`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) idle_conn_timeout: Duration,
+    pub(crate) max_idle_per_host: usize,
+    pub(crate) proxy: ProxySetting,
+}
+
+/// The outbound proxy.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub(crate) enum ProxySetting {
+    /// Connect directly, whatever the environment says.
+    None,
+    /// Every request goes through this proxy: `http://`, `https://`, `socks5://` (names resolved
+    /// here) or `socks5h://` (names resolved by the proxy), optionally with `user:password@`.
+    /// An unusable URL falls back to the environment's proxy, as in gpt-load.
+    Url(String),
+    /// `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` (upper or lower case), read when
+    /// the pool is created.
+    #[default]
+    FromEnvironment,
+}
+
+impl ProxySetting {
+    /// gpt-load's `proxy_url` setting: empty means the environment's proxy.
+    pub(crate) fn from_setting(value: &str) -> Self {
+        let value = value.trim();
+        if value.is_empty() {
+            Self::FromEnvironment
+        } else {
+            Self::Url(value.to_owned())
+        }
+    }
+}
+
+impl fmt::Debug for ProxySetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Url(url) => f.debug_tuple("Url").field(&without_credentials(url)).finish(),
+            Self::FromEnvironment => f.write_str("FromEnvironment"),
+        }
+    }
+}
+
+/// `url` with its user information (`user:password@`) replaced by `****@`, safe to log.
+pub(crate) fn without_credentials(url: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    // Up to the query rather than the path: a password may hold an unescaped `/`.
+    let end = url[start..].find(['?', '#']).map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}****{}", &url[..start], &url[start + at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show() {
+        let proxy = ProxySetting::Url("socks5h://user:s3cret@proxy.local:1080/x?y".to_owned());
+        let shown = format!("{proxy:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("user"), "{shown}");
+        assert!(shown.contains("socks5h://****@proxy.local:1080"), "{shown}");
+        assert_eq!(without_credentials("http://proxy:8080"), "http://proxy:8080");
+        assert_eq!(without_credentials("u:p@proxy:8080"), "****@proxy:8080");
+        assert_eq!(without_credentials("http://u:a/b@proxy"), "http://****@proxy");
+        let settings = ClientSettings {
+            proxy,
+            ..ClientSettings::default()
+        };
+        assert!(!format!("{settings:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn proxy_url_setting() {
+        assert_eq!(ProxySetting::from_setting("  "), ProxySetting::FromEnvironment);
+        assert_eq!(
+            ProxySetting::from_setting(" http://p:1 "),
+            ProxySetting::Url("http://p:1".to_owned())
+        );
+    }
+
+    #[test]
+    fn pools_depend_on_connection_settings_only() {
+        let base = ClientSettings::default();
+        let other_timeouts = ClientSettings {
+            response_header_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            stream_idle_timeout: Duration::from_secs(3),
+            ..base.clone()
+        };
+        assert!(base.same_pool(&other_timeouts));
+        assert_eq!(base.pool_key(), other_timeouts.pool_key());
+        let proxied = ClientSettings {
+            proxy: ProxySetting::None,
+            ..base.clone()
+        };
+        assert!(!base.same_pool(&proxied));
+        assert_ne!(base.pool_key(), proxied.pool_key());
+    }
+}

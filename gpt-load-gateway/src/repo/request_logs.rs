@@ -1,0 +1,407 @@
+//! `request_logs`: batched inserts from the log writer, retention, and a plain listing.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use crate::db::{Db, DbError, schema::request_logs, with_conn};
+
+/// A `request_logs` row.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = request_logs)]
+pub(crate) struct RequestLogRow {
+    pub(crate) id: String,
+    pub(crate) timestamp: NaiveDateTime,
+    pub(crate) group_id: i64,
+    pub(crate) group_name: String,
+    pub(crate) parent_group_id: i64,
+    pub(crate) parent_group_name: String,
+    pub(crate) key_value: String,
+    pub(crate) key_hash: String,
+    pub(crate) model: String,
+    pub(crate) is_success: bool,
+    pub(crate) source_ip: String,
+    pub(crate) status_code: i32,
+    pub(crate) request_path: String,
+    pub(crate) duration: i64,
+    pub(crate) error_message: String,
+    pub(crate) user_agent: String,
+    pub(crate) request_type: String,
+    pub(crate) upstream_addr: String,
+    pub(crate) is_stream: bool,
+    pub(crate) request_body: String,
+    pub(crate) key_id: Option<i64>,
+    pub(crate) attempt: i32,
+    pub(crate) ttfb_ms: Option<i64>,
+    pub(crate) request_id: String,
+}
+
+/// A new `request_logs` row. Every column is written (MySQL has no defaults for text columns);
+/// text must already fit its column (the log writer clips it).
+#[derive(Clone, Debug, PartialEq, Eq, Insertable)]
+#[diesel(table_name = request_logs)]
+pub(crate) struct NewRequestLog {
+    /// A UUID v4.
+    pub(crate) id: String,
+    /// When the request arrived: UTC, microsecond precision.
+    pub(crate) timestamp: NaiveDateTime,
+    /// The group that served the attempt (0 when unknown).
+    pub(crate) group_id: i64,
+    pub(crate) group_name: String,
+    /// The aggregate group named in the URL (0 and empty when none).
+    pub(crate) parent_group_id: i64,
+    pub(crate) parent_group_name: String,
+    /// The key as stored in `api_keys` (encrypted when encryption is on).
+    pub(crate) key_value: String,
+    pub(crate) key_hash: String,
+    pub(crate) model: String,
+    pub(crate) is_success: bool,
+    pub(crate) source_ip: String,
+    pub(crate) status_code: i32,
+    pub(crate) request_path: String,
+    /// Milliseconds from the request's arrival to the attempt's end.
+    pub(crate) duration: i64,
+    pub(crate) error_message: String,
+    pub(crate) user_agent: String,
+    /// `retry` or `final`.
+    pub(crate) request_type: &'static str,
+    pub(crate) upstream_addr: String,
+    pub(crate) is_stream: bool,
+    pub(crate) request_body: String,
+    pub(crate) key_id: Option<i64>,
+    pub(crate) attempt: i32,
+    pub(crate) ttfb_ms: Option<i64>,
+    pub(crate) request_id: String,
+}
+
+impl NewRequestLog {
+    /// Roughly how many bytes the row adds to an `INSERT` statement.
+    fn approximate_size(&self) -> usize {
+        const FIXED: usize = 200;
+        FIXED
+            + self.group_name.len()
+            + self.parent_group_name.len()
+            + self.key_value.len()
+            + self.key_hash.len()
+            + self.model.len()
+            + self.source_ip.len()
+            + self.request_path.len()
+            + self.error_message.len()
+            + self.user_agent.len()
+            + self.upstream_addr.len()
+            + self.request_body.len()
+            + self.request_id.len()
+    }
+}
+
+/// Most rows per multi-row insert (24 bind parameters each: 12,000 per statement, under every
+/// server's limit of 65,535).
+const INSERT_ROWS: usize = 500;
+/// Most bytes per multi-row insert. Logged bodies reach 65 kB each; MariaDB refuses statements
+/// over `max_allowed_packet` (16 MiB by default).
+const INSERT_BYTES: usize = 4 << 20;
+/// Rows deleted per retention statement.
+const DELETE_BATCH: i64 = 5_000;
+
+/// Splits `rows` into consecutive chunks of at most [`INSERT_ROWS`] rows and, unless a single
+/// row is larger, [`INSERT_BYTES`] bytes.
+fn insert_chunks(rows: &[NewRequestLog]) -> impl Iterator<Item = &[NewRequestLog]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut len = 0;
+        for row in rest.iter().take(INSERT_ROWS) {
+            bytes += row.approximate_size();
+            if len > 0 && bytes > INSERT_BYTES {
+                break;
+            }
+            len += 1;
+        }
+        let (chunk, tail) = rest.split_at(len);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+/// Inserts log rows in one transaction; returns how many.
+pub(crate) async fn insert_many(db: &Db, rows: &[NewRequestLog]) -> Result<usize, DbError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    with_conn!(
+        db,
+        // A local file inside one transaction: row by row costs microseconds per row.
+        sqlite | conn | {
+            conn.transaction(async |conn| {
+                let mut inserted = 0;
+                for row in rows {
+                    inserted += diesel::insert_into(request_logs::table)
+                        .values(row)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, DbError>(inserted)
+            })
+            .await
+        },
+        server | conn | {
+            conn.transaction(async |conn| {
+                let mut inserted = 0;
+                for chunk in insert_chunks(rows) {
+                    inserted += diesel::insert_into(request_logs::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, DbError>(inserted)
+            })
+            .await
+        }
+    )
+}
+
+/// Deletes the rows older than `cutoff` (retention); returns how many.
+///
+/// Deletes the oldest [`DELETE_BATCH`] rows per statement, each committed on its own, so a
+/// large backlog never holds one long transaction or lock and the writer keeps inserting.
+pub(crate) async fn delete_older_than(db: &Db, cutoff: NaiveDateTime) -> Result<usize, DbError> {
+    delete_older_than_in_batches(db, cutoff, DELETE_BATCH).await
+}
+
+async fn delete_older_than_in_batches(db: &Db, cutoff: NaiveDateTime, batch: i64) -> Result<usize, DbError> {
+    let mut deleted = 0;
+    loop {
+        // MySQL cannot `DELETE … WHERE id IN (SELECT … LIMIT n)`: read the ids, then delete them.
+        let (found, removed) = with_conn!(db, |conn| {
+            let ids: Vec<String> = request_logs::table
+                .filter(request_logs::timestamp.lt(cutoff))
+                .order(request_logs::timestamp)
+                .select(request_logs::id)
+                .limit(batch)
+                .load(conn)
+                .await?;
+            let removed = if ids.is_empty() {
+                0
+            } else {
+                diesel::delete(request_logs::table.filter(request_logs::id.eq_any(&ids)))
+                    .execute(conn)
+                    .await?
+            };
+            Ok::<_, DbError>((ids.len(), removed))
+        })?;
+        deleted += removed;
+        if i64::try_from(found).map_or(true, |found| found < batch) {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// The newest `limit` rows, newest first.
+pub(crate) async fn list_recent(db: &Db, limit: i64) -> Result<Vec<RequestLogRow>, DbError> {
+    with_conn!(db, |conn| {
+        Ok(request_logs::table
+            .order((request_logs::timestamp.desc(), request_logs::id.desc()))
+            .limit(limit)
+            .select(RequestLogRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{NaiveDate, TimeDelta};
+
+    use super::*;
+    use crate::db::test_support::TestDb;
+
+    fn at(seconds: i64) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 11, 22)
+            .and_then(|d| d.and_hms_micro_opt(10, 0, 0, 123_456))
+            .expect("valid date")
+            + TimeDelta::seconds(seconds)
+    }
+
+    fn log(id: &str, timestamp: NaiveDateTime) -> NewRequestLog {
+        NewRequestLog {
+            id: id.to_owned(),
+            timestamp,
+            group_id: 7,
+            group_name: "openai".to_owned(),
+            parent_group_id: 3,
+            parent_group_name: "all".to_owned(),
+            key_value: "v1:ciphertext".to_owned(),
+            key_hash: "ab".repeat(32),
+            model: "gpt-4o-mini".to_owned(),
+            is_success: false,
+            source_ip: "2001:db8::1".to_owned(),
+            status_code: 429,
+            request_path: "/proxy/all/v1/chat/completions?x=1".to_owned(),
+            duration: 1_234,
+            error_message: "rate limited «quota»".to_owned(),
+            user_agent: "openai-python/1.0".to_owned(),
+            request_type: "retry",
+            upstream_addr: "https://api.openai.com".to_owned(),
+            is_stream: true,
+            request_body: r#"{"model":"gpt-4o-mini","stream":true}"#.to_owned(),
+            key_id: Some(11),
+            attempt: 2,
+            ttfb_ms: Some(87),
+            request_id: "req-1".to_owned(),
+        }
+    }
+
+    fn as_row(log: &NewRequestLog) -> RequestLogRow {
+        RequestLogRow {
+            id: log.id.clone(),
+            timestamp: log.timestamp,
+            group_id: log.group_id,
+            group_name: log.group_name.clone(),
+            parent_group_id: log.parent_group_id,
+            parent_group_name: log.parent_group_name.clone(),
+            key_value: log.key_value.clone(),
+            key_hash: log.key_hash.clone(),
+            model: log.model.clone(),
+            is_success: log.is_success,
+            source_ip: log.source_ip.clone(),
+            status_code: log.status_code,
+            request_path: log.request_path.clone(),
+            duration: log.duration,
+            error_message: log.error_message.clone(),
+            user_agent: log.user_agent.clone(),
+            request_type: log.request_type.to_owned(),
+            upstream_addr: log.upstream_addr.clone(),
+            is_stream: log.is_stream,
+            request_body: log.request_body.clone(),
+            key_id: log.key_id,
+            attempt: log.attempt,
+            ttfb_ms: log.ttfb_ms,
+            request_id: log.request_id.clone(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn insert_many_round_trips_every_column() {
+        for t in TestDb::all("insert_many_round_trips_every_column").await {
+            let db = &t.db;
+            let backend = db.backend();
+            let full = log("00000000-0000-4000-8000-000000000001", at(0));
+            // The gateway's own failures: no key, no upstream, no timing, nothing optional.
+            let bare = NewRequestLog {
+                id: "00000000-0000-4000-8000-000000000002".to_owned(),
+                timestamp: at(1),
+                group_id: 0,
+                group_name: "gone".to_owned(),
+                parent_group_id: 0,
+                parent_group_name: String::new(),
+                key_value: String::new(),
+                key_hash: String::new(),
+                model: String::new(),
+                is_success: true,
+                source_ip: String::new(),
+                status_code: 200,
+                request_path: "/".to_owned(),
+                duration: 0,
+                error_message: String::new(),
+                user_agent: String::new(),
+                request_type: "final",
+                upstream_addr: String::new(),
+                is_stream: false,
+                request_body: String::new(),
+                key_id: None,
+                attempt: 1,
+                ttfb_ms: None,
+                request_id: String::new(),
+            };
+            assert_eq!(
+                insert_many(db, &[full.clone(), bare.clone()]).await.unwrap(),
+                2,
+                "{backend}"
+            );
+            assert_eq!(insert_many(db, &[]).await.unwrap(), 0, "{backend}");
+            let rows = list_recent(db, 10).await.unwrap();
+            assert_eq!(rows, [as_row(&bare), as_row(&full)], "{backend}: newest first");
+            assert_eq!(list_recent(db, 1).await.unwrap().len(), 1, "{backend}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn insert_many_writes_large_batches_in_one_transaction() {
+        for t in TestDb::all("insert_many_writes_large_batches_in_one_transaction").await {
+            let db = &t.db;
+            let backend = db.backend();
+            let mut rows: Vec<_> = (0..1_203)
+                .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i)))
+                .collect();
+            assert_eq!(insert_many(db, &rows).await.unwrap(), 1_203, "{backend}");
+            assert_eq!(list_recent(db, 5_000).await.unwrap().len(), 1_203, "{backend}");
+
+            // A duplicate id in the last chunk rolls the whole batch back.
+            rows.truncate(3);
+            let fresh = |i: i64| log(&format!("10000000-0000-4000-8000-{i:012}"), at(i));
+            let mut batch: Vec<_> = (0..600).map(fresh).collect();
+            batch.push(rows[0].clone());
+            assert!(insert_many(db, &batch).await.is_err(), "{backend}");
+            assert_eq!(list_recent(db, 5_000).await.unwrap().len(), 1_203, "{backend}");
+        }
+    }
+
+    #[test]
+    fn insert_chunks_bound_rows_and_bytes() {
+        let small: Vec<_> = (0..1_001).map(|i| log(&i.to_string(), at(i))).collect();
+        let sizes: Vec<_> = insert_chunks(&small).map(<[_]>::len).collect();
+        assert_eq!(sizes, [500, 500, 1]);
+
+        let mut big = log("big", at(0));
+        big.request_body = "x".repeat(65_000);
+        let bodies = vec![big; 130];
+        let sizes: Vec<_> = insert_chunks(&bodies).map(<[_]>::len).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 130);
+        assert!(sizes.len() > 1 && sizes.iter().all(|&n| n * 65_000 <= INSERT_BYTES));
+
+        let mut huge = log("huge", at(0));
+        huge.request_body = "x".repeat(INSERT_BYTES + 1);
+        assert_eq!(
+            insert_chunks(&[huge]).count(),
+            1,
+            "an oversized row still goes alone"
+        );
+        assert_eq!(insert_chunks(&[]).count(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_deletes_exactly_the_older_rows_in_batches() {
+        for t in TestDb::all("retention_deletes_exactly_the_older_rows_in_batches").await {
+            let db = &t.db;
+            let backend = db.backend();
+            let rows: Vec<_> = (0..9)
+                .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i * 60)))
+                .collect();
+            insert_many(db, &rows).await.unwrap();
+
+            // Rows 0..=4 are older than the cutoff; row 5 is exactly at it and stays.
+            let cutoff = at(5 * 60);
+            assert_eq!(
+                delete_older_than_in_batches(db, cutoff, 2).await.unwrap(),
+                5,
+                "{backend}: three statements of at most two rows"
+            );
+            let mut left: Vec<_> = list_recent(db, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            left.reverse();
+            let expected: Vec<_> = rows[5..].iter().map(|r| r.id.clone()).collect();
+            assert_eq!(left, expected, "{backend}");
+
+            assert_eq!(delete_older_than(db, cutoff).await.unwrap(), 0, "{backend}");
+            assert_eq!(delete_older_than(db, at(3_600)).await.unwrap(), 4, "{backend}");
+            assert!(list_recent(db, 100).await.unwrap().is_empty(), "{backend}");
+        }
+    }
+}

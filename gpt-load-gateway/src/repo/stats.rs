@@ -1,0 +1,292 @@
+//! `group_hourly_stats`: per-group request counts by hour, kept up to date by the log writer and
+//! read by the dashboard.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use diesel::{
+    prelude::*,
+    result::{DatabaseErrorKind, Error as QueryError},
+};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+
+use crate::{
+    db::{Db, DbError, schema::group_hourly_stats, with_conn},
+    models::now,
+};
+
+/// Counts to add to one hour of one group: (`hour` — the start of the hour, UTC, `group_id`,
+/// `success`, `failure`).
+pub(crate) type HourlyCount = (NaiveDateTime, i64, i64, i64);
+
+/// A `group_hourly_stats` row.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = group_hourly_stats)]
+pub(crate) struct HourlyStatRow {
+    pub(crate) id: i64,
+    /// The start of the hour, UTC.
+    pub(crate) time: NaiveDateTime,
+    pub(crate) group_id: i64,
+    pub(crate) success_count: i64,
+    pub(crate) failure_count: i64,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// Adds `counts` to their hours' rows, creating the rows that do not exist yet, in one
+/// transaction. Entries for the same hour and group are summed first; all-zero entries are
+/// skipped.
+///
+/// Portable on the three backends: `UPDATE … SET success_count = success_count + ?`, and when no
+/// row matched, an `INSERT` inside a savepoint. If another node inserted the row in between, the
+/// unique index `(time, group_id)` rejects ours and the `UPDATE` runs once more. Rows are
+/// visited in `(time, group_id)` order so concurrent writers lock them in the same order. (On
+/// MySQL the two writers' gap locks can still deadlock instead; the loser's transaction is
+/// rolled back whole and its caller retries, so nothing is counted twice.)
+pub(crate) async fn add_hourly(db: &Db, counts: &[HourlyCount]) -> Result<(), DbError> {
+    let mut merged: BTreeMap<(NaiveDateTime, i64), (i64, i64)> = BTreeMap::new();
+    for &(hour, group_id, success, failure) in counts {
+        let entry = merged.entry((hour, group_id)).or_default();
+        entry.0 += success;
+        entry.1 += failure;
+    }
+    merged.retain(|_, &mut (success, failure)| success != 0 || failure != 0);
+    if merged.is_empty() {
+        return Ok(());
+    }
+    with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let at = now();
+            for (&(hour, group_id), &(success, failure)) in &merged {
+                let mut raced = false;
+                loop {
+                    let updated = diesel::update(
+                        group_hourly_stats::table
+                            .filter(group_hourly_stats::time.eq(hour))
+                            .filter(group_hourly_stats::group_id.eq(group_id)),
+                    )
+                    .set((
+                        group_hourly_stats::success_count.eq(group_hourly_stats::success_count + success),
+                        group_hourly_stats::failure_count.eq(group_hourly_stats::failure_count + failure),
+                        group_hourly_stats::updated_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+                    if updated > 0 {
+                        break;
+                    }
+                    // A savepoint, so a unique violation leaves the transaction usable
+                    // (PostgreSQL aborts the whole transaction otherwise).
+                    let inserted = conn
+                        .transaction(async |conn| {
+                            diesel::insert_into(group_hourly_stats::table)
+                                .values((
+                                    group_hourly_stats::time.eq(hour),
+                                    group_hourly_stats::group_id.eq(group_id),
+                                    group_hourly_stats::success_count.eq(success),
+                                    group_hourly_stats::failure_count.eq(failure),
+                                    group_hourly_stats::created_at.eq(at),
+                                    group_hourly_stats::updated_at.eq(at),
+                                ))
+                                .execute(conn)
+                                .await
+                        })
+                        .await;
+                    match inserted {
+                        Ok(_) => break,
+                        Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) if !raced => {
+                            raced = true;
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+            }
+            Ok::<_, DbError>(())
+        })
+        .await
+    })
+}
+
+/// The hourly rows from `since` on (inclusive), of one group or of all, by hour then group.
+pub(crate) async fn hourly(
+    db: &Db,
+    group_id: Option<i64>,
+    since: NaiveDateTime,
+) -> Result<Vec<HourlyStatRow>, DbError> {
+    with_conn!(db, |conn| {
+        let mut query = group_hourly_stats::table
+            .filter(group_hourly_stats::time.ge(since))
+            .order((group_hourly_stats::time, group_hourly_stats::group_id))
+            .select(HourlyStatRow::as_select())
+            .into_boxed();
+        if let Some(group_id) = group_id {
+            query = query.filter(group_hourly_stats::group_id.eq(group_id));
+        }
+        Ok(query.load(conn).await?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{NaiveDate, TimeDelta};
+
+    use super::*;
+    use crate::db::test_support::TestDb;
+
+    fn hour(h: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(2026, 11, 22)
+            .and_then(|d| d.and_hms_opt(h, 0, 0))
+            .expect("valid hour")
+    }
+
+    fn counts(rows: &[HourlyStatRow]) -> Vec<(NaiveDateTime, i64, i64, i64)> {
+        rows.iter()
+            .map(|r| (r.time, r.group_id, r.success_count, r.failure_count))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hourly_counts_accumulate_across_calls_hours_and_groups() {
+        for t in TestDb::all("hourly_counts_accumulate_across_calls_hours_and_groups").await {
+            let db = &t.db;
+            let backend = db.backend();
+            add_hourly(
+                db,
+                &[(hour(9), 1, 3, 1), (hour(10), 1, 1, 0), (hour(10), 2, 0, 2)],
+            )
+            .await
+            .unwrap();
+            add_hourly(
+                db,
+                &[
+                    (hour(10), 1, 2, 1),
+                    (hour(10), 1, 1, 0), // same hour and group twice in one call
+                    (hour(11), 2, 5, 0),
+                    (hour(11), 3, 0, 0), // nothing to add: no row
+                ],
+            )
+            .await
+            .unwrap();
+            add_hourly(db, &[]).await.unwrap();
+
+            let all = hourly(db, None, hour(0)).await.unwrap();
+            assert_eq!(
+                counts(&all),
+                [
+                    (hour(9), 1, 3, 1),
+                    (hour(10), 1, 4, 1),
+                    (hour(10), 2, 0, 2),
+                    (hour(11), 2, 5, 0),
+                ],
+                "{backend}"
+            );
+            assert!(all.iter().all(|r| r.updated_at >= r.created_at), "{backend}");
+            assert_eq!(
+                counts(&hourly(db, Some(2), hour(10)).await.unwrap()),
+                [(hour(10), 2, 0, 2), (hour(11), 2, 5, 0)],
+                "{backend}"
+            );
+            assert_eq!(
+                counts(&hourly(db, None, hour(11)).await.unwrap()),
+                [(hour(11), 2, 5, 0)],
+                "{backend}: `since` is inclusive"
+            );
+            assert!(
+                hourly(db, Some(9), hour(0)).await.unwrap().is_empty(),
+                "{backend}"
+            );
+        }
+    }
+
+    /// Another node inserts the hour's row between our `UPDATE` (no row yet) and our `INSERT`:
+    /// the unique index refuses ours, the savepoint keeps the transaction usable, and the
+    /// `UPDATE` adds to the other node's row. PostgreSQL shows the race deterministically: the
+    /// other node's uncommitted row is invisible to our `UPDATE`, and our `INSERT` waits on it.
+    /// (MySQL makes the `UPDATE` itself wait for that row; SQLite has a single writer.)
+    #[cfg(feature = "postgres")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_insert_that_loses_the_race_adds_to_the_winners_row() {
+        use diesel::{dsl::sql, sql_types::BigInt};
+        use diesel_async::SimpleAsyncConnection;
+
+        let Some(t) = TestDb::postgres("an_insert_that_loses_the_race_adds_to_the_winners_row").await else {
+            return;
+        };
+        let Db::Postgres(pool) = &t.db else {
+            panic!("a PostgreSQL database");
+        };
+        let mut other_node = pool.get().await.unwrap();
+        other_node
+            .batch_execute(
+                "BEGIN; INSERT INTO group_hourly_stats (time, group_id, success_count, failure_count) \
+                 VALUES ('2026-11-22 13:00:00', 5, 10, 2)",
+            )
+            .await
+            .unwrap();
+        let db = t.db.clone();
+        let adding = tokio::spawn(async move { add_hourly(&db, &[(hour(13), 5, 1, 1)]).await });
+
+        let mut watcher = pool.get().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 =
+                diesel::select(sql::<BigInt>("(SELECT count(*) FROM pg_locks WHERE NOT granted)"))
+                    .get_result(&mut *watcher)
+                    .await
+                    .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "our INSERT waits for the other row"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        other_node.batch_execute("COMMIT").await.unwrap();
+
+        adding.await.unwrap().unwrap();
+        assert_eq!(
+            counts(&hourly(&t.db, Some(5), hour(13)).await.unwrap()),
+            [(hour(13), 5, 11, 3)]
+        );
+    }
+
+    /// Writers racing to create the same hour's row (as several nodes do at the top of each
+    /// hour) lose no count: the loser of the insert adds to the winner's row, or — when MySQL
+    /// reports a deadlock instead — retries, as the log writer does.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_writers_create_one_row_and_lose_no_count() {
+        for t in TestDb::all("racing_writers_create_one_row_and_lose_no_count").await {
+            let backend = t.db.backend();
+            let writers: Vec<_> = (0..8)
+                .map(|_| {
+                    let db = t.db.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..50 {
+                            match add_hourly(&db, &[(hour(12), 5, 1, 1)]).await {
+                                Ok(()) => return,
+                                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            }
+                        }
+                        panic!("add_hourly kept failing");
+                    })
+                })
+                .collect();
+            for writer in writers {
+                writer.await.unwrap();
+            }
+            assert_eq!(
+                counts(
+                    &hourly(&t.db, Some(5), hour(12) - TimeDelta::hours(1))
+                        .await
+                        .unwrap()
+                ),
+                [(hour(12), 5, 8, 8)],
+                "{backend}"
+            );
+        }
+    }
+}

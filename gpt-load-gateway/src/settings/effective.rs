@@ -1,0 +1,248 @@
+//! [`EffectiveConfig`]: what one group actually uses — its override, else the system value
+//! (which is the stored value, else the default).
+
+use std::{sync::Arc, time::Duration};
+
+use gpt_load_tower::blacklist::{HealthSettings, StatusMatcher};
+
+use super::{FailoverCodes, GroupConfig, SystemSettings};
+
+/// The settings a group's requests, clients and key checks run with. Built by
+/// [`SystemSettings::effective`]; cheap to clone (the failover matcher is shared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EffectiveConfig {
+    request_timeout: u32,
+    connect_timeout: u32,
+    idle_conn_timeout: u32,
+    response_header_timeout: u32,
+    stream_idle_timeout: u32,
+    max_idle_conns: u32,
+    max_idle_conns_per_host: u32,
+    proxy_url: String,
+    max_retries: u32,
+    blacklist_threshold: u32,
+    failover_status_codes: FailoverCodes,
+    key_validation_interval_minutes: u32,
+    key_validation_concurrency: u32,
+    key_validation_timeout_seconds: u32,
+    enable_request_body_logging: bool,
+}
+
+impl SystemSettings {
+    /// The configuration of a group with the overrides `group`: field by field, the group's
+    /// value if it has one, else the system value.
+    pub(crate) fn effective(&self, group: &GroupConfig) -> EffectiveConfig {
+        EffectiveConfig {
+            request_timeout: group.request_timeout.unwrap_or(self.request_timeout),
+            connect_timeout: group.connect_timeout.unwrap_or(self.connect_timeout),
+            idle_conn_timeout: group.idle_conn_timeout.unwrap_or(self.idle_conn_timeout),
+            response_header_timeout: group
+                .response_header_timeout
+                .unwrap_or(self.response_header_timeout),
+            stream_idle_timeout: group.stream_idle_timeout.unwrap_or(self.stream_idle_timeout),
+            max_idle_conns: group.max_idle_conns.unwrap_or(self.max_idle_conns),
+            max_idle_conns_per_host: group
+                .max_idle_conns_per_host
+                .unwrap_or(self.max_idle_conns_per_host),
+            proxy_url: group.proxy_url.clone().unwrap_or_else(|| self.proxy_url.clone()),
+            max_retries: group.max_retries.unwrap_or(self.max_retries),
+            blacklist_threshold: group.blacklist_threshold.unwrap_or(self.blacklist_threshold),
+            failover_status_codes: group
+                .failover_status_codes
+                .clone()
+                .unwrap_or_else(|| self.failover_status_codes.clone()),
+            key_validation_interval_minutes: group
+                .key_validation_interval_minutes
+                .unwrap_or(self.key_validation_interval_minutes),
+            key_validation_concurrency: group
+                .key_validation_concurrency
+                .unwrap_or(self.key_validation_concurrency),
+            key_validation_timeout_seconds: group
+                .key_validation_timeout_seconds
+                .unwrap_or(self.key_validation_timeout_seconds),
+            enable_request_body_logging: group
+                .enable_request_body_logging
+                .unwrap_or(self.enable_request_body_logging),
+        }
+    }
+}
+
+fn seconds(n: u32) -> Duration {
+    Duration::from_secs(u64::from(n))
+}
+
+impl EffectiveConfig {
+    /// Longest a non-streaming request may take, start to finish.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        seconds(self.request_timeout)
+    }
+
+    /// Longest to open a connection to the upstream.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        seconds(self.connect_timeout)
+    }
+
+    /// How long an idle pooled connection is kept.
+    pub(crate) fn idle_conn_timeout(&self) -> Duration {
+        seconds(self.idle_conn_timeout)
+    }
+
+    /// Longest wait for the response head after the request was sent.
+    pub(crate) fn response_header_timeout(&self) -> Duration {
+        seconds(self.response_header_timeout)
+    }
+
+    /// Longest pause between two chunks of a streamed response.
+    pub(crate) fn stream_idle_timeout(&self) -> Duration {
+        seconds(self.stream_idle_timeout)
+    }
+
+    /// Idle connections kept in total.
+    pub(crate) fn max_idle_conns(&self) -> u32 {
+        self.max_idle_conns
+    }
+
+    /// Idle connections kept per upstream host.
+    pub(crate) fn max_idle_conns_per_host(&self) -> u32 {
+        self.max_idle_conns_per_host
+    }
+
+    /// The proxy for upstream requests; `None` = use the proxy environment variables.
+    pub(crate) fn proxy_url(&self) -> Option<&str> {
+        Some(self.proxy_url.as_str()).filter(|url| !url.is_empty())
+    }
+
+    /// Retries on another key after a failed attempt.
+    pub(crate) fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
+    /// Consecutive failures that blacklist a key; 0 = never.
+    pub(crate) fn blacklist_threshold(&self) -> u32 {
+        self.blacklist_threshold
+    }
+
+    /// The failover status spec and its matcher.
+    pub(crate) fn failover_status_codes(&self) -> &FailoverCodes {
+        &self.failover_status_codes
+    }
+
+    /// The statuses that fail an attempt.
+    pub(crate) fn failover_matcher(&self) -> &Arc<StatusMatcher> {
+        self.failover_status_codes.matcher()
+    }
+
+    /// The failover and blacklist rules for the key health layer.
+    pub(crate) fn health_settings(&self) -> HealthSettings {
+        HealthSettings {
+            failover: Arc::clone(self.failover_status_codes.matcher()),
+            blacklist_threshold: self.blacklist_threshold,
+        }
+    }
+
+    /// How often the group's blacklisted keys are validated again.
+    pub(crate) fn key_validation_interval(&self) -> Duration {
+        seconds(self.key_validation_interval_minutes).saturating_mul(60)
+    }
+
+    /// Keys validated at the same time.
+    pub(crate) fn key_validation_concurrency(&self) -> u32 {
+        self.key_validation_concurrency
+    }
+
+    /// Longest one key validation request may take.
+    pub(crate) fn key_validation_timeout(&self) -> Duration {
+        seconds(self.key_validation_timeout_seconds)
+    }
+
+    /// Whether request bodies are kept in the request log.
+    pub(crate) fn enable_request_body_logging(&self) -> bool {
+        self.enable_request_body_logging
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    use super::*;
+    use crate::settings::validate_group_config;
+
+    fn group(config: Value) -> GroupConfig {
+        let Value::Object(map) = config else {
+            panic!("object")
+        };
+        validate_group_config(&map).unwrap()
+    }
+
+    #[test]
+    fn without_overrides_the_system_values_apply() {
+        let system = SystemSettings::default();
+        let effective = system.effective(&GroupConfig::default());
+        assert_eq!(effective.request_timeout(), Duration::from_secs(600));
+        assert_eq!(effective.connect_timeout(), Duration::from_secs(15));
+        assert_eq!(effective.idle_conn_timeout(), Duration::from_secs(120));
+        assert_eq!(effective.response_header_timeout(), Duration::from_secs(600));
+        assert_eq!(effective.stream_idle_timeout(), Duration::from_secs(300));
+        assert_eq!(
+            (effective.max_idle_conns(), effective.max_idle_conns_per_host()),
+            (100, 50)
+        );
+        assert_eq!(effective.proxy_url(), None);
+        assert_eq!((effective.max_retries(), effective.blacklist_threshold()), (3, 3));
+        assert_eq!(effective.failover_status_codes().spec(), "400-403,405-999");
+        assert!(!effective.failover_matcher().matches(404) && effective.failover_matcher().matches(401));
+        assert_eq!(effective.key_validation_interval(), Duration::from_secs(3600));
+        assert_eq!(effective.key_validation_concurrency(), 10);
+        assert_eq!(effective.key_validation_timeout(), Duration::from_secs(20));
+        assert!(!effective.enable_request_body_logging());
+    }
+
+    #[test]
+    fn group_beats_system_beats_default() {
+        let mut system = SystemSettings::default();
+        let Value::Object(update) =
+            json!({"max_retries": 7, "request_timeout": 100, "proxy_url": "http://sys:8080"})
+        else {
+            unreachable!()
+        };
+        crate::settings::validate_update(&update)
+            .unwrap()
+            .apply(&mut system);
+        let effective = system.effective(&group(json!({
+            "request_timeout": 5,
+            "failover_status_codes": "",
+            "proxy_url": "",
+            "enable_request_body_logging": true,
+            "stream_idle_timeout": 9,
+        })));
+        assert_eq!(effective.request_timeout(), Duration::from_secs(5), "group");
+        assert_eq!(effective.max_retries(), 7, "system");
+        assert_eq!(effective.connect_timeout(), Duration::from_secs(15), "default");
+        assert_eq!(effective.stream_idle_timeout(), Duration::from_secs(9));
+        assert_eq!(
+            effective.proxy_url(),
+            None,
+            "an empty group proxy overrides the system proxy"
+        );
+        assert!(effective.enable_request_body_logging());
+        assert!(
+            !effective.failover_matcher().matches(500),
+            "empty spec: no status failover"
+        );
+        let health = effective.health_settings();
+        assert_eq!(health.blacklist_threshold, 3);
+        assert!(Arc::ptr_eq(&health.failover, effective.failover_matcher()));
+
+        let inherited = system.effective(&group(json!({"max_retries": null})));
+        assert_eq!(inherited.proxy_url(), Some("http://sys:8080"));
+        assert!(
+            Arc::ptr_eq(
+                inherited.failover_matcher(),
+                system.failover_status_codes.matcher()
+            ),
+            "the system matcher is shared, not re-parsed"
+        );
+        assert_eq!(system.effective(&group(Value::Object(Map::new()))), inherited);
+    }
+}

@@ -1,0 +1,518 @@
+//! [`SystemSettings`]: the typed system settings, built from the defaults and the stored rows,
+//! and [`validate_update`], which checks a partial update into a [`SettingsPatch`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{
+    meta::{self, SETTINGS, SettingMeta},
+    value::{self, FailoverCodes, FieldError, SettingValue},
+};
+use crate::models::SettingRow;
+
+/// Every system setting, typed. Integers are `u32` at or above their minimum; timeouts are whole
+/// seconds (see the `Duration` accessors and [`EffectiveConfig`](super::EffectiveConfig)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SystemSettings {
+    /// Base URL of the gateway, for the endpoints shown in the console.
+    pub(crate) app_url: String,
+    /// Global proxy keys: accepted by every group.
+    pub(crate) proxy_keys: Vec<String>,
+    /// Days request logs are kept; 0 = forever.
+    pub(crate) request_log_retention_days: u32,
+    /// Minutes between request log flushes; 0 = write each log at once.
+    pub(crate) request_log_write_interval_minutes: u32,
+    pub(crate) enable_request_body_logging: bool,
+    /// Seconds.
+    pub(crate) request_timeout: u32,
+    /// Seconds.
+    pub(crate) connect_timeout: u32,
+    /// Seconds.
+    pub(crate) idle_conn_timeout: u32,
+    /// Seconds.
+    pub(crate) response_header_timeout: u32,
+    /// Seconds between two chunks of a streamed response (ours, not gpt-load's).
+    pub(crate) stream_idle_timeout: u32,
+    pub(crate) max_idle_conns: u32,
+    pub(crate) max_idle_conns_per_host: u32,
+    /// Empty: use the proxy environment variables.
+    pub(crate) proxy_url: String,
+    pub(crate) max_retries: u32,
+    /// 0 = never blacklist.
+    pub(crate) blacklist_threshold: u32,
+    pub(crate) failover_status_codes: FailoverCodes,
+    pub(crate) key_validation_interval_minutes: u32,
+    pub(crate) key_validation_concurrency: u32,
+    /// Seconds.
+    pub(crate) key_validation_timeout_seconds: u32,
+}
+
+impl Default for SystemSettings {
+    /// gpt-load's defaults, read from the metadata table. `proxy_keys` has no default (it is
+    /// seeded from `AUTH_KEY`), so it starts empty.
+    fn default() -> Self {
+        let mut settings = Self {
+            app_url: String::new(),
+            proxy_keys: Vec::new(),
+            request_log_retention_days: 0,
+            request_log_write_interval_minutes: 0,
+            enable_request_body_logging: false,
+            request_timeout: 0,
+            connect_timeout: 0,
+            idle_conn_timeout: 0,
+            response_header_timeout: 0,
+            stream_idle_timeout: 0,
+            max_idle_conns: 0,
+            max_idle_conns_per_host: 0,
+            proxy_url: String::new(),
+            max_retries: 0,
+            blacklist_threshold: 0,
+            failover_status_codes: FailoverCodes::default(),
+            key_validation_interval_minutes: 0,
+            key_validation_concurrency: 0,
+            key_validation_timeout_seconds: 0,
+        };
+        for meta in &SETTINGS {
+            if let Ok(default) = value::from_storage(meta, meta.default) {
+                settings.set(meta.key, default);
+            }
+        }
+        settings
+    }
+}
+
+impl SystemSettings {
+    /// The defaults overridden by the stored rows. A row whose value does not parse keeps the
+    /// default and is reported; rows of unknown keys are ignored.
+    pub(crate) fn from_rows(rows: &[SettingRow]) -> (Self, Vec<FieldError>) {
+        let mut settings = Self::default();
+        let mut problems = Vec::new();
+        for row in rows {
+            let Some(meta) = meta::find(&row.setting_key) else {
+                continue;
+            };
+            match value::from_storage(meta, &row.setting_value) {
+                Ok(value) => settings.set(meta.key, value),
+                Err(message) => {
+                    let default = match meta.default {
+                        "" => "an empty value".to_owned(),
+                        text => format!("the default `{text}`"),
+                    };
+                    problems.push(FieldError::new(
+                        meta.key,
+                        format!("the stored value is invalid ({message}); using {default}"),
+                    ));
+                }
+            }
+        }
+        (settings, problems)
+    }
+
+    /// The value of `key`, if it is a setting.
+    pub(crate) fn get(&self, key: &str) -> Option<SettingValue> {
+        use SettingValue::{Bool, Codes, Int, Text};
+        Some(match key {
+            "app_url" => Text(self.app_url.clone()),
+            "proxy_keys" => Text(self.proxy_keys.join(",")),
+            "request_log_retention_days" => Int(self.request_log_retention_days),
+            "request_log_write_interval_minutes" => Int(self.request_log_write_interval_minutes),
+            "enable_request_body_logging" => Bool(self.enable_request_body_logging),
+            "request_timeout" => Int(self.request_timeout),
+            "connect_timeout" => Int(self.connect_timeout),
+            "idle_conn_timeout" => Int(self.idle_conn_timeout),
+            "response_header_timeout" => Int(self.response_header_timeout),
+            "stream_idle_timeout" => Int(self.stream_idle_timeout),
+            "max_idle_conns" => Int(self.max_idle_conns),
+            "max_idle_conns_per_host" => Int(self.max_idle_conns_per_host),
+            "proxy_url" => Text(self.proxy_url.clone()),
+            "max_retries" => Int(self.max_retries),
+            "blacklist_threshold" => Int(self.blacklist_threshold),
+            "failover_status_codes" => Codes(self.failover_status_codes.clone()),
+            "key_validation_interval_minutes" => Int(self.key_validation_interval_minutes),
+            "key_validation_concurrency" => Int(self.key_validation_concurrency),
+            "key_validation_timeout_seconds" => Int(self.key_validation_timeout_seconds),
+            _ => return None,
+        })
+    }
+
+    /// Sets `key` to a value checked for it by [`value::from_json`] or [`value::from_storage`].
+    fn set(&mut self, key: &str, value: SettingValue) {
+        use SettingValue::{Bool, Codes, Int, Text};
+        match (key, value) {
+            ("app_url", Text(v)) => self.app_url = v,
+            ("proxy_keys", Text(v)) => {
+                self.proxy_keys = v
+                    .split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            ("request_log_retention_days", Int(v)) => self.request_log_retention_days = v,
+            ("request_log_write_interval_minutes", Int(v)) => self.request_log_write_interval_minutes = v,
+            ("enable_request_body_logging", Bool(v)) => self.enable_request_body_logging = v,
+            ("request_timeout", Int(v)) => self.request_timeout = v,
+            ("connect_timeout", Int(v)) => self.connect_timeout = v,
+            ("idle_conn_timeout", Int(v)) => self.idle_conn_timeout = v,
+            ("response_header_timeout", Int(v)) => self.response_header_timeout = v,
+            ("stream_idle_timeout", Int(v)) => self.stream_idle_timeout = v,
+            ("max_idle_conns", Int(v)) => self.max_idle_conns = v,
+            ("max_idle_conns_per_host", Int(v)) => self.max_idle_conns_per_host = v,
+            ("proxy_url", Text(v)) => self.proxy_url = v,
+            ("max_retries", Int(v)) => self.max_retries = v,
+            ("blacklist_threshold", Int(v)) => self.blacklist_threshold = v,
+            ("failover_status_codes", Codes(v)) => self.failover_status_codes = v,
+            ("key_validation_interval_minutes", Int(v)) => self.key_validation_interval_minutes = v,
+            ("key_validation_concurrency", Int(v)) => self.key_validation_concurrency = v,
+            ("key_validation_timeout_seconds", Int(v)) => self.key_validation_timeout_seconds = v,
+            (key, value) => unreachable!("the setting {key} cannot hold {value:?}"),
+        }
+    }
+
+    /// How long request logs are kept; `None` = forever.
+    pub(crate) fn request_log_retention(&self) -> Option<Duration> {
+        (self.request_log_retention_days > 0)
+            .then(|| Duration::from_secs(u64::from(self.request_log_retention_days) * 86_400))
+    }
+
+    /// How often buffered request logs are flushed; `None` = write each one at once.
+    pub(crate) fn request_log_write_interval(&self) -> Option<Duration> {
+        (self.request_log_write_interval_minutes > 0)
+            .then(|| Duration::from_secs(u64::from(self.request_log_write_interval_minutes) * 60))
+    }
+
+    /// The proxy for upstream requests; `None` = use the proxy environment variables.
+    pub(crate) fn proxy_url(&self) -> Option<&str> {
+        Some(self.proxy_url.as_str()).filter(|url| !url.is_empty())
+    }
+}
+
+/// A checked partial update, in metadata order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SettingsPatch {
+    values: Vec<(&'static SettingMeta, SettingValue)>,
+}
+
+impl SettingsPatch {
+    /// Whether the update changes nothing (`{}`).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The updated keys, in metadata order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.values.iter().map(|(meta, _)| meta.key)
+    }
+
+    /// The checked value given for `key`.
+    pub(crate) fn get(&self, key: &str) -> Option<&SettingValue> {
+        self.values
+            .iter()
+            .find_map(|(meta, value)| (meta.key == key).then_some(value))
+    }
+
+    /// `(key, stored text)` of every updated setting, for `repo::settings::update`.
+    pub(crate) fn storage_rows(&self) -> Vec<(&'static str, String)> {
+        self.values
+            .iter()
+            .map(|(meta, value)| (meta.key, value.to_storage()))
+            .collect()
+    }
+
+    /// Applies the update to `settings`.
+    pub(crate) fn apply(&self, settings: &mut SystemSettings) {
+        for (meta, value) in &self.values {
+            settings.set(meta.key, value.clone());
+        }
+    }
+}
+
+/// Checks a partial update of the system settings (`PUT /api/settings`). Reports every problem:
+/// unknown keys, wrong JSON types, integers that are fractional or below their minimum, empty
+/// required strings, unparsable failover codes, malformed URLs. `proxy_keys` is sanitised.
+pub(crate) fn validate_update(update: &Map<String, Value>) -> Result<SettingsPatch, Vec<FieldError>> {
+    let mut values = Vec::with_capacity(update.len());
+    let mut errors = Vec::new();
+    for (key, json) in update {
+        let Some(meta) = meta::find(key) else {
+            errors.push(FieldError::new(key, "unknown setting"));
+            continue;
+        };
+        match value::from_json(meta, json) {
+            Ok(value) => values.push((meta, value)),
+            Err(message) => errors.push(FieldError::new(key, message)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    values.sort_by_key(|(meta, _)| SETTINGS.iter().position(|m| m.key == meta.key));
+    Ok(SettingsPatch { values })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::NaiveDateTime;
+    use serde_json::json;
+
+    use super::*;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn row(key: &str, value: &str) -> SettingRow {
+        SettingRow {
+            id: 0,
+            setting_key: key.to_owned(),
+            setting_value: value.to_owned(),
+            description: String::new(),
+            created_at: NaiveDateTime::default(),
+            updated_at: NaiveDateTime::default(),
+        }
+    }
+
+    /// Every field as `(name, value)`, listed by destructuring: adding a field without listing
+    /// it here fails to compile.
+    fn fields(settings: &SystemSettings) -> Vec<(&'static str, SettingValue)> {
+        use SettingValue::{Bool, Codes, Int, Text};
+        let SystemSettings {
+            app_url,
+            proxy_keys,
+            request_log_retention_days,
+            request_log_write_interval_minutes,
+            enable_request_body_logging,
+            request_timeout,
+            connect_timeout,
+            idle_conn_timeout,
+            response_header_timeout,
+            stream_idle_timeout,
+            max_idle_conns,
+            max_idle_conns_per_host,
+            proxy_url,
+            max_retries,
+            blacklist_threshold,
+            failover_status_codes,
+            key_validation_interval_minutes,
+            key_validation_concurrency,
+            key_validation_timeout_seconds,
+        } = settings.clone();
+        vec![
+            ("app_url", Text(app_url)),
+            ("proxy_keys", Text(proxy_keys.join(","))),
+            ("request_log_retention_days", Int(request_log_retention_days)),
+            (
+                "request_log_write_interval_minutes",
+                Int(request_log_write_interval_minutes),
+            ),
+            ("enable_request_body_logging", Bool(enable_request_body_logging)),
+            ("request_timeout", Int(request_timeout)),
+            ("connect_timeout", Int(connect_timeout)),
+            ("idle_conn_timeout", Int(idle_conn_timeout)),
+            ("response_header_timeout", Int(response_header_timeout)),
+            ("stream_idle_timeout", Int(stream_idle_timeout)),
+            ("max_idle_conns", Int(max_idle_conns)),
+            ("max_idle_conns_per_host", Int(max_idle_conns_per_host)),
+            ("proxy_url", Text(proxy_url)),
+            ("max_retries", Int(max_retries)),
+            ("blacklist_threshold", Int(blacklist_threshold)),
+            ("failover_status_codes", Codes(failover_status_codes)),
+            (
+                "key_validation_interval_minutes",
+                Int(key_validation_interval_minutes),
+            ),
+            ("key_validation_concurrency", Int(key_validation_concurrency)),
+            (
+                "key_validation_timeout_seconds",
+                Int(key_validation_timeout_seconds),
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_field_has_exactly_one_metadata_row_in_order() {
+        let settings = SystemSettings::default();
+        let names: Vec<_> = fields(&settings).into_iter().map(|(name, _)| name).collect();
+        let keys: Vec<_> = SETTINGS.iter().map(|m| m.key).collect();
+        assert_eq!(names, keys);
+        for (name, value) in fields(&settings) {
+            assert_eq!(settings.get(name), Some(value), "{name}: get reads the field");
+        }
+        assert_eq!(settings.get("nope"), None);
+    }
+
+    #[test]
+    fn defaults_come_from_the_table_and_pass_validation() {
+        let settings = SystemSettings::default();
+        for meta in &SETTINGS {
+            let value = settings.get(meta.key).unwrap();
+            assert_eq!(value.to_storage(), meta.default, "{}", meta.key);
+            if meta.key == "proxy_keys" {
+                continue; // no default: seeded from AUTH_KEY
+            }
+            let json = Map::from_iter([(meta.key.to_owned(), value.to_json())]);
+            let patch = validate_update(&json).unwrap_or_else(|e| panic!("{}: {e:?}", meta.key));
+            assert_eq!(patch.get(meta.key), Some(&value));
+        }
+        assert_eq!(settings.request_timeout, 600);
+        assert_eq!(settings.response_header_timeout, 600);
+        assert_eq!(settings.stream_idle_timeout, 300);
+        assert_eq!(settings.request_log_write_interval_minutes, 1);
+        assert_eq!(settings.failover_status_codes, FailoverCodes::default());
+        assert!(settings.proxy_keys.is_empty());
+        assert_eq!(settings.proxy_url(), None);
+        assert_eq!(
+            settings.request_log_retention(),
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            settings.request_log_write_interval(),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn a_valid_update_round_trips_through_storage() {
+        let update = object(json!({
+            "proxy_keys": " sk-a, ,sk-b ",
+            "max_idle_conns": 1_000_000,
+            "request_timeout": 30.0,
+            "enable_request_body_logging": true,
+            "failover_status_codes": "429,500-599",
+            "proxy_url": "socks5://127.0.0.1:1080",
+            "stream_idle_timeout": 45,
+        }));
+        let patch = validate_update(&update).unwrap();
+        let stored = patch.storage_rows();
+        assert_eq!(
+            stored,
+            [
+                ("proxy_keys", "sk-a,sk-b".to_owned()),
+                ("enable_request_body_logging", "true".to_owned()),
+                ("request_timeout", "30".to_owned()),
+                ("stream_idle_timeout", "45".to_owned()),
+                ("max_idle_conns", "1000000".to_owned()),
+                ("proxy_url", "socks5://127.0.0.1:1080".to_owned()),
+                ("failover_status_codes", "429,500-599".to_owned()),
+            ]
+        );
+        let mut applied = SystemSettings::default();
+        patch.apply(&mut applied);
+        assert_eq!(applied.proxy_keys, ["sk-a", "sk-b"]);
+        assert_eq!(applied.max_idle_conns, 1_000_000);
+        assert!(applied.failover_status_codes.matcher().matches(429));
+        assert!(!applied.failover_status_codes.matcher().matches(401));
+        let rows: Vec<_> = stored.iter().map(|(k, v)| row(k, v)).collect();
+        let (reloaded, problems) = SystemSettings::from_rows(&rows);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(reloaded, applied, "storage gives back what was applied");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let update = object(json!({
+            "app_url": "",
+            "proxy_keys": ",",
+            "request_timeout": 0,
+            "max_retries": -1,
+            "blacklist_threshold": 2.5,
+            "max_idle_conns": "100",
+            "enable_request_body_logging": "true",
+            "failover_status_codes": "600-500",
+            "proxy_url": "ftp://proxy",
+            "no_such_setting": 1,
+            "connect_timeout": 5,
+        }));
+        let errors = validate_update(&update).unwrap_err();
+        let mut fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            [
+                "app_url",
+                "blacklist_threshold",
+                "enable_request_body_logging",
+                "failover_status_codes",
+                "max_idle_conns",
+                "max_retries",
+                "no_such_setting",
+                "proxy_keys",
+                "proxy_url",
+                "request_timeout",
+            ]
+        );
+        let message = |field: &str| {
+            errors
+                .iter()
+                .find(|e| e.field == field)
+                .map(|e| e.message.clone())
+                .unwrap()
+        };
+        assert_eq!(message("no_such_setting"), "unknown setting");
+        assert_eq!(message("request_timeout"), "must be at least 1");
+        assert!(
+            message("failover_status_codes").contains(
+                &"600-500"
+                    .parse::<gpt_load_tower::blacklist::StatusMatcher>()
+                    .unwrap_err()
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn an_empty_update_is_an_empty_patch() {
+        let patch = validate_update(&Map::new()).unwrap();
+        assert!(patch.is_empty());
+        assert_eq!(patch.keys().count(), 0);
+    }
+
+    #[test]
+    fn unparsable_rows_keep_the_default_and_are_reported() {
+        let rows = [
+            row("max_retries", "many"),
+            row("request_timeout", "0"),
+            row("max_idle_conns", "1e+06"),
+            row("blacklist_threshold", "7"),
+            row("failover_status_codes", "abc"),
+            row("enable_request_body_logging", "maybe"),
+            row("proxy_url", "http://user:secret@proxy:bad"),
+            row("some_future_setting", "x"),
+        ];
+        let (settings, problems) = SystemSettings::from_rows(&rows);
+        let defaults = SystemSettings::default();
+        assert_eq!(settings.max_retries, defaults.max_retries);
+        assert_eq!(settings.request_timeout, defaults.request_timeout);
+        assert_eq!(settings.failover_status_codes, defaults.failover_status_codes);
+        assert_eq!(settings.proxy_url, "");
+        assert!(!settings.enable_request_body_logging);
+        assert_eq!(
+            settings.max_idle_conns, 1_000_000,
+            "gpt-load's exponent form is recovered"
+        );
+        assert_eq!(settings.blacklist_threshold, 7);
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "max_retries",
+                "request_timeout",
+                "failover_status_codes",
+                "enable_request_body_logging",
+                "proxy_url"
+            ]
+        );
+        assert!(
+            problems[0].message.contains("using the default `3`"),
+            "{}",
+            problems[0].message
+        );
+        assert!(
+            problems.iter().all(|p| !p.message.contains("secret")),
+            "no credentials in warnings"
+        );
+    }
+}
