@@ -71,6 +71,8 @@ pub(crate) struct Config {
     pub(crate) proxy: ProxyConfig,
     pub(crate) cors: CorsConfig,
     pub(crate) log: LogConfig,
+    /// `GPT_LOAD_BOOTSTRAP`: a JSON file of groups and keys created at start (docs/BOOTSTRAP.md).
+    pub(crate) bootstrap: Option<PathBuf>,
 }
 
 impl Config {
@@ -96,6 +98,7 @@ impl Config {
             proxy: ProxyConfig::from_vars(&mut vars),
             cors: CorsConfig::from_vars(&mut vars),
             log: LogConfig::from_vars(&mut vars, &data_dir),
+            bootstrap: vars.get("GPT_LOAD_BOOTSTRAP").map(PathBuf::from),
             data_dir,
         };
         let warnings = vars.finish()?;

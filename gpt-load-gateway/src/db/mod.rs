@@ -190,6 +190,15 @@ impl Db {
         Ok(Self::Mysql(build_pool!(manager, max_connections, Backend::Mysql)))
     }
 
+    /// Checks that the database answers (`SELECT 1`).
+    pub(crate) async fn ping(&self) -> Result<(), DbError> {
+        use diesel_async::RunQueryDsl;
+        with_conn!(self, |conn| {
+            diesel::sql_query("SELECT 1").execute(conn).await?;
+            Ok(())
+        })
+    }
+
     /// The live backend.
     pub(crate) fn backend(&self) -> Backend {
         match self {

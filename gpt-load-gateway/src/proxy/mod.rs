@@ -18,7 +18,9 @@
 
 mod body;
 mod client;
+mod model_list;
 mod outbound;
+mod policy;
 mod settings;
 mod timeout;
 
@@ -32,5 +34,30 @@ mod tests;
 pub(crate) use self::{
     body::UpstreamBody,
     client::UpstreamClient,
+    model_list::ModelListLayer,
+    policy::GroupPolicyLayer,
     settings::{ClientSettings, ProxySetting},
 };
+
+/// `X-Accel-Buffering: no` for event streams, so a reverse proxy in front does not buffer them.
+pub(crate) fn sse_no_buffering<B>(res: &http::Response<B>) -> Option<http::HeaderValue> {
+    let sse = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    sse.then(|| http::HeaderValue::from_static("no"))
+}
+
+/// The answer when a request handler panicked: an OpenAI-shaped 500 without details.
+pub(crate) fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<String> {
+    tracing::error!("a proxy request panicked");
+    let mut res = http::Response::new(
+        r#"{"error":{"message":"internal error","type":"server_error","code":"internal_error"}}"#.to_owned(),
+    );
+    *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}

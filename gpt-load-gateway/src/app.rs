@@ -1,0 +1,364 @@
+//! Start-up, the HTTP routes, background jobs and graceful shutdown.
+//!
+//! Start: connect the database and migrate; seed and load the settings; apply the bootstrap
+//! file; build the group catalog and load the key pool; start the write-behind tasks (request
+//! logs, key states) and the jobs (validation, retention, gauges); serve `/proxy/{group}/…`,
+//! `/health`, `/health/ready` and `/metrics`.
+//!
+//! Shutdown (SIGTERM/SIGINT, or [`Running::shutdown`]): stop accepting, let in-flight requests
+//! and streams finish for up to `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT`, then stop the jobs and flush
+//! the request logs and key states.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{any_service, get},
+};
+use gpt_load_tower::{
+    keys::{KeyId, MemoryKeyPool},
+    limit::ConcurrencyLimitLayer,
+    log::ChannelSink,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    bootstrap::Bootstrap,
+    catalog::{Catalog, client_settings},
+    config::{Config, database::DatabaseDsn},
+    crypto::KeyCipher,
+    db::Db,
+    jobs::{
+        self,
+        log_writer::{LogWriter, WriterSummary},
+    },
+    keystore::{self, PersistSummary},
+    proxy::UpstreamClient,
+    repo::groups,
+    settings::{self, GroupConfig, SettingsStore},
+    stack::{ProxyParts, proxy_stack},
+    telemetry,
+};
+
+/// How often background jobs look for work; tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct JobIntervals {
+    pub(crate) validation_tick: Duration,
+    pub(crate) retention: Duration,
+    pub(crate) gauges: Duration,
+}
+
+impl Default for JobIntervals {
+    fn default() -> Self {
+        Self {
+            validation_tick: Duration::from_secs(60),
+            retention: Duration::from_secs(3600),
+            gauges: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+struct AppState {
+    db: Db,
+    metrics: PrometheusHandle,
+    started: Instant,
+}
+
+/// A gateway that is serving.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) db: Db,
+    pub(crate) pool: MemoryKeyPool,
+    pub(crate) catalog: Catalog,
+    pub(crate) settings: Arc<SettingsStore>,
+    pub(crate) limit: ConcurrencyLimitLayer,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    log_writer: JoinHandle<WriterSummary>,
+    persister: JoinHandle<PersistSummary>,
+    jobs: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Connects to the configured database.
+pub(crate) async fn connect(dsn: &DatabaseDsn) -> anyhow::Result<Db> {
+    let db = match dsn {
+        DatabaseDsn::Sqlite { path } => Db::sqlite(path).await?,
+        DatabaseDsn::Postgres { url } => Db::postgres(url, 16).await?,
+        DatabaseDsn::Mysql { url } => Db::mysql(url, 16).await?,
+    };
+    Ok(db)
+}
+
+/// Reloads the groups from the database into the catalog and the key pool.
+pub(crate) async fn reload_groups(
+    db: &Db,
+    catalog: &Catalog,
+    pool: &MemoryKeyPool,
+    cipher: &KeyCipher,
+    settings: &SettingsStore,
+) -> anyhow::Result<()> {
+    let rows = groups::list(db).await?;
+    let links = groups::sub_group_links(db).await?;
+    for warning in catalog.rebuild(&rows, &links, &settings.current()) {
+        tracing::warn!("{warning}");
+    }
+    let standard: Vec<_> = rows.into_iter().filter(|g| g.group_type != "aggregate").collect();
+    let loaded = keystore::load(db, cipher, &standard, pool).await?;
+    tracing::info!(
+        groups = standard.len(),
+        keys = loaded.keys,
+        "groups and keys loaded"
+    );
+    Ok(())
+}
+
+/// Starts the gateway on `listener`.
+pub(crate) async fn start(
+    config: Config,
+    auth_key: &str,
+    listener: TcpListener,
+    intervals: JobIntervals,
+) -> anyhow::Result<Running> {
+    let db = connect(&config.database.dsn)
+        .await
+        .with_context(|| format!("database {}", config.database.dsn))?;
+    let migrated = db.migrate().await?;
+    if migrated > 0 {
+        tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
+    }
+    let host = config.server.addr.ip().to_string();
+    settings::seed(&db, auth_key, &host, config.server.addr.port()).await?;
+    let settings = Arc::new(SettingsStore::open(&db).await?);
+    let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
+    if let Some(path) = &config.bootstrap {
+        let (groups, keys) = Bootstrap::read(path)?.apply(&db, &cipher).await?;
+        tracing::info!(groups, keys, "bootstrap applied");
+    }
+
+    let (pool, events) = MemoryKeyPool::with_events();
+    let catalog = Catalog::new();
+    reload_groups(&db, &catalog, &pool, &cipher, &settings).await?;
+
+    let (shutdown, stopping) = watch::channel(false);
+    let persister = tokio::spawn(keystore::persist(db.clone(), events, stopping.clone()));
+    let (log_sink, records) = ChannelSink::new(65_536);
+    let group_ids = {
+        let catalog = catalog.clone();
+        Arc::new(move |name: &str| catalog.group_id(name)) as jobs::log_writer::GroupIds
+    };
+    let key_columns = {
+        let (pool, cipher) = (pool.clone(), cipher.clone());
+        Arc::new(move |id: KeyId| {
+            let slot = pool.groups().iter().find_map(|g| pool.get(g.as_str(), id))?;
+            let plain = slot.secret().expose();
+            Some((cipher.encrypt(plain), cipher.hash(plain)))
+        }) as jobs::log_writer::KeyColumns
+    };
+    let log_writer = tokio::spawn(
+        LogWriter::new(db.clone(), records, group_ids, key_columns)
+            .shutdown_on(stopping.clone())
+            .run(),
+    );
+
+    let defaults = client_settings(&settings.current().effective(&GroupConfig::default()));
+    let client = UpstreamClient::new(defaults).context("building the upstream HTTP client")?;
+    let limit = ConcurrencyLimitLayer::new(config.server.max_concurrent_requests.get());
+    let proxy = proxy_stack(ProxyParts {
+        catalog: catalog.clone(),
+        pool: pool.clone(),
+        limit: limit.clone(),
+        log_sink,
+        client: client.clone(),
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        max_body: config.server.max_request_body.get(),
+    });
+
+    let mut jobs = vec![
+        tokio::spawn(jobs::validate::run(
+            catalog.clone(),
+            pool.clone(),
+            client,
+            intervals.validation_tick,
+            stopping.clone(),
+        )),
+        tokio::spawn(jobs::retention::run(
+            db.clone(),
+            settings.clone(),
+            intervals.retention,
+            stopping.clone(),
+        )),
+        tokio::spawn(jobs::gauges::run(
+            pool.clone(),
+            intervals.gauges,
+            stopping.clone(),
+        )),
+    ];
+    // Settings changes reach the catalog (per-group effective settings, global proxy keys).
+    jobs.push(tokio::spawn({
+        let (catalog, db, settings, mut stopping) =
+            (catalog.clone(), db.clone(), settings.clone(), stopping.clone());
+        let mut changes = settings.subscribe();
+        async move {
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = stopping.changed() => return,
+                }
+                let (Ok(rows), Ok(links)) = (groups::list(&db).await, groups::sub_group_links(&db).await)
+                else {
+                    continue;
+                };
+                for warning in catalog.rebuild(&rows, &links, &settings.current()) {
+                    tracing::warn!("{warning}");
+                }
+            }
+        }
+    }));
+
+    let state = AppState {
+        db: db.clone(),
+        metrics: telemetry::prometheus(),
+        started: Instant::now(),
+    };
+    let router = Router::new()
+        .route("/health", get(health))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route_service("/proxy/{*path}", any_service(proxy))
+        .fallback(not_found)
+        .with_state(state);
+    let addr = listener.local_addr()?;
+    let mut stop_serving = stopping.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_serving.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
+    tracing::info!(%addr, backend = %db.backend(), "gateway listening");
+    Ok(Running {
+        addr,
+        db,
+        pool,
+        catalog,
+        settings,
+        limit,
+        shutdown,
+        server,
+        log_writer,
+        persister,
+        jobs,
+        grace: config.server.graceful_shutdown_timeout,
+    })
+}
+
+/// What shutdown flushed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ShutdownSummary {
+    pub(crate) logs: WriterSummary,
+    pub(crate) keys: PersistSummary,
+    /// Whether in-flight requests all finished within the grace period.
+    pub(crate) drained: bool,
+}
+
+impl Running {
+    /// Stops accepting, waits for in-flight requests (up to the grace period), then stops the jobs
+    /// and flushes request logs and key states.
+    pub(crate) async fn shutdown(self) -> ShutdownSummary {
+        let _ = self.shutdown.send(true);
+        let mut server = self.server;
+        let drained = match tokio::time::timeout(self.grace, &mut server).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "in-flight requests did not finish in time; closing them");
+                server.abort();
+                false
+            }
+        };
+        for job in self.jobs {
+            job.abort();
+        }
+        let logs = self
+            .log_writer
+            .await
+            .unwrap_or(WriterSummary { written: 0, lost: 0 });
+        let keys = self.persister.await.unwrap_or_default();
+        tracing::info!(
+            logs_written = logs.written,
+            logs_lost = logs.lost,
+            key_updates = keys.written,
+            "gateway stopped"
+        );
+        ShutdownSummary { logs, keys, drained }
+    }
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match state.db.ping().await {
+        Ok(()) => "ok".to_owned(),
+        Err(err) => err.to_string(),
+    };
+    Json(json!({
+        "status": "ok",
+        "database": database,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "database": err.to_string()})),
+        ),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"code": "NOT_FOUND", "message": "Resource not found"})),
+    )
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub(crate) async fn termination() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

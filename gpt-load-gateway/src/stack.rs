@@ -1,0 +1,114 @@
+//! The proxy request path, outermost first. Construction and order only; each layer documents
+//! itself.
+//!
+//!  1. CatchPanic           — a panic becomes a 500 instead of a dropped connection
+//!  2. SensitiveHeaders     — `Authorization`, `x-api-key`, `x-goog-api-key` never printed
+//!  3. RequestId            — set (UUID) and propagate `x-request-id`
+//!  4. StreamHeaders        — `X-Accel-Buffering: no` on event streams, so no proxy in front buffers
+//!  5. ErrorResponse        — library errors → JSON in the client's format; `Infallible` above
+//!  6. ClientIp             — peer, or `X-Forwarded-For` from `TRUSTED_PROXIES`  → `ClientIp`
+//!  7. ProxyKeyAuth         — group from `/proxy/{group}`, key checked and stripped → `Principal` (401/404)
+//!  8. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
+//!  9. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413)
+//! 10. GroupPolicy          — the URL group's settings (`LogSettings`, …)
+//! 11. RequestLog           — one record per attempt into the batching writer
+//! 12. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
+//! 13. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
+//! 14. ModelList            — `…/models` answers include the redirect rules' models
+//! 15. Retry<RetryOnOtherKey> — re-runs 16–19 on an untried key (`ExcludedKeys`)
+//! 16. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
+//! 17. HeaderRules          — the group's header rules, after the credential
+//! 18. KeyHealth            — classify the attempt, report to the pool → `AttemptOutcome`
+//! 19. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
+//! 20. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use gpt_load_tower::{
+    auth::ProxyKeyAuthLayer,
+    blacklist::KeyHealthLayer,
+    body::BodyBufferLayer,
+    error::ErrorResponseLayer,
+    keys::{KeySelectLayer, MemoryKeyPool},
+    limit::ConcurrencyLimitLayer,
+    log::{ChannelSink, RequestLogLayer},
+    retry::RetryOnOtherKey,
+    rewrite::{HeaderRulesLayer, RewriteLayer},
+    upstream::UpstreamBalanceLayer,
+};
+use http::{HeaderName, Request, Response, header};
+use tower::{ServiceBuilder, retry::RetryLayer, util::BoxCloneSyncService};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    sensitive_headers::SetSensitiveRequestHeadersLayer,
+    set_header::SetResponseHeaderLayer,
+};
+
+use crate::{
+    catalog::Catalog,
+    client_ip::ClientIpLayer,
+    config::ip_net::TrustedProxies,
+    proxy::{GroupPolicyLayer, ModelListLayer, UpstreamClient, panic_response, sse_no_buffering},
+};
+
+/// The proxy service mounted at `/proxy/{group}/…`.
+pub(crate) type ProxyService = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+/// What the proxy stack is built from.
+pub(crate) struct ProxyParts {
+    pub(crate) catalog: Catalog,
+    pub(crate) pool: MemoryKeyPool,
+    pub(crate) limit: ConcurrencyLimitLayer,
+    pub(crate) log_sink: ChannelSink,
+    pub(crate) client: UpstreamClient,
+    pub(crate) trusted_proxies: TrustedProxies,
+    pub(crate) max_body: usize,
+}
+
+/// Builds the proxy request path (see the [module docs](self)).
+pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
+    let ProxyParts {
+        catalog,
+        pool,
+        limit,
+        log_sink,
+        client,
+        trusted_proxies,
+        max_body,
+    } = parts;
+    let credentials = [
+        header::AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static("x-goog-api-key"),
+    ];
+    let service = ServiceBuilder::new()
+        // One body type for axum; the layers below wrap the upstream's stream without copying.
+        .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetSensitiveRequestHeadersLayer::new(credentials))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-accel-buffering"),
+            sse_no_buffering,
+        ))
+        .layer(ErrorResponseLayer::new())
+        .layer(ClientIpLayer::new(trusted_proxies))
+        .layer(ProxyKeyAuthLayer::new(catalog.proxy_keys.clone()))
+        .layer(limit)
+        .layer(BodyBufferLayer::new(max_body))
+        .layer(GroupPolicyLayer::new(catalog.clone()))
+        .layer(RequestLogLayer::new(log_sink))
+        .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))
+        .layer(GroupPolicyLayer::new(catalog.clone()))
+        .layer(ModelListLayer::new(catalog.rewrite.clone()))
+        .layer(RetryLayer::new(RetryOnOtherKey::new(3).with_pool(pool.clone())))
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(HeaderRulesLayer::new(catalog.rewrite.clone()))
+        .layer(KeyHealthLayer::new(pool))
+        .layer(UpstreamBalanceLayer::new(catalog.upstreams.clone()))
+        .service(client);
+    BoxCloneSyncService::new(service)
+}
