@@ -205,6 +205,7 @@ where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
         ResBody: Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: std::fmt::Display,
     {
         ServiceBuilder::new()
             .layer(ErrorResponseLayer::new())

@@ -16,6 +16,8 @@ use super::{Backend, Db};
 
 pub(crate) struct TestDb {
     pub(crate) db: Db,
+    /// The `DATABASE_DSN` that reaches this database.
+    pub(crate) dsn: String,
     _dir: Option<tempfile::TempDir>,
     drop_database: Option<(Backend, String, String)>,
 }
@@ -56,12 +58,12 @@ impl TestDb {
     /// A migrated SQLite database in a temporary directory.
     pub(crate) async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let db = Db::sqlite(&dir.path().join("gpt-load.db"))
-            .await
-            .expect("sqlite opens");
+        let path = dir.path().join("gpt-load.db");
+        let db = Db::sqlite(&path).await.expect("sqlite opens");
         db.migrate().await.expect("sqlite migrations");
         TestDb {
             db,
+            dsn: path.display().to_string(),
             _dir: Some(dir),
             drop_database: None,
         }
@@ -80,12 +82,12 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
-        let db = Db::postgres(&with_database(&admin_url, &name), 4)
-            .await
-            .expect("postgres connects");
+        let dsn = with_database(&admin_url, &name);
+        let db = Db::postgres(&dsn, 4).await.expect("postgres connects");
         db.migrate().await.expect("postgres migrations");
         Some(TestDb {
             db,
+            dsn,
             _dir: None,
             drop_database: Some((Backend::Postgres, admin_url, name)),
         })
@@ -104,12 +106,12 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
-        let db = Db::mysql(&with_database(&admin_url, &name), 4)
-            .await
-            .expect("mysql connects");
+        let dsn = with_database(&admin_url, &name);
+        let db = Db::mysql(&dsn, 4).await.expect("mysql connects");
         db.migrate().await.expect("mysql migrations");
         Some(TestDb {
             db,
+            dsn,
             _dir: None,
             drop_database: Some((Backend::Mysql, admin_url, name)),
         })

@@ -8,12 +8,13 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 /// How a tracked response body ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BodyEnd {
     /// The last frame was delivered.
     Complete,
-    /// The body failed (for example the upstream broke the connection mid-stream).
-    Error,
+    /// The body failed (for example the upstream broke the connection mid-stream, or a stream
+    /// idle timeout fired); the error's message.
+    Error(String),
     /// The body was dropped before its end (for example the client went away).
     Dropped,
 }
@@ -36,7 +37,7 @@ impl OnBodyEnd for () {
 
 impl<A: OnBodyEnd, B: OnBodyEnd> OnBodyEnd for (A, B) {
     fn on_body_end(self, end: BodyEnd) {
-        self.0.on_body_end(end);
+        self.0.on_body_end(end.clone());
         self.1.on_body_end(end);
     }
 
@@ -114,6 +115,7 @@ impl<B, G: OnBodyEnd> std::fmt::Debug for TrackedBody<B, G> {
 impl<B, G> Body for TrackedBody<B, G>
 where
     B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
     G: OnBodyEnd,
 {
     type Data = Bytes;
@@ -131,7 +133,7 @@ where
                     this.guard.frame();
                 }
             }
-            Poll::Ready(Some(Err(_))) => this.guard.end(BodyEnd::Error),
+            Poll::Ready(Some(Err(err))) => this.guard.end(BodyEnd::Error(err.to_string())),
             Poll::Ready(None) => this.guard.end(BodyEnd::Complete),
             Poll::Pending => {}
         }

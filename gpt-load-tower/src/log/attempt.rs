@@ -127,11 +127,9 @@ impl AttemptLog {
             .as_ref()
             .map_or_else(|| info.group.clone(), |k| k.group().clone());
         let parent_group = (group != info.group).then(|| info.group.clone());
-        let broken = end == Some(BodyEnd::Error);
-        let error = if broken {
-            Some("the upstream response broke off mid-body".to_owned())
-        } else {
-            facts.error
+        let (broken, error) = match end {
+            Some(BodyEnd::Error(message)) => (true, Some(format!("response body failed: {message}"))),
+            _ => (false, facts.error),
         };
         let record = RequestRecord {
             timestamp: info.timestamp,
