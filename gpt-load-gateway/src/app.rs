@@ -85,6 +85,7 @@ pub(crate) struct Running {
     pub(crate) settings: Arc<SettingsStore>,
     pub(crate) limit: ConcurrencyLimitLayer,
     shutdown: watch::Sender<bool>,
+    flush: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     log_writer: JoinHandle<WriterSummary>,
     persister: JoinHandle<PersistSummary>,
@@ -152,8 +153,11 @@ pub(crate) async fn start(
     let catalog = Catalog::new();
     reload_groups(&db, &catalog, &pool, &cipher, &settings).await?;
 
+    // Two phases: `stopping` ends the server and the jobs; `flushing` ends the write-behind tasks
+    // once every in-flight request (and the final log record of every stream) is done.
     let (shutdown, stopping) = watch::channel(false);
-    let persister = tokio::spawn(keystore::persist(db.clone(), events, stopping.clone()));
+    let (flush, flushing) = watch::channel(false);
+    let persister = tokio::spawn(keystore::persist(db.clone(), events, flushing.clone()));
     let (log_sink, records) = ChannelSink::new(65_536);
     let group_ids = {
         let catalog = catalog.clone();
@@ -169,7 +173,7 @@ pub(crate) async fn start(
     };
     let log_writer = tokio::spawn(
         LogWriter::new(db.clone(), records, group_ids, key_columns)
-            .shutdown_on(stopping.clone())
+            .shutdown_on(flushing)
             .run(),
     );
 
@@ -261,6 +265,7 @@ pub(crate) async fn start(
         settings,
         limit,
         shutdown,
+        flush,
         server,
         log_writer,
         persister,
@@ -283,18 +288,26 @@ impl Running {
     /// and flushes request logs and key states.
     pub(crate) async fn shutdown(self) -> ShutdownSummary {
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + self.grace;
         let mut server = self.server;
-        let drained = match tokio::time::timeout(self.grace, &mut server).await {
-            Ok(_) => true,
-            Err(_) => {
-                tracing::warn!(grace = ?self.grace, "in-flight requests did not finish in time; closing them");
-                server.abort();
-                false
+        let mut drained = tokio::time::timeout_at(deadline, &mut server).await.is_ok();
+        // The server's future can finish a moment before its connections drop their last response
+        // bodies; a body's end is what emits its final log record and releases its permit.
+        while drained && self.limit.in_flight() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                drained = false;
+                break;
             }
-        };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !drained {
+            tracing::warn!(grace = ?self.grace, "in-flight requests did not finish in time; closing them");
+            server.abort();
+        }
         for job in self.jobs {
             job.abort();
         }
+        let _ = self.flush.send(true);
         let logs = self
             .log_writer
             .await

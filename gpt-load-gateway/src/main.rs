@@ -19,6 +19,8 @@ mod commands;
 mod config;
 mod crypto;
 mod db;
+#[cfg(test)]
+mod e2e;
 mod jobs;
 mod keystore;
 mod models;

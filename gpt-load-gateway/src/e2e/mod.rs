@@ -1,0 +1,6 @@
+//! The whole gateway in process, on an ephemeral port, in front of the mock upstream, on real
+//! databases.
+
+mod harness;
+mod proxy;
+mod storage;

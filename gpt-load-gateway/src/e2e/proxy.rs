@@ -1,0 +1,378 @@
+//! Proxy behaviour through the running gateway (SQLite; the storage-dependent behaviour runs on
+//! every backend in `storage.rs`).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gpt_load_e2e::{Behaviour, MockConfig, MockUpstream};
+use gpt_load_tower::keys::KeyState;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+use super::harness::{Harness, PROXY_KEY, group};
+use crate::{db::test_support::TestDb, jobs, proxy::UpstreamClient};
+
+const GOOD_A: &str = "sk-good-alpha-0123456789";
+const GOOD_B: &str = "sk-good-beta-0123456789";
+
+async fn gateway(groups: impl FnOnce(&str) -> Vec<Value>, env: &[(&str, &str)]) -> Harness {
+    gateway_with(MockConfig::default(), groups, env).await
+}
+
+async fn gateway_with(
+    mock: MockConfig,
+    groups: impl FnOnce(&str) -> Vec<Value>,
+    env: &[(&str, &str)],
+) -> Harness {
+    let mock = MockUpstream::start_with(mock).await.unwrap();
+    let groups = groups(&mock.url());
+    Harness::start(TestDb::sqlite().await, mock, groups, env).await
+}
+
+fn key_state(h: &Harness, group: &str, key: &str) -> (KeyState, u32) {
+    let slot = h
+        .running()
+        .pool
+        .keys(group)
+        .into_iter()
+        .find(|k| k.secret().expose() == key)
+        .expect("key in pool");
+    (slot.state(), slot.consecutive_failures())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_across_keys_and_never_forwards_the_proxy_key() {
+    let h = gateway(|up| vec![group("g", up, &[GOOD_A, GOOD_B], json!({}))], &[]).await;
+    for _ in 0..4 {
+        let (status, _, body) = h.send(h.chat("g", false)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(String::from_utf8_lossy(&body).contains("hello from gpt-4o-mini"));
+    }
+    let by_key = h.mock.requests_by_key();
+    assert_eq!((by_key.get(GOOD_A), by_key.get(GOOD_B)), (Some(&2), Some(&2)));
+    assert!(
+        h.mock
+            .received()
+            .iter()
+            .all(|r| r.credential.as_deref() != Some(PROXY_KEY))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_on_another_key_after_500_429_and_transport_errors() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let h = gateway(
+        |up| {
+            let mut flaky = group(
+                "flaky",
+                &dead,
+                &["sk-flaky-one-0123456789", "sk-flaky-two-0123456789"],
+                json!({}),
+            );
+            flaky["upstreams"] = json!([{"url": dead, "weight": 1}, {"url": up, "weight": 1}]);
+            vec![
+                group("five", up, &["mock-500-five-0123456789", GOOD_A], json!({})),
+                group("rate", up, &["mock-429-rate-0123456789", GOOD_B], json!({})),
+                flaky,
+            ]
+        },
+        &[],
+    )
+    .await;
+    for g in ["five", "rate", "flaky"] {
+        let (status, _, _) = h.send(h.chat(g, false)).await;
+        assert_eq!(status, StatusCode::OK, "{g}: retried on the other key");
+    }
+    let by_key = h.mock.requests_by_key();
+    assert_eq!(by_key.get("mock-500-five-0123456789"), Some(&1));
+    assert_eq!(by_key.get("mock-429-rate-0123456789"), Some(&1));
+    assert_eq!(by_key.get(GOOD_A), Some(&1));
+    assert_eq!(by_key.get(GOOD_B), Some(&1));
+    assert_eq!(
+        by_key.get("sk-flaky-two-0123456789"),
+        Some(&1),
+        "the retry went to the other key and upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_found_is_not_retried() {
+    let h = gateway(|up| vec![group("g", up, &[GOOD_A, GOOD_B], json!({}))], &[]).await;
+    h.mock.script(GOOD_A, Behaviour::Status(404));
+    let (status, _, _) = h.send(h.chat("g", false)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h.mock.total_requests(), 1);
+    assert_eq!(
+        key_state(&h, "g", GOOD_A),
+        (KeyState::Active, 0),
+        "a 404 does not count against the key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blacklists_after_n_consecutive_failures_and_not_before() {
+    let bad = "mock-500-bad-0123456789";
+    let h = gateway(
+        |up| vec![group("g", up, &[bad, GOOD_A], json!({"blacklist_threshold": 3}))],
+        &[],
+    )
+    .await;
+    let mut failures_seen = 0;
+    while failures_seen < 3 {
+        let before = h.mock.requests_by_key().get(bad).copied().unwrap_or(0);
+        assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK);
+        let after = h.mock.requests_by_key().get(bad).copied().unwrap_or(0);
+        if after > before {
+            failures_seen += 1;
+            let (state, failures) = key_state(&h, "g", bad);
+            assert_eq!(failures, failures_seen as u32);
+            let expected = if failures_seen < 3 {
+                KeyState::Active
+            } else {
+                KeyState::Invalid
+            };
+            assert_eq!(state, expected, "after {failures_seen} failures");
+        }
+    }
+    for _ in 0..4 {
+        h.send(h.chat("g", false)).await;
+    }
+    assert_eq!(
+        h.mock.requests_by_key().get(bad),
+        Some(&3),
+        "a blacklisted key gets no traffic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_cool_a_key_down_without_blacklisting() {
+    let limited = "sk-limited-0123456789";
+    let h = gateway(
+        |up| {
+            vec![group(
+                "g",
+                up,
+                &[limited, GOOD_A],
+                json!({"blacklist_threshold": 1}),
+            )]
+        },
+        &[],
+    )
+    .await;
+    h.mock.script(
+        limited,
+        Behaviour::RateLimited {
+            retry_after: Duration::from_secs(30),
+        },
+    );
+    for _ in 0..3 {
+        assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK);
+    }
+    assert_eq!(key_state(&h, "g", limited), (KeyState::Cooling, 0));
+    assert_eq!(
+        h.mock.requests_by_key().get(limited),
+        Some(&1),
+        "a cooling key is skipped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_frames_arrive_before_the_stream_ends() {
+    let mock = MockConfig::default()
+        .with_sse_frames(5)
+        .with_sse_pace(Duration::from_millis(80));
+    let h = gateway_with(mock, |up| vec![group("g", up, &[GOOD_A], json!({}))], &[]).await;
+    let res = h.open(h.chat("g", true)).await;
+    assert_eq!(res.headers()["x-accel-buffering"], "no");
+    let mut body = res.into_body();
+    let mut arrivals: Vec<(Instant, String)> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            arrivals.push((Instant::now(), String::from_utf8_lossy(&data).into_owned()));
+        }
+    }
+    let chunks = arrivals
+        .iter()
+        .filter(|(_, f)| f.contains("chat.completion.chunk"))
+        .count();
+    assert!(chunks >= 5, "frames were coalesced: {} reads", arrivals.len());
+    assert!(arrivals.first().unwrap().0 < arrivals.last().unwrap().0);
+    assert!(arrivals.last().unwrap().1.contains("[DONE]"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_timeout_fires_and_is_reported() {
+    let slow = "sk-slow-0123456789";
+    let h = gateway(
+        |up| vec![group("g", up, &[slow], json!({"response_header_timeout": 1}))],
+        &[],
+    )
+    .await;
+    h.mock
+        .script(slow, Behaviour::SlowFirstByte(Duration::from_secs(5)));
+    let (status, _, body) = h.send(h.chat("g", false)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("response header timeout"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_idle_timeout_cuts_a_silent_stream() {
+    let mock = MockConfig::default()
+        .with_sse_frames(3)
+        .with_sse_pace(Duration::from_millis(2_500));
+    let h = gateway_with(
+        mock,
+        |up| vec![group("g", up, &[GOOD_A], json!({"stream_idle_timeout": 1}))],
+        &[],
+    )
+    .await;
+    let res = h.open(h.chat("g", true)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let collected = res.into_body().collect().await;
+    assert!(collected.is_err(), "the stream is cut, not completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let h = gateway(
+        |up| vec![group("g", up, &[GOOD_A], json!({}))],
+        &[("MAX_REQUEST_BODY_MB", "1")],
+    )
+    .await;
+    let post = |path: &str, key: Option<&str>, body: Bytes| {
+        let mut req = Request::post(format!("{}{path}", h.base)).header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        req.body(Full::new(body)).unwrap()
+    };
+    let (status, _, body) = h
+        .send(post(
+            "/proxy/g/v1/chat/completions",
+            None,
+            Bytes::from_static(b"{}"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["error"]["type"],
+        "authentication_error"
+    );
+    let (status, ..) = h
+        .send(post(
+            "/proxy/g/v1/chat/completions",
+            Some("wrong"),
+            Bytes::from_static(b"{}"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, ..) = h
+        .send(post(
+            "/proxy/nope/v1/chat/completions",
+            Some(PROXY_KEY),
+            Bytes::from_static(b"{}"),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let big = Bytes::from(vec![b'a'; 2 * 1024 * 1024]);
+    let (status, ..) = h
+        .send(post("/proxy/g/v1/chat/completions", Some(PROXY_KEY), big))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(h.mock.total_requests(), 0);
+
+    let malformed = Bytes::from_static(b"{\"model\": \"gpt-4o-mini\", broken");
+    h.send(post(
+        "/proxy/g/v1/chat/completions",
+        Some(PROXY_KEY),
+        malformed.clone(),
+    ))
+    .await;
+    assert_eq!(
+        h.mock.received()[0].body,
+        malformed,
+        "malformed JSON is passed through untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_completes_an_in_flight_stream() {
+    let mock = MockConfig::default()
+        .with_sse_frames(5)
+        .with_sse_pace(Duration::from_millis(200));
+    let mut h = gateway_with(mock, |up| vec![group("g", up, &[GOOD_A], json!({}))], &[]).await;
+    let res = h.open(h.chat("g", true)).await;
+    let reader = tokio::spawn(async move { res.into_body().collect().await.map(|b| b.to_bytes()) });
+    let summary = h.stop().await;
+    assert!(summary.drained, "the stream finished within the grace period");
+    let body = reader.await.unwrap().expect("the stream completed");
+    assert!(String::from_utf8_lossy(&body).contains("[DONE]"));
+    let logs = crate::repo::request_logs::list_recent(&h.test_db.db, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.len(),
+        1,
+        "the request log was flushed at shutdown: {summary:?}"
+    );
+    assert!(logs[0].is_stream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_restores_a_blacklisted_key() {
+    let flaky = "sk-flaky-0123456789";
+    let h = gateway(
+        |up| {
+            vec![group(
+                "g",
+                up,
+                &[flaky, GOOD_A],
+                json!({"blacklist_threshold": 1}),
+            )]
+        },
+        &[],
+    )
+    .await;
+    h.mock.script(flaky, Behaviour::Unauthorized);
+    for _ in 0..2 {
+        h.send(h.chat("g", false)).await;
+    }
+    assert_eq!(key_state(&h, "g", flaky).0, KeyState::Invalid);
+    let running = h.running();
+    let policy = running.catalog.policy("g").unwrap();
+    let client = UpstreamClient::new(policy.client.as_ref().clone()).unwrap();
+    assert_eq!(
+        jobs::validate::validate_group(&policy, &running.catalog, &running.pool, &client).await,
+        0,
+        "still failing"
+    );
+    h.mock.clear_scripts();
+    assert_eq!(
+        jobs::validate::validate_group(&policy, &running.catalog, &running.pool, &client).await,
+        1
+    );
+    assert_eq!(key_state(&h, "g", flaky), (KeyState::Active, 0));
+    let validation = h
+        .mock
+        .received()
+        .into_iter()
+        .filter(|r| r.credential.as_deref() == Some(flaky))
+        .last()
+        .unwrap();
+    assert_eq!(validation.path, "/v1/chat/completions");
+    assert!(
+        String::from_utf8_lossy(&validation.body).contains("gpt-4o-mini"),
+        "the group's test model"
+    );
+}

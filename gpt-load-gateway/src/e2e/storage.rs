@@ -1,0 +1,100 @@
+//! Behaviour that involves the database, on SQLite, PostgreSQL and MariaDB.
+
+use gpt_load_e2e::MockUpstream;
+use gpt_load_tower::keys::KeyState;
+use http::StatusCode;
+use serde_json::json;
+
+use super::harness::{Harness, group};
+use crate::{
+    app,
+    config::database::DatabaseDsn,
+    db::test_support::TestDb,
+    repo::{groups, keys, request_logs},
+};
+
+const BAD: &str = "mock-500-stored-0123456789";
+const GOOD: &str = "sk-good-stored-0123456789";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_logged_and_state_survives_a_restart() {
+    for test_db in TestDb::all("attempts_are_logged_and_state_survives_a_restart").await {
+        let backend = test_db.db.backend();
+        let mock = MockUpstream::start().await.unwrap();
+        let groups_json = vec![group(
+            "g",
+            &mock.url(),
+            &[BAD, GOOD],
+            json!({"blacklist_threshold": 1}),
+        )];
+        let mut h = Harness::start(test_db, mock, groups_json, &[]).await;
+        for _ in 0..3 {
+            assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK, "{backend}");
+        }
+        let summary = h.stop().await;
+        assert_eq!(summary.logs.lost, 0);
+
+        let db = &h.test_db.db;
+        let group = groups::find_by_name(db, "g").await.unwrap().unwrap();
+        let stored = keys::list_by_group(db, group.id).await.unwrap();
+        let bad_row = stored.iter().find(|k| k.key_value == BAD).unwrap();
+        assert_eq!(
+            (bad_row.status.as_str(), bad_row.failure_count),
+            ("invalid", 1),
+            "{backend}"
+        );
+        let good_row = stored.iter().find(|k| k.key_value == GOOD).unwrap();
+        assert_eq!(good_row.request_count, 3, "{backend}");
+
+        let logs = request_logs::list_recent(db, 100).await.unwrap();
+        assert_eq!(logs.len(), 4, "{backend}: one retry and three finals");
+        let retry = logs.iter().find(|l| l.request_type == "retry").unwrap();
+        assert_eq!(
+            retry.key_id,
+            Some(bad_row.id),
+            "{backend}: every attempt has its key id"
+        );
+        assert_eq!(retry.status_code, 500);
+        assert_eq!(retry.group_id, group.id);
+        assert!(
+            logs.iter()
+                .filter(|l| l.request_type == "final")
+                .all(|l| l.key_id == Some(good_row.id) && l.is_success)
+        );
+
+        h.restart().await;
+        let slot = h
+            .running()
+            .pool
+            .keys("g")
+            .into_iter()
+            .find(|k| k.secret().expose() == BAD)
+            .unwrap();
+        assert_eq!(
+            slot.state(),
+            KeyState::Invalid,
+            "{backend}: the blacklist survives a restart"
+        );
+        assert_eq!(
+            request_logs::list_recent(&h.test_db.db, 100).await.unwrap().len(),
+            4
+        );
+        assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK);
+        h.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_one_clear_error() {
+    let dsn = DatabaseDsn::Postgres {
+        url: "postgres://nobody:secret-password@127.0.0.1:1/none".to_owned(),
+    };
+    let err = app::connect(&dsn).await.err().expect("connecting fails");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("cannot connect to the postgres database"),
+        "{message}"
+    );
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(!message.contains("secret-password"), "{message}");
+}
