@@ -89,7 +89,7 @@ async fn an_unreachable_database_is_one_clear_error() {
     let dsn = DatabaseDsn::Postgres {
         url: "postgres://nobody:secret-password@127.0.0.1:1/none".to_owned(),
     };
-    let err = app::connect(&dsn).await.err().expect("connecting fails");
+    let err = app::connect(&dsn).await.expect_err("connecting fails");
     let message = format!("{err:#}");
     assert!(
         message.contains("cannot connect to the postgres database"),
