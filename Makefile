@@ -3,9 +3,9 @@
 
 CARGO ?= cargo
 
-## Starts the mock upstream (127.0.0.1:8080) and the hyper_server example (127.0.0.1:3001).
+## The gateway on SQLite (port 3001) in front of the mock upstream (127.0.0.1:8080), with a demo group.
 run:
-	scripts/run-demo.sh
+	scripts/run.sh
 
 ## Every test of the workspace: unit, integration, example and doc tests.
 test:

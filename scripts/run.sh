@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# `make run`: the gateway on SQLite (./data/gpt-load.db, port 3001) in front of the workspace's
+# mock upstream (127.0.0.1:8080), with a demo group, so a curl works on a fresh clone.
+# Set GPT_LOAD_BOOTSTRAP, DATABASE_DSN, AUTH_KEY… (or a .env file) to run it your way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOCK_PORT="${MOCK_PORT:-8080}"
+export PORT="${PORT:-3001}"
+
+cargo build -q -p gpt-load-gateway -p gpt-load-e2e --bin gpt-load-gateway --bin mock-upstream
+target="${CARGO_TARGET_DIR:-target}/debug"
+
+"$target/mock-upstream" --host 127.0.0.1 --port "$MOCK_PORT" --sse-pace-ms 100 >/dev/null &
+mock=$!
+trap 'kill "$mock" 2>/dev/null || true' EXIT INT TERM
+
+mkdir -p data
+if [ -z "${GPT_LOAD_BOOTSTRAP:-}" ]; then
+  export GPT_LOAD_BOOTSTRAP=data/demo-bootstrap.json
+  cat > "$GPT_LOAD_BOOTSTRAP" <<JSON
+{"groups": [{
+  "name": "demo",
+  "channel_type": "openai",
+  "test_model": "gpt-4o-mini",
+  "upstreams": [{"url": "http://127.0.0.1:$MOCK_PORT", "weight": 1}],
+  "proxy_keys": "sk-demo-proxy-key",
+  "keys": ["sk-demo-upstream-0001", "sk-demo-upstream-0002", "mock-500-demo-upstream-0003"]
+}]}
+JSON
+fi
+
+cat <<MSG
+
+gpt-load-gateway on http://127.0.0.1:$PORT (SQLite: ./data/gpt-load.db), mock upstream on
+127.0.0.1:$MOCK_PORT. The demo group has three upstream keys; the mock always fails the third,
+so it is retried on another key and blacklisted after three failures. Try:
+
+  curl http://127.0.0.1:$PORT/proxy/demo/v1/chat/completions \\
+    -H 'Authorization: Bearer sk-demo-proxy-key' \\
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+
+  curl -N http://127.0.0.1:$PORT/proxy/demo/v1/chat/completions \\
+    -H 'Authorization: Bearer sk-demo-proxy-key' \\
+    -d '{"model":"gpt-4o-mini","stream":true,"messages":[]}'
+
+  curl http://127.0.0.1:$PORT/health ; curl http://127.0.0.1:$PORT/metrics
+
+MSG
+
+"$target/gpt-load-gateway"
