@@ -67,8 +67,57 @@ mod tests {
     use crate::{
         bootstrap::Bootstrap,
         db::test_support::TestDb,
-        repo::{groups, keys},
+        models::now,
+        repo::{
+            groups, keys,
+            request_logs::{self, NewRequestLog},
+        },
     };
+
+    async fn log_keys(db: &Db) -> Vec<(String, String)> {
+        let mut rows: Vec<_> = request_logs::list_recent(db, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.key_value, l.key_hash))
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    async fn seed_logs(db: &Db, stored: &[(String, String)]) {
+        let rows: Vec<NewRequestLog> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, (value, hash))| NewRequestLog {
+                id: format!("00000000-0000-4000-8000-00000000000{i}"),
+                timestamp: now(),
+                group_id: 1,
+                group_name: "g".to_owned(),
+                parent_group_id: 0,
+                parent_group_name: String::new(),
+                key_value: value.clone(),
+                key_hash: hash.clone(),
+                model: "m".to_owned(),
+                is_success: true,
+                source_ip: String::new(),
+                status_code: 200,
+                request_path: "/proxy/g/v1/chat/completions".to_owned(),
+                duration: 1,
+                error_message: String::new(),
+                user_agent: String::new(),
+                request_type: "final",
+                upstream_addr: String::new(),
+                is_stream: false,
+                request_body: String::new(),
+                key_id: None,
+                attempt: 1,
+                ttfb_ms: None,
+                request_id: String::new(),
+            })
+            .collect();
+        request_logs::insert_many(db, &rows).await.unwrap();
+    }
 
     const OLD: &str = "old-encryption-key-0123456789";
     const NEW: &str = "new-encryption-key-0123456789";
@@ -101,6 +150,8 @@ mod tests {
             let db = &t.db;
             seed(db, &KeyCipher::disabled()).await;
             let plain = stored_keys(db).await;
+            seed_logs(db, &plain).await;
+            let plain_logs = log_keys(db).await;
 
             assert!(matches!(
                 run(db, None, None).await,
@@ -127,6 +178,10 @@ mod tests {
             for ((value, hash), (plain_value, _)) in encrypted.iter().zip(&plain) {
                 assert_eq!(&old.decrypt(value).unwrap(), plain_value);
                 assert_eq!(hash, &old.hash(plain_value));
+            }
+            for (value, hash) in log_keys(db).await {
+                let plain_value = old.decrypt(&value).unwrap();
+                assert_eq!(hash, old.hash(&plain_value), "request logs are re-encrypted too");
             }
             assert!(
                 matches!(run(db, None, Some(NEW)).await, Err(MigrateKeysError::Refused(_))),

@@ -376,3 +376,112 @@ async fn validation_restores_a_blacklisted_key() {
         "the group's test model"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_channel_aggregates_and_model_lists() {
+    let h = gateway(
+        |up| {
+            let mut gemini = group("gem", up, &["gemini-upstream-key-0001"], json!({}));
+            gemini["channel_type"] = json!("gemini");
+            let mut claude = group("claude", up, &["anthropic-upstream-key-0001"], json!({}));
+            claude["channel_type"] = json!("anthropic");
+            let mut aliased = group("aliased", up, &[GOOD_A], json!({}));
+            aliased["model_redirect_rules"] = json!({"alias-model": "gpt-4o-mini"});
+            let mut strict = group("strict", up, &[GOOD_B], json!({}));
+            strict["model_redirect_rules"] = json!({"only-this": "gpt-4o-mini"});
+            strict["model_redirect_strict"] = json!(true);
+            vec![
+                gemini,
+                claude,
+                aliased,
+                strict,
+                group("sub-a", up, &["sub-a-upstream-key-0001"], json!({})),
+                group("sub-b", up, &["sub-b-upstream-key-0001"], json!({})),
+                json!({"name": "all", "group_type": "aggregate", "channel_type": "openai",
+                       "sub_groups": [{"group": "sub-a", "weight": 1}, {"group": "sub-b", "weight": 1}]}),
+            ]
+        },
+        &[],
+    )
+    .await;
+    let post = |path: &str, headers: &[(&str, &str)], body: &str| {
+        let mut req = Request::post(format!("{}{path}", h.base)).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Full::from(body.to_owned())).unwrap()
+    };
+
+    // Gemini: the proxy key in `?key=` is replaced by the upstream key.
+    let path = format!("/proxy/gem/v1beta/models/gemini-2.0-flash:generateContent?key={PROXY_KEY}");
+    let (status, _, body) = h
+        .send(post(&path, &[], r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let seen = h.mock.received().pop().unwrap();
+    assert_eq!(seen.path, "/v1beta/models/gemini-2.0-flash:generateContent");
+    assert_eq!(seen.query.as_deref(), Some("key=gemini-upstream-key-0001"));
+
+    // Anthropic: `x-api-key` carries the proxy key in and the upstream key out.
+    let (status, ..) = h
+        .send(post(
+            "/proxy/claude/v1/messages",
+            &[("x-api-key", PROXY_KEY), ("anthropic-version", "2023-06-01")],
+            r#"{"model":"claude-3-haiku-20240307","max_tokens":10,"messages":[]}"#,
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = h.mock.received().pop().unwrap();
+    assert_eq!(seen.headers["x-api-key"], "anthropic-upstream-key-0001");
+
+    // Aggregate: requests alternate between the sub-groups' keys.
+    for _ in 0..4 {
+        assert_eq!(h.send(h.chat("all", false)).await.0, StatusCode::OK);
+    }
+    let by_key = h.mock.requests_by_key();
+    assert_eq!(
+        (
+            by_key.get("sub-a-upstream-key-0001"),
+            by_key.get("sub-b-upstream-key-0001")
+        ),
+        (Some(&2), Some(&2))
+    );
+
+    // Model lists include the redirect rules' models; strict lists only them.
+    let list = |group: &str| {
+        Request::get(format!("{}/proxy/{group}/v1/models", h.base))
+            .header("authorization", format!("Bearer {PROXY_KEY}"))
+            .body(Full::default())
+            .unwrap()
+    };
+    let ids = |body: Bytes| -> Vec<String> {
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, _, body) = h.send(list("aliased")).await;
+    assert_eq!(status, StatusCode::OK);
+    let aliased = ids(body);
+    assert!(
+        aliased.contains(&"alias-model".to_owned()) && aliased.len() > 1,
+        "{aliased:?}"
+    );
+    let (_, _, body) = h.send(list("strict")).await;
+    assert_eq!(ids(body), ["only-this"]);
+
+    // A redirect rewrites the model the upstream sees.
+    let aliased_chat = json!({"model": "alias-model", "messages": []}).to_string();
+    let auth = format!("Bearer {PROXY_KEY}");
+    h.send(post(
+        "/proxy/aliased/v1/chat/completions",
+        &[("authorization", auth.as_str())],
+        &aliased_chat,
+    ))
+    .await;
+    let seen = h.mock.received().pop().unwrap();
+    assert!(String::from_utf8_lossy(&seen.body).contains("\"gpt-4o-mini\""));
+}
