@@ -202,6 +202,7 @@ mod tests {
                 plain,
                 "disabling restores plaintext and SHA-256 hashes"
             );
+            assert_eq!(log_keys(db).await, plain_logs, "and the request logs too");
         }
     }
 }
