@@ -141,8 +141,22 @@ pub(crate) async fn start(
         tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
     }
     let host = config.server.addr.ip().to_string();
+    let first_idle_seed = !crate::repo::settings::list(&db)
+        .await?
+        .iter()
+        .any(|r| r.setting_key == "stream_idle_timeout");
     settings::seed(&db, auth_key, &host, config.server.addr.port()).await?;
     let settings = Arc::new(SettingsStore::open(&db).await?);
+    // `STREAM_IDLE_TIMEOUT` seeds the setting on first start; afterwards the setting (per group,
+    // changeable at run time) governs, as `AUTH_KEY` seeds `proxy_keys`.
+    if let (true, Some(idle)) = (first_idle_seed, config.server.stream_idle_timeout) {
+        let mut update = serde_json::Map::new();
+        update.insert("stream_idle_timeout".to_owned(), json!(idle.as_secs().max(1)));
+        settings
+            .update(&db, &update)
+            .await
+            .map_err(|e| anyhow::anyhow!("STREAM_IDLE_TIMEOUT: {e}"))?;
+    }
     let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
     if let Some(path) = &config.bootstrap {
         let (groups, keys) = Bootstrap::read(path)?.apply(&db, &cipher).await?;
@@ -244,6 +258,10 @@ pub(crate) async fn start(
         .route_service("/proxy/{*path}", any_service(proxy))
         .fallback(not_found)
         .with_state(state);
+    let router = match crate::cors::layer(&config.cors) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
     let addr = listener.local_addr()?;
     let mut stop_serving = stopping.clone();
     let server = tokio::spawn(async move {

@@ -17,6 +17,7 @@ mod catalog;
 mod client_ip;
 mod commands;
 mod config;
+mod cors;
 mod crypto;
 mod db;
 #[cfg(test)]

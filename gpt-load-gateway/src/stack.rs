@@ -11,7 +11,7 @@
 //!  8. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
 //!  9. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413)
 //! 10. GroupPolicy          — the URL group's settings (`LogSettings`, …)
-//! 11. RequestLog           — one record per attempt into the batching writer
+//! 11. RequestLog           — one record per attempt: request metrics, then the batching writer
 //! 12. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
 //! 13. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
 //! 14. ModelList            — `…/models` answers include the redirect rules' models
@@ -50,7 +50,9 @@ use crate::{
     catalog::Catalog,
     client_ip::ClientIpLayer,
     config::ip_net::TrustedProxies,
-    proxy::{GroupPolicyLayer, ModelListLayer, UpstreamClient, panic_response, sse_no_buffering},
+    proxy::{
+        GroupPolicyLayer, MetricsSink, ModelListLayer, UpstreamClient, panic_response, sse_no_buffering,
+    },
 };
 
 /// The proxy service mounted at `/proxy/{group}/…`.
@@ -100,7 +102,7 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
         .layer(limit)
         .layer(BodyBufferLayer::new(max_body))
         .layer(GroupPolicyLayer::new(catalog.clone()))
-        .layer(RequestLogLayer::new(log_sink))
+        .layer(RequestLogLayer::new(MetricsSink::new(log_sink)))
         .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))
         .layer(GroupPolicyLayer::new(catalog.clone()))
         .layer(ModelListLayer::new(catalog.rewrite.clone()))

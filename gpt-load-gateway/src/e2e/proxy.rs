@@ -231,7 +231,7 @@ async fn stream_idle_timeout_cuts_a_silent_stream() {
     let mock = MockConfig::default()
         .with_sse_frames(3)
         .with_sse_pace(Duration::from_millis(2_500));
-    let h = gateway_with(
+    let mut h = gateway_with(
         mock,
         |up| vec![group("g", up, &[GOOD_A], json!({"stream_idle_timeout": 1}))],
         &[],
@@ -241,6 +241,16 @@ async fn stream_idle_timeout_cuts_a_silent_stream() {
     assert_eq!(res.status(), StatusCode::OK);
     let collected = res.into_body().collect().await;
     assert!(collected.is_err(), "the stream is cut, not completed");
+    h.stop().await;
+    let logs = crate::repo::request_logs::list_recent(&h.test_db.db, 10)
+        .await
+        .unwrap();
+    assert!(!logs[0].is_success);
+    let error = &logs[0].error_message;
+    assert!(
+        error.contains("stream idle timeout"),
+        "the log says which timeout fired: {error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

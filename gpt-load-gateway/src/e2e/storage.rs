@@ -98,3 +98,22 @@ async fn an_unreachable_database_is_one_clear_error() {
     assert!(!message.contains('\n'), "one line: {message}");
     assert!(!message.contains("secret-password"), "{message}");
 }
+
+#[test]
+fn invalid_database_dsn_and_settings_are_one_line_each() {
+    let env: std::collections::HashMap<String, String> = [
+        ("DATABASE_DSN", "root:secret-password@nowhere"),
+        ("PORT", "99999"),
+        ("MAX_CONCURRENT_REQUESTS", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let err = crate::config::Config::from_source(&env).expect_err("invalid configuration");
+    let text = err.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("DATABASE_DSN")), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("PORT")), "{text}");
+    assert!(!text.contains("secret-password"), "{text}");
+}

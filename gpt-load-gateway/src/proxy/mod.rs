@@ -18,6 +18,7 @@
 
 mod body;
 mod client;
+mod metrics_sink;
 mod model_list;
 mod outbound;
 mod policy;
@@ -34,6 +35,7 @@ mod tests;
 pub(crate) use self::{
     body::UpstreamBody,
     client::UpstreamClient,
+    metrics_sink::MetricsSink,
     model_list::ModelListLayer,
     policy::GroupPolicyLayer,
     settings::{ClientSettings, ProxySetting},
