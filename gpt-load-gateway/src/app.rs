@@ -136,9 +136,19 @@ pub(crate) async fn start(
     let db = connect(&config.database.dsn)
         .await
         .with_context(|| format!("database {}", config.database.dsn))?;
-    let migrated = db.migrate().await?;
-    if migrated > 0 {
-        tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
+    // A follower (`IS_SLAVE=true`) never changes the schema, the settings or the groups, and runs
+    // no background job: the leader does.
+    let leader = !config.cluster.is_slave;
+    if config.cluster.redis_dsn.is_some() {
+        tracing::warn!(
+            "REDIS_DSN is set, but cluster coordination is not implemented yet: this node keeps its key states to itself"
+        );
+    }
+    if leader {
+        let migrated = db.migrate().await?;
+        if migrated > 0 {
+            tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
+        }
     }
     let host = config.server.addr.ip().to_string();
     let first_idle_seed = !crate::repo::settings::list(&db)
@@ -158,7 +168,7 @@ pub(crate) async fn start(
             .map_err(|e| anyhow::anyhow!("STREAM_IDLE_TIMEOUT: {e}"))?;
     }
     let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
-    if let Some(path) = &config.bootstrap {
+    if let Some(path) = config.bootstrap.as_ref().filter(|_| leader) {
         let (groups, keys) = Bootstrap::read(path)?.apply(&db, &cipher).await?;
         tracing::info!(groups, keys, "bootstrap applied");
     }
@@ -204,26 +214,26 @@ pub(crate) async fn start(
         max_body: config.server.max_request_body.get(),
     });
 
-    let mut jobs = vec![
-        tokio::spawn(jobs::validate::run(
+    let mut jobs = vec![tokio::spawn(jobs::gauges::run(
+        pool.clone(),
+        intervals.gauges,
+        stopping.clone(),
+    ))];
+    if leader {
+        jobs.push(tokio::spawn(jobs::validate::run(
             catalog.clone(),
             pool.clone(),
             client,
             intervals.validation_tick,
             stopping.clone(),
-        )),
-        tokio::spawn(jobs::retention::run(
+        )));
+        jobs.push(tokio::spawn(jobs::retention::run(
             db.clone(),
             settings.clone(),
             intervals.retention,
             stopping.clone(),
-        )),
-        tokio::spawn(jobs::gauges::run(
-            pool.clone(),
-            intervals.gauges,
-            stopping.clone(),
-        )),
-    ];
+        )));
+    }
     // Settings changes reach the catalog (per-group effective settings, global proxy keys).
     jobs.push(tokio::spawn({
         let (catalog, db, settings, mut stopping) =
@@ -263,17 +273,12 @@ pub(crate) async fn start(
         None => router,
     };
     let addr = listener.local_addr()?;
-    let mut stop_serving = stopping.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_serving.wait_for(|stop| *stop).await;
-        })
-        .await
-    });
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        router,
+        config.server.read_timeout,
+        stopping.clone(),
+    ));
     tracing::info!(%addr, backend = %db.backend(), "gateway listening");
     Ok(Running {
         addr,

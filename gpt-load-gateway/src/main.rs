@@ -27,6 +27,7 @@ mod keystore;
 mod models;
 mod proxy;
 mod repo;
+mod server;
 mod settings;
 mod stack;
 mod telemetry;

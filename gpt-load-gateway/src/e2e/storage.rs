@@ -117,3 +117,54 @@ fn invalid_database_dsn_and_settings_are_one_line_each() {
     assert!(lines.iter().any(|l| l.starts_with("PORT")), "{text}");
     assert!(!text.contains("secret-password"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_serves_without_changing_the_database() {
+    let mock = MockUpstream::start().await.unwrap();
+    let mut leader = Harness::start(
+        TestDb::sqlite().await,
+        mock,
+        vec![group("g", "http://127.0.0.1:9", &[GOOD], json!({}))],
+        &[],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = dir.path().join("follower.json");
+    std::fs::write(
+        &bootstrap,
+        json!({"groups": [group("new", "http://127.0.0.1:9", &[GOOD], json!({}))]}).to_string(),
+    )
+    .unwrap();
+    let env: std::collections::HashMap<String, String> = [
+        ("DATABASE_DSN", leader.test_db.dsn.clone()),
+        ("IS_SLAVE", "true".to_owned()),
+        ("GPT_LOAD_BOOTSTRAP", bootstrap.display().to_string()),
+        ("DATA_DIR", dir.path().display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let (config, _) = crate::config::Config::from_source(&env).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let follower = app::start(
+        config,
+        super::harness::PROXY_KEY,
+        listener,
+        app::JobIntervals::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        follower.catalog.policy("g").is_some(),
+        "the follower serves the leader's groups"
+    );
+    assert!(
+        groups::find_by_name(&leader.test_db.db, "new")
+            .await
+            .unwrap()
+            .is_none(),
+        "a follower applies no bootstrap"
+    );
+    follower.shutdown().await;
+    leader.stop().await;
+}
