@@ -295,11 +295,25 @@ async fn bad_input_gets_clear_errors() {
         ))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let big = Bytes::from(vec![b'a'; 2 * 1024 * 1024]);
-    let (status, ..) = h
-        .send(post("/proxy/g/v1/chat/completions", Some(PROXY_KEY), big))
-        .await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    // An oversized body is refused from its Content-Length, before it is read: a raw client that
+    // announces 2 MiB and sends almost nothing still gets its 413.
+    let mut raw = tokio::net::TcpStream::connect(h.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /proxy/g/v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer {PROXY_KEY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        2 * 1024 * 1024
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut raw, head.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = vec![0; 64];
+    let read = tokio::io::AsyncReadExt::read(&mut raw, &mut answer)
+        .await
+        .unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..read]).into_owned();
+    assert!(status_line.starts_with("HTTP/1.1 413"), "{status_line}");
     assert_eq!(h.mock.total_requests(), 0);
 
     let malformed = Bytes::from_static(b"{\"model\": \"gpt-4o-mini\", broken");
