@@ -509,3 +509,41 @@ async fn every_channel_aggregates_and_model_lists() {
     let seen = h.mock.received().pop().unwrap();
     assert!(String::from_utf8_lossy(&seen.body).contains("\"gpt-4o-mini\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_changes_apply_to_the_next_request() {
+    let bad = "mock-500-hot-0123456789";
+    let h = gateway(
+        |up| vec![group("g", up, &[bad, GOOD_A], json!({"blacklist_threshold": 0}))],
+        &[],
+    )
+    .await;
+    // With the default three retries the failing key is retried on the good one.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(h.send(h.chat("g", false)).await.0);
+    }
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK]);
+
+    let running = h.running();
+    let mut update = serde_json::Map::new();
+    update.insert("max_retries".to_owned(), json!(0));
+    running.settings.update(&running.db, &update).await.unwrap();
+    Harness::eventually(Duration::from_secs(5), || async {
+        running
+            .catalog
+            .policy("g")
+            .is_some_and(|p| p.retry.max_retries == 0)
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(h.send(h.chat("g", false)).await.0);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR],
+        "no retry any more"
+    );
+}
