@@ -151,11 +151,14 @@ pub(crate) async fn start(
         }
     }
     let host = config.server.addr.ip().to_string();
-    let first_idle_seed = !crate::repo::settings::list(&db)
-        .await?
-        .iter()
-        .any(|r| r.setting_key == "stream_idle_timeout");
-    settings::seed(&db, auth_key, &host, config.server.addr.port()).await?;
+    let first_idle_seed = leader
+        && !crate::repo::settings::list(&db)
+            .await?
+            .iter()
+            .any(|r| r.setting_key == "stream_idle_timeout");
+    if leader {
+        settings::seed(&db, auth_key, &host, config.server.addr.port()).await?;
+    }
     let settings = Arc::new(SettingsStore::open(&db).await?);
     // `STREAM_IDLE_TIMEOUT` seeds the setting on first start; afterwards the setting (per group,
     // changeable at run time) governs, as `AUTH_KEY` seeds `proxy_keys`.
