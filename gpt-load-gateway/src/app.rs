@@ -259,6 +259,16 @@ pub(crate) async fn start(
         }
     }));
 
+    let admin = crate::admin::AdminState {
+        db: db.clone(),
+        settings: settings.clone(),
+        catalog: catalog.clone(),
+        pool: pool.clone(),
+        cipher: cipher.clone(),
+        auth_key: gpt_load_tower::secret::ApiKey::new(auth_key),
+        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
+        throttle: Arc::default(),
+    };
     let state = AppState {
         db: db.clone(),
         metrics: telemetry::prometheus(),
@@ -270,7 +280,8 @@ pub(crate) async fn start(
         .route("/metrics", get(metrics))
         .route_service("/proxy/{*path}", any_service(proxy))
         .fallback(not_found)
-        .with_state(state);
+        .with_state(state)
+        .nest("/api", crate::admin::router(admin));
     let router = match crate::cors::layer(&config.cors) {
         Some(cors) => router.layer(cors),
         None => router,

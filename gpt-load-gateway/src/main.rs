@@ -11,6 +11,7 @@
     reason = "the admin API uses the rest of the storage and settings layer"
 )]
 
+mod admin;
 mod app;
 mod bootstrap;
 mod catalog;

@@ -140,3 +140,53 @@ pub(crate) async fn sub_group_links(db: &Db) -> Result<Vec<SubGroupLink>, DbErro
             .await?)
     })
 }
+
+/// Replaces every column of group `id` (except `created_at`) with `group`'s; returns the row, or
+/// `None` when the group does not exist.
+pub(crate) async fn update(db: &Db, id: i64, group: &NewGroup<'_>) -> Result<Option<GroupRow>, DbError> {
+    with_conn!(db, |conn| {
+        let changed = diesel::update(groups::table.find(id))
+            .set((
+                groups::name.eq(group.name),
+                groups::display_name.eq(group.display_name),
+                groups::proxy_keys.eq(group.proxy_keys),
+                groups::description.eq(group.description),
+                groups::group_type.eq(group.group_type),
+                groups::upstreams.eq(group.upstreams),
+                groups::validation_endpoint.eq(group.validation_endpoint),
+                groups::channel_type.eq(group.channel_type),
+                groups::sort.eq(group.sort),
+                groups::test_model.eq(group.test_model),
+                groups::param_overrides.eq(group.param_overrides),
+                groups::config.eq(group.config),
+                groups::header_rules.eq(group.header_rules),
+                groups::model_redirect_rules.eq(group.model_redirect_rules),
+                groups::model_redirect_strict.eq(group.model_redirect_strict),
+                groups::updated_at.eq(group.updated_at),
+            ))
+            .execute(conn)
+            .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        Ok(Some(
+            groups::table
+                .find(id)
+                .select(GroupRow::as_select())
+                .first(conn)
+                .await?,
+        ))
+    })
+}
+
+/// A group by id.
+pub(crate) async fn find(db: &Db, id: i64) -> Result<Option<GroupRow>, DbError> {
+    with_conn!(db, |conn| {
+        Ok(groups::table
+            .find(id)
+            .select(GroupRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}

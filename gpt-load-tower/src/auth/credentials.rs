@@ -7,9 +7,10 @@ use crate::query;
 /// Headers that carry a client credential; all are removed before forwarding.
 pub(super) const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "x-api-key", "x-goog-api-key"];
 
-/// The key the client presented, from the first carrier that has one: `?key=`,
-/// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`.
-pub(super) fn presented_key<B>(req: &Request<B>) -> Option<Cow<'_, str>> {
+/// The key a client presented, from the first carrier that has one: `?key=`,
+/// `Authorization: Bearer`, `x-api-key`, `x-goog-api-key` (the order gpt-load uses, for the proxy
+/// and its admin API alike).
+pub fn presented_key<B>(req: &Request<B>) -> Option<Cow<'_, str>> {
     if let Some(key) = req
         .uri()
         .query()

@@ -58,6 +58,7 @@ mod service;
 mod validate;
 
 pub use self::{
+    credentials::presented_key,
     service::{ProxyKeyAuth, ProxyKeyAuthLayer, ResponseFuture},
     validate::{ProxyKeyTable, StaticProxyKeys, ValidateProxyKey},
 };

@@ -1,0 +1,161 @@
+//! Admin authentication: `AUTH_KEY` from the same four carriers as the proxy (`?key=`,
+//! `Authorization: Bearer`, `x-api-key`, `x-goog-api-key`), compared in constant time, with
+//! repeated failures from one client address throttled (gpt-load has no throttling).
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json,
+    extract::{ConnectInfo, Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::{error::AdminError, lang::RequestLang, state::AdminState};
+use crate::client_ip::client_ip;
+
+/// Failed attempts per client address allowed in one window.
+const MAX_FAILURES: u32 = 10;
+/// The window, and how long a throttled address waits.
+const WINDOW: Duration = Duration::from_secs(300);
+/// Addresses remembered at most (oldest windows are forgotten first).
+const MAX_TRACKED: usize = 10_000;
+
+/// Counts failed authentications per client address.
+#[derive(Debug, Default)]
+pub(crate) struct Throttle {
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Throttle {
+    /// Seconds the address must still wait, when it is throttled.
+    fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let &(count, since) = failures.get(&ip)?;
+        let elapsed = since.elapsed();
+        (count >= MAX_FAILURES && elapsed < WINDOW).then(|| (WINDOW - elapsed).as_secs().max(1))
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() >= MAX_TRACKED {
+            failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
+        }
+        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&ip);
+    }
+}
+
+fn peer_of(state: &AdminState, req: &Request) -> IpAddr {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    client_ip(peer, req.headers(), &state.trusted_proxies)
+}
+
+fn matches(state: &AdminState, presented: &str) -> bool {
+    bool::from(state.auth_key.expose().as_bytes().ct_eq(presented.as_bytes()))
+}
+
+/// Rejects requests without the admin key.
+pub(crate) async fn require_admin(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let ip = peer_of(&state, &req);
+    if let Some(wait) = state.throttle.blocked(ip) {
+        return AdminError::Throttled(wait).into_response();
+    }
+    let ok = gpt_load_tower::auth::presented_key(&req).is_some_and(|key| matches(&state, &key));
+    if !ok {
+        state.throttle.failed(ip);
+        return AdminError::Unauthorized.into_response();
+    }
+    state.throttle.succeeded(ip);
+    next.run(req).await
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginRequest {
+    auth_key: String,
+}
+
+/// `POST /api/auth/login`: gpt-load's own shape, `{"success", "message"}`.
+pub(crate) async fn login(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let ip = client_ip(peer.ip(), &headers, &state.trusted_proxies);
+    if let Some(wait) = state.throttle.blocked(ip) {
+        return AdminError::Throttled(wait).into_response();
+    }
+    let Ok(request) = serde_json::from_slice::<LoginRequest>(&body) else {
+        let message = super::lang::text(lang, "invalid request body", "请求体无效");
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"success": false, "message": message})),
+        )
+            .into_response();
+    };
+    if matches(&state, &request.auth_key) {
+        state.throttle.succeeded(ip);
+        let message = super::lang::text(lang, "Authentication successful", "认证成功");
+        Json(json!({"success": true, "message": message})).into_response()
+    } else {
+        state.throttle.failed(ip);
+        let message = super::lang::text(lang, "Authentication failed", "认证失败");
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"success": false, "message": message})),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttles_after_repeated_failures_and_success_resets() {
+        let t = Throttle::default();
+        let ip: IpAddr = "203.0.113.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES - 1 {
+            t.failed(ip);
+        }
+        assert!(t.blocked(ip).is_none());
+        t.succeeded(ip);
+        for _ in 0..MAX_FAILURES {
+            t.failed(ip);
+        }
+        let wait = t.blocked(ip).unwrap();
+        assert!((1..=300).contains(&wait));
+        assert!(t.blocked("203.0.113.2".parse().unwrap()).is_none(), "per address");
+    }
+}

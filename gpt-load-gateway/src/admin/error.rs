@@ -1,0 +1,117 @@
+//! One error type for every admin handler, and the one conversion into gpt-load's envelope
+//! `{"code":"ERR_CODE","message":"…"}`.
+//!
+//! Deliberate deviations from gpt-load (docs/API.md): validation errors are `400
+//! VALIDATION_FAILED` naming the field (gpt-load answers some with 500), unknown resources `404`,
+//! duplicates `409`. Server-side failures are logged with their cause and answered with a generic
+//! message.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::{db::DbError, settings::FieldError};
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdminError {
+    #[error("invalid JSON: {0}")]
+    InvalidJson(String),
+    #[error("{field}: {message}")]
+    Validation { field: String, message: String },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Duplicate(String),
+    #[error("authentication failed")]
+    Unauthorized,
+    #[error("too many failed attempts, retry in {0} s")]
+    Throttled(u64),
+    #[error("database error")]
+    Database(#[source] DbError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AdminError {
+    pub(crate) fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The first of several field errors (all of them are in the message).
+    pub(crate) fn fields(errors: Vec<FieldError>) -> Self {
+        let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::Validation { field, message }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "INVALID_JSON"),
+            Self::Validation { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::Duplicate(_) => (StatusCode::CONFLICT, "DUPLICATE_RESOURCE"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
+            Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "DATABASE_ERROR"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
+        }
+    }
+}
+
+impl From<DbError> for AdminError {
+    fn from(err: DbError) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match err {
+            DbError::Query(Error::NotFound) => Self::NotFound("resource"),
+            DbError::Query(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info)) => {
+                Self::Duplicate(format!(
+                    "already exists ({})",
+                    info.constraint_name().unwrap_or("unique")
+                ))
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "admin request failed");
+        }
+        let message = self.to_string();
+        let mut res = (status, Json(json!({"code": code, "message": message}))).into_response();
+        if let Self::Throttled(after) = self {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        }
+        res
+    }
+}
+
+/// The result of every admin handler.
+pub(crate) type AdminResult<T> = Result<T, AdminError>;
+
+/// gpt-load's success envelope: `{"code":0,"message":"…","data":…}` (`data` omitted when `None`).
+pub(crate) fn ok(message: &str, data: Option<serde_json::Value>) -> Response {
+    let mut body = json!({"code": 0, "message": message});
+    if let Some(data) = data {
+        body["data"] = data;
+    }
+    Json(body).into_response()
+}

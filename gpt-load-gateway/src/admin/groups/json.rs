@@ -1,0 +1,98 @@
+//! Request and response bodies of the group routes (gpt-load's field names).
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{bootstrap::UpstreamSpec, models::GroupRow};
+
+/// A header rule as the API carries it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub(crate) struct HeaderRuleJson {
+    pub(crate) key: String,
+    #[serde(default)]
+    pub(crate) value: String,
+    #[serde(default = "set_action")]
+    pub(crate) action: String,
+}
+
+fn set_action() -> String {
+    "set".to_owned()
+}
+
+/// The body of `POST /api/groups` and `PUT /api/groups/{id}`; absent fields are unchanged on
+/// update.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct GroupInput {
+    pub(crate) name: Option<String>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) group_type: Option<String>,
+    pub(crate) upstreams: Option<Vec<UpstreamSpec>>,
+    pub(crate) channel_type: Option<String>,
+    pub(crate) sort: Option<i32>,
+    pub(crate) test_model: Option<String>,
+    pub(crate) validation_endpoint: Option<String>,
+    pub(crate) param_overrides: Option<Map<String, Value>>,
+    pub(crate) model_redirect_rules: Option<Map<String, Value>>,
+    pub(crate) model_redirect_strict: Option<bool>,
+    pub(crate) config: Option<Map<String, Value>>,
+    pub(crate) header_rules: Option<Vec<HeaderRuleJson>>,
+    pub(crate) proxy_keys: Option<String>,
+}
+
+/// gpt-load's GroupResponse.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct GroupResponse {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) endpoint: String,
+    pub(crate) display_name: String,
+    pub(crate) description: String,
+    pub(crate) group_type: String,
+    pub(crate) upstreams: Value,
+    pub(crate) channel_type: String,
+    pub(crate) sort: i32,
+    pub(crate) test_model: String,
+    pub(crate) validation_endpoint: String,
+    pub(crate) param_overrides: Value,
+    pub(crate) model_redirect_rules: Value,
+    pub(crate) model_redirect_strict: bool,
+    pub(crate) config: Value,
+    pub(crate) header_rules: Value,
+    pub(crate) proxy_keys: String,
+    pub(crate) last_validated_at: Option<NaiveDateTime>,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+fn parsed(text: &str, empty: Value) -> Value {
+    serde_json::from_str(text).unwrap_or(empty)
+}
+
+impl GroupResponse {
+    pub(crate) fn new(row: GroupRow, app_url: &str) -> Self {
+        Self {
+            endpoint: format!("{}/proxy/{}", app_url.trim_end_matches('/'), row.name),
+            id: row.id,
+            upstreams: parsed(&row.upstreams, Value::Array(Vec::new())),
+            param_overrides: parsed(&row.param_overrides, Value::Object(Map::new())),
+            model_redirect_rules: parsed(&row.model_redirect_rules, Value::Object(Map::new())),
+            config: parsed(&row.config, Value::Object(Map::new())),
+            header_rules: parsed(&row.header_rules, Value::Array(Vec::new())),
+            name: row.name,
+            display_name: row.display_name,
+            description: row.description,
+            group_type: row.group_type,
+            channel_type: row.channel_type,
+            sort: row.sort,
+            test_model: row.test_model,
+            validation_endpoint: row.validation_endpoint,
+            model_redirect_strict: row.model_redirect_strict,
+            proxy_keys: row.proxy_keys,
+            last_validated_at: row.last_validated_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}

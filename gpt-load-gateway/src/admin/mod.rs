@@ -1,0 +1,18 @@
+//! The admin REST API under `/api`, wire-compatible with gpt-load 1.4: the same paths, fields,
+//! envelope (`{code:0,message,data}` / `{code:"ERR",message}`) and authentication by `AUTH_KEY`.
+//! Deliberate deviations are listed in `docs/API.md`.
+//!
+//! `routes.rs` is the table of routes; each area has its handlers and DTOs; queries live in
+//! `repo/`; [`error::AdminError`] is the one conversion into the error envelope. Changes reach the
+//! proxy at once: group changes rebuild the catalog and the key pool, settings changes are hot.
+
+mod auth;
+mod error;
+mod groups;
+mod json;
+mod lang;
+mod routes;
+mod settings;
+mod state;
+
+pub(crate) use self::{routes::router, state::AdminState};

@@ -1,0 +1,246 @@
+//! The admin API through real HTTP.
+
+use bytes::Bytes;
+use gpt_load_e2e::MockUpstream;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::harness::{Harness, PROXY_KEY, group};
+use crate::db::test_support::TestDb;
+
+fn api(h: &Harness, method: &str, path: &str, body: Option<Value>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("{}/api{path}", h.base))
+        .header("authorization", format!("Bearer {PROXY_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap()
+}
+
+async fn call(h: &Harness, req: Request<Full<Bytes>>) -> (StatusCode, Value) {
+    let (status, _, body) = h.send(req).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authentication_login_and_throttling() {
+    let mock = MockUpstream::start().await.unwrap();
+    let h = Harness::start(TestDb::sqlite().await, mock, vec![], &[]).await;
+    let anonymous = Request::get(format!("{}/api/groups", h.base))
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = call(&h, anonymous).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED"))
+    );
+    let by_query = Request::get(format!("{}/api/groups?key={PROXY_KEY}", h.base))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(call(&h, by_query).await.1["code"], 0);
+
+    let login = |key: &str, lang: &str| {
+        Request::post(format!("{}/api/auth/login", h.base))
+            .header("accept-language", lang)
+            .body(Full::from(json!({"auth_key": key}).to_string()))
+            .unwrap()
+    };
+    let (status, body) = call(&h, login(PROXY_KEY, "en")).await;
+    assert_eq!((status, body["success"].as_bool()), (StatusCode::OK, Some(true)));
+    let (status, body) = call(&h, login("wrong", "zh-CN,zh;q=0.9")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["message"], "认证失败", "Chinese for Accept-Language: zh");
+    for _ in 0..9 {
+        call(&h, login("wrong", "en")).await;
+    }
+    let (status, _, _) = h.send(login(PROXY_KEY, "en")).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "ten failures throttle the address, even for the right key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_managed_and_reach_the_proxy_at_once() {
+    for test_db in TestDb::all("groups_are_managed_and_reach_the_proxy_at_once").await {
+        let backend = test_db.db.backend();
+        let mock = MockUpstream::start().await.unwrap();
+        let up = mock.url();
+        let h = Harness::start(
+            test_db,
+            mock,
+            vec![group("seeded", &up, &["sk-seeded-0123456789"], json!({}))],
+            &[],
+        )
+        .await;
+
+        let create = json!({"name": "fresh", "channel_type": "openai", "test_model": "gpt-4o-mini",
+                             "upstreams": [{"url": up, "weight": 1}], "config": {"max_retries": 1},
+                             "header_rules": [{"key": "x-team", "value": "${GROUP_NAME}", "action": "set"}]});
+        let (status, body) = call(&h, api(&h, "POST", "/groups", Some(create.clone()))).await;
+        assert_eq!(
+            (status, &body["code"]),
+            (StatusCode::OK, &json!(0)),
+            "{backend}: {body}"
+        );
+        let group = &body["data"];
+        for field in [
+            "id",
+            "name",
+            "endpoint",
+            "upstreams",
+            "config",
+            "header_rules",
+            "created_at",
+        ] {
+            assert!(group.get(field).is_some(), "{backend}: GroupResponse has {field}");
+        }
+        assert!(group["endpoint"].as_str().unwrap().ends_with("/proxy/fresh"));
+        let id = group["id"].as_i64().unwrap();
+
+        // The proxy knows the new group at once (no keys yet: 503, not 404).
+        assert_eq!(
+            h.send(h.chat("fresh", false)).await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{backend}"
+        );
+
+        let (status, body) = call(&h, api(&h, "POST", "/groups", Some(create))).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::CONFLICT, Some("DUPLICATE_RESOURCE")),
+            "{backend}"
+        );
+        let (status, body) = call(
+            &h,
+            api(
+                &h,
+                "POST",
+                "/groups",
+                Some(json!({"name": "Bad Name", "channel_type": "openai"})),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED"))
+        );
+        assert!(body["message"].as_str().unwrap().starts_with("name"), "{body}");
+        let malformed = Request::post(format!("{}/api/groups", h.base))
+            .header("authorization", format!("Bearer {PROXY_KEY}"))
+            .header("content-type", "application/json")
+            .body(Full::from("{not json"))
+            .unwrap();
+        assert_eq!(call(&h, malformed).await.1["code"], "INVALID_JSON");
+
+        let (status, body) = call(
+            &h,
+            api(
+                &h,
+                "PUT",
+                &format!("/groups/{id}"),
+                Some(json!({"display_name": "Fresh"})),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            (
+                body["data"]["display_name"].as_str(),
+                body["data"]["test_model"].as_str()
+            ),
+            (Some("Fresh"), Some("gpt-4o-mini"))
+        );
+        assert_eq!(
+            call(&h, api(&h, "PUT", "/groups/999999", Some(json!({}))))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+
+        let (_, body) = call(&h, api(&h, "GET", "/groups", None)).await;
+        let names: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["fresh", "seeded"],
+            "{backend}: newest first at equal sort"
+        );
+        let (_, body) = call(&h, api(&h, "GET", "/groups/list", None)).await;
+        assert_eq!(body["data"][0].as_object().unwrap().len(), 3);
+
+        let (status, _) = call(&h, api(&h, "DELETE", &format!("/groups/{id}"), None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            h.send(h.chat("fresh", false)).await.0,
+            StatusCode::NOT_FOUND,
+            "{backend}: gone from the proxy"
+        );
+        assert_eq!(
+            call(&h, api(&h, "DELETE", &format!("/groups/{id}"), None))
+                .await
+                .0,
+            StatusCode::NOT_FOUND
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_listed_validated_and_applied() {
+    let mock = MockUpstream::start().await.unwrap();
+    let h = Harness::start(TestDb::sqlite().await, mock, vec![], &[]).await;
+    let (_, body) = call(&h, api(&h, "GET", "/settings", None)).await;
+    let categories = body["data"].as_array().unwrap();
+    assert_eq!(categories.len(), 3);
+    let all: Vec<&Value> = categories
+        .iter()
+        .flat_map(|c| c["settings"].as_array().unwrap())
+        .collect();
+    assert!(
+        all.iter()
+            .any(|s| s["key"] == "max_retries" && s["type"] == "int")
+    );
+
+    let (status, body) = call(
+        &h,
+        api(
+            &h,
+            "PUT",
+            "/settings",
+            Some(json!({"max_retries": -1, "nope": 1})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED"))
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("max_retries") && message.contains("nope"),
+        "every bad field is named: {message}"
+    );
+
+    let (status, _) = call(&h, api(&h, "PUT", "/settings", Some(json!({"max_retries": 7})))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.running().settings.current().max_retries, 7);
+    let (_, body) = call(&h, api(&h, "GET", "/groups/config-options", None)).await;
+    let option = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["key"] == "max_retries")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        option["default_value"], 7,
+        "config options show the current system value"
+    );
+}
