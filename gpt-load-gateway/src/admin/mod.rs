@@ -11,6 +11,7 @@ mod error;
 mod groups;
 mod json;
 mod lang;
+mod page;
 mod routes;
 mod settings;
 mod state;

@@ -1,0 +1,68 @@
+//! gpt-load's pagination: `page` (default 1), `page_size` (default 15, at most 1000) →
+//! `{"items": […], "pagination": {"page", "page_size", "total_items", "total_pages"}}`.
+
+use serde::{Deserialize, Serialize};
+
+/// The `page` and `page_size` query parameters.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    pub(crate) page: Option<i64>,
+    pub(crate) page_size: Option<i64>,
+}
+
+impl PageQuery {
+    /// The page, at least 1.
+    pub(crate) fn page(&self) -> i64 {
+        self.page.filter(|p| *p >= 1).unwrap_or(1)
+    }
+
+    /// The page size: 15 when absent or not positive, at most 1000.
+    pub(crate) fn page_size(&self) -> i64 {
+        self.page_size.filter(|s| *s > 0).unwrap_or(15).min(1000)
+    }
+
+    /// Rows to skip.
+    pub(crate) fn offset(&self) -> i64 {
+        (self.page() - 1) * self.page_size()
+    }
+}
+
+/// The pagination object.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+pub(crate) struct Pagination {
+    pub(crate) page: i64,
+    pub(crate) page_size: i64,
+    pub(crate) total_items: i64,
+    pub(crate) total_pages: i64,
+}
+
+/// One page of items.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Page<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) pagination: Pagination,
+}
+
+impl<T> Page<T> {
+    pub(crate) fn new(items: Vec<T>, query: PageQuery, total_items: i64) -> Self {
+        let page_size = query.page_size();
+        let total_pages = (total_items + page_size - 1) / page_size;
+        Self { items, pagination: Pagination { page: query.page(), page_size, total_items, total_pages } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds() {
+        let q = PageQuery { page: Some(0), page_size: Some(5000) };
+        assert_eq!((q.page(), q.page_size(), q.offset()), (1, 1000, 0));
+        let q = PageQuery { page: Some(3), page_size: Some(-1) };
+        assert_eq!((q.page(), q.page_size(), q.offset()), (3, 15, 30));
+        let page = Page::new(vec![1, 2], PageQuery::default(), 31);
+        assert_eq!(page.pagination, Pagination { page: 1, page_size: 15, total_items: 31, total_pages: 3 });
+        assert_eq!(Page::<u8>::new(vec![], PageQuery::default(), 0).pagination.total_pages, 0);
+    }
+}
