@@ -2,10 +2,11 @@
 
 use axum::{
     Router, middleware,
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 
-use super::{auth, groups, settings, state::AdminState};
+use super::{auth, groups, keys, settings, state::AdminState};
+use super::{dashboard, logs};
 
 /// The `/api` router.
 pub(crate) fn router(state: AdminState) -> Router {
@@ -19,11 +20,33 @@ pub(crate) fn router(state: AdminState) -> Router {
             "/groups/{id}",
             put(groups::update_group).delete(groups::delete_group),
         )
+        .route("/groups/{id}/sub-groups", get(groups::list_sub_groups).post(groups::add_sub_groups))
+        .route("/groups/{id}/sub-groups/{sub_group_id}/weight", put(groups::update_sub_group_weight))
+        .route("/groups/{id}/sub-groups/{sub_group_id}", delete(groups::remove_sub_group))
+        .route("/groups/{id}/parent-aggregate-groups", get(groups::list_parent_aggregates))
         // Settings
         .route(
             "/settings",
             get(settings::list_settings).put(settings::update_settings),
         )
+        // Keys
+        .route("/keys", get(keys::list_keys))
+        .route("/keys/export", get(keys::export_keys))
+        .route("/keys/add-multiple", post(keys::add_keys))
+        .route("/keys/delete-multiple", post(keys::delete_keys))
+        .route("/keys/restore-multiple", post(keys::restore_keys))
+        .route("/keys/restore-all-invalid", post(keys::restore_all_invalid))
+        .route("/keys/clear-all-invalid", post(keys::clear_all_invalid))
+        .route("/keys/clear-all", post(keys::clear_all))
+        .route("/keys/{id}/notes", put(keys::update_notes))
+        .route("/keys/{id}/status", put(keys::update_status))
+        // Logs
+        .route("/logs", get(logs::list_logs))
+        .route("/logs/export", get(logs::export_logs))
+        // Dashboard
+        .route("/dashboard/stats", get(dashboard::stats))
+        .route("/dashboard/chart", get(dashboard::chart))
+        .route("/dashboard/encryption-status", get(dashboard::encryption_status))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
     Router::new()
         // Public

@@ -190,3 +190,35 @@ pub(crate) async fn find(db: &Db, id: i64) -> Result<Option<GroupRow>, DbError> 
             .optional()?)
     })
 }
+
+/// Removes one aggregate link; returns whether it existed.
+pub(crate) async fn remove_sub_group(db: &Db, group_id: i64, sub_group_id: i64) -> Result<bool, DbError> {
+    with_conn!(db, |conn| {
+        let link = group_sub_groups::table
+            .filter(group_sub_groups::group_id.eq(group_id).and(group_sub_groups::sub_group_id.eq(sub_group_id)));
+        Ok(diesel::delete(link).execute(conn).await? == 1)
+    })
+}
+
+/// Adds several links to an aggregate in one transaction.
+pub(crate) async fn add_sub_groups(db: &Db, group_id: i64, links: &[(i64, i32)]) -> Result<(), DbError> {
+    with_conn!(db, |conn| {
+        diesel_async::AsyncConnection::transaction(conn, async |conn| {
+            let at = now();
+            for &(sub_group_id, weight) in links {
+                diesel::insert_into(group_sub_groups::table)
+                    .values((
+                        group_sub_groups::group_id.eq(group_id),
+                        group_sub_groups::sub_group_id.eq(sub_group_id),
+                        group_sub_groups::weight.eq(weight),
+                        group_sub_groups::created_at.eq(at),
+                        group_sub_groups::updated_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, DbError>(())
+        })
+        .await
+    })
+}

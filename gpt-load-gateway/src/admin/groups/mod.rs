@@ -1,7 +1,12 @@
 //! `/api/groups` and `/api/channel-types`.
 
 pub(crate) mod json;
+mod sub_groups;
 mod validate;
+
+pub(crate) use self::sub_groups::{
+    add_sub_groups, list_parent_aggregates, list_sub_groups, remove_sub_group, update_sub_group_weight,
+};
 
 use axum::{
     extract::{Path, State},
@@ -129,6 +134,18 @@ pub(crate) async fn update_group(
         .await?
         .ok_or(AdminError::NotFound("group"))?;
     let fields = validate::update(&row, input)?;
+    if fields.channel_type != row.channel_type || fields.validation_endpoint != row.validation_endpoint {
+        let links = groups::sub_group_links(&state.db).await?;
+        let parents = links.iter().filter(|l| l.sub_group_id == id).count();
+        if parents > 0 {
+            return Err(AdminError::validation(
+                "channel_type",
+                format!(
+                    "the group belongs to {parents} aggregate group(s): its channel type and validation endpoint cannot change"
+                ),
+            ));
+        }
+    }
     let updated = groups::update(&state.db, id, &new_group(&fields, row.created_at))
         .await
         .map_err(|err| match AdminError::from(err) {

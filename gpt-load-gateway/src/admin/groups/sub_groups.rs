@@ -1,0 +1,178 @@
+//! Aggregate groups' members: list, add, weight, remove, and the aggregates a group belongs to,
+//! with gpt-load's rules (members are standard groups of the aggregate's channel type sharing one
+//! validation endpoint; weights 0–1000, 0 = off).
+
+use axum::{
+    extract::{Path, State},
+    response::Response,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::json::GroupResponse;
+use crate::{
+    admin::{
+        error::{AdminError, AdminResult, ok},
+        json::AdminJson,
+        lang::{RequestLang, text},
+        state::AdminState,
+    },
+    models::GroupRow,
+    repo::groups,
+};
+
+const MAX_WEIGHT: i64 = 1000;
+
+async fn aggregate(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
+    let row = groups::find(&state.db, id).await?.ok_or(AdminError::NotFound("group"))?;
+    if row.group_type != "aggregate" {
+        return Err(AdminError::BadRequest(format!("group '{}' is not an aggregate group", row.name)));
+    }
+    Ok(row)
+}
+
+fn weight_of(weight: i64) -> AdminResult<i32> {
+    if (0..=MAX_WEIGHT).contains(&weight) {
+        Ok(weight as i32)
+    } else {
+        Err(AdminError::validation("weight", "must be between 0 and 1000"))
+    }
+}
+
+/// `GET /api/groups/{id}/sub-groups`
+pub(crate) async fn list_sub_groups(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+) -> AdminResult<Response> {
+    aggregate(&state, id).await?;
+    let app_url = state.settings.current().app_url.clone();
+    let rows = groups::list(&state.db).await?;
+    let links = groups::sub_group_links(&state.db).await?;
+    let members: Vec<_> = links
+        .iter()
+        .filter(|l| l.group_id == id)
+        .filter_map(|l| {
+            let row = rows.iter().find(|r| r.id == l.sub_group_id)?.clone();
+            let stats = state.pool.stats(&row.name).unwrap_or_default();
+            Some(json!({
+                "group": GroupResponse::new(row, &app_url),
+                "weight": l.weight,
+                "total_keys": stats.total,
+                "active_keys": stats.active + stats.cooling,
+                "invalid_keys": stats.invalid,
+            }))
+        })
+        .collect();
+    Ok(ok(text(lang, "Success", "操作成功"), Some(json!(members))))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SubGroupEntry {
+    group_id: i64,
+    weight: i64,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AddSubGroups {
+    sub_groups: Vec<SubGroupEntry>,
+}
+
+/// `POST /api/groups/{id}/sub-groups`
+pub(crate) async fn add_sub_groups(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+    AdminJson(body): AdminJson<AddSubGroups>,
+) -> AdminResult<Response> {
+    let parent = aggregate(&state, id).await?;
+    if body.sub_groups.is_empty() {
+        return Err(AdminError::validation("sub_groups", "must not be empty"));
+    }
+    let rows = groups::list(&state.db).await?;
+    let links = groups::sub_group_links(&state.db).await?;
+    let existing: Vec<&GroupRow> =
+        links.iter().filter(|l| l.group_id == id).filter_map(|l| rows.iter().find(|r| r.id == l.sub_group_id)).collect();
+    let mut endpoint: Option<String> = existing.first().map(|r| r.validation_endpoint.clone());
+    let mut adding = Vec::new();
+    for entry in &body.sub_groups {
+        let child = rows.iter().find(|r| r.id == entry.group_id).ok_or(AdminError::NotFound("sub-group"))?;
+        let weight = weight_of(entry.weight)?;
+        if child.group_type != "standard" {
+            return Err(AdminError::validation("sub_groups", format!("'{}' is not a standard group", child.name)));
+        }
+        if child.channel_type != parent.channel_type {
+            return Err(AdminError::validation(
+                "sub_groups",
+                format!("'{}' has channel type {}, the aggregate {}", child.name, child.channel_type, parent.channel_type),
+            ));
+        }
+        if endpoint.get_or_insert_with(|| child.validation_endpoint.clone()) != &child.validation_endpoint {
+            return Err(AdminError::validation("sub_groups", "all sub-groups must share one validation endpoint"));
+        }
+        if existing.iter().any(|e| e.id == child.id) || adding.iter().any(|(id, _)| *id == child.id) {
+            return Err(AdminError::Duplicate(format!("'{}' is already a sub-group", child.name)));
+        }
+        adding.push((child.id, weight));
+    }
+    groups::add_sub_groups(&state.db, id, &adding).await?;
+    state.reload_groups().await?;
+    Ok(ok(text(lang, "Sub-groups added", "子分组已添加"), None))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct WeightBody {
+    weight: i64,
+}
+
+/// `PUT /api/groups/{id}/sub-groups/{sub_group_id}/weight`
+pub(crate) async fn update_sub_group_weight(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path((id, sub_group_id)): Path<(i64, i64)>,
+    AdminJson(body): AdminJson<WeightBody>,
+) -> AdminResult<Response> {
+    aggregate(&state, id).await?;
+    let weight = weight_of(body.weight)?;
+    let links = groups::sub_group_links(&state.db).await?;
+    if !links.iter().any(|l| l.group_id == id && l.sub_group_id == sub_group_id) {
+        return Err(AdminError::NotFound("sub-group"));
+    }
+    groups::set_sub_group(&state.db, id, sub_group_id, weight).await?;
+    state.reload_groups().await?;
+    Ok(ok(text(lang, "Weight updated", "权重已更新"), None))
+}
+
+/// `DELETE /api/groups/{id}/sub-groups/{sub_group_id}`
+pub(crate) async fn remove_sub_group(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path((id, sub_group_id)): Path<(i64, i64)>,
+) -> AdminResult<Response> {
+    aggregate(&state, id).await?;
+    if !groups::remove_sub_group(&state.db, id, sub_group_id).await? {
+        return Err(AdminError::NotFound("sub-group"));
+    }
+    state.reload_groups().await?;
+    Ok(ok(text(lang, "Sub-group removed", "子分组已移除"), None))
+}
+
+/// `GET /api/groups/{id}/parent-aggregate-groups`
+pub(crate) async fn list_parent_aggregates(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+) -> AdminResult<Response> {
+    groups::find(&state.db, id).await?.ok_or(AdminError::NotFound("group"))?;
+    let rows = groups::list(&state.db).await?;
+    let parents: Vec<_> = groups::sub_group_links(&state.db)
+        .await?
+        .into_iter()
+        .filter(|l| l.sub_group_id == id)
+        .filter_map(|l| {
+            let parent = rows.iter().find(|r| r.id == l.group_id)?;
+            Some(json!({"group_id": parent.id, "name": parent.name, "display_name": parent.display_name, "weight": l.weight}))
+        })
+        .collect();
+    Ok(ok(text(lang, "Success", "操作成功"), Some(json!(parents))))
+}
