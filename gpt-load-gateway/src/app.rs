@@ -278,9 +278,14 @@ pub(crate) async fn start(
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route_service("/proxy/{*path}", any_service(proxy))
+        .route_service("/proxy/{group}", any_service(proxy.clone()))
+        .route_service("/proxy/{group}/{*path}", any_service(proxy))
         .fallback(not_found)
         .with_state(state)
+        .route(
+            "/proxy/{group}/api/integration/info",
+            get(crate::admin::group_integration_info).with_state(admin.clone()),
+        )
         .nest("/api", crate::admin::router(admin));
     let router = match crate::cors::layer(&config.cors) {
         Some(cors) => router.layer(cors),

@@ -7,13 +7,17 @@
 //! proxy at once: group changes rebuild the catalog and the key pool, settings changes are hot.
 
 mod auth;
+mod dashboard;
 mod error;
 mod groups;
+mod integration;
 mod json;
+mod keys;
 mod lang;
+mod logs;
 mod page;
 mod routes;
 mod settings;
 mod state;
 
-pub(crate) use self::{routes::router, state::AdminState};
+pub(crate) use self::{integration::group_integration_info, routes::router, state::AdminState};

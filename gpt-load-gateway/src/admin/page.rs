@@ -47,7 +47,15 @@ impl<T> Page<T> {
     pub(crate) fn new(items: Vec<T>, query: PageQuery, total_items: i64) -> Self {
         let page_size = query.page_size();
         let total_pages = (total_items + page_size - 1) / page_size;
-        Self { items, pagination: Pagination { page: query.page(), page_size, total_items, total_pages } }
+        Self {
+            items,
+            pagination: Pagination {
+                page: query.page(),
+                page_size,
+                total_items,
+                total_pages,
+            },
+        }
     }
 }
 
@@ -57,12 +65,31 @@ mod tests {
 
     #[test]
     fn bounds() {
-        let q = PageQuery { page: Some(0), page_size: Some(5000) };
+        let q = PageQuery {
+            page: Some(0),
+            page_size: Some(5000),
+        };
         assert_eq!((q.page(), q.page_size(), q.offset()), (1, 1000, 0));
-        let q = PageQuery { page: Some(3), page_size: Some(-1) };
+        let q = PageQuery {
+            page: Some(3),
+            page_size: Some(-1),
+        };
         assert_eq!((q.page(), q.page_size(), q.offset()), (3, 15, 30));
         let page = Page::new(vec![1, 2], PageQuery::default(), 31);
-        assert_eq!(page.pagination, Pagination { page: 1, page_size: 15, total_items: 31, total_pages: 3 });
-        assert_eq!(Page::<u8>::new(vec![], PageQuery::default(), 0).pagination.total_pages, 0);
+        assert_eq!(
+            page.pagination,
+            Pagination {
+                page: 1,
+                page_size: 15,
+                total_items: 31,
+                total_pages: 3
+            }
+        );
+        assert_eq!(
+            Page::<u8>::new(vec![], PageQuery::default(), 0)
+                .pagination
+                .total_pages,
+            0
+        );
     }
 }

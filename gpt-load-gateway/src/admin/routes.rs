@@ -6,7 +6,7 @@ use axum::{
 };
 
 use super::{auth, groups, keys, settings, state::AdminState};
-use super::{dashboard, logs};
+use super::{dashboard, integration, logs};
 
 /// The `/api` router.
 pub(crate) fn router(state: AdminState) -> Router {
@@ -20,10 +20,22 @@ pub(crate) fn router(state: AdminState) -> Router {
             "/groups/{id}",
             put(groups::update_group).delete(groups::delete_group),
         )
-        .route("/groups/{id}/sub-groups", get(groups::list_sub_groups).post(groups::add_sub_groups))
-        .route("/groups/{id}/sub-groups/{sub_group_id}/weight", put(groups::update_sub_group_weight))
-        .route("/groups/{id}/sub-groups/{sub_group_id}", delete(groups::remove_sub_group))
-        .route("/groups/{id}/parent-aggregate-groups", get(groups::list_parent_aggregates))
+        .route(
+            "/groups/{id}/sub-groups",
+            get(groups::list_sub_groups).post(groups::add_sub_groups),
+        )
+        .route(
+            "/groups/{id}/sub-groups/{sub_group_id}/weight",
+            put(groups::update_sub_group_weight),
+        )
+        .route(
+            "/groups/{id}/sub-groups/{sub_group_id}",
+            delete(groups::remove_sub_group),
+        )
+        .route(
+            "/groups/{id}/parent-aggregate-groups",
+            get(groups::list_parent_aggregates),
+        )
         // Settings
         .route(
             "/settings",
@@ -51,6 +63,7 @@ pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         // Public
         .route("/auth/login", post(auth::login))
+        .route("/integration/info", get(integration::integration_info))
         .merge(protected)
         .fallback(|| async {
             (

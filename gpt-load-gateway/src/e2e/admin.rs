@@ -259,42 +259,157 @@ async fn aggregate_sub_groups_are_managed() {
     ];
     let h = Harness::start(TestDb::sqlite().await, mock, seeded, &[]).await;
     let (_, body) = call(&h, api(&h, "GET", "/groups/list", None)).await;
-    let id = |name: &str| body["data"].as_array().unwrap().iter().find(|g| g["name"] == name).unwrap()["id"].as_i64().unwrap();
+    let id = |name: &str| {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
     let (all, one, two, claude) = (id("all"), id("one"), id("two"), id("claude"));
 
-    let add = |members: Value| api(&h, "POST", &format!("/groups/{all}/sub-groups"), Some(json!({"sub_groups": members})));
-    let (status, body) = call(&h, add(json!([{"group_id": one, "weight": 3}, {"group_id": two, "weight": 1}]))).await;
+    let add = |members: Value| {
+        api(
+            &h,
+            "POST",
+            &format!("/groups/{all}/sub-groups"),
+            Some(json!({"sub_groups": members})),
+        )
+    };
+    let (status, body) = call(
+        &h,
+        add(json!([{"group_id": one, "weight": 3}, {"group_id": two, "weight": 1}])),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(call(&h, add(json!([{"group_id": one, "weight": 1}]))).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        call(&h, add(json!([{"group_id": one, "weight": 1}]))).await.0,
+        StatusCode::CONFLICT
+    );
     let (status, body) = call(&h, add(json!([{"group_id": claude, "weight": 1}]))).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")), "{body}");
-    assert_eq!(call(&h, add(json!([{"group_id": two, "weight": 2000}]))).await.0, StatusCode::BAD_REQUEST);
-    let not_aggregate = api(&h, "POST", &format!("/groups/{one}/sub-groups"), Some(json!({"sub_groups": [{"group_id": two, "weight": 1}]})));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+        "{body}"
+    );
+    assert_eq!(
+        call(&h, add(json!([{"group_id": two, "weight": 2000}]))).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let not_aggregate = api(
+        &h,
+        "POST",
+        &format!("/groups/{one}/sub-groups"),
+        Some(json!({"sub_groups": [{"group_id": two, "weight": 1}]})),
+    );
     assert_eq!(call(&h, not_aggregate).await.0, StatusCode::BAD_REQUEST);
 
     let (_, body) = call(&h, api(&h, "GET", &format!("/groups/{all}/sub-groups"), None)).await;
     let members = body["data"].as_array().unwrap();
     assert_eq!(members.len(), 2);
     let first = members.iter().find(|m| m["group"]["name"] == "one").unwrap();
-    assert_eq!((first["weight"].as_i64(), first["total_keys"].as_i64()), (Some(3), Some(1)));
+    assert_eq!(
+        (first["weight"].as_i64(), first["total_keys"].as_i64()),
+        (Some(3), Some(1))
+    );
 
     for _ in 0..4 {
         assert_eq!(h.send(h.chat("all", false)).await.0, StatusCode::OK);
     }
     let by_key = h.mock.requests_by_key();
-    assert_eq!((by_key.get("sk-one-0123456789"), by_key.get("sk-two-0123456789")), (Some(&3), Some(&1)), "3:1 by weight");
+    assert_eq!(
+        (by_key.get("sk-one-0123456789"), by_key.get("sk-two-0123456789")),
+        (Some(&3), Some(&1)),
+        "3:1 by weight"
+    );
 
-    let weight = api(&h, "PUT", &format!("/groups/{all}/sub-groups/{two}/weight"), Some(json!({"weight": 0})));
+    let weight = api(
+        &h,
+        "PUT",
+        &format!("/groups/{all}/sub-groups/{two}/weight"),
+        Some(json!({"weight": 0})),
+    );
     assert_eq!(call(&h, weight).await.0, StatusCode::OK);
-    let (_, body) = call(&h, api(&h, "GET", &format!("/groups/{one}/parent-aggregate-groups"), None)).await;
+    let (_, body) = call(
+        &h,
+        api(&h, "GET", &format!("/groups/{one}/parent-aggregate-groups"), None),
+    )
+    .await;
     assert_eq!(body["data"][0]["name"], "all");
 
     // A member cannot change its channel type while it belongs to an aggregate.
-    let change = api(&h, "PUT", &format!("/groups/{one}"), Some(json!({"channel_type": "gemini"})));
+    let change = api(
+        &h,
+        "PUT",
+        &format!("/groups/{one}"),
+        Some(json!({"channel_type": "gemini"})),
+    );
     assert_eq!(call(&h, change).await.0, StatusCode::BAD_REQUEST);
 
     let remove = api(&h, "DELETE", &format!("/groups/{all}/sub-groups/{one}"), None);
     assert_eq!(call(&h, remove).await.0, StatusCode::OK);
     let remove_again = api(&h, "DELETE", &format!("/groups/{all}/sub-groups/{one}"), None);
     assert_eq!(call(&h, remove_again).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integration_info_lists_the_groups_a_key_can_use() {
+    let mock = MockUpstream::start().await.unwrap();
+    let up = mock.url();
+    let mut own = group("own", &up, &["sk-own-0123456789"], json!({}));
+    own["proxy_keys"] = json!("sk-only-this-group");
+    let mut custom = group("custom", &up, &["sk-custom-0123456789"], json!({}));
+    custom["validation_endpoint"] = json!("/v1/embeddings");
+    let h = Harness::start(TestDb::sqlite().await, mock, vec![own, custom], &[]).await;
+    let get = |path: String| {
+        Request::get(format!("{}{path}", h.base))
+            .body(Full::default())
+            .unwrap()
+    };
+
+    let (status, body) = call(&h, get("/api/integration/info?key=sk-only-this-group".to_owned())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"],
+        json!([{"name": "own", "display_name": "", "channel_type": "openai", "path": "/proxy/own"}])
+    );
+    let (_, body) = call(&h, get(format!("/api/integration/info?key={PROXY_KEY}"))).await;
+    let custom = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "custom")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (custom["channel_type"].as_str(), custom["path"].as_str()),
+        (Some("custom"), Some("/proxy/custom/v1/embeddings"))
+    );
+    assert_eq!(
+        call(&h, get("/api/integration/info?key=nope".to_owned())).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        call(&h, get("/api/integration/info".to_owned())).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (status, body) = call(
+        &h,
+        get("/proxy/own/api/integration/info?key=sk-only-this-group".to_owned()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["data"][0]["path"].as_str()),
+        (StatusCode::OK, Some(""))
+    );
+    assert_eq!(
+        call(&h, get("/proxy/ghost/api/integration/info?key=x".to_owned()))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
 }

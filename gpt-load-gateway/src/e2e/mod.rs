@@ -2,6 +2,8 @@
 //! databases.
 
 mod admin;
+mod admin_keys;
+mod admin_logs;
 mod harness;
 mod proxy;
 mod storage;

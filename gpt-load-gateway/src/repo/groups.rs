@@ -194,8 +194,11 @@ pub(crate) async fn find(db: &Db, id: i64) -> Result<Option<GroupRow>, DbError> 
 /// Removes one aggregate link; returns whether it existed.
 pub(crate) async fn remove_sub_group(db: &Db, group_id: i64, sub_group_id: i64) -> Result<bool, DbError> {
     with_conn!(db, |conn| {
-        let link = group_sub_groups::table
-            .filter(group_sub_groups::group_id.eq(group_id).and(group_sub_groups::sub_group_id.eq(sub_group_id)));
+        let link = group_sub_groups::table.filter(
+            group_sub_groups::group_id
+                .eq(group_id)
+                .and(group_sub_groups::sub_group_id.eq(sub_group_id)),
+        );
         Ok(diesel::delete(link).execute(conn).await? == 1)
     })
 }

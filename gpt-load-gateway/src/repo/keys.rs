@@ -1,5 +1,7 @@
 //! `api_keys`: import, listing, and the write-behind of key state.
 
+use std::collections::HashSet;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
@@ -122,5 +124,310 @@ pub(crate) async fn hashes_in_group(db: &Db, group_id: i64) -> Result<Vec<String
             .select(api_keys::key_hash)
             .load(conn)
             .await?)
+    })
+}
+
+/// Rows per `IN (…)` list (well under every backend's bind-parameter limit).
+const LOOKUP_CHUNK: usize = 1_000;
+
+/// What the key list selects: a group, optionally one status and one exact `key_hash`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KeyFilter<'a> {
+    pub(crate) group_id: i64,
+    pub(crate) status: Option<&'a str>,
+    pub(crate) hash: Option<&'a str>,
+}
+
+/// The filtered keys as a boxed query (the backend is inferred from the connection).
+macro_rules! filtered_keys {
+    ($filter:expr) => {{
+        let filter: &KeyFilter<'_> = $filter;
+        let mut query = api_keys::table
+            .filter(api_keys::group_id.eq(filter.group_id))
+            .into_boxed();
+        if let Some(status) = filter.status {
+            query = query.filter(api_keys::status.eq(status));
+        }
+        if let Some(hash) = filter.hash {
+            query = query.filter(api_keys::key_hash.eq(hash));
+        }
+        query
+    }};
+}
+
+/// One page of a group's keys, most recently used first (never-used keys last on every
+/// backend), then newest; and how many keys match in all.
+pub(crate) async fn page_in_group(
+    db: &Db,
+    filter: &KeyFilter<'_>,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<ApiKeyRow>, i64), DbError> {
+    with_conn!(db, |conn| {
+        let total: i64 = filtered_keys!(filter).count().get_result(conn).await?;
+        let rows = filtered_keys!(filter)
+            .order((
+                api_keys::last_used_at.is_null().asc(),
+                api_keys::last_used_at.desc(),
+                api_keys::id.desc(),
+            ))
+            .limit(limit)
+            .offset(offset)
+            .select(ApiKeyRow::as_select())
+            .load(conn)
+            .await?;
+        Ok((rows, total))
+    })
+}
+
+/// The stored values of a group's keys (all, or one status), by id.
+pub(crate) async fn values_in_group(
+    db: &Db,
+    group_id: i64,
+    status: Option<&str>,
+) -> Result<Vec<String>, DbError> {
+    let filter = KeyFilter {
+        group_id,
+        status,
+        hash: None,
+    };
+    with_conn!(db, |conn| {
+        Ok(filtered_keys!(&filter)
+            .order(api_keys::id)
+            .select(api_keys::key_value)
+            .load(conn)
+            .await?)
+    })
+}
+
+/// How many keys a group has (inside a `with_conn!` body or transaction).
+macro_rules! count_in_group {
+    ($conn:expr, $group_id:expr) => {
+        api_keys::table
+            .filter(api_keys::group_id.eq($group_id))
+            .count()
+            .get_result::<i64>($conn)
+            .await?
+    };
+}
+
+/// The keys of `$keys` whose hash the group does not have yet (inside a transaction).
+macro_rules! fresh_keys {
+    ($conn:expr, $group_id:expr, $keys:expr) => {{
+        let existing: HashSet<String> = api_keys::table
+            .filter(api_keys::group_id.eq($group_id))
+            .select(api_keys::key_hash)
+            .load::<String>($conn)
+            .await?
+            .into_iter()
+            .collect();
+        $keys
+            .iter()
+            .filter(|k| !existing.contains(k.key_hash))
+            .cloned()
+            .collect::<Vec<NewApiKey<'_>>>()
+    }};
+}
+
+/// Adds the keys whose hash is not yet in the group, in one transaction. `keys` must all belong
+/// to `group_id` and be unique by hash. Returns how many were added and the group's new total.
+pub(crate) async fn add_new_to_group(
+    db: &Db,
+    group_id: i64,
+    keys: &[NewApiKey<'_>],
+) -> Result<(usize, i64), DbError> {
+    with_conn!(
+        db,
+        sqlite | conn | {
+            conn.transaction(async |conn| {
+                let fresh = fresh_keys!(&mut *conn, group_id, keys);
+                for key in &fresh {
+                    diesel::insert_into(api_keys::table)
+                        .values(key)
+                        .execute(conn)
+                        .await?;
+                }
+                let total = count_in_group!(conn, group_id);
+                Ok::<_, DbError>((fresh.len(), total))
+            })
+            .await
+        },
+        server | conn | {
+            conn.transaction(async |conn| {
+                let fresh = fresh_keys!(&mut *conn, group_id, keys);
+                for chunk in fresh.chunks(INSERT_CHUNK) {
+                    diesel::insert_into(api_keys::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                let total = count_in_group!(conn, group_id);
+                Ok::<_, DbError>((fresh.len(), total))
+            })
+            .await
+        }
+    )
+}
+
+/// Deletes the group's keys with these hashes, in one transaction. Returns how many were
+/// deleted and the group's new total.
+pub(crate) async fn delete_by_hashes(
+    db: &Db,
+    group_id: i64,
+    hashes: &[String],
+) -> Result<(usize, i64), DbError> {
+    with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let mut deleted = 0;
+            for chunk in hashes.chunks(LOOKUP_CHUNK) {
+                deleted += diesel::delete(
+                    api_keys::table
+                        .filter(api_keys::group_id.eq(group_id))
+                        .filter(api_keys::key_hash.eq_any(chunk)),
+                )
+                .execute(conn)
+                .await?;
+            }
+            let total = count_in_group!(conn, group_id);
+            Ok::<_, DbError>((deleted, total))
+        })
+        .await
+    })
+}
+
+/// Makes the group's `invalid` keys with these hashes (all of them when `hashes` is `None`)
+/// `active` with no failures, in one transaction. Returns the ids restored and the group's
+/// total.
+pub(crate) async fn restore_invalid(
+    db: &Db,
+    group_id: i64,
+    hashes: Option<&[String]>,
+    at: NaiveDateTime,
+) -> Result<(Vec<i64>, i64), DbError> {
+    with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let invalid = api_keys::table
+                .filter(api_keys::group_id.eq(group_id))
+                .filter(api_keys::status.eq("invalid"));
+            // MySQL has no RETURNING: find the ids first, then update them.
+            let mut ids: Vec<i64> = Vec::new();
+            match hashes {
+                Some(hashes) => {
+                    for chunk in hashes.chunks(LOOKUP_CHUNK) {
+                        ids.extend(
+                            invalid
+                                .filter(api_keys::key_hash.eq_any(chunk))
+                                .select(api_keys::id)
+                                .load::<i64>(conn)
+                                .await?,
+                        );
+                    }
+                }
+                None => ids = invalid.select(api_keys::id).load(conn).await?,
+            }
+            for chunk in ids.chunks(LOOKUP_CHUNK) {
+                diesel::update(api_keys::table.filter(api_keys::id.eq_any(chunk)))
+                    .set((
+                        api_keys::status.eq("active"),
+                        api_keys::failure_count.eq(0_i64),
+                        api_keys::updated_at.eq(at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            let total = count_in_group!(conn, group_id);
+            Ok::<_, DbError>((ids, total))
+        })
+        .await
+    })
+}
+
+/// Deletes a group's keys (all, or only those with `status`); returns how many.
+pub(crate) async fn delete_in_group(db: &Db, group_id: i64, status: Option<&str>) -> Result<usize, DbError> {
+    with_conn!(db, |conn| {
+        let in_group = api_keys::table.filter(api_keys::group_id.eq(group_id));
+        Ok(match status {
+            Some(status) => {
+                diesel::delete(in_group.filter(api_keys::status.eq(status)))
+                    .execute(conn)
+                    .await?
+            }
+            None => diesel::delete(in_group).execute(conn).await?,
+        })
+    })
+}
+
+/// A key by id.
+pub(crate) async fn find(db: &Db, id: i64) -> Result<Option<ApiKeyRow>, DbError> {
+    with_conn!(db, |conn| {
+        Ok(api_keys::table
+            .find(id)
+            .select(ApiKeyRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+/// Sets a key's notes; returns the key's group, or `None` when the key does not exist.
+pub(crate) async fn set_notes(
+    db: &Db,
+    id: i64,
+    notes: &str,
+    at: NaiveDateTime,
+) -> Result<Option<i64>, DbError> {
+    with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let Some(group_id) = api_keys::table
+                .find(id)
+                .select(api_keys::group_id)
+                .first::<i64>(conn)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            diesel::update(api_keys::table.find(id))
+                .set((api_keys::notes.eq(notes), api_keys::updated_at.eq(at)))
+                .execute(conn)
+                .await?;
+            Ok::<_, DbError>(Some(group_id))
+        })
+        .await
+    })
+}
+
+/// Sets a key's status by hand (`active` also clears its failures); returns the key's group, or
+/// `None` when the key does not exist.
+pub(crate) async fn set_status(
+    db: &Db,
+    id: i64,
+    status: &str,
+    at: NaiveDateTime,
+) -> Result<Option<i64>, DbError> {
+    let failures_reset = status == "active";
+    with_conn!(db, |conn| {
+        conn.transaction(async |conn| {
+            let Some((group_id, failure_count)) = api_keys::table
+                .find(id)
+                .select((api_keys::group_id, api_keys::failure_count))
+                .first::<(i64, i64)>(conn)
+                .await
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let failure_count = if failures_reset { 0 } else { failure_count };
+            diesel::update(api_keys::table.find(id))
+                .set((
+                    api_keys::status.eq(status),
+                    api_keys::failure_count.eq(failure_count),
+                    api_keys::updated_at.eq(at),
+                ))
+                .execute(conn)
+                .await?;
+            Ok::<_, DbError>(Some(group_id))
+        })
+        .await
     })
 }

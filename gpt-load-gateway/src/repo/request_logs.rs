@@ -211,6 +211,144 @@ pub(crate) async fn list_recent(db: &Db, limit: i64) -> Result<Vec<RequestLogRow
     })
 }
 
+/// The filters of the log listing and export; `None` leaves a column unfiltered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LogFilter {
+    /// Substring of `parent_group_name`.
+    pub(crate) parent_group_name: Option<String>,
+    /// Substring of `group_name`.
+    pub(crate) group_name: Option<String>,
+    /// Exact `key_hash`.
+    pub(crate) key_hash: Option<String>,
+    /// Substring of `model`.
+    pub(crate) model: Option<String>,
+    pub(crate) is_success: Option<bool>,
+    /// `retry` or `final`.
+    pub(crate) request_type: Option<String>,
+    pub(crate) status_code: Option<i32>,
+    /// Exact `source_ip`.
+    pub(crate) source_ip: Option<String>,
+    /// Substring of `error_message`.
+    pub(crate) error_contains: Option<String>,
+    /// Inclusive lower bound of `timestamp` (UTC).
+    pub(crate) start: Option<NaiveDateTime>,
+    /// Inclusive upper bound of `timestamp` (UTC).
+    pub(crate) end: Option<NaiveDateTime>,
+}
+
+/// Applies a [`LogFilter`] to a boxed `request_logs` query (any backend).
+macro_rules! filtered {
+    ($query:expr, $filter:expr) => {{
+        let f: &LogFilter = $filter;
+        let mut query = $query;
+        if let Some(x) = &f.parent_group_name {
+            query = query.filter(request_logs::parent_group_name.like(format!("%{x}%")));
+        }
+        if let Some(x) = &f.group_name {
+            query = query.filter(request_logs::group_name.like(format!("%{x}%")));
+        }
+        if let Some(x) = &f.key_hash {
+            query = query.filter(request_logs::key_hash.eq(x.clone()));
+        }
+        if let Some(x) = &f.model {
+            query = query.filter(request_logs::model.like(format!("%{x}%")));
+        }
+        if let Some(x) = f.is_success {
+            query = query.filter(request_logs::is_success.eq(x));
+        }
+        if let Some(x) = &f.request_type {
+            query = query.filter(request_logs::request_type.eq(x.clone()));
+        }
+        if let Some(x) = f.status_code {
+            query = query.filter(request_logs::status_code.eq(x));
+        }
+        if let Some(x) = &f.source_ip {
+            query = query.filter(request_logs::source_ip.eq(x.clone()));
+        }
+        if let Some(x) = &f.error_contains {
+            query = query.filter(request_logs::error_message.like(format!("%{x}%")));
+        }
+        if let Some(x) = f.start {
+            query = query.filter(request_logs::timestamp.ge(x));
+        }
+        if let Some(x) = f.end {
+            query = query.filter(request_logs::timestamp.le(x));
+        }
+        query
+    }};
+}
+
+/// One page of the rows matching `filter`, newest first, and how many match in all.
+pub(crate) async fn list_filtered(
+    db: &Db,
+    filter: &LogFilter,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<RequestLogRow>, i64), DbError> {
+    with_conn!(db, |conn| {
+        let total: i64 = filtered!(request_logs::table.into_boxed(), filter)
+            .count()
+            .get_result(conn)
+            .await?;
+        let rows = filtered!(request_logs::table.into_boxed(), filter)
+            .order((request_logs::timestamp.desc(), request_logs::id.desc()))
+            .offset(offset)
+            .limit(limit)
+            .select(RequestLogRow::as_select())
+            .load(conn)
+            .await?;
+        Ok((rows, total))
+    })
+}
+
+/// The latest log of each key among the rows matching `filter`: (`key_hash`, `key_value`,
+/// `group_name`, `status_code`), newest first. Rows without a key are skipped; at most `scan`
+/// matching rows are read (portable on every backend, no window functions).
+pub(crate) async fn latest_per_key(
+    db: &Db,
+    filter: &LogFilter,
+    scan: i64,
+) -> Result<Vec<(String, String, String, i32)>, DbError> {
+    let rows: Vec<(String, String, String, i32)> = with_conn!(db, |conn| {
+        Ok::<_, DbError>(
+            filtered!(request_logs::table.into_boxed(), filter)
+                .filter(request_logs::key_hash.ne(""))
+                .order((request_logs::timestamp.desc(), request_logs::id.desc()))
+                .limit(scan)
+                .select((
+                    request_logs::key_hash,
+                    request_logs::key_value,
+                    request_logs::group_name,
+                    request_logs::status_code,
+                ))
+                .load(conn)
+                .await?,
+        )
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(rows
+        .into_iter()
+        .filter(|row| seen.insert(row.0.clone()))
+        .collect())
+}
+
+/// How many `final` rows have a timestamp in `[from, to)`.
+pub(crate) async fn count_final_between(
+    db: &Db,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<i64, DbError> {
+    with_conn!(db, |conn| {
+        Ok(request_logs::table
+            .filter(request_logs::request_type.eq("final"))
+            .filter(request_logs::timestamp.ge(from))
+            .filter(request_logs::timestamp.lt(to))
+            .count()
+            .get_result(conn)
+            .await?)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{NaiveDate, TimeDelta};

@@ -126,6 +126,45 @@ pub(crate) async fn hourly(
     })
 }
 
+/// The hourly rows with `from <= time < to`, of one group or of every group but `exclude`.
+pub(crate) async fn hourly_between(
+    db: &Db,
+    group_id: Option<i64>,
+    exclude: &[i64],
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<Vec<HourlyStatRow>, DbError> {
+    with_conn!(db, |conn| {
+        let mut query = group_hourly_stats::table
+            .filter(group_hourly_stats::time.ge(from))
+            .filter(group_hourly_stats::time.lt(to))
+            .order((group_hourly_stats::time, group_hourly_stats::group_id))
+            .select(HourlyStatRow::as_select())
+            .into_boxed();
+        if let Some(group_id) = group_id {
+            query = query.filter(group_hourly_stats::group_id.eq(group_id));
+        }
+        if !exclude.is_empty() {
+            query = query.filter(group_hourly_stats::group_id.ne_all(exclude.to_vec()));
+        }
+        Ok(query.load(conn).await?)
+    })
+}
+
+/// Up to `limit` stored keys with a hash, as (`key_value`, `key_hash`), for the encryption check.
+pub(crate) async fn key_sample(db: &Db, limit: i64) -> Result<Vec<(String, String)>, DbError> {
+    use crate::db::schema::api_keys;
+    with_conn!(db, |conn| {
+        Ok(api_keys::table
+            .filter(api_keys::key_hash.ne(""))
+            .order(api_keys::id)
+            .limit(limit)
+            .select((api_keys::key_value, api_keys::key_hash))
+            .load(conn)
+            .await?)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -24,9 +24,14 @@ use crate::{
 const MAX_WEIGHT: i64 = 1000;
 
 async fn aggregate(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
-    let row = groups::find(&state.db, id).await?.ok_or(AdminError::NotFound("group"))?;
+    let row = groups::find(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound("group"))?;
     if row.group_type != "aggregate" {
-        return Err(AdminError::BadRequest(format!("group '{}' is not an aggregate group", row.name)));
+        return Err(AdminError::BadRequest(format!(
+            "group '{}' is not an aggregate group",
+            row.name
+        )));
     }
     Ok(row)
 }
@@ -91,27 +96,45 @@ pub(crate) async fn add_sub_groups(
     }
     let rows = groups::list(&state.db).await?;
     let links = groups::sub_group_links(&state.db).await?;
-    let existing: Vec<&GroupRow> =
-        links.iter().filter(|l| l.group_id == id).filter_map(|l| rows.iter().find(|r| r.id == l.sub_group_id)).collect();
+    let existing: Vec<&GroupRow> = links
+        .iter()
+        .filter(|l| l.group_id == id)
+        .filter_map(|l| rows.iter().find(|r| r.id == l.sub_group_id))
+        .collect();
     let mut endpoint: Option<String> = existing.first().map(|r| r.validation_endpoint.clone());
     let mut adding = Vec::new();
     for entry in &body.sub_groups {
-        let child = rows.iter().find(|r| r.id == entry.group_id).ok_or(AdminError::NotFound("sub-group"))?;
+        let child = rows
+            .iter()
+            .find(|r| r.id == entry.group_id)
+            .ok_or(AdminError::NotFound("sub-group"))?;
         let weight = weight_of(entry.weight)?;
         if child.group_type != "standard" {
-            return Err(AdminError::validation("sub_groups", format!("'{}' is not a standard group", child.name)));
+            return Err(AdminError::validation(
+                "sub_groups",
+                format!("'{}' is not a standard group", child.name),
+            ));
         }
         if child.channel_type != parent.channel_type {
             return Err(AdminError::validation(
                 "sub_groups",
-                format!("'{}' has channel type {}, the aggregate {}", child.name, child.channel_type, parent.channel_type),
+                format!(
+                    "'{}' has channel type {}, the aggregate {}",
+                    child.name, child.channel_type, parent.channel_type
+                ),
             ));
         }
         if endpoint.get_or_insert_with(|| child.validation_endpoint.clone()) != &child.validation_endpoint {
-            return Err(AdminError::validation("sub_groups", "all sub-groups must share one validation endpoint"));
+            return Err(AdminError::validation(
+                "sub_groups",
+                "all sub-groups must share one validation endpoint",
+            ));
         }
         if existing.iter().any(|e| e.id == child.id) || adding.iter().any(|(id, _)| *id == child.id) {
-            return Err(AdminError::Duplicate(format!("'{}' is already a sub-group", child.name)));
+            return Err(AdminError::Duplicate(format!(
+                "'{}' is already a sub-group",
+                child.name
+            )));
         }
         adding.push((child.id, weight));
     }
@@ -135,7 +158,10 @@ pub(crate) async fn update_sub_group_weight(
     aggregate(&state, id).await?;
     let weight = weight_of(body.weight)?;
     let links = groups::sub_group_links(&state.db).await?;
-    if !links.iter().any(|l| l.group_id == id && l.sub_group_id == sub_group_id) {
+    if !links
+        .iter()
+        .any(|l| l.group_id == id && l.sub_group_id == sub_group_id)
+    {
         return Err(AdminError::NotFound("sub-group"));
     }
     groups::set_sub_group(&state.db, id, sub_group_id, weight).await?;
@@ -163,7 +189,9 @@ pub(crate) async fn list_parent_aggregates(
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
 ) -> AdminResult<Response> {
-    groups::find(&state.db, id).await?.ok_or(AdminError::NotFound("group"))?;
+    groups::find(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound("group"))?;
     let rows = groups::list(&state.db).await?;
     let parents: Vec<_> = groups::sub_group_links(&state.db)
         .await?

@@ -1,0 +1,111 @@
+//! Request and response bodies of the key routes (gpt-load's field names).
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use crate::{crypto::KeyCipher, models::ApiKeyRow};
+
+/// The query of `GET /api/keys` (pagination comes separately). `group_id` is text so that a
+/// malformed value is a validation error rather than a bare rejection.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct KeyListQuery {
+    pub(crate) group_id: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) key_value: Option<String>,
+}
+
+/// The query of `GET /api/keys/export`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct ExportQuery {
+    pub(crate) group_id: Option<String>,
+    pub(crate) status: Option<String>,
+}
+
+/// `{group_id, keys_text}`: the batch routes.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct KeysTextInput {
+    pub(crate) group_id: Option<i64>,
+    pub(crate) keys_text: Option<String>,
+}
+
+/// `{group_id}`: the whole-group routes.
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+pub(crate) struct GroupIdInput {
+    pub(crate) group_id: Option<i64>,
+}
+
+/// `{notes}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct NotesInput {
+    #[serde(default)]
+    pub(crate) notes: String,
+}
+
+/// `{status}`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct StatusInput {
+    pub(crate) status: Option<String>,
+}
+
+/// gpt-load's APIKey model with the key decrypted.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct KeyResponse {
+    pub(crate) id: i64,
+    pub(crate) key_value: String,
+    pub(crate) key_hash: String,
+    pub(crate) group_id: i64,
+    pub(crate) status: String,
+    pub(crate) notes: String,
+    pub(crate) request_count: i64,
+    pub(crate) failure_count: i64,
+    pub(crate) last_used_at: Option<NaiveDateTime>,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// What the list and the export show for a value that cannot be decrypted.
+pub(crate) const UNDECRYPTABLE: &str = "failed-to-decrypt";
+
+impl KeyResponse {
+    pub(crate) fn new(row: ApiKeyRow, cipher: &KeyCipher) -> Self {
+        Self {
+            key_value: cipher
+                .decrypt(&row.key_value)
+                .unwrap_or_else(|_| UNDECRYPTABLE.to_owned()),
+            id: row.id,
+            key_hash: row.key_hash,
+            group_id: row.group_id,
+            status: row.status,
+            notes: row.notes,
+            request_count: row.request_count,
+            failure_count: row.failure_count,
+            last_used_at: row.last_used_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// The result of `add-multiple`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct AddResult {
+    pub(crate) added_count: usize,
+    pub(crate) ignored_count: usize,
+    pub(crate) total_in_group: i64,
+}
+
+/// The result of `delete-multiple`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct DeleteResult {
+    pub(crate) deleted_count: usize,
+    pub(crate) ignored_count: usize,
+    pub(crate) total_in_group: i64,
+}
+
+/// The result of `restore-multiple`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub(crate) struct RestoreResult {
+    pub(crate) restored_count: usize,
+    pub(crate) ignored_count: usize,
+    pub(crate) total_in_group: i64,
+}

@@ -1,0 +1,403 @@
+//! `/api/keys`: listing, batch import / delete / restore, whole-group clean-up, export, notes, and
+//! enabling or disabling one key. Every change reaches the key pool before the answer.
+
+pub(crate) mod json;
+
+use std::collections::HashSet;
+
+use axum::{
+    extract::{Path, Query, State},
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use gpt_load_tower::keys::{KeyId, KeyState};
+
+use self::json::{
+    AddResult, DeleteResult, ExportQuery, GroupIdInput, KeyListQuery, KeyResponse, KeysTextInput, NotesInput,
+    RestoreResult, StatusInput, UNDECRYPTABLE,
+};
+use super::{
+    error::{AdminError, AdminResult, ok},
+    json::AdminJson,
+    lang::{Lang, RequestLang, text},
+    page::{Page, PageQuery},
+    state::AdminState,
+};
+use crate::{
+    keystore::state_from_status,
+    models::{GroupRow, NewApiKey, now},
+    repo::{groups, keys, keys::KeyFilter},
+};
+
+/// The most keys one synchronous batch accepts.
+const MAX_BATCH: usize = 5_000;
+/// The longest note, in characters.
+const MAX_NOTES: usize = 255;
+
+fn success(lang: Lang) -> &'static str {
+    text(lang, "Success", "操作成功")
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> AdminResult<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| AdminError::Internal(e.into()))
+}
+
+/// Splits pasted key text like gpt-load: a JSON array of strings, or else tokens separated by
+/// whitespace, `,` and `;`. Blank entries are dropped; nothing else is checked.
+pub(crate) fn parse_keys_text(input: &str) -> Vec<String> {
+    let trimmed = input.trim();
+    if trimmed.starts_with('[')
+        && let Ok(list) = serde_json::from_str::<Vec<String>>(trimmed)
+    {
+        return list
+            .into_iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect();
+    }
+    trimmed
+        .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn required_group_id(group_id: Option<i64>) -> AdminResult<i64> {
+    group_id
+        .filter(|id| *id > 0)
+        .ok_or_else(|| AdminError::validation("group_id", "group_id is required"))
+}
+
+fn group_id_param(raw: Option<&str>) -> AdminResult<i64> {
+    let raw = raw.map(str::trim).unwrap_or_default();
+    if raw.is_empty() {
+        return Err(AdminError::validation("group_id", "group_id is required"));
+    }
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| AdminError::validation("group_id", "group_id must be a positive integer"))
+}
+
+async fn group(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
+    groups::find(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound("group"))
+}
+
+/// A validated batch: the group and the distinct keys of the text (in input order), with how
+/// many entries the text held.
+struct Batch {
+    group: GroupRow,
+    keys: Vec<String>,
+    parsed: usize,
+}
+
+async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResult<Batch> {
+    let group_id = required_group_id(input.group_id)?;
+    let text = input
+        .keys_text
+        .ok_or_else(|| AdminError::validation("keys_text", "keys_text is required"))?;
+    let parsed = parse_keys_text(&text);
+    if parsed.len() > MAX_BATCH {
+        return Err(AdminError::validation(
+            "keys_text",
+            format!(
+                "batch size exceeds the limit of {MAX_BATCH} keys, got {}",
+                parsed.len()
+            ),
+        ));
+    }
+    if parsed.is_empty() {
+        return Err(AdminError::validation(
+            "keys_text",
+            "no valid keys found in the input text",
+        ));
+    }
+    let group = group(state, group_id).await?;
+    let count = parsed.len();
+    let mut seen = HashSet::new();
+    let keys = parsed.into_iter().filter(|k| seen.insert(k.clone())).collect();
+    Ok(Batch {
+        group,
+        keys,
+        parsed: count,
+    })
+}
+
+/// Makes these keys active in the pool at once (restored keys keep their live slot otherwise).
+fn activate(state: &AdminState, group: &str, ids: &[i64]) {
+    state
+        .pool
+        .set_states(group, ids.iter().map(|id| (KeyId(*id as u64), KeyState::Active)));
+}
+
+/// `GET /api/keys`
+pub(crate) async fn list_keys(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Query(query): Query<KeyListQuery>,
+    Query(page): Query<PageQuery>,
+) -> AdminResult<Response> {
+    let group_id = group_id_param(query.group_id.as_deref())?;
+    let status = match query.status.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s @ ("active" | "invalid" | "disabled")) => Some(s),
+        Some(_) => {
+            return Err(AdminError::validation(
+                "status",
+                "status must be active, invalid or disabled",
+            ));
+        }
+    };
+    let hash = query
+        .key_value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(|v| state.cipher.hash(v));
+    group(&state, group_id).await?;
+    let filter = KeyFilter {
+        group_id,
+        status,
+        hash: hash.as_deref(),
+    };
+    let (rows, total) = keys::page_in_group(&state.db, &filter, page.offset(), page.page_size()).await?;
+    let items: Vec<KeyResponse> = rows
+        .into_iter()
+        .map(|row| KeyResponse::new(row, &state.cipher))
+        .collect();
+    Ok(ok(success(lang), Some(to_value(&Page::new(items, page, total))?)))
+}
+
+/// `POST /api/keys/add-multiple`
+pub(crate) async fn add_keys(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<KeysTextInput>,
+) -> AdminResult<Response> {
+    let Batch { group, keys, parsed } = batch(&state, input).await?;
+    let at = now();
+    let stored: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (state.cipher.encrypt(k), state.cipher.hash(k)))
+        .collect();
+    let rows: Vec<NewApiKey<'_>> = stored
+        .iter()
+        .map(|(value, hash)| NewApiKey {
+            key_value: value,
+            key_hash: hash,
+            group_id: group.id,
+            status: "active",
+            notes: "",
+            request_count: 0,
+            failure_count: 0,
+            created_at: at,
+            updated_at: at,
+        })
+        .collect();
+    let (added, total) = keys::add_new_to_group(&state.db, group.id, &rows).await?;
+    if added > 0 {
+        state.reload_groups().await?;
+    }
+    let result = AddResult {
+        added_count: added,
+        ignored_count: parsed - added,
+        total_in_group: total,
+    };
+    Ok(ok(success(lang), Some(to_value(&result)?)))
+}
+
+/// `POST /api/keys/delete-multiple`
+pub(crate) async fn delete_keys(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<KeysTextInput>,
+) -> AdminResult<Response> {
+    let Batch { group, keys, parsed } = batch(&state, input).await?;
+    let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
+    let (deleted, total) = keys::delete_by_hashes(&state.db, group.id, &hashes).await?;
+    if deleted > 0 {
+        state.reload_groups().await?;
+    }
+    let result = DeleteResult {
+        deleted_count: deleted,
+        ignored_count: parsed.saturating_sub(deleted),
+        total_in_group: total,
+    };
+    Ok(ok(success(lang), Some(to_value(&result)?)))
+}
+
+/// `POST /api/keys/restore-multiple`: only keys that are `invalid` now.
+pub(crate) async fn restore_keys(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<KeysTextInput>,
+) -> AdminResult<Response> {
+    let Batch { group, keys, parsed } = batch(&state, input).await?;
+    let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
+    let (ids, total) = keys::restore_invalid(&state.db, group.id, Some(&hashes), now()).await?;
+    activate(&state, &group.name, &ids);
+    let result = RestoreResult {
+        restored_count: ids.len(),
+        ignored_count: parsed.saturating_sub(ids.len()),
+        total_in_group: total,
+    };
+    Ok(ok(success(lang), Some(to_value(&result)?)))
+}
+
+/// `POST /api/keys/restore-all-invalid`
+pub(crate) async fn restore_all_invalid(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<GroupIdInput>,
+) -> AdminResult<Response> {
+    let group = group(&state, required_group_id(input.group_id)?).await?;
+    let (ids, _) = keys::restore_invalid(&state.db, group.id, None, now()).await?;
+    activate(&state, &group.name, &ids);
+    let n = ids.len();
+    let message = match lang {
+        Lang::Zh => format!("已恢复 {n} 个密钥"),
+        _ => format!("{n} keys restored"),
+    };
+    Ok(ok(&message, None))
+}
+
+async fn clear(state: &AdminState, group_id: Option<i64>, status: Option<&str>) -> AdminResult<usize> {
+    let group = group(state, required_group_id(group_id)?).await?;
+    let cleared = keys::delete_in_group(&state.db, group.id, status).await?;
+    if cleared > 0 {
+        state.reload_groups().await?;
+    }
+    Ok(cleared)
+}
+
+/// `POST /api/keys/clear-all-invalid`
+pub(crate) async fn clear_all_invalid(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<GroupIdInput>,
+) -> AdminResult<Response> {
+    let n = clear(&state, input.group_id, Some("invalid")).await?;
+    let message = match lang {
+        Lang::Zh => format!("已清除 {n} 个无效密钥"),
+        _ => format!("{n} invalid keys cleared"),
+    };
+    Ok(ok(&message, None))
+}
+
+/// `POST /api/keys/clear-all`
+pub(crate) async fn clear_all(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<GroupIdInput>,
+) -> AdminResult<Response> {
+    let n = clear(&state, input.group_id, None).await?;
+    let message = match lang {
+        Lang::Zh => format!("已清除 {n} 个密钥"),
+        _ => format!("{n} keys cleared"),
+    };
+    Ok(ok(&message, None))
+}
+
+/// `GET /api/keys/export`: a text file, one decrypted key per line.
+pub(crate) async fn export_keys(
+    State(state): State<AdminState>,
+    Query(query): Query<ExportQuery>,
+) -> AdminResult<Response> {
+    let group_id = group_id_param(query.group_id.as_deref())?;
+    let status = match query.status.as_deref().map(str::trim) {
+        None | Some("" | "all") => "all",
+        Some(s @ ("active" | "invalid" | "disabled")) => s,
+        Some(_) => {
+            return Err(AdminError::validation(
+                "status",
+                "status must be all, active, invalid or disabled",
+            ));
+        }
+    };
+    let group = group(&state, group_id).await?;
+    let filter = (status != "all").then_some(status);
+    let values = keys::values_in_group(&state.db, group.id, filter).await?;
+    let mut body = String::with_capacity(values.len() * 64);
+    for value in values {
+        match state.cipher.decrypt(&value) {
+            Ok(plain) => body.push_str(&plain),
+            Err(_) => body.push_str(UNDECRYPTABLE),
+        }
+        body.push('\n');
+    }
+    let disposition = format!("attachment; filename=keys-{}-{status}.txt", group.name);
+    let disposition = HeaderValue::from_str(&disposition).map_err(|e| AdminError::Internal(e.into()))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `PUT /api/keys/{id}/notes`
+pub(crate) async fn update_notes(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+    AdminJson(input): AdminJson<NotesInput>,
+) -> AdminResult<Response> {
+    let notes = input.notes.trim();
+    if notes.chars().count() > MAX_NOTES {
+        return Err(AdminError::validation(
+            "notes",
+            format!("notes must be at most {MAX_NOTES} characters"),
+        ));
+    }
+    keys::set_notes(&state.db, id, notes, now())
+        .await?
+        .ok_or(AdminError::NotFound("key"))?;
+    Ok(ok(success(lang), None))
+}
+
+/// `PUT /api/keys/{id}/status`: enable (`active`) or disable (`disabled`) one key by hand.
+pub(crate) async fn update_status(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+    AdminJson(input): AdminJson<StatusInput>,
+) -> AdminResult<Response> {
+    let status = match input.status.as_deref().map(str::trim) {
+        Some(s @ ("active" | "disabled")) => s,
+        _ => {
+            return Err(AdminError::validation(
+                "status",
+                "status must be active or disabled",
+            ));
+        }
+    };
+    let group_id = keys::set_status(&state.db, id, status, now())
+        .await?
+        .ok_or(AdminError::NotFound("key"))?;
+    let name = group(&state, group_id).await?.name;
+    state
+        .pool
+        .set_state(&name, KeyId(id as u64), state_from_status(status));
+    Ok(ok(success(lang), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_keys_text;
+
+    #[test]
+    fn key_text_is_parsed_like_gpt_load() {
+        assert_eq!(parse_keys_text(" a, b;c\n\td  "), ["a", "b", "c", "d"]);
+        assert_eq!(parse_keys_text(r#"["x y", " z ", ""]"#), ["x y", "z"]);
+        assert_eq!(parse_keys_text("[not json, k2"), ["[not", "json", "k2"]);
+        assert!(parse_keys_text(" ,; \n").is_empty());
+        assert_eq!(parse_keys_text("k1 k1"), ["k1", "k1"], "duplicates are counted");
+    }
+}

@@ -1,0 +1,286 @@
+//! `/api/logs`: the request log listing and the CSV export of the keys it used.
+
+use axum::{
+    extract::{Query, State, rejection::QueryRejection},
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    error::{AdminError, AdminResult, ok},
+    lang::{RequestLang, text},
+    page::{Page, PageQuery},
+    state::AdminState,
+};
+use crate::{
+    crypto::KeyCipher,
+    repo::request_logs::{self, LogFilter, RequestLogRow},
+};
+
+/// Most matching rows the export reads to find each key's latest log.
+const EXPORT_SCAN: i64 = 200_000;
+
+/// Shown instead of a stored key that cannot be decrypted.
+const UNDECRYPTABLE: &str = "failed-to-decrypt";
+
+/// The query parameters of both routes, as sent (empty values count as absent).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct LogQuery {
+    parent_group_name: Option<String>,
+    group_name: Option<String>,
+    key_value: Option<String>,
+    model: Option<String>,
+    is_success: Option<String>,
+    request_type: Option<String>,
+    status_code: Option<String>,
+    source_ip: Option<String>,
+    error_contains: Option<String>,
+    start_time: Option<String>,
+    end_time: Option<String>,
+    page: Option<String>,
+    page_size: Option<String>,
+}
+
+fn present(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn parse_time(field: &str, value: Option<&String>) -> AdminResult<Option<NaiveDateTime>> {
+    present(value)
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.naive_utc())
+                .map_err(|_| AdminError::validation(field, "must be an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+fn parse_int<T: std::str::FromStr>(field: &str, value: Option<&String>) -> AdminResult<Option<T>> {
+    present(value)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| AdminError::validation(field, "must be an integer"))
+        })
+        .transpose()
+}
+
+impl LogQuery {
+    fn filter(&self, cipher: &KeyCipher) -> AdminResult<LogFilter> {
+        let text = |v: &Option<String>| present(v.as_ref()).map(str::to_owned);
+        let is_success = match present(self.is_success.as_ref()).map(str::to_ascii_lowercase) {
+            None => None,
+            Some(v) if v == "true" || v == "1" => Some(true),
+            Some(v) if v == "false" || v == "0" => Some(false),
+            Some(_) => return Err(AdminError::validation("is_success", "must be true or false")),
+        };
+        let request_type = match present(self.request_type.as_ref()) {
+            None => None,
+            Some(t @ ("retry" | "final")) => Some(t.to_owned()),
+            Some(_) => {
+                return Err(AdminError::validation("request_type", "must be retry or final"));
+            }
+        };
+        Ok(LogFilter {
+            parent_group_name: text(&self.parent_group_name),
+            group_name: text(&self.group_name),
+            key_hash: present(self.key_value.as_ref()).map(|k| cipher.hash(k)),
+            model: text(&self.model),
+            is_success,
+            request_type,
+            status_code: parse_int("status_code", self.status_code.as_ref())?,
+            source_ip: text(&self.source_ip),
+            error_contains: text(&self.error_contains),
+            start: parse_time("start_time", self.start_time.as_ref())?,
+            end: parse_time("end_time", self.end_time.as_ref())?,
+        })
+    }
+
+    fn page(&self) -> AdminResult<PageQuery> {
+        Ok(PageQuery {
+            page: parse_int("page", self.page.as_ref())?,
+            page_size: parse_int("page_size", self.page_size.as_ref())?,
+        })
+    }
+}
+
+fn query_params(query: Result<Query<LogQuery>, QueryRejection>) -> AdminResult<LogQuery> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| AdminError::validation("query", e.body_text()))
+}
+
+fn decrypt(cipher: &KeyCipher, stored: &str) -> String {
+    cipher
+        .decrypt(stored)
+        .unwrap_or_else(|_| UNDECRYPTABLE.to_owned())
+}
+
+/// One log in the listing: every column, the key decrypted, and `duration_ms` (gpt-load's name
+/// for `duration`).
+#[derive(Debug, Serialize)]
+struct LogItem {
+    id: String,
+    timestamp: DateTime<Utc>,
+    group_id: i64,
+    group_name: String,
+    parent_group_id: i64,
+    parent_group_name: String,
+    key_value: String,
+    key_hash: String,
+    model: String,
+    is_success: bool,
+    source_ip: String,
+    status_code: i32,
+    request_path: String,
+    duration_ms: i64,
+    error_message: String,
+    user_agent: String,
+    request_type: String,
+    upstream_addr: String,
+    is_stream: bool,
+    request_body: String,
+    key_id: Option<i64>,
+    attempt: i32,
+    ttfb_ms: Option<i64>,
+    request_id: String,
+}
+
+impl LogItem {
+    fn new(row: RequestLogRow, cipher: &KeyCipher) -> Self {
+        Self {
+            key_value: decrypt(cipher, &row.key_value),
+            id: row.id,
+            timestamp: row.timestamp.and_utc(),
+            group_id: row.group_id,
+            group_name: row.group_name,
+            parent_group_id: row.parent_group_id,
+            parent_group_name: row.parent_group_name,
+            key_hash: row.key_hash,
+            model: row.model,
+            is_success: row.is_success,
+            source_ip: row.source_ip,
+            status_code: row.status_code,
+            request_path: row.request_path,
+            duration_ms: row.duration,
+            error_message: row.error_message,
+            user_agent: row.user_agent,
+            request_type: row.request_type,
+            upstream_addr: row.upstream_addr,
+            is_stream: row.is_stream,
+            request_body: row.request_body,
+            key_id: row.key_id,
+            attempt: row.attempt,
+            ttfb_ms: row.ttfb_ms,
+            request_id: row.request_id,
+        }
+    }
+}
+
+/// `GET /api/logs`: the matching logs, newest first, one page.
+pub(crate) async fn list_logs(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> AdminResult<Response> {
+    let query = query_params(query)?;
+    let filter = query.filter(&state.cipher)?;
+    let page = query.page()?;
+    let (rows, total) =
+        request_logs::list_filtered(&state.db, &filter, page.offset(), page.page_size()).await?;
+    let items: Vec<LogItem> = rows
+        .into_iter()
+        .map(|row| LogItem::new(row, &state.cipher))
+        .collect();
+    let data =
+        serde_json::to_value(Page::new(items, page, total)).map_err(|e| AdminError::Internal(e.into()))?;
+    Ok(ok(text(lang, "Success", "操作成功"), Some(data)))
+}
+
+/// One CSV field, quoted when it contains a comma, a quote or a line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// `GET /api/logs/export`: one CSV row per distinct key among the matching logs (its latest).
+pub(crate) async fn export_logs(
+    State(state): State<AdminState>,
+    query: Result<Query<LogQuery>, QueryRejection>,
+) -> AdminResult<Response> {
+    let filter = query_params(query)?.filter(&state.cipher)?;
+    let rows = request_logs::latest_per_key(&state.db, &filter, EXPORT_SCAN).await?;
+    let mut csv = String::from("key_value,group_name,status_code\n");
+    for (_, key_value, group_name, status_code) in rows {
+        csv.push_str(&csv_field(&decrypt(&state.cipher, &key_value)));
+        csv.push(',');
+        csv.push_str(&csv_field(&group_name));
+        csv.push(',');
+        csv.push_str(&status_code.to_string());
+        csv.push('\n');
+    }
+    let file = format!(
+        "attachment; filename=log_keys_export_{}.csv",
+        Utc::now().format("%Y%m%d%H%M%S")
+    );
+    let disposition = HeaderValue::from_str(&file).map_err(|e| AdminError::Internal(e.into()))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/csv; charset=utf-8"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("sk-plain"), "sk-plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn filters_are_validated() {
+        let cipher = KeyCipher::disabled();
+        let bad_time = LogQuery {
+            start_time: Some("yesterday".to_owned()),
+            ..LogQuery::default()
+        };
+        assert!(matches!(
+            bad_time.filter(&cipher),
+            Err(AdminError::Validation { field, .. }) if field == "start_time"
+        ));
+        let bad_type = LogQuery {
+            request_type: Some("other".to_owned()),
+            ..LogQuery::default()
+        };
+        assert!(bad_type.filter(&cipher).is_err());
+        let good = LogQuery {
+            key_value: Some("sk-1".to_owned()),
+            is_success: Some("false".to_owned()),
+            status_code: Some("500".to_owned()),
+            end_time: Some("2026-11-22T10:00:00+02:00".to_owned()),
+            group_name: Some(String::new()),
+            ..LogQuery::default()
+        };
+        let filter = good.filter(&cipher).unwrap();
+        assert_eq!(filter.key_hash, Some(cipher.hash("sk-1")));
+        assert_eq!((filter.is_success, filter.status_code), (Some(false), Some(500)));
+        assert_eq!(filter.end.unwrap().to_string(), "2026-11-22 08:00:00");
+        assert_eq!(filter.group_name, None, "an empty value is no filter");
+    }
+}

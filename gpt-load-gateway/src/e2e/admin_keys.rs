@@ -1,0 +1,564 @@
+//! The key routes of the admin API through real HTTP, on every backend.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use bytes::Bytes;
+use gpt_load_e2e::{Behaviour, MockUpstream};
+use gpt_load_tower::keys::KeyState;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::harness::{Harness, PROXY_KEY, group};
+use crate::db::test_support::TestDb;
+
+const SEED: &str = "sk-seed-key-0123456789";
+const NEW_A: &str = "sk-new-key-a-0123456789";
+const NEW_B: &str = "sk-new-key-b-0123456789";
+const NEW_C: &str = "sk-new-key-c-0123456789";
+const FRESH: &str = "sk-fresh-key-0123456789";
+const BAD_1: &str = "sk-bad-key-1-0123456789";
+const BAD_2: &str = "sk-bad-key-2-0123456789";
+const GOOD: &str = "sk-good-key-0123456789";
+
+fn api(h: &Harness, method: &str, path: &str, body: Option<Value>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("{}/api{path}", h.base))
+        .header("authorization", format!("Bearer {PROXY_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap()
+}
+
+async fn call(h: &Harness, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let (status, _, body) = h.send(api(h, method, path, body)).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// The id of a group by name.
+async fn group_id(h: &Harness, name: &str) -> i64 {
+    let (_, body) = call(h, "GET", "/groups/list", None).await;
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == name)
+        .and_then(|g| g["id"].as_i64())
+        .expect("group exists")
+}
+
+/// Every key of a group as the list shows it (one large page).
+async fn listed(h: &Harness, group: i64, extra: &str) -> Vec<Value> {
+    let (status, body) = call(
+        h,
+        "GET",
+        &format!("/keys?group_id={group}&page_size=1000{extra}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["items"].as_array().unwrap().clone()
+}
+
+fn values(items: &[Value]) -> BTreeSet<String> {
+    items
+        .iter()
+        .map(|k| k["key_value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn id_of(items: &[Value], key: &str) -> i64 {
+    items
+        .iter()
+        .find(|k| k["key_value"] == key)
+        .and_then(|k| k["id"].as_i64())
+        .expect("key listed")
+}
+
+fn pool_state(h: &Harness, group: &str, key: &str) -> KeyState {
+    h.running()
+        .pool
+        .keys(group)
+        .into_iter()
+        .find(|k| k.secret().expose() == key)
+        .expect("key in pool")
+        .state()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
+    for test_db in TestDb::all("keys_are_added_listed_exported_and_reach_the_proxy_at_once").await {
+        let backend = test_db.db.backend();
+        let mock = MockUpstream::start().await.unwrap();
+        let up = mock.url();
+        let h = Harness::start(
+            test_db,
+            mock,
+            vec![
+                group("g", &up, &[SEED], json!({})),
+                group("fresh", &up, &[], json!({})),
+            ],
+            &[("ENCRYPTION_KEY", "an operator secret for the key tests")],
+        )
+        .await;
+        let g = group_id(&h, "g").await;
+        let fresh = group_id(&h, "fresh").await;
+
+        // Import: duplicates within the text and against the group are ignored.
+        let text = format!("{NEW_A}, {NEW_B};{NEW_A}\n\t{SEED}");
+        let (status, body) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": g, "keys_text": text})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {body}");
+        assert_eq!(
+            body["data"],
+            json!({"added_count": 2, "ignored_count": 2, "total_in_group": 3}),
+            "{backend}"
+        );
+        let (_, body) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": g, "keys_text": json!([NEW_C, NEW_B]).to_string()})),
+        )
+        .await;
+        assert_eq!(
+            body["data"],
+            json!({"added_count": 1, "ignored_count": 1, "total_in_group": 4}),
+            "{backend}: a JSON array"
+        );
+
+        // The list: paginated, decrypted, searchable, filterable.
+        let (status, body) = call(&h, "GET", &format!("/keys?group_id={g}&page=2&page_size=3"), None).await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {body}");
+        assert_eq!(
+            body["data"]["pagination"],
+            json!({"page": 2, "page_size": 3, "total_items": 4, "total_pages": 2}),
+            "{backend}"
+        );
+        assert_eq!(body["data"]["items"].as_array().unwrap().len(), 1, "{backend}");
+        let all = listed(&h, g, "").await;
+        assert_eq!(
+            values(&all),
+            BTreeSet::from([SEED, NEW_A, NEW_B, NEW_C].map(str::to_owned)),
+            "{backend}: decrypted"
+        );
+        let ids: Vec<i64> = all.iter().map(|k| k["id"].as_i64().unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] > w[1]),
+            "{backend}: unused keys newest first"
+        );
+        for field in [
+            "id",
+            "key_value",
+            "key_hash",
+            "group_id",
+            "status",
+            "notes",
+            "request_count",
+            "failure_count",
+            "last_used_at",
+            "created_at",
+            "updated_at",
+        ] {
+            assert!(all[0].get(field).is_some(), "{backend}: APIKey has {field}");
+        }
+        assert_ne!(all[0]["key_hash"], all[0]["key_value"], "{backend}");
+        let found = listed(&h, g, &format!("&key_value={NEW_C}")).await;
+        assert_eq!(
+            values(&found),
+            BTreeSet::from([NEW_C.to_owned()]),
+            "{backend}: exact search"
+        );
+        assert!(
+            listed(&h, g, "&key_value=sk-new").await.is_empty(),
+            "{backend}: not a substring search"
+        );
+        assert_eq!(listed(&h, g, "&status=active").await.len(), 4, "{backend}");
+        assert!(listed(&h, g, "&status=invalid").await.is_empty(), "{backend}");
+
+        // A used key comes first.
+        assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK, "{backend}");
+        let used: Vec<String> = h.mock.requests_by_key().into_keys().collect();
+        Harness::eventually(Duration::from_secs(10), || async {
+            listed(&h, g, "").await[0]["last_used_at"].is_string()
+        })
+        .await;
+        assert_eq!(
+            listed(&h, g, "").await[0]["key_value"].as_str(),
+            used.first().map(String::as_str),
+            "{backend}: last used first"
+        );
+
+        // A new key serves the next request.
+        assert_eq!(
+            h.send(h.chat("fresh", false)).await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{backend}: no keys yet"
+        );
+        let (_, body) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": fresh, "keys_text": FRESH})),
+        )
+        .await;
+        assert_eq!(body["data"]["added_count"], 1, "{backend}: {body}");
+        assert_eq!(
+            h.send(h.chat("fresh", false)).await.0,
+            StatusCode::OK,
+            "{backend}"
+        );
+        assert_eq!(h.mock.requests_by_key().get(FRESH), Some(&1), "{backend}");
+
+        // Disable and enable by hand.
+        let fresh_id = id_of(&listed(&h, fresh, "").await, FRESH);
+        let (status, body) = call(
+            &h,
+            "PUT",
+            &format!("/keys/{fresh_id}/status"),
+            Some(json!({"status": "disabled"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {body}");
+        assert_eq!(
+            h.send(h.chat("fresh", false)).await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{backend}: the disabled key is skipped"
+        );
+        assert_eq!(h.mock.requests_by_key().get(FRESH), Some(&1), "{backend}");
+        assert_eq!(listed(&h, fresh, "&status=disabled").await.len(), 1, "{backend}");
+        call(
+            &h,
+            "PUT",
+            &format!("/keys/{fresh_id}/status"),
+            Some(json!({"status": "active"})),
+        )
+        .await;
+        assert_eq!(
+            h.send(h.chat("fresh", false)).await.0,
+            StatusCode::OK,
+            "{backend}"
+        );
+        assert_eq!(h.mock.requests_by_key().get(FRESH), Some(&2), "{backend}");
+        let (status, _) = call(
+            &h,
+            "PUT",
+            &format!("/keys/{fresh_id}/status"),
+            Some(json!({"status": "invalid"})),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{backend}: only active or disabled"
+        );
+
+        // Notes.
+        let (status, _) = call(
+            &h,
+            "PUT",
+            &format!("/keys/{fresh_id}/notes"),
+            Some(json!({"notes": "  team budget  "})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+        assert_eq!(
+            listed(&h, fresh, "").await[0]["notes"],
+            "team budget",
+            "{backend}"
+        );
+        let (status, body) = call(
+            &h,
+            "PUT",
+            &format!("/keys/{fresh_id}/notes"),
+            Some(json!({"notes": "é".repeat(256)})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+            "{backend}"
+        );
+        let (status, _) = call(
+            &h,
+            "PUT",
+            &format!("/keys/{fresh_id}/notes"),
+            Some(json!({"notes": "é".repeat(255)})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: 255 characters");
+        for route in ["notes", "status"] {
+            let (status, _) = call(
+                &h,
+                "PUT",
+                &format!("/keys/987654321/{route}"),
+                Some(json!({"notes": "x", "status": "active"})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{backend}: unknown key ({route})");
+        }
+
+        // Export.
+        let export = Request::get(format!("{}/api/keys/export?group_id={g}&key={PROXY_KEY}", h.base))
+            .body(Full::default())
+            .unwrap();
+        let (status, headers, body) = h.send(export).await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+        let disposition = headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+        assert!(disposition.starts_with("attachment"), "{backend}: {disposition}");
+        assert!(disposition.contains("keys-g-all.txt"), "{backend}: {disposition}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let exported: BTreeSet<String> = String::from_utf8(body.to_vec())
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(exported, values(&all), "{backend}: one key per line");
+        let (status, _, body) = h
+            .send(api(
+                &h,
+                "GET",
+                &format!("/keys/export?group_id={g}&status=invalid"),
+                None,
+            ))
+            .await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 0), "{backend}");
+
+        // Delete.
+        let (_, body) = call(
+            &h,
+            "POST",
+            "/keys/delete-multiple",
+            Some(json!({"group_id": g, "keys_text": format!("{NEW_A} sk-not-there {NEW_A}")})),
+        )
+        .await;
+        assert_eq!(
+            body["data"],
+            json!({"deleted_count": 1, "ignored_count": 2, "total_in_group": 3}),
+            "{backend}"
+        );
+        assert!(!values(&listed(&h, g, "").await).contains(NEW_A), "{backend}");
+        assert!(
+            h.running()
+                .pool
+                .keys("g")
+                .iter()
+                .all(|k| k.secret().expose() != NEW_A),
+            "{backend}: gone from the pool"
+        );
+
+        // Errors.
+        let (status, body) = call(&h, "GET", "/keys", None).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+            "{backend}"
+        );
+        assert!(body["message"].as_str().unwrap().contains("group_id"), "{body}");
+        let (status, _) = call(&h, "GET", "/keys?group_id=987654321", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
+        let (status, _) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": 987654321, "keys_text": "sk-x"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
+        let (status, _) = call(
+            &h,
+            "POST",
+            "/keys/clear-all",
+            Some(json!({"group_id": 987654321})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
+        let too_many: Vec<String> = (0..5001).map(|i| format!("sk-batch-{i}")).collect();
+        let (status, body) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": g, "keys_text": too_many.join("\n")})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+            "{backend}"
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("batch size exceeds the limit of 5000 keys, got 5001"),
+            "{body}"
+        );
+        let (status, _) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": g, "keys_text": " ,; "})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}: no valid keys");
+        assert_eq!(
+            listed(&h, g, "").await.len(),
+            3,
+            "{backend}: nothing written by failures"
+        );
+
+        // A full batch is accepted.
+        let (_, body) = call(
+            &h,
+            "POST",
+            "/keys/add-multiple",
+            Some(json!({"group_id": g, "keys_text": too_many[..5000].join("\n")})),
+        )
+        .await;
+        assert_eq!(body["data"]["total_in_group"], 5003, "{backend}: {body}");
+
+        // Clear everything.
+        let (status, body) = call(&h, "POST", "/keys/clear-all", Some(json!({"group_id": g}))).await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::OK, Some("5003 keys cleared")),
+            "{backend}"
+        );
+        assert!(listed(&h, g, "").await.is_empty(), "{backend}");
+        assert_eq!(
+            h.send(h.chat("g", false)).await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{backend}: the pool is empty too"
+        );
+    }
+}
+
+/// Sends chats until `key` is blacklisted, then waits until the database says so.
+async fn blacklist(h: &Harness, group_id: i64, key: &str) {
+    h.mock.script(key, Behaviour::Unauthorized);
+    for _ in 0..10 {
+        if pool_state(h, "g", key) == KeyState::Invalid {
+            break;
+        }
+        h.send(h.chat("g", false)).await;
+    }
+    assert_eq!(pool_state(h, "g", key), KeyState::Invalid);
+    Harness::eventually(Duration::from_secs(10), || async {
+        values(&listed(h, group_id, "&status=invalid").await).contains(key)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_keys_are_restored_and_cleared() {
+    for test_db in TestDb::all("invalid_keys_are_restored_and_cleared").await {
+        let backend = test_db.db.backend();
+        let mock = MockUpstream::start().await.unwrap();
+        let up = mock.url();
+        let h = Harness::start(
+            test_db,
+            mock,
+            vec![group(
+                "g",
+                &up,
+                &[BAD_1, BAD_2, GOOD],
+                json!({"blacklist_threshold": 1}),
+            )],
+            &[],
+        )
+        .await;
+        let g = group_id(&h, "g").await;
+        blacklist(&h, g, BAD_1).await;
+        blacklist(&h, g, BAD_2).await;
+        h.mock.clear_scripts();
+
+        let (status, body) = call(
+            &h,
+            "POST",
+            "/keys/restore-multiple",
+            Some(json!({"group_id": g, "keys_text": format!("{BAD_1} {GOOD} sk-not-there")})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {body}");
+        assert_eq!(
+            body["data"],
+            json!({"restored_count": 1, "ignored_count": 2, "total_in_group": 3}),
+            "{backend}: only invalid keys are restored"
+        );
+        assert_eq!(pool_state(&h, "g", BAD_1), KeyState::Active, "{backend}");
+        let restored = listed(&h, g, "").await;
+        let row = restored.iter().find(|k| k["key_value"] == BAD_1).unwrap();
+        assert_eq!(
+            (&row["status"], &row["failure_count"]),
+            (&json!("active"), &json!(0)),
+            "{backend}"
+        );
+        let before = h.mock.requests_by_key().get(BAD_1).copied().unwrap_or(0);
+        for _ in 0..4 {
+            assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK, "{backend}");
+        }
+        assert!(
+            h.mock.requests_by_key().get(BAD_1).copied().unwrap_or(0) > before,
+            "{backend}: the restored key serves again"
+        );
+
+        let (status, body) = call(
+            &h,
+            "POST",
+            "/keys/restore-all-invalid",
+            Some(json!({"group_id": g})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::OK, Some("1 keys restored")),
+            "{backend}"
+        );
+        assert_eq!(pool_state(&h, "g", BAD_2), KeyState::Active, "{backend}");
+        assert!(listed(&h, g, "&status=invalid").await.is_empty(), "{backend}");
+
+        blacklist(&h, g, BAD_2).await;
+        let (status, body) = call(
+            &h,
+            "POST",
+            "/keys/clear-all-invalid",
+            Some(json!({"group_id": g})),
+        )
+        .await;
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (StatusCode::OK, Some("1 invalid keys cleared")),
+            "{backend}"
+        );
+        assert_eq!(
+            values(&listed(&h, g, "").await),
+            BTreeSet::from([BAD_1.to_owned(), GOOD.to_owned()]),
+            "{backend}"
+        );
+        assert!(
+            h.running()
+                .pool
+                .keys("g")
+                .iter()
+                .all(|k| k.secret().expose() != BAD_2),
+            "{backend}: gone from the pool"
+        );
+        let (status, body) = call(&h, "POST", "/keys/restore-all-invalid", Some(json!({}))).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
+            "{backend}: group_id is required"
+        );
+    }
+}
