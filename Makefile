@@ -11,6 +11,7 @@ run:
 test:
 	$(CARGO) test --workspace --all-targets --all-features
 	$(CARGO) test --workspace --doc --all-features
+	scripts/smoke.sh
 
 ## Formatting, clippy with warnings as errors, and docs without missing-docs warnings.
 lint:
