@@ -268,6 +268,7 @@ pub(crate) async fn start(
         auth_key: gpt_load_tower::secret::ApiKey::new(auth_key),
         trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
         throttle: Arc::default(),
+        tasks: Arc::default(),
     };
     let state = AppState {
         db: db.clone(),

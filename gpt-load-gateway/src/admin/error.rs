@@ -32,6 +32,8 @@ pub(crate) enum AdminError {
     Unauthorized,
     #[error("too many failed attempts, retry in {0} s")]
     Throttled(u64),
+    #[error("a task is already running, please wait")]
+    TaskInProgress,
     #[error("database error")]
     Database(#[source] DbError),
     #[error("internal error")]
@@ -66,6 +68,7 @@ impl AdminError {
             Self::Duplicate(_) => (StatusCode::CONFLICT, "DUPLICATE_RESOURCE"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
             Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
+            Self::TaskInProgress => (StatusCode::CONFLICT, "TASK_IN_PROGRESS"),
             Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "DATABASE_ERROR"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
         }

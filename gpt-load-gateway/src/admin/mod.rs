@@ -19,5 +19,6 @@ mod page;
 mod routes;
 mod settings;
 mod state;
+mod tasks;
 
 pub(crate) use self::{integration::group_integration_info, routes::router, state::AdminState};

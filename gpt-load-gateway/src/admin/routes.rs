@@ -1,10 +1,13 @@
 //! Every admin route, in one table. All but login require the admin key.
 
 use axum::{
-    Router, middleware,
+    Router,
+    extract::DefaultBodyLimit,
+    middleware,
     routing::{delete, get, post, put},
 };
 
+use super::tasks;
 use super::{auth, groups, keys, settings, state::AdminState};
 use super::{dashboard, integration, logs};
 
@@ -16,6 +19,9 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/groups", get(groups::list_groups).post(groups::create_group))
         .route("/groups/list", get(groups::list_groups_light))
         .route("/groups/config-options", get(groups::list_config_options))
+        .route("/groups/reorder", put(groups::reorder_groups))
+        .route("/groups/{id}/stats", get(groups::group_stats))
+        .route("/groups/{id}/copy", post(groups::copy_group))
         .route(
             "/groups/{id}",
             put(groups::update_group).delete(groups::delete_group),
@@ -52,6 +58,17 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/keys/clear-all", post(keys::clear_all))
         .route("/keys/{id}/notes", put(keys::update_notes))
         .route("/keys/{id}/status", put(keys::update_status))
+        .route(
+            "/keys/add-async",
+            post(tasks::add_async).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/keys/delete-async",
+            post(tasks::delete_async).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/keys/validate-group", post(tasks::validate_group))
+        .route("/keys/test-multiple", post(tasks::test_multiple))
+        .route("/tasks/status", get(tasks::task_status))
         // Logs
         .route("/logs", get(logs::list_logs))
         .route("/logs/export", get(logs::export_logs))

@@ -7,6 +7,7 @@ use gpt_load_tower::{keys::MemoryKeyPool, secret::ApiKey};
 use super::{
     auth::Throttle,
     error::{AdminError, AdminResult},
+    tasks::TaskManager,
 };
 use crate::{
     app, catalog::Catalog, config::ip_net::TrustedProxies, crypto::KeyCipher, db::Db, settings::SettingsStore,
@@ -23,6 +24,7 @@ pub(crate) struct AdminState {
     pub(crate) auth_key: ApiKey,
     pub(crate) trusted_proxies: Arc<TrustedProxies>,
     pub(crate) throttle: Arc<Throttle>,
+    pub(crate) tasks: Arc<TaskManager>,
 }
 
 impl AdminState {

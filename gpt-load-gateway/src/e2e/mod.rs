@@ -2,8 +2,10 @@
 //! databases.
 
 mod admin;
+mod admin_groups;
 mod admin_keys;
 mod admin_logs;
+mod admin_tasks;
 mod harness;
 mod proxy;
 mod storage;

@@ -10,15 +10,19 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use gpt_load_tower::{
     body::ReplayBody,
-    keys::{KeyState, MemoryKeyPool},
+    keys::{KeySlot, KeyState, MemoryKeyPool},
 };
 use http::Request;
+use http_body_util::{BodyExt, Limited};
 use tokio::{
     sync::{Semaphore, watch},
     task::JoinSet,
@@ -45,22 +49,68 @@ pub(crate) async fn validate_group(
     if invalid.is_empty() {
         return 0;
     }
+    let checks = check_keys(policy, catalog, client, invalid, &AtomicUsize::new(0)).await;
+    let restored = checks
+        .into_iter()
+        .filter(|c| c.outcome.is_ok())
+        .map(|c| (c.slot.id(), KeyState::Active));
+    let count = pool.set_states(policy.name.as_str(), restored);
+    if count > 0 {
+        tracing::info!(group = %policy.name, restored = count, "validation restored blacklisted keys");
+    }
+    count
+}
+
+/// How the validation request of one key went: `Err` carries a short reason in which the key
+/// itself is masked.
+#[derive(Debug)]
+pub(crate) struct KeyCheck {
+    pub(crate) slot: Arc<KeySlot>,
+    pub(crate) outcome: Result<(), String>,
+}
+
+/// The longest upstream error body read for a reason.
+const REASON_BODY_LIMIT: usize = 16 * 1024;
+
+/// Sends the validation request of each key (at most `key_validation_concurrency` at a time,
+/// each within `key_validation_timeout_seconds`) and reports every outcome; `done` counts
+/// finished keys as they finish. Changes nothing: the caller applies the outcomes.
+pub(crate) async fn check_keys(
+    policy: &GroupPolicy,
+    catalog: &Catalog,
+    client: &UpstreamClient,
+    slots: Vec<Arc<KeySlot>>,
+    done: &AtomicUsize,
+) -> Vec<KeyCheck> {
     let permits = Arc::new(Semaphore::new(
         policy.effective.key_validation_concurrency().max(1) as usize,
     ));
     let timeout = policy.effective.key_validation_timeout();
+    let mut checks = Vec::with_capacity(slots.len());
     let mut tasks = JoinSet::new();
-    for slot in invalid {
+    for slot in slots {
         let Some(upstream) = catalog.upstreams.pick(policy.name.as_str()) else {
-            break;
+            done.fetch_add(1, Ordering::Relaxed);
+            checks.push(KeyCheck {
+                slot,
+                outcome: Err("the group has no usable upstream".to_owned()),
+            });
+            continue;
         };
-        let Ok(request) = policy.channel.validation_request(
+        let request = match policy.channel.validation_request(
             upstream.url(),
             &policy.test_model,
             policy.validation_endpoint.as_deref(),
             slot.secret(),
-        ) else {
-            continue;
+        ) {
+            Ok(request) => request,
+            Err(e) => {
+                done.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("invalid validation request: {e}");
+                let outcome = Err(slot.secret().redact(&reason).into_owned());
+                checks.push(KeyCheck { slot, outcome });
+                continue;
+            }
         };
         let (parts, body) = request.into_parts();
         let mut request = Request::from_parts(parts, ReplayBody::new(body));
@@ -68,24 +118,51 @@ pub(crate) async fn validate_group(
         let (client, permits) = (client.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let valid = match tokio::time::timeout(timeout, client.oneshot(request)).await {
-                Ok(Ok(res)) => res.status().is_success(),
-                _ => false,
+            let outcome = match tokio::time::timeout(timeout, send(client, request)).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("timed out after {} s", timeout.as_secs())),
             };
-            (slot.id(), valid)
+            let outcome = outcome.map_err(|reason| slot.secret().redact(&reason).into_owned());
+            KeyCheck { slot, outcome }
         });
     }
-    let mut restored = Vec::new();
     while let Some(result) = tasks.join_next().await {
-        if let Ok((id, true)) = result {
-            restored.push((id, KeyState::Active));
+        done.fetch_add(1, Ordering::Relaxed);
+        if let Ok(check) = result {
+            checks.push(check);
         }
     }
-    let count = pool.set_states(policy.name.as_str(), restored);
-    if count > 0 {
-        tracing::info!(group = %policy.name, restored = count, "validation restored blacklisted keys");
+    checks
+}
+
+/// One validation request: `Ok` on 2xx, else the status and the upstream's error message.
+async fn send(client: UpstreamClient, request: Request<ReplayBody>) -> Result<(), String> {
+    let res = client.oneshot(request).await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    if status.is_success() {
+        return Ok(());
     }
-    count
+    let body = Limited::new(res.into_body(), REASON_BODY_LIMIT)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let error = v.get("error")?;
+            error
+                .get("message")
+                .or(Some(error))
+                .and_then(|m| m.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+    let message = message.trim();
+    Err(if message.is_empty() {
+        format!("upstream answered {status}")
+    } else {
+        format!("upstream answered {status}: {message}")
+    })
 }
 
 /// Runs until `shutdown` turns true, checking every `tick` which groups are due.

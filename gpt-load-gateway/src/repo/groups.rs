@@ -225,3 +225,126 @@ pub(crate) async fn add_sub_groups(db: &Db, group_id: i64, links: &[(i64, i32)])
         .await
     })
 }
+
+/// Sets the `sort` of several groups in one transaction: `(id, sort)` pairs with unique ids.
+/// When any id does not exist nothing is written and that id is returned.
+pub(crate) async fn reorder(db: &Db, items: &[(i64, i32)]) -> Result<Option<i64>, DbError> {
+    let ids: Vec<i64> = items.iter().map(|&(id, _)| id).collect();
+    with_conn!(db, |conn| {
+        diesel_async::AsyncConnection::transaction(conn, async |conn| {
+            let found: Vec<i64> = groups::table
+                .filter(groups::id.eq_any(ids.clone()))
+                .select(groups::id)
+                .load(conn)
+                .await?;
+            if let Some(&missing) = ids.iter().find(|id| !found.contains(id)) {
+                return Ok::<_, DbError>(Some(missing));
+            }
+            let at = now();
+            for &(id, sort) in items {
+                diesel::update(groups::table.find(id))
+                    .set((groups::sort.eq(sort), groups::updated_at.eq(at)))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(None)
+        })
+        .await
+    })
+}
+
+/// A key to copy into a new group: the stored `key_value` and `key_hash`.
+#[derive(Clone, Debug)]
+pub(crate) struct CopiedKey {
+    pub(crate) key_value: String,
+    pub(crate) key_hash: String,
+}
+
+/// Inserts a copied group with its aggregate links and returns it with the rows of its keys
+/// (active, fresh counters), inside the caller's transaction.
+macro_rules! insert_copy_parts {
+    ($conn:expr, $group:expr, $links:expr, $keys:expr) => {{
+        let conn = $conn;
+        let group: &NewGroup<'_> = $group;
+        diesel::insert_into(groups::table)
+            .values(group)
+            .execute(&mut *conn)
+            .await?;
+        let row: GroupRow = groups::table
+            .filter(groups::name.eq(group.name))
+            .select(GroupRow::as_select())
+            .first(&mut *conn)
+            .await?;
+        let at = now();
+        for &(sub_group_id, weight) in $links {
+            diesel::insert_into(group_sub_groups::table)
+                .values((
+                    group_sub_groups::group_id.eq(row.id),
+                    group_sub_groups::sub_group_id.eq(sub_group_id),
+                    group_sub_groups::weight.eq(weight),
+                    group_sub_groups::created_at.eq(at),
+                    group_sub_groups::updated_at.eq(at),
+                ))
+                .execute(&mut *conn)
+                .await?;
+        }
+        let keys: &[CopiedKey] = $keys;
+        let fresh: Vec<NewApiKey<'_>> = keys
+            .iter()
+            .map(|k| NewApiKey {
+                key_value: &k.key_value,
+                key_hash: &k.key_hash,
+                group_id: row.id,
+                status: "active",
+                notes: "",
+                request_count: 0,
+                failure_count: 0,
+                created_at: at,
+                updated_at: at,
+            })
+            .collect();
+        (row, fresh)
+    }};
+}
+
+/// Creates `group` with these aggregate links (`(sub_group_id, weight)`) and keys (active, with
+/// fresh counters) in one transaction; returns the new group as stored.
+pub(crate) async fn insert_copy(
+    db: &Db,
+    group: &NewGroup<'_>,
+    links: &[(i64, i32)],
+    keys: &[CopiedKey],
+) -> Result<GroupRow, DbError> {
+    use crate::{db::schema::api_keys, models::NewApiKey};
+    with_conn!(
+        db,
+        // SQLite has no multi-row insert in diesel; row by row is cheap on a local file.
+        sqlite | conn | {
+            diesel_async::AsyncConnection::transaction(conn, async |conn| {
+                let (row, fresh) = insert_copy_parts!(&mut *conn, group, links, keys);
+                for key in &fresh {
+                    diesel::insert_into(api_keys::table)
+                        .values(key)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, DbError>(row)
+            })
+            .await
+        },
+        server | conn | {
+            diesel_async::AsyncConnection::transaction(conn, async |conn| {
+                let (row, fresh) = insert_copy_parts!(&mut *conn, group, links, keys);
+                // 9 bind parameters a row: well under every backend's limit.
+                for chunk in fresh.chunks(1_000) {
+                    diesel::insert_into(api_keys::table)
+                        .values(chunk)
+                        .execute(conn)
+                        .await?;
+                }
+                Ok::<_, DbError>(row)
+            })
+            .await
+        }
+    )
+}

@@ -14,23 +14,74 @@ use crate::{
 /// Rows per multi-row insert (9 bind parameters each; well under every backend's limit).
 const INSERT_CHUNK: usize = 1_000;
 
+/// A [`NewApiKey`] that owns its text, to cross into a blocking thread.
+#[cfg(feature = "sqlite")]
+struct OwnedKey {
+    key_value: String,
+    key_hash: String,
+    group_id: i64,
+    status: String,
+    notes: String,
+    request_count: i64,
+    failure_count: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[cfg(feature = "sqlite")]
+impl From<&NewApiKey<'_>> for OwnedKey {
+    fn from(key: &NewApiKey<'_>) -> Self {
+        Self {
+            key_value: key.key_value.to_owned(),
+            key_hash: key.key_hash.to_owned(),
+            group_id: key.group_id,
+            status: key.status.to_owned(),
+            notes: key.notes.to_owned(),
+            request_count: key.request_count,
+            failure_count: key.failure_count,
+            created_at: key.created_at,
+            updated_at: key.updated_at,
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl OwnedKey {
+    fn as_new(&self) -> NewApiKey<'_> {
+        NewApiKey {
+            key_value: &self.key_value,
+            key_hash: &self.key_hash,
+            group_id: self.group_id,
+            status: &self.status,
+            notes: &self.notes,
+            request_count: self.request_count,
+            failure_count: self.failure_count,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
 /// Inserts keys in one transaction; returns how many.
 pub(crate) async fn insert_many(db: &Db, keys: &[NewApiKey<'_>]) -> Result<usize, DbError> {
     with_conn!(
         db,
-        // A local file inside one transaction: row by row costs microseconds per key.
+        // A local file inside one transaction: row by row costs microseconds per key when the
+        // whole batch runs in one blocking call (not one thread hand-off per row).
         sqlite | conn | {
-            conn.transaction(async |conn| {
-                let mut inserted = 0;
-                for key in keys {
-                    inserted += diesel::insert_into(api_keys::table)
-                        .values(key)
-                        .execute(conn)
-                        .await?;
-                }
-                Ok::<_, DbError>(inserted)
+            let owned: Vec<OwnedKey> = keys.iter().map(OwnedKey::from).collect();
+            conn.spawn_blocking(move |conn| {
+                diesel::Connection::transaction(conn, |conn| {
+                    let mut inserted = 0;
+                    for key in &owned {
+                        let row = diesel::insert_into(api_keys::table).values(key.as_new());
+                        inserted += diesel::RunQueryDsl::execute(row, conn)?;
+                    }
+                    Ok(inserted)
+                })
             })
             .await
+            .map_err(DbError::from)
         },
         server | conn | {
             conn.transaction(async |conn| {

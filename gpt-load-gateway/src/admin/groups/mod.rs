@@ -1,9 +1,11 @@
 //! `/api/groups` and `/api/channel-types`.
 
 pub(crate) mod json;
+mod manage;
 mod sub_groups;
 mod validate;
 
+pub(crate) use self::manage::{copy_group, group_stats, reorder_groups};
 pub(crate) use self::sub_groups::{
     add_sub_groups, list_parent_aggregates, list_sub_groups, remove_sub_group, update_sub_group_weight,
 };

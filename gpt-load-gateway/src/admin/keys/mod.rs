@@ -34,11 +34,11 @@ const MAX_BATCH: usize = 5_000;
 /// The longest note, in characters.
 const MAX_NOTES: usize = 255;
 
-fn success(lang: Lang) -> &'static str {
+pub(super) fn success(lang: Lang) -> &'static str {
     text(lang, "Success", "操作成功")
 }
 
-fn to_value<T: serde::Serialize>(value: &T) -> AdminResult<serde_json::Value> {
+pub(super) fn to_value<T: serde::Serialize>(value: &T) -> AdminResult<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| AdminError::Internal(e.into()))
 }
 
@@ -62,7 +62,7 @@ pub(crate) fn parse_keys_text(input: &str) -> Vec<String> {
         .collect()
 }
 
-fn required_group_id(group_id: Option<i64>) -> AdminResult<i64> {
+pub(super) fn required_group_id(group_id: Option<i64>) -> AdminResult<i64> {
     group_id
         .filter(|id| *id > 0)
         .ok_or_else(|| AdminError::validation("group_id", "group_id is required"))
@@ -79,7 +79,7 @@ fn group_id_param(raw: Option<&str>) -> AdminResult<i64> {
         .ok_or_else(|| AdminError::validation("group_id", "group_id must be a positive integer"))
 }
 
-async fn group(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
+pub(super) async fn group(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
     groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))
@@ -87,13 +87,13 @@ async fn group(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
 
 /// A validated batch: the group and the distinct keys of the text (in input order), with how
 /// many entries the text held.
-struct Batch {
-    group: GroupRow,
-    keys: Vec<String>,
-    parsed: usize,
+pub(super) struct Batch {
+    pub(super) group: GroupRow,
+    pub(super) keys: Vec<String>,
+    pub(super) parsed: usize,
 }
 
-async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResult<Batch> {
+pub(super) async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResult<Batch> {
     let group_id = required_group_id(input.group_id)?;
     let text = input
         .keys_text

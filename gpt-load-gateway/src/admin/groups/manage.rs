@@ -1,0 +1,287 @@
+//! Group order, per-group statistics and copying a group.
+
+use std::collections::HashSet;
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    response::Response,
+};
+use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::json::GroupResponse;
+use crate::{
+    admin::{
+        error::{AdminError, AdminResult, ok},
+        json::AdminJson,
+        lang::{RequestLang, text},
+        state::AdminState,
+    },
+    models::{GroupRow, NewGroup, now},
+    repo::{
+        groups::{self, CopiedKey},
+        keys, stats,
+    },
+};
+
+/// The highest `_copy_N` suffix tried before giving up.
+const MAX_COPY_SUFFIX: u32 = 1000;
+
+#[derive(Deserialize)]
+pub(crate) struct ReorderItem {
+    id: i64,
+    sort: i64,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ReorderBody {
+    items: Vec<ReorderItem>,
+}
+
+/// `PUT /api/groups/reorder`: sets the `sort` of the listed groups, all or none.
+pub(crate) async fn reorder_groups(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(body): AdminJson<ReorderBody>,
+) -> AdminResult<Response> {
+    if body.items.is_empty() {
+        return Err(AdminError::validation("items", "must not be empty"));
+    }
+    let mut seen = HashSet::new();
+    let mut items = Vec::with_capacity(body.items.len());
+    for item in &body.items {
+        if item.id == 0 {
+            return Err(AdminError::validation("items", "group id must not be 0"));
+        }
+        let sort = i32::try_from(item.sort)
+            .ok()
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| AdminError::validation("items", "sort must be between 0 and 2147483647"))?;
+        if !seen.insert(item.id) {
+            return Err(AdminError::validation(
+                "items",
+                format!("group {} is listed more than once", item.id),
+            ));
+        }
+        items.push((item.id, sort));
+    }
+    if let Some(missing) = groups::reorder(&state.db, &items).await? {
+        return Err(AdminError::BadRequest(format!("group {missing} not found")));
+    }
+    state.reload_groups().await?;
+    Ok(ok(text(lang, "Group order saved", "分组排序已保存"), None))
+}
+
+/// The start of the hour after `at`.
+fn next_hour(at: NaiveDateTime) -> NaiveDateTime {
+    at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at) + TimeDelta::hours(1)
+}
+
+/// `failed / total`, rounded to 4 decimals (0 without requests).
+fn failure_rate(total: i64, failed: i64) -> f64 {
+    if total == 0 {
+        return 0.0;
+    }
+    #[expect(clippy::cast_precision_loss, reason = "request counts stay far below 2^52")]
+    let rate = failed as f64 / total as f64;
+    (rate * 10_000.0).round() / 10_000.0
+}
+
+/// One window of a group's hourly stats.
+fn window(rows: &[stats::HourlyStatRow], from: NaiveDateTime) -> serde_json::Value {
+    let (success, failed) = rows
+        .iter()
+        .filter(|r| r.time >= from)
+        .fold((0_i64, 0_i64), |(s, f), r| {
+            (s + r.success_count, f + r.failure_count)
+        });
+    let total = success + failed;
+    json!({
+        "total_requests": total,
+        "failed_requests": failed,
+        "failure_rate": failure_rate(total, failed),
+    })
+}
+
+/// `GET /api/groups/{id}/stats`: key counts and request counts over 24 hours, 7 and 30 days.
+pub(crate) async fn group_stats(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+) -> AdminResult<Response> {
+    let row = groups::find(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound("group"))?;
+    let (total, active, invalid) = if row.group_type == "aggregate" {
+        (0, 0, 0)
+    } else {
+        let s = state.pool.stats(&row.name).unwrap_or_default();
+        (s.total, s.active + s.cooling, s.invalid)
+    };
+    let end = next_hour(Utc::now().naive_utc());
+    let days = |n: i64| end - TimeDelta::days(n);
+    let rows = stats::hourly_between(&state.db, Some(id), &[], days(30), end).await?;
+    let data = json!({
+        "key_stats": {"total_keys": total, "active_keys": active, "invalid_keys": invalid},
+        "stats_24_hour": window(&rows, days(1)),
+        "stats_7_day": window(&rows, days(7)),
+        "stats_30_day": window(&rows, days(30)),
+    });
+    Ok(ok(text(lang, "Success", "操作成功"), Some(data)))
+}
+
+/// Which keys a copy takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CopyKeys {
+    None,
+    ValidOnly,
+    All,
+}
+
+#[derive(Debug, Deserialize)]
+struct CopyBody {
+    #[serde(default)]
+    copy_keys: Option<String>,
+}
+
+fn copy_mode(body: &Bytes) -> AdminResult<CopyKeys> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(CopyKeys::All);
+    }
+    let parsed: CopyBody =
+        serde_json::from_slice(body).map_err(|e| AdminError::InvalidJson(e.to_string()))?;
+    match parsed.copy_keys.as_deref().unwrap_or("") {
+        "" | "all" => Ok(CopyKeys::All),
+        "valid_only" => Ok(CopyKeys::ValidOnly),
+        "none" => Ok(CopyKeys::None),
+        other => Err(AdminError::validation(
+            "copy_keys",
+            format!("'{other}' is not one of none, valid_only, all"),
+        )),
+    }
+}
+
+/// The first free name among `<name>_copy`, `<name>_copy_2` … `<name>_copy_1000`.
+fn copy_name(name: &str, taken: &HashSet<&str>) -> Option<String> {
+    std::iter::once(format!("{name}_copy"))
+        .chain((2..=MAX_COPY_SUFFIX).map(|n| format!("{name}_copy_{n}")))
+        .find(|candidate| !taken.contains(candidate.as_str()))
+}
+
+fn copied_group<'a>(source: &'a GroupRow, name: &'a str, display_name: &'a str) -> NewGroup<'a> {
+    let at = now();
+    NewGroup {
+        name,
+        display_name,
+        proxy_keys: &source.proxy_keys,
+        description: &source.description,
+        group_type: &source.group_type,
+        upstreams: &source.upstreams,
+        validation_endpoint: &source.validation_endpoint,
+        channel_type: &source.channel_type,
+        sort: source.sort,
+        test_model: &source.test_model,
+        param_overrides: &source.param_overrides,
+        config: &source.config,
+        header_rules: &source.header_rules,
+        model_redirect_rules: &source.model_redirect_rules,
+        model_redirect_strict: source.model_redirect_strict,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// `POST /api/groups/{id}/copy`: a new group with the same configuration and, per `copy_keys`,
+/// its keys (`valid_only`: the active ones), serving at once.
+pub(crate) async fn copy_group(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> AdminResult<Response> {
+    let mode = copy_mode(&body)?;
+    let source = groups::find(&state.db, id)
+        .await?
+        .ok_or(AdminError::NotFound("group"))?;
+    let all = groups::list(&state.db).await?;
+    let taken: HashSet<&str> = all.iter().map(|g| g.name.as_str()).collect();
+    let name = copy_name(&source.name, &taken).ok_or_else(|| {
+        AdminError::Duplicate(format!("'{}' already has {MAX_COPY_SUFFIX} copies", source.name))
+    })?;
+    let display_base = if source.display_name.is_empty() {
+        &source.name
+    } else {
+        &source.display_name
+    };
+    let display_name = format!("{display_base} Copy");
+    let links: Vec<(i64, i32)> = groups::sub_group_links(&state.db)
+        .await?
+        .into_iter()
+        .filter(|l| l.group_id == id)
+        .map(|l| (l.sub_group_id, l.weight))
+        .collect();
+    let copied: Vec<CopiedKey> = match mode {
+        CopyKeys::None => Vec::new(),
+        CopyKeys::ValidOnly | CopyKeys::All => keys::list_by_group(&state.db, id)
+            .await?
+            .into_iter()
+            .filter(|k| mode == CopyKeys::All || k.status == "active")
+            .map(|k| CopiedKey {
+                key_value: k.key_value,
+                key_hash: k.key_hash,
+            })
+            .collect(),
+    };
+    let row = groups::insert_copy(
+        &state.db,
+        &copied_group(&source, &name, &display_name),
+        &links,
+        &copied,
+    )
+    .await
+    .map_err(|err| match AdminError::from(err) {
+        AdminError::Duplicate(_) => AdminError::Duplicate(format!("group '{name}' already exists")),
+        other => other,
+    })?;
+    state.reload_groups().await?;
+    let app_url = state.settings.current().app_url.clone();
+    let group = serde_json::to_value(GroupResponse::new(row, &app_url))
+        .map_err(|e| AdminError::Internal(e.into()))?;
+    Ok(ok(
+        text(lang, "Success", "操作成功"),
+        Some(json!({"group": group})),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_names_take_the_first_free_suffix() {
+        let taken: HashSet<&str> = ["g", "g_copy", "g_copy_2", "g_copy_4"].into_iter().collect();
+        assert_eq!(copy_name("g", &taken).as_deref(), Some("g_copy_3"));
+        assert_eq!(copy_name("h", &taken).as_deref(), Some("h_copy"));
+        let mut full: Vec<String> = vec!["x_copy".to_owned()];
+        full.extend((2..=MAX_COPY_SUFFIX).map(|n| format!("x_copy_{n}")));
+        let full: HashSet<&str> = full.iter().map(String::as_str).collect();
+        assert_eq!(copy_name("x", &full), None);
+    }
+
+    #[test]
+    fn copy_modes_and_rates() {
+        assert_eq!(copy_mode(&Bytes::new()).unwrap(), CopyKeys::All);
+        assert_eq!(copy_mode(&Bytes::from_static(b"{}")).unwrap(), CopyKeys::All);
+        assert_eq!(
+            copy_mode(&Bytes::from_static(br#"{"copy_keys":"valid_only"}"#)).unwrap(),
+            CopyKeys::ValidOnly
+        );
+        assert!(copy_mode(&Bytes::from_static(br#"{"copy_keys":"some"}"#)).is_err());
+        assert!((failure_rate(3, 1) - 0.3333).abs() < 1e-9);
+        assert!(failure_rate(0, 0).abs() < f64::EPSILON);
+        let at = NaiveDateTime::parse_from_str("2026-01-01 10:59:59", "%Y-%m-%d %H:%M:%S").unwrap();
+        assert_eq!(next_hour(at).to_string(), "2026-01-01 11:00:00");
+    }
+}

@@ -1,0 +1,446 @@
+//! Background key tasks (import, delete, validation), their status, and testing chosen keys.
+//!
+//! One task runs at a time ([`TaskManager`]); the start route answers at once with the task's
+//! status and `GET /api/tasks/status` follows it. Imports and deletions have no size limit and
+//! work in chunks of [`CHUNK`] keys, one transaction each, so progress is visible and a failure
+//! keeps the chunks already written. Validation results reach the key pool, whose events persist
+//! them like traffic does.
+
+mod manager;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{FromRequest, Multipart, Request, State},
+    http::header,
+    response::Response,
+};
+use gpt_load_tower::keys::{KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub(crate) use self::manager::TaskManager;
+use self::manager::{TaskHandle, TaskType};
+use super::{
+    error::{AdminError, AdminResult, ok},
+    json::AdminJson,
+    keys::{self as key_routes, json::KeysTextInput},
+    lang::{Lang, RequestLang, text},
+    state::AdminState,
+};
+use crate::{
+    catalog::GroupPolicy,
+    jobs::validate::{KeyCheck, check_keys},
+    models::{GroupRow, NewApiKey, now},
+    repo::keys,
+};
+
+/// Keys per chunk (and per transaction) of an import or a deletion.
+const CHUNK: usize = 1_000;
+/// How often a validation task publishes its progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// The answer for a tested key the group does not have.
+const NOT_IN_GROUP: &str = "Key does not exist in this group or has been removed.";
+
+/// `{group_id, status?}` of `validate-group`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct ValidateGroupInput {
+    pub(crate) group_id: Option<i64>,
+    pub(crate) status: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+struct ImportResult {
+    added_count: usize,
+    ignored_count: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+struct DeleteResult {
+    deleted_count: usize,
+    ignored_count: usize,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+struct ValidationResult {
+    total_keys: usize,
+    valid_keys: usize,
+    invalid_keys: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct TestedKey {
+    key_value: String,
+    is_valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn started(state: &AdminState, lang: Lang) -> AdminResult<Response> {
+    let status = state.tasks.status();
+    Ok(ok(
+        text(lang, "Task started", "任务已开始"),
+        Some(key_routes::to_value(&status)?),
+    ))
+}
+
+/// The group and the parsed keys of `{group_id, keys_text}`, without a size limit.
+async fn unlimited_batch(state: &AdminState, input: KeysTextInput) -> AdminResult<(GroupRow, Vec<String>)> {
+    let group_id = key_routes::required_group_id(input.group_id)?;
+    let text = input
+        .keys_text
+        .ok_or_else(|| AdminError::validation("keys_text", "keys_text is required"))?;
+    let keys = key_routes::parse_keys_text(&text);
+    if keys.is_empty() {
+        return Err(AdminError::validation(
+            "keys_text",
+            "no valid keys found in the input text",
+        ));
+    }
+    Ok((key_routes::group(state, group_id).await?, keys))
+}
+
+/// `{group_id, keys_text}` as JSON, or a multipart form with `group_id` and a `.txt` `file`.
+async fn import_input(state: &AdminState, req: Request) -> AdminResult<KeysTextInput> {
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if !multipart {
+        return match axum::Json::<KeysTextInput>::from_request(req, state).await {
+            Ok(axum::Json(input)) => Ok(input),
+            Err(rejection) => Err(AdminError::InvalidJson(rejection.body_text())),
+        };
+    }
+    let bad = |e: axum::extract::multipart::MultipartError| AdminError::BadRequest(e.body_text());
+    let mut form = Multipart::from_request(req, state)
+        .await
+        .map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let mut input = KeysTextInput::default();
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        match field.name() {
+            Some("group_id") => {
+                let raw = field.text().await.map_err(bad)?;
+                let id = raw
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| AdminError::validation("group_id", "group_id must be a positive integer"))?;
+                input.group_id = Some(id);
+            }
+            Some("file") => {
+                let is_txt = field
+                    .file_name()
+                    .is_some_and(|name| name.to_ascii_lowercase().ends_with(".txt"));
+                if !is_txt {
+                    return Err(AdminError::BadRequest("only .txt files are accepted".to_owned()));
+                }
+                input.keys_text = Some(field.text().await.map_err(bad)?);
+            }
+            _ => {}
+        }
+    }
+    if input.keys_text.is_none() {
+        return Err(AdminError::validation("file", "file is required"));
+    }
+    Ok(input)
+}
+
+/// Ends a task with the outcome of its work.
+fn conclude<T: Serialize>(handle: TaskHandle, kind: &str, outcome: AdminResult<T>) {
+    match outcome.and_then(|result| key_routes::to_value(&result)) {
+        Ok(result) => handle.succeed(result),
+        Err(e) => {
+            tracing::error!(error = ?e, task = kind, "key task failed");
+            handle.fail(e.to_string());
+        }
+    }
+}
+
+/// `POST /api/keys/add-async`
+pub(crate) async fn add_async(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    req: Request,
+) -> AdminResult<Response> {
+    let input = import_input(&state, req).await?;
+    let (group, keys) = unlimited_batch(&state, input).await?;
+    let handle = state.tasks.start(TaskType::Import, &group.name, keys.len())?;
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let outcome = import(&task_state, &group, keys, &handle).await;
+        conclude(handle, "import", outcome);
+    });
+    started(&state, lang)
+}
+
+/// Imports in a pipeline: a blocking thread hashes, de-duplicates and encrypts the next chunk
+/// while the previous one is written.
+async fn import(
+    state: &AdminState,
+    group: &GroupRow,
+    keys: Vec<String>,
+    handle: &TaskHandle,
+) -> AdminResult<ImportResult> {
+    let total = keys.len();
+    let known: HashSet<String> = keys::hashes_in_group(&state.db, group.id)
+        .await?
+        .into_iter()
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<(String, String)>)>(2);
+    let cipher = state.cipher.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut known = known;
+        for chunk in keys.chunks(CHUNK) {
+            let stored: Vec<(String, String)> = chunk
+                .iter()
+                .filter_map(|key| {
+                    let hash = cipher.hash(key);
+                    known.insert(hash.clone()).then(|| (cipher.encrypt(key), hash))
+                })
+                .collect();
+            if tx.blocking_send((chunk.len(), stored)).is_err() {
+                return;
+            }
+        }
+    });
+    let at = now();
+    let mut added = 0;
+    let mut processed = 0;
+    while let Some((parsed, stored)) = rx.recv().await {
+        let rows: Vec<NewApiKey<'_>> = stored
+            .iter()
+            .map(|(value, hash)| NewApiKey {
+                key_value: value,
+                key_hash: hash,
+                group_id: group.id,
+                status: "active",
+                notes: "",
+                request_count: 0,
+                failure_count: 0,
+                created_at: at,
+                updated_at: at,
+            })
+            .collect();
+        if !rows.is_empty() {
+            added += keys::insert_many(&state.db, &rows).await?;
+        }
+        processed += parsed;
+        handle.progress(processed);
+    }
+    producer.await.map_err(|e| AdminError::Internal(e.into()))?;
+    if added > 0 {
+        state.reload_groups().await?;
+    }
+    Ok(ImportResult {
+        added_count: added,
+        ignored_count: total - added,
+    })
+}
+
+/// `POST /api/keys/delete-async`
+pub(crate) async fn delete_async(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<KeysTextInput>,
+) -> AdminResult<Response> {
+    let (group, keys) = unlimited_batch(&state, input).await?;
+    let handle = state.tasks.start(TaskType::Delete, &group.name, keys.len())?;
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let outcome = delete(&task_state, &group, &keys, &handle).await;
+        conclude(handle, "delete", outcome);
+    });
+    started(&state, lang)
+}
+
+async fn delete(
+    state: &AdminState,
+    group: &GroupRow,
+    keys: &[String],
+    handle: &TaskHandle,
+) -> AdminResult<DeleteResult> {
+    let mut deleted = 0;
+    let mut processed = 0;
+    for chunk in keys.chunks(CHUNK) {
+        let hashes: Vec<String> = chunk.iter().map(|k| state.cipher.hash(k)).collect();
+        deleted += keys::delete_by_hashes(&state.db, group.id, &hashes).await?.0;
+        processed += chunk.len();
+        handle.progress(processed);
+    }
+    if deleted > 0 {
+        state.reload_groups().await?;
+    }
+    Ok(DeleteResult {
+        deleted_count: deleted,
+        ignored_count: keys.len().saturating_sub(deleted),
+    })
+}
+
+/// The policy of a standard group, or 400.
+fn standard_policy(state: &AdminState, group: &GroupRow) -> AdminResult<Arc<GroupPolicy>> {
+    state
+        .catalog
+        .policy(&group.name)
+        .filter(|p| !p.aggregate)
+        .ok_or_else(|| AdminError::BadRequest(format!("group {} has no keys to validate", group.name)))
+}
+
+/// Feeds validation outcomes to the pool: a key that works is active again with its failures
+/// reset; one that fails gets a counted failure (blacklisted at the group's threshold). Disabled
+/// keys are left alone. Returns `(valid, invalid)`.
+fn apply(pool: &MemoryKeyPool, policy: &GroupPolicy, checks: &[KeyCheck]) -> (usize, usize) {
+    let (mut valid, mut invalid) = (0, 0);
+    let mut restore = Vec::new();
+    for check in checks {
+        let state = check.slot.state();
+        if check.outcome.is_ok() {
+            valid += 1;
+            if state != KeyState::Disabled
+                && (state != KeyState::Active || check.slot.consecutive_failures() > 0)
+            {
+                restore.push((check.slot.id(), KeyState::Active));
+            }
+        } else {
+            invalid += 1;
+            if matches!(state, KeyState::Active | KeyState::Cooling) {
+                let key = SelectedKey::new(policy.name.clone(), check.slot.clone());
+                pool.report(
+                    &key,
+                    Report::Failure {
+                        blacklist_threshold: policy.health.blacklist_threshold,
+                    },
+                );
+            }
+        }
+    }
+    if !restore.is_empty() {
+        pool.set_states(policy.name.as_str(), restore);
+    }
+    (valid, invalid)
+}
+
+/// `POST /api/keys/validate-group`
+pub(crate) async fn validate_group(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<ValidateGroupInput>,
+) -> AdminResult<Response> {
+    let group = key_routes::group(&state, key_routes::required_group_id(input.group_id)?).await?;
+    let wanted: fn(KeyState) -> bool = match input.status.as_deref().map(str::trim) {
+        None | Some("") => |s| s != KeyState::Disabled,
+        Some("active") => |s| matches!(s, KeyState::Active | KeyState::Cooling),
+        Some("invalid") => |s| s == KeyState::Invalid,
+        Some(_) => {
+            return Err(AdminError::validation(
+                "status",
+                "status must be active or invalid",
+            ));
+        }
+    };
+    let policy = standard_policy(&state, &group)?;
+    let slots: Vec<Arc<KeySlot>> = state
+        .pool
+        .keys(&group.name)
+        .into_iter()
+        .filter(|k| wanted(k.state()))
+        .collect();
+    if slots.is_empty() {
+        return Err(AdminError::BadRequest(format!(
+            "no keys to validate in group {}",
+            group.name
+        )));
+    }
+    let client = state.tasks.client()?;
+    let handle = state
+        .tasks
+        .start(TaskType::Validation, &group.name, slots.len())?;
+    let task_state = state.clone();
+    tokio::spawn(async move {
+        let total = slots.len();
+        let done = AtomicUsize::new(0);
+        let checks = check_keys(&policy, &task_state.catalog, &client, slots, &done);
+        tokio::pin!(checks);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let checks = loop {
+            tokio::select! {
+                checks = &mut checks => break checks,
+                _ = tick.tick() => handle.progress(done.load(Ordering::Relaxed)),
+            }
+        };
+        handle.progress(total);
+        let (valid, invalid) = apply(&task_state.pool, &policy, &checks);
+        let result = ValidationResult {
+            total_keys: total,
+            valid_keys: valid,
+            invalid_keys: invalid,
+        };
+        conclude(handle, "validation", Ok(result));
+    });
+    started(&state, lang)
+}
+
+/// `GET /api/tasks/status`
+pub(crate) async fn task_status(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+) -> AdminResult<Response> {
+    let data = match state.tasks.status() {
+        Some(status) => key_routes::to_value(&status)?,
+        None => json!({"is_running": false}),
+    };
+    Ok(ok(key_routes::success(lang), Some(data)))
+}
+
+/// `POST /api/keys/test-multiple`: validates the given keys of the group now (at most 5,000).
+pub(crate) async fn test_multiple(
+    State(state): State<AdminState>,
+    RequestLang(lang): RequestLang,
+    AdminJson(input): AdminJson<KeysTextInput>,
+) -> AdminResult<Response> {
+    let begun = Instant::now();
+    let key_routes::Batch { group, keys, .. } = key_routes::batch(&state, input).await?;
+    let policy = standard_policy(&state, &group)?;
+    let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let slots: Vec<Arc<KeySlot>> = state
+        .pool
+        .keys(&group.name)
+        .into_iter()
+        .filter(|k| wanted.contains(k.secret().expose()))
+        .collect();
+    let client = state.tasks.client()?;
+    let checks = check_keys(&policy, &state.catalog, &client, slots, &AtomicUsize::new(0)).await;
+    apply(&state.pool, &policy, &checks);
+    let by_key: HashMap<&str, &KeyCheck> = checks.iter().map(|c| (c.slot.secret().expose(), c)).collect();
+    let results: Vec<TestedKey> = keys
+        .iter()
+        .map(|key| match by_key.get(key.as_str()) {
+            Some(check) => TestedKey {
+                key_value: key.clone(),
+                is_valid: check.outcome.is_ok(),
+                error: check.outcome.clone().err(),
+            },
+            None => TestedKey {
+                key_value: key.clone(),
+                is_valid: false,
+                error: Some(NOT_IN_GROUP.to_owned()),
+            },
+        })
+        .collect();
+    let data = json!({
+        "results": results,
+        "total_duration": begun.elapsed().as_millis() as u64,
+    });
+    Ok(ok(key_routes::success(lang), Some(data)))
+}
