@@ -1,6 +1,5 @@
 //! The admin API through real HTTP.
 
-use bytes::Bytes;
 use gpt_load_e2e::MockUpstream;
 use http::{Request, StatusCode};
 use http_body_util::Full;
@@ -9,21 +8,6 @@ use serde_json::{Value, json};
 use super::harness::{Harness, PROXY_KEY, group};
 use crate::db::test_support::TestDb;
 
-fn api(h: &Harness, method: &str, path: &str, body: Option<Value>) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(format!("{}/api{path}", h.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
-        .header("content-type", "application/json")
-        .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
-        .unwrap()
-}
-
-async fn call(h: &Harness, req: Request<Full<Bytes>>) -> (StatusCode, Value) {
-    let (status, _, body) = h.send(req).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_login_and_throttling() {
     let mock = MockUpstream::start().await.unwrap();
@@ -31,7 +15,7 @@ async fn authentication_login_and_throttling() {
     let anonymous = Request::get(format!("{}/api/groups", h.base))
         .body(Full::default())
         .unwrap();
-    let (status, body) = call(&h, anonymous).await;
+    let (status, body) = h.call_json(anonymous).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED"))
@@ -39,7 +23,7 @@ async fn authentication_login_and_throttling() {
     let by_query = Request::get(format!("{}/api/groups?key={PROXY_KEY}", h.base))
         .body(Full::default())
         .unwrap();
-    assert_eq!(call(&h, by_query).await.1["code"], 0);
+    assert_eq!(h.call_json(by_query).await.1["code"], 0);
 
     let login = |key: &str, lang: &str| {
         Request::post(format!("{}/api/auth/login", h.base))
@@ -47,13 +31,13 @@ async fn authentication_login_and_throttling() {
             .body(Full::from(json!({"auth_key": key}).to_string()))
             .unwrap()
     };
-    let (status, body) = call(&h, login(PROXY_KEY, "en")).await;
+    let (status, body) = h.call_json(login(PROXY_KEY, "en")).await;
     assert_eq!((status, body["success"].as_bool()), (StatusCode::OK, Some(true)));
-    let (status, body) = call(&h, login("wrong", "zh-CN,zh;q=0.9")).await;
+    let (status, body) = h.call_json(login("wrong", "zh-CN,zh;q=0.9")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["message"], "认证失败", "Chinese for Accept-Language: zh");
     for _ in 0..9 {
-        call(&h, login("wrong", "en")).await;
+        h.call_json(login("wrong", "en")).await;
     }
     let (status, _, _) = h.send(login(PROXY_KEY, "en")).await;
     assert_eq!(
@@ -80,7 +64,7 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
         let create = json!({"name": "fresh", "channel_type": "openai", "test_model": "gpt-4o-mini",
                              "upstreams": [{"url": up, "weight": 1}], "config": {"max_retries": 1},
                              "header_rules": [{"key": "x-team", "value": "${GROUP_NAME}", "action": "set"}]});
-        let (status, body) = call(&h, api(&h, "POST", "/groups", Some(create.clone()))).await;
+        let (status, body) = h.call_json(h.api("POST", "/groups", Some(create.clone()))).await;
         assert_eq!(
             (status, &body["code"]),
             (StatusCode::OK, &json!(0)),
@@ -108,22 +92,19 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
             "{backend}"
         );
 
-        let (status, body) = call(&h, api(&h, "POST", "/groups", Some(create))).await;
+        let (status, body) = h.call_json(h.api("POST", "/groups", Some(create))).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::CONFLICT, Some("DUPLICATE_RESOURCE")),
             "{backend}"
         );
-        let (status, body) = call(
-            &h,
-            api(
-                &h,
+        let (status, body) = h
+            .call_json(h.api(
                 "POST",
                 "/groups",
                 Some(json!({"name": "Bad Name", "channel_type": "openai"})),
-            ),
-        )
-        .await;
+            ))
+            .await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED"))
@@ -134,18 +115,15 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
             .header("content-type", "application/json")
             .body(Full::from("{not json"))
             .unwrap();
-        assert_eq!(call(&h, malformed).await.1["code"], "INVALID_JSON");
+        assert_eq!(h.call_json(malformed).await.1["code"], "INVALID_JSON");
 
-        let (status, body) = call(
-            &h,
-            api(
-                &h,
+        let (status, body) = h
+            .call_json(h.api(
                 "PUT",
                 &format!("/groups/{id}"),
                 Some(json!({"display_name": "Fresh"})),
-            ),
-        )
-        .await;
+            ))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(
             (
@@ -155,13 +133,13 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
             (Some("Fresh"), Some("gpt-4o-mini"))
         );
         assert_eq!(
-            call(&h, api(&h, "PUT", "/groups/999999", Some(json!({}))))
+            h.call_json(h.api("PUT", "/groups/999999", Some(json!({}))))
                 .await
                 .0,
             StatusCode::NOT_FOUND
         );
 
-        let (_, body) = call(&h, api(&h, "GET", "/groups", None)).await;
+        let (_, body) = h.call_json(h.api("GET", "/groups", None)).await;
         let names: Vec<&str> = body["data"]
             .as_array()
             .unwrap()
@@ -173,10 +151,10 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
             ["fresh", "seeded"],
             "{backend}: newest first at equal sort"
         );
-        let (_, body) = call(&h, api(&h, "GET", "/groups/list", None)).await;
+        let (_, body) = h.call_json(h.api("GET", "/groups/list", None)).await;
         assert_eq!(body["data"][0].as_object().unwrap().len(), 3);
 
-        let (status, _) = call(&h, api(&h, "DELETE", &format!("/groups/{id}"), None)).await;
+        let (status, _) = h.call_json(h.api("DELETE", &format!("/groups/{id}"), None)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             h.send(h.chat("fresh", false)).await.0,
@@ -184,7 +162,7 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
             "{backend}: gone from the proxy"
         );
         assert_eq!(
-            call(&h, api(&h, "DELETE", &format!("/groups/{id}"), None))
+            h.call_json(h.api("DELETE", &format!("/groups/{id}"), None))
                 .await
                 .0,
             StatusCode::NOT_FOUND
@@ -196,7 +174,7 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
 async fn settings_are_listed_validated_and_applied() {
     let mock = MockUpstream::start().await.unwrap();
     let h = Harness::start(TestDb::sqlite().await, mock, vec![], &[]).await;
-    let (_, body) = call(&h, api(&h, "GET", "/settings", None)).await;
+    let (_, body) = h.call_json(h.api("GET", "/settings", None)).await;
     let categories = body["data"].as_array().unwrap();
     assert_eq!(categories.len(), 3);
     let all: Vec<&Value> = categories
@@ -208,16 +186,9 @@ async fn settings_are_listed_validated_and_applied() {
             .any(|s| s["key"] == "max_retries" && s["type"] == "int")
     );
 
-    let (status, body) = call(
-        &h,
-        api(
-            &h,
-            "PUT",
-            "/settings",
-            Some(json!({"max_retries": -1, "nope": 1})),
-        ),
-    )
-    .await;
+    let (status, body) = h
+        .call_json(h.api("PUT", "/settings", Some(json!({"max_retries": -1, "nope": 1}))))
+        .await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED"))
@@ -228,10 +199,12 @@ async fn settings_are_listed_validated_and_applied() {
         "every bad field is named: {message}"
     );
 
-    let (status, _) = call(&h, api(&h, "PUT", "/settings", Some(json!({"max_retries": 7})))).await;
+    let (status, _) = h
+        .call_json(h.api("PUT", "/settings", Some(json!({"max_retries": 7}))))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(h.running().settings.current().max_retries, 7);
-    let (_, body) = call(&h, api(&h, "GET", "/groups/config-options", None)).await;
+    let (_, body) = h.call_json(h.api("GET", "/groups/config-options", None)).await;
     let option = body["data"]
         .as_array()
         .unwrap()
@@ -258,7 +231,7 @@ async fn aggregate_sub_groups_are_managed() {
         json!({"name": "all", "group_type": "aggregate", "channel_type": "openai", "sub_groups": []}),
     ];
     let h = Harness::start(TestDb::sqlite().await, mock, seeded, &[]).await;
-    let (_, body) = call(&h, api(&h, "GET", "/groups/list", None)).await;
+    let (_, body) = h.call_json(h.api("GET", "/groups/list", None)).await;
     let id = |name: &str| {
         body["data"]
             .as_array()
@@ -272,42 +245,44 @@ async fn aggregate_sub_groups_are_managed() {
     let (all, one, two, claude) = (id("all"), id("one"), id("two"), id("claude"));
 
     let add = |members: Value| {
-        api(
-            &h,
+        h.api(
             "POST",
             &format!("/groups/{all}/sub-groups"),
             Some(json!({"sub_groups": members})),
         )
     };
-    let (status, body) = call(
-        &h,
-        add(json!([{"group_id": one, "weight": 3}, {"group_id": two, "weight": 1}])),
-    )
-    .await;
+    let (status, body) = h
+        .call_json(add(
+            json!([{"group_id": one, "weight": 3}, {"group_id": two, "weight": 1}]),
+        ))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        call(&h, add(json!([{"group_id": one, "weight": 1}]))).await.0,
+        h.call_json(add(json!([{"group_id": one, "weight": 1}]))).await.0,
         StatusCode::CONFLICT
     );
-    let (status, body) = call(&h, add(json!([{"group_id": claude, "weight": 1}]))).await;
+    let (status, body) = h.call_json(add(json!([{"group_id": claude, "weight": 1}]))).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
         "{body}"
     );
     assert_eq!(
-        call(&h, add(json!([{"group_id": two, "weight": 2000}]))).await.0,
+        h.call_json(add(json!([{"group_id": two, "weight": 2000}])))
+            .await
+            .0,
         StatusCode::BAD_REQUEST
     );
-    let not_aggregate = api(
-        &h,
+    let not_aggregate = h.api(
         "POST",
         &format!("/groups/{one}/sub-groups"),
         Some(json!({"sub_groups": [{"group_id": two, "weight": 1}]})),
     );
-    assert_eq!(call(&h, not_aggregate).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(h.call_json(not_aggregate).await.0, StatusCode::BAD_REQUEST);
 
-    let (_, body) = call(&h, api(&h, "GET", &format!("/groups/{all}/sub-groups"), None)).await;
+    let (_, body) = h
+        .call_json(h.api("GET", &format!("/groups/{all}/sub-groups"), None))
+        .await;
     let members = body["data"].as_array().unwrap();
     assert_eq!(members.len(), 2);
     let first = members.iter().find(|m| m["group"]["name"] == "one").unwrap();
@@ -326,33 +301,29 @@ async fn aggregate_sub_groups_are_managed() {
         "3:1 by weight"
     );
 
-    let weight = api(
-        &h,
+    let weight = h.api(
         "PUT",
         &format!("/groups/{all}/sub-groups/{two}/weight"),
         Some(json!({"weight": 0})),
     );
-    assert_eq!(call(&h, weight).await.0, StatusCode::OK);
-    let (_, body) = call(
-        &h,
-        api(&h, "GET", &format!("/groups/{one}/parent-aggregate-groups"), None),
-    )
-    .await;
+    assert_eq!(h.call_json(weight).await.0, StatusCode::OK);
+    let (_, body) = h
+        .call_json(h.api("GET", &format!("/groups/{one}/parent-aggregate-groups"), None))
+        .await;
     assert_eq!(body["data"][0]["name"], "all");
 
     // A member cannot change its channel type while it belongs to an aggregate.
-    let change = api(
-        &h,
+    let change = h.api(
         "PUT",
         &format!("/groups/{one}"),
         Some(json!({"channel_type": "gemini"})),
     );
-    assert_eq!(call(&h, change).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(h.call_json(change).await.0, StatusCode::BAD_REQUEST);
 
-    let remove = api(&h, "DELETE", &format!("/groups/{all}/sub-groups/{one}"), None);
-    assert_eq!(call(&h, remove).await.0, StatusCode::OK);
-    let remove_again = api(&h, "DELETE", &format!("/groups/{all}/sub-groups/{one}"), None);
-    assert_eq!(call(&h, remove_again).await.0, StatusCode::NOT_FOUND);
+    let remove = h.api("DELETE", &format!("/groups/{all}/sub-groups/{one}"), None);
+    assert_eq!(h.call_json(remove).await.0, StatusCode::OK);
+    let remove_again = h.api("DELETE", &format!("/groups/{all}/sub-groups/{one}"), None);
+    assert_eq!(h.call_json(remove_again).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,13 +341,17 @@ async fn integration_info_lists_the_groups_a_key_can_use() {
             .unwrap()
     };
 
-    let (status, body) = call(&h, get("/api/integration/info?key=sk-only-this-group".to_owned())).await;
+    let (status, body) = h
+        .call_json(get("/api/integration/info?key=sk-only-this-group".to_owned()))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["data"],
         json!([{"name": "own", "display_name": "", "channel_type": "openai", "path": "/proxy/own"}])
     );
-    let (_, body) = call(&h, get(format!("/api/integration/info?key={PROXY_KEY}"))).await;
+    let (_, body) = h
+        .call_json(get(format!("/api/integration/info?key={PROXY_KEY}")))
+        .await;
     let custom = body["data"]
         .as_array()
         .unwrap()
@@ -389,25 +364,27 @@ async fn integration_info_lists_the_groups_a_key_can_use() {
         (Some("custom"), Some("/proxy/custom/v1/embeddings"))
     );
     assert_eq!(
-        call(&h, get("/api/integration/info?key=nope".to_owned())).await.0,
+        h.call_json(get("/api/integration/info?key=nope".to_owned()))
+            .await
+            .0,
         StatusCode::BAD_REQUEST
     );
     assert_eq!(
-        call(&h, get("/api/integration/info".to_owned())).await.0,
+        h.call_json(get("/api/integration/info".to_owned())).await.0,
         StatusCode::BAD_REQUEST
     );
 
-    let (status, body) = call(
-        &h,
-        get("/proxy/own/api/integration/info?key=sk-only-this-group".to_owned()),
-    )
-    .await;
+    let (status, body) = h
+        .call_json(get(
+            "/proxy/own/api/integration/info?key=sk-only-this-group".to_owned()
+        ))
+        .await;
     assert_eq!(
         (status, body["data"][0]["path"].as_str()),
         (StatusCode::OK, Some(""))
     );
     assert_eq!(
-        call(&h, get("/proxy/ghost/api/integration/info?key=x".to_owned()))
+        h.call_json(get("/proxy/ghost/api/integration/info?key=x".to_owned()))
             .await
             .0,
         StatusCode::NOT_FOUND

@@ -3,31 +3,19 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use gpt_load_e2e::MockUpstream;
-use http::{Request, StatusCode};
-use serde_json::{Value, json};
+use http::StatusCode;
+use serde_json::json;
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{Harness, group};
 use crate::db::test_support::TestDb;
 
 const GOOD: &str = "sk-good-copy-0123456789";
 const OTHER: &str = "sk-good-other-0123456789";
 const BAD: &str = "mock-500-stats-0123456789";
 
-async fn call(h: &Harness, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(format!("{}/api{path}", h.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
-        .header("content-type", "application/json")
-        .body(body.map(|b| b.to_string()).unwrap_or_default().into())
-        .unwrap();
-    let (status, _, bytes) = h.send(req).await;
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 /// Group names in list order.
 async fn names(h: &Harness) -> Vec<String> {
-    let (_, body) = call(h, "GET", "/groups", None).await;
+    let (_, body) = h.call_api("GET", "/groups", None).await;
     body["data"]
         .as_array()
         .unwrap()
@@ -37,7 +25,7 @@ async fn names(h: &Harness) -> Vec<String> {
 }
 
 async fn id_of(h: &Harness, name: &str) -> i64 {
-    let (_, body) = call(h, "GET", "/groups/list", None).await;
+    let (_, body) = h.call_api("GET", "/groups/list", None).await;
     body["data"]
         .as_array()
         .unwrap()
@@ -48,7 +36,9 @@ async fn id_of(h: &Harness, name: &str) -> i64 {
 }
 
 async fn key_values(h: &Harness, group: i64) -> BTreeSet<String> {
-    let (status, body) = call(h, "GET", &format!("/keys?group_id={group}&page_size=1000"), None).await;
+    let (status, body) = h
+        .call_api("GET", &format!("/keys?group_id={group}&page_size=1000"), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"]["items"]
         .as_array()
@@ -93,13 +83,17 @@ async fn groups_are_reordered_all_or_nothing() {
             ),
             (json!([{"id": 0, "sort": 1}]), "id 0"),
         ] {
-            let (status, body) = call(&h, "PUT", "/groups/reorder", Some(json!({"items": items}))).await;
+            let (status, body) = h
+                .call_api("PUT", "/groups/reorder", Some(json!({"items": items})))
+                .await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{why}: {body}");
             assert_eq!(names(&h).await, before, "{why}: nothing written");
         }
 
         let items = json!([{"id": c, "sort": 0}, {"id": a, "sort": 1}, {"id": b, "sort": 2}]);
-        let (status, body) = call(&h, "PUT", "/groups/reorder", Some(json!({"items": items}))).await;
+        let (status, body) = h
+            .call_api("PUT", "/groups/reorder", Some(json!({"items": items})))
+            .await;
         assert_eq!(
             (status, &body["message"]),
             (StatusCode::OK, &json!("Group order saved"))
@@ -107,7 +101,9 @@ async fn groups_are_reordered_all_or_nothing() {
         assert_eq!(names(&h).await, ["c", "a", "b"]);
 
         // `/groups/{id}` does not shadow the static segment, and vice versa.
-        let (status, body) = call(&h, "PUT", &format!("/groups/{a}"), Some(json!({"sort": 5}))).await;
+        let (status, body) = h
+            .call_api("PUT", &format!("/groups/{a}"), Some(json!({"sort": 5})))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(names(&h).await, ["c", "b", "a"]);
     }
@@ -134,7 +130,7 @@ async fn group_stats_count_final_requests() {
     .await;
     let (mixed, broken) = (id_of(&h, "mixed").await, id_of(&h, "broken").await);
 
-    let (status, body) = call(&h, "GET", &format!("/groups/{mixed}/stats"), None).await;
+    let (status, body) = h.call_api("GET", &format!("/groups/{mixed}/stats"), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["data"]["key_stats"],
@@ -153,7 +149,7 @@ async fn group_stats_count_final_requests() {
     let window = |id: i64| {
         let h = &h;
         async move {
-            let (_, body) = call(h, "GET", &format!("/groups/{id}/stats"), None).await;
+            let (_, body) = h.call_api("GET", &format!("/groups/{id}/stats"), None).await;
             body["data"].clone()
         }
     };
@@ -177,7 +173,7 @@ async fn group_stats_count_final_requests() {
         json!({"total_requests": 2, "failed_requests": 2, "failure_rate": 1.0})
     );
 
-    let (status, _) = call(&h, "GET", "/groups/987654/stats", None).await;
+    let (status, _) = h.call_api("GET", "/groups/987654/stats", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -194,7 +190,9 @@ async fn groups_are_copied_with_their_keys() {
         let src = id_of(&h, "src").await;
 
         // Disable one key: `valid_only` leaves it behind.
-        let (_, body) = call(&h, "GET", &format!("/keys?group_id={src}&page_size=1000"), None).await;
+        let (_, body) = h
+            .call_api("GET", &format!("/keys?group_id={src}&page_size=1000"), None)
+            .await;
         let other_id = body["data"]["items"]
             .as_array()
             .unwrap()
@@ -202,22 +200,22 @@ async fn groups_are_copied_with_their_keys() {
             .find(|k| k["key_value"] == OTHER)
             .and_then(|k| k["id"].as_i64())
             .unwrap();
-        let (status, body) = call(
-            &h,
-            "PUT",
-            &format!("/keys/{other_id}/status"),
-            Some(json!({"status": "disabled"})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "PUT",
+                &format!("/keys/{other_id}/status"),
+                Some(json!({"status": "disabled"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
 
-        let (status, body) = call(
-            &h,
-            "POST",
-            &format!("/groups/{src}/copy"),
-            Some(json!({"copy_keys": "all"})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                &format!("/groups/{src}/copy"),
+                Some(json!({"copy_keys": "all"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         let copy = &body["data"]["group"];
         assert_eq!(copy["name"], "src_copy", "{backend}");
@@ -232,13 +230,13 @@ async fn groups_are_copied_with_their_keys() {
             "{backend}: all keys"
         );
 
-        let (status, body) = call(
-            &h,
-            "POST",
-            &format!("/groups/{src}/copy"),
-            Some(json!({"copy_keys": "valid_only"})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                &format!("/groups/{src}/copy"),
+                Some(json!({"copy_keys": "valid_only"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(body["data"]["group"]["name"], "src_copy_2", "{backend}");
         let valid_id = body["data"]["group"]["id"].as_i64().unwrap();
@@ -248,29 +246,29 @@ async fn groups_are_copied_with_their_keys() {
             "{backend}: active keys only"
         );
 
-        let (status, body) = call(
-            &h,
-            "POST",
-            &format!("/groups/{src}/copy"),
-            Some(json!({"copy_keys": "none"})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                &format!("/groups/{src}/copy"),
+                Some(json!({"copy_keys": "none"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(body["data"]["group"]["name"], "src_copy_3", "{backend}");
         let none_id = body["data"]["group"]["id"].as_i64().unwrap();
         assert!(key_values(&h, none_id).await.is_empty(), "{backend}: no keys");
 
         // An empty body copies every key.
-        let (status, body) = call(&h, "POST", &format!("/groups/{src}/copy"), None).await;
+        let (status, body) = h.call_api("POST", &format!("/groups/{src}/copy"), None).await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(body["data"]["group"]["name"], "src_copy_4", "{backend}");
-        let (status, _) = call(
-            &h,
-            "POST",
-            &format!("/groups/{src}/copy"),
-            Some(json!({"copy_keys": "some"})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api(
+                "POST",
+                &format!("/groups/{src}/copy"),
+                Some(json!({"copy_keys": "some"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}");
 
         // The copies serve at once.

@@ -2,7 +2,6 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use bytes::Bytes;
 use gpt_load_e2e::{Behaviour, MockUpstream};
 use gpt_load_tower::keys::KeyState;
 use http::{Request, StatusCode, header};
@@ -21,42 +20,15 @@ const BAD_1: &str = "sk-bad-key-1-0123456789";
 const BAD_2: &str = "sk-bad-key-2-0123456789";
 const GOOD: &str = "sk-good-key-0123456789";
 
-fn api(h: &Harness, method: &str, path: &str, body: Option<Value>) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(format!("{}/api{path}", h.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
-        .header("content-type", "application/json")
-        .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
-        .unwrap()
-}
-
-async fn call(h: &Harness, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let (status, _, body) = h.send(api(h, method, path, body)).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-/// The id of a group by name.
-async fn group_id(h: &Harness, name: &str) -> i64 {
-    let (_, body) = call(h, "GET", "/groups/list", None).await;
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == name)
-        .and_then(|g| g["id"].as_i64())
-        .expect("group exists")
-}
-
 /// Every key of a group as the list shows it (one large page).
 async fn listed(h: &Harness, group: i64, extra: &str) -> Vec<Value> {
-    let (status, body) = call(
-        h,
-        "GET",
-        &format!("/keys?group_id={group}&page_size=1000{extra}"),
-        None,
-    )
-    .await;
+    let (status, body) = h
+        .call_api(
+            "GET",
+            &format!("/keys?group_id={group}&page_size=1000{extra}"),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"]["items"].as_array().unwrap().clone()
 }
@@ -102,31 +74,31 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
             &[("ENCRYPTION_KEY", "an operator secret for the key tests")],
         )
         .await;
-        let g = group_id(&h, "g").await;
-        let fresh = group_id(&h, "fresh").await;
+        let g = h.group_id("g").await;
+        let fresh = h.group_id("fresh").await;
 
         // Import: duplicates within the text and against the group are ignored.
         let text = format!("{NEW_A}, {NEW_B};{NEW_A}\n\t{SEED}");
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": g, "keys_text": text})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": g, "keys_text": text})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(
             body["data"],
             json!({"added_count": 2, "ignored_count": 2, "total_in_group": 3}),
             "{backend}"
         );
-        let (_, body) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": g, "keys_text": json!([NEW_C, NEW_B]).to_string()})),
-        )
-        .await;
+        let (_, body) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": g, "keys_text": json!([NEW_C, NEW_B]).to_string()})),
+            )
+            .await;
         assert_eq!(
             body["data"],
             json!({"added_count": 1, "ignored_count": 1, "total_in_group": 4}),
@@ -134,7 +106,9 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         );
 
         // The list: paginated, decrypted, searchable, filterable.
-        let (status, body) = call(&h, "GET", &format!("/keys?group_id={g}&page=2&page_size=3"), None).await;
+        let (status, body) = h
+            .call_api("GET", &format!("/keys?group_id={g}&page=2&page_size=3"), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(
             body["data"]["pagination"],
@@ -201,13 +175,13 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
             StatusCode::SERVICE_UNAVAILABLE,
             "{backend}: no keys yet"
         );
-        let (_, body) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": fresh, "keys_text": FRESH})),
-        )
-        .await;
+        let (_, body) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": fresh, "keys_text": FRESH})),
+            )
+            .await;
         assert_eq!(body["data"]["added_count"], 1, "{backend}: {body}");
         assert_eq!(
             h.send(h.chat("fresh", false)).await.0,
@@ -218,13 +192,13 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
 
         // Disable and enable by hand.
         let fresh_id = id_of(&listed(&h, fresh, "").await, FRESH);
-        let (status, body) = call(
-            &h,
-            "PUT",
-            &format!("/keys/{fresh_id}/status"),
-            Some(json!({"status": "disabled"})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "PUT",
+                &format!("/keys/{fresh_id}/status"),
+                Some(json!({"status": "disabled"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(
             h.send(h.chat("fresh", false)).await.0,
@@ -233,8 +207,7 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         );
         assert_eq!(h.mock.requests_by_key().get(FRESH), Some(&1), "{backend}");
         assert_eq!(listed(&h, fresh, "&status=disabled").await.len(), 1, "{backend}");
-        call(
-            &h,
+        h.call_api(
             "PUT",
             &format!("/keys/{fresh_id}/status"),
             Some(json!({"status": "active"})),
@@ -246,13 +219,13 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
             "{backend}"
         );
         assert_eq!(h.mock.requests_by_key().get(FRESH), Some(&2), "{backend}");
-        let (status, _) = call(
-            &h,
-            "PUT",
-            &format!("/keys/{fresh_id}/status"),
-            Some(json!({"status": "invalid"})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api(
+                "PUT",
+                &format!("/keys/{fresh_id}/status"),
+                Some(json!({"status": "invalid"})),
+            )
+            .await;
         assert_eq!(
             status,
             StatusCode::BAD_REQUEST,
@@ -260,47 +233,47 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         );
 
         // Notes.
-        let (status, _) = call(
-            &h,
-            "PUT",
-            &format!("/keys/{fresh_id}/notes"),
-            Some(json!({"notes": "  team budget  "})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api(
+                "PUT",
+                &format!("/keys/{fresh_id}/notes"),
+                Some(json!({"notes": "  team budget  "})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}");
         assert_eq!(
             listed(&h, fresh, "").await[0]["notes"],
             "team budget",
             "{backend}"
         );
-        let (status, body) = call(
-            &h,
-            "PUT",
-            &format!("/keys/{fresh_id}/notes"),
-            Some(json!({"notes": "é".repeat(256)})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "PUT",
+                &format!("/keys/{fresh_id}/notes"),
+                Some(json!({"notes": "é".repeat(256)})),
+            )
+            .await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
             "{backend}"
         );
-        let (status, _) = call(
-            &h,
-            "PUT",
-            &format!("/keys/{fresh_id}/notes"),
-            Some(json!({"notes": "é".repeat(255)})),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{backend}: 255 characters");
-        for route in ["notes", "status"] {
-            let (status, _) = call(
-                &h,
+        let (status, _) = h
+            .call_api(
                 "PUT",
-                &format!("/keys/987654321/{route}"),
-                Some(json!({"notes": "x", "status": "active"})),
+                &format!("/keys/{fresh_id}/notes"),
+                Some(json!({"notes": "é".repeat(255)})),
             )
             .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: 255 characters");
+        for route in ["notes", "status"] {
+            let (status, _) = h
+                .call_api(
+                    "PUT",
+                    &format!("/keys/987654321/{route}"),
+                    Some(json!({"notes": "x", "status": "active"})),
+                )
+                .await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{backend}: unknown key ({route})");
         }
 
@@ -326,23 +299,18 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
             .collect();
         assert_eq!(exported, values(&all), "{backend}: one key per line");
         let (status, _, body) = h
-            .send(api(
-                &h,
-                "GET",
-                &format!("/keys/export?group_id={g}&status=invalid"),
-                None,
-            ))
+            .send(h.api("GET", &format!("/keys/export?group_id={g}&status=invalid"), None))
             .await;
         assert_eq!((status, body.len()), (StatusCode::OK, 0), "{backend}");
 
         // Delete.
-        let (_, body) = call(
-            &h,
-            "POST",
-            "/keys/delete-multiple",
-            Some(json!({"group_id": g, "keys_text": format!("{NEW_A} sk-not-there {NEW_A}")})),
-        )
-        .await;
+        let (_, body) = h
+            .call_api(
+                "POST",
+                "/keys/delete-multiple",
+                Some(json!({"group_id": g, "keys_text": format!("{NEW_A} sk-not-there {NEW_A}")})),
+            )
+            .await;
         assert_eq!(
             body["data"],
             json!({"deleted_count": 1, "ignored_count": 2, "total_in_group": 3}),
@@ -359,39 +327,35 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         );
 
         // Errors.
-        let (status, body) = call(&h, "GET", "/keys", None).await;
+        let (status, body) = h.call_api("GET", "/keys", None).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
             "{backend}"
         );
         assert!(body["message"].as_str().unwrap().contains("group_id"), "{body}");
-        let (status, _) = call(&h, "GET", "/keys?group_id=987654321", None).await;
+        let (status, _) = h.call_api("GET", "/keys?group_id=987654321", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
-        let (status, _) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": 987654321, "keys_text": "sk-x"})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": 987654321, "keys_text": "sk-x"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
-        let (status, _) = call(
-            &h,
-            "POST",
-            "/keys/clear-all",
-            Some(json!({"group_id": 987654321})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api("POST", "/keys/clear-all", Some(json!({"group_id": 987654321})))
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{backend}");
         let too_many: Vec<String> = (0..5001).map(|i| format!("sk-batch-{i}")).collect();
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": g, "keys_text": too_many.join("\n")})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": g, "keys_text": too_many.join("\n")})),
+            )
+            .await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),
@@ -404,13 +368,13 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
                 .contains("batch size exceeds the limit of 5000 keys, got 5001"),
             "{body}"
         );
-        let (status, _) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": g, "keys_text": " ,; "})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": g, "keys_text": " ,; "})),
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}: no valid keys");
         assert_eq!(
             listed(&h, g, "").await.len(),
@@ -419,17 +383,19 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         );
 
         // A full batch is accepted.
-        let (_, body) = call(
-            &h,
-            "POST",
-            "/keys/add-multiple",
-            Some(json!({"group_id": g, "keys_text": too_many[..5000].join("\n")})),
-        )
-        .await;
+        let (_, body) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": g, "keys_text": too_many[..5000].join("\n")})),
+            )
+            .await;
         assert_eq!(body["data"]["total_in_group"], 5003, "{backend}: {body}");
 
         // Clear everything.
-        let (status, body) = call(&h, "POST", "/keys/clear-all", Some(json!({"group_id": g}))).await;
+        let (status, body) = h
+            .call_api("POST", "/keys/clear-all", Some(json!({"group_id": g})))
+            .await;
         assert_eq!(
             (status, body["message"].as_str()),
             (StatusCode::OK, Some("5003 keys cleared")),
@@ -478,18 +444,18 @@ async fn invalid_keys_are_restored_and_cleared() {
             &[],
         )
         .await;
-        let g = group_id(&h, "g").await;
+        let g = h.group_id("g").await;
         blacklist(&h, g, BAD_1).await;
         blacklist(&h, g, BAD_2).await;
         h.mock.clear_scripts();
 
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/restore-multiple",
-            Some(json!({"group_id": g, "keys_text": format!("{BAD_1} {GOOD} sk-not-there")})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                "/keys/restore-multiple",
+                Some(json!({"group_id": g, "keys_text": format!("{BAD_1} {GOOD} sk-not-there")})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         assert_eq!(
             body["data"],
@@ -513,13 +479,9 @@ async fn invalid_keys_are_restored_and_cleared() {
             "{backend}: the restored key serves again"
         );
 
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/restore-all-invalid",
-            Some(json!({"group_id": g})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api("POST", "/keys/restore-all-invalid", Some(json!({"group_id": g})))
+            .await;
         assert_eq!(
             (status, body["message"].as_str()),
             (StatusCode::OK, Some("1 keys restored")),
@@ -529,13 +491,9 @@ async fn invalid_keys_are_restored_and_cleared() {
         assert!(listed(&h, g, "&status=invalid").await.is_empty(), "{backend}");
 
         blacklist(&h, g, BAD_2).await;
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/clear-all-invalid",
-            Some(json!({"group_id": g})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api("POST", "/keys/clear-all-invalid", Some(json!({"group_id": g})))
+            .await;
         assert_eq!(
             (status, body["message"].as_str()),
             (StatusCode::OK, Some("1 invalid keys cleared")),
@@ -554,7 +512,9 @@ async fn invalid_keys_are_restored_and_cleared() {
                 .all(|k| k.secret().expose() != BAD_2),
             "{backend}: gone from the pool"
         );
-        let (status, body) = call(&h, "POST", "/keys/restore-all-invalid", Some(json!({}))).await;
+        let (status, body) = h
+            .call_api("POST", "/keys/restore-all-invalid", Some(json!({})))
+            .await;
         assert_eq!(
             (status, body["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("VALIDATION_FAILED")),

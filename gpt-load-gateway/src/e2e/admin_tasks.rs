@@ -19,34 +19,8 @@ const BAD_1: &str = "mock-401-key-1-0123456789";
 const BAD_2: &str = "mock-401-key-2-0123456789";
 const TASK_LIMIT: Duration = Duration::from_secs(60);
 
-fn api(h: &Harness, method: &str, path: &str, body: Option<Value>) -> Request<Full<Bytes>> {
-    Request::builder()
-        .method(method)
-        .uri(format!("{}/api{path}", h.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
-        .header("content-type", "application/json")
-        .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
-        .unwrap()
-}
-
-async fn call(h: &Harness, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let (status, _, body) = h.send(api(h, method, path, body)).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
-async fn group_id(h: &Harness, name: &str) -> i64 {
-    let (_, body) = call(h, "GET", "/groups/list", None).await;
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == name)
-        .and_then(|g| g["id"].as_i64())
-        .expect("group exists")
-}
-
 async fn task_status(h: &Harness) -> Value {
-    let (status, body) = call(h, "GET", "/tasks/status", None).await;
+    let (status, body) = h.call_api("GET", "/tasks/status", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["data"].clone()
 }
@@ -62,7 +36,7 @@ async fn finished(h: &Harness) -> Value {
 
 /// Starts a task; asserts the immediate answer.
 async fn start(h: &Harness, path: &str, body: Value, task_type: &str) {
-    let (status, body) = call(h, "POST", path, Some(body)).await;
+    let (status, body) = h.call_api("POST", path, Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
     assert_eq!(body["data"]["task_type"], task_type, "{body}");
     assert!(body["data"]["started_at"].is_string(), "{body}");
@@ -70,13 +44,13 @@ async fn start(h: &Harness, path: &str, body: Value, task_type: &str) {
 
 /// Keys listed with a status filter.
 async fn count_listed(h: &Harness, group: i64, status: &str) -> i64 {
-    let (_, body) = call(
-        h,
-        "GET",
-        &format!("/keys?group_id={group}&status={status}&page_size=1"),
-        None,
-    )
-    .await;
+    let (_, body) = h
+        .call_api(
+            "GET",
+            &format!("/keys?group_id={group}&status={status}&page_size=1"),
+            None,
+        )
+        .await;
     body["data"]["pagination"]["total_items"].as_i64().unwrap()
 }
 
@@ -123,9 +97,9 @@ async fn keys_are_imported_and_deleted_in_the_background() {
             &[("ENCRYPTION_KEY", "an operator secret for the task tests")],
         )
         .await;
-        let fresh = group_id(&h, "fresh").await;
-        let seeded = group_id(&h, "seeded").await;
-        let (status, body) = call(&h, "GET", "/tasks/status", None).await;
+        let fresh = h.group_id("fresh").await;
+        let seeded = h.group_id("seeded").await;
+        let (status, body) = h.call_api("GET", "/tasks/status", None).await;
         assert_eq!(
             (status, &body["data"]),
             (StatusCode::OK, &json!({"is_running": false})),
@@ -256,7 +230,7 @@ async fn keys_are_imported_and_deleted_in_the_background() {
                 StatusCode::NOT_FOUND,
             ),
         ] {
-            let (status, answer) = call(&h, "POST", path, Some(body)).await;
+            let (status, answer) = h.call_api("POST", path, Some(body)).await;
             assert_eq!(status, expected, "{backend}: {path}: {answer}");
         }
         assert_eq!(
@@ -291,7 +265,7 @@ async fn keys_are_validated_and_tested_through_the_upstream() {
             &[],
         )
         .await;
-        let v = group_id(&h, "v").await;
+        let v = h.group_id("v").await;
 
         // All keys: the mock-401 ones fail and, at threshold 1, are blacklisted.
         start(
@@ -339,13 +313,13 @@ async fn keys_are_validated_and_tested_through_the_upstream() {
         h.mock.script(BAD_1, Behaviour::Valid);
         let before = h.mock.requests_by_key();
         let text = format!("{GOOD_1}\n{BAD_2}, sk-not-in-this-group-0123, {}", slow[0]);
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/test-multiple",
-            Some(json!({"group_id": v, "keys_text": text})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                "/keys/test-multiple",
+                Some(json!({"group_id": v, "keys_text": text})),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{backend}: {body}");
         let results = body["data"]["results"].as_array().unwrap();
         assert_eq!(results.len(), 4, "{body}");
@@ -374,36 +348,32 @@ async fn keys_are_validated_and_tested_through_the_upstream() {
             "{backend}"
         );
         assert_eq!(after[GOOD_1], before[GOOD_1] + 1, "{backend}");
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/test-multiple",
-            Some(json!({"group_id": v, "keys_text": ""})),
-        )
-        .await;
+        let (status, body) = h
+            .call_api(
+                "POST",
+                "/keys/test-multiple",
+                Some(json!({"group_id": v, "keys_text": ""})),
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}: {body}");
 
         // A group without keys has nothing to validate.
-        let empty = group_id(&h, "empty").await;
-        let (status, body) = call(
-            &h,
-            "POST",
-            "/keys/validate-group",
-            Some(json!({"group_id": empty})),
-        )
-        .await;
+        let empty = h.group_id("empty").await;
+        let (status, body) = h
+            .call_api("POST", "/keys/validate-group", Some(json!({"group_id": empty})))
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}: {body}");
-        let (status, _) = call(
-            &h,
-            "POST",
-            "/keys/validate-group",
-            Some(json!({"group_id": v, "status": "sleeping"})),
-        )
-        .await;
+        let (status, _) = h
+            .call_api(
+                "POST",
+                "/keys/validate-group",
+                Some(json!({"group_id": v, "status": "sleeping"})),
+            )
+            .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{backend}");
 
         // One task at a time: five 200 ms keys one after the other keep the slot taken.
-        let slow_id = group_id(&h, "slow").await;
+        let slow_id = h.group_id("slow").await;
         start(
             &h,
             "/keys/validate-group",
@@ -419,7 +389,7 @@ async fn keys_are_validated_and_tested_through_the_upstream() {
             ("/keys/delete-async", json!({"group_id": v, "keys_text": GOOD_1})),
             ("/keys/validate-group", json!({"group_id": v})),
         ] {
-            let (status, answer) = call(&h, "POST", path, Some(body)).await;
+            let (status, answer) = h.call_api("POST", path, Some(body)).await;
             assert_eq!(status, StatusCode::CONFLICT, "{backend}: {path}: {answer}");
             assert_eq!(answer["code"], "TASK_IN_PROGRESS", "{backend}");
         }

@@ -128,6 +128,45 @@ impl Harness {
         (parts.status, parts.headers, bytes)
     }
 
+    /// An admin API request (`/api{path}`) carrying the admin key.
+    pub(crate) fn api(&self, method: &str, path: &str, body: Option<Value>) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}/api{path}", self.base))
+            .header("authorization", format!("Bearer {PROXY_KEY}"))
+            .header("content-type", "application/json")
+            .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
+            .unwrap()
+    }
+
+    /// Sends a request; its status and JSON answer (`Null` when the answer is not JSON).
+    pub(crate) async fn call_json(&self, req: Request<Full<Bytes>>) -> (StatusCode, Value) {
+        let (status, _, body) = self.send(req).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// An admin API call: [`api`](Self::api) sent with [`call_json`](Self::call_json).
+    pub(crate) async fn call_api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.call_json(self.api(method, path, body)).await
+    }
+
+    /// The id of a group, by name, through the admin API.
+    pub(crate) async fn group_id(&self, name: &str) -> i64 {
+        let (_, body) = self.call_api("GET", "/groups/list", None).await;
+        body["data"]
+            .as_array()
+            .expect("group list")
+            .iter()
+            .find(|g| g["name"] == name)
+            .and_then(|g| g["id"].as_i64())
+            .expect("group exists")
+    }
+
     /// Sends a request and returns the streaming response.
     pub(crate) async fn open(&self, req: Request<Full<Bytes>>) -> http::Response<hyper::body::Incoming> {
         self.client.request(req).await.expect("the gateway answers")
