@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A gpt-load-style admin session with curl only: log in, create a group, add keys, list them,
-# proxy a request through the group, then read the logs and the dashboard. Run it against a
+# proxy a request through the group, read the logs and the dashboard, export the keys and fetch
+# the OpenAPI document. Run it against a
 # gateway started with `make run` (or any gateway and upstream):
 #
 #   AUTH_KEY=$(cat data/auth_key) scripts/admin-smoke.sh
@@ -49,6 +50,12 @@ expect "read logs" "\"group_name\":\"$GROUP\"" "$out"
 
 out=$(curl -s "$BASE/api/dashboard/stats" "${auth[@]}")
 expect "dashboard" '"key_count"' "$out"
+
+out=$(curl -s "$BASE/api/keys/export?group_id=$group_id&key=$AUTH_KEY")
+expect "export keys" "sk-" "$out"
+
+out=$(curl -s "$BASE/api/openapi.json")
+expect "openapi document" '"openapi":"3.1' "$out"
 
 out=$(curl -s -X DELETE "$BASE/api/groups/$group_id" "${auth[@]}")
 expect "delete group" '"code":0' "$out"

@@ -72,7 +72,7 @@ fn standard() -> String {
 }
 
 /// An upstream base URL and its weight.
-#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpstreamSpec {
     pub(crate) url: String,

@@ -16,9 +16,9 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
 
 use super::{error::AdminError, lang::RequestLang, state::AdminState};
 use crate::client_ip::client_ip;
@@ -98,12 +98,31 @@ pub(crate) async fn require_admin(State(state): State<AdminState>, req: Request,
     next.run(req).await
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/auth/login`.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct LoginRequest {
     auth_key: String,
 }
 
-/// `POST /api/auth/login`: gpt-load's own shape, `{"success", "message"}`.
+/// The answer of `POST /api/auth/login` (gpt-load's own shape, not the envelope).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LoginResponse {
+    success: bool,
+    message: &'static str,
+}
+
+fn login_answer(status: StatusCode, success: bool, message: &'static str) -> Response {
+    (status, Json(LoginResponse { success, message })).into_response()
+}
+
+/// Checks the admin key; the console then sends it on every request.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    security(()),
+    responses(
+        (status = 200, body = LoginResponse),
+        (status = 400, body = LoginResponse),
+        (status = 401, body = LoginResponse),
+    ))]
 pub(crate) async fn login(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
@@ -117,24 +136,16 @@ pub(crate) async fn login(
     }
     let Ok(request) = serde_json::from_slice::<LoginRequest>(&body) else {
         let message = super::lang::text(lang, "invalid request body", "请求体无效");
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"success": false, "message": message})),
-        )
-            .into_response();
+        return login_answer(StatusCode::BAD_REQUEST, false, message);
     };
     if matches(&state, &request.auth_key) {
         state.throttle.succeeded(ip);
         let message = super::lang::text(lang, "Authentication successful", "认证成功");
-        Json(json!({"success": true, "message": message})).into_response()
+        login_answer(StatusCode::OK, true, message)
     } else {
         state.throttle.failed(ip);
         let message = super::lang::text(lang, "Authentication failed", "认证失败");
-        (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"success": false, "message": message})),
-        )
-            .into_response()
+        login_answer(StatusCode::UNAUTHORIZED, false, message)
     }
 }
 

@@ -1,16 +1,14 @@
 //! `/api/dashboard`: stat cards with trends, security warnings, the 24-hour chart and the
 //! encryption consistency check.
 
-use axum::{
-    extract::{Query, State, rejection::QueryRejection},
-    response::Response,
-};
+use axum::extract::{Query, State, rejection::QueryRejection};
 use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Envelope, Reply, ok},
+    error::AdminError,
     lang::{Lang, RequestLang, text},
     state::AdminState,
 };
@@ -49,10 +47,6 @@ fn success(lang: Lang) -> &'static str {
     text(lang, "Success", "操作成功")
 }
 
-fn to_value<T: Serialize>(value: &T) -> AdminResult<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| AdminError::Internal(e.into()))
-}
-
 /// One decimal place.
 fn round1(value: f64) -> f64 {
     (value * 10.0).round() / 10.0
@@ -70,8 +64,8 @@ fn percent_change(previous: f64, current: f64) -> f64 {
 }
 
 /// A stat card.
-#[derive(Debug, Serialize, PartialEq)]
-struct Card {
+#[derive(Debug, Serialize, PartialEq, ToSchema)]
+pub(crate) struct Card {
     value: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     sub_value: Option<i64>,
@@ -94,8 +88,8 @@ impl Card {
 }
 
 /// A weakness of a configured secret; names the secret, never shows it.
-#[derive(Debug, Serialize, PartialEq, Eq)]
-struct SecurityWarning {
+#[derive(Debug, Serialize, PartialEq, Eq, ToSchema)]
+pub(crate) struct SecurityWarning {
     #[serde(rename = "type")]
     kind: &'static str,
     message: String,
@@ -236,11 +230,27 @@ fn as_f64(n: i64) -> f64 {
     n as f64
 }
 
-/// `GET /api/dashboard/stats`
+/// The stat cards.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DashboardStats {
+    /// Active keys, with invalid keys as the sub-value.
+    key_count: Card,
+    /// Requests per minute over the last 10 minutes, against the 10 before.
+    rpm: Card,
+    /// Requests in the last 24 hours, against the 24 before.
+    request_count: Card,
+    /// Failure percentage of the last 24 hours, against the 24 before.
+    error_rate: Card,
+    security_warnings: Vec<SecurityWarning>,
+}
+
+/// The stat cards with their trends, and security warnings.
+#[utoipa::path(get, path = "/dashboard/stats", tag = "dashboard",
+    responses((status = 200, body = Envelope<DashboardStats>)))]
 pub(crate) async fn stats(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
+) -> Reply<DashboardStats> {
     let now = Utc::now().naive_utc();
     let group_rows = groups::list(&state.db).await?;
     let aggregates = aggregate_ids(&group_rows);
@@ -287,21 +297,52 @@ pub(crate) async fn stats(
         trend_is_growth: rate_trend <= 0.0,
     };
 
-    let data = json!({
-        "key_count": to_value(&key_count)?,
-        "rpm": to_value(&rpm)?,
-        "request_count": to_value(&request_count)?,
-        "error_rate": to_value(&error_rate)?,
-        "security_warnings": to_value(&security_warnings(&state, lang, &group_rows))?,
-    });
-    Ok(ok(success(lang), Some(data)))
+    let data = DashboardStats {
+        key_count,
+        rpm,
+        request_count,
+        error_rate,
+        security_warnings: security_warnings(&state, lang, &group_rows),
+    };
+    Ok(ok(success(lang), data))
 }
 
 /// The query of the chart.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ChartQuery {
+    /// One group's id; all standard groups when absent.
     #[serde(rename = "groupId")]
+    #[param(rename = "groupId", value_type = Option<i64>)]
     group_id: Option<String>,
+}
+
+/// One line of the chart.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChartDataset {
+    label: &'static str,
+    /// One count per hour.
+    data: Vec<i64>,
+    color: &'static str,
+}
+
+/// The 24-hour chart.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Chart {
+    /// The start of each hour (RFC 3339, UTC).
+    labels: Vec<String>,
+    /// Successes, then failures.
+    datasets: Vec<ChartDataset>,
+}
+
+/// The encryption consistency check.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EncryptionStatus {
+    has_mismatch: bool,
+    /// `data_not_encrypted`, `key_not_configured`, `key_mismatch`, or empty.
+    scenario_type: &'static str,
+    message: &'static str,
+    suggestion: &'static str,
 }
 
 /// The start of the hour of `at`.
@@ -309,12 +350,14 @@ fn hour_start(at: NaiveDateTime) -> NaiveDateTime {
     at.duration_trunc(TimeDelta::hours(1)).unwrap_or(at)
 }
 
-/// `GET /api/dashboard/chart?groupId=<id>`: successes and failures of the last 24 hours.
+/// Successes and failures per hour over the last 24 hours.
+#[utoipa::path(get, path = "/dashboard/chart", tag = "dashboard", params(ChartQuery),
+    responses((status = 200, body = Envelope<Chart>)))]
 pub(crate) async fn chart(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     query: Result<Query<ChartQuery>, QueryRejection>,
-) -> AdminResult<Response> {
+) -> Reply<Chart> {
     let Query(query) = query.map_err(|e| AdminError::validation("groupId", e.body_text()))?;
     let group_id = match query.group_id.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => None,
@@ -348,14 +391,22 @@ pub(crate) async fn chart(
             failed[i] += row.failure_count;
         }
     }
-    let data = json!({
-        "labels": labels,
-        "datasets": [
-            {"label": "Success", "data": ok_data, "color": "rgba(10, 200, 110, 1)"},
-            {"label": "Failed", "data": failed, "color": "rgba(255, 70, 70, 1)"},
+    let data = Chart {
+        labels,
+        datasets: vec![
+            ChartDataset {
+                label: "Success",
+                data: ok_data,
+                color: "rgba(10, 200, 110, 1)",
+            },
+            ChartDataset {
+                label: "Failed",
+                data: failed,
+                color: "rgba(255, 70, 70, 1)",
+            },
         ],
-    });
-    Ok(ok(success(lang), Some(data)))
+    };
+    Ok(ok(success(lang), data))
 }
 
 /// What the encryption check found.
@@ -398,11 +449,13 @@ fn diagnose(cipher: &KeyCipher, sample: &[(String, String)]) -> Scenario {
     Scenario::Consistent
 }
 
-/// `GET /api/dashboard/encryption-status`
+/// Whether the stored keys match the configured `ENCRYPTION_KEY` (a sample is checked).
+#[utoipa::path(get, path = "/dashboard/encryption-status", tag = "dashboard",
+    responses((status = 200, body = Envelope<EncryptionStatus>)))]
 pub(crate) async fn encryption_status(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
+) -> Reply<EncryptionStatus> {
     let sample = stats::key_sample(&state.db, ENCRYPTION_SAMPLE).await?;
     let (scenario_type, message, suggestion) = match diagnose(&state.cipher, &sample) {
         Scenario::Consistent => ("", "", ""),
@@ -446,13 +499,13 @@ pub(crate) async fn encryption_status(
             ),
         ),
     };
-    let data = json!({
-        "has_mismatch": !scenario_type.is_empty(),
-        "scenario_type": scenario_type,
-        "message": message,
-        "suggestion": suggestion,
-    });
-    Ok(ok(success(lang), Some(data)))
+    let data = EncryptionStatus {
+        has_mismatch: !scenario_type.is_empty(),
+        scenario_type,
+        message,
+        suggestion,
+    };
+    Ok(ok(success(lang), data))
 }
 
 #[cfg(test)]

@@ -6,14 +6,13 @@
 //! duplicates `409`. Server-side failures are logged with their cause and answered with a generic
 //! message.
 
+use super::envelope::Failure;
+use crate::{db::DbError, settings::FieldError};
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
-
-use crate::{db::DbError, settings::FieldError};
 
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +97,7 @@ impl IntoResponse for AdminError {
             tracing::error!(error = ?self, "admin request failed");
         }
         let message = self.to_string();
-        let mut res = (status, Json(json!({"code": code, "message": message}))).into_response();
+        let mut res = (status, Json(Failure { code, message })).into_response();
         if let Self::Throttled(after) = self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(after));
@@ -109,12 +108,3 @@ impl IntoResponse for AdminError {
 
 /// The result of every admin handler.
 pub(crate) type AdminResult<T> = Result<T, AdminError>;
-
-/// gpt-load's success envelope: `{"code":0,"message":"…","data":…}` (`data` omitted when `None`).
-pub(crate) fn ok(message: &str, data: Option<serde_json::Value>) -> Response {
-    let mut body = json!({"code": 0, "message": message});
-    if let Some(data) = data {
-        body["data"] = data;
-    }
-    Json(body).into_response()
-}

@@ -2,28 +2,40 @@
 //! (`GET /api/integration/info?key=…`, and the single-group form under `/proxy/{group}/…`).
 //! Public, as in gpt-load; the key is checked against each group in constant time.
 
-use axum::{
-    extract::{Path, Query, State},
-    response::Response,
-};
+use axum::extract::{Path, Query, State};
 use gpt_load_tower::auth::ValidateProxyKey;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Envelope, Reply, ok},
+    error::{AdminError, AdminResult},
     lang::{RequestLang, text},
     state::AdminState,
 };
 use crate::{models::GroupRow, repo::groups};
 
-#[derive(Deserialize)]
+/// The proxy key to look up.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct KeyQuery {
+    /// A proxy key (required).
     key: Option<String>,
 }
 
+/// A group a proxy key can use.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IntegrationGroup {
+    name: String,
+    display_name: String,
+    /// The channel type, or `custom` for an OpenAI-format group validated on another endpoint.
+    channel_type: String,
+    /// The path to call: `/proxy/{name}` (plus the endpoint for `custom`).
+    path: String,
+}
+
 /// `custom` for OpenAI-format groups validated on another endpoint, as gpt-load reports them.
-fn describe(row: &GroupRow, single: bool) -> Value {
+fn describe(row: &GroupRow, single: bool) -> IntegrationGroup {
     let default_endpoint = match row.channel_type.as_str() {
         "openai" => Some("/v1/chat/completions"),
         "openai-response" => Some("/v1/responses"),
@@ -46,7 +58,12 @@ fn describe(row: &GroupRow, single: bool) -> Value {
     } else {
         base
     };
-    json!({"name": row.name, "display_name": row.display_name, "channel_type": channel_type, "path": path})
+    IntegrationGroup {
+        name: row.name.clone(),
+        display_name: row.display_name.clone(),
+        channel_type: channel_type.to_owned(),
+        path,
+    }
 }
 
 fn key_of(query: KeyQuery) -> AdminResult<String> {
@@ -56,15 +73,17 @@ fn key_of(query: KeyQuery) -> AdminResult<String> {
         .ok_or_else(|| AdminError::validation("key", "Proxy key is required"))
 }
 
-/// `GET /api/integration/info?key=`
+/// The groups a proxy key can use and how to call them (public: the key is the credential).
+#[utoipa::path(get, path = "/integration/info", tag = "integration", params(KeyQuery), security(()),
+    responses((status = 200, body = Envelope<Vec<IntegrationGroup>>)))]
 pub(crate) async fn integration_info(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Query(query): Query<KeyQuery>,
-) -> AdminResult<Response> {
+) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
     let rows = groups::list(&state.db).await?;
-    let usable: Vec<Value> = rows
+    let usable: Vec<IntegrationGroup> = rows
         .iter()
         .filter(|row| state.catalog.proxy_keys.validate(&row.name, &key).is_ok())
         .map(|row| describe(row, false))
@@ -72,16 +91,20 @@ pub(crate) async fn integration_info(
     if usable.is_empty() {
         return Err(AdminError::validation("key", "Invalid or unauthorized proxy key"));
     }
-    Ok(ok(text(lang, "Success", "操作成功"), Some(json!(usable))))
+    Ok(ok(text(lang, "Success", "操作成功"), usable))
 }
 
-/// `GET /proxy/{group}/api/integration/info?key=`
+/// One group's integration info, for holders of its proxy key; `path` is relative to the
+/// group's base URL.
+#[utoipa::path(get, path = "/proxy/{group}/api/integration/info", tag = "integration",
+    params(("group" = String, Path), KeyQuery), security(()),
+    responses((status = 200, body = Envelope<Vec<IntegrationGroup>>)))]
 pub(crate) async fn group_integration_info(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(group): Path<String>,
     Query(query): Query<KeyQuery>,
-) -> AdminResult<Response> {
+) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
     let row = groups::find_by_name(&state.db, &group)
         .await?
@@ -89,8 +112,5 @@ pub(crate) async fn group_integration_info(
     if state.catalog.proxy_keys.validate(&row.name, &key).is_err() {
         return Err(AdminError::validation("key", "Invalid or unauthorized proxy key"));
     }
-    Ok(ok(
-        text(lang, "Success", "操作成功"),
-        Some(json!([describe(&row, true)])),
-    ))
+    Ok(ok(text(lang, "Success", "操作成功"), vec![describe(&row, true)]))
 }

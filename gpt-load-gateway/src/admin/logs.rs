@@ -7,9 +7,11 @@ use axum::{
 };
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Envelope, Reply, ok},
+    error::{AdminError, AdminResult},
     lang::{RequestLang, text},
     page::{Page, PageQuery},
     state::AdminState,
@@ -26,20 +28,36 @@ const EXPORT_SCAN: i64 = 200_000;
 const UNDECRYPTABLE: &str = "failed-to-decrypt";
 
 /// The query parameters of both routes, as sent (empty values count as absent).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LogQuery {
+    /// Exact.
     parent_group_name: Option<String>,
+    /// Exact.
     group_name: Option<String>,
+    /// An exact key value.
     key_value: Option<String>,
+    /// Substring.
     model: Option<String>,
+    #[param(value_type = Option<bool>)]
     is_success: Option<String>,
+    /// `retry` or `final`.
     request_type: Option<String>,
+    #[param(value_type = Option<i32>)]
     status_code: Option<String>,
+    /// Exact.
     source_ip: Option<String>,
+    /// Substring of the error message.
     error_contains: Option<String>,
+    /// RFC 3339.
     start_time: Option<String>,
+    /// RFC 3339.
     end_time: Option<String>,
+    /// From 1 (default 1; listing only).
+    #[param(value_type = Option<i64>)]
     page: Option<String>,
+    /// 1–1000 (default 15; listing only).
+    #[param(value_type = Option<i64>)]
     page_size: Option<String>,
 }
 
@@ -119,8 +137,8 @@ fn decrypt(cipher: &KeyCipher, stored: &str) -> String {
 
 /// One log in the listing: every column, the key decrypted, and `duration_ms` (gpt-load's name
 /// for `duration`).
-#[derive(Debug, Serialize)]
-struct LogItem {
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LogItem {
     id: String,
     timestamp: DateTime<Utc>,
     group_id: i64,
@@ -178,12 +196,14 @@ impl LogItem {
     }
 }
 
-/// `GET /api/logs`: the matching logs, newest first, one page.
+/// The matching request logs, newest first, one page; key values decrypted.
+#[utoipa::path(get, path = "/logs", tag = "logs", params(LogQuery),
+    responses((status = 200, body = Envelope<Page<LogItem>>)))]
 pub(crate) async fn list_logs(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     query: Result<Query<LogQuery>, QueryRejection>,
-) -> AdminResult<Response> {
+) -> Reply<Page<LogItem>> {
     let query = query_params(query)?;
     let filter = query.filter(&state.cipher)?;
     let page = query.page()?;
@@ -193,9 +213,10 @@ pub(crate) async fn list_logs(
         .into_iter()
         .map(|row| LogItem::new(row, &state.cipher))
         .collect();
-    let data =
-        serde_json::to_value(Page::new(items, page, total)).map_err(|e| AdminError::Internal(e.into()))?;
-    Ok(ok(text(lang, "Success", "操作成功"), Some(data)))
+    Ok(ok(
+        text(lang, "Success", "操作成功"),
+        Page::new(items, page, total),
+    ))
 }
 
 /// One CSV field, quoted when it contains a comma, a quote or a line break.
@@ -207,7 +228,10 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-/// `GET /api/logs/export`: one CSV row per distinct key among the matching logs (its latest).
+/// A CSV file (`key_value,group_name,status_code`): one row per distinct key among the matching
+/// logs, from its latest log.
+#[utoipa::path(get, path = "/logs/export", tag = "logs", params(LogQuery),
+    responses((status = 200, content_type = "text/csv", body = String)))]
 pub(crate) async fn export_logs(
     State(state): State<AdminState>,
     query: Result<Query<LogQuery>, QueryRejection>,

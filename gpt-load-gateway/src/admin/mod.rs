@@ -8,6 +8,7 @@
 
 mod auth;
 mod dashboard;
+mod envelope;
 mod error;
 mod groups;
 mod integration;
@@ -15,6 +16,7 @@ mod json;
 mod keys;
 mod lang;
 mod logs;
+mod openapi;
 mod page;
 mod routes;
 mod settings;

@@ -2,11 +2,15 @@
 //! `{"items": […], "pagination": {"page", "page_size", "total_items", "total_pages"}}`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// The `page` and `page_size` query parameters.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
+    /// From 1 (default 1).
     pub(crate) page: Option<i64>,
+    /// 1–1000 (default 15).
     pub(crate) page_size: Option<i64>,
 }
 
@@ -28,7 +32,7 @@ impl PageQuery {
 }
 
 /// The pagination object.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, ToSchema)]
 pub(crate) struct Pagination {
     pub(crate) page: i64,
     pub(crate) page_size: i64,
@@ -37,7 +41,7 @@ pub(crate) struct Pagination {
 }
 
 /// One page of items.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct Page<T> {
     pub(crate) items: Vec<T>,
     pub(crate) pagination: Pagination,

@@ -1,87 +1,76 @@
-//! Every admin route, in one table. All but login require the admin key.
+//! Every admin route, in one table. All but login, integration info and the OpenAPI document
+//! require the admin key.
+//!
+//! Each handler's `#[utoipa::path]` carries its method and path, and `routes!` mounts it from
+//! there, so the router and `/api/openapi.json` are built from the same table and cannot drift.
 
-use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    middleware,
-    routing::{delete, get, post, put},
-};
+use axum::{Extension, Router, extract::DefaultBodyLimit, middleware};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::tasks;
-use super::{auth, groups, keys, settings, state::AdminState};
-use super::{dashboard, integration, logs};
+use super::{auth, dashboard, groups, integration, keys, logs, openapi, settings, state::AdminState, tasks};
 
-/// The `/api` router.
-pub(crate) fn router(state: AdminState) -> Router {
-    let protected = Router::new()
+/// The routes that need the admin key.
+fn protected() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::new()
         // Groups
-        .route("/channel-types", get(groups::list_channel_types))
-        .route("/groups", get(groups::list_groups).post(groups::create_group))
-        .route("/groups/list", get(groups::list_groups_light))
-        .route("/groups/config-options", get(groups::list_config_options))
-        .route("/groups/reorder", put(groups::reorder_groups))
-        .route("/groups/{id}/stats", get(groups::group_stats))
-        .route("/groups/{id}/copy", post(groups::copy_group))
-        .route(
-            "/groups/{id}",
-            put(groups::update_group).delete(groups::delete_group),
-        )
-        .route(
-            "/groups/{id}/sub-groups",
-            get(groups::list_sub_groups).post(groups::add_sub_groups),
-        )
-        .route(
-            "/groups/{id}/sub-groups/{sub_group_id}/weight",
-            put(groups::update_sub_group_weight),
-        )
-        .route(
-            "/groups/{id}/sub-groups/{sub_group_id}",
-            delete(groups::remove_sub_group),
-        )
-        .route(
-            "/groups/{id}/parent-aggregate-groups",
-            get(groups::list_parent_aggregates),
-        )
+        .routes(routes!(groups::list_channel_types))
+        .routes(routes!(groups::list_groups, groups::create_group))
+        .routes(routes!(groups::list_groups_light))
+        .routes(routes!(groups::list_config_options))
+        .routes(routes!(groups::manage::reorder_groups))
+        .routes(routes!(groups::manage::group_stats))
+        .routes(routes!(groups::manage::copy_group))
+        .routes(routes!(groups::update_group, groups::delete_group))
+        .routes(routes!(
+            groups::sub_groups::list_sub_groups,
+            groups::sub_groups::add_sub_groups
+        ))
+        .routes(routes!(groups::sub_groups::update_sub_group_weight))
+        .routes(routes!(groups::sub_groups::remove_sub_group))
+        .routes(routes!(groups::sub_groups::list_parent_aggregates))
         // Settings
-        .route(
-            "/settings",
-            get(settings::list_settings).put(settings::update_settings),
-        )
+        .routes(routes!(settings::list_settings, settings::update_settings))
         // Keys
-        .route("/keys", get(keys::list_keys))
-        .route("/keys/export", get(keys::export_keys))
-        .route("/keys/add-multiple", post(keys::add_keys))
-        .route("/keys/delete-multiple", post(keys::delete_keys))
-        .route("/keys/restore-multiple", post(keys::restore_keys))
-        .route("/keys/restore-all-invalid", post(keys::restore_all_invalid))
-        .route("/keys/clear-all-invalid", post(keys::clear_all_invalid))
-        .route("/keys/clear-all", post(keys::clear_all))
-        .route("/keys/{id}/notes", put(keys::update_notes))
-        .route("/keys/{id}/status", put(keys::update_status))
-        .route(
-            "/keys/add-async",
-            post(tasks::add_async).layer(DefaultBodyLimit::disable()),
+        .routes(routes!(keys::list_keys))
+        .routes(routes!(keys::export_keys))
+        .routes(routes!(keys::add_keys))
+        .routes(routes!(keys::delete_keys))
+        .routes(routes!(keys::restore_keys))
+        .routes(routes!(keys::restore_all_invalid))
+        .routes(routes!(keys::clear_all_invalid))
+        .routes(routes!(keys::clear_all))
+        .routes(routes!(keys::update_notes))
+        .routes(routes!(keys::update_status))
+        .routes(routes!(tasks::test_multiple))
+        // Tasks: imports and deletions of any size (a `.txt` upload included).
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(tasks::add_async))
+                .routes(routes!(tasks::delete_async))
+                .layer(DefaultBodyLimit::disable()),
         )
-        .route(
-            "/keys/delete-async",
-            post(tasks::delete_async).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/keys/validate-group", post(tasks::validate_group))
-        .route("/keys/test-multiple", post(tasks::test_multiple))
-        .route("/tasks/status", get(tasks::task_status))
+        .routes(routes!(tasks::validate_group))
+        .routes(routes!(tasks::task_status))
         // Logs
-        .route("/logs", get(logs::list_logs))
-        .route("/logs/export", get(logs::export_logs))
+        .routes(routes!(logs::list_logs))
+        .routes(routes!(logs::export_logs))
         // Dashboard
-        .route("/dashboard/stats", get(dashboard::stats))
-        .route("/dashboard/chart", get(dashboard::chart))
-        .route("/dashboard/encryption-status", get(dashboard::encryption_status))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
-    Router::new()
+        .routes(routes!(dashboard::stats))
+        .routes(routes!(dashboard::chart))
+        .routes(routes!(dashboard::encryption_status))
+}
+
+/// The `/api` router (to be nested at `/api`).
+pub(crate) fn router(state: AdminState) -> Router {
+    let (router, doc) = OpenApiRouter::with_openapi(openapi::base())
         // Public
-        .route("/auth/login", post(auth::login))
-        .route("/integration/info", get(integration::integration_info))
-        .merge(protected)
+        .routes(routes!(auth::login))
+        .routes(routes!(integration::integration_info))
+        .routes(routes!(openapi::openapi_json))
+        .merge(protected().route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin)))
+        .split_for_parts();
+    router
+        .layer(Extension(openapi::Document::new(doc)))
         .fallback(|| async {
             (
                 axum::http::StatusCode::NOT_FOUND,

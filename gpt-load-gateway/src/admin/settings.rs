@@ -1,33 +1,39 @@
 //! `GET /api/settings` (metadata and values by category) and `PUT /api/settings` (partial
 //! update, validated, applied to the next request without a restart).
 
-use axum::{extract::State, response::Response};
+use axum::extract::State;
 use serde_json::{Map, Value};
 
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
+    error::AdminError,
     json::AdminJson,
     lang::{RequestLang, text},
     state::AdminState,
 };
-use crate::settings::SettingsError;
+use crate::settings::{SettingsCategory, SettingsError};
 
-/// Every setting with its metadata, by category.
+/// Every setting with its metadata and current value, by category.
+#[utoipa::path(get, path = "/settings", tag = "settings",
+    responses((status = 200, body = Envelope<Vec<SettingsCategory>>)))]
 pub(crate) async fn list_settings(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
+) -> Reply<Vec<SettingsCategory>> {
     let categories = state.settings.current().describe(lang);
-    let data = serde_json::to_value(categories).map_err(|e| AdminError::Internal(e.into()))?;
-    Ok(ok(text(lang, "Success", "操作成功"), Some(data)))
+    Ok(ok(text(lang, "Success", "操作成功"), categories))
 }
 
-/// Changes some settings; every invalid field is reported and nothing is written then.
+/// Changes some settings (`{"key": value, …}`); every invalid field is reported and nothing is
+/// written then.
+#[utoipa::path(put, path = "/settings", tag = "settings",
+    request_body(content = Object, description = "setting keys and their new values"),
+    responses((status = 200, body = Ack)))]
 pub(crate) async fn update_settings(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(update): AdminJson<Map<String, Value>>,
-) -> AdminResult<Response> {
+) -> AckReply {
     state
         .settings
         .update(&state.db, &update)
@@ -36,12 +42,9 @@ pub(crate) async fn update_settings(
             SettingsError::Invalid(errors) => AdminError::fields(errors),
             SettingsError::Db(err) => AdminError::from(err),
         })?;
-    Ok(ok(
-        text(
-            lang,
-            "Settings updated successfully. Configuration will be reloaded in the background.",
-            "设置已更新，配置将在后台重新加载。",
-        ),
-        None,
-    ))
+    Ok(ack(text(
+        lang,
+        "Settings updated successfully. Configuration will be reloaded in the background.",
+        "设置已更新，配置将在后台重新加载。",
+    )))
 }

@@ -522,3 +522,49 @@ async fn invalid_keys_are_restored_and_cleared() {
         );
     }
 }
+
+/// The export streams a page of keys at a time: a group of several pages comes out whole, in
+/// id order, each key once, without a `Content-Length` (chunked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_export_streams_every_key_once_in_order() {
+    for test_db in TestDb::all("a_large_export_streams_every_key_once_in_order").await {
+        let backend = test_db.db.backend();
+        let mock = MockUpstream::start().await.unwrap();
+        let up = mock.url();
+        let h = Harness::start(
+            test_db,
+            mock,
+            vec![group("big", &up, &[SEED], json!({}))],
+            &[("ENCRYPTION_KEY", "export test encryption passphrase")],
+        )
+        .await;
+        let g = h.group_id("big").await;
+        let added: Vec<String> = (0..2_345)
+            .map(|i| format!("sk-export-{i:05}-0123456789"))
+            .collect();
+        let (status, body) = h
+            .call_api(
+                "POST",
+                "/keys/add-multiple",
+                Some(json!({"group_id": g, "keys_text": added.join("\n")})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend}: {body}");
+        let (status, headers, body) = h
+            .send(h.api("GET", &format!("/keys/export?group_id={g}"), None))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{backend}");
+        assert!(
+            headers.get(header::CONTENT_LENGTH).is_none(),
+            "{backend}: streamed, not buffered"
+        );
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut expected = vec![SEED];
+        expected.extend(added.iter().map(String::as_str));
+        assert_eq!(
+            lines, expected,
+            "{backend}: every key once, decrypted, in id order"
+        );
+    }
+}

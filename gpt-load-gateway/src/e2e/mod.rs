@@ -5,6 +5,7 @@ mod admin;
 mod admin_groups;
 mod admin_keys;
 mod admin_logs;
+mod admin_shapes;
 mod admin_tasks;
 mod harness;
 mod proxy;

@@ -168,3 +168,78 @@ async fn a_follower_serves_without_changing_the_database() {
     follower.shutdown().await;
     leader.stop().await;
 }
+
+fn standard(name: &str) -> crate::models::NewGroup<'_> {
+    let at = crate::models::now();
+    crate::models::NewGroup {
+        name,
+        display_name: "",
+        proxy_keys: "",
+        description: "",
+        group_type: "standard",
+        upstreams: r#"[{"url":"http://127.0.0.1:9","weight":1}]"#,
+        validation_endpoint: "",
+        channel_type: "openai",
+        sort: 0,
+        test_model: "gpt-4o-mini",
+        param_overrides: "{}",
+        config: "{}",
+        header_rules: "[]",
+        model_redirect_rules: "{}",
+        model_redirect_strict: false,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// Writes of several rows that fail part-way (here on a unique index, after the first rows went
+/// in) leave nothing behind: the admin routes built on them are all or nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_row_writes_that_fail_part_way_leave_nothing_behind() {
+    for test_db in TestDb::all("multi_row_writes_that_fail_part_way_leave_nothing_behind").await {
+        let db = &test_db.db;
+        let backend = db.backend();
+        let member = groups::insert(db, &standard("member")).await.unwrap();
+        let mut aggregate = standard("aggregate");
+        aggregate.group_type = "aggregate";
+        let aggregate = groups::insert(db, &aggregate).await.unwrap();
+
+        // Sub-groups: the second link repeats the first.
+        let twice = [(member.id, 1), (member.id, 2)];
+        assert!(
+            groups::add_sub_groups(db, aggregate.id, &twice).await.is_err(),
+            "{backend}"
+        );
+        assert!(
+            groups::sub_group_links(db).await.unwrap().is_empty(),
+            "{backend}: no link kept"
+        );
+
+        // A copy: the group and its first link go in before the repeated link fails.
+        let copied = [groups::CopiedKey {
+            key_value: "sk-copied-0123456789".to_owned(),
+            key_hash: "hash-copied".to_owned(),
+        }];
+        let copy = standard("aggregate_copy");
+        assert!(
+            groups::insert_copy(db, &copy, &twice, &copied).await.is_err(),
+            "{backend}"
+        );
+        assert!(
+            groups::find_by_name(db, "aggregate_copy")
+                .await
+                .unwrap()
+                .is_none(),
+            "{backend}: no copied group kept"
+        );
+        let all_groups = groups::list(db).await.unwrap();
+        assert_eq!(all_groups.len(), 2, "{backend}");
+        for group in all_groups {
+            assert!(
+                keys::list_by_group(db, group.id).await.unwrap().is_empty(),
+                "{backend}"
+            );
+        }
+        assert!(groups::sub_group_links(db).await.unwrap().is_empty(), "{backend}");
+    }
+}

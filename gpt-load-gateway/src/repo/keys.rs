@@ -231,21 +231,20 @@ pub(crate) async fn page_in_group(
     })
 }
 
-/// The stored values of a group's keys (all, or one status), by id.
-pub(crate) async fn values_in_group(
+/// Up to `limit` stored values of a group's keys (all, or one status) with ids above `after_id`,
+/// by id: one page of a streamed export.
+pub(crate) async fn values_after(
     db: &Db,
-    group_id: i64,
-    status: Option<&str>,
-) -> Result<Vec<String>, DbError> {
-    let filter = KeyFilter {
-        group_id,
-        status,
-        hash: None,
-    };
+    filter: &KeyFilter<'_>,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, DbError> {
     with_conn!(db, |conn| {
-        Ok(filtered_keys!(&filter)
+        Ok(filtered_keys!(filter)
+            .filter(api_keys::id.gt(after_id))
             .order(api_keys::id)
-            .select(api_keys::key_value)
+            .limit(limit)
+            .select((api_keys::id, api_keys::key_value))
             .load(conn)
             .await?)
     })

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{
     SystemSettings,
@@ -10,7 +11,7 @@ use super::{
 };
 
 /// One section of the settings page.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct SettingsCategory {
     /// The translated heading.
     pub(crate) category_name: &'static str,
@@ -18,7 +19,7 @@ pub(crate) struct SettingsCategory {
 }
 
 /// One setting on the settings page.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct SettingInfo {
     pub(crate) key: &'static str,
     pub(crate) name: &'static str,
@@ -38,7 +39,7 @@ pub(crate) struct SettingInfo {
 }
 
 /// One overridable setting offered for a group's config.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct ConfigOption {
     pub(crate) key: &'static str,
     pub(crate) name: &'static str,

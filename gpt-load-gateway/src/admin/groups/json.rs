@@ -3,15 +3,19 @@
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::{bootstrap::UpstreamSpec, models::GroupRow};
 
 /// A header rule as the API carries it.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 pub(crate) struct HeaderRuleJson {
+    /// The header name.
     pub(crate) key: String,
+    /// The value; `${CLIENT_IP}`, `${GROUP_NAME}` and `${API_KEY}` are substituted.
     #[serde(default)]
     pub(crate) value: String,
+    /// `set` (default) or `remove`.
     #[serde(default = "set_action")]
     pub(crate) action: String,
 }
@@ -22,7 +26,7 @@ fn set_action() -> String {
 
 /// The body of `POST /api/groups` and `PUT /api/groups/{id}`; absent fields are unchanged on
 /// update.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct GroupInput {
     pub(crate) name: Option<String>,
     pub(crate) display_name: Option<String>,
@@ -33,16 +37,19 @@ pub(crate) struct GroupInput {
     pub(crate) sort: Option<i32>,
     pub(crate) test_model: Option<String>,
     pub(crate) validation_endpoint: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub(crate) param_overrides: Option<Map<String, Value>>,
+    #[schema(value_type = Option<Object>)]
     pub(crate) model_redirect_rules: Option<Map<String, Value>>,
     pub(crate) model_redirect_strict: Option<bool>,
+    #[schema(value_type = Option<Object>)]
     pub(crate) config: Option<Map<String, Value>>,
     pub(crate) header_rules: Option<Vec<HeaderRuleJson>>,
     pub(crate) proxy_keys: Option<String>,
 }
 
 /// gpt-load's GroupResponse.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct GroupResponse {
     pub(crate) id: i64,
     pub(crate) name: String,
@@ -50,15 +57,20 @@ pub(crate) struct GroupResponse {
     pub(crate) display_name: String,
     pub(crate) description: String,
     pub(crate) group_type: String,
+    #[schema(value_type = Vec<UpstreamSpec>)]
     pub(crate) upstreams: Value,
     pub(crate) channel_type: String,
     pub(crate) sort: i32,
     pub(crate) test_model: String,
     pub(crate) validation_endpoint: String,
+    #[schema(value_type = Object)]
     pub(crate) param_overrides: Value,
+    #[schema(value_type = Object)]
     pub(crate) model_redirect_rules: Value,
     pub(crate) model_redirect_strict: bool,
+    #[schema(value_type = Object)]
     pub(crate) config: Value,
+    #[schema(value_type = Vec<HeaderRuleJson>)]
     pub(crate) header_rules: Value,
     pub(crate) proxy_keys: String,
     pub(crate) last_validated_at: Option<NaiveDateTime>,
@@ -95,4 +107,12 @@ impl GroupResponse {
             updated_at: row.updated_at,
         }
     }
+}
+
+/// A group's id and names (`GET /api/groups/list`).
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct GroupBrief {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
 }

@@ -5,16 +5,16 @@ use std::collections::HashSet;
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    response::Response,
 };
 use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::json::GroupResponse;
 use crate::{
     admin::{
-        error::{AdminError, AdminResult, ok},
+        envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
+        error::{AdminError, AdminResult},
         json::AdminJson,
         lang::{RequestLang, text},
         state::AdminState,
@@ -29,23 +29,28 @@ use crate::{
 /// The highest `_copy_N` suffix tried before giving up.
 const MAX_COPY_SUFFIX: u32 = 1000;
 
-#[derive(Deserialize)]
+/// A group's new position.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ReorderItem {
     id: i64,
+    /// 0 or more; lower comes first.
     sort: i64,
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /api/groups/reorder`.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct ReorderBody {
     items: Vec<ReorderItem>,
 }
 
-/// `PUT /api/groups/reorder`: sets the `sort` of the listed groups, all or none.
+/// Sets the `sort` of the listed groups, all or none.
+#[utoipa::path(put, path = "/groups/reorder", tag = "groups", request_body = ReorderBody,
+    responses((status = 200, body = Ack)))]
 pub(crate) async fn reorder_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(body): AdminJson<ReorderBody>,
-) -> AdminResult<Response> {
+) -> AckReply {
     if body.items.is_empty() {
         return Err(AdminError::validation("items", "must not be empty"));
     }
@@ -71,7 +76,7 @@ pub(crate) async fn reorder_groups(
         return Err(AdminError::BadRequest(format!("group {missing} not found")));
     }
     state.reload_groups().await?;
-    Ok(ok(text(lang, "Group order saved", "分组排序已保存"), None))
+    Ok(ack(text(lang, "Group order saved", "分组排序已保存")))
 }
 
 /// The start of the hour after `at`.
@@ -89,8 +94,35 @@ fn failure_rate(total: i64, failed: i64) -> f64 {
     (rate * 10_000.0).round() / 10_000.0
 }
 
+/// Requests over one window.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RequestStats {
+    total_requests: i64,
+    failed_requests: i64,
+    /// `failed / total`, rounded to 4 decimals.
+    failure_rate: f64,
+}
+
+/// A group's key counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyStats {
+    total_keys: usize,
+    /// Active and cooling keys.
+    active_keys: usize,
+    invalid_keys: usize,
+}
+
+/// `GET /api/groups/{id}/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct GroupStats {
+    key_stats: KeyStats,
+    stats_24_hour: RequestStats,
+    stats_7_day: RequestStats,
+    stats_30_day: RequestStats,
+}
+
 /// One window of a group's hourly stats.
-fn window(rows: &[stats::HourlyStatRow], from: NaiveDateTime) -> serde_json::Value {
+fn window(rows: &[stats::HourlyStatRow], from: NaiveDateTime) -> RequestStats {
     let (success, failed) = rows
         .iter()
         .filter(|r| r.time >= from)
@@ -98,19 +130,21 @@ fn window(rows: &[stats::HourlyStatRow], from: NaiveDateTime) -> serde_json::Val
             (s + r.success_count, f + r.failure_count)
         });
     let total = success + failed;
-    json!({
-        "total_requests": total,
-        "failed_requests": failed,
-        "failure_rate": failure_rate(total, failed),
-    })
+    RequestStats {
+        total_requests: total,
+        failed_requests: failed,
+        failure_rate: failure_rate(total, failed),
+    }
 }
 
-/// `GET /api/groups/{id}/stats`: key counts and request counts over 24 hours, 7 and 30 days.
+/// A group's key counts and request counts over 24 hours, 7 and 30 days.
+#[utoipa::path(get, path = "/groups/{id}/stats", tag = "groups", params(("id" = i64, Path)),
+    responses((status = 200, body = Envelope<GroupStats>)))]
 pub(crate) async fn group_stats(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
-) -> AdminResult<Response> {
+) -> Reply<GroupStats> {
     let row = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
@@ -123,13 +157,17 @@ pub(crate) async fn group_stats(
     let end = next_hour(Utc::now().naive_utc());
     let days = |n: i64| end - TimeDelta::days(n);
     let rows = stats::hourly_between(&state.db, Some(id), &[], days(30), end).await?;
-    let data = json!({
-        "key_stats": {"total_keys": total, "active_keys": active, "invalid_keys": invalid},
-        "stats_24_hour": window(&rows, days(1)),
-        "stats_7_day": window(&rows, days(7)),
-        "stats_30_day": window(&rows, days(30)),
-    });
-    Ok(ok(text(lang, "Success", "操作成功"), Some(data)))
+    let data = GroupStats {
+        key_stats: KeyStats {
+            total_keys: total,
+            active_keys: active,
+            invalid_keys: invalid,
+        },
+        stats_24_hour: window(&rows, days(1)),
+        stats_7_day: window(&rows, days(7)),
+        stats_30_day: window(&rows, days(30)),
+    };
+    Ok(ok(text(lang, "Success", "操作成功"), data))
 }
 
 /// Which keys a copy takes.
@@ -140,10 +178,18 @@ enum CopyKeys {
     All,
 }
 
-#[derive(Debug, Deserialize)]
-struct CopyBody {
+/// The optional body of `POST /api/groups/{id}/copy`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct CopyBody {
+    /// `all` (default), `valid_only` or `none`.
     #[serde(default)]
     copy_keys: Option<String>,
+}
+
+/// The new group of a copy.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CopyResult {
+    group: GroupResponse,
 }
 
 fn copy_mode(body: &Bytes) -> AdminResult<CopyKeys> {
@@ -193,14 +239,17 @@ fn copied_group<'a>(source: &'a GroupRow, name: &'a str, display_name: &'a str) 
     }
 }
 
-/// `POST /api/groups/{id}/copy`: a new group with the same configuration and, per `copy_keys`,
-/// its keys (`valid_only`: the active ones), serving at once.
+/// A new group with the same configuration and, per `copy_keys`, its keys (`valid_only`: the
+/// active ones), serving at once.
+#[utoipa::path(post, path = "/groups/{id}/copy", tag = "groups", params(("id" = i64, Path)),
+    request_body(content = Option<CopyBody>, description = "may be empty"),
+    responses((status = 200, body = Envelope<CopyResult>)))]
 pub(crate) async fn copy_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
     body: Bytes,
-) -> AdminResult<Response> {
+) -> Reply<CopyResult> {
     let mode = copy_mode(&body)?;
     let source = groups::find(&state.db, id)
         .await?
@@ -247,12 +296,8 @@ pub(crate) async fn copy_group(
     })?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    let group = serde_json::to_value(GroupResponse::new(row, &app_url))
-        .map_err(|e| AdminError::Internal(e.into()))?;
-    Ok(ok(
-        text(lang, "Success", "操作成功"),
-        Some(json!({"group": group})),
-    ))
+    let group = GroupResponse::new(row, &app_url);
+    Ok(ok(text(lang, "Success", "操作成功"), CopyResult { group }))
 }
 
 #[cfg(test)]

@@ -1,25 +1,17 @@
 //! `/api/groups` and `/api/channel-types`.
 
 pub(crate) mod json;
-mod manage;
-mod sub_groups;
+pub(crate) mod manage;
+pub(crate) mod sub_groups;
 mod validate;
 
-pub(crate) use self::manage::{copy_group, group_stats, reorder_groups};
-pub(crate) use self::sub_groups::{
-    add_sub_groups, list_parent_aggregates, list_sub_groups, remove_sub_group, update_sub_group_weight,
-};
-
-use axum::{
-    extract::{Path, State},
-    response::Response,
-};
+use axum::extract::{Path, State};
 use gpt_load_tower::channel::ChannelKind;
-use serde_json::json;
 
-use self::json::{GroupInput, GroupResponse};
+use self::json::{GroupBrief, GroupInput, GroupResponse};
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
+    error::AdminError,
     json::AdminJson,
     lang::{RequestLang, text},
     state::AdminState,
@@ -27,27 +19,28 @@ use super::{
 use crate::{
     models::{NewGroup, now},
     repo::groups,
+    settings::ConfigOption,
 };
 
 fn success(lang: crate::settings::Lang) -> &'static str {
     text(lang, "Success", "操作成功")
 }
 
-fn to_value<T: serde::Serialize>(value: &T) -> AdminResult<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| AdminError::Internal(e.into()))
+/// The channel types a group can have.
+#[utoipa::path(get, path = "/channel-types", tag = "groups",
+    responses((status = 200, body = Envelope<Vec<String>>)))]
+pub(crate) async fn list_channel_types(RequestLang(lang): RequestLang) -> Reply<Vec<String>> {
+    let names = ChannelKind::ALL.iter().map(|c| c.as_str().to_owned()).collect();
+    Ok(ok(success(lang), names))
 }
 
-/// `GET /api/channel-types`
-pub(crate) async fn list_channel_types(RequestLang(lang): RequestLang) -> AdminResult<Response> {
-    let names: Vec<&str> = ChannelKind::ALL.iter().map(|c| c.as_str()).collect();
-    Ok(ok(success(lang), Some(json!(names))))
-}
-
-/// `GET /api/groups`: every group, `sort` ascending then newest first.
+/// Every group, `sort` ascending then newest first.
+#[utoipa::path(get, path = "/groups", tag = "groups",
+    responses((status = 200, body = Envelope<Vec<GroupResponse>>)))]
 pub(crate) async fn list_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
+) -> Reply<Vec<GroupResponse>> {
     let app_url = state.settings.current().app_url.clone();
     let mut rows = groups::list(&state.db).await?;
     rows.sort_by(|a, b| a.sort.cmp(&b.sort).then(b.id.cmp(&a.id)));
@@ -55,29 +48,37 @@ pub(crate) async fn list_groups(
         .into_iter()
         .map(|r| GroupResponse::new(r, &app_url))
         .collect();
-    Ok(ok(success(lang), Some(to_value(&list)?)))
+    Ok(ok(success(lang), list))
 }
 
-/// `GET /api/groups/list`: id, name and display name only (for filters).
+/// Id, name and display name of every group (for filters).
+#[utoipa::path(get, path = "/groups/list", tag = "groups",
+    responses((status = 200, body = Envelope<Vec<GroupBrief>>)))]
 pub(crate) async fn list_groups_light(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
+) -> Reply<Vec<GroupBrief>> {
     let rows = groups::list(&state.db).await?;
-    let list: Vec<_> = rows
+    let list = rows
         .into_iter()
-        .map(|r| json!({"id": r.id, "name": r.name, "display_name": r.display_name}))
+        .map(|r| GroupBrief {
+            id: r.id,
+            name: r.name,
+            display_name: r.display_name,
+        })
         .collect();
-    Ok(ok(success(lang), Some(json!(list))))
+    Ok(ok(success(lang), list))
 }
 
-/// `GET /api/groups/config-options`: the overridable settings with their current system values.
+/// The settings a group can override, with their current system values.
+#[utoipa::path(get, path = "/groups/config-options", tag = "groups",
+    responses((status = 200, body = Envelope<Vec<ConfigOption>>)))]
 pub(crate) async fn list_config_options(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
+) -> Reply<Vec<ConfigOption>> {
     let options = state.settings.current().config_options(lang);
-    Ok(ok(success(lang), Some(to_value(&options)?)))
+    Ok(ok(success(lang), options))
 }
 
 fn new_group<'a>(g: &'a validate::GroupFields, created_at: chrono::NaiveDateTime) -> NewGroup<'a> {
@@ -102,12 +103,14 @@ fn new_group<'a>(g: &'a validate::GroupFields, created_at: chrono::NaiveDateTime
     }
 }
 
-/// `POST /api/groups`
+/// Creates a group.
+#[utoipa::path(post, path = "/groups", tag = "groups", request_body = GroupInput,
+    responses((status = 200, body = Envelope<GroupResponse>)))]
 pub(crate) async fn create_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<GroupInput>,
-) -> AdminResult<Response> {
+) -> Reply<GroupResponse> {
     let fields = validate::create(input)?;
     let row = groups::insert(&state.db, &new_group(&fields, now()))
         .await
@@ -119,19 +122,18 @@ pub(crate) async fn create_group(
         })?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    Ok(ok(
-        success(lang),
-        Some(to_value(&GroupResponse::new(row, &app_url))?),
-    ))
+    Ok(ok(success(lang), GroupResponse::new(row, &app_url)))
 }
 
-/// `PUT /api/groups/{id}`: a partial update.
+/// Updates a group; absent fields keep their value.
+#[utoipa::path(put, path = "/groups/{id}", tag = "groups", params(("id" = i64, Path)),
+    request_body = GroupInput, responses((status = 200, body = Envelope<GroupResponse>)))]
 pub(crate) async fn update_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
     AdminJson(input): AdminJson<GroupInput>,
-) -> AdminResult<Response> {
+) -> Reply<GroupResponse> {
     let row = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
@@ -159,24 +161,24 @@ pub(crate) async fn update_group(
         .ok_or(AdminError::NotFound("group"))?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    Ok(ok(
-        success(lang),
-        Some(to_value(&GroupResponse::new(updated, &app_url))?),
-    ))
+    Ok(ok(success(lang), GroupResponse::new(updated, &app_url)))
 }
 
-/// `DELETE /api/groups/{id}`: the group, its keys and its sub-group links (logs are kept).
+/// Deletes a group, its keys and its sub-group links (logs are kept).
+#[utoipa::path(delete, path = "/groups/{id}", tag = "groups", params(("id" = i64, Path)),
+    responses((status = 200, body = Ack)))]
 pub(crate) async fn delete_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
-) -> AdminResult<Response> {
+) -> AckReply {
     if !groups::delete(&state.db, id).await? {
         return Err(AdminError::NotFound("group"));
     }
     state.reload_groups().await?;
-    Ok(ok(
-        text(lang, "Group and its keys deleted", "分组及其密钥已删除"),
-        None,
-    ))
+    Ok(ack(text(
+        lang,
+        "Group and its keys deleted",
+        "分组及其密钥已删除",
+    )))
 }

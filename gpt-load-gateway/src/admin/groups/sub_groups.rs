@@ -2,17 +2,15 @@
 //! with gpt-load's rules (members are standard groups of the aggregate's channel type sharing one
 //! validation endpoint; weights 0–1000, 0 = off).
 
-use axum::{
-    extract::{Path, State},
-    response::Response,
-};
-use serde::Deserialize;
-use serde_json::json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::json::GroupResponse;
 use crate::{
     admin::{
-        error::{AdminError, AdminResult, ok},
+        envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
+        error::{AdminError, AdminResult},
         json::AdminJson,
         lang::{RequestLang, text},
         state::AdminState,
@@ -44,52 +42,80 @@ fn weight_of(weight: i64) -> AdminResult<i32> {
     }
 }
 
-/// `GET /api/groups/{id}/sub-groups`
+/// A member of an aggregate group.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SubGroup {
+    group: GroupResponse,
+    /// 0–1000; 0 takes no traffic.
+    weight: i32,
+    total_keys: usize,
+    /// Active and cooling keys.
+    active_keys: usize,
+    invalid_keys: usize,
+}
+
+/// An aggregate group that a group belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ParentAggregate {
+    group_id: i64,
+    name: String,
+    display_name: String,
+    weight: i32,
+}
+
+/// The members of an aggregate group, with their weights and key counts.
+#[utoipa::path(get, path = "/groups/{id}/sub-groups", tag = "groups", params(("id" = i64, Path)),
+    responses((status = 200, body = Envelope<Vec<SubGroup>>)))]
 pub(crate) async fn list_sub_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
-) -> AdminResult<Response> {
+) -> Reply<Vec<SubGroup>> {
     aggregate(&state, id).await?;
     let app_url = state.settings.current().app_url.clone();
     let rows = groups::list(&state.db).await?;
     let links = groups::sub_group_links(&state.db).await?;
-    let members: Vec<_> = links
+    let members = links
         .iter()
         .filter(|l| l.group_id == id)
         .filter_map(|l| {
             let row = rows.iter().find(|r| r.id == l.sub_group_id)?.clone();
             let stats = state.pool.stats(&row.name).unwrap_or_default();
-            Some(json!({
-                "group": GroupResponse::new(row, &app_url),
-                "weight": l.weight,
-                "total_keys": stats.total,
-                "active_keys": stats.active + stats.cooling,
-                "invalid_keys": stats.invalid,
-            }))
+            Some(SubGroup {
+                group: GroupResponse::new(row, &app_url),
+                weight: l.weight,
+                total_keys: stats.total,
+                active_keys: stats.active + stats.cooling,
+                invalid_keys: stats.invalid,
+            })
         })
         .collect();
-    Ok(ok(text(lang, "Success", "操作成功"), Some(json!(members))))
+    Ok(ok(text(lang, "Success", "操作成功"), members))
 }
 
-#[derive(Deserialize)]
+/// A standard group to add, with its weight.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct SubGroupEntry {
     group_id: i64,
+    /// 0–1000.
     weight: i64,
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/groups/{id}/sub-groups`.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct AddSubGroups {
     sub_groups: Vec<SubGroupEntry>,
 }
 
-/// `POST /api/groups/{id}/sub-groups`
+/// Adds standard groups of the aggregate's channel type, all or none.
+#[utoipa::path(post, path = "/groups/{id}/sub-groups", tag = "groups", params(("id" = i64, Path)),
+    request_body = AddSubGroups, responses((status = 200, body = Ack)))]
 pub(crate) async fn add_sub_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
     AdminJson(body): AdminJson<AddSubGroups>,
-) -> AdminResult<Response> {
+) -> AckReply {
     let parent = aggregate(&state, id).await?;
     if body.sub_groups.is_empty() {
         return Err(AdminError::validation("sub_groups", "must not be empty"));
@@ -140,21 +166,26 @@ pub(crate) async fn add_sub_groups(
     }
     groups::add_sub_groups(&state.db, id, &adding).await?;
     state.reload_groups().await?;
-    Ok(ok(text(lang, "Sub-groups added", "子分组已添加"), None))
+    Ok(ack(text(lang, "Sub-groups added", "子分组已添加")))
 }
 
-#[derive(Deserialize)]
+/// The body of `PUT /api/groups/{id}/sub-groups/{sub_group_id}/weight`.
+#[derive(Deserialize, ToSchema)]
 pub(crate) struct WeightBody {
+    /// 0–1000.
     weight: i64,
 }
 
-/// `PUT /api/groups/{id}/sub-groups/{sub_group_id}/weight`
+/// Changes a member's weight.
+#[utoipa::path(put, path = "/groups/{id}/sub-groups/{sub_group_id}/weight", tag = "groups",
+    params(("id" = i64, Path), ("sub_group_id" = i64, Path)),
+    request_body = WeightBody, responses((status = 200, body = Ack)))]
 pub(crate) async fn update_sub_group_weight(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path((id, sub_group_id)): Path<(i64, i64)>,
     AdminJson(body): AdminJson<WeightBody>,
-) -> AdminResult<Response> {
+) -> AckReply {
     aggregate(&state, id).await?;
     let weight = weight_of(body.weight)?;
     let links = groups::sub_group_links(&state.db).await?;
@@ -166,41 +197,50 @@ pub(crate) async fn update_sub_group_weight(
     }
     groups::set_sub_group(&state.db, id, sub_group_id, weight).await?;
     state.reload_groups().await?;
-    Ok(ok(text(lang, "Weight updated", "权重已更新"), None))
+    Ok(ack(text(lang, "Weight updated", "权重已更新")))
 }
 
-/// `DELETE /api/groups/{id}/sub-groups/{sub_group_id}`
+/// Removes a member from an aggregate group.
+#[utoipa::path(delete, path = "/groups/{id}/sub-groups/{sub_group_id}", tag = "groups",
+    params(("id" = i64, Path), ("sub_group_id" = i64, Path)), responses((status = 200, body = Ack)))]
 pub(crate) async fn remove_sub_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path((id, sub_group_id)): Path<(i64, i64)>,
-) -> AdminResult<Response> {
+) -> AckReply {
     aggregate(&state, id).await?;
     if !groups::remove_sub_group(&state.db, id, sub_group_id).await? {
         return Err(AdminError::NotFound("sub-group"));
     }
     state.reload_groups().await?;
-    Ok(ok(text(lang, "Sub-group removed", "子分组已移除"), None))
+    Ok(ack(text(lang, "Sub-group removed", "子分组已移除")))
 }
 
-/// `GET /api/groups/{id}/parent-aggregate-groups`
+/// The aggregate groups a group belongs to.
+#[utoipa::path(get, path = "/groups/{id}/parent-aggregate-groups", tag = "groups",
+    params(("id" = i64, Path)), responses((status = 200, body = Envelope<Vec<ParentAggregate>>)))]
 pub(crate) async fn list_parent_aggregates(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
-) -> AdminResult<Response> {
+) -> Reply<Vec<ParentAggregate>> {
     groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
     let rows = groups::list(&state.db).await?;
-    let parents: Vec<_> = groups::sub_group_links(&state.db)
+    let parents = groups::sub_group_links(&state.db)
         .await?
         .into_iter()
         .filter(|l| l.sub_group_id == id)
         .filter_map(|l| {
             let parent = rows.iter().find(|r| r.id == l.group_id)?;
-            Some(json!({"group_id": parent.id, "name": parent.name, "display_name": parent.display_name, "weight": l.weight}))
+            Some(ParentAggregate {
+                group_id: parent.id,
+                name: parent.name.clone(),
+                display_name: parent.display_name.clone(),
+                weight: l.weight,
+            })
         })
         .collect();
-    Ok(ok(text(lang, "Success", "操作成功"), Some(json!(parents))))
+    Ok(ok(text(lang, "Success", "操作成功"), parents))
 }

@@ -2,53 +2,64 @@
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{crypto::KeyCipher, models::ApiKeyRow};
 
 /// The query of `GET /api/keys` (pagination comes separately). `group_id` is text so that a
 /// malformed value is a validation error rather than a bare rejection.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct KeyListQuery {
+    /// Required.
+    #[param(value_type = i64)]
     pub(crate) group_id: Option<String>,
+    /// `active`, `invalid` or `disabled`.
     pub(crate) status: Option<String>,
+    /// An exact key value.
     pub(crate) key_value: Option<String>,
 }
 
 /// The query of `GET /api/keys/export`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ExportQuery {
+    /// Required.
+    #[param(value_type = i64)]
     pub(crate) group_id: Option<String>,
+    /// `all` (default), `active`, `invalid` or `disabled`.
     pub(crate) status: Option<String>,
 }
 
 /// `{group_id, keys_text}`: the batch routes.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct KeysTextInput {
     pub(crate) group_id: Option<i64>,
+    /// A JSON array of strings, or keys separated by whitespace, `,` or `;`.
     pub(crate) keys_text: Option<String>,
 }
 
 /// `{group_id}`: the whole-group routes.
-#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct GroupIdInput {
     pub(crate) group_id: Option<i64>,
 }
 
 /// `{notes}`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct NotesInput {
     #[serde(default)]
     pub(crate) notes: String,
 }
 
 /// `{status}`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct StatusInput {
     pub(crate) status: Option<String>,
 }
 
 /// gpt-load's APIKey model with the key decrypted.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct KeyResponse {
     pub(crate) id: i64,
     pub(crate) key_value: String,
@@ -87,7 +98,7 @@ impl KeyResponse {
 }
 
 /// The result of `add-multiple`.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 pub(crate) struct AddResult {
     pub(crate) added_count: usize,
     pub(crate) ignored_count: usize,
@@ -95,7 +106,7 @@ pub(crate) struct AddResult {
 }
 
 /// The result of `delete-multiple`.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 pub(crate) struct DeleteResult {
     pub(crate) deleted_count: usize,
     pub(crate) ignored_count: usize,
@@ -103,7 +114,7 @@ pub(crate) struct DeleteResult {
 }
 
 /// The result of `restore-multiple`.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
 pub(crate) struct RestoreResult {
     pub(crate) restored_count: usize,
     pub(crate) ignored_count: usize,

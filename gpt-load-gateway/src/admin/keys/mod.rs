@@ -6,10 +6,12 @@ pub(crate) mod json;
 use std::collections::HashSet;
 
 use axum::{
+    body::{Body, Bytes},
     extract::{Path, Query, State},
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
+use futures_util::{Stream, TryStreamExt, stream};
 use gpt_load_tower::keys::{KeyId, KeyState};
 
 use self::json::{
@@ -17,7 +19,8 @@ use self::json::{
     RestoreResult, StatusInput, UNDECRYPTABLE,
 };
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
+    error::{AdminError, AdminResult},
     json::AdminJson,
     lang::{Lang, RequestLang, text},
     page::{Page, PageQuery},
@@ -33,13 +36,11 @@ use crate::{
 const MAX_BATCH: usize = 5_000;
 /// The longest note, in characters.
 const MAX_NOTES: usize = 255;
+/// Keys read per query of a streamed export.
+const EXPORT_PAGE: i64 = 1_000;
 
 pub(super) fn success(lang: Lang) -> &'static str {
     text(lang, "Success", "操作成功")
-}
-
-pub(super) fn to_value<T: serde::Serialize>(value: &T) -> AdminResult<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| AdminError::Internal(e.into()))
 }
 
 /// Splits pasted key text like gpt-load: a JSON array of strings, or else tokens separated by
@@ -132,13 +133,15 @@ fn activate(state: &AdminState, group: &str, ids: &[i64]) {
         .set_states(group, ids.iter().map(|id| (KeyId(*id as u64), KeyState::Active)));
 }
 
-/// `GET /api/keys`
+/// One page of a group's keys, optionally of one status or one exact key value.
+#[utoipa::path(get, path = "/keys", tag = "keys", params(KeyListQuery, PageQuery),
+    responses((status = 200, body = Envelope<Page<KeyResponse>>)))]
 pub(crate) async fn list_keys(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Query(query): Query<KeyListQuery>,
     Query(page): Query<PageQuery>,
-) -> AdminResult<Response> {
+) -> Reply<Page<KeyResponse>> {
     let group_id = group_id_param(query.group_id.as_deref())?;
     let status = match query.status.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -167,15 +170,17 @@ pub(crate) async fn list_keys(
         .into_iter()
         .map(|row| KeyResponse::new(row, &state.cipher))
         .collect();
-    Ok(ok(success(lang), Some(to_value(&Page::new(items, page, total))?)))
+    Ok(ok(success(lang), Page::new(items, page, total)))
 }
 
-/// `POST /api/keys/add-multiple`
+/// Adds up to 5,000 keys to a group; keys it already has are ignored.
+#[utoipa::path(post, path = "/keys/add-multiple", tag = "keys", request_body = KeysTextInput,
+    responses((status = 200, body = Envelope<AddResult>)))]
 pub(crate) async fn add_keys(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<KeysTextInput>,
-) -> AdminResult<Response> {
+) -> Reply<AddResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
     let at = now();
     let stored: Vec<(String, String)> = keys
@@ -205,15 +210,17 @@ pub(crate) async fn add_keys(
         ignored_count: parsed - added,
         total_in_group: total,
     };
-    Ok(ok(success(lang), Some(to_value(&result)?)))
+    Ok(ok(success(lang), result))
 }
 
-/// `POST /api/keys/delete-multiple`
+/// Deletes up to 5,000 keys from a group.
+#[utoipa::path(post, path = "/keys/delete-multiple", tag = "keys", request_body = KeysTextInput,
+    responses((status = 200, body = Envelope<DeleteResult>)))]
 pub(crate) async fn delete_keys(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<KeysTextInput>,
-) -> AdminResult<Response> {
+) -> Reply<DeleteResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
     let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
     let (deleted, total) = keys::delete_by_hashes(&state.db, group.id, &hashes).await?;
@@ -225,15 +232,17 @@ pub(crate) async fn delete_keys(
         ignored_count: parsed.saturating_sub(deleted),
         total_in_group: total,
     };
-    Ok(ok(success(lang), Some(to_value(&result)?)))
+    Ok(ok(success(lang), result))
 }
 
-/// `POST /api/keys/restore-multiple`: only keys that are `invalid` now.
+/// Makes up to 5,000 of a group's `invalid` keys active again.
+#[utoipa::path(post, path = "/keys/restore-multiple", tag = "keys", request_body = KeysTextInput,
+    responses((status = 200, body = Envelope<RestoreResult>)))]
 pub(crate) async fn restore_keys(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<KeysTextInput>,
-) -> AdminResult<Response> {
+) -> Reply<RestoreResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
     let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
     let (ids, total) = keys::restore_invalid(&state.db, group.id, Some(&hashes), now()).await?;
@@ -243,15 +252,17 @@ pub(crate) async fn restore_keys(
         ignored_count: parsed.saturating_sub(ids.len()),
         total_in_group: total,
     };
-    Ok(ok(success(lang), Some(to_value(&result)?)))
+    Ok(ok(success(lang), result))
 }
 
-/// `POST /api/keys/restore-all-invalid`
+/// Makes every `invalid` key of a group active again.
+#[utoipa::path(post, path = "/keys/restore-all-invalid", tag = "keys", request_body = GroupIdInput,
+    responses((status = 200, body = Ack)))]
 pub(crate) async fn restore_all_invalid(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<GroupIdInput>,
-) -> AdminResult<Response> {
+) -> AckReply {
     let group = group(&state, required_group_id(input.group_id)?).await?;
     let (ids, _) = keys::restore_invalid(&state.db, group.id, None, now()).await?;
     activate(&state, &group.name, &ids);
@@ -260,7 +271,7 @@ pub(crate) async fn restore_all_invalid(
         Lang::Zh => format!("已恢复 {n} 个密钥"),
         _ => format!("{n} keys restored"),
     };
-    Ok(ok(&message, None))
+    Ok(ack(&message))
 }
 
 async fn clear(state: &AdminState, group_id: Option<i64>, status: Option<&str>) -> AdminResult<usize> {
@@ -272,35 +283,77 @@ async fn clear(state: &AdminState, group_id: Option<i64>, status: Option<&str>) 
     Ok(cleared)
 }
 
-/// `POST /api/keys/clear-all-invalid`
+/// Deletes every `invalid` key of a group.
+#[utoipa::path(post, path = "/keys/clear-all-invalid", tag = "keys", request_body = GroupIdInput,
+    responses((status = 200, body = Ack)))]
 pub(crate) async fn clear_all_invalid(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<GroupIdInput>,
-) -> AdminResult<Response> {
+) -> AckReply {
     let n = clear(&state, input.group_id, Some("invalid")).await?;
     let message = match lang {
         Lang::Zh => format!("已清除 {n} 个无效密钥"),
         _ => format!("{n} invalid keys cleared"),
     };
-    Ok(ok(&message, None))
+    Ok(ack(&message))
 }
 
-/// `POST /api/keys/clear-all`
+/// Deletes every key of a group.
+#[utoipa::path(post, path = "/keys/clear-all", tag = "keys", request_body = GroupIdInput,
+    responses((status = 200, body = Ack)))]
 pub(crate) async fn clear_all(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<GroupIdInput>,
-) -> AdminResult<Response> {
+) -> AckReply {
     let n = clear(&state, input.group_id, None).await?;
     let message = match lang {
         Lang::Zh => format!("已清除 {n} 个密钥"),
         _ => format!("{n} keys cleared"),
     };
-    Ok(ok(&message, None))
+    Ok(ack(&message))
 }
 
-/// `GET /api/keys/export`: a text file, one decrypted key per line.
+/// The decrypted keys after `after_id`, one page per item, each key on its own line.
+fn export_pages(
+    state: AdminState,
+    group_id: i64,
+    status: Option<&'static str>,
+) -> impl Stream<Item = AdminResult<Bytes>> {
+    stream::try_unfold(Some(0_i64), move |after| {
+        let state = state.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let filter = KeyFilter {
+                group_id,
+                status,
+                hash: None,
+            };
+            let page = keys::values_after(&state.db, &filter, after, EXPORT_PAGE).await?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok(None);
+            };
+            let mut chunk = String::with_capacity(page.len() * 64);
+            for (_, value) in &page {
+                match state.cipher.decrypt(value) {
+                    Ok(plain) => chunk.push_str(&plain),
+                    Err(_) => chunk.push_str(UNDECRYPTABLE),
+                }
+                chunk.push('\n');
+            }
+            let next = (page.len() as i64 == EXPORT_PAGE).then_some(last);
+            Ok(Some((Bytes::from(chunk), next)))
+        }
+    })
+}
+
+/// A text file, one decrypted key per line, streamed a page of keys at a time.
+#[utoipa::path(get, path = "/keys/export", tag = "keys", params(ExportQuery),
+    responses((status = 200, content_type = "text/plain", body = String,
+        description = "one key per line")))]
 pub(crate) async fn export_keys(
     State(state): State<AdminState>,
     Query(query): Query<ExportQuery>,
@@ -308,7 +361,9 @@ pub(crate) async fn export_keys(
     let group_id = group_id_param(query.group_id.as_deref())?;
     let status = match query.status.as_deref().map(str::trim) {
         None | Some("" | "all") => "all",
-        Some(s @ ("active" | "invalid" | "disabled")) => s,
+        Some("active") => "active",
+        Some("invalid") => "invalid",
+        Some("disabled") => "disabled",
         Some(_) => {
             return Err(AdminError::validation(
                 "status",
@@ -318,15 +373,11 @@ pub(crate) async fn export_keys(
     };
     let group = group(&state, group_id).await?;
     let filter = (status != "all").then_some(status);
-    let values = keys::values_in_group(&state.db, group.id, filter).await?;
-    let mut body = String::with_capacity(values.len() * 64);
-    for value in values {
-        match state.cipher.decrypt(&value) {
-            Ok(plain) => body.push_str(&plain),
-            Err(_) => body.push_str(UNDECRYPTABLE),
-        }
-        body.push('\n');
-    }
+    let name = group.name.clone();
+    // A failure after the first page can only cut the transfer short (the status is sent).
+    let body = Body::from_stream(export_pages(state, group.id, filter).inspect_err(move |err| {
+        tracing::error!(error = ?err, group = %name, "key export stopped");
+    }));
     let disposition = format!("attachment; filename=keys-{}-{status}.txt", group.name);
     let disposition = HeaderValue::from_str(&disposition).map_err(|e| AdminError::Internal(e.into()))?;
     Ok((
@@ -342,13 +393,15 @@ pub(crate) async fn export_keys(
         .into_response())
 }
 
-/// `PUT /api/keys/{id}/notes`
+/// Sets a key's notes (at most 255 characters).
+#[utoipa::path(put, path = "/keys/{id}/notes", tag = "keys", params(("id" = i64, Path)),
+    request_body = NotesInput, responses((status = 200, body = Ack)))]
 pub(crate) async fn update_notes(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
     AdminJson(input): AdminJson<NotesInput>,
-) -> AdminResult<Response> {
+) -> AckReply {
     let notes = input.notes.trim();
     if notes.chars().count() > MAX_NOTES {
         return Err(AdminError::validation(
@@ -359,16 +412,18 @@ pub(crate) async fn update_notes(
     keys::set_notes(&state.db, id, notes, now())
         .await?
         .ok_or(AdminError::NotFound("key"))?;
-    Ok(ok(success(lang), None))
+    Ok(ack(success(lang)))
 }
 
-/// `PUT /api/keys/{id}/status`: enable (`active`) or disable (`disabled`) one key by hand.
+/// Enables (`active`) or disables (`disabled`) one key by hand.
+#[utoipa::path(put, path = "/keys/{id}/status", tag = "keys", params(("id" = i64, Path)),
+    request_body = StatusInput, responses((status = 200, body = Ack)))]
 pub(crate) async fn update_status(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     Path(id): Path<i64>,
     AdminJson(input): AdminJson<StatusInput>,
-) -> AdminResult<Response> {
+) -> AckReply {
     let status = match input.status.as_deref().map(str::trim) {
         Some(s @ ("active" | "disabled")) => s,
         _ => {
@@ -385,7 +440,7 @@ pub(crate) async fn update_status(
     state
         .pool
         .set_state(&name, KeyId(id as u64), state_from_status(status));
-    Ok(ok(success(lang), None))
+    Ok(ack(success(lang)))
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::{
     admin::error::{AdminError, AdminResult},
@@ -23,7 +24,7 @@ use crate::{
 const KEEP_FINISHED: Duration = Duration::from_secs(60 * 60);
 
 /// What a task does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub(crate) enum TaskType {
     #[serde(rename = "KEY_IMPORT")]
     Import,
@@ -34,14 +35,16 @@ pub(crate) enum TaskType {
 }
 
 /// gpt-load's TaskStatus.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct TaskStatus {
     pub(crate) task_type: TaskType,
     pub(crate) is_running: bool,
     pub(crate) group_name: String,
     pub(crate) processed: usize,
     pub(crate) total: usize,
+    /// The import, deletion or validation counts, once the task has succeeded.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub(crate) result: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) error: Option<String>,

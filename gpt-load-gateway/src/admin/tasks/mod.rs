@@ -20,16 +20,16 @@ use std::{
 use axum::{
     extract::{FromRequest, Multipart, Request, State},
     http::header,
-    response::Response,
 };
 use gpt_load_tower::keys::{KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
 pub(crate) use self::manager::TaskManager;
-use self::manager::{TaskHandle, TaskType};
+use self::manager::{TaskHandle, TaskStatus, TaskType};
 use super::{
-    error::{AdminError, AdminResult, ok},
+    envelope::{Envelope, Reply, ok},
+    error::{AdminError, AdminResult},
     json::AdminJson,
     keys::{self as key_routes, json::KeysTextInput},
     lang::{Lang, RequestLang, text},
@@ -50,10 +50,30 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const NOT_IN_GROUP: &str = "Key does not exist in this group or has been removed.";
 
 /// `{group_id, status?}` of `validate-group`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
 pub(crate) struct ValidateGroupInput {
     pub(crate) group_id: Option<i64>,
+    /// `active` or `invalid`; all but disabled keys when absent.
     pub(crate) status: Option<String>,
+}
+
+/// The current or last task, or `{"is_running": false}` when there has been none for an hour.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum TaskProgress {
+    Task(TaskStatus),
+    Idle { is_running: bool },
+}
+
+/// The body of `POST /api/keys/add-async`: JSON, or a multipart form with `group_id` and a
+/// `.txt` `file`.
+#[derive(Debug, ToSchema)]
+#[expect(dead_code, reason = "describes the multipart form in the OpenAPI document")]
+pub(crate) struct ImportForm {
+    group_id: i64,
+    /// A text file of keys, in the format of `keys_text`.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -75,20 +95,31 @@ struct ValidationResult {
     invalid_keys: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
-struct TestedKey {
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct TestedKey {
     key_value: String,
     is_valid: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
-fn started(state: &AdminState, lang: Lang) -> AdminResult<Response> {
-    let status = state.tasks.status();
-    Ok(ok(
-        text(lang, "Task started", "任务已开始"),
-        Some(key_routes::to_value(&status)?),
-    ))
+/// The results of `test-multiple`.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct TestResults {
+    results: Vec<TestedKey>,
+    /// Milliseconds.
+    total_duration: u64,
+}
+
+fn progress(state: &AdminState) -> TaskProgress {
+    match state.tasks.status() {
+        Some(status) => TaskProgress::Task(status),
+        None => TaskProgress::Idle { is_running: false },
+    }
+}
+
+fn started(state: &AdminState, lang: Lang) -> Reply<TaskProgress> {
+    Ok(ok(text(lang, "Task started", "任务已开始"), progress(state)))
 }
 
 /// The group and the parsed keys of `{group_id, keys_text}`, without a size limit.
@@ -159,7 +190,9 @@ async fn import_input(state: &AdminState, req: Request) -> AdminResult<KeysTextI
 
 /// Ends a task with the outcome of its work.
 fn conclude<T: Serialize>(handle: TaskHandle, kind: &str, outcome: AdminResult<T>) {
-    match outcome.and_then(|result| key_routes::to_value(&result)) {
+    let outcome =
+        outcome.and_then(|result| serde_json::to_value(result).map_err(|e| AdminError::Internal(e.into())));
+    match outcome {
         Ok(result) => handle.succeed(result),
         Err(e) => {
             tracing::error!(error = ?e, task = kind, "key task failed");
@@ -168,12 +201,18 @@ fn conclude<T: Serialize>(handle: TaskHandle, kind: &str, outcome: AdminResult<T
     }
 }
 
-/// `POST /api/keys/add-async`
+/// Starts importing any number of keys (the global task); `409` while another task runs.
+#[utoipa::path(post, path = "/keys/add-async", tag = "tasks",
+    request_body(content(
+        (KeysTextInput = "application/json"),
+        (ImportForm = "multipart/form-data"),
+    )),
+    responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn add_async(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     req: Request,
-) -> AdminResult<Response> {
+) -> Reply<TaskProgress> {
     let input = import_input(&state, req).await?;
     let (group, keys) = unlimited_batch(&state, input).await?;
     let handle = state.tasks.start(TaskType::Import, &group.name, keys.len())?;
@@ -249,12 +288,14 @@ async fn import(
     })
 }
 
-/// `POST /api/keys/delete-async`
+/// Starts deleting any number of keys (the global task); `409` while another task runs.
+#[utoipa::path(post, path = "/keys/delete-async", tag = "tasks", request_body = KeysTextInput,
+    responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn delete_async(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<KeysTextInput>,
-) -> AdminResult<Response> {
+) -> Reply<TaskProgress> {
     let (group, keys) = unlimited_batch(&state, input).await?;
     let handle = state.tasks.start(TaskType::Delete, &group.name, keys.len())?;
     let task_state = state.clone();
@@ -331,12 +372,14 @@ fn apply(pool: &MemoryKeyPool, policy: &GroupPolicy, checks: &[KeyCheck]) -> (us
     (valid, invalid)
 }
 
-/// `POST /api/keys/validate-group`
+/// Starts validating a group's keys against the upstream (the global task).
+#[utoipa::path(post, path = "/keys/validate-group", tag = "tasks", request_body = ValidateGroupInput,
+    responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn validate_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<ValidateGroupInput>,
-) -> AdminResult<Response> {
+) -> Reply<TaskProgress> {
     let group = key_routes::group(&state, key_routes::required_group_id(input.group_id)?).await?;
     let wanted: fn(KeyState) -> bool = match input.status.as_deref().map(str::trim) {
         None | Some("") => |s| s != KeyState::Disabled,
@@ -391,24 +434,24 @@ pub(crate) async fn validate_group(
     started(&state, lang)
 }
 
-/// `GET /api/tasks/status`
+/// The current or last task with its progress.
+#[utoipa::path(get, path = "/tasks/status", tag = "tasks",
+    responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn task_status(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-) -> AdminResult<Response> {
-    let data = match state.tasks.status() {
-        Some(status) => key_routes::to_value(&status)?,
-        None => json!({"is_running": false}),
-    };
-    Ok(ok(key_routes::success(lang), Some(data)))
+) -> Reply<TaskProgress> {
+    Ok(ok(key_routes::success(lang), progress(&state)))
 }
 
-/// `POST /api/keys/test-multiple`: validates the given keys of the group now (at most 5,000).
+/// Validates up to 5,000 of a group's keys now and answers with each result.
+#[utoipa::path(post, path = "/keys/test-multiple", tag = "keys", request_body = KeysTextInput,
+    responses((status = 200, body = Envelope<TestResults>)))]
 pub(crate) async fn test_multiple(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<KeysTextInput>,
-) -> AdminResult<Response> {
+) -> Reply<TestResults> {
     let begun = Instant::now();
     let key_routes::Batch { group, keys, .. } = key_routes::batch(&state, input).await?;
     let policy = standard_policy(&state, &group)?;
@@ -438,9 +481,9 @@ pub(crate) async fn test_multiple(
             },
         })
         .collect();
-    let data = json!({
-        "results": results,
-        "total_duration": begun.elapsed().as_millis() as u64,
-    });
-    Ok(ok(key_routes::success(lang), Some(data)))
+    let data = TestResults {
+        results,
+        total_duration: u64::try_from(begun.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    Ok(ok(key_routes::success(lang), data))
 }
