@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A gpt-load-style admin session with curl only: log in, create a group, add keys, list them,
 # proxy a request through the group, read the logs and the dashboard, export the keys and fetch
-# the OpenAPI document. Run it against a
-# gateway started with `make run` (or any gateway and upstream):
+# the OpenAPI document. Run it against a gateway started with `make run` (or any gateway and
+# upstream):
 #
 #   AUTH_KEY=$(cat data/auth_key) scripts/admin-smoke.sh
 #
