@@ -142,8 +142,13 @@ pub(crate) async fn update_group(
         let links = groups::sub_group_links(&state.db).await?;
         let parents = links.iter().filter(|l| l.sub_group_id == id).count();
         if parents > 0 {
+            let field = if fields.channel_type == row.channel_type {
+                "validation_endpoint"
+            } else {
+                "channel_type"
+            };
             return Err(AdminError::validation(
-                "channel_type",
+                field,
                 format!(
                     "the group belongs to {parents} aggregate group(s): its channel type and validation endpoint cannot change"
                 ),

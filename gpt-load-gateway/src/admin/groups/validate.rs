@@ -231,11 +231,27 @@ fn header_rules(rules: Vec<HeaderRuleJson>) -> Result<String, AdminError> {
         }
         seen.push(parsed.name().clone());
         kept.push(HeaderRuleJson {
-            key: rule.key.trim().to_owned(),
+            key: canonical_header_name(rule.key.trim()),
             ..rule
         });
     }
     serde_json::to_string(&kept).map_err(|e| AdminError::Internal(e.into()))
+}
+
+/// `x-custom-id` → `X-Custom-Id`, the form gpt-load stores and shows header names in.
+fn canonical_header_name(name: &str) -> String {
+    let mut upper = true;
+    name.chars()
+        .map(|c| {
+            let out = if upper {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            };
+            upper = c == '-';
+            out
+        })
+        .collect()
 }
 
 fn redirect_rules(rules: &Map<String, Value>) -> Result<(), AdminError> {
@@ -251,4 +267,16 @@ fn redirect_rules(rules: &Map<String, Value>) -> Result<(), AdminError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_header_name;
+
+    #[test]
+    fn header_names_are_canonical() {
+        assert_eq!(canonical_header_name("x-custom-ID"), "X-Custom-Id");
+        assert_eq!(canonical_header_name("AUTHORIZATION"), "Authorization");
+        assert_eq!(canonical_header_name("a--b"), "A--B");
+    }
 }
