@@ -524,10 +524,11 @@ async fn invalid_keys_are_restored_and_cleared() {
 }
 
 /// The export streams a page of keys at a time: a group of several pages comes out whole, in
-/// id order, each key once, without a `Content-Length` (chunked).
+/// id order, each key once, without a `Content-Length` (chunked). The listing keeps gpt-load's
+/// pagination bounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_large_export_streams_every_key_once_in_order() {
-    for test_db in TestDb::all("a_large_export_streams_every_key_once_in_order").await {
+async fn a_large_group_pages_within_bounds_and_exports_whole() {
+    for test_db in TestDb::all("a_large_group_pages_within_bounds_and_exports_whole").await {
         let backend = test_db.db.backend();
         let mock = MockUpstream::start().await.unwrap();
         let up = mock.url();
@@ -566,5 +567,31 @@ async fn a_large_export_streams_every_key_once_in_order() {
             lines, expected,
             "{backend}: every key once, decrypted, in id order"
         );
+
+        // gpt-load's pagination bounds on the same group (2,346 keys).
+        for (query, page, page_size, items) in [
+            ("", 1, 15, 15),
+            ("&page=0&page_size=0", 1, 15, 15),
+            ("&page=-3&page_size=-1", 1, 15, 15),
+            ("&page_size=5000", 1, 1000, 1000),
+            ("&page=3&page_size=1000", 3, 1000, 346),
+            ("&page=4&page_size=1000", 4, 1000, 0),
+        ] {
+            let (status, body) = h
+                .call_api("GET", &format!("/keys?group_id={g}{query}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{backend} {query}: {body}");
+            let pages = (2346 + page_size - 1) / page_size;
+            assert_eq!(
+                body["data"]["pagination"],
+                json!({"page": page, "page_size": page_size, "total_items": 2346, "total_pages": pages}),
+                "{backend} {query}"
+            );
+            assert_eq!(
+                body["data"]["items"].as_array().unwrap().len(),
+                items,
+                "{backend} {query}"
+            );
+        }
     }
 }
