@@ -1,26 +1,27 @@
 //! The proxy request path, outermost first. Construction and order only; each layer documents
 //! itself.
 //!
-//!  1. CatchPanic           — a panic becomes a 500 instead of a dropped connection
-//!  2. SensitiveHeaders     — `Authorization`, `x-api-key`, `x-goog-api-key` never printed
-//!  3. RequestId            — set (UUID) and propagate `x-request-id`
-//!  4. StreamHeaders        — `X-Accel-Buffering: no` on event streams, so no proxy in front buffers
-//!  5. ErrorResponse        — library errors → JSON in the client's format; `Infallible` above
-//!  6. ClientIp             — peer, or `X-Forwarded-For` from `TRUSTED_PROXIES`  → `ClientIp`
-//!  7. ProxyKeyAuth         — group from `/proxy/{group}`, key checked and stripped → `Principal` (401/404)
-//!  8. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
-//!  9. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413)
-//! 10. GroupPolicy          — the URL group's settings (`LogSettings`, …)
-//! 11. RequestLog           — one record per attempt: request metrics, then the batching writer
-//! 12. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
-//! 13. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
-//! 14. ModelList            — `…/models` answers include the redirect rules' models
-//! 15. Retry<RetryOnOtherKey> — re-runs 16–19 on an untried key (`ExcludedKeys`)
-//! 16. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
-//! 17. HeaderRules          — the group's header rules, after the credential
-//! 18. KeyHealth            — classify the attempt, report to the pool → `AttemptOutcome`
-//! 19. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
-//! 20. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
+//!  1. Overhead             — `Server-Timing: overhead;dur=…, upstream;dur=…`, overhead histogram
+//!  2. CatchPanic           — a panic becomes a 500 instead of a dropped connection
+//!  3. SensitiveHeaders     — `Authorization`, `x-api-key`, `x-goog-api-key` never printed
+//!  4. RequestId            — set (UUID) and propagate `x-request-id`
+//!  5. StreamHeaders        — `X-Accel-Buffering: no` on event streams, so no proxy in front buffers
+//!  6. ErrorResponse        — library errors → JSON in the client's format; `Infallible` above
+//!  7. ClientIp             — peer, or `X-Forwarded-For` from `TRUSTED_PROXIES`  → `ClientIp`
+//!  8. ProxyKeyAuth         — group from `/proxy/{group}`, key checked and stripped → `Principal` (401/404)
+//!  9. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
+//! 10. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413)
+//! 11. GroupPolicy          — the URL group's settings (`LogSettings`, …)
+//! 12. RequestLog           — one record per attempt: request metrics, then the batching writer
+//! 13. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
+//! 14. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
+//! 15. ModelList            — `…/models` answers include the redirect rules' models
+//! 16. Retry<RetryOnOtherKey> — re-runs 17–20 on an untried key (`ExcludedKeys`)
+//! 17. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
+//! 18. HeaderRules          — the group's header rules, after the credential
+//! 19. KeyHealth            — classify the attempt, report to the pool → `AttemptOutcome`
+//! 20. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
+//! 21. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
 
 use std::convert::Infallible;
 
@@ -35,6 +36,7 @@ use gpt_load_tower::{
     log::{ChannelSink, RequestLogLayer},
     retry::RetryOnOtherKey,
     rewrite::{HeaderRulesLayer, RewriteLayer},
+    timing::OverheadLayer,
     upstream::UpstreamBalanceLayer,
 };
 use http::{HeaderName, Request, Response, header};
@@ -88,6 +90,7 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
     let service = ServiceBuilder::new()
         // One body type for axum; the layers below wrap the upstream's stream without copying.
         .map_response(|res: Response<_>| res.map(Body::new))
+        .layer(OverheadLayer::new())
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(SetSensitiveRequestHeadersLayer::new(credentials))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -6,7 +6,8 @@
 
 use std::{fs::OpenOptions, io, sync::Arc, time::Duration};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use gpt_load_tower::telemetry;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt::writer::MakeWriterExt, prelude::*};
 
 use crate::config::log::{LogConfig, LogFormat};
@@ -69,8 +70,14 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                 60.0,
             ];
+            // The gateway's own overhead is well below a millisecond.
+            let overhead = [
+                0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
+                .expect("static buckets")
+                .set_buckets_for_metric(Matcher::Full(telemetry::OVERHEAD.to_owned()), &overhead)
                 .expect("static buckets")
                 .build_recorder();
             let handle = recorder.handle();

@@ -9,6 +9,7 @@
 //!
 //! | module | layer | concern |
 //! |---|---|---|
+//! | [`timing`] | [`OverheadLayer`](timing::OverheadLayer) | the gateway's own overhead as `Server-Timing` and a histogram |
 //! | [`error`] | [`ErrorResponseLayer`](error::ErrorResponseLayer) | errors as JSON in the client's own API format |
 //! | [`auth`] | [`ProxyKeyAuthLayer`](auth::ProxyKeyAuthLayer) | proxy keys from `?key=`, `Bearer`, `x-api-key`, `x-goog-api-key` |
 //! | [`limit`] | [`ConcurrencyLimitLayer`](limit::ConcurrencyLimitLayer) | load shedding with `429` + `Retry-After` |
@@ -126,6 +127,7 @@ pub mod rewrite;
 pub mod secret;
 pub mod stack;
 pub mod telemetry;
+pub mod timing;
 pub mod upstream;
 mod wrr;
 

@@ -4,17 +4,18 @@
 //!
 //! | # | layer | does | rejects with |
 //! |---|---|---|---|
-//! | 1 | [`ErrorResponseLayer`] | errors → JSON in the client's format; `Infallible` above | |
-//! | 2 | [`ProxyKeyAuthLayer`] | group from the path, proxy key checked and stripped; [`Principal`](crate::context::Principal) | 401 / 404 |
-//! | 3 | [`ConcurrencyLimitLayer`] | global in-flight cap, held until the body ends | 429 |
-//! | 4 | [`BodyBufferLayer`] | body buffered so it can be replayed | 413 |
-//! | 5 | [`RequestLogLayer`] | one record per attempt | |
-//! | 6 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
-//! | 7 | [`RetryLayer`]`<`[`RetryOnOtherKey`]`>` | re-runs 8–11 on an untried key | |
-//! | 8 | [`KeySelectLayer`] | picks a key, injects the credential | 503 |
-//! | 9 | [`HeaderRulesLayer`] | the group's header rules | |
-//! | 10 | [`KeyHealthLayer`] | classifies the attempt, reports to the pool | |
-//! | 11 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
+//! | 1 | [`OverheadLayer`] | `Server-Timing: overhead;dur=…, upstream;dur=…` on every response | |
+//! | 2 | [`ErrorResponseLayer`] | errors → JSON in the client's format; `Infallible` above | |
+//! | 3 | [`ProxyKeyAuthLayer`] | group from the path, proxy key checked and stripped; [`Principal`](crate::context::Principal) | 401 / 404 |
+//! | 4 | [`ConcurrencyLimitLayer`] | global in-flight cap, held until the body ends | 429 |
+//! | 5 | [`BodyBufferLayer`] | body buffered so it can be replayed | 413 |
+//! | 6 | [`RequestLogLayer`] | one record per attempt | |
+//! | 7 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
+//! | 8 | [`RetryLayer`]`<`[`RetryOnOtherKey`]`>` | re-runs 9–12 on an untried key | |
+//! | 9 | [`KeySelectLayer`] | picks a key, injects the credential | 503 |
+//! | 10 | [`HeaderRulesLayer`] | the group's header rules | |
+//! | 11 | [`KeyHealthLayer`] | classifies the attempt, reports to the pool | |
+//! | 12 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
 //!
 //! The body buffer sits above the log and rewrite layers because both read the body.
 //!
@@ -58,6 +59,7 @@
 //! # }
 //! ```
 //!
+//! [`OverheadLayer`]: crate::timing::OverheadLayer
 //! [`ErrorResponseLayer`]: crate::error::ErrorResponseLayer
 //! [`ProxyKeyAuthLayer`]: crate::auth::ProxyKeyAuthLayer
 //! [`ConcurrencyLimitLayer`]: crate::limit::ConcurrencyLimitLayer
@@ -89,6 +91,7 @@ use crate::{
     log::{LogSink, RequestLogLayer},
     retry::RetryOnOtherKey,
     rewrite::{HeaderRulesLayer, RewriteLayer, RewriteTable},
+    timing::OverheadLayer,
     upstream::{UpstreamBalanceLayer, Upstreams},
 };
 
@@ -208,6 +211,7 @@ where
         ResBody::Error: std::fmt::Display,
     {
         ServiceBuilder::new()
+            .layer(OverheadLayer::new())
             .layer(ErrorResponseLayer::new())
             .layer(ProxyKeyAuthLayer::new(self.validator).route_prefix(&self.route_prefix))
             .layer(self.limit)

@@ -18,6 +18,7 @@
 //! | `gpt_load_upstream_ejections_total` | counter | `group` | [`upstream`](crate::upstream) |
 //! | `gpt_load_rewrite_rejections_total` | counter | `group` | [`rewrite`](crate::rewrite) |
 //! | `gpt_load_errors_total` | counter | `kind` ([`ErrorKind::as_str`](crate::error::ErrorKind::as_str)) | [`error`](crate::error) |
+//! | `gpt_load_overhead_seconds` | histogram | – | [`timing`](crate::timing) |
 //!
 //! # Example
 //!
@@ -46,7 +47,9 @@
 //! # }
 //! ```
 
-use metrics::{counter, gauge};
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
 
 use crate::{context::GroupName, error::ErrorKind, keys::KeyState};
 
@@ -76,6 +79,8 @@ pub const UPSTREAM_EJECTIONS: &str = "gpt_load_upstream_ejections_total";
 pub const REWRITE_REJECTIONS: &str = "gpt_load_rewrite_rejections_total";
 /// `gpt_load_errors_total`
 pub const ERRORS: &str = "gpt_load_errors_total";
+/// `gpt_load_overhead_seconds`: time to the response head minus time waiting on upstreams.
+pub const OVERHEAD: &str = "gpt_load_overhead_seconds";
 
 pub(crate) fn auth_rejected(reason: &'static str) {
     counter!(AUTH_REJECTIONS, "reason" => reason).increment(1);
@@ -127,4 +132,8 @@ pub(crate) fn rewrite_rejected(group: &GroupName) {
 
 pub(crate) fn error_rendered(kind: ErrorKind) {
     counter!(ERRORS, "kind" => kind.as_str()).increment(1);
+}
+
+pub(crate) fn overhead(overhead: Duration) {
+    histogram!(OVERHEAD).record(overhead.as_secs_f64());
 }

@@ -547,3 +547,64 @@ async fn settings_changes_apply_to_the_next_request() {
         "no retry any more"
     );
 }
+
+/// `(overhead, upstream)` in milliseconds from a `Server-Timing` header.
+fn server_timing(headers: &http::HeaderMap) -> (f64, f64) {
+    let value = headers["server-timing"].to_str().unwrap();
+    let dur = |name: &str| -> f64 {
+        value
+            .split(", ")
+            .find_map(|part| part.strip_prefix(name)?.strip_prefix(";dur="))
+            .unwrap_or_else(|| panic!("{name} in {value}"))
+            .parse()
+            .unwrap()
+    };
+    (dur("overhead"), dur("upstream"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_tells_the_gateways_own_overhead() {
+    let h = gateway(
+        |up| vec![group("timed", up, &["mock-slow-timing-0123456789"], json!({}))],
+        &[],
+    )
+    .await;
+    let sent = Instant::now();
+    let (status, headers, _) = h.send(h.chat("timed", false)).await;
+    let seen = sent.elapsed().as_secs_f64() * 1_000.0;
+    assert_eq!(status, StatusCode::OK);
+    let (overhead, upstream) = server_timing(&headers);
+    assert!(
+        upstream >= 200.0,
+        "the mock waits 200 ms before its head: upstream {upstream} ms"
+    );
+    assert!(
+        overhead >= 0.0 && overhead + upstream <= seen,
+        "overhead {overhead} + upstream {upstream} within the {seen} ms the client saw"
+    );
+
+    // A rejection never reached an upstream: all of it is overhead.
+    let mut wrong = h.chat("timed", false);
+    wrong
+        .headers_mut()
+        .insert("authorization", "Bearer sk-wrong".parse().unwrap());
+    let (status, headers, _) = h.send(wrong).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server_timing(&headers).1, 0.0);
+
+    // Streams carry it on their head too.
+    let (_, headers, _) = h.send(h.chat("timed", true)).await;
+    assert!(server_timing(&headers).1 >= 200.0);
+
+    let metrics = Request::get(format!("{}/metrics", h.base))
+        .body(Full::default())
+        .unwrap();
+    let (_, _, text) = h.send(metrics).await;
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    let count = text
+        .lines()
+        .find_map(|l| l.strip_prefix("gpt_load_overhead_seconds_count "))
+        .expect("the overhead histogram is exported");
+    assert!(count.trim().parse::<u64>().unwrap() >= 3, "{count}");
+    assert!(text.contains("gpt_load_overhead_seconds_bucket{le=\"0.0001\"}"));
+}

@@ -19,7 +19,9 @@
 //! - Reads: [`SelectedKey`](crate::keys::SelectedKey); [`HealthSettings`] (optional, per-group
 //!   failover statuses and threshold).
 //! - Writes: [`AttemptOutcome`] into the response extensions (read by the retry policy and the
-//!   request log). Never rejects; inner errors pass through after being classified.
+//!   request log); the attempt's wait for the upstream into the request's
+//!   [`UpstreamTime`](crate::timing::UpstreamTime), when there is one. Never rejects; inner errors
+//!   pass through after being classified.
 //!
 //! # Example
 //!

@@ -20,6 +20,7 @@ use crate::{
     future::{ResponseFuture, take_ready},
     keys::{KeyPool, Report, SelectedKey},
     secret, telemetry,
+    timing::UpstreamTime,
 };
 
 /// The failover and blacklist rules of a group. The layer's own settings apply unless the
@@ -178,10 +179,16 @@ where
             self.layer.error_body_limit,
         );
         let ready = take_ready(&mut self.inner);
+        let upstream_time = req.extensions().get::<UpstreamTime>().cloned();
         ResponseFuture::new(async move {
             let started = Instant::now();
             let result = ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into()));
             let time_to_first_byte = started.elapsed();
+            let waited = |upstream_time: Option<UpstreamTime>| {
+                if let Some(time) = upstream_time {
+                    time.add(started.elapsed());
+                }
+            };
             let report = |outcome: Outcome| {
                 if let Some(key) = &key {
                     telemetry::attempt(key.group(), outcome.as_str());
@@ -193,6 +200,7 @@ where
             let res = match result {
                 Ok(res) => res,
                 Err(err) => {
+                    waited(upstream_time);
                     report(classifier.classify_error(&err));
                     return Err(err);
                 }
@@ -200,6 +208,7 @@ where
             let status = res.status();
             let failover = settings.failover.matches(status.as_u16());
             if !failover && status != StatusCode::TOO_MANY_REQUESTS {
+                waited(upstream_time);
                 let outcome = classifier.classify_response(status, res.headers(), false, None);
                 report(outcome);
                 let mut res = res.map(ResponseBody::stream);
@@ -214,6 +223,8 @@ where
             let (mut parts, body) = res.into_parts();
             let secret = key.as_ref().map(|k| k.secret().expose()).unwrap_or("");
             let (body, text) = read_error_body(&mut parts, body, limit, secret).await;
+            // Reading the error body is waiting on the upstream too.
+            waited(upstream_time);
             let message: Option<Arc<str>> = text.map(|t| upstream_message(&t).into());
             let outcome = classifier.classify_response(status, &parts.headers, failover, message.as_deref());
             report(outcome);
