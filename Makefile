@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs: `make run` and `make test`.
-.PHONY: run test lint doc bench fmt
+.PHONY: run test lint doc bench bench-lib fmt
 
 CARGO ?= cargo
 
@@ -22,8 +22,13 @@ lint:
 doc:
 	$(CARGO) doc --no-deps -p gpt-load-tower --open
 
-## In-process criterion benchmarks of the library (ns per request through the stack, key selection).
+## The loopback benchmark: the gateway against nginx and direct to the mock upstream, one table in
+## bench/results/latest.md (see bench/README.md; BENCH_QUICK=1 for a short smoke run).
 bench:
+	bench/run.sh
+
+## In-process criterion benchmarks of the library (ns per request through the stack, key selection).
+bench-lib:
 	$(CARGO) bench -p gpt-load-tower
 
 fmt:

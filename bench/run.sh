@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# `make bench`: the gateway against nginx and direct, on loopback. See bench/README.md.
+#
+# Builds the release binaries, installs nginx, wrk and oha when missing, starts the mock
+# upstream, an nginx reverse proxy and the gateway on 127.0.0.1, runs bench/measure.py (which
+# prints the table and writes bench/results/), and stops everything it started.
+#
+#   make bench                 # full run (3 rounds), about 10 minutes after the build
+#   BENCH_QUICK=1 make bench   # smoke run: 1 round, short durations, 1,000 streams
+#
+# Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_PIN=0 (no
+# taskset), BENCH_KEEP=1 (keep the temporary directory with every log).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+CARGO="${CARGO:-cargo}"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- 1. release binaries -------------------------------------------------------------------
+log "building release binaries (target dir $CARGO_TARGET_DIR)"
+"$CARGO" build --release -q -p gpt-load-gateway -p gpt-load-e2e -p gpt-load-bench \
+  --bin gpt-load-gateway --bin mock-upstream --bin bench-client
+BIN="$CARGO_TARGET_DIR/release"
+
+# --- 2. tools ------------------------------------------------------------------------------
+find_nginx() { command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; } || true; }
+missing=()
+[ -n "$(find_nginx)" ] || missing+=(nginx)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]} with apt-get"
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+NGINX="$(find_nginx)"
+[ -n "$NGINX" ] || die "nginx not found after installation"
+WRK="$(command -v wrk)"
+TOOLS="$CARGO_TARGET_DIR/bench-tools"
+OHA="$TOOLS/bin/oha"
+if [ ! -x "$OHA" ]; then
+  log "installing oha into $TOOLS (cargo install, a few minutes once)"
+  "$CARGO" install oha --locked --root "$TOOLS" -q
+fi
+
+# --- 3. processes on 127.0.0.1 --------------------------------------------------------------
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpt-load-bench.XXXXXX")"
+started=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for pid in "${started[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${started[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
+    log "logs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Streams need two descriptors each in a proxy: raise the soft limit to the hard one.
+hard="$(ulimit -Hn)"
+[ "$hard" = unlimited ] && hard=1048576
+ulimit -n "$hard"
+
+# Pinning: proxies (nginx, gateway) on one CPU, load generators and the mock on another.
+cpus="$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')"
+read -r -a cpu_list <<<"$cpus"
+if [ "${BENCH_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "${#cpu_list[@]}" -ge 2 ]; then
+  LOAD_CPU="${cpu_list[0]}"
+  PROXY_CPU="${cpu_list[${#cpu_list[@]}-1]}"
+  ON_LOAD=(taskset -c "$LOAD_CPU")
+  ON_PROXY=(taskset -c "$PROXY_CPU")
+  PINNING="yes: nginx and the gateway on CPU $PROXY_CPU; mock upstream, oha, wrk and bench-client on CPU $LOAD_CPU"
+  NGINX_WORKERS=1
+else
+  ON_LOAD=()
+  ON_PROXY=()
+  PINNING="no (every process on every CPU)"
+  NGINX_WORKERS=auto
+fi
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_http() { # wait_http <url> <what> <pid>
+  for _ in $(seq 200); do
+    curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || die "$2 exited; logs in $WORK"
+    sleep 0.1
+  done
+  die "$2 did not answer on $1"
+}
+
+# Mock upstream: no request recording (it would cost memory and time), default pace; each
+# benchmark request sets x-mock-frames / x-mock-pace-ms itself.
+"${ON_LOAD[@]}" "$BIN/mock-upstream" --host 127.0.0.1 --port 0 --record-capacity 0 >"$WORK/mock.out" 2>"$WORK/mock.err" &
+MOCK_PID=$!
+started+=("$MOCK_PID")
+for _ in $(seq 100); do grep -q listening "$WORK/mock.out" 2>/dev/null && break; sleep 0.1; done
+MOCK_URL="$(sed -n 's/^mock-upstream listening on //p' "$WORK/mock.out")"
+[ -n "$MOCK_URL" ] || die "mock upstream did not start; logs in $WORK"
+log "mock upstream on $MOCK_URL (pid $MOCK_PID)"
+
+UPSTREAM_KEY="sk-bench-upstream-0001"
+PROXY_KEY="sk-bench-proxy-key-0123456789"
+GROUP="bench"
+
+# nginx: a plain reverse proxy with a keep-alive upstream pool, no buffering either way, no
+# access log; it injects one upstream key.
+NGINX_PORT="$(free_port)"
+NGX="$WORK/nginx"
+mkdir -p "$NGX/logs" "$NGX/tmp"
+cat >"$NGX/nginx.conf" <<NGINX
+user $(id -un) $(id -gn);
+worker_processes $NGINX_WORKERS;
+worker_rlimit_nofile $hard;
+daemon off;
+pid $NGX/nginx.pid;
+error_log $NGX/logs/error.log warn;
+events { worker_connections $hard; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $NGX/tmp/body;
+  proxy_temp_path $NGX/tmp/proxy;
+  fastcgi_temp_path $NGX/tmp/fastcgi;
+  uwsgi_temp_path $NGX/tmp/uwsgi;
+  scgi_temp_path $NGX/tmp/scgi;
+  upstream mock {
+    server ${MOCK_URL#http://};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer $UPSTREAM_KEY";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+NGINX
+"${ON_PROXY[@]}" "$NGINX" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/logs/error.log" >"$NGX/logs/stdout" 2>&1 &
+NGINX_PID=$!
+started+=("$NGINX_PID")
+NGINX_URL="http://127.0.0.1:$NGINX_PORT"
+wait_http "$NGINX_URL/v1/models" nginx "$NGINX_PID"
+log "nginx $("$NGINX" -v 2>&1 | sed 's/.*version: //') on $NGINX_URL (master pid $NGINX_PID, workers: $NGINX_WORKERS)"
+
+# Gateway: SQLite in a temporary DATA_DIR, started from that directory so no .env is read.
+# Request logging and metrics stay at their defaults (on). MAX_CONCURRENT_REQUESTS is raised
+# above the stream count, or the concurrency limit would shed the stream test with 429s.
+GW_PORT="$(free_port)"
+GW_DIR="$WORK/gateway"
+mkdir -p "$GW_DIR"
+AUTH_KEY="bench-admin-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+GW_URL="http://127.0.0.1:$GW_PORT"
+(
+  cd "$GW_DIR"
+  exec env HOST=127.0.0.1 PORT="$GW_PORT" AUTH_KEY="$AUTH_KEY" DATA_DIR="$GW_DIR" \
+    MAX_CONCURRENT_REQUESTS=20000 "${ON_PROXY[@]}" "$BIN/gpt-load-gateway" >"$GW_DIR/stdout.log" 2>"$GW_DIR/stderr.log"
+) &
+GW_PID=$!
+started+=("$GW_PID")
+wait_http "$GW_URL/health" gateway "$GW_PID"
+log "gateway on $GW_URL (pid $GW_PID)"
+
+api() { # api <method> <path> [json]
+  curl -fsS -X "$1" "$GW_URL$2" -H "Authorization: Bearer $AUTH_KEY" -H 'Content-Type: application/json' ${3:+-d "$3"}
+}
+out="$(api POST /api/groups "{\"name\":\"$GROUP\",\"channel_type\":\"openai\",\"test_model\":\"gpt-4o-mini\",
+  \"upstreams\":[{\"url\":\"$MOCK_URL\",\"weight\":1}],\"proxy_keys\":\"$PROXY_KEY\"}")"
+group_id="$(printf '%s' "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')"
+keys="$(python3 -c 'print("\\n".join(f"sk-bench-upstream-{i:04d}" for i in range(1, 101)))')"
+out="$(api POST /api/keys/add-multiple "{\"group_id\":$group_id,\"keys_text\":\"$keys\"}")"
+[[ "$out" == *'"added_count":100'* ]] || die "adding 100 keys failed: $out"
+log "group $GROUP (id $group_id) with 100 keys"
+
+export BENCH_MOCK_URL="$MOCK_URL" BENCH_NGINX_URL="$NGINX_URL" BENCH_GATEWAY_URL="$GW_URL" \
+  BENCH_MOCK_PID="$MOCK_PID" BENCH_NGINX_PID="$NGINX_PID" BENCH_GATEWAY_PID="$GW_PID" \
+  BENCH_GROUP="$GROUP" BENCH_PROXY_KEY="$PROXY_KEY" BENCH_UPSTREAM_KEY="$UPSTREAM_KEY" \
+  BENCH_OHA="$OHA" BENCH_WRK="$WRK" BENCH_NGINX_BIN="$NGINX" BENCH_CLIENT="$BIN/bench-client" \
+  BENCH_PINNING="$PINNING" BENCH_WORK="$WORK" BENCH_NGINX_WORKERS="$NGINX_WORKERS"
+"${ON_LOAD[@]}" python3 bench/measure.py
