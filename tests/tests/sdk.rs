@@ -411,6 +411,20 @@ async fn gateway_errors_are_each_sdks_native_errors() {
     );
 }
 
+/// The admin API's `/api/openapi.json` is a valid OpenAPI 3.1 document by an independent
+/// validator (`openapi-spec-validator`), not only by the generator that wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_openapi_document_is_valid_openapi_3_1() {
+    let Some(setup) = setup() else { return };
+    let gateway = Gateway::start(setup, &[]).await;
+    let url = format!("{}/api/openapi.json", gateway.base);
+    let (status, _, document) = send(Method::GET, &url, &[], None).await;
+    assert_eq!(status, StatusCode::OK);
+    let report = run_script(setup, "openapi_check.py", &String::from_utf8_lossy(&document)).await;
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(report["openapi"], "3.1.0", "{report}");
+}
+
 /// With `MAX_CONCURRENT_REQUESTS=1` and one request held by a slow upstream, each SDK's next
 /// request is shed by the gateway with a 429 the SDK parses as its rate-limit error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,8 +669,19 @@ fn sdk_venv() -> Result<PathBuf, String> {
 
 /// Runs `calls` with one SDK's script; returns one result per call.
 async fn run_sdk(setup: &Setup, sdk: Sdk, calls: &[Value]) -> Vec<Value> {
+    let spec = json!({ "calls": calls }).to_string();
+    let report = run_script(setup, sdk.script(), &spec).await;
+    // Shown with the output of a failing test.
+    eprintln!("{sdk:?} script: {report}");
+    let results = report["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), calls.len(), "{sdk:?}: one result per call");
+    results
+}
+
+/// Runs a script of `tests/sdk/` in the venv with `input` on stdin; returns the JSON it prints.
+async fn run_script(setup: &Setup, script: &str, input: &str) -> Value {
     let mut child = tokio::process::Command::new(&setup.python)
-        .arg(workspace_root().join("tests/sdk").join(sdk.script()))
+        .arg(workspace_root().join("tests/sdk").join(script))
         // A clean environment: no proxy variables, no provider keys or base URLs from the
         // developer's shell, no bytecode written into the source tree.
         .env_clear()
@@ -671,23 +696,17 @@ async fn run_sdk(setup: &Setup, sdk: Sdk, calls: &[Value]) -> Vec<Value> {
         .kill_on_drop(true)
         .spawn()
         .expect("the venv's python starts");
-    let spec = json!({ "calls": calls }).to_string();
     let mut stdin = child.stdin.take().expect("piped stdin");
-    stdin.write_all(spec.as_bytes()).await.expect("write the calls");
+    stdin.write_all(input.as_bytes()).await.expect("write the input");
     drop(stdin);
     let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("{sdk:?}: the SDK script did not finish"))
-        .expect("the SDK script runs");
+        .unwrap_or_else(|_| panic!("{script} did not finish"))
+        .expect("the script runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{sdk:?} script failed: {stderr}");
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|err| panic!("{sdk:?} printed no JSON ({err}): {stderr}"));
-    // Shown with the output of a failing test.
-    eprintln!("{sdk:?} script: {report}");
-    let results = report["results"].as_array().cloned().unwrap_or_default();
-    assert_eq!(results.len(), calls.len(), "{sdk:?}: one result per call");
-    results
+    assert!(output.status.success(), "{script} failed: {stderr}");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{script} printed no JSON ({err}): {stderr}"))
 }
 
 // ---------------------------------------------------------------------------------------------
