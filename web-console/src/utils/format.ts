@@ -1,0 +1,70 @@
+export function formatNumber(n: number, lang: 'en' | 'zh' = 'en'): string {
+  return new Intl.NumberFormat(lang === 'zh' ? 'zh-CN' : 'en-US', {
+    maximumFractionDigits: 2,
+  }).format(n)
+}
+
+export function formatPercent(ratio: number): string {
+  return `${(ratio * 100).toFixed(ratio === 0 ? 0 : 2)}%`
+}
+
+export function formatDateTime(iso: string | null | undefined, lang: 'en' | 'zh' = 'en'): string {
+  if (!iso) return '—'
+  const d = new Date(iso)
+  if (Number.isNaN(d.getTime())) return iso
+  return d.toLocaleString(lang === 'zh' ? 'zh-CN' : 'en-GB', { hour12: false })
+}
+
+export function relativeTime(
+  iso: string | null | undefined,
+  lang: 'en' | 'zh' = 'en',
+  now = Date.now(),
+): string {
+  if (!iso) return lang === 'zh' ? '从未' : 'never'
+  const t = new Date(iso).getTime()
+  if (Number.isNaN(t)) return iso
+  const diff = Math.round((t - now) / 1000)
+  const rtf = new Intl.RelativeTimeFormat(lang === 'zh' ? 'zh-CN' : 'en', { numeric: 'auto' })
+  const abs = Math.abs(diff)
+  if (abs < 60) return rtf.format(diff, 'second')
+  if (abs < 3600) return rtf.format(Math.round(diff / 60), 'minute')
+  if (abs < 86400) return rtf.format(Math.round(diff / 3600), 'hour')
+  return rtf.format(Math.round(diff / 86400), 'day')
+}
+
+export async function copyText(text: string): Promise<boolean> {
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text)
+      return true
+    }
+  } catch {
+    // fall through to the textarea fallback (plain-HTTP origins)
+  }
+  const ta = document.createElement('textarea')
+  ta.value = text
+  ta.setAttribute('readonly', '')
+  ta.style.position = 'fixed'
+  ta.style.opacity = '0'
+  document.body.appendChild(ta)
+  ta.select()
+  let ok = false
+  try {
+    ok = document.execCommand('copy')
+  } catch {
+    ok = false
+  }
+  document.body.removeChild(ta)
+  return ok
+}
+
+/** Starts a browser download of a same-origin URL. */
+export function startDownload(url: string): void {
+  const a = document.createElement('a')
+  a.href = url
+  a.rel = 'noopener'
+  a.download = ''
+  document.body.appendChild(a)
+  a.click()
+  document.body.removeChild(a)
+}
