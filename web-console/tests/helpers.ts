@@ -50,3 +50,46 @@ export function mockApi(route: (call: Call) => Response | Promise<Response>) {
 export async function flush(times = 5) {
   for (let i = 0; i < times; i++) await new Promise((r) => setTimeout(r, 0))
 }
+
+import { mount } from '@vue/test-utils'
+import { NDialogProvider, NMessageProvider } from 'naive-ui'
+import { createPinia, setActivePinia } from 'pinia'
+import { defineComponent, h, type Component } from 'vue'
+
+/** Mounts a component inside the Naive UI providers it needs, with a fresh store. */
+export function mountWithProviders(comp: Component, props: Record<string, unknown> = {}) {
+  const pinia = createPinia()
+  setActivePinia(pinia)
+  const Host = defineComponent({
+    setup() {
+      return () =>
+        h(NMessageProvider, null, {
+          default: () => h(NDialogProvider, null, { default: () => h(comp, props) }),
+        })
+    },
+  })
+  return mount(Host, { attachTo: document.body, global: { plugins: [pinia] } })
+}
+
+/** An element anywhere in the document (modals are teleported to <body>). */
+export function byTestId<T extends Element = HTMLElement>(id: string): T {
+  const el = document.querySelector<T>(`[data-testid="${id}"]`)
+  if (!el) throw new Error(`no element with data-testid=${id}`)
+  return el
+}
+
+export function queryTestId(id: string): HTMLElement | null {
+  return document.querySelector<HTMLElement>(`[data-testid="${id}"]`)
+}
+
+export async function typeInto(id: string, value: string) {
+  const el = byTestId<HTMLInputElement | HTMLTextAreaElement>(id)
+  el.value = value
+  el.dispatchEvent(new Event('input', { bubbles: true }))
+  await flush(2)
+}
+
+export async function click(id: string) {
+  byTestId(id).click()
+  await flush(3)
+}
