@@ -112,3 +112,22 @@ describe('log filters', () => {
     expect(loadVisibleColumns()).toEqual(DEFAULT_LOG_COLUMNS)
   })
 })
+
+describe('format', () => {
+  it('reads zone-less server timestamps as UTC', async () => {
+    const { parseServerTime } = await import('@/utils/format')
+    expect(parseServerTime('2026-11-22T07:28:00.122568').toISOString()).toBe('2026-11-22T07:28:00.122Z')
+    expect(parseServerTime('2026-11-22T07:28:00Z').toISOString()).toBe('2026-11-22T07:28:00.000Z')
+    expect(parseServerTime('2026-11-22T09:28:00+02:00').toISOString()).toBe('2026-11-22T07:28:00.000Z')
+  })
+
+  it('formats relative times and percentages', async () => {
+    const { relativeTime, formatPercent } = await import('@/utils/format')
+    const now = Date.UTC(2026, 10, 22, 8, 0, 0)
+    expect(relativeTime('2026-11-22T07:58:00', 'en', now)).toBe('2 minutes ago')
+    expect(relativeTime(null, 'en', now)).toBe('never')
+    expect(relativeTime(null, 'zh', now)).toBe('从未')
+    expect(formatPercent(0.1234)).toBe('12.34%')
+    expect(formatPercent(0)).toBe('0%')
+  })
+})

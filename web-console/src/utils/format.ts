@@ -8,9 +8,18 @@ export function formatPercent(ratio: number): string {
   return `${(ratio * 100).toFixed(ratio === 0 ? 0 : 2)}%`
 }
 
+/**
+ * Parses a server timestamp. The gateway sends some (keys, groups) without a zone; they are UTC,
+ * so they get a `Z` rather than being read as local time.
+ */
+export function parseServerTime(iso: string): Date {
+  const hasZone = /(?:[zZ]|[+-]\d{2}:?\d{2})$/.test(iso)
+  return new Date(hasZone || !iso.includes('T') ? iso : `${iso}Z`)
+}
+
 export function formatDateTime(iso: string | null | undefined, lang: 'en' | 'zh' = 'en'): string {
   if (!iso) return '—'
-  const d = new Date(iso)
+  const d = parseServerTime(iso)
   if (Number.isNaN(d.getTime())) return iso
   return d.toLocaleString(lang === 'zh' ? 'zh-CN' : 'en-GB', { hour12: false })
 }
@@ -21,7 +30,7 @@ export function relativeTime(
   now = Date.now(),
 ): string {
   if (!iso) return lang === 'zh' ? '从未' : 'never'
-  const t = new Date(iso).getTime()
+  const t = parseServerTime(iso).getTime()
   if (Number.isNaN(t)) return iso
   const diff = Math.round((t - now) / 1000)
   const rtf = new Intl.RelativeTimeFormat(lang === 'zh' ? 'zh-CN' : 'en', { numeric: 'auto' })
