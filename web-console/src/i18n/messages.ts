@@ -75,8 +75,8 @@ export const messages = {
   'dashboard.securityWarnings': ['{n} security warning(s)', '{n} 条安全警告'],
   'dashboard.encryptionMismatch': ['Encryption configuration mismatch', '加密配置不一致'],
   'dashboard.encryptionHelp': [
-    'Stop the gateway, re-encrypt the stored keys with migrate-keys, set ENCRYPTION_KEY accordingly and start it again:',
-    '请停止网关，使用 migrate-keys 重新加密已存储的密钥，并相应设置 ENCRYPTION_KEY 后重新启动：',
+    'Stop the gateway (every instance), run migrate-keys, then start it with the matching ENCRYPTION_KEY:',
+    '请停止网关（所有实例），执行 migrate-keys，然后使用对应的 ENCRYPTION_KEY 重新启动：',
   ],
 
   // groups
