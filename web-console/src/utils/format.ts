@@ -57,14 +57,13 @@ export async function copyText(text: string): Promise<boolean> {
   ta.style.opacity = '0'
   document.body.appendChild(ta)
   ta.select()
-  let ok = false
   try {
-    ok = document.execCommand('copy')
+    return document.execCommand('copy')
   } catch {
-    ok = false
+    return false
+  } finally {
+    document.body.removeChild(ta)
   }
-  document.body.removeChild(ta)
-  return ok
 }
 
 /** Starts a browser download of a same-origin URL. */
