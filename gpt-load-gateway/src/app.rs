@@ -3,7 +3,8 @@
 //! Start: connect the database and migrate; seed and load the settings; apply the bootstrap
 //! file; build the group catalog and load the key pool; start the write-behind tasks (request
 //! logs, key states) and the jobs (validation, retention, gauges); serve `/proxy/{group}/…`,
-//! `/health`, `/health/ready` and `/metrics`.
+//! the admin API under `/api`, `/health`, `/health/ready`, `/metrics` and, for every other path,
+//! the embedded web console (`console`).
 //!
 //! Shutdown (SIGTERM/SIGINT, or [`Running::shutdown`]): stop accepting, let in-flight requests
 //! and streams finish for up to `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT`, then stop the jobs and flush
@@ -36,6 +37,7 @@ use crate::{
     bootstrap::Bootstrap,
     catalog::{Catalog, client_settings},
     config::{Config, database::DatabaseDsn},
+    console::Console,
     crypto::KeyCipher,
     db::Db,
     jobs::{
@@ -275,13 +277,24 @@ pub(crate) async fn start(
         metrics: telemetry::prometheus(),
         started: Instant::now(),
     };
+    let console = Console::for_app();
+    if console.is_built() {
+        tracing::debug!(files = console.len(), "web console embedded");
+    } else {
+        tracing::warn!(
+            "this binary was built without the web console: / shows how to build it (cd web-console && npm ci && npm run build, then rebuild)"
+        );
+    }
     let router = Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route_service("/proxy/{group}", any_service(proxy.clone()))
         .route_service("/proxy/{group}/{*path}", any_service(proxy))
-        .fallback(not_found)
+        // The web console, with SPA fallback; unmatched `/api*` and `/proxy*` paths get a JSON 404.
+        .fallback(move |req: axum::extract::Request| async move {
+            console.respond(req.method(), req.uri().path(), req.headers())
+        })
         .with_state(state)
         .route(
             "/proxy/{group}/api/integration/info",
@@ -393,13 +406,6 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    )
-}
-
-async fn not_found() -> impl IntoResponse {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({"code": "NOT_FOUND", "message": "Resource not found"})),
     )
 }
 

@@ -1,8 +1,9 @@
 //! `gpt-load-gateway`: the AI API key-pool gateway binary, a drop-in replacement for gpt-load.
 //!
 //! `gpt-load-gateway` (or `serve`) starts the gateway; `migrate-keys --from OLD --to NEW` turns
-//! encryption of stored keys on, off or rotates it. Configuration comes from the environment and
-//! `.env` (docs/CONFIG.md).
+//! encryption of stored keys on, off or rotates it; `healthcheck` asks a running gateway's
+//! `/health` (the container image's `HEALTHCHECK`, which has no curl). Configuration comes from
+//! the environment and `.env` (docs/CONFIG.md).
 
 // Repositories, settings metadata and configuration fields are written for the admin API, which
 // is assembled on top of this binary next; until then some are used by tests only.
@@ -18,6 +19,7 @@ mod catalog;
 mod client_ip;
 mod commands;
 mod config;
+mod console;
 mod cors;
 mod crypto;
 mod db;
@@ -63,6 +65,12 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Exit 0 when the gateway configured here (HOST, PORT) answers 200 on /health, 1 otherwise.
+    Healthcheck {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +83,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Healthcheck { timeout }) = cli.command {
+        return healthcheck(config.server.addr, std::time::Duration::from_secs(timeout.max(1)));
+    }
     if let Err(err) = telemetry::init_logging(&config.log) {
         eprintln!(
             "cannot open the log file {}: {err}",
@@ -96,6 +107,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::MigrateKeys { from, to } => migrate_keys(config, from, to).await,
+            Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
         }
     });
     match result {
@@ -153,6 +165,50 @@ async fn migrate_keys(
     Ok(())
 }
 
+/// `GET /health` on the gateway listening at `addr` (loopback when it listens on every address),
+/// over plain HTTP/1.1 without a runtime: exit 0 on a 200, 1 otherwise.
+fn healthcheck(addr: SocketAddr, timeout: std::time::Duration) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let status = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&target, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        write!(
+            stream,
+            "GET /health HTTP/1.1\r\nHost: {target}\r\nUser-Agent: gpt-load-gateway-healthcheck\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = Vec::new();
+        let mut buf = [0u8; 256];
+        while !head.contains(&b'\n') {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = String::from_utf8_lossy(&head);
+        Ok(line.lines().next().unwrap_or("").trim().to_owned())
+    })();
+    match status {
+        Ok(line) if line.split_whitespace().nth(1) == Some("200") => ExitCode::SUCCESS,
+        Ok(line) => {
+            eprintln!("unhealthy: http://{target}/health answered {line:?}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("unhealthy: http://{target}/health: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +232,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(help.contains("key-pool gateway"));
+        let parsed = Cli::try_parse_from(["gpt-load-gateway", "healthcheck"]).unwrap();
+        assert!(matches!(
+            parsed.command,
+            Some(Command::Healthcheck { timeout: 5 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn healthcheck_wants_a_200_from_health() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for status in ["200 OK", "503 Service Unavailable"] {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                // The whole request head: closing with unread bytes would reset the connection.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 256];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ends early");
+                    head.extend_from_slice(&buf[..n]);
+                }
+                requests.push(String::from_utf8_lossy(&head).into_owned());
+                let answer = format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\n\r\n{{}}");
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+            requests
+        });
+        // Listening on every address: the check goes to loopback.
+        let addr: SocketAddr = format!("0.0.0.0:{port}").parse().unwrap();
+        let check = move || healthcheck(addr, std::time::Duration::from_secs(5));
+        let first = tokio::task::spawn_blocking(check).await.unwrap();
+        let second = tokio::task::spawn_blocking(check).await.unwrap();
+        assert_eq!(first, ExitCode::SUCCESS);
+        assert_eq!(second, ExitCode::FAILURE);
+        let requests = server.await.unwrap();
+        assert!(
+            requests[0].starts_with("GET /health HTTP/1.1\r\n"),
+            "{requests:?}"
+        );
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let refused =
+            tokio::task::spawn_blocking(move || healthcheck(addr, std::time::Duration::from_secs(1)))
+                .await
+                .unwrap();
+        assert_eq!(refused, ExitCode::FAILURE);
     }
 }

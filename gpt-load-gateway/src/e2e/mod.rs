@@ -7,6 +7,7 @@ mod admin_keys;
 mod admin_logs;
 mod admin_shapes;
 mod admin_tasks;
+mod console;
 mod harness;
 mod proxy;
 mod storage;
