@@ -1,12 +1,34 @@
 #!/usr/bin/env bash
-# `make run`: the gateway on SQLite (./data/gpt-load.db, port 3001) in front of the workspace's
-# mock upstream (127.0.0.1:8080), with a demo group, so a curl works on a fresh clone.
+# `make run`: the web console built, then the gateway (which embeds it) on SQLite
+# (./data/gpt-load.db, port 3001) in front of the workspace's mock upstream (127.0.0.1:8080), with
+# a demo group, so a curl works on a fresh clone.
 # Set GPT_LOAD_BOOTSTRAP, DATABASE_DSN, AUTH_KEY… (or a .env file) to run it your way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MOCK_PORT="${MOCK_PORT:-8080}"
 export PORT="${PORT:-3001}"
+
+# The web console, embedded by the gateway's build: `npm ci` when node_modules is missing or older
+# than package-lock.json, then `npm run build`. Without npm the gateway starts without it.
+if [ -f web-console/package.json ]; then
+  if command -v npm >/dev/null; then
+    # npm rewrites node_modules/.package-lock.json on every install: it dates node_modules best.
+    installed=web-console/node_modules/.package-lock.json
+    [ -e "$installed" ] || installed=web-console/node_modules
+    if [ ! -f web-console/package-lock.json ]; then
+      (cd web-console && npm install --no-audit --no-fund)
+    elif [ ! -e "$installed" ] || [ web-console/package-lock.json -nt "$installed" ]; then
+      # npm 11 may refuse a lock file without other platforms' optional packages: install the
+      # locked versions without rewriting package-lock.json then.
+      (cd web-console && { npm ci --no-audit --no-fund ||
+        npm install --no-save --no-audit --no-fund; })
+    fi
+    (cd web-console && npm run build)
+  else
+    echo "warning: npm not found: starting without the web console (install Node.js 20.19+ and npm, then run make run again)" >&2
+  fi
+fi
 
 cargo build -q -p gpt-load-gateway -p gpt-load-e2e --bin gpt-load-gateway --bin mock-upstream
 target="${CARGO_TARGET_DIR:-target}/debug"
@@ -32,7 +54,7 @@ fi
 
 cat <<MSG
 
-gpt-load-gateway on http://127.0.0.1:$PORT (SQLite: ./data/gpt-load.db), mock upstream on
+gpt-load-gateway on http://127.0.0.1:$PORT (the web console; SQLite: ./data/gpt-load.db), mock upstream on
 127.0.0.1:$MOCK_PORT. The demo group has three upstream keys; the mock always fails the third,
 so it is retried on another key and blacklisted after three failures. Try:
 
