@@ -1,0 +1,182 @@
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import type { GroupResponse, SubGroup } from '@/api/types'
+import GroupList from '@/components/GroupList.vue'
+import SubGroupTable from '@/components/SubGroupTable.vue'
+import DashboardView from '@/views/DashboardView.vue'
+import { byTestId, click, flush, mockApi, mountWithProviders, ok, queryTestId, typeInto } from './helpers'
+
+const g = (id: number, name: string, extra: Partial<GroupResponse> = {}) =>
+  ({
+    id,
+    name,
+    display_name: name.toUpperCase(),
+    group_type: 'standard',
+    channel_type: 'openai',
+    ...extra,
+  }) as GroupResponse
+
+afterEach(() => {
+  document.body.innerHTML = ''
+  localStorage.clear()
+})
+
+describe('GroupList', () => {
+  const groups = [g(1, 'alpha'), g(2, 'beta'), g(3, 'gamma', { group_type: 'aggregate' })]
+
+  it('searches by name and display name', async () => {
+    const w = mountWithProviders(GroupList, { groups, selectedId: 1 })
+    await flush()
+    expect(document.querySelectorAll('[data-testid^="group-item-"]')).toHaveLength(3)
+    await typeInto('group-search', 'BET')
+    expect([...document.querySelectorAll<HTMLElement>('[data-testid^="group-item-"]')].map((e) => e.dataset.testid)).toEqual(['group-item-beta'])
+    expect(byTestId('group-item-beta').getAttribute('draggable')).toBe('false') // no reordering while searching
+    await typeInto('group-search', 'zzz')
+    expect(queryTestId('group-list-empty')).not.toBeNull()
+    w.unmount()
+  })
+
+  it('selects, creates and reorders by drag and drop', async () => {
+    const onSelect = vi.fn()
+    const onCreate = vi.fn()
+    const onReorder = vi.fn()
+    const w = mountWithProviders(GroupList, { groups, selectedId: 1, onSelect, onCreate, onReorder })
+    await flush()
+    await click('group-item-beta')
+    expect(onSelect).toHaveBeenCalledWith(2)
+    await click('create-group-button')
+    await click('create-aggregate-button')
+    expect(onCreate.mock.calls).toEqual([['standard'], ['aggregate']])
+
+    const drag = (id: string, type: string) => {
+      const ev = new Event(type, { bubbles: true, cancelable: true })
+      Object.defineProperty(ev, 'dataTransfer', { value: { setData: () => {}, effectAllowed: '' } })
+      byTestId(id).dispatchEvent(ev)
+    }
+    expect(byTestId('group-item-gamma').getAttribute('draggable')).toBe('true')
+    drag('group-item-gamma', 'dragstart')
+    drag('group-item-alpha', 'dragover')
+    drag('group-item-alpha', 'drop')
+    await flush()
+    expect(onReorder).toHaveBeenCalledOnce()
+    expect((onReorder.mock.calls[0]![0] as GroupResponse[]).map((x) => x.name)).toEqual(['gamma', 'alpha', 'beta'])
+    w.unmount()
+  })
+})
+
+describe('SubGroupTable', () => {
+  const sub = (id: number, name: string, weight: number, active: number): SubGroup => ({
+    group: g(id, name),
+    weight,
+    total_keys: active + 1,
+    active_keys: active,
+    invalid_keys: 1,
+  })
+  const aggregate = g(10, 'agg', { group_type: 'aggregate' })
+
+  it('shows each member with its share of the total weight, heaviest first', async () => {
+    const w = mountWithProviders(SubGroupTable, {
+      group: aggregate,
+      subGroups: [sub(1, 'a', 1, 2), sub(2, 'b', 3, 0), sub(3, 'c', 0, 5)],
+      allGroups: [],
+    })
+    await flush()
+    const rows = [...document.querySelectorAll<HTMLElement>('[data-testid^="sub-group-row-"]')]
+    expect(rows.map((r) => [r.dataset.testid, r.dataset.state])).toEqual([
+      ['sub-group-row-b', 'unavailable'],
+      ['sub-group-row-a', 'active'],
+      ['sub-group-row-c', 'disabled'],
+    ])
+    expect(rows[0]!.querySelector('[data-testid="sub-group-share"]')!.textContent).toContain('75%')
+    expect(rows[1]!.querySelector('[data-testid="sub-group-share"]')!.textContent).toContain('25%')
+    byTestId('sub-group-filter-active').querySelector('input')!.click()
+    await flush()
+    expect(document.querySelectorAll('[data-testid^="sub-group-row-"]')).toHaveLength(1)
+    w.unmount()
+  })
+
+  it('previews and saves a new weight', async () => {
+    const { calls } = mockApi(() => ok(undefined, 'Weight updated'))
+    const onChanged = vi.fn()
+    const w = mountWithProviders(SubGroupTable, {
+      group: aggregate,
+      subGroups: [sub(1, 'a', 1, 2), sub(2, 'b', 3, 1)],
+      allGroups: [],
+      onChanged,
+    })
+    await flush()
+    await click('sub-group-weight-edit-a')
+    await typeInto('sub-group-weight-input', '9')
+    expect(byTestId('sub-group-share-preview').textContent).toContain('75%')
+    await click('sub-group-weight-save')
+    await flush()
+    expect(calls[0]!.method).toBe('PUT')
+    expect(calls[0]!.url).toBe('/api/groups/10/sub-groups/1/weight')
+    expect(calls[0]!.body).toEqual({ weight: 9 })
+    expect(onChanged).toHaveBeenCalled()
+    w.unmount()
+  })
+
+  it('asks for a group before adding', async () => {
+    const { calls } = mockApi(() => ok(undefined))
+    const w = mountWithProviders(SubGroupTable, {
+      group: aggregate,
+      subGroups: [sub(1, 'a', 1, 2)],
+      allGroups: [
+        g(1, 'a'),
+        g(4, 'other-channel', { channel_type: 'gemini' }),
+        g(5, 'candidate'),
+        aggregate,
+      ],
+    })
+    await flush()
+    await click('add-sub-groups-button')
+    await click('add-sub-groups-confirm')
+    expect(byTestId('add-sub-groups-error').textContent).toContain('Choose at least one group')
+    expect(calls).toHaveLength(0)
+    w.unmount()
+  })
+})
+
+describe('DashboardView', () => {
+  it('shows the cards, warnings and the encryption alert', async () => {
+    const card = (value: number, trend: number, growth: boolean, sub?: number) => ({
+      value,
+      trend,
+      trend_is_growth: growth,
+      sub_value: sub,
+      sub_value_tip: sub === undefined ? undefined : 'Invalid keys',
+    })
+    const { calls } = mockApi((c) => {
+      if (c.url.startsWith('/api/dashboard/stats')) {
+        return ok({
+          key_count: card(12, 0, true, 3),
+          rpm: card(3.2, 50, true),
+          request_count: card(320, -10, false),
+          error_rate: card(1.5, -0.5, true),
+          security_warnings: [
+            { type: 'auth_key', message: 'AUTH_KEY is short', severity: 'high', suggestion: 'Use 32+ characters' },
+          ],
+        })
+      }
+      if (c.url.startsWith('/api/dashboard/encryption-status')) {
+        return ok({ has_mismatch: true, scenario_type: 'key_mismatch', message: 'wrong key', suggestion: 'fix it' })
+      }
+      if (c.url.startsWith('/api/groups/list')) return ok([{ id: 1, name: 'a', display_name: 'A' }])
+      return ok({ labels: [], datasets: [] })
+    })
+    const w = mountWithProviders(DashboardView)
+    await flush(10)
+    expect(byTestId('stat-card-key_count').textContent).toContain('12')
+    expect(byTestId('stat-card-key_count').textContent).toContain('3')
+    expect(byTestId('stat-card-rpm').querySelector('[data-testid="stat-trend"]')!.textContent).toContain('↑ 50%')
+    const rate = byTestId('stat-card-error_rate')
+    expect(rate.textContent).toContain('1.5%')
+    expect(rate.querySelector('[data-testid="stat-trend"]')!.className).toContain('ok')
+    expect(byTestId('stat-card-request_count').querySelector('[data-testid="stat-trend"]')!.className).toContain('bad')
+    expect(byTestId('security-warning-0').dataset.severity).toBe('high')
+    expect(byTestId('encryption-alert').dataset.scenario).toBe('key_mismatch')
+    expect(byTestId('encryption-command').textContent).toContain('--from')
+    expect(calls.map((c) => c.url)).toContain('/api/dashboard/chart')
+    w.unmount()
+  })
+})
