@@ -180,3 +180,33 @@ describe('DashboardView', () => {
     w.unmount()
   })
 })
+
+describe('TaskProgress', () => {
+  it('shows a running task and reports its result when it ends', async () => {
+    vi.useFakeTimers()
+    const { setNotifier } = await import('@/ui/notify')
+    const { useTaskStore } = await import('@/stores/task')
+    const TaskProgress = (await import('@/components/TaskProgress.vue')).default
+    const success = vi.fn()
+    setNotifier({ success, error: vi.fn(), info: vi.fn(), warning: vi.fn() })
+    const base = { task_type: 'KEY_IMPORT', group_name: 'g1', total: 4, started_at: '2026-01-01T00:00:00Z' }
+    const answers = [
+      ok({ ...base, is_running: true, processed: 1 }),
+      ok({ ...base, is_running: false, processed: 4, result: { added_count: 4, ignored_count: 0 } }),
+    ]
+    mockApi(() => answers.shift() ?? ok({ is_running: false }))
+    const w = mountWithProviders(TaskProgress)
+    await vi.advanceTimersByTimeAsync(10)
+    const bar = byTestId('task-progress')
+    expect(bar.dataset.taskType).toBe('KEY_IMPORT')
+    expect(bar.textContent).toContain('Importing keys into g1')
+    expect(bar.textContent).toContain('1 / 4')
+    await vi.advanceTimersByTimeAsync(1000)
+    expect(queryTestId('task-progress')).toBeNull()
+    expect(success).toHaveBeenCalledWith('Importing keys into g1: done — added: 4, ignored: 0')
+    useTaskStore().stop()
+    setNotifier(null)
+    w.unmount()
+    vi.useRealTimers()
+  })
+})

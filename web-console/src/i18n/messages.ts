@@ -55,6 +55,13 @@ export const messages = {
   'task.generic': ['Task on {group}', '{group} 的任务'],
   'task.done': ['{label}: done', '{label}：已完成'],
   'task.failed': ['{label}: failed — {error}', '{label}：失败 — {error}'],
+  'task.added': ['added', '新增'],
+  'task.ignored': ['ignored', '忽略'],
+  'task.deleted': ['deleted', '删除'],
+  'task.totalInGroup': ['now in the group', '分组内总数'],
+  'task.valid': ['valid', '有效'],
+  'task.invalid': ['invalid', '无效'],
+  'task.total': ['checked', '已验证'],
 
   // form
   'form.required': ['Required', '必填'],
