@@ -37,6 +37,8 @@ else:
     STREAM_TARGET = int(ENV.get("BENCH_STREAMS", "10000"))
     STREAM_FRAMES, STREAM_PACE_MS = 12, 1000
     SETTLE_S = 5
+STREAM_FRAMES = int(ENV.get("BENCH_STREAM_FRAMES", STREAM_FRAMES))
+STREAM_PACE_MS = int(ENV.get("BENCH_STREAM_PACE_MS", STREAM_PACE_MS))
 # SSE time to first frame: 2 text frames 10 ms apart, so a buffering proxy would show ~10 ms.
 TTFF_FRAMES, TTFF_PACE_MS = 2, 10
 # `data:` frames of an OpenAI chat stream: the text frames, the finish chunk and [DONE].
@@ -281,6 +283,15 @@ def measure():
             r = ttff(t[name])
             results[name]["ttff"].append(r)
             log(f"  {name:8} SSE first frame p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs  (whole stream {r['total_p50_us'] / 1e3:.1f} ms)")
+
+    # After load: once the request/response and SSE rounds are over, before the stream rounds
+    # (whose 10,000 connections would dominate every later reading).
+    time.sleep(SETTLE_S)
+    after = proxy_rss()
+    log(f"after-load RSS: gateway {after['gateway'] / 1024:.1f} MiB, nginx {after['nginx'] / 1024:.1f} MiB")
+
+    for round_no in range(1, ROUNDS + 1):
+        log(f"stream round {round_no}/{ROUNDS}: {count:,} concurrent streams per target")
         for name in TARGETS:
             alive()
             r = streams(t[name], count)
@@ -294,13 +305,14 @@ def measure():
             time.sleep(2)  # let closed connections drain before the next target
 
     time.sleep(SETTLE_S)
-    after = proxy_rss()
-    log(f"after-load RSS: gateway {after['gateway'] / 1024:.1f} MiB, nginx {after['nginx'] / 1024:.1f} MiB")
+    after_streams = proxy_rss()
+    log(f"RSS after the stream rounds: gateway {after_streams['gateway'] / 1024:.1f} MiB, nginx {after_streams['nginx'] / 1024:.1f} MiB")
     return {
         "results": results,
         "idle": idle,
         "load_peaks": load_peaks,
         "after": after,
+        "after_streams": after_streams,
         "stream_count": count,
         "nofile": nofile,
     }
@@ -483,6 +495,10 @@ def render(data, rows, targets_rows, started, finished):
         f"frame with bench-client ({TTFF_REQUESTS} streams, {TTFF_FRAMES} frames {TTFF_PACE_MS} ms apart), "
         f"{count:,} concurrent streams of {STREAM_FRAMES} frames {STREAM_PACE_MS} ms apart",
     ]
+    lines.append(
+        f"- RSS after the stream rounds: gateway {mib(data['after_streams']['gateway'])}, "
+        f"nginx {mib(data['after_streams']['nginx'])}"
+    )
     if count < STREAM_TARGET:
         lines.append(
             f"- streams capped at {count:,} of {STREAM_TARGET:,}: RLIMIT_NOFILE is {data['nofile']:,} here and "

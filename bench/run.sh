@@ -129,7 +129,7 @@ worker_rlimit_nofile $hard;
 daemon off;
 pid $NGX/nginx.pid;
 error_log $NGX/logs/error.log warn;
-events { worker_connections $hard; }
+events { worker_connections $((hard + 4096)); }
 http {
   access_log off;
   keepalive_requests 1000000;
