@@ -8,8 +8,9 @@
 #   make bench                 # full run (3 rounds), about 10 minutes after the build
 #   BENCH_QUICK=1 make bench   # smoke run: 1 round, short durations, 1,000 streams
 #
-# Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_PIN=0 (no
-# taskset), BENCH_KEEP=1 (keep the temporary directory with every log).
+# Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_STREAM_FRAMES,
+# BENCH_STREAM_PACE_MS, BENCH_PIN=0 (no taskset), BENCH_KEEP=1 (keep the temporary directory with
+# every log), BENCH_PROFILE=1 (instead of measuring: perf profile of the gateway under wrk c=32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -193,6 +194,31 @@ keys="$(python3 -c 'print("\\n".join(f"sk-bench-upstream-{i:04d}" for i in range
 out="$(api POST /api/keys/add-multiple "{\"group_id\":$group_id,\"keys_text\":\"$keys\"}")"
 [[ "$out" == *'"added_count":100'* ]] || die "adding 100 keys failed: $out"
 log "group $GROUP (id $group_id) with 100 keys"
+
+if [ "${BENCH_PROFILE:-0}" = 1 ]; then
+  # Profile the gateway with perf while wrk drives it at c=32; prints the hottest symbols.
+  command -v perf >/dev/null || die "perf not found (Debian package linux-perf)"
+  set +o pipefail # head closes the pipes early
+  lua="$WORK/profile.lua"
+  printf '%s\n' 'wrk.method = "POST"' \
+    'wrk.body = [[{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello to the benchmark."}]}]]' \
+    'wrk.headers["Content-Type"] = "application/json"' "wrk.headers[\"Authorization\"] = \"Bearer $PROXY_KEY\"" >"$lua"
+  url="$GW_URL/proxy/$GROUP/v1/chat/completions"
+  "${ON_LOAD[@]}" "$WRK" -t1 -c32 -d3s -s "$lua" "$url" >/dev/null
+  "${ON_LOAD[@]}" "$WRK" -t1 -c32 -d14s -s "$lua" "$url" >"$WORK/profile-wrk.txt" &
+  wrk_pid=$!
+  started+=("$wrk_pid")
+  sleep 2
+  perf record -F 499 --call-graph dwarf,16384 -o "$WORK/perf.data" -p "$GW_PID" -- sleep 10 2>"$WORK/perf-record.log" >/dev/null
+  wait "$wrk_pid" || true
+  grep -E 'Requests/sec' "$WORK/profile-wrk.txt" >&2 || true
+  echo "## self time (top 30)"
+  perf report -i "$WORK/perf.data" --no-children --sort dso,symbol --stdio -g none 2>/dev/null | grep '%' | sed 's/ *$//' | head -30
+  echo "## inclusive time (self + callees) of gateway, library, diesel, hyper and tokio frames (top 40)"
+  perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep '%' |
+    grep -E 'gpt_load|diesel|sqlite3_step|blocking::pool|hyper::proto|metrics' | sed 's/ *$//' | head -40
+  exit 0
+fi
 
 export BENCH_MOCK_URL="$MOCK_URL" BENCH_NGINX_URL="$NGINX_URL" BENCH_GATEWAY_URL="$GW_URL" \
   BENCH_MOCK_PID="$MOCK_PID" BENCH_NGINX_PID="$NGINX_PID" BENCH_GATEWAY_PID="$GW_PID" \
