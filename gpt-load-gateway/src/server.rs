@@ -14,6 +14,14 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tower::ServiceBuilder;
 
+/// Sends small writes at once: a stream's frames are each a small write, and with Nagle's
+/// algorithm on they would wait for the client's delayed ACK (about 40 ms on Linux).
+fn configure(stream: &tokio::net::TcpStream) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "setting TCP_NODELAY failed");
+    }
+}
+
 /// Serves `router` on `listener` until `stop` turns true, then waits for open connections to
 /// finish their in-flight requests.
 pub(crate) async fn serve(
@@ -44,6 +52,7 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        configure(&stream);
         let service = ServiceBuilder::new()
             .map_request(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
@@ -63,4 +72,20 @@ pub(crate) async fn serve(
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::configure;
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        assert!(!stream.nodelay().unwrap(), "off by default");
+        configure(&stream);
+        assert!(stream.nodelay().unwrap());
+    }
 }

@@ -2,7 +2,8 @@
 //! which runs one diesel body on whichever backend is live so repositories are written once.
 //!
 //! - SQLite (bundled) through diesel-async's `SyncConnectionWrapper`: WAL journal,
-//!   `busy_timeout` 5 s and foreign keys on every connection; a small pool, since SQLite has one
+//!   `busy_timeout` 5 s, foreign keys and an 8 MiB page cache on every connection; a small pool,
+//!   since SQLite has one
 //!   writer at a time.
 //! - PostgreSQL through tokio-postgres and MySQL/MariaDB through mysql_async (no libpq, no
 //!   libmysqlclient).
@@ -143,7 +144,9 @@ impl Db {
             .ok_or_else(|| connect_error("the path is not valid UTF-8".to_owned()))?
             .to_owned();
         // WAL lets readers proceed while the log writer commits; the busy timeout makes a
-        // second writer wait instead of failing.
+        // second writer wait instead of failing. An 8 MiB page cache per connection (SQLite's
+        // default is 2 MiB) keeps the log indexes' hot pages in memory under load instead of
+        // reading them back for every batch.
         let mut config = ManagerConfig::<SqliteConn>::default();
         config.custom_setup = Box::new(|url| {
             let url = url.to_owned();
@@ -152,7 +155,8 @@ impl Db {
                 conn.spawn_blocking(|c| {
                     c.batch_execute(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                         PRAGMA cache_size = -8192;",
                     )
                 })
                 .await

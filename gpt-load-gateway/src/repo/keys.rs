@@ -140,31 +140,61 @@ pub(crate) async fn apply_states(
     updates: &[KeyStateUpdate],
     at: NaiveDateTime,
 ) -> Result<usize, DbError> {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let mut written = 0;
-            for u in updates {
-                let row = api_keys::table.find(u.id);
-                let set = (
-                    api_keys::status.eq(u.status),
-                    api_keys::failure_count.eq(u.failure_count),
-                    api_keys::request_count.eq(api_keys::request_count + u.new_requests),
-                    api_keys::updated_at.eq(at),
-                );
-                written += match u.last_used_at {
-                    Some(used) => {
-                        diesel::update(row)
-                            .set((set, api_keys::last_used_at.eq(used)))
-                            .execute(conn)
-                            .await?
+    // What changes in a key's row (plus `last_used_at` when it was used).
+    macro_rules! set_of {
+        ($u:expr) => {
+            (
+                api_keys::status.eq($u.status),
+                api_keys::failure_count.eq($u.failure_count),
+                api_keys::request_count.eq(api_keys::request_count + $u.new_requests),
+                api_keys::updated_at.eq(at),
+            )
+        };
+    }
+    with_conn!(
+        db,
+        // The whole batch in one blocking call (see `insert_many`).
+        sqlite | conn | {
+            let owned = updates.to_vec();
+            conn.spawn_blocking(move |conn| {
+                diesel::Connection::transaction(conn, |conn| {
+                    let mut written = 0;
+                    for u in &owned {
+                        let row = api_keys::table.find(u.id);
+                        written += match u.last_used_at {
+                            Some(used) => diesel::RunQueryDsl::execute(
+                                diesel::update(row).set((set_of!(u), api_keys::last_used_at.eq(used))),
+                                conn,
+                            )?,
+                            None => diesel::RunQueryDsl::execute(diesel::update(row).set(set_of!(u)), conn)?,
+                        };
                     }
-                    None => diesel::update(row).set(set).execute(conn).await?,
-                };
-            }
-            Ok::<_, DbError>(written)
-        })
-        .await
-    })
+                    Ok(written)
+                })
+            })
+            .await
+            .map_err(DbError::from)
+        },
+        server | conn | {
+            conn.transaction(async |conn| {
+                let mut written = 0;
+                for u in updates {
+                    let row = api_keys::table.find(u.id);
+                    written += match u.last_used_at {
+                        Some(used) => {
+                            diesel::update(row)
+                                .set((set_of!(u), api_keys::last_used_at.eq(used)))
+                                .execute(conn)
+                                .await?
+                        }
+                        None => diesel::update(row).set(set_of!(u)).execute(conn).await?,
+                    };
+                }
+                Ok::<_, DbError>(written)
+            })
+            .await
+        }
+    )
 }
 
 /// The `key_hash` of every key of a group (for de-duplication on import).
