@@ -47,12 +47,14 @@ impl AdminError {
         }
     }
 
-    /// The first of several field errors (all of them are in the message).
+    /// The first of several field errors, with every one in the message:
+    /// `first: message; second: message`.
     pub(crate) fn fields(errors: Vec<FieldError>) -> Self {
         let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
         let message = errors
             .iter()
-            .map(ToString::to_string)
+            .enumerate()
+            .map(|(i, e)| if i == 0 { e.message.clone() } else { e.to_string() })
             .collect::<Vec<_>>()
             .join("; ");
         Self::Validation { field, message }
@@ -108,3 +110,26 @@ impl IntoResponse for AdminError {
 
 /// The result of every admin handler.
 pub(crate) type AdminResult<T> = Result<T, AdminError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn several_field_errors_name_each_field_once() {
+        let errors = vec![
+            FieldError {
+                field: "app_url".to_owned(),
+                message: "is required".to_owned(),
+            },
+            FieldError {
+                field: "max_retries".to_owned(),
+                message: "must be at least 0".to_owned(),
+            },
+        ];
+        assert_eq!(
+            AdminError::fields(errors).to_string(),
+            "app_url: is required; max_retries: must be at least 0"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! Request and response bodies of the group routes (gpt-load's field names).
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -73,9 +73,9 @@ pub(crate) struct GroupResponse {
     #[schema(value_type = Vec<HeaderRuleJson>)]
     pub(crate) header_rules: Value,
     pub(crate) proxy_keys: String,
-    pub(crate) last_validated_at: Option<NaiveDateTime>,
-    pub(crate) created_at: NaiveDateTime,
-    pub(crate) updated_at: NaiveDateTime,
+    pub(crate) last_validated_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 fn parsed(text: &str, empty: Value) -> Value {
@@ -102,9 +102,9 @@ impl GroupResponse {
             validation_endpoint: row.validation_endpoint,
             model_redirect_strict: row.model_redirect_strict,
             proxy_keys: row.proxy_keys,
-            last_validated_at: row.last_validated_at,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            last_validated_at: row.last_validated_at.map(|t| t.and_utc()),
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Request and response bodies of the key routes (gpt-load's field names).
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -69,9 +69,9 @@ pub(crate) struct KeyResponse {
     pub(crate) notes: String,
     pub(crate) request_count: i64,
     pub(crate) failure_count: i64,
-    pub(crate) last_used_at: Option<NaiveDateTime>,
-    pub(crate) created_at: NaiveDateTime,
-    pub(crate) updated_at: NaiveDateTime,
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 /// What the list and the export show for a value that cannot be decrypted.
@@ -90,9 +90,9 @@ impl KeyResponse {
             notes: row.notes,
             request_count: row.request_count,
             failure_count: row.failure_count,
-            last_used_at: row.last_used_at,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            last_used_at: row.last_used_at.map(|t| t.and_utc()),
+            created_at: row.created_at.and_utc(),
+            updated_at: row.updated_at.and_utc(),
         }
     }
 }
