@@ -41,7 +41,7 @@ pub(crate) struct RequestLogRow {
 #[derive(Clone, Debug, PartialEq, Eq, Insertable)]
 #[diesel(table_name = request_logs)]
 pub(crate) struct NewRequestLog {
-    /// A UUID v4.
+    /// A UUID, time-ordered (v7) so that inserts append to the primary-key index.
     pub(crate) id: String,
     /// When the request arrived: UTC, microsecond precision.
     pub(crate) timestamp: NaiveDateTime,
