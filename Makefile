@@ -12,6 +12,7 @@ test:
 	$(CARGO) test --workspace --all-targets --all-features
 	$(CARGO) test --workspace --doc --all-features
 	scripts/smoke.sh
+	scripts/console-e2e.sh
 
 ## Formatting, clippy with warnings as errors, and docs without missing-docs warnings.
 lint:
