@@ -3,20 +3,15 @@
 # tests (web-console/e2e: Debian's chromium driven by playwright-core against the real gateway
 # binary with the console embedded, in front of the mock upstream). Part of `make test`.
 #
-# Builds what it needs, in this order: `npm ci` when web-console/node_modules is missing or was
-# installed from another package-lock.json, `npm run build` (type check, then web-console/dist),
-# then the debug gateway and mock upstream (after the console, so the gateway embeds it).
+# Builds what it needs, in this order: `npm ci` when web-console/node_modules is missing or older
+# than package-lock.json, `npm run build` (type check, then web-console/dist), then the debug
+# gateway and mock upstream (after the console, so the gateway embeds it).
 #
 # Needs node >= 20.19 with npm and chromium (/usr/bin/chromium, or CHROMIUM_PATH). Without them
 # it prints a SKIP line and succeeds, except under CI=true, where it fails.
 # Screenshots of every page: web-console/e2e/screenshots/.
-#
-#   scripts/console-e2e.sh                  build, then vitest and the browser tests
-#   scripts/console-e2e.sh --console-only   only npm ci (when needed) and npm run build
 set -euo pipefail
 cd "$(dirname "$0")/.."
-console_only=false
-[ "${1:-}" = "--console-only" ] && console_only=true
 
 skip() {
   if [ "${CI:-}" = "true" ]; then
@@ -31,19 +26,17 @@ command -v node >/dev/null && command -v npm >/dev/null || skip "node and npm ar
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' ||
   skip "node $(node --version) is older than 20.19"
 chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
-$console_only || [ -x "$chromium" ] || skip "no chromium at $chromium (apt-get install -y chromium, or set CHROMIUM_PATH)"
+[ -x "$chromium" ] || skip "no chromium at $chromium (apt-get install -y chromium, or set CHROMIUM_PATH)"
 
-# npm ci when node_modules does not match package-lock.json (a stamp of the lock file's hash).
-lock_hash=$(sha256sum web-console/package-lock.json | cut -d' ' -f1)
-stamp=web-console/node_modules/.package-lock.sha256
-if [ ! -d web-console/node_modules ] || [ "$(cat "$stamp" 2>/dev/null)" != "$lock_hash" ]; then
+# npm writes node_modules/.package-lock.json on every install: older than package-lock.json (or
+# missing) means node_modules is stale.
+installed=web-console/node_modules/.package-lock.json
+if [ ! -f "$installed" ] || [ web-console/package-lock.json -nt "$installed" ] ||
+  [ ! -f web-console/node_modules/playwright-core/package.json ]; then
   (cd web-console && npm ci --no-audit --no-fund)
-  echo "$lock_hash" >"$stamp"
 fi
 
 (cd web-console && npm run build)
-$console_only && exit 0
-
 cargo build -q -p gpt-load-gateway -p gpt-load-e2e --bin gpt-load-gateway --bin mock-upstream
 target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug"
 
