@@ -302,7 +302,11 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
             },
             "{backend}"
         );
-        assert_eq!(uuid::Uuid::parse_str(&retry.id).unwrap().get_version_num(), 4);
+        assert_eq!(
+            uuid::Uuid::parse_str(&retry.id).unwrap().get_version_num(),
+            7,
+            "time-ordered ids"
+        );
         assert_eq!(
             (
                 last.request_type.as_str(),
