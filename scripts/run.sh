@@ -47,7 +47,7 @@ if [ -z "${GPT_LOAD_BOOTSTRAP:-}" ]; then
   "test_model": "gpt-4o-mini",
   "upstreams": [{"url": "http://127.0.0.1:$MOCK_PORT", "weight": 1}],
   "proxy_keys": "sk-demo-proxy-key",
-  "keys": ["sk-demo-upstream-0001", "sk-demo-upstream-0002", "mock-500-demo-upstream-0003"]
+  "keys": ["sk-demo-upstream-0001", "sk-demo-upstream-0002", "mock-401-demo-upstream-0003"]
 }]}
 JSON
 fi
@@ -55,7 +55,7 @@ fi
 cat <<MSG
 
 gpt-load-gateway on http://127.0.0.1:$PORT (the web console; SQLite: ./data/gpt-load.db), mock upstream on
-127.0.0.1:$MOCK_PORT. The demo group has three upstream keys; the mock always fails the third,
+127.0.0.1:$MOCK_PORT. The demo group has three upstream keys; the mock always rejects the third (401),
 so it is retried on another key and blacklisted after three failures. Try:
 
   curl http://127.0.0.1:$PORT/proxy/demo/v1/chat/completions \\

@@ -13,15 +13,17 @@
 //! 10. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413)
 //! 11. GroupPolicy          — the URL group's settings (`LogSettings`, …)
 //! 12. RequestLog           — one record per attempt: request metrics, then the batching writer
-//! 13. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
-//! 14. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
-//! 15. ModelList            — `…/models` answers include the redirect rules' models
-//! 16. Retry<RetryOnOtherKey> — re-runs 17–20 on an untried key (`ExcludedKeys`)
-//! 17. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
-//! 18. HeaderRules          — the group's header rules, after the credential
-//! 19. KeyHealth            — classify the attempt, report to the pool → `AttemptOutcome`
-//! 20. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
-//! 21. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
+//! 13. JsonBody             — a body that claims JSON and does not parse never spends a key (400)
+//! 14. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
+//! 15. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
+//! 16. ModelList            — `…/models` answers include the redirect rules' models
+//! 17. Retry<RetryOnOtherKey> — re-runs 18–21 on an untried key (`ExcludedKeys`), or after a provider
+//!     failure with every usable key tried, on the one that failed longest ago
+//! 18. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
+//! 19. HeaderRules          — the group's header rules, after the credential
+//! 20. KeyHealth            — whose fault (request, key, provider), report to the pool → `AttemptOutcome`
+//! 21. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
+//! 22. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
 
 use std::convert::Infallible;
 
@@ -38,6 +40,7 @@ use gpt_load_tower::{
     rewrite::{HeaderRulesLayer, RewriteLayer},
     timing::OverheadLayer,
     upstream::UpstreamBalanceLayer,
+    validate::JsonBodyLayer,
 };
 use http::{HeaderName, Request, Response, header};
 use tower::{ServiceBuilder, retry::RetryLayer, util::BoxCloneSyncService};
@@ -106,6 +109,7 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
         .layer(BodyBufferLayer::new(max_body))
         .layer(GroupPolicyLayer::new(catalog.clone()))
         .layer(RequestLogLayer::new(MetricsSink::new(log_sink)))
+        .layer(JsonBodyLayer::new())
         .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))
         .layer(GroupPolicyLayer::new(catalog.clone()))
         .layer(ModelListLayer::new(catalog.rewrite.clone()))

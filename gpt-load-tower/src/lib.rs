@@ -14,11 +14,12 @@
 //! | [`auth`] | [`ProxyKeyAuthLayer`](auth::ProxyKeyAuthLayer) | proxy keys from `?key=`, `Bearer`, `x-api-key`, `x-goog-api-key` |
 //! | [`limit`] | [`ConcurrencyLimitLayer`](limit::ConcurrencyLimitLayer) | load shedding with `429` + `Retry-After` |
 //! | [`body`] | [`BodyBufferLayer`](body::BodyBufferLayer) | replayable request bodies up to a cap |
+//! | [`validate`] | [`JsonBodyLayer`](validate::JsonBodyLayer) | `400` for a body that claims JSON and does not parse, before a key is spent |
 //! | [`log`] | [`RequestLogLayer`](log::RequestLogLayer) | one record per attempt to a non-blocking sink |
 //! | [`rewrite`] | [`RewriteLayer`](rewrite::RewriteLayer), [`HeaderRulesLayer`](rewrite::HeaderRulesLayer) | aggregate groups, parameter overrides, model redirects, header rules |
 //! | [`retry`] | [`RetryOnOtherKey`](retry::RetryOnOtherKey) | a `tower::retry::Policy`: retry on a key not yet tried |
 //! | [`keys`] | [`KeySelectLayer`](keys::KeySelectLayer) | lock-free key pool, credential injection |
-//! | [`blacklist`] | [`KeyHealthLayer`](blacklist::KeyHealthLayer) | failover statuses, cool-downs, blacklisting |
+//! | [`blacklist`] | [`KeyHealthLayer`](blacklist::KeyHealthLayer) | whose fault a failure is (request, key or provider), cool-downs, blacklisting |
 //! | [`upstream`] | [`UpstreamBalanceLayer`](upstream::UpstreamBalanceLayer) | smooth weighted round robin, passive ejection |
 //!
 //! [`channel`] describes the four API formats as data, [`secret`] keeps keys out of logs, and
@@ -129,6 +130,7 @@ pub mod stack;
 pub mod telemetry;
 pub mod timing;
 pub mod upstream;
+pub mod validate;
 mod wrr;
 
 #[cfg(test)]

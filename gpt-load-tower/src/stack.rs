@@ -10,12 +10,13 @@
 //! | 4 | [`ConcurrencyLimitLayer`] | global in-flight cap, held until the body ends | 429 |
 //! | 5 | [`BodyBufferLayer`] | body buffered so it can be replayed | 413 |
 //! | 6 | [`RequestLogLayer`] | one record per attempt | |
-//! | 7 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
-//! | 8 | [`RetryLayer`]`<`[`RetryOnOtherKey`]`>` | re-runs 9–12 on an untried key | |
-//! | 9 | [`KeySelectLayer`] | picks a key, injects the credential | 503 |
-//! | 10 | [`HeaderRulesLayer`] | the group's header rules | |
-//! | 11 | [`KeyHealthLayer`] | classifies the attempt, reports to the pool | |
-//! | 12 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
+//! | 7 | [`JsonBodyLayer`] | a body that claims JSON and does not parse never spends a key | 400 |
+//! | 8 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
+//! | 9 | [`RetryLayer`]`<`[`RetryOnOtherKey`]`>` | re-runs 10–13 on an untried key, or re-uses one after a transient failure | |
+//! | 10 | [`KeySelectLayer`] | picks a key, injects the credential | 503 |
+//! | 11 | [`HeaderRulesLayer`] | the group's header rules | |
+//! | 12 | [`KeyHealthLayer`] | classifies the attempt (request, key or provider at fault), reports to the pool | |
+//! | 13 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
 //!
 //! The body buffer sits above the log and rewrite layers because both read the body.
 //!
@@ -93,6 +94,7 @@ use crate::{
     rewrite::{HeaderRulesLayer, RewriteLayer, RewriteTable},
     timing::OverheadLayer,
     upstream::{UpstreamBalanceLayer, Upstreams},
+    validate::JsonBodyLayer,
 };
 
 /// Builds the full proxy service around an upstream client. See the [module docs](self).
@@ -217,6 +219,7 @@ where
             .layer(self.limit)
             .layer(BodyBufferLayer::new(self.body_limit).stream_oversized(self.stream_oversized))
             .layer(RequestLogLayer::new(self.sink).log_request_bodies(self.log_bodies))
+            .layer(JsonBodyLayer::new())
             .layer(RewriteLayer::new(self.rewrite.clone()).available_when(self.pool.clone()))
             .layer(RetryLayer::new(
                 RetryOnOtherKey::new(self.max_retries).with_pool(self.pool.clone()),

@@ -87,10 +87,10 @@ async fn rotates_across_keys() {
 }
 
 #[tokio::test]
-async fn retries_on_another_key_after_a_500() {
+async fn retries_on_another_key_after_a_401_and_blacklists_it() {
     for example in BOTH {
         let mock = MockUpstream::start().await.unwrap();
-        let config = ExampleConfig::new(mock.url(), &["mock-500-broken", "key-good"]);
+        let config = ExampleConfig::new(mock.url(), &["mock-401-broken", "key-good"]);
         let url = start(example, config.clone()).await;
         for _ in 0..4 {
             let res = client()
@@ -100,12 +100,12 @@ async fn retries_on_another_key_after_a_500() {
             assert_eq!(
                 res.status(),
                 StatusCode::OK,
-                "{example:?}: the 500 was retried on the good key"
+                "{example:?}: the 401 was retried on the good key"
             );
         }
         let by_key = mock.requests_by_key();
         assert_eq!(by_key.get("key-good"), Some(&4), "{example:?}");
-        let broken = by_key.get("mock-500-broken").copied().unwrap_or(0);
+        let broken = by_key.get("mock-401-broken").copied().unwrap_or(0);
         assert!(
             (1..=3).contains(&broken),
             "{example:?}: the broken key failed {broken} times, then was blacklisted"

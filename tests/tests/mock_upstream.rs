@@ -894,3 +894,127 @@ async fn h2c_disconnect_resets_the_stream_after_n_frames() {
     assert!(reply.error.is_some());
     assert_eq!(reply.events().len(), 2);
 }
+
+// ---------------------------------------------------------------- request errors
+
+async fn post_raw(mock: &MockUpstream, path: &str, headers: &[(&str, &str)], body: &'static str) -> Reply {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}{path}", mock.url()));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    send(
+        &client(),
+        builder
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_native_400_after_the_key() {
+    let mock = MockUpstream::start().await.unwrap();
+    let openai = post_raw(&mock, CHAT, &[BEARER], r#"{"model":"#).await;
+    assert_eq!(openai.status, StatusCode::BAD_REQUEST);
+    let error = &openai.json()["error"];
+    assert_eq!(error["type"], "invalid_request_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not parse the JSON body")
+    );
+
+    let anthropic = post_raw(&mock, "/v1/messages", &[("x-api-key", "sk-a")], "{,}").await;
+    assert_eq!(anthropic.status, StatusCode::BAD_REQUEST);
+    assert_eq!(anthropic.json()["error"]["type"], "invalid_request_error");
+
+    let path = format!("{}?key=sk-g", gemini_path("g", "generateContent"));
+    let gemini = post_raw(&mock, &path, &[], "nope").await;
+    assert_eq!(gemini.status, StatusCode::BAD_REQUEST);
+    assert_eq!(gemini.json()["error"]["status"], "INVALID_ARGUMENT");
+
+    // The key is checked first, as the real APIs do.
+    let unauthenticated = post_raw(&mock, CHAT, &[("authorization", "Bearer mock-401-x")], "{").await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+    // Empty bodies and non-JSON routes are not parsed.
+    assert_eq!(post_raw(&mock, CHAT, &[BEARER], "").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn prompts_over_the_context_window_are_a_native_400() {
+    let mock = MockUpstream::start_with(MockConfig::default().with_context_window(40))
+        .await
+        .unwrap();
+    let long = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "word ".repeat(100)}]});
+    let openai = post(&mock, CHAT, &[BEARER], long.clone()).await;
+    assert_eq!(openai.status, StatusCode::BAD_REQUEST);
+    assert_eq!(openai.json()["error"]["code"], "context_length_exceeded");
+    let anthropic = post(&mock, "/v1/messages", &[("x-api-key", "sk-a")], long).await;
+    assert!(
+        anthropic.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("prompt is too long")
+    );
+    assert_eq!(
+        post(&mock, CHAT, &[BEARER], chat_body(false)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn invalid_key_as_bad_request_has_geminis_shape() {
+    let mock = MockUpstream::start().await.unwrap();
+    mock.script("sk-bad", Behaviour::InvalidKeyBadRequest);
+    let path = format!("{}?key=sk-bad", gemini_path("g", "generateContent"));
+    let gemini = post(&mock, &path, &[], json!({})).await;
+    assert_eq!(gemini.status, StatusCode::BAD_REQUEST);
+    let error = &gemini.json()["error"];
+    assert_eq!(error["status"], "INVALID_ARGUMENT");
+    assert_eq!(error["details"][0]["reason"], "API_KEY_INVALID");
+    let openai = post(
+        &mock,
+        CHAT,
+        &[("authorization", "Bearer sk-bad")],
+        chat_body(false),
+    )
+    .await;
+    assert_eq!(openai.json()["error"]["code"], "invalid_api_key");
+}
+
+#[tokio::test]
+async fn flaky_keys_fail_their_share_reproducibly() {
+    async fn statuses(seed: u64) -> Vec<u16> {
+        let mock = MockUpstream::start_with(MockConfig::default().with_seed(seed))
+            .await
+            .unwrap();
+        mock.script(
+            "sk-flaky",
+            Behaviour::Flaky {
+                per_mille: 250,
+                status: 503,
+            },
+        );
+        let mut seen = Vec::new();
+        for _ in 0..400 {
+            let reply = post(
+                &mock,
+                CHAT,
+                &[("authorization", "Bearer sk-flaky")],
+                chat_body(false),
+            )
+            .await;
+            seen.push(reply.status.as_u16());
+        }
+        seen
+    }
+    let first = statuses(7).await;
+    assert_eq!(first, statuses(7).await, "the same seed fails the same requests");
+    assert!(first.iter().all(|s| *s == 200 || *s == 503));
+    let failed = first.iter().filter(|s| **s == 503).count();
+    // 400 draws at 25 %: 100 expected; 60..140 is beyond six standard deviations.
+    assert!((60..140).contains(&failed), "{failed}");
+}

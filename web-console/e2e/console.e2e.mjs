@@ -28,7 +28,7 @@ const ADMIN_KEY = `sk-e2e-${randomBytes(18).toString('base64url')}`
 const GROUP = 'e2e-console'
 const DISPLAY_NAME = 'E2E console group'
 const PROXY_KEY = 'sk-e2e-proxy-key-0123456789'
-const BAD_KEY = 'mock-500-e2e-always-fails'
+const BAD_KEY = 'mock-401-e2e-always-fails'
 const TEXT_KEYS = ['sk-e2e-text-key-0001', 'sk-e2e-text-key-0002', BAD_KEY]
 const FILE_KEYS = ['sk-e2e-file-key-0003', 'sk-e2e-file-key-0004']
 const ALL_KEYS = [...TEXT_KEYS, ...FILE_KEYS]
@@ -406,7 +406,7 @@ describe('web console against the real gateway', { concurrency: false }, () => {
       )
     })
     assert.ok(shown >= REQUESTS)
-    // Active keys, with the invalid ones (the blacklisted mock-500 key) as the card's sub-value.
+    // Active keys, with the invalid ones (the blacklisted mock-401 key) as the card's sub-value.
     await waitUntil('the key card to show 4 active keys and 1 invalid', async () => {
       await page.click(tid('dashboard-refresh'))
       await sleep(800)
@@ -450,14 +450,14 @@ describe('web console against the real gateway', { concurrency: false }, () => {
     assert.match(await rows.first().innerText(), new RegExp(GROUP))
     await shot('logs')
 
-    // Failed attempts only: the mock-500 key's, shown with its key once keys are revealed.
+    // Failed attempts only: the mock-401 key's, shown with its key once keys are revealed.
     await chooseOption('logs-filter-is_success', 'Failure')
     await page.click(tid('logs-search'))
     await waitUntil('only failed attempts listed', async () => {
       const n = await rows.count()
       if (n === 0) return false
       const texts = await rows.allInnerTexts()
-      return texts.every((t) => /\b500\b/.test(t))
+      return texts.every((t) => /\b401\b/.test(t))
     })
     await page.click(tid('logs-toggle-keys'))
     await waitUntil('the failing key in the row', async () => (await rows.first().innerText()).includes(BAD_KEY))
@@ -474,7 +474,7 @@ describe('web console against the real gateway', { concurrency: false }, () => {
   step('the failing key is blacklisted, shown invalid, and restored from the UI', async () => {
     await openGroup()
     await waitUntil(
-      'the mock-500 key shown as invalid',
+      'the mock-401 key shown as invalid',
       async () => {
         await reloadKeyTable()
         const rows = await keyRows()

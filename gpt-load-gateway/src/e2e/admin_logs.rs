@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::harness::{Harness, PROXY_KEY, group};
 use crate::db::test_support::TestDb;
 
-const BAD: &str = "mock-500-logs-0123456789";
+const BAD: &str = "mock-401-logs-0123456789";
 const GOOD_A: &str = "sk-logs-alpha-0123456789";
 const GOOD_B: &str = "sk-logs-beta-0123456789";
 const WEAK_GROUP_KEY: &str = "hunter2hunter";
@@ -37,7 +37,7 @@ async fn logs(h: &Harness, query: &str) -> (Vec<Value>, i64) {
     (items, data["pagination"]["total_items"].as_i64().unwrap_or(-1))
 }
 
-/// Two groups: `alpha` fails over from a key that always answers 500 (blacklisted at once, so
+/// Two groups: `alpha` fails over from a key the upstream always rejects with 401 (blacklisted at once, so
 /// the first request makes the only retry), `beta` has one good key.
 fn groups(up: &str) -> Vec<Value> {
     let mut alpha = group("alpha", up, &[BAD, GOOD_A], json!({"blacklist_threshold": 1}));
@@ -103,7 +103,7 @@ async fn logs_are_listed_filtered_paged_and_exported() {
                 retry["is_success"].as_bool(),
                 retry["group_name"].as_str()
             ),
-            (Some(BAD), Some(500), Some(false), Some("alpha")),
+            (Some(BAD), Some(401), Some(false), Some("alpha")),
             "{backend}"
         );
         assert_eq!(logs(&h, "group_name=alph").await.1, 4, "{backend}: LIKE");
@@ -112,7 +112,7 @@ async fn logs_are_listed_filtered_paged_and_exported() {
             1,
             "{backend}"
         );
-        assert_eq!(logs(&h, "status_code=500").await.1, 1, "{backend}");
+        assert_eq!(logs(&h, "status_code=401").await.1, 1, "{backend}");
         assert_eq!(logs(&h, "status_code=200").await.1, 4, "{backend}");
         assert_eq!(logs(&h, "is_success=true").await.1, 4, "{backend}");
         assert_eq!(logs(&h, "is_success=false").await.1, 1, "{backend}");
@@ -174,7 +174,7 @@ async fn logs_are_listed_filtered_paged_and_exported() {
         assert_eq!(lines.remove(0), "key_value,group_name,status_code");
         lines.sort_unstable();
         let expected = [
-            format!("{BAD},alpha,500"),
+            format!("{BAD},alpha,401"),
             format!("{GOOD_A},alpha,200"),
             format!("{GOOD_B},beta,200"),
         ];

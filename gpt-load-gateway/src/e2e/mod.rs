@@ -10,4 +10,5 @@ mod admin_tasks;
 mod console;
 mod harness;
 mod proxy;
+mod proxy_blame;
 mod storage;

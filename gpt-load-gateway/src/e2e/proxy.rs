@@ -115,7 +115,7 @@ async fn not_found_is_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blacklists_after_n_consecutive_failures_and_not_before() {
-    let bad = "mock-500-bad-0123456789";
+    let bad = "mock-401-bad-0123456789";
     let h = gateway(
         |up| vec![group("g", up, &[bad, GOOD_A], json!({"blacklist_threshold": 3}))],
         &[],
@@ -317,16 +317,16 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(h.mock.total_requests(), 0);
 
     let malformed = Bytes::from_static(b"{\"model\": \"gpt-4o-mini\", broken");
-    h.send(post(
-        "/proxy/g/v1/chat/completions",
-        Some(PROXY_KEY),
-        malformed.clone(),
-    ))
-    .await;
+    let (status, _, body) = h
+        .send(post("/proxy/g/v1/chat/completions", Some(PROXY_KEY), malformed))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(
-        h.mock.received()[0].body,
-        malformed,
-        "malformed JSON is passed through untouched"
+        h.mock.total_requests(),
+        0,
+        "malformed JSON is refused by the gateway without spending a key"
     );
 }
 

@@ -13,7 +13,7 @@ use crate::{
     repo::{groups, keys, request_logs},
 };
 
-const BAD: &str = "mock-500-stored-0123456789";
+const BAD: &str = "mock-401-stored-0123456789";
 const GOOD: &str = "sk-good-stored-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +54,7 @@ async fn attempts_are_logged_and_state_survives_a_restart() {
             Some(bad_row.id),
             "{backend}: every attempt has its key id"
         );
-        assert_eq!(retry.status_code, 500);
+        assert_eq!(retry.status_code, 401);
         assert_eq!(retry.group_id, group.id);
         assert!(
             logs.iter()

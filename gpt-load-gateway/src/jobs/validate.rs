@@ -18,6 +18,7 @@ use std::{
 };
 
 use gpt_load_tower::{
+    blacklist::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, upstream_message},
     body::ReplayBody,
     keys::{KeySlot, KeyState, MemoryKeyPool},
 };
@@ -67,6 +68,20 @@ pub(crate) async fn validate_group(
 pub(crate) struct KeyCheck {
     pub(crate) slot: Arc<KeySlot>,
     pub(crate) outcome: Result<(), String>,
+    /// What the answer means for the key, by the same rules as proxied traffic: only a failure
+    /// blamed on the key counts toward its blacklisting; a provider failure or a validation
+    /// request the upstream refuses as such (a wrong test model) does not.
+    pub(crate) verdict: Outcome,
+}
+
+impl KeyCheck {
+    fn failed(slot: Arc<KeySlot>, reason: String, verdict: Outcome) -> Self {
+        Self {
+            slot,
+            outcome: Err(reason),
+            verdict,
+        }
+    }
 }
 
 /// The longest upstream error body read for a reason.
@@ -91,10 +106,8 @@ pub(crate) async fn check_keys(
     for slot in slots {
         let Some(upstream) = catalog.upstreams.pick(policy.name.as_str()) else {
             done.fetch_add(1, Ordering::Relaxed);
-            checks.push(KeyCheck {
-                slot,
-                outcome: Err("the group has no usable upstream".to_owned()),
-            });
+            let reason = "the group has no usable upstream".to_owned();
+            checks.push(KeyCheck::failed(slot, reason, Outcome::Passthrough));
             continue;
         };
         let request = match policy.channel.validation_request(
@@ -107,8 +120,8 @@ pub(crate) async fn check_keys(
             Err(e) => {
                 done.fetch_add(1, Ordering::Relaxed);
                 let reason = format!("invalid validation request: {e}");
-                let outcome = Err(slot.secret().redact(&reason).into_owned());
-                checks.push(KeyCheck { slot, outcome });
+                let reason = slot.secret().redact(&reason).into_owned();
+                checks.push(KeyCheck::failed(slot, reason, Outcome::RequestError));
                 continue;
             }
         };
@@ -118,12 +131,20 @@ pub(crate) async fn check_keys(
         let (client, permits) = (client.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let outcome = match tokio::time::timeout(timeout, send(client, request)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(format!("timed out after {} s", timeout.as_secs())),
+            let (outcome, verdict) = match tokio::time::timeout(timeout, send(client, request)).await {
+                Ok(Ok(())) => (Ok(()), Outcome::Success),
+                Ok(Err((reason, verdict))) => (Err(reason), verdict),
+                Err(_) => (
+                    Err(format!("timed out after {} s", timeout.as_secs())),
+                    Outcome::Transient,
+                ),
             };
             let outcome = outcome.map_err(|reason| slot.secret().redact(&reason).into_owned());
-            KeyCheck { slot, outcome }
+            KeyCheck {
+                slot,
+                outcome,
+                verdict,
+            }
         });
     }
     while let Some(result) = tasks.join_next().await {
@@ -135,34 +156,38 @@ pub(crate) async fn check_keys(
     checks
 }
 
-/// One validation request: `Ok` on 2xx, else the status and the upstream's error message.
-async fn send(client: UpstreamClient, request: Request<ReplayBody>) -> Result<(), String> {
-    let res = client.oneshot(request).await.map_err(|e| e.to_string())?;
+/// One validation request: `Ok` on 2xx, else the status and the upstream's error message, with
+/// what the answer means for the key.
+async fn send(client: UpstreamClient, request: Request<ReplayBody>) -> Result<(), (String, Outcome)> {
+    let res = match client.oneshot(request).await {
+        Ok(res) => res,
+        Err(e) => {
+            let verdict = DefaultClassifier::new().classify_error(&e);
+            return Err((e.to_string(), verdict));
+        }
+    };
     let status = res.status();
     if status.is_success() {
         return Ok(());
     }
-    let body = Limited::new(res.into_body(), REASON_BODY_LIMIT)
+    let (parts, body) = res.into_parts();
+    let body = Limited::new(body, REASON_BODY_LIMIT)
         .collect()
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            error
-                .get("message")
-                .or(Some(error))
-                .and_then(|m| m.as_str().map(str::to_owned))
-        })
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-    let message = message.trim();
-    Err(if message.is_empty() {
+    let text = String::from_utf8_lossy(&body);
+    let message = upstream_message(&text);
+    // Every non-2xx answer fails the check; the classifier says whose fault it is.
+    let answer = UpstreamAnswer::new(status, &parts.headers, true).with_body(&text, &message);
+    let verdict = DefaultClassifier::new().classify_response(&answer);
+    let message: String = message.trim().chars().take(200).collect();
+    let reason = if message.is_empty() {
         format!("upstream answered {status}")
     } else {
         format!("upstream answered {status}: {message}")
-    })
+    };
+    Err((reason, verdict))
 }
 
 /// Runs until `shutdown` turns true, checking every `tick` which groups are due.

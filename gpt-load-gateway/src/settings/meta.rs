@@ -342,9 +342,15 @@ pub(crate) const SETTINGS: [SettingMeta; 19] = [
         true,
         (
             "Max Retries",
-            "How many times a failed request is retried with another key; 0 disables retries.",
+            "How many times a failed request is retried, on another key first; after a provider \
+             failure (5xx, timeout) with every usable key tried, on the one that failed longest \
+             ago after a short backoff. 0 disables retries.",
         ),
-        ("最大重试次数", "请求失败后换用其他密钥重试的次数，0 表示不重试。"),
+        (
+            "最大重试次数",
+            "请求失败后的重试次数，优先换用其他密钥；上游故障（5xx、超时）且所有可用密钥都已尝试时，\
+             短暂退避后重试最早失败的那个密钥。0 表示不重试。",
+        ),
     ),
     int(
         "blacklist_threshold",
@@ -354,9 +360,14 @@ pub(crate) const SETTINGS: [SettingMeta; 19] = [
         true,
         (
             "Blacklist Threshold",
-            "Consecutive failures after which a key is blacklisted; 0 never blacklists.",
+            "Consecutive key errors (401, 403, an invalid API key) after which a key is blacklisted; \
+             provider failures (5xx, timeouts) and request errors never count. 0 never blacklists.",
         ),
-        ("黑名单阈值", "密钥连续失败多少次后被拉黑，0 表示从不拉黑。"),
+        (
+            "黑名单阈值",
+            "密钥连续出现多少次密钥错误（401、403、无效 API 密钥）后被拉黑；上游故障（5xx、超时）\
+             和请求错误从不计入。0 表示从不拉黑。",
+        ),
     ),
     SettingMeta {
         key: "failover_status_codes",
@@ -367,11 +378,18 @@ pub(crate) const SETTINGS: [SettingMeta; 19] = [
         category: Category::Key,
         group_overridable: true,
         name_en: "Failover Status Codes",
-        description_en: "Upstream status codes that fail an attempt and retry it with another key, as codes \
-                         and ranges such as 400-403,405-999; empty never fails over on a status.",
+        description_en: "Upstream status codes considered for failover, as codes and ranges such as \
+                         400-403,405-999; empty never fails over on a status. Within them the error body \
+                         decides: a request error (malformed, too long, unknown model; 400, 404, 413, 422) \
+                         goes back to the client at once and never counts against the key; a key error \
+                         (401, 403, an invalid API key) retries on another key and counts; a provider \
+                         failure (5xx, 408, timeouts) retries but never blacklists; 429 cools the key down.",
         name_zh: "故障转移状态码",
-        description_zh: "视为失败并换用其他密钥重试的上游状态码，可写单个状态码或范围，\
-                         例如 400-403,405-999；留空则不按状态码转移。",
+        description_zh: "参与故障转移的上游状态码，可写单个状态码或范围，例如 400-403,405-999；\
+                         留空则不按状态码转移。其中由错误内容决定处理方式：请求本身的错误（格式错误、\
+                         超长、未知模型；400、404、413、422）立即返回客户端且不计入密钥失败；密钥错误\
+                         （401、403、无效 API 密钥）换密钥重试并计数；上游故障（5xx、408、超时）重试但\
+                         从不拉黑；429 让密钥冷却。",
     },
     int(
         "key_validation_interval_minutes",

@@ -3,6 +3,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
 
+use super::blame::{Blame, blame};
 use crate::error::{Error, ErrorKind};
 
 /// How one attempt went for the key it used.
@@ -14,8 +15,15 @@ pub enum Outcome {
     /// The upstream answered with a status outside the failover set (such as `404`): the answer
     /// is final and the key is left alone.
     Passthrough,
-    /// A failed attempt. `counted: false` for failures that are not the key's fault (gpt-load's
-    /// "uncounted" messages), which do not move the key toward the blacklist.
+    /// The upstream refused the request itself (malformed, over the context window, an unknown
+    /// model): it would fail the same way on every key, so the answer is final, returned to the
+    /// client as it is, and the key is left alone.
+    RequestError,
+    /// The provider failed, not the key (a `5xx`, a timeout, a broken connection): retried, on
+    /// another key first; the key is never blacklisted for it.
+    Transient,
+    /// A failed attempt blamed on the key. `counted: false` for failures that are not the key's
+    /// fault (gpt-load's "uncounted" messages), which do not move the key toward the blacklist.
     Failure {
         /// Whether the failure counts toward the blacklist threshold.
         counted: bool,
@@ -35,6 +43,8 @@ impl Outcome {
         match self {
             Self::Success => "success",
             Self::Passthrough => "passthrough",
+            Self::RequestError => "request_error",
+            Self::Transient => "transient",
             Self::Failure { counted: true } => "failure",
             Self::Failure { counted: false } => "uncounted_failure",
             Self::CoolDown(_) => "cool_down",
@@ -42,34 +52,84 @@ impl Outcome {
             Self::ClientGone => "client_gone",
         }
     }
+
+    /// Whether another attempt may succeed where this one failed (the retry policy's question).
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            Self::Transient | Self::Failure { .. } | Self::CoolDown(_) | Self::Dead
+        )
+    }
+}
+
+/// What a classifier sees of an upstream answer.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamAnswer<'a> {
+    /// The status.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: &'a HeaderMap,
+    /// Whether the group's failover matcher matched the status.
+    pub failover: bool,
+    /// The error body as text (redacted), when it was read: failover statuses and `429`.
+    pub body: Option<&'a str>,
+    /// The upstream's error message parsed from the body (redacted), when it was read.
+    pub message: Option<&'a str>,
+}
+
+impl<'a> UpstreamAnswer<'a> {
+    /// An answer whose body was not read.
+    pub fn new(status: StatusCode, headers: &'a HeaderMap, failover: bool) -> Self {
+        Self {
+            status,
+            headers,
+            failover,
+            body: None,
+            message: None,
+        }
+    }
+
+    /// The same answer with its error body and the message parsed from it.
+    #[must_use]
+    pub fn with_body(mut self, body: &'a str, message: &'a str) -> Self {
+        self.body = Some(body);
+        self.message = Some(message);
+        self
+    }
 }
 
 /// Decides what an attempt means for its key. The extension point of
-/// [`KeyHealthLayer`](super::KeyHealthLayer); [`DefaultClassifier`] implements gpt-load's rules.
+/// [`KeyHealthLayer`](super::KeyHealthLayer); [`DefaultClassifier`] implements the default rules.
 pub trait ClassifyOutcome: Send + Sync + 'static {
-    /// Classifies an upstream response. `failover` says whether the group's failover matcher
-    /// matched the status; `message` is the parsed, redacted upstream error message, present when
-    /// the body was read (failover statuses and `429`).
-    fn classify_response(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        failover: bool,
-        message: Option<&str>,
-    ) -> Outcome;
+    /// Classifies an upstream response.
+    fn classify_response(&self, answer: &UpstreamAnswer<'_>) -> Outcome;
 
     /// Classifies an attempt that produced no response.
     fn classify_error(&self, error: &Error) -> Outcome;
 }
 
-/// gpt-load's classification, with a cool-down for rate limits:
+/// Statuses that describe the request, not the credential: never the key's fault.
+const REQUEST_STATUSES: &[u16] = &[404, 405, 411, 413, 414, 415, 416, 422, 431];
+
+/// gpt-load's classification, made safe against clients and flaky providers:
 ///
 /// - `429` → [`Outcome::CoolDown`] for `Retry-After` (seconds or HTTP date; capped), or the
 ///   default cool-down when absent;
-/// - a failover status → [`Outcome::Failure`], not counted when the message contains one of the
-///   uncounted phrases (`resource has been exhausted`, `please reduce the length of the messages`);
-/// - any other `1xx`–`3xx` → [`Outcome::Success`]; other statuses → [`Outcome::Passthrough`];
-/// - a transport failure or timeout → counted failure; a client that went away →
+/// - a status outside the failover set → [`Outcome::Success`] below `400`, else
+///   [`Outcome::Passthrough`];
+/// - a failover `5xx` or `408` → [`Outcome::Transient`];
+/// - a failover `401`, `402` or `403` → [`Outcome::Failure`] counted;
+/// - another failover `4xx` whose body [blames the request](super::blame)
+///   (`invalid_request_error`, `INVALID_ARGUMENT`, a context-length message) →
+///   [`Outcome::RequestError`];
+/// - one whose message holds an uncounted phrase (`resource has been exhausted`, and those added
+///   with [`uncounted_phrase`](Self::uncounted_phrase)) → [`Outcome::Failure`] not counted;
+/// - one whose body blames the key (`invalid_api_key`, `API_KEY_INVALID`, "API key not valid",
+///   a billing or account message) → [`Outcome::Failure`] counted;
+/// - otherwise a `400`, `404`, `405`, `411`, `413`–`416`, `422` or `431` →
+///   [`Outcome::RequestError`], and any other failover status → [`Outcome::Failure`] counted;
+/// - a transport failure or timeout → [`Outcome::Transient`]; a client that went away →
 ///   [`Outcome::ClientGone`].
 #[derive(Clone, Debug)]
 pub struct DefaultClassifier {
@@ -122,28 +182,46 @@ impl DefaultClassifier {
         let message = message.to_lowercase();
         self.uncounted.iter().any(|p| message.contains(p.as_str()))
     }
+
+    /// A failover status other than `429`.
+    fn classify_failover(&self, answer: &UpstreamAnswer<'_>) -> Outcome {
+        let code = answer.status.as_u16();
+        if answer.status.is_server_error() || code == 408 {
+            return Outcome::Transient;
+        }
+        if matches!(code, 401..=403) {
+            return Outcome::Failure { counted: true };
+        }
+        if !answer.status.is_client_error() {
+            return Outcome::Failure { counted: true };
+        }
+        let blamed = answer.body.map_or(Blame::Unknown, blame);
+        if blamed == Blame::Request {
+            return Outcome::RequestError;
+        }
+        if answer.message.is_some_and(|m| self.is_uncounted(m)) {
+            return Outcome::Failure { counted: false };
+        }
+        match blamed {
+            Blame::Key => Outcome::Failure { counted: true },
+            _ if code == 400 || REQUEST_STATUSES.contains(&code) => Outcome::RequestError,
+            _ => Outcome::Failure { counted: true },
+        }
+    }
 }
 
 impl ClassifyOutcome for DefaultClassifier {
-    fn classify_response(
-        &self,
-        status: StatusCode,
-        headers: &HeaderMap,
-        failover: bool,
-        message: Option<&str>,
-    ) -> Outcome {
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let rest = retry_after(headers)
+    fn classify_response(&self, answer: &UpstreamAnswer<'_>) -> Outcome {
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            let rest = retry_after(answer.headers)
                 .unwrap_or(self.cool_down)
                 .min(self.max_cool_down);
             return Outcome::CoolDown(rest);
         }
-        if failover {
-            return Outcome::Failure {
-                counted: !message.is_some_and(|m| self.is_uncounted(m)),
-            };
+        if answer.failover {
+            return self.classify_failover(answer);
         }
-        if status.as_u16() < 400 {
+        if answer.status.as_u16() < 400 {
             Outcome::Success
         } else {
             Outcome::Passthrough
@@ -152,7 +230,7 @@ impl ClassifyOutcome for DefaultClassifier {
 
     fn classify_error(&self, error: &Error) -> Outcome {
         match error.kind() {
-            ErrorKind::Upstream | ErrorKind::UpstreamTimeout => Outcome::Failure { counted: true },
+            ErrorKind::Upstream | ErrorKind::UpstreamTimeout => Outcome::Transient,
             ErrorKind::ClientBody => Outcome::ClientGone,
             _ => Outcome::Passthrough,
         }
@@ -206,17 +284,22 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn classify(status: u16, failover: bool, message: Option<&str>, retry: Option<&'static str>) -> Outcome {
+    fn classify(status: u16, failover: bool, body: Option<&str>, retry: Option<&'static str>) -> Outcome {
         let mut headers = HeaderMap::new();
         if let Some(r) = retry {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static(r));
         }
-        DefaultClassifier::new().classify_response(
-            StatusCode::from_u16(status).unwrap(),
-            &headers,
-            failover,
-            message,
-        )
+        let answer = UpstreamAnswer::new(StatusCode::from_u16(status).unwrap(), &headers, failover);
+        let message = body.map(upstream_message);
+        let answer = match (body, &message) {
+            (Some(body), Some(message)) => answer.with_body(body, message),
+            _ => answer,
+        };
+        DefaultClassifier::new().classify_response(&answer)
+    }
+
+    fn openai_error(kind: &str, code: &str, message: &str) -> String {
+        format!(r#"{{"error":{{"message":"{message}","type":"{kind}","param":null,"code":"{code}"}}}}"#)
     }
 
     #[test]
@@ -224,16 +307,13 @@ mod tests {
         assert_eq!(classify(200, false, None, None), Outcome::Success);
         assert_eq!(classify(404, false, None, None), Outcome::Passthrough);
         assert_eq!(
-            classify(500, true, Some("boom"), None),
+            classify(
+                401,
+                true,
+                Some(r#"{"error":{"message":"Incorrect API key"}}"#),
+                None
+            ),
             Outcome::Failure { counted: true }
-        );
-        assert_eq!(
-            classify(401, true, Some("Incorrect API key"), None),
-            Outcome::Failure { counted: true }
-        );
-        assert_eq!(
-            classify(400, true, Some("Please reduce the length of the messages."), None),
-            Outcome::Failure { counted: false }
         );
         assert_eq!(
             classify(429, true, None, Some("7")),
@@ -246,6 +326,95 @@ mod tests {
         assert_eq!(
             classify(429, false, None, Some("999999")),
             Outcome::CoolDown(Duration::from_secs(3600))
+        );
+    }
+
+    #[test]
+    fn provider_failures_are_transient() {
+        for status in [500, 502, 503, 504, 529, 408] {
+            assert_eq!(
+                classify(status, true, Some("boom"), None),
+                Outcome::Transient,
+                "{status}"
+            );
+        }
+        // Even when the body mentions a key: a 5xx is the provider's failure.
+        assert_eq!(
+            classify(
+                500,
+                true,
+                Some(r#"{"error":{"message":"api key service down"}}"#),
+                None
+            ),
+            Outcome::Transient
+        );
+        assert_eq!(classify(503, false, None, None), Outcome::Passthrough);
+    }
+
+    #[test]
+    fn request_errors_are_nobodys_key() {
+        let malformed = openai_error(
+            "invalid_request_error",
+            "",
+            "We could not parse the JSON body of your request.",
+        );
+        let too_long = openai_error(
+            "invalid_request_error",
+            "context_length_exceeded",
+            "This model's maximum context length is 8192 tokens.",
+        );
+        for (status, body) in [
+            (400, malformed.as_str()),
+            (400, too_long.as_str()),
+            (400, "Please reduce the length of the messages."),
+            (400, "<html>400 Bad Request</html>"),
+            (400, ""),
+            (413, "too large"),
+            (422, r#"{"detail":"unprocessable"}"#),
+            (404, "no such model"),
+            (
+                409,
+                r#"{"error":{"code":409,"message":"x","status":"INVALID_ARGUMENT"}}"#,
+            ),
+        ] {
+            assert_eq!(
+                classify(status, true, Some(body), None),
+                Outcome::RequestError,
+                "{status} {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_errors_still_count() {
+        let gemini = r#"{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}"#;
+        let openai = openai_error(
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        );
+        for (status, body) in [
+            (400, gemini),
+            (401, openai.as_str()),
+            (403, "forbidden"),
+            (402, "payment required"),
+            (401, ""),
+            (400, "Your credit balance is too low to access the Anthropic API."),
+        ] {
+            assert_eq!(
+                classify(status, true, Some(body), None),
+                Outcome::Failure { counted: true },
+                "{status} {body}"
+            );
+        }
+        // Another 4xx the body does not explain counts, as in gpt-load, unless uncounted.
+        assert_eq!(
+            classify(418, true, Some("teapot"), None),
+            Outcome::Failure { counted: true }
+        );
+        assert_eq!(
+            classify(418, true, Some("Resource has been exhausted"), None),
+            Outcome::Failure { counted: false }
         );
     }
 
@@ -271,8 +440,9 @@ mod tests {
         let c = DefaultClassifier::new();
         assert_eq!(
             c.classify_error(&Error::upstream_timeout("connect")),
-            Outcome::Failure { counted: true }
+            Outcome::Transient
         );
+        assert_eq!(c.classify_error(&Error::upstream("refused")), Outcome::Transient);
         assert_eq!(c.classify_error(&Error::client_body("gone")), Outcome::ClientGone);
         assert_eq!(
             c.classify_error(&Error::no_upstream(&"g".into())),

@@ -10,10 +10,11 @@
 //! | attempt | [`Outcome`] | the pool |
 //! |---|---|---|
 //! | `1xx`–`3xx`, or a non-failover status | `Success` / `Passthrough` | failure count reset / untouched |
-//! | failover status | `Failure { counted: true }` | +1 consecutive failure; blacklisted at `blacklist_threshold` (0 = never) |
-//! | failover status with an uncounted message | `Failure { counted: false }` | untouched (still retried) |
+//! | failover `401`–`403`, or a `4xx` whose body [blames the key](blame) | `Failure { counted: true }` | +1 consecutive failure; blacklisted at `blacklist_threshold` (0 = never) |
+//! | failover `400`, `404`, `413`, `422`, … the key is not blamed for (malformed, too long) | `RequestError` | untouched; not retried |
+//! | failover `5xx`, `408`, transport error or timeout | `Transient` | never blacklisted; retried |
+//! | another failover status with an uncounted message | `Failure { counted: false }` | untouched (still retried) |
 //! | `429` | `CoolDown(Retry-After)` | rests until the deadline, not counted |
-//! | transport error or timeout | `Failure { counted: true }` | as above |
 //! | client went away | `ClientGone` | untouched |
 //!
 //! - Reads: [`SelectedKey`](crate::keys::SelectedKey); [`HealthSettings`] (optional, per-group
@@ -64,6 +65,7 @@
 //! # }
 //! ```
 
+mod blame;
 mod classify;
 mod service;
 mod status;
@@ -71,7 +73,8 @@ mod status;
 mod tests;
 
 pub use self::{
-    classify::{ClassifyOutcome, DefaultClassifier, Outcome, retry_after, upstream_message},
+    blame::{Blame, blame},
+    classify::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, retry_after, upstream_message},
     service::{AttemptOutcome, HealthSettings, KeyHealth, KeyHealthLayer},
     status::{StatusMatcher, StatusSpecError},
 };

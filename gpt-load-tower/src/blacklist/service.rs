@@ -13,7 +13,9 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ClassifyOutcome, DefaultClassifier, Outcome, StatusMatcher, classify::upstream_message};
+use super::{
+    ClassifyOutcome, DefaultClassifier, Outcome, StatusMatcher, UpstreamAnswer, classify::upstream_message,
+};
 use crate::{
     body::ResponseBody,
     error::{BoxError, Error},
@@ -209,7 +211,8 @@ where
             let failover = settings.failover.matches(status.as_u16());
             if !failover && status != StatusCode::TOO_MANY_REQUESTS {
                 waited(upstream_time);
-                let outcome = classifier.classify_response(status, res.headers(), false, None);
+                let outcome =
+                    classifier.classify_response(&UpstreamAnswer::new(status, res.headers(), false));
                 report(outcome);
                 let mut res = res.map(ResponseBody::stream);
                 res.extensions_mut().insert(AttemptOutcome {
@@ -225,8 +228,12 @@ where
             let (body, text) = read_error_body(&mut parts, body, limit, secret).await;
             // Reading the error body is waiting on the upstream too.
             waited(upstream_time);
-            let message: Option<Arc<str>> = text.map(|t| upstream_message(&t).into());
-            let outcome = classifier.classify_response(status, &parts.headers, failover, message.as_deref());
+            let message: Option<Arc<str>> = text.as_deref().map(|t| upstream_message(t).into());
+            let mut answer = UpstreamAnswer::new(status, &parts.headers, failover);
+            if let (Some(text), Some(message)) = (&text, &message) {
+                answer = answer.with_body(text, message);
+            }
+            let outcome = classifier.classify_response(&answer);
             report(outcome);
             let mut res = Response::from_parts(parts, ResponseBody::full(body));
             res.extensions_mut().insert(AttemptOutcome {
@@ -246,7 +253,11 @@ fn to_report(outcome: Outcome, blacklist_threshold: u32) -> Option<Report> {
         Outcome::Failure { counted: true } => Some(Report::Failure { blacklist_threshold }),
         Outcome::CoolDown(duration) => Some(Report::CoolDown { duration }),
         Outcome::Dead => Some(Report::Invalidate),
-        Outcome::Failure { counted: false } | Outcome::Passthrough | Outcome::ClientGone => None,
+        Outcome::Transient => Some(Report::Transient),
+        Outcome::Failure { counted: false }
+        | Outcome::Passthrough
+        | Outcome::RequestError
+        | Outcome::ClientGone => None,
     }
 }
 

@@ -122,10 +122,56 @@ async fn failures_are_redacted_counted_and_blacklist_at_threshold() {
 #[tokio::test]
 async fn uncounted_messages_do_not_count() {
     let pool = pool();
-    let body = Bytes::from_static(br#"{"error":{"message":"Please reduce the length of the messages."}}"#);
-    let (outcome, ..) = attempt(&pool, upstream(400, &[], body)).await;
+    let body =
+        Bytes::from_static(br#"{"error":{"message":"Resource has been exhausted (e.g. check quota)."}}"#);
+    let (outcome, ..) = attempt(&pool, upstream(418, &[], body)).await;
     assert_eq!(outcome.outcome, Outcome::Failure { counted: false });
     assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 0);
+}
+
+#[tokio::test]
+async fn request_errors_pass_through_and_never_touch_the_key() {
+    let pool = pool();
+    let bodies: [&[u8]; 3] = [
+        br#"{"error":{"message":"We could not parse the JSON body of your request.","type":"invalid_request_error","param":null,"code":null}}"#,
+        br#"{"error":{"message":"This model's maximum context length is 8192 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+        br#"{"type":"error","error":{"type":"invalid_request_error","message":"messages: field required"}}"#,
+    ];
+    for body in bodies {
+        for _ in 0..5 {
+            let (outcome, status, sent, _) =
+                attempt(&pool, upstream(400, &[], Bytes::from_static(body))).await;
+            assert_eq!(
+                (outcome.outcome, status),
+                (Outcome::RequestError, StatusCode::BAD_REQUEST)
+            );
+            assert!(!outcome.outcome.is_retryable());
+            assert_eq!(sent, body, "the upstream's own answer reaches the client");
+        }
+    }
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    assert_eq!((slot.state(), slot.consecutive_failures()), (KeyState::Active, 0));
+}
+
+#[tokio::test]
+async fn provider_failures_never_blacklist() {
+    let pool = pool();
+    for status in [500, 502, 503, 504] {
+        let (outcome, ..) = attempt(&pool, upstream(status, &[], Bytes::from_static(b"down"))).await;
+        assert_eq!(outcome.outcome, Outcome::Transient);
+        assert!(outcome.outcome.is_retryable());
+    }
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    assert_eq!(
+        (
+            slot.state(),
+            slot.consecutive_failures(),
+            slot.transient_failures()
+        ),
+        (KeyState::Active, 0, 4)
+    );
+    attempt(&pool, upstream(200, &[], Bytes::new())).await;
+    assert_eq!(slot.transient_failures(), 0, "a success clears the evidence");
 }
 
 #[tokio::test]
@@ -195,7 +241,7 @@ async fn per_request_settings_override_the_layer() {
     let svc = ServiceBuilder::new()
         .layer(KeySelectLayer::new(pool.clone()))
         .layer(KeyHealthLayer::new(pool.clone()))
-        .service(upstream(500, &[], Bytes::from_static(b"boom")));
+        .service(upstream(401, &[], Bytes::from_static(b"revoked")));
     let mut req = principal(Request::new(()), "g", ChannelKind::OpenAi);
     req.extensions_mut().insert(HealthSettings {
         failover: Arc::new("502".parse().unwrap()),
@@ -221,7 +267,7 @@ async fn per_request_settings_override_the_layer() {
 }
 
 #[tokio::test]
-async fn transport_errors_count_and_pass_through() {
+async fn transport_errors_are_transient_and_pass_through() {
     let pool = pool();
     let svc = ServiceBuilder::new()
         .layer(KeySelectLayer::new(pool.clone()))
@@ -234,13 +280,14 @@ async fn transport_errors_count_and_pass_through() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Upstream);
-    assert_eq!(pool.get("g", KeyId(1)).unwrap().consecutive_failures(), 1);
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    assert_eq!((slot.consecutive_failures(), slot.transient_failures()), (0, 1));
 }
 
 struct AlwaysDead;
 
 impl ClassifyOutcome for AlwaysDead {
-    fn classify_response(&self, _: StatusCode, _: &http::HeaderMap, _: bool, _: Option<&str>) -> Outcome {
+    fn classify_response(&self, _: &UpstreamAnswer<'_>) -> Outcome {
         Outcome::Dead
     }
     fn classify_error(&self, _: &Error) -> Outcome {

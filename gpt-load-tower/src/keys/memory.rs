@@ -404,6 +404,7 @@ impl GroupKeys {
                 self.leave_view(slot, KeyState::Invalid);
                 self.touch(slot);
             }
+            Report::Transient => slot.add_transient_failure(),
         }
     }
 

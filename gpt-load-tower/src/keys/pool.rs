@@ -52,6 +52,9 @@ pub enum Report {
     },
     /// The key is known to be dead: blacklist it now.
     Invalidate,
+    /// The provider failed (a `5xx`, a timeout, a broken connection), not the key: noted as
+    /// evidence of trouble, never counted toward the blacklist.
+    Transient,
 }
 
 /// The key chosen for an attempt. Inserted into the request and the response extensions by
@@ -105,6 +108,11 @@ impl ExcludedKeys {
         if !self.0.contains(&id) {
             self.0.push(id);
         }
+    }
+
+    /// Removes a key, so it may be selected again.
+    pub fn remove(&mut self, id: KeyId) {
+        self.0.retain(|k| *k != id);
     }
 
     /// Whether `id` was already tried.

@@ -73,6 +73,7 @@ pub struct KeySlot {
     secret: ApiKey,
     state: AtomicU8,
     consecutive_failures: AtomicU32,
+    transient_failures: AtomicU32,
     cool_until: AtomicU64,
     in_flight: AtomicU32,
     requests: AtomicU64,
@@ -87,6 +88,7 @@ impl KeySlot {
             secret,
             state: AtomicU8::new(KeyState::Active.to_u8()),
             consecutive_failures: AtomicU32::new(0),
+            transient_failures: AtomicU32::new(0),
             cool_until: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
@@ -145,6 +147,12 @@ impl KeySlot {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
 
+    /// Transient provider failures (`5xx`, timeouts, broken connections) since the last success:
+    /// evidence of trouble that never blacklists the key.
+    pub fn transient_failures(&self) -> u32 {
+        self.transient_failures.load(Ordering::Relaxed)
+    }
+
     /// Requests using this key right now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
@@ -176,8 +184,15 @@ impl KeySlot {
             .saturating_add(1)
     }
 
-    /// Resets the failure count; returns whether it was non-zero.
+    pub(super) fn add_transient_failure(&self) {
+        self.transient_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Resets the failure counts; returns whether the counted one was non-zero.
     pub(super) fn reset_failures(&self) -> bool {
+        if self.transient_failures.load(Ordering::Relaxed) != 0 {
+            self.transient_failures.store(0, Ordering::Relaxed);
+        }
         self.consecutive_failures.load(Ordering::Relaxed) != 0
             && self.consecutive_failures.swap(0, Ordering::AcqRel) != 0
     }
@@ -204,6 +219,7 @@ impl fmt::Debug for KeySlot {
             .field("secret", &self.secret)
             .field("state", &self.state())
             .field("consecutive_failures", &self.consecutive_failures())
+            .field("transient_failures", &self.transient_failures())
             .field("in_flight", &self.in_flight())
             .finish()
     }

@@ -4,15 +4,21 @@
 //! [`RetryLayer`](tower::retry::RetryLayer) above [`KeySelectLayer`](crate::keys::KeySelectLayer).
 //! It decides from the response **head** (a success body is never buffered):
 //!
-//! - a response is retried when [`KeyHealth`](crate::blacklist::KeyHealth) marked its status as a
-//!   failover status ([`AttemptOutcome::failover`](crate::blacklist::AttemptOutcome)), or, without
-//!   that layer, when the status matches the policy's own [`StatusMatcher`](crate::blacklist::StatusMatcher);
+//! - a response is retried when [`KeyHealth`](crate::blacklist::KeyHealth) classified it as a
+//!   failure another attempt may fix ([`Outcome::is_retryable`](crate::blacklist::Outcome::is_retryable):
+//!   a key error, a cool-down, a transient provider failure — never a request error such as
+//!   malformed JSON or a prompt over the context window), or, without that layer, when the status
+//!   matches the policy's own [`StatusMatcher`](crate::blacklist::StatusMatcher);
 //! - an error is retried when it is a transport failure or timeout
 //!   ([`Error::is_retryable`](crate::error::Error::is_retryable)); a client that went away is not;
 //! - at most `max_retries` extra attempts ([`RetrySettings`] in the request overrides it per
-//!   group); each adds the failed key to [`ExcludedKeys`](crate::keys::ExcludedKeys), so no key is
-//!   used twice by one request; with a pool attached, the policy stops (returning the last failure
-//!   as is) when no untried key is left rather than turning it into a `503`;
+//!   group); each adds the failed key to [`ExcludedKeys`](crate::keys::ExcludedKeys), so the next
+//!   attempt uses a key this request has not tried;
+//! - with a pool attached, when no untried key is left: after a transient failure (`5xx`,
+//!   timeout, connection error) the key whose transient failure is oldest is tried again, after
+//!   a short jittered [backoff](RetryOnOtherKey::backoff), so `max_retries` holds however few keys
+//!   are usable; otherwise the policy stops and returns the last failure as is rather than
+//!   turning it into a `503`;
 //! - only replayable bodies are retried: a [`ReplayBody`](crate::body::ReplayBody) streamed once because it was over the
 //!   buffer cap is sent once.
 //!
@@ -64,4 +70,4 @@ mod policy;
 #[cfg(test)]
 mod tests;
 
-pub use self::policy::{RetryOnOtherKey, RetrySettings};
+pub use self::policy::{RetryDelay, RetryOnOtherKey, RetrySettings};

@@ -1,14 +1,20 @@
-use std::{fmt, future::Ready, sync::Arc};
+use std::{
+    fmt,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use http::{Request, Response};
 use tower::retry::Policy;
 
 use crate::{
-    blacklist::{AttemptOutcome, StatusMatcher},
+    blacklist::{AttemptOutcome, Outcome, StatusMatcher},
     body::ReplayBody,
     context::target_group,
     error::Error,
-    keys::{ExcludedKeys, KeyPool, SelectedKey},
+    keys::{ExcludedKeys, KeyId, KeyPool, SelectedKey},
     log::AttemptLog,
     telemetry,
 };
@@ -20,7 +26,8 @@ pub struct RetrySettings {
     pub max_retries: u32,
 }
 
-/// Retries failed attempts on keys not tried yet. See the [module docs](crate::retry).
+/// Retries failed attempts on keys not tried yet, then on the key whose transient failure is
+/// oldest. See the [module docs](crate::retry).
 ///
 /// tower clones the policy for every request, so the count of retries is per request.
 #[derive(Clone)]
@@ -29,6 +36,41 @@ pub struct RetryOnOtherKey {
     retried: u32,
     pool: Option<Arc<dyn KeyPool>>,
     failover: Arc<StatusMatcher>,
+    backoff: Backoff,
+    /// Keys of this request whose last failure was transient, oldest failure first.
+    transient: Vec<KeyId>,
+    /// Retries that re-used a key.
+    reused: u32,
+}
+
+/// The wait before re-using a key: `base` doubling per re-use up to `max`, each drawn at random
+/// from its upper half so that concurrent requests do not retry in step.
+#[derive(Clone, Copy, Debug)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn delay(self, reuse: u32) -> Duration {
+        let full = self.base.saturating_mul(1 << reuse.min(16)).min(self.max);
+        let half = full / 2;
+        // RandomState is seeded per thread once; drawing from it makes no system call.
+        let draw = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), reuse);
+        half + half.mul_f64((draw >> 11) as f64 / (1u64 << 53) as f64)
+    }
+}
+
+/// Whether and how a finished attempt may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The answer is final.
+    Final,
+    /// Retry on another key; this one is not to be tried again by this request.
+    OtherKey,
+    /// The provider failed, not the key: retry on another key, or on this one once every usable
+    /// key was tried.
+    Transient,
 }
 
 impl RetryOnOtherKey {
@@ -39,35 +81,80 @@ impl RetryOnOtherKey {
             retried: 0,
             pool: None,
             failover: Arc::new(StatusMatcher::default()),
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
+            transient: Vec::new(),
+            reused: 0,
         }
     }
 
-    /// Checks `pool` before each retry, and stops when no untried key is left.
+    /// Consults `pool` before each retry: the policy stops when no key is left to try instead of
+    /// letting key selection fail with `503`, and re-uses a key that failed transiently when
+    /// every usable key was tried.
     #[must_use]
     pub fn with_pool(mut self, pool: impl KeyPool) -> Self {
         self.pool = Some(Arc::new(pool));
         self
     }
 
-    /// The statuses to retry when the response does not carry an
-    /// [`AttemptOutcome`] (that is, without [`KeyHealth`](crate::blacklist::KeyHealth) below).
+    /// The statuses retried when the response carries no
+    /// [`AttemptOutcome`](crate::blacklist::AttemptOutcome) (no [`KeyHealth`](crate::blacklist::KeyHealth)
+    /// below); default `400-403,405-999`.
     #[must_use]
     pub fn failover(mut self, matcher: StatusMatcher) -> Self {
         self.failover = Arc::new(matcher);
         self
     }
 
-    fn should_retry<B>(&self, result: &Result<Response<B>, Error>) -> (bool, Option<SelectedKey>) {
+    /// The wait before re-using a key that failed transiently: `base` (default 100 ms), doubling
+    /// with each re-use up to `max` (default 1 s), jittered over the upper half. A zero `base`
+    /// re-uses at once. Retries on a key not tried yet never wait.
+    ///
+    /// A non-zero wait needs a tokio runtime with its time driver.
+    #[must_use]
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff = Backoff { base, max };
+        self
+    }
+
+    fn verdict<B>(&self, result: &Result<Response<B>, Error>) -> (Verdict, Option<SelectedKey>) {
         match result {
             Ok(res) => {
-                let failover = res
-                    .extensions()
-                    .get::<AttemptOutcome>()
-                    .map_or_else(|| self.failover.matches(res.status().as_u16()), |a| a.failover);
-                (failover, res.extensions().get::<SelectedKey>().cloned())
+                let verdict = match res.extensions().get::<AttemptOutcome>() {
+                    Some(attempt) if attempt.outcome == Outcome::Transient => Verdict::Transient,
+                    Some(attempt) if attempt.outcome.is_retryable() => Verdict::OtherKey,
+                    Some(_) => Verdict::Final,
+                    None if !self.failover.matches(res.status().as_u16()) => Verdict::Final,
+                    None if res.status().is_server_error() => Verdict::Transient,
+                    None => Verdict::OtherKey,
+                };
+                (verdict, res.extensions().get::<SelectedKey>().cloned())
             }
-            Err(err) => (err.is_retryable(), err.key().cloned()),
+            Err(err) if err.is_retryable() => (Verdict::Transient, err.key().cloned()),
+            Err(err) => (Verdict::Final, err.key().cloned()),
         }
+    }
+
+    /// When `excluded` leaves no key to try: takes out of it the key whose transient failure is
+    /// oldest and still usable. Returns whether one was found.
+    fn readmit_oldest_transient(
+        &mut self,
+        pool: &dyn KeyPool,
+        group: &str,
+        excluded: &mut ExcludedKeys,
+    ) -> bool {
+        for i in 0..self.transient.len() {
+            let id = self.transient[i];
+            excluded.remove(id);
+            if pool.has_candidate(group, excluded) {
+                self.transient.remove(i);
+                return true;
+            }
+            excluded.insert(id);
+        }
+        false
     }
 }
 
@@ -78,12 +165,46 @@ impl fmt::Debug for RetryOnOtherKey {
             .field("retried", &self.retried)
             .field("pool", &self.pool.is_some())
             .field("failover", &self.failover)
+            .field("backoff", &self.backoff)
             .finish()
     }
 }
 
+/// The wait before a retry ([`RetryOnOtherKey`]'s policy future): none before a key not tried
+/// yet, a short jittered backoff before re-using one.
+pub struct RetryDelay {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl RetryDelay {
+    fn after(delay: Duration) -> Self {
+        Self {
+            sleep: (!delay.is_zero()).then(|| Box::pin(tokio::time::sleep(delay))),
+        }
+    }
+}
+
+impl fmt::Debug for RetryDelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryDelay")
+            .field("sleeping", &self.sleep.is_some())
+            .finish()
+    }
+}
+
+impl Future for RetryDelay {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
 impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
-    type Future = Ready<()>;
+    type Future = RetryDelay;
 
     fn retry(
         &mut self,
@@ -97,8 +218,8 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
         if self.retried >= max {
             return None;
         }
-        let (retryable, failed_key) = self.should_retry(result);
-        if !retryable {
+        let (verdict, failed_key) = self.verdict(result);
+        if verdict == Verdict::Final {
             return None;
         }
         let mut excluded = req
@@ -108,12 +229,20 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
             .unwrap_or_default();
         if let Some(key) = &failed_key {
             excluded.insert(key.id());
+            if verdict == Verdict::Transient {
+                self.transient.push(key.id());
+            }
         }
         let group = target_group(req.extensions()).cloned();
-        if let (Some(pool), Some(group)) = (&self.pool, &group)
+        let mut delay = Duration::ZERO;
+        if let (Some(pool), Some(group)) = (self.pool.clone(), &group)
             && !pool.has_candidate(group.as_str(), &excluded)
         {
-            return None;
+            if !self.readmit_oldest_transient(&*pool, group.as_str(), &mut excluded) {
+                return None;
+            }
+            delay = self.backoff.delay(self.reused);
+            self.reused += 1;
         }
         if let Some(log) = req.extensions().get::<AttemptLog>() {
             log.record_retry(result);
@@ -123,7 +252,7 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
         }
         req.extensions_mut().insert(excluded);
         self.retried += 1;
-        Some(std::future::ready(()))
+        Some(RetryDelay::after(delay))
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody>) -> Option<Request<ReplayBody>> {
@@ -139,4 +268,4 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
 }
 
 #[cfg(test)]
-fn _object_safe(_: Box<dyn Policy<Request<ReplayBody>, Response<()>, Error, Future = Ready<()>>>) {}
+fn _object_safe(_: Box<dyn Policy<Request<ReplayBody>, Response<()>, Error, Future = RetryDelay>>) {}

@@ -1,6 +1,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -203,19 +204,19 @@ async fn not_found_is_not_retried() {
 }
 
 #[tokio::test]
-async fn never_the_same_key_twice_and_the_last_failure_is_returned() {
+async fn a_key_error_never_uses_the_same_key_twice_and_the_last_failure_is_returned() {
     let pool = pool(&["a", "b", "c"]);
     let upstream = Upstream::new(&[
-        ("a", Script::Status(500)),
-        ("b", Script::Status(502)),
-        ("c", Script::Status(503)),
+        ("a", Script::Status(401)),
+        ("b", Script::Status(403)),
+        ("c", Script::Status(401)),
     ]);
     let records = Records::default();
     let policy = RetryOnOtherKey::new(10).with_pool(pool.clone());
     let (status, body) = call(&pool, &upstream, policy, &records, req("{}")).await.unwrap();
     assert_eq!(upstream.keys_seen(), ["a", "b", "c"]);
     assert_eq!(
-        status, 503,
+        status, 401,
         "the last upstream failure, not a gateway 503 for running out of keys"
     );
     assert_eq!(
@@ -227,6 +228,92 @@ async fn never_the_same_key_twice_and_the_last_failure_is_returned() {
         types,
         [RequestType::Retry, RequestType::Retry, RequestType::Final]
     );
+}
+
+#[tokio::test]
+async fn transient_failures_reuse_the_key_that_failed_longest_ago() {
+    let pool = pool(&["a", "b", "c"]);
+    let upstream = Upstream::new(&[
+        ("a", Script::Status(503)),
+        ("b", Script::Transport),
+        ("c", Script::Status(500)),
+    ]);
+    let records = Records::default();
+    let policy = RetryOnOtherKey::new(5)
+        .with_pool(pool.clone())
+        .backoff(Duration::ZERO, Duration::ZERO);
+    let (status, _) = call(&pool, &upstream, policy, &records, req("{}")).await.unwrap();
+    assert_eq!(
+        upstream.keys_seen(),
+        ["a", "b", "c", "a", "b", "c"],
+        "max_retries 5 is six attempts, however few keys there are"
+    );
+    assert_eq!(status, 500);
+    assert_eq!(records.0.lock().unwrap().len(), 6);
+    for id in 0..3 {
+        let slot = pool.get("g", KeyId(id)).unwrap();
+        assert_eq!(
+            (slot.state(), slot.consecutive_failures()),
+            (KeyState::Active, 0),
+            "a provider failure never counts toward the blacklist"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_provider_outage_recovers_with_the_provider() {
+    let pool = pool(&["a", "b"]);
+    let down = Upstream::new(&[("a", Script::Status(503)), ("b", Script::Status(503))]);
+    for _ in 0..20 {
+        let policy = RetryOnOtherKey::new(3)
+            .with_pool(pool.clone())
+            .backoff(Duration::ZERO, Duration::ZERO);
+        let (status, _) = call(&pool, &down, policy, &Records::default(), req("{}"))
+            .await
+            .unwrap();
+        assert_eq!(status, 503);
+    }
+    assert_eq!(down.keys_seen().len(), 80);
+    let up = Upstream::new(&[]);
+    let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
+    let (status, _) = call(&pool, &up, policy, &Records::default(), req("{}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the first request after the outage succeeds");
+    assert_eq!(up.keys_seen().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reusing_a_key_waits_a_jittered_backoff_and_a_fresh_key_does_not() {
+    let pool = pool(&["a", "b"]);
+    let upstream = Upstream::new(&[("a", Script::Status(502)), ("b", Script::Status(502))]);
+    let policy = RetryOnOtherKey::new(3)
+        .with_pool(pool.clone())
+        .backoff(Duration::from_millis(100), Duration::from_millis(150));
+    let started = tokio::time::Instant::now();
+    call(&pool, &upstream, policy, &Records::default(), req("{}"))
+        .await
+        .unwrap();
+    assert_eq!(upstream.keys_seen(), ["a", "b", "a", "b"]);
+    // Paused time advances only by the sleeps: a → b at once, then two waits before re-use,
+    // each in the upper half of 100 ms and then of 150 ms (the cap).
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(50 + 75) && waited <= Duration::from_millis(100 + 150),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn request_errors_are_not_retried() {
+    let pool = pool(&["a", "b"]);
+    let upstream = Upstream::new(&[("a", Script::Status(422)), ("b", Script::Status(422))]);
+    let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
+    let (status, _) = call(&pool, &upstream, policy, &Records::default(), req("{}"))
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+    assert_eq!(upstream.keys_seen().len(), 1);
 }
 
 #[tokio::test]

@@ -36,6 +36,19 @@ pub enum Behaviour {
     },
     /// 429 with the message "Resource has been exhausted (e.g. check quota).".
     QuotaExhausted,
+    /// 400 naming the key as invalid, the way Gemini rejects one (`INVALID_ARGUMENT` with the
+    /// detail reason `API_KEY_INVALID`); OpenAI- and Anthropic-format routes answer their own
+    /// 400 about the key.
+    InvalidKeyBadRequest,
+    /// Fails `per_mille` of the requests with `status` (a native error body), at random from the
+    /// mock's seeded generator, and answers the rest normally. Deterministic for a given
+    /// [`MockConfig::seed`](super::MockConfig::seed) when requests arrive one at a time.
+    Flaky {
+        /// Failed requests per thousand.
+        per_mille: u16,
+        /// The status of a failure.
+        status: u16,
+    },
 }
 
 impl Behaviour {

@@ -119,6 +119,17 @@ fn parse_script(body: &[u8]) -> Result<(String, Behaviour), String> {
                 .ok_or("behaviour `status` needs a numeric field `status`")?;
             Behaviour::Status(status)
         }
+        "invalid_key_400" => Behaviour::InvalidKeyBadRequest,
+        "flaky" => Behaviour::Flaky {
+            per_mille: field("per_mille")
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n <= 1000)
+                .ok_or("behaviour `flaky` needs a field `per_mille` in 0..=1000")?,
+            status: field("status")
+                .and_then(|code| u16::try_from(code).ok())
+                .filter(|code| (100..=999).contains(code))
+                .unwrap_or(500),
+        },
         other => return Err(format!("unknown behaviour `{other}`")),
     };
     Ok((key.to_owned(), behaviour))

@@ -31,6 +31,15 @@ pub(crate) enum Failure<'a> {
     NotFound(&'a Method, &'a str),
     MethodNotAllowed(&'a Method, &'a str),
     BadRequest(&'a str),
+    /// A 400 about the key (Gemini's way of rejecting one).
+    KeyRejected(&'a str),
+    /// A non-empty JSON route body that does not parse.
+    MalformedJson,
+    /// A prompt over the context window.
+    ContextTooLong {
+        tokens: u64,
+        window: u64,
+    },
 }
 
 /// The native error response for `failure` in `family`'s format.
@@ -46,9 +55,18 @@ pub(crate) fn respond(family: Family, failure: &Failure<'_>) -> Response<MockBod
             "type": "error",
             "error": {"type": anthropic_type(status), "message": message},
         }),
-        Family::Gemini => json!({
-            "error": {"code": status.as_u16(), "message": message, "status": gemini_status(status)},
-        }),
+        Family::Gemini => {
+            let mut error =
+                json!({"code": status.as_u16(), "message": message, "status": gemini_status(status)});
+            if let Failure::KeyRejected(_) = failure {
+                error["details"] = json!([{
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                }]);
+            }
+            json!({ "error": error })
+        }
     };
     let mut response = reply::json(status, &body);
     if let Failure::RateLimited(after) = failure {
@@ -69,7 +87,10 @@ impl Failure<'_> {
             Self::Status(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Self::NotFound(..) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_)
+            | Self::KeyRejected(_)
+            | Self::MalformedJson
+            | Self::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -102,6 +123,25 @@ impl Failure<'_> {
                 format!("Method {method} not allowed on {path}")
             }
             (Self::BadRequest(detail), _) => (*detail).to_owned(),
+            (Self::KeyRejected(key), Family::Gemini) => {
+                format!("API key not valid. Please pass a valid API key. (key: {key})")
+            }
+            (Self::KeyRejected(key), _) => format!("Invalid API key: {key}"),
+            (Self::MalformedJson, Family::OpenAi) => "We could not parse the JSON body of your request. \
+                 (HINT: This likely means you aren't using your HTTP library correctly.)"
+                .to_owned(),
+            (Self::MalformedJson, Family::Anthropic) => "Request body is not valid JSON".to_owned(),
+            (Self::MalformedJson, Family::Gemini) => "Invalid JSON payload received.".to_owned(),
+            (Self::ContextTooLong { tokens, window }, Family::OpenAi) => format!(
+                "This model's maximum context length is {window} tokens. However, your messages \
+                 resulted in {tokens} tokens. Please reduce the length of the messages."
+            ),
+            (Self::ContextTooLong { tokens, window }, Family::Anthropic) => {
+                format!("prompt is too long: {tokens} tokens > {window} maximum")
+            }
+            (Self::ContextTooLong { tokens, window }, Family::Gemini) => format!(
+                "The input token count ({tokens}) exceeds the maximum number of tokens allowed ({window})."
+            ),
         }
     }
 
@@ -122,9 +162,11 @@ impl Failure<'_> {
                 };
                 (kind, Value::Null)
             }
-            Self::NotFound(..) | Self::MethodNotAllowed(..) | Self::BadRequest(_) => {
+            Self::NotFound(..) | Self::MethodNotAllowed(..) | Self::BadRequest(_) | Self::MalformedJson => {
                 ("invalid_request_error", Value::Null)
             }
+            Self::KeyRejected(_) => ("invalid_request_error", json!("invalid_api_key")),
+            Self::ContextTooLong { .. } => ("invalid_request_error", json!("context_length_exceeded")),
         }
     }
 }

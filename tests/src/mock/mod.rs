@@ -57,8 +57,17 @@
 //! - `GET /__mock/stats`: `{"total": N, "by_key": {"key": N, ...}}`.
 //! - `POST /__mock/script`: `{"key": "k", "behaviour": "valid" | "unauthorized"
 //!   | "rate_limited" | "server_error" | "quota_exhausted" | "slow" | "cut" |
-//!   "status", "retry_after_secs": 1, "delay_ms": 200, "after_frames": 2,
-//!   "status": 503}` (the numeric fields are optional except `status`).
+//!   "status" | "invalid_key_400" | "flaky", "retry_after_secs": 1,
+//!   "delay_ms": 200, "after_frames": 2, "status": 503, "per_mille": 250}`
+//!   (the numeric fields are optional except `status` for `status`).
+//!
+//! # Request errors
+//!
+//! A non-empty body of a JSON route that does not parse gets the provider's
+//! native 400 for malformed JSON, and with
+//! [`MockConfig::context_window`] set a longer request gets its 400 for a
+//! prompt over the context window, as the real APIs answer (after the key
+//! is accepted).
 //! - `DELETE /__mock/script`: clear all scripts.
 
 mod answer;
@@ -101,6 +110,12 @@ pub struct MockConfig {
     /// Capacity of the request ring (default 10 000); zero disables
     /// recording of requests, counters keep working.
     pub record_capacity: usize,
+    /// The models' context window in input tokens (a quarter of the body's
+    /// bytes); a longer request gets the provider's native 400 for a prompt
+    /// that is too long. Default: no limit.
+    pub context_window: Option<u64>,
+    /// Seed of the generator behind [`Behaviour::Flaky`] (default 1).
+    pub seed: u64,
 }
 
 impl Default for MockConfig {
@@ -109,6 +124,8 @@ impl Default for MockConfig {
             sse_frames: 5,
             sse_pace: Duration::ZERO,
             record_capacity: 10_000,
+            context_window: None,
+            seed: 1,
         }
     }
 }
@@ -132,6 +149,20 @@ impl MockConfig {
     #[must_use]
     pub fn with_record_capacity(mut self, capacity: usize) -> Self {
         self.record_capacity = capacity;
+        self
+    }
+
+    /// Sets [`context_window`](Self::context_window).
+    #[must_use]
+    pub fn with_context_window(mut self, tokens: u64) -> Self {
+        self.context_window = Some(tokens);
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    #[must_use]
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
         self
     }
 }

@@ -76,6 +76,18 @@ impl<'a> Route<'a> {
         }
     }
 
+    /// Whether the route's request body is JSON.
+    fn takes_json(self) -> bool {
+        matches!(
+            self,
+            Self::OpenAiChat
+                | Self::OpenAiResponses
+                | Self::AnthropicMessages
+                | Self::GeminiGenerate { .. }
+                | Self::GeminiStream { .. }
+        )
+    }
+
     fn family(self) -> Family {
         match self {
             Self::OpenAiModels | Self::OpenAiChat | Self::OpenAiResponses => Family::OpenAi,
@@ -142,8 +154,23 @@ pub(crate) async fn dispatch(
         Behaviour::ServerError => return error::respond(family, &Failure::Server),
         Behaviour::Status(code) => return error::respond(family, &Failure::Status(code)),
         Behaviour::QuotaExhausted => return error::respond(family, &Failure::Quota),
+        Behaviour::InvalidKeyBadRequest => return error::respond(family, &Failure::KeyRejected(key)),
+        Behaviour::Flaky { per_mille, status } => {
+            if shared.draw_per_mille() < per_mille {
+                return error::respond(family, &Failure::Status(status));
+            }
+        }
         Behaviour::SlowFirstByte(delay) => tokio::time::sleep(delay).await,
         Behaviour::DisconnectMidStream { after_frames } => cut = Some(after_frames),
+    }
+    if route.takes_json() && !body.iter().all(u8::is_ascii_whitespace) {
+        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
+            return error::respond(family, &Failure::MalformedJson);
+        }
+        let tokens = answer::input_tokens(body);
+        if let Some(window) = shared.config.context_window.filter(|w| tokens > *w) {
+            return error::respond(family, &Failure::ContextTooLong { tokens, window });
+        }
     }
     let probe: Probe<'_> = serde_json::from_slice(body).unwrap_or_default();
     let model = match route {

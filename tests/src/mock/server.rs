@@ -31,6 +31,8 @@ pub(crate) struct Shared {
     pub(crate) config: MockConfig,
     pub(crate) scripts: Scripts,
     pub(crate) recorder: Recorder,
+    /// State of the SplitMix64 generator behind flaky keys.
+    rng: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -38,8 +40,22 @@ impl Shared {
         Self {
             recorder: Recorder::new(config.record_capacity),
             scripts: Scripts::default(),
+            rng: std::sync::atomic::AtomicU64::new(config.seed),
             config,
         }
+    }
+
+    /// The next draw in `0..1000` (SplitMix64: reproducible from the seed).
+    pub(crate) fn draw_per_mille(&self) -> u16 {
+        let state = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z % 1000) as u16
     }
 }
 

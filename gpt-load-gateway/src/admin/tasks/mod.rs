@@ -21,7 +21,10 @@ use axum::{
     extract::{FromRequest, Multipart, Request, State},
     http::header,
 };
-use gpt_load_tower::keys::{KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey};
+use gpt_load_tower::{
+    blacklist::Outcome,
+    keys::{KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey},
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -339,8 +342,9 @@ fn standard_policy(state: &AdminState, group: &GroupRow) -> AdminResult<Arc<Grou
 }
 
 /// Feeds validation outcomes to the pool: a key that works is active again with its failures
-/// reset; one that fails gets a counted failure (blacklisted at the group's threshold). Disabled
-/// keys are left alone. Returns `(valid, invalid)`.
+/// reset; a failure blamed on the key is counted (blacklisted at the group's threshold), a rate
+/// limit cools the key, and a provider failure or a refused validation request leaves it as it
+/// is. Disabled keys are left alone. Returns `(valid, invalid)`.
 fn apply(pool: &MemoryKeyPool, policy: &GroupPolicy, checks: &[KeyCheck]) -> (usize, usize) {
     let (mut valid, mut invalid) = (0, 0);
     let mut restore = Vec::new();
@@ -353,18 +357,23 @@ fn apply(pool: &MemoryKeyPool, policy: &GroupPolicy, checks: &[KeyCheck]) -> (us
             {
                 restore.push((check.slot.id(), KeyState::Active));
             }
-        } else {
-            invalid += 1;
-            if matches!(state, KeyState::Active | KeyState::Cooling) {
-                let key = SelectedKey::new(policy.name.clone(), check.slot.clone());
-                pool.report(
-                    &key,
-                    Report::Failure {
-                        blacklist_threshold: policy.health.blacklist_threshold,
-                    },
-                );
-            }
+            continue;
         }
+        invalid += 1;
+        if !matches!(state, KeyState::Active | KeyState::Cooling) {
+            continue;
+        }
+        let report = match check.verdict {
+            Outcome::Failure { counted: true } => Report::Failure {
+                blacklist_threshold: policy.health.blacklist_threshold,
+            },
+            Outcome::Dead => Report::Invalidate,
+            Outcome::CoolDown(duration) => Report::CoolDown { duration },
+            Outcome::Transient => Report::Transient,
+            _ => continue,
+        };
+        let key = SelectedKey::new(policy.name.clone(), check.slot.clone());
+        pool.report(&key, report);
     }
     if !restore.is_empty() {
         pool.set_states(policy.name.as_str(), restore);
