@@ -38,7 +38,7 @@ use crate::{
     catalog::{Catalog, client_settings},
     config::{Config, database::DatabaseDsn},
     console::Console,
-    crypto::KeyCipher,
+    crypto::{KeyCipher, proxy_keys},
     db::Db,
     jobs::{
         self,
@@ -46,7 +46,7 @@ use crate::{
     },
     keystore::{self, PersistSummary},
     proxy::UpstreamClient,
-    repo::groups,
+    repo::{groups, reencrypt},
     settings::{self, GroupConfig, SettingsStore},
     stack::{ProxyParts, proxy_stack},
     telemetry,
@@ -86,6 +86,7 @@ pub(crate) struct Running {
     pub(crate) catalog: Catalog,
     pub(crate) settings: Arc<SettingsStore>,
     pub(crate) limit: ConcurrencyLimitLayer,
+    pub(crate) cipher: KeyCipher,
     shutdown: watch::Sender<bool>,
     flush: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -115,7 +116,7 @@ pub(crate) async fn reload_groups(
 ) -> anyhow::Result<()> {
     let rows = groups::list(db).await?;
     let links = groups::sub_group_links(db).await?;
-    for warning in catalog.rebuild(&rows, &links, &settings.current()) {
+    for warning in catalog.rebuild(&rows, &links, &settings.current(), cipher) {
         tracing::warn!("{warning}");
     }
     let standard: Vec<_> = rows.into_iter().filter(|g| g.group_type != "aggregate").collect();
@@ -126,6 +127,18 @@ pub(crate) async fn reload_groups(
         "groups and keys loaded"
     );
     Ok(())
+}
+
+/// Encrypts the proxy key lists stored in plain text while encryption is on (written before
+/// proxy keys were encrypted), in one transaction; returns how many. Lists that do not decrypt
+/// are left alone: the catalog accepts none of their keys and says so.
+pub(crate) async fn seal_plain_proxy_keys(db: &Db, cipher: &KeyCipher) -> anyhow::Result<usize> {
+    let seal = |stored: &str| {
+        Ok::<_, std::convert::Infallible>(
+            proxy_keys::needs_sealing(cipher, stored).then(|| proxy_keys::seal(cipher, stored)),
+        )
+    };
+    Ok(reencrypt::rewrite_proxy_key_lists(db, &seal).await?)
 }
 
 /// Starts the gateway on `listener`.
@@ -152,6 +165,13 @@ pub(crate) async fn start(
             tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
         }
     }
+    let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
+    if leader {
+        let sealed = seal_plain_proxy_keys(&db, &cipher).await?;
+        if sealed > 0 {
+            tracing::info!(lists = sealed, "plain text proxy key lists encrypted");
+        }
+    }
     let host = config.server.addr.ip().to_string();
     let first_idle_seed = leader
         && !crate::repo::settings::list(&db)
@@ -159,11 +179,14 @@ pub(crate) async fn start(
             .iter()
             .any(|r| r.setting_key == "stream_idle_timeout");
     if leader {
-        settings::seed(&db, auth_key, &host, config.server.addr.port()).await?;
+        // The first global proxy key is a new random one, not `AUTH_KEY` (as in gpt-load): the
+        // admin key never reaches the database.
+        let first_proxy_key = crate::config::auth::generate_key().context("generating the first proxy key")?;
+        settings::seed(&db, &cipher, &first_proxy_key, &host, config.server.addr.port()).await?;
     }
-    let settings = Arc::new(SettingsStore::open(&db).await?);
+    let settings = Arc::new(SettingsStore::open(&db, cipher.clone()).await?);
     // `STREAM_IDLE_TIMEOUT` seeds the setting on first start; afterwards the setting (per group,
-    // changeable at run time) governs, as `AUTH_KEY` seeds `proxy_keys`.
+    // changeable at run time) governs.
     if let (true, Some(idle)) = (first_idle_seed, config.server.stream_idle_timeout) {
         let mut update = serde_json::Map::new();
         update.insert("stream_idle_timeout".to_owned(), json!(idle.as_secs().max(1)));
@@ -172,7 +195,6 @@ pub(crate) async fn start(
             .await
             .map_err(|e| anyhow::anyhow!("STREAM_IDLE_TIMEOUT: {e}"))?;
     }
-    let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
     if let Some(path) = config.bootstrap.as_ref().filter(|_| leader) {
         let (groups, keys) = Bootstrap::read(path)?.apply(&db, &cipher).await?;
         tracing::info!(groups, keys, "bootstrap applied");
@@ -241,8 +263,13 @@ pub(crate) async fn start(
     }
     // Settings changes reach the catalog (per-group effective settings, global proxy keys).
     jobs.push(tokio::spawn({
-        let (catalog, db, settings, mut stopping) =
-            (catalog.clone(), db.clone(), settings.clone(), stopping.clone());
+        let (catalog, db, settings, cipher, mut stopping) = (
+            catalog.clone(),
+            db.clone(),
+            settings.clone(),
+            cipher.clone(),
+            stopping.clone(),
+        );
         let mut changes = settings.subscribe();
         async move {
             loop {
@@ -254,7 +281,7 @@ pub(crate) async fn start(
                 else {
                     continue;
                 };
-                for warning in catalog.rebuild(&rows, &links, &settings.current()) {
+                for warning in catalog.rebuild(&rows, &links, &settings.current(), &cipher) {
                     tracing::warn!("{warning}");
                 }
             }
@@ -320,6 +347,7 @@ pub(crate) async fn start(
         catalog,
         settings,
         limit,
+        cipher,
         shutdown,
         flush,
         server,

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    crypto::KeyCipher,
+    crypto::{KeyCipher, proxy_keys},
     db::{Db, DbError},
     models::{NewApiKey, NewGroup, now},
     repo::{groups, keys},
@@ -201,6 +201,9 @@ impl Bootstrap {
                     problems.push(format!("{at}: {err}"));
                 }
             }
+            if let Err(err) = g.proxy_keys.split(',').map(str::trim).try_for_each(proxy_keys::check_key) {
+                problems.push(format!("{at}: proxy_keys: {err}"));
+            }
             if g.keys.iter().any(|k| k.trim().is_empty()) {
                 problems.push(format!("{at}: keys must not be empty strings"));
             }
@@ -231,7 +234,7 @@ impl Bootstrap {
                         &NewGroup {
                             name: &g.name,
                             display_name: &g.display_name,
-                            proxy_keys: &g.proxy_keys,
+                            proxy_keys: &proxy_keys::seal(cipher, &g.proxy_keys),
                             description: &g.description,
                             group_type: &g.group_type,
                             upstreams: &upstreams,

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{
+    crypto::{KeyCipher, proxy_keys},
     models::GroupRow,
     proxy::{ClientSettings, ProxySetting},
     repo::groups::SubGroupLink,
@@ -120,13 +121,15 @@ impl Catalog {
             .collect()
     }
 
-    /// Rebuilds every registry from `groups`; returns warnings about unusable stored values
+    /// Rebuilds every registry from `groups` (their proxy keys decrypted with `cipher`, once
+    /// here, never on the request path); returns warnings about unusable stored values
     /// (the rest of the group is still served).
     pub(crate) fn rebuild(
         &self,
         groups: &[GroupRow],
         links: &[SubGroupLink],
         settings: &SystemSettings,
+        cipher: &KeyCipher,
     ) -> Vec<String> {
         let mut warnings = Vec::new();
         let mut table = ProxyKeyTable::new().global(settings.proxy_keys.iter().map(String::as_str));
@@ -142,7 +145,8 @@ impl Catalog {
                 continue;
             };
             let name = GroupName::from(row.name.as_str());
-            let own_keys = row.proxy_keys.split(',').map(str::trim).filter(|k| !k.is_empty());
+            let own_keys = proxy_keys::open_or_none(cipher, &row.proxy_keys, &row.name);
+            let own_keys = own_keys.split(',').map(str::trim).filter(|k| !k.is_empty());
             table = table.group(name.clone(), channel, own_keys);
             let aggregate = row.group_type == "aggregate";
             if aggregate {

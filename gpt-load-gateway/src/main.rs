@@ -160,6 +160,7 @@ async fn migrate_keys(
     tracing::info!(
         api_keys = summary.api_keys,
         request_logs = summary.request_logs,
+        proxy_key_lists = summary.proxy_key_lists,
         "keys migrated"
     );
     Ok(())

@@ -13,7 +13,7 @@ use super::{
     state::AdminState,
 };
 use crate::{
-    crypto::KeyCipher,
+    crypto::{KeyCipher, proxy_keys},
     models::GroupRow,
     repo::{groups, request_logs, stats},
 };
@@ -187,8 +187,8 @@ fn security_warnings(state: &AdminState, lang: Lang, groups: &[GroupRow]) -> Vec
         check_secret(lang, "global_proxy_key", &label, key, &mut out);
     }
     for group in groups {
-        let keys = group
-            .proxy_keys
+        let keys = proxy_keys::open_or_none(&state.cipher, &group.proxy_keys, &group.name);
+        let keys = keys
             .split(',')
             .map(str::trim)
             .filter(|k| !k.is_empty());

@@ -1,6 +1,7 @@
 //! `migrate-keys --from OLD --to NEW`: turn encryption of stored keys on (`--to`), off
-//! (`--from`) or rotate it (both), for `api_keys` and the key columns of `request_logs`, in one
-//! transaction. It refuses before writing anything when `--from` does not match the data.
+//! (`--from`) or rotate it (both), for `api_keys`, the key columns of `request_logs` and the
+//! proxy key lists (global and per group), in one transaction. It refuses before writing
+//! anything when `--from` does not match the data.
 
 use crate::{
     crypto::{CryptoError, KeyCipher, migrate},
@@ -26,12 +27,8 @@ pub(crate) enum MigrateKeysError {
     RolledBack(RewriteError<CryptoError>),
 }
 
-/// Rows rewritten per table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct MigrateKeysSummary {
-    pub(crate) api_keys: usize,
-    pub(crate) request_logs: usize,
-}
+/// Rows rewritten per table, and proxy key lists rewritten.
+pub(crate) type MigrateKeysSummary = reencrypt::Rewritten;
 
 /// Checks `from` against the stored keys, then re-encrypts everything with `to`.
 pub(crate) async fn run(
@@ -51,14 +48,14 @@ pub(crate) async fn run(
     migrate::check_from_key(&values, &from).map_err(MigrateKeysError::Refused)?;
     let pairs: Vec<(&str, &str)> = samples.iter().map(|(v, h)| (v.as_str(), h.as_str())).collect();
     migrate::check_sample_hashes(&pairs, &from).map_err(MigrateKeysError::Refused)?;
+    let lists = reencrypt::proxy_key_lists(db).await?;
+    let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
+    migrate::check_proxy_key_lists(&lists, &from).map_err(MigrateKeysError::Refused)?;
     let rewrite = |stored: &str| migrate::reencrypt(stored, &from, &to);
-    let (api_keys, request_logs) = reencrypt::rewrite_all(db, &rewrite)
+    let reseal = |stored: &str| migrate::reseal_list(stored, &from, &to);
+    reencrypt::rewrite_all(db, &rewrite, &reseal)
         .await
-        .map_err(MigrateKeysError::RolledBack)?;
-    Ok(MigrateKeysSummary {
-        api_keys,
-        request_logs,
-    })
+        .map_err(MigrateKeysError::RolledBack)
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! | Variable | Default | Meaning |
 //! |---|---|---|
-//! | `AUTH_KEY` | unset → generated | Admin key for the API and console (also seeds the initial global proxy key). Printable ASCII. |
+//! | `AUTH_KEY` | unset → generated | Admin key for the API and console; never stored in the database (the first global proxy key is generated instead). Printable ASCII. |
 //! | `ENCRYPTION_KEY` | unset → no encryption | Passphrase from which the at-rest encryption key for upstream keys is derived. |
 //!
 //! Both are held as [`ApiKey`], whose `Debug`/`Display` never show the value, and neither
@@ -195,8 +195,9 @@ fn create_private(path: &Path) -> io::Result<fs::File> {
     options.open(path)
 }
 
-/// `sk-` followed by [`GENERATED_CHARS`] uniformly random alphanumeric characters.
-fn generate_key() -> io::Result<String> {
+/// `sk-` followed by [`GENERATED_CHARS`] uniformly random alphanumeric characters (the
+/// generated admin key, and the first global proxy key).
+pub(crate) fn generate_key() -> io::Result<String> {
     // 248 = 4 × 62: bytes below it map uniformly onto the alphabet; the rest are discarded.
     const ACCEPT_BELOW: u8 = 248;
     let mut key = String::with_capacity(3 + GENERATED_CHARS);

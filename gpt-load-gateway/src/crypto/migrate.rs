@@ -6,7 +6,7 @@
 //! disabled: enabling is disabled → enabled, disabling is enabled → disabled, rotating is
 //! enabled → enabled.
 
-use super::{CryptoError, KeyCipher, looks_encrypted};
+use super::{CryptoError, KeyCipher, looks_encrypted, proxy_keys};
 
 /// Re-encrypts one stored value: decrypts it with `from`, encrypts it with `to`.
 ///
@@ -91,6 +91,48 @@ pub(crate) fn check_sample_hashes(rows: &[(&str, &str)], from: &KeyCipher) -> Re
     } else {
         Err(CryptoError::HashMismatch { mismatched, sampled })
     }
+}
+
+/// Re-encrypts one stored proxy key list; `None` for an empty list (nothing to write).
+///
+/// A list stored in plain text while `from` is enabled (written before proxy keys were
+/// encrypted) is read as it is.
+///
+/// # Errors
+///
+/// Whatever [`proxy_keys::open`] returns for `stored` under `from`.
+pub(crate) fn reseal_list(
+    stored: &str,
+    from: &KeyCipher,
+    to: &KeyCipher,
+) -> Result<Option<String>, CryptoError> {
+    if stored.is_empty() {
+        return Ok(None);
+    }
+    let list = proxy_keys::open(from, stored)?;
+    Ok(Some(proxy_keys::seal(to, &list)))
+}
+
+/// Refuses to start a migration whose source cipher cannot read every stored proxy key list.
+///
+/// Every encrypted list must decrypt under `from`; plain text lists are accepted in any case
+/// (written before proxy keys were encrypted, or by a database that never was).
+///
+/// # Errors
+///
+/// [`CryptoError::SourceKeyMissing`] when `from` is disabled and a list is encrypted,
+/// [`CryptoError::WrongSourceKey`] when `from` does not decrypt one, any other decryption error
+/// for a malformed list.
+pub(crate) fn check_proxy_key_lists(lists: &[&str], from: &KeyCipher) -> Result<(), CryptoError> {
+    lists
+        .iter()
+        .filter(|list| looks_encrypted(list))
+        .try_for_each(|list| match proxy_keys::open(from, list) {
+            Ok(_) => Ok(()),
+            Err(CryptoError::KeyMissing) => Err(CryptoError::SourceKeyMissing),
+            Err(CryptoError::Authentication) => Err(CryptoError::WrongSourceKey),
+            Err(other) => Err(other),
+        })
 }
 
 #[cfg(test)]
@@ -221,6 +263,40 @@ mod tests {
                 mismatched: 1,
                 sampled: 1
             }
+        ));
+    }
+
+    #[test]
+    fn reseal_list_enables_rotates_and_disables() {
+        let off = KeyCipher::disabled();
+        let list = "sk-proxy-a,sk-proxy-b";
+        let under_a = reseal_list(list, &off, &A).unwrap().unwrap();
+        assert_eq!(A.decrypt(&under_a).unwrap(), list);
+        let under_b = reseal_list(&under_a, &A, &B).unwrap().unwrap();
+        assert_eq!(B.decrypt(&under_b).unwrap(), list);
+        assert_eq!(reseal_list(&under_b, &B, &off).unwrap().unwrap(), list);
+        assert_eq!(reseal_list("", &A, &B).unwrap(), None);
+    }
+
+    #[test]
+    fn reseal_list_encrypts_a_legacy_plain_list_under_an_enabled_source() {
+        let list = "sk-proxy-legacy";
+        let sealed = reseal_list(list, &A, &B).unwrap().unwrap();
+        assert_eq!(B.decrypt(&sealed).unwrap(), list);
+    }
+
+    #[test]
+    fn check_proxy_key_lists_refuses_a_source_that_cannot_read_them() {
+        let sealed = A.encrypt("sk-proxy-a");
+        check_proxy_key_lists(&[&sealed, "sk-plain", ""], &A).unwrap();
+        check_proxy_key_lists(&["sk-plain", ""], &KeyCipher::disabled()).unwrap();
+        assert!(matches!(
+            check_proxy_key_lists(&[&sealed], &B),
+            Err(CryptoError::WrongSourceKey)
+        ));
+        assert!(matches!(
+            check_proxy_key_lists(&["sk-plain", &sealed], &KeyCipher::disabled()),
+            Err(CryptoError::SourceKeyMissing)
         ));
     }
 

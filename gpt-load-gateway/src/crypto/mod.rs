@@ -25,9 +25,11 @@
 //! gpt-load's own encrypted format (PBKDF2 + AES-256-GCM, hex) is not read here: a gpt-load
 //! database that was encrypted must be decrypted with gpt-load's `migrate-keys --from` first.
 //!
-//! The re-encryption logic behind `migrate-keys` lives in [`migrate`].
+//! The same cipher stores the proxy key lists ([`proxy_keys`]). The re-encryption logic behind
+//! `migrate-keys` lives in [`migrate`].
 
 pub(crate) mod migrate;
+pub(crate) mod proxy_keys;
 
 use std::fmt;
 

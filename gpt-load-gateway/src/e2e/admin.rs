@@ -5,7 +5,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{ADMIN_KEY, Harness, PROXY_KEY, group};
 use crate::db::test_support::TestDb;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,7 +20,7 @@ async fn authentication_login_and_throttling() {
         (status, body["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("UNAUTHORIZED"))
     );
-    let by_query = Request::get(format!("{}/api/groups?key={PROXY_KEY}", h.base))
+    let by_query = Request::get(format!("{}/api/groups?key={ADMIN_KEY}", h.base))
         .body(Full::default())
         .unwrap();
     assert_eq!(h.call_json(by_query).await.1["code"], 0);
@@ -31,7 +31,7 @@ async fn authentication_login_and_throttling() {
             .body(Full::from(json!({"auth_key": key}).to_string()))
             .unwrap()
     };
-    let (status, body) = h.call_json(login(PROXY_KEY, "en")).await;
+    let (status, body) = h.call_json(login(ADMIN_KEY, "en")).await;
     assert_eq!((status, body["success"].as_bool()), (StatusCode::OK, Some(true)));
     let (status, body) = h.call_json(login("wrong", "zh-CN,zh;q=0.9")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -39,7 +39,7 @@ async fn authentication_login_and_throttling() {
     for _ in 0..9 {
         h.call_json(login("wrong", "en")).await;
     }
-    let (status, _, _) = h.send(login(PROXY_KEY, "en")).await;
+    let (status, _, _) = h.send(login(ADMIN_KEY, "en")).await;
     assert_eq!(
         status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -111,7 +111,7 @@ async fn groups_are_managed_and_reach_the_proxy_at_once() {
         );
         assert!(body["message"].as_str().unwrap().starts_with("name"), "{body}");
         let malformed = Request::post(format!("{}/api/groups", h.base))
-            .header("authorization", format!("Bearer {PROXY_KEY}"))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
             .header("content-type", "application/json")
             .body(Full::from("{not json"))
             .unwrap();

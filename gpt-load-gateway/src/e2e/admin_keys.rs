@@ -8,7 +8,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{ADMIN_KEY, Harness, group};
 use crate::db::test_support::TestDb;
 
 const SEED: &str = "sk-seed-key-0123456789";
@@ -278,7 +278,7 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         }
 
         // Export.
-        let export = Request::get(format!("{}/api/keys/export?group_id={g}&key={PROXY_KEY}", h.base))
+        let export = Request::get(format!("{}/api/keys/export?group_id={g}&key={ADMIN_KEY}", h.base))
             .body(Full::default())
             .unwrap();
         let (status, headers, body) = h.send(export).await;

@@ -8,7 +8,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{ADMIN_KEY, Harness, PROXY_KEY, group};
 use crate::db::test_support::TestDb;
 
 const BAD: &str = "mock-401-logs-0123456789";
@@ -18,7 +18,7 @@ const WEAK_GROUP_KEY: &str = "hunter2hunter";
 
 fn get(h: &Harness, path_and_query: &str) -> Request<Full<Bytes>> {
     Request::get(format!("{}/api{path_and_query}", h.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
         .body(Full::default())
         .unwrap()
 }
@@ -230,7 +230,7 @@ async fn dashboard_reports_traffic_keys_and_warnings() {
     let warnings = stats["security_warnings"].as_array().unwrap();
     let text = serde_json::to_string(warnings).unwrap();
     assert!(
-        !text.contains(WEAK_GROUP_KEY) && !text.contains(PROXY_KEY),
+        !text.contains(WEAK_GROUP_KEY) && !text.contains(PROXY_KEY) && !text.contains(ADMIN_KEY),
         "{text}"
     );
     let group_warning = warnings

@@ -10,7 +10,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{ADMIN_KEY, Harness, PROXY_KEY, group};
 use crate::db::test_support::TestDb;
 
 const GROUP: &[&str] = &[
@@ -584,7 +584,7 @@ async fn every_success_answer_has_the_reference_fields_and_the_documented_schema
             assert_fields(&answer, "", &["code", "message"], &[], &backend.to_string());
         }
         let login = Request::post(format!("{}/api/auth/login", h.base))
-            .body(Full::from(json!({"auth_key": PROXY_KEY}).to_string()))
+            .body(Full::from(json!({"auth_key": ADMIN_KEY}).to_string()))
             .unwrap();
         let (_, answer) = h.call_json(login).await;
         assert_fields(&answer, "", &["success", "message"], &[], "login");

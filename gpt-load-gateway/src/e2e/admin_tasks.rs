@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{ADMIN_KEY, Harness, group};
 use crate::db::test_support::TestDb;
 
 const SEED: &str = "sk-seed-key-0123456789";
@@ -72,7 +72,7 @@ fn multipart(h: &Harness, group_id: i64, file_name: &str, content: &str) -> Requ
          Content-Type: text/plain\r\n\r\n{content}\r\n--{boundary}--\r\n"
     );
     Request::post(format!("{}/api/keys/add-async", h.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
         .header(
             "content-type",
             format!("multipart/form-data; boundary={boundary}"),

@@ -19,7 +19,12 @@ use crate::{
     db::test_support::TestDb,
 };
 
+/// The global proxy key: the harness sets it through the admin API after the first start (the
+/// gateway seeds a random one; `AUTH_KEY` is no proxy key).
 pub(crate) const PROXY_KEY: &str = "sk-proxy-test-0123456789";
+
+/// The admin key (`AUTH_KEY`).
+pub(crate) const ADMIN_KEY: &str = "sk-admin-test-Vb7Nq2Lx9Rt4";
 
 /// A standard group of the bootstrap file pointing at `upstream`.
 pub(crate) fn group(name: &str, upstream: &str, keys: &[&str], config: Value) -> Value {
@@ -67,7 +72,7 @@ impl Harness {
         std::fs::write(&bootstrap, json!({ "groups": groups }).to_string()).unwrap();
         let mut env: HashMap<String, String> = [
             ("DATABASE_DSN", test_db.dsn.clone()),
-            ("AUTH_KEY", PROXY_KEY.to_owned()),
+            ("AUTH_KEY", ADMIN_KEY.to_owned()),
             ("GPT_LOAD_BOOTSTRAP", bootstrap.display().to_string()),
             ("DATA_DIR", dir.path().display().to_string()),
             ("HOST", "127.0.0.1".to_owned()),
@@ -90,13 +95,32 @@ impl Harness {
             client: Client::builder(TokioExecutor::new()).build_http(),
         };
         harness.boot().await;
+        harness.set_global_proxy_key().await;
         harness
+    }
+
+    /// Makes [`PROXY_KEY`] the global proxy key as an operator would (`PUT /api/settings`), then
+    /// reloads the catalog at once rather than waiting for the background rebuild.
+    async fn set_global_proxy_key(&self) {
+        let put = self.api("PUT", "/settings", Some(json!({ "proxy_keys": PROXY_KEY })));
+        let (status, body) = self.call_json(put).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let running = self.running();
+        app::reload_groups(
+            &running.db,
+            &running.catalog,
+            &running.pool,
+            &running.cipher,
+            &running.settings,
+        )
+        .await
+        .expect("the groups reload");
     }
 
     async fn boot(&mut self) {
         let (config, _warnings) = Config::from_source(&self.env).expect("test configuration is valid");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = app::start(config, PROXY_KEY, listener, self.intervals)
+        let running = app::start(config, ADMIN_KEY, listener, self.intervals)
             .await
             .expect("the gateway starts");
         self.base = format!("http://{}", running.addr);
@@ -110,6 +134,11 @@ impl Harness {
     /// Stops the gateway (flushing logs and key states).
     pub(crate) async fn stop(&mut self) -> ShutdownSummary {
         self.running.take().expect("running").shutdown().await
+    }
+
+    /// Changes one environment variable for the next [`restart`](Self::restart).
+    pub(crate) fn set_env(&mut self, name: &str, value: &str) {
+        self.env.insert(name.to_owned(), value.to_owned());
     }
 
     /// Starts again on the same database (stopping first if still running).
@@ -133,7 +162,7 @@ impl Harness {
         Request::builder()
             .method(method)
             .uri(format!("{}/api{path}", self.base))
-            .header("authorization", format!("Bearer {PROXY_KEY}"))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
             .header("content-type", "application/json")
             .body(Full::from(body.map(|b| b.to_string()).unwrap_or_default()))
             .unwrap()

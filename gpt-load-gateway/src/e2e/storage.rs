@@ -148,7 +148,7 @@ async fn a_follower_serves_without_changing_the_database() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let follower = app::start(
         config,
-        super::harness::PROXY_KEY,
+        super::harness::ADMIN_KEY,
         listener,
         app::JobIntervals::default(),
     )

@@ -1,14 +1,19 @@
 //! The queries of `migrate-keys`: sample stored keys, then rewrite every stored key value and
-//! hash (api_keys and request_logs) in one transaction.
+//! hash (api_keys and request_logs) and every stored proxy key list (the global setting and
+//! each group's) in one transaction. Start-up uses the proxy key part alone to encrypt lists
+//! written in plain text.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::{
     Db, DbError,
-    schema::{api_keys, request_logs},
+    schema::{api_keys, groups, request_logs, system_settings},
     with_conn,
 };
+
+/// The `system_settings` row holding the global proxy keys.
+const PROXY_KEYS_SETTING: &str = "proxy_keys";
 
 /// Rows read per query while rewriting (ids ascending).
 const PAGE: i64 = 1_000;
@@ -22,6 +27,25 @@ pub(crate) async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<(String, Stri
             .limit(limit)
             .load(conn)
             .await?)
+    })
+}
+
+/// Every stored proxy key list: the global setting's (when its row exists), then each group's.
+pub(crate) async fn proxy_key_lists(db: &Db) -> Result<Vec<String>, DbError> {
+    with_conn!(db, |conn| {
+        let mut lists: Vec<String> = system_settings::table
+            .filter(system_settings::setting_key.eq(PROXY_KEYS_SETTING))
+            .select(system_settings::setting_value)
+            .load(conn)
+            .await?;
+        lists.extend(
+            groups::table
+                .order(groups::id)
+                .select(groups::proxy_keys)
+                .load::<String>(conn)
+                .await?,
+        );
+        Ok(lists)
     })
 }
 
@@ -47,12 +71,91 @@ impl<E: std::error::Error + 'static> From<diesel::result::Error> for RewriteErro
 /// A new stored value and its hash, from an old stored value.
 pub(crate) type Rewrite<'a, E> = dyn Fn(&str) -> Result<(String, String), E> + Sync + 'a;
 
+/// A new stored proxy key list from an old one; `None` leaves the list as it is.
+pub(crate) type ListRewrite<'a, E> = dyn Fn(&str) -> Result<Option<String>, E> + Sync + 'a;
+
+/// Rewrites the global and per-group proxy key lists on `$conn` (inside the caller's
+/// transaction) with `$rewrite`; evaluates to the number of lists changed.
+macro_rules! rewrite_lists {
+    ($conn:expr, $rewrite:expr) => {{
+        let conn = $conn;
+        let rewrite: &ListRewrite<'_, _> = $rewrite;
+        let mut changed = 0_usize;
+        let settings: Vec<String> = system_settings::table
+            .filter(system_settings::setting_key.eq(PROXY_KEYS_SETTING))
+            .select(system_settings::setting_value)
+            .load(&mut *conn)
+            .await?;
+        for stored in settings {
+            let new = rewrite(&stored).map_err(|source| RewriteError::Value {
+                table: "system_settings",
+                id: PROXY_KEYS_SETTING.to_owned(),
+                source,
+            })?;
+            if let Some(new) = new {
+                diesel::update(
+                    system_settings::table.filter(system_settings::setting_key.eq(PROXY_KEYS_SETTING)),
+                )
+                .set(system_settings::setting_value.eq(new))
+                .execute(&mut *conn)
+                .await?;
+                changed += 1;
+            }
+        }
+        let lists: Vec<(i64, String)> = groups::table
+            .filter(groups::proxy_keys.ne(""))
+            .order(groups::id)
+            .select((groups::id, groups::proxy_keys))
+            .load(&mut *conn)
+            .await?;
+        for (id, stored) in lists {
+            let new = rewrite(&stored).map_err(|source| RewriteError::Value {
+                table: "groups",
+                id: id.to_string(),
+                source,
+            })?;
+            if let Some(new) = new {
+                diesel::update(groups::table.find(id))
+                    .set(groups::proxy_keys.eq(new))
+                    .execute(&mut *conn)
+                    .await?;
+                changed += 1;
+            }
+        }
+        changed
+    }};
+}
+
+/// Rewrites the stored proxy key lists with `rewrite` in one transaction; returns how many
+/// changed.
+pub(crate) async fn rewrite_proxy_key_lists<E>(
+    db: &Db,
+    rewrite: &ListRewrite<'_, E>,
+) -> Result<usize, RewriteError<E>>
+where
+    E: std::error::Error + Send + 'static,
+{
+    with_conn!(db, |conn| {
+        conn.transaction(async |conn| Ok::<_, RewriteError<E>>(rewrite_lists!(conn, rewrite)))
+            .await
+    })
+}
+
+/// Rows and lists changed by [`rewrite_all`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Rewritten {
+    pub(crate) api_keys: usize,
+    pub(crate) request_logs: usize,
+    pub(crate) proxy_key_lists: usize,
+}
+
 /// Rewrites every non-empty stored key value with `rewrite(stored) -> (new stored, new hash)`,
-/// in `api_keys` and `request_logs`, in one transaction; returns the rows changed per table.
+/// in `api_keys` and `request_logs`, and every proxy key list with `lists`, in one transaction.
 pub(crate) async fn rewrite_all<E>(
     db: &Db,
     rewrite: &Rewrite<'_, E>,
-) -> Result<(usize, usize), RewriteError<E>>
+    lists: &ListRewrite<'_, E>,
+) -> Result<Rewritten, RewriteError<E>>
 where
     E: std::error::Error + Send + 'static,
 {
@@ -108,7 +211,12 @@ where
                     logs_done += 1;
                 }
             }
-            Ok::<_, RewriteError<E>>((keys_done, logs_done))
+            let lists_done = rewrite_lists!(&mut *conn, lists);
+            Ok::<_, RewriteError<E>>(Rewritten {
+                api_keys: keys_done,
+                request_logs: logs_done,
+                proxy_key_lists: lists_done,
+            })
         })
         .await
     })

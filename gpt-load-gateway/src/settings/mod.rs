@@ -7,7 +7,7 @@
 //! - [`SystemSettings`]: the typed settings. [`load`] reads them: the defaults, overridden by
 //!   the stored rows; a stored value that does not parse is logged and its default kept.
 //!   [`seed`] creates the missing rows at start-up (`app_url` from `HOST`/`PORT`, `proxy_keys`
-//!   from `AUTH_KEY`) and never overwrites a row.
+//!   with a new random key, encrypted like every stored proxy key list) and never overwrites a row.
 //! - [`validate_update`]: checks a partial update and reports every bad field, to be answered
 //!   with 400 naming the fields (gpt-load answers 500). Values are stored in a form that reads
 //!   back: integers as plain decimals (gpt-load writes `1e+06` for a million, which it then

@@ -9,7 +9,9 @@ use tokio::sync::{Mutex, watch};
 
 use super::{FieldError, SystemSettings, meta::SETTINGS, system::validate_update};
 use crate::{
+    crypto::{KeyCipher, proxy_keys},
     db::{Db, DbError},
+    models::SettingRow,
     repo,
 };
 
@@ -32,10 +34,14 @@ fn join(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
-/// The system settings: the defaults overridden by the stored rows. A stored value that does
-/// not parse is logged (naming the key) and the default kept.
-pub(crate) async fn load(db: &Db) -> Result<SystemSettings, DbError> {
-    let rows = repo::settings::list(db).await?;
+/// The system settings: the defaults overridden by the stored rows, `proxy_keys` decrypted with
+/// `cipher`. A stored value that does not parse (or does not decrypt) is logged (naming the key)
+/// and the default kept: for `proxy_keys`, no global proxy key.
+pub(crate) async fn load(db: &Db, cipher: &KeyCipher) -> Result<SystemSettings, DbError> {
+    let mut rows = repo::settings::list(db).await?;
+    if let Some(row) = rows.iter_mut().find(|row| row.setting_key == PROXY_KEYS) {
+        open_proxy_keys(row, cipher);
+    }
     let (settings, problems) = SystemSettings::from_rows(&rows);
     for problem in problems {
         tracing::warn!(setting = %problem.field, "system setting: {}", problem.message);
@@ -43,18 +49,40 @@ pub(crate) async fn load(db: &Db) -> Result<SystemSettings, DbError> {
     Ok(settings)
 }
 
+const PROXY_KEYS: &str = "proxy_keys";
+
+/// Replaces the stored `proxy_keys` value of `row` with the list it holds; a value that does
+/// not decrypt is logged (without its content) and dropped.
+fn open_proxy_keys(row: &mut SettingRow, cipher: &KeyCipher) {
+    match proxy_keys::open(cipher, &row.setting_value) {
+        Ok(list) => row.setting_value = list,
+        Err(err) => {
+            tracing::warn!(setting = PROXY_KEYS, "system setting: {err}; no global proxy key is accepted");
+            row.setting_value.clear();
+        }
+    }
+}
+
 /// Inserts a row for every setting that has none; returns how many were inserted. Existing
 /// rows are never changed. First values: the defaults, except `app_url` =
 /// `http://{HOST}:{PORT}` (`localhost` for a wildcard or empty host) and `proxy_keys` =
-/// `AUTH_KEY`. The row's description is the English description.
-pub(crate) async fn seed(db: &Db, auth_key: &str, host: &str, port: u16) -> Result<usize, DbError> {
+/// `first_proxy_key`, stored through `cipher` (gpt-load seeds it with `AUTH_KEY`, which would
+/// put the admin key into the database). The row's description is the English description.
+pub(crate) async fn seed(
+    db: &Db,
+    cipher: &KeyCipher,
+    first_proxy_key: &str,
+    host: &str,
+    port: u16,
+) -> Result<usize, DbError> {
     let app_url = first_app_url(host, port);
+    let first_proxy_keys = proxy_keys::seal(cipher, first_proxy_key);
     let rows: Vec<(&str, &str, &str)> = SETTINGS
         .iter()
         .map(|meta| {
             let value = match meta.key {
                 "app_url" => app_url.as_str(),
-                "proxy_keys" => auth_key,
+                PROXY_KEYS => first_proxy_keys.as_str(),
                 _ => meta.default,
             };
             (meta.key, value, meta.description_en)
@@ -86,22 +114,25 @@ pub(crate) struct SettingsStore {
     changes: watch::Sender<Arc<SystemSettings>>,
     /// Serialises writers, so the snapshot always matches the last write.
     write: Mutex<()>,
+    /// Encrypts and decrypts the stored `proxy_keys`.
+    cipher: KeyCipher,
 }
 
 impl SettingsStore {
-    /// A store holding `settings`.
-    pub(crate) fn new(settings: SystemSettings) -> Self {
+    /// A store holding `settings`, writing `proxy_keys` through `cipher`.
+    pub(crate) fn new(settings: SystemSettings, cipher: KeyCipher) -> Self {
         let settings = Arc::new(settings);
         Self {
             current: ArcSwap::new(Arc::clone(&settings)),
             changes: watch::Sender::new(settings),
             write: Mutex::new(()),
+            cipher,
         }
     }
 
     /// A store holding the settings [loaded](load) from `db`.
-    pub(crate) async fn open(db: &Db) -> Result<Self, DbError> {
-        Ok(Self::new(load(db).await?))
+    pub(crate) async fn open(db: &Db, cipher: KeyCipher) -> Result<Self, DbError> {
+        Ok(Self::new(load(db, &cipher).await?, cipher))
     }
 
     /// The settings now.
@@ -118,7 +149,7 @@ impl SettingsStore {
     /// them in; subscribers hear of it only when something changed.
     pub(crate) async fn reload(&self, db: &Db) -> Result<Arc<SystemSettings>, DbError> {
         let _write = self.write.lock().await;
-        let settings = load(db).await?;
+        let settings = load(db, &self.cipher).await?;
         Ok(self.publish(settings))
     }
 
@@ -130,7 +161,12 @@ impl SettingsStore {
         if patch.is_empty() {
             return Ok(());
         }
-        let rows = patch.storage_rows();
+        let mut rows = patch.storage_rows();
+        for (key, value) in &mut rows {
+            if *key == PROXY_KEYS {
+                *value = proxy_keys::seal(&self.cipher, value);
+            }
+        }
         let rows: Vec<(&str, &str)> = rows.iter().map(|(key, value)| (*key, value.as_str())).collect();
         let _write = self.write.lock().await;
         repo::settings::update(db, &rows).await?;

@@ -50,7 +50,7 @@ pub(crate) struct SystemSettings {
 
 impl Default for SystemSettings {
     /// gpt-load's defaults, read from the metadata table. `proxy_keys` has no default (it is
-    /// seeded from `AUTH_KEY`), so it starts empty.
+    /// seeded with a generated key), so it starts empty.
     fn default() -> Self {
         let mut settings = Self {
             app_url: String::new(),
@@ -351,7 +351,7 @@ mod tests {
             let value = settings.get(meta.key).unwrap();
             assert_eq!(value.to_storage(), meta.default, "{}", meta.key);
             if meta.key == "proxy_keys" {
-                continue; // no default: seeded from AUTH_KEY
+                continue; // no default: seeded with a generated key
             }
             let json = Map::from_iter([(meta.key.to_owned(), value.to_json())]);
             let patch = validate_update(&json).unwrap_or_else(|e| panic!("{}: {e:?}", meta.key));

@@ -8,7 +8,7 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::{SettingsError, SettingsStore, SystemSettings, load, meta::SETTINGS, seed};
-use crate::{db::test_support::TestDb, repo};
+use crate::{crypto::KeyCipher, db::test_support::TestDb, repo};
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -39,7 +39,7 @@ async fn seed_inserts_every_setting_once_and_keeps_existing_values() {
         let db = &t.db;
         let backend = db.backend();
         assert_eq!(
-            seed(db, "sk-admin", "0.0.0.0", 3001).await.unwrap(),
+            seed(db, &KeyCipher::disabled(), "sk-admin", "0.0.0.0", 3001).await.unwrap(),
             SETTINGS.len(),
             "{backend}"
         );
@@ -60,7 +60,7 @@ async fn seed_inserts_every_setting_once_and_keeps_existing_values() {
             .await
             .unwrap();
         assert_eq!(
-            seed(db, "sk-other", "10.0.0.1", 8080).await.unwrap(),
+            seed(db, &KeyCipher::disabled(), "sk-other", "10.0.0.1", 8080).await.unwrap(),
             0,
             "{backend}: nothing missing"
         );
@@ -71,7 +71,7 @@ async fn seed_inserts_every_setting_once_and_keeps_existing_values() {
             Some("https://gw.example")
         );
 
-        let settings = load(db).await.unwrap();
+        let settings = load(db, &KeyCipher::disabled()).await.unwrap();
         assert_eq!(settings.max_retries, 9, "{backend}");
         assert_eq!(settings.proxy_keys, ["sk-admin"]);
         assert_eq!(settings.app_url, "https://gw.example");
@@ -103,13 +103,13 @@ async fn a_missing_row_is_seeded_without_touching_the_others() {
             })
             .collect();
         repo::settings::ensure_defaults(db, &legacy).await.unwrap();
-        assert_eq!(seed(db, "sk", "", 3001).await.unwrap(), 1, "{}", db.backend());
+        assert_eq!(seed(db, &KeyCipher::disabled(), "sk", "", 3001).await.unwrap(), 1, "{}", db.backend());
         assert_eq!(
             stored_value(db, "stream_idle_timeout").await.as_deref(),
             Some("300")
         );
         assert_eq!(stored_value(db, "max_idle_conns").await.as_deref(), Some("1e+06"));
-        assert_eq!(load(db).await.unwrap().max_idle_conns, 1_000_000);
+        assert_eq!(load(db, &KeyCipher::disabled()).await.unwrap().max_idle_conns, 1_000_000);
     }
 }
 
@@ -118,8 +118,8 @@ async fn an_update_persists_applies_at_once_and_notifies() {
     for t in TestDb::all("an_update_persists_applies_at_once_and_notifies").await {
         let db = &t.db;
         let backend = db.backend();
-        seed(db, "sk-admin", "localhost", 3001).await.unwrap();
-        let store = SettingsStore::open(db).await.unwrap();
+        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001).await.unwrap();
+        let store = SettingsStore::open(db, KeyCipher::disabled()).await.unwrap();
         let mut changes = store.subscribe();
         let before = store.current();
 
@@ -161,10 +161,10 @@ async fn an_update_persists_applies_at_once_and_notifies() {
             stored_value(db, "enable_request_body_logging").await.as_deref(),
             Some("true")
         );
-        assert_eq!(load(db).await.unwrap(), *now, "{backend}: the database agrees");
+        assert_eq!(load(db, &KeyCipher::disabled()).await.unwrap(), *now, "{backend}: the database agrees");
 
         // Another instance picks the change up on reload.
-        let other = SettingsStore::new(SystemSettings::default());
+        let other = SettingsStore::new(SystemSettings::default(), KeyCipher::disabled());
         let mut other_changes = other.subscribe();
         other.reload(db).await.unwrap();
         assert_eq!(*other.current(), *now);
@@ -187,8 +187,8 @@ async fn an_invalid_update_writes_nothing_and_names_every_bad_field() {
     for t in TestDb::all("an_invalid_update_writes_nothing_and_names_every_bad_field").await {
         let db = &t.db;
         let backend = db.backend();
-        seed(db, "sk-admin", "localhost", 3001).await.unwrap();
-        let store = SettingsStore::open(db).await.unwrap();
+        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001).await.unwrap();
+        let store = SettingsStore::open(db, KeyCipher::disabled()).await.unwrap();
         let mut changes = store.subscribe();
         changes.mark_unchanged();
         let rows_before = stored(db).await;
@@ -267,7 +267,7 @@ async fn a_corrupt_stored_value_falls_back_to_the_default_with_a_warning() {
     for t in TestDb::all("a_corrupt_stored_value_falls_back_to_the_default_with_a_warning").await {
         let db = &t.db;
         let backend = db.backend();
-        seed(db, "sk-admin", "localhost", 3001).await.unwrap();
+        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001).await.unwrap();
         repo::settings::update(
             db,
             &[
@@ -287,7 +287,7 @@ async fn a_corrupt_stored_value_falls_back_to_the_default_with_a_warning() {
         // The test body runs on this thread, so a thread-local subscriber sees `load`.
         let settings = {
             let _guard = tracing::subscriber::set_default(subscriber);
-            load(db).await.unwrap()
+            load(db, &KeyCipher::disabled()).await.unwrap()
         };
         let defaults = SystemSettings::default();
         assert_eq!(settings.max_retries, defaults.max_retries, "{backend}");

@@ -207,6 +207,8 @@ fn from_text(meta: &SettingMeta, text: &str) -> Result<SettingValue, String> {
             let keys = sanitize_proxy_keys(text);
             if keys.is_empty() {
                 Err("is required: give at least one key".to_owned())
+            } else if let Err(err) = keys.split(',').try_for_each(crate::crypto::proxy_keys::check_key) {
+                Err(err.to_string())
             } else {
                 Ok(SettingValue::Text(keys))
             }

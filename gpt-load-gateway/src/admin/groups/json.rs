@@ -5,7 +5,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::{bootstrap::UpstreamSpec, models::GroupRow};
+use crate::{
+    bootstrap::UpstreamSpec,
+    crypto::{KeyCipher, proxy_keys},
+    models::GroupRow,
+};
 
 /// A header rule as the API carries it.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
@@ -83,7 +87,9 @@ fn parsed(text: &str, empty: Value) -> Value {
 }
 
 impl GroupResponse {
-    pub(crate) fn new(row: GroupRow, app_url: &str) -> Self {
+    /// The response for `row`, its proxy keys decrypted with `cipher`.
+    pub(crate) fn new(row: GroupRow, app_url: &str, cipher: &KeyCipher) -> Self {
+        let proxy_keys = proxy_keys::open_or_none(cipher, &row.proxy_keys, &row.name);
         Self {
             endpoint: format!("{}/proxy/{}", app_url.trim_end_matches('/'), row.name),
             id: row.id,
@@ -101,7 +107,7 @@ impl GroupResponse {
             test_model: row.test_model,
             validation_endpoint: row.validation_endpoint,
             model_redirect_strict: row.model_redirect_strict,
-            proxy_keys: row.proxy_keys,
+            proxy_keys,
             last_validated_at: row.last_validated_at.map(|t| t.and_utc()),
             created_at: row.created_at.and_utc(),
             updated_at: row.updated_at.and_utc(),

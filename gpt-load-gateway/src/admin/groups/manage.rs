@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use super::json::GroupResponse;
 use crate::{
+    crypto::proxy_keys,
     admin::{
         envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
         error::{AdminError, AdminResult},
@@ -216,12 +217,18 @@ fn copy_name(name: &str, taken: &HashSet<&str>) -> Option<String> {
         .find(|candidate| !taken.contains(candidate.as_str()))
 }
 
-fn copied_group<'a>(source: &'a GroupRow, name: &'a str, display_name: &'a str) -> NewGroup<'a> {
+/// The copy of `source`; `sealed_proxy_keys` is its proxy key list sealed anew.
+fn copied_group<'a>(
+    source: &'a GroupRow,
+    name: &'a str,
+    display_name: &'a str,
+    sealed_proxy_keys: &'a str,
+) -> NewGroup<'a> {
     let at = now();
     NewGroup {
         name,
         display_name,
-        proxy_keys: &source.proxy_keys,
+        proxy_keys: sealed_proxy_keys,
         description: &source.description,
         group_type: &source.group_type,
         upstreams: &source.upstreams,
@@ -283,9 +290,11 @@ pub(crate) async fn copy_group(
             })
             .collect(),
     };
+    let source_keys = proxy_keys::open_or_none(&state.cipher, &source.proxy_keys, &source.name);
+    let sealed = proxy_keys::seal(&state.cipher, &source_keys);
     let row = groups::insert_copy(
         &state.db,
-        &copied_group(&source, &name, &display_name),
+        &copied_group(&source, &name, &display_name, &sealed),
         &links,
         &copied,
     )
@@ -296,7 +305,7 @@ pub(crate) async fn copy_group(
     })?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    let group = GroupResponse::new(row, &app_url);
+    let group = GroupResponse::new(row, &app_url, &state.cipher);
     Ok(ok(text(lang, "Success", "操作成功"), CopyResult { group }))
 }
 

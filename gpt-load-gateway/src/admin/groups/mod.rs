@@ -17,6 +17,7 @@ use super::{
     state::AdminState,
 };
 use crate::{
+    crypto::proxy_keys,
     models::{NewGroup, now},
     repo::groups,
     settings::ConfigOption,
@@ -46,7 +47,7 @@ pub(crate) async fn list_groups(
     rows.sort_by(|a, b| a.sort.cmp(&b.sort).then(b.id.cmp(&a.id)));
     let list: Vec<GroupResponse> = rows
         .into_iter()
-        .map(|r| GroupResponse::new(r, &app_url))
+        .map(|r| GroupResponse::new(r, &app_url, &state.cipher))
         .collect();
     Ok(ok(success(lang), list))
 }
@@ -81,11 +82,16 @@ pub(crate) async fn list_config_options(
     Ok(ok(success(lang), options))
 }
 
-fn new_group<'a>(g: &'a validate::GroupFields, created_at: chrono::NaiveDateTime) -> NewGroup<'a> {
+/// The row to store for `g`; `sealed_proxy_keys` is `g.proxy_keys` in its stored form.
+fn new_group<'a>(
+    g: &'a validate::GroupFields,
+    sealed_proxy_keys: &'a str,
+    created_at: chrono::NaiveDateTime,
+) -> NewGroup<'a> {
     NewGroup {
         name: &g.name,
         display_name: &g.display_name,
-        proxy_keys: &g.proxy_keys,
+        proxy_keys: sealed_proxy_keys,
         description: &g.description,
         group_type: &g.group_type,
         upstreams: &g.upstreams,
@@ -112,7 +118,8 @@ pub(crate) async fn create_group(
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
     let fields = validate::create(input)?;
-    let row = groups::insert(&state.db, &new_group(&fields, now()))
+    let sealed = proxy_keys::seal(&state.cipher, &fields.proxy_keys);
+    let row = groups::insert(&state.db, &new_group(&fields, &sealed, now()))
         .await
         .map_err(|err| match AdminError::from(err) {
             AdminError::Duplicate(_) => {
@@ -122,7 +129,7 @@ pub(crate) async fn create_group(
         })?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    Ok(ok(success(lang), GroupResponse::new(row, &app_url)))
+    Ok(ok(success(lang), GroupResponse::new(row, &app_url, &state.cipher)))
 }
 
 /// Updates a group; absent fields keep their value.
@@ -137,7 +144,8 @@ pub(crate) async fn update_group(
     let row = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    let fields = validate::update(&row, input)?;
+    let current = proxy_keys::open_or_none(&state.cipher, &row.proxy_keys, &row.name);
+    let fields = validate::update(&row, current, input)?;
     if fields.channel_type != row.channel_type || fields.validation_endpoint != row.validation_endpoint {
         let links = groups::sub_group_links(&state.db).await?;
         let parents = links.iter().filter(|l| l.sub_group_id == id).count();
@@ -155,7 +163,8 @@ pub(crate) async fn update_group(
             ));
         }
     }
-    let updated = groups::update(&state.db, id, &new_group(&fields, row.created_at))
+    let sealed = proxy_keys::seal(&state.cipher, &fields.proxy_keys);
+    let updated = groups::update(&state.db, id, &new_group(&fields, &sealed, row.created_at))
         .await
         .map_err(|err| match AdminError::from(err) {
             AdminError::Duplicate(_) => {
@@ -166,7 +175,7 @@ pub(crate) async fn update_group(
         .ok_or(AdminError::NotFound("group"))?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    Ok(ok(success(lang), GroupResponse::new(updated, &app_url)))
+    Ok(ok(success(lang), GroupResponse::new(updated, &app_url, &state.cipher)))
 }
 
 /// Deletes a group, its keys and its sub-group links (logs are kept).

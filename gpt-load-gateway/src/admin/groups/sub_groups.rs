@@ -82,7 +82,7 @@ pub(crate) async fn list_sub_groups(
             let row = rows.iter().find(|r| r.id == l.sub_group_id)?.clone();
             let stats = state.pool.stats(&row.name).unwrap_or_default();
             Some(SubGroup {
-                group: GroupResponse::new(row, &app_url),
+                group: GroupResponse::new(row, &app_url, &state.cipher),
                 weight: l.weight,
                 total_keys: stats.total,
                 active_keys: stats.active + stats.cooling,

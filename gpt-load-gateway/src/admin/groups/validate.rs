@@ -8,6 +8,7 @@ use super::json::{GroupInput, HeaderRuleJson};
 use crate::{
     admin::error::AdminError,
     bootstrap::{UpstreamSpec, valid_group_name},
+    crypto::proxy_keys,
     models::GroupRow,
     settings::validate_group_config,
 };
@@ -58,9 +59,13 @@ pub(crate) fn create(input: GroupInput) -> Result<GroupFields, AdminError> {
     merge(blank, input, true)
 }
 
-/// Validates a partial update of `row` (absent fields stay as they are; the group type never
-/// changes).
-pub(crate) fn update(row: &GroupRow, mut input: GroupInput) -> Result<GroupFields, AdminError> {
+/// Validates a partial update of `row`, whose proxy keys are `current_proxy_keys` (decrypted);
+/// absent fields stay as they are; the group type never changes.
+pub(crate) fn update(
+    row: &GroupRow,
+    current_proxy_keys: String,
+    mut input: GroupInput,
+) -> Result<GroupFields, AdminError> {
     input.group_type = None;
     if row.group_type == "aggregate" {
         input.channel_type = None;
@@ -83,7 +88,7 @@ pub(crate) fn update(row: &GroupRow, mut input: GroupInput) -> Result<GroupField
         model_redirect_strict: row.model_redirect_strict,
         config: row.config.clone(),
         header_rules: row.header_rules.clone(),
-        proxy_keys: row.proxy_keys.clone(),
+        proxy_keys: current_proxy_keys,
     };
     merge(current, input, false)
 }
@@ -129,6 +134,9 @@ fn merge(mut g: GroupFields, input: GroupInput, creating: bool) -> Result<GroupF
             .filter(|k| !k.is_empty())
             .collect::<Vec<_>>()
             .join(",");
+        if let Err(err) = g.proxy_keys.split(',').try_for_each(proxy_keys::check_key) {
+            return Err(invalid("proxy_keys", err.to_string()));
+        }
     }
     if let Some(v) = input.model_redirect_strict {
         g.model_redirect_strict = v;
