@@ -11,4 +11,5 @@ mod console;
 mod harness;
 mod proxy;
 mod proxy_blame;
+mod secrets_at_rest;
 mod storage;
