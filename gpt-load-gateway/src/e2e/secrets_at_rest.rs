@@ -204,6 +204,21 @@ async fn no_admin_or_proxy_key_is_stored_in_plain_text() {
         assert_keys_shown(&h, &context).await;
         assert_nothing_plain(&h.test_db.db, &context).await;
 
+        // A key that would read back as an encrypted value is refused on every write path.
+        let made = h.group_id("made").await;
+        for (method, path, body) in [
+            ("PUT", "/settings".to_owned(), json!({"proxy_keys": "sk-fine,v1:looks-sealed"})),
+            ("PUT", format!("/groups/{made}"), json!({"proxy_keys": "v1:looks-sealed"})),
+        ] {
+            let (status, answer) = h.call_api(method, &path, Some(body)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{backend} {path}: {answer}");
+            assert_eq!(answer["code"], "VALIDATION_FAILED", "{backend} {path}");
+            assert!(
+                answer["message"].as_str().unwrap().starts_with("proxy_keys"),
+                "{backend} {path}: {answer}"
+            );
+        }
+
         h.restart().await;
         let context = format!("{backend}, after a restart");
         assert_keys_accepted(&h, &context).await;

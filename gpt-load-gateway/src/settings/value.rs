@@ -396,6 +396,15 @@ mod tests {
     }
 
     #[test]
+    fn proxy_keys_that_look_encrypted_are_refused() {
+        assert_eq!(
+            json_value("proxy_keys", json!("sk-a, v1:abc")).unwrap_err(),
+            "a proxy key must not start with `v`, 1 to 3 digits and `:` (the prefix of encrypted values)"
+        );
+        assert!(json_value("proxy_keys", json!("sk-a,sk-v1:abc")).is_ok());
+    }
+
+    #[test]
     fn failover_codes_must_parse() {
         let Ok(SettingValue::Codes(codes)) = json_value("failover_status_codes", json!("429, 500-599"))
         else {
