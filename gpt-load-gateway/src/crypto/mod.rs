@@ -233,11 +233,11 @@ impl KeyCipher {
             return String::new();
         }
         match &self.mode {
-            Mode::Disabled => to_hex(&Sha256::digest(plain.as_bytes())),
+            Mode::Disabled => format!("{:x}", Sha256::digest(plain.as_bytes())),
             Mode::Enabled(keys) => {
                 let mut mac = keys.mac.clone();
                 mac.update(plain.as_bytes());
-                to_hex(&mac.finalize().into_bytes())
+                format!("{:x}", mac.finalize().into_bytes())
             }
         }
     }
@@ -318,16 +318,6 @@ fn version_tag(stored: &str) -> Option<&str> {
     let digits = tag.strip_prefix('v')?;
     let valid = (1..=3).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit());
     valid.then_some(tag)
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 /// Ciphers shared by the tests of this module and its children: Argon2 is slow in debug
