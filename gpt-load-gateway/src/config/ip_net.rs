@@ -5,65 +5,55 @@
 //! `X-Forwarded-For` / `X-Real-IP`; with an empty list (the default) no forwarding header is
 //! trusted and the client IP is always the TCP peer.
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    str::FromStr,
-};
+use std::{fmt, net::IpAddr, str::FromStr};
 
 /// An IPv4 or IPv6 network: the address with its host bits cleared, and a prefix length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct IpNet(ipnet::IpNet);
 
 impl IpNet {
     /// The network of `addr` with `prefix` leading bits; `None` when the prefix is longer than
     /// the address (32 for IPv4, 128 for IPv6). Host bits are cleared.
     pub(crate) fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
-        let addr = match addr {
-            IpAddr::V4(v4) if prefix <= 32 => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask_v4(prefix))),
-            IpAddr::V6(v6) if prefix <= 128 => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask_v6(prefix))),
-            _ => return None,
-        };
-        Some(Self { addr, prefix })
+        ipnet::IpNet::new(addr, prefix).ok().map(|net| Self(net.trunc()))
     }
 
     /// The network address.
     pub(crate) fn addr(&self) -> IpAddr {
-        self.addr
+        self.0.network()
     }
 
     /// The prefix length.
     pub(crate) fn prefix(&self) -> u8 {
-        self.prefix
+        self.0.prefix_len()
     }
 
     /// Whether `ip` is inside this network. IPv4 addresses seen as IPv4-mapped IPv6 (a
     /// dual-stack listener reports `::ffff:10.0.0.1`) match IPv4 networks, and the other way
-    /// round.
+    /// round; `ipnet` alone never matches across families.
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & mask_v4(self.prefix) == u32::from(net),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => u128::from(ip) & mask_v6(self.prefix) == u128::from(net),
-            (IpAddr::V4(_), IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some_and(|v4| self.contains(v4.into())),
-            (IpAddr::V6(_), IpAddr::V4(ip)) => self.contains(ip.to_ipv6_mapped().into()),
+        match (self.0, ip) {
+            (ipnet::IpNet::V4(_), IpAddr::V6(v6)) => v6
+                .to_ipv4_mapped()
+                .is_some_and(|v4| self.0.contains(&IpAddr::V4(v4))),
+            (ipnet::IpNet::V6(_), IpAddr::V4(v4)) => self.0.contains(&IpAddr::V6(v4.to_ipv6_mapped())),
+            _ => self.0.contains(&ip),
         }
     }
 }
 
-fn mask_v4(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn mask_v6(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IpNet")
+            .field("addr", &self.addr())
+            .field("prefix", &self.prefix())
+            .finish()
+    }
 }
 
 impl fmt::Display for IpNet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.addr(), self.prefix())
     }
 }
 

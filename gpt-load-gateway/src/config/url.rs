@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 /// The mask put in place of a password.
 const MASK: &str = "****";
 
@@ -111,20 +113,11 @@ fn mask_params(text: &str) -> String {
 /// Percent-encodes everything but RFC 3986 unreserved characters, for user names, passwords
 /// and database names placed in a URL.
 pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-    }
-    out
+    utf8_percent_encode(text, NOT_UNRESERVED).to_string()
 }
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
+/// Every byte but the RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// `scheme://` prefix of `raw`, if it starts with a URL scheme (RFC 3986 characters).
 pub(crate) fn scheme_of(raw: &str) -> Option<&str> {
