@@ -181,7 +181,8 @@ pub(crate) async fn start(
     if leader {
         // The first global proxy key is a new random one, not `AUTH_KEY` (as in gpt-load): the
         // admin key never reaches the database.
-        let first_proxy_key = crate::config::auth::generate_key().context("generating the first proxy key")?;
+        let first_proxy_key =
+            crate::config::auth::generate_key().context("generating the first proxy key")?;
         settings::seed(&db, &cipher, &first_proxy_key, &host, config.server.addr.port()).await?;
     }
     let settings = Arc::new(SettingsStore::open(&db, cipher.clone()).await?);

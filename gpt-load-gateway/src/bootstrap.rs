@@ -201,7 +201,12 @@ impl Bootstrap {
                     problems.push(format!("{at}: {err}"));
                 }
             }
-            if let Err(err) = g.proxy_keys.split(',').map(str::trim).try_for_each(proxy_keys::check_key) {
+            if let Err(err) = g
+                .proxy_keys
+                .split(',')
+                .map(str::trim)
+                .try_for_each(proxy_keys::check_key)
+            {
                 problems.push(format!("{at}: proxy_keys: {err}"));
             }
             if g.keys.iter().any(|k| k.trim().is_empty()) {

@@ -188,10 +188,7 @@ fn security_warnings(state: &AdminState, lang: Lang, groups: &[GroupRow]) -> Vec
     }
     for group in groups {
         let keys = proxy_keys::open_or_none(&state.cipher, &group.proxy_keys, &group.name);
-        let keys = keys
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty());
+        let keys = keys.split(',').map(str::trim).filter(|k| !k.is_empty());
         for (i, key) in keys.enumerate() {
             let label = format!("Group Proxy Key [{}] #{}", group.name, i + 1);
             check_secret(lang, "group_proxy_key", &label, key, &mut out);

@@ -117,7 +117,11 @@ pub(crate) fn percent_encode(text: &str) -> String {
 }
 
 /// Every byte but the RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`).
-const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `scheme://` prefix of `raw`, if it starts with a URL scheme (RFC 3986 characters).
 pub(crate) fn scheme_of(raw: &str) -> Option<&str> {

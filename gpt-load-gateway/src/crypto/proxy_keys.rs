@@ -61,7 +61,11 @@ pub(crate) struct AmbiguousKey;
 ///
 /// [`AmbiguousKey`] for a key such as `v1:abc`.
 pub(crate) fn check_key(key: &str) -> Result<(), AmbiguousKey> {
-    if looks_encrypted(key) { Err(AmbiguousKey) } else { Ok(()) }
+    if looks_encrypted(key) {
+        Err(AmbiguousKey)
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

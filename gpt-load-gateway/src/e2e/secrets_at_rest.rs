@@ -170,10 +170,16 @@ async fn assert_nothing_plain(db: &Db, context: &str) {
         .iter()
         .find_map(|s| s.strip_prefix("proxy_keys="))
         .expect("the proxy_keys row");
-    assert!(looks_encrypted(global), "{context}: the global proxy keys are encrypted");
+    assert!(
+        looks_encrypted(global),
+        "{context}: the global proxy keys are encrypted"
+    );
     assert_eq!(group_lists.len(), 2, "{context}");
     for list in &group_lists {
-        assert!(looks_encrypted(list), "{context}: a group's proxy keys are encrypted");
+        assert!(
+            looks_encrypted(list),
+            "{context}: a group's proxy keys are encrypted"
+        );
     }
 }
 
@@ -207,8 +213,16 @@ async fn no_admin_or_proxy_key_is_stored_in_plain_text() {
         // A key that would read back as an encrypted value is refused on every write path.
         let made = h.group_id("made").await;
         for (method, path, body) in [
-            ("PUT", "/settings".to_owned(), json!({"proxy_keys": "sk-fine,v1:looks-sealed"})),
-            ("PUT", format!("/groups/{made}"), json!({"proxy_keys": "v1:looks-sealed"})),
+            (
+                "PUT",
+                "/settings".to_owned(),
+                json!({"proxy_keys": "sk-fine,v1:looks-sealed"}),
+            ),
+            (
+                "PUT",
+                format!("/groups/{made}"),
+                json!({"proxy_keys": "v1:looks-sealed"}),
+            ),
         ] {
             let (status, answer) = h.call_api(method, &path, Some(body)).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{backend} {path}: {answer}");
@@ -242,12 +256,18 @@ async fn migrate_keys_rotates_proxy_keys_and_refuses_a_wrong_source() {
         .await
         .unwrap_err();
     assert!(matches!(refused, MigrateKeysError::Refused(_)), "{refused}");
-    assert_eq!(stored_texts(&db).await, before, "a refused migration changes nothing");
+    assert_eq!(
+        stored_texts(&db).await,
+        before,
+        "a refused migration changes nothing"
+    );
     let refused = migrate_keys::run(&db, None, Some(ROTATED)).await.unwrap_err();
     assert!(matches!(refused, MigrateKeysError::Refused(_)), "{refused}");
     assert_eq!(stored_texts(&db).await, before, "nor does a missing --from");
 
-    let summary = migrate_keys::run(&db, Some(ENCRYPTION), Some(ROTATED)).await.unwrap();
+    let summary = migrate_keys::run(&db, Some(ENCRYPTION), Some(ROTATED))
+        .await
+        .unwrap();
     assert_eq!(
         (summary.api_keys, summary.proxy_key_lists),
         (2, 3),
@@ -261,7 +281,9 @@ async fn migrate_keys_rotates_proxy_keys_and_refuses_a_wrong_source() {
     assert_keys_shown(&h, "under the rotated key").await;
     h.stop().await;
 
-    migrate_keys::run(&db, Some(ROTATED), Some(ENCRYPTION)).await.unwrap();
+    migrate_keys::run(&db, Some(ROTATED), Some(ENCRYPTION))
+        .await
+        .unwrap();
     assert_nothing_plain(&db, "rotated back").await;
     h.set_env("ENCRYPTION_KEY", ENCRYPTION);
     h.restart().await;
@@ -277,7 +299,9 @@ async fn plain_text_proxy_keys_from_before_encryption_are_sealed_on_start() {
     let db = h.test_db.db.clone();
     // As a database written before proxy keys were encrypted holds them.
     let global = format!("{PROXY_KEY},{SECOND_GLOBAL_KEY}");
-    repo::settings::update(&db, &[("proxy_keys", global.as_str())]).await.unwrap();
+    repo::settings::update(&db, &[("proxy_keys", global.as_str())])
+        .await
+        .unwrap();
     for (name, list) in [("boot", BOOTSTRAP_GROUP_KEY), ("made", API_GROUP_KEY)] {
         let row = groups::find_by_name(&db, name).await.unwrap().unwrap();
         set_group_proxy_keys(&db, row.id, list).await;

@@ -57,7 +57,10 @@ fn open_proxy_keys(row: &mut SettingRow, cipher: &KeyCipher) {
     match proxy_keys::open(cipher, &row.setting_value) {
         Ok(list) => row.setting_value = list,
         Err(err) => {
-            tracing::warn!(setting = PROXY_KEYS, "system setting: {err}; no global proxy key is accepted");
+            tracing::warn!(
+                setting = PROXY_KEYS,
+                "system setting: {err}; no global proxy key is accepted"
+            );
             row.setting_value.clear();
         }
     }

@@ -39,7 +39,9 @@ async fn seed_inserts_every_setting_once_and_keeps_existing_values() {
         let db = &t.db;
         let backend = db.backend();
         assert_eq!(
-            seed(db, &KeyCipher::disabled(), "sk-admin", "0.0.0.0", 3001).await.unwrap(),
+            seed(db, &KeyCipher::disabled(), "sk-admin", "0.0.0.0", 3001)
+                .await
+                .unwrap(),
             SETTINGS.len(),
             "{backend}"
         );
@@ -60,7 +62,9 @@ async fn seed_inserts_every_setting_once_and_keeps_existing_values() {
             .await
             .unwrap();
         assert_eq!(
-            seed(db, &KeyCipher::disabled(), "sk-other", "10.0.0.1", 8080).await.unwrap(),
+            seed(db, &KeyCipher::disabled(), "sk-other", "10.0.0.1", 8080)
+                .await
+                .unwrap(),
             0,
             "{backend}: nothing missing"
         );
@@ -103,13 +107,21 @@ async fn a_missing_row_is_seeded_without_touching_the_others() {
             })
             .collect();
         repo::settings::ensure_defaults(db, &legacy).await.unwrap();
-        assert_eq!(seed(db, &KeyCipher::disabled(), "sk", "", 3001).await.unwrap(), 1, "{}", db.backend());
+        assert_eq!(
+            seed(db, &KeyCipher::disabled(), "sk", "", 3001).await.unwrap(),
+            1,
+            "{}",
+            db.backend()
+        );
         assert_eq!(
             stored_value(db, "stream_idle_timeout").await.as_deref(),
             Some("300")
         );
         assert_eq!(stored_value(db, "max_idle_conns").await.as_deref(), Some("1e+06"));
-        assert_eq!(load(db, &KeyCipher::disabled()).await.unwrap().max_idle_conns, 1_000_000);
+        assert_eq!(
+            load(db, &KeyCipher::disabled()).await.unwrap().max_idle_conns,
+            1_000_000
+        );
     }
 }
 
@@ -118,7 +130,9 @@ async fn an_update_persists_applies_at_once_and_notifies() {
     for t in TestDb::all("an_update_persists_applies_at_once_and_notifies").await {
         let db = &t.db;
         let backend = db.backend();
-        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001).await.unwrap();
+        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001)
+            .await
+            .unwrap();
         let store = SettingsStore::open(db, KeyCipher::disabled()).await.unwrap();
         let mut changes = store.subscribe();
         let before = store.current();
@@ -161,7 +175,11 @@ async fn an_update_persists_applies_at_once_and_notifies() {
             stored_value(db, "enable_request_body_logging").await.as_deref(),
             Some("true")
         );
-        assert_eq!(load(db, &KeyCipher::disabled()).await.unwrap(), *now, "{backend}: the database agrees");
+        assert_eq!(
+            load(db, &KeyCipher::disabled()).await.unwrap(),
+            *now,
+            "{backend}: the database agrees"
+        );
 
         // Another instance picks the change up on reload.
         let other = SettingsStore::new(SystemSettings::default(), KeyCipher::disabled());
@@ -187,7 +205,9 @@ async fn an_invalid_update_writes_nothing_and_names_every_bad_field() {
     for t in TestDb::all("an_invalid_update_writes_nothing_and_names_every_bad_field").await {
         let db = &t.db;
         let backend = db.backend();
-        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001).await.unwrap();
+        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001)
+            .await
+            .unwrap();
         let store = SettingsStore::open(db, KeyCipher::disabled()).await.unwrap();
         let mut changes = store.subscribe();
         changes.mark_unchanged();
@@ -267,7 +287,9 @@ async fn a_corrupt_stored_value_falls_back_to_the_default_with_a_warning() {
     for t in TestDb::all("a_corrupt_stored_value_falls_back_to_the_default_with_a_warning").await {
         let db = &t.db;
         let backend = db.backend();
-        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001).await.unwrap();
+        seed(db, &KeyCipher::disabled(), "sk-admin", "localhost", 3001)
+            .await
+            .unwrap();
         repo::settings::update(
             db,
             &[

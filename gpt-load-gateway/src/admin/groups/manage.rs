@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 
 use super::json::GroupResponse;
 use crate::{
-    crypto::proxy_keys,
     admin::{
         envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
         error::{AdminError, AdminResult},
@@ -20,6 +19,7 @@ use crate::{
         lang::{RequestLang, text},
         state::AdminState,
     },
+    crypto::proxy_keys,
     models::{GroupRow, NewGroup, now},
     repo::{
         groups::{self, CopiedKey},

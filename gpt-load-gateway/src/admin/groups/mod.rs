@@ -129,7 +129,10 @@ pub(crate) async fn create_group(
         })?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    Ok(ok(success(lang), GroupResponse::new(row, &app_url, &state.cipher)))
+    Ok(ok(
+        success(lang),
+        GroupResponse::new(row, &app_url, &state.cipher),
+    ))
 }
 
 /// Updates a group; absent fields keep their value.
@@ -175,7 +178,10 @@ pub(crate) async fn update_group(
         .ok_or(AdminError::NotFound("group"))?;
     state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
-    Ok(ok(success(lang), GroupResponse::new(updated, &app_url, &state.cipher)))
+    Ok(ok(
+        success(lang),
+        GroupResponse::new(updated, &app_url, &state.cipher),
+    ))
 }
 
 /// Deletes a group, its keys and its sub-group links (logs are kept).
