@@ -22,8 +22,8 @@
 //! | [`blacklist`] | [`KeyHealthLayer`](blacklist::KeyHealthLayer) | whose fault a failure is (request, key or provider), cool-downs, blacklisting |
 //! | [`upstream`] | [`UpstreamBalanceLayer`](upstream::UpstreamBalanceLayer) | smooth weighted round robin, passive ejection |
 //!
-//! [`channel`] describes the four API formats as data, [`secret`] keeps keys out of logs, and
-//! [`telemetry`] lists the metrics every layer records through the `metrics` facade.
+//! [`channel`] describes the four API formats as data, [`secret`] keeps keys out of logs,
+//! [`path`] finds the `.`/`..` segments no forwarded path may have, and [`telemetry`] lists the metrics every layer records through the `metrics` facade.
 //!
 //! # The whole stack
 //!
@@ -122,6 +122,7 @@ mod group_map;
 pub mod keys;
 pub mod limit;
 pub mod log;
+pub mod path;
 mod query;
 pub mod retry;
 pub mod rewrite;

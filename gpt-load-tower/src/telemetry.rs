@@ -5,7 +5,7 @@
 //!
 //! | metric | type | labels | recorded by |
 //! |---|---|---|---|
-//! | `gpt_load_auth_rejections_total` | counter | `reason` (`unauthorized`, `unknown_group`) | [`auth`](crate::auth) |
+//! | `gpt_load_auth_rejections_total` | counter | `reason` (`unauthorized`, `unknown_group`, `invalid_path`) | [`auth`](crate::auth) |
 //! | `gpt_load_requests_shed_total` | counter | – | [`limit`](crate::limit) |
 //! | `gpt_load_requests_in_flight` | gauge | – | [`limit`](crate::limit) |
 //! | `gpt_load_request_body_rejected_total` | counter | – | [`body`](crate::body) |

@@ -12,4 +12,5 @@ mod harness;
 mod proxy;
 mod proxy_blame;
 mod secrets_at_rest;
+mod proxy_paths;
 mod storage;

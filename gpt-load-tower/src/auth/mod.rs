@@ -13,7 +13,10 @@
 //!   prefix).
 //! - Rejects: `401` ([`ErrorKind::Unauthorized`](crate::error::ErrorKind)) for a missing or wrong
 //!   key; `404` ([`ErrorKind::UnknownGroup`](crate::error::ErrorKind)) for an unknown group, but
-//!   only to holders of a global key (others get `401`, so group names cannot be probed).
+//!   only to holders of a global key (others get `401`, so group names cannot be probed);
+//!   `400` ([`ErrorKind::InvalidPath`](crate::error::ErrorKind)), before any key is checked, when
+//!   the path after the group has a `.` or `..` segment in any spelling (see [`path`](crate::path)),
+//!   so no such path reaches a key or an upstream.
 //!
 //! Place it near the top: below [`ErrorResponseLayer`](crate::error::ErrorResponseLayer), above the
 //! concurrency limit.

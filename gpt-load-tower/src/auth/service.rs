@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::{ValidateProxyKey, credentials};
 use crate::{
     error::{BoxError, Error, ErrorKind},
+    path::has_dot_segment,
     telemetry,
 };
 
@@ -111,8 +112,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let verdict = match route_group(req.uri().path(), &self.prefix) {
+        let path = req.uri().path();
+        let verdict = match route_group(path, &self.prefix) {
             None => Err(Error::unknown_group("")),
+            // Before any key is compared: a path that could leave the group's base URL is
+            // refused whoever sends it, and the answer says nothing about groups or keys.
+            Some((_, prefix_len)) if has_dot_segment(&path[prefix_len..]) => Err(Error::invalid_path()),
             Some((group, prefix_len)) => match credentials::presented_key(&req) {
                 None => Err(Error::unauthorized()),
                 Some(key) => self
@@ -132,10 +137,10 @@ where
                 }
             }
             Err(err) => {
-                telemetry::auth_rejected(if err.kind() == ErrorKind::UnknownGroup {
-                    "unknown_group"
-                } else {
-                    "unauthorized"
+                telemetry::auth_rejected(match err.kind() {
+                    ErrorKind::UnknownGroup => "unknown_group",
+                    ErrorKind::InvalidPath => "invalid_path",
+                    _ => "unauthorized",
                 });
                 ResponseFuture {
                     state: State::Rejected { error: Some(err) },
@@ -279,6 +284,36 @@ mod tests {
         for (req, kind) in cases {
             let uri = req.uri().clone();
             assert_eq!(svc().oneshot(req).await.unwrap_err().kind(), kind, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn dot_segments_are_refused_before_the_key_is_checked() {
+        for path in [
+            "/proxy/oa/../../api/groups",
+            "/proxy/oa/v1/./models",
+            "/proxy/oa/%2e%2e/api",
+            "/proxy/oa/%2E%2E/api",
+            "/proxy/oa/.%2e/api",
+            "/proxy/oa/v1/..%2fapi",
+            "/proxy/oa/v1/..%5capi",
+            "/proxy/oa/v1/%252e%252e/api",
+            "/proxy/oa/v1/..;/api",
+        ] {
+            for key in ["pk-oa", "wrong"] {
+                let req = Request::get(format!("{path}?key={key}")).body(()).unwrap();
+                let err = svc().oneshot(req).await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidPath, "{path} {key}");
+                assert_eq!(err.status(), 400);
+            }
+        }
+        for path in [
+            "/proxy/oa/v1beta/models/gemini-1.5-pro:generateContent",
+            "/proxy/oa/v1/files/file.v2",
+            "/proxy/oa/v1/.../x",
+        ] {
+            let req = Request::get(format!("{path}?key=pk-oa")).body(()).unwrap();
+            assert!(svc().oneshot(req).await.is_ok(), "{path}");
         }
     }
 

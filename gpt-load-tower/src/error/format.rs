@@ -83,9 +83,10 @@ fn openai_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::UnknownGroup => "not_found_error",
         ErrorKind::Overloaded => "rate_limit_error",
-        ErrorKind::BodyTooLarge | ErrorKind::InvalidRequest | ErrorKind::ClientBody => {
-            "invalid_request_error"
-        }
+        ErrorKind::BodyTooLarge
+        | ErrorKind::InvalidRequest
+        | ErrorKind::ClientBody
+        | ErrorKind::InvalidPath => "invalid_request_error",
         _ => "server_error",
     }
 }
@@ -96,8 +97,8 @@ fn anthropic_type(kind: ErrorKind) -> &'static str {
         ErrorKind::UnknownGroup => "not_found_error",
         ErrorKind::Overloaded => "rate_limit_error",
         ErrorKind::BodyTooLarge => "request_too_large",
-        ErrorKind::InvalidRequest | ErrorKind::ClientBody => "invalid_request_error",
-        ErrorKind::NoKeyAvailable => "overloaded_error",
+        ErrorKind::InvalidRequest | ErrorKind::ClientBody | ErrorKind::InvalidPath => "invalid_request_error",
+        ErrorKind::NoKeyAvailable | ErrorKind::BodyBudgetExhausted => "overloaded_error",
         _ => "api_error",
     }
 }

@@ -16,6 +16,12 @@ pub enum ErrorKind {
     InvalidRequest,
     /// Reading the client's request body failed (usually the client went away). `400`
     ClientBody,
+    /// The path to forward has a `.` or `..` segment (in any spelling an upstream might decode),
+    /// which could leave the group's base path. `400`
+    InvalidPath,
+    /// Buffering this body would pass the budget for request bodies held in memory across all
+    /// requests; try again after `Retry-After`. `503`
+    BodyBudgetExhausted,
     /// Every key of the group is blacklisted, cooling down, disabled or already tried. `503`
     NoKeyAvailable,
     /// The group has no upstream with a weight above zero. `502`
@@ -36,8 +42,8 @@ impl ErrorKind {
             Self::UnknownGroup => StatusCode::NOT_FOUND,
             Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidRequest | Self::ClientBody => StatusCode::BAD_REQUEST,
-            Self::NoKeyAvailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidRequest | Self::ClientBody | Self::InvalidPath => StatusCode::BAD_REQUEST,
+            Self::NoKeyAvailable | Self::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoUpstream | Self::Upstream => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -53,6 +59,8 @@ impl ErrorKind {
             Self::BodyTooLarge => "body_too_large",
             Self::InvalidRequest => "invalid_request",
             Self::ClientBody => "client_body",
+            Self::InvalidPath => "invalid_path",
+            Self::BodyBudgetExhausted => "body_budget_exhausted",
             Self::NoKeyAvailable => "no_keys_available",
             Self::NoUpstream => "no_upstream",
             Self::Upstream => "upstream_error",

@@ -115,6 +115,25 @@ impl Error {
         )
     }
 
+    /// The path to forward has a dot segment (see [`path`](crate::path)).
+    pub fn invalid_path() -> Self {
+        Self::new(
+            ErrorKind::InvalidPath,
+            "the request path must not contain '.' or '..' segments",
+        )
+    }
+
+    /// Buffering the request body would pass the in-flight body budget; the client should retry
+    /// after `retry_after`.
+    pub fn body_budget_exhausted(retry_after: Duration) -> Self {
+        let mut err = Self::new(
+            ErrorKind::BodyBudgetExhausted,
+            "too many request bodies in flight, retry later",
+        );
+        err.inner.retry_after = Some(retry_after);
+        err
+    }
+
     /// The request is invalid for this group (for example a model that strict redirect rules
     /// do not list).
     pub fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -209,7 +228,8 @@ impl Error {
         &self.inner.message
     }
 
-    /// How long the client should wait before retrying, for [`ErrorKind::Overloaded`].
+    /// How long the client should wait before retrying, for [`ErrorKind::Overloaded`] and
+    /// [`ErrorKind::BodyBudgetExhausted`].
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }
@@ -282,6 +302,11 @@ mod tests {
         assert_eq!(Error::unknown_group("x").status(), 404);
         assert_eq!(Error::overloaded(Duration::from_secs(1)).status(), 429);
         assert_eq!(Error::body_too_large(10).status(), 413);
+        assert_eq!(Error::invalid_path().status(), 400);
+        let shed = Error::body_budget_exhausted(Duration::from_secs(1));
+        assert_eq!(shed.status(), 503);
+        assert_eq!(shed.retry_after(), Some(Duration::from_secs(1)));
+        assert!(!shed.is_retryable());
         assert_eq!(Error::no_key_available(&"g".into()).status(), 503);
         assert_eq!(Error::upstream_timeout("connect").status(), 504);
         assert_eq!(Error::no_upstream(&"g".into()).kind().as_str(), "no_upstream");

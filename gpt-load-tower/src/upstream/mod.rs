@@ -10,7 +10,10 @@
 //! - Reads: [`Principal`](crate::context::Principal), [`RoutedGroup`](crate::context::RoutedGroup).
 //! - Writes: the URI; [`UpstreamTarget`] into request and response extensions.
 //! - Rejects: `502` ([`ErrorKind::NoUpstream`](crate::error::ErrorKind)) when the group has no
-//!   upstream with weight above 0. Errors from inside carry the upstream
+//!   upstream with weight above 0; `400` ([`ErrorKind::InvalidPath`](crate::error::ErrorKind))
+//!   for a path with a `.` or `..` segment, which is never joined to a base URL (the
+//!   [`auth`](crate::auth) layer refuses those first; this holds when a
+//!   [`Principal`](crate::context::Principal) is inserted some other way). Errors from inside carry the upstream
 //!   ([`Error::upstream_target`](crate::error::Error::upstream_target)).
 //!
 //! # Example

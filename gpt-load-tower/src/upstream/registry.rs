@@ -12,7 +12,14 @@ use http::{
     uri::{Authority, Scheme},
 };
 
-use crate::{clock, context::GroupName, group_map::GroupMap, telemetry, wrr::SmoothWeighted};
+use crate::{
+    clock,
+    context::GroupName,
+    group_map::GroupMap,
+    path::{self, DotSegment},
+    telemetry,
+    wrr::SmoothWeighted,
+};
 
 /// When an upstream is taken out of rotation after transport failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +53,36 @@ impl fmt::Display for InvalidUpstream {
 }
 
 impl std::error::Error for InvalidUpstream {}
+
+/// Why no upstream address could be built for a request.
+#[derive(Debug)]
+pub(crate) enum TargetUriError {
+    /// The forwarded path has a `.` or `..` segment.
+    DotSegment(DotSegment),
+    /// The joined address is not a valid URI.
+    Invalid(http::Error),
+}
+
+impl From<DotSegment> for TargetUriError {
+    fn from(err: DotSegment) -> Self {
+        Self::DotSegment(err)
+    }
+}
+
+impl From<http::Error> for TargetUriError {
+    fn from(err: http::Error) -> Self {
+        Self::Invalid(err)
+    }
+}
+
+impl fmt::Display for TargetUriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::DotSegment(err) => err.fmt(f),
+            Self::Invalid(err) => err.fmt(f),
+        }
+    }
+}
 
 /// One upstream base URL of a group, with its weight and passive health.
 pub struct Upstream {
@@ -109,8 +146,10 @@ impl Upstream {
         self.ejected_until.load(Ordering::Relaxed) > clock::now_ms()
     }
 
-    /// The upstream address for a client path and query, with the base path in front.
-    pub(crate) fn target_uri(&self, forward_path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    /// The upstream address for a client path and query, with the base path in front. A path
+    /// with a dot segment is never joined, whoever let it through.
+    pub(crate) fn target_uri(&self, forward_path: &str, query: Option<&str>) -> Result<Uri, TargetUriError> {
+        path::reject_dot_segments(forward_path)?;
         let mut path = String::with_capacity(
             self.base_path.len() + forward_path.len() + query.map_or(0, |q| q.len() + 1) + 1,
         );
@@ -126,11 +165,11 @@ impl Upstream {
             path.push('?');
             path.push_str(query);
         }
-        Uri::builder()
+        Ok(Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
-            .build()
+            .build()?)
     }
 
     pub(crate) fn record_success(&self) {
@@ -300,6 +339,22 @@ mod tests {
         assert_eq!(
             u.target_uri("v1", None).unwrap(),
             "http://127.0.0.1:9000/v1beta/v1"
+        );
+        for dotted in [
+            "/v1/../admin",
+            "/./v1",
+            "/v1/%2e%2e/admin",
+            "/v1/..%5cadmin",
+            "/v1/..%2fadmin",
+        ] {
+            assert!(
+                matches!(u.target_uri(dotted, None), Err(TargetUriError::DotSegment(_))),
+                "{dotted}"
+            );
+        }
+        assert_eq!(
+            u.target_uri("/v1/files/file.v2", None).unwrap(),
+            "http://127.0.0.1:9000/v1beta/v1/files/file.v2"
         );
         for bad in ["api.openai.com", "ftp://h", "http://h/?q=1", "http://"] {
             assert!(Upstream::new(bad, 1).is_err(), "{bad}");

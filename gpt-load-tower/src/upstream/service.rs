@@ -5,7 +5,7 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{UpstreamTarget, Upstreams};
+use super::{UpstreamTarget, Upstreams, registry::TargetUriError};
 use crate::{
     context::{Principal, target_group},
     error::{BoxError, Error, ErrorKind},
@@ -116,7 +116,8 @@ where
         };
         match uri {
             Ok(uri) => *req.uri_mut() = uri,
-            Err(err) => {
+            Err(TargetUriError::DotSegment(_)) => return ResponseFuture::ready(Err(Error::invalid_path())),
+            Err(TargetUriError::Invalid(err)) => {
                 return ResponseFuture::ready(Err(Error::invalid_request(format!(
                     "cannot build the upstream URL: {err}"
                 ))));
@@ -220,6 +221,21 @@ mod tests {
         let err = svc.oneshot(request("/proxy/g/v1/models")).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoUpstream);
         assert_eq!(err.status(), 502);
+    }
+
+    #[tokio::test]
+    async fn dot_segments_are_never_sent_even_without_the_auth_layer() {
+        let svc = UpstreamBalanceLayer::new(registry()).layer(service_fn(|_req: Request<()>| async {
+            Err::<Response<String>, _>(Error::internal("the inner service must not be called"))
+        }));
+        for path in [
+            "/proxy/g/../../admin",
+            "/proxy/g/v1/%2e%2e/admin",
+            "/proxy/g/v1/..%5cadmin",
+        ] {
+            let err = svc.clone().oneshot(request(path)).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidPath, "{path}");
+        }
     }
 
     #[tokio::test]
