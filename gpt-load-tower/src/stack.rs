@@ -8,7 +8,7 @@
 //! | 2 | [`ErrorResponseLayer`] | errors → JSON in the client's format; `Infallible` above | |
 //! | 3 | [`ProxyKeyAuthLayer`] | group from the path, proxy key checked and stripped; [`Principal`](crate::context::Principal) | 401 / 404 |
 //! | 4 | [`ConcurrencyLimitLayer`] | global in-flight cap, held until the body ends | 429 |
-//! | 5 | [`BodyBufferLayer`] | body buffered so it can be replayed | 413 |
+//! | 5 | [`BodyBufferLayer`] | body buffered so it can be replayed, within an optional in-flight budget | 413 / 503 |
 //! | 6 | [`RequestLogLayer`] | one record per attempt | |
 //! | 7 | [`JsonBodyLayer`] | a body that claims JSON and does not parse never spends a key | 400 |
 //! | 8 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
@@ -85,7 +85,7 @@ use tower_service::Service;
 use crate::{
     auth::{ProxyKeyAuthLayer, ValidateProxyKey},
     blacklist::{HealthSettings, KeyHealthLayer},
-    body::{BodyBufferLayer, ReplayBody},
+    body::{BodyBudget, BodyBufferLayer, ReplayBody},
     error::{BoxError, ErrorResponseLayer},
     keys::{KeyPool, KeySelectLayer},
     limit::ConcurrencyLimitLayer,
@@ -108,6 +108,7 @@ pub struct ProxyStack<V, P, K> {
     route_prefix: String,
     body_limit: usize,
     stream_oversized: bool,
+    body_budget: Option<BodyBudget>,
     max_retries: u32,
     health: HealthSettings,
     log_bodies: bool,
@@ -132,6 +133,7 @@ where
             route_prefix: "/proxy".to_owned(),
             body_limit: 32 * 1024 * 1024,
             stream_oversized: false,
+            body_budget: None,
             max_retries: 3,
             health: HealthSettings::default(),
             log_bodies: false,
@@ -165,6 +167,14 @@ where
     pub fn body_limit(mut self, limit: usize, stream_oversized: bool) -> Self {
         self.body_limit = limit;
         self.stream_oversized = stream_oversized;
+        self
+    }
+
+    /// Bounds the request bodies held in memory across all requests (see
+    /// [`BodyBudget`]); without one, only the per-body cap and the concurrency limit do.
+    #[must_use]
+    pub fn body_budget(mut self, budget: BodyBudget) -> Self {
+        self.body_budget = Some(budget);
         self
     }
 
@@ -212,12 +222,16 @@ where
         ResBody: Body<Data = Bytes> + Send + 'static,
         ResBody::Error: std::fmt::Display,
     {
+        let mut body_buffer = BodyBufferLayer::new(self.body_limit).stream_oversized(self.stream_oversized);
+        if let Some(budget) = self.body_budget {
+            body_buffer = body_buffer.budget(budget);
+        }
         ServiceBuilder::new()
             .layer(OverheadLayer::new())
             .layer(ErrorResponseLayer::new())
             .layer(ProxyKeyAuthLayer::new(self.validator).route_prefix(&self.route_prefix))
             .layer(self.limit)
-            .layer(BodyBufferLayer::new(self.body_limit).stream_oversized(self.stream_oversized))
+            .layer(body_buffer)
             .layer(RequestLogLayer::new(self.sink).log_request_bodies(self.log_bodies))
             .layer(JsonBodyLayer::new())
             .layer(RewriteLayer::new(self.rewrite.clone()).available_when(self.pool.clone()))

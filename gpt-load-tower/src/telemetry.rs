@@ -9,6 +9,7 @@
 //! | `gpt_load_requests_shed_total` | counter | – | [`limit`](crate::limit) |
 //! | `gpt_load_requests_in_flight` | gauge | – | [`limit`](crate::limit) |
 //! | `gpt_load_request_body_rejected_total` | counter | – | [`body`](crate::body) |
+//! | `gpt_load_request_body_shed_total` | counter | – | [`body`](crate::body) (in-flight body budget) |
 //! | `gpt_load_no_key_available_total` | counter | `group` | [`keys`](crate::keys) |
 //! | `gpt_load_key_state_transitions_total` | counter | `group`, `state` | [`keys`](crate::keys) |
 //! | `gpt_load_attempts_total` | counter | `group`, `outcome` | [`blacklist`](crate::blacklist) |
@@ -61,6 +62,8 @@ pub const REQUESTS_SHED: &str = "gpt_load_requests_shed_total";
 pub const REQUESTS_IN_FLIGHT: &str = "gpt_load_requests_in_flight";
 /// `gpt_load_request_body_rejected_total`
 pub const BODY_REJECTED: &str = "gpt_load_request_body_rejected_total";
+/// `gpt_load_request_body_shed_total`
+pub const BODY_SHED: &str = "gpt_load_request_body_shed_total";
 /// `gpt_load_no_key_available_total`
 pub const NO_KEY_AVAILABLE: &str = "gpt_load_no_key_available_total";
 /// `gpt_load_key_state_transitions_total`
@@ -96,6 +99,10 @@ pub(crate) fn in_flight(now: usize) {
 
 pub(crate) fn body_rejected() {
     counter!(BODY_REJECTED).increment(1);
+}
+
+pub(crate) fn body_shed() {
+    counter!(BODY_SHED).increment(1);
 }
 
 pub(crate) fn no_key(group: &GroupName) {

@@ -8,15 +8,28 @@
 //!
 //! - Reads: nothing. Writes: the request body becomes a [`ReplayBody`].
 //! - Rejects: a body over the cap with `413` ([`ErrorKind::BodyTooLarge`](crate::error::ErrorKind)),
-//!   checked against `Content-Length` before reading when the client sends one, unless the layer
-//!   is told to [`stream_oversized`](BodyBufferLayer::stream_oversized) bodies: those are then
-//!   forwarded once and never retried. A client body that fails while being read gives
-//!   `400` ([`ErrorKind::ClientBody`](crate::error::ErrorKind)).
+//!   checked against `Content-Length` before reading when the client sends one and on the frame
+//!   that passes the cap otherwise, unless the layer is told to
+//!   [`stream_oversized`](BodyBufferLayer::stream_oversized) bodies: those are then forwarded once
+//!   and never retried. A body that would pass the in-flight [`BodyBudget`] gets `503` +
+//!   `Retry-After` ([`ErrorKind::BodyBudgetExhausted`](crate::error::ErrorKind)). A client body
+//!   that fails while being read gives `400` ([`ErrorKind::ClientBody`](crate::error::ErrorKind)).
+//!
+//! # Memory
+//!
+//! A body is gathered into one buffer: frames are copied in as they arrive (so the server's read
+//! buffers are reused, not pinned), the buffer is sized from `Content-Length` (never above the
+//! cap) or doubles up to the cap, and a body of a single frame is kept without a copy. One body
+//! therefore holds at most the cap, and the bytes are shared, not copied, by every retry.
+//!
+//! With a [`BodyBudget`] the total across requests is bounded too: the buffer's capacity is
+//! reserved before it is allocated (a declared length up front, before reading), and released
+//! when the last copy of the buffered bytes is dropped, which is after the last retry.
 //!
 //! # Example
 //!
 //! ```
-//! use gpt_load_tower::body::{BodyBufferLayer, ReplayBody};
+//! use gpt_load_tower::body::{BodyBudget, BodyBufferLayer, ReplayBody};
 //! use gpt_load_tower::error::{Error, ErrorKind};
 //! use http::{Request, Response};
 //! use http_body_util::Full;
@@ -36,15 +49,31 @@
 //!
 //! let big = Request::post("/").body(Full::from("far too large")).unwrap();
 //! assert_eq!(svc.oneshot(big).await.unwrap_err().kind(), ErrorKind::BodyTooLarge);
+//!
+//! // At most 8 bytes of bodies in memory across all requests.
+//! let budget = BodyBudget::new(8);
+//! let svc = ServiceBuilder::new()
+//!     .layer(BodyBufferLayer::new(8).budget(budget.clone()))
+//!     .service(service_fn(|req: Request<ReplayBody>| async move {
+//!         Ok::<_, Error>(Response::new(req.into_body()))
+//!     }));
+//! let held = svc.clone().oneshot(Request::post("/").body(Full::from("12345")).unwrap()).await.unwrap();
+//! assert_eq!(budget.in_use(), 5);
+//! let shed = svc.clone().oneshot(Request::post("/").body(Full::from("6789")).unwrap()).await.unwrap_err();
+//! assert_eq!(shed.kind(), ErrorKind::BodyBudgetExhausted);
+//! drop(held);
+//! assert!(svc.oneshot(Request::post("/").body(Full::from("6789")).unwrap()).await.is_ok());
 //! # }
 //! ```
 
+mod budget;
 mod replay;
 mod response;
 mod service;
 mod tracked;
 
 pub use self::{
+    budget::{BodyBudget, BudgetPermit},
     replay::{ClientBodyError, ReplayBody},
     response::ResponseBody,
     service::{BodyBuffer, BodyBufferLayer},

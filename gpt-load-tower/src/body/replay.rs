@@ -27,6 +27,7 @@ enum Kind {
     },
     Once {
         prefix: Option<Bytes>,
+        next: Option<Bytes>,
         rest: UnsyncBoxBody<Bytes, BoxError>,
     },
 }
@@ -70,12 +71,22 @@ impl ReplayBody {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        Self::once_after(prefix, Bytes::new(), rest)
+    }
+
+    /// [`once`](Self::once) with two parts already read, sent in order without joining them.
+    pub(crate) fn once_after<B>(prefix: Bytes, next: Bytes, rest: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let rest = rest
             .map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError)
             .boxed_unsync();
         Self {
             kind: Kind::Once {
                 prefix: (!prefix.is_empty()).then_some(prefix),
+                next: (!next.is_empty()).then_some(next),
                 rest,
             },
         }
@@ -138,9 +149,9 @@ impl Body for ReplayBody {
                 *sent = true;
                 Poll::Ready(Some(Ok(Frame::data(data.clone()))))
             }
-            Kind::Once { prefix, rest } => {
-                if let Some(prefix) = prefix.take() {
-                    return Poll::Ready(Some(Ok(Frame::data(prefix))));
+            Kind::Once { prefix, next, rest } => {
+                if let Some(read) = prefix.take().or_else(|| next.take()) {
+                    return Poll::Ready(Some(Ok(Frame::data(read))));
                 }
                 Pin::new(rest).poll_frame(cx)
             }
@@ -150,15 +161,18 @@ impl Body for ReplayBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Buffered { data, sent } => *sent || data.is_empty(),
-            Kind::Once { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            Kind::Once { prefix, next, rest } => prefix.is_none() && next.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Buffered { data, sent } => SizeHint::with_exact(if *sent { 0 } else { data.len() as u64 }),
-            Kind::Once { prefix, rest } => {
-                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+            Kind::Once { prefix, next, rest } => {
+                let extra = [prefix, next]
+                    .into_iter()
+                    .map(|part| part.as_ref().map_or(0, |p| p.len() as u64))
+                    .sum::<u64>();
                 let inner = rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(inner.lower() + extra);

@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Request, header};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -8,17 +8,26 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::ReplayBody;
+use super::{BodyBudget, BudgetPermit, ReplayBody};
 use crate::{
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
     telemetry,
 };
 
+/// The smallest buffer a body of several frames starts with.
+const MIN_BUFFER: usize = 64 * 1024;
+
 /// Buffers request bodies up to a cap. See the [module docs](crate::body).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct BodyBufferLayer {
-    limit: usize,
+    limits: Limits,
+    budget: Option<BodyBudget>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    body: usize,
     stream_oversized: bool,
 }
 
@@ -26,8 +35,11 @@ impl BodyBufferLayer {
     /// Buffers bodies of up to `limit` bytes and rejects larger ones with `413`.
     pub fn new(limit: usize) -> Self {
         Self {
-            limit,
-            stream_oversized: false,
+            limits: Limits {
+                body: limit,
+                stream_oversized: false,
+            },
+            budget: None,
         }
     }
 
@@ -35,7 +47,16 @@ impl BodyBufferLayer {
     /// request is sent once and never retried on another key.
     #[must_use]
     pub fn stream_oversized(mut self, enabled: bool) -> Self {
-        self.stream_oversized = enabled;
+        self.limits.stream_oversized = enabled;
+        self
+    }
+
+    /// Holds the memory of all buffered bodies within `budget`: a body that would pass it is
+    /// shed with `503` + `Retry-After` (see [`BodyBudget`]). Without a budget only the per-body
+    /// cap and the concurrency limit above bound the memory.
+    #[must_use]
+    pub fn budget(mut self, budget: BodyBudget) -> Self {
+        self.budget = Some(budget);
         self
     }
 }
@@ -44,7 +65,11 @@ impl<S> Layer<S> for BodyBufferLayer {
     type Service = BodyBuffer<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BodyBuffer { inner, config: *self }
+        BodyBuffer {
+            inner,
+            limits: self.limits,
+            budget: self.budget.clone(),
+        }
     }
 }
 
@@ -52,7 +77,8 @@ impl<S> Layer<S> for BodyBufferLayer {
 #[derive(Clone, Debug)]
 pub struct BodyBuffer<S> {
     inner: S,
-    config: BodyBufferLayer,
+    limits: Limits,
+    budget: Option<BodyBudget>,
 }
 
 impl<S> BodyBuffer<S> {
@@ -87,26 +113,46 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let config = self.config;
+        let limits = self.limits;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if !config.stream_oversized && declared.is_some_and(|len| len > config.limit as u64) {
+        if !limits.stream_oversized && declared.is_some_and(|len| len > limits.body as u64) {
             telemetry::body_rejected();
-            return ResponseFuture::ready(Err(Error::body_too_large(config.limit)));
+            return ResponseFuture::ready(Err(Error::body_too_large(limits.body)));
         }
+        // A declared length is reserved before a byte is read, so an upload that cannot fit is
+        // shed at once; never more than the cap, whatever the client claims.
+        let declared = declared.map(|len| usize::try_from(len).unwrap_or(usize::MAX).min(limits.body));
+        let mut permit = None;
+        if let Some(budget) = &self.budget {
+            match budget.try_reserve(declared.unwrap_or(0)) {
+                Some(reserved) => permit = Some(reserved),
+                None => return ResponseFuture::ready(Err(shed(budget))),
+            }
+        }
+        let budget = self.budget.clone();
         let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             let (parts, body) = req.into_parts();
-            let body = match read_capped(body, config.limit).await? {
-                Read::Complete(bytes) => ReplayBody::new(bytes),
-                Read::Over { .. } if !config.stream_oversized => {
+            let collector = Collector {
+                limit: limits.body,
+                declared,
+                permit,
+            };
+            let body = match collector.read(body).await {
+                Ok(Read::Complete(bytes)) => ReplayBody::new(bytes),
+                Ok(Read::Over { .. }) if !limits.stream_oversized => {
                     telemetry::body_rejected();
-                    return Err(Error::body_too_large(config.limit));
+                    return Err(Error::body_too_large(limits.body));
                 }
-                Read::Over { prefix, rest } => ReplayBody::once(prefix, rest),
+                Ok(Read::Over { prefix, next, rest }) => ReplayBody::once_after(prefix, next, rest),
+                Err(Failed::OverBudget) => {
+                    return Err(shed(budget.as_ref().expect("only a budget sheds")));
+                }
+                Err(Failed::Client(err)) => return Err(err),
             };
             ready
                 .oneshot(Request::from_parts(parts, body))
@@ -116,58 +162,143 @@ where
     }
 }
 
+fn shed(budget: &BodyBudget) -> Error {
+    telemetry::body_shed();
+    Error::body_budget_exhausted(budget.retry_after())
+}
+
 enum Read<B> {
     Complete(Bytes),
-    Over { prefix: Bytes, rest: B },
+    /// The body passed the cap: what was read (the buffer, then the frame that passed it) and
+    /// the unread rest.
+    Over {
+        prefix: Bytes,
+        next: Bytes,
+        rest: B,
+    },
 }
 
-/// Reads `body` until it ends or passes `limit` bytes; a single-frame body is not copied.
-async fn read_capped<B>(mut body: B, limit: usize) -> Result<Read<B>, Error>
-where
-    B: Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    if body.is_end_stream() {
-        return Ok(Read::Complete(Bytes::new()));
-    }
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
-    let mut total = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::client_body(e.into()))?;
-        let Ok(data) = frame.into_data() else { continue };
-        total += data.len();
-        if total > limit {
-            let mut prefix = BytesMut::with_capacity(total);
+enum Failed {
+    OverBudget,
+    Client(Error),
+}
+
+/// Gathers a body into one buffer.
+///
+/// Each frame is copied into the buffer as it arrives, so the server's read buffers are reused
+/// rather than pinned, and the memory a body holds is the buffer's capacity, which the permit
+/// covers before it is allocated. The buffer is sized from `Content-Length` when there is one
+/// (never above the cap), and otherwise doubles from [`MIN_BUFFER`] up to the cap, so it never
+/// outgrows the cap and never needs a second copy. A body of one frame is kept as it came.
+struct Collector {
+    limit: usize,
+    declared: Option<usize>,
+    permit: Option<BudgetPermit>,
+}
+
+impl Collector {
+    async fn read<B>(mut self, mut body: B) -> Result<Read<B>, Failed>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let mut first: Option<Bytes> = None;
+        let mut buf: Vec<u8> = Vec::new();
+        if body.is_end_stream() {
+            return Ok(Read::Complete(Bytes::new()));
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Failed::Client(Error::client_body(e.into())))?;
+            let Ok(data) = frame.into_data() else { continue };
+            if data.is_empty() {
+                continue;
+            }
+            let held = first.as_ref().map_or(buf.len(), Bytes::len);
+            let total = held + data.len();
+            if total > self.limit {
+                let prefix = match first.take() {
+                    Some(first) => self.attach(first.len(), first),
+                    None => self.attach(buf.capacity(), buf),
+                };
+                return Ok(Read::Over {
+                    prefix,
+                    next: data,
+                    rest: body,
+                });
+            }
+            if first.is_none() && buf.is_empty() {
+                self.reserve(data.len())?;
+                first = Some(data);
+                continue;
+            }
+            if buf.capacity() < total {
+                let capacity = self.next_capacity(buf.capacity(), total);
+                // The first frame is still held while it is copied over.
+                self.reserve(capacity + first.as_ref().map_or(0, Bytes::len))?;
+                buf.reserve_exact(capacity - buf.len());
+            }
             if let Some(first) = first.take() {
-                prefix.extend_from_slice(&first);
+                buf.extend_from_slice(&first);
             }
-            prefix.extend_from_slice(&buf);
-            prefix.extend_from_slice(&data);
-            return Ok(Read::Over {
-                prefix: prefix.freeze(),
-                rest: body,
-            });
+            buf.extend_from_slice(&data);
+            if let Some(permit) = &mut self.permit {
+                permit.shrink_to(buf.capacity().max(self.declared.unwrap_or(0)));
+            }
         }
-        match first.take() {
-            None if buf.is_empty() => first = Some(data),
-            None => buf.extend_from_slice(&data),
-            Some(previous) => {
-                buf.reserve(previous.len() + data.len());
-                buf.extend_from_slice(&previous);
-                buf.extend_from_slice(&data);
-            }
+        Ok(Read::Complete(match first {
+            Some(first) => self.attach(first.len(), first),
+            None if buf.is_empty() => Bytes::new(),
+            None => self.attach(buf.capacity(), buf),
+        }))
+    }
+
+    /// The capacity for `needed` bytes: the declared length when it covers them, else double the
+    /// current capacity, never above the cap.
+    fn next_capacity(&self, current: usize, needed: usize) -> usize {
+        match self.declared {
+            Some(declared) if declared >= needed => declared,
+            _ => needed
+                .max(current.saturating_mul(2))
+                .max(MIN_BUFFER)
+                .min(self.limit),
         }
     }
-    Ok(Read::Complete(first.unwrap_or_else(|| buf.freeze())))
-}
 
+    fn reserve(&mut self, bytes: usize) -> Result<(), Failed> {
+        if let Some(permit) = &mut self.permit
+            && !permit.grow_to(bytes)
+        {
+            return Err(Failed::OverBudget);
+        }
+        Ok(())
+    }
+
+    /// `data`, which holds `memory` bytes, as `Bytes` that keep exactly that much reserved for
+    /// as long as they live.
+    fn attach<T>(&mut self, memory: usize, data: T) -> Bytes
+    where
+        T: AsRef<[u8]> + Send + 'static,
+        Bytes: From<T>,
+    {
+        match self.permit.take() {
+            Some(mut permit) => {
+                permit.shrink_to(memory);
+                permit.attach(data)
+            }
+            None => Bytes::from(data),
+        }
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::test_util::{Chunks, echo_body};
     use http_body_util::{BodyExt, Full};
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
 
     #[tokio::test]
     async fn buffers_small_bodies_in_several_frames() {
@@ -223,6 +354,130 @@ mod tests {
         assert!(!body.is_replayable());
         assert!(body.try_clone().is_none());
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefgh");
+    }
+
+    /// An endless chunked upload (no `Content-Length`) that counts the frames it was asked for.
+    struct Endless {
+        chunk: Bytes,
+        polled: Arc<AtomicUsize>,
+    }
+
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            self.polled.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(Some(Ok(http_body::Frame::data(self.chunk.clone()))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_while_a_chunked_body_streams_in() {
+        let polled = Arc::new(AtomicUsize::new(0));
+        let budget = BodyBudget::new(1 << 20);
+        let svc = BodyBufferLayer::new(10 * 1024)
+            .budget(budget.clone())
+            .layer(echo_body());
+        let body = Endless {
+            chunk: Bytes::from(vec![b'x'; 1024]),
+            polled: polled.clone(),
+        };
+        let err = svc.oneshot(Request::new(body)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyTooLarge);
+        assert_eq!(
+            polled.load(Ordering::Relaxed),
+            11,
+            "rejected on the frame that passed the cap"
+        );
+        assert_eq!(budget.in_use(), 0, "nothing stays reserved");
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_is_reserved_exactly_and_never_above_the_cap() {
+        let budget = BodyBudget::new(1000);
+        let svc = BodyBufferLayer::new(100)
+            .budget(budget.clone())
+            .layer(echo_body());
+        let req = Request::post("/")
+            .header("content-length", "9")
+            .body(Chunks::new(["hel", "lo ", "you"]))
+            .unwrap();
+        let body = svc.clone().oneshot(req).await.unwrap().into_body();
+        assert_eq!(body.bytes().unwrap(), "hello you");
+        assert_eq!(budget.in_use(), 9, "one buffer of exactly the declared size");
+        drop(body);
+        assert_eq!(budget.in_use(), 0);
+
+        let oversized = BodyBufferLayer::new(100)
+            .stream_oversized(true)
+            .budget(budget.clone())
+            .layer(echo_body());
+        let req = Request::post("/")
+            .header("content-length", "100000")
+            .body(Chunks::new(["a", "b"]))
+            .unwrap();
+        let body = oversized.oneshot(req).await.unwrap().into_body();
+        assert_eq!(
+            budget.in_use(),
+            100,
+            "a huge declared length reserves the cap, not more"
+        );
+        assert_eq!(body.bytes().unwrap(), "ab");
+        drop(body);
+        assert_eq!(budget.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_budget_sheds_and_recovers_after_the_body_is_dropped() {
+        let budget = BodyBudget::with_retry_after(100, std::time::Duration::from_secs(2));
+        let svc = BodyBufferLayer::new(64).budget(budget.clone()).layer(echo_body());
+
+        // A chunked body of 60 bytes holds a 64-byte buffer (the cap) while it lives.
+        let held = svc
+            .clone()
+            .oneshot(Request::new(Chunks::new([
+                "0123456789012345678901234567890",
+                "01234567890123456789012345678",
+            ])))
+            .await
+            .unwrap()
+            .into_body();
+        assert_eq!(held.bytes().unwrap().len(), 60);
+        assert_eq!(budget.in_use(), 64);
+        let retry = held.try_clone().unwrap();
+
+        // A declared body that does not fit is shed before a byte is read.
+        let req = Request::post("/")
+            .header("content-length", "40")
+            .body(Chunks::failing())
+            .unwrap();
+        let err = svc.clone().oneshot(req).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyBudgetExhausted);
+        assert_eq!(err.status(), 503);
+        assert_eq!(err.retry_after(), Some(std::time::Duration::from_secs(2)));
+
+        // A chunked body is shed as soon as its buffer would not fit.
+        let chunked = Chunks::new(["0123456789", "0123456789", "0123456789", "0123456789"]);
+        let err = svc.clone().oneshot(Request::new(chunked)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyBudgetExhausted);
+        assert_eq!(budget.in_use(), 64, "the shed request released what it had");
+
+        // Released only when the last copy (kept for a retry) goes.
+        drop(held);
+        assert_eq!(budget.in_use(), 64);
+        drop(retry);
+        assert_eq!(budget.in_use(), 0);
+        let req = Request::post("/")
+            .header("content-length", "40")
+            .body(Full::from(vec![b'y'; 40]))
+            .unwrap();
+        let body = svc.oneshot(req).await.unwrap().into_body();
+        assert_eq!(body.bytes().unwrap().len(), 40);
+        assert_eq!(budget.in_use(), 40);
     }
 
     #[tokio::test]
