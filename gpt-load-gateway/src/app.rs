@@ -25,6 +25,7 @@ use axum::{
     routing::{any_service, get},
 };
 use gpt_load_tower::{
+    body::BodyBudget,
     keys::{KeyId, MemoryKeyPool},
     limit::ConcurrencyLimitLayer,
     log::ChannelSink,
@@ -240,6 +241,7 @@ pub(crate) async fn start(
         client: client.clone(),
         trusted_proxies: config.server.trusted_proxies.clone(),
         max_body: config.server.max_request_body.get(),
+        body_budget: BodyBudget::new(config.server.max_inflight_body.get()),
     });
 
     let mut jobs = vec![tokio::spawn(jobs::gauges::run(

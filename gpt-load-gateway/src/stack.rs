@@ -10,7 +10,7 @@
 //!  7. ClientIp             — peer, or `X-Forwarded-For` from `TRUSTED_PROXIES`  → `ClientIp`
 //!  8. ProxyKeyAuth         — group from `/proxy/{group}`, key checked and stripped → `Principal` (401/404)
 //!  9. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
-//! 10. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413)
+//! 10. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413), within `MAX_INFLIGHT_BODY_MB` (503)
 //! 11. GroupPolicy          — the URL group's settings (`LogSettings`, …)
 //! 12. RequestLog           — one record per attempt: request metrics, then the batching writer
 //! 13. JsonBody             — a body that claims JSON and does not parse never spends a key (400)
@@ -31,7 +31,7 @@ use axum::body::Body;
 use gpt_load_tower::{
     auth::ProxyKeyAuthLayer,
     blacklist::KeyHealthLayer,
-    body::BodyBufferLayer,
+    body::{BodyBudget, BodyBufferLayer},
     error::ErrorResponseLayer,
     keys::{KeySelectLayer, MemoryKeyPool},
     limit::ConcurrencyLimitLayer,
@@ -72,6 +72,7 @@ pub(crate) struct ProxyParts {
     pub(crate) client: UpstreamClient,
     pub(crate) trusted_proxies: TrustedProxies,
     pub(crate) max_body: usize,
+    pub(crate) body_budget: BodyBudget,
 }
 
 /// Builds the proxy request path (see the [module docs](self)).
@@ -84,6 +85,7 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
         client,
         trusted_proxies,
         max_body,
+        body_budget,
     } = parts;
     let credentials = [
         header::AUTHORIZATION,
@@ -106,7 +108,7 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
         .layer(ClientIpLayer::new(trusted_proxies))
         .layer(ProxyKeyAuthLayer::new(catalog.proxy_keys.clone()))
         .layer(limit)
-        .layer(BodyBufferLayer::new(max_body))
+        .layer(BodyBufferLayer::new(max_body).budget(body_budget))
         .layer(GroupPolicyLayer::new(catalog.clone()))
         .layer(RequestLogLayer::new(MetricsSink::new(log_sink)))
         .layer(JsonBodyLayer::new())

@@ -5,12 +5,12 @@
 //! which is what tests use.
 //!
 //! The variables are gpt-load 1.4's, with the same names and defaults, plus `DATA_DIR`,
-//! `TRUSTED_PROXIES`, `MAX_REQUEST_BODY_MB` and `STREAM_IDLE_TIMEOUT`:
+//! `TRUSTED_PROXIES`, `MAX_REQUEST_BODY_MB`, `MAX_INFLIGHT_BODY_MB` and `STREAM_IDLE_TIMEOUT`:
 //!
 //! | Concern | Variables | Module |
 //! |---|---|---|
 //! | data directory | `DATA_DIR` (default `./data`: the generated admin key, and the default SQLite and log file locations) | here |
-//! | HTTP server | `HOST`, `PORT`, `SERVER_*_TIMEOUT`, `MAX_CONCURRENT_REQUESTS`, `MAX_REQUEST_BODY_MB`, `STREAM_IDLE_TIMEOUT`, `TRUSTED_PROXIES` | [`server`] |
+//! | HTTP server | `HOST`, `PORT`, `SERVER_*_TIMEOUT`, `MAX_CONCURRENT_REQUESTS`, `MAX_REQUEST_BODY_MB`, `MAX_INFLIGHT_BODY_MB`, `STREAM_IDLE_TIMEOUT`, `TRUSTED_PROXIES` | [`server`] |
 //! | secrets | `AUTH_KEY`, `ENCRYPTION_KEY` | [`auth`] |
 //! | database | `DATABASE_DSN` | [`database`] |
 //! | cluster | `REDIS_DSN`, `IS_SLAVE` | [`cluster`] |

@@ -10,6 +10,7 @@
 //! | `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT` | `10` | Seconds allowed for shutdown; values below 10 are raised to 10 with a warning. |
 //! | `MAX_CONCURRENT_REQUESTS` | `100` | In-flight proxy requests before new ones are shed (429); at least 1. |
 //! | `MAX_REQUEST_BODY_MB` | `32` | Largest request body buffered for retries, in MiB (413 above); at least 1. *New.* |
+//! | `MAX_INFLIGHT_BODY_MB` | 4 × `MAX_REQUEST_BODY_MB` | Request-body memory across all proxy requests, in MiB; uploads that would pass it are shed with 503 + `Retry-After`. At least `MAX_REQUEST_BODY_MB`. *New.* |
 //! | `STREAM_IDLE_TIMEOUT` | `300` | Seconds a streamed upstream response may stay silent before it is cut; `0` = no limit. *New.* |
 //! | `TRUSTED_PROXIES` | empty | Comma list of IPs / CIDR ranges whose `X-Forwarded-For` / `X-Real-IP` are believed; empty = none. *New.* |
 
@@ -32,6 +33,7 @@ pub(crate) const SERVER_IDLE_TIMEOUT: &str = "SERVER_IDLE_TIMEOUT";
 pub(crate) const SERVER_GRACEFUL_SHUTDOWN_TIMEOUT: &str = "SERVER_GRACEFUL_SHUTDOWN_TIMEOUT";
 pub(crate) const MAX_CONCURRENT_REQUESTS: &str = "MAX_CONCURRENT_REQUESTS";
 pub(crate) const MAX_REQUEST_BODY_MB: &str = "MAX_REQUEST_BODY_MB";
+pub(crate) const MAX_INFLIGHT_BODY_MB: &str = "MAX_INFLIGHT_BODY_MB";
 pub(crate) const STREAM_IDLE_TIMEOUT: &str = "STREAM_IDLE_TIMEOUT";
 pub(crate) const TRUSTED_PROXIES: &str = "TRUSTED_PROXIES";
 
@@ -42,6 +44,8 @@ pub(crate) const MIN_GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(10);
 const MIB: usize = 1024 * 1024;
 const DEFAULT_MAX_CONCURRENT_REQUESTS: NonZeroUsize = NonZeroUsize::new(100).unwrap();
 const DEFAULT_MAX_REQUEST_BODY: NonZeroUsize = NonZeroUsize::new(32 * MIB).unwrap();
+/// The default in-flight body budget holds this many bodies of the largest size at once.
+const DEFAULT_INFLIGHT_BODIES: usize = 4;
 
 /// HTTP server settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +64,8 @@ pub(crate) struct ServerConfig {
     pub(crate) max_concurrent_requests: NonZeroUsize,
     /// `MAX_REQUEST_BODY_MB`, in bytes.
     pub(crate) max_request_body: NonZeroUsize,
+    /// `MAX_INFLIGHT_BODY_MB`, in bytes; at least `max_request_body`.
+    pub(crate) max_inflight_body: NonZeroUsize,
     /// `STREAM_IDLE_TIMEOUT`; `None` = no limit.
     pub(crate) stream_idle_timeout: Option<Duration>,
     /// `TRUSTED_PROXIES`.
@@ -89,15 +95,8 @@ impl ServerConfig {
             graceful_shutdown_timeout = MIN_GRACEFUL_SHUTDOWN;
         }
         let max_concurrent_requests = vars.count(MAX_CONCURRENT_REQUESTS, DEFAULT_MAX_CONCURRENT_REQUESTS);
-        let max_request_body = vars.parse_with(MAX_REQUEST_BODY_MB, DEFAULT_MAX_REQUEST_BODY, |value| {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|mb| mb.checked_mul(MIB))
-                .and_then(NonZeroUsize::new)
-                .ok_or_else(|| expected_message(value, "a whole number of MiB, at least 1"))
-        });
+        let max_request_body = vars.parse_with(MAX_REQUEST_BODY_MB, DEFAULT_MAX_REQUEST_BODY, mebibytes);
+        let max_inflight_body = max_inflight_body(vars, max_request_body);
         let stream_idle_timeout = vars.seconds_or_unlimited(STREAM_IDLE_TIMEOUT, 300);
         let trusted_proxies = trusted_proxies(vars);
         Self {
@@ -108,10 +107,41 @@ impl ServerConfig {
             graceful_shutdown_timeout,
             max_concurrent_requests,
             max_request_body,
+            max_inflight_body,
             stream_idle_timeout,
             trusted_proxies,
         }
     }
+}
+
+/// A whole number of MiB, at least 1, in bytes.
+fn mebibytes(value: &str) -> Result<NonZeroUsize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|mb| mb.checked_mul(MIB))
+        .and_then(NonZeroUsize::new)
+        .ok_or_else(|| expected_message(value, "a whole number of MiB, at least 1"))
+}
+
+/// `MAX_INFLIGHT_BODY_MB`: a budget below one body of the largest size would shed that body
+/// forever, so it must be at least `MAX_REQUEST_BODY_MB`.
+fn max_inflight_body(vars: &mut Vars<'_>, max_request_body: NonZeroUsize) -> NonZeroUsize {
+    let default = max_request_body.saturating_mul(NonZeroUsize::new(DEFAULT_INFLIGHT_BODIES).unwrap());
+    let budget = vars.parse_with(MAX_INFLIGHT_BODY_MB, default, mebibytes);
+    if budget < max_request_body {
+        vars.invalid(
+            MAX_INFLIGHT_BODY_MB,
+            format!(
+                "{} MiB is below {MAX_REQUEST_BODY_MB} ({} MiB); one body of the largest size must fit",
+                budget.get() / MIB,
+                max_request_body.get() / MIB
+            ),
+        );
+        return default;
+    }
+    budget
 }
 
 /// An IP address, `[v6]`, or `localhost` (127.0.0.1).
@@ -169,6 +199,7 @@ mod tests {
                 graceful_shutdown_timeout: Duration::from_secs(10),
                 max_concurrent_requests: NonZeroUsize::new(100).unwrap(),
                 max_request_body: NonZeroUsize::new(32 * MIB).unwrap(),
+                max_inflight_body: NonZeroUsize::new(128 * MIB).unwrap(),
                 stream_idle_timeout: Some(Duration::from_secs(300)),
                 trusted_proxies: TrustedProxies::default(),
             }
@@ -186,6 +217,7 @@ mod tests {
             (SERVER_GRACEFUL_SHUTDOWN_TIMEOUT, "45"),
             (MAX_CONCURRENT_REQUESTS, "7"),
             (MAX_REQUEST_BODY_MB, "2"),
+            (MAX_INFLIGHT_BODY_MB, "3"),
             (STREAM_IDLE_TIMEOUT, "0"),
             (TRUSTED_PROXIES, "10.0.0.0/8, ::1"),
         ]);
@@ -197,6 +229,7 @@ mod tests {
         assert_eq!(config.graceful_shutdown_timeout, Duration::from_secs(45));
         assert_eq!(config.max_concurrent_requests.get(), 7);
         assert_eq!(config.max_request_body.get(), 2 * MIB);
+        assert_eq!(config.max_inflight_body.get(), 3 * MIB);
         assert_eq!(config.stream_idle_timeout, None);
         assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
         assert!(config.trusted_proxies.contains("::1".parse().unwrap()));
@@ -259,6 +292,27 @@ mod tests {
         );
         let (result, _) = load(&[(MAX_REQUEST_BODY_MB, "99999999999999999")]);
         assert!(result.unwrap_err().starts_with("MAX_REQUEST_BODY_MB: "));
+    }
+
+    #[test]
+    fn the_inflight_body_budget_follows_the_body_limit_and_holds_one_body() {
+        let (result, config) = load(&[(MAX_REQUEST_BODY_MB, "10")]);
+        assert!(result.unwrap().is_empty());
+        assert_eq!(config.max_inflight_body.get(), 40 * MIB);
+        let (result, config) = load(&[(MAX_REQUEST_BODY_MB, "10"), (MAX_INFLIGHT_BODY_MB, "10")]);
+        assert!(result.unwrap().is_empty());
+        assert_eq!(config.max_inflight_body.get(), 10 * MIB);
+        let (result, _) = load(&[(MAX_REQUEST_BODY_MB, "10"), (MAX_INFLIGHT_BODY_MB, "9")]);
+        assert_eq!(
+            result.unwrap_err(),
+            "MAX_INFLIGHT_BODY_MB: 9 MiB is below MAX_REQUEST_BODY_MB (10 MiB); one body of the \
+             largest size must fit"
+        );
+        let (result, _) = load(&[(MAX_INFLIGHT_BODY_MB, "0")]);
+        assert_eq!(
+            result.unwrap_err(),
+            "MAX_INFLIGHT_BODY_MB: \"0\" is not a whole number of MiB, at least 1"
+        );
     }
 
     #[test]

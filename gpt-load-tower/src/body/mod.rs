@@ -24,7 +24,9 @@
 //!
 //! With a [`BodyBudget`] the total across requests is bounded too: the buffer's capacity is
 //! reserved before it is allocated (a declared length up front, before reading), and released
-//! when the last copy of the buffered bytes is dropped, which is after the last retry.
+//! when the last copy of the buffered bytes is dropped, which is after the last retry. A shed body
+//! is read and dropped up to the cap before the error is returned, so a client that is still
+//! sending receives the `503` rather than a connection reset.
 //!
 //! # Example
 //!

@@ -126,17 +126,20 @@ where
         // A declared length is reserved before a byte is read, so an upload that cannot fit is
         // shed at once; never more than the cap, whatever the client claims.
         let declared = declared.map(|len| usize::try_from(len).unwrap_or(usize::MAX).min(limits.body));
-        let mut permit = None;
-        if let Some(budget) = &self.budget {
-            match budget.try_reserve(declared.unwrap_or(0)) {
-                Some(reserved) => permit = Some(reserved),
-                None => return ResponseFuture::ready(Err(shed(budget))),
-            }
-        }
         let budget = self.budget.clone();
         let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
-            let (parts, body) = req.into_parts();
+            let (parts, mut body) = req.into_parts();
+            let permit = match &budget {
+                None => None,
+                Some(budget) => match budget.try_reserve(declared.unwrap_or(0)) {
+                    Some(permit) => Some(permit),
+                    None => {
+                        discard(&mut body, 0, limits.body).await;
+                        return Err(shed(budget));
+                    }
+                },
+            };
             let collector = Collector {
                 limit: limits.body,
                 declared,
@@ -149,7 +152,8 @@ where
                     return Err(Error::body_too_large(limits.body));
                 }
                 Ok(Read::Over { prefix, next, rest }) => ReplayBody::once_after(prefix, next, rest),
-                Err(Failed::OverBudget) => {
+                Err(Failed::OverBudget { mut rest, read }) => {
+                    discard(&mut rest, read, limits.body).await;
                     return Err(shed(budget.as_ref().expect("only a budget sheds")));
                 }
                 Err(Failed::Client(err)) => return Err(err),
@@ -159,6 +163,20 @@ where
                 .await
                 .map_err(|e| Error::from_boxed(e.into()))
         })
+    }
+}
+
+/// Reads and drops the rest of a shed body, while the whole stays within the cap, so that the
+/// client, still sending, receives the `503` rather than a connection reset. Nothing is kept.
+async fn discard<B>(body: &mut B, mut read: usize, limit: usize)
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    while read <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(_)) | None => return,
+        }
     }
 }
 
@@ -178,8 +196,12 @@ enum Read<B> {
     },
 }
 
-enum Failed {
-    OverBudget,
+enum Failed<B> {
+    /// The budget ran out after `read` bytes; `rest` is the unread body.
+    OverBudget {
+        rest: B,
+        read: usize,
+    },
     Client(Error),
 }
 
@@ -197,7 +219,7 @@ struct Collector {
 }
 
 impl Collector {
-    async fn read<B>(mut self, mut body: B) -> Result<Read<B>, Failed>
+    async fn read<B>(mut self, mut body: B) -> Result<Read<B>, Failed<B>>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
@@ -227,14 +249,24 @@ impl Collector {
                 });
             }
             if first.is_none() && buf.is_empty() {
-                self.reserve(data.len())?;
+                if !self.reserve(data.len()) {
+                    return Err(Failed::OverBudget {
+                        rest: body,
+                        read: total,
+                    });
+                }
                 first = Some(data);
                 continue;
             }
             if buf.capacity() < total {
                 let capacity = self.next_capacity(buf.capacity(), total);
                 // The first frame is still held while it is copied over.
-                self.reserve(capacity + first.as_ref().map_or(0, Bytes::len))?;
+                if !self.reserve(capacity + first.as_ref().map_or(0, Bytes::len)) {
+                    return Err(Failed::OverBudget {
+                        rest: body,
+                        read: total,
+                    });
+                }
                 buf.reserve_exact(capacity - buf.len());
             }
             if let Some(first) = first.take() {
@@ -264,13 +296,9 @@ impl Collector {
         }
     }
 
-    fn reserve(&mut self, bytes: usize) -> Result<(), Failed> {
-        if let Some(permit) = &mut self.permit
-            && !permit.grow_to(bytes)
-        {
-            return Err(Failed::OverBudget);
-        }
-        Ok(())
+    /// Whether the permit (if any) now covers `bytes`.
+    fn reserve(&mut self, bytes: usize) -> bool {
+        self.permit.as_mut().is_none_or(|permit| permit.grow_to(bytes))
     }
 
     /// `data`, which holds `memory` bytes, as `Bytes` that keep exactly that much reserved for
@@ -394,6 +422,27 @@ mod tests {
             "rejected on the frame that passed the cap"
         );
         assert_eq!(budget.in_use(), 0, "nothing stays reserved");
+    }
+
+    #[tokio::test]
+    async fn a_shed_body_is_read_and_dropped_up_to_the_cap_only() {
+        let polled = Arc::new(AtomicUsize::new(0));
+        let budget = BodyBudget::new(2 * 1024);
+        let svc = BodyBufferLayer::new(10 * 1024)
+            .budget(budget.clone())
+            .layer(echo_body());
+        let body = Endless {
+            chunk: Bytes::from(vec![b'x'; 1024]),
+            polled: polled.clone(),
+        };
+        let err = svc.oneshot(Request::new(body)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyBudgetExhausted);
+        assert_eq!(
+            polled.load(Ordering::Relaxed),
+            11,
+            "shed on the second frame (its buffer does not fit), then drained past the cap and no further"
+        );
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[tokio::test]
