@@ -46,8 +46,10 @@ const FRAME_BYTES: usize = 64 * 1024;
 /// the allocator's slack.
 const BASELINE_ALLOWANCE_MB: usize = 40;
 const BASELINE_ALLOWANCE: usize = BASELINE_ALLOWANCE_MB * MIB;
-/// The admin key; it is also the initial global proxy key.
+/// The admin key.
 const AUTH_KEY: &str = "sk-body-memory-admin-0123456789";
+/// The group's proxy key (the admin key is never a proxy key).
+const PROXY_KEY: &str = "sk-body-memory-proxy-0123456789";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +114,7 @@ async fn upload(
     bytes: usize,
 ) -> (StatusCode, Option<Value>) {
     let request = Request::post(format!("{base}/proxy/big/v1/chat/completions"))
-        .header(header::AUTHORIZATION, format!("Bearer {AUTH_KEY}"))
+        .header(header::AUTHORIZATION, format!("Bearer {PROXY_KEY}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Upload::new(bytes))
         .unwrap();
@@ -195,6 +197,7 @@ impl Gateway {
             "test_model": "gpt-4o-mini",
             "upstreams": [{"url": upstream, "weight": 1}],
             "keys": ["sk-body-memory-upstream-0001"],
+            "proxy_keys": PROXY_KEY,
             "config": {},
         });
         std::fs::write(&bootstrap, json!({ "groups": [group] }).to_string()).unwrap();
