@@ -22,7 +22,7 @@ use axum::{
     extract::State,
     http::StatusCode,
     response::IntoResponse,
-    routing::{any_service, get},
+    routing::{any, any_service, get},
 };
 use gpt_load_tower::{
     body::BodyBudget,
@@ -330,6 +330,9 @@ pub(crate) async fn start(
             "/proxy/{group}/api/integration/info",
             get(crate::admin::group_integration_info).with_state(admin.clone()),
         )
+        // A nested router's fallback only sees paths below `/api/`; these two are under `/api` too.
+        .route("/api", any(crate::admin::unknown_route))
+        .route("/api/", any(crate::admin::unknown_route))
         .nest("/api", crate::admin::router(admin));
     let router = match crate::cors::layer(&config.cors) {
         Some(cors) => router.layer(cors),

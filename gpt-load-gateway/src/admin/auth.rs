@@ -11,7 +11,7 @@ use std::{
 
 use axum::{
     Json,
-    extract::{ConnectInfo, Request, State},
+    extract::{ConnectInfo, Request, State, rejection::BytesRejection},
     http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
@@ -128,12 +128,17 @@ pub(crate) async fn login(
     RequestLang(lang): RequestLang,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
     let ip = client_ip(peer.ip(), &headers, &state.trusted_proxies);
     if let Some(wait) = state.throttle.blocked(ip) {
         return AdminError::Throttled(wait).into_response();
     }
+    // Answers gpt-load has no counterpart for (413 here, 429 above) are the envelope.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return AdminError::from(rejection).into_response(),
+    };
     let Ok(request) = serde_json::from_slice::<LoginRequest>(&body) else {
         let message = super::lang::text(lang, "invalid request body", "请求体无效");
         return login_answer(StatusCode::BAD_REQUEST, false, message);

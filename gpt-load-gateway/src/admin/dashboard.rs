@@ -1,7 +1,7 @@
 //! `/api/dashboard`: stat cards with trends, security warnings, the 24-hour chart and the
 //! encryption consistency check.
 
-use axum::extract::{Query, State, rejection::QueryRejection};
+use axum::extract::State;
 use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     envelope::{Envelope, Reply, ok},
     error::AdminError,
+    extract::AdminQuery,
     lang::{Lang, RequestLang, text},
     state::AdminState,
 };
@@ -353,9 +354,8 @@ fn hour_start(at: NaiveDateTime) -> NaiveDateTime {
 pub(crate) async fn chart(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    query: Result<Query<ChartQuery>, QueryRejection>,
+    AdminQuery(query): AdminQuery<ChartQuery>,
 ) -> Reply<Chart> {
-    let Query(query) = query.map_err(|e| AdminError::validation("groupId", e.body_text()))?;
     let group_id = match query.group_id.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
         None => None,
         Some(v) => Some(

@@ -29,12 +29,40 @@ pub(crate) struct Ack {
 /// Failure: `{"code":"ERR_CODE","message":"…"}`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Failure {
-    /// `INVALID_JSON`, `VALIDATION_FAILED`, `BAD_REQUEST`, `NOT_FOUND`, `DUPLICATE_RESOURCE`,
-    /// `UNAUTHORIZED`, `TOO_MANY_REQUESTS`, `TASK_IN_PROGRESS`, `DATABASE_ERROR` or
-    /// `INTERNAL_SERVER_ERROR`.
-    pub(crate) code: &'static str,
-    /// What went wrong; a validation message names the field.
+    pub(crate) code: ErrorCode,
+    /// What went wrong; a validation message starts with the field it names.
     pub(crate) message: String,
+}
+
+/// The stable `code` of a failure; the HTTP status says its kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub(crate) enum ErrorCode {
+    /// 400: the body is not valid JSON for the route.
+    InvalidJson,
+    /// 400: a path segment, query parameter or body field is invalid; the message starts with
+    /// its name.
+    ValidationFailed,
+    /// 400: the request cannot be served as asked.
+    BadRequest,
+    /// 401: missing or wrong admin key.
+    Unauthorized,
+    /// 404: no such resource, or no such route under `/api`.
+    NotFound,
+    /// 405: the route exists, the method does not; `Allow` lists the methods.
+    MethodNotAllowed,
+    /// 409: a unique name is taken.
+    DuplicateResource,
+    /// 409: another background task is running.
+    TaskInProgress,
+    /// 413: the body is larger than the admin API accepts.
+    PayloadTooLarge,
+    /// 429: too many failed authentications from this address; `Retry-After` says when to retry.
+    TooManyRequests,
+    /// 500: the database failed.
+    DatabaseError,
+    /// 500: any other server-side failure.
+    InternalServerError,
 }
 
 /// What a handler answering with data returns.

@@ -3,10 +3,14 @@
 //!
 //! Deliberate deviations from gpt-load (docs/API.md): validation errors are `400
 //! VALIDATION_FAILED` naming the field (gpt-load answers some with 500), unknown resources `404`,
-//! duplicates `409`. Server-side failures are logged with their cause and answered with a generic
-//! message.
+//! duplicates `409`; a bad path segment or query value, an unknown route, a wrong method and a
+//! body above the limit are the envelope too (`extract.rs`, `json.rs`, `routes.rs`). Server-side
+//! failures are logged with their cause and answered with a generic message.
 
-use super::envelope::Failure;
+use super::{
+    envelope::{ErrorCode, Failure},
+    routes::BODY_LIMIT,
+};
 use crate::{db::DbError, settings::FieldError};
 use axum::{
     Json,
@@ -25,6 +29,10 @@ pub(crate) enum AdminError {
     BadRequest(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the request body exceeds {BODY_LIMIT} bytes")]
+    PayloadTooLarge,
     #[error("{0}")]
     Duplicate(String),
     #[error("authentication failed")]
@@ -60,18 +68,20 @@ impl AdminError {
         Self::Validation { field, message }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "INVALID_JSON"),
-            Self::Validation { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_FAILED"),
-            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-            Self::Duplicate(_) => (StatusCode::CONFLICT, "DUPLICATE_RESOURCE"),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"),
-            Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_REQUESTS"),
-            Self::TaskInProgress => (StatusCode::CONFLICT, "TASK_IN_PROGRESS"),
-            Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, "DATABASE_ERROR"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
+            Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson),
+            Self::Validation { .. } => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
+            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            Self::Duplicate(_) => (StatusCode::CONFLICT, ErrorCode::DuplicateResource),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::Throttled(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRequests),
+            Self::TaskInProgress => (StatusCode::CONFLICT, ErrorCode::TaskInProgress),
+            Self::Database(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::DatabaseError),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalServerError),
         }
     }
 }

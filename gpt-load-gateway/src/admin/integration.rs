@@ -2,7 +2,7 @@
 //! (`GET /api/integration/info?key=…`, and the single-group form under `/proxy/{group}/…`).
 //! Public, as in gpt-load; the key is checked against each group in constant time.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use gpt_load_tower::auth::ValidateProxyKey;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     envelope::{Envelope, Reply, ok},
     error::{AdminError, AdminResult},
+    extract::{AdminPath, AdminQuery},
     lang::{RequestLang, text},
     state::AdminState,
 };
@@ -79,7 +80,7 @@ fn key_of(query: KeyQuery) -> AdminResult<String> {
 pub(crate) async fn integration_info(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Query(query): Query<KeyQuery>,
+    AdminQuery(query): AdminQuery<KeyQuery>,
 ) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
     let rows = groups::list(&state.db).await?;
@@ -102,8 +103,8 @@ pub(crate) async fn integration_info(
 pub(crate) async fn group_integration_info(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(group): Path<String>,
-    Query(query): Query<KeyQuery>,
+    AdminPath(group): AdminPath<String>,
+    AdminQuery(query): AdminQuery<KeyQuery>,
 ) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
     let row = groups::find_by_name(&state.db, &group)

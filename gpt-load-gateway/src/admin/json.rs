@@ -1,27 +1,38 @@
-//! A JSON body extractor whose rejection is the admin envelope (`400 INVALID_JSON`).
+//! A JSON body extractor whose rejection is the admin envelope: a malformed body is
+//! `400 INVALID_JSON`, a body above the admin limit `413 PAYLOAD_TOO_LARGE`.
 
 use axum::{
-    extract::{FromRequest, Request},
-    response::{IntoResponse, Response},
+    extract::{
+        FromRequest,
+        rejection::{BytesRejection, JsonRejection},
+    },
+    http::StatusCode,
 };
-use serde::de::DeserializeOwned;
 
 use super::error::AdminError;
 
-/// Like `axum::Json`, but a malformed body is `400 INVALID_JSON` in the admin envelope.
+/// Like `axum::Json`, rejecting with the admin envelope.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(AdminError))]
 pub(crate) struct AdminJson<T>(pub(crate) T);
 
-impl<S, T> FromRequest<S> for AdminJson<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = Response;
+impl From<JsonRejection> for AdminError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::BytesRejection(bytes) => bytes.into(),
+            // gpt-load's binder answers a body of the wrong type or syntax, or without a JSON
+            // content type, with 400 INVALID_JSON and the binder's text.
+            other => Self::InvalidJson(other.body_text()),
+        }
+    }
+}
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(AdminError::InvalidJson(rejection.body_text()).into_response()),
+impl From<BytesRejection> for AdminError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge
+        } else {
+            Self::BadRequest(rejection.body_text())
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `/api/logs`: the request log listing and the CSV export of the keys it used.
 
 use axum::{
-    extract::{Query, State, rejection::QueryRejection},
+    extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{
     envelope::{Envelope, Reply, ok},
     error::{AdminError, AdminResult},
+    extract::AdminQuery,
     lang::{RequestLang, text},
     page::{Page, PageQuery},
     state::AdminState,
@@ -123,12 +124,6 @@ impl LogQuery {
     }
 }
 
-fn query_params(query: Result<Query<LogQuery>, QueryRejection>) -> AdminResult<LogQuery> {
-    query
-        .map(|Query(q)| q)
-        .map_err(|e| AdminError::validation("query", e.body_text()))
-}
-
 fn decrypt(cipher: &KeyCipher, stored: &str) -> String {
     cipher
         .decrypt(stored)
@@ -202,9 +197,8 @@ impl LogItem {
 pub(crate) async fn list_logs(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    query: Result<Query<LogQuery>, QueryRejection>,
+    AdminQuery(query): AdminQuery<LogQuery>,
 ) -> Reply<Page<LogItem>> {
-    let query = query_params(query)?;
     let filter = query.filter(&state.cipher)?;
     let page = query.page()?;
     let (rows, total) =
@@ -234,9 +228,9 @@ fn csv_field(value: &str) -> String {
     responses((status = 200, content_type = "text/csv", body = String)))]
 pub(crate) async fn export_logs(
     State(state): State<AdminState>,
-    query: Result<Query<LogQuery>, QueryRejection>,
+    AdminQuery(query): AdminQuery<LogQuery>,
 ) -> AdminResult<Response> {
-    let filter = query_params(query)?.filter(&state.cipher)?;
+    let filter = query.filter(&state.cipher)?;
     let rows = request_logs::latest_per_key(&state.db, &filter, EXPORT_SCAN).await?;
     let mut csv = String::from("key_value,group_name,status_code\n");
     for (_, key_value, group_name, status_code) in rows {

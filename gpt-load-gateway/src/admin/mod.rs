@@ -10,6 +10,7 @@ mod auth;
 mod dashboard;
 mod envelope;
 mod error;
+mod extract;
 mod groups;
 mod integration;
 mod json;
@@ -23,4 +24,10 @@ mod settings;
 mod state;
 mod tasks;
 
-pub(crate) use self::{integration::group_integration_info, routes::router, state::AdminState};
+#[cfg(test)]
+pub(crate) use self::routes::BODY_LIMIT;
+pub(crate) use self::{
+    integration::group_integration_info,
+    routes::{router, unknown_route},
+    state::AdminState,
+};

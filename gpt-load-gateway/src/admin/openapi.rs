@@ -96,7 +96,7 @@ impl Document {
     pub(crate) fn new(routes: openapi::OpenApi) -> Self {
         let mut doc = BaseDoc::openapi().nest("/api", routes);
         let failure = ResponseBuilder::new()
-            .description("The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500)")
+            .description("The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500) and `code` is one of `ErrorCode`")
             .content(
                 "application/json",
                 ContentBuilder::new()

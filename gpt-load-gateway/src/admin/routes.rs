@@ -7,7 +7,14 @@
 use axum::{Extension, Router, extract::DefaultBodyLimit, middleware};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{auth, dashboard, groups, integration, keys, logs, openapi, settings, state::AdminState, tasks};
+use super::{
+    auth, dashboard, error::AdminError, groups, integration, keys, logs, openapi, settings,
+    state::AdminState, tasks,
+};
+
+/// The largest request body the admin API reads (axum's default, named so that the answer to a
+/// larger one can say it); the two task routes take uploads of any size.
+pub(crate) const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// The routes that need the admin key.
 fn protected() -> OpenApiRouter<AdminState> {
@@ -60,7 +67,13 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(dashboard::encryption_status))
 }
 
-/// The `/api` router (to be nested at `/api`).
+/// The answer to a path under `/api` that no route matches.
+pub(crate) async fn unknown_route() -> AdminError {
+    AdminError::NotFound("route")
+}
+
+/// The `/api` router (to be nested at `/api`). Every answer under `/api`, an unknown route or a
+/// wrong method included, is JSON; all but login's own answers are the envelope.
 pub(crate) fn router(state: AdminState) -> Router {
     let (router, doc) = OpenApiRouter::with_openapi(openapi::base())
         // Public
@@ -70,12 +83,11 @@ pub(crate) fn router(state: AdminState) -> Router {
         .merge(protected().route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin)))
         .split_for_parts();
     router
+        // Added last so that it reaches every route: a wrong method is the envelope too, and
+        // axum still adds the `Allow` header to it.
+        .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })
         .layer(Extension(openapi::Document::new(doc)))
-        .fallback(|| async {
-            (
-                axum::http::StatusCode::NOT_FOUND,
-                axum::Json(serde_json::json!({"error": "Not Found"})),
-            )
-        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .fallback(unknown_route)
         .with_state(state)
 }

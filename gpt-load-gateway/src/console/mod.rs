@@ -32,7 +32,7 @@
 //!
 //! | path | answer |
 //! |---|---|
-//! | `/api*`, `/proxy*` not matched by a route | 404 `{"error":"Not Found"}` (as gpt-load), never the console |
+//! | `/api*` (`/apifoo`), `/proxy*` not matched by a route | 404 `{"error":"Not Found"}` (as gpt-load), never the console; `/api` and paths below it get the admin API's envelope instead |
 //! | a file of `dist` (`/index.html`, `/assets/index-3f2a.js`, `/favicon.ico`) | the file |
 //! | `/`, or a path without a file extension (`/keys`, `/logs/xyz`) | `index.html`: the SPA's router takes over in the browser |
 //! | any other missing file (`/assets/gone.js`, `/x.png`) | 404, so a stale page does not get HTML for its script |

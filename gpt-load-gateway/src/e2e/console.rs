@@ -270,22 +270,25 @@ async fn gzip_is_served_when_accepted_and_head_matches_get() {
 async fn api_and_proxy_paths_never_fall_back_to_the_console() {
     let dir = fixture();
     let h = start(Console::from_dir(dir.path()).unwrap()).await;
+    // Under `/api` the admin API's envelope; elsewhere gpt-load's `{"error":"Not Found"}`.
+    let envelope = json!({"code": "NOT_FOUND", "message": "route not found"});
     let not_found = json!({"error": "Not Found"});
-    for path in [
-        "/api/nope",
-        "/api/groups/nope/deeper",
-        "/api",
-        "/apifoo",
-        "/proxy",
-        "/proxy/",
-        "/proxyfoo",
+    for (path, expected) in [
+        ("/api/nope", &envelope),
+        ("/api/groups/nope/deeper", &envelope),
+        ("/api", &envelope),
+        ("/api/", &envelope),
+        ("/apifoo", &not_found),
+        ("/proxy", &not_found),
+        ("/proxy/", &not_found),
+        ("/proxyfoo", &not_found),
     ] {
         for method in ["GET", "POST"] {
             let (status, headers, body) = request(&h, method, path, &[("accept", "text/html")]).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
             assert_eq!(
-                serde_json::from_slice::<Value>(&body).ok(),
-                Some(not_found.clone()),
+                serde_json::from_slice::<Value>(&body).ok().as_ref(),
+                Some(expected),
                 "{method} {path}"
             );
             assert_eq!(header(&headers, header::CONTENT_TYPE), "application/json");
@@ -347,6 +350,12 @@ async fn without_a_console_every_page_says_how_to_build_it() {
     let (status, _, _) = get(&h, "/assets/index-3f2a9c.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, body) = get(&h, "/api/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap(),
+        json!({"code": "NOT_FOUND", "message": "route not found"})
+    );
+    let (status, _, body) = get(&h, "/apifoo").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
         serde_json::from_slice::<Value>(&body).unwrap(),

@@ -2,6 +2,7 @@
 //! databases.
 
 mod admin;
+mod admin_errors;
 mod admin_groups;
 mod admin_keys;
 mod admin_logs;

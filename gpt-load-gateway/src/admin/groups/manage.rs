@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use axum::{
     body::Bytes,
-    extract::{Path, State},
+    extract::{State, rejection::BytesRejection},
 };
 use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use crate::{
     admin::{
         envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
         error::{AdminError, AdminResult},
+        extract::AdminPath,
         json::AdminJson,
         lang::{RequestLang, text},
         state::AdminState,
@@ -144,7 +145,7 @@ fn window(rows: &[stats::HourlyStatRow], from: NaiveDateTime) -> RequestStats {
 pub(crate) async fn group_stats(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
 ) -> Reply<GroupStats> {
     let row = groups::find(&state.db, id)
         .await?
@@ -254,10 +255,10 @@ fn copied_group<'a>(
 pub(crate) async fn copy_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
-    body: Bytes,
+    AdminPath(id): AdminPath<i64>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply<CopyResult> {
-    let mode = copy_mode(&body)?;
+    let mode = copy_mode(&body?)?;
     let source = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;

@@ -5,13 +5,14 @@ pub(crate) mod manage;
 pub(crate) mod sub_groups;
 mod validate;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use gpt_load_tower::channel::ChannelKind;
 
 use self::json::{GroupBrief, GroupInput, GroupResponse};
 use super::{
     envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
     error::AdminError,
+    extract::AdminPath,
     json::AdminJson,
     lang::{RequestLang, text},
     state::AdminState,
@@ -141,7 +142,7 @@ pub(crate) async fn create_group(
 pub(crate) async fn update_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
     let row = groups::find(&state.db, id)
@@ -190,7 +191,7 @@ pub(crate) async fn update_group(
 pub(crate) async fn delete_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
 ) -> AckReply {
     if !groups::delete(&state.db, id).await? {
         return Err(AdminError::NotFound("group"));

@@ -2,7 +2,7 @@
 //! with gpt-load's rules (members are standard groups of the aggregate's channel type sharing one
 //! validation endpoint; weights 0–1000, 0 = off).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -11,6 +11,7 @@ use crate::{
     admin::{
         envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
         error::{AdminError, AdminResult},
+        extract::AdminPath,
         json::AdminJson,
         lang::{RequestLang, text},
         state::AdminState,
@@ -69,7 +70,7 @@ pub(crate) struct ParentAggregate {
 pub(crate) async fn list_sub_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
 ) -> Reply<Vec<SubGroup>> {
     aggregate(&state, id).await?;
     let app_url = state.settings.current().app_url.clone();
@@ -113,7 +114,7 @@ pub(crate) struct AddSubGroups {
 pub(crate) async fn add_sub_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
     AdminJson(body): AdminJson<AddSubGroups>,
 ) -> AckReply {
     let parent = aggregate(&state, id).await?;
@@ -183,7 +184,7 @@ pub(crate) struct WeightBody {
 pub(crate) async fn update_sub_group_weight(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path((id, sub_group_id)): Path<(i64, i64)>,
+    AdminPath((id, sub_group_id)): AdminPath<(i64, i64)>,
     AdminJson(body): AdminJson<WeightBody>,
 ) -> AckReply {
     aggregate(&state, id).await?;
@@ -206,7 +207,7 @@ pub(crate) async fn update_sub_group_weight(
 pub(crate) async fn remove_sub_group(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path((id, sub_group_id)): Path<(i64, i64)>,
+    AdminPath((id, sub_group_id)): AdminPath<(i64, i64)>,
 ) -> AckReply {
     aggregate(&state, id).await?;
     if !groups::remove_sub_group(&state.db, id, sub_group_id).await? {
@@ -222,7 +223,7 @@ pub(crate) async fn remove_sub_group(
 pub(crate) async fn list_parent_aggregates(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
 ) -> Reply<Vec<ParentAggregate>> {
     groups::find(&state.db, id)
         .await?

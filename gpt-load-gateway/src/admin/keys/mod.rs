@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use axum::{
     body::{Body, Bytes},
-    extract::{Path, Query, State},
+    extract::State,
     http::{HeaderValue, header},
     response::{IntoResponse, Response},
 };
@@ -21,6 +21,7 @@ use self::json::{
 use super::{
     envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
     error::{AdminError, AdminResult},
+    extract::{AdminPath, AdminQuery},
     json::AdminJson,
     lang::{Lang, RequestLang, text},
     page::{Page, PageQuery},
@@ -139,8 +140,8 @@ fn activate(state: &AdminState, group: &str, ids: &[i64]) {
 pub(crate) async fn list_keys(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Query(query): Query<KeyListQuery>,
-    Query(page): Query<PageQuery>,
+    AdminQuery(query): AdminQuery<KeyListQuery>,
+    AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Reply<Page<KeyResponse>> {
     let group_id = group_id_param(query.group_id.as_deref())?;
     let status = match query.status.as_deref().map(str::trim) {
@@ -356,7 +357,7 @@ fn export_pages(
         description = "one key per line")))]
 pub(crate) async fn export_keys(
     State(state): State<AdminState>,
-    Query(query): Query<ExportQuery>,
+    AdminQuery(query): AdminQuery<ExportQuery>,
 ) -> AdminResult<Response> {
     let group_id = group_id_param(query.group_id.as_deref())?;
     let status = match query.status.as_deref().map(str::trim) {
@@ -399,7 +400,7 @@ pub(crate) async fn export_keys(
 pub(crate) async fn update_notes(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<NotesInput>,
 ) -> AckReply {
     let notes = input.notes.trim();
@@ -421,7 +422,7 @@ pub(crate) async fn update_notes(
 pub(crate) async fn update_status(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
-    Path(id): Path<i64>,
+    AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<StatusInput>,
 ) -> AckReply {
     let status = match input.status.as_deref().map(str::trim) {

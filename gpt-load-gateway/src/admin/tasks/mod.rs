@@ -155,7 +155,7 @@ async fn import_input(state: &AdminState, req: Request) -> AdminResult<KeysTextI
     if !multipart {
         return match axum::Json::<KeysTextInput>::from_request(req, state).await {
             Ok(axum::Json(input)) => Ok(input),
-            Err(rejection) => Err(AdminError::InvalidJson(rejection.body_text())),
+            Err(rejection) => Err(rejection.into()),
         };
     }
     let bad = |e: axum::extract::multipart::MultipartError| AdminError::BadRequest(e.body_text());
