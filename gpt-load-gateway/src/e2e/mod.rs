@@ -12,6 +12,6 @@ mod console;
 mod harness;
 mod proxy;
 mod proxy_blame;
-mod secrets_at_rest;
 mod proxy_paths;
+mod secrets_at_rest;
 mod storage;
