@@ -11,7 +11,7 @@ use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{ADMIN_KEY, Harness, group};
 use crate::{admin::BODY_LIMIT, db::test_support::TestDb};
 
 /// 2^63: one more than the largest id.
@@ -198,7 +198,7 @@ fn request(h: &Harness, case: &Case, oversized: &Bytes) -> Request<Full<Bytes>> 
         .uri(format!("{}/api{}", h.base, case.path))
         .header(header::CONTENT_TYPE, "application/json");
     if case.authenticated {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {PROXY_KEY}"));
+        req = req.header(header::AUTHORIZATION, format!("Bearer {ADMIN_KEY}"));
     }
     let body = match case.body {
         Body::None => Full::default(),
