@@ -12,6 +12,7 @@ mod console;
 mod harness;
 mod proxy;
 mod proxy_blame;
+mod proxy_model_list;
 mod proxy_paths;
 mod secrets_at_rest;
 mod storage;

@@ -27,6 +27,8 @@ mod timeout;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use self::model_list::LIST_LIMIT;
 
 #[allow(
     unused_imports,

@@ -25,8 +25,9 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::{Layer, Service, ServiceExt};
 
-/// Largest model list read (a generous cap; real lists are tens of KiB).
-const LIST_LIMIT: usize = 8 * 1024 * 1024;
+/// Largest model list read, compressed or decompressed (a generous cap; real lists are tens of
+/// KiB).
+pub(crate) const LIST_LIMIT: usize = 8 * 1024 * 1024;
 
 /// See the [module docs](self).
 #[derive(Clone, Debug)]
@@ -137,15 +138,7 @@ where
         .headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let plain = if gzip {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| Error::upstream(format!("decoding the model list failed: {e}")))?;
-        Bytes::from(out)
-    } else {
-        raw
-    };
+    let plain = if gzip { gunzip_capped(&raw)? } else { raw };
     let Ok(mut list) = serde_json::from_slice::<Value>(&plain) else {
         // Not JSON: nothing to merge into; pass the (decoded) list on unchanged.
         return Ok(Response::from_parts(parts, ResponseBody::full(plain)));
@@ -162,4 +155,50 @@ where
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(Response::from_parts(parts, ResponseBody::full(body)))
+}
+
+/// Decompresses a gzip model list, refusing one that decompresses past [`LIST_LIMIT`] after
+/// reading at most one byte more: a few KiB of gzip can expand to gigabytes. The refusal is a
+/// `502` in the client's own error format, as for a list too large before decompression; passing
+/// the compressed answer on would hand the client the same bomb and drop the group's models.
+fn gunzip_capped(raw: &[u8]) -> Result<Bytes, Error> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(raw)
+        .take(LIST_LIMIT as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| Error::upstream(format!("decoding the model list failed: {e}")))?;
+    if out.len() > LIST_LIMIT {
+        return Err(Error::upstream(format!(
+            "the model list decompresses to more than {LIST_LIMIT} bytes"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(plain: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(plain).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn a_list_up_to_the_cap_is_decompressed() {
+        let plain = format!(r#"{{"data":[]}}{}"#, " ".repeat(LIST_LIMIT - 11));
+        assert_eq!(plain.len(), LIST_LIMIT);
+        assert_eq!(gunzip_capped(&gzip(plain.as_bytes())).unwrap(), plain.as_bytes());
+    }
+
+    #[test]
+    fn a_list_past_the_cap_is_refused() {
+        let plain = format!(r#"{{"data":[]}}{}"#, " ".repeat(LIST_LIMIT - 10));
+        let err = gunzip_capped(&gzip(plain.as_bytes())).unwrap_err();
+        assert_eq!(err.kind(), gpt_load_tower::ErrorKind::Upstream);
+        assert!(err.to_string().contains("decompresses to more than"), "{err}");
+    }
 }
