@@ -4,6 +4,8 @@
 //! the OpenAI, Anthropic and Gemini wire formats, with scripted per-key
 //! failures and request recording. The most used types are re-exported here.
 
+pub mod binaries;
 pub mod mock;
 
+pub use binaries::{gateway_binary, workspace_root};
 pub use mock::{Behaviour, MockConfig, MockUpstream, ReceivedRequest};

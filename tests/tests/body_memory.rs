@@ -13,8 +13,7 @@
 //! not the gateway's. Linux only (`/proc`).
 
 use std::{
-    ffi::OsString,
-    path::{Path, PathBuf},
+    path::PathBuf,
     pin::Pin,
     process::{Child, Command, Stdio},
     task::{Context, Poll},
@@ -22,7 +21,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gpt_load_e2e::{MockConfig, MockUpstream};
+use gpt_load_e2e::{MockConfig, MockUpstream, gateway_binary};
 use http::{Request, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -292,32 +291,3 @@ fn health_ok(addr: &str) -> bool {
     answer.starts_with("HTTP/1.1 200")
 }
 
-/// Builds the gateway binary with the cargo running this test and returns its path.
-fn gateway_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("GPT_LOAD_GATEWAY_BIN") {
-        return PathBuf::from(path);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let output = Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "gpt-load-gateway",
-            "--bin",
-            "gpt-load-gateway",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(output.status.success(), "building the gateway failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "gpt-load-gateway")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the gateway executable")
-}

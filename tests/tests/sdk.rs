@@ -29,7 +29,6 @@
 
 use std::{
     collections::BTreeSet,
-    ffi::OsString,
     io::{BufRead, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
@@ -42,6 +41,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use gpt_load_e2e::{gateway_binary, workspace_root};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -606,41 +606,6 @@ fn setup() -> Option<&'static Setup> {
             None
         }
     }
-}
-
-fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the e2e package is inside the workspace")
-}
-
-/// Builds the gateway binary with the cargo running these tests and returns its path.
-fn gateway_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("GPT_LOAD_GATEWAY_BIN") {
-        return PathBuf::from(path);
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let output = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "gpt-load-gateway",
-            "--bin",
-            "gpt-load-gateway",
-            "--message-format=json-render-diagnostics",
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("cargo runs");
-    assert!(output.status.success(), "building the gateway failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "gpt-load-gateway")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reports the gateway executable")
 }
 
 /// Creates or re-uses the venv; returns its interpreter.

@@ -141,10 +141,9 @@ pub struct DefaultClassifier {
 impl Default for DefaultClassifier {
     fn default() -> Self {
         Self {
-            uncounted: vec![
-                "resource has been exhausted".to_owned(),
-                "please reduce the length of the messages".to_owned(),
-            ],
+            // gpt-load's other uncounted phrase, "please reduce the length of the messages", is
+            // a context-window error: a request error here, never retried.
+            uncounted: vec!["resource has been exhausted".to_owned()],
             cool_down: Duration::from_secs(30),
             max_cool_down: Duration::from_secs(3600),
         }
