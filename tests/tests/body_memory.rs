@@ -290,4 +290,3 @@ fn health_ok(addr: &str) -> bool {
     let _ = stream.read_to_string(&mut answer);
     answer.starts_with("HTTP/1.1 200")
 }
-
