@@ -142,6 +142,42 @@ pub(crate) async fn seal_plain_proxy_keys(db: &Db, cipher: &KeyCipher) -> anyhow
     Ok(reencrypt::rewrite_proxy_key_lists(db, &seal).await?)
 }
 
+/// Converts a gpt-load database in place when `DATABASE_DSN` points at one (docs/MIGRATING.md).
+async fn adopt_gpt_load(config: &Config, auth_key: &str) -> anyhow::Result<()> {
+    use crate::gpt_load::adopt::{self, AdoptOptions, Adoption};
+    let dsn = config.database.dsn.clone();
+    let options = AdoptOptions {
+        allowed_on_servers: config.database.adopt_gpt_load,
+        encryption_key: config.auth.encryption_key.as_ref().map(|k| k.expose().to_owned()),
+        auth_key: Some(auth_key.to_owned()),
+    };
+    let adoption = tokio::task::spawn_blocking(move || {
+        adopt::adopt(&dsn, &options, &mut crate::gpt_load::progress::Logged::default())
+    })
+    .await
+    .context("adopting a gpt-load database")?
+    .with_context(|| format!("database {}", config.database.dsn))?;
+    if let Adoption::Adopted { summary, backup } = adoption {
+        if let Some(backup) = backup {
+            tracing::info!(backup = %backup.display(), "the gpt-load database before adoption is kept here");
+        }
+        for (table, rows) in &summary.copied {
+            tracing::info!(table, rows, "adopted from gpt-load");
+        }
+        for (reason, rows) in &summary.skipped {
+            tracing::warn!(rows, "not adopted: {reason}");
+        }
+        for (what, rows) in &summary.repaired {
+            tracing::warn!(rows, "repaired while adopting: {what}");
+        }
+        for warning in &summary.warnings {
+            tracing::warn!("{warning}");
+        }
+        tracing::info!("gpt-load database adopted: it is now this gateway's database");
+    }
+    Ok(())
+}
+
 /// Starts the gateway on `listener`.
 pub(crate) async fn start(
     config: Config,
@@ -149,6 +185,10 @@ pub(crate) async fn start(
     listener: TcpListener,
     intervals: JobIntervals,
 ) -> anyhow::Result<Running> {
+    // A follower never converts a database: the leader does, before anything else reads it.
+    if !config.cluster.is_slave {
+        adopt_gpt_load(&config, auth_key).await?;
+    }
     let db = connect(&config.database.dsn)
         .await
         .with_context(|| format!("database {}", config.database.dsn))?;

@@ -25,6 +25,7 @@ mod crypto;
 mod db;
 #[cfg(test)]
 mod e2e;
+mod gpt_load;
 mod jobs;
 mod keystore;
 mod models;
@@ -48,6 +49,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "gpt-load-gateway", version, about, long_about)]
 struct Cli {
+    /// Convert a gpt-load database on PostgreSQL or MySQL in place at start (back it up first;
+    /// SQLite files are always adopted, after a backup copy). Same as `ADOPT_GPT_LOAD=true`.
+    #[arg(long, global = true)]
+    adopt: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -76,13 +81,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `.env` is exported into the process environment: read it before any thread starts.
-    let (config, warnings) = match config::Config::from_env() {
+    let (mut config, warnings) = match config::Config::from_env() {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("configuration error:\n{err}");
             return ExitCode::from(2);
         }
     };
+    config.database.adopt_gpt_load |= cli.adopt;
     if let Some(Command::Healthcheck { timeout }) = cli.command {
         return healthcheck(config.server.addr, std::time::Duration::from_secs(timeout.max(1)));
     }

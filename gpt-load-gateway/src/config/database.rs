@@ -3,6 +3,7 @@
 //! | Variable | Default | Meaning |
 //! |---|---|---|
 //! | `DATABASE_DSN` | `<DATA_DIR>/gpt-load.db`, i.e. `./data/gpt-load.db` | Which database to use, detected from the value's form (below). |
+//! | `ADOPT_GPT_LOAD` | `false` | `true` → a gpt-load database on PostgreSQL or MySQL is converted in place at start (as `--adopt`); see docs/MIGRATING.md. SQLite files are always adopted, after a backup copy. |
 //!
 //! Detection, first match wins:
 //!
@@ -33,6 +34,7 @@ use super::{
 };
 
 pub(crate) const DATABASE_DSN: &str = "DATABASE_DSN";
+pub(crate) const ADOPT_GPT_LOAD: &str = "ADOPT_GPT_LOAD";
 
 /// File name of the default SQLite database inside `DATA_DIR`.
 pub(crate) const DEFAULT_SQLITE_FILE: &str = "gpt-load.db";
@@ -55,6 +57,8 @@ const SQLITE_BUILT_IN_PARAMS: &[&str] = &[
 pub(crate) struct DatabaseConfig {
     /// The database to connect to.
     pub(crate) dsn: DatabaseDsn,
+    /// `ADOPT_GPT_LOAD`: convert a gpt-load database on a server in place at start.
+    pub(crate) adopt_gpt_load: bool,
 }
 
 impl DatabaseConfig {
@@ -62,8 +66,12 @@ impl DatabaseConfig {
         let default = DatabaseDsn::Sqlite {
             path: data_dir.join(DEFAULT_SQLITE_FILE),
         };
+        let adopt_gpt_load = vars.flag(ADOPT_GPT_LOAD, false);
         let Some(raw) = vars.get(DATABASE_DSN) else {
-            return Self { dsn: default };
+            return Self {
+                dsn: default,
+                adopt_gpt_load,
+            };
         };
         match parse(&raw) {
             Ok((dsn, ignored)) => {
@@ -73,11 +81,14 @@ impl DatabaseConfig {
                         ignored.join(", ")
                     ));
                 }
-                Self { dsn }
+                Self { dsn, adopt_gpt_load }
             }
             Err(message) => {
                 vars.invalid(DATABASE_DSN, message);
-                Self { dsn: default }
+                Self {
+                    dsn: default,
+                    adopt_gpt_load,
+                }
             }
         }
     }

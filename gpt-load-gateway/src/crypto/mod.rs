@@ -22,12 +22,13 @@
 //! v1:<base64url, no padding>( nonce: 24 bytes ‖ ciphertext: len(plaintext) bytes ‖ tag: 16 bytes )
 //! ```
 //!
-//! gpt-load's own encrypted format (PBKDF2 + AES-256-GCM, hex) is not read here: a gpt-load
-//! database that was encrypted must be decrypted with gpt-load's `migrate-keys --from` first.
+//! gpt-load's own encrypted format (PBKDF2 + AES-256-GCM, hex) is [`gpt_load`]'s: adoption and
+//! `import` read it once and re-encrypt with this cipher; `export-gpt-load` writes it back.
 //!
 //! The same cipher stores the proxy key lists ([`proxy_keys`]). The re-encryption logic behind
 //! `migrate-keys` lives in [`migrate`].
 
+pub(crate) mod gpt_load;
 pub(crate) mod migrate;
 pub(crate) mod proxy_keys;
 

@@ -30,11 +30,11 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 pub(crate) type SqliteConn = SyncConnectionWrapper<diesel::SqliteConnection>;
 
 #[cfg(feature = "sqlite")]
-const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+pub(crate) const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 #[cfg(feature = "postgres")]
-const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+pub(crate) const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 #[cfg(feature = "mysql")]
-const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/mysql");
+pub(crate) const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/mysql");
 
 /// The connection pool of the live backend.
 #[derive(Clone)]

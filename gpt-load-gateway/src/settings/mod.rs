@@ -37,7 +37,7 @@ mod group;
 pub(crate) mod meta;
 mod store;
 mod system;
-mod value;
+pub(crate) mod value;
 mod view;
 
 #[cfg(test)]

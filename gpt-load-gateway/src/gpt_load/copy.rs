@@ -1,0 +1,947 @@
+//! Copying gpt-load's rows into our tables: read a page ([`source`](super::source)), convert it
+//! ([`convert`](super::convert), [`keys`](super::keys)), write it. Adoption runs it on one
+//! connection inside one transaction; `import` runs it from one database into another.
+//!
+//! Re-running it is harmless: a group that exists (by name) is reused, a key already in its
+//! group (by hash), a link, a log row (by id) or an hourly row (by hour and group) that exists
+//! is skipped, and settings take the source's value. Ids are kept where they are free, so an
+//! adopted or freshly imported database has gpt-load's ids.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{NaiveDateTime, Utc};
+use diesel::prelude::*;
+
+use super::conn::{SyncConn, on_conn};
+use super::convert::{self, NaiveZone};
+use super::keys::{KeyError, KeyTranslator};
+use super::source::{After, GroupIn, HourlyIn, KeyIn, LogIn, Reader, SettingIn, SubGroupIn};
+use crate::crypto::proxy_keys;
+use crate::db::Backend;
+use crate::db::schema::{
+    api_keys, group_hourly_stats, group_sub_groups, groups, request_logs, system_settings,
+};
+
+/// Rows per page read from the source.
+pub(crate) const PAGE: i64 = 1_000;
+/// Rows per `INSERT` (below every backend's bind-parameter limit for our widest table).
+const INSERT_ROWS: usize = 500;
+/// Bytes of text per `INSERT`, well under MySQL's default `max_allowed_packet`.
+const INSERT_BYTES: usize = 4 << 20;
+
+/// Why a copy stopped. Nothing was committed when it is returned inside a transaction.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CopyError {
+    /// A query failed.
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    /// Upstream keys cannot be read with the configured gpt-load `ENCRYPTION_KEY`.
+    #[error("{error}: {unreadable} of {total} keys in api_keys cannot be read")]
+    Keys {
+        /// Why.
+        error: KeyError,
+        /// Keys that could not be read.
+        unreadable: u64,
+        /// Keys in all.
+        total: u64,
+    },
+}
+
+/// What a copy did, table by table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Summary {
+    /// Rows copied per table.
+    pub(crate) copied: BTreeMap<&'static str, u64>,
+    /// Rows not copied, by reason.
+    pub(crate) skipped: BTreeMap<String, u64>,
+    /// Values that were repaired on the way (a default for an unreadable JSON column, say).
+    pub(crate) repaired: BTreeMap<String, u64>,
+    /// What the operator should look at.
+    pub(crate) warnings: Vec<String>,
+}
+
+impl Summary {
+    fn copied(&mut self, table: &'static str, n: usize) {
+        *self.copied.entry(table).or_default() += n as u64;
+    }
+
+    fn skip(&mut self, reason: impl Into<String>) {
+        *self.skipped.entry(reason.into()).or_default() += 1;
+    }
+
+    fn repair(&mut self, what: impl Into<String>) {
+        *self.repaired.entry(what.into()).or_default() += 1;
+    }
+
+    /// Rows copied from `table`.
+    pub(crate) fn count(&self, table: &str) -> u64 {
+        self.copied.get(table).copied().unwrap_or(0)
+    }
+}
+
+/// Told how far the copy is.
+pub(crate) trait Progress {
+    /// A table starts; `total` rows to read.
+    fn start(&mut self, table: &'static str, total: u64);
+    /// `n` more rows of the current table were read.
+    fn advance(&mut self, n: u64);
+    /// The current table is done.
+    fn finish(&mut self);
+}
+
+/// The source and target of a copy: one connection (adoption) or two (`import`).
+pub(crate) enum Link<'a> {
+    /// Both sides on one connection.
+    Same(&'a mut SyncConn),
+    /// Separate databases.
+    Pair {
+        /// gpt-load's database.
+        source: &'a mut SyncConn,
+        /// Ours.
+        target: &'a mut SyncConn,
+    },
+}
+
+impl Link<'_> {
+    fn source(&mut self) -> &mut SyncConn {
+        match self {
+            Self::Same(conn) => conn,
+            Self::Pair { source, .. } => source,
+        }
+    }
+
+    fn target(&mut self) -> &mut SyncConn {
+        match self {
+            Self::Same(conn) => conn,
+            Self::Pair { target, .. } => target,
+        }
+    }
+}
+
+/// How the source is read.
+pub(crate) struct SourceOptions {
+    /// Where gpt-load's tables are.
+    pub(crate) reader: Reader,
+    /// How zone-less timestamps are read (`Local` for MySQL, written with `loc=Local`).
+    pub(crate) naive_zone: NaiveZone,
+    /// Keys from gpt-load's cipher to ours.
+    pub(crate) keys: KeyTranslator,
+    /// `AUTH_KEY`: gpt-load seeded it as a global proxy key, which deserves a warning.
+    pub(crate) auth_key: Option<String>,
+}
+
+/// Reads every key of the source and fails if any cannot be read: run before anything is
+/// changed, so a wrong `ENCRYPTION_KEY` leaves everything as it was.
+pub(crate) fn check_keys(conn: &mut SyncConn, source: &SourceOptions) -> Result<u64, CopyError> {
+    let mut after = After::Start;
+    let (mut total, mut unreadable, mut first_error) = (0_u64, 0_u64, None);
+    loop {
+        let page: Vec<KeyIn> = source.reader.page(conn, &after)?;
+        let Some(last) = page.last() else { break };
+        after = After::Id(convert::integer(last.id.as_deref()).unwrap_or(i64::MAX));
+        for key in &page {
+            total += 1;
+            let stored = key.key_value.as_deref().unwrap_or("");
+            let hash = key.key_hash.as_deref().unwrap_or("");
+            if let Err(err) = source.keys.plaintext(stored, hash) {
+                unreadable += 1;
+                first_error.get_or_insert(err);
+            }
+        }
+    }
+    match first_error {
+        Some(error) => Err(CopyError::Keys {
+            error,
+            unreadable,
+            total,
+        }),
+        None => Ok(total),
+    }
+}
+
+/// Copies every gpt-load table the source holds into our tables.
+pub(crate) fn copy_all(
+    link: &mut Link<'_>,
+    source: &SourceOptions,
+    progress: &mut dyn Progress,
+) -> Result<Summary, CopyError> {
+    let now = Utc::now().naive_utc();
+    let mut summary = Summary::default();
+    let mut copy = Copy {
+        source,
+        now,
+        summary: &mut summary,
+        group_ids: HashMap::new(),
+        key_ids: HashMap::new(),
+    };
+    copy.settings(link, progress)?;
+    copy.groups(link, progress)?;
+    copy.sub_groups(link, progress)?;
+    copy.keys(link, progress)?;
+    copy.logs(link, progress)?;
+    copy.hourly(link, progress)?;
+    reset_sequences(link.target())?;
+    Ok(summary)
+}
+
+struct Copy<'s> {
+    source: &'s SourceOptions,
+    now: NaiveDateTime,
+    summary: &'s mut Summary,
+    /// Source group id → target group id.
+    group_ids: HashMap<i64, i64>,
+    /// Target key hash → target key id (for `request_logs.key_id`).
+    key_ids: HashMap<String, i64>,
+}
+
+/// Hands out ids: the wanted one while it is free, otherwise the next above everything seen.
+struct Ids {
+    taken: HashSet<i64>,
+    next: i64,
+}
+
+impl Ids {
+    fn new(taken: impl IntoIterator<Item = i64>) -> Self {
+        let taken: HashSet<i64> = taken.into_iter().collect();
+        let next = taken.iter().max().map_or(1, |max| max + 1);
+        Self { taken, next }
+    }
+
+    fn claim(&mut self, wanted: Option<i64>) -> i64 {
+        let id = match wanted {
+            Some(id) if id > 0 && !self.taken.contains(&id) => id,
+            _ => {
+                while self.taken.contains(&self.next) {
+                    self.next += 1;
+                }
+                self.next
+            }
+        };
+        self.taken.insert(id);
+        self.next = self.next.max(id + 1);
+        id
+    }
+}
+
+impl Copy<'_> {
+    fn time(&mut self, text: Option<&str>, column: &str) -> NaiveDateTime {
+        match text.and_then(|t| convert::timestamp(t, self.source.naive_zone)) {
+            Some(at) => at,
+            None => {
+                if text.is_some_and(|t| !t.trim().is_empty()) {
+                    self.summary
+                        .repair(format!("{column}: unreadable time, set to now"));
+                }
+                self.now
+            }
+        }
+    }
+
+    fn optional_time(&mut self, text: Option<&str>, column: &str) -> Option<NaiveDateTime> {
+        let text = text.filter(|t| !t.trim().is_empty())?;
+        let at = convert::timestamp(text, self.source.naive_zone);
+        if at.is_none() {
+            self.summary.repair(format!("{column}: unreadable time, cleared"));
+        }
+        at
+    }
+
+    fn json(&mut self, text: Option<&str>, default: &str, column: &str) -> String {
+        let (value, readable) = convert::json(text, default);
+        if !readable {
+            self.summary
+                .repair(format!("{column}: not JSON, set to {default}"));
+        }
+        value
+    }
+
+    fn settings(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
+        let reader = &self.source.reader;
+        progress.start("system_settings", reader.count(link.source(), "system_settings")?);
+        let rows: Vec<SettingIn> = reader.page_all(link.source())?;
+        progress.advance(rows.len() as u64);
+        let target = link.target();
+        let existing: Vec<(i64, String)> = on_conn!(target, |c| system_settings::table
+            .select((system_settings::id, system_settings::setting_key))
+            .load(c))?;
+        let existing: HashMap<String, i64> = existing.into_iter().map(|(id, key)| (key, id)).collect();
+        let mut ids = Ids::new(existing.values().copied());
+        let mut inserts = Vec::new();
+        for row in rows {
+            let Some(key) = row.setting_key.filter(|k| !k.is_empty()) else {
+                self.summary.skip("system_settings: row without a key");
+                continue;
+            };
+            let mut value = row.setting_value.unwrap_or_default();
+            if let Some(meta) = crate::settings::meta::find(&key) {
+                match crate::settings::value::from_storage(meta, &value) {
+                    Ok(parsed) => value = parsed.to_storage(),
+                    Err(_) => self.summary.repair(format!(
+                        "system_settings.{key}: value kept as written, not valid here"
+                    )),
+                }
+            }
+            if key == "proxy_keys" {
+                let auth_key = self.source.auth_key.as_deref().filter(|k| !k.is_empty());
+                if auth_key.is_some_and(|auth| value.split(',').any(|k| k.trim() == auth)) {
+                    self.summary.warnings.push(
+                        "the global proxy_keys setting contains AUTH_KEY (gpt-load put it there on its \
+                         first start): the admin key also works as a proxy key until it is removed there"
+                            .to_owned(),
+                    );
+                }
+                value = proxy_keys::seal(self.source.keys.target(), &value);
+            }
+            let description = convert::clip(row.description, 512);
+            if let Some(&id) = existing.get(&key) {
+                on_conn!(target, |c| diesel::update(system_settings::table.find(id))
+                    .set((
+                        system_settings::setting_value.eq(&value),
+                        system_settings::updated_at.eq(self.now),
+                    ))
+                    .execute(c))?;
+                self.summary.copied("system_settings", 1);
+                continue;
+            }
+            let created_at = self.time(row.created_at.as_deref(), "system_settings.created_at");
+            let updated_at = self.time(row.updated_at.as_deref(), "system_settings.updated_at");
+            inserts.push(SettingOut {
+                id: ids.claim(convert::integer(row.id.as_deref())),
+                setting_key: convert::clip(Some(key), 255),
+                setting_value: value,
+                description,
+                created_at,
+                updated_at,
+            });
+        }
+        let n = insert_chunked(target, &inserts, |c, chunk| {
+            on_conn!(c, |c| diesel::insert_into(system_settings::table)
+                .values(chunk)
+                .execute(c))
+        })?;
+        self.summary.copied("system_settings", n);
+        progress.finish();
+        Ok(())
+    }
+
+    fn groups(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
+        let reader = &self.source.reader;
+        progress.start("groups", reader.count(link.source(), "groups")?);
+        let rows: Vec<GroupIn> = reader.page_all(link.source())?;
+        progress.advance(rows.len() as u64);
+        let target = link.target();
+        let existing: Vec<(i64, String)> = on_conn!(target, |c| groups::table
+            .select((groups::id, groups::name))
+            .load(c))?;
+        let by_name: HashMap<String, i64> = existing.iter().map(|(id, name)| (name.clone(), *id)).collect();
+        let mut ids = Ids::new(existing.iter().map(|(id, _)| *id));
+        let mut inserts = Vec::new();
+        for row in rows {
+            let Some(source_id) = convert::integer(row.id.as_deref()) else {
+                self.summary.skip("groups: row without an id");
+                continue;
+            };
+            let Some(name) = row.name.filter(|n| !n.is_empty()) else {
+                self.summary.skip("groups: row without a name");
+                continue;
+            };
+            if let Some(&id) = by_name.get(&name) {
+                self.group_ids.insert(source_id, id);
+                self.summary.skip("groups: a group of that name exists (reused)");
+                continue;
+            }
+            let id = ids.claim(Some(source_id));
+            self.group_ids.insert(source_id, id);
+            let group_type = match row.group_type.as_deref().map(str::trim) {
+                Some("aggregate") => "aggregate",
+                _ => "standard",
+            };
+            let plain_proxy_keys = row.proxy_keys.unwrap_or_default();
+            let created_at = self.time(row.created_at.as_deref(), "groups.created_at");
+            let updated_at = self.time(row.updated_at.as_deref(), "groups.updated_at");
+            let last_validated_at =
+                self.optional_time(row.last_validated_at.as_deref(), "groups.last_validated_at");
+            inserts.push(GroupOut {
+                id,
+                name: convert::clip(Some(name), 255),
+                display_name: convert::clip(row.display_name, 255),
+                proxy_keys: proxy_keys::seal(self.source.keys.target(), &plain_proxy_keys),
+                description: convert::clip(row.description, 512),
+                group_type: group_type.to_owned(),
+                upstreams: self.json(row.upstreams.as_deref(), "[]", "groups.upstreams"),
+                validation_endpoint: convert::clip(row.validation_endpoint, 255),
+                channel_type: convert::clip(row.channel_type, 50),
+                sort: convert::integer(row.sort.as_deref())
+                    .and_then(|s| i32::try_from(s).ok())
+                    .unwrap_or(0),
+                test_model: convert::clip(row.test_model, 255),
+                param_overrides: self.json(row.param_overrides.as_deref(), "{}", "groups.param_overrides"),
+                config: self.json(row.config.as_deref(), "{}", "groups.config"),
+                header_rules: self.json(row.header_rules.as_deref(), "[]", "groups.header_rules"),
+                model_redirect_rules: self.json(
+                    row.model_redirect_rules.as_deref(),
+                    "{}",
+                    "groups.model_redirect_rules",
+                ),
+                model_redirect_strict: convert::boolean(row.model_redirect_strict.as_deref()),
+                last_validated_at,
+                created_at,
+                updated_at,
+            });
+        }
+        let n = insert_chunked(target, &inserts, |c, chunk| {
+            on_conn!(c, |c| diesel::insert_into(groups::table).values(chunk).execute(c))
+        })?;
+        self.summary.copied("groups", n);
+        progress.finish();
+        Ok(())
+    }
+
+    fn sub_groups(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
+        let reader = &self.source.reader;
+        progress.start(
+            "group_sub_groups",
+            reader.count(link.source(), "group_sub_groups")?,
+        );
+        let rows: Vec<SubGroupIn> = reader.page_all(link.source())?;
+        progress.advance(rows.len() as u64);
+        let target = link.target();
+        let existing: Vec<(i64, i64, i64)> = on_conn!(target, |c| group_sub_groups::table
+            .select((
+                group_sub_groups::id,
+                group_sub_groups::group_id,
+                group_sub_groups::sub_group_id,
+            ))
+            .load(c))?;
+        let mut pairs: HashSet<(i64, i64)> = existing.iter().map(|(_, g, s)| (*g, *s)).collect();
+        let mut ids = Ids::new(existing.iter().map(|(id, _, _)| *id));
+        let mut inserts = Vec::new();
+        for row in rows {
+            let group =
+                convert::integer(row.group_id.as_deref()).and_then(|id| self.group_ids.get(&id).copied());
+            let sub =
+                convert::integer(row.sub_group_id.as_deref()).and_then(|id| self.group_ids.get(&id).copied());
+            let (Some(group_id), Some(sub_group_id)) = (group, sub) else {
+                self.summary
+                    .skip("group_sub_groups: links a group that does not exist");
+                continue;
+            };
+            if !pairs.insert((group_id, sub_group_id)) {
+                self.summary.skip("group_sub_groups: the link exists");
+                continue;
+            }
+            let created_at = self.time(row.created_at.as_deref(), "group_sub_groups.created_at");
+            let updated_at = self.time(row.updated_at.as_deref(), "group_sub_groups.updated_at");
+            inserts.push(SubGroupOut {
+                id: ids.claim(convert::integer(row.id.as_deref())),
+                group_id,
+                sub_group_id,
+                weight: convert::integer(row.weight.as_deref())
+                    .and_then(|w| i32::try_from(w).ok())
+                    .unwrap_or(0),
+                created_at,
+                updated_at,
+            });
+        }
+        let n = insert_chunked(target, &inserts, |c, chunk| {
+            on_conn!(c, |c| diesel::insert_into(group_sub_groups::table)
+                .values(chunk)
+                .execute(c))
+        })?;
+        self.summary.copied("group_sub_groups", n);
+        progress.finish();
+        Ok(())
+    }
+
+    fn keys(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
+        let total = self.source.reader.count(link.source(), "api_keys")?;
+        progress.start("api_keys", total);
+        let existing: Vec<(i64, i64, String)> = on_conn!(link.target(), |c| api_keys::table
+            .select((api_keys::id, api_keys::group_id, api_keys::key_hash))
+            .load(c))?;
+        let mut present: HashSet<(i64, String)> = HashSet::with_capacity(existing.len());
+        for (id, group_id, hash) in &existing {
+            present.insert((*group_id, hash.clone()));
+            self.key_ids.insert(hash.clone(), *id);
+        }
+        let mut ids = Ids::new(existing.iter().map(|(id, _, _)| *id));
+        let mut after = After::Start;
+        loop {
+            let page: Vec<KeyIn> = self.source.reader.page(link.source(), &after)?;
+            let Some(last) = page.last() else { break };
+            after = After::Id(convert::integer(last.id.as_deref()).unwrap_or(i64::MAX));
+            progress.advance(page.len() as u64);
+            let mut inserts = Vec::with_capacity(page.len());
+            for row in page {
+                let Some(group_id) =
+                    convert::integer(row.group_id.as_deref()).and_then(|id| self.group_ids.get(&id).copied())
+                else {
+                    self.summary.skip("api_keys: the key's group does not exist");
+                    continue;
+                };
+                let stored = row.key_value.as_deref().unwrap_or("");
+                let plain = self
+                    .source
+                    .keys
+                    .plaintext(stored, row.key_hash.as_deref().unwrap_or(""))
+                    .map_err(|error| CopyError::Keys {
+                        error,
+                        unreadable: 1,
+                        total,
+                    })?;
+                if plain.trim().is_empty() {
+                    self.summary.skip("api_keys: empty key");
+                    continue;
+                }
+                let (key_value, key_hash) = self.source.keys.store(&plain);
+                if !present.insert((group_id, key_hash.clone())) {
+                    self.summary.skip("api_keys: the key is already in its group");
+                    continue;
+                }
+                let id = ids.claim(convert::integer(row.id.as_deref()));
+                self.key_ids.insert(key_hash.clone(), id);
+                let status = match row.status.as_deref().map(str::trim) {
+                    Some("invalid") => "invalid",
+                    _ => "active",
+                };
+                let last_used_at = self.optional_time(row.last_used_at.as_deref(), "api_keys.last_used_at");
+                let created_at = self.time(row.created_at.as_deref(), "api_keys.created_at");
+                let updated_at = self.time(row.updated_at.as_deref(), "api_keys.updated_at");
+                inserts.push(KeyOut {
+                    id,
+                    key_value,
+                    key_hash,
+                    group_id,
+                    status: status.to_owned(),
+                    notes: convert::clip(row.notes, 255),
+                    request_count: convert::integer(row.request_count.as_deref()).unwrap_or(0).max(0),
+                    failure_count: convert::integer(row.failure_count.as_deref()).unwrap_or(0).max(0),
+                    last_used_at,
+                    created_at,
+                    updated_at,
+                });
+            }
+            let n = insert_chunked(link.target(), &inserts, |c, chunk| {
+                on_conn!(c, |c| diesel::insert_into(api_keys::table)
+                    .values(chunk)
+                    .execute(c))
+            })?;
+            self.summary.copied("api_keys", n);
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    fn logs(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
+        progress.start(
+            "request_logs",
+            self.source.reader.count(link.source(), "request_logs")?,
+        );
+        let mut after = After::Start;
+        loop {
+            let page: Vec<LogIn> = self.source.reader.page(link.source(), &after)?;
+            let Some(last) = page.last() else { break };
+            after = After::Text(last.id.clone().unwrap_or_default());
+            progress.advance(page.len() as u64);
+            let ids: Vec<String> = page.iter().filter_map(|r| r.id.clone()).collect();
+            let existing: Vec<String> = on_conn!(link.target(), |c| request_logs::table
+                .filter(request_logs::id.eq_any(&ids))
+                .select(request_logs::id)
+                .load(c))?;
+            let existing: HashSet<String> = existing.into_iter().collect();
+            let mut inserts = Vec::with_capacity(page.len());
+            for row in page {
+                let Some(id) = row.id.filter(|id| !id.is_empty() && id.len() <= 36) else {
+                    self.summary.skip("request_logs: row without a usable id");
+                    continue;
+                };
+                if existing.contains(&id) {
+                    self.summary.skip("request_logs: the row exists");
+                    continue;
+                }
+                let Some(timestamp) = row
+                    .timestamp
+                    .as_deref()
+                    .and_then(|t| convert::timestamp(t, self.source.naive_zone))
+                else {
+                    self.summary.skip("request_logs: unreadable timestamp");
+                    continue;
+                };
+                let stored = row.key_value.as_deref().unwrap_or("");
+                let (key_value, key_hash) = match self
+                    .source
+                    .keys
+                    .plaintext(stored, row.key_hash.as_deref().unwrap_or(""))
+                {
+                    Ok(plain) => self.source.keys.store(&plain),
+                    Err(_) => {
+                        self.summary.repair("request_logs.key_value: unreadable, cleared");
+                        (String::new(), String::new())
+                    }
+                };
+                let key_id = self.key_ids.get(&key_hash).copied();
+                let group_id = self.mapped_group(row.group_id.as_deref());
+                let parent_group_id = self.mapped_group(row.parent_group_id.as_deref());
+                let request_type = match row.request_type.as_deref().map(str::trim) {
+                    Some("retry") => "retry",
+                    _ => "final",
+                };
+                inserts.push(LogOut {
+                    id,
+                    timestamp,
+                    group_id,
+                    group_name: convert::clip(row.group_name, 255),
+                    parent_group_id,
+                    parent_group_name: convert::clip(row.parent_group_name, 255),
+                    key_value,
+                    key_hash,
+                    model: convert::clip(row.model, 255),
+                    is_success: convert::boolean(row.is_success.as_deref()),
+                    source_ip: convert::clip(row.source_ip, 64),
+                    status_code: convert::integer(row.status_code.as_deref())
+                        .and_then(|s| i32::try_from(s).ok())
+                        .unwrap_or(0),
+                    request_path: convert::clip(row.request_path, 500),
+                    duration: convert::integer(row.duration.as_deref()).unwrap_or(0),
+                    error_message: row.error_message.unwrap_or_default(),
+                    user_agent: convert::clip(row.user_agent, 512),
+                    request_type: request_type.to_owned(),
+                    upstream_addr: convert::clip(row.upstream_addr, 500),
+                    is_stream: convert::boolean(row.is_stream.as_deref()),
+                    request_body: row.request_body.unwrap_or_default(),
+                    key_id,
+                    attempt: 1,
+                    ttfb_ms: None,
+                    request_id: String::new(),
+                });
+            }
+            let n = insert_chunked(link.target(), &inserts, |c, chunk| {
+                on_conn!(c, |c| diesel::insert_into(request_logs::table)
+                    .values(chunk)
+                    .execute(c))
+            })?;
+            self.summary.copied("request_logs", n);
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    fn hourly(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
+        progress.start(
+            "group_hourly_stats",
+            self.source.reader.count(link.source(), "group_hourly_stats")?,
+        );
+        let existing: Vec<(i64, NaiveDateTime, i64)> =
+            on_conn!(link.target(), |c| group_hourly_stats::table
+                .select((
+                    group_hourly_stats::id,
+                    group_hourly_stats::time,
+                    group_hourly_stats::group_id,
+                ))
+                .load(c))?;
+        let mut present: HashSet<(NaiveDateTime, i64)> = existing.iter().map(|(_, t, g)| (*t, *g)).collect();
+        let mut ids = Ids::new(existing.iter().map(|(id, _, _)| *id));
+        let mut after = After::Start;
+        loop {
+            let page: Vec<HourlyIn> = self.source.reader.page(link.source(), &after)?;
+            let Some(last) = page.last() else { break };
+            after = After::Id(convert::integer(last.id.as_deref()).unwrap_or(i64::MAX));
+            progress.advance(page.len() as u64);
+            let mut inserts = Vec::with_capacity(page.len());
+            for row in page {
+                let Some(time) = row
+                    .time
+                    .as_deref()
+                    .and_then(|t| convert::timestamp(t, self.source.naive_zone))
+                else {
+                    self.summary.skip("group_hourly_stats: unreadable time");
+                    continue;
+                };
+                let group_id = self.mapped_group(row.group_id.as_deref());
+                if !present.insert((time, group_id)) {
+                    self.summary.skip("group_hourly_stats: the hour exists");
+                    continue;
+                }
+                let created_at = self.time(row.created_at.as_deref(), "group_hourly_stats.created_at");
+                let updated_at = self.time(row.updated_at.as_deref(), "group_hourly_stats.updated_at");
+                inserts.push(HourlyOut {
+                    id: ids.claim(convert::integer(row.id.as_deref())),
+                    time,
+                    group_id,
+                    success_count: convert::integer(row.success_count.as_deref()).unwrap_or(0),
+                    failure_count: convert::integer(row.failure_count.as_deref()).unwrap_or(0),
+                    created_at,
+                    updated_at,
+                });
+            }
+            let n = insert_chunked(link.target(), &inserts, |c, chunk| {
+                on_conn!(c, |c| diesel::insert_into(group_hourly_stats::table)
+                    .values(chunk)
+                    .execute(c))
+            })?;
+            self.summary.copied("group_hourly_stats", n);
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    /// A source group id as the target knows it; a group that no longer exists keeps its id
+    /// (log rows and stats outlive their groups in gpt-load too).
+    fn mapped_group(&self, text: Option<&str>) -> i64 {
+        let id = convert::integer(text).unwrap_or(0);
+        self.group_ids.get(&id).copied().unwrap_or(id)
+    }
+}
+
+impl Reader {
+    /// Every row of a small table (settings, groups, links).
+    fn page_all<R: super::source::SourceRow + HasId>(
+        &self,
+        conn: &mut SyncConn,
+    ) -> diesel::QueryResult<Vec<R>> {
+        let mut all = Vec::new();
+        let mut after = After::Start;
+        loop {
+            let page: Vec<R> = self.page(conn, &after)?;
+            let Some(last) = page.last() else { break };
+            after = After::Id(convert::integer(last.id()).unwrap_or(i64::MAX));
+            all.extend(page);
+        }
+        Ok(all)
+    }
+}
+
+/// A source row with a numeric id.
+trait HasId {
+    fn id(&self) -> Option<&str>;
+}
+
+macro_rules! has_id {
+    ($($row:ty),+) => {
+        $(impl HasId for $row {
+            fn id(&self) -> Option<&str> {
+                self.id.as_deref()
+            }
+        })+
+    };
+}
+has_id!(SettingIn, GroupIn, SubGroupIn);
+
+/// Inserts `rows` in statements of at most [`INSERT_ROWS`] rows and about [`INSERT_BYTES`].
+fn insert_chunked<T: ApproxSize>(
+    conn: &mut SyncConn,
+    rows: &[T],
+    mut insert: impl FnMut(&mut SyncConn, &[T]) -> diesel::QueryResult<usize>,
+) -> diesel::QueryResult<usize> {
+    let mut inserted = 0;
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start;
+        let mut bytes = 0;
+        while end < rows.len()
+            && end - start < INSERT_ROWS
+            && (end == start || bytes + rows[end].approx_size() <= INSERT_BYTES)
+        {
+            bytes += rows[end].approx_size();
+            end += 1;
+        }
+        inserted += insert(conn, &rows[start..end])?;
+        start = end;
+    }
+    Ok(inserted)
+}
+
+/// After rows were inserted with explicit ids, PostgreSQL's sequences must move past them
+/// (MySQL and SQLite follow the largest id by themselves).
+fn reset_sequences(conn: &mut SyncConn) -> diesel::QueryResult<()> {
+    if conn.backend() != Backend::Postgres {
+        return Ok(());
+    }
+    for table in [
+        "system_settings",
+        "groups",
+        "group_sub_groups",
+        "api_keys",
+        "group_hourly_stats",
+    ] {
+        conn.execute(&format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM \"{table}\"), 1), \
+             (SELECT COUNT(*) > 0 FROM \"{table}\"))"
+        ))?;
+    }
+    Ok(())
+}
+
+/// Roughly how many bytes a row adds to an `INSERT`.
+trait ApproxSize {
+    fn approx_size(&self) -> usize;
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = system_settings)]
+struct SettingOut {
+    id: i64,
+    setting_key: String,
+    setting_value: String,
+    description: String,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = groups)]
+struct GroupOut {
+    id: i64,
+    name: String,
+    display_name: String,
+    proxy_keys: String,
+    description: String,
+    group_type: String,
+    upstreams: String,
+    validation_endpoint: String,
+    channel_type: String,
+    sort: i32,
+    test_model: String,
+    param_overrides: String,
+    config: String,
+    header_rules: String,
+    model_redirect_rules: String,
+    model_redirect_strict: bool,
+    last_validated_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = group_sub_groups)]
+struct SubGroupOut {
+    id: i64,
+    group_id: i64,
+    sub_group_id: i64,
+    weight: i32,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = api_keys)]
+struct KeyOut {
+    id: i64,
+    key_value: String,
+    key_hash: String,
+    group_id: i64,
+    status: String,
+    notes: String,
+    request_count: i64,
+    failure_count: i64,
+    last_used_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = request_logs)]
+struct LogOut {
+    id: String,
+    timestamp: NaiveDateTime,
+    group_id: i64,
+    group_name: String,
+    parent_group_id: i64,
+    parent_group_name: String,
+    key_value: String,
+    key_hash: String,
+    model: String,
+    is_success: bool,
+    source_ip: String,
+    status_code: i32,
+    request_path: String,
+    duration: i64,
+    error_message: String,
+    user_agent: String,
+    request_type: String,
+    upstream_addr: String,
+    is_stream: bool,
+    request_body: String,
+    key_id: Option<i64>,
+    attempt: i32,
+    ttfb_ms: Option<i64>,
+    request_id: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = group_hourly_stats)]
+struct HourlyOut {
+    id: i64,
+    time: NaiveDateTime,
+    group_id: i64,
+    success_count: i64,
+    failure_count: i64,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl ApproxSize for SettingOut {
+    fn approx_size(&self) -> usize {
+        100 + self.setting_key.len() + self.setting_value.len() + self.description.len()
+    }
+}
+
+impl ApproxSize for GroupOut {
+    fn approx_size(&self) -> usize {
+        300 + self.proxy_keys.len()
+            + self.upstreams.len()
+            + self.param_overrides.len()
+            + self.config.len()
+            + self.header_rules.len()
+            + self.model_redirect_rules.len()
+            + self.description.len()
+    }
+}
+
+impl ApproxSize for SubGroupOut {
+    fn approx_size(&self) -> usize {
+        100
+    }
+}
+
+impl ApproxSize for KeyOut {
+    fn approx_size(&self) -> usize {
+        150 + self.key_value.len() + self.key_hash.len() + self.notes.len()
+    }
+}
+
+impl ApproxSize for LogOut {
+    fn approx_size(&self) -> usize {
+        300 + self.key_value.len()
+            + self.request_path.len()
+            + self.error_message.len()
+            + self.user_agent.len()
+            + self.request_body.len()
+            + self.upstream_addr.len()
+    }
+}
+
+impl ApproxSize for HourlyOut {
+    fn approx_size(&self) -> usize {
+        100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_kept_while_free() {
+        let mut ids = Ids::new([1, 2, 5]);
+        assert_eq!(ids.claim(Some(3)), 3);
+        assert_eq!(ids.claim(Some(2)), 6);
+        assert_eq!(ids.claim(None), 7);
+        assert_eq!(ids.claim(Some(10)), 10);
+        assert_eq!(ids.claim(Some(10)), 11);
+        assert_eq!(ids.claim(Some(0)), 12);
+        let mut empty = Ids::new([]);
+        assert_eq!(empty.claim(None), 1);
+        assert_eq!(empty.claim(Some(1)), 2);
+    }
+}
