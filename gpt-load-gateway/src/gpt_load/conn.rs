@@ -152,26 +152,35 @@ impl SyncConn {
 
     /// Runs `body` in one transaction: committed when it returns `Ok`, rolled back otherwise.
     ///
-    /// Plain `BEGIN`/`COMMIT` rather than diesel's transaction manager, so that the embedded
-    /// migrations run inside it ([`SyncConn::baseline`]) without committing it. MySQL commits
-    /// implicitly on DDL: callers keep DDL out of a MySQL transaction.
+    /// Diesel's transaction manager, entered by hand because `body` needs the enum, not the
+    /// concrete connection: statements that open a transaction of their own inside it (SQLite
+    /// batch inserts) become savepoints. MySQL commits implicitly on DDL: callers keep DDL out
+    /// of a MySQL transaction.
     pub(crate) fn transaction<T, E>(&mut self, body: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E>
     where
         E: From<diesel::result::Error>,
     {
-        self.execute(match self.backend() {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres | Backend::Mysql => "BEGIN",
-        })?;
+        use diesel::connection::TransactionManager;
+
+        fn begin<C: Connection>(c: &mut C) -> QueryResult<()> {
+            C::TransactionManager::begin_transaction(c)
+        }
+        fn commit<C: Connection>(c: &mut C) -> QueryResult<()> {
+            C::TransactionManager::commit_transaction(c)
+        }
+        fn rollback<C: Connection>(c: &mut C) -> QueryResult<()> {
+            C::TransactionManager::rollback_transaction(c)
+        }
+        on_conn!(&mut *self, |c| begin(c))?;
         match body(self) {
             Ok(value) => {
-                self.execute("COMMIT")?;
+                on_conn!(self, |c| commit(c))?;
                 Ok(value)
             }
             Err(err) => {
                 // The error that matters is the body's; a failed rollback means the
                 // connection is gone, and the server rolls back on disconnect.
-                let _ = self.execute("ROLLBACK");
+                let _ = on_conn!(self, |c| rollback(c));
                 Err(err)
             }
         }

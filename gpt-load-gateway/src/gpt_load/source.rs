@@ -209,14 +209,15 @@ impl Reader {
             .map(|column| {
                 let alias = quote(backend, column);
                 if present.contains(*column) {
-                    format!("CAST({} AS {text}) AS {alias}", quote(backend, column))
+                    format!("CAST(src.{} AS {text}) AS {alias}", quote(backend, column))
                 } else {
                     format!("CAST(NULL AS {text}) AS {alias}")
                 }
             })
             .collect::<Vec<_>>()
             .join(", ");
-        let id = quote(backend, "id");
+        // The table's own `id`, qualified: SQLite would take a bare `id` for the text alias.
+        let id = format!("src.{}", quote(backend, "id"));
         let placeholder = if backend == Backend::Postgres { "$1" } else { "?" };
         let filter = match after {
             After::Start => String::new(),
@@ -224,7 +225,7 @@ impl Reader {
             After::Text(_) => format!("WHERE {id} > {placeholder}"),
         };
         let sql = format!(
-            "SELECT {select} FROM {} {filter} ORDER BY {id} LIMIT {}",
+            "SELECT {select} FROM {} AS src {filter} ORDER BY {id} LIMIT {}",
             self.location.table(backend, R::TABLE),
             self.page
         );
