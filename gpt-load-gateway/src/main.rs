@@ -70,6 +70,28 @@ enum Command {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Copy a gpt-load database (left as it is) into this gateway's database (DATABASE_DSN).
+    ///
+    /// Re-running copies only what is new. Keys are read with --old-encryption-key (default:
+    /// ENCRYPTION_KEY) and stored with ENCRYPTION_KEY. Stop the gateway, or restart it after.
+    Import {
+        /// The gpt-load database: a SQLite path, postgres://…, mysql://… or gpt-load's
+        /// user:pass@tcp(host:port)/db form.
+        #[arg(long, value_name = "DSN")]
+        from: String,
+        /// The ENCRYPTION_KEY gpt-load used, when it differs from this gateway's.
+        #[arg(long, value_name = "KEY")]
+        old_encryption_key: Option<String>,
+    },
+    /// Write this gateway's database as a gpt-load 1.4 database, to roll back (docs/MIGRATING.md).
+    ///
+    /// The target must be empty; keys are encrypted with gpt-load's cipher under ENCRYPTION_KEY
+    /// (plain text when it is unset), which gpt-load must then be started with.
+    ExportGptLoad {
+        /// The database to write: a SQLite path, postgres://… or mysql://…
+        #[arg(long, value_name = "DSN")]
+        to: String,
+    },
     /// Exit 0 when the gateway configured here (HOST, PORT) answers 200 on /health, 1 otherwise.
     Healthcheck {
         /// Seconds to wait for the answer.
@@ -113,6 +135,11 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config).await,
             Command::MigrateKeys { from, to } => migrate_keys(config, from, to).await,
+            Command::Import {
+                from,
+                old_encryption_key,
+            } => commands::gpt_load::import(config, &from, old_encryption_key).await,
+            Command::ExportGptLoad { to } => commands::gpt_load::export(config, &to).await,
             Command::Healthcheck { .. } => unreachable!("answered before the runtime starts"),
         }
     });

@@ -15,6 +15,8 @@ pub(crate) mod adopt;
 pub(crate) mod conn;
 pub(crate) mod convert;
 pub(crate) mod copy;
+pub(crate) mod export;
+pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod progress;
 pub(crate) mod source;
