@@ -266,6 +266,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(help.contains("key-pool gateway"));
+        let parsed = Cli::try_parse_from(["gpt-load-gateway", "--adopt"]).unwrap();
+        assert!(parsed.adopt && parsed.command.is_none());
+        let parsed = Cli::try_parse_from(["gpt-load-gateway", "serve", "--adopt"]).unwrap();
+        assert!(parsed.adopt);
+        let parsed = Cli::try_parse_from([
+            "gpt-load-gateway",
+            "import",
+            "--from",
+            "./old.db",
+            "--old-encryption-key",
+            "k",
+        ])
+        .unwrap();
+        assert!(matches!(
+            parsed.command,
+            Some(Command::Import { ref from, old_encryption_key: Some(_) }) if from == "./old.db"
+        ));
+        let parsed = Cli::try_parse_from(["gpt-load-gateway", "export-gpt-load", "--to", "x.db"]).unwrap();
+        assert!(matches!(parsed.command, Some(Command::ExportGptLoad { ref to }) if to == "x.db"));
         let parsed = Cli::try_parse_from(["gpt-load-gateway", "healthcheck"]).unwrap();
         assert!(matches!(
             parsed.command,

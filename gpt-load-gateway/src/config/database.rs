@@ -302,6 +302,22 @@ mod tests {
     }
 
     #[test]
+    fn adoption_on_servers_is_opt_in() {
+        assert!(!load(None).1.adopt_gpt_load);
+        for (value, expected) in [("true", true), ("TRUE", true), ("1", true), ("false", false)] {
+            let env = map(&[(ADOPT_GPT_LOAD, value)]);
+            let mut vars = Vars::new(&env);
+            let config = DatabaseConfig::from_vars(&mut vars, Path::new("./data"));
+            assert!(vars.finish().is_ok(), "{value}");
+            assert_eq!(config.adopt_gpt_load, expected, "{value}");
+        }
+        let env = map(&[(ADOPT_GPT_LOAD, "perhaps")]);
+        let mut vars = Vars::new(&env);
+        DatabaseConfig::from_vars(&mut vars, Path::new("./data"));
+        assert!(vars.finish().unwrap_err().to_string().contains(ADOPT_GPT_LOAD));
+    }
+
+    #[test]
     fn sqlite_forms() {
         assert_eq!(sqlite_path("./data/x.db"), PathBuf::from("./data/x.db"));
         assert_eq!(sqlite_path("/srv/x.db"), PathBuf::from("/srv/x.db"));

@@ -12,7 +12,7 @@
 //! | data directory | `DATA_DIR` (default `./data`: the generated admin key, and the default SQLite and log file locations) | here |
 //! | HTTP server | `HOST`, `PORT`, `SERVER_*_TIMEOUT`, `MAX_CONCURRENT_REQUESTS`, `MAX_REQUEST_BODY_MB`, `MAX_INFLIGHT_BODY_MB`, `STREAM_IDLE_TIMEOUT`, `TRUSTED_PROXIES` | [`server`] |
 //! | secrets | `AUTH_KEY`, `ENCRYPTION_KEY` | [`auth`] |
-//! | database | `DATABASE_DSN` | [`database`] |
+//! | database | `DATABASE_DSN`, `ADOPT_GPT_LOAD` | [`database`] |
 //! | cluster | `REDIS_DSN`, `IS_SLAVE` | [`cluster`] |
 //! | outbound proxy | `HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY` (and lower-case forms) | [`proxy`] |
 //! | CORS | `ENABLE_CORS`, `ALLOWED_ORIGINS`, `ALLOWED_METHODS`, `ALLOWED_HEADERS`, `ALLOW_CREDENTIALS` | [`cors`] |

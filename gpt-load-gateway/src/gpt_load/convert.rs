@@ -139,14 +139,11 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) -> bool {
     }
 }
 
-/// `text` cut to at most `max` characters (our `VARCHAR(n)` limits; gpt-load's columns are
-/// sometimes wider, and PostgreSQL and strict MySQL refuse an overlong value).
+/// `text` (NULL: empty) cut to at most `max` bytes on a character boundary, without NUL: our
+/// `VARCHAR(n)` and `TEXT` limits, which gpt-load's wider columns (`longtext` on MySQL) may
+/// exceed, and which PostgreSQL and strict MySQL enforce.
 pub(crate) fn clip(text: Option<String>, max: usize) -> String {
-    let mut text = text.unwrap_or_default();
-    if let Some((at, _)) = text.char_indices().nth(max) {
-        text.truncate(at);
-    }
-    text
+    text.map_or_else(String::new, |text| crate::models::clip_text(text, max))
 }
 
 #[cfg(test)]
@@ -259,7 +256,9 @@ mod tests {
 
     #[test]
     fn clipping_respects_characters() {
-        assert_eq!(clip(Some("héllo".to_owned()), 2), "hé");
+        assert_eq!(clip(Some("héllo".to_owned()), 2), "h");
+        assert_eq!(clip(Some("héllo".to_owned()), 3), "hé");
+        assert_eq!(clip(Some("a\0b".to_owned()), 5), "ab");
         assert_eq!(clip(Some("abc".to_owned()), 5), "abc");
         assert_eq!(clip(None, 5), "");
     }

@@ -21,6 +21,7 @@ use crate::db::Backend;
 use crate::db::schema::{
     api_keys, group_hourly_stats, group_sub_groups, groups, request_logs, system_settings,
 };
+use crate::models::TEXT_LIMIT;
 
 /// Rows per page read from the source.
 pub(crate) const PAGE: i64 = 1_000;
@@ -603,12 +604,12 @@ impl Copy<'_> {
                         .unwrap_or(0),
                     request_path: convert::clip(row.request_path, 500),
                     duration: convert::integer(row.duration.as_deref()).unwrap_or(0),
-                    error_message: row.error_message.unwrap_or_default(),
+                    error_message: convert::clip(row.error_message, TEXT_LIMIT),
                     user_agent: convert::clip(row.user_agent, 512),
                     request_type: request_type.to_owned(),
                     upstream_addr: convert::clip(row.upstream_addr, 500),
                     is_stream: convert::boolean(row.is_stream.as_deref()),
-                    request_body: row.request_body.unwrap_or_default(),
+                    request_body: convert::clip(row.request_body, TEXT_LIMIT),
                     key_id,
                     attempt: 1,
                     ttfb_ms: None,

@@ -82,6 +82,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
+use crate::models::{TEXT_LIMIT, clip_text as clip};
 use crate::{
     db::{Db, DbError},
     repo::{
@@ -589,9 +590,6 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 // ===== records to rows =====
 
-/// Longest text kept in a `TEXT` column (MySQL's `TEXT` holds 65,535 bytes).
-const TEXT_LIMIT: usize = 65_000;
-
 /// The row for one record. Text is clipped to its column (in bytes, on a character boundary,
 /// which also keeps it within `VARCHAR(n)` characters) and stripped of NUL characters, which
 /// PostgreSQL refuses.
@@ -634,20 +632,6 @@ fn to_row(
         ttfb_ms: record.time_to_first_byte.map(millis),
         request_id: text(record.request_id, 64),
     }
-}
-
-/// At most `limit` bytes of `text`, cut on a character boundary, without NUL characters.
-fn clip(text: impl Into<String>, limit: usize) -> String {
-    let mut text = text.into();
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    if text.contains('\0') {
-        text.retain(|c| c != '\0');
-    }
-    text
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -114,3 +114,23 @@ pub(crate) fn now() -> NaiveDateTime {
     let now = chrono::Utc::now().naive_utc();
     chrono::SubsecRound::trunc_subsecs(now, 6)
 }
+
+/// Bytes kept of a `TEXT` column's value: below MySQL's 65,535-byte `TEXT`, so a value fits on
+/// every backend.
+pub(crate) const TEXT_LIMIT: usize = 65_000;
+
+/// At most `limit` bytes of `text`, cut on a character boundary, without NUL characters
+/// (PostgreSQL refuses them in text). Every `VARCHAR(n)` of ours counts characters, so `n`
+/// bytes always fit.
+pub(crate) fn clip_text(text: impl Into<String>, limit: usize) -> String {
+    let mut text = text.into();
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    if text.contains('\0') {
+        text.retain(|c| c != '\0');
+    }
+    text
+}
