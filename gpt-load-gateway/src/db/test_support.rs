@@ -57,10 +57,16 @@ fn unreachable(test: &str, var: &str, err: impl std::fmt::Display) -> Option<Tes
 impl TestDb {
     /// A migrated SQLite database in a temporary directory.
     pub(crate) async fn sqlite() -> TestDb {
+        Self::sqlite_with(true).await
+    }
+
+    async fn sqlite_with(migrate: bool) -> TestDb {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("gpt-load.db");
         let db = Db::sqlite(&path).await.expect("sqlite opens");
-        db.migrate().await.expect("sqlite migrations");
+        if migrate {
+            db.migrate().await.expect("sqlite migrations");
+        }
         TestDb {
             db,
             dsn: path.display().to_string(),
@@ -71,6 +77,10 @@ impl TestDb {
 
     /// A migrated, freshly created PostgreSQL database.
     pub(crate) async fn postgres(test: &str) -> Option<TestDb> {
+        Self::postgres_with(test, true).await
+    }
+
+    async fn postgres_with(test: &str, migrate: bool) -> Option<TestDb> {
         let admin_url = std::env::var("TEST_PG_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let name = unique_name();
@@ -84,7 +94,9 @@ impl TestDb {
             .expect("create test database");
         let dsn = with_database(&admin_url, &name);
         let db = Db::postgres(&dsn, 4).await.expect("postgres connects");
-        db.migrate().await.expect("postgres migrations");
+        if migrate {
+            db.migrate().await.expect("postgres migrations");
+        }
         Some(TestDb {
             db,
             dsn,
@@ -95,6 +107,10 @@ impl TestDb {
 
     /// A migrated, freshly created MariaDB/MySQL database.
     pub(crate) async fn mysql(test: &str) -> Option<TestDb> {
+        Self::mysql_with(test, true).await
+    }
+
+    async fn mysql_with(test: &str, migrate: bool) -> Option<TestDb> {
         let admin_url =
             std::env::var("TEST_MYSQL_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
         let name = unique_name();
@@ -108,13 +124,24 @@ impl TestDb {
             .expect("create test database");
         let dsn = with_database(&admin_url, &name);
         let db = Db::mysql(&dsn, 4).await.expect("mysql connects");
-        db.migrate().await.expect("mysql migrations");
+        if migrate {
+            db.migrate().await.expect("mysql migrations");
+        }
         Some(TestDb {
             db,
             dsn,
             _dir: None,
             drop_database: Some((Backend::Mysql, admin_url, name)),
         })
+    }
+
+    /// An empty database (no tables) on `backend`, or `None` when its server is unreachable.
+    pub(crate) async fn empty(backend: Backend, test: &str) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => Some(Self::sqlite_with(false).await),
+            Backend::Postgres => Self::postgres_with(test, false).await,
+            Backend::Mysql => Self::mysql_with(test, false).await,
+        }
     }
 
     /// Every backend that is reachable (SQLite always).

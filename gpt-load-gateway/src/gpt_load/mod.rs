@@ -20,3 +20,6 @@ pub(crate) mod import;
 pub(crate) mod keys;
 pub(crate) mod progress;
 pub(crate) mod source;
+
+#[cfg(test)]
+mod tests;
