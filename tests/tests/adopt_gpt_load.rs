@@ -265,6 +265,27 @@ async fn adopted_and_restarted(backend: Backend, test: &str) {
     );
 
     check_proxy(&second, &mock).await;
+    check_new_rows(&second, &mock.url()).await;
+}
+
+/// Rows added after the adoption take the ids after gpt-load's (PostgreSQL's sequences were
+/// moved past the copied ids).
+async fn check_new_rows(gateway: &Gateway, upstream: &str) {
+    let group = json!({
+        "name": "added-after-adoption",
+        "channel_type": "openai",
+        "test_model": "gpt-4o-mini",
+        "upstreams": [{"url": upstream, "weight": 1}],
+        "config": {},
+    });
+    let created = gateway.admin_post("/groups", &group).await;
+    assert_eq!(created["id"], 6, "the new group's id: {created}");
+    let keys = json!({"group_id": 6, "keys_text": "sk-added-after-adoption-0001"});
+    let added = gateway.admin_post("/keys/add-multiple", &keys).await;
+    assert_eq!(added["added_count"], 1, "{added}");
+    let page = gateway.admin("/keys?group_id=6&page=1&page_size=10").await;
+    assert_eq!(page["items"][0]["id"], 13, "the new key's id: {page}");
+    assert_eq!(page["items"][0]["key_value"], "sk-added-after-adoption-0001");
 }
 
 /// The gateway refuses to start on a server database and leaves it as it was.
@@ -1574,16 +1595,26 @@ impl Gateway {
 
     /// `GET /api{path}` with the admin key; the `data` of the envelope.
     async fn admin(&self, path: &str) -> Value {
+        self.admin_call(Method::GET, path, None).await
+    }
+
+    /// `POST /api{path}` with the admin key; the `data` of the envelope.
+    async fn admin_post(&self, path: &str, body: &Value) -> Value {
+        self.admin_call(Method::POST, path, Some(body)).await
+    }
+
+    async fn admin_call(&self, method: Method, path: &str, body: Option<&Value>) -> Value {
         let auth = format!("Bearer {ADMIN_KEY}");
         let url = format!("{}/api{path}", self.base);
-        let (status, body) = send(Method::GET, &url, &[("authorization", &auth)], None).await;
-        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let what = format!("{method} /api{path}");
+        let (status, answer) = send(method, &url, &[("authorization", &auth)], body).await;
+        let parsed: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
         assert!(
-            status == StatusCode::OK && answer["code"] == 0,
-            "GET /api{path} answered {status}: {}",
-            String::from_utf8_lossy(&body)
+            status == StatusCode::OK && parsed["code"] == 0,
+            "{what} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
         );
-        answer["data"].clone()
+        parsed["data"].clone()
     }
 }
 
