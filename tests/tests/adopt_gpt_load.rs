@@ -197,6 +197,101 @@ async fn postgres_plain_database_adopted_with_a_key_gets_its_keys_encrypted() {
     plain_adopted(Backend::Postgres, "postgres_plain_key", Some(NEW_KEY), Adopt::Env).await;
 }
 
+/// The commands of the way back, through the built binary: `import --from` copies the gpt-load
+/// fixture (left as it is) into a new SQLite database of ours, and again without doubling
+/// anything; `export-gpt-load --to` writes that into an empty PostgreSQL database as gpt-load's,
+/// which the gateway then adopts and serves exactly like the fixture itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_and_export_commands_round_trip() {
+    let test = "commands_round_trip";
+    let Some(gpt_load) = Database::load(Backend::Sqlite, Variant::Encrypted, test) else {
+        return;
+    };
+    let Some(exported) = Database::empty(Backend::Postgres, test) else {
+        return;
+    };
+    let ours = Database::empty(Backend::Sqlite, test).expect("SQLite is always there");
+    let mock = start_upstream().await;
+    gpt_load.point_upstreams_at(&mock.url());
+    let untouched = gpt_load.dump();
+
+    let imported = command(&ours, &["import", "--from", &gpt_load.dsn()]);
+    for (table, rows) in [
+        ("system_settings", 18),
+        ("groups", 5),
+        ("group_sub_groups", 2),
+        ("api_keys", 12),
+        ("request_logs", 23),
+        ("group_hourly_stats", 10),
+    ] {
+        assert!(
+            imported
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == [table, &rows.to_string(), "rows"]),
+            "import does not report {rows} rows of {table}:\n{imported}"
+        );
+    }
+    assert_eq!(gpt_load.dump(), untouched, "import leaves the source as it is");
+    let again = command(&ours, &["import", "--from", &gpt_load.dsn()]);
+    assert!(
+        again.contains("12  api_keys: the key is already in its group")
+            && again.contains("23  request_logs: the row exists"),
+        "a second import copies nothing twice:\n{again}"
+    );
+
+    let written = command(&ours, &["export-gpt-load", "--to", &exported.dsn()]);
+    assert!(written.contains("exported:"), "{written}");
+    let refused = command_failing(&ours, &["export-gpt-load", "--to", &exported.dsn()]);
+    assert!(refused.contains("export into an empty database"), "{refused}");
+
+    let gateway = Gateway::start(&exported, &Start::new(Some(FIXTURE_KEY), Adopt::Flag)).await;
+    assert!(
+        gateway.log().contains("gpt-load database adopted"),
+        "{}",
+        gateway.log()
+    );
+    check_fixture_served(&gateway, &mock.url()).await;
+    check_proxy(&gateway, &mock).await;
+}
+
+/// Runs a subcommand of the binary on `db` (its `DATABASE_DSN`, the fixture's encryption key)
+/// and returns what it printed; it must succeed.
+fn command(db: &Database, args: &[&str]) -> String {
+    let (success, output) = run_subcommand(db, args);
+    assert!(success, "{args:?} failed:\n{output}");
+    output
+}
+
+/// As [`command`], for a subcommand that must fail.
+fn command_failing(db: &Database, args: &[&str]) -> String {
+    let (success, output) = run_subcommand(db, args);
+    assert!(!success, "{args:?} succeeded:\n{output}");
+    output
+}
+
+fn run_subcommand(db: &Database, args: &[&str]) -> (bool, String) {
+    let dir = TempDir::new("command");
+    let output = Command::new(gateway_binary())
+        .args(args)
+        .current_dir(&dir.0)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("AUTH_KEY", ADMIN_KEY)
+        .env("ENCRYPTION_KEY", FIXTURE_KEY)
+        .env("DATA_DIR", dir.0.join("data"))
+        .env("DATABASE_DSN", db.dsn())
+        .env("TZ", ZONE)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The scenarios
 // ---------------------------------------------------------------------------------------------
@@ -1170,6 +1265,49 @@ impl Database {
                 Some(db)
             }
         }
+    }
+
+    /// A database without tables (SQLite: a file not created yet); `None` (after a `SKIP`
+    /// line) when the backend is not available here.
+    fn empty(backend: Backend, test: &str) -> Option<Database> {
+        let dir = TempDir::new(test);
+        let Some((var, default, port, client)) = (match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some((
+                "TEST_PG_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+                "5432",
+                "psql (Debian package postgresql-client)",
+            )),
+            Backend::Mysql => Some((
+                "TEST_MYSQL_URL",
+                "mysql://root@127.0.0.1:3306/test",
+                "3306",
+                "mysql (Debian package mariadb-client)",
+            )),
+        }) else {
+            return Some(Database {
+                backend,
+                dir,
+                server: None,
+                name: String::new(),
+            });
+        };
+        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        let server = Server::from_url(&url, port);
+        let mut db = Database {
+            backend,
+            dir,
+            server: Some(server.clone()),
+            name: server.database.clone(),
+        };
+        if let Err(err) = db.try_query("SELECT 1") {
+            return unavailable(test, &format!("{var} or {client}"), &err);
+        }
+        let name = unique_name(test);
+        db.query(&format!("CREATE DATABASE {name}"));
+        db.name = name;
+        Some(db)
     }
 
     fn sqlite_path(&self) -> PathBuf {

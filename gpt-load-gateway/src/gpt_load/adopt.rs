@@ -251,14 +251,48 @@ fn backup_sqlite(conn: &mut SyncConn, path: &Path) -> Result<PathBuf, AdoptError
     Ok(backup)
 }
 
-/// The command that backs up the database at `dsn`, for the `--adopt` message.
+/// The command that backs up the database at `dsn`, for the `--adopt` message (no password).
 fn backup_command(dsn: &DatabaseDsn) -> String {
-    match dsn {
-        DatabaseDsn::Postgres { .. } => {
-            "for example: pg_dump --format=custom --file=gpt-load.dump <database>".to_owned()
+    /// Host, port, user and database of a `scheme://user:password@host:port/db?…` URL.
+    fn parts(url: &str) -> (String, String, String, String) {
+        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+        let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, address) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let user = credentials.split(':').next().unwrap_or("");
+        let (host, port) = address.rsplit_once(':').unwrap_or((address, ""));
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        (decode(host), port.to_owned(), decode(user), decode(database))
+    }
+    let flag = |name: &str, value: &str| {
+        if value.is_empty() {
+            String::new()
+        } else {
+            format!(" {name} {value}")
         }
-        DatabaseDsn::Mysql { .. } => {
-            "for example: mysqldump --single-transaction --routines <database> > gpt-load.sql".to_owned()
+    };
+    match dsn {
+        DatabaseDsn::Postgres { url } => {
+            let (host, port, user, database) = parts(url);
+            format!(
+                "for example: pg_dump{}{}{} --format=custom --file=gpt-load-backup.dump {database}",
+                flag("-h", &host),
+                flag("-p", &port),
+                flag("-U", &user)
+            )
+        }
+        DatabaseDsn::Mysql { url } => {
+            let (host, port, user, database) = parts(url);
+            format!(
+                "for example: mysqldump{}{}{} -p --single-transaction {database} > gpt-load-backup.sql",
+                flag("-h", &host),
+                flag("-P", &port),
+                flag("-u", &user)
+            )
         }
         DatabaseDsn::Sqlite { path } => format!("cp {} {}.bak", path.display(), path.display()),
     }
@@ -461,4 +495,30 @@ enum ConvertError {
     Migration(#[from] MigrationFailed),
     #[error(transparent)]
     Copy(#[from] CopyError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backup_command_names_the_database_and_never_the_password() {
+        let pg = backup_command(&DatabaseDsn::Postgres {
+            url: "postgres://gpt:s3cret@db.internal:5433/gpt_load?sslmode=disable".to_owned(),
+        });
+        assert_eq!(
+            pg,
+            "for example: pg_dump -h db.internal -p 5433 -U gpt --format=custom \
+             --file=gpt-load-backup.dump gpt_load"
+        );
+        let my = backup_command(&DatabaseDsn::Mysql {
+            url: "mysql://root:s3cret@127.0.0.1:3306/gpt-load".to_owned(),
+        });
+        assert_eq!(
+            my,
+            "for example: mysqldump -h 127.0.0.1 -P 3306 -u root -p --single-transaction gpt-load \
+             > gpt-load-backup.sql"
+        );
+        assert!(!pg.contains("s3cret") && !my.contains("s3cret"));
+    }
 }
