@@ -1,9 +1,11 @@
 //! `gpt-load-gateway`: the AI API key-pool gateway binary, a drop-in replacement for gpt-load.
 //!
-//! `gpt-load-gateway` (or `serve`) starts the gateway; `migrate-keys --from OLD --to NEW` turns
-//! encryption of stored keys on, off or rotates it; `healthcheck` asks a running gateway's
-//! `/health` (the container image's `HEALTHCHECK`, which has no curl). Configuration comes from
-//! the environment and `.env` (docs/CONFIG.md).
+//! `gpt-load-gateway` (or `serve`) starts the gateway, adopting a gpt-load database it finds
+//! (`--adopt` on PostgreSQL and MySQL); `migrate-keys --from OLD --to NEW` turns encryption of
+//! stored keys on, off or rotates it; `import --from DSN` copies a gpt-load database in and
+//! `export-gpt-load --to DSN` writes one back out (docs/MIGRATING.md); `healthcheck` asks a
+//! running gateway's `/health` (the container image's `HEALTHCHECK`, which has no curl).
+//! Configuration comes from the environment and `.env` (docs/CONFIG.md).
 
 // Repositories, settings metadata and configuration fields are written for the admin API, which
 // is assembled on top of this binary next; until then some are used by tests only.
