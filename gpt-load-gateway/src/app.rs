@@ -142,6 +142,16 @@ pub(crate) async fn seal_plain_proxy_keys(db: &Db, cipher: &KeyCipher) -> anyhow
     Ok(reencrypt::rewrite_proxy_key_lists(db, &seal).await?)
 }
 
+/// Refuses a gpt-load database not adopted yet (for followers and the other subcommands).
+pub(crate) async fn ensure_adopted(dsn: &DatabaseDsn) -> anyhow::Result<()> {
+    let owned = dsn.clone();
+    tokio::task::spawn_blocking(move || crate::gpt_load::adopt::ensure_adopted(&owned))
+        .await
+        .context("checking for a gpt-load database")?
+        .with_context(|| format!("database {dsn}"))?;
+    Ok(())
+}
+
 /// Converts a gpt-load database in place when `DATABASE_DSN` points at one (docs/MIGRATING.md).
 async fn adopt_gpt_load(config: &Config, auth_key: &str) -> anyhow::Result<()> {
     use crate::gpt_load::adopt::{self, AdoptOptions, Adoption};
@@ -186,7 +196,9 @@ pub(crate) async fn start(
     intervals: JobIntervals,
 ) -> anyhow::Result<Running> {
     // A follower never converts a database: the leader does, before anything else reads it.
-    if !config.cluster.is_slave {
+    if config.cluster.is_slave {
+        ensure_adopted(&config.database.dsn).await?;
+    } else {
         adopt_gpt_load(&config, auth_key).await?;
     }
     let db = connect(&config.database.dsn)

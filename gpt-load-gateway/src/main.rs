@@ -189,6 +189,7 @@ async fn migrate_keys(
     from: Option<String>,
     to: Option<String>,
 ) -> anyhow::Result<()> {
+    app::ensure_adopted(&config.database.dsn).await?;
     let db = app::connect(&config.database.dsn).await?;
     db.migrate().await?;
     let summary = commands::migrate_keys::run(&db, from.as_deref(), to.as_deref()).await?;

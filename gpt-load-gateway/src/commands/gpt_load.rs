@@ -17,7 +17,9 @@ pub(crate) async fn import(
     old_encryption_key: Option<String>,
 ) -> anyhow::Result<()> {
     let source = DatabaseDsn::from_str(from).map_err(|e| anyhow::anyhow!("--from: {}", e.message()))?;
-    // Our tables first, through the same migrations the gateway runs.
+    // Our tables first, through the same migrations the gateway runs; never on a gpt-load
+    // database, which the gateway adopts instead.
+    crate::app::ensure_adopted(&config.database.dsn).await?;
     crate::app::connect(&config.database.dsn).await?.migrate().await?;
     let target = config.database.dsn.clone();
     let encryption_key = config.auth.encryption_key.as_ref().map(|k| k.expose().to_owned());

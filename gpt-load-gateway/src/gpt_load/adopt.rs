@@ -97,6 +97,13 @@ pub(crate) enum AdoptError {
         /// Why.
         message: String,
     },
+    /// A command other than the leader's start met a database not adopted yet.
+    #[error(
+        "this is a gpt-load database that has not been adopted yet: start the gateway on it first \
+         (without IS_SLAVE; with --adopt on PostgreSQL and MySQL), then run this again. See \
+         docs/MIGRATING.md"
+    )]
+    NotAdopted,
     /// The conversion failed and was undone.
     #[error("converting the gpt-load database failed, and it was left as it was: {0}")]
     Failed(String),
@@ -167,6 +174,23 @@ pub(crate) fn adopt(
     Ok(Adoption::Adopted { summary, backup })
 }
 
+/// Refuses a gpt-load database that has not been adopted: for what must not convert it (a
+/// follower's start, `migrate-keys`, `import` into it), since our migrations would fail on
+/// gpt-load's tables. Blocks (call it on a blocking thread).
+pub(crate) fn ensure_adopted(dsn: &DatabaseDsn) -> Result<(), AdoptError> {
+    if let DatabaseDsn::Sqlite { path } = dsn
+        && !path.exists()
+    {
+        return Ok(());
+    }
+    let mut conn = SyncConn::open(dsn).map_err(|e| AdoptError::Connect(e.to_string()))?;
+    match inspect(&mut conn).map_err(failed)? {
+        Found::GptLoad => Err(AdoptError::NotAdopted),
+        Found::Ours | Found::Empty => Ok(()),
+        Found::Foreign(tables) => Err(AdoptError::Foreign(tables)),
+    }
+}
+
 fn failed(err: impl std::fmt::Display) -> AdoptError {
     AdoptError::Failed(err.to_string())
 }
@@ -195,9 +219,23 @@ pub(crate) enum Found {
 
 /// Looks at the tables of the database `conn` is connected to.
 pub(crate) fn inspect(conn: &mut SyncConn) -> diesel::QueryResult<Found> {
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
     let tables = conn.tables()?;
+    // A history with a migration in it, not merely the table: diesel creates the table before
+    // it runs the first migration, so a migration that failed on gpt-load's tables leaves it
+    // empty behind.
     if tables.contains(HISTORY) {
-        return Ok(Found::Ours);
+        let sql = format!("SELECT COUNT(*) AS n FROM {HISTORY}");
+        let recorded: Vec<Count> = super::conn::on_conn!(&mut *conn, |c| diesel::sql_query(&sql).load(c))?;
+        if recorded.first().is_some_and(|r| r.n > 0) {
+            return Ok(Found::Ours);
+        }
     }
     let named: Vec<&str> = TABLES.iter().copied().filter(|t| tables.contains(*t)).collect();
     if named.is_empty() {

@@ -417,3 +417,35 @@ async fn an_interrupted_mysql_conversion_is_restored_and_redone() {
     .await
     .unwrap();
 }
+
+/// A migration that failed on gpt-load's tables (run by an older build, or by a command pointed
+/// at the wrong database) leaves diesel's history table empty behind: the database is still
+/// gpt-load's, refused by everything but the leader's start, which adopts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_migration_history_does_not_make_a_database_ours() {
+    let Some(db) = TestDb::empty(Backend::Sqlite, "gpt_load_empty_history").await else {
+        return;
+    };
+    tokio::task::spawn_blocking(move || {
+        let mut conn = open(&db);
+        load(&mut conn, &fixture(Backend::Sqlite, "plain"));
+        conn.execute(
+            "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+             run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+        )
+        .unwrap();
+        assert_eq!(adopt::inspect(&mut conn).unwrap(), adopt::Found::GptLoad);
+        let refused = adopt::ensure_adopted(&dsn(&db)).unwrap_err();
+        assert!(refused.to_string().contains("not been adopted yet"), "{refused}");
+        let options = AdoptOptions::default();
+        let Adoption::Adopted { summary, .. } = adopt::adopt(&dsn(&db), &options, &mut Quiet).unwrap() else {
+            panic!("adopted");
+        };
+        assert_eq!(counts(&summary), FIXTURE_COUNTS);
+        assert_eq!(adopt::inspect(&mut conn).unwrap(), adopt::Found::Ours);
+        adopt::ensure_adopted(&dsn(&db)).unwrap();
+        drop(db);
+    })
+    .await
+    .unwrap();
+}
