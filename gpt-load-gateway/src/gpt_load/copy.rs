@@ -168,7 +168,7 @@ pub(crate) fn copy_all(
 ) -> Result<Summary, CopyError> {
     let now = Utc::now().naive_utc();
     let mut summary = Summary::default();
-    let mut copy = Copy {
+    let mut copy = Copier {
         source,
         now,
         summary: &mut summary,
@@ -185,7 +185,8 @@ pub(crate) fn copy_all(
     Ok(summary)
 }
 
-struct Copy<'s> {
+/// One run of [`copy_all`]: the source's options, what was done, and the ids it assigned.
+struct Copier<'s> {
     source: &'s SourceOptions,
     now: NaiveDateTime,
     summary: &'s mut Summary,
@@ -224,7 +225,7 @@ impl Ids {
     }
 }
 
-impl Copy<'_> {
+impl Copier<'_> {
     fn time(&mut self, text: Option<&str>, column: &str) -> NaiveDateTime {
         match text.and_then(|t| convert::timestamp(t, self.source.naive_zone)) {
             Some(at) => at,
