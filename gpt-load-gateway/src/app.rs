@@ -1,8 +1,9 @@
 //! Start-up, the HTTP routes, background jobs and graceful shutdown.
 //!
-//! Start: connect the database and migrate; seed and load the settings; apply the bootstrap
-//! file; build the group catalog and load the key pool; start the write-behind tasks (request
-//! logs, key states) and the jobs (validation, retention, gauges); serve `/proxy/{group}/…`,
+//! Start: adopt or check the database, connect and migrate; seed and load the settings; load the
+//! groups and keys into the [`Registry`] and apply the bootstrap file through it; start the
+//! write-behind tasks (request logs, key states) and the jobs (validation, retention, gauges,
+//! the settings watcher); serve `/proxy/{group}/…`,
 //! the admin API under `/api`, `/health`, `/health/ready`, `/metrics` and, for every other path,
 //! the embedded web console (`console`).
 //!
@@ -24,19 +25,13 @@ use axum::{
     response::IntoResponse,
     routing::{any, any_service, get},
 };
-use gpt_load_tower::{
-    body::BodyBudget,
-    keys::{KeyId, MemoryKeyPool},
-    limit::ConcurrencyLimitLayer,
-    log::ChannelSink,
-};
+use gpt_load_tower::{body::BodyBudget, keys::KeyId, limit::ConcurrencyLimitLayer, log::ChannelSink};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     bootstrap::Bootstrap,
-    catalog::{Catalog, client_settings},
     config::{Config, database::DatabaseDsn},
     console::Console,
     crypto::{KeyCipher, proxy_keys},
@@ -45,10 +40,12 @@ use crate::{
         self,
         log_writer::{LogWriter, WriterSummary},
     },
-    keystore::{self, PersistSummary},
-    proxy::UpstreamClient,
-    repo::{groups, reencrypt},
-    settings::{self, GroupConfig, SettingsStore},
+    registry::{
+        Registry,
+        persist::{self, PersistSummary},
+    },
+    repo::reencrypt,
+    settings::{self, SettingsStore},
     stack::{ProxyParts, proxy_stack},
     telemetry,
 };
@@ -83,11 +80,8 @@ struct AppState {
 pub(crate) struct Running {
     pub(crate) addr: SocketAddr,
     pub(crate) db: Db,
-    pub(crate) pool: MemoryKeyPool,
-    pub(crate) catalog: Catalog,
-    pub(crate) settings: Arc<SettingsStore>,
+    pub(crate) registry: Registry,
     pub(crate) limit: ConcurrencyLimitLayer,
-    pub(crate) cipher: KeyCipher,
     shutdown: watch::Sender<bool>,
     flush: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
@@ -105,29 +99,6 @@ pub(crate) async fn connect(dsn: &DatabaseDsn) -> anyhow::Result<Db> {
         DatabaseDsn::Mysql { url } => Db::mysql(url, 16).await?,
     };
     Ok(db)
-}
-
-/// Reloads the groups from the database into the catalog and the key pool.
-pub(crate) async fn reload_groups(
-    db: &Db,
-    catalog: &Catalog,
-    pool: &MemoryKeyPool,
-    cipher: &KeyCipher,
-    settings: &SettingsStore,
-) -> anyhow::Result<()> {
-    let rows = groups::list(db).await?;
-    let links = groups::sub_group_links(db).await?;
-    for warning in catalog.rebuild(&rows, &links, &settings.current(), cipher) {
-        tracing::warn!("{warning}");
-    }
-    let standard: Vec<_> = rows.into_iter().filter(|g| g.group_type != "aggregate").collect();
-    let loaded = keystore::load(db, cipher, &standard, pool).await?;
-    tracing::info!(
-        groups = standard.len(),
-        keys = loaded.keys,
-        "groups and keys loaded"
-    );
-    Ok(())
 }
 
 /// Encrypts the proxy key lists stored in plain text while encryption is on (written before
@@ -188,174 +159,226 @@ async fn adopt_gpt_load(config: &Config, auth_key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the gateway on `listener`.
+/// Starts the gateway on `listener`: each step below is one function.
 pub(crate) async fn start(
     config: Config,
     auth_key: &str,
     listener: TcpListener,
     intervals: JobIntervals,
 ) -> anyhow::Result<Running> {
-    // A follower never converts a database: the leader does, before anything else reads it.
-    if config.cluster.is_slave {
-        ensure_adopted(&config.database.dsn).await?;
-    } else {
-        adopt_gpt_load(&config, auth_key).await?;
-    }
-    let db = connect(&config.database.dsn)
-        .await
-        .with_context(|| format!("database {}", config.database.dsn))?;
     // A follower (`IS_SLAVE=true`) never changes the schema, the settings or the groups, and runs
     // no background job: the leader does.
     let leader = !config.cluster.is_slave;
+    prepare_database(&config, auth_key, leader).await?;
+    let db = connect(&config.database.dsn)
+        .await
+        .with_context(|| format!("database {}", config.database.dsn))?;
     if config.cluster.redis_dsn.is_some() {
         tracing::warn!(
             "REDIS_DSN is set, but cluster coordination is not implemented yet: this node keeps its key states to itself"
         );
     }
     if leader {
-        let migrated = db.migrate().await?;
-        if migrated > 0 {
-            tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
-        }
+        migrate(&db).await?;
     }
     let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
+    let settings = open_settings(&config, &db, &cipher, leader).await?;
+    let (registry, key_events) = Registry::new(db.clone(), cipher, settings)?;
+    let loaded = registry.load_all().await?;
+    tracing::info!(
+        groups = loaded.groups,
+        keys = loaded.keys,
+        "groups and keys loaded"
+    );
     if leader {
-        let sealed = seal_plain_proxy_keys(&db, &cipher).await?;
-        if sealed > 0 {
-            tracing::info!(lists = sealed, "plain text proxy key lists encrypted");
-        }
+        apply_bootstrap(&config, &registry).await?;
     }
-    let host = config.server.addr.ip().to_string();
-    let first_idle_seed = leader
-        && !crate::repo::settings::list(&db)
-            .await?
-            .iter()
-            .any(|r| r.setting_key == "stream_idle_timeout");
-    if leader {
-        // The first global proxy key is a new random one, not `AUTH_KEY` (as in gpt-load): the
-        // admin key never reaches the database.
-        let first_proxy_key =
-            crate::config::auth::generate_key().context("generating the first proxy key")?;
-        settings::seed(&db, &cipher, &first_proxy_key, &host, config.server.addr.port()).await?;
-    }
-    let settings = Arc::new(SettingsStore::open(&db, cipher.clone()).await?);
-    // `STREAM_IDLE_TIMEOUT` seeds the setting on first start; afterwards the setting (per group,
-    // changeable at run time) governs.
-    if let (true, Some(idle)) = (first_idle_seed, config.server.stream_idle_timeout) {
-        let mut update = serde_json::Map::new();
-        update.insert("stream_idle_timeout".to_owned(), json!(idle.as_secs().max(1)));
-        settings
-            .update(&db, &update)
-            .await
-            .map_err(|e| anyhow::anyhow!("STREAM_IDLE_TIMEOUT: {e}"))?;
-    }
-    if let Some(path) = config.bootstrap.as_ref().filter(|_| leader) {
-        let (groups, keys) = Bootstrap::read(path)?.apply(&db, &cipher).await?;
-        tracing::info!(groups, keys, "bootstrap applied");
-    }
-
-    let (pool, events) = MemoryKeyPool::with_events();
-    let catalog = Catalog::new();
-    reload_groups(&db, &catalog, &pool, &cipher, &settings).await?;
 
     // Two phases: `stopping` ends the server and the jobs; `flushing` ends the write-behind tasks
     // once every in-flight request (and the final log record of every stream) is done.
     let (shutdown, stopping) = watch::channel(false);
     let (flush, flushing) = watch::channel(false);
-    let persister = tokio::spawn(keystore::persist(db.clone(), events, flushing.clone()));
+    let persister = tokio::spawn(persist::run(db.clone(), key_events, flushing.clone()));
+    let (log_sink, log_writer) = spawn_log_writer(&registry, flushing);
+    let limit = ConcurrencyLimitLayer::new(config.server.max_concurrent_requests.get());
+    let proxy = proxy_stack(ProxyParts {
+        catalog: registry.catalog().clone(),
+        pool: registry.pool().clone(),
+        limit: limit.clone(),
+        log_sink,
+        client: registry.client().clone(),
+        trusted_proxies: config.server.trusted_proxies.clone(),
+        max_body: config.server.max_request_body.get(),
+        body_budget: BodyBudget::new(config.server.max_inflight_body.get()),
+    });
+    let jobs = spawn_jobs(&registry, leader, intervals, &stopping);
+    let router = routes(&config, &registry, auth_key, proxy);
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        router,
+        config.server.read_timeout,
+        stopping,
+    ));
+    tracing::info!(%addr, backend = %db.backend(), "gateway listening");
+    Ok(Running {
+        addr,
+        db,
+        registry,
+        limit,
+        shutdown,
+        flush,
+        server,
+        log_writer,
+        persister,
+        jobs,
+        grace: config.server.graceful_shutdown_timeout,
+    })
+}
+
+/// Adopts a gpt-load database (the leader) or refuses one not adopted yet (a follower, which
+/// never converts a database).
+async fn prepare_database(config: &Config, auth_key: &str, leader: bool) -> anyhow::Result<()> {
+    if leader {
+        adopt_gpt_load(config, auth_key).await
+    } else {
+        ensure_adopted(&config.database.dsn).await
+    }
+}
+
+/// Runs the migrations not applied yet.
+async fn migrate(db: &Db) -> anyhow::Result<()> {
+    let migrated = db.migrate().await?;
+    if migrated > 0 {
+        tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
+    }
+    Ok(())
+}
+
+/// The live settings. The leader first encrypts proxy key lists stored in plain text, seeds the
+/// missing rows and, on first start, the `stream_idle_timeout` setting from
+/// `STREAM_IDLE_TIMEOUT` (afterwards the setting, per group and changeable at run time, governs).
+async fn open_settings(
+    config: &Config,
+    db: &Db,
+    cipher: &KeyCipher,
+    leader: bool,
+) -> anyhow::Result<Arc<SettingsStore>> {
+    if !leader {
+        return Ok(Arc::new(SettingsStore::open(db, cipher.clone()).await?));
+    }
+    let sealed = seal_plain_proxy_keys(db, cipher).await?;
+    if sealed > 0 {
+        tracing::info!(lists = sealed, "plain text proxy key lists encrypted");
+    }
+    let first_start = !crate::repo::settings::list(db)
+        .await?
+        .iter()
+        .any(|r| r.setting_key == "stream_idle_timeout");
+    // The first global proxy key is a new random one, not `AUTH_KEY` (as in gpt-load): the admin
+    // key never reaches the database.
+    let first_proxy_key = crate::config::auth::generate_key().context("generating the first proxy key")?;
+    let host = config.server.addr.ip().to_string();
+    settings::seed(db, cipher, &first_proxy_key, &host, config.server.addr.port()).await?;
+    let settings = Arc::new(SettingsStore::open(db, cipher.clone()).await?);
+    if let (true, Some(idle)) = (first_start, config.server.stream_idle_timeout) {
+        let mut update = serde_json::Map::new();
+        update.insert("stream_idle_timeout".to_owned(), json!(idle.as_secs().max(1)));
+        settings
+            .update(db, &update)
+            .await
+            .map_err(|e| anyhow::anyhow!("STREAM_IDLE_TIMEOUT: {e}"))?;
+    }
+    Ok(settings)
+}
+
+/// Creates the groups and keys of `GPT_LOAD_BOOTSTRAP` that do not exist yet.
+async fn apply_bootstrap(config: &Config, registry: &Registry) -> anyhow::Result<()> {
+    if let Some(path) = &config.bootstrap {
+        let (groups, keys) = Bootstrap::read(path)?.apply(registry).await?;
+        tracing::info!(groups, keys, "bootstrap applied");
+    }
+    Ok(())
+}
+
+/// The request log's channel and its batching writer, which stores each record with its group's
+/// id and its key's stored value and hash.
+fn spawn_log_writer(
+    registry: &Registry,
+    flushing: watch::Receiver<bool>,
+) -> (ChannelSink, JoinHandle<WriterSummary>) {
     let (log_sink, records) = ChannelSink::new(65_536);
     let group_ids = {
-        let catalog = catalog.clone();
+        let catalog = registry.catalog().clone();
         Arc::new(move |name: &str| catalog.group_id(name)) as jobs::log_writer::GroupIds
     };
     let key_columns = {
-        let (pool, cipher) = (pool.clone(), cipher.clone());
+        let (pool, cipher) = (registry.pool().clone(), registry.cipher().clone());
         Arc::new(move |id: KeyId| {
             let slot = pool.groups().iter().find_map(|g| pool.get(g.as_str(), id))?;
             let plain = slot.secret().expose();
             Some((cipher.encrypt(plain), cipher.hash(plain)))
         }) as jobs::log_writer::KeyColumns
     };
-    let log_writer = tokio::spawn(
-        LogWriter::new(db.clone(), records, group_ids, key_columns)
-            .shutdown_on(flushing)
-            .run(),
-    );
+    let writer = LogWriter::new(registry.db().clone(), records, group_ids, key_columns)
+        .shutdown_on(flushing)
+        .run();
+    (log_sink, tokio::spawn(writer))
+}
 
-    let defaults = client_settings(&settings.current().effective(&GroupConfig::default()));
-    let client = UpstreamClient::new(defaults).context("building the upstream HTTP client")?;
-    let limit = ConcurrencyLimitLayer::new(config.server.max_concurrent_requests.get());
-    let proxy = proxy_stack(ProxyParts {
-        catalog: catalog.clone(),
-        pool: pool.clone(),
-        limit: limit.clone(),
-        log_sink,
-        client: client.clone(),
-        trusted_proxies: config.server.trusted_proxies.clone(),
-        max_body: config.server.max_request_body.get(),
-        body_budget: BodyBudget::new(config.server.max_inflight_body.get()),
-    });
-
+/// The background jobs: gauges everywhere; key validation and log retention on the leader; and
+/// the settings watcher, which applies every settings change to the groups' policies.
+fn spawn_jobs(
+    registry: &Registry,
+    leader: bool,
+    intervals: JobIntervals,
+    stopping: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
     let mut jobs = vec![tokio::spawn(jobs::gauges::run(
-        pool.clone(),
+        registry.pool().clone(),
         intervals.gauges,
         stopping.clone(),
     ))];
     if leader {
         jobs.push(tokio::spawn(jobs::validate::run(
-            catalog.clone(),
-            pool.clone(),
-            client,
+            registry.clone(),
             intervals.validation_tick,
             stopping.clone(),
         )));
         jobs.push(tokio::spawn(jobs::retention::run(
-            db.clone(),
-            settings.clone(),
+            registry.db().clone(),
+            registry.settings().clone(),
             intervals.retention,
             stopping.clone(),
         )));
     }
-    // Settings changes reach the catalog (per-group effective settings, global proxy keys).
-    jobs.push(tokio::spawn({
-        let (catalog, db, settings, cipher, mut stopping) = (
-            catalog.clone(),
-            db.clone(),
-            settings.clone(),
-            cipher.clone(),
-            stopping.clone(),
-        );
-        let mut changes = settings.subscribe();
-        async move {
-            loop {
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
-                    _ = stopping.changed() => return,
-                }
-                let (Ok(rows), Ok(links)) = (groups::list(&db).await, groups::sub_group_links(&db).await)
-                else {
-                    continue;
-                };
-                for warning in catalog.rebuild(&rows, &links, &settings.current(), &cipher) {
-                    tracing::warn!("{warning}");
-                }
-            }
-        }
-    }));
+    jobs.push(tokio::spawn(watch_settings(registry.clone(), stopping.clone())));
+    jobs
+}
 
-    let admin = crate::admin::AdminState {
-        db: db.clone(),
-        settings: settings.clone(),
-        catalog: catalog.clone(),
-        pool: pool.clone(),
-        cipher: cipher.clone(),
-        auth_key: gpt_load_tower::secret::ApiKey::new(auth_key),
-        trusted_proxies: Arc::new(config.server.trusted_proxies.clone()),
-        throttle: Arc::default(),
-        tasks: Arc::default(),
-    };
+/// Applies settings changes made outside the registry (a reload from the database) to the
+/// groups' policies and the proxy key table.
+async fn watch_settings(registry: Registry, mut stopping: watch::Receiver<bool>) {
+    let mut changes = registry.settings().subscribe();
+    loop {
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { return },
+            _ = stopping.changed() => return,
+        }
+        registry.apply_settings();
+    }
+}
+
+/// `/proxy/{group}/…`, the admin API under `/api`, `/health`, `/health/ready`, `/metrics` and,
+/// for every other path, the embedded web console.
+fn routes(config: &Config, registry: &Registry, auth_key: &str, proxy: crate::stack::ProxyService) -> Router {
+    let admin = crate::admin::AdminState::new(
+        registry.clone(),
+        gpt_load_tower::secret::ApiKey::new(auth_key),
+        Arc::new(config.server.trusted_proxies.clone()),
+    );
     let state = AppState {
-        db: db.clone(),
+        db: registry.db().clone(),
         metrics: telemetry::prometheus(),
         started: Instant::now(),
     };
@@ -386,34 +409,10 @@ pub(crate) async fn start(
         .route("/api", any(crate::admin::unknown_route))
         .route("/api/", any(crate::admin::unknown_route))
         .nest("/api", crate::admin::router(admin));
-    let router = match crate::cors::layer(&config.cors) {
+    match crate::cors::layer(&config.cors) {
         Some(cors) => router.layer(cors),
         None => router,
-    };
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(crate::server::serve(
-        listener,
-        router,
-        config.server.read_timeout,
-        stopping.clone(),
-    ));
-    tracing::info!(%addr, backend = %db.backend(), "gateway listening");
-    Ok(Running {
-        addr,
-        db,
-        pool,
-        catalog,
-        settings,
-        limit,
-        cipher,
-        shutdown,
-        flush,
-        server,
-        log_writer,
-        persister,
-        jobs,
-        grace: config.server.graceful_shutdown_timeout,
-    })
+    }
 }
 
 /// What shutdown flushed.

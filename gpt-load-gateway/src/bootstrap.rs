@@ -8,15 +8,14 @@
 
 use std::{collections::HashSet, path::Path};
 
-use gpt_load_tower::{channel::ChannelKind, upstream::Upstream};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::{
-    crypto::{KeyCipher, proxy_keys},
-    db::{Db, DbError},
-    models::{NewApiKey, NewGroup, now},
-    repo::{groups, keys},
+    db::DbError,
+    models::now,
+    registry::{GroupDefinition, GroupInput, GroupKind, HeaderRuleJson, Registry, UpstreamSpec},
+    repo::groups,
 };
 
 /// The bootstrap file.
@@ -54,7 +53,7 @@ pub(crate) struct GroupSpec {
     #[serde(default)]
     pub(crate) param_overrides: Map<String, Value>,
     #[serde(default)]
-    pub(crate) header_rules: Vec<Value>,
+    pub(crate) header_rules: Vec<HeaderRuleJson>,
     #[serde(default)]
     pub(crate) model_redirect_rules: Map<String, Value>,
     #[serde(default)]
@@ -69,15 +68,6 @@ pub(crate) struct GroupSpec {
 
 fn standard() -> String {
     "standard".to_owned()
-}
-
-/// An upstream base URL and its weight.
-#[derive(Clone, Debug, Deserialize, serde::Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct UpstreamSpec {
-    pub(crate) url: String,
-    #[serde(default = "one")]
-    pub(crate) weight: u32,
 }
 
 fn one() -> u32 {
@@ -104,12 +94,27 @@ pub(crate) enum BootstrapError {
     Db(#[from] DbError),
 }
 
-/// Whether `name` is a valid group name (gpt-load: `^[a-z0-9_-]{1,100}$`).
-pub(crate) fn valid_group_name(name: &str) -> bool {
-    (1..=100).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+impl GroupSpec {
+    /// The group as the admin API would receive it.
+    fn input(&self) -> GroupInput {
+        GroupInput {
+            name: Some(self.name.clone()),
+            display_name: Some(self.display_name.clone()),
+            description: Some(self.description.clone()),
+            group_type: Some(self.group_type.clone()),
+            upstreams: Some(self.upstreams.clone()),
+            channel_type: Some(self.channel_type.clone()),
+            sort: Some(self.sort),
+            test_model: Some(self.test_model.clone()),
+            validation_endpoint: Some(self.validation_endpoint.clone()),
+            param_overrides: Some(self.param_overrides.clone()),
+            model_redirect_rules: Some(self.model_redirect_rules.clone()),
+            model_redirect_strict: Some(self.model_redirect_strict),
+            config: Some(self.config.clone()),
+            header_rules: Some(self.header_rules.clone()),
+            proxy_keys: Some(self.proxy_keys.clone()),
+        }
+    }
 }
 
 impl Bootstrap {
@@ -135,164 +140,108 @@ impl Bootstrap {
         }
     }
 
-    /// Everything wrong with the file, one message per problem.
+    /// Everything wrong with the file, one message per problem: each group by the rules of
+    /// the admin API, then what only a file can get wrong (names twice, sub-groups missing).
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let mut names = HashSet::new();
         for g in &self.groups {
             let at = format!("group '{}'", g.name);
-            if !valid_group_name(&g.name) {
-                problems.push(format!("{at}: name must match ^[a-z0-9_-]{{1,100}}$"));
-            }
             if !names.insert(g.name.as_str()) {
                 problems.push(format!("{at}: listed twice"));
             }
-            if g.channel_type.parse::<ChannelKind>().is_err() {
-                problems.push(format!(
-                    "{at}: channel_type must be openai, openai-response, gemini or anthropic"
-                ));
+            if let Err(errors) = GroupDefinition::validate(g.input()) {
+                problems.extend(errors.iter().map(|e| format!("{at}: {} {}", e.field, e.message)));
             }
-            match g.group_type.as_str() {
-                "standard" => {
-                    if g.upstreams.is_empty() {
-                        problems.push(format!("{at}: a standard group needs at least one upstream"));
-                    }
-                    if g.test_model.trim().is_empty() {
-                        problems.push(format!("{at}: test_model is required"));
-                    }
-                    if !g.sub_groups.is_empty() {
-                        problems.push(format!("{at}: only aggregate groups have sub_groups"));
-                    }
+            match GroupKind::parse(&g.group_type) {
+                Some(GroupKind::Standard) if !g.sub_groups.is_empty() => {
+                    problems.push(format!("{at}: only aggregate groups have sub_groups"));
                 }
-                "aggregate" => {
+                Some(GroupKind::Aggregate) => {
                     if !g.keys.is_empty() || !g.upstreams.is_empty() {
                         problems.push(format!(
                             "{at}: an aggregate group has sub_groups, not keys or upstreams"
                         ));
                     }
                     for sub in &g.sub_groups {
-                        match self.groups.iter().find(|o| o.name == sub.group) {
-                            None => {
-                                problems.push(format!("{at}: sub-group '{}' is not in the file", sub.group))
-                            }
-                            Some(o) if o.group_type != "standard" => {
-                                problems.push(format!(
-                                    "{at}: sub-group '{}' must be a standard group",
-                                    sub.group
-                                ));
-                            }
-                            Some(o) if o.channel_type != g.channel_type => {
-                                problems.push(format!(
-                                    "{at}: sub-group '{}' has another channel_type",
-                                    sub.group
-                                ));
-                            }
-                            Some(_) => {}
-                        }
-                        if sub.weight > 1000 {
-                            problems.push(format!("{at}: sub-group weights are 0-1000"));
-                        }
+                        problems.extend(self.sub_group_problem(g, sub).map(|p| format!("{at}: {p}")));
                     }
                 }
-                other => problems.push(format!("{at}: group_type '{other}' is not standard or aggregate")),
-            }
-            for upstream in &g.upstreams {
-                if let Err(err) = Upstream::new(&upstream.url, upstream.weight) {
-                    problems.push(format!("{at}: {err}"));
-                }
-            }
-            if let Err(err) = g
-                .proxy_keys
-                .split(',')
-                .map(str::trim)
-                .try_for_each(proxy_keys::check_key)
-            {
-                problems.push(format!("{at}: proxy_keys: {err}"));
+                _ => {}
             }
             if g.keys.iter().any(|k| k.trim().is_empty()) {
                 problems.push(format!("{at}: keys must not be empty strings"));
-            }
-            if g.model_redirect_rules.values().any(|v| !v.is_string()) {
-                problems.push(format!("{at}: model_redirect_rules values must be strings"));
             }
         }
         problems
     }
 
-    /// Creates missing groups and adds missing keys; returns (groups created, keys added).
-    pub(crate) async fn apply(&self, db: &Db, cipher: &KeyCipher) -> Result<(usize, usize), BootstrapError> {
+    /// What is wrong with one member of the aggregate `g`, if anything.
+    fn sub_group_problem(&self, g: &GroupSpec, sub: &SubGroupSpec) -> Option<String> {
+        if sub.weight > 1000 {
+            return Some("sub-group weights are 0-1000".to_owned());
+        }
+        match self.groups.iter().find(|o| o.name == sub.group) {
+            None => Some(format!("sub-group '{}' is not in the file", sub.group)),
+            Some(o) if GroupKind::parse(&o.group_type) != Some(GroupKind::Standard) => {
+                Some(format!("sub-group '{}' must be a standard group", sub.group))
+            }
+            Some(o) if o.channel_type != g.channel_type => {
+                Some(format!("sub-group '{}' has another channel_type", sub.group))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Creates missing groups and adds missing keys through the registry; returns (groups
+    /// created, keys added).
+    pub(crate) async fn apply(&self, registry: &Registry) -> Result<(usize, usize), BootstrapError> {
         let (mut created, mut added) = (0, 0);
+        let db = registry.db();
         let at = now();
         for g in &self.groups {
             let row = match groups::find_by_name(db, &g.name).await? {
                 Some(row) => row,
                 None => {
                     created += 1;
-                    let upstreams = serde_json::to_string(&g.upstreams).unwrap_or_else(|_| "[]".to_owned());
-                    let test_model = if g.group_type == "aggregate" {
-                        "-"
-                    } else {
-                        g.test_model.as_str()
-                    };
-                    groups::insert(
-                        db,
-                        &NewGroup {
-                            name: &g.name,
-                            display_name: &g.display_name,
-                            proxy_keys: &proxy_keys::seal(cipher, &g.proxy_keys),
-                            description: &g.description,
-                            group_type: &g.group_type,
-                            upstreams: &upstreams,
-                            validation_endpoint: &g.validation_endpoint,
-                            channel_type: &g.channel_type,
-                            sort: g.sort,
-                            test_model,
-                            param_overrides: &Value::Object(g.param_overrides.clone()).to_string(),
-                            config: &Value::Object(g.config.clone()).to_string(),
-                            header_rules: &Value::Array(g.header_rules.clone()).to_string(),
-                            model_redirect_rules: &Value::Object(g.model_redirect_rules.clone()).to_string(),
-                            model_redirect_strict: g.model_redirect_strict,
-                            created_at: at,
-                            updated_at: at,
-                        },
-                    )
-                    .await?
+                    let definition =
+                        GroupDefinition::validate(g.input()).map_err(|errors| BootstrapError::Invalid {
+                            path: format!("group '{}'", g.name),
+                            message: errors
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                        })?;
+                    let text = definition.stored_text(registry.cipher());
+                    registry.create_group(&definition.row(&text, at, at)).await?
                 }
             };
-            let existing: HashSet<String> = keys::hashes_in_group(db, row.id).await?.into_iter().collect();
             let mut seen = HashSet::new();
-            let fresh: Vec<(String, String)> = g
+            let keys: Vec<String> = g
                 .keys
                 .iter()
                 .map(|k| k.trim())
                 .filter(|k| seen.insert(*k))
-                .map(|k| (cipher.hash(k), k))
-                .filter(|(hash, _)| !existing.contains(hash))
-                .map(|(hash, k)| (cipher.encrypt(k), hash))
+                .map(str::to_owned)
                 .collect();
-            let rows: Vec<NewApiKey<'_>> = fresh
-                .iter()
-                .map(|(value, hash)| NewApiKey {
-                    key_value: value,
-                    key_hash: hash,
-                    group_id: row.id,
-                    status: "active",
-                    notes: "",
-                    request_count: 0,
-                    failure_count: 0,
-                    created_at: at,
-                    updated_at: at,
-                })
-                .collect();
-            added += keys::insert_many(db, &rows).await?;
+            if !keys.is_empty() {
+                added += registry.add_keys(row.id, &keys).await?.added;
+            }
         }
-        for g in self.groups.iter().filter(|g| g.group_type == "aggregate") {
+        for g in self
+            .groups
+            .iter()
+            .filter(|g| g.group_type == GroupKind::Aggregate.as_str())
+        {
             let Some(parent) = groups::find_by_name(db, &g.name).await? else {
                 continue;
             };
             for sub in &g.sub_groups {
                 if let Some(child) = groups::find_by_name(db, &sub.group).await? {
-                    groups::set_sub_group(db, parent.id, child.id, sub.weight as i32).await?;
+                    registry
+                        .set_sub_group(parent.id, child.id, sub.weight as i32)
+                        .await?;
                 }
             }
         }
@@ -303,7 +252,7 @@ impl Bootstrap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::test_support::TestDb;
+    use crate::{crypto::KeyCipher, db::test_support::TestDb};
 
     fn write(dir: &Path, text: &str) -> std::path::PathBuf {
         let path = dir.join("bootstrap.json");
@@ -324,17 +273,20 @@ mod tests {
         let bootstrap = Bootstrap::read(&write(dir.path(), FILE)).unwrap();
         for t in TestDb::all("bootstrap_applies_once").await {
             let cipher = KeyCipher::disabled();
+            let (registry, _events) = Registry::loaded(&t.db, &cipher).await;
             assert_eq!(
-                bootstrap.apply(&t.db, &cipher).await.unwrap(),
+                bootstrap.apply(&registry).await.unwrap(),
                 (2, 2),
                 "{}",
                 t.db.backend()
             );
             assert_eq!(
-                bootstrap.apply(&t.db, &cipher).await.unwrap(),
+                bootstrap.apply(&registry).await.unwrap(),
                 (0, 0),
                 "restarting changes nothing"
             );
+            assert_eq!(registry.pool().keys("openai").len(), 2, "the keys serve at once");
+            assert!(registry.catalog().policy("both").is_some());
             let links = groups::sub_group_links(&t.db).await.unwrap();
             assert_eq!(links.len(), 1);
             assert_eq!(links[0].weight, 3);
@@ -368,13 +320,5 @@ mod tests {
                 .to_string()
                 .contains("cannot read")
         );
-    }
-
-    #[test]
-    fn group_names() {
-        assert!(valid_group_name("openai-eu_2"));
-        for bad in ["", "Upper", "space here", "dot.name", &"x".repeat(101)] {
-            assert!(!valid_group_name(bad), "{bad}");
-        }
     }
 }

@@ -17,7 +17,6 @@
 mod admin;
 mod app;
 mod bootstrap;
-mod catalog;
 mod client_ip;
 mod commands;
 mod config;
@@ -29,9 +28,9 @@ mod db;
 mod e2e;
 mod gpt_load;
 mod jobs;
-mod keystore;
 mod models;
 mod proxy;
+mod registry;
 mod repo;
 mod server;
 mod settings;

@@ -52,12 +52,10 @@ use tower_http::{
 };
 
 use crate::{
-    catalog::Catalog,
     client_ip::ClientIpLayer,
     config::ip_net::TrustedProxies,
-    proxy::{
-        GroupPolicyLayer, MetricsSink, ModelListLayer, UpstreamClient, panic_response, sse_no_buffering,
-    },
+    proxy::{MetricsSink, ModelListLayer, UpstreamClient, panic_response, sse_no_buffering},
+    registry::{Catalog, GroupPolicyLayer},
 };
 
 /// The proxy service mounted at `/proxy/{group}/…`.

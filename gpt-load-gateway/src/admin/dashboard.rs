@@ -16,6 +16,7 @@ use super::{
 use crate::{
     crypto::{KeyCipher, proxy_keys},
     models::GroupRow,
+    registry::GroupKind,
     repo::{groups, request_logs, stats},
 };
 
@@ -201,7 +202,7 @@ fn security_warnings(state: &AdminState, lang: Lang, groups: &[GroupRow]) -> Vec
 fn aggregate_ids(groups: &[GroupRow]) -> Vec<i64> {
     groups
         .iter()
-        .filter(|g| g.group_type == "aggregate")
+        .filter(|g| GroupKind::of_row(g) == GroupKind::Aggregate)
         .map(|g| g.id)
         .collect()
 }
@@ -254,8 +255,8 @@ pub(crate) async fn stats(
     let aggregates = aggregate_ids(&group_rows);
 
     let (mut active, mut invalid) = (0_usize, 0_usize);
-    for policy in state.catalog.standard_groups() {
-        if let Some(s) = state.pool.stats(policy.name.as_str()) {
+    for policy in state.registry.catalog().standard_groups() {
+        if let Some(s) = state.registry.pool().stats(policy.name.as_str()) {
             active += s.active + s.cooling;
             invalid += s.invalid;
         }

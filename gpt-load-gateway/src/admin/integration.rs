@@ -86,7 +86,14 @@ pub(crate) async fn integration_info(
     let rows = groups::list(&state.db).await?;
     let usable: Vec<IntegrationGroup> = rows
         .iter()
-        .filter(|row| state.catalog.proxy_keys.validate(&row.name, &key).is_ok())
+        .filter(|row| {
+            state
+                .registry
+                .catalog()
+                .proxy_keys
+                .validate(&row.name, &key)
+                .is_ok()
+        })
         .map(|row| describe(row, false))
         .collect();
     if usable.is_empty() {
@@ -110,7 +117,13 @@ pub(crate) async fn group_integration_info(
     let row = groups::find_by_name(&state.db, &group)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    if state.catalog.proxy_keys.validate(&row.name, &key).is_err() {
+    if state
+        .registry
+        .catalog()
+        .proxy_keys
+        .validate(&row.name, &key)
+        .is_err()
+    {
         return Err(AdminError::validation("key", "Invalid or unauthorized proxy key"));
     }
     Ok(ok(text(lang, "Success", "操作成功"), vec![describe(&row, true)]))

@@ -4,7 +4,8 @@
 //!
 //! `routes.rs` is the table of routes; each area has its handlers and DTOs; queries live in
 //! `repo/`; [`error::AdminError`] is the one conversion into the error envelope. Changes reach the
-//! proxy at once: group changes rebuild the catalog and the key pool, settings changes are hot.
+//! proxy at once: every change goes through the [`Registry`](crate::registry::Registry), which
+//! writes the database and then the state of the groups it touched.
 
 mod auth;
 mod dashboard;
@@ -22,7 +23,9 @@ mod page;
 mod routes;
 mod settings;
 mod state;
+mod task_manager;
 mod tasks;
+mod throttle;
 
 #[cfg(test)]
 pub(crate) use self::routes::BODY_LIMIT;

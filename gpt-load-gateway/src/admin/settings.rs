@@ -35,8 +35,8 @@ pub(crate) async fn update_settings(
     AdminJson(update): AdminJson<Map<String, Value>>,
 ) -> AckReply {
     state
-        .settings
-        .update(&state.db, &update)
+        .registry
+        .update_settings(&update)
         .await
         .map_err(|err| match err {
             SettingsError::Invalid(errors) => AdminError::fields(errors),

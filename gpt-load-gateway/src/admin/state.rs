@@ -2,24 +2,21 @@
 
 use std::sync::Arc;
 
-use gpt_load_tower::{keys::MemoryKeyPool, secret::ApiKey};
+use gpt_load_tower::secret::ApiKey;
 
-use super::{
-    auth::Throttle,
-    error::{AdminError, AdminResult},
-    tasks::TaskManager,
-};
+use super::{task_manager::TaskManager, throttle::Throttle};
 use crate::{
-    app, catalog::Catalog, config::ip_net::TrustedProxies, crypto::KeyCipher, db::Db, settings::SettingsStore,
+    config::ip_net::TrustedProxies, crypto::KeyCipher, db::Db, registry::Registry, settings::SettingsStore,
 };
 
 /// Shared state of the admin API. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AdminState {
+    /// Every change to groups, keys and settings goes through it.
+    pub(crate) registry: Registry,
+    /// For reads (logs, statistics, listings).
     pub(crate) db: Db,
     pub(crate) settings: Arc<SettingsStore>,
-    pub(crate) catalog: Catalog,
-    pub(crate) pool: MemoryKeyPool,
     pub(crate) cipher: KeyCipher,
     pub(crate) auth_key: ApiKey,
     pub(crate) trusted_proxies: Arc<TrustedProxies>,
@@ -28,10 +25,17 @@ pub(crate) struct AdminState {
 }
 
 impl AdminState {
-    /// Makes group changes visible to the proxy at once: catalog and key pool from the database.
-    pub(crate) async fn reload_groups(&self) -> AdminResult<()> {
-        app::reload_groups(&self.db, &self.catalog, &self.pool, &self.cipher, &self.settings)
-            .await
-            .map_err(AdminError::Internal)
+    /// The admin API's state over `registry`.
+    pub(crate) fn new(registry: Registry, auth_key: ApiKey, trusted_proxies: Arc<TrustedProxies>) -> Self {
+        Self {
+            db: registry.db().clone(),
+            settings: Arc::clone(registry.settings()),
+            cipher: registry.cipher().clone(),
+            registry,
+            auth_key,
+            trusted_proxies,
+            throttle: Arc::default(),
+            tasks: Arc::default(),
+        }
     }
 }

@@ -138,7 +138,8 @@ mod tests {
                "keys":["sk-one-0123456789","sk-two-0123456789"]}]}"#,
         )
         .unwrap();
-        Bootstrap::read(&path).unwrap().apply(db, cipher).await.unwrap();
+        let (registry, _events) = crate::registry::Registry::loaded(db, cipher).await;
+        Bootstrap::read(&path).unwrap().apply(&registry).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

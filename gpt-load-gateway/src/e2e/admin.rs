@@ -203,7 +203,7 @@ async fn settings_are_listed_validated_and_applied() {
         .call_json(h.api("PUT", "/settings", Some(json!({"max_retries": 7}))))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(h.running().settings.current().max_retries, 7);
+    assert_eq!(h.running().registry.settings().current().max_retries, 7);
     let (_, body) = h.call_json(h.api("GET", "/groups/config-options", None)).await;
     let option = body["data"]
         .as_array()

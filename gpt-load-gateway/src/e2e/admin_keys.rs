@@ -50,7 +50,8 @@ fn id_of(items: &[Value], key: &str) -> i64 {
 
 fn pool_state(h: &Harness, group: &str, key: &str) -> KeyState {
     h.running()
-        .pool
+        .registry
+        .pool()
         .keys(group)
         .into_iter()
         .find(|k| k.secret().expose() == key)
@@ -319,7 +320,8 @@ async fn keys_are_added_listed_exported_and_reach_the_proxy_at_once() {
         assert!(!values(&listed(&h, g, "").await).contains(NEW_A), "{backend}");
         assert!(
             h.running()
-                .pool
+                .registry
+                .pool()
                 .keys("g")
                 .iter()
                 .all(|k| k.secret().expose() != NEW_A),
@@ -506,7 +508,8 @@ async fn invalid_keys_are_restored_and_cleared() {
         );
         assert!(
             h.running()
-                .pool
+                .registry
+                .pool()
                 .keys("g")
                 .iter()
                 .all(|k| k.secret().expose() != BAD_2),

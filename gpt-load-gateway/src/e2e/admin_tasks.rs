@@ -56,7 +56,8 @@ async fn count_listed(h: &Harness, group: i64, status: &str) -> i64 {
 
 fn pool_state(h: &Harness, group: &str, key: &str) -> KeyState {
     h.running()
-        .pool
+        .registry
+        .pool()
         .keys(group)
         .into_iter()
         .find(|k| k.secret().expose() == key)
@@ -137,7 +138,11 @@ async fn keys_are_imported_and_deleted_in_the_background() {
         assert!(done["finished_at"].is_string(), "{backend}");
         assert!(done["duration_seconds"].as_f64().unwrap() >= 0.0, "{backend}");
         assert_eq!(count_listed(&h, fresh, "active").await, 2_000, "{backend}");
-        assert_eq!(h.running().pool.keys("fresh").len(), 2_000, "{backend}");
+        assert_eq!(
+            h.running().registry.pool().keys("fresh").len(),
+            2_000,
+            "{backend}"
+        );
 
         // The proxy uses an imported key at once.
         let (status, _, _) = h.send(h.chat("fresh", false)).await;
@@ -178,7 +183,7 @@ async fn keys_are_imported_and_deleted_in_the_background() {
         );
         assert_eq!(done["processed"], 1_501, "{backend}");
         assert_eq!(count_listed(&h, fresh, "active").await, 500, "{backend}");
-        assert_eq!(h.running().pool.keys("fresh").len(), 500, "{backend}");
+        assert_eq!(h.running().registry.pool().keys("fresh").len(), 500, "{backend}");
         assert_eq!(
             count_listed(&h, seeded, "active").await,
             1,

@@ -99,22 +99,12 @@ impl Harness {
         harness
     }
 
-    /// Makes [`PROXY_KEY`] the global proxy key as an operator would (`PUT /api/settings`), then
-    /// reloads the catalog at once rather than waiting for the background rebuild.
+    /// Makes [`PROXY_KEY`] the global proxy key as an operator would (`PUT /api/settings`); the
+    /// registry applies it before the answer.
     async fn set_global_proxy_key(&self) {
         let put = self.api("PUT", "/settings", Some(json!({ "proxy_keys": PROXY_KEY })));
         let (status, body) = self.call_json(put).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        let running = self.running();
-        app::reload_groups(
-            &running.db,
-            &running.catalog,
-            &running.pool,
-            &running.cipher,
-            &running.settings,
-        )
-        .await
-        .expect("the groups reload");
     }
 
     async fn boot(&mut self) {

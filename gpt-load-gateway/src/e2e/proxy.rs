@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 
 use super::harness::{Harness, PROXY_KEY, group};
-use crate::{db::test_support::TestDb, jobs, proxy::UpstreamClient};
+use crate::{db::test_support::TestDb, jobs};
 
 const GOOD_A: &str = "sk-good-alpha-0123456789";
 const GOOD_B: &str = "sk-good-beta-0123456789";
@@ -33,7 +33,8 @@ async fn gateway_with(
 fn key_state(h: &Harness, group: &str, key: &str) -> (KeyState, u32) {
     let slot = h
         .running()
-        .pool
+        .registry
+        .pool()
         .keys(group)
         .into_iter()
         .find(|k| k.secret().expose() == key)
@@ -373,19 +374,15 @@ async fn validation_restores_a_blacklisted_key() {
         h.send(h.chat("g", false)).await;
     }
     assert_eq!(key_state(&h, "g", flaky).0, KeyState::Invalid);
-    let running = h.running();
-    let policy = running.catalog.policy("g").unwrap();
-    let client = UpstreamClient::new(policy.client.as_ref().clone()).unwrap();
+    let registry = &h.running().registry;
+    let policy = registry.catalog().policy("g").unwrap();
     assert_eq!(
-        jobs::validate::validate_group(&policy, &running.catalog, &running.pool, &client).await,
+        jobs::validate::validate_group(&policy, registry).await,
         0,
         "still failing"
     );
     h.mock.clear_scripts();
-    assert_eq!(
-        jobs::validate::validate_group(&policy, &running.catalog, &running.pool, &client).await,
-        1
-    );
+    assert_eq!(jobs::validate::validate_group(&policy, registry).await, 1);
     assert_eq!(key_state(&h, "g", flaky), (KeyState::Active, 0));
     let validation = h
         .mock
@@ -528,10 +525,11 @@ async fn settings_changes_apply_to_the_next_request() {
     let running = h.running();
     let mut update = serde_json::Map::new();
     update.insert("max_retries".to_owned(), json!(0));
-    running.settings.update(&running.db, &update).await.unwrap();
+    running.registry.update_settings(&update).await.unwrap();
     Harness::eventually(Duration::from_secs(5), || async {
         running
-            .catalog
+            .registry
+            .catalog()
             .policy("g")
             .is_some_and(|p| p.retry.max_retries == 0)
     })

@@ -27,7 +27,8 @@ async fn gateway(mock: MockConfig, groups: impl FnOnce(&str) -> Vec<Value>) -> H
 /// Every key of `group` as (state, counted failures).
 fn key_states(h: &Harness, group: &str) -> Vec<(KeyState, u32)> {
     h.running()
-        .pool
+        .registry
+        .pool()
         .keys(group)
         .iter()
         .map(|k| (k.state(), k.consecutive_failures()))
@@ -155,7 +156,8 @@ async fn a_gemini_api_key_invalid_400_still_invalidates_the_key() {
     }
     let slot = h
         .running()
-        .pool
+        .registry
+        .pool()
         .keys("gem")
         .into_iter()
         .find(|k| k.secret().expose() == bad)

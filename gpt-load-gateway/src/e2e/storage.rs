@@ -65,7 +65,8 @@ async fn attempts_are_logged_and_state_survives_a_restart() {
         h.restart().await;
         let slot = h
             .running()
-            .pool
+            .registry
+            .pool()
             .keys("g")
             .into_iter()
             .find(|k| k.secret().expose() == BAD)
@@ -155,7 +156,7 @@ async fn a_follower_serves_without_changing_the_database() {
     .await
     .unwrap();
     assert!(
-        follower.catalog.policy("g").is_some(),
+        follower.registry.catalog().policy("g").is_some(),
         "the follower serves the leader's groups"
     );
     assert!(

@@ -1,7 +1,9 @@
 //! Background key validation: blacklisted keys are re-tested and restored when they work again.
 //!
 //! Every `tick` the job looks at each standard group; a group is due when its
-//! `key_validation_interval_minutes` has passed since its last run. Its invalid keys are tested
+//! `key_validation_interval_minutes` has passed since `groups.last_validated_at` (as in gpt-load,
+//! so a restart, or a database adopted from gpt-load, does not validate every group at once);
+//! each run writes that column. Its invalid keys are tested
 //! with the channel's validation request (the group's test model and validation endpoint, sent to
 //! one of its upstreams through the same client and proxy settings as traffic), at most
 //! `key_validation_concurrency` at a time, each within `key_validation_timeout_seconds`. A key
@@ -9,18 +11,19 @@
 //! Groups whose keys are all down are validated like any other, so they recover on their own.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
+
+use chrono::NaiveDateTime;
 
 use gpt_load_tower::{
     blacklist::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, upstream_message},
     body::ReplayBody,
-    keys::{KeySlot, KeyState, MemoryKeyPool},
+    keys::{KeySlot, KeyState},
 };
 use http::Request;
 use http_body_util::{BodyExt, Limited};
@@ -31,18 +34,15 @@ use tokio::{
 use tower::ServiceExt;
 
 use crate::{
-    catalog::{Catalog, GroupPolicy},
+    models::now,
     proxy::UpstreamClient,
+    registry::{Catalog, GroupPolicy, Registry},
 };
 
 /// Validates the group's invalid keys once; returns how many were restored.
-pub(crate) async fn validate_group(
-    policy: &GroupPolicy,
-    catalog: &Catalog,
-    pool: &MemoryKeyPool,
-    client: &UpstreamClient,
-) -> usize {
-    let invalid: Vec<_> = pool
+pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) -> usize {
+    let invalid: Vec<_> = registry
+        .pool()
         .keys(policy.name.as_str())
         .into_iter()
         .filter(|k| k.state() == KeyState::Invalid)
@@ -50,12 +50,15 @@ pub(crate) async fn validate_group(
     if invalid.is_empty() {
         return 0;
     }
-    let checks = check_keys(policy, catalog, client, invalid, &AtomicUsize::new(0)).await;
-    let restored = checks
-        .into_iter()
-        .filter(|c| c.outcome.is_ok())
-        .map(|c| (c.slot.id(), KeyState::Active));
-    let count = pool.set_states(policy.name.as_str(), restored);
+    let checks = check_keys(
+        policy,
+        registry.catalog(),
+        registry.client(),
+        invalid,
+        &AtomicUsize::new(0),
+    )
+    .await;
+    let count = registry.restore_validated(policy, &checks);
     if count > 0 {
         tracing::info!(group = %policy.name, restored = count, "validation restored blacklisted keys");
     }
@@ -190,23 +193,21 @@ async fn send(client: UpstreamClient, request: Request<ReplayBody>) -> Result<()
     Err((reason, verdict))
 }
 
+/// Whether a group last validated at `last` is due at `at`, every `interval`.
+fn is_due(last: Option<NaiveDateTime>, interval: Duration, at: NaiveDateTime) -> bool {
+    last.is_none_or(|last| (at - last).to_std().is_ok_and(|since| since >= interval))
+}
+
 /// Runs until `shutdown` turns true, checking every `tick` which groups are due.
-pub(crate) async fn run(
-    catalog: Catalog,
-    pool: MemoryKeyPool,
-    client: UpstreamClient,
-    tick: Duration,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut last_run: HashMap<String, Instant> = HashMap::new();
+pub(crate) async fn run(registry: Registry, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
-        for policy in catalog.standard_groups() {
-            let due = last_run
-                .get(policy.name.as_str())
-                .is_none_or(|at| at.elapsed() >= policy.effective.key_validation_interval());
-            if due {
-                last_run.insert(policy.name.as_str().to_owned(), Instant::now());
-                validate_group(&policy, &catalog, &pool, &client).await;
+        for policy in registry.catalog().standard_groups() {
+            let last = registry.group(policy.id).and_then(|g| g.last_validated_at);
+            if is_due(last, policy.effective.key_validation_interval(), now()) {
+                validate_group(&policy, &registry).await;
+                if let Err(err) = registry.mark_validated(policy.id, now()).await {
+                    tracing::warn!(group = %policy.name, error = %err, "recording the validation run failed");
+                }
             }
         }
         tokio::select! {
@@ -216,5 +217,23 @@ pub(crate) async fn run(
         if *shutdown.borrow() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_due_once_its_interval_has_passed() {
+        let at = now();
+        let hour = Duration::from_secs(3600);
+        assert!(is_due(None, hour, at), "never validated");
+        assert!(!is_due(Some(at - chrono::TimeDelta::minutes(59)), hour, at));
+        assert!(is_due(Some(at - chrono::TimeDelta::minutes(60)), hour, at));
+        assert!(
+            !is_due(Some(at + chrono::TimeDelta::minutes(5)), hour, at),
+            "a clock that went back waits"
+        );
     }
 }

@@ -21,7 +21,6 @@ mod client;
 mod metrics_sink;
 mod model_list;
 mod outbound;
-mod policy;
 mod settings;
 mod timeout;
 
@@ -39,7 +38,6 @@ pub(crate) use self::{
     client::UpstreamClient,
     metrics_sink::MetricsSink,
     model_list::ModelListLayer,
-    policy::GroupPolicyLayer,
     settings::{ClientSettings, ProxySetting},
 };
 

@@ -3,6 +3,8 @@
 
 use std::{fmt, time::Duration};
 
+use crate::settings::EffectiveConfig;
+
 /// How requests reach upstreams.
 ///
 /// The client has one set of defaults (the system settings); a request that carries its own
@@ -46,6 +48,23 @@ impl Default for ClientSettings {
 }
 
 impl ClientSettings {
+    /// The client settings of a group's effective configuration.
+    pub(crate) fn from_effective(effective: &EffectiveConfig) -> Self {
+        Self {
+            connect_timeout: effective.connect_timeout(),
+            response_header_timeout: effective.response_header_timeout(),
+            request_timeout: effective.request_timeout(),
+            stream_idle_timeout: effective.stream_idle_timeout(),
+            idle_conn_timeout: effective.idle_conn_timeout(),
+            max_idle_per_host: effective.max_idle_conns_per_host() as usize,
+            proxy: effective
+                .proxy_url()
+                .map_or(ProxySetting::FromEnvironment, |url| {
+                    ProxySetting::Url(url.to_owned())
+                }),
+        }
+    }
+
     /// The settings that shape connections. Requests whose settings agree on these share one
     /// connection pool, whatever their other timeouts.
     pub(crate) fn pool_key(&self) -> PoolKey {

@@ -348,3 +348,14 @@ pub(crate) async fn insert_copy(
         }
     )
 }
+
+/// Sets when a group's keys were last validated.
+pub(crate) async fn set_last_validated(db: &Db, id: i64, at: chrono::NaiveDateTime) -> Result<(), DbError> {
+    with_conn!(db, |conn| {
+        diesel::update(groups::table.find(id))
+            .set(groups::last_validated_at.eq(Some(at)))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+}

@@ -309,28 +309,59 @@ macro_rules! fresh_keys {
     }};
 }
 
+/// The ids of a group's keys with these hashes, as `(id, hash)` (inside a transaction).
+macro_rules! ids_of_hashes {
+    ($conn:expr, $group_id:expr, $hashes:expr) => {{
+        let mut found: Vec<(i64, String)> = Vec::new();
+        for chunk in $hashes.chunks(LOOKUP_CHUNK) {
+            found.extend(
+                api_keys::table
+                    .filter(api_keys::group_id.eq($group_id))
+                    .filter(api_keys::key_hash.eq_any(chunk))
+                    .select((api_keys::id, api_keys::key_hash))
+                    .load::<(i64, String)>($conn)
+                    .await?,
+            );
+        }
+        found
+    }};
+}
+
 /// Adds the keys whose hash is not yet in the group, in one transaction. `keys` must all belong
-/// to `group_id` and be unique by hash. Returns how many were added and the group's new total.
+/// to `group_id` and be unique by hash. Returns the added keys as `(id, hash)` and the group's
+/// new total.
 pub(crate) async fn add_new_to_group(
     db: &Db,
     group_id: i64,
     keys: &[NewApiKey<'_>],
-) -> Result<(usize, i64), DbError> {
+) -> Result<(Vec<(i64, String)>, i64), DbError> {
     with_conn!(
         db,
+        // The whole transaction in one blocking call (see `insert_many`): an import adds
+        // thousands of keys a chunk.
         sqlite | conn | {
-            conn.transaction(async |conn| {
-                let fresh = fresh_keys!(&mut *conn, group_id, keys);
-                for key in &fresh {
-                    diesel::insert_into(api_keys::table)
-                        .values(key)
-                        .execute(conn)
-                        .await?;
-                }
-                let total = count_in_group!(conn, group_id);
-                Ok::<_, DbError>((fresh.len(), total))
+            let owned: Vec<OwnedKey> = keys.iter().map(OwnedKey::from).collect();
+            conn.spawn_blocking(move |conn| {
+                use diesel::RunQueryDsl as Sync;
+                diesel::Connection::transaction(conn, |conn| {
+                    let in_group = api_keys::table.filter(api_keys::group_id.eq(group_id));
+                    let existing: HashSet<String> =
+                        Sync::load::<String>(in_group.select(api_keys::key_hash), conn)?
+                            .into_iter()
+                            .collect();
+                    let mut added = Vec::new();
+                    for key in owned.iter().filter(|k| !existing.contains(&k.key_hash)) {
+                        Sync::execute(diesel::insert_into(api_keys::table).values(key.as_new()), conn)?;
+                        let this = in_group.filter(api_keys::key_hash.eq(&key.key_hash));
+                        let id = Sync::first::<i64>(this.select(api_keys::id), conn)?;
+                        added.push((id, key.key_hash.clone()));
+                    }
+                    let total = Sync::get_result::<i64>(in_group.count(), conn)?;
+                    Ok((added, total))
+                })
             })
             .await
+            .map_err(DbError::from)
         },
         server | conn | {
             conn.transaction(async |conn| {
@@ -341,35 +372,37 @@ pub(crate) async fn add_new_to_group(
                         .execute(conn)
                         .await?;
                 }
+                let hashes: Vec<&str> = fresh.iter().map(|k| k.key_hash).collect();
+                let added = ids_of_hashes!(&mut *conn, group_id, hashes);
                 let total = count_in_group!(conn, group_id);
-                Ok::<_, DbError>((fresh.len(), total))
+                Ok::<_, DbError>((added, total))
             })
             .await
         }
     )
 }
 
-/// Deletes the group's keys with these hashes, in one transaction. Returns how many were
-/// deleted and the group's new total.
+/// Deletes the group's keys with these hashes, in one transaction. Returns the ids deleted and
+/// the group's new total.
 pub(crate) async fn delete_by_hashes(
     db: &Db,
     group_id: i64,
     hashes: &[String],
-) -> Result<(usize, i64), DbError> {
+) -> Result<(Vec<i64>, i64), DbError> {
     with_conn!(db, |conn| {
         conn.transaction(async |conn| {
-            let mut deleted = 0;
-            for chunk in hashes.chunks(LOOKUP_CHUNK) {
-                deleted += diesel::delete(
-                    api_keys::table
-                        .filter(api_keys::group_id.eq(group_id))
-                        .filter(api_keys::key_hash.eq_any(chunk)),
-                )
-                .execute(conn)
-                .await?;
+            // MySQL has no RETURNING: find the ids first, then delete them.
+            let ids: Vec<i64> = ids_of_hashes!(&mut *conn, group_id, hashes)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            for chunk in ids.chunks(LOOKUP_CHUNK) {
+                diesel::delete(api_keys::table.filter(api_keys::id.eq_any(chunk)))
+                    .execute(conn)
+                    .await?;
             }
             let total = count_in_group!(conn, group_id);
-            Ok::<_, DbError>((deleted, total))
+            Ok::<_, DbError>((ids, total))
         })
         .await
     })
@@ -422,18 +455,30 @@ pub(crate) async fn restore_invalid(
     })
 }
 
-/// Deletes a group's keys (all, or only those with `status`); returns how many.
-pub(crate) async fn delete_in_group(db: &Db, group_id: i64, status: Option<&str>) -> Result<usize, DbError> {
+/// Deletes a group's keys (all, or only those with `status`) in one transaction; returns the ids
+/// deleted.
+pub(crate) async fn delete_in_group(
+    db: &Db,
+    group_id: i64,
+    status: Option<&str>,
+) -> Result<Vec<i64>, DbError> {
     with_conn!(db, |conn| {
-        let in_group = api_keys::table.filter(api_keys::group_id.eq(group_id));
-        Ok(match status {
-            Some(status) => {
-                diesel::delete(in_group.filter(api_keys::status.eq(status)))
-                    .execute(conn)
-                    .await?
+        conn.transaction(async |conn| {
+            let mut in_group = api_keys::table
+                .filter(api_keys::group_id.eq(group_id))
+                .into_boxed();
+            if let Some(status) = status {
+                in_group = in_group.filter(api_keys::status.eq(status));
             }
-            None => diesel::delete(in_group).execute(conn).await?,
+            let ids: Vec<i64> = in_group.select(api_keys::id).load(conn).await?;
+            for chunk in ids.chunks(LOOKUP_CHUNK) {
+                diesel::delete(api_keys::table.filter(api_keys::id.eq_any(chunk)))
+                    .execute(conn)
+                    .await?;
+            }
+            Ok::<_, DbError>(ids)
         })
+        .await
     })
 }
 

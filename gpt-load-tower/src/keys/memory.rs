@@ -178,6 +178,29 @@ impl MemoryKeyPool {
         removed
     }
 
+    /// Moves the keys of `from` to the group `to` (a renamed group), keeping every slot with its
+    /// live state; `to`'s former keys, if any, are replaced. Returns whether `from` existed.
+    pub fn rename_group(&self, from: &str, to: GroupName) -> bool {
+        if from == to.as_str() {
+            return self.group(from).is_some();
+        }
+        let Some(old) = self.group(from) else { return false };
+        let slots = {
+            let _write = lock(&old.write);
+            old.all.load().slots.clone()
+        };
+        let renamed = Arc::new(GroupKeys::new(to.clone(), self.inner.events.clone()));
+        {
+            let _write = lock(&renamed.write);
+            renamed.replace(Snapshot::new(slots));
+        }
+        self.inner.groups.update(|groups| {
+            groups.remove(from);
+            groups.insert(to, renamed);
+        });
+        true
+    }
+
     /// Removes a group and all its keys; returns whether it existed.
     pub fn remove_group(&self, group: &str) -> bool {
         self.group(group).is_some() && self.inner.groups.update(|groups| groups.remove(group).is_some())

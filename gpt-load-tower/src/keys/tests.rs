@@ -311,3 +311,21 @@ async fn events_are_coalesced_per_key() {
     assert_eq!(batch[0].state, KeyState::Cooling);
     assert!(batch[0].cooling_for.is_some());
 }
+
+#[test]
+fn renaming_a_group_keeps_its_slots_and_states() {
+    let pool = pool_with(3);
+    let before = pool.keys("g");
+    assert!(pool.set_state("g", KeyId(2), KeyState::Invalid));
+    assert!(pool.rename_group("g", "h".into()));
+    assert!(pool.keys("g").is_empty(), "the old name is gone");
+    let after = pool.keys("h");
+    assert_eq!(after.len(), 3);
+    for (a, b) in before.iter().zip(&after) {
+        assert!(Arc::ptr_eq(a, b), "the same slots move");
+    }
+    assert_eq!(pool.get("h", KeyId(2)).unwrap().state(), KeyState::Invalid);
+    let picked = pool.select("h", &ExcludedKeys::new()).unwrap();
+    assert_ne!(picked.id(), KeyId(2), "an invalid key stays out of selection");
+    assert!(!pool.rename_group("missing", "x".into()));
+}

@@ -1,56 +1,16 @@
-//! Request and response bodies of the group routes (gpt-load's field names).
+//! Response bodies of the group routes (gpt-load's field names); the request body is the
+//! registry's [`GroupInput`](crate::registry::GroupInput).
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::{
-    bootstrap::UpstreamSpec,
     crypto::{KeyCipher, proxy_keys},
     models::GroupRow,
+    registry::{HeaderRuleJson, UpstreamSpec},
 };
-
-/// A header rule as the API carries it.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
-pub(crate) struct HeaderRuleJson {
-    /// The header name.
-    pub(crate) key: String,
-    /// The value; `${CLIENT_IP}`, `${GROUP_NAME}` and `${API_KEY}` are substituted.
-    #[serde(default)]
-    pub(crate) value: String,
-    /// `set` (default) or `remove`.
-    #[serde(default = "set_action")]
-    pub(crate) action: String,
-}
-
-fn set_action() -> String {
-    "set".to_owned()
-}
-
-/// The body of `POST /api/groups` and `PUT /api/groups/{id}`; absent fields are unchanged on
-/// update.
-#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
-pub(crate) struct GroupInput {
-    pub(crate) name: Option<String>,
-    pub(crate) display_name: Option<String>,
-    pub(crate) description: Option<String>,
-    pub(crate) group_type: Option<String>,
-    pub(crate) upstreams: Option<Vec<UpstreamSpec>>,
-    pub(crate) channel_type: Option<String>,
-    pub(crate) sort: Option<i32>,
-    pub(crate) test_model: Option<String>,
-    pub(crate) validation_endpoint: Option<String>,
-    #[schema(value_type = Option<Object>)]
-    pub(crate) param_overrides: Option<Map<String, Value>>,
-    #[schema(value_type = Option<Object>)]
-    pub(crate) model_redirect_rules: Option<Map<String, Value>>,
-    pub(crate) model_redirect_strict: Option<bool>,
-    #[schema(value_type = Option<Object>)]
-    pub(crate) config: Option<Map<String, Value>>,
-    pub(crate) header_rules: Option<Vec<HeaderRuleJson>>,
-    pub(crate) proxy_keys: Option<String>,
-}
 
 /// gpt-load's GroupResponse.
 #[derive(Clone, Debug, Serialize, ToSchema)]

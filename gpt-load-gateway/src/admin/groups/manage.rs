@@ -22,6 +22,7 @@ use crate::{
     },
     crypto::proxy_keys,
     models::{GroupRow, NewGroup, now},
+    registry::{GroupKind, KeyStatus},
     repo::{
         groups::{self, CopiedKey},
         keys, stats,
@@ -74,10 +75,9 @@ pub(crate) async fn reorder_groups(
         }
         items.push((item.id, sort));
     }
-    if let Some(missing) = groups::reorder(&state.db, &items).await? {
+    if let Some(missing) = state.registry.reorder_groups(&items).await? {
         return Err(AdminError::BadRequest(format!("group {missing} not found")));
     }
-    state.reload_groups().await?;
     Ok(ack(text(lang, "Group order saved", "分组排序已保存")))
 }
 
@@ -150,10 +150,10 @@ pub(crate) async fn group_stats(
     let row = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    let (total, active, invalid) = if row.group_type == "aggregate" {
+    let (total, active, invalid) = if GroupKind::of_row(&row) == GroupKind::Aggregate {
         (0, 0, 0)
     } else {
-        let s = state.pool.stats(&row.name).unwrap_or_default();
+        let s = state.registry.pool().stats(&row.name).unwrap_or_default();
         (s.total, s.active + s.cooling, s.invalid)
     };
     let end = next_hour(Utc::now().naive_utc());
@@ -284,7 +284,7 @@ pub(crate) async fn copy_group(
         CopyKeys::ValidOnly | CopyKeys::All => keys::list_by_group(&state.db, id)
             .await?
             .into_iter()
-            .filter(|k| mode == CopyKeys::All || k.status == "active")
+            .filter(|k| mode == CopyKeys::All || KeyStatus::of_stored(&k.status) == KeyStatus::Active)
             .map(|k| CopiedKey {
                 key_value: k.key_value,
                 key_hash: k.key_hash,
@@ -293,18 +293,18 @@ pub(crate) async fn copy_group(
     };
     let source_keys = proxy_keys::open_or_none(&state.cipher, &source.proxy_keys, &source.name);
     let sealed = proxy_keys::seal(&state.cipher, &source_keys);
-    let row = groups::insert_copy(
-        &state.db,
-        &copied_group(&source, &name, &display_name, &sealed),
-        &links,
-        &copied,
-    )
-    .await
-    .map_err(|err| match AdminError::from(err) {
-        AdminError::Duplicate(_) => AdminError::Duplicate(format!("group '{name}' already exists")),
-        other => other,
-    })?;
-    state.reload_groups().await?;
+    let row = state
+        .registry
+        .copy_group(
+            &copied_group(&source, &name, &display_name, &sealed),
+            &links,
+            &copied,
+        )
+        .await
+        .map_err(|err| match AdminError::from(err) {
+            AdminError::Duplicate(_) => AdminError::Duplicate(format!("group '{name}' already exists")),
+            other => other,
+        })?;
     let app_url = state.settings.current().app_url.clone();
     let group = GroupResponse::new(row, &app_url, &state.cipher);
     Ok(ok(text(lang, "Success", "操作成功"), CopyResult { group }))

@@ -3,12 +3,11 @@
 pub(crate) mod json;
 pub(crate) mod manage;
 pub(crate) mod sub_groups;
-mod validate;
 
 use axum::extract::State;
 use gpt_load_tower::channel::ChannelKind;
 
-use self::json::{GroupBrief, GroupInput, GroupResponse};
+use self::json::{GroupBrief, GroupResponse};
 use super::{
     envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
     error::AdminError,
@@ -18,11 +17,20 @@ use super::{
     state::AdminState,
 };
 use crate::{
-    crypto::proxy_keys,
-    models::{NewGroup, now},
+    db::DbError,
+    models::now,
+    registry::{GroupDefinition, GroupInput},
     repo::groups,
     settings::ConfigOption,
 };
+
+/// A unique violation on the group name as a `409` naming it.
+fn taken(err: DbError, name: &str) -> AdminError {
+    match AdminError::from(err) {
+        AdminError::Duplicate(_) => AdminError::Duplicate(format!("group '{name}' already exists")),
+        other => other,
+    }
+}
 
 fn success(lang: crate::settings::Lang) -> &'static str {
     text(lang, "Success", "操作成功")
@@ -83,33 +91,6 @@ pub(crate) async fn list_config_options(
     Ok(ok(success(lang), options))
 }
 
-/// The row to store for `g`; `sealed_proxy_keys` is `g.proxy_keys` in its stored form.
-fn new_group<'a>(
-    g: &'a validate::GroupFields,
-    sealed_proxy_keys: &'a str,
-    created_at: chrono::NaiveDateTime,
-) -> NewGroup<'a> {
-    NewGroup {
-        name: &g.name,
-        display_name: &g.display_name,
-        proxy_keys: sealed_proxy_keys,
-        description: &g.description,
-        group_type: &g.group_type,
-        upstreams: &g.upstreams,
-        validation_endpoint: &g.validation_endpoint,
-        channel_type: &g.channel_type,
-        sort: g.sort,
-        test_model: &g.test_model,
-        param_overrides: &g.param_overrides,
-        config: &g.config,
-        header_rules: &g.header_rules,
-        model_redirect_rules: &g.model_redirect_rules,
-        model_redirect_strict: g.model_redirect_strict,
-        created_at,
-        updated_at: now(),
-    }
-}
-
 /// Creates a group.
 #[utoipa::path(post, path = "/groups", tag = "groups", request_body = GroupInput,
     responses((status = 200, body = Envelope<GroupResponse>)))]
@@ -118,17 +99,14 @@ pub(crate) async fn create_group(
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
-    let fields = validate::create(input)?;
-    let sealed = proxy_keys::seal(&state.cipher, &fields.proxy_keys);
-    let row = groups::insert(&state.db, &new_group(&fields, &sealed, now()))
+    let definition = GroupDefinition::validate(input).map_err(AdminError::fields)?;
+    let text = definition.stored_text(&state.cipher);
+    let at = now();
+    let row = state
+        .registry
+        .create_group(&definition.row(&text, at, at))
         .await
-        .map_err(|err| match AdminError::from(err) {
-            AdminError::Duplicate(_) => {
-                AdminError::Duplicate(format!("group '{}' already exists", fields.name))
-            }
-            other => other,
-        })?;
-    state.reload_groups().await?;
+        .map_err(|err| taken(err, &definition.name))?;
     let app_url = state.settings.current().app_url.clone();
     Ok(ok(
         success(lang),
@@ -148,16 +126,17 @@ pub(crate) async fn update_group(
     let row = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    let current = proxy_keys::open_or_none(&state.cipher, &row.proxy_keys, &row.name);
-    let fields = validate::update(&row, current, input)?;
-    if fields.channel_type != row.channel_type || fields.validation_endpoint != row.validation_endpoint {
+    let stored = GroupInput::of_row(&row, &state.cipher);
+    let definition = GroupDefinition::validate(input.over(stored)).map_err(AdminError::fields)?;
+    let channel_changes = definition.channel.as_str() != row.channel_type;
+    if channel_changes || definition.validation_endpoint != row.validation_endpoint {
         let links = groups::sub_group_links(&state.db).await?;
         let parents = links.iter().filter(|l| l.sub_group_id == id).count();
         if parents > 0 {
-            let field = if fields.channel_type == row.channel_type {
-                "validation_endpoint"
-            } else {
+            let field = if channel_changes {
                 "channel_type"
+            } else {
+                "validation_endpoint"
             };
             return Err(AdminError::validation(
                 field,
@@ -167,17 +146,13 @@ pub(crate) async fn update_group(
             ));
         }
     }
-    let sealed = proxy_keys::seal(&state.cipher, &fields.proxy_keys);
-    let updated = groups::update(&state.db, id, &new_group(&fields, &sealed, row.created_at))
+    let text = definition.stored_text(&state.cipher);
+    let updated = state
+        .registry
+        .update_group(id, &definition.row(&text, row.created_at, now()))
         .await
-        .map_err(|err| match AdminError::from(err) {
-            AdminError::Duplicate(_) => {
-                AdminError::Duplicate(format!("group '{}' already exists", fields.name))
-            }
-            other => other,
-        })?
+        .map_err(|err| taken(err, &definition.name))?
         .ok_or(AdminError::NotFound("group"))?;
-    state.reload_groups().await?;
     let app_url = state.settings.current().app_url.clone();
     Ok(ok(
         success(lang),
@@ -193,10 +168,9 @@ pub(crate) async fn delete_group(
     RequestLang(lang): RequestLang,
     AdminPath(id): AdminPath<i64>,
 ) -> AckReply {
-    if !groups::delete(&state.db, id).await? {
+    if !state.registry.delete_group(id).await? {
         return Err(AdminError::NotFound("group"));
     }
-    state.reload_groups().await?;
     Ok(ack(text(
         lang,
         "Group and its keys deleted",

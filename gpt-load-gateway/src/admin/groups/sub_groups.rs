@@ -17,6 +17,7 @@ use crate::{
         state::AdminState,
     },
     models::GroupRow,
+    registry::GroupKind,
     repo::groups,
 };
 
@@ -26,7 +27,7 @@ async fn aggregate(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
     let row = groups::find(&state.db, id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    if row.group_type != "aggregate" {
+    if GroupKind::of_row(&row) != GroupKind::Aggregate {
         return Err(AdminError::BadRequest(format!(
             "group '{}' is not an aggregate group",
             row.name
@@ -81,7 +82,7 @@ pub(crate) async fn list_sub_groups(
         .filter(|l| l.group_id == id)
         .filter_map(|l| {
             let row = rows.iter().find(|r| r.id == l.sub_group_id)?.clone();
-            let stats = state.pool.stats(&row.name).unwrap_or_default();
+            let stats = state.registry.pool().stats(&row.name).unwrap_or_default();
             Some(SubGroup {
                 group: GroupResponse::new(row, &app_url, &state.cipher),
                 weight: l.weight,
@@ -136,7 +137,7 @@ pub(crate) async fn add_sub_groups(
             .find(|r| r.id == entry.group_id)
             .ok_or(AdminError::NotFound("sub-group"))?;
         let weight = weight_of(entry.weight)?;
-        if child.group_type != "standard" {
+        if GroupKind::of_row(child) != GroupKind::Standard {
             return Err(AdminError::validation(
                 "sub_groups",
                 format!("'{}' is not a standard group", child.name),
@@ -165,8 +166,7 @@ pub(crate) async fn add_sub_groups(
         }
         adding.push((child.id, weight));
     }
-    groups::add_sub_groups(&state.db, id, &adding).await?;
-    state.reload_groups().await?;
+    state.registry.add_sub_groups(id, &adding).await?;
     Ok(ack(text(lang, "Sub-groups added", "子分组已添加")))
 }
 
@@ -196,8 +196,7 @@ pub(crate) async fn update_sub_group_weight(
     {
         return Err(AdminError::NotFound("sub-group"));
     }
-    groups::set_sub_group(&state.db, id, sub_group_id, weight).await?;
-    state.reload_groups().await?;
+    state.registry.set_sub_group(id, sub_group_id, weight).await?;
     Ok(ack(text(lang, "Weight updated", "权重已更新")))
 }
 
@@ -210,10 +209,9 @@ pub(crate) async fn remove_sub_group(
     AdminPath((id, sub_group_id)): AdminPath<(i64, i64)>,
 ) -> AckReply {
     aggregate(&state, id).await?;
-    if !groups::remove_sub_group(&state.db, id, sub_group_id).await? {
+    if !state.registry.remove_sub_group(id, sub_group_id).await? {
         return Err(AdminError::NotFound("sub-group"));
     }
-    state.reload_groups().await?;
     Ok(ack(text(lang, "Sub-group removed", "子分组已移除")))
 }
 

@@ -12,7 +12,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::{Stream, TryStreamExt, stream};
-use gpt_load_tower::keys::{KeyId, KeyState};
 
 use self::json::{
     AddResult, DeleteResult, ExportQuery, GroupIdInput, KeyListQuery, KeyResponse, KeysTextInput, NotesInput,
@@ -28,8 +27,8 @@ use super::{
     state::AdminState,
 };
 use crate::{
-    keystore::state_from_status,
-    models::{GroupRow, NewApiKey, now},
+    models::{GroupRow, now},
+    registry::{Added, KeyStatus},
     repo::{groups, keys, keys::KeyFilter},
 };
 
@@ -127,13 +126,6 @@ pub(super) async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResu
     })
 }
 
-/// Makes these keys active in the pool at once (restored keys keep their live slot otherwise).
-fn activate(state: &AdminState, group: &str, ids: &[i64]) {
-    state
-        .pool
-        .set_states(group, ids.iter().map(|id| (KeyId(*id as u64), KeyState::Active)));
-}
-
 /// One page of a group's keys, optionally of one status or one exact key value.
 #[utoipa::path(get, path = "/keys", tag = "keys", params(KeyListQuery, PageQuery),
     responses((status = 200, body = Envelope<Page<KeyResponse>>)))]
@@ -144,16 +136,13 @@ pub(crate) async fn list_keys(
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Reply<Page<KeyResponse>> {
     let group_id = group_id_param(query.group_id.as_deref())?;
-    let status = match query.status.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(s @ ("active" | "invalid" | "disabled")) => Some(s),
-        Some(_) => {
-            return Err(AdminError::validation(
-                "status",
-                "status must be active, invalid or disabled",
-            ));
-        }
-    };
+    let status =
+        match query.status.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
+                AdminError::validation("status", "status must be active, invalid or disabled")
+            })?),
+        };
     let hash = query
         .key_value
         .as_deref()
@@ -163,7 +152,7 @@ pub(crate) async fn list_keys(
     group(&state, group_id).await?;
     let filter = KeyFilter {
         group_id,
-        status,
+        status: status.map(KeyStatus::as_str),
         hash: hash.as_deref(),
     };
     let (rows, total) = keys::page_in_group(&state.db, &filter, page.offset(), page.page_size()).await?;
@@ -183,29 +172,7 @@ pub(crate) async fn add_keys(
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<AddResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
-    let at = now();
-    let stored: Vec<(String, String)> = keys
-        .iter()
-        .map(|k| (state.cipher.encrypt(k), state.cipher.hash(k)))
-        .collect();
-    let rows: Vec<NewApiKey<'_>> = stored
-        .iter()
-        .map(|(value, hash)| NewApiKey {
-            key_value: value,
-            key_hash: hash,
-            group_id: group.id,
-            status: "active",
-            notes: "",
-            request_count: 0,
-            failure_count: 0,
-            created_at: at,
-            updated_at: at,
-        })
-        .collect();
-    let (added, total) = keys::add_new_to_group(&state.db, group.id, &rows).await?;
-    if added > 0 {
-        state.reload_groups().await?;
-    }
+    let Added { added, total } = state.registry.add_keys(group.id, &keys).await?;
     let result = AddResult {
         added_count: added,
         ignored_count: parsed - added,
@@ -224,10 +191,7 @@ pub(crate) async fn delete_keys(
 ) -> Reply<DeleteResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
     let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
-    let (deleted, total) = keys::delete_by_hashes(&state.db, group.id, &hashes).await?;
-    if deleted > 0 {
-        state.reload_groups().await?;
-    }
+    let (deleted, total) = state.registry.delete_keys(group.id, &hashes).await?;
     let result = DeleteResult {
         deleted_count: deleted,
         ignored_count: parsed.saturating_sub(deleted),
@@ -246,11 +210,10 @@ pub(crate) async fn restore_keys(
 ) -> Reply<RestoreResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
     let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
-    let (ids, total) = keys::restore_invalid(&state.db, group.id, Some(&hashes), now()).await?;
-    activate(&state, &group.name, &ids);
+    let (restored, total) = state.registry.restore_keys(group.id, Some(&hashes)).await?;
     let result = RestoreResult {
-        restored_count: ids.len(),
-        ignored_count: parsed.saturating_sub(ids.len()),
+        restored_count: restored,
+        ignored_count: parsed.saturating_sub(restored),
         total_in_group: total,
     };
     Ok(ok(success(lang), result))
@@ -265,9 +228,7 @@ pub(crate) async fn restore_all_invalid(
     AdminJson(input): AdminJson<GroupIdInput>,
 ) -> AckReply {
     let group = group(&state, required_group_id(input.group_id)?).await?;
-    let (ids, _) = keys::restore_invalid(&state.db, group.id, None, now()).await?;
-    activate(&state, &group.name, &ids);
-    let n = ids.len();
+    let (n, _) = state.registry.restore_keys(group.id, None).await?;
     let message = match lang {
         Lang::Zh => format!("已恢复 {n} 个密钥"),
         _ => format!("{n} keys restored"),
@@ -275,13 +236,9 @@ pub(crate) async fn restore_all_invalid(
     Ok(ack(&message))
 }
 
-async fn clear(state: &AdminState, group_id: Option<i64>, status: Option<&str>) -> AdminResult<usize> {
+async fn clear(state: &AdminState, group_id: Option<i64>, status: Option<KeyStatus>) -> AdminResult<usize> {
     let group = group(state, required_group_id(group_id)?).await?;
-    let cleared = keys::delete_in_group(&state.db, group.id, status).await?;
-    if cleared > 0 {
-        state.reload_groups().await?;
-    }
-    Ok(cleared)
+    Ok(state.registry.clear_keys(group.id, status).await?)
 }
 
 /// Deletes every `invalid` key of a group.
@@ -292,7 +249,7 @@ pub(crate) async fn clear_all_invalid(
     RequestLang(lang): RequestLang,
     AdminJson(input): AdminJson<GroupIdInput>,
 ) -> AckReply {
-    let n = clear(&state, input.group_id, Some("invalid")).await?;
+    let n = clear(&state, input.group_id, Some(KeyStatus::Invalid)).await?;
     let message = match lang {
         Lang::Zh => format!("已清除 {n} 个无效密钥"),
         _ => format!("{n} invalid keys cleared"),
@@ -361,25 +318,20 @@ pub(crate) async fn export_keys(
 ) -> AdminResult<Response> {
     let group_id = group_id_param(query.group_id.as_deref())?;
     let status = match query.status.as_deref().map(str::trim) {
-        None | Some("" | "all") => "all",
-        Some("active") => "active",
-        Some("invalid") => "invalid",
-        Some("disabled") => "disabled",
-        Some(_) => {
-            return Err(AdminError::validation(
-                "status",
-                "status must be all, active, invalid or disabled",
-            ));
-        }
+        None | Some("" | "all") => None,
+        Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
+            AdminError::validation("status", "status must be all, active, invalid or disabled")
+        })?),
     };
     let group = group(&state, group_id).await?;
-    let filter = (status != "all").then_some(status);
+    let filter = status.map(KeyStatus::as_str);
     let name = group.name.clone();
     // A failure after the first page can only cut the transfer short (the status is sent).
     let body = Body::from_stream(export_pages(state, group.id, filter).inspect_err(move |err| {
         tracing::error!(error = ?err, group = %name, "key export stopped");
     }));
-    let disposition = format!("attachment; filename=keys-{}-{status}.txt", group.name);
+    let shown = filter.unwrap_or("all");
+    let disposition = format!("attachment; filename=keys-{}-{shown}.txt", group.name);
     let disposition = HeaderValue::from_str(&disposition).map_err(|e| AdminError::Internal(e.into()))?;
     Ok((
         [
@@ -425,8 +377,8 @@ pub(crate) async fn update_status(
     AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<StatusInput>,
 ) -> AckReply {
-    let status = match input.status.as_deref().map(str::trim) {
-        Some(s @ ("active" | "disabled")) => s,
+    let status = match input.status.as_deref().map(str::trim).and_then(KeyStatus::parse) {
+        Some(status @ (KeyStatus::Active | KeyStatus::Disabled)) => status,
         _ => {
             return Err(AdminError::validation(
                 "status",
@@ -434,13 +386,9 @@ pub(crate) async fn update_status(
             ));
         }
     };
-    let group_id = keys::set_status(&state.db, id, status, now())
-        .await?
-        .ok_or(AdminError::NotFound("key"))?;
-    let name = group(&state, group_id).await?.name;
-    state
-        .pool
-        .set_state(&name, KeyId(id as u64), state_from_status(status));
+    if !state.registry.set_key_status(id, status).await? {
+        return Err(AdminError::NotFound("key"));
+    }
     Ok(ack(success(lang)))
 }
 

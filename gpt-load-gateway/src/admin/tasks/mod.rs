@@ -1,12 +1,10 @@
 //! Background key tasks (import, delete, validation), their status, and testing chosen keys.
 //!
-//! One task runs at a time ([`TaskManager`]); the start route answers at once with the task's
-//! status and `GET /api/tasks/status` follows it. Imports and deletions have no size limit and
-//! work in chunks of [`CHUNK`] keys, one transaction each, so progress is visible and a failure
-//! keeps the chunks already written. Validation results reach the key pool, whose events persist
-//! them like traffic does.
-
-mod manager;
+//! One task runs at a time ([`TaskManager`](super::task_manager::TaskManager)); the start route
+//! answers at once with the task's status and `GET /api/tasks/status` follows it. Imports and
+//! deletions have no size limit and work in chunks of [`CHUNK`] keys, one transaction each, so
+//! progress is visible and a failure keeps the chunks already written. Validation results reach
+//! the key pool through the registry, whose events persist them like traffic does.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -21,15 +19,10 @@ use axum::{
     extract::{FromRequest, Multipart, Request, State},
     http::header,
 };
-use gpt_load_tower::{
-    blacklist::Outcome,
-    keys::{KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey},
-};
+use gpt_load_tower::keys::{KeySlot, KeyState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub(crate) use self::manager::TaskManager;
-use self::manager::{TaskHandle, TaskStatus, TaskType};
 use super::{
     envelope::{Envelope, Reply, ok},
     error::{AdminError, AdminResult},
@@ -37,11 +30,12 @@ use super::{
     keys::{self as key_routes, json::KeysTextInput},
     lang::{Lang, RequestLang, text},
     state::AdminState,
+    task_manager::{TaskHandle, TaskStatus, TaskType},
 };
 use crate::{
-    catalog::GroupPolicy,
     jobs::validate::{KeyCheck, check_keys},
-    models::{GroupRow, NewApiKey, now},
+    models::GroupRow,
+    registry::{GroupPolicy, SealedKey},
     repo::keys,
 };
 
@@ -240,51 +234,31 @@ async fn import(
         .await?
         .into_iter()
         .collect();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<(String, String)>)>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<(String, SealedKey)>)>(2);
     let cipher = state.cipher.clone();
     let producer = tokio::task::spawn_blocking(move || {
         let mut known = known;
         for chunk in keys.chunks(CHUNK) {
-            let stored: Vec<(String, String)> = chunk
+            let sealed: Vec<(String, SealedKey)> = chunk
                 .iter()
-                .filter_map(|key| {
-                    let hash = cipher.hash(key);
-                    known.insert(hash.clone()).then(|| (cipher.encrypt(key), hash))
-                })
+                .filter(|key| known.insert(cipher.hash(key)))
+                .map(|key| (key.clone(), SealedKey::seal(&cipher, key)))
                 .collect();
-            if tx.blocking_send((chunk.len(), stored)).is_err() {
+            if tx.blocking_send((chunk.len(), sealed)).is_err() {
                 return;
             }
         }
     });
-    let at = now();
     let mut added = 0;
     let mut processed = 0;
-    while let Some((parsed, stored)) = rx.recv().await {
-        let rows: Vec<NewApiKey<'_>> = stored
-            .iter()
-            .map(|(value, hash)| NewApiKey {
-                key_value: value,
-                key_hash: hash,
-                group_id: group.id,
-                status: "active",
-                notes: "",
-                request_count: 0,
-                failure_count: 0,
-                created_at: at,
-                updated_at: at,
-            })
-            .collect();
-        if !rows.is_empty() {
-            added += keys::insert_many(&state.db, &rows).await?;
+    while let Some((parsed, sealed)) = rx.recv().await {
+        if !sealed.is_empty() {
+            added += state.registry.add_sealed(group.id, &sealed).await?.added;
         }
         processed += parsed;
         handle.progress(processed);
     }
     producer.await.map_err(|e| AdminError::Internal(e.into()))?;
-    if added > 0 {
-        state.reload_groups().await?;
-    }
     Ok(ImportResult {
         added_count: added,
         ignored_count: total - added,
@@ -319,12 +293,9 @@ async fn delete(
     let mut processed = 0;
     for chunk in keys.chunks(CHUNK) {
         let hashes: Vec<String> = chunk.iter().map(|k| state.cipher.hash(k)).collect();
-        deleted += keys::delete_by_hashes(&state.db, group.id, &hashes).await?.0;
+        deleted += state.registry.delete_keys(group.id, &hashes).await?.0;
         processed += chunk.len();
         handle.progress(processed);
-    }
-    if deleted > 0 {
-        state.reload_groups().await?;
     }
     Ok(DeleteResult {
         deleted_count: deleted,
@@ -335,50 +306,11 @@ async fn delete(
 /// The policy of a standard group, or 400.
 fn standard_policy(state: &AdminState, group: &GroupRow) -> AdminResult<Arc<GroupPolicy>> {
     state
-        .catalog
+        .registry
+        .catalog()
         .policy(&group.name)
         .filter(|p| !p.aggregate)
         .ok_or_else(|| AdminError::BadRequest(format!("group {} has no keys to validate", group.name)))
-}
-
-/// Feeds validation outcomes to the pool: a key that works is active again with its failures
-/// reset; a failure blamed on the key is counted (blacklisted at the group's threshold), a rate
-/// limit cools the key, and a provider failure or a refused validation request leaves it as it
-/// is. Disabled keys are left alone. Returns `(valid, invalid)`.
-fn apply(pool: &MemoryKeyPool, policy: &GroupPolicy, checks: &[KeyCheck]) -> (usize, usize) {
-    let (mut valid, mut invalid) = (0, 0);
-    let mut restore = Vec::new();
-    for check in checks {
-        let state = check.slot.state();
-        if check.outcome.is_ok() {
-            valid += 1;
-            if state != KeyState::Disabled
-                && (state != KeyState::Active || check.slot.consecutive_failures() > 0)
-            {
-                restore.push((check.slot.id(), KeyState::Active));
-            }
-            continue;
-        }
-        invalid += 1;
-        if !matches!(state, KeyState::Active | KeyState::Cooling) {
-            continue;
-        }
-        let report = match check.verdict {
-            Outcome::Failure { counted: true } => Report::Failure {
-                blacklist_threshold: policy.health.blacklist_threshold,
-            },
-            Outcome::Dead => Report::Invalidate,
-            Outcome::CoolDown(duration) => Report::CoolDown { duration },
-            Outcome::Transient => Report::Transient,
-            _ => continue,
-        };
-        let key = SelectedKey::new(policy.name.clone(), check.slot.clone());
-        pool.report(&key, report);
-    }
-    if !restore.is_empty() {
-        pool.set_states(policy.name.as_str(), restore);
-    }
-    (valid, invalid)
 }
 
 /// Starts validating a group's keys against the upstream (the global task).
@@ -403,7 +335,8 @@ pub(crate) async fn validate_group(
     };
     let policy = standard_policy(&state, &group)?;
     let slots: Vec<Arc<KeySlot>> = state
-        .pool
+        .registry
+        .pool()
         .keys(&group.name)
         .into_iter()
         .filter(|k| wanted(k.state()))
@@ -414,7 +347,7 @@ pub(crate) async fn validate_group(
             group.name
         )));
     }
-    let client = state.tasks.client()?;
+    let client = state.registry.client().clone();
     let handle = state
         .tasks
         .start(TaskType::Validation, &group.name, slots.len())?;
@@ -422,7 +355,8 @@ pub(crate) async fn validate_group(
     tokio::spawn(async move {
         let total = slots.len();
         let done = AtomicUsize::new(0);
-        let checks = check_keys(&policy, &task_state.catalog, &client, slots, &done);
+        let catalog = task_state.registry.catalog();
+        let checks = check_keys(&policy, catalog, &client, slots, &done);
         tokio::pin!(checks);
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         let checks = loop {
@@ -432,7 +366,7 @@ pub(crate) async fn validate_group(
             }
         };
         handle.progress(total);
-        let (valid, invalid) = apply(&task_state.pool, &policy, &checks);
+        let (valid, invalid) = task_state.registry.apply_validation(&policy, &checks);
         let result = ValidationResult {
             total_keys: total,
             valid_keys: valid,
@@ -466,14 +400,22 @@ pub(crate) async fn test_multiple(
     let policy = standard_policy(&state, &group)?;
     let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
     let slots: Vec<Arc<KeySlot>> = state
-        .pool
+        .registry
+        .pool()
         .keys(&group.name)
         .into_iter()
         .filter(|k| wanted.contains(k.secret().expose()))
         .collect();
-    let client = state.tasks.client()?;
-    let checks = check_keys(&policy, &state.catalog, &client, slots, &AtomicUsize::new(0)).await;
-    apply(&state.pool, &policy, &checks);
+    let registry = &state.registry;
+    let checks = check_keys(
+        &policy,
+        registry.catalog(),
+        registry.client(),
+        slots,
+        &AtomicUsize::new(0),
+    )
+    .await;
+    registry.apply_validation(&policy, &checks);
     let by_key: HashMap<&str, &KeyCheck> = checks.iter().map(|c| (c.slot.secret().expose(), c)).collect();
     let results: Vec<TestedKey> = keys
         .iter()

@@ -5,7 +5,7 @@
 //! dropped without an outcome (a panic, say) ends as failed, so the slot never stays taken.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, OnceLock},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -13,12 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{
-    admin::error::{AdminError, AdminResult},
-    catalog::client_settings,
-    proxy::UpstreamClient,
-    settings::{GroupConfig, SystemSettings},
-};
+use crate::admin::error::{AdminError, AdminResult};
 
 /// How long the status of a finished task stays readable.
 const KEEP_FINISHED: Duration = Duration::from_secs(60 * 60);
@@ -61,11 +56,10 @@ struct Current {
     finished: Option<Instant>,
 }
 
-/// The global task slot, and the HTTP client validation tasks send through.
+/// The global task slot.
 #[derive(Default)]
 pub(crate) struct TaskManager {
     current: Mutex<Option<Current>>,
-    client: OnceLock<UpstreamClient>,
 }
 
 impl std::fmt::Debug for TaskManager {
@@ -124,17 +118,6 @@ impl TaskManager {
             *current = None;
         }
         current.as_ref().map(|c| c.status.clone())
-    }
-
-    /// The client for validation requests (built once; each request carries its group's
-    /// settings).
-    pub(crate) fn client(&self) -> AdminResult<UpstreamClient> {
-        if let Some(client) = self.client.get() {
-            return Ok(client.clone());
-        }
-        let defaults = client_settings(&SystemSettings::default().effective(&GroupConfig::default()));
-        let client = UpstreamClient::new(defaults).map_err(|e| AdminError::Internal(e.into()))?;
-        Ok(self.client.get_or_init(|| client).clone())
     }
 
     fn update(&self, change: impl FnOnce(&mut Current)) {

@@ -11,7 +11,7 @@ use gpt_load_tower::context::target_group;
 use http::Request;
 use tower::{Layer, Service};
 
-use crate::catalog::Catalog;
+use super::Catalog;
 
 /// See the [module docs](self).
 #[derive(Clone)]

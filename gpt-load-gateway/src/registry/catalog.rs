@@ -1,0 +1,173 @@
+//! The groups as the proxy sees them: every table the proxy stack reads (proxy keys, upstreams,
+//! rewriting rules and aggregates, and each group's [`GroupPolicy`]), changed one group at a
+//! time by the [registry](super) and swapped in without a lock on the request path.
+
+use std::{collections::HashMap, sync::Arc};
+
+use arc_swap::ArcSwap;
+use gpt_load_tower::{
+    auth::{ProxyKeyTable, StaticProxyKeys},
+    blacklist::HealthSettings,
+    channel::ChannelKind,
+    context::GroupName,
+    log::LogSettings,
+    retry::RetrySettings,
+    rewrite::RewriteTable,
+    upstream::Upstreams,
+};
+
+use super::group::Group;
+use crate::{
+    proxy::ClientSettings,
+    settings::{EffectiveConfig, SystemSettings},
+};
+
+/// The effective settings of one group, inserted into each request it serves.
+#[derive(Debug)]
+pub(crate) struct GroupPolicy {
+    pub(crate) id: i64,
+    pub(crate) name: GroupName,
+    pub(crate) channel: ChannelKind,
+    pub(crate) test_model: String,
+    pub(crate) validation_endpoint: Option<String>,
+    pub(crate) effective: EffectiveConfig,
+    pub(crate) retry: RetrySettings,
+    pub(crate) health: HealthSettings,
+    pub(crate) log: LogSettings,
+    pub(crate) client: Arc<ClientSettings>,
+    pub(crate) aggregate: bool,
+}
+
+impl GroupPolicy {
+    /// The policy of `group` under the system `settings` (group > system > default).
+    fn new(group: &Group, settings: &SystemSettings) -> Self {
+        let effective = settings.effective(&group.config);
+        Self {
+            id: group.id,
+            name: group.name.clone(),
+            channel: group.channel,
+            test_model: group.test_model.clone(),
+            validation_endpoint: group.validation_endpoint.clone(),
+            retry: RetrySettings {
+                max_retries: effective.max_retries(),
+            },
+            health: effective.health_settings(),
+            log: LogSettings {
+                request_body: effective.enable_request_body_logging(),
+            },
+            client: Arc::new(ClientSettings::from_effective(&effective)),
+            effective,
+            aggregate: group.is_aggregate(),
+        }
+    }
+}
+
+/// Every table the proxy stack reads, shared with the stack at start. Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Catalog {
+    pub(crate) proxy_keys: StaticProxyKeys,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) rewrite: RewriteTable,
+    policies: Arc<ArcSwap<HashMap<GroupName, Arc<GroupPolicy>>>>,
+}
+
+impl Catalog {
+    /// An empty catalog.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The policy of a group.
+    pub(crate) fn policy(&self, group: &str) -> Option<Arc<GroupPolicy>> {
+        self.policies.load().get(group).cloned()
+    }
+
+    /// The id of a group by name (for request logs).
+    pub(crate) fn group_id(&self, group: &str) -> Option<i64> {
+        self.policies.load().get(group).map(|p| p.id)
+    }
+
+    /// Every standard group's policy.
+    pub(crate) fn standard_groups(&self) -> Vec<Arc<GroupPolicy>> {
+        self.policies
+            .load()
+            .values()
+            .filter(|p| !p.aggregate)
+            .cloned()
+            .collect()
+    }
+
+    /// Installs (or replaces) one group: its upstreams and rules, or its members when it is an
+    /// aggregate, and its policy. Other groups' entries are left as they are (the same `Arc`s).
+    /// Returns warnings about unusable stored values.
+    pub(crate) fn install(
+        &self,
+        group: &Group,
+        members: Vec<(GroupName, u32)>,
+        settings: &SystemSettings,
+    ) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if group.is_aggregate() {
+            self.rewrite.set_aggregate(group.name.clone(), members);
+        } else {
+            self.rewrite.set_group(group.name.clone(), group.rules.clone());
+            let list = group.upstreams.iter().map(|u| (u.url.as_str(), u.weight));
+            if let Err(err) = self.upstreams.set_group(group.name.clone(), list) {
+                warnings.push(format!("group '{}': {err}", group.name));
+            }
+        }
+        let policy = Arc::new(GroupPolicy::new(group, settings));
+        self.policies.rcu(|policies| {
+            let mut policies = HashMap::clone(policies);
+            policies.insert(group.name.clone(), Arc::clone(&policy));
+            policies
+        });
+        warnings
+    }
+
+    /// Replaces an aggregate's members only.
+    pub(crate) fn set_members(&self, aggregate: &GroupName, members: Vec<(GroupName, u32)>) {
+        self.rewrite.set_aggregate(aggregate.clone(), members);
+    }
+
+    /// Forgets a group (deleted, or renamed: installed again under its new name).
+    pub(crate) fn remove(&self, name: &str) {
+        self.upstreams.remove_group(name);
+        self.rewrite.remove_group(name);
+        self.policies.rcu(|policies| {
+            let mut policies = HashMap::clone(policies);
+            policies.remove(name);
+            policies
+        });
+    }
+
+    /// Rebuilds every policy under new system settings; upstreams and rules are unchanged.
+    pub(crate) fn refresh_policies<'a>(
+        &self,
+        groups: impl IntoIterator<Item = &'a Group>,
+        settings: &SystemSettings,
+    ) {
+        let policies = groups
+            .into_iter()
+            .map(|g| (g.name.clone(), Arc::new(GroupPolicy::new(g, settings))))
+            .collect();
+        self.policies.store(Arc::new(policies));
+    }
+
+    /// Rebuilds the proxy key table: the global keys from the settings plus each group's own.
+    pub(crate) fn set_proxy_keys<'a>(
+        &self,
+        groups: impl IntoIterator<Item = &'a Group>,
+        settings: &SystemSettings,
+    ) {
+        let mut table = ProxyKeyTable::new().global(settings.proxy_keys.iter().map(String::as_str));
+        for group in groups {
+            table = table.group(
+                group.name.clone(),
+                group.channel,
+                group.proxy_keys.iter().map(String::as_str),
+            );
+        }
+        self.proxy_keys.store(table);
+    }
+}

@@ -1,0 +1,612 @@
+//! The one owner of the gateway's group and key state.
+//!
+//! [`Registry`] holds the database handle, the cipher, the live settings, the [`Catalog`] the
+//! proxy stack reads, the key pool and the one upstream client. The admin API, bootstrap, the
+//! settings watcher and the jobs change groups, keys and settings through its methods, and
+//! nothing else writes that state. Every method writes the database first and then changes the
+//! memory of what it touched:
+//!
+//! - a change to one group re-reads that group's row only and swaps its catalog entries; other
+//!   groups keep theirs (the same `Arc`s), and no key is decrypted again;
+//! - keys are decrypted once, when they enter the pool (at start, when added, when their group
+//!   is created); deletions and status changes address them by id;
+//! - a settings change rebuilds the groups' policies from the groups already parsed, without a
+//!   database read.
+//!
+//! Changes are serialised by one async lock (admin and job paths only; the proxy path never
+//! takes it), so the memory always matches the last write. These methods are also the seam
+//! cluster invalidation messages call: [`Registry::reload_group`], [`Registry::load_all`],
+//! [`Registry::apply_settings`].
+
+pub(crate) mod catalog;
+mod definition;
+mod group;
+mod keys;
+pub(crate) mod persist;
+mod policy;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use chrono::NaiveDateTime;
+use gpt_load_tower::{
+    blacklist::Outcome,
+    context::GroupName,
+    keys::{KeyEvents, KeyId, KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey},
+};
+use serde_json::{Map, Value};
+
+pub(crate) use self::{
+    catalog::{Catalog, GroupPolicy},
+    definition::{GroupDefinition, GroupInput, HeaderRuleJson, UpstreamSpec},
+    group::{Group, GroupKind},
+    keys::{KeyStatus, SealedKey},
+    policy::GroupPolicyLayer,
+};
+use crate::{
+    crypto::KeyCipher,
+    db::{Db, DbError},
+    jobs::validate::KeyCheck,
+    models::{GroupRow, NewGroup, now},
+    proxy::{ClientSettings, UpstreamClient},
+    repo::{
+        groups::{self as group_rows, CopiedKey, SubGroupLink},
+        keys as key_rows,
+    },
+    settings::{GroupConfig, SettingsError, SettingsStore},
+};
+
+/// What [`Registry::load_all`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LoadSummary {
+    pub(crate) groups: usize,
+    pub(crate) keys: usize,
+    /// Keys whose stored value could not be decrypted (wrong `ENCRYPTION_KEY`); left out of the pool.
+    pub(crate) undecryptable: usize,
+}
+
+/// What adding keys to a group did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Added {
+    pub(crate) added: usize,
+    /// The group's keys afterwards.
+    pub(crate) total: i64,
+}
+
+/// The owner of group and key state. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    cipher: KeyCipher,
+    settings: Arc<SettingsStore>,
+    catalog: Catalog,
+    pool: MemoryKeyPool,
+    client: UpstreamClient,
+    /// The parsed groups and the aggregate links. Held only in synchronous sections, never
+    /// across an `.await`; the catalog changes under it so it always matches.
+    state: Mutex<State>,
+    /// Serialises changes: a database write and the memory change that follows it.
+    write: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    groups: HashMap<i64, Arc<Group>>,
+    links: Vec<SubGroupLink>,
+}
+
+impl State {
+    /// An aggregate's members as `(name, weight)`.
+    fn members(&self, aggregate: i64) -> Vec<(GroupName, u32)> {
+        self.links
+            .iter()
+            .filter(|l| l.group_id == aggregate)
+            .filter_map(|l| {
+                let member = self.groups.get(&l.sub_group_id)?;
+                Some((member.name.clone(), u32::try_from(l.weight.max(0)).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    fn by_name(&self, name: &str) -> Option<&Arc<Group>> {
+        self.groups.values().find(|g| g.name.as_str() == name)
+    }
+}
+
+impl Registry {
+    /// An empty registry over `db` (call [`Registry::load_all`] next), with the key pool's event
+    /// stream for the write-behind task ([`persist::run`]).
+    pub(crate) fn new(
+        db: Db,
+        cipher: KeyCipher,
+        settings: Arc<SettingsStore>,
+    ) -> anyhow::Result<(Self, KeyEvents)> {
+        let (pool, events) = MemoryKeyPool::with_events();
+        let defaults = ClientSettings::from_effective(&settings.current().effective(&GroupConfig::default()));
+        let client = UpstreamClient::new(defaults)?;
+        let inner = Inner {
+            db,
+            cipher,
+            settings,
+            catalog: Catalog::new(),
+            pool,
+            client,
+            state: Mutex::default(),
+            write: tokio::sync::Mutex::new(()),
+        };
+        Ok((
+            Self {
+                inner: Arc::new(inner),
+            },
+            events,
+        ))
+    }
+
+    /// A registry over `db` with the default settings, loaded.
+    #[cfg(test)]
+    pub(crate) async fn loaded(db: &Db, cipher: &KeyCipher) -> (Self, KeyEvents) {
+        let settings = crate::settings::SystemSettings::default();
+        let settings = Arc::new(SettingsStore::new(settings, cipher.clone()));
+        let (registry, events) = Self::new(db.clone(), cipher.clone(), settings).expect("a registry");
+        registry.load_all().await.expect("the registry loads");
+        (registry, events)
+    }
+
+    /// The database (for reads; writes to groups, keys and settings go through the registry).
+    pub(crate) fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The cipher of stored keys.
+    pub(crate) fn cipher(&self) -> &KeyCipher {
+        &self.inner.cipher
+    }
+
+    /// The live system settings.
+    pub(crate) fn settings(&self) -> &Arc<SettingsStore> {
+        &self.inner.settings
+    }
+
+    /// The tables the proxy stack reads.
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The key pool (selection and reports go to it directly; membership changes through here).
+    pub(crate) fn pool(&self) -> &MemoryKeyPool {
+        &self.inner.pool
+    }
+
+    /// The one upstream client (proxied requests and key validation).
+    pub(crate) fn client(&self) -> &UpstreamClient {
+        &self.inner.client
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A group by id, as the registry runs it.
+    pub(crate) fn group(&self, id: i64) -> Option<Arc<Group>> {
+        self.state().groups.get(&id).cloned()
+    }
+
+    // ----- Loading -------------------------------------------------------------------------
+
+    /// Reads every group, link and key and replaces the whole state (at start; after a change
+    /// the registry did not see). Keys already in the pool keep their live state.
+    pub(crate) async fn load_all(&self) -> Result<LoadSummary, DbError> {
+        let _write = self.inner.write.lock().await;
+        let rows = group_rows::list(self.db()).await?;
+        let links = group_rows::sub_group_links(self.db()).await?;
+        let key_rows = key_rows::list_all(self.db()).await?;
+        let mut summary = LoadSummary::default();
+        let mut slots: HashMap<i64, Vec<KeySlot>> = HashMap::new();
+        for row in &key_rows {
+            match keys::slot_of_row(row, self.cipher()) {
+                Some(slot) => {
+                    slots.entry(row.group_id).or_default().push(slot);
+                    summary.keys += 1;
+                }
+                None => summary.undecryptable += 1,
+            }
+        }
+        let settings = self.settings().current();
+        let mut state = self.state();
+        let mut fresh = State {
+            groups: HashMap::new(),
+            links,
+        };
+        for row in &rows {
+            match Group::from_row(row, self.cipher()) {
+                Ok((group, warnings)) => {
+                    warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                    fresh.groups.insert(group.id, Arc::new(group));
+                }
+                Err(warning) => tracing::warn!("{warning}"),
+            }
+        }
+        for gone in state
+            .groups
+            .values()
+            .filter(|g| fresh.by_name(g.name.as_str()).is_none())
+        {
+            self.catalog().remove(gone.name.as_str());
+        }
+        for group in fresh.groups.values() {
+            let members = fresh.members(group.id);
+            for warning in self.catalog().install(group, members, &settings) {
+                tracing::warn!("{warning}");
+            }
+            if !group.is_aggregate() {
+                let keys = slots.remove(&group.id).unwrap_or_default();
+                self.pool().set_group(group.name.clone(), keys);
+            }
+        }
+        for name in self.pool().groups() {
+            let standard = fresh.by_name(name.as_str()).is_some_and(|g| !g.is_aggregate());
+            if !standard {
+                self.pool().remove_group(name.as_str());
+            }
+        }
+        self.catalog()
+            .set_proxy_keys(fresh.groups.values().map(AsRef::as_ref), &settings);
+        summary.groups = fresh.groups.len();
+        *state = fresh;
+        drop(state);
+        if summary.undecryptable > 0 {
+            tracing::warn!(
+                count = summary.undecryptable,
+                "keys could not be decrypted with ENCRYPTION_KEY and were not loaded"
+            );
+        }
+        Ok(summary)
+    }
+
+    /// Re-reads one group (and the aggregate links) and applies it: installs, replaces, renames
+    /// or forgets it. Other groups' entries and keys are left as they are. A group new to the
+    /// registry brings its stored keys into the pool.
+    pub(crate) async fn reload_group(&self, id: i64) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        self.reload_group_locked(id).await
+    }
+
+    async fn reload_group_locked(&self, id: i64) -> Result<(), DbError> {
+        let row = group_rows::find(self.db(), id).await?;
+        let links = group_rows::sub_group_links(self.db()).await?;
+        let known = self.state().groups.contains_key(&id);
+        let stored_keys = match &row {
+            Some(row) if !known && GroupKind::of_row(row) == GroupKind::Standard => {
+                key_rows::list_by_group(self.db(), id).await?
+            }
+            _ => Vec::new(),
+        };
+        let settings = self.settings().current();
+        let mut state = self.state();
+        state.links = links;
+        let old = state.groups.remove(&id);
+        let parsed = row.as_ref().map(|row| Group::from_row(row, self.cipher()));
+        match parsed {
+            Some(Ok((group, warnings))) => {
+                warnings.iter().for_each(|w| tracing::warn!("{w}"));
+                let group = Arc::new(group);
+                match &old {
+                    Some(old) if old.name != group.name => {
+                        self.catalog().remove(old.name.as_str());
+                        self.pool().rename_group(old.name.as_str(), group.name.clone());
+                    }
+                    Some(_) => {}
+                    None if !group.is_aggregate() => {
+                        let slots = stored_keys
+                            .iter()
+                            .filter_map(|row| keys::slot_of_row(row, self.cipher()));
+                        self.pool().set_group(group.name.clone(), slots);
+                    }
+                    None => {}
+                }
+                state.groups.insert(id, Arc::clone(&group));
+                for warning in self.catalog().install(&group, state.members(id), &settings) {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Some(Err(warning)) => {
+                tracing::warn!("{warning}");
+                self.forget(old.as_deref());
+            }
+            None => self.forget(old.as_deref()),
+        }
+        // Aggregates name their members: a member renamed, added, removed or deleted changes them.
+        for aggregate in state.groups.values().filter(|g| g.is_aggregate()) {
+            self.catalog()
+                .set_members(&aggregate.name, state.members(aggregate.id));
+        }
+        self.catalog()
+            .set_proxy_keys(state.groups.values().map(AsRef::as_ref), &settings);
+        Ok(())
+    }
+
+    fn forget(&self, group: Option<&Group>) {
+        if let Some(group) = group {
+            self.catalog().remove(group.name.as_str());
+            self.pool().remove_group(group.name.as_str());
+        }
+    }
+
+    /// Rebuilds every group's policy and the proxy key table from the current settings (after
+    /// a settings change), from the groups already parsed.
+    pub(crate) fn apply_settings(&self) {
+        let settings = self.settings().current();
+        let state = self.state();
+        self.catalog()
+            .refresh_policies(state.groups.values().map(AsRef::as_ref), &settings);
+        self.catalog()
+            .set_proxy_keys(state.groups.values().map(AsRef::as_ref), &settings);
+    }
+
+    // ----- Settings ------------------------------------------------------------------------
+
+    /// Applies a partial settings update (`PUT /api/settings`) and makes it visible to the next
+    /// request.
+    pub(crate) async fn update_settings(&self, update: &Map<String, Value>) -> Result<(), SettingsError> {
+        let _write = self.inner.write.lock().await;
+        self.settings().update(self.db(), update).await?;
+        self.apply_settings();
+        Ok(())
+    }
+
+    // ----- Groups --------------------------------------------------------------------------
+
+    /// Creates a group; it serves at once.
+    pub(crate) async fn create_group(&self, group: &NewGroup<'_>) -> Result<GroupRow, DbError> {
+        let _write = self.inner.write.lock().await;
+        let row = group_rows::insert(self.db(), group).await?;
+        self.reload_group_locked(row.id).await?;
+        Ok(row)
+    }
+
+    /// Replaces a group's columns; `None` when it does not exist.
+    pub(crate) async fn update_group(
+        &self,
+        id: i64,
+        group: &NewGroup<'_>,
+    ) -> Result<Option<GroupRow>, DbError> {
+        let _write = self.inner.write.lock().await;
+        let row = group_rows::update(self.db(), id, group).await?;
+        if row.is_some() {
+            self.reload_group_locked(id).await?;
+        }
+        Ok(row)
+    }
+
+    /// Deletes a group with its keys and links; returns whether it existed.
+    pub(crate) async fn delete_group(&self, id: i64) -> Result<bool, DbError> {
+        let _write = self.inner.write.lock().await;
+        let existed = group_rows::delete(self.db(), id).await?;
+        self.reload_group_locked(id).await?;
+        Ok(existed)
+    }
+
+    /// Creates a copy of a group with these links and stored keys, in one transaction.
+    pub(crate) async fn copy_group(
+        &self,
+        group: &NewGroup<'_>,
+        links: &[(i64, i32)],
+        keys: &[CopiedKey],
+    ) -> Result<GroupRow, DbError> {
+        let _write = self.inner.write.lock().await;
+        let row = group_rows::insert_copy(self.db(), group, links, keys).await?;
+        self.reload_group_locked(row.id).await?;
+        Ok(row)
+    }
+
+    /// Sets the display order of groups (nothing the proxy reads); `Some(id)` names a group that
+    /// does not exist (then nothing is written).
+    pub(crate) async fn reorder_groups(&self, items: &[(i64, i32)]) -> Result<Option<i64>, DbError> {
+        let _write = self.inner.write.lock().await;
+        group_rows::reorder(self.db(), items).await
+    }
+
+    /// Adds members to an aggregate, all or none.
+    pub(crate) async fn add_sub_groups(&self, aggregate: i64, links: &[(i64, i32)]) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        group_rows::add_sub_groups(self.db(), aggregate, links).await?;
+        self.reload_group_locked(aggregate).await
+    }
+
+    /// Sets (or adds) one member's weight.
+    pub(crate) async fn set_sub_group(
+        &self,
+        aggregate: i64,
+        member: i64,
+        weight: i32,
+    ) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        group_rows::set_sub_group(self.db(), aggregate, member, weight).await?;
+        self.reload_group_locked(aggregate).await
+    }
+
+    /// Removes one member; returns whether it was one.
+    pub(crate) async fn remove_sub_group(&self, aggregate: i64, member: i64) -> Result<bool, DbError> {
+        let _write = self.inner.write.lock().await;
+        let removed = group_rows::remove_sub_group(self.db(), aggregate, member).await?;
+        self.reload_group_locked(aggregate).await?;
+        Ok(removed)
+    }
+
+    /// Records that a group's keys were validated at `at`.
+    pub(crate) async fn mark_validated(&self, id: i64, at: NaiveDateTime) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        group_rows::set_last_validated(self.db(), id, at).await?;
+        let mut state = self.state();
+        if let Some(group) = state.groups.get_mut(&id) {
+            Arc::make_mut(group).last_validated_at = Some(at);
+        }
+        Ok(())
+    }
+
+    // ----- Keys ----------------------------------------------------------------------------
+
+    fn name_of(&self, group_id: i64) -> Option<GroupName> {
+        self.state().groups.get(&group_id).map(|g| g.name.clone())
+    }
+
+    /// Adds plain keys to a group (those it already has, by hash, are ignored); they are
+    /// selectable at once.
+    pub(crate) async fn add_keys(&self, group_id: i64, plain: &[String]) -> Result<Added, DbError> {
+        let sealed: Vec<(String, SealedKey)> = plain
+            .iter()
+            .map(|k| (k.clone(), SealedKey::seal(self.cipher(), k)))
+            .collect();
+        self.add_sealed(group_id, &sealed).await
+    }
+
+    /// [`Registry::add_keys`] for keys sealed beforehand (`(plain, sealed)`, unique by hash).
+    pub(crate) async fn add_sealed(
+        &self,
+        group_id: i64,
+        keys: &[(String, SealedKey)],
+    ) -> Result<Added, DbError> {
+        let _write = self.inner.write.lock().await;
+        let at = now();
+        let rows: Vec<_> = keys.iter().map(|(_, sealed)| sealed.row(group_id, at)).collect();
+        let (added, total) = key_rows::add_new_to_group(self.db(), group_id, &rows).await?;
+        if let Some(name) = self.name_of(group_id).filter(|_| !added.is_empty()) {
+            let plain: HashMap<&str, &str> = keys
+                .iter()
+                .map(|(plain, sealed)| (sealed.hash.as_str(), plain.as_str()))
+                .collect();
+            let slots = added.iter().filter_map(|(id, hash)| {
+                let plain = plain.get(hash.as_str())?;
+                Some(keys::slot(*id, plain, KeyStatus::Active, 0))
+            });
+            self.pool().add_keys(name, slots);
+        }
+        Ok(Added {
+            added: added.len(),
+            total,
+        })
+    }
+
+    /// Deletes a group's keys with these hashes; returns how many and the group's new total.
+    pub(crate) async fn delete_keys(
+        &self,
+        group_id: i64,
+        hashes: &[String],
+    ) -> Result<(usize, i64), DbError> {
+        let _write = self.inner.write.lock().await;
+        let (ids, total) = key_rows::delete_by_hashes(self.db(), group_id, hashes).await?;
+        self.remove_from_pool(group_id, &ids);
+        Ok((ids.len(), total))
+    }
+
+    /// Deletes a group's keys, all or those with `status`; returns how many.
+    pub(crate) async fn clear_keys(
+        &self,
+        group_id: i64,
+        status: Option<KeyStatus>,
+    ) -> Result<usize, DbError> {
+        let _write = self.inner.write.lock().await;
+        let ids = key_rows::delete_in_group(self.db(), group_id, status.map(KeyStatus::as_str)).await?;
+        self.remove_from_pool(group_id, &ids);
+        Ok(ids.len())
+    }
+
+    fn remove_from_pool(&self, group_id: i64, ids: &[i64]) {
+        if let Some(name) = self.name_of(group_id).filter(|_| !ids.is_empty()) {
+            self.pool()
+                .remove_keys(name.as_str(), ids.iter().map(|id| KeyId(*id as u64)));
+        }
+    }
+
+    /// Makes a group's invalid keys with these hashes (all when `None`) active again with their
+    /// failures reset; returns how many and the group's total.
+    pub(crate) async fn restore_keys(
+        &self,
+        group_id: i64,
+        hashes: Option<&[String]>,
+    ) -> Result<(usize, i64), DbError> {
+        let _write = self.inner.write.lock().await;
+        let (ids, total) = key_rows::restore_invalid(self.db(), group_id, hashes, now()).await?;
+        if let Some(name) = self.name_of(group_id) {
+            let active = ids.iter().map(|id| (KeyId(*id as u64), KeyState::Active));
+            self.pool().set_states(name.as_str(), active);
+        }
+        Ok((ids.len(), total))
+    }
+
+    /// Sets one key's status by hand (`active` also clears its failures); `false` when the key
+    /// does not exist.
+    pub(crate) async fn set_key_status(&self, key_id: i64, status: KeyStatus) -> Result<bool, DbError> {
+        let _write = self.inner.write.lock().await;
+        let Some(group_id) = key_rows::set_status(self.db(), key_id, status.as_str(), now()).await? else {
+            return Ok(false);
+        };
+        if let Some(name) = self.name_of(group_id) {
+            self.pool()
+                .set_state(name.as_str(), KeyId(key_id as u64), status.state());
+        }
+        Ok(true)
+    }
+
+    /// Feeds validation outcomes to the pool, whose events persist them like traffic does: a key
+    /// that works is active again with its failures reset; a failure blamed on the key is
+    /// counted (blacklisted at the group's threshold), a rate limit cools the key, and a provider
+    /// failure or a refused validation request leaves it as it is. Disabled keys are left alone.
+    /// Returns `(valid, invalid)`.
+    pub(crate) fn apply_validation(&self, policy: &GroupPolicy, checks: &[KeyCheck]) -> (usize, usize) {
+        let (mut valid, mut invalid) = (0, 0);
+        let mut restore = Vec::new();
+        for check in checks {
+            let state = check.slot.state();
+            if check.outcome.is_ok() {
+                valid += 1;
+                if state != KeyState::Disabled
+                    && (state != KeyState::Active || check.slot.consecutive_failures() > 0)
+                {
+                    restore.push((check.slot.id(), KeyState::Active));
+                }
+                continue;
+            }
+            invalid += 1;
+            if !matches!(state, KeyState::Active | KeyState::Cooling) {
+                continue;
+            }
+            let report = match check.verdict {
+                Outcome::Failure { counted: true } => Report::Failure {
+                    blacklist_threshold: policy.health.blacklist_threshold,
+                },
+                Outcome::Dead => Report::Invalidate,
+                Outcome::CoolDown(duration) => Report::CoolDown { duration },
+                Outcome::Transient => Report::Transient,
+                _ => continue,
+            };
+            let key = SelectedKey::new(policy.name.clone(), Arc::clone(&check.slot));
+            self.pool().report(&key, report);
+        }
+        if !restore.is_empty() {
+            self.pool().set_states(policy.name.as_str(), restore);
+        }
+        (valid, invalid)
+    }
+
+    /// Makes the keys that passed validation active again; returns how many changed.
+    pub(crate) fn restore_validated(&self, policy: &GroupPolicy, checks: &[KeyCheck]) -> usize {
+        let restored = checks
+            .iter()
+            .filter(|c| c.outcome.is_ok())
+            .map(|c| (c.slot.id(), KeyState::Active));
+        self.pool().set_states(policy.name.as_str(), restored)
+    }
+}
