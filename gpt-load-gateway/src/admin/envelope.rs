@@ -26,11 +26,28 @@ pub(crate) struct Ack {
     message: String,
 }
 
-/// Failure: `{"code":"ERR_CODE","message":"…"}`.
+/// Failure: `{"code":"ERR_CODE","message":"…"}`; a validation failure adds every invalid field:
+/// `"errors":[{"field":"…","message":"…"}]`.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Failure {
     pub(crate) code: ErrorCode,
-    /// What went wrong; a validation message starts with the field it names.
+    /// What went wrong; a validation message starts with the field it names, and lists every
+    /// invalid field as `field: problem; other: problem`.
+    pub(crate) message: String,
+    /// `VALIDATION_FAILED` only, and always there: each invalid field with its problem, in the
+    /// order of `message` (one element when one field is at fault). Absent for other codes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub(crate) errors: Option<Vec<InvalidField>>,
+}
+
+/// One invalid field of a `VALIDATION_FAILED` failure.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub(crate) struct InvalidField {
+    /// The body field, query parameter, path segment or setting at fault, as the request names
+    /// it; a group's config override is named by its setting key.
+    pub(crate) field: String,
+    /// What is wrong with it, without the field's name.
     pub(crate) message: String,
 }
 
@@ -41,7 +58,7 @@ pub(crate) enum ErrorCode {
     /// 400: the body is not valid JSON for the route.
     InvalidJson,
     /// 400: a path segment, query parameter or body field is invalid; the message starts with
-    /// its name.
+    /// its name and `errors` lists every invalid field.
     ValidationFailed,
     /// 400: the request cannot be served as asked.
     BadRequest,

@@ -1,5 +1,7 @@
 //! One error type for every admin handler, and the one conversion into gpt-load's envelope
-//! `{"code":"ERR_CODE","message":"…"}`.
+//! `{"code":"ERR_CODE","message":"…"}`. A validation failure also lists its fields one by one,
+//! `"errors":[{"field":"…","message":"…"}]`, from the fields the error carries (the message is
+//! made from the same list, never the other way round).
 //!
 //! Deliberate deviations from gpt-load (docs/API.md): validation errors are `400
 //! VALIDATION_FAILED` naming the field (gpt-load answers some with 500), unknown resources `404`,
@@ -8,7 +10,7 @@
 //! failures are logged with their cause and answered with a generic message.
 
 use super::{
-    envelope::{ErrorCode, Failure},
+    envelope::{ErrorCode, Failure, InvalidField},
     routes::BODY_LIMIT,
 };
 use crate::{db::DbError, settings::FieldError};
@@ -23,8 +25,12 @@ use axum::{
 pub(crate) enum AdminError {
     #[error("invalid JSON: {0}")]
     InvalidJson(String),
+    /// One invalid field.
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
+    /// Several invalid fields, each named in the message: `first: problem; second: problem`.
+    #[error("{}", joined(.0))]
+    Fields(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0} not found")]
@@ -55,23 +61,43 @@ impl AdminError {
         }
     }
 
-    /// The first of several field errors, with every one in the message:
-    /// `first: message; second: message`.
-    pub(crate) fn fields(errors: Vec<FieldError>) -> Self {
-        let field = errors.first().map(|e| e.field.clone()).unwrap_or_default();
-        let message = errors
-            .iter()
-            .enumerate()
-            .map(|(i, e)| if i == 0 { e.message.clone() } else { e.to_string() })
-            .collect::<Vec<_>>()
-            .join("; ");
-        Self::Validation { field, message }
+    /// Every field error of a check, with every one in the message:
+    /// `first: message; second: message`. One error is [`AdminError::Validation`].
+    pub(crate) fn fields(mut errors: Vec<FieldError>) -> Self {
+        if errors.len() == 1
+            && let Some(FieldError { field, message }) = errors.pop()
+        {
+            return Self::Validation { field, message };
+        }
+        Self::Fields(errors)
+    }
+
+    /// The invalid fields a validation failure answers in `errors`; `None` for other failures.
+    fn invalid_fields(&self) -> Option<Vec<InvalidField>> {
+        match self {
+            Self::Validation { field, message } => Some(vec![InvalidField {
+                field: field.clone(),
+                message: message.clone(),
+            }]),
+            Self::Fields(errors) => Some(
+                errors
+                    .iter()
+                    .map(|e| InvalidField {
+                        field: e.field.clone(),
+                        message: e.message.clone(),
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 
     fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson),
-            Self::Validation { .. } => (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed),
+            Self::Validation { .. } | Self::Fields(_) => {
+                (StatusCode::BAD_REQUEST, ErrorCode::ValidationFailed)
+            }
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
@@ -108,8 +134,12 @@ impl IntoResponse for AdminError {
         if status.is_server_error() {
             tracing::error!(error = ?self, "admin request failed");
         }
-        let message = self.to_string();
-        let mut res = (status, Json(Failure { code, message })).into_response();
+        let failure = Failure {
+            code,
+            message: self.to_string(),
+            errors: self.invalid_fields(),
+        };
+        let mut res = (status, Json(failure)).into_response();
         if let Self::Throttled(after) = self {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(after));
@@ -118,28 +148,89 @@ impl IntoResponse for AdminError {
     }
 }
 
+/// `first: problem; second: problem`.
+fn joined(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// The result of every admin handler.
 pub(crate) type AdminResult<T> = Result<T, AdminError>;
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+
+    fn two_errors() -> Vec<FieldError> {
+        vec![
+            FieldError::new("app_url", "is required"),
+            FieldError::new("max_retries", "must be at least 0"),
+        ]
+    }
+
+    /// The status and the JSON body an error answers.
+    async fn answer(err: AdminError) -> (StatusCode, Value) {
+        let res = err.into_response();
+        let status = res.status();
+        let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
 
     #[test]
     fn several_field_errors_name_each_field_once() {
-        let errors = vec![
-            FieldError {
-                field: "app_url".to_owned(),
-                message: "is required".to_owned(),
-            },
-            FieldError {
-                field: "max_retries".to_owned(),
-                message: "must be at least 0".to_owned(),
-            },
-        ];
         assert_eq!(
-            AdminError::fields(errors).to_string(),
+            AdminError::fields(two_errors()).to_string(),
             "app_url: is required; max_retries: must be at least 0"
         );
+    }
+
+    #[tokio::test]
+    async fn several_field_errors_are_listed_one_by_one() {
+        let (status, body) = answer(AdminError::fields(two_errors())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            json!({
+                "code": "VALIDATION_FAILED",
+                "message": "app_url: is required; max_retries: must be at least 0",
+                "errors": [
+                    {"field": "app_url", "message": "is required"},
+                    {"field": "max_retries", "message": "must be at least 0"},
+                ],
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn one_invalid_field_is_a_list_of_one() {
+        let expected = json!({
+            "code": "VALIDATION_FAILED",
+            "message": "page: must be a whole number",
+            "errors": [{"field": "page", "message": "must be a whole number"}],
+        });
+        let single = AdminError::validation("page", "must be a whole number");
+        assert_eq!(answer(single).await.1, expected);
+        let one = AdminError::fields(vec![FieldError::new("page", "must be a whole number")]);
+        assert!(matches!(&one, AdminError::Validation { field, .. } if field == "page"));
+        assert_eq!(answer(one).await.1, expected);
+    }
+
+    #[tokio::test]
+    async fn other_failures_have_no_list() {
+        for err in [
+            AdminError::NotFound("group"),
+            AdminError::BadRequest("no".to_owned()),
+            AdminError::InvalidJson("expected value".to_owned()),
+            AdminError::Internal(anyhow::anyhow!("boom")),
+        ] {
+            let (_, body) = answer(err).await;
+            let keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+            assert_eq!(keys, ["code", "message"], "{body}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! Nothing here lists routes: `routes.rs` mounts every handler through its `#[utoipa::path]`
 //! annotation, and the document is what that table collected, with the request and response
 //! types the handlers name. This module adds what is common to all of them: the `/api` prefix,
-//! the admin-key security schemes and the error envelope.
+//! the admin-key security schemes and the error envelope (with its list of invalid fields).
 
 use std::sync::Arc;
 
@@ -29,7 +29,9 @@ use super::{envelope::Failure, integration};
     info(
         title = "gpt-load-rs admin API",
         description = "The admin REST API, wire-compatible with gpt-load 1.4: every answer is \
-            `{code:0,message,data}` on success and `{code:\"ERR_CODE\",message}` on failure. \
+            `{code:0,message,data}` on success and `{code:\"ERR_CODE\",message}` on failure; \
+            a `VALIDATION_FAILED` failure also lists every invalid field in \
+            `errors: [{field,message}]`. \
             Send the admin key (`AUTH_KEY`) as `Authorization: Bearer`, `X-Api-Key`, \
             `X-Goog-Api-Key` or `?key=`. Deviations from gpt-load are listed in docs/API.md.",
         license(name = "MIT", identifier = "MIT"),
@@ -96,7 +98,11 @@ impl Document {
     pub(crate) fn new(routes: openapi::OpenApi) -> Self {
         let mut doc = BaseDoc::openapi().nest("/api", routes);
         let failure = ResponseBuilder::new()
-            .description("The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500) and `code` is one of `ErrorCode`")
+            .description(
+                "The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, \
+                 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists \
+                 its invalid fields in `errors`",
+            )
             .content(
                 "application/json",
                 ContentBuilder::new()

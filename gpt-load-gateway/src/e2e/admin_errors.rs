@@ -1,7 +1,8 @@
 //! Every way a request under `/api` can be refused answers the error envelope through real HTTP:
 //! JSON `{"code", "message"}` with a stable code and the right status, never axum's plain text.
-//! Bad path segments and query values are `VALIDATION_FAILED` naming the field; every code seen
-//! is one the OpenAPI document lists.
+//! Bad path segments and query values are `VALIDATION_FAILED` naming the field, with the list of
+//! invalid fields `errors` that every validation failure (and no other) carries; every code seen
+//! is one the OpenAPI document lists, and so is the list.
 
 use std::collections::BTreeSet;
 
@@ -222,14 +223,19 @@ fn check(case: &Case, status: StatusCode, headers: &HeaderMap, body: &[u8], back
     );
     let answer: Value = serde_json::from_slice(body).unwrap_or_else(|e| panic!("{label}: not JSON ({e})"));
     let object = answer.as_object().unwrap_or_else(|| panic!("{label}: {answer}"));
-    assert_eq!(
-        object.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["code", "message"]),
-        "{label}: {answer}"
-    );
     let code = answer["code"]
         .as_str()
         .unwrap_or_else(|| panic!("{label}: {answer}"));
+    let expected_keys = if code == "VALIDATION_FAILED" {
+        BTreeSet::from(["code", "message", "errors"])
+    } else {
+        BTreeSet::from(["code", "message"])
+    };
+    assert_eq!(
+        object.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        expected_keys,
+        "{label}: {answer}"
+    );
     let message = answer["message"]
         .as_str()
         .unwrap_or_else(|| panic!("{label}: {answer}"));
@@ -242,6 +248,9 @@ fn check(case: &Case, status: StatusCode, headers: &HeaderMap, body: &[u8], back
                 "{label}: {answer}"
             );
             assert!(message.starts_with(&format!("{field}: ")), "{label}: {message}");
+            let fields = invalid_fields(&answer, &label);
+            assert_eq!(fields.len(), 1, "{label}: {answer}");
+            assert_eq!(fields[0].0, field, "{label}: {answer}");
         }
         Expect::Code(expected_status, expected_code) => {
             assert_eq!(
@@ -262,6 +271,36 @@ fn check(case: &Case, status: StatusCode, headers: &HeaderMap, body: &[u8], back
     code.to_owned()
 }
 
+/// The `errors` of a validation failure as `(field, message)`, after checking that `message`
+/// is made of exactly them: `field: problem; other: problem`.
+fn invalid_fields(answer: &Value, label: &str) -> Vec<(String, String)> {
+    let list = answer["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{label}: no errors list in {answer}"));
+    let fields: Vec<(String, String)> = list
+        .iter()
+        .map(|e| {
+            let object = e.as_object().unwrap_or_else(|| panic!("{label}: {e}"));
+            assert_eq!(object.len(), 2, "{label}: {e}");
+            let text = |name: &str| {
+                object[name]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{label}: {e}"))
+                    .to_owned()
+            };
+            (text("field"), text("message"))
+        })
+        .collect();
+    assert!(!fields.is_empty(), "{label}: an empty list in {answer}");
+    let joined = fields
+        .iter()
+        .map(|(field, message)| format!("{field}: {message}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert_eq!(answer["message"], joined.as_str(), "{label}");
+    fields
+}
+
 /// The codes the OpenAPI document gives the error envelope.
 async fn documented_codes(h: &Harness) -> BTreeSet<String> {
     let (status, doc) = h.call_api("GET", "/openapi.json", None).await;
@@ -271,6 +310,21 @@ async fn documented_codes(h: &Harness) -> BTreeSet<String> {
         schemas["Failure"]["properties"]["code"]["$ref"], "#/components/schemas/ErrorCode",
         "the envelope's code is the documented enumeration"
     );
+    let errors = &schemas["Failure"]["properties"]["errors"];
+    assert_eq!(errors["type"], "array", "the list of invalid fields: {errors}");
+    assert_eq!(errors["items"]["$ref"], "#/components/schemas/InvalidField");
+    let required = schemas["Failure"]["required"]
+        .as_array()
+        .expect("required properties");
+    assert!(
+        !required.iter().any(|r| r == "errors"),
+        "only validation failures carry the list"
+    );
+    let invalid_field = &schemas["InvalidField"];
+    assert_eq!(invalid_field["required"], json!(["field", "message"]));
+    for property in ["field", "message"] {
+        assert_eq!(invalid_field["properties"][property]["type"], "string");
+    }
     schemas["ErrorCode"]["enum"]
         .as_array()
         .expect("ErrorCode is an enumeration")
@@ -327,4 +381,83 @@ async fn login_keeps_gpt_loads_own_shape_for_a_malformed_body() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["success"], false, "{body}");
     assert!(body["message"].is_string(), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_failure_lists_every_invalid_field() {
+    let mock = MockUpstream::start().await.unwrap();
+    let upstream = mock.url();
+    let h = Harness::start(TestDb::sqlite().await, mock, vec![], &[]).await;
+    let label = "PUT /api/settings";
+    let (status, answer) = h
+        .call_api(
+            "PUT",
+            "/settings",
+            Some(json!({
+                "app_url": "",
+                "request_timeout": 0,
+                "max_retries": -1,
+                "proxy_url": "nonsense",
+                "failover_status_codes": "not-a-status",
+                "no_such_setting": 1,
+                "enable_request_body_logging": true,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["code"], "VALIDATION_FAILED", "{answer}");
+    let fields: BTreeSet<String> = invalid_fields(&answer, label)
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(
+            [
+                "app_url",
+                "request_timeout",
+                "max_retries",
+                "proxy_url",
+                "failover_status_codes",
+                "no_such_setting",
+            ]
+            .map(str::to_owned)
+        ),
+        "{label}: every bad setting and only those: {answer}"
+    );
+    assert!(
+        !h.running().settings.current().enable_request_body_logging,
+        "nothing of a refused update is applied"
+    );
+
+    let label = "POST /api/groups";
+    let mut body = group("bad-config", &upstream, &[], json!({}));
+    body["config"] = json!({
+        "max_retries": -1,
+        "request_timeout": 0,
+        "nope": 1,
+        "blacklist_threshold": 2,
+    });
+    let (status, answer) = h.call_api("POST", "/groups", Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let fields: BTreeSet<String> = invalid_fields(&answer, label)
+        .into_iter()
+        .map(|(field, _)| field)
+        .collect();
+    assert_eq!(
+        fields,
+        BTreeSet::from(["max_retries", "request_timeout", "nope"].map(str::to_owned)),
+        "{label}: every bad override and only those: {answer}"
+    );
+    let (_, list) = h.call_api("GET", "/groups/list", None).await;
+    assert_eq!(list["data"], json!([]), "{label}: nothing created");
+
+    // One bad field of a group is a list of one.
+    let mut body = group("Bad Name", &upstream, &[], json!({}));
+    body["config"] = json!({"max_retries": 1});
+    let (status, answer) = h.call_api("POST", "/groups", Some(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let fields = invalid_fields(&answer, label);
+    assert_eq!(fields.len(), 1, "{answer}");
+    assert_eq!(fields[0].0, "name", "{answer}");
 }
