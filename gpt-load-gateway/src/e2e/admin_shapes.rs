@@ -261,7 +261,12 @@ async fn every_success_answer_has_the_reference_fields_and_the_documented_schema
                 "/api/groups/config-options",
                 "/groups/config-options".into(),
                 None,
-                &[("/data/0", &["key", "name", "description", "default_value"], &[])],
+                // gpt-load's fields, then ours (`type`, `min_value`: the editor's input).
+                &[(
+                    "/data/0",
+                    &["key", "name", "description", "default_value", "type", "min_value"],
+                    &["min_value"],
+                )],
             ),
             (
                 "PUT",

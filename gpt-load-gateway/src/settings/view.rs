@@ -46,6 +46,12 @@ pub(crate) struct ConfigOption {
     pub(crate) description: &'static str,
     /// The current system value, which the group inherits unless it overrides it.
     pub(crate) default_value: Value,
+    /// `int`, `bool` or `string`, as on the settings page.
+    #[serde(rename = "type")]
+    pub(crate) kind: &'static str,
+    /// The least value of an `int`, as on the settings page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) min_value: Option<u32>,
 }
 
 impl SystemSettings {
@@ -85,6 +91,8 @@ impl SystemSettings {
                 name: meta.name(lang),
                 description: meta.description(lang),
                 default_value: self.get(meta.key).map_or(Value::Null, |v| v.to_json()),
+                kind: meta.kind.as_str(),
+                min_value: meta.min,
             })
             .collect()
     }
@@ -153,6 +161,10 @@ mod tests {
             .unwrap();
         assert_eq!(retries["default_value"], 9);
         assert_eq!(retries["name"], "Max Retries");
+        assert_eq!(retries["type"], "int");
+        assert_eq!(retries["min_value"], 0);
+        assert_eq!(json[14]["type"], "bool");
+        assert!(json[14].get("min_value").is_none());
         assert_eq!(json[0]["key"], "request_timeout");
         assert_eq!(json[14]["default_value"], false);
         assert_eq!(settings.config_options(Lang::Zh)[0].name, "请求超时（秒）");
