@@ -58,7 +58,11 @@ describe('api client', () => {
 
   it('maps the failure envelope to an ApiError, reports it and throws it', async () => {
     const { onError } = mockApi(() =>
-      json(400, { code: 'VALIDATION_FAILED', message: 'name: must match ^[a-z0-9_-]{1,100}$' }),
+      json(400, {
+        code: 'VALIDATION_FAILED',
+        message: 'name: must match ^[a-z0-9_-]{1,100}$',
+        errors: [{ field: 'name', message: 'must match ^[a-z0-9_-]{1,100}$' }],
+      }),
     )
     const err = await request('/groups', { method: 'POST', body: {} }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ApiError)
@@ -67,19 +71,44 @@ describe('api client', () => {
     expect(e.code).toBe('VALIDATION_FAILED')
     expect(e.message).toContain('name')
     expect(e.field).toBe('name')
+    expect(e.errors).toEqual([{ field: 'name', message: 'must match ^[a-z0-9_-]{1,100}$' }])
     expect(onError).toHaveBeenCalledWith(e)
   })
 
-  it('parses every field of a validation message', () => {
-    const e = new ApiError(
-      400,
-      'VALIDATION_FAILED',
-      'app_url: app_url: is required; request_timeout: must be at least 1',
+  it("takes the invalid fields from the envelope's list, not from the message", async () => {
+    mockApi(() =>
+      json(400, {
+        code: 'VALIDATION_FAILED',
+        // The message is for people: a field's problem may itself contain `; ` and `x: y`.
+        message: 'app_url: is required; failover_status_codes: bad entry; x: y',
+        errors: [
+          { field: 'app_url', message: 'is required' },
+          { field: 'failover_status_codes', message: 'bad entry; x: y' },
+          { field: 'failover_status_codes', message: 'empty' },
+          { field: 3, message: 'not a field' },
+          'junk',
+        ],
+      }),
     )
+    const e = (await request('/settings', { method: 'PUT', body: {} }).catch((x: unknown) => x)) as ApiError
+    expect(e.errors).toEqual([
+      { field: 'app_url', message: 'is required' },
+      { field: 'failover_status_codes', message: 'bad entry; x: y' },
+      { field: 'failover_status_codes', message: 'empty' },
+    ])
     expect(e.fieldErrors).toEqual({
-      app_url: 'app_url: app_url: is required',
-      request_timeout: 'request_timeout: must be at least 1',
+      app_url: 'is required',
+      failover_status_codes: 'bad entry; x: y; empty',
     })
+    expect(e.field).toBe('app_url')
+  })
+
+  it('has no field errors without a list', async () => {
+    mockApi(() => json(400, { code: 'VALIDATION_FAILED', message: 'name: is required' }))
+    const e = (await request('/groups', { method: 'POST', body: {} }).catch((x: unknown) => x)) as ApiError
+    expect(e.errors).toEqual([])
+    expect(e.fieldErrors).toEqual({})
+    expect(e.field).toBeUndefined()
     expect(new ApiError(404, 'NOT_FOUND', 'group: not found').fieldErrors).toEqual({})
   })
 

@@ -100,21 +100,35 @@ describe('SettingsView', () => {
     w.unmount()
   })
 
-  it("shows the server's validation message on the field it names", async () => {
+  it("shows each of the server's field errors next to its own input", async () => {
     mockApi((c) =>
       c.method === 'PUT'
-        ? json(400, { code: 'VALIDATION_FAILED', message: 'proxy_url: must be an http, https or socks5 URL' })
+        ? json(400, {
+            code: 'VALIDATION_FAILED',
+            message: 'proxy_url: must be an http, https or socks5 URL; request_timeout: must be at most 86400',
+            errors: [
+              { field: 'proxy_url', message: 'must be an http, https or socks5 URL' },
+              { field: 'request_timeout', message: 'must be at most 86400' },
+            ],
+          })
         : ok(categories),
     )
     const w = mountWithProviders(SettingsView)
     await flush(10)
     await typeInto('setting-proxy_url', 'nonsense')
+    await typeInto('setting-request_timeout', '90000')
     await click('settings-save')
     await flush(5)
     const alert = byTestId('settings-error')
     expect(alert.dataset.code).toBe('VALIDATION_FAILED')
     expect(alert.dataset.field).toBe('proxy_url')
-    expect(byTestId('setting-item-proxy_url').textContent).toContain('must be an http, https or socks5 URL')
+    const feedback = (key: string) =>
+      byTestId(`setting-item-${key}`).querySelector('.n-form-item-feedback--error')?.textContent?.trim()
+    expect(feedback('proxy_url')).toBe('must be an http, https or socks5 URL')
+    expect(feedback('request_timeout')).toBe('must be at most 86400')
+    for (const key of ['app_url', 'proxy_keys', 'request_log_retention_days', 'enable_request_body_logging']) {
+      expect(feedback(key), key).toBeUndefined()
+    }
     w.unmount()
   })
 

@@ -3,12 +3,15 @@
  *
  * - sends `Authorization: Bearer <admin key>` and `Accept-Language` (`en` or `zh-CN`);
  * - unwraps gpt-load's success envelope `{code: 0, message, data}` and returns `data`;
- * - turns the failure envelope `{code: "ERR", message}`, any other non-2xx answer, network
- *   failures and time-outs into an {@link ApiError} that is reported through `onError` (a toast)
- *   unless the caller shows it itself (`quiet`), and then thrown — never swallowed;
+ * - turns the failure envelope `{code: "ERR", message, errors?}`, any other non-2xx answer,
+ *   network failures and time-outs into an {@link ApiError} that is reported through `onError`
+ *   (a toast) unless the caller shows it itself (`quiet`), and then thrown — never swallowed;
  * - a 401 calls `onUnauthorized` (log out, go to /login);
  * - the server's message of a successful non-GET request is reported through `onSuccess`.
+ *
+ * The envelopes are the generated types of the gateway's OpenAPI document (`Ack`, `Failure`).
  */
+import type { Ack, InvalidField } from './types'
 
 export type Language = 'en' | 'zh'
 
@@ -19,30 +22,28 @@ export type Query = Record<string, QueryValue>
 export class ApiError extends Error {
   readonly status: number
   readonly code: string
-  constructor(status: number, code: string, message: string) {
+  /** For `VALIDATION_FAILED`: every invalid field, as the failure envelope lists them. */
+  readonly errors: readonly InvalidField[]
+  constructor(status: number, code: string, message: string, errors: readonly InvalidField[] = []) {
     super(message)
     this.name = 'ApiError'
     this.status = status
     this.code = code
+    this.errors = errors
   }
 
-  /**
-   * For `VALIDATION_FAILED`: each field the message names, with its part of the message. The
-   * gateway lists every bad field as `field: problem; other_field: problem`.
-   */
+  /** Each invalid field with its problem (a field listed twice has both, `; `-separated). */
   get fieldErrors(): Record<string, string> {
     const out: Record<string, string> = {}
-    if (this.code !== 'VALIDATION_FAILED') return out
-    for (const part of this.message.split(/;\s+/)) {
-      const m = /^([A-Za-z_][A-Za-z0-9_.[\]]*):\s*(.*)$/.exec(part.trim())
-      if (m?.[1] && !(m[1] in out)) out[m[1]] = part.trim()
+    for (const { field, message } of this.errors) {
+      out[field] = field in out ? `${out[field]}; ${message}` : message
     }
     return out
   }
 
-  /** The first field a validation failure names, if any. */
+  /** The first invalid field, if any. */
   get field(): string | undefined {
-    return Object.keys(this.fieldErrors)[0]
+    return this.errors[0]?.field
   }
 }
 
@@ -96,10 +97,8 @@ export interface RequestOptions {
   signal?: AbortSignal
 }
 
-export interface Envelope<T> {
-  data: T
-  message: string
-}
+/** What {@link requestEnvelope} returns: the success envelope's message and its `data`. */
+export type Envelope<T> = Pick<Ack, 'message'> & { data: T }
 
 export function acceptLanguage(lang: Language): string {
   return lang === 'zh' ? 'zh-CN,zh;q=0.9' : 'en'
@@ -135,11 +134,21 @@ async function readBody(res: Response): Promise<unknown> {
   }
 }
 
+/** The failure envelope's `errors`, keeping only well-formed entries. */
+function invalidFields(list: unknown): InvalidField[] {
+  if (!Array.isArray(list)) return []
+  return list.flatMap((e: unknown) =>
+    isRecord(e) && typeof e.field === 'string' && typeof e.message === 'string'
+      ? [{ field: e.field, message: e.message }]
+      : [],
+  )
+}
+
 function errorFromResponse(status: number, body: unknown): ApiError {
   if (isRecord(body)) {
     const message = typeof body.message === 'string' ? body.message : undefined
     if (typeof body.code === 'string' && message !== undefined) {
-      return new ApiError(status, body.code, message)
+      return new ApiError(status, body.code, message, invalidFields(body.errors))
     }
     if (message !== undefined) {
       return new ApiError(status, status === 401 ? 'UNAUTHORIZED' : `HTTP_${status}`, message)

@@ -1,94 +1,100 @@
-/** One typed function per admin route used by the console. */
+/**
+ * One typed function per admin route used by the console. Each answer's type is the `data` the
+ * OpenAPI document gives the route's operation (`DataOf<'operation_id'>`), and each body is
+ * checked against the operation's documented body (`BodyOf`).
+ */
 import { downloadUrl, request, requestEnvelope, type RequestOptions } from './client'
 import type {
-  AddResult,
-  Chart,
-  ConfigOption,
+  BodyOf,
   CopyKeysMode,
-  CopyResult,
-  DashboardStats,
-  DeleteResult,
-  EncryptionStatus,
+  DataOf,
   ExportStatus,
-  GroupBrief,
   GroupInput,
-  GroupResponse,
-  GroupStats,
-  KeyResponse,
   KeyStatusFilter,
   LogFilters,
-  LogItem,
-  Page,
-  ParentAggregate,
-  RestoreResult,
-  SettingsCategory,
-  SubGroup,
+  QueryOf,
   SubGroupEntry,
-  TaskProgress,
-  TestResults,
 } from './types'
 
 type Opts = Pick<RequestOptions, 'quiet' | 'notify' | 'signal'>
 
 // Groups
 export const groupsApi = {
-  list: (o?: Opts) => request<GroupResponse[]>('/groups', o),
-  listBrief: (o?: Opts) => request<GroupBrief[]>('/groups/list', o),
-  channelTypes: (o?: Opts) => request<string[]>('/channel-types', o),
-  configOptions: (o?: Opts) => request<ConfigOption[]>('/groups/config-options', o),
+  list: (o?: Opts) => request<DataOf<'list_groups'>>('/groups', o),
+  listBrief: (o?: Opts) => request<DataOf<'list_groups_light'>>('/groups/list', o),
+  channelTypes: (o?: Opts) => request<DataOf<'list_channel_types'>>('/channel-types', o),
+  configOptions: (o?: Opts) =>
+    request<DataOf<'list_config_options'>>('/groups/config-options', o),
   create: (body: GroupInput, o?: Opts) =>
-    request<GroupResponse>('/groups', { method: 'POST', body, ...o }),
-  update: (id: number, body: GroupInput, o?: Opts) =>
-    request<GroupResponse>(`/groups/${id}`, { method: 'PUT', body, ...o }),
-  remove: (id: number, o?: Opts) =>
-    request<unknown>(`/groups/${id}`, { method: 'DELETE', ...o }),
-  reorder: (items: { id: number; sort: number }[], o?: Opts) =>
-    request<unknown>('/groups/reorder', { method: 'PUT', body: { items }, ...o }),
-  stats: (id: number, o?: Opts) => request<GroupStats>(`/groups/${id}/stats`, o),
-  copy: (id: number, copyKeys: CopyKeysMode, o?: Opts) =>
-    request<CopyResult>(`/groups/${id}/copy`, {
+    request<DataOf<'create_group'>>('/groups', {
       method: 'POST',
-      body: { copy_keys: copyKeys },
+      body: body satisfies BodyOf<'create_group'>,
       ...o,
     }),
-  subGroups: (id: number, o?: Opts) => request<SubGroup[]>(`/groups/${id}/sub-groups`, o),
-  addSubGroups: (id: number, subGroups: SubGroupEntry[], o?: Opts) =>
-    request<unknown>(`/groups/${id}/sub-groups`, {
+  update: (id: number, body: GroupInput, o?: Opts) =>
+    request<DataOf<'update_group'>>(`/groups/${id}`, {
+      method: 'PUT',
+      body: body satisfies BodyOf<'update_group'>,
+      ...o,
+    }),
+  remove: (id: number, o?: Opts) =>
+    request<DataOf<'delete_group'>>(`/groups/${id}`, { method: 'DELETE', ...o }),
+  reorder: (items: BodyOf<'reorder_groups'>['items'], o?: Opts) =>
+    request<DataOf<'reorder_groups'>>('/groups/reorder', {
+      method: 'PUT',
+      body: { items } satisfies BodyOf<'reorder_groups'>,
+      ...o,
+    }),
+  stats: (id: number, o?: Opts) => request<DataOf<'group_stats'>>(`/groups/${id}/stats`, o),
+  copy: (id: number, copyKeys: CopyKeysMode, o?: Opts) =>
+    request<DataOf<'copy_group'>>(`/groups/${id}/copy`, {
       method: 'POST',
-      body: { sub_groups: subGroups },
+      body: { copy_keys: copyKeys } satisfies BodyOf<'copy_group'>,
+      ...o,
+    }),
+  subGroups: (id: number, o?: Opts) =>
+    request<DataOf<'list_sub_groups'>>(`/groups/${id}/sub-groups`, o),
+  addSubGroups: (id: number, subGroups: SubGroupEntry[], o?: Opts) =>
+    request<DataOf<'add_sub_groups'>>(`/groups/${id}/sub-groups`, {
+      method: 'POST',
+      body: { sub_groups: subGroups } satisfies BodyOf<'add_sub_groups'>,
       ...o,
     }),
   updateSubGroupWeight: (id: number, subGroupId: number, weight: number, o?: Opts) =>
-    request<unknown>(`/groups/${id}/sub-groups/${subGroupId}/weight`, {
+    request<DataOf<'update_sub_group_weight'>>(`/groups/${id}/sub-groups/${subGroupId}/weight`, {
       method: 'PUT',
-      body: { weight },
+      body: { weight } satisfies BodyOf<'update_sub_group_weight'>,
       ...o,
     }),
   removeSubGroup: (id: number, subGroupId: number, o?: Opts) =>
-    request<unknown>(`/groups/${id}/sub-groups/${subGroupId}`, { method: 'DELETE', ...o }),
+    request<DataOf<'remove_sub_group'>>(`/groups/${id}/sub-groups/${subGroupId}`, {
+      method: 'DELETE',
+      ...o,
+    }),
   parentAggregates: (id: number, o?: Opts) =>
-    request<ParentAggregate[]>(`/groups/${id}/parent-aggregate-groups`, o),
+    request<DataOf<'list_parent_aggregates'>>(`/groups/${id}/parent-aggregate-groups`, o),
 }
 
 // Keys
-export interface KeyListQuery {
-  group_id: number
-  status?: KeyStatusFilter
-  key_value?: string
-  page?: number
-  page_size?: number
-}
+/** The query of `GET /api/keys`, with the console's `all` status (no filter). */
+export type KeyListQuery = Omit<QueryOf<'list_keys'>, 'status'> & { status?: KeyStatusFilter }
+
+/** `{group_id, keys_text}`, the body of the batch routes. */
+const keysText = (groupId: number, text: string) =>
+  ({ group_id: groupId, keys_text: text }) satisfies BodyOf<'add_keys'>
+/** `{group_id}`, the body of the whole-group routes. */
+const groupOnly = (groupId: number) => ({ group_id: groupId }) satisfies BodyOf<'clear_all'>
 
 export const keysApi = {
   list: (q: KeyListQuery, o?: Opts) =>
-    request<Page<KeyResponse>>('/keys', {
-      query: { ...q, status: q.status === 'all' ? undefined : q.status },
+    request<DataOf<'list_keys'>>('/keys', {
+      query: { ...q, status: q.status === 'all' ? undefined : q.status } satisfies QueryOf<'list_keys'>,
       ...o,
     }),
-  addAsync: (groupId: number, keysText: string, o?: Opts) =>
-    request<TaskProgress>('/keys/add-async', {
+  addAsync: (groupId: number, text: string, o?: Opts) =>
+    request<DataOf<'add_async'>>('/keys/add-async', {
       method: 'POST',
-      body: { group_id: groupId, keys_text: keysText },
+      body: keysText(groupId, text),
       ...o,
     }),
   /** Multipart `group_id` + `file` (a `.txt` of keys). */
@@ -96,89 +102,111 @@ export const keysApi = {
     const form = new FormData()
     form.append('group_id', String(groupId))
     form.append('file', file, fileName)
-    return request<TaskProgress>('/keys/add-async', { method: 'POST', form, ...o })
+    return request<DataOf<'add_async'>>('/keys/add-async', { method: 'POST', form, ...o })
   },
-  deleteAsync: (groupId: number, keysText: string, o?: Opts) =>
-    request<TaskProgress>('/keys/delete-async', {
+  deleteAsync: (groupId: number, text: string, o?: Opts) =>
+    request<DataOf<'delete_async'>>('/keys/delete-async', {
       method: 'POST',
-      body: { group_id: groupId, keys_text: keysText },
+      body: keysText(groupId, text),
       ...o,
     }),
-  addMultiple: (groupId: number, keysText: string, o?: Opts) =>
-    request<AddResult>('/keys/add-multiple', {
+  addMultiple: (groupId: number, text: string, o?: Opts) =>
+    request<DataOf<'add_keys'>>('/keys/add-multiple', {
       method: 'POST',
-      body: { group_id: groupId, keys_text: keysText },
+      body: keysText(groupId, text),
       ...o,
     }),
-  deleteMultiple: (groupId: number, keysText: string, o?: Opts) =>
-    request<DeleteResult>('/keys/delete-multiple', {
+  deleteMultiple: (groupId: number, text: string, o?: Opts) =>
+    request<DataOf<'delete_keys'>>('/keys/delete-multiple', {
       method: 'POST',
-      body: { group_id: groupId, keys_text: keysText },
+      body: keysText(groupId, text),
       ...o,
     }),
-  restoreMultiple: (groupId: number, keysText: string, o?: Opts) =>
-    request<RestoreResult>('/keys/restore-multiple', {
+  restoreMultiple: (groupId: number, text: string, o?: Opts) =>
+    request<DataOf<'restore_keys'>>('/keys/restore-multiple', {
       method: 'POST',
-      body: { group_id: groupId, keys_text: keysText },
+      body: keysText(groupId, text),
       ...o,
     }),
   restoreAllInvalid: (groupId: number, o?: Opts) =>
-    request<unknown>('/keys/restore-all-invalid', {
+    request<DataOf<'restore_all_invalid'>>('/keys/restore-all-invalid', {
       method: 'POST',
-      body: { group_id: groupId },
+      body: groupOnly(groupId),
       ...o,
     }),
   clearAllInvalid: (groupId: number, o?: Opts) =>
-    request<unknown>('/keys/clear-all-invalid', {
+    request<DataOf<'clear_all_invalid'>>('/keys/clear-all-invalid', {
       method: 'POST',
-      body: { group_id: groupId },
+      body: groupOnly(groupId),
       ...o,
     }),
   clearAll: (groupId: number, o?: Opts) =>
-    request<unknown>('/keys/clear-all', { method: 'POST', body: { group_id: groupId }, ...o }),
-  validateGroup: (groupId: number, status?: 'active' | 'invalid', o?: Opts) =>
-    request<TaskProgress>('/keys/validate-group', {
+    request<DataOf<'clear_all'>>('/keys/clear-all', {
       method: 'POST',
-      body: status ? { group_id: groupId, status } : { group_id: groupId },
+      body: groupOnly(groupId),
       ...o,
     }),
-  testMultiple: (groupId: number, keysText: string, o?: Opts) =>
-    request<TestResults>('/keys/test-multiple', {
+  validateGroup: (groupId: number, status?: 'active' | 'invalid', o?: Opts) =>
+    request<DataOf<'validate_group'>>('/keys/validate-group', {
       method: 'POST',
-      body: { group_id: groupId, keys_text: keysText },
+      body: (status
+        ? { group_id: groupId, status }
+        : { group_id: groupId }) satisfies BodyOf<'validate_group'>,
+      ...o,
+    }),
+  testMultiple: (groupId: number, text: string, o?: Opts) =>
+    request<DataOf<'test_multiple'>>('/keys/test-multiple', {
+      method: 'POST',
+      body: keysText(groupId, text),
       notify: false,
       ...o,
     }),
   updateNotes: (id: number, notes: string, o?: Opts) =>
-    request<unknown>(`/keys/${id}/notes`, { method: 'PUT', body: { notes }, ...o }),
+    request<DataOf<'update_notes'>>(`/keys/${id}/notes`, {
+      method: 'PUT',
+      body: { notes } satisfies BodyOf<'update_notes'>,
+      ...o,
+    }),
   updateStatus: (id: number, status: 'active' | 'disabled', o?: Opts) =>
-    request<unknown>(`/keys/${id}/status`, { method: 'PUT', body: { status }, ...o }),
+    request<DataOf<'update_status'>>(`/keys/${id}/status`, {
+      method: 'PUT',
+      body: { status } satisfies BodyOf<'update_status'>,
+      ...o,
+    }),
   exportUrl: (groupId: number, status: ExportStatus) =>
-    downloadUrl('/keys/export', { group_id: groupId, status }),
+    downloadUrl('/keys/export', { group_id: groupId, status } satisfies QueryOf<'export_keys'>),
 }
 
 export const tasksApi = {
-  status: (o?: Opts) => request<TaskProgress>('/tasks/status', o),
+  status: (o?: Opts) => request<DataOf<'task_status'>>('/tasks/status', o),
 }
 
 // Logs
 export const logsApi = {
   list: (filters: LogFilters, page: number, pageSize: number, o?: Opts) =>
-    request<Page<LogItem>>('/logs', { query: { ...filters, page, page_size: pageSize }, ...o }),
-  exportUrl: (filters: LogFilters) => downloadUrl('/logs/export', { ...filters }),
+    request<DataOf<'list_logs'>>('/logs', {
+      query: { ...filters, page, page_size: pageSize } satisfies QueryOf<'list_logs'>,
+      ...o,
+    }),
+  exportUrl: (filters: LogFilters) =>
+    downloadUrl('/logs/export', { ...filters } satisfies QueryOf<'export_logs'>),
 }
 
 // Dashboard
 export const dashboardApi = {
-  stats: (o?: Opts) => request<DashboardStats>('/dashboard/stats', o),
+  stats: (o?: Opts) => request<DataOf<'stats'>>('/dashboard/stats', o),
   chart: (groupId?: number | null, o?: Opts) =>
-    request<Chart>('/dashboard/chart', { query: { groupId: groupId ?? undefined }, ...o }),
-  encryptionStatus: (o?: Opts) => request<EncryptionStatus>('/dashboard/encryption-status', o),
+    request<DataOf<'chart'>>('/dashboard/chart', {
+      query: { groupId: groupId ?? undefined } satisfies QueryOf<'chart'>,
+      ...o,
+    }),
+  encryptionStatus: (o?: Opts) =>
+    request<DataOf<'encryption_status'>>('/dashboard/encryption-status', o),
 }
 
 // Settings
 export const settingsApi = {
-  list: (o?: Opts) => request<SettingsCategory[]>('/settings', o),
-  update: (values: Record<string, unknown>, o?: Opts) =>
-    requestEnvelope<unknown>('/settings', { method: 'PUT', body: values, ...o }),
+  list: (o?: Opts) => request<DataOf<'list_settings'>>('/settings', o),
+  update: (values: BodyOf<'update_settings'>, o?: Opts) =>
+    requestEnvelope<DataOf<'update_settings'>>('/settings', { method: 'PUT', body: values, ...o }),
 }

@@ -703,6 +703,13 @@ export interface components {
             description: string;
             /** @description The current system value, which the group inherits unless it overrides it. */
             default_value: unknown;
+            /** @description `int`, `bool` or `string`, as on the settings page. */
+            type: string;
+            /**
+             * Format: int32
+             * @description The least value of an `int`, as on the settings page.
+             */
+            min_value?: number | null;
         };
         /** @description The optional body of `POST /api/groups/{id}/copy`. */
         CopyBody: {
@@ -1047,6 +1054,13 @@ export interface components {
                 description: string;
                 /** @description The current system value, which the group inherits unless it overrides it. */
                 default_value: unknown;
+                /** @description `int`, `bool` or `string`, as on the settings page. */
+                type: string;
+                /**
+                 * Format: int32
+                 * @description The least value of an `int`, as on the settings page.
+                 */
+                min_value?: number | null;
             }[];
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1186,16 +1200,27 @@ export interface components {
                 invalid_keys: number;
             }[];
         };
-        /** @description Failure: `{"code":"ERR_CODE","message":"…"}`. */
+        /**
+         * @description The stable `code` of a failure; the HTTP status says its kind.
+         * @enum {string}
+         */
+        ErrorCode: "INVALID_JSON" | "VALIDATION_FAILED" | "BAD_REQUEST" | "UNAUTHORIZED" | "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "DUPLICATE_RESOURCE" | "TASK_IN_PROGRESS" | "PAYLOAD_TOO_LARGE" | "TOO_MANY_REQUESTS" | "DATABASE_ERROR" | "INTERNAL_SERVER_ERROR";
+        /**
+         * @description Failure: `{"code":"ERR_CODE","message":"…"}`; a validation failure adds every invalid field:
+         *     `"errors":[{"field":"…","message":"…"}]`.
+         */
         Failure: {
+            code: components["schemas"]["ErrorCode"];
             /**
-             * @description `INVALID_JSON`, `VALIDATION_FAILED`, `BAD_REQUEST`, `NOT_FOUND`, `DUPLICATE_RESOURCE`,
-             *     `UNAUTHORIZED`, `TOO_MANY_REQUESTS`, `TASK_IN_PROGRESS`, `DATABASE_ERROR` or
-             *     `INTERNAL_SERVER_ERROR`.
+             * @description What went wrong; a validation message starts with the field it names, and lists every
+             *     invalid field as `field: problem; other: problem`.
              */
-            code: string;
-            /** @description What went wrong; a validation message names the field. */
             message: string;
+            /**
+             * @description `VALIDATION_FAILED` only, and always there: each invalid field with its problem, in the
+             *     order of `message` (one element when one field is at fault). Absent for other codes.
+             */
+            errors?: components["schemas"]["InvalidField"][];
         };
         /** @description A group's id and names (`GET /api/groups/list`). */
         GroupBrief: {
@@ -1296,6 +1321,16 @@ export interface components {
             channel_type: string;
             /** @description The path to call: `/proxy/{name}` (plus the endpoint for `custom`). */
             path: string;
+        };
+        /** @description One invalid field of a `VALIDATION_FAILED` failure. */
+        InvalidField: {
+            /**
+             * @description The body field, query parameter, path segment or setting at fault, as the request names
+             *     it; a group's config override is named by its setting key.
+             */
+            field: string;
+            /** @description What is wrong with it, without the field's name. */
+            message: string;
         };
         /** @description gpt-load's APIKey model with the key decrypted. */
         KeyResponse: {
@@ -1603,7 +1638,7 @@ export interface operations {
                     "application/json": components["schemas"]["LoginResponse"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1632,7 +1667,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_String"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1664,7 +1699,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Chart"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1693,7 +1728,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_EncryptionStatus"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1722,7 +1757,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_DashboardStats"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1751,7 +1786,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_GroupResponse"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1784,7 +1819,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_GroupResponse"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1813,7 +1848,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_ConfigOption"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1842,7 +1877,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_GroupBrief"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1875,7 +1910,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1910,7 +1945,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_GroupResponse"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1941,7 +1976,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -1977,7 +2012,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_CopyResult"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2008,7 +2043,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_ParentAggregate"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2039,7 +2074,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_GroupStats"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2070,7 +2105,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_SubGroup"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2105,7 +2140,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2137,7 +2172,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2173,7 +2208,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2205,7 +2240,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_IntegrationGroup"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2245,7 +2280,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Page_KeyResponse"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2279,7 +2314,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2312,7 +2347,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_AddResult"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2345,7 +2380,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2378,7 +2413,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2411,7 +2446,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2444,7 +2479,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_DeleteResult"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2478,7 +2513,7 @@ export interface operations {
                     "text/plain": string;
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2511,7 +2546,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2544,7 +2579,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_RestoreResult"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2577,7 +2612,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_TestResults"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2610,7 +2645,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2645,7 +2680,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2680,7 +2715,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2734,7 +2769,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Page_LogItem"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2788,7 +2823,7 @@ export interface operations {
                     "text/csv": string;
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2817,7 +2852,7 @@ export interface operations {
                     "application/json": Record<string, unknown>;
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2846,7 +2881,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_SettingsCategory"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2880,7 +2915,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ack"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2909,7 +2944,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;
@@ -2943,7 +2978,7 @@ export interface operations {
                     "application/json": components["schemas"]["Envelope_Vec_IntegrationGroup"];
                 };
             };
-            /** @description The error envelope; the status tells its kind (400, 401, 404, 409, 429, 500) */
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
             default: {
                 headers: {
                     [name: string]: unknown;

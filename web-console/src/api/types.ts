@@ -1,6 +1,24 @@
-import type { components } from './schema'
+/**
+ * The API's types, all taken from the generated `schema.d.ts` (the gateway's OpenAPI document):
+ * its schemas by name, and for each route, by operation id, what it answers (`DataOf`), takes as
+ * query (`QueryOf`) and as JSON body (`BodyOf`).
+ */
+import type { components, operations } from './schema'
 
 type S = components['schemas']
+type Operation = keyof operations
+type JsonOf<R> = R extends { content: { 'application/json': infer B } } ? B : never
+
+/** The success envelope an operation answers (its documented 200). */
+export type OkOf<O extends Operation> = JsonOf<operations[O]['responses'][200]>
+/** The `data` of an operation's success envelope; `undefined` when it answers only a message. */
+export type DataOf<O extends Operation> = OkOf<O> extends { data: infer D } ? D : undefined
+/** An operation's query parameters. */
+export type QueryOf<O extends Operation> = NonNullable<operations[O]['parameters']['query']>
+/** An operation's JSON body. */
+export type BodyOf<O extends Operation> = operations[O] extends { requestBody?: infer B }
+  ? JsonOf<NonNullable<B>>
+  : never
 
 export type GroupResponse = S['GroupResponse']
 export type GroupInput = S['GroupInput']
@@ -32,30 +50,24 @@ export type StatCard = S['Card']
 export type Chart = S['Chart']
 export type SecurityWarning = S['SecurityWarning']
 export type EncryptionStatus = S['EncryptionStatus']
+export type ErrorCode = S['ErrorCode']
+export type Failure = S['Failure']
+export type InvalidField = S['InvalidField']
+export type Ack = S['Ack']
 
-export interface Page<T> {
-  items: T[]
-  pagination: Pagination
-}
+/** One page of keys (`GET /api/keys`). */
+export type KeyPage = DataOf<'list_keys'>
+/** One page of request logs (`GET /api/logs`). */
+export type LogPage = DataOf<'list_logs'>
 
+// The document types these parameters as plain strings (their values are only in its
+// descriptions), so the console states the values it sends; `all` means no filter.
 export type KeyStatusFilter = 'all' | 'active' | 'invalid' | 'disabled'
 export type ExportStatus = 'all' | 'active' | 'invalid'
 export type CopyKeysMode = 'all' | 'valid_only' | 'none'
 
-/** The filters of `GET /api/logs` and `GET /api/logs/export`. */
-export interface LogFilters {
-  parent_group_name?: string
-  group_name?: string
-  key_value?: string
-  model?: string
-  is_success?: boolean
-  request_type?: 'retry' | 'final'
-  status_code?: number
-  source_ip?: string
-  error_contains?: string
-  start_time?: string
-  end_time?: string
-}
+/** The filters of `GET /api/logs` and `GET /api/logs/export`: their query without paging. */
+export type LogFilters = Omit<QueryOf<'list_logs'>, 'page' | 'page_size'>
 
 export function isTaskStatus(t: TaskProgress | null | undefined): t is TaskStatus {
   return !!t && 'task_type' in t

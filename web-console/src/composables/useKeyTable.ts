@@ -1,10 +1,10 @@
 import { computed, ref, watch, type Ref } from 'vue'
 import { keysApi, type KeyListQuery } from '@/api/endpoints'
-import type { KeyResponse, KeyStatusFilter, Page } from '@/api/types'
+import type { KeyPage, KeyResponse, KeyStatusFilter } from '@/api/types'
 
 export const KEY_PAGE_SIZES = [12, 24, 60, 120] as const
 
-type Fetcher = (q: KeyListQuery) => Promise<Page<KeyResponse>>
+type Fetcher = (q: KeyListQuery) => Promise<KeyPage>
 
 /**
  * The key table's state: status filter, exact search, pagination. Changing a filter goes back to
