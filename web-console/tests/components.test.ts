@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import type { GroupResponse, SubGroup } from '@/api/types'
 import GroupList from '@/components/GroupList.vue'
+import SettingInput from '@/components/SettingInput.vue'
 import SubGroupTable from '@/components/SubGroupTable.vue'
 import DashboardView from '@/views/DashboardView.vue'
 import { byTestId, click, flush, mockApi, mountWithProviders, ok, queryTestId, typeInto } from './helpers'
@@ -208,5 +209,70 @@ describe('TaskProgress', () => {
     setNotifier(null)
     w.unmount()
     vi.useRealTimers()
+  })
+})
+
+describe('SettingInput', () => {
+  const mountInput = (props: Record<string, unknown>) =>
+    mountWithProviders(SettingInput, { testid: 'edit', ...props })
+
+  it("renders the input for the setting's type, with its minimum", async () => {
+    const int = { key: 'request_timeout', type: 'int', name: 'Request Timeout', description: 'Seconds', min_value: 1, required: true }
+    const w = mountInput({ setting: int, value: 600, hint: 'a hint' })
+    await flush()
+    const input = byTestId<HTMLInputElement>('edit')
+    expect(input.value).toBe('600')
+    expect(document.body.textContent).toContain('Request Timeout')
+    expect(document.body.textContent).toContain('a hint')
+    expect(document.querySelector('.n-form-item-label__asterisk')).not.toBeNull() // required
+    const inner = w.findComponent({ name: 'InputNumber' })
+    expect(inner.props('min')).toBe(1)
+    await typeInto('edit', '42')
+    expect(w.findComponent(SettingInput).emitted('update:value')?.at(-1)).toEqual([42])
+    w.unmount()
+  })
+
+  it('renders a switch, the proxy keys editor and a text input', async () => {
+    let w = mountInput({ setting: { key: 'enable_request_body_logging', type: 'bool' }, value: true })
+    await flush()
+    expect(byTestId('edit').getAttribute('role')).toBe('switch')
+    expect(byTestId('edit').getAttribute('aria-checked')).toBe('true')
+    await click('edit')
+    expect(w.findComponent(SettingInput).emitted('update:value')?.at(-1)).toEqual([false])
+    w.unmount()
+
+    w = mountInput({ setting: { key: 'proxy_keys', type: 'string' }, value: 'sk-a' })
+    await flush()
+    expect(byTestId('edit').tagName).toBe('TEXTAREA')
+    expect(queryTestId('proxy-keys-generate')).not.toBeNull()
+    w.unmount()
+
+    w = mountInput({ setting: { key: 'proxy_url', type: 'string' }, value: null, placeholder: 'http://proxy' })
+    await flush()
+    expect(byTestId<HTMLInputElement>('edit').value).toBe('')
+    expect(byTestId<HTMLInputElement>('edit').placeholder).toBe('http://proxy')
+    w.unmount()
+
+    // An empty string is an empty text, not a boolean attribute's `true`.
+    w = mountInput({ setting: { key: 'proxy_url', type: 'string' }, value: '' })
+    await flush()
+    expect(byTestId<HTMLInputElement>('edit').value).toBe('')
+    w.unmount()
+  })
+
+  it('shows an error instead of the hint, and no label when asked', async () => {
+    const w = mountInput({
+      setting: { key: 'max_retries', type: 'int', name: 'Max Retries', min_value: 0 },
+      value: Number.NaN,
+      label: false,
+      hint: 'a hint',
+      error: 'must be at least 0',
+    })
+    await flush()
+    expect(byTestId<HTMLInputElement>('edit').value).toBe('')
+    expect(document.querySelector('.n-form-item-feedback--error')?.textContent?.trim()).toBe('must be at least 0')
+    expect(document.body.textContent).not.toContain('a hint')
+    expect(document.body.textContent).not.toContain('Max Retries')
+    w.unmount()
   })
 })

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { nextTick } from 'vue'
-import type { GroupResponse } from '@/api/types'
+import type { ConfigOption, GroupResponse } from '@/api/types'
 import GroupFormModal from '@/components/GroupFormModal.vue'
 import {
   emptyGroupForm,
@@ -155,9 +155,10 @@ describe('GroupFormModal', () => {
     document.body.innerHTML = ''
   })
 
-  const configOptions = [
-    { key: 'request_timeout', name: 'Request Timeout', description: 'd', default_value: 600 },
-    { key: 'enable_request_body_logging', name: 'Body logging', description: 'd', default_value: false },
+  const configOptions: ConfigOption[] = [
+    { key: 'request_timeout', name: 'Request Timeout', description: 'Seconds', default_value: 600, type: 'int', min_value: 1 },
+    { key: 'enable_request_body_logging', name: 'Body logging', description: 'Logs bodies', default_value: false, type: 'bool' },
+    { key: 'proxy_url', name: 'Proxy URL', description: 'A proxy', default_value: '', type: 'string' },
   ]
 
   it('creates a standard group from the filled form', async () => {
@@ -232,6 +233,72 @@ describe('GroupFormModal', () => {
     expect(alert.dataset.code).toBe('DUPLICATE_RESOURCE')
     expect(alert.textContent).toContain('a group named openai-main exists')
     expect(queryTestId('group-form')).not.toBeNull() // stays open
+    wrapper.unmount()
+  })
+
+  it("shows the server's field errors next to the config overrides they name", async () => {
+    const { calls } = mockApi(() =>
+      json(400, {
+        code: 'VALIDATION_FAILED',
+        message: 'request_timeout: must be at most 86400; proxy_url: must be an http, https or socks5 URL',
+        errors: [
+          { field: 'request_timeout', message: 'must be at most 86400' },
+          { field: 'proxy_url', message: 'must be an http, https or socks5 URL' },
+        ],
+      }),
+    )
+    const wrapper = mountWithProviders(GroupFormModal, {
+      show: true,
+      groupType: 'standard',
+      group,
+      channelTypes: ['openai'],
+      configOptions,
+    })
+    await flush()
+    document.querySelector<HTMLElement>('[data-testid="group-form-advanced"] .n-collapse-item__header-main')!.click()
+    await flush()
+    // One editor per override, its input by the option's type.
+    expect(byTestId<HTMLInputElement>('group-form-config-value-0').value).toBe('30')
+    expect(byTestId('group-form-config-value-1').getAttribute('role')).toBe('switch')
+    expect(byTestId<HTMLInputElement>('group-form-config-value-2').value).toBe('http://p:8')
+    expect(byTestId('group-form-config-item-1').textContent).toContain('Logs bodies')
+
+    await typeInto('group-form-config-value-2', 'nonsense')
+    await click('group-form-save')
+    await flush()
+    expect((calls[0]!.body as { config: Record<string, unknown> }).config.proxy_url).toBe('nonsense')
+    const error = (i: number) =>
+      byTestId(`group-form-config-item-${i}`).querySelector('.n-form-item-feedback--error')?.textContent?.trim()
+    expect(error(0)).toBe('must be at most 86400')
+    expect(error(1)).toBeUndefined()
+    expect(error(2)).toBe('must be an http, https or socks5 URL')
+    expect(byTestId('group-form-error').dataset.code).toBe('VALIDATION_FAILED')
+    wrapper.unmount()
+  })
+
+  it("shows the server's error on a group field under its input", async () => {
+    mockApi(() =>
+      json(400, {
+        code: 'VALIDATION_FAILED',
+        message: 'test_model: is required for standard groups',
+        errors: [{ field: 'test_model', message: 'is required for standard groups' }],
+      }),
+    )
+    const wrapper = mountWithProviders(GroupFormModal, {
+      show: true,
+      groupType: 'standard',
+      group: null,
+      channelTypes: ['openai'],
+      configOptions,
+    })
+    await flush()
+    await typeInto('group-form-name', 'fresh')
+    await click('group-form-save')
+    await flush()
+    const item = byTestId('group-form-test-model').closest('.n-form-item')!
+    expect(item.querySelector('.n-form-item-feedback--error')?.textContent?.trim()).toBe(
+      'is required for standard groups',
+    )
     wrapper.unmount()
   })
 

@@ -4,8 +4,15 @@ import type { MessageKey } from '@/i18n/messages'
 export type SettingValue = number | boolean | string
 export type FieldKind = 'number' | 'switch' | 'proxy_keys' | 'text'
 
+/**
+ * What the setting editor (`SettingInput.vue`) reads of a setting: a system setting of the
+ * settings page (`SettingInfo`) and a group's config option (`ConfigOption`) both have it.
+ */
+export type SettingMeta = Pick<SettingInfo, 'key' | 'type'> &
+  Partial<Pick<SettingInfo, 'name' | 'description' | 'min_value' | 'required'>>
+
 /** int → number input (with min), bool → switch, `proxy_keys` → keys with generator, else text. */
-export function fieldKind(s: SettingInfo): FieldKind {
+export function fieldKind(s: SettingMeta): FieldKind {
   if (s.type === 'int') return 'number'
   if (s.type === 'bool') return 'switch'
   if (s.key === 'proxy_keys') return 'proxy_keys'
