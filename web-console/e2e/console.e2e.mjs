@@ -291,6 +291,31 @@ describe('web console against the real gateway', { concurrency: false }, () => {
     await chooseOption('group-form-config-key-0', '(blacklist_threshold)')
     await page.fill(tid('group-form-config-value-0'), '1')
     await page.locator(tid('group-form-config-value-0')).blur()
+    // An override the gateway refuses: its error is shown under that override's input only.
+    await page.click(tid('group-form-config-add'))
+    // Far down the (virtual) option list: filter it first.
+    await page.click(tid('group-form-config-key-1'))
+    await page.keyboard.type('failover_status')
+    await chooseOption('group-form-config-key-1', '(failover_status_codes)')
+    await page.fill(tid('group-form-config-value-1'), 'not-a-status')
+    await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/api/groups') && r.request().method() === 'POST'),
+      page.click(tid('group-form-save')),
+    ])
+    const formError = page.locator(tid('group-form-error'))
+    await formError.waitFor()
+    assert.equal(await formError.getAttribute('data-code'), 'VALIDATION_FAILED')
+    await page
+      .locator(`${tid('group-form-config-item-1')} .n-form-item-feedback--error`)
+      .filter({ hasText: /not-a-status/ })
+      .waitFor()
+    assert.equal(
+      await page.locator(`${tid('group-form-config-item-0')} .n-form-item-feedback--error`).count(),
+      0,
+      'the valid override shows no error',
+    )
+    assert.equal((await api('/api/groups')).length, 0, 'the refused group was not created')
+    await page.click(tid('group-form-config-remove-1'))
     // The modal scrolls inside the window: a window as tall as the form shows all of it.
     const formHeight = await form.evaluate((e) => e.scrollHeight)
     await page.setViewportSize({ width: DESKTOP.width, height: Math.max(DESKTOP.height, formHeight + 120) })
@@ -537,10 +562,13 @@ describe('web console against the real gateway', { concurrency: false }, () => {
     await page.click(tid('settings-reset'))
     await waitUntil('the reset form', async () => (await retries.inputValue()) === String(await setting('max_retries')))
 
-    // Refused by the gateway: the error names the field and is shown under it.
+    // Refused by the gateway: the error names each bad field and is shown under each.
     const codes = page.locator(tid('setting-failover_status_codes'))
+    const proxyUrl = page.locator(tid('setting-proxy_url'))
     const before = await setting('failover_status_codes')
+    const proxyBefore = await setting('proxy_url')
     await codes.fill('not-a-status')
+    await proxyUrl.fill('nonsense')
     await page.click(tid('settings-save'))
     const error = page.locator(tid('settings-error'))
     await error.waitFor()
@@ -550,12 +578,23 @@ describe('web console against the real gateway', { concurrency: false }, () => {
       .locator(`${tid('setting-item-failover_status_codes')} .n-form-item-feedback--error`)
       .filter({ hasText: /not-a-status/ })
       .waitFor()
+    await page
+      .locator(`${tid('setting-item-proxy_url')} .n-form-item-feedback--error`)
+      .filter({ hasText: /must be a URL/ })
+      .waitFor()
+    assert.equal(
+      await page.locator(`${tid('settings-form')} .n-form-item-feedback--error`).count(),
+      2,
+      'no other setting shows an error',
+    )
     await shot('settings-validation')
     assert.equal(await setting('failover_status_codes'), before, 'the bad value was not stored')
+    assert.equal(await setting('proxy_url'), proxyBefore, 'nor the other one')
 
     await page.click(tid('settings-reset'))
     await error.waitFor({ state: 'hidden' })
     assert.equal(await codes.inputValue(), before)
+    assert.equal(await proxyUrl.inputValue(), proxyBefore)
     await shot('settings')
   })
 
