@@ -1205,66 +1205,20 @@ impl Database {
                 .join("tests/fixtures/gpt-load-1.4")
                 .join(format!("{prefix}-{variant}.sql"))
         };
-        let dir = TempDir::new(test);
-        match backend {
-            Backend::Sqlite => {
-                let db = Database {
-                    backend,
-                    dir,
-                    server: None,
-                    name: String::new(),
-                };
-                if let Err(err) = run(Command::new("sqlite3").arg("-version").stdin(Stdio::null())) {
-                    return unavailable(test, "sqlite3 (Debian package sqlite3)", &err);
-                }
-                let input = File::open(fixture("sqlite")).expect("open the fixture");
-                run(db.client().stdin(input))
-                    .unwrap_or_else(|err| panic!("loading the fixture failed: {err}"));
-                Some(db)
-            }
-            Backend::Postgres | Backend::Mysql => {
-                let (var, default, port, client) = if backend == Backend::Postgres {
-                    (
-                        "TEST_PG_URL",
-                        "postgres://postgres@127.0.0.1:5432/test",
-                        "5432",
-                        "psql (Debian package postgresql-client)",
-                    )
-                } else {
-                    (
-                        "TEST_MYSQL_URL",
-                        "mysql://root@127.0.0.1:3306/test",
-                        "3306",
-                        "mysql (Debian package mariadb-client)",
-                    )
-                };
-                let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-                let server = Server::from_url(&url, port);
-                let mut db = Database {
-                    backend,
-                    dir,
-                    server: Some(server.clone()),
-                    name: server.database.clone(),
-                };
-                if let Err(err) = db.try_query("SELECT 1") {
-                    return unavailable(test, &format!("{var} or {client}"), &err);
-                }
-                let name = unique_name(test);
-                db.query(&format!("CREATE DATABASE {name}"));
-                // From here on, dropping `db` drops the database.
-                db.name = name;
-                let input = File::open(fixture(if backend == Backend::Postgres {
-                    "postgres"
-                } else {
-                    "mysql"
-                }))
-                .expect("open the fixture");
-                let mut load = db.client();
-                load.stdin(input);
-                run(&mut load).unwrap_or_else(|err| panic!("loading the fixture failed: {err}"));
-                Some(db)
-            }
+        let db = Self::empty(backend, test)?;
+        if backend == Backend::Sqlite
+            && let Err(err) = run(Command::new("sqlite3").arg("-version").stdin(Stdio::null()))
+        {
+            return unavailable(test, "sqlite3 (Debian package sqlite3)", &err);
         }
+        let prefix = match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::Mysql => "mysql",
+        };
+        let input = File::open(fixture(prefix)).expect("open the fixture");
+        run(db.client().stdin(input)).unwrap_or_else(|err| panic!("loading the fixture failed: {err}"));
+        Some(db)
     }
 
     /// A database without tables (SQLite: a file not created yet); `None` (after a `SKIP`
@@ -1306,6 +1260,7 @@ impl Database {
         }
         let name = unique_name(test);
         db.query(&format!("CREATE DATABASE {name}"));
+        // From here on, dropping `db` drops the database.
         db.name = name;
         Some(db)
     }

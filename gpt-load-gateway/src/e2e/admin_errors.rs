@@ -426,7 +426,11 @@ async fn a_validation_failure_lists_every_invalid_field() {
         "{label}: every bad setting and only those: {answer}"
     );
     assert!(
-        !h.running().settings.current().enable_request_body_logging,
+        !h.running()
+            .registry
+            .settings()
+            .current()
+            .enable_request_body_logging,
         "nothing of a refused update is applied"
     );
 

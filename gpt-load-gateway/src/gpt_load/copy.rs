@@ -755,7 +755,7 @@ fn insert_chunked<T: ApproxSize>(
 
 /// After rows were inserted with explicit ids, PostgreSQL's sequences must move past them
 /// (MySQL and SQLite follow the largest id by themselves).
-fn reset_sequences(conn: &mut SyncConn) -> diesel::QueryResult<()> {
+pub(super) fn reset_sequences(conn: &mut SyncConn) -> diesel::QueryResult<()> {
     if conn.backend() != Backend::Postgres {
         return Ok(());
     }

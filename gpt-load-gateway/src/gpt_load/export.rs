@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 
 use super::adopt::{Found, inspect};
 use super::conn::{SyncConn, on_conn, quote};
-use super::copy::{Progress, Summary};
+use super::copy::{Progress, Summary, reset_sequences};
 use crate::crypto::gpt_load::GptLoadCipher;
 use crate::crypto::{KeyCipher, proxy_keys};
 use crate::db::Backend;
@@ -89,17 +89,17 @@ pub(crate) fn export(
         writer.keys(source, target, progress)?;
         writer.logs(source, target, progress)?;
         writer.hourly(source, target, progress)?;
-        if target.backend() == Backend::Postgres {
-            for table in ["system_settings", "groups", "group_sub_groups", "api_keys", "group_hourly_stats"] {
-                target.execute(&format!(
-                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM \"{table}\"), 1), \
-                     (SELECT COUNT(*) > 0 FROM \"{table}\"))"
-                ))?;
-            }
-        }
+        reset_sequences(target)?;
         Ok::<_, ExportError>(())
     })?;
     Ok(writer.summary)
+}
+
+/// A large table to copy page by page: its name, gpt-load's columns and its row count.
+struct Paged<'a> {
+    name: &'static str,
+    columns: &'a [&'a str],
+    total: i64,
 }
 
 /// A value bound into an `INSERT`.
@@ -274,51 +274,57 @@ impl Writer {
         progress: &mut dyn Progress,
     ) -> Result<(), ExportError> {
         let total: i64 = on_conn!(&mut *source, |c| api_keys::table.count().get_result(c))?;
-        progress.start("api_keys", u64::try_from(total).unwrap_or(0));
-        let mut last = 0_i64;
-        loop {
-            let rows: Vec<ApiKeyRow> = on_conn!(&mut *source, |c| api_keys::table
-                .filter(api_keys::id.gt(last))
+        let columns = [
+            "id",
+            "key_value",
+            "key_hash",
+            "group_id",
+            "status",
+            "notes",
+            "request_count",
+            "failure_count",
+            "last_used_at",
+            "created_at",
+            "updated_at",
+        ];
+        let read = |source: &mut SyncConn, last: &i64| {
+            on_conn!(source, |c| api_keys::table
+                .filter(api_keys::id.gt(*last))
                 .order(api_keys::id)
                 .limit(PAGE)
                 .select(ApiKeyRow::as_select())
-                .load(c))?;
-            let Some(tail) = rows.last() else { break };
-            last = tail.id;
-            let mut values = Vec::with_capacity(rows.len());
-            for row in rows {
-                let (key_value, key_hash) = self.key(&row.key_value)?;
-                values.push(vec![
-                    Value::Int(row.id),
-                    Value::Text(Some(key_value)),
-                    Value::Text(Some(key_hash)),
-                    Value::Int(row.group_id),
-                    Value::Text(Some(row.status)),
-                    Value::Text(Some(row.notes)),
-                    Value::Int(row.request_count),
-                    Value::Int(row.failure_count),
-                    Value::Time(row.last_used_at),
-                    Value::Time(Some(row.created_at)),
-                    Value::Time(Some(row.updated_at)),
-                ]);
-            }
-            let columns = [
-                "id",
-                "key_value",
-                "key_hash",
-                "group_id",
-                "status",
-                "notes",
-                "request_count",
-                "failure_count",
-                "last_used_at",
-                "created_at",
-                "updated_at",
-            ];
-            self.insert_page(target, "api_keys", &columns, values, progress)?;
-        }
-        progress.finish();
-        Ok(())
+                .load(c))
+        };
+        let values = |writer: &mut Self, row: ApiKeyRow| {
+            let (key_value, key_hash) = writer.key(&row.key_value)?;
+            Ok(vec![
+                Value::Int(row.id),
+                Value::Text(Some(key_value)),
+                Value::Text(Some(key_hash)),
+                Value::Int(row.group_id),
+                Value::Text(Some(row.status)),
+                Value::Text(Some(row.notes)),
+                Value::Int(row.request_count),
+                Value::Int(row.failure_count),
+                Value::Time(row.last_used_at),
+                Value::Time(Some(row.created_at)),
+                Value::Time(Some(row.updated_at)),
+            ])
+        };
+        let table = Paged {
+            name: "api_keys",
+            columns: &columns,
+            total,
+        };
+        self.paged(
+            source,
+            target,
+            &table,
+            read,
+            |row: &ApiKeyRow| row.id,
+            values,
+            progress,
+        )
     }
 
     fn logs(
@@ -328,70 +334,69 @@ impl Writer {
         progress: &mut dyn Progress,
     ) -> Result<(), ExportError> {
         let total: i64 = on_conn!(&mut *source, |c| request_logs::table.count().get_result(c))?;
-        progress.start("request_logs", u64::try_from(total).unwrap_or(0));
-        let mut last = String::new();
-        loop {
-            let rows: Vec<RequestLogRow> = on_conn!(&mut *source, |c| request_logs::table
-                .filter(request_logs::id.gt(&last))
+        let columns = [
+            "id",
+            "timestamp",
+            "group_id",
+            "group_name",
+            "parent_group_id",
+            "parent_group_name",
+            "key_value",
+            "key_hash",
+            "model",
+            "is_success",
+            "source_ip",
+            "status_code",
+            "request_path",
+            "duration",
+            "error_message",
+            "user_agent",
+            "request_type",
+            "upstream_addr",
+            "is_stream",
+            "request_body",
+        ];
+        let read = |source: &mut SyncConn, last: &String| {
+            on_conn!(source, |c| request_logs::table
+                .filter(request_logs::id.gt(last))
                 .order(request_logs::id)
                 .limit(PAGE)
                 .select(RequestLogRow::as_select())
-                .load(c))?;
-            let Some(tail) = rows.last() else { break };
-            last.clone_from(&tail.id);
-            let mut values = Vec::with_capacity(rows.len());
-            for row in rows {
-                // A log row whose key no longer decrypts keeps everything but the key.
-                let (key_value, key_hash) = self.key(&row.key_value).unwrap_or_default();
-                values.push(vec![
-                    Value::Text(Some(row.id)),
-                    Value::Time(Some(row.timestamp)),
-                    Value::Int(row.group_id),
-                    Value::Text(Some(row.group_name)),
-                    Value::Int(row.parent_group_id),
-                    Value::Text(Some(row.parent_group_name)),
-                    Value::Text(Some(key_value)),
-                    Value::Text(Some(key_hash)),
-                    Value::Text(Some(row.model)),
-                    Value::Bool(row.is_success),
-                    Value::Text(Some(row.source_ip)),
-                    Value::Int(i64::from(row.status_code)),
-                    Value::Text(Some(row.request_path)),
-                    Value::Int(row.duration),
-                    Value::Text(Some(row.error_message)),
-                    Value::Text(Some(row.user_agent)),
-                    Value::Text(Some(row.request_type)),
-                    Value::Text(Some(row.upstream_addr)),
-                    Value::Bool(row.is_stream),
-                    Value::Text(Some(row.request_body)),
-                ]);
-            }
-            let columns = [
-                "id",
-                "timestamp",
-                "group_id",
-                "group_name",
-                "parent_group_id",
-                "parent_group_name",
-                "key_value",
-                "key_hash",
-                "model",
-                "is_success",
-                "source_ip",
-                "status_code",
-                "request_path",
-                "duration",
-                "error_message",
-                "user_agent",
-                "request_type",
-                "upstream_addr",
-                "is_stream",
-                "request_body",
-            ];
-            self.insert_page(target, "request_logs", &columns, values, progress)?;
-        }
-        progress.finish();
-        Ok(())
+                .load(c))
+        };
+        let values = |writer: &mut Self, row: RequestLogRow| {
+            // A log row whose key no longer decrypts keeps everything but the key.
+            let (key_value, key_hash) = writer.key(&row.key_value).unwrap_or_default();
+            Ok(vec![
+                Value::Text(Some(row.id)),
+                Value::Time(Some(row.timestamp)),
+                Value::Int(row.group_id),
+                Value::Text(Some(row.group_name)),
+                Value::Int(row.parent_group_id),
+                Value::Text(Some(row.parent_group_name)),
+                Value::Text(Some(key_value)),
+                Value::Text(Some(key_hash)),
+                Value::Text(Some(row.model)),
+                Value::Bool(row.is_success),
+                Value::Text(Some(row.source_ip)),
+                Value::Int(i64::from(row.status_code)),
+                Value::Text(Some(row.request_path)),
+                Value::Int(row.duration),
+                Value::Text(Some(row.error_message)),
+                Value::Text(Some(row.user_agent)),
+                Value::Text(Some(row.request_type)),
+                Value::Text(Some(row.upstream_addr)),
+                Value::Bool(row.is_stream),
+                Value::Text(Some(row.request_body)),
+            ])
+        };
+        let table = Paged {
+            name: "request_logs",
+            columns: &columns,
+            total,
+        };
+        let cursor = |row: &RequestLogRow| row.id.clone();
+        self.paged(source, target, &table, read, cursor, values, progress)
     }
 
     fn hourly(
@@ -401,41 +406,77 @@ impl Writer {
         progress: &mut dyn Progress,
     ) -> Result<(), ExportError> {
         let total: i64 = on_conn!(&mut *source, |c| group_hourly_stats::table.count().get_result(c))?;
-        progress.start("group_hourly_stats", u64::try_from(total).unwrap_or(0));
-        let mut last = 0_i64;
-        loop {
-            let rows: Vec<HourlyStatRow> = on_conn!(&mut *source, |c| group_hourly_stats::table
-                .filter(group_hourly_stats::id.gt(last))
+        let columns = [
+            "id",
+            "time",
+            "group_id",
+            "success_count",
+            "failure_count",
+            "created_at",
+            "updated_at",
+        ];
+        let read = |source: &mut SyncConn, last: &i64| {
+            on_conn!(source, |c| group_hourly_stats::table
+                .filter(group_hourly_stats::id.gt(*last))
                 .order(group_hourly_stats::id)
                 .limit(PAGE)
                 .select(HourlyStatRow::as_select())
-                .load(c))?;
+                .load(c))
+        };
+        let values = |_: &mut Self, row: HourlyStatRow| {
+            Ok(vec![
+                Value::Int(row.id),
+                Value::Time(Some(row.time)),
+                Value::Int(row.group_id),
+                Value::Int(row.success_count),
+                Value::Int(row.failure_count),
+                Value::Time(Some(row.created_at)),
+                Value::Time(Some(row.updated_at)),
+            ])
+        };
+        let table = Paged {
+            name: "group_hourly_stats",
+            columns: &columns,
+            total,
+        };
+        self.paged(
+            source,
+            target,
+            &table,
+            read,
+            |row: &HourlyStatRow| row.id,
+            values,
+            progress,
+        )
+    }
+
+    /// Copies a large table a page at a time in id order: `read` loads the rows after a cursor,
+    /// `cursor` is a row's id, `values` turns a row into gpt-load's columns.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the three closures are the table's whole shape"
+    )]
+    fn paged<R, C: Default>(
+        &mut self,
+        source: &mut SyncConn,
+        target: &mut SyncConn,
+        table: &Paged<'_>,
+        read: impl Fn(&mut SyncConn, &C) -> diesel::QueryResult<Vec<R>>,
+        cursor: impl Fn(&R) -> C,
+        values: impl Fn(&mut Self, R) -> Result<Vec<Value>, ExportError>,
+        progress: &mut dyn Progress,
+    ) -> Result<(), ExportError> {
+        progress.start(table.name, u64::try_from(table.total).unwrap_or(0));
+        let mut last = C::default();
+        loop {
+            let rows = read(source, &last)?;
             let Some(tail) = rows.last() else { break };
-            last = tail.id;
-            let values = rows
-                .into_iter()
-                .map(|row| {
-                    vec![
-                        Value::Int(row.id),
-                        Value::Time(Some(row.time)),
-                        Value::Int(row.group_id),
-                        Value::Int(row.success_count),
-                        Value::Int(row.failure_count),
-                        Value::Time(Some(row.created_at)),
-                        Value::Time(Some(row.updated_at)),
-                    ]
-                })
-                .collect();
-            let columns = [
-                "id",
-                "time",
-                "group_id",
-                "success_count",
-                "failure_count",
-                "created_at",
-                "updated_at",
-            ];
-            self.insert_page(target, "group_hourly_stats", &columns, values, progress)?;
+            last = cursor(tail);
+            let mut page = Vec::with_capacity(rows.len());
+            for row in rows {
+                page.push(values(self, row)?);
+            }
+            self.insert_page(target, table.name, table.columns, page, progress)?;
         }
         progress.finish();
         Ok(())

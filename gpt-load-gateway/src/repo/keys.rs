@@ -309,6 +309,17 @@ macro_rules! fresh_keys {
     }};
 }
 
+/// Deletes the keys with these ids, a chunk at a time (inside a transaction).
+macro_rules! delete_ids {
+    ($conn:expr, $ids:expr) => {
+        for chunk in $ids.chunks(LOOKUP_CHUNK) {
+            diesel::delete(api_keys::table.filter(api_keys::id.eq_any(chunk)))
+                .execute(&mut *$conn)
+                .await?;
+        }
+    };
+}
+
 /// The ids of a group's keys with these hashes, as `(id, hash)` (inside a transaction).
 macro_rules! ids_of_hashes {
     ($conn:expr, $group_id:expr, $hashes:expr) => {{
@@ -396,11 +407,7 @@ pub(crate) async fn delete_by_hashes(
                 .into_iter()
                 .map(|(id, _)| id)
                 .collect();
-            for chunk in ids.chunks(LOOKUP_CHUNK) {
-                diesel::delete(api_keys::table.filter(api_keys::id.eq_any(chunk)))
-                    .execute(conn)
-                    .await?;
-            }
+            delete_ids!(conn, ids);
             let total = count_in_group!(conn, group_id);
             Ok::<_, DbError>((ids, total))
         })
@@ -471,11 +478,7 @@ pub(crate) async fn delete_in_group(
                 in_group = in_group.filter(api_keys::status.eq(status));
             }
             let ids: Vec<i64> = in_group.select(api_keys::id).load(conn).await?;
-            for chunk in ids.chunks(LOOKUP_CHUNK) {
-                diesel::delete(api_keys::table.filter(api_keys::id.eq_any(chunk)))
-                    .execute(conn)
-                    .await?;
-            }
+            delete_ids!(conn, ids);
             Ok::<_, DbError>(ids)
         })
         .await
