@@ -9,6 +9,18 @@
 //! [`target_group`] answers "which group's keys and upstreams serve this request": the routed
 //! sub-group of an aggregate when there is one, otherwise the group named in the URL.
 //!
+//! # What an attempt used
+//!
+//! [`AttemptKey`] (a key's id, the group it was selected in, and the key itself, which masks
+//! itself) and [`AttemptUpstream`] (an upstream's base URL) name what one attempt used without the
+//! live state behind it. [`keys`](crate::keys) and [`upstream`](crate::upstream) produce them from
+//! their [`SelectedKey`](crate::keys::SelectedKey) and [`UpstreamTarget`](crate::upstream::UpstreamTarget),
+//! and an [`Error`](crate::Error) carries them ([`Error::key`](crate::Error::key),
+//! [`Error::upstream_target`](crate::Error::upstream_target)), so that the error type and
+//! [`telemetry`](crate::telemetry) depend on this module only, not on the layers that keep the
+//! live key and upstream state. A layer that needs the live slot looks it up by
+//! [`KeyId`] in its pool, or reads [`SelectedKey`](crate::keys::SelectedKey) from the response.
+//!
 //! # Example
 //!
 //! ```
@@ -28,7 +40,7 @@ use std::{borrow::Borrow, fmt, net::IpAddr, sync::Arc};
 
 use http::Extensions;
 
-use crate::channel::ChannelKind;
+use crate::{channel::ChannelKind, secret::ApiKey};
 
 /// The name of a group, as it appears in `/proxy/{group}/…`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -143,6 +155,103 @@ pub struct RoutedGroup(pub GroupName);
 /// peer address, or `X-Forwarded-For` when the peer is a trusted proxy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
+
+/// The identifier of an upstream key (the database row id in the gateway).
+///
+/// Also reachable as [`keys::KeyId`](crate::keys::KeyId).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(pub u64);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The key one attempt used: its id, the group it was selected in, and the key itself (an
+/// [`ApiKey`], which only ever prints its mask). Cheap to clone.
+///
+/// Carried by an [`Error`](crate::Error) from [`KeySelect`](crate::keys::KeySelect) down
+/// ([`Error::key`](crate::Error::key)), so that retrying and logging a failed attempt need no
+/// access to the pool's live [`KeySlot`](crate::keys::KeySlot). Made from a
+/// [`SelectedKey`](crate::keys::SelectedKey) with `From`.
+///
+/// ```
+/// use gpt_load_tower::context::{AttemptKey, KeyId};
+///
+/// let key = AttemptKey::new(KeyId(7), "openai".into(), "sk-live-0123456789abcdef".into());
+/// assert_eq!((key.id(), key.group().as_str()), (KeyId(7), "openai"));
+/// assert_eq!(key.secret().masked(), "sk-l****cdef");
+/// assert!(!format!("{key:?}").contains("0123456789"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct AttemptKey {
+    id: KeyId,
+    group: GroupName,
+    secret: ApiKey,
+}
+
+impl AttemptKey {
+    /// The key `id` of `group`, whose value is `secret`.
+    pub fn new(id: KeyId, group: GroupName, secret: ApiKey) -> Self {
+        Self { id, group, secret }
+    }
+
+    /// The key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// The group the key was selected in (the sub-group, for aggregate groups).
+    pub fn group(&self) -> &GroupName {
+        &self.group
+    }
+
+    /// The key, for redacting text that may echo it and for its mask.
+    pub fn secret(&self) -> &ApiKey {
+        &self.secret
+    }
+}
+
+/// The upstream one attempt was sent to, by its base URL (which never contains a key). Cheap to
+/// clone.
+///
+/// Carried by an [`Error`](crate::Error) from
+/// [`UpstreamBalance`](crate::upstream::UpstreamBalance) down
+/// ([`Error::upstream_target`](crate::Error::upstream_target)). Made from an
+/// [`UpstreamTarget`](crate::upstream::UpstreamTarget) with `From`.
+///
+/// ```
+/// use gpt_load_tower::context::AttemptUpstream;
+///
+/// let upstream = AttemptUpstream::new("https://api.openai.example");
+/// assert_eq!(upstream.url(), "https://api.openai.example");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AttemptUpstream(Arc<str>);
+
+impl AttemptUpstream {
+    /// An upstream named by its base URL.
+    pub fn new(url: impl Into<Arc<str>>) -> Self {
+        Self(url.into())
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL as a shared string, for records without copying.
+    pub fn shared_url(&self) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
+impl fmt::Display for AttemptUpstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The group whose keys and upstreams serve the request: [`RoutedGroup`] when present, else the
 /// [`Principal`]'s group.

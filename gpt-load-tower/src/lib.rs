@@ -24,6 +24,10 @@
 //!
 //! [`channel`] describes the four API formats as data, [`secret`] keeps keys out of logs,
 //! [`path`] finds the `.`/`..` segments no forwarded path may have, and [`telemetry`] lists the metrics every layer records through the `metrics` facade.
+//! [`context`] holds what layers share about a request, and the plain names of what an attempt
+//! used ([`AttemptKey`](context::AttemptKey), [`AttemptUpstream`](context::AttemptUpstream)) that
+//! an [`Error`] carries; it, [`telemetry`] and [`error`] use none of the layers, so every layer
+//! can use them.
 //!
 //! # The whole stack
 //!
@@ -124,6 +128,7 @@ pub mod limit;
 pub mod log;
 pub mod path;
 mod query;
+mod response_body;
 pub mod retry;
 pub mod rewrite;
 pub mod secret;
@@ -134,6 +139,8 @@ pub mod upstream;
 pub mod validate;
 mod wrr;
 
+#[cfg(test)]
+mod layering;
 #[cfg(test)]
 mod test_util;
 

@@ -1,7 +1,9 @@
 //! Metrics every layer records through the [`metrics`] facade.
 //!
 //! Install any `metrics` recorder (the gateway uses the Prometheus exporter) to collect them;
-//! without one they cost next to nothing. Names and labels:
+//! without one they cost next to nothing. The recording functions take plain labels (`&'static
+//! str`, [`GroupName`]), so this module depends on [`context`](crate::context) only and every
+//! layer can record. Names and labels:
 //!
 //! | metric | type | labels | recorded by |
 //! |---|---|---|---|
@@ -11,7 +13,7 @@
 //! | `gpt_load_request_body_rejected_total` | counter | – | [`body`](crate::body) |
 //! | `gpt_load_request_body_shed_total` | counter | – | [`body`](crate::body) (in-flight body budget) |
 //! | `gpt_load_no_key_available_total` | counter | `group` | [`keys`](crate::keys) |
-//! | `gpt_load_key_state_transitions_total` | counter | `group`, `state` | [`keys`](crate::keys) |
+//! | `gpt_load_key_state_transitions_total` | counter | `group`, `state` ([`KeyState::as_str`](crate::keys::KeyState::as_str)) | [`keys`](crate::keys) |
 //! | `gpt_load_attempts_total` | counter | `group`, `outcome` | [`blacklist`](crate::blacklist) |
 //! | `gpt_load_retries_total` | counter | `group` | [`retry`](crate::retry) |
 //! | `gpt_load_log_records_total` | counter | `type` (`retry`, `final`) | [`log`](crate::log) |
@@ -52,7 +54,7 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
-use crate::{context::GroupName, error::ErrorKind, keys::KeyState};
+use crate::context::GroupName;
 
 /// `gpt_load_auth_rejections_total`
 pub const AUTH_REJECTIONS: &str = "gpt_load_auth_rejections_total";
@@ -109,8 +111,9 @@ pub(crate) fn no_key(group: &GroupName) {
     counter!(NO_KEY_AVAILABLE, "group" => group.shared()).increment(1);
 }
 
-pub(crate) fn key_state_changed(group: &GroupName, state: KeyState) {
-    counter!(KEY_STATE_TRANSITIONS, "group" => group.shared(), "state" => state.as_str()).increment(1);
+/// `state` is the new state's label ([`KeyState::as_str`](crate::keys::KeyState::as_str)).
+pub(crate) fn key_state_changed(group: &GroupName, state: &'static str) {
+    counter!(KEY_STATE_TRANSITIONS, "group" => group.shared(), "state" => state).increment(1);
 }
 
 pub(crate) fn attempt(group: &GroupName, outcome: &'static str) {
@@ -137,8 +140,9 @@ pub(crate) fn rewrite_rejected(group: &GroupName) {
     counter!(REWRITE_REJECTIONS, "group" => group.shared()).increment(1);
 }
 
-pub(crate) fn error_rendered(kind: ErrorKind) {
-    counter!(ERRORS, "kind" => kind.as_str()).increment(1);
+/// `kind` is the error's label ([`ErrorKind::as_str`](crate::error::ErrorKind::as_str)).
+pub(crate) fn error_rendered(kind: &'static str) {
+    counter!(ERRORS, "kind" => kind).increment(1);
 }
 
 pub(crate) fn overhead(overhead: Duration) {

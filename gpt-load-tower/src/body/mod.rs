@@ -70,14 +70,14 @@
 
 mod budget;
 mod replay;
-mod response;
 mod service;
 mod tracked;
 
 pub use self::{
     budget::{BodyBudget, BudgetPermit},
     replay::{ClientBodyError, ReplayBody},
-    response::ResponseBody,
     service::{BodyBuffer, BodyBufferLayer},
     tracked::{BodyEnd, OnBodyEnd, TrackedBody},
 };
+// Defined below `error`, which renders into it, and shown here with the other body types.
+pub use crate::response_body::ResponseBody;

@@ -11,7 +11,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{BoxError, Error, ErrorFormat};
-use crate::{body::ResponseBody, telemetry};
+use crate::{response_body::ResponseBody, telemetry};
 
 /// Renders [`Error`]s from the inner stack as responses in the client's format.
 ///
@@ -157,7 +157,7 @@ where
 
 /// Builds the response for `err` in `format`.
 pub(crate) fn render<B>(err: &Error, format: ErrorFormat) -> Response<ResponseBody<B>> {
-    telemetry::error_rendered(err.kind());
+    telemetry::error_rendered(err.kind().as_str());
     let mut res = Response::new(ResponseBody::full(format.render(err)));
     *res.status_mut() = err.status();
     let headers = res.headers_mut();

@@ -49,7 +49,7 @@ pub use self::{
     kind::ErrorKind,
     layer::{ErrorResponse, ErrorResponseLayer},
 };
-use crate::{context::GroupName, keys::SelectedKey, upstream::UpstreamTarget};
+use crate::context::{AttemptKey, AttemptUpstream, GroupName};
 
 /// A type-erased error, as tower uses it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,8 +67,8 @@ struct Inner {
     message: Cow<'static, str>,
     source: Option<BoxError>,
     retry_after: Option<Duration>,
-    key: Option<SelectedKey>,
-    upstream: Option<UpstreamTarget>,
+    key: Option<AttemptKey>,
+    upstream: Option<AttemptUpstream>,
 }
 
 impl Error {
@@ -197,8 +197,12 @@ impl Error {
     }
 
     /// Records the key the failed attempt used, and removes that key from the message.
+    ///
+    /// Takes an [`AttemptKey`] or anything that converts into one, such as the
+    /// [`SelectedKey`](crate::keys::SelectedKey) of the attempt.
     #[must_use]
-    pub fn with_key(mut self, key: SelectedKey) -> Self {
+    pub fn with_key(mut self, key: impl Into<AttemptKey>) -> Self {
+        let key = key.into();
         if let Cow::Owned(redacted) = key.secret().redact(&self.inner.message) {
             self.inner.message = Cow::Owned(redacted);
         }
@@ -206,10 +210,12 @@ impl Error {
         self
     }
 
-    /// Records the upstream the failed attempt was sent to.
+    /// Records the upstream the failed attempt was sent to: an [`AttemptUpstream`] or anything
+    /// that converts into one, such as the [`UpstreamTarget`](crate::upstream::UpstreamTarget) of
+    /// the attempt.
     #[must_use]
-    pub fn with_upstream(mut self, upstream: UpstreamTarget) -> Self {
-        self.inner.upstream = Some(upstream);
+    pub fn with_upstream(mut self, upstream: impl Into<AttemptUpstream>) -> Self {
+        self.inner.upstream = Some(upstream.into());
         self
     }
 
@@ -234,13 +240,14 @@ impl Error {
         self.inner.retry_after
     }
 
-    /// The key the failed attempt used, if a key had been selected.
-    pub fn key(&self) -> Option<&SelectedKey> {
+    /// The key the failed attempt used, if a key had been selected: its id, group and (masked
+    /// when shown) value.
+    pub fn key(&self) -> Option<&AttemptKey> {
         self.inner.key.as_ref()
     }
 
     /// The upstream the failed attempt was sent to, if one had been chosen.
-    pub fn upstream_target(&self) -> Option<&UpstreamTarget> {
+    pub fn upstream_target(&self) -> Option<&AttemptUpstream> {
         self.inner.upstream.as_ref()
     }
 
@@ -270,7 +277,7 @@ impl fmt::Debug for Error {
         f.debug_struct("Error")
             .field("kind", &self.inner.kind)
             .field("message", &self.inner.message)
-            .field("key", &self.inner.key.as_ref().map(SelectedKey::id))
+            .field("key", &self.inner.key.as_ref().map(AttemptKey::id))
             .finish_non_exhaustive()
     }
 }
@@ -293,8 +300,7 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{KeyId, KeySlot};
-    use std::sync::Arc;
+    use crate::context::KeyId;
 
     #[test]
     fn statuses_and_codes() {
@@ -330,12 +336,12 @@ mod tests {
     #[test]
     fn with_key_redacts_the_message() {
         let secret = "sk-secret-0123456789abcdef";
-        let slot = Arc::new(KeySlot::new(KeyId(1), secret.into()));
-        let key = SelectedKey::new("g".into(), slot);
+        let key = AttemptKey::new(KeyId(1), "g".into(), secret.into());
         let io: BoxError = format!("dns error for https://h/?key={secret}").into();
         let err = Error::upstream(io).with_key(key);
         assert!(!err.message().contains(secret), "{}", err.message());
         assert!(!format!("{err:?}").contains(secret));
         assert_eq!(err.key().unwrap().id(), KeyId(1));
+        assert_eq!(err.key().unwrap().group().as_str(), "g");
     }
 }

@@ -229,7 +229,7 @@ impl MemoryKeyPool {
             }
             let previous = slot.set_state(state);
             if previous != state {
-                telemetry::key_state_changed(&g.name, state);
+                telemetry::key_state_changed(&g.name, state.as_str());
             }
             g.touch(slot);
         }
@@ -419,7 +419,7 @@ impl GroupKeys {
                 // A key already cooling gets the new deadline; an active one starts cooling.
                 slot.set_cool_until(deadline);
                 if slot.transition(KeyState::Active, KeyState::Cooling) {
-                    telemetry::key_state_changed(&self.name, KeyState::Cooling);
+                    telemetry::key_state_changed(&self.name, KeyState::Cooling.as_str());
                 }
                 self.touch(slot);
             }
@@ -435,7 +435,7 @@ impl GroupKeys {
     fn leave_view(&self, slot: &KeySlot, state: KeyState) {
         for from in [KeyState::Active, KeyState::Cooling] {
             if slot.transition(from, state) {
-                telemetry::key_state_changed(&self.name, state);
+                telemetry::key_state_changed(&self.name, state.as_str());
                 let stale = self.stale.fetch_add(1, Ordering::AcqRel) + 1;
                 // Rebuild once a quarter of the view is dead: O(1) amortised per blacklisting.
                 if stale * 4 >= self.view.load().len() {

@@ -14,8 +14,8 @@
 //!   `x-api-key` + `anthropic-version`, or Gemini's `?key=`); [`SelectedKey`] into the request
 //!   and response extensions; the key's in-flight count, held until the response body ends.
 //! - Rejects: `503` ([`ErrorKind::NoKeyAvailable`](crate::error::ErrorKind)) when no key is
-//!   usable. Errors from inside carry the key ([`Error::key`](crate::error::Error::key)) with
-//!   their message redacted.
+//!   usable. Errors from inside carry the key as an [`AttemptKey`](crate::context::AttemptKey)
+//!   ([`Error::key`](crate::error::Error::key)) with their message redacted.
 //!
 //! Pool changes are published as coalesced [`KeyEvent`]s when the pool is built with
 //! [`MemoryKeyPool::with_events`], for an owner that persists them.
@@ -77,5 +77,6 @@ pub use self::{
     memory::{GroupStats, MemoryKeyPool},
     pool::{ExcludedKeys, KeyPool, Report, SelectedKey},
     service::{KeySelect, KeySelectLayer},
-    slot::{InFlight, KeyId, KeySlot, KeyState},
+    slot::{InFlight, KeySlot, KeyState},
 };
+pub use crate::context::KeyId;

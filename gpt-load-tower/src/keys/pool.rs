@@ -1,7 +1,10 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{KeyId, KeySlot};
-use crate::{context::GroupName, secret::ApiKey};
+use crate::{
+    context::{AttemptKey, GroupName},
+    secret::ApiKey,
+};
 
 /// A source of upstream keys per group.
 ///
@@ -59,6 +62,9 @@ pub enum Report {
 
 /// The key chosen for an attempt. Inserted into the request and the response extensions by
 /// [`KeySelect`](super::KeySelect). Cheap to clone.
+///
+/// An [`Error`](crate::Error) carries the plain [`AttemptKey`] made from it (`From`), not the
+/// live slot.
 #[derive(Clone, Debug)]
 pub struct SelectedKey {
     group: GroupName,
@@ -89,6 +95,18 @@ impl SelectedKey {
     /// The key's live slot.
     pub fn slot(&self) -> &Arc<KeySlot> {
         &self.slot
+    }
+}
+
+impl From<&SelectedKey> for AttemptKey {
+    fn from(key: &SelectedKey) -> Self {
+        AttemptKey::new(key.id(), key.group.clone(), key.secret().clone())
+    }
+}
+
+impl From<SelectedKey> for AttemptKey {
+    fn from(key: SelectedKey) -> Self {
+        AttemptKey::new(key.id(), key.group, key.slot.secret().clone())
     }
 }
 

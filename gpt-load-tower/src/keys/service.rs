@@ -193,6 +193,7 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.key().unwrap().id(), KeyId(7));
+        assert_eq!(err.key().unwrap().group().as_str(), "g");
         assert!(!err.message().contains("secret-key-0123456789"));
         assert_eq!(p.get("g", KeyId(7)).unwrap().in_flight(), 0);
     }

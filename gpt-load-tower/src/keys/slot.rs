@@ -4,17 +4,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{clock, secret::ApiKey};
-
-/// The identifier of an upstream key (the database row id in the gateway).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(pub u64);
-
-impl fmt::Display for KeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
+use crate::{clock, context::KeyId, secret::ApiKey};
 
 /// The state of a key in the pool.
 #[non_exhaustive]

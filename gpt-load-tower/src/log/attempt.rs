@@ -14,7 +14,7 @@ use super::{LogSink, RequestRecord, RequestType};
 use crate::{
     blacklist::AttemptOutcome,
     body::{BodyEnd, OnBodyEnd},
-    context::GroupName,
+    context::{AttemptKey, AttemptUpstream, GroupName},
     error::Error,
     keys::SelectedKey,
     telemetry,
@@ -50,11 +50,12 @@ struct Shared {
     attempts: AtomicU32,
 }
 
-/// The attempt-level half of a record.
+/// The attempt-level half of a record. The key and upstream come from the response's
+/// extensions ([`SelectedKey`], [`UpstreamTarget`]) or from what an [`Error`] carries.
 #[derive(Default)]
 struct AttemptFacts {
-    key: Option<SelectedKey>,
-    upstream: Option<UpstreamTarget>,
+    key: Option<AttemptKey>,
+    upstream: Option<AttemptUpstream>,
     status: u16,
     error: Option<String>,
     time_to_first_byte: Option<Duration>,
@@ -66,8 +67,8 @@ impl AttemptFacts {
         let outcome = ext.get::<AttemptOutcome>();
         let status = res.status().as_u16();
         Self {
-            key: ext.get::<SelectedKey>().cloned(),
-            upstream: ext.get::<UpstreamTarget>().cloned(),
+            key: ext.get::<SelectedKey>().map(AttemptKey::from),
+            upstream: ext.get::<UpstreamTarget>().map(AttemptUpstream::from),
             status,
             error: outcome
                 .and_then(|o| o.message.as_deref())
@@ -137,9 +138,9 @@ impl AttemptLog {
             attempt,
             group,
             parent_group,
-            key_id: facts.key.as_ref().map(SelectedKey::id),
+            key_id: facts.key.as_ref().map(AttemptKey::id),
             masked_key: facts.key.as_ref().map(|k| k.secret().masked()),
-            upstream: facts.upstream.as_ref().map(|u| u.0.shared_url()),
+            upstream: facts.upstream.as_ref().map(AttemptUpstream::shared_url),
             model: info.model.clone(),
             method: info.method.clone(),
             path: info.path.clone(),

@@ -12,9 +12,11 @@
 //!
 //! - Reads: [`Principal`](crate::context::Principal), [`ClientIp`](crate::context::ClientIp),
 //!   [`LogSettings`] (optional), the buffered body ([`ReplayBody`](crate::body::ReplayBody): place
-//!   this layer below [`BodyBufferLayer`](crate::body::BodyBufferLayer)); from responses and errors:
+//!   this layer below [`BodyBufferLayer`](crate::body::BodyBufferLayer)); from responses:
 //!   [`SelectedKey`](crate::keys::SelectedKey), [`UpstreamTarget`](crate::upstream::UpstreamTarget),
-//!   [`AttemptOutcome`](crate::blacklist::AttemptOutcome).
+//!   [`AttemptOutcome`](crate::blacklist::AttemptOutcome); from errors: the
+//!   [`AttemptKey`](crate::context::AttemptKey) and [`AttemptUpstream`](crate::context::AttemptUpstream)
+//!   they carry.
 //! - Writes: [`AttemptLog`] and [`RequestFacts`](crate::channel::RequestFacts) into the request.
 //! - Never rejects; errors pass through after being recorded.
 //!

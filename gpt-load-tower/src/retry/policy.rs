@@ -12,9 +12,9 @@ use tower::retry::Policy;
 use crate::{
     blacklist::{AttemptOutcome, Outcome, StatusMatcher},
     body::ReplayBody,
-    context::target_group,
+    context::{AttemptKey, KeyId, target_group},
     error::Error,
-    keys::{ExcludedKeys, KeyId, KeyPool, SelectedKey},
+    keys::{ExcludedKeys, KeyPool, SelectedKey},
     log::AttemptLog,
     telemetry,
 };
@@ -119,7 +119,9 @@ impl RetryOnOtherKey {
         self
     }
 
-    fn verdict<B>(&self, result: &Result<Response<B>, Error>) -> (Verdict, Option<SelectedKey>) {
+    /// The verdict, and the id of the key the attempt used: from the response's
+    /// [`SelectedKey`], or from the key the error carries.
+    fn verdict<B>(&self, result: &Result<Response<B>, Error>) -> (Verdict, Option<KeyId>) {
         match result {
             Ok(res) => {
                 let verdict = match res.extensions().get::<AttemptOutcome>() {
@@ -130,10 +132,13 @@ impl RetryOnOtherKey {
                     None if res.status().is_server_error() => Verdict::Transient,
                     None => Verdict::OtherKey,
                 };
-                (verdict, res.extensions().get::<SelectedKey>().cloned())
+                (
+                    verdict,
+                    res.extensions().get::<SelectedKey>().map(SelectedKey::id),
+                )
             }
-            Err(err) if err.is_retryable() => (Verdict::Transient, err.key().cloned()),
-            Err(err) => (Verdict::Final, err.key().cloned()),
+            Err(err) if err.is_retryable() => (Verdict::Transient, err.key().map(AttemptKey::id)),
+            Err(err) => (Verdict::Final, err.key().map(AttemptKey::id)),
         }
     }
 
@@ -227,10 +232,10 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
             .get::<ExcludedKeys>()
             .cloned()
             .unwrap_or_default();
-        if let Some(key) = &failed_key {
-            excluded.insert(key.id());
+        if let Some(id) = failed_key {
+            excluded.insert(id);
             if verdict == Verdict::Transient {
-                self.transient.push(key.id());
+                self.transient.push(id);
             }
         }
         let group = target_group(req.extensions()).cloned();

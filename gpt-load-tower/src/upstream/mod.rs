@@ -14,6 +14,7 @@
 //!   for a path with a `.` or `..` segment, which is never joined to a base URL (the
 //!   [`auth`](crate::auth) layer refuses those first; this holds when a
 //!   [`Principal`](crate::context::Principal) is inserted some other way). Errors from inside carry the upstream
+//!   as an [`AttemptUpstream`](crate::context::AttemptUpstream)
 //!   ([`Error::upstream_target`](crate::error::Error::upstream_target)).
 //!
 //! # Example

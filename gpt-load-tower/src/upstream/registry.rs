@@ -14,7 +14,7 @@ use http::{
 
 use crate::{
     clock,
-    context::GroupName,
+    context::{AttemptUpstream, GroupName},
     group_map::GroupMap,
     path::{self, DotSegment},
     telemetry,
@@ -203,6 +203,9 @@ impl fmt::Debug for Upstream {
 
 /// The upstream an attempt was sent to. Inserted into the request and response extensions by
 /// [`UpstreamBalance`](super::UpstreamBalance).
+///
+/// An [`Error`](crate::Error) carries the plain [`AttemptUpstream`] made from it (`From`), not
+/// the live upstream.
 #[derive(Clone, Debug)]
 pub struct UpstreamTarget(pub Arc<Upstream>);
 
@@ -210,6 +213,18 @@ impl UpstreamTarget {
     /// The base URL (never contains a key).
     pub fn url(&self) -> &str {
         self.0.url()
+    }
+}
+
+impl From<&UpstreamTarget> for AttemptUpstream {
+    fn from(target: &UpstreamTarget) -> Self {
+        AttemptUpstream::new(target.0.shared_url())
+    }
+}
+
+impl From<UpstreamTarget> for AttemptUpstream {
+    fn from(target: UpstreamTarget) -> Self {
+        Self::from(&target)
     }
 }
 
