@@ -18,7 +18,53 @@
 //! | 12 | [`KeyHealthLayer`] | classifies the attempt (request, key or provider at fault), reports to the pool | |
 //! | 13 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
 //!
-//! The body buffer sits above the log and rewrite layers because both read the body.
+//! The same order, as data, is [`ORDER`]: a test builds a `ProxyStack` and checks with
+//! [`layers_of`] that its service is exactly that order, and another checks this table against
+//! it.
+//!
+//! # Why this order
+//!
+//! - The overhead clock is outermost so the figure includes everything the stack does, error
+//!   rendering too; errors are rendered once, above every layer that can fail.
+//! - Authentication comes before the concurrency limit and the body: a request without a valid
+//!   proxy key, or with a `.`/`..` path, takes no permit and is not read.
+//! - The limit comes before the body buffer, so buffered memory is bounded by the requests in
+//!   flight (and by the [`BodyBudget`]); the buffer sits above the log, the JSON check and the
+//!   rewrites because all three read the body.
+//! - The log sits above the JSON check and the rewrites, so their rejections are recorded and a
+//!   record names the model the client asked for, before any redirect.
+//! - Retry wraps one attempt: key selection, the header rules (after the credential, which
+//!   `${API_KEY}` rules may use or override), the classification of the answer and the choice of
+//!   upstream all run again for every attempt; everything above runs once per request.
+//!
+//! # Adding your own layers
+//!
+//! [`ProxyStack`] covers the library's layers. An application that needs more assembles the same
+//! order itself with [`ServiceBuilder`] and adds its layers at these points (the gateway binary of
+//! this project does exactly that; its additions are the examples):
+//!
+//! | between | what is known there | good for | gateway |
+//! |---|---|---|---|
+//! | outside [`OverheadLayer`] | nothing; work here is not in the overhead figure | adapting the response body type for the server | `map_response(Body::new)` |
+//! | [`OverheadLayer`] and [`ErrorResponseLayer`] | every response the client gets, errors already rendered (the inner error type is `Infallible`) | panics turned into responses, request ids, marking headers sensitive, response headers | CatchPanic, SetSensitiveRequestHeaders, SetRequestId, PropagateRequestId, `X-Accel-Buffering: no` |
+//! | [`ErrorResponseLayer`] and [`ProxyKeyAuthLayer`] | the raw request; a failure with [`Error`](crate::Error) is rendered in the client's format | facts about the connection that later layers read | ClientIp ([`ClientIp`](crate::context::ClientIp)) |
+//! | [`BodyBufferLayer`] and [`RequestLogLayer`] | the [`Principal`](crate::context::Principal) (the group in the URL), a replayable body | request-level settings of the URL's group: [`LogSettings`](crate::log::LogSettings) | GroupPolicy |
+//! | [`RewriteLayer`] and [`RetryLayer`] | the group actually used ([`RoutedGroup`](crate::context::RoutedGroup) for aggregates); runs once per request and sees the answer the client gets | settings of the group used: [`RetrySettings`](crate::retry::RetrySettings), [`HealthSettings`]; rewriting a final answer | GroupPolicy, ModelList |
+//! | inside [`UpstreamBalanceLayer`] | one attempt: its key, upstream and URI | the upstream client itself: timeouts, outbound proxies | UpstreamClient |
+//!
+//! Layers between [`RetryLayer`] and [`UpstreamBalanceLayer`] run once per attempt and must be
+//! cheap to clone; the library places none there but its own.
+//!
+//! Such a stack keeps the library's layers in [`ORDER`]: a test that builds it and compares
+//! [`layers_of`] with `ORDER` fails when a library release adds or moves a layer, until the
+//! application follows.
+//!
+//! Why data and a check rather than a builder with insertion points: each insertion point of a
+//! builder would be a type parameter whose bounds must name the service and body types of every
+//! layer below it, which would make [`ProxyStack`]'s signature unreadable, and boxing the inserted
+//! layers instead would cost an allocation and dynamic dispatch per request. A plain
+//! [`ServiceBuilder`] chain checked against [`ORDER`] keeps one order to maintain and the
+//! application's stack as fast as [`ProxyStack`].
 //!
 //! # Example
 //!
@@ -73,6 +119,9 @@
 //! [`HeaderRulesLayer`]: crate::rewrite::HeaderRulesLayer
 //! [`KeyHealthLayer`]: crate::blacklist::KeyHealthLayer
 //! [`UpstreamBalanceLayer`]: crate::upstream::UpstreamBalanceLayer
+//! [`JsonBodyLayer`]: crate::validate::JsonBodyLayer
+//! [`BodyBudget`]: crate::body::BodyBudget
+//! [`ServiceBuilder`]: tower::ServiceBuilder
 
 use std::{convert::Infallible, fmt};
 
@@ -96,6 +145,160 @@ use crate::{
     upstream::{UpstreamBalanceLayer, Upstreams},
     validate::JsonBodyLayer,
 };
+
+/// One of the library's layers in the canonical order ([`ORDER`]).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StackLayer {
+    /// [`OverheadLayer`]: the gateway's own overhead.
+    Overhead,
+    /// [`ErrorResponseLayer`]: errors rendered in the client's format.
+    ErrorResponse,
+    /// [`ProxyKeyAuthLayer`]: the proxy key and the group.
+    ProxyKeyAuth,
+    /// [`ConcurrencyLimitLayer`]: load shedding.
+    ConcurrencyLimit,
+    /// [`BodyBufferLayer`]: the replayable body.
+    BodyBuffer,
+    /// [`RequestLogLayer`]: one record per attempt.
+    RequestLog,
+    /// [`JsonBodyLayer`]: malformed JSON refused before a key is spent.
+    JsonBody,
+    /// [`RewriteLayer`]: aggregate routing, overrides, model redirects.
+    Rewrite,
+    /// tower's [`RetryLayer`] with [`RetryOnOtherKey`].
+    Retry,
+    /// [`KeySelectLayer`]: the key of one attempt.
+    KeySelect,
+    /// [`HeaderRulesLayer`]: the group's header rules.
+    HeaderRules,
+    /// [`KeyHealthLayer`]: whose fault a failure is.
+    KeyHealth,
+    /// [`UpstreamBalanceLayer`]: the upstream of one attempt.
+    UpstreamBalance,
+}
+
+/// The library's layers in the order [`ProxyStack`] stacks them, outermost first.
+///
+/// The one statement of the canonical order: [`ProxyStack`] is tested against it, and an
+/// application that assembles its own stack tests that stack against it with [`layers_of`] (see
+/// the [module docs](self#adding-your-own-layers)).
+pub const ORDER: &[StackLayer] = &[
+    StackLayer::Overhead,
+    StackLayer::ErrorResponse,
+    StackLayer::ProxyKeyAuth,
+    StackLayer::ConcurrencyLimit,
+    StackLayer::BodyBuffer,
+    StackLayer::RequestLog,
+    StackLayer::JsonBody,
+    StackLayer::Rewrite,
+    StackLayer::Retry,
+    StackLayer::KeySelect,
+    StackLayer::HeaderRules,
+    StackLayer::KeyHealth,
+    StackLayer::UpstreamBalance,
+];
+
+impl StackLayer {
+    /// The name of the service the layer builds, which is the layer's name without `Layer`:
+    /// `KeySelect` for [`KeySelectLayer`], `Retry` for tower's `RetryLayer`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Overhead => "Overhead",
+            Self::ErrorResponse => "ErrorResponse",
+            Self::ProxyKeyAuth => "ProxyKeyAuth",
+            Self::ConcurrencyLimit => "ConcurrencyLimit",
+            Self::BodyBuffer => "BodyBuffer",
+            Self::RequestLog => "RequestLog",
+            Self::JsonBody => "JsonBody",
+            Self::Rewrite => "Rewrite",
+            Self::Retry => "Retry",
+            Self::KeySelect => "KeySelect",
+            Self::HeaderRules => "HeaderRules",
+            Self::KeyHealth => "KeyHealth",
+            Self::UpstreamBalance => "UpstreamBalance",
+        }
+    }
+
+    /// The layer whose service a generic type in a type name is: `path` is the type's path
+    /// (such as `gpt_load_tower::keys::service::KeySelect`) and `args` what follows its `<`.
+    fn of_service(path: &str, args: &str) -> Option<Self> {
+        let name = path.rsplit("::").next()?;
+        if path.starts_with("gpt_load_tower::") {
+            ORDER
+                .iter()
+                .copied()
+                .find(|layer| *layer != Self::Retry && layer.name() == name)
+        } else if path.starts_with("tower::")
+            && name == "Retry"
+            && args.starts_with("gpt_load_tower::retry::")
+        {
+            Some(Self::Retry)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for StackLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The library layers `service` is built from, outermost first: what a test compares with
+/// [`ORDER`].
+///
+/// Layers of other crates and the application's own are left out, so a stack that adds layers
+/// at the documented points and keeps the library's in order gives exactly [`ORDER`]. The
+/// layers are read from the service's type ([`std::any::type_name`]), so call this from tests:
+/// Rust describes type names as best effort. A compiler that spelled them differently would make
+/// the comparison fail, never pass wrongly.
+///
+/// ```
+/// use gpt_load_tower::{
+///     auth::{ProxyKeyTable, StaticProxyKeys},
+///     body::ReplayBody,
+///     keys::MemoryKeyPool,
+///     stack::{self, ProxyStack},
+///     upstream::Upstreams,
+/// };
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, service_fn};
+///
+/// let client = service_fn(|_req: Request<ReplayBody>| async {
+///     Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+/// });
+/// let proxy = ProxyStack::new(StaticProxyKeys::new(ProxyKeyTable::new()), MemoryKeyPool::new(), Upstreams::new(), |_record| {})
+///     .service::<_, String, _>(client); // for requests with `String` bodies
+/// assert_eq!(stack::layers_of(&proxy), stack::ORDER);
+///
+/// // An application's own layers do not count; the library's must all be there, in order.
+/// let wrapped = ServiceBuilder::new().map_request(|req: Request<String>| req).service(proxy);
+/// assert_eq!(stack::layers_of(&wrapped), stack::ORDER);
+/// ```
+pub fn layers_of<S>(service: &S) -> Vec<StackLayer> {
+    layers_in(std::any::type_name_of_val(service))
+}
+
+/// The library layers named in a type name, in order of appearance.
+fn layers_in(type_name: &str) -> Vec<StackLayer> {
+    let is_path = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
+    let mut layers = Vec::new();
+    let mut rest = type_name;
+    while let Some(start) = rest.find(is_path) {
+        rest = &rest[start..];
+        let end = rest.find(|c| !is_path(c)).unwrap_or(rest.len());
+        let (path, after) = rest.split_at(end);
+        if let Some(args) = after.strip_prefix('<')
+            && let Some(layer) = StackLayer::of_service(path, args)
+        {
+            layers.push(layer);
+        }
+        rest = after;
+    }
+    layers
+}
 
 /// Builds the full proxy service around an upstream client. See the [module docs](self).
 pub struct ProxyStack<V, P, K> {
@@ -254,5 +457,70 @@ impl<V, P, K> fmt::Debug for ProxyStack<V, P, K> {
             .field("body_limit", &self.body_limit)
             .field("max_retries", &self.max_retries)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        auth::{ProxyKeyTable, StaticProxyKeys},
+        keys::MemoryKeyPool,
+    };
+    use http_body_util::Empty;
+    use tower::service_fn;
+
+    fn proxy() -> impl Service<Request<Empty<Bytes>>, Response = Response<impl Body>, Error = Infallible> {
+        let client = service_fn(|_req: Request<ReplayBody>| async {
+            Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+        });
+        let keys = StaticProxyKeys::new(ProxyKeyTable::new());
+        ProxyStack::new(keys, MemoryKeyPool::new(), Upstreams::new(), |_record| {})
+            .body_budget(BodyBudget::new(1024))
+            .service(client)
+    }
+
+    #[test]
+    fn proxy_stack_is_the_canonical_order() {
+        assert_eq!(layers_of(&proxy()), ORDER);
+    }
+
+    #[test]
+    fn the_module_table_lists_the_canonical_order() {
+        let rows: Vec<String> = include_str!("stack.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//! | "))
+            .filter(|row| row.starts_with(|c: char| c.is_ascii_digit()))
+            .map(|row| {
+                row.split("[`")
+                    .nth(1)
+                    .unwrap()
+                    .split('`')
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let order: Vec<String> = ORDER.iter().map(|layer| format!("{layer}Layer")).collect();
+        assert_eq!(rows, order);
+    }
+
+    #[test]
+    fn layers_are_read_from_type_names() {
+        let name = "tower::util::map_request::MapRequest<gpt_load_tower::timing::Overhead<\
+                    tower_http::catch_panic::CatchPanic<gpt_load_tower::keys::service::KeySelect<\
+                    app::Rewrite<tower::retry::Retry<app::OtherPolicy, tower::retry::Retry<\
+                    gpt_load_tower::retry::policy::RetryOnOtherKey, gpt_load_tower::keys::service::KeySelect<\
+                    S, gpt_load_tower::keys::memory::MemoryKeyPool>>>>, gpt_load_tower::keys::memory::MemoryKeyPool>>>, {{closure}}>";
+        assert_eq!(
+            layers_in(name),
+            [
+                StackLayer::Overhead,
+                StackLayer::KeySelect,
+                StackLayer::Retry,
+                StackLayer::KeySelect
+            ]
+        );
+        assert!(layers_in("gpt_load_tower::keys::KeyId").is_empty());
     }
 }
