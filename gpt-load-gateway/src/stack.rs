@@ -24,6 +24,11 @@
 //! 20. KeyHealth            — whose fault (request, key, provider), report to the pool → `AttemptOutcome`
 //! 21. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
 //! 22. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
+//!
+//! The library's layers keep the library's order (`gpt_load_tower::stack::ORDER`); the others
+//! sit at the insertion points the library documents (`gpt_load_tower::stack`, "Adding your own
+//! layers"). The tests check both the built stack and this list against `ORDER`, so a library
+//! layer added or moved fails them until this file follows.
 
 use std::convert::Infallible;
 
@@ -43,7 +48,7 @@ use gpt_load_tower::{
     validate::JsonBodyLayer,
 };
 use http::{HeaderName, Request, Response, header};
-use tower::{ServiceBuilder, retry::RetryLayer, util::BoxCloneSyncService};
+use tower::{Service, ServiceBuilder, retry::RetryLayer, util::BoxCloneSyncService};
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
@@ -75,6 +80,17 @@ pub(crate) struct ProxyParts {
 
 /// Builds the proxy request path (see the [module docs](self)).
 pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
+    BoxCloneSyncService::new(layers(parts))
+}
+
+/// The request path before boxing: its type names every layer, which the tests read.
+fn layers(
+    parts: ProxyParts,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
     let ProxyParts {
         catalog,
         pool,
@@ -90,7 +106,7 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
         HeaderName::from_static("x-api-key"),
         HeaderName::from_static("x-goog-api-key"),
     ];
-    let service = ServiceBuilder::new()
+    ServiceBuilder::new()
         // One body type for axum; the layers below wrap the upstream's stream without copying.
         .map_response(|res: Response<_>| res.map(Body::new))
         .layer(OverheadLayer::new())
@@ -118,6 +134,51 @@ pub(crate) fn proxy_stack(parts: ProxyParts) -> ProxyService {
         .layer(HeaderRulesLayer::new(catalog.rewrite.clone()))
         .layer(KeyHealthLayer::new(pool))
         .layer(UpstreamBalanceLayer::new(catalog.upstreams.clone()))
-        .service(client);
-    BoxCloneSyncService::new(service)
+        .service(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use gpt_load_tower::{
+        body::BodyBudget,
+        stack::{ORDER, layers_of},
+    };
+
+    use super::*;
+    use crate::proxy::ClientSettings;
+
+    fn parts() -> ProxyParts {
+        ProxyParts {
+            catalog: Catalog::new(),
+            pool: MemoryKeyPool::new(),
+            limit: ConcurrencyLimitLayer::new(1),
+            log_sink: ChannelSink::new(1).0,
+            client: UpstreamClient::new(ClientSettings::default()).unwrap(),
+            trusted_proxies: TrustedProxies::default(),
+            max_body: 1024,
+            body_budget: BodyBudget::new(4096),
+        }
+    }
+
+    #[test]
+    fn the_library_layers_keep_the_library_order() {
+        assert_eq!(
+            layers_of(&layers(parts())),
+            ORDER,
+            "the library's layers must all be in the stack, once each, in gpt_load_tower::stack::ORDER"
+        );
+    }
+
+    #[test]
+    fn the_module_list_keeps_the_library_order() {
+        let listed: Vec<&str> = include_str!("stack.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//!"))
+            .filter_map(|line| line.trim_start().split_once(". "))
+            .filter(|(number, _)| number.parse::<u32>().is_ok())
+            .map(|(_, rest)| rest.split(|c: char| !c.is_alphanumeric()).next().unwrap())
+            .filter(|name| ORDER.iter().any(|layer| layer.name() == *name))
+            .collect();
+        assert_eq!(listed, ORDER.iter().map(|layer| layer.name()).collect::<Vec<_>>());
+    }
 }
