@@ -1,71 +1,12 @@
-//! [`EffectiveConfig`]: what one group actually uses — its override, else the system value
-//! (which is the stored value, else the default).
+//! [`EffectiveConfig`] (declared, with [`SystemSettings::effective`](super::SystemSettings::effective), by
+//! [the settings table](super::table)): what one group actually uses — its override, else the
+//! system value (which is the stored value, else the default). Its typed accessors are here.
 
 use std::{sync::Arc, time::Duration};
 
 use gpt_load_tower::blacklist::{HealthSettings, StatusMatcher};
 
-use super::{FailoverCodes, GroupConfig, SystemSettings};
-
-/// The settings a group's requests, clients and key checks run with. Built by
-/// [`SystemSettings::effective`]; cheap to clone (the failover matcher is shared).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EffectiveConfig {
-    request_timeout: u32,
-    connect_timeout: u32,
-    idle_conn_timeout: u32,
-    response_header_timeout: u32,
-    stream_idle_timeout: u32,
-    max_idle_conns: u32,
-    max_idle_conns_per_host: u32,
-    proxy_url: String,
-    max_retries: u32,
-    blacklist_threshold: u32,
-    failover_status_codes: FailoverCodes,
-    key_validation_interval_minutes: u32,
-    key_validation_concurrency: u32,
-    key_validation_timeout_seconds: u32,
-    enable_request_body_logging: bool,
-}
-
-impl SystemSettings {
-    /// The configuration of a group with the overrides `group`: field by field, the group's
-    /// value if it has one, else the system value.
-    pub(crate) fn effective(&self, group: &GroupConfig) -> EffectiveConfig {
-        EffectiveConfig {
-            request_timeout: group.request_timeout.unwrap_or(self.request_timeout),
-            connect_timeout: group.connect_timeout.unwrap_or(self.connect_timeout),
-            idle_conn_timeout: group.idle_conn_timeout.unwrap_or(self.idle_conn_timeout),
-            response_header_timeout: group
-                .response_header_timeout
-                .unwrap_or(self.response_header_timeout),
-            stream_idle_timeout: group.stream_idle_timeout.unwrap_or(self.stream_idle_timeout),
-            max_idle_conns: group.max_idle_conns.unwrap_or(self.max_idle_conns),
-            max_idle_conns_per_host: group
-                .max_idle_conns_per_host
-                .unwrap_or(self.max_idle_conns_per_host),
-            proxy_url: group.proxy_url.clone().unwrap_or_else(|| self.proxy_url.clone()),
-            max_retries: group.max_retries.unwrap_or(self.max_retries),
-            blacklist_threshold: group.blacklist_threshold.unwrap_or(self.blacklist_threshold),
-            failover_status_codes: group
-                .failover_status_codes
-                .clone()
-                .unwrap_or_else(|| self.failover_status_codes.clone()),
-            key_validation_interval_minutes: group
-                .key_validation_interval_minutes
-                .unwrap_or(self.key_validation_interval_minutes),
-            key_validation_concurrency: group
-                .key_validation_concurrency
-                .unwrap_or(self.key_validation_concurrency),
-            key_validation_timeout_seconds: group
-                .key_validation_timeout_seconds
-                .unwrap_or(self.key_validation_timeout_seconds),
-            enable_request_body_logging: group
-                .enable_request_body_logging
-                .unwrap_or(self.enable_request_body_logging),
-        }
-    }
-}
+use super::{EffectiveConfig, value::FailoverCodes};
 
 fn seconds(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
@@ -166,7 +107,7 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::settings::validate_group_config;
+    use crate::settings::{GroupConfig, SystemSettings, validate_group_config};
 
     fn group(config: Value) -> GroupConfig {
         let Value::Object(map) = config else {
@@ -206,7 +147,7 @@ mod tests {
         else {
             unreachable!()
         };
-        crate::settings::validate_update(&update)
+        crate::settings::system::validate_update(&update)
             .unwrap()
             .apply(&mut system);
         let effective = system.effective(&group(json!({

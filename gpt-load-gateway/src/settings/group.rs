@@ -1,32 +1,13 @@
-//! [`GroupConfig`]: a group's overrides of the system settings (the `groups.config` column).
+//! [`GroupConfig`] (declared by [the settings table](super::table)): a group's overrides of the
+//! system settings (the `groups.config` column), checked on write and read back leniently.
 
 use serde_json::{Map, Value};
 
 use super::{
-    meta::{self, GROUP_CONFIG_ORDER},
+    GroupConfig,
+    meta::{self, GROUP_CONFIG_ORDER, TextRule},
     value::{self, FailoverCodes, FieldError, SettingValue},
 };
-
-/// The settings a group overrides; `None` inherits the system value. Checked on write by
-/// [`validate_group_config`], read back by [`GroupConfig::from_stored`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct GroupConfig {
-    pub(crate) request_timeout: Option<u32>,
-    pub(crate) idle_conn_timeout: Option<u32>,
-    pub(crate) connect_timeout: Option<u32>,
-    pub(crate) max_idle_conns: Option<u32>,
-    pub(crate) max_idle_conns_per_host: Option<u32>,
-    pub(crate) response_header_timeout: Option<u32>,
-    pub(crate) stream_idle_timeout: Option<u32>,
-    pub(crate) proxy_url: Option<String>,
-    pub(crate) max_retries: Option<u32>,
-    pub(crate) blacklist_threshold: Option<u32>,
-    pub(crate) failover_status_codes: Option<FailoverCodes>,
-    pub(crate) key_validation_interval_minutes: Option<u32>,
-    pub(crate) key_validation_concurrency: Option<u32>,
-    pub(crate) key_validation_timeout_seconds: Option<u32>,
-    pub(crate) enable_request_body_logging: Option<bool>,
-}
 
 /// Checks a group's `config` object on create or update, as gpt-load does: only the
 /// overridable settings are allowed (`unknown config field: 'x'`), `null` means inherit and is
@@ -36,7 +17,7 @@ pub(crate) fn validate_group_config(config: &Map<String, Value>) -> Result<Group
     let mut group = GroupConfig::default();
     let mut errors = Vec::new();
     for (key, json) in config {
-        let meta = meta::find(key).filter(|m| m.group_overridable);
+        let meta = meta::find(key).filter(|m| m.group_overridable());
         let Some(meta) = meta else {
             errors.push(FieldError::new(key, format!("unknown config field: '{key}'")));
             continue;
@@ -85,7 +66,7 @@ impl GroupConfig {
             }
         };
         for (key, json) in &map {
-            let Some(meta) = meta::find(key).filter(|m| m.group_overridable) else {
+            let Some(meta) = meta::find(key).filter(|m| m.group_overridable()) else {
                 problems.push(FieldError::new(key, "is not an overridable setting"));
                 continue;
             };
@@ -95,8 +76,8 @@ impl GroupConfig {
             match value::from_json(meta, json) {
                 Ok(value) => group.set(meta.key, value),
                 Err(message) => {
-                    if let ("failover_status_codes", Value::String(spec)) = (meta.key, json) {
-                        group.failover_status_codes = Some(FailoverCodes::unparsable(spec));
+                    if let (TextRule::StatusCodes, Value::String(spec)) = (meta.rule, json) {
+                        group.set(meta.key, SettingValue::Codes(FailoverCodes::unparsable(spec)));
                         problems.push(FieldError::new(
                             key,
                             format!("{message}; no status code fails over in this group"),
@@ -131,52 +112,6 @@ impl GroupConfig {
     pub(crate) fn is_empty(&self) -> bool {
         *self == Self::default()
     }
-
-    /// The override of `key`, if the group has one.
-    pub(crate) fn get(&self, key: &str) -> Option<SettingValue> {
-        use SettingValue::{Bool, Codes, Int, Text};
-        match key {
-            "request_timeout" => self.request_timeout.map(Int),
-            "idle_conn_timeout" => self.idle_conn_timeout.map(Int),
-            "connect_timeout" => self.connect_timeout.map(Int),
-            "max_idle_conns" => self.max_idle_conns.map(Int),
-            "max_idle_conns_per_host" => self.max_idle_conns_per_host.map(Int),
-            "response_header_timeout" => self.response_header_timeout.map(Int),
-            "stream_idle_timeout" => self.stream_idle_timeout.map(Int),
-            "proxy_url" => self.proxy_url.clone().map(Text),
-            "max_retries" => self.max_retries.map(Int),
-            "blacklist_threshold" => self.blacklist_threshold.map(Int),
-            "failover_status_codes" => self.failover_status_codes.clone().map(Codes),
-            "key_validation_interval_minutes" => self.key_validation_interval_minutes.map(Int),
-            "key_validation_concurrency" => self.key_validation_concurrency.map(Int),
-            "key_validation_timeout_seconds" => self.key_validation_timeout_seconds.map(Int),
-            "enable_request_body_logging" => self.enable_request_body_logging.map(Bool),
-            _ => None,
-        }
-    }
-
-    /// Overrides `key` with a value checked for it by [`value::from_json`].
-    fn set(&mut self, key: &str, value: SettingValue) {
-        use SettingValue::{Bool, Codes, Int, Text};
-        match (key, value) {
-            ("request_timeout", Int(v)) => self.request_timeout = Some(v),
-            ("idle_conn_timeout", Int(v)) => self.idle_conn_timeout = Some(v),
-            ("connect_timeout", Int(v)) => self.connect_timeout = Some(v),
-            ("max_idle_conns", Int(v)) => self.max_idle_conns = Some(v),
-            ("max_idle_conns_per_host", Int(v)) => self.max_idle_conns_per_host = Some(v),
-            ("response_header_timeout", Int(v)) => self.response_header_timeout = Some(v),
-            ("stream_idle_timeout", Int(v)) => self.stream_idle_timeout = Some(v),
-            ("proxy_url", Text(v)) => self.proxy_url = Some(v),
-            ("max_retries", Int(v)) => self.max_retries = Some(v),
-            ("blacklist_threshold", Int(v)) => self.blacklist_threshold = Some(v),
-            ("failover_status_codes", Codes(v)) => self.failover_status_codes = Some(v),
-            ("key_validation_interval_minutes", Int(v)) => self.key_validation_interval_minutes = Some(v),
-            ("key_validation_concurrency", Int(v)) => self.key_validation_concurrency = Some(v),
-            ("key_validation_timeout_seconds", Int(v)) => self.key_validation_timeout_seconds = Some(v),
-            ("enable_request_body_logging", Bool(v)) => self.enable_request_body_logging = Some(v),
-            (key, value) => unreachable!("the group config field {key} cannot hold {value:?}"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -193,71 +128,36 @@ mod tests {
         }
     }
 
-    /// Every field, by destructuring: a new field must be listed here to compile.
-    fn field_names(config: &GroupConfig) -> [(&'static str, bool); 15] {
-        let GroupConfig {
-            request_timeout,
-            idle_conn_timeout,
-            connect_timeout,
-            max_idle_conns,
-            max_idle_conns_per_host,
-            response_header_timeout,
-            stream_idle_timeout,
-            proxy_url,
-            max_retries,
-            blacklist_threshold,
-            failover_status_codes,
-            key_validation_interval_minutes,
-            key_validation_concurrency,
-            key_validation_timeout_seconds,
-            enable_request_body_logging,
-        } = config;
-        [
-            ("request_timeout", request_timeout.is_some()),
-            ("idle_conn_timeout", idle_conn_timeout.is_some()),
-            ("connect_timeout", connect_timeout.is_some()),
-            ("max_idle_conns", max_idle_conns.is_some()),
-            ("max_idle_conns_per_host", max_idle_conns_per_host.is_some()),
-            ("response_header_timeout", response_header_timeout.is_some()),
-            ("stream_idle_timeout", stream_idle_timeout.is_some()),
-            ("proxy_url", proxy_url.is_some()),
-            ("max_retries", max_retries.is_some()),
-            ("blacklist_threshold", blacklist_threshold.is_some()),
-            ("failover_status_codes", failover_status_codes.is_some()),
-            (
-                "key_validation_interval_minutes",
-                key_validation_interval_minutes.is_some(),
-            ),
-            ("key_validation_concurrency", key_validation_concurrency.is_some()),
-            (
-                "key_validation_timeout_seconds",
-                key_validation_timeout_seconds.is_some(),
-            ),
-            (
-                "enable_request_body_logging",
-                enable_request_body_logging.is_some(),
-            ),
-        ]
-    }
-
     #[test]
     fn every_overridable_setting_is_a_field_and_round_trips() {
         let system = SystemSettings::default();
         let mut all = Map::new();
-        for meta in SETTINGS.iter().filter(|m| m.group_overridable) {
+        for meta in SETTINGS.iter().filter(|m| m.group_overridable()) {
             all.insert(meta.key.to_owned(), system.get(meta.key).unwrap().to_json());
         }
         let config = validate_group_config(&all).unwrap();
-        let names = field_names(&config);
-        assert_eq!(names.map(|(name, _)| name), GROUP_CONFIG_ORDER);
-        assert!(
-            names.iter().all(|(_, set)| *set),
-            "every field was set: {names:?}"
-        );
+        let set: Vec<_> = GROUP_CONFIG_ORDER
+            .into_iter()
+            .filter(|key| config.get(key) == system.get(key))
+            .collect();
+        assert_eq!(set, GROUP_CONFIG_ORDER, "every field was set");
+        for meta in SETTINGS.iter().filter(|m| !m.group_overridable()) {
+            assert_eq!(config.get(meta.key), None, "{}", meta.key);
+        }
         assert_eq!(config.to_json(), Value::Object(all.clone()));
         let (again, problems) = GroupConfig::from_stored_reporting(&config.to_json_string());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(again, config);
+
+        // Each key has its own field.
+        for key in GROUP_CONFIG_ORDER {
+            let one = validate_group_config(&Map::from_iter([(key.to_owned(), all[key].clone())])).unwrap();
+            let overridden: Vec<_> = GROUP_CONFIG_ORDER
+                .into_iter()
+                .filter(|k| one.get(k).is_some())
+                .collect();
+            assert_eq!(overridden, [key]);
+        }
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! System settings: gpt-load's dynamic configuration, stored as rows of `system_settings` and
 //! changed at runtime from the console.
 //!
-//! - [`meta`]: one table describing every setting (key, type, default, minimum, category,
-//!   group-overridable flag, English and Chinese texts), in gpt-load's order. Everything else
-//!   is driven by it.
-//! - [`SystemSettings`]: the typed settings. [`load`] reads them: the defaults, overridden by
+//! - [`table`]: one declarative table with an entry per setting (key, Rust type, default,
+//!   minimum, category, group override position, English and Chinese texts), in gpt-load's
+//!   order. The structs below, the metadata the API serves ([`meta`]), the group config order
+//!   and the code that reads, writes and merges settings by key are all generated from it;
+//!   its documentation explains how to add a setting.
+//! - [`SystemSettings`]: the typed settings. [`load`](store::load) reads them: the defaults, overridden by
 //!   the stored rows; a stored value that does not parse is logged and its default kept.
 //!   [`seed`] creates the missing rows at start-up (`app_url` from `HOST`/`PORT`, `proxy_keys`
 //!   with a new random key, encrypted like every stored proxy key list) and never overwrites a row.
-//! - [`validate_update`]: checks a partial update and reports every bad field, to be answered
+//! - [`validate_update`](system::validate_update): checks a partial update and reports every bad field, to be answered
 //!   with 400 naming the fields (gpt-load answers 500). Values are stored in a form that reads
 //!   back: integers as plain decimals (gpt-load writes `1e+06` for a million, which it then
 //!   cannot read; such rows are recovered here), booleans as `true`/`false`.
@@ -32,27 +34,24 @@
 //! assert_eq!(effective.request_timeout(), Duration::from_secs(30));
 //! ```
 
+mod declare;
 mod effective;
 mod group;
 pub(crate) mod meta;
 mod store;
 mod system;
+mod table;
 pub(crate) mod value;
 mod view;
 
 #[cfg(test)]
 mod tests;
 
-#[allow(
-    unused_imports,
-    reason = "the admin API, the proxy and the jobs use these once they are wired into `serve`"
-)]
 pub(crate) use self::{
-    effective::EffectiveConfig,
-    group::{GroupConfig, validate_group_config},
-    meta::{Category, Lang, SettingKind, SettingMeta},
-    store::{SettingsError, SettingsStore, first_app_url, load, seed},
-    system::{SettingsPatch, SystemSettings, validate_update},
-    value::{FailoverCodes, FieldError, SettingValue, sanitize_proxy_keys},
-    view::{ConfigOption, SettingInfo, SettingsCategory},
+    group::validate_group_config,
+    meta::Lang,
+    store::{SettingsError, SettingsStore, seed},
+    table::{EffectiveConfig, GroupConfig, SystemSettings},
+    value::FieldError,
+    view::{ConfigOption, SettingsCategory},
 };

@@ -1,86 +1,17 @@
-//! [`SystemSettings`]: the typed system settings, built from the defaults and the stored rows,
-//! and [`validate_update`], which checks a partial update into a [`SettingsPatch`].
+//! [`SystemSettings`] (declared by [the settings table](super::table)) built from the defaults
+//! and the stored rows, and [`validate_update`], which checks a partial update into a
+//! [`SettingsPatch`].
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use super::{
+    SystemSettings,
     meta::{self, SETTINGS, SettingMeta},
-    value::{self, FailoverCodes, FieldError, SettingValue},
+    value::{self, FieldError, SettingValue},
 };
 use crate::models::SettingRow;
-
-/// Every system setting, typed. Integers are `u32` at or above their minimum; timeouts are whole
-/// seconds (see the `Duration` accessors and [`EffectiveConfig`](super::EffectiveConfig)).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SystemSettings {
-    /// Base URL of the gateway, for the endpoints shown in the console.
-    pub(crate) app_url: String,
-    /// Global proxy keys: accepted by every group.
-    pub(crate) proxy_keys: Vec<String>,
-    /// Days request logs are kept; 0 = forever.
-    pub(crate) request_log_retention_days: u32,
-    /// Minutes between request log flushes; 0 = write each log at once.
-    pub(crate) request_log_write_interval_minutes: u32,
-    pub(crate) enable_request_body_logging: bool,
-    /// Seconds.
-    pub(crate) request_timeout: u32,
-    /// Seconds.
-    pub(crate) connect_timeout: u32,
-    /// Seconds.
-    pub(crate) idle_conn_timeout: u32,
-    /// Seconds.
-    pub(crate) response_header_timeout: u32,
-    /// Seconds between two chunks of a streamed response (ours, not gpt-load's).
-    pub(crate) stream_idle_timeout: u32,
-    pub(crate) max_idle_conns: u32,
-    pub(crate) max_idle_conns_per_host: u32,
-    /// Empty: use the proxy environment variables.
-    pub(crate) proxy_url: String,
-    pub(crate) max_retries: u32,
-    /// 0 = never blacklist.
-    pub(crate) blacklist_threshold: u32,
-    pub(crate) failover_status_codes: FailoverCodes,
-    pub(crate) key_validation_interval_minutes: u32,
-    pub(crate) key_validation_concurrency: u32,
-    /// Seconds.
-    pub(crate) key_validation_timeout_seconds: u32,
-}
-
-impl Default for SystemSettings {
-    /// gpt-load's defaults, read from the metadata table. `proxy_keys` has no default (it is
-    /// seeded with a generated key), so it starts empty.
-    fn default() -> Self {
-        let mut settings = Self {
-            app_url: String::new(),
-            proxy_keys: Vec::new(),
-            request_log_retention_days: 0,
-            request_log_write_interval_minutes: 0,
-            enable_request_body_logging: false,
-            request_timeout: 0,
-            connect_timeout: 0,
-            idle_conn_timeout: 0,
-            response_header_timeout: 0,
-            stream_idle_timeout: 0,
-            max_idle_conns: 0,
-            max_idle_conns_per_host: 0,
-            proxy_url: String::new(),
-            max_retries: 0,
-            blacklist_threshold: 0,
-            failover_status_codes: FailoverCodes::default(),
-            key_validation_interval_minutes: 0,
-            key_validation_concurrency: 0,
-            key_validation_timeout_seconds: 0,
-        };
-        for meta in &SETTINGS {
-            if let Ok(default) = value::from_storage(meta, meta.default) {
-                settings.set(meta.key, default);
-            }
-        }
-        settings
-    }
-}
 
 impl SystemSettings {
     /// The defaults overridden by the stored rows. A row whose value does not parse keeps the
@@ -107,66 +38,6 @@ impl SystemSettings {
             }
         }
         (settings, problems)
-    }
-
-    /// The value of `key`, if it is a setting.
-    pub(crate) fn get(&self, key: &str) -> Option<SettingValue> {
-        use SettingValue::{Bool, Codes, Int, Text};
-        Some(match key {
-            "app_url" => Text(self.app_url.clone()),
-            "proxy_keys" => Text(self.proxy_keys.join(",")),
-            "request_log_retention_days" => Int(self.request_log_retention_days),
-            "request_log_write_interval_minutes" => Int(self.request_log_write_interval_minutes),
-            "enable_request_body_logging" => Bool(self.enable_request_body_logging),
-            "request_timeout" => Int(self.request_timeout),
-            "connect_timeout" => Int(self.connect_timeout),
-            "idle_conn_timeout" => Int(self.idle_conn_timeout),
-            "response_header_timeout" => Int(self.response_header_timeout),
-            "stream_idle_timeout" => Int(self.stream_idle_timeout),
-            "max_idle_conns" => Int(self.max_idle_conns),
-            "max_idle_conns_per_host" => Int(self.max_idle_conns_per_host),
-            "proxy_url" => Text(self.proxy_url.clone()),
-            "max_retries" => Int(self.max_retries),
-            "blacklist_threshold" => Int(self.blacklist_threshold),
-            "failover_status_codes" => Codes(self.failover_status_codes.clone()),
-            "key_validation_interval_minutes" => Int(self.key_validation_interval_minutes),
-            "key_validation_concurrency" => Int(self.key_validation_concurrency),
-            "key_validation_timeout_seconds" => Int(self.key_validation_timeout_seconds),
-            _ => return None,
-        })
-    }
-
-    /// Sets `key` to a value checked for it by [`value::from_json`] or [`value::from_storage`].
-    fn set(&mut self, key: &str, value: SettingValue) {
-        use SettingValue::{Bool, Codes, Int, Text};
-        match (key, value) {
-            ("app_url", Text(v)) => self.app_url = v,
-            ("proxy_keys", Text(v)) => {
-                self.proxy_keys = v
-                    .split(',')
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-            }
-            ("request_log_retention_days", Int(v)) => self.request_log_retention_days = v,
-            ("request_log_write_interval_minutes", Int(v)) => self.request_log_write_interval_minutes = v,
-            ("enable_request_body_logging", Bool(v)) => self.enable_request_body_logging = v,
-            ("request_timeout", Int(v)) => self.request_timeout = v,
-            ("connect_timeout", Int(v)) => self.connect_timeout = v,
-            ("idle_conn_timeout", Int(v)) => self.idle_conn_timeout = v,
-            ("response_header_timeout", Int(v)) => self.response_header_timeout = v,
-            ("stream_idle_timeout", Int(v)) => self.stream_idle_timeout = v,
-            ("max_idle_conns", Int(v)) => self.max_idle_conns = v,
-            ("max_idle_conns_per_host", Int(v)) => self.max_idle_conns_per_host = v,
-            ("proxy_url", Text(v)) => self.proxy_url = v,
-            ("max_retries", Int(v)) => self.max_retries = v,
-            ("blacklist_threshold", Int(v)) => self.blacklist_threshold = v,
-            ("failover_status_codes", Codes(v)) => self.failover_status_codes = v,
-            ("key_validation_interval_minutes", Int(v)) => self.key_validation_interval_minutes = v,
-            ("key_validation_concurrency", Int(v)) => self.key_validation_concurrency = v,
-            ("key_validation_timeout_seconds", Int(v)) => self.key_validation_timeout_seconds = v,
-            (key, value) => unreachable!("the setting {key} cannot hold {value:?}"),
-        }
     }
 
     /// How long request logs are kept; `None` = forever.
@@ -256,6 +127,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::settings::{
+        meta::{SettingKind, TextRule},
+        value::FailoverCodes,
+    };
 
     fn object(value: Value) -> Map<String, Value> {
         match value {
@@ -275,73 +150,67 @@ mod tests {
         }
     }
 
-    /// Every field as `(name, value)`, listed by destructuring: adding a field without listing
-    /// it here fails to compile.
-    fn fields(settings: &SystemSettings) -> Vec<(&'static str, SettingValue)> {
-        use SettingValue::{Bool, Codes, Int, Text};
-        let SystemSettings {
-            app_url,
-            proxy_keys,
-            request_log_retention_days,
-            request_log_write_interval_minutes,
-            enable_request_body_logging,
-            request_timeout,
-            connect_timeout,
-            idle_conn_timeout,
-            response_header_timeout,
-            stream_idle_timeout,
-            max_idle_conns,
-            max_idle_conns_per_host,
-            proxy_url,
-            max_retries,
-            blacklist_threshold,
-            failover_status_codes,
-            key_validation_interval_minutes,
-            key_validation_concurrency,
-            key_validation_timeout_seconds,
-        } = settings.clone();
-        vec![
-            ("app_url", Text(app_url)),
-            ("proxy_keys", Text(proxy_keys.join(","))),
-            ("request_log_retention_days", Int(request_log_retention_days)),
-            (
-                "request_log_write_interval_minutes",
-                Int(request_log_write_interval_minutes),
-            ),
-            ("enable_request_body_logging", Bool(enable_request_body_logging)),
-            ("request_timeout", Int(request_timeout)),
-            ("connect_timeout", Int(connect_timeout)),
-            ("idle_conn_timeout", Int(idle_conn_timeout)),
-            ("response_header_timeout", Int(response_header_timeout)),
-            ("stream_idle_timeout", Int(stream_idle_timeout)),
-            ("max_idle_conns", Int(max_idle_conns)),
-            ("max_idle_conns_per_host", Int(max_idle_conns_per_host)),
-            ("proxy_url", Text(proxy_url)),
-            ("max_retries", Int(max_retries)),
-            ("blacklist_threshold", Int(blacklist_threshold)),
-            ("failover_status_codes", Codes(failover_status_codes)),
-            (
-                "key_validation_interval_minutes",
-                Int(key_validation_interval_minutes),
-            ),
-            ("key_validation_concurrency", Int(key_validation_concurrency)),
-            (
-                "key_validation_timeout_seconds",
-                Int(key_validation_timeout_seconds),
-            ),
-        ]
+    /// A valid value of `meta`'s setting that differs from its default.
+    fn another_value(meta: &SettingMeta) -> Value {
+        match (meta.kind, meta.rule) {
+            (SettingKind::Int, _) => json!(4242),
+            (SettingKind::Bool, _) => json!(meta.default != "true"),
+            (_, TextRule::Url(schemes)) => json!(format!("{}://changed.example:8080", schemes[0])),
+            (_, TextRule::ProxyKeys) => json!("sk-changed-1,sk-changed-2"),
+            (_, TextRule::StatusCodes) => json!("429,500-599"),
+            (_, TextRule::Plain) => json!("changed"),
+        }
     }
 
     #[test]
-    fn every_field_has_exactly_one_metadata_row_in_order() {
-        let settings = SystemSettings::default();
-        let names: Vec<_> = fields(&settings).into_iter().map(|(name, _)| name).collect();
-        let keys: Vec<_> = SETTINGS.iter().map(|m| m.key).collect();
-        assert_eq!(names, keys);
-        for (name, value) in fields(&settings) {
-            assert_eq!(settings.get(name), Some(value), "{name}: get reads the field");
+    fn every_setting_has_its_own_field_read_and_written_by_key() {
+        let defaults = SystemSettings::default();
+        for meta in &SETTINGS {
+            let value = another_value(meta);
+            let patch = validate_update(&Map::from_iter([(meta.key.to_owned(), value.clone())]))
+                .unwrap_or_else(|e| panic!("{}: {e:?}", meta.key));
+            let mut settings = defaults.clone();
+            patch.apply(&mut settings);
+            assert_eq!(
+                settings.get(meta.key).map(|v| v.to_json()),
+                Some(value),
+                "{}",
+                meta.key
+            );
+            assert_ne!(settings.get(meta.key), defaults.get(meta.key), "{}", meta.key);
+            for other in SETTINGS.iter().filter(|m| m.key != meta.key) {
+                assert_eq!(
+                    settings.get(other.key),
+                    defaults.get(other.key),
+                    "setting {} changed {}",
+                    meta.key,
+                    other.key
+                );
+            }
         }
-        assert_eq!(settings.get("nope"), None);
+        assert_eq!(defaults.get("nope"), None);
+
+        // The fields themselves, as the rest of the crate reads them.
+        let all = SETTINGS
+            .iter()
+            .map(|meta| (meta.key.to_owned(), another_value(meta)))
+            .collect();
+        let mut settings = defaults.clone();
+        validate_update(&all).unwrap().apply(&mut settings);
+        assert_eq!(settings.app_url, "http://changed.example:8080");
+        assert_eq!(settings.proxy_keys, ["sk-changed-1", "sk-changed-2"]);
+        assert_eq!(settings.max_retries, 4242);
+        assert!(settings.enable_request_body_logging);
+        assert_eq!(settings.proxy_url, "http://changed.example:8080");
+        assert_eq!(settings.failover_status_codes.spec(), "429,500-599");
+
+        // The struct declares its fields in table order.
+        let debug = format!("{settings:?}");
+        let positions: Vec<_> = SETTINGS
+            .iter()
+            .map(|meta| debug.find(&format!(" {}: ", meta.key)).unwrap())
+            .collect();
+        assert!(positions.is_sorted(), "{debug}");
     }
 
     #[test]

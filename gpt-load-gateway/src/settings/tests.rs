@@ -7,7 +7,7 @@ use std::{
 
 use serde_json::{Map, Value, json};
 
-use super::{SettingsError, SettingsStore, SystemSettings, load, meta::SETTINGS, seed};
+use super::{SettingsError, SettingsStore, SystemSettings, meta::SETTINGS, seed, store::load};
 use crate::{crypto::KeyCipher, db::test_support::TestDb, repo};
 
 fn object(value: Value) -> Map<String, Value> {

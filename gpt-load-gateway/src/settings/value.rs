@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc};
 use gpt_load_tower::blacklist::{StatusMatcher, StatusSpecError};
 use serde_json::Value;
 
-use super::meta::{SettingKind, SettingMeta};
+use super::meta::{SettingKind, SettingMeta, TextRule};
 
 /// One problem with one field of an update.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -126,10 +126,107 @@ impl SettingValue {
     }
 }
 
+/// A Rust type a setting may have in [the settings table](super::table): its kind, how its text
+/// is checked by default, and its conversion to and from a checked [`SettingValue`].
+pub(crate) trait SettingType: Clone + Default {
+    /// The kind the settings API shows.
+    const KIND: SettingKind;
+    /// How a string of this type is checked, unless the table gives a rule.
+    const RULE: TextRule = TextRule::Plain;
+
+    /// The value, to show or store.
+    fn to_value(&self) -> SettingValue;
+
+    /// The typed value of a checked value; a value of another kind comes back as the error.
+    fn from_value(value: SettingValue) -> Result<Self, SettingValue>;
+}
+
+impl SettingType for u32 {
+    const KIND: SettingKind = SettingKind::Int;
+
+    fn to_value(&self) -> SettingValue {
+        SettingValue::Int(*self)
+    }
+
+    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
+        match value {
+            SettingValue::Int(n) => Ok(n),
+            other => Err(other),
+        }
+    }
+}
+
+impl SettingType for bool {
+    const KIND: SettingKind = SettingKind::Bool;
+
+    fn to_value(&self) -> SettingValue {
+        SettingValue::Bool(*self)
+    }
+
+    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
+        match value {
+            SettingValue::Bool(b) => Ok(b),
+            other => Err(other),
+        }
+    }
+}
+
+impl SettingType for String {
+    const KIND: SettingKind = SettingKind::String;
+
+    fn to_value(&self) -> SettingValue {
+        SettingValue::Text(self.clone())
+    }
+
+    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
+        match value {
+            SettingValue::Text(text) => Ok(text),
+            other => Err(other),
+        }
+    }
+}
+
+/// Proxy keys: shown and stored as one comma-separated text, held as the list of keys.
+impl SettingType for Vec<String> {
+    const KIND: SettingKind = SettingKind::String;
+    const RULE: TextRule = TextRule::ProxyKeys;
+
+    fn to_value(&self) -> SettingValue {
+        SettingValue::Text(self.join(","))
+    }
+
+    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
+        match value {
+            SettingValue::Text(text) => Ok(text
+                .split(',')
+                .filter(|key| !key.is_empty())
+                .map(str::to_owned)
+                .collect()),
+            other => Err(other),
+        }
+    }
+}
+
+impl SettingType for FailoverCodes {
+    const KIND: SettingKind = SettingKind::String;
+    const RULE: TextRule = TextRule::StatusCodes;
+
+    fn to_value(&self) -> SettingValue {
+        SettingValue::Codes(self.clone())
+    }
+
+    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
+        match value {
+            SettingValue::Codes(codes) => Ok(codes),
+            other => Err(other),
+        }
+    }
+}
+
 /// Schemes accepted for `proxy_url`.
-const PROXY_SCHEMES: &[&str] = &["http", "https", "socks5", "socks5h"];
+pub(super) const PROXY_URL_SCHEMES: &[&str] = &["http", "https", "socks5", "socks5h"];
 /// Schemes accepted for `app_url`.
-const APP_SCHEMES: &[&str] = &["http", "https"];
+pub(super) const APP_URL_SCHEMES: &[&str] = &["http", "https"];
 
 /// Checks a JSON value given for `meta` (settings update or group config).
 pub(crate) fn from_json(meta: &SettingMeta, value: &Value) -> Result<SettingValue, String> {
@@ -202,8 +299,8 @@ fn in_range(meta: &SettingMeta, n: i128) -> Result<u32, String> {
 }
 
 fn from_text(meta: &SettingMeta, text: &str) -> Result<SettingValue, String> {
-    match meta.key {
-        "proxy_keys" => {
+    match meta.rule {
+        TextRule::ProxyKeys => {
             let keys = sanitize_proxy_keys(text);
             if keys.is_empty() {
                 Err("is required: give at least one key".to_owned())
@@ -213,26 +310,22 @@ fn from_text(meta: &SettingMeta, text: &str) -> Result<SettingValue, String> {
                 Ok(SettingValue::Text(keys))
             }
         }
-        "failover_status_codes" => FailoverCodes::parse(text)
+        TextRule::StatusCodes => FailoverCodes::parse(text)
             .map(SettingValue::Codes)
             .map_err(|err| err.to_string()),
-        "app_url" => {
+        TextRule::Url(schemes) => {
             let url = text.trim();
             if url.is_empty() {
-                return Err("is required".to_owned());
-            }
-            check_url(url, APP_SCHEMES)?;
-            Ok(SettingValue::Text(url.to_owned()))
-        }
-        "proxy_url" => {
-            let url = text.trim();
-            if !url.is_empty() {
-                check_url(url, PROXY_SCHEMES)?;
+                if meta.required {
+                    return Err("is required".to_owned());
+                }
+            } else {
+                check_url(url, schemes)?;
             }
             Ok(SettingValue::Text(url.to_owned()))
         }
-        _ if meta.required && text.trim().is_empty() => Err("is required".to_owned()),
-        _ => Ok(SettingValue::Text(text.to_owned())),
+        TextRule::Plain if meta.required && text.trim().is_empty() => Err("is required".to_owned()),
+        TextRule::Plain => Ok(SettingValue::Text(text.to_owned())),
     }
 }
 

@@ -1,0 +1,326 @@
+//! The settings table: every system setting, declared once.
+//!
+//! Each entry below is one setting. From this table alone [`settings_table!`] derives
+//! everything that used to be written out per setting:
+//!
+//! - [`SETTINGS`]: the metadata served by `GET /api/settings` (key, type, default, minimum,
+//!   required flag, category, names and descriptions in English and Chinese), in table order,
+//!   which is gpt-load's order and the order of the settings page;
+//! - [`SystemSettings`]: one typed field per entry, its defaults, and `get`/`set` by key (the
+//!   code behind loading rows, applying updates and showing values);
+//! - for the entries with a `group` position: [`GROUP_CONFIG_ORDER`] (the order of
+//!   `GET /api/groups/config-options`), [`GroupConfig`] (a group's `Option` overrides, with
+//!   `get`/`set`), [`EffectiveConfig`] and [`SystemSettings::effective`], which takes each
+//!   field from the group when it overrides it, else from the system settings.
+//!
+//! Validation follows from the entry too: the Rust type selects the kind and how values are
+//! read (see [`SettingType`](super::value::SettingType): `u32`, `bool`, `String`,
+//! `Vec<String>` for the comma-separated proxy keys, [`FailoverCodes`]), `min` bounds an
+//! integer, `required` refuses an empty string, and `rule` checks a string further (see
+//! [`TextRule`](super::meta::TextRule)).
+//!
+//! # An entry
+//!
+//! ```text
+//! /// Doc comment of the `SystemSettings` field.
+//! key: RustType {
+//!     default: "text",             // the default as stored text; "" when there is none
+//!     min: 1,                      // integers only, and required for them
+//!     required: true,              // optional: strings only; an empty value is refused
+//!     rule: Url(PROXY_URL_SCHEMES), // optional: strings only; how the text is checked
+//!     category: Request,           // Basic, Request or Key: the section of the settings page
+//!     group: 4,                    // optional: groups may override it; its position in
+//!                                  // GROUP_CONFIG_ORDER (0, 1, 2, … each used once)
+//!     en: ("Name", "Description."),
+//!     zh: ("名称", "说明。"),
+//! },
+//! ```
+//!
+//! The fields must come in this order. Mistakes are compile errors: a repeated key, a `min` on a
+//! non-integer or none on an integer, a rule or `required` on a non-string, a group position
+//! used twice or skipped.
+//!
+//! # Adding a setting
+//!
+//! 1. Add its entry here, where it belongs in the settings page's order (its category's
+//!    entries stay together). Give it a `group` position if groups may override it, and shift
+//!    the positions after it.
+//! 2. Write the code that uses it: read `SystemSettings::key` for a system-wide setting; for an
+//!    overridable one, add a typed accessor to `EffectiveConfig` in `effective.rs` (a `Duration`
+//!    for a timeout, and so on) and use it where the group's configuration is applied.
+//! 3. A new kind of value (beyond the types above) needs a [`SettingType`](super::value::SettingType)
+//!    implementation, and a new way to check text a [`TextRule`](super::meta::TextRule).
+//!
+//! The start-up seeding inserts the new row with its default on the next start, the settings
+//! page and the group config options show it, and updates validate and store it: nothing else
+//! lists the settings.
+
+use super::{
+    declare::settings_table,
+    meta::TextRule::Url,
+    value::{APP_URL_SCHEMES, FailoverCodes, PROXY_URL_SCHEMES},
+};
+
+settings_table! {
+    // Basic.
+
+    /// Base URL of the gateway, for the endpoints shown in the console.
+    app_url: String {
+        default: "http://localhost:3001",
+        required: true,
+        rule: Url(APP_URL_SCHEMES),
+        category: Basic,
+        en: (
+            "Project URL",
+            "Base URL of this gateway, used to build the proxy endpoint shown for each group.",
+        ),
+        zh: ("项目地址", "网关的基础地址，用于生成每个分组显示的代理端点。"),
+    },
+    /// Global proxy keys: accepted by every group.
+    proxy_keys: Vec<String> {
+        default: "",
+        required: true,
+        category: Basic,
+        en: (
+            "Global Proxy Keys",
+            "Comma-separated keys that clients may present to call any group through the proxy.",
+        ),
+        zh: ("全局代理密钥", "以逗号分隔的密钥，客户端可用它们通过代理访问任意分组。"),
+    },
+    /// Days request logs are kept; 0 = forever.
+    request_log_retention_days: u32 {
+        default: "7",
+        min: 0,
+        category: Basic,
+        en: (
+            "Log Retention (days)",
+            "How many days request logs are kept; 0 keeps them forever.",
+        ),
+        zh: ("日志保留天数", "请求日志保留的天数，0 表示永久保留。"),
+    },
+    /// Minutes between request log flushes; 0 = write each log at once.
+    request_log_write_interval_minutes: u32 {
+        default: "1",
+        min: 0,
+        category: Basic,
+        en: (
+            "Log Write Interval (minutes)",
+            "How often buffered request logs are written to the database; 0 writes every log at once.",
+        ),
+        zh: (
+            "日志写入间隔（分钟）",
+            "缓冲的请求日志写入数据库的间隔，0 表示每条日志立即写入。",
+        ),
+    },
+    enable_request_body_logging: bool {
+        default: "false",
+        category: Basic,
+        group: 14,
+        en: (
+            "Request Body Logging",
+            "Keep the full request body in the request log. Bodies may contain sensitive data.",
+        ),
+        zh: ("记录请求体", "在请求日志中保存完整的请求体。请求体可能包含敏感数据。"),
+    },
+
+    // Request.
+
+    /// Seconds.
+    request_timeout: u32 {
+        default: "600",
+        min: 1,
+        category: Request,
+        group: 0,
+        en: (
+            "Request Timeout (s)",
+            "Longest time a non-streaming request may take from start to finish, in seconds.",
+        ),
+        zh: ("请求超时（秒）", "非流式请求从开始到结束允许的最长时间，单位秒。"),
+    },
+    /// Seconds.
+    connect_timeout: u32 {
+        default: "15",
+        min: 1,
+        category: Request,
+        group: 2,
+        en: (
+            "Connect Timeout (s)",
+            "Longest time to open a connection to the upstream, in seconds.",
+        ),
+        zh: ("连接超时（秒）", "与上游建立连接允许的最长时间，单位秒。"),
+    },
+    /// Seconds.
+    idle_conn_timeout: u32 {
+        default: "120",
+        min: 1,
+        category: Request,
+        group: 1,
+        en: (
+            "Idle Connection Timeout (s)",
+            "How long an unused upstream connection stays in the pool, in seconds.",
+        ),
+        zh: (
+            "空闲连接超时（秒）",
+            "未使用的上游连接在连接池中保留的时间，单位秒。",
+        ),
+    },
+    /// Seconds.
+    response_header_timeout: u32 {
+        default: "600",
+        min: 1,
+        category: Request,
+        group: 5,
+        en: (
+            "Response Header Timeout (s)",
+            "Longest wait for the upstream's response headers after the request was sent, in seconds.",
+        ),
+        zh: ("响应头超时（秒）", "发送请求后等待上游响应头的最长时间，单位秒。"),
+    },
+    /// Seconds between two chunks of a streamed response (ours, not gpt-load's).
+    stream_idle_timeout: u32 {
+        default: "300",
+        min: 1,
+        category: Request,
+        group: 6,
+        en: (
+            "Stream Idle Timeout (s)",
+            "Longest pause between two chunks of a streaming response before the stream is cut, in seconds.",
+        ),
+        zh: (
+            "流空闲超时（秒）",
+            "流式响应两个数据块之间允许的最长间隔，超过则断开，单位秒。",
+        ),
+    },
+    max_idle_conns: u32 {
+        default: "100",
+        min: 1,
+        category: Request,
+        group: 3,
+        en: (
+            "Max Idle Connections",
+            "Largest number of idle upstream connections kept in total.",
+        ),
+        zh: ("最大空闲连接数", "保留的上游空闲连接总数上限。"),
+    },
+    max_idle_conns_per_host: u32 {
+        default: "50",
+        min: 1,
+        category: Request,
+        group: 4,
+        en: (
+            "Max Idle Connections per Host",
+            "Largest number of idle connections kept for each upstream host.",
+        ),
+        zh: ("每主机最大空闲连接数", "每个上游主机保留的空闲连接数上限。"),
+    },
+    /// Empty: use the proxy environment variables.
+    proxy_url: String {
+        default: "",
+        rule: Url(PROXY_URL_SCHEMES),
+        category: Request,
+        group: 7,
+        en: (
+            "Proxy Server URL",
+            "HTTP, HTTPS or SOCKS5 proxy for upstream requests, such as socks5://host:1080; \
+             empty uses the HTTP_PROXY and HTTPS_PROXY environment variables.",
+        ),
+        zh: (
+            "代理服务器地址",
+            "上游请求使用的 HTTP、HTTPS 或 SOCKS5 代理，例如 socks5://host:1080；\
+             留空则使用环境变量 HTTP_PROXY 和 HTTPS_PROXY。",
+        ),
+    },
+
+    // Key.
+
+    max_retries: u32 {
+        default: "3",
+        min: 0,
+        category: Key,
+        group: 8,
+        en: (
+            "Max Retries",
+            "How many times a failed request is retried, on another key first; after a provider \
+             failure (5xx, timeout) with every usable key tried, on the one that failed longest \
+             ago after a short backoff. 0 disables retries.",
+        ),
+        zh: (
+            "最大重试次数",
+            "请求失败后的重试次数，优先换用其他密钥；上游故障（5xx、超时）且所有可用密钥都已尝试时，\
+             短暂退避后重试最早失败的那个密钥。0 表示不重试。",
+        ),
+    },
+    /// 0 = never blacklist.
+    blacklist_threshold: u32 {
+        default: "3",
+        min: 0,
+        category: Key,
+        group: 9,
+        en: (
+            "Blacklist Threshold",
+            "Consecutive key errors (401, 403, an invalid API key) after which a key is blacklisted; \
+             provider failures (5xx, timeouts) and request errors never count. 0 never blacklists.",
+        ),
+        zh: (
+            "黑名单阈值",
+            "密钥连续出现多少次密钥错误（401、403、无效 API 密钥）后被拉黑；上游故障（5xx、超时）\
+             和请求错误从不计入。0 表示从不拉黑。",
+        ),
+    },
+    failover_status_codes: FailoverCodes {
+        default: "400-403,405-999",
+        category: Key,
+        group: 10,
+        en: (
+            "Failover Status Codes",
+            "Upstream status codes considered for failover, as codes and ranges such as \
+             400-403,405-999; empty never fails over on a status. Within them the error body \
+             decides: a request error (malformed, too long, unknown model; 400, 404, 413, 422) \
+             goes back to the client at once and never counts against the key; a key error \
+             (401, 403, an invalid API key) retries on another key and counts; a provider \
+             failure (5xx, 408, timeouts) retries but never blacklists; 429 cools the key down.",
+        ),
+        zh: (
+            "故障转移状态码",
+            "参与故障转移的上游状态码，可写单个状态码或范围，例如 400-403,405-999；\
+             留空则不按状态码转移。其中由错误内容决定处理方式：请求本身的错误（格式错误、\
+             超长、未知模型；400、404、413、422）立即返回客户端且不计入密钥失败；密钥错误\
+             （401、403、无效 API 密钥）换密钥重试并计数；上游故障（5xx、408、超时）重试但\
+             从不拉黑；429 让密钥冷却。",
+        ),
+    },
+    key_validation_interval_minutes: u32 {
+        default: "60",
+        min: 1,
+        category: Key,
+        group: 11,
+        en: (
+            "Key Validation Interval (minutes)",
+            "How often blacklisted keys are validated again in the background, in minutes.",
+        ),
+        zh: ("密钥验证间隔（分钟）", "后台重新验证被拉黑密钥的间隔，单位分钟。"),
+    },
+    key_validation_concurrency: u32 {
+        default: "10",
+        min: 1,
+        category: Key,
+        group: 12,
+        en: (
+            "Key Validation Concurrency",
+            "How many keys are validated at the same time.",
+        ),
+        zh: ("密钥验证并发数", "同时验证的密钥数量。"),
+    },
+    /// Seconds.
+    key_validation_timeout_seconds: u32 {
+        default: "20",
+        min: 1,
+        category: Key,
+        group: 13,
+        en: (
+            "Key Validation Timeout (s)",
+            "Longest time one key validation request may take, in seconds.",
+        ),
+        zh: ("密钥验证超时（秒）", "单个密钥验证请求允许的最长时间，单位秒。"),
+    },
+}
