@@ -24,7 +24,9 @@ pub(crate) struct ClientSettings {
     pub(crate) stream_idle_timeout: Duration,
     /// How long an idle pooled connection is kept (`idle_conn_timeout`).
     pub(crate) idle_conn_timeout: Duration,
-    /// Idle connections kept per upstream host (`max_idle_conns_per_host`).
+    /// Idle connections kept per upstream host: the smaller of `max_idle_conns_per_host` and
+    /// `max_idle_conns` (the pool caps idle connections per host only; see
+    /// [`ClientSettings::from_effective`]).
     pub(crate) max_idle_per_host: usize,
     /// How connections reach the upstream (`proxy_url`).
     pub(crate) proxy: ProxySetting,
@@ -49,14 +51,23 @@ impl Default for ClientSettings {
 
 impl ClientSettings {
     /// The client settings of a group's effective configuration.
+    ///
+    /// `max_idle_conns` is gpt-load's cap on idle connections in total, over every host. The
+    /// pool (one per distinct connection settings, shared by the groups that have them) can only
+    /// cap idle connections per host, so each host keeps at most the smaller of
+    /// `max_idle_conns_per_host` and `max_idle_conns`: exactly gpt-load's total for a pool that
+    /// reaches one upstream host, at most hosts × that cap for a pool that reaches several.
     pub(crate) fn from_effective(effective: &EffectiveConfig) -> Self {
+        let max_idle = effective
+            .max_idle_conns_per_host()
+            .min(effective.max_idle_conns());
         Self {
             connect_timeout: effective.connect_timeout(),
             response_header_timeout: effective.response_header_timeout(),
             request_timeout: effective.request_timeout(),
             stream_idle_timeout: effective.stream_idle_timeout(),
             idle_conn_timeout: effective.idle_conn_timeout(),
-            max_idle_per_host: effective.max_idle_conns_per_host() as usize,
+            max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
             proxy: effective
                 .proxy_url()
                 .map_or(ProxySetting::FromEnvironment, |url| {
@@ -169,6 +180,67 @@ mod tests {
         assert_eq!(
             ProxySetting::from_setting(" http://p:1 "),
             ProxySetting::Url("http://p:1".to_owned())
+        );
+    }
+
+    fn effective(config: serde_json::Value) -> EffectiveConfig {
+        let serde_json::Value::Object(config) = config else {
+            panic!("an object")
+        };
+        let group = crate::settings::validate_group_config(&config).unwrap();
+        crate::settings::SystemSettings::default().effective(&group)
+    }
+
+    #[test]
+    fn from_an_effective_config() {
+        let settings = ClientSettings::from_effective(&effective(serde_json::json!({
+            "connect_timeout": 3,
+            "response_header_timeout": 4,
+            "request_timeout": 5,
+            "stream_idle_timeout": 6,
+            "idle_conn_timeout": 7,
+            "proxy_url": "socks5://proxy:1080",
+        })));
+        assert_eq!(
+            settings,
+            ClientSettings {
+                connect_timeout: Duration::from_secs(3),
+                response_header_timeout: Duration::from_secs(4),
+                request_timeout: Duration::from_secs(5),
+                stream_idle_timeout: Duration::from_secs(6),
+                idle_conn_timeout: Duration::from_secs(7),
+                max_idle_per_host: 50,
+                proxy: ProxySetting::Url("socks5://proxy:1080".to_owned()),
+            }
+        );
+        let defaults = ClientSettings::from_effective(&effective(serde_json::json!({})));
+        assert_eq!(defaults.proxy, ProxySetting::FromEnvironment);
+        assert_eq!(
+            defaults.max_idle_per_host, 50,
+            "gpt-load's 100 in total, 50 per host"
+        );
+    }
+
+    #[test]
+    fn max_idle_conns_caps_each_host_of_the_pool() {
+        let cases = [
+            (serde_json::json!({"max_idle_conns": 1}), 1),
+            (serde_json::json!({"max_idle_conns": 20}), 20),
+            (
+                serde_json::json!({"max_idle_conns": 20, "max_idle_conns_per_host": 5}),
+                5,
+            ),
+            (serde_json::json!({"max_idle_conns_per_host": 100}), 100),
+            (serde_json::json!({"max_idle_conns_per_host": 200}), 100),
+        ];
+        for (config, per_host) in cases {
+            let settings = ClientSettings::from_effective(&effective(config.clone()));
+            assert_eq!(settings.max_idle_per_host, per_host, "{config}");
+        }
+        let one = ClientSettings::from_effective(&effective(serde_json::json!({"max_idle_conns": 1})));
+        assert!(
+            !one.same_pool(&ClientSettings::from_effective(&effective(serde_json::json!({})))),
+            "a different cap is a different pool"
         );
     }
 

@@ -4,7 +4,10 @@
 use std::{
     io,
     net::{Ipv4Addr, SocketAddr},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -520,6 +523,50 @@ async fn serves_as_the_client_of_the_proxy_stack() {
     assert_eq!(mock.requests_by_key().get("sk-good"), Some(&2));
 }
 
+#[tokio::test]
+async fn max_idle_conns_limits_the_connections_the_pool_keeps() {
+    let upstream = CountingUpstream::start(Duration::from_millis(200)).await;
+    let url = format!("http://{}", upstream.addr);
+    // Three requests at once need three connections; afterwards the pool keeps as many idle as
+    // the group's settings allow and closes the others.
+    for (config, kept) in [
+        (serde_json::json!({}), 3),
+        (serde_json::json!({"max_idle_conns": 1}), 1),
+        (
+            serde_json::json!({"max_idle_conns": 2, "max_idle_conns_per_host": 50}),
+            2,
+        ),
+    ] {
+        let serde_json::Value::Object(map) = config.clone() else {
+            unreachable!()
+        };
+        let group = crate::settings::validate_group_config(&map).unwrap();
+        let effective = crate::settings::SystemSettings::default().effective(&group);
+        let client = client(ClientSettings {
+            proxy: ProxySetting::None,
+            ..ClientSettings::from_effective(&effective)
+        });
+        let opened = upstream.opened();
+        let results = futures_util::future::join_all(
+            (0..3).map(|i| send(&client, chat(&url, &format!("sk-{i}"), false))),
+        )
+        .await;
+        for result in results {
+            let (body, err) = frames(result.unwrap().into_body()).await;
+            assert!(err.is_none() && text(&body) == "ok", "{config}");
+        }
+        assert_eq!(
+            upstream.opened() - opened,
+            3,
+            "{config}: one connection per request"
+        );
+        let open = upstream.open_after_settling().await;
+        assert_eq!(open, kept, "{config}: idle connections kept");
+        drop(client);
+        upstream.wait_until_open(0).await;
+    }
+}
+
 // --- Small servers ----------------------------------------------------------------------------
 
 /// Reads from a shared stream without tokio's `io-util`.
@@ -623,6 +670,90 @@ where
             tokio::spawn(handle(stream));
         }
     })
+}
+
+/// A keep-alive HTTP/1.1 upstream that answers every request `ok` after a delay and counts the
+/// connections opened so far and open now.
+struct CountingUpstream {
+    addr: SocketAddr,
+    opened: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl CountingUpstream {
+    async fn start(delay: Duration) -> Self {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opened = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let counts = (Arc::clone(&opened), Arc::clone(&open));
+        let task = serve(listener, move |stream| {
+            let (opened, open) = (Arc::clone(&counts.0), Arc::clone(&counts.1));
+            async move {
+                opened.fetch_add(1, Ordering::SeqCst);
+                open.fetch_add(1, Ordering::SeqCst);
+                let result = Self::answer(&stream, delay).await;
+                open.fetch_sub(1, Ordering::SeqCst);
+                result
+            }
+        });
+        Self {
+            addr,
+            opened,
+            open,
+            task,
+        }
+    }
+
+    /// Answers requests until the client closes the connection.
+    async fn answer(stream: &TcpStream, delay: Duration) -> io::Result<()> {
+        let mut reader = Reader::new(stream);
+        loop {
+            let head = match reader.head().await {
+                Ok(head) => head,
+                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(err) => return Err(err),
+            };
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            reader.take(length).await?;
+            tokio::time::sleep(delay).await;
+            write_all(stream, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await?;
+        }
+    }
+
+    fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+
+    /// The connections still open once the client has had time to close the ones it drops.
+    async fn open_after_settling(&self) -> usize {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.open.load(Ordering::SeqCst)
+    }
+
+    async fn wait_until_open(&self, n: usize) {
+        for _ in 0..100 {
+            if self.open.load(Ordering::SeqCst) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{} connections still open", self.open.load(Ordering::SeqCst));
+    }
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// An HTTP `CONNECT` proxy recording each tunnel's target and `Proxy-Authorization`.

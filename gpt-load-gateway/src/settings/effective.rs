@@ -38,7 +38,8 @@ impl EffectiveConfig {
         seconds(self.stream_idle_timeout)
     }
 
-    /// Idle connections kept in total.
+    /// gpt-load's cap on idle connections in total; the client applies it to each upstream host
+    /// (see `ClientSettings::from_effective`).
     pub(crate) fn max_idle_conns(&self) -> u32 {
         self.max_idle_conns
     }

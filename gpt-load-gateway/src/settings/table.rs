@@ -198,9 +198,15 @@ settings_table! {
         group: 3,
         en: (
             "Max Idle Connections",
-            "Largest number of idle upstream connections kept in total.",
+            "Largest number of idle connections kept for each upstream host, together with Max Idle \
+             Connections per Host: the smaller of the two applies. (gpt-load caps the total over all \
+             hosts; this gateway's connection pool caps each host.)",
         ),
-        zh: ("最大空闲连接数", "保留的上游空闲连接总数上限。"),
+        zh: (
+            "最大空闲连接数",
+            "每个上游主机保留的空闲连接数上限，与“每主机最大空闲连接数”同时生效，取两者中较小的值。\
+             （gpt-load 限制的是所有主机的空闲连接总数；本网关的连接池按主机分别限制。）",
+        ),
     },
     max_idle_conns_per_host: u32 {
         default: "50",
