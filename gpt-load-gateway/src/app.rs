@@ -321,6 +321,7 @@ fn spawn_log_writer(
         }) as jobs::log_writer::KeyColumns
     };
     let writer = LogWriter::new(registry.db().clone(), records, group_ids, key_columns)
+        .write_interval_from(registry.settings().subscribe())
         .shutdown_on(flushing)
         .run();
     (log_sink, tokio::spawn(writer))

@@ -6,6 +6,11 @@
 //!
 //! A batch is written when [`WriterConfig::max_batch`] (500) records are waiting, or
 //! [`WriterConfig::flush_interval`] (1 s) after the first of them arrived, whichever comes first.
+//! The `request_log_write_interval_minutes` setting, followed live when the writer is given the
+//! settings ([`LogWriter::write_interval_from`]), shortens that wait: `0` writes every record as
+//! soon as it arrives (records that arrive during a write go together in the next one), and `N`
+//! minutes is a longest wait, which the one-second interval already keeps (gpt-load holds logs
+//! for those minutes; this writer never does).
 //! Each write is one [`request_logs::insert_many`] transaction plus one [`stats::add_hourly`]
 //! transaction. Writes run one at a time, and the channel is read while a write is in flight, so
 //! a slow database never backs up into the proxy.
@@ -89,6 +94,7 @@ use crate::{
         request_logs::{self, NewRequestLog},
         stats::{self, HourlyCount},
     },
+    settings::SystemSettings,
 };
 
 /// `gpt_load_log_records_written_total`
@@ -126,7 +132,8 @@ impl LogStore for Db {
 pub(crate) struct WriterConfig {
     /// Write as soon as this many records wait; also the most rows per write.
     pub(crate) max_batch: usize,
-    /// Write this long after the first waiting record arrived.
+    /// Write this long after the first waiting record arrived (at most; see
+    /// [`LogWriter::write_interval_from`]).
     pub(crate) flush_interval: Duration,
     /// Most records waiting besides the batch being written; the oldest go beyond it.
     pub(crate) max_pending: usize,
@@ -169,6 +176,7 @@ pub(crate) struct LogWriter<S = Db> {
     store: Arc<S>,
     records: mpsc::Receiver<RequestRecord>,
     shutdown: Option<watch::Receiver<bool>>,
+    settings: Option<watch::Receiver<Arc<SystemSettings>>>,
     group_ids: GroupIds,
     key_columns: KeyColumns,
     config: WriterConfig,
@@ -195,6 +203,7 @@ impl<S: LogStore> LogWriter<S> {
             store: Arc::new(store),
             records,
             shutdown: None,
+            settings: None,
             group_ids,
             key_columns,
             config: WriterConfig::default(),
@@ -215,6 +224,15 @@ impl<S: LogStore> LogWriter<S> {
         self
     }
 
+    /// Follows `request_log_write_interval_minutes` in these settings and their changes: `0`
+    /// writes every record as soon as it arrives, `N` minutes caps the wait for a write at `N`
+    /// minutes (the configured [`WriterConfig::flush_interval`] applies when it is shorter).
+    #[must_use]
+    pub(crate) fn write_interval_from(mut self, settings: watch::Receiver<Arc<SystemSettings>>) -> Self {
+        self.settings = Some(settings);
+        self
+    }
+
     /// Writes records until the channel closes or shutdown is signalled, then drains and
     /// returns what was written and lost.
     pub(crate) async fn run(self) -> WriterSummary {
@@ -222,11 +240,16 @@ impl<S: LogStore> LogWriter<S> {
             store,
             mut records,
             mut shutdown,
+            mut settings,
             group_ids,
             key_columns,
             config,
         } = self;
         let mut state = State::new(config, group_ids, key_columns);
+        if let Some(settings) = &mut settings {
+            state.config.flush_interval =
+                flush_interval(config.flush_interval, &settings.borrow_and_update());
+        }
         let mut in_flight: Option<(Write, usize)> = None;
         let mut received = Vec::with_capacity(config.max_batch.max(1));
         let mut receiving = true;
@@ -271,6 +294,9 @@ impl<S: LogStore> LogWriter<S> {
                     // Later records are refused by the sink; the queued ones are still read.
                     records.close();
                     give_up_at = Some(Instant::now() + config.drain_timeout);
+                }
+                changed = settings_changed(&mut settings) => {
+                    state.config.flush_interval = flush_interval(config.flush_interval, &changed);
                 }
                 () = sleep_until_some(wake) => {}
             }
@@ -572,6 +598,28 @@ async fn signalled(shutdown: &mut Option<watch::Receiver<bool>>) {
         // No signal, or its sender is gone without asking: only the channel's end stops us.
         std::future::pending::<()>().await;
     }
+}
+
+/// The settings after their next change; never, once their sender is gone.
+async fn settings_changed(
+    settings: &mut Option<watch::Receiver<Arc<SystemSettings>>>,
+) -> Arc<SystemSettings> {
+    if let Some(receiver) = settings {
+        if receiver.changed().await.is_ok() {
+            return Arc::clone(&receiver.borrow_and_update());
+        }
+        *settings = None;
+    }
+    std::future::pending().await
+}
+
+/// How long a record may wait for its write under `request_log_write_interval_minutes`, given
+/// the writer's own `batching` interval: `0` minutes is no wait, `N` minutes is at most `N`
+/// minutes.
+fn flush_interval(batching: Duration, settings: &SystemSettings) -> Duration {
+    settings
+        .request_log_write_interval()
+        .map_or(Duration::ZERO, |interval| interval.min(batching))
 }
 
 async fn sleep_until_some(at: Option<Instant>) {

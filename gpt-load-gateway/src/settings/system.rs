@@ -46,7 +46,8 @@ impl SystemSettings {
             .then(|| Duration::from_secs(u64::from(self.request_log_retention_days) * 86_400))
     }
 
-    /// How often buffered request logs are flushed; `None` = write each one at once.
+    /// The longest a request log may wait for its write; `None` = write each one at once (see
+    /// the log writer).
     pub(crate) fn request_log_write_interval(&self) -> Option<Duration> {
         (self.request_log_write_interval_minutes > 0)
             .then(|| Duration::from_secs(u64::from(self.request_log_write_interval_minutes) * 60))

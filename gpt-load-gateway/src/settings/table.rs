@@ -98,18 +98,24 @@ settings_table! {
         ),
         zh: ("日志保留天数", "请求日志保留的天数，0 表示永久保留。"),
     },
-    /// Minutes between request log flushes; 0 = write each log at once.
+    /// 0 = write each request log as soon as it arrives; N = the longest a log waits for its
+    /// write, in minutes, which the log writer's one-second batching always undercuts.
     request_log_write_interval_minutes: u32 {
         default: "1",
         min: 0,
         category: Basic,
         en: (
             "Log Write Interval (minutes)",
-            "How often buffered request logs are written to the database; 0 writes every log at once.",
+            "Request logs are written to the database in batches, about one second after they \
+             arrive or as soon as 500 are waiting, so they show in the console at once; 0 writes \
+             each log as soon as it arrives. Other values are accepted for compatibility with \
+             gpt-load (which holds logs that many minutes) and change nothing.",
         ),
         zh: (
             "日志写入间隔（分钟）",
-            "缓冲的请求日志写入数据库的间隔，0 表示每条日志立即写入。",
+            "请求日志分批写入数据库：到达后约 1 秒或累计 500 条时写入，因此可立即在控制台查看；\
+             0 表示每条日志到达后立即写入。其他值仅为兼容 gpt-load（它会将日志缓存相应的分钟数）\
+             而接受，不改变写入方式。",
         ),
     },
     enable_request_body_logging: bool {

@@ -584,6 +584,141 @@ async fn shutdown_gives_up_on_a_database_that_stays_down() {
 
 // ===== conversion =====
 
+/// Records when (in tokio's clock, paused in these tests) each row reached it.
+#[derive(Debug, Default)]
+struct TimedStore {
+    rows: Mutex<Vec<(Instant, String)>>,
+    written: tokio::sync::Notify,
+}
+
+impl TimedStore {
+    /// When the first row was written, waiting for it.
+    async fn first_write(&self) -> Instant {
+        loop {
+            if let Some(&(at, _)) = self.rows.lock().unwrap().first() {
+                return at;
+            }
+            self.written.notified().await;
+        }
+    }
+
+    fn written(&self) -> usize {
+        self.rows.lock().unwrap().len()
+    }
+}
+
+impl LogStore for Arc<TimedStore> {
+    fn insert_logs(&self, rows: &[NewRequestLog]) -> impl Future<Output = Result<usize, DbError>> + Send {
+        let now = Instant::now();
+        self.rows
+            .lock()
+            .unwrap()
+            .extend(rows.iter().map(|row| (now, row.request_id.clone())));
+        self.written.notify_one();
+        std::future::ready(Ok(rows.len()))
+    }
+
+    fn add_hourly(&self, _counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
+        std::future::ready(Ok(()))
+    }
+}
+
+fn write_interval(minutes: u32) -> Arc<SystemSettings> {
+    Arc::new(SystemSettings {
+        request_log_write_interval_minutes: minutes,
+        ..SystemSettings::default()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_write_interval_setting_caps_the_wait_and_zero_writes_at_once() {
+    let base = sample().await;
+    // The writer's own interval is an hour here (`config()`): only the setting cuts the wait.
+    for (minutes, wait) in [
+        (0, Duration::ZERO),
+        (1, Duration::from_secs(60)),
+        (5, Duration::from_secs(300)),
+    ] {
+        let store = Arc::new(TimedStore::default());
+        let (_settings, settings) = watch::channel(write_interval(minutes));
+        let (sink, rx) = ChannelSink::new(100);
+        let writer = spawn(
+            LogWriter::new(store.clone(), rx, group_ids(), key_columns())
+                .config(config())
+                .write_interval_from(settings),
+        );
+        let sent = Instant::now();
+        sink.send(base.clone());
+        let waited = store.first_write().await - sent;
+        assert!(
+            waited >= wait && waited < wait + Duration::from_millis(10),
+            "{minutes} minutes: written after {waited:?}"
+        );
+        drop(sink);
+        assert_eq!(stopped(writer).await.written, 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_one_second_batching_beats_a_longer_write_interval() {
+    let base = sample().await;
+    let store = Arc::new(TimedStore::default());
+    // gpt-load's default of one minute: logs still reach the database within a second.
+    let (_settings, settings) = watch::channel(write_interval(1));
+    let (sink, rx) = ChannelSink::new(100);
+    let writer = spawn(
+        LogWriter::new(store.clone(), rx, group_ids(), key_columns())
+            .config(WriterConfig::default())
+            .write_interval_from(settings),
+    );
+    let sent = Instant::now();
+    sink.send(base);
+    assert_eq!(store.first_write().await - sent, Duration::from_secs(1));
+    drop(sink);
+    assert_eq!(stopped(writer).await.written, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_write_interval_applies_to_the_waiting_records() {
+    let base = sample().await;
+    let store = Arc::new(TimedStore::default());
+    let (update, settings) = watch::channel(write_interval(5));
+    let (sink, rx) = ChannelSink::new(100);
+    let writer = spawn(
+        LogWriter::new(store.clone(), rx, group_ids(), key_columns())
+            .config(config())
+            .write_interval_from(settings),
+    );
+    let sent = Instant::now();
+    sink.send(base.clone());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(store.written(), 0, "five minutes have not passed");
+    update.send_replace(write_interval(0));
+    assert_eq!(store.first_write().await - sent, Duration::from_secs(120));
+
+    // Without the settings' sender the last interval stays.
+    drop(update);
+    sink.send(base);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(store.written(), 2);
+    drop(sink);
+    assert_eq!(stopped(writer).await.written, 2);
+}
+
+#[test]
+fn the_flush_interval_follows_the_setting() {
+    let second = Duration::from_secs(1);
+    assert_eq!(flush_interval(second, &write_interval(0)), Duration::ZERO);
+    assert_eq!(flush_interval(second, &write_interval(1)), second);
+    assert_eq!(flush_interval(second, &write_interval(60)), second);
+    let hour = Duration::from_secs(3_600);
+    assert_eq!(flush_interval(hour, &write_interval(5)), Duration::from_secs(300));
+    assert_eq!(
+        flush_interval(hour, &SystemSettings::default()),
+        Duration::from_secs(60)
+    );
+}
+
 #[test]
 fn clips_text_on_character_boundaries_and_removes_nul() {
     assert_eq!(clip("abc", 10), "abc");
