@@ -78,8 +78,15 @@ struct AppState {
 
 /// A gateway that is serving.
 pub(crate) struct Running {
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the in-process tests reach the gateway here")
+    )]
     pub(crate) addr: SocketAddr,
-    pub(crate) db: Db,
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the in-process tests reach the gateway here")
+    )]
     pub(crate) registry: Registry,
     pub(crate) limit: ConcurrencyLimitLayer,
     shutdown: watch::Sender<bool>,
@@ -223,7 +230,6 @@ pub(crate) async fn start(
     tracing::info!(%addr, backend = %db.backend(), "gateway listening");
     Ok(Running {
         addr,
-        db,
         registry,
         limit,
         shutdown,
@@ -416,8 +422,12 @@ fn routes(config: &Config, registry: &Registry, auth_key: &str, proxy: crate::st
     }
 }
 
-/// What shutdown flushed.
+/// What shutdown flushed (the process logs it; tests assert it).
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "logged by `shutdown`, asserted by the tests")
+)]
 pub(crate) struct ShutdownSummary {
     pub(crate) logs: WriterSummary,
     pub(crate) keys: PersistSummary,

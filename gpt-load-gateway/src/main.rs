@@ -7,13 +7,6 @@
 //! running gateway's `/health` (the container image's `HEALTHCHECK`, which has no curl).
 //! Configuration comes from the environment and `.env` (docs/CONFIG.md).
 
-// Repositories, settings metadata and configuration fields are written for the admin API, which
-// is assembled on top of this binary next; until then some are used by tests only.
-#![allow(
-    dead_code,
-    reason = "the admin API uses the rest of the storage and settings layer"
-)]
-
 mod admin;
 mod app;
 mod bootstrap;

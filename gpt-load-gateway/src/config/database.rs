@@ -125,6 +125,7 @@ impl DatabaseDsn {
     }
 
     /// The DSN with its password masked, safe for logs.
+    #[cfg(test)]
     pub(crate) fn masked(&self) -> String {
         self.to_string()
     }

@@ -27,11 +27,13 @@ impl InvalidVar {
 
     /// `VAR: "value" is not <expected>`. `shown` must already be masked when it can hold a
     /// secret.
+    #[cfg(test)]
     pub(crate) fn value(var: &'static str, shown: &str, expected: &str) -> Self {
         Self::new(var, format!("{} is not {expected}", quote(shown)))
     }
 
     /// The variable's name.
+    #[cfg(test)]
     pub(crate) fn var(&self) -> &'static str {
         self.var
     }
@@ -61,6 +63,7 @@ pub(crate) enum ConfigError {
 
 impl ConfigError {
     /// The variables in error (empty for a `.env` problem).
+    #[cfg(test)]
     pub(crate) fn problems(&self) -> &[InvalidVar] {
         match self {
             Self::DotEnv(_) => &[],

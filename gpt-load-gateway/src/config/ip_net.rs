@@ -118,11 +118,13 @@ impl TrustedProxies {
     }
 
     /// Whether no peer is trusted.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The trusted networks.
+    #[cfg(test)]
     pub(crate) fn nets(&self) -> &[IpNet] {
         &self.0
     }

@@ -68,6 +68,11 @@ pub(crate) struct Config {
     pub(crate) auth: AuthConfig,
     pub(crate) database: DatabaseConfig,
     pub(crate) cluster: ClusterConfig,
+    /// Checked at start; the upstream client reads the same variables when it opens a pool.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "validated here, read by the client from the environment")
+    )]
     pub(crate) proxy: ProxyConfig,
     pub(crate) cors: CorsConfig,
     pub(crate) log: LogConfig,

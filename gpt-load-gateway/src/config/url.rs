@@ -25,6 +25,7 @@ impl SecretUrl {
     }
 
     /// The URL with its credentials. Use it only to connect.
+    #[cfg(test)]
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
@@ -35,6 +36,7 @@ impl SecretUrl {
     }
 
     /// The scheme (before `://`), lower-cased.
+    #[cfg(test)]
     pub(crate) fn scheme(&self) -> String {
         self.0
             .split_once("://")

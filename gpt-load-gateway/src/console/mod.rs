@@ -50,9 +50,11 @@
 //! brotli encoder in the build script would slow every build for a page loaded once a session.
 //! Nothing here touches `/proxy` responses, which stream through as the upstream sent them.
 
+// Shared with `build.rs`, which uses the listing and compression; the gateway uses the ETags.
+#[cfg_attr(not(test), expect(dead_code, reason = "build.rs uses the rest of the module"))]
 pub(crate) mod prepare;
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
     body::Body,
@@ -182,7 +184,8 @@ impl Console {
     }
 
     /// A built console read from a directory now, prepared as `build.rs` prepares `dist`.
-    pub(crate) fn from_dir(dir: &Path) -> std::io::Result<Self> {
+    #[cfg(test)]
+    pub(crate) fn from_dir(dir: &std::path::Path) -> std::io::Result<Self> {
         let listed = prepare::list_files(dir)?.files;
         let mut files = HashMap::with_capacity(listed.len());
         for (path, location) in listed {

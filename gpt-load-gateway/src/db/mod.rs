@@ -80,9 +80,6 @@ pub(crate) enum DbError {
     /// A migration failed.
     #[error("database migration failed: {0}")]
     Migration(String),
-    /// This binary was built without support for the requested backend.
-    #[error("this build does not include the {0} backend")]
-    Unsupported(Backend),
 }
 
 impl From<PoolError> for DbError {

@@ -33,6 +33,10 @@ async fn attempts_are_logged_and_state_survives_a_restart() {
         }
         let summary = h.stop().await;
         assert_eq!(summary.logs.lost, 0);
+        assert_eq!(
+            summary.keys.unwritten, 0,
+            "{backend}: every key state was written"
+        );
 
         let db = &h.test_db.db;
         let group = groups::find_by_name(db, "g").await.unwrap().unwrap();

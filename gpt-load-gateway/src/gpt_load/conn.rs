@@ -103,11 +103,6 @@ impl SyncConn {
         on_conn!(self, |c| c.batch_execute(sql))
     }
 
-    /// `ident` quoted for this backend (backticks on MySQL, double quotes elsewhere).
-    pub(crate) fn quote(&self, ident: &str) -> String {
-        quote(self.backend(), ident)
-    }
-
     /// The SQL type a value is cast to for reading as text.
     pub(crate) fn text_type(&self) -> &'static str {
         match self.backend() {

@@ -75,6 +75,7 @@ impl Summary {
     }
 
     /// Rows copied from `table`.
+    #[cfg(test)]
     pub(crate) fn count(&self, table: &str) -> u64 {
         self.copied.get(table).copied().unwrap_or(0)
     }

@@ -172,11 +172,6 @@ impl Reader {
         Self { location, page }
     }
 
-    /// Where the tables are.
-    pub(crate) fn location(&self) -> &Location {
-        &self.location
-    }
-
     /// How many rows `table` holds (0 when it does not exist).
     pub(crate) fn count(&self, conn: &mut SyncConn, table: &str) -> QueryResult<u64> {
         #[derive(QueryableByName)]

@@ -212,6 +212,7 @@ impl<S: LogStore> LogWriter<S> {
 
     /// Replaces the default limits.
     #[must_use]
+    #[cfg(test)]
     pub(crate) fn config(mut self, config: WriterConfig) -> Self {
         self.config = config;
         self

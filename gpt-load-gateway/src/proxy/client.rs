@@ -74,11 +74,6 @@ impl UpstreamClient {
         }
     }
 
-    /// The settings of requests that carry none.
-    pub(crate) fn defaults(&self) -> &ClientSettings {
-        &self.shared.defaults
-    }
-
     /// The pooled client for `settings`.
     fn client_for(&self, settings: &ClientSettings) -> HyperClient {
         let shared = &*self.shared;

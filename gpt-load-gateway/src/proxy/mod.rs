@@ -29,16 +29,8 @@ mod tests;
 #[cfg(test)]
 pub(crate) use self::model_list::LIST_LIMIT;
 
-#[allow(
-    unused_imports,
-    reason = "the gateway's stack uses these once it is wired into `serve`"
-)]
 pub(crate) use self::{
-    body::UpstreamBody,
-    client::UpstreamClient,
-    metrics_sink::MetricsSink,
-    model_list::ModelListLayer,
-    settings::{ClientSettings, ProxySetting},
+    client::UpstreamClient, metrics_sink::MetricsSink, model_list::ModelListLayer, settings::ClientSettings,
 };
 
 /// `X-Accel-Buffering: no` for event streams, so a reverse proxy in front does not buffer them.

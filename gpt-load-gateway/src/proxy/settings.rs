@@ -68,11 +68,7 @@ impl ClientSettings {
             stream_idle_timeout: effective.stream_idle_timeout(),
             idle_conn_timeout: effective.idle_conn_timeout(),
             max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
-            proxy: effective
-                .proxy_url()
-                .map_or(ProxySetting::FromEnvironment, |url| {
-                    ProxySetting::Url(url.to_owned())
-                }),
+            proxy: ProxySetting::from_setting(effective.proxy_url().unwrap_or_default()),
         }
     }
 
@@ -109,6 +105,10 @@ pub(crate) struct PoolKey {
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub(crate) enum ProxySetting {
     /// Connect directly, whatever the environment says.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "tests connect directly whatever the environment says")
+    )]
     None,
     /// Every request goes through this proxy: `http://`, `https://`, `socks5://` (names resolved
     /// here) or `socks5h://` (names resolved by the proxy), optionally with `user:password@`.

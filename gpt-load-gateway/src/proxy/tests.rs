@@ -23,7 +23,7 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::{ClientSettings, ProxySetting, UpstreamBody, UpstreamClient};
+use super::{ClientSettings, UpstreamClient, body::UpstreamBody, settings::ProxySetting};
 
 /// Generous limits, direct connections: each test tightens the one it is about.
 fn settings() -> ClientSettings {

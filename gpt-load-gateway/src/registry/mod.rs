@@ -278,6 +278,10 @@ impl Registry {
     /// Re-reads one group (and the aggregate links) and applies it: installs, replaces, renames
     /// or forgets it. Other groups' entries and keys are left as they are. A group new to the
     /// registry brings its stored keys into the pool.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the seam cluster invalidation messages call")
+    )]
     pub(crate) async fn reload_group(&self, id: i64) -> Result<(), DbError> {
         let _write = self.inner.write.lock().await;
         self.reload_group_locked(id).await

@@ -255,3 +255,48 @@ async fn key_statuses_reach_the_pool_and_the_table() {
         assert_eq!(row.last_validated_at, Some(at), "{}", t.db.backend());
     }
 }
+
+/// What another node (or an older process) wrote reaches this registry through `reload_group`,
+/// the seam cluster invalidation calls: a new group with its keys, a changed one, a deleted one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_one_group_picks_up_changes_made_elsewhere() {
+    let cipher = KeyCipher::disabled();
+    for t in TestDb::all("registry_reload_group").await {
+        let backend = t.db.backend();
+        let (registry, _events) = Registry::loaded(&t.db, &cipher).await;
+        let other = registry
+            .create_group(&new_group("other", "standard", now()))
+            .await
+            .unwrap();
+        let other_policy = registry.catalog().policy("other").unwrap();
+
+        let group = seed(&t.db, &cipher).await;
+        assert!(
+            registry.catalog().policy("g").is_none(),
+            "{backend}: not seen yet"
+        );
+        registry.reload_group(group.id).await.unwrap();
+        assert_eq!(
+            registry.pool().stats("g").unwrap().total,
+            2,
+            "{backend}: its keys came along"
+        );
+        assert!(registry.catalog().policy("g").is_some());
+
+        let mut changed = new_group("g", "standard", now());
+        changed.config = r#"{"max_retries":9}"#;
+        group_rows::update(&t.db, group.id, &changed).await.unwrap();
+        registry.reload_group(group.id).await.unwrap();
+        assert_eq!(registry.catalog().policy("g").unwrap().retry.max_retries, 9);
+
+        group_rows::delete(&t.db, group.id).await.unwrap();
+        registry.reload_group(group.id).await.unwrap();
+        assert!(registry.catalog().policy("g").is_none(), "{backend}: forgotten");
+        assert!(registry.pool().stats("g").is_none());
+        assert!(
+            Arc::ptr_eq(&other_policy, &registry.catalog().policy("other").unwrap()),
+            "{backend}: the other group was left alone"
+        );
+        assert_eq!(other.name, "other");
+    }
+}

@@ -63,6 +63,7 @@ impl OwnedKey {
 }
 
 /// Inserts keys in one transaction; returns how many.
+#[cfg(test)]
 pub(crate) async fn insert_many(db: &Db, keys: &[NewApiKey<'_>]) -> Result<usize, DbError> {
     with_conn!(
         db,
@@ -482,18 +483,6 @@ pub(crate) async fn delete_in_group(
             Ok::<_, DbError>(ids)
         })
         .await
-    })
-}
-
-/// A key by id.
-pub(crate) async fn find(db: &Db, id: i64) -> Result<Option<ApiKeyRow>, DbError> {
-    with_conn!(db, |conn| {
-        Ok(api_keys::table
-            .find(id)
-            .select(ApiKeyRow::as_select())
-            .first(conn)
-            .await
-            .optional()?)
     })
 }
 

@@ -204,6 +204,7 @@ async fn delete_older_than_in_batches(db: &Db, cutoff: NaiveDateTime, batch: i64
 }
 
 /// The newest `limit` rows, newest first.
+#[cfg(test)]
 pub(crate) async fn list_recent(db: &Db, limit: i64) -> Result<Vec<RequestLogRow>, DbError> {
     with_conn!(db, |conn| {
         Ok(request_logs::table

@@ -108,6 +108,7 @@ pub(crate) async fn add_hourly(db: &Db, counts: &[HourlyCount]) -> Result<(), Db
 }
 
 /// The hourly rows from `since` on (inclusive), of one group or of all, by hour then group.
+#[cfg(test)]
 pub(crate) async fn hourly(
     db: &Db,
     group_id: Option<i64>,

@@ -1,12 +1,13 @@
-//! [`EffectiveConfig`] (declared, with [`SystemSettings::effective`](super::SystemSettings::effective), by
+//! [`EffectiveConfig`] (declared, with
+//! [`SystemSettings::effective`](super::SystemSettings::effective), by
 //! [the settings table](super::table)): what one group actually uses — its override, else the
 //! system value (which is the stored value, else the default). Its typed accessors are here.
 
 use std::{sync::Arc, time::Duration};
 
-use gpt_load_tower::blacklist::{HealthSettings, StatusMatcher};
+use gpt_load_tower::blacklist::HealthSettings;
 
-use super::{EffectiveConfig, value::FailoverCodes};
+use super::EffectiveConfig;
 
 fn seconds(n: u32) -> Duration {
     Duration::from_secs(u64::from(n))
@@ -60,17 +61,20 @@ impl EffectiveConfig {
     }
 
     /// Consecutive failures that blacklist a key; 0 = never.
+    #[cfg(test)]
     pub(crate) fn blacklist_threshold(&self) -> u32 {
         self.blacklist_threshold
     }
 
     /// The failover status spec and its matcher.
-    pub(crate) fn failover_status_codes(&self) -> &FailoverCodes {
+    #[cfg(test)]
+    pub(crate) fn failover_status_codes(&self) -> &super::value::FailoverCodes {
         &self.failover_status_codes
     }
 
     /// The statuses that fail an attempt.
-    pub(crate) fn failover_matcher(&self) -> &Arc<StatusMatcher> {
+    #[cfg(test)]
+    pub(crate) fn failover_matcher(&self) -> &Arc<gpt_load_tower::blacklist::StatusMatcher> {
         self.failover_status_codes.matcher()
     }
 

@@ -109,6 +109,7 @@ impl GroupConfig {
     }
 
     /// Whether the group overrides nothing.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         *self == Self::default()
     }

@@ -54,6 +54,7 @@ impl SystemSettings {
     }
 
     /// The proxy for upstream requests; `None` = use the proxy environment variables.
+    #[cfg(test)]
     pub(crate) fn proxy_url(&self) -> Option<&str> {
         Some(self.proxy_url.as_str()).filter(|url| !url.is_empty())
     }
@@ -77,6 +78,7 @@ impl SettingsPatch {
     }
 
     /// The checked value given for `key`.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &str) -> Option<&SettingValue> {
         self.values
             .iter()
