@@ -224,7 +224,7 @@ pub(crate) async fn start(
     let server = tokio::spawn(crate::server::serve(
         listener,
         router,
-        config.server.read_timeout,
+        crate::server::ConnectionTimeouts::of(&config.server),
         stopping,
     ));
     tracing::info!(%addr, backend = %db.backend(), "gateway listening");

@@ -1,8 +1,9 @@
-//! The HTTP server: HTTP/1.1 and HTTP/2 (h2c) on each accepted connection, `SERVER_READ_TIMEOUT`
-//! as the limit for reading request headers, and graceful shutdown that lets every in-flight
-//! request and stream finish.
+//! The HTTP server: HTTP/1.1 and HTTP/2 (h2c) on each accepted connection, the connection
+//! timeouts `SERVER_READ_TIMEOUT` (request heads), `SERVER_IDLE_TIMEOUT` (connections with no
+//! request in flight) and `SERVER_WRITE_TIMEOUT` (writes the client does not take; see
+//! [`timeouts`]), and graceful shutdown that lets every in-flight request and stream finish.
 
-use std::{io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{Router, extract::ConnectInfo};
 use hyper::{Request, body::Incoming};
@@ -14,6 +15,11 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tower::ServiceBuilder;
 
+pub(crate) use self::timeouts::ConnectionTimeouts;
+use self::timeouts::{Activity, TimedIo, Tracked};
+
+mod timeouts;
+
 /// Sends small writes at once: a stream's frames are each a small write, and with Nagle's
 /// algorithm on they would wait for the client's delayed ACK (about 40 ms on Linux).
 fn configure(stream: &tokio::net::TcpStream) {
@@ -23,11 +29,11 @@ fn configure(stream: &tokio::net::TcpStream) {
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then waits for open connections to
-/// finish their in-flight requests.
+/// finish their in-flight requests. Every connection runs under `timeouts`.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    read_timeout: Option<Duration>,
+    timeouts: ConnectionTimeouts,
     mut stop: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
@@ -35,7 +41,9 @@ pub(crate) async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(read_timeout)
+        // The read limit is enforced by `TimedIo`, from a request's first byte: hyper's own
+        // would start when the connection goes idle and so cut idle connections at it.
+        .header_read_timeout(None)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     loop {
@@ -53,14 +61,17 @@ pub(crate) async fn serve(
             }
         };
         configure(&stream);
+        let activity = Activity::new();
         let service = ServiceBuilder::new()
             .map_request(move |mut req: Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 req
             })
             .service(router.clone());
+        let service = Tracked::new(service, Arc::clone(&activity));
+        let io = TimedIo::new(stream, timeouts, activity);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -75,17 +86,4 @@ pub(crate) async fn serve(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::configure;
-
-    #[tokio::test]
-    async fn accepted_connections_send_small_writes_at_once() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        assert!(!stream.nodelay().unwrap(), "off by default");
-        configure(&stream);
-        assert!(stream.nodelay().unwrap());
-    }
-}
+mod tests;

@@ -4,9 +4,9 @@
 //! |---|---|---|
 //! | `HOST` | `0.0.0.0` | Bind address: an IPv4 or IPv6 address (`[::]` brackets allowed), or `localhost`. |
 //! | `PORT` | `3001` | Listen port, 1-65535. |
-//! | `SERVER_READ_TIMEOUT` | `60` | Seconds to read a request (head and body); `0` = no limit. |
-//! | `SERVER_WRITE_TIMEOUT` | `600` | Seconds to write a non-streaming response; `0` = no limit. |
-//! | `SERVER_IDLE_TIMEOUT` | `120` | Seconds an idle keep-alive connection is kept; `0` = no limit. |
+//! | `SERVER_READ_TIMEOUT` | `60` | Seconds for a request's head to arrive, from its first byte (from the accept, for a connection's first request); `0` = no limit. |
+//! | `SERVER_WRITE_TIMEOUT` | `600` | Seconds a write to the client may make no progress (the client stopped reading) before the connection is closed; a response that keeps flowing is never cut; `0` = no limit. |
+//! | `SERVER_IDLE_TIMEOUT` | `120` | Seconds a connection with no request in flight is kept open; `0` = no limit. |
 //! | `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT` | `10` | Seconds allowed for shutdown; values below 10 are raised to 10 with a warning. |
 //! | `MAX_CONCURRENT_REQUESTS` | `100` | In-flight proxy requests before new ones are shed (429); at least 1. |
 //! | `MAX_REQUEST_BODY_MB` | `32` | Largest request body buffered for retries, in MiB (413 above); at least 1. *New.* |
@@ -52,11 +52,22 @@ const DEFAULT_INFLIGHT_BODIES: usize = 4;
 pub(crate) struct ServerConfig {
     /// `HOST`:`PORT`.
     pub(crate) addr: SocketAddr,
-    /// `SERVER_READ_TIMEOUT`; `None` = no limit.
+    /// `SERVER_READ_TIMEOUT`: how long a request's head (request line and headers) may take to
+    /// arrive, counted from its first byte, or from the accept for a connection's first request;
+    /// past it the connection is closed. The body is not limited by it. `None` = no limit.
     pub(crate) read_timeout: Option<Duration>,
-    /// `SERVER_WRITE_TIMEOUT`; `None` = no limit.
+    /// `SERVER_WRITE_TIMEOUT`: how long one write to the client may make no progress. A write
+    /// stalls only when the client stops taking data and the socket's buffers are full; past the
+    /// limit the write fails and the connection is closed (its response cut). Every write that
+    /// goes through starts the clock again, and time spent waiting for the response (the
+    /// upstream, or the next chunk of a stream) does not count, so a response that keeps flowing
+    /// is never cut however long it lasts. Unlike Go's `WriteTimeout` (gpt-load's), it is not a
+    /// deadline for the whole response. `None` = no limit.
     pub(crate) write_timeout: Option<Duration>,
-    /// `SERVER_IDLE_TIMEOUT`; `None` = no limit.
+    /// `SERVER_IDLE_TIMEOUT`: how long a connection may stay with no request in flight (every
+    /// response handed over in full and, on HTTP/1.1, no byte of the next request received)
+    /// before it is closed: an HTTP/1.1 keep-alive connection, or an HTTP/2 connection with no
+    /// open stream. A request in flight is never cut by it. `None` = no limit.
     pub(crate) idle_timeout: Option<Duration>,
     /// `SERVER_GRACEFUL_SHUTDOWN_TIMEOUT`, at least [`MIN_GRACEFUL_SHUTDOWN`].
     pub(crate) graceful_shutdown_timeout: Duration,
