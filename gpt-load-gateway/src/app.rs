@@ -40,13 +40,13 @@ use crate::{
         self,
         log_writer::{LogWriter, WriterSummary},
     },
+    proxy::stack::{ProxyParts, ProxyService, proxy_stack},
     registry::{
         Registry,
         persist::{self, PersistSummary},
     },
     repo::reencrypt,
     settings::{self, SettingsStore},
-    stack::{ProxyParts, proxy_stack},
     telemetry,
 };
 
@@ -378,7 +378,7 @@ async fn watch_settings(registry: Registry, mut stopping: watch::Receiver<bool>)
 
 /// `/proxy/{group}/…`, the admin API under `/api`, `/health`, `/health/ready`, `/metrics` and,
 /// for every other path, the embedded web console.
-fn routes(config: &Config, registry: &Registry, auth_key: &str, proxy: crate::stack::ProxyService) -> Router {
+fn routes(config: &Config, registry: &Registry, auth_key: &str, proxy: ProxyService) -> Router {
     let admin = crate::admin::AdminState::new(
         registry.clone(),
         gpt_load_tower::secret::ApiKey::new(auth_key),

@@ -10,7 +10,6 @@
 mod admin;
 mod app;
 mod bootstrap;
-mod client_ip;
 mod commands;
 mod config;
 mod console;
@@ -27,8 +26,8 @@ mod registry;
 mod repo;
 mod server;
 mod settings;
-mod stack;
 mod telemetry;
+mod upstream;
 
 use std::{net::SocketAddr, process::ExitCode};
 

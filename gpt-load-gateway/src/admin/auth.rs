@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
 use super::{error::AdminError, lang::RequestLang, state::AdminState};
-use crate::client_ip::client_ip;
+use crate::proxy::client_ip::client_ip;
 
 fn peer_of(state: &AdminState, req: &Request) -> IpAddr {
     let peer = req

@@ -35,8 +35,8 @@ use tower::ServiceExt;
 
 use crate::{
     models::now,
-    proxy::UpstreamClient,
     registry::{Catalog, GroupPolicy, Registry},
+    upstream::UpstreamClient,
 };
 
 /// Validates the group's invalid keys once; returns how many were restored.

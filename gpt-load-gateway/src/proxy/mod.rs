@@ -1,37 +1,18 @@
-//! The upstream HTTP client at the bottom of the proxy stack.
-//!
-//! [`UpstreamClient`] sends the request the layers above have prepared (absolute URI, the
-//! selected key's credential, a replayable body) to the upstream and streams the answer back:
-//!
-//! - HTTP/1.1, or HTTP/2 when the upstream offers it through ALPN; rustls with ring and the
-//!   webpki roots for `https`; pooled connections (idle timeout, idle connections per host).
-//! - A limit per phase, each reported as an `upstream … timeout` error naming it: `connect` (TCP,
-//!   proxy handshake and TLS), `response header` (from a ready connection to the response head),
-//!   `request` (head and whole body of a non-streamed request) and `stream idle` (silence between
-//!   two body frames).
-//! - An outbound proxy: `http://`, `https://`, `socks5://`, `socks5h://` (credentials in the URL
-//!   work), or the environment's `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`.
-//! - Per-group settings: a request carrying [`ClientSettings`] is sent with them; groups whose
-//!   settings agree on the connection side share one pool.
-//!
-//! Nothing here logs a full URI or a header: at most the upstream's scheme, host and port.
+//! The proxy request path: [`stack`] assembles it (the library's layers in
+//! `gpt_load_tower::stack::ORDER` with the gateway's own at the documented insertion points), and
+//! the gateway's own pieces live beside it: the client's address ([`client_ip`]), request-log
+//! metrics ([`MetricsSink`]), model lists that include redirect targets ([`ModelListLayer`]), and
+//! the answers for event streams and panics. The group policy layer sits with the catalog it
+//! reads (`registry`); the HTTP client at the bottom of the path is `upstream`.
 
-mod body;
-mod client;
+pub(crate) mod client_ip;
 mod metrics_sink;
 mod model_list;
-mod outbound;
-mod settings;
-mod timeout;
+pub(crate) mod stack;
 
-#[cfg(test)]
-mod tests;
 #[cfg(test)]
 pub(crate) use self::model_list::LIST_LIMIT;
-
-pub(crate) use self::{
-    client::UpstreamClient, metrics_sink::MetricsSink, model_list::ModelListLayer, settings::ClientSettings,
-};
+pub(crate) use self::{metrics_sink::MetricsSink, model_list::ModelListLayer};
 
 /// `X-Accel-Buffering: no` for event streams, so a reverse proxy in front does not buffer them.
 pub(crate) fn sse_no_buffering<B>(res: &http::Response<B>) -> Option<http::HeaderValue> {

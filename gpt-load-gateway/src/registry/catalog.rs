@@ -18,8 +18,8 @@ use gpt_load_tower::{
 
 use super::group::Group;
 use crate::{
-    proxy::ClientSettings,
     settings::{EffectiveConfig, SystemSettings},
+    upstream::ClientSettings,
 };
 
 /// The effective settings of one group, inserted into each request it serves.

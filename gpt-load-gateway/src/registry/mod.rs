@@ -53,12 +53,12 @@ use crate::{
     db::{Db, DbError},
     jobs::validate::KeyCheck,
     models::{GroupRow, NewGroup, now},
-    proxy::{ClientSettings, UpstreamClient},
     repo::{
         groups::{self as group_rows, CopiedKey, SubGroupLink},
         keys as key_rows,
     },
     settings::{GroupConfig, SettingsError, SettingsStore},
+    upstream::{ClientSettings, UpstreamClient},
 };
 
 /// What [`Registry::load_all`] found.

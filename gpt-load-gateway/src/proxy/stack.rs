@@ -56,11 +56,11 @@ use tower_http::{
     set_header::SetResponseHeaderLayer,
 };
 
+use super::{MetricsSink, ModelListLayer, client_ip::ClientIpLayer, panic_response, sse_no_buffering};
 use crate::{
-    client_ip::ClientIpLayer,
     config::ip_net::TrustedProxies,
-    proxy::{MetricsSink, ModelListLayer, UpstreamClient, panic_response, sse_no_buffering},
     registry::{Catalog, GroupPolicyLayer},
+    upstream::UpstreamClient,
 };
 
 /// The proxy service mounted at `/proxy/{group}/…`.
@@ -145,7 +145,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::proxy::ClientSettings;
+    use crate::upstream::ClientSettings;
 
     fn parts() -> ProxyParts {
         ProxyParts {
