@@ -221,9 +221,9 @@ async fn multi_row_writes_that_fail_part_way_leave_nothing_behind() {
         );
 
         // A copy: the group and its first link go in before the repeated link fails.
-        let copied = [groups::CopiedKey {
-            key_value: "sk-copied-0123456789".to_owned(),
-            key_hash: "hash-copied".to_owned(),
+        let copied = [crate::models::SealedKey {
+            value: "sk-copied-0123456789".to_owned(),
+            hash: "hash-copied".to_owned(),
         }];
         let copy = standard("aggregate_copy");
         assert!(

@@ -4,7 +4,10 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::{api_keys, groups, system_settings};
+use crate::{
+    crypto::KeyCipher,
+    db::schema::{api_keys, groups, system_settings},
+};
 
 /// A `system_settings` row.
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
@@ -107,6 +110,83 @@ pub(crate) struct NewApiKey<'a> {
     pub(crate) failure_count: i64,
     pub(crate) created_at: NaiveDateTime,
     pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A key's status as stored in `api_keys.status` (gpt-load's values plus `disabled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum KeyStatus {
+    Active,
+    Invalid,
+    Disabled,
+}
+
+impl KeyStatus {
+    /// The stored text.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Invalid => "invalid",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// A submitted status; `None` for anything else.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "invalid" => Some(Self::Invalid),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+
+    /// How a stored status reads. Unknown values (from a newer or foreign database) are treated
+    /// as active so keys are not silently lost; they are corrected on the next write.
+    pub(crate) fn of_stored(text: &str) -> Self {
+        Self::parse(text).unwrap_or(Self::Active)
+    }
+}
+
+/// A new key in its stored form: encrypted value and lookup hash, computed once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SealedKey {
+    pub(crate) value: String,
+    pub(crate) hash: String,
+}
+
+impl SealedKey {
+    /// Seals a plain key with `cipher`.
+    pub(crate) fn seal(cipher: &KeyCipher, plain: &str) -> Self {
+        Self {
+            value: cipher.encrypt(plain),
+            hash: cipher.hash(plain),
+        }
+    }
+
+    /// Its row in `group_id`: active, no notes, fresh counters.
+    pub(crate) fn row(&self, group_id: i64, at: NaiveDateTime) -> NewApiKey<'_> {
+        self.row_with_status(group_id, KeyStatus::Active, at)
+    }
+
+    /// Its row in `group_id` with `status`.
+    pub(crate) fn row_with_status(
+        &self,
+        group_id: i64,
+        status: KeyStatus,
+        at: NaiveDateTime,
+    ) -> NewApiKey<'_> {
+        NewApiKey {
+            key_value: &self.value,
+            key_hash: &self.hash,
+            group_id,
+            status: status.as_str(),
+            notes: "",
+            request_count: 0,
+            failure_count: 0,
+            created_at: at,
+            updated_at: at,
+        }
+    }
 }
 
 /// The current time as stored: UTC, microsecond precision (the finest all three backends keep).

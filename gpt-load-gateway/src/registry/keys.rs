@@ -1,8 +1,6 @@
-//! Upstream keys entering and leaving the registry: the stored statuses, the one way a new key
-//! is sealed for the `api_keys` table, and loading stored keys into the pool (decrypted once,
-//! here, when they enter it).
+//! Upstream keys entering the pool: stored keys are decrypted once, here, when they enter it;
+//! keys just added enter with the plain value already known.
 
-use chrono::NaiveDateTime;
 use gpt_load_tower::{
     keys::{KeyId, KeySlot, KeyState},
     secret::ApiKey,
@@ -10,43 +8,10 @@ use gpt_load_tower::{
 
 use crate::{
     crypto::KeyCipher,
-    models::{ApiKeyRow, NewApiKey},
+    models::{ApiKeyRow, KeyStatus},
 };
 
-/// A key's status as stored in `api_keys.status` (gpt-load's values plus `disabled`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum KeyStatus {
-    Active,
-    Invalid,
-    Disabled,
-}
-
 impl KeyStatus {
-    /// The stored text.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Invalid => "invalid",
-            Self::Disabled => "disabled",
-        }
-    }
-
-    /// A submitted status; `None` for anything else.
-    pub(crate) fn parse(text: &str) -> Option<Self> {
-        match text {
-            "active" => Some(Self::Active),
-            "invalid" => Some(Self::Invalid),
-            "disabled" => Some(Self::Disabled),
-            _ => None,
-        }
-    }
-
-    /// How a stored status reads. Unknown values (from a newer or foreign database) are treated
-    /// as active so keys are not silently lost; they are corrected on the next write.
-    pub(crate) fn of_stored(text: &str) -> Self {
-        Self::parse(text).unwrap_or(Self::Active)
-    }
-
     /// How a pool state is stored. Cooling is a short, in-memory pause: stored as `active`.
     pub(crate) fn of_state(state: KeyState) -> Self {
         match state {
@@ -63,48 +28,6 @@ impl KeyStatus {
             Self::Active => KeyState::Active,
             Self::Invalid => KeyState::Invalid,
             Self::Disabled => KeyState::Disabled,
-        }
-    }
-}
-
-/// A new key in its stored form: encrypted value and lookup hash, computed once.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct SealedKey {
-    pub(crate) value: String,
-    pub(crate) hash: String,
-}
-
-impl SealedKey {
-    /// Seals a plain key with `cipher`.
-    pub(crate) fn seal(cipher: &KeyCipher, plain: &str) -> Self {
-        Self {
-            value: cipher.encrypt(plain),
-            hash: cipher.hash(plain),
-        }
-    }
-
-    /// Its row in `group_id`: active, no notes, fresh counters.
-    pub(crate) fn row(&self, group_id: i64, at: NaiveDateTime) -> NewApiKey<'_> {
-        self.row_with_status(group_id, KeyStatus::Active, at)
-    }
-
-    /// Its row in `group_id` with `status`.
-    pub(crate) fn row_with_status(
-        &self,
-        group_id: i64,
-        status: KeyStatus,
-        at: NaiveDateTime,
-    ) -> NewApiKey<'_> {
-        NewApiKey {
-            key_value: &self.value,
-            key_hash: &self.hash,
-            group_id,
-            status: status.as_str(),
-            notes: "",
-            request_count: 0,
-            failure_count: 0,
-            created_at: at,
-            updated_at: at,
         }
     }
 }
@@ -130,6 +53,7 @@ pub(crate) fn slot_of_row(row: &ApiKeyRow, cipher: &KeyCipher) -> Option<KeySlot
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::SealedKey;
 
     #[test]
     fn statuses_round_trip_and_unknown_reads_active() {

@@ -41,11 +41,12 @@ use gpt_load_tower::{
 };
 use serde_json::{Map, Value};
 
+pub(crate) use crate::models::{KeyStatus, SealedKey};
+
 pub(crate) use self::{
     catalog::{Catalog, GroupPolicy},
     definition::{GroupDefinition, GroupInput, HeaderRuleJson, UpstreamSpec},
     group::{Group, GroupKind},
-    keys::{KeyStatus, SealedKey},
     policy::GroupPolicyLayer,
 };
 use crate::{
@@ -54,7 +55,7 @@ use crate::{
     jobs::validate::KeyCheck,
     models::{GroupRow, NewGroup, now},
     repo::{
-        groups::{self as group_rows, CopiedKey, SubGroupLink},
+        groups::{self as group_rows, SubGroupLink},
         keys as key_rows,
     },
     settings::{GroupConfig, SettingsError, SettingsStore},
@@ -407,7 +408,7 @@ impl Registry {
         &self,
         group: &NewGroup<'_>,
         links: &[(i64, i32)],
-        keys: &[CopiedKey],
+        keys: &[SealedKey],
     ) -> Result<GroupRow, DbError> {
         let _write = self.inner.write.lock().await;
         let row = group_rows::insert_copy(self.db(), group, links, keys).await?;

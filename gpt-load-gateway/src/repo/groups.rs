@@ -9,7 +9,7 @@ use crate::{
         schema::{group_sub_groups, groups},
         with_conn,
     },
-    models::{GroupRow, NewGroup, now},
+    models::{GroupRow, NewGroup, SealedKey, now},
 };
 
 /// Inserts a group and returns it as stored. Fails with a unique violation when the name is
@@ -253,13 +253,6 @@ pub(crate) async fn reorder(db: &Db, items: &[(i64, i32)]) -> Result<Option<i64>
     })
 }
 
-/// A key to copy into a new group: the stored `key_value` and `key_hash`.
-#[derive(Clone, Debug)]
-pub(crate) struct CopiedKey {
-    pub(crate) key_value: String,
-    pub(crate) key_hash: String,
-}
-
 /// Inserts a copied group with its aggregate links and returns it with the rows of its keys
 /// (active, fresh counters), inside the caller's transaction.
 macro_rules! insert_copy_parts {
@@ -288,21 +281,8 @@ macro_rules! insert_copy_parts {
                 .execute(&mut *conn)
                 .await?;
         }
-        let keys: &[CopiedKey] = $keys;
-        let fresh: Vec<NewApiKey<'_>> = keys
-            .iter()
-            .map(|k| NewApiKey {
-                key_value: &k.key_value,
-                key_hash: &k.key_hash,
-                group_id: row.id,
-                status: "active",
-                notes: "",
-                request_count: 0,
-                failure_count: 0,
-                created_at: at,
-                updated_at: at,
-            })
-            .collect();
+        let keys: &[SealedKey] = $keys;
+        let fresh: Vec<NewApiKey<'_>> = keys.iter().map(|k| k.row(row.id, at)).collect();
         (row, fresh)
     }};
 }
@@ -313,7 +293,7 @@ pub(crate) async fn insert_copy(
     db: &Db,
     group: &NewGroup<'_>,
     links: &[(i64, i32)],
-    keys: &[CopiedKey],
+    keys: &[SealedKey],
 ) -> Result<GroupRow, DbError> {
     use crate::{db::schema::api_keys, models::NewApiKey};
     with_conn!(

@@ -22,11 +22,8 @@ use crate::{
     },
     crypto::proxy_keys,
     models::{GroupRow, NewGroup, now},
-    registry::{GroupKind, KeyStatus},
-    repo::{
-        groups::{self, CopiedKey},
-        keys, stats,
-    },
+    registry::{GroupKind, KeyStatus, SealedKey},
+    repo::{groups, keys, stats},
 };
 
 /// The highest `_copy_N` suffix tried before giving up.
@@ -279,15 +276,16 @@ pub(crate) async fn copy_group(
         .filter(|l| l.group_id == id)
         .map(|l| (l.sub_group_id, l.weight))
         .collect();
-    let copied: Vec<CopiedKey> = match mode {
+    // The stored value and hash are copied as they are: nothing is decrypted.
+    let copied: Vec<SealedKey> = match mode {
         CopyKeys::None => Vec::new(),
         CopyKeys::ValidOnly | CopyKeys::All => keys::list_by_group(&state.db, id)
             .await?
             .into_iter()
             .filter(|k| mode == CopyKeys::All || KeyStatus::of_stored(&k.status) == KeyStatus::Active)
-            .map(|k| CopiedKey {
-                key_value: k.key_value,
-                key_hash: k.key_hash,
+            .map(|k| SealedKey {
+                value: k.key_value,
+                hash: k.key_hash,
             })
             .collect(),
     };
