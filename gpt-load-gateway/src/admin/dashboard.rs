@@ -165,7 +165,7 @@ fn check_secret(lang: Lang, kind: &'static str, label: &str, secret: &str, out: 
 fn security_warnings(state: &AdminState, lang: Lang, groups: &[GroupRow]) -> Vec<SecurityWarning> {
     let mut out = Vec::new();
     check_secret(lang, "auth_key", "AUTH_KEY", state.auth_key.expose(), &mut out);
-    if !state.cipher.is_enabled() {
+    if !state.registry.cipher().is_enabled() {
         out.push(SecurityWarning {
             kind: "encryption_key",
             message: text(
@@ -183,13 +183,13 @@ fn security_warnings(state: &AdminState, lang: Lang, groups: &[GroupRow]) -> Vec
             .to_owned(),
         });
     }
-    let settings = state.settings.current();
+    let settings = state.registry.settings().current();
     for (i, key) in settings.proxy_keys.iter().enumerate() {
         let label = format!("Global Proxy Key #{}", i + 1);
         check_secret(lang, "global_proxy_key", &label, key, &mut out);
     }
     for group in groups {
-        let keys = proxy_keys::open_or_none(&state.cipher, &group.proxy_keys, &group.name);
+        let keys = proxy_keys::open_or_none(state.registry.cipher(), &group.proxy_keys, &group.name);
         let keys = keys.split(',').map(str::trim).filter(|k| !k.is_empty());
         for (i, key) in keys.enumerate() {
             let label = format!("Group Proxy Key [{}] #{}", group.name, i + 1);
@@ -251,7 +251,7 @@ pub(crate) async fn stats(
     RequestLang(lang): RequestLang,
 ) -> Reply<DashboardStats> {
     let now = Utc::now().naive_utc();
-    let group_rows = groups::list(&state.db).await?;
+    let group_rows = groups::list(state.registry.db()).await?;
     let aggregates = aggregate_ids(&group_rows);
 
     let (mut active, mut invalid) = (0_usize, 0_usize);
@@ -272,15 +272,17 @@ pub(crate) async fn stats(
     let ten = TimeDelta::minutes(10);
     // Logs can be stamped a little ahead of this clock on another node.
     let later = now + TimeDelta::minutes(1);
-    let current = request_logs::count_final_between(&state.db, now - ten, later).await?;
-    let previous = request_logs::count_final_between(&state.db, now - ten - ten, now - ten).await?;
+    let current = request_logs::count_final_between(state.registry.db(), now - ten, later).await?;
+    let previous = request_logs::count_final_between(state.registry.db(), now - ten - ten, now - ten).await?;
     let (rpm_now, rpm_before) = (round1(as_f64(current) / 10.0), round1(as_f64(previous) / 10.0));
     let rpm = Card::trend(rpm_now, percent_change(rpm_before, rpm_now));
 
     let day = TimeDelta::hours(24);
-    let today = totals(&stats::hourly_between(&state.db, None, &aggregates, now - day, later).await?);
-    let yesterday =
-        totals(&stats::hourly_between(&state.db, None, &aggregates, now - day - day, now - day).await?);
+    let today =
+        totals(&stats::hourly_between(state.registry.db(), None, &aggregates, now - day, later).await?);
+    let yesterday = totals(
+        &stats::hourly_between(state.registry.db(), None, &aggregates, now - day - day, now - day).await?,
+    );
     let (count_now, count_before) = (today.0 + today.1, yesterday.0 + yesterday.1);
     let request_count = Card::trend(
         as_f64(count_now),
@@ -366,12 +368,18 @@ pub(crate) async fn chart(
     };
     let exclude = match group_id {
         Some(_) => Vec::new(),
-        None => aggregate_ids(&groups::list(&state.db).await?),
+        None => aggregate_ids(&groups::list(state.registry.db()).await?),
     };
     let last = hour_start(Utc::now().naive_utc());
     let first = last - TimeDelta::hours(23);
-    let rows =
-        stats::hourly_between(&state.db, group_id, &exclude, first, last + TimeDelta::hours(1)).await?;
+    let rows = stats::hourly_between(
+        state.registry.db(),
+        group_id,
+        &exclude,
+        first,
+        last + TimeDelta::hours(1),
+    )
+    .await?;
     let mut labels = Vec::with_capacity(24);
     let mut ok_data = vec![0_i64; 24];
     let mut failed = vec![0_i64; 24];
@@ -454,8 +462,8 @@ pub(crate) async fn encryption_status(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
 ) -> Reply<EncryptionStatus> {
-    let sample = stats::key_sample(&state.db, ENCRYPTION_SAMPLE).await?;
-    let (scenario_type, message, suggestion) = match diagnose(&state.cipher, &sample) {
+    let sample = stats::key_sample(state.registry.db(), ENCRYPTION_SAMPLE).await?;
+    let (scenario_type, message, suggestion) = match diagnose(state.registry.cipher(), &sample) {
         Scenario::Consistent => ("", "", ""),
         Scenario::DataNotEncrypted => (
             "data_not_encrypted",

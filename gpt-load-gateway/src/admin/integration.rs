@@ -83,7 +83,7 @@ pub(crate) async fn integration_info(
     AdminQuery(query): AdminQuery<KeyQuery>,
 ) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
-    let rows = groups::list(&state.db).await?;
+    let rows = groups::list(state.registry.db()).await?;
     let usable: Vec<IntegrationGroup> = rows
         .iter()
         .filter(|row| {
@@ -114,7 +114,7 @@ pub(crate) async fn group_integration_info(
     AdminQuery(query): AdminQuery<KeyQuery>,
 ) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
-    let row = groups::find_by_name(&state.db, &group)
+    let row = groups::find_by_name(state.registry.db(), &group)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
     if state

@@ -199,13 +199,13 @@ pub(crate) async fn list_logs(
     RequestLang(lang): RequestLang,
     AdminQuery(query): AdminQuery<LogQuery>,
 ) -> Reply<Page<LogItem>> {
-    let filter = query.filter(&state.cipher)?;
+    let filter = query.filter(state.registry.cipher())?;
     let page = query.page()?;
     let (rows, total) =
-        request_logs::list_filtered(&state.db, &filter, page.offset(), page.page_size()).await?;
+        request_logs::list_filtered(state.registry.db(), &filter, page.offset(), page.page_size()).await?;
     let items: Vec<LogItem> = rows
         .into_iter()
-        .map(|row| LogItem::new(row, &state.cipher))
+        .map(|row| LogItem::new(row, state.registry.cipher()))
         .collect();
     Ok(ok(
         text(lang, "Success", "操作成功"),
@@ -230,11 +230,11 @@ pub(crate) async fn export_logs(
     State(state): State<AdminState>,
     AdminQuery(query): AdminQuery<LogQuery>,
 ) -> AdminResult<Response> {
-    let filter = query.filter(&state.cipher)?;
-    let rows = request_logs::latest_per_key(&state.db, &filter, EXPORT_SCAN).await?;
+    let filter = query.filter(state.registry.cipher())?;
+    let rows = request_logs::latest_per_key(state.registry.db(), &filter, EXPORT_SCAN).await?;
     let mut csv = String::from("key_value,group_name,status_code\n");
     for (_, key_value, group_name, status_code) in rows {
-        csv.push_str(&csv_field(&decrypt(&state.cipher, &key_value)));
+        csv.push_str(&csv_field(&decrypt(state.registry.cipher(), &key_value)));
         csv.push(',');
         csv.push_str(&csv_field(&group_name));
         csv.push(',');

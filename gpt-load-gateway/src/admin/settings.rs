@@ -20,7 +20,7 @@ pub(crate) async fn list_settings(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
 ) -> Reply<Vec<SettingsCategory>> {
-    let categories = state.settings.current().describe(lang);
+    let categories = state.registry.settings().current().describe(lang);
     Ok(ok(text(lang, "Success", "操作成功"), categories))
 }
 

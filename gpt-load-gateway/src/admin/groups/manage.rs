@@ -144,7 +144,7 @@ pub(crate) async fn group_stats(
     RequestLang(lang): RequestLang,
     AdminPath(id): AdminPath<i64>,
 ) -> Reply<GroupStats> {
-    let row = groups::find(&state.db, id)
+    let row = groups::find(state.registry.db(), id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
     let (total, active, invalid) = if GroupKind::of_row(&row) == GroupKind::Aggregate {
@@ -155,7 +155,7 @@ pub(crate) async fn group_stats(
     };
     let end = next_hour(Utc::now().naive_utc());
     let days = |n: i64| end - TimeDelta::days(n);
-    let rows = stats::hourly_between(&state.db, Some(id), &[], days(30), end).await?;
+    let rows = stats::hourly_between(state.registry.db(), Some(id), &[], days(30), end).await?;
     let data = GroupStats {
         key_stats: KeyStats {
             total_keys: total,
@@ -256,10 +256,10 @@ pub(crate) async fn copy_group(
     body: Result<Bytes, BytesRejection>,
 ) -> Reply<CopyResult> {
     let mode = copy_mode(&body?)?;
-    let source = groups::find(&state.db, id)
+    let source = groups::find(state.registry.db(), id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    let all = groups::list(&state.db).await?;
+    let all = groups::list(state.registry.db()).await?;
     let taken: HashSet<&str> = all.iter().map(|g| g.name.as_str()).collect();
     let name = copy_name(&source.name, &taken).ok_or_else(|| {
         AdminError::Duplicate(format!("'{}' already has {MAX_COPY_SUFFIX} copies", source.name))
@@ -270,7 +270,7 @@ pub(crate) async fn copy_group(
         &source.display_name
     };
     let display_name = format!("{display_base} Copy");
-    let links: Vec<(i64, i32)> = groups::sub_group_links(&state.db)
+    let links: Vec<(i64, i32)> = groups::sub_group_links(state.registry.db())
         .await?
         .into_iter()
         .filter(|l| l.group_id == id)
@@ -279,7 +279,7 @@ pub(crate) async fn copy_group(
     // The stored value and hash are copied as they are: nothing is decrypted.
     let copied: Vec<SealedKey> = match mode {
         CopyKeys::None => Vec::new(),
-        CopyKeys::ValidOnly | CopyKeys::All => keys::list_by_group(&state.db, id)
+        CopyKeys::ValidOnly | CopyKeys::All => keys::list_by_group(state.registry.db(), id)
             .await?
             .into_iter()
             .filter(|k| mode == CopyKeys::All || KeyStatus::of_stored(&k.status) == KeyStatus::Active)
@@ -289,8 +289,8 @@ pub(crate) async fn copy_group(
             })
             .collect(),
     };
-    let source_keys = proxy_keys::open_or_none(&state.cipher, &source.proxy_keys, &source.name);
-    let sealed = proxy_keys::seal(&state.cipher, &source_keys);
+    let source_keys = proxy_keys::open_or_none(state.registry.cipher(), &source.proxy_keys, &source.name);
+    let sealed = proxy_keys::seal(state.registry.cipher(), &source_keys);
     let row = state
         .registry
         .copy_group(
@@ -303,8 +303,8 @@ pub(crate) async fn copy_group(
             AdminError::Duplicate(_) => AdminError::Duplicate(format!("group '{name}' already exists")),
             other => other,
         })?;
-    let app_url = state.settings.current().app_url.clone();
-    let group = GroupResponse::new(row, &app_url, &state.cipher);
+    let app_url = state.registry.settings().current().app_url.clone();
+    let group = GroupResponse::new(row, &app_url, state.registry.cipher());
     Ok(ok(text(lang, "Success", "操作成功"), CopyResult { group }))
 }
 

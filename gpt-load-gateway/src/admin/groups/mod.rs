@@ -51,12 +51,12 @@ pub(crate) async fn list_groups(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
 ) -> Reply<Vec<GroupResponse>> {
-    let app_url = state.settings.current().app_url.clone();
-    let mut rows = groups::list(&state.db).await?;
+    let app_url = state.registry.settings().current().app_url.clone();
+    let mut rows = groups::list(state.registry.db()).await?;
     rows.sort_by(|a, b| a.sort.cmp(&b.sort).then(b.id.cmp(&a.id)));
     let list: Vec<GroupResponse> = rows
         .into_iter()
-        .map(|r| GroupResponse::new(r, &app_url, &state.cipher))
+        .map(|r| GroupResponse::new(r, &app_url, state.registry.cipher()))
         .collect();
     Ok(ok(success(lang), list))
 }
@@ -68,7 +68,7 @@ pub(crate) async fn list_groups_light(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
 ) -> Reply<Vec<GroupBrief>> {
-    let rows = groups::list(&state.db).await?;
+    let rows = groups::list(state.registry.db()).await?;
     let list = rows
         .into_iter()
         .map(|r| GroupBrief {
@@ -87,7 +87,7 @@ pub(crate) async fn list_config_options(
     State(state): State<AdminState>,
     RequestLang(lang): RequestLang,
 ) -> Reply<Vec<ConfigOption>> {
-    let options = state.settings.current().config_options(lang);
+    let options = state.registry.settings().current().config_options(lang);
     Ok(ok(success(lang), options))
 }
 
@@ -100,17 +100,17 @@ pub(crate) async fn create_group(
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
     let definition = GroupDefinition::validate(input).map_err(AdminError::fields)?;
-    let text = definition.stored_text(&state.cipher);
+    let text = definition.stored_text(state.registry.cipher());
     let at = now();
     let row = state
         .registry
         .create_group(&definition.row(&text, at, at))
         .await
         .map_err(|err| taken(err, &definition.name))?;
-    let app_url = state.settings.current().app_url.clone();
+    let app_url = state.registry.settings().current().app_url.clone();
     Ok(ok(
         success(lang),
-        GroupResponse::new(row, &app_url, &state.cipher),
+        GroupResponse::new(row, &app_url, state.registry.cipher()),
     ))
 }
 
@@ -123,14 +123,14 @@ pub(crate) async fn update_group(
     AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
-    let row = groups::find(&state.db, id)
+    let row = groups::find(state.registry.db(), id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    let stored = GroupInput::of_row(&row, &state.cipher);
+    let stored = GroupInput::of_row(&row, state.registry.cipher());
     let definition = GroupDefinition::validate(input.over(stored)).map_err(AdminError::fields)?;
     let channel_changes = definition.channel.as_str() != row.channel_type;
     if channel_changes || definition.validation_endpoint != row.validation_endpoint {
-        let links = groups::sub_group_links(&state.db).await?;
+        let links = groups::sub_group_links(state.registry.db()).await?;
         let parents = links.iter().filter(|l| l.sub_group_id == id).count();
         if parents > 0 {
             let field = if channel_changes {
@@ -146,17 +146,17 @@ pub(crate) async fn update_group(
             ));
         }
     }
-    let text = definition.stored_text(&state.cipher);
+    let text = definition.stored_text(state.registry.cipher());
     let updated = state
         .registry
         .update_group(id, &definition.row(&text, row.created_at, now()))
         .await
         .map_err(|err| taken(err, &definition.name))?
         .ok_or(AdminError::NotFound("group"))?;
-    let app_url = state.settings.current().app_url.clone();
+    let app_url = state.registry.settings().current().app_url.clone();
     Ok(ok(
         success(lang),
-        GroupResponse::new(updated, &app_url, &state.cipher),
+        GroupResponse::new(updated, &app_url, state.registry.cipher()),
     ))
 }
 

@@ -24,7 +24,7 @@ use crate::{
 const MAX_WEIGHT: i64 = 1000;
 
 async fn aggregate(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
-    let row = groups::find(&state.db, id)
+    let row = groups::find(state.registry.db(), id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
     if GroupKind::of_row(&row) != GroupKind::Aggregate {
@@ -74,9 +74,9 @@ pub(crate) async fn list_sub_groups(
     AdminPath(id): AdminPath<i64>,
 ) -> Reply<Vec<SubGroup>> {
     aggregate(&state, id).await?;
-    let app_url = state.settings.current().app_url.clone();
-    let rows = groups::list(&state.db).await?;
-    let links = groups::sub_group_links(&state.db).await?;
+    let app_url = state.registry.settings().current().app_url.clone();
+    let rows = groups::list(state.registry.db()).await?;
+    let links = groups::sub_group_links(state.registry.db()).await?;
     let members = links
         .iter()
         .filter(|l| l.group_id == id)
@@ -84,7 +84,7 @@ pub(crate) async fn list_sub_groups(
             let row = rows.iter().find(|r| r.id == l.sub_group_id)?.clone();
             let stats = state.registry.pool().stats(&row.name).unwrap_or_default();
             Some(SubGroup {
-                group: GroupResponse::new(row, &app_url, &state.cipher),
+                group: GroupResponse::new(row, &app_url, state.registry.cipher()),
                 weight: l.weight,
                 total_keys: stats.total,
                 active_keys: stats.active + stats.cooling,
@@ -122,8 +122,8 @@ pub(crate) async fn add_sub_groups(
     if body.sub_groups.is_empty() {
         return Err(AdminError::validation("sub_groups", "must not be empty"));
     }
-    let rows = groups::list(&state.db).await?;
-    let links = groups::sub_group_links(&state.db).await?;
+    let rows = groups::list(state.registry.db()).await?;
+    let links = groups::sub_group_links(state.registry.db()).await?;
     let existing: Vec<&GroupRow> = links
         .iter()
         .filter(|l| l.group_id == id)
@@ -189,7 +189,7 @@ pub(crate) async fn update_sub_group_weight(
 ) -> AckReply {
     aggregate(&state, id).await?;
     let weight = weight_of(body.weight)?;
-    let links = groups::sub_group_links(&state.db).await?;
+    let links = groups::sub_group_links(state.registry.db()).await?;
     if !links
         .iter()
         .any(|l| l.group_id == id && l.sub_group_id == sub_group_id)
@@ -223,11 +223,11 @@ pub(crate) async fn list_parent_aggregates(
     RequestLang(lang): RequestLang,
     AdminPath(id): AdminPath<i64>,
 ) -> Reply<Vec<ParentAggregate>> {
-    groups::find(&state.db, id)
+    groups::find(state.registry.db(), id)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    let rows = groups::list(&state.db).await?;
-    let parents = groups::sub_group_links(&state.db)
+    let rows = groups::list(state.registry.db()).await?;
+    let parents = groups::sub_group_links(state.registry.db())
         .await?
         .into_iter()
         .filter(|l| l.sub_group_id == id)

@@ -81,7 +81,7 @@ fn group_id_param(raw: Option<&str>) -> AdminResult<i64> {
 }
 
 pub(super) async fn group(state: &AdminState, id: i64) -> AdminResult<GroupRow> {
-    groups::find(&state.db, id)
+    groups::find(state.registry.db(), id)
         .await?
         .ok_or(AdminError::NotFound("group"))
 }
@@ -148,17 +148,18 @@ pub(crate) async fn list_keys(
         .as_deref()
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .map(|v| state.cipher.hash(v));
+        .map(|v| state.registry.cipher().hash(v));
     group(&state, group_id).await?;
     let filter = KeyFilter {
         group_id,
         status: status.map(KeyStatus::as_str),
         hash: hash.as_deref(),
     };
-    let (rows, total) = keys::page_in_group(&state.db, &filter, page.offset(), page.page_size()).await?;
+    let (rows, total) =
+        keys::page_in_group(state.registry.db(), &filter, page.offset(), page.page_size()).await?;
     let items: Vec<KeyResponse> = rows
         .into_iter()
-        .map(|row| KeyResponse::new(row, &state.cipher))
+        .map(|row| KeyResponse::new(row, state.registry.cipher()))
         .collect();
     Ok(ok(success(lang), Page::new(items, page, total)))
 }
@@ -190,7 +191,7 @@ pub(crate) async fn delete_keys(
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<DeleteResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
-    let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
+    let hashes: Vec<String> = keys.iter().map(|k| state.registry.cipher().hash(k)).collect();
     let (deleted, total) = state.registry.delete_keys(group.id, &hashes).await?;
     let result = DeleteResult {
         deleted_count: deleted,
@@ -209,7 +210,7 @@ pub(crate) async fn restore_keys(
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<RestoreResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
-    let hashes: Vec<String> = keys.iter().map(|k| state.cipher.hash(k)).collect();
+    let hashes: Vec<String> = keys.iter().map(|k| state.registry.cipher().hash(k)).collect();
     let (restored, total) = state.registry.restore_keys(group.id, Some(&hashes)).await?;
     let result = RestoreResult {
         restored_count: restored,
@@ -290,13 +291,13 @@ fn export_pages(
                 status,
                 hash: None,
             };
-            let page = keys::values_after(&state.db, &filter, after, EXPORT_PAGE).await?;
+            let page = keys::values_after(state.registry.db(), &filter, after, EXPORT_PAGE).await?;
             let Some(&(last, _)) = page.last() else {
                 return Ok(None);
             };
             let mut chunk = String::with_capacity(page.len() * 64);
             for (_, value) in &page {
-                match state.cipher.decrypt(value) {
+                match state.registry.cipher().decrypt(value) {
                     Ok(plain) => chunk.push_str(&plain),
                     Err(_) => chunk.push_str(UNDECRYPTABLE),
                 }
@@ -362,7 +363,7 @@ pub(crate) async fn update_notes(
             format!("notes must be at most {MAX_NOTES} characters"),
         ));
     }
-    keys::set_notes(&state.db, id, notes, now())
+    keys::set_notes(state.registry.db(), id, notes, now())
         .await?
         .ok_or(AdminError::NotFound("key"))?;
     Ok(ack(success(lang)))

@@ -230,12 +230,12 @@ async fn import(
     handle: &TaskHandle,
 ) -> AdminResult<ImportResult> {
     let total = keys.len();
-    let known: HashSet<String> = keys::hashes_in_group(&state.db, group.id)
+    let known: HashSet<String> = keys::hashes_in_group(state.registry.db(), group.id)
         .await?
         .into_iter()
         .collect();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<(String, SealedKey)>)>(2);
-    let cipher = state.cipher.clone();
+    let cipher = state.registry.cipher().clone();
     let producer = tokio::task::spawn_blocking(move || {
         let mut known = known;
         for chunk in keys.chunks(CHUNK) {
@@ -292,7 +292,7 @@ async fn delete(
     let mut deleted = 0;
     let mut processed = 0;
     for chunk in keys.chunks(CHUNK) {
-        let hashes: Vec<String> = chunk.iter().map(|k| state.cipher.hash(k)).collect();
+        let hashes: Vec<String> = chunk.iter().map(|k| state.registry.cipher().hash(k)).collect();
         deleted += state.registry.delete_keys(group.id, &hashes).await?.0;
         processed += chunk.len();
         handle.progress(processed);
