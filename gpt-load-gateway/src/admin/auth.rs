@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
-use super::{error::AdminError, lang::RequestLang, state::AdminState};
+use super::{
+    error::AdminError,
+    state::{Admin, AdminState},
+};
 use crate::proxy::client_ip::client_ip;
 
 fn peer_of(state: &AdminState, req: &Request) -> IpAddr {
@@ -71,8 +74,7 @@ fn login_answer(status: StatusCode, success: bool, message: &'static str) -> Res
         (status = 401, body = LoginResponse),
     ))]
 pub(crate) async fn login(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,

@@ -1,7 +1,6 @@
 //! `/api/dashboard`: stat cards with trends, security warnings, the 24-hour chart and the
 //! encryption consistency check.
 
-use axum::extract::State;
 use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -10,8 +9,8 @@ use super::{
     envelope::{Envelope, Reply, ok},
     error::AdminError,
     extract::AdminQuery,
-    lang::{Lang, RequestLang, text},
-    state::AdminState,
+    lang::{Lang, text},
+    state::{Admin, AdminState},
 };
 use crate::{
     crypto::{KeyCipher, proxy_keys},
@@ -246,10 +245,7 @@ pub(crate) struct DashboardStats {
 /// The stat cards with their trends, and security warnings.
 #[utoipa::path(get, path = "/dashboard/stats", tag = "dashboard",
     responses((status = 200, body = Envelope<DashboardStats>)))]
-pub(crate) async fn stats(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<DashboardStats> {
+pub(crate) async fn stats(Admin { state, lang }: Admin) -> Reply<DashboardStats> {
     let now = Utc::now().naive_utc();
     let group_rows = groups::list(state.registry.db()).await?;
     let aggregates = aggregate_ids(&group_rows);
@@ -355,8 +351,7 @@ fn hour_start(at: NaiveDateTime) -> NaiveDateTime {
 #[utoipa::path(get, path = "/dashboard/chart", tag = "dashboard", params(ChartQuery),
     responses((status = 200, body = Envelope<Chart>)))]
 pub(crate) async fn chart(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminQuery(query): AdminQuery<ChartQuery>,
 ) -> Reply<Chart> {
     let group_id = match query.group_id.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
@@ -458,10 +453,7 @@ fn diagnose(cipher: &KeyCipher, sample: &[(String, String)]) -> Scenario {
 /// Whether the stored keys match the configured `ENCRYPTION_KEY` (a sample is checked).
 #[utoipa::path(get, path = "/dashboard/encryption-status", tag = "dashboard",
     responses((status = 200, body = Envelope<EncryptionStatus>)))]
-pub(crate) async fn encryption_status(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<EncryptionStatus> {
+pub(crate) async fn encryption_status(Admin { state, lang }: Admin) -> Reply<EncryptionStatus> {
     let sample = stats::key_sample(state.registry.db(), ENCRYPTION_SAMPLE).await?;
     let (scenario_type, message, suggestion) = match diagnose(state.registry.cipher(), &sample) {
         Scenario::Consistent => ("", "", ""),

@@ -1,11 +1,16 @@
 //! gpt-load's response envelopes, typed so that the handlers' signatures name what they answer
 //! and the OpenAPI document is generated from them.
 
-use axum::Json;
+use axum::{
+    Json,
+    body::Body,
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::AdminResult;
+use super::error::{AdminError, AdminResult};
 
 /// Success with data: `{"code":0,"message":"…","data":…}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -103,4 +108,19 @@ pub(crate) fn ack(message: &str) -> Json<Ack> {
         code: 0,
         message: message.to_owned(),
     })
+}
+
+/// A download: `body` of `content_type`, saved by browsers as `filename`.
+pub(crate) fn attachment(
+    content_type: &'static str,
+    filename: &str,
+    body: impl Into<Body>,
+) -> AdminResult<Response> {
+    let disposition = HeaderValue::from_str(&format!("attachment; filename={filename}"))
+        .map_err(|e| AdminError::Internal(e.into()))?;
+    let headers = [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::CONTENT_DISPOSITION, disposition),
+    ];
+    Ok((headers, body.into()).into_response())
 }

@@ -29,7 +29,7 @@ pub(crate) enum AdminError {
     #[error("{field}: {message}")]
     Validation { field: String, message: String },
     /// Several invalid fields, each named in the message: `first: problem; second: problem`.
-    #[error("{}", joined(.0))]
+    #[error("{}", FieldError::join(.0))]
     Fields(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
@@ -146,15 +146,6 @@ impl IntoResponse for AdminError {
         }
         res
     }
-}
-
-/// `first: problem; second: problem`.
-fn joined(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The result of every admin handler.

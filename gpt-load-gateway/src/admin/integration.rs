@@ -2,7 +2,6 @@
 //! (`GET /api/integration/info?key=…`, and the single-group form under `/proxy/{group}/…`).
 //! Public, as in gpt-load; the key is checked against each group in constant time.
 
-use axum::extract::State;
 use gpt_load_tower::auth::ValidateProxyKey;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,8 +10,8 @@ use super::{
     envelope::{Envelope, Reply, ok},
     error::{AdminError, AdminResult},
     extract::{AdminPath, AdminQuery},
-    lang::{RequestLang, text},
-    state::AdminState,
+    lang::text,
+    state::Admin,
 };
 use crate::{models::GroupRow, repo::groups};
 
@@ -78,8 +77,7 @@ fn key_of(query: KeyQuery) -> AdminResult<String> {
 #[utoipa::path(get, path = "/integration/info", tag = "integration", params(KeyQuery), security(()),
     responses((status = 200, body = Envelope<Vec<IntegrationGroup>>)))]
 pub(crate) async fn integration_info(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminQuery(query): AdminQuery<KeyQuery>,
 ) -> Reply<Vec<IntegrationGroup>> {
     let key = key_of(query)?;
@@ -108,8 +106,7 @@ pub(crate) async fn integration_info(
     params(("group" = String, Path), KeyQuery), security(()),
     responses((status = 200, body = Envelope<Vec<IntegrationGroup>>)))]
 pub(crate) async fn group_integration_info(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(group): AdminPath<String>,
     AdminQuery(query): AdminQuery<KeyQuery>,
 ) -> Reply<Vec<IntegrationGroup>> {

@@ -1,21 +1,17 @@
 //! `/api/logs`: the request log listing and the CSV export of the keys it used.
 
-use axum::{
-    extract::State,
-    http::{HeaderValue, header},
-    response::{IntoResponse, Response},
-};
+use axum::{extract::State, response::Response};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    envelope::{Envelope, Reply, ok},
+    envelope::{Envelope, Reply, attachment, ok},
     error::{AdminError, AdminResult},
     extract::AdminQuery,
-    lang::{RequestLang, text},
+    lang::text,
     page::{Page, PageQuery},
-    state::AdminState,
+    state::{Admin, AdminState},
 };
 use crate::{
     crypto::KeyCipher,
@@ -195,8 +191,7 @@ impl LogItem {
 #[utoipa::path(get, path = "/logs", tag = "logs", params(LogQuery),
     responses((status = 200, body = Envelope<Page<LogItem>>)))]
 pub(crate) async fn list_logs(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminQuery(query): AdminQuery<LogQuery>,
 ) -> Reply<Page<LogItem>> {
     let filter = query.filter(state.registry.cipher())?;
@@ -241,22 +236,8 @@ pub(crate) async fn export_logs(
         csv.push_str(&status_code.to_string());
         csv.push('\n');
     }
-    let file = format!(
-        "attachment; filename=log_keys_export_{}.csv",
-        Utc::now().format("%Y%m%d%H%M%S")
-    );
-    let disposition = HeaderValue::from_str(&file).map_err(|e| AdminError::Internal(e.into()))?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/csv; charset=utf-8"),
-            ),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        csv,
-    )
-        .into_response())
+    let filename = format!("log_keys_export_{}.csv", Utc::now().format("%Y%m%d%H%M%S"));
+    attachment("text/csv; charset=utf-8", &filename, csv)
 }
 
 #[cfg(test)]

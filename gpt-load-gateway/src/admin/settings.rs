@@ -1,25 +1,21 @@
 //! `GET /api/settings` (metadata and values by category) and `PUT /api/settings` (partial
 //! update, validated, applied to the next request without a restart).
 
-use axum::extract::State;
 use serde_json::{Map, Value};
 
 use super::{
     envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
     error::AdminError,
     json::AdminJson,
-    lang::{RequestLang, text},
-    state::AdminState,
+    lang::text,
+    state::Admin,
 };
 use crate::settings::{SettingsCategory, SettingsError};
 
 /// Every setting with its metadata and current value, by category.
 #[utoipa::path(get, path = "/settings", tag = "settings",
     responses((status = 200, body = Envelope<Vec<SettingsCategory>>)))]
-pub(crate) async fn list_settings(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<Vec<SettingsCategory>> {
+pub(crate) async fn list_settings(Admin { state, lang }: Admin) -> Reply<Vec<SettingsCategory>> {
     let categories = state.registry.settings().current().describe(lang);
     Ok(ok(text(lang, "Success", "操作成功"), categories))
 }
@@ -30,8 +26,7 @@ pub(crate) async fn list_settings(
     request_body(content = Object, description = "setting keys and their new values"),
     responses((status = 200, body = Ack)))]
 pub(crate) async fn update_settings(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(update): AdminJson<Map<String, Value>>,
 ) -> AckReply {
     state

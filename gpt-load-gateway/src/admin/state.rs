@@ -2,9 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::{extract::FromRequestParts, http::request::Parts};
 use gpt_load_tower::secret::ApiKey;
 
-use super::{task_manager::TaskManager, throttle::Throttle};
+use super::{
+    lang::{Lang, lang_of},
+    task_manager::TaskManager,
+    throttle::Throttle,
+};
 use crate::{config::ip_net::TrustedProxies, registry::Registry};
 
 /// Shared state of the admin API. Cheap to clone.
@@ -29,5 +34,22 @@ impl AdminState {
             throttle: Arc::default(),
             tasks: Arc::default(),
         }
+    }
+}
+
+/// What an admin handler starts from: the shared state and the language to answer in.
+pub(crate) struct Admin {
+    pub(crate) state: AdminState,
+    pub(crate) lang: Lang,
+}
+
+impl FromRequestParts<AdminState> for Admin {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            state: state.clone(),
+            lang: lang_of(&parts.headers),
+        })
     }
 }

@@ -221,13 +221,10 @@ pub(crate) fn generate_key() -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::read_with;
 
     fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, AuthConfig) {
-        let env = map(pairs);
-        let mut vars = Vars::new(&env);
-        let config = AuthConfig::from_vars(&mut vars);
-        (vars.finish().map_err(|e| e.to_string()), config)
+        read_with(pairs, AuthConfig::from_vars)
     }
 
     #[test]

@@ -68,13 +68,10 @@ fn parse_redis_url(raw: &str) -> Result<SecretUrl, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::read_with;
 
     fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, ClusterConfig) {
-        let env = map(pairs);
-        let mut vars = Vars::new(&env);
-        let config = ClusterConfig::from_vars(&mut vars);
-        (vars.finish().map_err(|e| e.to_string()), config)
+        read_with(pairs, ClusterConfig::from_vars)
     }
 
     #[test]

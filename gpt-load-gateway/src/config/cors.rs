@@ -93,13 +93,10 @@ impl CorsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::read_with;
 
     fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, CorsConfig) {
-        let env = map(pairs);
-        let mut vars = Vars::new(&env);
-        let config = CorsConfig::from_vars(&mut vars);
-        (vars.finish().map_err(|e| e.to_string()), config)
+        read_with(pairs, CorsConfig::from_vars)
     }
 
     #[test]

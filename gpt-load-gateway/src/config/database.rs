@@ -260,7 +260,7 @@ fn is_keyword_value(raw: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::{map, read_with};
 
     fn dsn(raw: &str) -> DatabaseDsn {
         raw.parse().unwrap()
@@ -274,10 +274,10 @@ mod tests {
     }
 
     fn load(value: Option<&str>) -> (Result<Vec<String>, String>, DatabaseConfig) {
-        let env = map(&value.map(|v| vec![(DATABASE_DSN, v)]).unwrap_or_default());
-        let mut vars = Vars::new(&env);
-        let config = DatabaseConfig::from_vars(&mut vars, Path::new("./data"));
-        (vars.finish().map_err(|e| e.to_string()), config)
+        let pairs = value.map(|v| vec![(DATABASE_DSN, v)]).unwrap_or_default();
+        read_with(&pairs, |vars| {
+            DatabaseConfig::from_vars(vars, Path::new("./data"))
+        })
     }
 
     #[test]

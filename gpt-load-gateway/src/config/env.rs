@@ -209,6 +209,19 @@ pub(crate) fn split_list(value: &str) -> Vec<String> {
         .collect()
 }
 
+/// Reads one part of the configuration from `pairs` with `read`: the warnings (or the problems,
+/// as one message) and what `read` built.
+#[cfg(test)]
+pub(crate) fn read_with<T>(
+    pairs: &[(&str, &str)],
+    read: impl FnOnce(&mut Vars<'_>) -> T,
+) -> (Result<Vec<String>, String>, T) {
+    let env = map(pairs);
+    let mut vars = Vars::new(&env);
+    let value = read(&mut vars);
+    (vars.finish().map_err(|e| e.to_string()), value)
+}
+
 #[cfg(test)]
 pub(crate) fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

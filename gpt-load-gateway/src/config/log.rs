@@ -147,13 +147,10 @@ impl FromStr for LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::read_with;
 
     fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, LogConfig) {
-        let env = map(pairs);
-        let mut vars = Vars::new(&env);
-        let config = LogConfig::from_vars(&mut vars, Path::new("./data"));
-        (vars.finish().map_err(|e| e.to_string()), config)
+        read_with(pairs, |vars| LogConfig::from_vars(vars, Path::new("./data")))
     }
 
     #[test]

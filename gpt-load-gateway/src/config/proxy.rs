@@ -87,13 +87,10 @@ fn parse_proxy_url(raw: &str) -> Result<SecretUrl, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::read_with;
 
     fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, ProxyConfig) {
-        let env = map(pairs);
-        let mut vars = Vars::new(&env);
-        let config = ProxyConfig::from_vars(&mut vars);
-        (vars.finish().map_err(|e| e.to_string()), config)
+        read_with(pairs, ProxyConfig::from_vars)
     }
 
     #[test]

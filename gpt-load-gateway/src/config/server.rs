@@ -187,13 +187,10 @@ fn trusted_proxies(vars: &mut Vars<'_>) -> TrustedProxies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::env::map;
+    use crate::config::env::read_with;
 
     fn load(pairs: &[(&str, &str)]) -> (Result<Vec<String>, String>, ServerConfig) {
-        let env = map(pairs);
-        let mut vars = Vars::new(&env);
-        let config = ServerConfig::from_vars(&mut vars);
-        (vars.finish().map_err(|e| e.to_string()), config)
+        read_with(pairs, ServerConfig::from_vars)
     }
 
     #[test]

@@ -7,13 +7,11 @@
 use std::{
     net::{IpAddr, SocketAddr},
     sync::Arc,
-    task::{Context, Poll},
 };
 
 use axum::extract::ConnectInfo;
 use gpt_load_tower::context::ClientIp;
 use http::{HeaderMap, Request};
-use tower::{Layer, Service};
 
 use crate::config::ip_net::TrustedProxies;
 
@@ -42,56 +40,16 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProx
         .unwrap_or(peer)
 }
 
-/// Inserts [`ClientIp`] from axum's `ConnectInfo`.
-#[derive(Clone, Debug)]
-pub(crate) struct ClientIpLayer {
-    trusted: Arc<TrustedProxies>,
-}
-
-impl ClientIpLayer {
-    pub(crate) fn new(trusted: TrustedProxies) -> Self {
-        Self {
-            trusted: Arc::new(trusted),
-        }
-    }
-}
-
-impl<S> Layer<S> for ClientIpLayer {
-    type Service = ClientIpService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientIpService {
-            inner,
-            trusted: self.trusted.clone(),
-        }
-    }
-}
-
-/// The service built by [`ClientIpLayer`].
-#[derive(Clone, Debug)]
-pub(crate) struct ClientIpService<S> {
-    inner: S,
-    trusted: Arc<TrustedProxies>,
-}
-
-impl<S, B> Service<Request<B>> for ClientIpService<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+/// The stack's request mapping that inserts [`ClientIp`], from axum's `ConnectInfo` and the
+/// forwarding headers of trusted peers.
+pub(crate) fn insert_client_ip<B>(trusted: TrustedProxies) -> impl Fn(Request<B>) -> Request<B> + Clone {
+    let trusted = Arc::new(trusted);
+    move |mut req| {
         if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
-            let ip = client_ip(peer.ip(), req.headers(), &self.trusted);
+            let ip = client_ip(peer.ip(), req.headers(), &trusted);
             req.extensions_mut().insert(ClientIp(ip));
         }
-        self.inner.call(req)
+        req
     }
 }
 

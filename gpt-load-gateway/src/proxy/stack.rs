@@ -56,10 +56,10 @@ use tower_http::{
     set_header::SetResponseHeaderLayer,
 };
 
-use super::{MetricsSink, ModelListLayer, client_ip::ClientIpLayer, panic_response, sse_no_buffering};
+use super::{MetricsSink, ModelListLayer, client_ip::insert_client_ip, panic_response, sse_no_buffering};
 use crate::{
     config::ip_net::TrustedProxies,
-    registry::{Catalog, GroupPolicyLayer},
+    registry::{Catalog, insert_group_policy},
     upstream::UpstreamClient,
 };
 
@@ -119,15 +119,15 @@ fn layers(
             sse_no_buffering,
         ))
         .layer(ErrorResponseLayer::new())
-        .layer(ClientIpLayer::new(trusted_proxies))
+        .map_request(insert_client_ip(trusted_proxies))
         .layer(ProxyKeyAuthLayer::new(catalog.proxy_keys.clone()))
         .layer(limit)
         .layer(BodyBufferLayer::new(max_body).budget(body_budget))
-        .layer(GroupPolicyLayer::new(catalog.clone()))
+        .map_request(insert_group_policy(catalog.clone()))
         .layer(RequestLogLayer::new(MetricsSink::new(log_sink)))
         .layer(JsonBodyLayer::new())
         .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))
-        .layer(GroupPolicyLayer::new(catalog.clone()))
+        .map_request(insert_group_policy(catalog.clone()))
         .layer(ModelListLayer::new(catalog.rewrite.clone()))
         .layer(RetryLayer::new(RetryOnOtherKey::new(3).with_pool(pool.clone())))
         .layer(KeySelectLayer::new(pool.clone()))

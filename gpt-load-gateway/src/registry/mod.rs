@@ -47,7 +47,7 @@ pub(crate) use self::{
     catalog::{Catalog, GroupPolicy},
     definition::{GroupDefinition, GroupInput, HeaderRuleJson, UpstreamSpec},
     group::{Group, GroupKind},
-    policy::GroupPolicyLayer,
+    policy::insert_group_policy,
 };
 use crate::{
     crypto::KeyCipher,

@@ -19,19 +19,11 @@ use crate::{
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SettingsError {
     /// The update was rejected; nothing was written. One entry per bad field (answer 400).
-    #[error("invalid settings: {}", join(.0))]
+    #[error("invalid settings: {}", FieldError::join(.0))]
     Invalid(Vec<FieldError>),
     /// The database failed; nothing was written.
     #[error(transparent)]
     Db(#[from] DbError),
-}
-
-fn join(errors: &[FieldError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// The system settings: the defaults overridden by the stored rows, `proxy_keys` decrypted with

@@ -24,6 +24,15 @@ impl FieldError {
             message: message.into(),
         }
     }
+
+    /// Several errors in one line: `first: problem; second: problem`.
+    pub(crate) fn join(errors: &[Self]) -> String {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 impl fmt::Display for FieldError {
@@ -141,49 +150,30 @@ pub(crate) trait SettingType: Clone + Default {
     fn from_value(value: SettingValue) -> Result<Self, SettingValue>;
 }
 
-impl SettingType for u32 {
-    const KIND: SettingKind = SettingKind::Int;
+/// A type held as one [`SettingValue`] variant as it is.
+macro_rules! plain_setting_type {
+    ($($ty:ty => $kind:ident, $variant:ident;)+) => {$(
+        impl SettingType for $ty {
+            const KIND: SettingKind = SettingKind::$kind;
 
-    fn to_value(&self) -> SettingValue {
-        SettingValue::Int(*self)
-    }
+            fn to_value(&self) -> SettingValue {
+                SettingValue::$variant(self.clone())
+            }
 
-    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
-        match value {
-            SettingValue::Int(n) => Ok(n),
-            other => Err(other),
+            fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
+                match value {
+                    SettingValue::$variant(inner) => Ok(inner),
+                    other => Err(other),
+                }
+            }
         }
-    }
+    )+};
 }
 
-impl SettingType for bool {
-    const KIND: SettingKind = SettingKind::Bool;
-
-    fn to_value(&self) -> SettingValue {
-        SettingValue::Bool(*self)
-    }
-
-    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
-        match value {
-            SettingValue::Bool(b) => Ok(b),
-            other => Err(other),
-        }
-    }
-}
-
-impl SettingType for String {
-    const KIND: SettingKind = SettingKind::String;
-
-    fn to_value(&self) -> SettingValue {
-        SettingValue::Text(self.clone())
-    }
-
-    fn from_value(value: SettingValue) -> Result<Self, SettingValue> {
-        match value {
-            SettingValue::Text(text) => Ok(text),
-            other => Err(other),
-        }
-    }
+plain_setting_type! {
+    u32 => Int, Int;
+    bool => Bool, Bool;
+    String => String, Text;
 }
 
 /// Proxy keys: shown and stored as one comma-separated text, held as the list of keys.

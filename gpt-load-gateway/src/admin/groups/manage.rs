@@ -2,10 +2,7 @@
 
 use std::collections::HashSet;
 
-use axum::{
-    body::Bytes,
-    extract::{State, rejection::BytesRejection},
-};
+use axum::{body::Bytes, extract::rejection::BytesRejection};
 use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,8 +14,8 @@ use crate::{
         error::{AdminError, AdminResult},
         extract::AdminPath,
         json::AdminJson,
-        lang::{RequestLang, text},
-        state::AdminState,
+        lang::text,
+        state::Admin,
     },
     crypto::proxy_keys,
     models::{GroupRow, NewGroup, now},
@@ -47,8 +44,7 @@ pub(crate) struct ReorderBody {
 #[utoipa::path(put, path = "/groups/reorder", tag = "groups", request_body = ReorderBody,
     responses((status = 200, body = Ack)))]
 pub(crate) async fn reorder_groups(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(body): AdminJson<ReorderBody>,
 ) -> AckReply {
     if body.items.is_empty() {
@@ -140,8 +136,7 @@ fn window(rows: &[stats::HourlyStatRow], from: NaiveDateTime) -> RequestStats {
 #[utoipa::path(get, path = "/groups/{id}/stats", tag = "groups", params(("id" = i64, Path)),
     responses((status = 200, body = Envelope<GroupStats>)))]
 pub(crate) async fn group_stats(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
 ) -> Reply<GroupStats> {
     let row = groups::find(state.registry.db(), id)
@@ -250,8 +245,7 @@ fn copied_group<'a>(
     request_body(content = Option<CopyBody>, description = "may be empty"),
     responses((status = 200, body = Envelope<CopyResult>)))]
 pub(crate) async fn copy_group(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply<CopyResult> {

@@ -4,7 +4,6 @@ pub(crate) mod json;
 pub(crate) mod manage;
 pub(crate) mod sub_groups;
 
-use axum::extract::State;
 use gpt_load_tower::channel::ChannelKind;
 
 use self::json::{GroupBrief, GroupResponse};
@@ -14,7 +13,7 @@ use super::{
     extract::AdminPath,
     json::AdminJson,
     lang::{RequestLang, text},
-    state::AdminState,
+    state::Admin,
 };
 use crate::{
     db::DbError,
@@ -47,10 +46,7 @@ pub(crate) async fn list_channel_types(RequestLang(lang): RequestLang) -> Reply<
 /// Every group, `sort` ascending then newest first.
 #[utoipa::path(get, path = "/groups", tag = "groups",
     responses((status = 200, body = Envelope<Vec<GroupResponse>>)))]
-pub(crate) async fn list_groups(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<Vec<GroupResponse>> {
+pub(crate) async fn list_groups(Admin { state, lang }: Admin) -> Reply<Vec<GroupResponse>> {
     let app_url = state.registry.settings().current().app_url.clone();
     let mut rows = groups::list(state.registry.db()).await?;
     rows.sort_by(|a, b| a.sort.cmp(&b.sort).then(b.id.cmp(&a.id)));
@@ -64,10 +60,7 @@ pub(crate) async fn list_groups(
 /// Id, name and display name of every group (for filters).
 #[utoipa::path(get, path = "/groups/list", tag = "groups",
     responses((status = 200, body = Envelope<Vec<GroupBrief>>)))]
-pub(crate) async fn list_groups_light(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<Vec<GroupBrief>> {
+pub(crate) async fn list_groups_light(Admin { state, lang }: Admin) -> Reply<Vec<GroupBrief>> {
     let rows = groups::list(state.registry.db()).await?;
     let list = rows
         .into_iter()
@@ -83,10 +76,7 @@ pub(crate) async fn list_groups_light(
 /// The settings a group can override, with their current system values.
 #[utoipa::path(get, path = "/groups/config-options", tag = "groups",
     responses((status = 200, body = Envelope<Vec<ConfigOption>>)))]
-pub(crate) async fn list_config_options(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<Vec<ConfigOption>> {
+pub(crate) async fn list_config_options(Admin { state, lang }: Admin) -> Reply<Vec<ConfigOption>> {
     let options = state.registry.settings().current().config_options(lang);
     Ok(ok(success(lang), options))
 }
@@ -95,8 +85,7 @@ pub(crate) async fn list_config_options(
 #[utoipa::path(post, path = "/groups", tag = "groups", request_body = GroupInput,
     responses((status = 200, body = Envelope<GroupResponse>)))]
 pub(crate) async fn create_group(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
     let definition = GroupDefinition::validate(input).map_err(AdminError::fields)?;
@@ -118,8 +107,7 @@ pub(crate) async fn create_group(
 #[utoipa::path(put, path = "/groups/{id}", tag = "groups", params(("id" = i64, Path)),
     request_body = GroupInput, responses((status = 200, body = Envelope<GroupResponse>)))]
 pub(crate) async fn update_group(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<GroupInput>,
 ) -> Reply<GroupResponse> {
@@ -163,11 +151,7 @@ pub(crate) async fn update_group(
 /// Deletes a group, its keys and its sub-group links (logs are kept).
 #[utoipa::path(delete, path = "/groups/{id}", tag = "groups", params(("id" = i64, Path)),
     responses((status = 200, body = Ack)))]
-pub(crate) async fn delete_group(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-    AdminPath(id): AdminPath<i64>,
-) -> AckReply {
+pub(crate) async fn delete_group(Admin { state, lang }: Admin, AdminPath(id): AdminPath<i64>) -> AckReply {
     if !state.registry.delete_group(id).await? {
         return Err(AdminError::NotFound("group"));
     }

@@ -2,7 +2,6 @@
 //! with gpt-load's rules (members are standard groups of the aggregate's channel type sharing one
 //! validation endpoint; weights 0–1000, 0 = off).
 
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -13,8 +12,8 @@ use crate::{
         error::{AdminError, AdminResult},
         extract::AdminPath,
         json::AdminJson,
-        lang::{RequestLang, text},
-        state::AdminState,
+        lang::text,
+        state::{Admin, AdminState},
     },
     models::GroupRow,
     registry::GroupKind,
@@ -69,8 +68,7 @@ pub(crate) struct ParentAggregate {
 #[utoipa::path(get, path = "/groups/{id}/sub-groups", tag = "groups", params(("id" = i64, Path)),
     responses((status = 200, body = Envelope<Vec<SubGroup>>)))]
 pub(crate) async fn list_sub_groups(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
 ) -> Reply<Vec<SubGroup>> {
     aggregate(&state, id).await?;
@@ -113,8 +111,7 @@ pub(crate) struct AddSubGroups {
 #[utoipa::path(post, path = "/groups/{id}/sub-groups", tag = "groups", params(("id" = i64, Path)),
     request_body = AddSubGroups, responses((status = 200, body = Ack)))]
 pub(crate) async fn add_sub_groups(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
     AdminJson(body): AdminJson<AddSubGroups>,
 ) -> AckReply {
@@ -182,8 +179,7 @@ pub(crate) struct WeightBody {
     params(("id" = i64, Path), ("sub_group_id" = i64, Path)),
     request_body = WeightBody, responses((status = 200, body = Ack)))]
 pub(crate) async fn update_sub_group_weight(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath((id, sub_group_id)): AdminPath<(i64, i64)>,
     AdminJson(body): AdminJson<WeightBody>,
 ) -> AckReply {
@@ -204,8 +200,7 @@ pub(crate) async fn update_sub_group_weight(
 #[utoipa::path(delete, path = "/groups/{id}/sub-groups/{sub_group_id}", tag = "groups",
     params(("id" = i64, Path), ("sub_group_id" = i64, Path)), responses((status = 200, body = Ack)))]
 pub(crate) async fn remove_sub_group(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath((id, sub_group_id)): AdminPath<(i64, i64)>,
 ) -> AckReply {
     aggregate(&state, id).await?;
@@ -219,8 +214,7 @@ pub(crate) async fn remove_sub_group(
 #[utoipa::path(get, path = "/groups/{id}/parent-aggregate-groups", tag = "groups",
     params(("id" = i64, Path)), responses((status = 200, body = Envelope<Vec<ParentAggregate>>)))]
 pub(crate) async fn list_parent_aggregates(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
 ) -> Reply<Vec<ParentAggregate>> {
     groups::find(state.registry.db(), id)

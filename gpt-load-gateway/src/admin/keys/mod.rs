@@ -8,8 +8,7 @@ use std::collections::HashSet;
 use axum::{
     body::{Body, Bytes},
     extract::State,
-    http::{HeaderValue, header},
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use futures_util::{Stream, TryStreamExt, stream};
 
@@ -18,13 +17,13 @@ use self::json::{
     RestoreResult, StatusInput, UNDECRYPTABLE,
 };
 use super::{
-    envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
+    envelope::{Ack, AckReply, Envelope, Reply, ack, attachment, ok},
     error::{AdminError, AdminResult},
     extract::{AdminPath, AdminQuery},
     json::AdminJson,
-    lang::{Lang, RequestLang, text},
+    lang::{Lang, text},
     page::{Page, PageQuery},
-    state::AdminState,
+    state::{Admin, AdminState},
 };
 use crate::{
     models::{GroupRow, now},
@@ -130,8 +129,7 @@ pub(super) async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResu
 #[utoipa::path(get, path = "/keys", tag = "keys", params(KeyListQuery, PageQuery),
     responses((status = 200, body = Envelope<Page<KeyResponse>>)))]
 pub(crate) async fn list_keys(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminQuery(query): AdminQuery<KeyListQuery>,
     AdminQuery(page): AdminQuery<PageQuery>,
 ) -> Reply<Page<KeyResponse>> {
@@ -168,8 +166,7 @@ pub(crate) async fn list_keys(
 #[utoipa::path(post, path = "/keys/add-multiple", tag = "keys", request_body = KeysTextInput,
     responses((status = 200, body = Envelope<AddResult>)))]
 pub(crate) async fn add_keys(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<AddResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
@@ -186,8 +183,7 @@ pub(crate) async fn add_keys(
 #[utoipa::path(post, path = "/keys/delete-multiple", tag = "keys", request_body = KeysTextInput,
     responses((status = 200, body = Envelope<DeleteResult>)))]
 pub(crate) async fn delete_keys(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<DeleteResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
@@ -205,8 +201,7 @@ pub(crate) async fn delete_keys(
 #[utoipa::path(post, path = "/keys/restore-multiple", tag = "keys", request_body = KeysTextInput,
     responses((status = 200, body = Envelope<RestoreResult>)))]
 pub(crate) async fn restore_keys(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<RestoreResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
@@ -224,8 +219,7 @@ pub(crate) async fn restore_keys(
 #[utoipa::path(post, path = "/keys/restore-all-invalid", tag = "keys", request_body = GroupIdInput,
     responses((status = 200, body = Ack)))]
 pub(crate) async fn restore_all_invalid(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<GroupIdInput>,
 ) -> AckReply {
     let group = group(&state, required_group_id(input.group_id)?).await?;
@@ -246,8 +240,7 @@ async fn clear(state: &AdminState, group_id: Option<i64>, status: Option<KeyStat
 #[utoipa::path(post, path = "/keys/clear-all-invalid", tag = "keys", request_body = GroupIdInput,
     responses((status = 200, body = Ack)))]
 pub(crate) async fn clear_all_invalid(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<GroupIdInput>,
 ) -> AckReply {
     let n = clear(&state, input.group_id, Some(KeyStatus::Invalid)).await?;
@@ -262,8 +255,7 @@ pub(crate) async fn clear_all_invalid(
 #[utoipa::path(post, path = "/keys/clear-all", tag = "keys", request_body = GroupIdInput,
     responses((status = 200, body = Ack)))]
 pub(crate) async fn clear_all(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<GroupIdInput>,
 ) -> AckReply {
     let n = clear(&state, input.group_id, None).await?;
@@ -332,27 +324,15 @@ pub(crate) async fn export_keys(
         tracing::error!(error = ?err, group = %name, "key export stopped");
     }));
     let shown = filter.unwrap_or("all");
-    let disposition = format!("attachment; filename=keys-{}-{shown}.txt", group.name);
-    let disposition = HeaderValue::from_str(&disposition).map_err(|e| AdminError::Internal(e.into()))?;
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            ),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
-        body,
-    )
-        .into_response())
+    let filename = format!("keys-{}-{shown}.txt", group.name);
+    attachment("text/plain; charset=utf-8", &filename, body)
 }
 
 /// Sets a key's notes (at most 255 characters).
 #[utoipa::path(put, path = "/keys/{id}/notes", tag = "keys", params(("id" = i64, Path)),
     request_body = NotesInput, responses((status = 200, body = Ack)))]
 pub(crate) async fn update_notes(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<NotesInput>,
 ) -> AckReply {
@@ -373,8 +353,7 @@ pub(crate) async fn update_notes(
 #[utoipa::path(put, path = "/keys/{id}/status", tag = "keys", params(("id" = i64, Path)),
     request_body = StatusInput, responses((status = 200, body = Ack)))]
 pub(crate) async fn update_status(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminPath(id): AdminPath<i64>,
     AdminJson(input): AdminJson<StatusInput>,
 ) -> AckReply {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use axum::{
-    extract::{FromRequest, Multipart, Request, State},
+    extract::{FromRequest, Multipart, Request},
     http::header,
 };
 use gpt_load_tower::keys::{KeySlot, KeyState};
@@ -28,8 +28,8 @@ use super::{
     error::{AdminError, AdminResult},
     json::AdminJson,
     keys::{self as key_routes, json::KeysTextInput},
-    lang::{Lang, RequestLang, text},
-    state::AdminState,
+    lang::{Lang, text},
+    state::{Admin, AdminState},
     task_manager::{TaskHandle, TaskStatus, TaskType},
 };
 use crate::{
@@ -205,11 +205,7 @@ fn conclude<T: Serialize>(handle: TaskHandle, kind: &str, outcome: AdminResult<T
         (ImportForm = "multipart/form-data"),
     )),
     responses((status = 200, body = Envelope<TaskProgress>)))]
-pub(crate) async fn add_async(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-    req: Request,
-) -> Reply<TaskProgress> {
+pub(crate) async fn add_async(Admin { state, lang }: Admin, req: Request) -> Reply<TaskProgress> {
     let input = import_input(&state, req).await?;
     let (group, keys) = unlimited_batch(&state, input).await?;
     let handle = state.tasks.start(TaskType::Import, &group.name, keys.len())?;
@@ -269,8 +265,7 @@ async fn import(
 #[utoipa::path(post, path = "/keys/delete-async", tag = "tasks", request_body = KeysTextInput,
     responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn delete_async(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<TaskProgress> {
     let (group, keys) = unlimited_batch(&state, input).await?;
@@ -317,8 +312,7 @@ fn standard_policy(state: &AdminState, group: &GroupRow) -> AdminResult<Arc<Grou
 #[utoipa::path(post, path = "/keys/validate-group", tag = "tasks", request_body = ValidateGroupInput,
     responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn validate_group(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<ValidateGroupInput>,
 ) -> Reply<TaskProgress> {
     let group = key_routes::group(&state, key_routes::required_group_id(input.group_id)?).await?;
@@ -380,10 +374,7 @@ pub(crate) async fn validate_group(
 /// The current or last task with its progress.
 #[utoipa::path(get, path = "/tasks/status", tag = "tasks",
     responses((status = 200, body = Envelope<TaskProgress>)))]
-pub(crate) async fn task_status(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
-) -> Reply<TaskProgress> {
+pub(crate) async fn task_status(Admin { state, lang }: Admin) -> Reply<TaskProgress> {
     Ok(ok(key_routes::success(lang), progress(&state)))
 }
 
@@ -391,8 +382,7 @@ pub(crate) async fn task_status(
 #[utoipa::path(post, path = "/keys/test-multiple", tag = "keys", request_body = KeysTextInput,
     responses((status = 200, body = Envelope<TestResults>)))]
 pub(crate) async fn test_multiple(
-    State(state): State<AdminState>,
-    RequestLang(lang): RequestLang,
+    Admin { state, lang }: Admin,
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<TestResults> {
     let begun = Instant::now();
