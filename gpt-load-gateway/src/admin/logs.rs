@@ -175,7 +175,7 @@ impl LogItem {
             duration_ms: row.duration,
             error_message: row.error_message,
             user_agent: row.user_agent,
-            request_type: row.request_type,
+            request_type: row.request_type.into_owned(),
             upstream_addr: row.upstream_addr,
             is_stream: row.is_stream,
             request_body: row.request_body,

@@ -67,7 +67,7 @@ mod tests {
         models::now,
         repo::{
             groups, keys,
-            request_logs::{self, NewRequestLog},
+            request_logs::{self, RequestLogRow},
         },
     };
 
@@ -83,10 +83,10 @@ mod tests {
     }
 
     async fn seed_logs(db: &Db, stored: &[(String, String)]) {
-        let rows: Vec<NewRequestLog> = stored
+        let rows: Vec<RequestLogRow> = stored
             .iter()
             .enumerate()
-            .map(|(i, (value, hash))| NewRequestLog {
+            .map(|(i, (value, hash))| RequestLogRow {
                 id: format!("00000000-0000-4000-8000-00000000000{i}"),
                 timestamp: now(),
                 group_id: 1,
@@ -103,7 +103,7 @@ mod tests {
                 duration: 1,
                 error_message: String::new(),
                 user_agent: String::new(),
-                request_type: "final",
+                request_type: "final".into(),
                 upstream_addr: String::new(),
                 is_stream: false,
                 request_body: String::new(),

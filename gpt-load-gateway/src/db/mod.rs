@@ -280,5 +280,21 @@ macro_rules! with_conn {
 }
 pub(crate) use with_conn;
 
+/// Runs `$body` (the contents of an async block that returns a `Result`) in a transaction that
+/// writes, on a pooled connection. SQLite's begins `IMMEDIATE`, taking the write lock first: a
+/// deferred transaction that reads before it writes fails at once (`SQLITE_BUSY_SNAPSHOT`, which
+/// the busy timeout does not wait out) when another connection commits in between, as the key
+/// write-behind and the log writer do at any moment.
+macro_rules! write_transaction {
+    ($db:expr, |$conn:ident| $body:expr) => {
+        $crate::db::with_conn!(
+            $db,
+            sqlite | lite | { lite.immediate_transaction(async |$conn| $body).await },
+            server | conn | { diesel_async::AsyncConnection::transaction(conn, async |$conn| $body).await }
+        )
+    };
+}
+pub(crate) use write_transaction;
+
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -384,7 +384,7 @@ impl Writer {
                 Value::Int(row.duration),
                 Value::Text(Some(row.error_message)),
                 Value::Text(Some(row.user_agent)),
-                Value::Text(Some(row.request_type)),
+                Value::Text(Some(row.request_type.into_owned())),
                 Value::Text(Some(row.upstream_addr)),
                 Value::Bool(row.is_stream),
                 Value::Text(Some(row.request_body)),

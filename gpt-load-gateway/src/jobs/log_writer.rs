@@ -91,7 +91,7 @@ use crate::models::{TEXT_LIMIT, clip_text as clip};
 use crate::{
     db::{Db, DbError},
     repo::{
-        request_logs::{self, NewRequestLog},
+        request_logs::{self, RequestLogRow},
         stats::{self, HourlyCount},
     },
     settings::SystemSettings,
@@ -112,13 +112,13 @@ pub(crate) type KeyColumns = Arc<dyn Fn(KeyId) -> Option<(String, String)> + Sen
 /// Where the writer puts rows: the database, or a test double.
 pub(crate) trait LogStore: Send + Sync + 'static {
     /// Inserts rows in one transaction.
-    fn insert_logs(&self, rows: &[NewRequestLog]) -> impl Future<Output = Result<usize, DbError>> + Send;
+    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send;
     /// Adds hourly counts in one transaction.
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 impl LogStore for Db {
-    fn insert_logs(&self, rows: &[NewRequestLog]) -> impl Future<Output = Result<usize, DbError>> + Send {
+    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send {
         request_logs::insert_many(self, rows)
     }
 
@@ -322,7 +322,7 @@ type WriteOutcome = (Batch, usize, Result<(), DbError>);
 #[derive(Debug)]
 struct Batch {
     /// Emptied once written.
-    rows: Vec<NewRequestLog>,
+    rows: Vec<RequestLogRow>,
     counts: Vec<HourlyCount>,
     /// Failed attempts so far.
     failures: u32,
@@ -365,7 +365,7 @@ struct State {
     group_ids: GroupIds,
     key_columns: KeyColumns,
     /// Converted records waiting for a write, oldest first.
-    pending: VecDeque<NewRequestLog>,
+    pending: VecDeque<RequestLogRow>,
     /// When the oldest record not yet taken into a batch arrived.
     pending_since: Option<Instant>,
     /// Hourly counts tallied since the last batch was taken: (hour, group) → (success, failure).
@@ -646,12 +646,12 @@ fn to_row(
     record: RequestRecord,
     group_ids: &(dyn Fn(&str) -> Option<i64> + Send + Sync),
     key_columns: &(dyn Fn(KeyId) -> Option<(String, String)> + Send + Sync),
-) -> NewRequestLog {
+) -> RequestLogRow {
     let text = |value: Option<String>, limit: usize| value.map_or_else(String::new, |v| clip(v, limit));
     let group: &str = record.group.as_ref();
     let parent = record.parent_group.as_ref().map(AsRef::<str>::as_ref);
     let (key_value, key_hash) = record.key_id.and_then(key_columns).unwrap_or_default();
-    NewRequestLog {
+    RequestLogRow {
         // Time-ordered (v7): new rows append to the primary-key index instead of landing on a
         // random page of it, which is most of an insert's cost once the table is large.
         id: uuid::Uuid::now_v7().to_string(),
@@ -672,7 +672,7 @@ fn to_row(
         duration: millis(record.duration),
         error_message: text(record.error, TEXT_LIMIT),
         user_agent: text(record.user_agent, 512),
-        request_type: record.request_type.as_str(),
+        request_type: record.request_type.as_str().into(),
         upstream_addr: record.upstream.map_or_else(String::new, |u| clip(&*u, 500)),
         is_stream: record.stream,
         request_body: text(record.request_body, TEXT_LIMIT),

@@ -43,7 +43,7 @@ use crate::{
 pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) -> usize {
     let invalid: Vec<_> = registry
         .pool()
-        .keys(policy.name.as_str())
+        .keys(policy.group.name.as_str())
         .into_iter()
         .filter(|k| k.state() == KeyState::Invalid)
         .collect();
@@ -60,7 +60,7 @@ pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) ->
     .await;
     let count = registry.restore_validated(policy, &checks);
     if count > 0 {
-        tracing::info!(group = %policy.name, restored = count, "validation restored blacklisted keys");
+        tracing::info!(group = %policy.group.name, restored = count, "validation restored blacklisted keys");
     }
     count
 }
@@ -107,16 +107,16 @@ pub(crate) async fn check_keys(
     let mut checks = Vec::with_capacity(slots.len());
     let mut tasks = JoinSet::new();
     for slot in slots {
-        let Some(upstream) = catalog.upstreams.pick(policy.name.as_str()) else {
+        let Some(upstream) = catalog.upstreams.pick(policy.group.name.as_str()) else {
             done.fetch_add(1, Ordering::Relaxed);
             let reason = "the group has no usable upstream".to_owned();
             checks.push(KeyCheck::failed(slot, reason, Outcome::Passthrough));
             continue;
         };
-        let request = match policy.channel.validation_request(
+        let request = match policy.group.channel.validation_request(
             upstream.url(),
-            &policy.test_model,
-            policy.validation_endpoint.as_deref(),
+            &policy.group.test_model,
+            policy.group.validation_endpoint.as_deref(),
             slot.secret(),
         ) {
             Ok(request) => request,
@@ -202,11 +202,11 @@ fn is_due(last: Option<NaiveDateTime>, interval: Duration, at: NaiveDateTime) ->
 pub(crate) async fn run(registry: Registry, tick: Duration, mut shutdown: watch::Receiver<bool>) {
     loop {
         for policy in registry.catalog().standard_groups() {
-            let last = registry.group(policy.id).and_then(|g| g.last_validated_at);
+            let last = registry.group(policy.group.id).and_then(|g| g.last_validated_at);
             if is_due(last, policy.effective.key_validation_interval(), now()) {
                 validate_group(&policy, &registry).await;
-                if let Err(err) = registry.mark_validated(policy.id, now()).await {
-                    tracing::warn!(group = %policy.name, error = %err, "recording the validation run failed");
+                if let Err(err) = registry.mark_validated(policy.group.id, now()).await {
+                    tracing::warn!(group = %policy.group.name, error = %err, "recording the validation run failed");
                 }
             }
         }

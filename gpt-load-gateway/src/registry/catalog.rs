@@ -8,7 +8,6 @@ use arc_swap::ArcSwap;
 use gpt_load_tower::{
     auth::{ProxyKeyTable, StaticProxyKeys},
     blacklist::HealthSettings,
-    channel::ChannelKind,
     context::GroupName,
     log::LogSettings,
     retry::RetrySettings,
@@ -25,29 +24,21 @@ use crate::{
 /// The effective settings of one group, inserted into each request it serves.
 #[derive(Debug)]
 pub(crate) struct GroupPolicy {
-    pub(crate) id: i64,
-    pub(crate) name: GroupName,
-    pub(crate) channel: ChannelKind,
-    pub(crate) test_model: String,
-    pub(crate) validation_endpoint: Option<String>,
+    /// The group the settings are of (the same `Arc` the registry holds).
+    pub(crate) group: Arc<Group>,
     pub(crate) effective: EffectiveConfig,
     pub(crate) retry: RetrySettings,
     pub(crate) health: HealthSettings,
     pub(crate) log: LogSettings,
     pub(crate) client: Arc<ClientSettings>,
-    pub(crate) aggregate: bool,
 }
 
 impl GroupPolicy {
     /// The policy of `group` under the system `settings` (group > system > default).
-    fn new(group: &Group, settings: &SystemSettings) -> Self {
+    fn new(group: &Arc<Group>, settings: &SystemSettings) -> Self {
         let effective = settings.effective(&group.config);
         Self {
-            id: group.id,
-            name: group.name.clone(),
-            channel: group.channel,
-            test_model: group.test_model.clone(),
-            validation_endpoint: group.validation_endpoint.clone(),
+            group: Arc::clone(group),
             retry: RetrySettings {
                 max_retries: effective.max_retries(),
             },
@@ -57,7 +48,6 @@ impl GroupPolicy {
             },
             client: Arc::new(ClientSettings::from_effective(&effective)),
             effective,
-            aggregate: group.is_aggregate(),
         }
     }
 }
@@ -84,7 +74,7 @@ impl Catalog {
 
     /// The id of a group by name (for request logs).
     pub(crate) fn group_id(&self, group: &str) -> Option<i64> {
-        self.policies.load().get(group).map(|p| p.id)
+        self.policies.load().get(group).map(|p| p.group.id)
     }
 
     /// Every standard group's policy.
@@ -92,7 +82,7 @@ impl Catalog {
         self.policies
             .load()
             .values()
-            .filter(|p| !p.aggregate)
+            .filter(|p| !p.group.is_aggregate())
             .cloned()
             .collect()
     }
@@ -102,7 +92,7 @@ impl Catalog {
     /// Returns warnings about unusable stored values.
     pub(crate) fn install(
         &self,
-        group: &Group,
+        group: &Arc<Group>,
         members: Vec<(GroupName, u32)>,
         settings: &SystemSettings,
     ) -> Vec<String> {
@@ -144,7 +134,7 @@ impl Catalog {
     /// Rebuilds every policy under new system settings; upstreams and rules are unchanged.
     pub(crate) fn refresh_policies<'a>(
         &self,
-        groups: impl IntoIterator<Item = &'a Group>,
+        groups: impl IntoIterator<Item = &'a Arc<Group>>,
         settings: &SystemSettings,
     ) {
         let policies = groups

@@ -354,8 +354,7 @@ impl Registry {
     pub(crate) fn apply_settings(&self) {
         let settings = self.settings().current();
         let state = self.state();
-        self.catalog()
-            .refresh_policies(state.groups.values().map(AsRef::as_ref), &settings);
+        self.catalog().refresh_policies(state.groups.values(), &settings);
         self.catalog()
             .set_proxy_keys(state.groups.values().map(AsRef::as_ref), &settings);
     }
@@ -484,9 +483,8 @@ impl Registry {
         keys: &[(String, SealedKey)],
     ) -> Result<Added, DbError> {
         let _write = self.inner.write.lock().await;
-        let at = now();
-        let rows: Vec<_> = keys.iter().map(|(_, sealed)| sealed.row(group_id, at)).collect();
-        let (added, total) = key_rows::add_new_to_group(self.db(), group_id, &rows).await?;
+        let sealed: Vec<&SealedKey> = keys.iter().map(|(_, sealed)| sealed).collect();
+        let (added, total) = key_rows::add_new_to_group(self.db(), group_id, &sealed, now()).await?;
         if let Some(name) = self.name_of(group_id).filter(|_| !added.is_empty()) {
             let plain: HashMap<&str, &str> = keys
                 .iter()
@@ -597,11 +595,11 @@ impl Registry {
                 Outcome::Transient => Report::Transient,
                 _ => continue,
             };
-            let key = SelectedKey::new(policy.name.clone(), Arc::clone(&check.slot));
+            let key = SelectedKey::new(policy.group.name.clone(), Arc::clone(&check.slot));
             self.pool().report(&key, report);
         }
         if !restore.is_empty() {
-            self.pool().set_states(policy.name.as_str(), restore);
+            self.pool().set_states(policy.group.name.as_str(), restore);
         }
         (valid, invalid)
     }
@@ -612,6 +610,6 @@ impl Registry {
             .iter()
             .filter(|c| c.outcome.is_ok())
             .map(|c| (c.slot.id(), KeyState::Active));
-        self.pool().set_states(policy.name.as_str(), restored)
+        self.pool().set_states(policy.group.name.as_str(), restored)
     }
 }

@@ -1,5 +1,6 @@
 //! `groups`.
 
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -7,7 +8,7 @@ use crate::{
     db::{
         Db, DbError,
         schema::{group_sub_groups, groups},
-        with_conn,
+        with_conn, write_transaction,
     },
     models::{GroupRow, NewGroup, SealedKey, now},
 };
@@ -55,26 +56,23 @@ pub(crate) async fn list(db: &Db) -> Result<Vec<GroupRow>, DbError> {
 /// Deletes a group (its keys and sub-group links go with it); returns whether it existed.
 pub(crate) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
     use crate::db::schema::{api_keys, group_sub_groups};
-    with_conn!(db, |conn| {
-        diesel_async::AsyncConnection::transaction(conn, async |conn| {
-            // Explicit deletes rather than relying on ON DELETE CASCADE, which an imported
-            // gpt-load database does not have.
-            diesel::delete(api_keys::table.filter(api_keys::group_id.eq(id)))
-                .execute(conn)
-                .await?;
-            diesel::delete(
-                group_sub_groups::table.filter(
-                    group_sub_groups::group_id
-                        .eq(id)
-                        .or(group_sub_groups::sub_group_id.eq(id)),
-                ),
-            )
+    write_transaction!(db, |conn| {
+        // Explicit deletes rather than relying on ON DELETE CASCADE, which an imported
+        // gpt-load database does not have.
+        diesel::delete(api_keys::table.filter(api_keys::group_id.eq(id)))
             .execute(conn)
             .await?;
-            let deleted = diesel::delete(groups::table.find(id)).execute(conn).await?;
-            Ok::<_, DbError>(deleted == 1)
-        })
-        .await
+        diesel::delete(
+            group_sub_groups::table.filter(
+                group_sub_groups::group_id
+                    .eq(id)
+                    .or(group_sub_groups::sub_group_id.eq(id)),
+            ),
+        )
+        .execute(conn)
+        .await?;
+        let deleted = diesel::delete(groups::table.find(id)).execute(conn).await?;
+        Ok::<_, DbError>(deleted == 1)
     })
 }
 
@@ -86,6 +84,29 @@ pub(crate) struct SubGroupLink {
     pub(crate) weight: i32,
 }
 
+/// A new `group_sub_groups` row.
+#[derive(Insertable)]
+#[diesel(table_name = group_sub_groups)]
+struct NewLink {
+    group_id: i64,
+    sub_group_id: i64,
+    weight: i32,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl NewLink {
+    fn new(group_id: i64, sub_group_id: i64, weight: i32, at: NaiveDateTime) -> Self {
+        Self {
+            group_id,
+            sub_group_id,
+            weight,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+}
+
 /// Links `sub_group_id` to the aggregate `group_id` with `weight` (replacing an existing link).
 pub(crate) async fn set_sub_group(
     db: &Db,
@@ -93,36 +114,27 @@ pub(crate) async fn set_sub_group(
     sub_group_id: i64,
     weight: i32,
 ) -> Result<(), DbError> {
-    with_conn!(db, |conn| {
-        diesel_async::AsyncConnection::transaction(conn, async |conn| {
-            let at = now();
-            let link = group_sub_groups::table.filter(
-                group_sub_groups::group_id
-                    .eq(group_id)
-                    .and(group_sub_groups::sub_group_id.eq(sub_group_id)),
-            );
-            let changed = diesel::update(link)
-                .set((
-                    group_sub_groups::weight.eq(weight),
-                    group_sub_groups::updated_at.eq(at),
-                ))
+    write_transaction!(db, |conn| {
+        let at = now();
+        let link = group_sub_groups::table.filter(
+            group_sub_groups::group_id
+                .eq(group_id)
+                .and(group_sub_groups::sub_group_id.eq(sub_group_id)),
+        );
+        let changed = diesel::update(link)
+            .set((
+                group_sub_groups::weight.eq(weight),
+                group_sub_groups::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+        if changed == 0 {
+            diesel::insert_into(group_sub_groups::table)
+                .values(NewLink::new(group_id, sub_group_id, weight, at))
                 .execute(conn)
                 .await?;
-            if changed == 0 {
-                diesel::insert_into(group_sub_groups::table)
-                    .values((
-                        group_sub_groups::group_id.eq(group_id),
-                        group_sub_groups::sub_group_id.eq(sub_group_id),
-                        group_sub_groups::weight.eq(weight),
-                        group_sub_groups::created_at.eq(at),
-                        group_sub_groups::updated_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok::<_, DbError>(())
-        })
-        .await
+        }
+        Ok::<_, DbError>(())
     })
 }
 
@@ -205,24 +217,15 @@ pub(crate) async fn remove_sub_group(db: &Db, group_id: i64, sub_group_id: i64) 
 
 /// Adds several links to an aggregate in one transaction.
 pub(crate) async fn add_sub_groups(db: &Db, group_id: i64, links: &[(i64, i32)]) -> Result<(), DbError> {
-    with_conn!(db, |conn| {
-        diesel_async::AsyncConnection::transaction(conn, async |conn| {
-            let at = now();
-            for &(sub_group_id, weight) in links {
-                diesel::insert_into(group_sub_groups::table)
-                    .values((
-                        group_sub_groups::group_id.eq(group_id),
-                        group_sub_groups::sub_group_id.eq(sub_group_id),
-                        group_sub_groups::weight.eq(weight),
-                        group_sub_groups::created_at.eq(at),
-                        group_sub_groups::updated_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok::<_, DbError>(())
-        })
-        .await
+    write_transaction!(db, |conn| {
+        let at = now();
+        for &(sub_group_id, weight) in links {
+            diesel::insert_into(group_sub_groups::table)
+                .values(NewLink::new(group_id, sub_group_id, weight, at))
+                .execute(conn)
+                .await?;
+        }
+        Ok::<_, DbError>(())
     })
 }
 
@@ -230,26 +233,23 @@ pub(crate) async fn add_sub_groups(db: &Db, group_id: i64, links: &[(i64, i32)])
 /// When any id does not exist nothing is written and that id is returned.
 pub(crate) async fn reorder(db: &Db, items: &[(i64, i32)]) -> Result<Option<i64>, DbError> {
     let ids: Vec<i64> = items.iter().map(|&(id, _)| id).collect();
-    with_conn!(db, |conn| {
-        diesel_async::AsyncConnection::transaction(conn, async |conn| {
-            let found: Vec<i64> = groups::table
-                .filter(groups::id.eq_any(ids.clone()))
-                .select(groups::id)
-                .load(conn)
+    write_transaction!(db, |conn| {
+        let found: Vec<i64> = groups::table
+            .filter(groups::id.eq_any(ids.clone()))
+            .select(groups::id)
+            .load(conn)
+            .await?;
+        if let Some(&missing) = ids.iter().find(|id| !found.contains(id)) {
+            return Ok::<_, DbError>(Some(missing));
+        }
+        let at = now();
+        for &(id, sort) in items {
+            diesel::update(groups::table.find(id))
+                .set((groups::sort.eq(sort), groups::updated_at.eq(at)))
+                .execute(conn)
                 .await?;
-            if let Some(&missing) = ids.iter().find(|id| !found.contains(id)) {
-                return Ok::<_, DbError>(Some(missing));
-            }
-            let at = now();
-            for &(id, sort) in items {
-                diesel::update(groups::table.find(id))
-                    .set((groups::sort.eq(sort), groups::updated_at.eq(at)))
-                    .execute(conn)
-                    .await?;
-            }
-            Ok(None)
-        })
-        .await
+        }
+        Ok(None)
     })
 }
 
@@ -271,13 +271,7 @@ macro_rules! insert_copy_parts {
         let at = now();
         for &(sub_group_id, weight) in $links {
             diesel::insert_into(group_sub_groups::table)
-                .values((
-                    group_sub_groups::group_id.eq(row.id),
-                    group_sub_groups::sub_group_id.eq(sub_group_id),
-                    group_sub_groups::weight.eq(weight),
-                    group_sub_groups::created_at.eq(at),
-                    group_sub_groups::updated_at.eq(at),
-                ))
+                .values(NewLink::new(row.id, sub_group_id, weight, at))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -300,7 +294,7 @@ pub(crate) async fn insert_copy(
         db,
         // SQLite has no multi-row insert in diesel; row by row is cheap on a local file.
         sqlite | conn | {
-            diesel_async::AsyncConnection::transaction(conn, async |conn| {
+            conn.immediate_transaction(async |conn| {
                 let (row, fresh) = insert_copy_parts!(&mut *conn, group, links, keys);
                 for key in &fresh {
                     diesel::insert_into(api_keys::table)
@@ -330,7 +324,7 @@ pub(crate) async fn insert_copy(
 }
 
 /// Sets when a group's keys were last validated.
-pub(crate) async fn set_last_validated(db: &Db, id: i64, at: chrono::NaiveDateTime) -> Result<(), DbError> {
+pub(crate) async fn set_last_validated(db: &Db, id: i64, at: NaiveDateTime) -> Result<(), DbError> {
     with_conn!(db, |conn| {
         diesel::update(groups::table.find(id))
             .set(groups::last_validated_at.eq(Some(at)))

@@ -7,97 +7,26 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::{
-    db::{Db, DbError, schema::api_keys, with_conn},
-    models::{ApiKeyRow, NewApiKey},
+    db::{Db, DbError, schema::api_keys, with_conn, write_transaction},
+    models::{ApiKeyRow, NewApiKey, SealedKey},
 };
 
 /// Rows per multi-row insert (9 bind parameters each; well under every backend's limit).
 const INSERT_CHUNK: usize = 1_000;
 
-/// A [`NewApiKey`] that owns its text, to cross into a blocking thread.
-#[cfg(feature = "sqlite")]
-struct OwnedKey {
-    key_value: String,
-    key_hash: String,
-    group_id: i64,
-    status: String,
-    notes: String,
-    request_count: i64,
-    failure_count: i64,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
-#[cfg(feature = "sqlite")]
-impl From<&NewApiKey<'_>> for OwnedKey {
-    fn from(key: &NewApiKey<'_>) -> Self {
-        Self {
-            key_value: key.key_value.to_owned(),
-            key_hash: key.key_hash.to_owned(),
-            group_id: key.group_id,
-            status: key.status.to_owned(),
-            notes: key.notes.to_owned(),
-            request_count: key.request_count,
-            failure_count: key.failure_count,
-            created_at: key.created_at,
-            updated_at: key.updated_at,
-        }
-    }
-}
-
-#[cfg(feature = "sqlite")]
-impl OwnedKey {
-    fn as_new(&self) -> NewApiKey<'_> {
-        NewApiKey {
-            key_value: &self.key_value,
-            key_hash: &self.key_hash,
-            group_id: self.group_id,
-            status: &self.status,
-            notes: &self.notes,
-            request_count: self.request_count,
-            failure_count: self.failure_count,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-        }
-    }
-}
-
 /// Inserts keys in one transaction; returns how many.
 #[cfg(test)]
 pub(crate) async fn insert_many(db: &Db, keys: &[NewApiKey<'_>]) -> Result<usize, DbError> {
-    with_conn!(
-        db,
-        // A local file inside one transaction: row by row costs microseconds per key when the
-        // whole batch runs in one blocking call (not one thread hand-off per row).
-        sqlite | conn | {
-            let owned: Vec<OwnedKey> = keys.iter().map(OwnedKey::from).collect();
-            conn.spawn_blocking(move |conn| {
-                diesel::Connection::transaction(conn, |conn| {
-                    let mut inserted = 0;
-                    for key in &owned {
-                        let row = diesel::insert_into(api_keys::table).values(key.as_new());
-                        inserted += diesel::RunQueryDsl::execute(row, conn)?;
-                    }
-                    Ok(inserted)
-                })
-            })
-            .await
-            .map_err(DbError::from)
-        },
-        server | conn | {
-            conn.transaction(async |conn| {
-                let mut inserted = 0;
-                for chunk in keys.chunks(INSERT_CHUNK) {
-                    inserted += diesel::insert_into(api_keys::table)
-                        .values(chunk)
-                        .execute(conn)
-                        .await?;
-                }
-                Ok::<_, DbError>(inserted)
-            })
-            .await
+    write_transaction!(db, |conn| {
+        let mut inserted = 0;
+        for key in keys {
+            inserted += diesel::insert_into(api_keys::table)
+                .values(key)
+                .execute(conn)
+                .await?;
         }
-    )
+        Ok::<_, DbError>(inserted)
+    })
 }
 
 /// Every key of a group, by id.
@@ -154,11 +83,11 @@ pub(crate) async fn apply_states(
     }
     with_conn!(
         db,
-        // The whole batch in one blocking call (see `insert_many`).
+        // The whole batch in one blocking call (see `add_new_to_group`).
         sqlite | conn | {
             let owned = updates.to_vec();
             conn.spawn_blocking(move |conn| {
-                diesel::Connection::transaction(conn, |conn| {
+                conn.immediate_transaction(|conn| {
                     let mut written = 0;
                     for u in &owned {
                         let row = api_keys::table.find(u.id);
@@ -227,12 +156,8 @@ macro_rules! filtered_keys {
         let mut query = api_keys::table
             .filter(api_keys::group_id.eq(filter.group_id))
             .into_boxed();
-        if let Some(status) = filter.status {
-            query = query.filter(api_keys::status.eq(status));
-        }
-        if let Some(hash) = filter.hash {
-            query = query.filter(api_keys::key_hash.eq(hash));
-        }
+        filter_some!(query, filter.status, |status| api_keys::status.eq(status));
+        filter_some!(query, filter.hash, |hash| api_keys::key_hash.eq(hash));
         query
     }};
 }
@@ -246,19 +171,19 @@ pub(crate) async fn page_in_group(
     limit: i64,
 ) -> Result<(Vec<ApiKeyRow>, i64), DbError> {
     with_conn!(db, |conn| {
-        let total: i64 = filtered_keys!(filter).count().get_result(conn).await?;
-        let rows = filtered_keys!(filter)
-            .order((
-                api_keys::last_used_at.is_null().asc(),
-                api_keys::last_used_at.desc(),
-                api_keys::id.desc(),
-            ))
-            .limit(limit)
-            .offset(offset)
-            .select(ApiKeyRow::as_select())
-            .load(conn)
-            .await?;
-        Ok((rows, total))
+        let recently_used_first = (
+            api_keys::last_used_at.is_null().asc(),
+            api_keys::last_used_at.desc(),
+            api_keys::id.desc(),
+        );
+        Ok(page_and_total!(
+            conn,
+            filtered_keys!(filter),
+            order recently_used_first,
+            select ApiKeyRow::as_select(),
+            offset,
+            limit
+        ))
     })
 }
 
@@ -339,34 +264,38 @@ macro_rules! ids_of_hashes {
     }};
 }
 
-/// Adds the keys whose hash is not yet in the group, in one transaction. `keys` must all belong
-/// to `group_id` and be unique by hash. Returns the added keys as `(id, hash)` and the group's
-/// new total.
+/// Adds the keys whose hash is not yet in the group, active and with fresh counters, in one
+/// transaction. `keys` must be unique by hash. Returns the added keys as `(id, hash)` and the
+/// group's new total.
 pub(crate) async fn add_new_to_group(
     db: &Db,
     group_id: i64,
-    keys: &[NewApiKey<'_>],
+    keys: &[&SealedKey],
+    at: NaiveDateTime,
 ) -> Result<(Vec<(i64, String)>, i64), DbError> {
     with_conn!(
         db,
-        // The whole transaction in one blocking call (see `insert_many`): an import adds
-        // thousands of keys a chunk.
+        // The whole transaction in one blocking call: an import adds thousands of keys a chunk,
+        // and a thread hand-off per row would cost more than the row.
         sqlite | conn | {
-            let owned: Vec<OwnedKey> = keys.iter().map(OwnedKey::from).collect();
+            let keys: Vec<SealedKey> = keys.iter().map(|&key| key.clone()).collect();
             conn.spawn_blocking(move |conn| {
                 use diesel::RunQueryDsl as Sync;
-                diesel::Connection::transaction(conn, |conn| {
+                conn.immediate_transaction(|conn| {
                     let in_group = api_keys::table.filter(api_keys::group_id.eq(group_id));
                     let existing: HashSet<String> =
                         Sync::load::<String>(in_group.select(api_keys::key_hash), conn)?
                             .into_iter()
                             .collect();
                     let mut added = Vec::new();
-                    for key in owned.iter().filter(|k| !existing.contains(&k.key_hash)) {
-                        Sync::execute(diesel::insert_into(api_keys::table).values(key.as_new()), conn)?;
-                        let this = in_group.filter(api_keys::key_hash.eq(&key.key_hash));
+                    for key in keys.iter().filter(|k| !existing.contains(&k.hash)) {
+                        Sync::execute(
+                            diesel::insert_into(api_keys::table).values(key.row(group_id, at)),
+                            conn,
+                        )?;
+                        let this = in_group.filter(api_keys::key_hash.eq(&key.hash));
                         let id = Sync::first::<i64>(this.select(api_keys::id), conn)?;
-                        added.push((id, key.key_hash.clone()));
+                        added.push((id, key.hash.clone()));
                     }
                     let total = Sync::get_result::<i64>(in_group.count(), conn)?;
                     Ok((added, total))
@@ -376,8 +305,9 @@ pub(crate) async fn add_new_to_group(
             .map_err(DbError::from)
         },
         server | conn | {
+            let rows: Vec<NewApiKey<'_>> = keys.iter().map(|key| key.row(group_id, at)).collect();
             conn.transaction(async |conn| {
-                let fresh = fresh_keys!(&mut *conn, group_id, keys);
+                let fresh = fresh_keys!(&mut *conn, group_id, rows);
                 for chunk in fresh.chunks(INSERT_CHUNK) {
                     diesel::insert_into(api_keys::table)
                         .values(chunk)
@@ -401,18 +331,15 @@ pub(crate) async fn delete_by_hashes(
     group_id: i64,
     hashes: &[String],
 ) -> Result<(Vec<i64>, i64), DbError> {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            // MySQL has no RETURNING: find the ids first, then delete them.
-            let ids: Vec<i64> = ids_of_hashes!(&mut *conn, group_id, hashes)
-                .into_iter()
-                .map(|(id, _)| id)
-                .collect();
-            delete_ids!(conn, ids);
-            let total = count_in_group!(conn, group_id);
-            Ok::<_, DbError>((ids, total))
-        })
-        .await
+    write_transaction!(db, |conn| {
+        // MySQL has no RETURNING: find the ids first, then delete them.
+        let ids: Vec<i64> = ids_of_hashes!(&mut *conn, group_id, hashes)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        delete_ids!(conn, ids);
+        let total = count_in_group!(conn, group_id);
+        Ok::<_, DbError>((ids, total))
     })
 }
 
@@ -425,41 +352,38 @@ pub(crate) async fn restore_invalid(
     hashes: Option<&[String]>,
     at: NaiveDateTime,
 ) -> Result<(Vec<i64>, i64), DbError> {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let invalid = api_keys::table
-                .filter(api_keys::group_id.eq(group_id))
-                .filter(api_keys::status.eq("invalid"));
-            // MySQL has no RETURNING: find the ids first, then update them.
-            let mut ids: Vec<i64> = Vec::new();
-            match hashes {
-                Some(hashes) => {
-                    for chunk in hashes.chunks(LOOKUP_CHUNK) {
-                        ids.extend(
-                            invalid
-                                .filter(api_keys::key_hash.eq_any(chunk))
-                                .select(api_keys::id)
-                                .load::<i64>(conn)
-                                .await?,
-                        );
-                    }
+    write_transaction!(db, |conn| {
+        let invalid = api_keys::table
+            .filter(api_keys::group_id.eq(group_id))
+            .filter(api_keys::status.eq("invalid"));
+        // MySQL has no RETURNING: find the ids first, then update them.
+        let mut ids: Vec<i64> = Vec::new();
+        match hashes {
+            Some(hashes) => {
+                for chunk in hashes.chunks(LOOKUP_CHUNK) {
+                    ids.extend(
+                        invalid
+                            .filter(api_keys::key_hash.eq_any(chunk))
+                            .select(api_keys::id)
+                            .load::<i64>(conn)
+                            .await?,
+                    );
                 }
-                None => ids = invalid.select(api_keys::id).load(conn).await?,
             }
-            for chunk in ids.chunks(LOOKUP_CHUNK) {
-                diesel::update(api_keys::table.filter(api_keys::id.eq_any(chunk)))
-                    .set((
-                        api_keys::status.eq("active"),
-                        api_keys::failure_count.eq(0_i64),
-                        api_keys::updated_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
-            let total = count_in_group!(conn, group_id);
-            Ok::<_, DbError>((ids, total))
-        })
-        .await
+            None => ids = invalid.select(api_keys::id).load(conn).await?,
+        }
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            diesel::update(api_keys::table.filter(api_keys::id.eq_any(chunk)))
+                .set((
+                    api_keys::status.eq("active"),
+                    api_keys::failure_count.eq(0_i64),
+                    api_keys::updated_at.eq(at),
+                ))
+                .execute(conn)
+                .await?;
+        }
+        let total = count_in_group!(conn, group_id);
+        Ok::<_, DbError>((ids, total))
     })
 }
 
@@ -470,19 +394,16 @@ pub(crate) async fn delete_in_group(
     group_id: i64,
     status: Option<&str>,
 ) -> Result<Vec<i64>, DbError> {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let mut in_group = api_keys::table
-                .filter(api_keys::group_id.eq(group_id))
-                .into_boxed();
-            if let Some(status) = status {
-                in_group = in_group.filter(api_keys::status.eq(status));
-            }
-            let ids: Vec<i64> = in_group.select(api_keys::id).load(conn).await?;
-            delete_ids!(conn, ids);
-            Ok::<_, DbError>(ids)
-        })
-        .await
+    write_transaction!(db, |conn| {
+        let mut in_group = api_keys::table
+            .filter(api_keys::group_id.eq(group_id))
+            .into_boxed();
+        if let Some(status) = status {
+            in_group = in_group.filter(api_keys::status.eq(status));
+        }
+        let ids: Vec<i64> = in_group.select(api_keys::id).load(conn).await?;
+        delete_ids!(conn, ids);
+        Ok::<_, DbError>(ids)
     })
 }
 
@@ -493,24 +414,21 @@ pub(crate) async fn set_notes(
     notes: &str,
     at: NaiveDateTime,
 ) -> Result<Option<i64>, DbError> {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let Some(group_id) = api_keys::table
-                .find(id)
-                .select(api_keys::group_id)
-                .first::<i64>(conn)
-                .await
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            diesel::update(api_keys::table.find(id))
-                .set((api_keys::notes.eq(notes), api_keys::updated_at.eq(at)))
-                .execute(conn)
-                .await?;
-            Ok::<_, DbError>(Some(group_id))
-        })
-        .await
+    write_transaction!(db, |conn| {
+        let Some(group_id) = api_keys::table
+            .find(id)
+            .select(api_keys::group_id)
+            .first::<i64>(conn)
+            .await
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        diesel::update(api_keys::table.find(id))
+            .set((api_keys::notes.eq(notes), api_keys::updated_at.eq(at)))
+            .execute(conn)
+            .await?;
+        Ok::<_, DbError>(Some(group_id))
     })
 }
 
@@ -523,28 +441,25 @@ pub(crate) async fn set_status(
     at: NaiveDateTime,
 ) -> Result<Option<i64>, DbError> {
     let failures_reset = status == "active";
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let Some((group_id, failure_count)) = api_keys::table
-                .find(id)
-                .select((api_keys::group_id, api_keys::failure_count))
-                .first::<(i64, i64)>(conn)
-                .await
-                .optional()?
-            else {
-                return Ok(None);
-            };
-            let failure_count = if failures_reset { 0 } else { failure_count };
-            diesel::update(api_keys::table.find(id))
-                .set((
-                    api_keys::status.eq(status),
-                    api_keys::failure_count.eq(failure_count),
-                    api_keys::updated_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
-            Ok::<_, DbError>(Some(group_id))
-        })
-        .await
+    write_transaction!(db, |conn| {
+        let Some((group_id, failure_count)) = api_keys::table
+            .find(id)
+            .select((api_keys::group_id, api_keys::failure_count))
+            .first::<(i64, i64)>(conn)
+            .await
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let failure_count = if failures_reset { 0 } else { failure_count };
+        diesel::update(api_keys::table.find(id))
+            .set((
+                api_keys::status.eq(status),
+                api_keys::failure_count.eq(failure_count),
+                api_keys::updated_at.eq(at),
+            ))
+            .execute(conn)
+            .await?;
+        Ok::<_, DbError>(Some(group_id))
     })
 }

@@ -1,6 +1,32 @@
 //! Every query of the gateway, written once for the three backends with
 //! [`with_conn!`](crate::db::with_conn). Handlers and jobs call these; none of them writes SQL.
 
+/// Narrows a boxed query with `$predicate` when `$value` is `Some(x)`: one optional filter of a
+/// listing.
+macro_rules! filter_some {
+    ($query:ident, $value:expr, |$x:ident| $predicate:expr) => {
+        if let Some($x) = $value {
+            $query = $query.filter($predicate);
+        }
+    };
+}
+
+/// One page of a listing and how many rows match in all: `$query` (built twice, once to count)
+/// sorted by `$order`, rows `$offset..$offset + $limit`, selected as `$select`.
+macro_rules! page_and_total {
+    ($conn:ident, $query:expr, order $order:expr, select $select:expr, $offset:expr, $limit:expr) => {{
+        let total: i64 = $query.count().get_result($conn).await?;
+        let rows = $query
+            .order($order)
+            .offset($offset)
+            .limit($limit)
+            .select($select)
+            .load($conn)
+            .await?;
+        (rows, total)
+    }};
+}
+
 pub(crate) mod groups;
 pub(crate) mod keys;
 pub(crate) mod reencrypt;

@@ -4,12 +4,12 @@
 //! written in plain text.
 
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use crate::db::{
     Db, DbError,
     schema::{api_keys, groups, request_logs, system_settings},
-    with_conn,
+    with_conn, write_transaction,
 };
 
 /// The `system_settings` row holding the global proxy keys.
@@ -68,6 +68,22 @@ impl<E: std::error::Error + 'static> From<diesel::result::Error> for RewriteErro
     }
 }
 
+impl<E: std::error::Error + 'static> RewriteError<E> {
+    /// `rewrite` applied to the value stored in row `id` of `table`; a failure names the row.
+    fn of_row<T>(
+        rewrite: impl FnOnce(&str) -> Result<T, E>,
+        table: &'static str,
+        id: impl ToString,
+        stored: &str,
+    ) -> Result<T, Self> {
+        rewrite(stored).map_err(|source| Self::Value {
+            table,
+            id: id.to_string(),
+            source,
+        })
+    }
+}
+
 /// A new stored value and its hash, from an old stored value.
 pub(crate) type Rewrite<'a, E> = dyn Fn(&str) -> Result<(String, String), E> + Sync + 'a;
 
@@ -87,11 +103,7 @@ macro_rules! rewrite_lists {
             .load(&mut *conn)
             .await?;
         for stored in settings {
-            let new = rewrite(&stored).map_err(|source| RewriteError::Value {
-                table: "system_settings",
-                id: PROXY_KEYS_SETTING.to_owned(),
-                source,
-            })?;
+            let new = RewriteError::of_row(rewrite, "system_settings", PROXY_KEYS_SETTING, &stored)?;
             if let Some(new) = new {
                 diesel::update(
                     system_settings::table.filter(system_settings::setting_key.eq(PROXY_KEYS_SETTING)),
@@ -109,11 +121,7 @@ macro_rules! rewrite_lists {
             .load(&mut *conn)
             .await?;
         for (id, stored) in lists {
-            let new = rewrite(&stored).map_err(|source| RewriteError::Value {
-                table: "groups",
-                id: id.to_string(),
-                source,
-            })?;
+            let new = RewriteError::of_row(rewrite, "groups", id, &stored)?;
             if let Some(new) = new {
                 diesel::update(groups::table.find(id))
                     .set(groups::proxy_keys.eq(new))
@@ -135,10 +143,7 @@ pub(crate) async fn rewrite_proxy_key_lists<E>(
 where
     E: std::error::Error + Send + 'static,
 {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| Ok::<_, RewriteError<E>>(rewrite_lists!(conn, rewrite)))
-            .await
-    })
+    write_transaction!(db, |conn| Ok::<_, RewriteError<E>>(rewrite_lists!(conn, rewrite)))
 }
 
 /// Rows and lists changed by [`rewrite_all`].
@@ -159,65 +164,54 @@ pub(crate) async fn rewrite_all<E>(
 where
     E: std::error::Error + Send + 'static,
 {
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let mut keys_done = 0;
-            let mut after = i64::MIN;
-            loop {
-                let page: Vec<(i64, String)> = api_keys::table
-                    .filter(api_keys::id.gt(after))
-                    .order(api_keys::id)
-                    .select((api_keys::id, api_keys::key_value))
-                    .limit(PAGE)
-                    .load(conn)
+    write_transaction!(db, |conn| {
+        let mut keys_done = 0;
+        let mut after = i64::MIN;
+        loop {
+            let page: Vec<(i64, String)> = api_keys::table
+                .filter(api_keys::id.gt(after))
+                .order(api_keys::id)
+                .select((api_keys::id, api_keys::key_value))
+                .limit(PAGE)
+                .load(conn)
+                .await?;
+            let Some(&(last, _)) = page.last() else { break };
+            after = last;
+            for (id, stored) in page {
+                let (value, hash) = RewriteError::of_row(rewrite, "api_keys", id, &stored)?;
+                diesel::update(api_keys::table.find(id))
+                    .set((api_keys::key_value.eq(value), api_keys::key_hash.eq(hash)))
+                    .execute(conn)
                     .await?;
-                let Some(&(last, _)) = page.last() else { break };
-                after = last;
-                for (id, stored) in page {
-                    let (value, hash) = rewrite(&stored).map_err(|source| RewriteError::Value {
-                        table: "api_keys",
-                        id: id.to_string(),
-                        source,
-                    })?;
-                    diesel::update(api_keys::table.find(id))
-                        .set((api_keys::key_value.eq(value), api_keys::key_hash.eq(hash)))
-                        .execute(conn)
-                        .await?;
-                    keys_done += 1;
-                }
+                keys_done += 1;
             }
-            let mut logs_done = 0;
-            let mut after = String::new();
-            loop {
-                let page: Vec<(String, String)> = request_logs::table
-                    .filter(request_logs::id.gt(&after).and(request_logs::key_value.ne("")))
-                    .order(request_logs::id)
-                    .select((request_logs::id, request_logs::key_value))
-                    .limit(PAGE)
-                    .load(conn)
+        }
+        let mut logs_done = 0;
+        let mut after = String::new();
+        loop {
+            let page: Vec<(String, String)> = request_logs::table
+                .filter(request_logs::id.gt(&after).and(request_logs::key_value.ne("")))
+                .order(request_logs::id)
+                .select((request_logs::id, request_logs::key_value))
+                .limit(PAGE)
+                .load(conn)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.clone();
+            for (id, stored) in page {
+                let (value, hash) = RewriteError::of_row(rewrite, "request_logs", &id, &stored)?;
+                diesel::update(request_logs::table.find(&id))
+                    .set((request_logs::key_value.eq(value), request_logs::key_hash.eq(hash)))
+                    .execute(conn)
                     .await?;
-                let Some((last, _)) = page.last() else { break };
-                after = last.clone();
-                for (id, stored) in page {
-                    let (value, hash) = rewrite(&stored).map_err(|source| RewriteError::Value {
-                        table: "request_logs",
-                        id: id.clone(),
-                        source,
-                    })?;
-                    diesel::update(request_logs::table.find(&id))
-                        .set((request_logs::key_value.eq(value), request_logs::key_hash.eq(hash)))
-                        .execute(conn)
-                        .await?;
-                    logs_done += 1;
-                }
+                logs_done += 1;
             }
-            let lists_done = rewrite_lists!(&mut *conn, lists);
-            Ok::<_, RewriteError<E>>(Rewritten {
-                api_keys: keys_done,
-                request_logs: logs_done,
-                proxy_key_lists: lists_done,
-            })
+        }
+        let lists_done = rewrite_lists!(&mut *conn, lists);
+        Ok::<_, RewriteError<E>>(Rewritten {
+            api_keys: keys_done,
+            request_logs: logs_done,
+            proxy_key_lists: lists_done,
         })
-        .await
     })
 }

@@ -1,46 +1,18 @@
 //! `request_logs`: batched inserts from the log writer, retention, and a plain listing.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::{Db, DbError, schema::request_logs, with_conn};
 
-/// A `request_logs` row.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+/// A `request_logs` row, as written and as read. Every column is written (MySQL has no defaults
+/// for text columns); text must already fit its column (the log writer clips it).
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = request_logs)]
 pub(crate) struct RequestLogRow {
-    pub(crate) id: String,
-    pub(crate) timestamp: NaiveDateTime,
-    pub(crate) group_id: i64,
-    pub(crate) group_name: String,
-    pub(crate) parent_group_id: i64,
-    pub(crate) parent_group_name: String,
-    pub(crate) key_value: String,
-    pub(crate) key_hash: String,
-    pub(crate) model: String,
-    pub(crate) is_success: bool,
-    pub(crate) source_ip: String,
-    pub(crate) status_code: i32,
-    pub(crate) request_path: String,
-    pub(crate) duration: i64,
-    pub(crate) error_message: String,
-    pub(crate) user_agent: String,
-    pub(crate) request_type: String,
-    pub(crate) upstream_addr: String,
-    pub(crate) is_stream: bool,
-    pub(crate) request_body: String,
-    pub(crate) key_id: Option<i64>,
-    pub(crate) attempt: i32,
-    pub(crate) ttfb_ms: Option<i64>,
-    pub(crate) request_id: String,
-}
-
-/// A new `request_logs` row. Every column is written (MySQL has no defaults for text columns);
-/// text must already fit its column (the log writer clips it).
-#[derive(Clone, Debug, PartialEq, Eq, Insertable)]
-#[diesel(table_name = request_logs)]
-pub(crate) struct NewRequestLog {
     /// A UUID, time-ordered (v7) so that inserts append to the primary-key index.
     pub(crate) id: String,
     /// When the request arrived: UTC, microsecond precision.
@@ -63,8 +35,8 @@ pub(crate) struct NewRequestLog {
     pub(crate) duration: i64,
     pub(crate) error_message: String,
     pub(crate) user_agent: String,
-    /// `retry` or `final`.
-    pub(crate) request_type: &'static str,
+    /// `retry` or `final` (borrowed when written, so a log record costs no allocation for it).
+    pub(crate) request_type: Cow<'static, str>,
     pub(crate) upstream_addr: String,
     pub(crate) is_stream: bool,
     pub(crate) request_body: String,
@@ -74,7 +46,7 @@ pub(crate) struct NewRequestLog {
     pub(crate) request_id: String,
 }
 
-impl NewRequestLog {
+impl RequestLogRow {
     /// Roughly how many bytes the row adds to an `INSERT` statement.
     fn approximate_size(&self) -> usize {
         const FIXED: usize = 200;
@@ -105,7 +77,7 @@ const DELETE_BATCH: i64 = 5_000;
 
 /// Splits `rows` into consecutive chunks of at most [`INSERT_ROWS`] rows and, unless a single
 /// row is larger, [`INSERT_BYTES`] bytes.
-fn insert_chunks(rows: &[NewRequestLog]) -> impl Iterator<Item = &[NewRequestLog]> {
+fn insert_chunks(rows: &[RequestLogRow]) -> impl Iterator<Item = &[RequestLogRow]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -127,7 +99,7 @@ fn insert_chunks(rows: &[NewRequestLog]) -> impl Iterator<Item = &[NewRequestLog
 }
 
 /// Inserts log rows in one transaction; returns how many.
-pub(crate) async fn insert_many(db: &Db, rows: &[NewRequestLog]) -> Result<usize, DbError> {
+pub(crate) async fn insert_many(db: &Db, rows: &[RequestLogRow]) -> Result<usize, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -139,7 +111,7 @@ pub(crate) async fn insert_many(db: &Db, rows: &[NewRequestLog]) -> Result<usize
         sqlite | conn | {
             let owned = rows.to_vec();
             conn.spawn_blocking(move |conn| {
-                diesel::Connection::transaction(conn, |conn| {
+                conn.immediate_transaction(|conn| {
                     let mut inserted = 0;
                     for row in &owned {
                         let insert = diesel::insert_into(request_logs::table).values(row);
@@ -246,39 +218,21 @@ macro_rules! filtered {
     ($query:expr, $filter:expr) => {{
         let f: &LogFilter = $filter;
         let mut query = $query;
-        if let Some(x) = &f.parent_group_name {
-            query = query.filter(request_logs::parent_group_name.like(format!("%{x}%")));
-        }
-        if let Some(x) = &f.group_name {
-            query = query.filter(request_logs::group_name.like(format!("%{x}%")));
-        }
-        if let Some(x) = &f.key_hash {
-            query = query.filter(request_logs::key_hash.eq(x.clone()));
-        }
-        if let Some(x) = &f.model {
-            query = query.filter(request_logs::model.like(format!("%{x}%")));
-        }
-        if let Some(x) = f.is_success {
-            query = query.filter(request_logs::is_success.eq(x));
-        }
-        if let Some(x) = &f.request_type {
-            query = query.filter(request_logs::request_type.eq(x.clone()));
-        }
-        if let Some(x) = f.status_code {
-            query = query.filter(request_logs::status_code.eq(x));
-        }
-        if let Some(x) = &f.source_ip {
-            query = query.filter(request_logs::source_ip.eq(x.clone()));
-        }
-        if let Some(x) = &f.error_contains {
-            query = query.filter(request_logs::error_message.like(format!("%{x}%")));
-        }
-        if let Some(x) = f.start {
-            query = query.filter(request_logs::timestamp.ge(x));
-        }
-        if let Some(x) = f.end {
-            query = query.filter(request_logs::timestamp.le(x));
-        }
+        filter_some!(query, &f.parent_group_name, |x| request_logs::parent_group_name
+            .like(format!("%{x}%")));
+        filter_some!(query, &f.group_name, |x| request_logs::group_name
+            .like(format!("%{x}%")));
+        filter_some!(query, &f.key_hash, |x| request_logs::key_hash.eq(x.clone()));
+        filter_some!(query, &f.model, |x| request_logs::model.like(format!("%{x}%")));
+        filter_some!(query, f.is_success, |x| request_logs::is_success.eq(x));
+        filter_some!(query, &f.request_type, |x| request_logs::request_type
+            .eq(x.clone()));
+        filter_some!(query, f.status_code, |x| request_logs::status_code.eq(x));
+        filter_some!(query, &f.source_ip, |x| request_logs::source_ip.eq(x.clone()));
+        filter_some!(query, &f.error_contains, |x| request_logs::error_message
+            .like(format!("%{x}%")));
+        filter_some!(query, f.start, |x| request_logs::timestamp.ge(x));
+        filter_some!(query, f.end, |x| request_logs::timestamp.le(x));
         query
     }};
 }
@@ -291,18 +245,14 @@ pub(crate) async fn list_filtered(
     limit: i64,
 ) -> Result<(Vec<RequestLogRow>, i64), DbError> {
     with_conn!(db, |conn| {
-        let total: i64 = filtered!(request_logs::table.into_boxed(), filter)
-            .count()
-            .get_result(conn)
-            .await?;
-        let rows = filtered!(request_logs::table.into_boxed(), filter)
-            .order((request_logs::timestamp.desc(), request_logs::id.desc()))
-            .offset(offset)
-            .limit(limit)
-            .select(RequestLogRow::as_select())
-            .load(conn)
-            .await?;
-        Ok((rows, total))
+        Ok(page_and_total!(
+            conn,
+            filtered!(request_logs::table.into_boxed(), filter),
+            order(request_logs::timestamp.desc(), request_logs::id.desc()),
+            select RequestLogRow::as_select(),
+            offset,
+            limit
+        ))
     })
 }
 
@@ -368,8 +318,8 @@ mod tests {
             + TimeDelta::seconds(seconds)
     }
 
-    fn log(id: &str, timestamp: NaiveDateTime) -> NewRequestLog {
-        NewRequestLog {
+    fn log(id: &str, timestamp: NaiveDateTime) -> RequestLogRow {
+        RequestLogRow {
             id: id.to_owned(),
             timestamp,
             group_id: 7,
@@ -386,7 +336,7 @@ mod tests {
             duration: 1_234,
             error_message: "rate limited «quota»".to_owned(),
             user_agent: "openai-python/1.0".to_owned(),
-            request_type: "retry",
+            request_type: "retry".into(),
             upstream_addr: "https://api.openai.com".to_owned(),
             is_stream: true,
             request_body: r#"{"model":"gpt-4o-mini","stream":true}"#.to_owned(),
@@ -397,35 +347,6 @@ mod tests {
         }
     }
 
-    fn as_row(log: &NewRequestLog) -> RequestLogRow {
-        RequestLogRow {
-            id: log.id.clone(),
-            timestamp: log.timestamp,
-            group_id: log.group_id,
-            group_name: log.group_name.clone(),
-            parent_group_id: log.parent_group_id,
-            parent_group_name: log.parent_group_name.clone(),
-            key_value: log.key_value.clone(),
-            key_hash: log.key_hash.clone(),
-            model: log.model.clone(),
-            is_success: log.is_success,
-            source_ip: log.source_ip.clone(),
-            status_code: log.status_code,
-            request_path: log.request_path.clone(),
-            duration: log.duration,
-            error_message: log.error_message.clone(),
-            user_agent: log.user_agent.clone(),
-            request_type: log.request_type.to_owned(),
-            upstream_addr: log.upstream_addr.clone(),
-            is_stream: log.is_stream,
-            request_body: log.request_body.clone(),
-            key_id: log.key_id,
-            attempt: log.attempt,
-            ttfb_ms: log.ttfb_ms,
-            request_id: log.request_id.clone(),
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn insert_many_round_trips_every_column() {
         for t in TestDb::all("insert_many_round_trips_every_column").await {
@@ -433,7 +354,7 @@ mod tests {
             let backend = db.backend();
             let full = log("00000000-0000-4000-8000-000000000001", at(0));
             // The gateway's own failures: no key, no upstream, no timing, nothing optional.
-            let bare = NewRequestLog {
+            let bare = RequestLogRow {
                 id: "00000000-0000-4000-8000-000000000002".to_owned(),
                 timestamp: at(1),
                 group_id: 0,
@@ -450,7 +371,7 @@ mod tests {
                 duration: 0,
                 error_message: String::new(),
                 user_agent: String::new(),
-                request_type: "final",
+                request_type: "final".into(),
                 upstream_addr: String::new(),
                 is_stream: false,
                 request_body: String::new(),
@@ -466,7 +387,7 @@ mod tests {
             );
             assert_eq!(insert_many(db, &[]).await.unwrap(), 0, "{backend}");
             let rows = list_recent(db, 10).await.unwrap();
-            assert_eq!(rows, [as_row(&bare), as_row(&full)], "{backend}: newest first");
+            assert_eq!(rows, [bare, full], "{backend}: newest first");
             assert_eq!(list_recent(db, 1).await.unwrap().len(), 1, "{backend}");
         }
     }

@@ -11,7 +11,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::{
-    db::{Db, DbError, schema::group_hourly_stats, with_conn},
+    db::{Db, DbError, schema::group_hourly_stats, with_conn, write_transaction},
     models::now,
 };
 
@@ -54,56 +54,53 @@ pub(crate) async fn add_hourly(db: &Db, counts: &[HourlyCount]) -> Result<(), Db
     if merged.is_empty() {
         return Ok(());
     }
-    with_conn!(db, |conn| {
-        conn.transaction(async |conn| {
-            let at = now();
-            for (&(hour, group_id), &(success, failure)) in &merged {
-                let mut raced = false;
-                loop {
-                    let updated = diesel::update(
-                        group_hourly_stats::table
-                            .filter(group_hourly_stats::time.eq(hour))
-                            .filter(group_hourly_stats::group_id.eq(group_id)),
-                    )
-                    .set((
-                        group_hourly_stats::success_count.eq(group_hourly_stats::success_count + success),
-                        group_hourly_stats::failure_count.eq(group_hourly_stats::failure_count + failure),
-                        group_hourly_stats::updated_at.eq(at),
-                    ))
-                    .execute(conn)
-                    .await?;
-                    if updated > 0 {
-                        break;
+    write_transaction!(db, |conn| {
+        let at = now();
+        for (&(hour, group_id), &(success, failure)) in &merged {
+            let mut raced = false;
+            loop {
+                let updated = diesel::update(
+                    group_hourly_stats::table
+                        .filter(group_hourly_stats::time.eq(hour))
+                        .filter(group_hourly_stats::group_id.eq(group_id)),
+                )
+                .set((
+                    group_hourly_stats::success_count.eq(group_hourly_stats::success_count + success),
+                    group_hourly_stats::failure_count.eq(group_hourly_stats::failure_count + failure),
+                    group_hourly_stats::updated_at.eq(at),
+                ))
+                .execute(conn)
+                .await?;
+                if updated > 0 {
+                    break;
+                }
+                // A savepoint, so a unique violation leaves the transaction usable
+                // (PostgreSQL aborts the whole transaction otherwise).
+                let inserted = conn
+                    .transaction(async |conn| {
+                        diesel::insert_into(group_hourly_stats::table)
+                            .values((
+                                group_hourly_stats::time.eq(hour),
+                                group_hourly_stats::group_id.eq(group_id),
+                                group_hourly_stats::success_count.eq(success),
+                                group_hourly_stats::failure_count.eq(failure),
+                                group_hourly_stats::created_at.eq(at),
+                                group_hourly_stats::updated_at.eq(at),
+                            ))
+                            .execute(conn)
+                            .await
+                    })
+                    .await;
+                match inserted {
+                    Ok(_) => break,
+                    Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) if !raced => {
+                        raced = true;
                     }
-                    // A savepoint, so a unique violation leaves the transaction usable
-                    // (PostgreSQL aborts the whole transaction otherwise).
-                    let inserted = conn
-                        .transaction(async |conn| {
-                            diesel::insert_into(group_hourly_stats::table)
-                                .values((
-                                    group_hourly_stats::time.eq(hour),
-                                    group_hourly_stats::group_id.eq(group_id),
-                                    group_hourly_stats::success_count.eq(success),
-                                    group_hourly_stats::failure_count.eq(failure),
-                                    group_hourly_stats::created_at.eq(at),
-                                    group_hourly_stats::updated_at.eq(at),
-                                ))
-                                .execute(conn)
-                                .await
-                        })
-                        .await;
-                    match inserted {
-                        Ok(_) => break,
-                        Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) if !raced => {
-                            raced = true;
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
+                    Err(err) => return Err(err.into()),
                 }
             }
-            Ok::<_, DbError>(())
-        })
-        .await
+        }
+        Ok::<_, DbError>(())
     })
 }
 
@@ -114,17 +111,11 @@ pub(crate) async fn hourly(
     group_id: Option<i64>,
     since: NaiveDateTime,
 ) -> Result<Vec<HourlyStatRow>, DbError> {
-    with_conn!(db, |conn| {
-        let mut query = group_hourly_stats::table
-            .filter(group_hourly_stats::time.ge(since))
-            .order((group_hourly_stats::time, group_hourly_stats::group_id))
-            .select(HourlyStatRow::as_select())
-            .into_boxed();
-        if let Some(group_id) = group_id {
-            query = query.filter(group_hourly_stats::group_id.eq(group_id));
-        }
-        Ok(query.load(conn).await?)
-    })
+    // The end of the range every backend's datetime column holds.
+    let end = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .expect("a valid date");
+    hourly_between(db, group_id, &[], since, end).await
 }
 
 /// The hourly rows with `from <= time < to`, of one group or of every group but `exclude`.
@@ -142,9 +133,7 @@ pub(crate) async fn hourly_between(
             .order((group_hourly_stats::time, group_hourly_stats::group_id))
             .select(HourlyStatRow::as_select())
             .into_boxed();
-        if let Some(group_id) = group_id {
-            query = query.filter(group_hourly_stats::group_id.eq(group_id));
-        }
+        filter_some!(query, group_id, |id| group_hourly_stats::group_id.eq(id));
         if !exclude.is_empty() {
             query = query.filter(group_hourly_stats::group_id.ne_all(exclude.to_vec()));
         }

@@ -304,7 +304,7 @@ fn standard_policy(state: &AdminState, group: &GroupRow) -> AdminResult<Arc<Grou
         .registry
         .catalog()
         .policy(&group.name)
-        .filter(|p| !p.aggregate)
+        .filter(|p| !p.group.is_aggregate())
         .ok_or_else(|| AdminError::BadRequest(format!("group {} has no keys to validate", group.name)))
 }
 

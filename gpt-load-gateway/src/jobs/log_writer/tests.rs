@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt, service_fn};
 
 use super::*;
-use crate::{db::test_support::TestDb, repo::request_logs::RequestLogRow};
+use crate::db::test_support::TestDb;
 
 /// A `final` record as the library emits it: the gateway cannot build one field by field, so
 /// one request goes through the real layer and tests adjust copies of its record.
@@ -291,7 +291,7 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
                 duration: 1_250,
                 error_message: "quotaexceeded".to_owned(),
                 user_agent: "openai-python/1.0".to_owned(),
-                request_type: "retry".to_owned(),
+                request_type: "retry".into(),
                 upstream_addr: "https://api.openai.example".to_owned(),
                 is_stream: true,
                 request_body: r#"{"model":"gpt-4o-mini","stream":true}"#.to_owned(),
@@ -309,7 +309,7 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
         );
         assert_eq!(
             (
-                last.request_type.as_str(),
+                last.request_type.as_ref(),
                 last.key_id,
                 last.is_success,
                 last.status_code
@@ -368,7 +368,7 @@ struct FlakyStore {
 struct Flaky {
     failures: u32,
     lose_next_reply: bool,
-    rows: Vec<NewRequestLog>,
+    rows: Vec<RequestLogRow>,
     counts: Vec<HourlyCount>,
     insert_calls: u32,
     hourly_calls: u32,
@@ -411,7 +411,7 @@ impl FlakyStore {
 }
 
 impl LogStore for Arc<FlakyStore> {
-    fn insert_logs(&self, rows: &[NewRequestLog]) -> impl Future<Output = Result<usize, DbError>> + Send {
+    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send {
         let result = if self.fail_now() {
             Err(unreachable())
         } else {
@@ -608,7 +608,7 @@ impl TimedStore {
 }
 
 impl LogStore for Arc<TimedStore> {
-    fn insert_logs(&self, rows: &[NewRequestLog]) -> impl Future<Output = Result<usize, DbError>> + Send {
+    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send {
         let now = Instant::now();
         self.rows
             .lock()
