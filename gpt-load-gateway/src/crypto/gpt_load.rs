@@ -143,14 +143,16 @@ impl fmt::Debug for GptLoadCipher {
     }
 }
 
+/// A cipher with an `ENCRYPTION_KEY`, shared by the tests here and in [`crate::gpt_load`]:
+/// PBKDF2 is slow in debug builds, so it is derived once per test binary.
+#[cfg(test)]
+pub(crate) static TEST_CIPHER: std::sync::LazyLock<GptLoadCipher> =
+    std::sync::LazyLock::new(|| GptLoadCipher::from_password(Some("fixture-gpt-load-encryption-key")));
+
 #[cfg(test)]
 mod tests {
-    use std::sync::LazyLock;
-
+    use super::TEST_CIPHER as CIPHER;
     use super::*;
-
-    static CIPHER: LazyLock<GptLoadCipher> =
-        LazyLock::new(|| GptLoadCipher::from_password(Some("fixture-gpt-load-encryption-key")));
 
     #[test]
     fn round_trips_and_uses_a_fresh_nonce() {

@@ -80,12 +80,8 @@ pub(crate) fn looks_like_ciphertext(stored: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::LazyLock;
-
     use super::*;
-
-    static GPT_LOAD: LazyLock<GptLoadCipher> =
-        LazyLock::new(|| GptLoadCipher::from_password(Some("gpt-load secret")));
+    use crate::crypto::gpt_load::TEST_CIPHER as GPT_LOAD;
 
     #[test]
     fn reads_encrypted_plain_and_mixed_databases() {

@@ -72,16 +72,18 @@ fn parsed(text: &str) -> Value {
 
 /// Everything the admin API serves, with secrets decrypted, at millisecond precision.
 fn snapshot(conn: &mut SyncConn, cipher: &KeyCipher) -> Value {
-    let groups: Vec<GroupRow> = on_conn!(&mut *conn, |c| groups::table
-        .order(groups::id)
-        .select(GroupRow::as_select())
-        .load(c))
-    .unwrap();
-    let keys: Vec<ApiKeyRow> = on_conn!(&mut *conn, |c| api_keys::table
-        .order(api_keys::id)
-        .select(ApiKeyRow::as_select())
-        .load(c))
-    .unwrap();
+    // Every row of `$table` in `$order`, as `$row`s.
+    macro_rules! rows {
+        ($table:ident by $order:expr, $row:ty) => {
+            on_conn!(&mut *conn, |c| $table::table
+                .order($order)
+                .select(<$row>::as_select())
+                .load::<$row>(c))
+            .unwrap()
+        };
+    }
+    let groups = rows!(groups by groups::id, GroupRow);
+    let keys = rows!(api_keys by api_keys::id, ApiKeyRow);
     let links: Vec<(i64, i64, i32)> = on_conn!(&mut *conn, |c| group_sub_groups::table
         .order((group_sub_groups::group_id, group_sub_groups::sub_group_id))
         .select((
@@ -91,21 +93,12 @@ fn snapshot(conn: &mut SyncConn, cipher: &KeyCipher) -> Value {
         ))
         .load(c))
     .unwrap();
-    let settings: Vec<SettingRow> = on_conn!(&mut *conn, |c| system_settings::table
-        .order(system_settings::setting_key)
-        .select(SettingRow::as_select())
-        .load(c))
-    .unwrap();
-    let logs: Vec<RequestLogRow> = on_conn!(&mut *conn, |c| request_logs::table
-        .order(request_logs::id)
-        .select(RequestLogRow::as_select())
-        .load(c))
-    .unwrap();
-    let hourly: Vec<HourlyStatRow> = on_conn!(&mut *conn, |c| group_hourly_stats::table
-        .order((group_hourly_stats::time, group_hourly_stats::group_id))
-        .select(HourlyStatRow::as_select())
-        .load(c))
-    .unwrap();
+    let settings = rows!(system_settings by system_settings::setting_key, SettingRow);
+    let logs = rows!(request_logs by request_logs::id, RequestLogRow);
+    let hourly = rows!(
+        group_hourly_stats by (group_hourly_stats::time, group_hourly_stats::group_id),
+        HourlyStatRow
+    );
     json!({
         "groups": groups.iter().map(|g| json!([
             g.id, g.name, g.display_name, proxy_keys::open(cipher, &g.proxy_keys).unwrap(),
@@ -137,6 +130,18 @@ fn snapshot(conn: &mut SyncConn, cipher: &KeyCipher) -> Value {
             ms(h.time), h.group_id, h.success_count, h.failure_count,
         ])).collect::<Vec<_>>(),
     })
+}
+
+/// Imports `source` into `target` with `ENCRYPTION_KEY` set to `key` (no other key given).
+fn import_into(source: &TestDb, target: &TestDb, key: &str) -> Result<Summary, import::ImportError> {
+    import::import(
+        &mut open(source),
+        &mut open(target),
+        None,
+        Some(key),
+        None,
+        &mut Quiet,
+    )
 }
 
 fn counts(summary: &Summary) -> Vec<(&'static str, u64)> {
@@ -266,15 +271,7 @@ async fn round_trip(backend: Backend) {
         )
         .unwrap();
         assert_eq!(counts(&exported_summary), FIXTURE_COUNTS, "{backend}");
-        let imported = import::import(
-            &mut open(&exported),
-            &mut open(&back),
-            None,
-            Some(FIXTURE_KEY),
-            None,
-            &mut Quiet,
-        )
-        .unwrap();
+        let imported = import_into(&exported, &back, FIXTURE_KEY).unwrap();
         assert_eq!(counts(&imported), FIXTURE_COUNTS, "{backend}");
         assert_eq!(
             snapshot(&mut open(&back), &cipher),
@@ -283,15 +280,7 @@ async fn round_trip(backend: Backend) {
         );
 
         // Once more: nothing new, nothing doubled.
-        let again = import::import(
-            &mut open(&exported),
-            &mut open(&back),
-            None,
-            Some(FIXTURE_KEY),
-            None,
-            &mut Quiet,
-        )
-        .unwrap();
+        let again = import_into(&exported, &back, FIXTURE_KEY).unwrap();
         assert_eq!(
             again.count("api_keys") + again.count("request_logs") + again.count("groups"),
             0
@@ -344,25 +333,9 @@ async fn imports_across_backends_and_checks_keys_first() {
         for target in &targets {
             let backend = target.db.backend();
             // Keys that need a gpt-load key nobody gave: nothing is written.
-            let err = import::import(
-                &mut open(&encrypted),
-                &mut open(target),
-                None,
-                Some("a key of our own"),
-                None,
-                &mut Quiet,
-            )
-            .unwrap_err();
+            let err = import_into(&encrypted, target, "a key of our own").unwrap_err();
             assert!(err.to_string().contains("12 of 12 keys"), "{backend}: {err}");
-            let summary = import::import(
-                &mut open(&source),
-                &mut open(target),
-                None,
-                Some("a key of our own"),
-                None,
-                &mut Quiet,
-            )
-            .unwrap();
+            let summary = import_into(&source, target, "a key of our own").unwrap();
             assert_eq!(counts(&summary), FIXTURE_COUNTS, "{backend}");
             let snapshot = snapshot(&mut open(target), &ours);
             check_fixture_content(&snapshot, Backend::Sqlite);
@@ -379,16 +352,40 @@ async fn imports_across_backends_and_checks_keys_first() {
     .unwrap();
 }
 
-/// MySQL cannot roll DDL back: a conversion that died with gpt-load's tables renamed aside is
-/// restored and redone at the next start.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_mysql_conversion_is_restored_and_redone() {
-    let Some(db) = TestDb::empty(Backend::Mysql, "gpt_load_interrupted").await else {
+/// Runs `test` on a blocking thread with a fresh `backend` database holding the `variant`
+/// fixture (nothing where that backend is not available to the tests).
+async fn with_fixture(
+    backend: Backend,
+    name: &'static str,
+    variant: &'static str,
+    test: impl FnOnce(&TestDb, &mut SyncConn) + Send + 'static,
+) {
+    let Some(db) = TestDb::empty(backend, name).await else {
         return;
     };
     tokio::task::spawn_blocking(move || {
         let mut conn = open(&db);
-        load(&mut conn, &fixture(Backend::Mysql, "encrypted"));
+        load(&mut conn, &fixture(backend, variant));
+        test(&db, &mut conn);
+        drop(db);
+    })
+    .await
+    .unwrap();
+}
+
+/// Adopts `db`, which must be adopted, and checks that the whole fixture was copied.
+fn adopt_whole_fixture(db: &TestDb, options: &AdoptOptions, what: &str) {
+    let Adoption::Adopted { summary, .. } = adopt::adopt(&dsn(db), options, &mut Quiet).unwrap() else {
+        panic!("{what}");
+    };
+    assert_eq!(counts(&summary), FIXTURE_COUNTS);
+}
+
+/// MySQL cannot roll DDL back: a conversion that died with gpt-load's tables renamed aside is
+/// restored and redone at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_mysql_conversion_is_restored_and_redone() {
+    with_fixture(Backend::Mysql, "gpt_load_interrupted", "encrypted", |db, conn| {
         // What a death half-way leaves: the originals aside, our tables created, nothing copied.
         conn.execute(
             "RENAME TABLE system_settings TO gpt_load_1_4_system_settings, `groups` TO gpt_load_1_4_groups, \
@@ -402,20 +399,15 @@ async fn an_interrupted_mysql_conversion_is_restored_and_redone() {
             encryption_key: Some(FIXTURE_KEY.to_owned()),
             auth_key: None,
         };
-        let Adoption::Adopted { summary, .. } = adopt::adopt(&dsn(&db), &options, &mut Quiet).unwrap() else {
-            panic!("restored and adopted");
-        };
-        assert_eq!(counts(&summary), FIXTURE_COUNTS);
+        adopt_whole_fixture(db, &options, "restored and adopted");
         let tables = conn.tables().unwrap();
         assert!(!tables.iter().any(|t| t.starts_with("gpt_load_1_4_")), "{tables:?}");
         check_fixture_content(
-            &snapshot(&mut conn, &KeyCipher::from_password(Some(FIXTURE_KEY))),
+            &snapshot(conn, &KeyCipher::from_password(Some(FIXTURE_KEY))),
             Backend::Mysql,
         );
-        drop(db);
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// A migration that failed on gpt-load's tables (run by an older build, or by a command pointed
@@ -423,29 +415,18 @@ async fn an_interrupted_mysql_conversion_is_restored_and_redone() {
 /// gpt-load's, refused by everything but the leader's start, which adopts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_migration_history_does_not_make_a_database_ours() {
-    let Some(db) = TestDb::empty(Backend::Sqlite, "gpt_load_empty_history").await else {
-        return;
-    };
-    tokio::task::spawn_blocking(move || {
-        let mut conn = open(&db);
-        load(&mut conn, &fixture(Backend::Sqlite, "plain"));
+    with_fixture(Backend::Sqlite, "gpt_load_empty_history", "plain", |db, conn| {
         conn.execute(
             "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
              run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
         )
         .unwrap();
-        assert_eq!(adopt::inspect(&mut conn).unwrap(), adopt::Found::GptLoad);
-        let refused = adopt::ensure_adopted(&dsn(&db)).unwrap_err();
+        assert_eq!(adopt::inspect(conn).unwrap(), adopt::Found::GptLoad);
+        let refused = adopt::ensure_adopted(&dsn(db)).unwrap_err();
         assert!(refused.to_string().contains("not been adopted yet"), "{refused}");
-        let options = AdoptOptions::default();
-        let Adoption::Adopted { summary, .. } = adopt::adopt(&dsn(&db), &options, &mut Quiet).unwrap() else {
-            panic!("adopted");
-        };
-        assert_eq!(counts(&summary), FIXTURE_COUNTS);
-        assert_eq!(adopt::inspect(&mut conn).unwrap(), adopt::Found::Ours);
-        adopt::ensure_adopted(&dsn(&db)).unwrap();
-        drop(db);
+        adopt_whole_fixture(db, &AdoptOptions::default(), "adopted");
+        assert_eq!(adopt::inspect(conn).unwrap(), adopt::Found::Ours);
+        adopt::ensure_adopted(&dsn(db)).unwrap();
     })
-    .await
-    .unwrap();
+    .await;
 }
