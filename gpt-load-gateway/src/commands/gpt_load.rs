@@ -4,6 +4,7 @@
 use std::str::FromStr;
 
 use anyhow::Context as _;
+use gpt_load_tower::secret::ApiKey;
 
 use crate::config::{Config, database::DatabaseDsn};
 use crate::gpt_load::conn::SyncConn;
@@ -16,49 +17,76 @@ pub(crate) async fn import(
     from: &str,
     old_encryption_key: Option<String>,
 ) -> anyhow::Result<()> {
-    let source = DatabaseDsn::from_str(from).map_err(|e| anyhow::anyhow!("--from: {}", e.message()))?;
+    let source = parse_dsn("--from", from)?;
     // Our tables first, through the same migrations the gateway runs; never on a gpt-load
     // database, which the gateway adopts instead.
     crate::app::ensure_adopted(&config.database.dsn).await?;
     crate::app::connect(&config.database.dsn).await?.migrate().await?;
     let target = config.database.dsn.clone();
-    let encryption_key = config.auth.encryption_key.as_ref().map(|k| k.expose().to_owned());
-    let auth_key = config.auth.auth_key.as_ref().map(|k| k.expose().to_owned());
-    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<Summary> {
-        let mut source_conn = SyncConn::open(&source).with_context(|| format!("--from {source}"))?;
-        let mut target_conn = SyncConn::open(&target).with_context(|| format!("DATABASE_DSN {target}"))?;
-        Ok(crate::gpt_load::import::import(
-            &mut source_conn,
-            &mut target_conn,
-            old_encryption_key.as_deref(),
-            encryption_key.as_deref(),
-            auth_key.as_deref(),
-            &mut Bar::default(),
-        )?)
-    })
-    .await??;
+    let encryption_key = exposed(config.auth.encryption_key.as_ref());
+    let auth_key = exposed(config.auth.auth_key.as_ref());
+    let summary = copy_between(
+        ("--from", source),
+        ("DATABASE_DSN", target),
+        move |source, target| {
+            crate::gpt_load::import::import(
+                source,
+                target,
+                old_encryption_key.as_deref(),
+                encryption_key.as_deref(),
+                auth_key.as_deref(),
+                &mut Bar::default(),
+            )
+        },
+    )
+    .await?;
     print_summary("imported", &summary);
     Ok(())
 }
 
 /// `export-gpt-load --to DSN`.
 pub(crate) async fn export(config: Config, to: &str) -> anyhow::Result<()> {
-    let target = DatabaseDsn::from_str(to).map_err(|e| anyhow::anyhow!("--to: {}", e.message()))?;
+    let target = parse_dsn("--to", to)?;
     let source = config.database.dsn.clone();
-    let encryption_key = config.auth.encryption_key.as_ref().map(|k| k.expose().to_owned());
-    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<Summary> {
-        let mut source_conn = SyncConn::open(&source).with_context(|| format!("DATABASE_DSN {source}"))?;
-        let mut target_conn = SyncConn::open(&target).with_context(|| format!("--to {target}"))?;
-        Ok(crate::gpt_load::export::export(
-            &mut source_conn,
-            &mut target_conn,
-            encryption_key.as_deref(),
-            &mut Bar::default(),
-        )?)
-    })
-    .await??;
+    let encryption_key = exposed(config.auth.encryption_key.as_ref());
+    let summary = copy_between(
+        ("DATABASE_DSN", source),
+        ("--to", target),
+        move |source, target| {
+            crate::gpt_load::export::export(source, target, encryption_key.as_deref(), &mut Bar::default())
+        },
+    )
+    .await?;
     print_summary("exported", &summary);
     Ok(())
+}
+
+/// The database the operator named with `flag`.
+fn parse_dsn(flag: &str, text: &str) -> anyhow::Result<DatabaseDsn> {
+    DatabaseDsn::from_str(text).map_err(|e| anyhow::anyhow!("{flag}: {}", e.message()))
+}
+
+/// A configured secret, owned, to move onto the blocking thread.
+fn exposed(key: Option<&ApiKey>) -> Option<String> {
+    key.map(|k| k.expose().to_owned())
+}
+
+/// Opens the `source` and `target` databases, each with the name it was given by, and runs
+/// `copy` between them on a blocking thread (the copy's connections block).
+async fn copy_between<E>(
+    (source_name, source): (&'static str, DatabaseDsn),
+    (target_name, target): (&'static str, DatabaseDsn),
+    copy: impl FnOnce(&mut SyncConn, &mut SyncConn) -> Result<Summary, E> + Send + 'static,
+) -> anyhow::Result<Summary>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Summary> {
+        let mut source_conn = SyncConn::open(&source).with_context(|| format!("{source_name} {source}"))?;
+        let mut target_conn = SyncConn::open(&target).with_context(|| format!("{target_name} {target}"))?;
+        Ok(copy(&mut source_conn, &mut target_conn)?)
+    })
+    .await?
 }
 
 /// The summary on standard output: rows per table, then what was skipped or repaired and why.
