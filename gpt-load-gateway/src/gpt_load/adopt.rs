@@ -306,34 +306,33 @@ fn backup_command(dsn: &DatabaseDsn) -> String {
         };
         (decode(host), port.to_owned(), decode(user), decode(database))
     }
-    let flag = |name: &str, value: &str| {
-        if value.is_empty() {
-            String::new()
-        } else {
-            format!(" {name} {value}")
-        }
+    // The dump tool, its flags for host, port and user, and what follows them around the
+    // database's name.
+    let (url, tool, flags, options, output) = match dsn {
+        DatabaseDsn::Postgres { url } => (
+            url,
+            "pg_dump",
+            ["-h", "-p", "-U"],
+            "--format=custom --file=gpt-load-backup.dump",
+            "",
+        ),
+        DatabaseDsn::Mysql { url } => (
+            url,
+            "mysqldump",
+            ["-h", "-P", "-u"],
+            "-p --single-transaction",
+            " > gpt-load-backup.sql",
+        ),
+        DatabaseDsn::Sqlite { path } => return format!("cp {} {}.bak", path.display(), path.display()),
     };
-    match dsn {
-        DatabaseDsn::Postgres { url } => {
-            let (host, port, user, database) = parts(url);
-            format!(
-                "for example: pg_dump{}{}{} --format=custom --file=gpt-load-backup.dump {database}",
-                flag("-h", &host),
-                flag("-p", &port),
-                flag("-U", &user)
-            )
-        }
-        DatabaseDsn::Mysql { url } => {
-            let (host, port, user, database) = parts(url);
-            format!(
-                "for example: mysqldump{}{}{} -p --single-transaction {database} > gpt-load-backup.sql",
-                flag("-h", &host),
-                flag("-P", &port),
-                flag("-u", &user)
-            )
-        }
-        DatabaseDsn::Sqlite { path } => format!("cp {} {}.bak", path.display(), path.display()),
-    }
+    let (host, port, user, database) = parts(url);
+    let flags: String = flags
+        .into_iter()
+        .zip([host, port, user])
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(flag, value)| format!(" {flag} {value}"))
+        .collect();
+    format!("for example: {tool}{flags} {options} {database}{output}")
 }
 
 /// SQLite and PostgreSQL: everything in one transaction.
