@@ -18,13 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use super::conn::{MigrationFailed, SyncConn, quote};
-use super::convert::NaiveZone;
 use super::copy::{self, CopyError, Link, Progress, SourceOptions, Summary};
-use super::keys::KeyTranslator;
 use super::source::{Location, Reader, TABLES};
 use crate::config::database::DatabaseDsn;
-use crate::crypto::KeyCipher;
-use crate::crypto::gpt_load::GptLoadCipher;
 use crate::db::Backend;
 
 /// Prefix of gpt-load's tables while they are moved aside (SQLite, MySQL).
@@ -143,15 +139,8 @@ pub(crate) fn adopt(
         Found::Ours | Found::Empty => return Ok(Adoption::NotNeeded),
         Found::Foreign(tables) => return Err(AdoptError::Foreign(tables)),
     }
-    let source = SourceOptions {
-        reader: Reader::new(Location::InPlace, copy::PAGE),
-        naive_zone: naive_zone(backend),
-        keys: KeyTranslator::new(
-            GptLoadCipher::from_password(options.encryption_key.as_deref()),
-            KeyCipher::from_password(options.encryption_key.as_deref()),
-        ),
-        auth_key: options.auth_key.clone(),
-    };
+    let key = options.encryption_key.as_deref();
+    let source = SourceOptions::in_place(backend, key, key, options.auth_key.clone());
     let keys = copy::check_keys(&mut conn, &source).map_err(|err| match err {
         CopyError::Keys { .. } => AdoptError::Keys(err),
         CopyError::Query(err) => failed(err),
@@ -195,15 +184,6 @@ fn failed(err: impl std::fmt::Display) -> AdoptError {
     AdoptError::Failed(err.to_string())
 }
 
-/// gpt-load's MySQL driver wrote zone-less local times (`loc=Local` in its documented DSN);
-/// SQLite and PostgreSQL values carry their offset.
-fn naive_zone(backend: Backend) -> NaiveZone {
-    match backend {
-        Backend::Mysql => NaiveZone::Local,
-        Backend::Sqlite | Backend::Postgres => NaiveZone::Utc,
-    }
-}
-
 /// What a database holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Found {
@@ -215,6 +195,18 @@ pub(crate) enum Found {
     GptLoad,
     /// Tables named like gpt-load's that are not gpt-load's.
     Foreign(String),
+}
+
+/// Fails with `error` (given what `conn` holds) unless `conn` holds `wanted`.
+pub(crate) fn require<E: From<diesel::result::Error>>(
+    conn: &mut SyncConn,
+    wanted: Found,
+    error: impl FnOnce(Found) -> E,
+) -> Result<(), E> {
+    match inspect(conn)? {
+        found if found == wanted => Ok(()),
+        other => Err(error(other)),
+    }
 }
 
 /// Looks at the tables of the database `conn` is connected to.

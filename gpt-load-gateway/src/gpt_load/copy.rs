@@ -15,8 +15,9 @@ use diesel::prelude::*;
 use super::conn::{SyncConn, on_conn};
 use super::convert::{self, NaiveZone};
 use super::keys::{KeyError, KeyTranslator};
-use super::source::{After, GroupIn, HourlyIn, KeyIn, LogIn, Reader, SettingIn, SubGroupIn};
-use crate::crypto::proxy_keys;
+use super::source::{After, GroupIn, HourlyIn, KeyIn, Location, LogIn, Reader, SettingIn, SubGroupIn};
+use crate::crypto::gpt_load::GptLoadCipher;
+use crate::crypto::{KeyCipher, proxy_keys};
 use crate::db::Backend;
 use crate::db::schema::{
     api_keys, group_hourly_stats, group_sub_groups, groups, request_logs, system_settings,
@@ -130,6 +131,32 @@ pub(crate) struct SourceOptions {
     pub(crate) keys: KeyTranslator,
     /// `AUTH_KEY`: gpt-load seeded it as a global proxy key, which deserves a warning.
     pub(crate) auth_key: Option<String>,
+}
+
+impl SourceOptions {
+    /// gpt-load's tables where gpt-load keeps them on `backend`, its keys read with
+    /// `gpt_load_key` and stored with `our_key`.
+    pub(crate) fn in_place(
+        backend: Backend,
+        gpt_load_key: Option<&str>,
+        our_key: Option<&str>,
+        auth_key: Option<String>,
+    ) -> Self {
+        Self {
+            reader: Reader::new(Location::InPlace, PAGE),
+            // gpt-load's MySQL driver wrote zone-less local times (`loc=Local` in its documented
+            // DSN); SQLite and PostgreSQL values carry their offset.
+            naive_zone: match backend {
+                Backend::Mysql => NaiveZone::Local,
+                Backend::Sqlite | Backend::Postgres => NaiveZone::Utc,
+            },
+            keys: KeyTranslator::new(
+                GptLoadCipher::from_password(gpt_load_key),
+                KeyCipher::from_password(our_key),
+            ),
+            auth_key,
+        }
+    }
 }
 
 /// Reads every key of the source and fails if any cannot be read: run before anything is

@@ -11,7 +11,7 @@ use chrono::{Local, NaiveDateTime, TimeZone};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 
-use super::adopt::{Found, inspect};
+use super::adopt::{Found, require};
 use super::conn::{SyncConn, on_conn, quote};
 use super::copy::{Progress, Summary, reset_sequences};
 use crate::crypto::gpt_load::GptLoadCipher;
@@ -62,13 +62,8 @@ pub(crate) fn export(
     encryption_key: Option<&str>,
     progress: &mut dyn Progress,
 ) -> Result<Summary, ExportError> {
-    match inspect(source)? {
-        Found::Ours => {}
-        other => return Err(ExportError::NotOurs(other)),
-    }
-    if inspect(target)? != Found::Empty {
-        return Err(ExportError::TargetNotEmpty);
-    }
+    require(source, Found::Ours, ExportError::NotOurs)?;
+    require(target, Found::Empty, |_| ExportError::TargetNotEmpty)?;
     let mut writer = Writer {
         ours: KeyCipher::from_password(encryption_key),
         theirs: GptLoadCipher::from_password(encryption_key),

@@ -6,15 +6,9 @@
 //! transaction: a failure writes nothing. Re-running it copies only what is new
 //! ([`copy`](super::copy) says how rows are matched).
 
-use super::adopt::{Found, inspect};
+use super::adopt::{Found, inspect, require};
 use super::conn::SyncConn;
-use super::convert::NaiveZone;
 use super::copy::{self, CopyError, Link, Progress, SourceOptions, Summary};
-use super::keys::KeyTranslator;
-use super::source::{Location, Reader};
-use crate::crypto::KeyCipher;
-use crate::crypto::gpt_load::GptLoadCipher;
-use crate::db::Backend;
 
 /// Why an import stopped; nothing was written.
 #[derive(Debug, thiserror::Error)]
@@ -45,25 +39,16 @@ pub(crate) fn import(
     auth_key: Option<&str>,
     progress: &mut dyn Progress,
 ) -> Result<Summary, ImportError> {
-    match inspect(source)? {
-        Found::GptLoad => {}
-        other => return Err(ImportError::NotGptLoad(other)),
-    }
+    require(source, Found::GptLoad, ImportError::NotGptLoad)?;
     if inspect(target)? == Found::GptLoad {
         return Err(ImportError::TargetIsGptLoad);
     }
-    let options = SourceOptions {
-        reader: Reader::new(Location::InPlace, copy::PAGE),
-        naive_zone: match source.backend() {
-            Backend::Mysql => NaiveZone::Local,
-            Backend::Sqlite | Backend::Postgres => NaiveZone::Utc,
-        },
-        keys: KeyTranslator::new(
-            GptLoadCipher::from_password(old_encryption_key.or(encryption_key)),
-            KeyCipher::from_password(encryption_key),
-        ),
-        auth_key: auth_key.map(str::to_owned),
-    };
+    let options = SourceOptions::in_place(
+        source.backend(),
+        old_encryption_key.or(encryption_key),
+        encryption_key,
+        auth_key.map(str::to_owned),
+    );
     copy::check_keys(source, &options)?;
     let summary = target.transaction(|target| {
         copy::copy_all(
