@@ -15,7 +15,9 @@ use diesel::prelude::*;
 use super::conn::{SyncConn, on_conn};
 use super::convert::{self, NaiveZone};
 use super::keys::{KeyError, KeyTranslator};
-use super::source::{After, GroupIn, HourlyIn, KeyIn, Location, LogIn, Reader, SettingIn, SubGroupIn};
+use super::source::{
+    After, GroupIn, HourlyIn, KeyIn, Location, LogIn, Reader, SettingIn, SourceRow, SubGroupIn,
+};
 use crate::crypto::gpt_load::GptLoadCipher;
 use crate::crypto::{KeyCipher, proxy_keys};
 use crate::db::Backend;
@@ -23,6 +25,7 @@ use crate::db::schema::{
     api_keys, group_hourly_stats, group_sub_groups, groups, request_logs, system_settings,
 };
 use crate::models::TEXT_LIMIT;
+use crate::repo::request_logs::RequestLogRow;
 
 /// Rows per page read from the source.
 pub(crate) const PAGE: i64 = 1_000;
@@ -164,10 +167,7 @@ impl SourceOptions {
 pub(crate) fn check_keys(conn: &mut SyncConn, source: &SourceOptions) -> Result<u64, CopyError> {
     let mut after = After::Start;
     let (mut total, mut unreadable, mut first_error) = (0_u64, 0_u64, None);
-    loop {
-        let page: Vec<KeyIn> = source.reader.page(conn, &after)?;
-        let Some(last) = page.last() else { break };
-        after = After::Id(convert::integer(last.id.as_deref()).unwrap_or(i64::MAX));
+    while let Some(page) = source.reader.next_page::<KeyIn>(conn, &mut after)? {
         for key in &page {
             total += 1;
             let stored = key.key_value.as_deref().unwrap_or("");
@@ -253,6 +253,16 @@ impl Ids {
     }
 }
 
+/// Inserts `$rows` into `$table` with [`insert_chunked`] and counts them copied.
+macro_rules! insert_rows {
+    ($copier:ident, $conn:expr, $table:ident, $rows:expr) => {{
+        let n = insert_chunked($conn, $rows, |c, chunk| {
+            on_conn!(c, |c| diesel::insert_into($table::table).values(chunk).execute(c))
+        })?;
+        $copier.summary.copied(stringify!($table), n);
+    }};
+}
+
 impl Copier<'_> {
     fn time(&mut self, text: Option<&str>, column: &str) -> NaiveDateTime {
         match text.and_then(|t| convert::timestamp(t, self.source.naive_zone)) {
@@ -286,10 +296,7 @@ impl Copier<'_> {
     }
 
     fn settings(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
-        let reader = &self.source.reader;
-        progress.start("system_settings", reader.count(link.source(), "system_settings")?);
-        let rows: Vec<SettingIn> = reader.page_all(link.source())?;
-        progress.advance(rows.len() as u64);
+        let rows: Vec<SettingIn> = self.read_all(link, progress)?;
         let target = link.target();
         let existing: Vec<(i64, String)> = on_conn!(target, |c| system_settings::table
             .select((system_settings::id, system_settings::setting_key))
@@ -344,21 +351,13 @@ impl Copier<'_> {
                 updated_at,
             });
         }
-        let n = insert_chunked(target, &inserts, |c, chunk| {
-            on_conn!(c, |c| diesel::insert_into(system_settings::table)
-                .values(chunk)
-                .execute(c))
-        })?;
-        self.summary.copied("system_settings", n);
+        insert_rows!(self, target, system_settings, &inserts);
         progress.finish();
         Ok(())
     }
 
     fn groups(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
-        let reader = &self.source.reader;
-        progress.start("groups", reader.count(link.source(), "groups")?);
-        let rows: Vec<GroupIn> = reader.page_all(link.source())?;
-        progress.advance(rows.len() as u64);
+        let rows: Vec<GroupIn> = self.read_all(link, progress)?;
         let target = link.target();
         let existing: Vec<(i64, String)> = on_conn!(target, |c| groups::table
             .select((groups::id, groups::name))
@@ -419,22 +418,13 @@ impl Copier<'_> {
                 updated_at,
             });
         }
-        let n = insert_chunked(target, &inserts, |c, chunk| {
-            on_conn!(c, |c| diesel::insert_into(groups::table).values(chunk).execute(c))
-        })?;
-        self.summary.copied("groups", n);
+        insert_rows!(self, target, groups, &inserts);
         progress.finish();
         Ok(())
     }
 
     fn sub_groups(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
-        let reader = &self.source.reader;
-        progress.start(
-            "group_sub_groups",
-            reader.count(link.source(), "group_sub_groups")?,
-        );
-        let rows: Vec<SubGroupIn> = reader.page_all(link.source())?;
-        progress.advance(rows.len() as u64);
+        let rows: Vec<SubGroupIn> = self.read_all(link, progress)?;
         let target = link.target();
         let existing: Vec<(i64, i64, i64)> = on_conn!(target, |c| group_sub_groups::table
             .select((
@@ -462,7 +452,7 @@ impl Copier<'_> {
             }
             let created_at = self.time(row.created_at.as_deref(), "group_sub_groups.created_at");
             let updated_at = self.time(row.updated_at.as_deref(), "group_sub_groups.updated_at");
-            inserts.push(SubGroupOut {
+            inserts.push(SubGroupRow {
                 id: ids.claim(convert::integer(row.id.as_deref())),
                 group_id,
                 sub_group_id,
@@ -473,19 +463,13 @@ impl Copier<'_> {
                 updated_at,
             });
         }
-        let n = insert_chunked(target, &inserts, |c, chunk| {
-            on_conn!(c, |c| diesel::insert_into(group_sub_groups::table)
-                .values(chunk)
-                .execute(c))
-        })?;
-        self.summary.copied("group_sub_groups", n);
+        insert_rows!(self, target, group_sub_groups, &inserts);
         progress.finish();
         Ok(())
     }
 
     fn keys(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
-        let total = self.source.reader.count(link.source(), "api_keys")?;
-        progress.start("api_keys", total);
+        let total = self.start::<KeyIn>(link, progress)?;
         let existing: Vec<(i64, i64, String)> = on_conn!(link.target(), |c| api_keys::table
             .select((api_keys::id, api_keys::group_id, api_keys::key_hash))
             .load(c))?;
@@ -496,10 +480,7 @@ impl Copier<'_> {
         }
         let mut ids = Ids::new(existing.iter().map(|(id, _, _)| *id));
         let mut after = After::Start;
-        loop {
-            let page: Vec<KeyIn> = self.source.reader.page(link.source(), &after)?;
-            let Some(last) = page.last() else { break };
-            after = After::Id(convert::integer(last.id.as_deref()).unwrap_or(i64::MAX));
+        while let Some(page) = self.source.reader.next_page::<KeyIn>(link.source(), &mut after)? {
             progress.advance(page.len() as u64);
             let mut inserts = Vec::with_capacity(page.len());
             for row in page {
@@ -551,27 +532,16 @@ impl Copier<'_> {
                     updated_at,
                 });
             }
-            let n = insert_chunked(link.target(), &inserts, |c, chunk| {
-                on_conn!(c, |c| diesel::insert_into(api_keys::table)
-                    .values(chunk)
-                    .execute(c))
-            })?;
-            self.summary.copied("api_keys", n);
+            insert_rows!(self, link.target(), api_keys, &inserts);
         }
         progress.finish();
         Ok(())
     }
 
     fn logs(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
-        progress.start(
-            "request_logs",
-            self.source.reader.count(link.source(), "request_logs")?,
-        );
+        self.start::<LogIn>(link, progress)?;
         let mut after = After::Start;
-        loop {
-            let page: Vec<LogIn> = self.source.reader.page(link.source(), &after)?;
-            let Some(last) = page.last() else { break };
-            after = After::Text(last.id.clone().unwrap_or_default());
+        while let Some(page) = self.source.reader.next_page::<LogIn>(link.source(), &mut after)? {
             progress.advance(page.len() as u64);
             let ids: Vec<String> = page.iter().filter_map(|r| r.id.clone()).collect();
             let existing: Vec<String> = on_conn!(link.target(), |c| request_logs::table
@@ -613,10 +583,10 @@ impl Copier<'_> {
                 let group_id = self.mapped_group(row.group_id.as_deref());
                 let parent_group_id = self.mapped_group(row.parent_group_id.as_deref());
                 let request_type = match row.request_type.as_deref().map(str::trim) {
-                    Some("retry") => "retry",
-                    _ => "final",
+                    Some("retry") => "retry".into(),
+                    _ => "final".into(),
                 };
-                inserts.push(LogOut {
+                inserts.push(RequestLogRow {
                     id,
                     timestamp,
                     group_id,
@@ -635,7 +605,7 @@ impl Copier<'_> {
                     duration: convert::integer(row.duration.as_deref()).unwrap_or(0),
                     error_message: convert::clip(row.error_message, TEXT_LIMIT),
                     user_agent: convert::clip(row.user_agent, 512),
-                    request_type: request_type.to_owned(),
+                    request_type,
                     upstream_addr: convert::clip(row.upstream_addr, 500),
                     is_stream: convert::boolean(row.is_stream.as_deref()),
                     request_body: convert::clip(row.request_body, TEXT_LIMIT),
@@ -645,22 +615,14 @@ impl Copier<'_> {
                     request_id: String::new(),
                 });
             }
-            let n = insert_chunked(link.target(), &inserts, |c, chunk| {
-                on_conn!(c, |c| diesel::insert_into(request_logs::table)
-                    .values(chunk)
-                    .execute(c))
-            })?;
-            self.summary.copied("request_logs", n);
+            insert_rows!(self, link.target(), request_logs, &inserts);
         }
         progress.finish();
         Ok(())
     }
 
     fn hourly(&mut self, link: &mut Link<'_>, progress: &mut dyn Progress) -> Result<(), CopyError> {
-        progress.start(
-            "group_hourly_stats",
-            self.source.reader.count(link.source(), "group_hourly_stats")?,
-        );
+        self.start::<HourlyIn>(link, progress)?;
         let existing: Vec<(i64, NaiveDateTime, i64)> =
             on_conn!(link.target(), |c| group_hourly_stats::table
                 .select((
@@ -672,10 +634,11 @@ impl Copier<'_> {
         let mut present: HashSet<(NaiveDateTime, i64)> = existing.iter().map(|(_, t, g)| (*t, *g)).collect();
         let mut ids = Ids::new(existing.iter().map(|(id, _, _)| *id));
         let mut after = After::Start;
-        loop {
-            let page: Vec<HourlyIn> = self.source.reader.page(link.source(), &after)?;
-            let Some(last) = page.last() else { break };
-            after = After::Id(convert::integer(last.id.as_deref()).unwrap_or(i64::MAX));
+        while let Some(page) = self
+            .source
+            .reader
+            .next_page::<HourlyIn>(link.source(), &mut after)?
+        {
             progress.advance(page.len() as u64);
             let mut inserts = Vec::with_capacity(page.len());
             for row in page {
@@ -704,15 +667,37 @@ impl Copier<'_> {
                     updated_at,
                 });
             }
-            let n = insert_chunked(link.target(), &inserts, |c, chunk| {
-                on_conn!(c, |c| diesel::insert_into(group_hourly_stats::table)
-                    .values(chunk)
-                    .execute(c))
-            })?;
-            self.summary.copied("group_hourly_stats", n);
+            insert_rows!(self, link.target(), group_hourly_stats, &inserts);
         }
         progress.finish();
         Ok(())
+    }
+
+    /// Starts `R`'s table on `progress`; returns how many rows the source holds.
+    fn start<R: SourceRow>(
+        &self,
+        link: &mut Link<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<u64, CopyError> {
+        let total = self.source.reader.count(link.source(), R::TABLE)?;
+        progress.start(R::TABLE, total);
+        Ok(total)
+    }
+
+    /// Every row of a small table (settings, groups, links), reported as read.
+    fn read_all<R: SourceRow + Cursor>(
+        &self,
+        link: &mut Link<'_>,
+        progress: &mut dyn Progress,
+    ) -> Result<Vec<R>, CopyError> {
+        self.start::<R>(link, progress)?;
+        let mut rows = Vec::new();
+        let mut after = After::Start;
+        while let Some(page) = self.source.reader.next_page(link.source(), &mut after)? {
+            rows.extend(page);
+        }
+        progress.advance(rows.len() as u64);
+        Ok(rows)
     }
 
     /// A source group id as the target knows it; a group that no longer exists keeps its id
@@ -724,38 +709,43 @@ impl Copier<'_> {
 }
 
 impl Reader {
-    /// Every row of a small table (settings, groups, links).
-    fn page_all<R: super::source::SourceRow + HasId>(
+    /// The page of `R` after `after`, moving `after` past it; `None` once the table is done.
+    fn next_page<R: SourceRow + Cursor>(
         &self,
         conn: &mut SyncConn,
-    ) -> diesel::QueryResult<Vec<R>> {
-        let mut all = Vec::new();
-        let mut after = After::Start;
-        loop {
-            let page: Vec<R> = self.page(conn, &after)?;
-            let Some(last) = page.last() else { break };
-            after = After::Id(convert::integer(last.id()).unwrap_or(i64::MAX));
-            all.extend(page);
-        }
-        Ok(all)
+        after: &mut After,
+    ) -> diesel::QueryResult<Option<Vec<R>>> {
+        let page: Vec<R> = self.page(conn, after)?;
+        let Some(last) = page.last() else {
+            return Ok(None);
+        };
+        *after = last.after();
+        Ok(Some(page))
     }
 }
 
-/// A source row with a numeric id.
-trait HasId {
-    fn id(&self) -> Option<&str>;
+/// A source row that pages are read past.
+trait Cursor {
+    /// Where the page after this row starts.
+    fn after(&self) -> After;
 }
 
-macro_rules! has_id {
+macro_rules! numeric_id {
     ($($row:ty),+) => {
-        $(impl HasId for $row {
-            fn id(&self) -> Option<&str> {
-                self.id.as_deref()
+        $(impl Cursor for $row {
+            fn after(&self) -> After {
+                After::Id(convert::integer(self.id.as_deref()).unwrap_or(i64::MAX))
             }
         })+
     };
 }
-has_id!(SettingIn, GroupIn, SubGroupIn);
+numeric_id!(SettingIn, GroupIn, SubGroupIn, KeyIn, HourlyIn);
+
+impl Cursor for LogIn {
+    fn after(&self) -> After {
+        After::Text(self.id.clone().unwrap_or_default())
+    }
+}
 
 /// Inserts `rows` in statements of at most [`INSERT_ROWS`] rows and about [`INSERT_BYTES`].
 fn insert_chunked<T: ApproxSize>(
@@ -842,15 +832,16 @@ struct GroupOut {
     updated_at: NaiveDateTime,
 }
 
-#[derive(Insertable)]
+/// A `group_sub_groups` row: written here, read by the export.
+#[derive(Insertable, Queryable, Selectable)]
 #[diesel(table_name = group_sub_groups)]
-struct SubGroupOut {
-    id: i64,
-    group_id: i64,
-    sub_group_id: i64,
-    weight: i32,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
+pub(super) struct SubGroupRow {
+    pub(super) id: i64,
+    pub(super) group_id: i64,
+    pub(super) sub_group_id: i64,
+    pub(super) weight: i32,
+    pub(super) created_at: NaiveDateTime,
+    pub(super) updated_at: NaiveDateTime,
 }
 
 #[derive(Insertable)]
@@ -870,35 +861,6 @@ struct KeyOut {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = request_logs)]
-struct LogOut {
-    id: String,
-    timestamp: NaiveDateTime,
-    group_id: i64,
-    group_name: String,
-    parent_group_id: i64,
-    parent_group_name: String,
-    key_value: String,
-    key_hash: String,
-    model: String,
-    is_success: bool,
-    source_ip: String,
-    status_code: i32,
-    request_path: String,
-    duration: i64,
-    error_message: String,
-    user_agent: String,
-    request_type: String,
-    upstream_addr: String,
-    is_stream: bool,
-    request_body: String,
-    key_id: Option<i64>,
-    attempt: i32,
-    ttfb_ms: Option<i64>,
-    request_id: String,
-}
-
-#[derive(Insertable)]
 #[diesel(table_name = group_hourly_stats)]
 struct HourlyOut {
     id: i64,
@@ -910,51 +872,26 @@ struct HourlyOut {
     updated_at: NaiveDateTime,
 }
 
-impl ApproxSize for SettingOut {
-    fn approx_size(&self) -> usize {
-        100 + self.setting_key.len() + self.setting_value.len() + self.description.len()
-    }
+/// The size of each row type: a fixed part for its numbers and times, and its texts.
+macro_rules! approx_size {
+    ($($row:ty: $fixed:literal $(+ $text:ident)*;)+) => {
+        $(impl ApproxSize for $row {
+            fn approx_size(&self) -> usize {
+                $fixed $(+ self.$text.len())*
+            }
+        })+
+    };
 }
 
-impl ApproxSize for GroupOut {
-    fn approx_size(&self) -> usize {
-        300 + self.proxy_keys.len()
-            + self.upstreams.len()
-            + self.param_overrides.len()
-            + self.config.len()
-            + self.header_rules.len()
-            + self.model_redirect_rules.len()
-            + self.description.len()
-    }
-}
-
-impl ApproxSize for SubGroupOut {
-    fn approx_size(&self) -> usize {
-        100
-    }
-}
-
-impl ApproxSize for KeyOut {
-    fn approx_size(&self) -> usize {
-        150 + self.key_value.len() + self.key_hash.len() + self.notes.len()
-    }
-}
-
-impl ApproxSize for LogOut {
-    fn approx_size(&self) -> usize {
-        300 + self.key_value.len()
-            + self.request_path.len()
-            + self.error_message.len()
-            + self.user_agent.len()
-            + self.request_body.len()
-            + self.upstream_addr.len()
-    }
-}
-
-impl ApproxSize for HourlyOut {
-    fn approx_size(&self) -> usize {
-        100
-    }
+approx_size! {
+    SettingOut: 100 + setting_key + setting_value + description;
+    GroupOut: 300 + proxy_keys + upstreams + param_overrides + config + header_rules
+        + model_redirect_rules + description;
+    SubGroupRow: 100;
+    KeyOut: 150 + key_value + key_hash + notes;
+    RequestLogRow: 300 + key_value + request_path + error_message + user_agent + request_body
+        + upstream_addr;
+    HourlyOut: 100;
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text};
 
 use super::adopt::{Found, require};
 use super::conn::{SyncConn, on_conn, quote};
-use super::copy::{Progress, Summary, reset_sequences};
+use super::copy::{Progress, SubGroupRow, Summary, reset_sequences};
 use crate::crypto::gpt_load::GptLoadCipher;
 use crate::crypto::{KeyCipher, proxy_keys};
 use crate::db::Backend;
@@ -26,7 +26,7 @@ use crate::repo::stats::HourlyStatRow;
 
 /// Rows per `INSERT` statement.
 const ROWS_PER_INSERT: usize = 200;
-/// Rows read per page from our large tables.
+/// Rows read per page from our tables.
 const PAGE: i64 = 1_000;
 
 /// Why an export stopped.
@@ -78,32 +78,202 @@ pub(crate) fn export(
         target.execute(statement)?;
     }
     target.transaction(|target| {
-        writer.settings(source, target, progress)?;
-        writer.groups(source, target, progress)?;
-        writer.sub_groups(source, target, progress)?;
-        writer.keys(source, target, progress)?;
-        writer.logs(source, target, progress)?;
-        writer.hourly(source, target, progress)?;
+        writer.table::<SettingRow>(source, target, progress)?;
+        writer.table::<GroupRow>(source, target, progress)?;
+        writer.table::<SubGroupRow>(source, target, progress)?;
+        writer.table::<ApiKeyRow>(source, target, progress)?;
+        writer.table::<RequestLogRow>(source, target, progress)?;
+        writer.table::<HourlyStatRow>(source, target, progress)?;
         reset_sequences(target)?;
         Ok::<_, ExportError>(())
     })?;
     Ok(writer.summary)
 }
 
-/// A large table to copy page by page: its name, gpt-load's columns and its row count.
-struct Paged<'a> {
-    name: &'static str,
-    columns: &'a [&'a str],
-    total: i64,
-}
-
 /// A value bound into an `INSERT`.
 enum Value {
-    Text(Option<String>),
+    Text(String),
     Json(String),
     Time(Option<NaiveDateTime>),
     Int(i64),
     Bool(bool),
+}
+
+/// A row as gpt-load has it: each of its columns with the value written there.
+type Cells = Vec<(&'static str, Value)>;
+
+/// One of our tables as gpt-load has it: our row, and that row in gpt-load's columns. Every
+/// table is read a page at a time in id order, so large ones never sit in memory.
+trait Exported: Sized {
+    /// The table, named alike on both sides.
+    const TABLE: &'static str;
+    /// The id the pages follow.
+    type Id: Default;
+    /// Rows in our table.
+    fn count(source: &mut SyncConn) -> diesel::QueryResult<i64>;
+    /// The next page of rows after the id `after`.
+    fn page(source: &mut SyncConn, after: &Self::Id) -> diesel::QueryResult<Vec<Self>>;
+    /// This row's id.
+    fn id(&self) -> Self::Id;
+    /// The row in gpt-load's columns, the same columns in the same order for every row.
+    fn cells(self, writer: &Writer) -> Result<Cells, ExportError>;
+}
+
+/// The reading half of [`Exported`] for a row type selectable from `$table`, whose id is `$id`.
+macro_rules! read_by_id {
+    ($table:ident, $id:ty) => {
+        const TABLE: &'static str = stringify!($table);
+        type Id = $id;
+
+        fn count(source: &mut SyncConn) -> diesel::QueryResult<i64> {
+            on_conn!(source, |c| $table::table.count().get_result(c))
+        }
+
+        fn page(source: &mut SyncConn, after: &$id) -> diesel::QueryResult<Vec<Self>> {
+            on_conn!(source, |c| $table::table
+                .filter($table::id.gt(after))
+                .order($table::id)
+                .limit(PAGE)
+                .select(Self::as_select())
+                .load(c))
+        }
+
+        fn id(&self) -> $id {
+            self.id.clone()
+        }
+    };
+}
+
+impl Exported for SettingRow {
+    read_by_id!(system_settings, i64);
+
+    fn cells(self, writer: &Writer) -> Result<Cells, ExportError> {
+        let value = if self.setting_key == "proxy_keys" {
+            proxy_keys::open(&writer.ours, &self.setting_value)?
+        } else {
+            self.setting_value
+        };
+        Ok(vec![
+            ("id", Value::Int(self.id)),
+            ("setting_key", Value::Text(self.setting_key)),
+            ("setting_value", Value::Text(value)),
+            ("description", Value::Text(self.description)),
+            ("created_at", Value::Time(Some(self.created_at))),
+            ("updated_at", Value::Time(Some(self.updated_at))),
+        ])
+    }
+}
+
+impl Exported for GroupRow {
+    read_by_id!(groups, i64);
+
+    fn cells(self, writer: &Writer) -> Result<Cells, ExportError> {
+        let proxy_keys = proxy_keys::open(&writer.ours, &self.proxy_keys)?;
+        Ok(vec![
+            ("id", Value::Int(self.id)),
+            ("name", Value::Text(self.name)),
+            ("display_name", Value::Text(self.display_name)),
+            ("proxy_keys", Value::Text(proxy_keys)),
+            ("description", Value::Text(self.description)),
+            ("group_type", Value::Text(self.group_type)),
+            ("upstreams", Value::Json(self.upstreams)),
+            ("validation_endpoint", Value::Text(self.validation_endpoint)),
+            ("channel_type", Value::Text(self.channel_type)),
+            ("sort", Value::Int(i64::from(self.sort))),
+            ("test_model", Value::Text(self.test_model)),
+            ("param_overrides", Value::Json(self.param_overrides)),
+            ("config", Value::Json(self.config)),
+            ("header_rules", Value::Json(self.header_rules)),
+            ("model_redirect_rules", Value::Json(self.model_redirect_rules)),
+            ("model_redirect_strict", Value::Bool(self.model_redirect_strict)),
+            ("last_validated_at", Value::Time(self.last_validated_at)),
+            ("created_at", Value::Time(Some(self.created_at))),
+            ("updated_at", Value::Time(Some(self.updated_at))),
+        ])
+    }
+}
+
+impl Exported for SubGroupRow {
+    read_by_id!(group_sub_groups, i64);
+
+    fn cells(self, _: &Writer) -> Result<Cells, ExportError> {
+        Ok(vec![
+            ("id", Value::Int(self.id)),
+            ("group_id", Value::Int(self.group_id)),
+            ("sub_group_id", Value::Int(self.sub_group_id)),
+            ("weight", Value::Int(i64::from(self.weight))),
+            ("created_at", Value::Time(Some(self.created_at))),
+            ("updated_at", Value::Time(Some(self.updated_at))),
+        ])
+    }
+}
+
+impl Exported for ApiKeyRow {
+    read_by_id!(api_keys, i64);
+
+    fn cells(self, writer: &Writer) -> Result<Cells, ExportError> {
+        let (key_value, key_hash) = writer.key(&self.key_value)?;
+        Ok(vec![
+            ("id", Value::Int(self.id)),
+            ("key_value", Value::Text(key_value)),
+            ("key_hash", Value::Text(key_hash)),
+            ("group_id", Value::Int(self.group_id)),
+            ("status", Value::Text(self.status)),
+            ("notes", Value::Text(self.notes)),
+            ("request_count", Value::Int(self.request_count)),
+            ("failure_count", Value::Int(self.failure_count)),
+            ("last_used_at", Value::Time(self.last_used_at)),
+            ("created_at", Value::Time(Some(self.created_at))),
+            ("updated_at", Value::Time(Some(self.updated_at))),
+        ])
+    }
+}
+
+impl Exported for RequestLogRow {
+    read_by_id!(request_logs, String);
+
+    fn cells(self, writer: &Writer) -> Result<Cells, ExportError> {
+        // A log row whose key no longer decrypts keeps everything but the key.
+        let (key_value, key_hash) = writer.key(&self.key_value).unwrap_or_default();
+        Ok(vec![
+            ("id", Value::Text(self.id)),
+            ("timestamp", Value::Time(Some(self.timestamp))),
+            ("group_id", Value::Int(self.group_id)),
+            ("group_name", Value::Text(self.group_name)),
+            ("parent_group_id", Value::Int(self.parent_group_id)),
+            ("parent_group_name", Value::Text(self.parent_group_name)),
+            ("key_value", Value::Text(key_value)),
+            ("key_hash", Value::Text(key_hash)),
+            ("model", Value::Text(self.model)),
+            ("is_success", Value::Bool(self.is_success)),
+            ("source_ip", Value::Text(self.source_ip)),
+            ("status_code", Value::Int(i64::from(self.status_code))),
+            ("request_path", Value::Text(self.request_path)),
+            ("duration", Value::Int(self.duration)),
+            ("error_message", Value::Text(self.error_message)),
+            ("user_agent", Value::Text(self.user_agent)),
+            ("request_type", Value::Text(self.request_type.into_owned())),
+            ("upstream_addr", Value::Text(self.upstream_addr)),
+            ("is_stream", Value::Bool(self.is_stream)),
+            ("request_body", Value::Text(self.request_body)),
+        ])
+    }
+}
+
+impl Exported for HourlyStatRow {
+    read_by_id!(group_hourly_stats, i64);
+
+    fn cells(self, _: &Writer) -> Result<Cells, ExportError> {
+        Ok(vec![
+            ("id", Value::Int(self.id)),
+            ("time", Value::Time(Some(self.time))),
+            ("group_id", Value::Int(self.group_id)),
+            ("success_count", Value::Int(self.success_count)),
+            ("failure_count", Value::Int(self.failure_count)),
+            ("created_at", Value::Time(Some(self.created_at))),
+            ("updated_at", Value::Time(Some(self.updated_at))),
+        ])
+    }
 }
 
 struct Writer {
@@ -122,371 +292,25 @@ impl Writer {
         Ok((self.theirs.encrypt(&plain), self.theirs.hash(&plain)))
     }
 
-    fn settings(
+    /// Copies table `R` a page at a time and reports it done.
+    fn table<R: Exported>(
         &mut self,
         source: &mut SyncConn,
         target: &mut SyncConn,
         progress: &mut dyn Progress,
     ) -> Result<(), ExportError> {
-        let rows: Vec<SettingRow> = on_conn!(source, |c| system_settings::table
-            .order(system_settings::id)
-            .select(SettingRow::as_select())
-            .load(c))?;
-        progress.start("system_settings", rows.len() as u64);
-        let mut values = Vec::with_capacity(rows.len());
-        for row in rows {
-            let value = if row.setting_key == "proxy_keys" {
-                proxy_keys::open(&self.ours, &row.setting_value)?
-            } else {
-                row.setting_value
-            };
-            values.push(vec![
-                Value::Int(row.id),
-                Value::Text(Some(row.setting_key)),
-                Value::Text(Some(value)),
-                Value::Text(Some(row.description)),
-                Value::Time(Some(row.created_at)),
-                Value::Time(Some(row.updated_at)),
-            ]);
-        }
-        let columns = [
-            "id",
-            "setting_key",
-            "setting_value",
-            "description",
-            "created_at",
-            "updated_at",
-        ];
-        self.insert(target, "system_settings", &columns, values, progress)
-    }
-
-    fn groups(
-        &mut self,
-        source: &mut SyncConn,
-        target: &mut SyncConn,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        let rows: Vec<GroupRow> = on_conn!(source, |c| groups::table
-            .order(groups::id)
-            .select(GroupRow::as_select())
-            .load(c))?;
-        progress.start("groups", rows.len() as u64);
-        let mut values = Vec::with_capacity(rows.len());
-        for row in rows {
-            values.push(vec![
-                Value::Int(row.id),
-                Value::Text(Some(row.name)),
-                Value::Text(Some(row.display_name)),
-                Value::Text(Some(proxy_keys::open(&self.ours, &row.proxy_keys)?)),
-                Value::Text(Some(row.description)),
-                Value::Text(Some(row.group_type)),
-                Value::Json(row.upstreams),
-                Value::Text(Some(row.validation_endpoint)),
-                Value::Text(Some(row.channel_type)),
-                Value::Int(i64::from(row.sort)),
-                Value::Text(Some(row.test_model)),
-                Value::Json(row.param_overrides),
-                Value::Json(row.config),
-                Value::Json(row.header_rules),
-                Value::Json(row.model_redirect_rules),
-                Value::Bool(row.model_redirect_strict),
-                Value::Time(row.last_validated_at),
-                Value::Time(Some(row.created_at)),
-                Value::Time(Some(row.updated_at)),
-            ]);
-        }
-        let columns = [
-            "id",
-            "name",
-            "display_name",
-            "proxy_keys",
-            "description",
-            "group_type",
-            "upstreams",
-            "validation_endpoint",
-            "channel_type",
-            "sort",
-            "test_model",
-            "param_overrides",
-            "config",
-            "header_rules",
-            "model_redirect_rules",
-            "model_redirect_strict",
-            "last_validated_at",
-            "created_at",
-            "updated_at",
-        ];
-        self.insert(target, "groups", &columns, values, progress)
-    }
-
-    fn sub_groups(
-        &mut self,
-        source: &mut SyncConn,
-        target: &mut SyncConn,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        let rows: Vec<(i64, i64, i64, i32, NaiveDateTime, NaiveDateTime)> =
-            on_conn!(source, |c| group_sub_groups::table
-                .order(group_sub_groups::id)
-                .select((
-                    group_sub_groups::id,
-                    group_sub_groups::group_id,
-                    group_sub_groups::sub_group_id,
-                    group_sub_groups::weight,
-                    group_sub_groups::created_at,
-                    group_sub_groups::updated_at,
-                ))
-                .load(c))?;
-        progress.start("group_sub_groups", rows.len() as u64);
-        let values = rows
-            .into_iter()
-            .map(|(id, group_id, sub_group_id, weight, created_at, updated_at)| {
-                vec![
-                    Value::Int(id),
-                    Value::Int(group_id),
-                    Value::Int(sub_group_id),
-                    Value::Int(i64::from(weight)),
-                    Value::Time(Some(created_at)),
-                    Value::Time(Some(updated_at)),
-                ]
-            })
-            .collect();
-        let columns = [
-            "id",
-            "group_id",
-            "sub_group_id",
-            "weight",
-            "created_at",
-            "updated_at",
-        ];
-        self.insert(target, "group_sub_groups", &columns, values, progress)
-    }
-
-    fn keys(
-        &mut self,
-        source: &mut SyncConn,
-        target: &mut SyncConn,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        let total: i64 = on_conn!(&mut *source, |c| api_keys::table.count().get_result(c))?;
-        let columns = [
-            "id",
-            "key_value",
-            "key_hash",
-            "group_id",
-            "status",
-            "notes",
-            "request_count",
-            "failure_count",
-            "last_used_at",
-            "created_at",
-            "updated_at",
-        ];
-        let read = |source: &mut SyncConn, last: &i64| {
-            on_conn!(source, |c| api_keys::table
-                .filter(api_keys::id.gt(*last))
-                .order(api_keys::id)
-                .limit(PAGE)
-                .select(ApiKeyRow::as_select())
-                .load(c))
-        };
-        let values = |writer: &mut Self, row: ApiKeyRow| {
-            let (key_value, key_hash) = writer.key(&row.key_value)?;
-            Ok(vec![
-                Value::Int(row.id),
-                Value::Text(Some(key_value)),
-                Value::Text(Some(key_hash)),
-                Value::Int(row.group_id),
-                Value::Text(Some(row.status)),
-                Value::Text(Some(row.notes)),
-                Value::Int(row.request_count),
-                Value::Int(row.failure_count),
-                Value::Time(row.last_used_at),
-                Value::Time(Some(row.created_at)),
-                Value::Time(Some(row.updated_at)),
-            ])
-        };
-        let table = Paged {
-            name: "api_keys",
-            columns: &columns,
-            total,
-        };
-        self.paged(
-            source,
-            target,
-            &table,
-            read,
-            |row: &ApiKeyRow| row.id,
-            values,
-            progress,
-        )
-    }
-
-    fn logs(
-        &mut self,
-        source: &mut SyncConn,
-        target: &mut SyncConn,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        let total: i64 = on_conn!(&mut *source, |c| request_logs::table.count().get_result(c))?;
-        let columns = [
-            "id",
-            "timestamp",
-            "group_id",
-            "group_name",
-            "parent_group_id",
-            "parent_group_name",
-            "key_value",
-            "key_hash",
-            "model",
-            "is_success",
-            "source_ip",
-            "status_code",
-            "request_path",
-            "duration",
-            "error_message",
-            "user_agent",
-            "request_type",
-            "upstream_addr",
-            "is_stream",
-            "request_body",
-        ];
-        let read = |source: &mut SyncConn, last: &String| {
-            on_conn!(source, |c| request_logs::table
-                .filter(request_logs::id.gt(last))
-                .order(request_logs::id)
-                .limit(PAGE)
-                .select(RequestLogRow::as_select())
-                .load(c))
-        };
-        let values = |writer: &mut Self, row: RequestLogRow| {
-            // A log row whose key no longer decrypts keeps everything but the key.
-            let (key_value, key_hash) = writer.key(&row.key_value).unwrap_or_default();
-            Ok(vec![
-                Value::Text(Some(row.id)),
-                Value::Time(Some(row.timestamp)),
-                Value::Int(row.group_id),
-                Value::Text(Some(row.group_name)),
-                Value::Int(row.parent_group_id),
-                Value::Text(Some(row.parent_group_name)),
-                Value::Text(Some(key_value)),
-                Value::Text(Some(key_hash)),
-                Value::Text(Some(row.model)),
-                Value::Bool(row.is_success),
-                Value::Text(Some(row.source_ip)),
-                Value::Int(i64::from(row.status_code)),
-                Value::Text(Some(row.request_path)),
-                Value::Int(row.duration),
-                Value::Text(Some(row.error_message)),
-                Value::Text(Some(row.user_agent)),
-                Value::Text(Some(row.request_type.into_owned())),
-                Value::Text(Some(row.upstream_addr)),
-                Value::Bool(row.is_stream),
-                Value::Text(Some(row.request_body)),
-            ])
-        };
-        let table = Paged {
-            name: "request_logs",
-            columns: &columns,
-            total,
-        };
-        let cursor = |row: &RequestLogRow| row.id.clone();
-        self.paged(source, target, &table, read, cursor, values, progress)
-    }
-
-    fn hourly(
-        &mut self,
-        source: &mut SyncConn,
-        target: &mut SyncConn,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        let total: i64 = on_conn!(&mut *source, |c| group_hourly_stats::table.count().get_result(c))?;
-        let columns = [
-            "id",
-            "time",
-            "group_id",
-            "success_count",
-            "failure_count",
-            "created_at",
-            "updated_at",
-        ];
-        let read = |source: &mut SyncConn, last: &i64| {
-            on_conn!(source, |c| group_hourly_stats::table
-                .filter(group_hourly_stats::id.gt(*last))
-                .order(group_hourly_stats::id)
-                .limit(PAGE)
-                .select(HourlyStatRow::as_select())
-                .load(c))
-        };
-        let values = |_: &mut Self, row: HourlyStatRow| {
-            Ok(vec![
-                Value::Int(row.id),
-                Value::Time(Some(row.time)),
-                Value::Int(row.group_id),
-                Value::Int(row.success_count),
-                Value::Int(row.failure_count),
-                Value::Time(Some(row.created_at)),
-                Value::Time(Some(row.updated_at)),
-            ])
-        };
-        let table = Paged {
-            name: "group_hourly_stats",
-            columns: &columns,
-            total,
-        };
-        self.paged(
-            source,
-            target,
-            &table,
-            read,
-            |row: &HourlyStatRow| row.id,
-            values,
-            progress,
-        )
-    }
-
-    /// Copies a large table a page at a time in id order: `read` loads the rows after a cursor,
-    /// `cursor` is a row's id, `values` turns a row into gpt-load's columns.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the three closures are the table's whole shape"
-    )]
-    fn paged<R, C: Default>(
-        &mut self,
-        source: &mut SyncConn,
-        target: &mut SyncConn,
-        table: &Paged<'_>,
-        read: impl Fn(&mut SyncConn, &C) -> diesel::QueryResult<Vec<R>>,
-        cursor: impl Fn(&R) -> C,
-        values: impl Fn(&mut Self, R) -> Result<Vec<Value>, ExportError>,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        progress.start(table.name, u64::try_from(table.total).unwrap_or(0));
-        let mut last = C::default();
+        progress.start(R::TABLE, u64::try_from(R::count(source)?).unwrap_or(0));
+        let mut last = R::Id::default();
         loop {
-            let rows = read(source, &last)?;
+            let rows = R::page(source, &last)?;
             let Some(tail) = rows.last() else { break };
-            last = cursor(tail);
-            let mut page = Vec::with_capacity(rows.len());
-            for row in rows {
-                page.push(values(self, row)?);
-            }
-            self.insert_page(target, table.name, table.columns, page, progress)?;
+            last = tail.id();
+            let page = rows
+                .into_iter()
+                .map(|row| row.cells(self))
+                .collect::<Result<Vec<_>, _>>()?;
+            self.insert_page(target, R::TABLE, page, progress)?;
         }
-        progress.finish();
-        Ok(())
-    }
-
-    /// Inserts a whole small table and reports it done.
-    fn insert(
-        &mut self,
-        target: &mut SyncConn,
-        table: &'static str,
-        columns: &[&str],
-        rows: Vec<Vec<Value>>,
-        progress: &mut dyn Progress,
-    ) -> Result<(), ExportError> {
-        self.insert_page(target, table, columns, rows, progress)?;
         progress.finish();
         Ok(())
     }
@@ -496,26 +320,25 @@ impl Writer {
         &mut self,
         target: &mut SyncConn,
         table: &'static str,
-        columns: &[&str],
-        rows: Vec<Vec<Value>>,
+        rows: Vec<Cells>,
         progress: &mut dyn Progress,
     ) -> Result<(), ExportError> {
         let backend = target.backend();
-        let column_list = columns
-            .iter()
-            .map(|c| quote(backend, c))
-            .collect::<Vec<_>>()
-            .join(", ");
         let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<Vec<Value>> = rows.by_ref().take(ROWS_PER_INSERT).collect();
+        while let Some(first) = rows.peek() {
+            let column_list = first
+                .iter()
+                .map(|(column, _)| quote(backend, column))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let chunk: Vec<Cells> = rows.by_ref().take(ROWS_PER_INSERT).collect();
             let mut n = 0;
             let tuples = chunk
                 .iter()
                 .map(|row| {
                     let cells = row
                         .iter()
-                        .map(|value| {
+                        .map(|(_, value)| {
                             n += 1;
                             placeholder(backend, n, value)
                         })
@@ -530,12 +353,12 @@ impl Writer {
                 quote(backend, table)
             );
             let count = chunk.len();
-            let values: Vec<Value> = chunk.into_iter().flatten().collect();
+            let values: Vec<Value> = chunk.into_iter().flatten().map(|(_, value)| value).collect();
             on_conn!(&mut *target, |c| {
                 let mut query = diesel::sql_query(&sql).into_boxed();
                 for value in values {
                     query = match value {
-                        Value::Text(text) => query.bind::<Nullable<Text>, _>(text),
+                        Value::Text(text) => query.bind::<Text, _>(text),
                         Value::Json(text) => query.bind::<Text, _>(text),
                         Value::Time(at) => {
                             query.bind::<Nullable<Text>, _>(at.map(|at| time_text(backend, at)))
