@@ -24,8 +24,8 @@ use crate::db::Backend;
 use crate::db::schema::{
     api_keys, group_hourly_stats, group_sub_groups, groups, request_logs, system_settings,
 };
-use crate::models::TEXT_LIMIT;
-use crate::repo::request_logs::RequestLogRow;
+use crate::models::{ApiKeyRow, GroupRow, SettingRow, TEXT_LIMIT};
+use crate::repo::{request_logs::RequestLogRow, stats::HourlyStatRow};
 
 /// Rows per page read from the source.
 pub(crate) const PAGE: i64 = 1_000;
@@ -342,7 +342,7 @@ impl Copier<'_> {
             }
             let created_at = self.time(row.created_at.as_deref(), "system_settings.created_at");
             let updated_at = self.time(row.updated_at.as_deref(), "system_settings.updated_at");
-            inserts.push(SettingOut {
+            inserts.push(SettingRow {
                 id: ids.claim(convert::integer(row.id.as_deref())),
                 setting_key: convert::clip(Some(key), 255),
                 setting_value: value,
@@ -390,7 +390,7 @@ impl Copier<'_> {
             let updated_at = self.time(row.updated_at.as_deref(), "groups.updated_at");
             let last_validated_at =
                 self.optional_time(row.last_validated_at.as_deref(), "groups.last_validated_at");
-            inserts.push(GroupOut {
+            inserts.push(GroupRow {
                 id,
                 name: convert::clip(Some(name), 255),
                 display_name: convert::clip(row.display_name, 255),
@@ -518,7 +518,7 @@ impl Copier<'_> {
                 let last_used_at = self.optional_time(row.last_used_at.as_deref(), "api_keys.last_used_at");
                 let created_at = self.time(row.created_at.as_deref(), "api_keys.created_at");
                 let updated_at = self.time(row.updated_at.as_deref(), "api_keys.updated_at");
-                inserts.push(KeyOut {
+                inserts.push(ApiKeyRow {
                     id,
                     key_value,
                     key_hash,
@@ -657,7 +657,7 @@ impl Copier<'_> {
                 }
                 let created_at = self.time(row.created_at.as_deref(), "group_hourly_stats.created_at");
                 let updated_at = self.time(row.updated_at.as_deref(), "group_hourly_stats.updated_at");
-                inserts.push(HourlyOut {
+                inserts.push(HourlyStatRow {
                     id: ids.claim(convert::integer(row.id.as_deref())),
                     time,
                     group_id,
@@ -797,41 +797,6 @@ trait ApproxSize {
     fn approx_size(&self) -> usize;
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = system_settings)]
-struct SettingOut {
-    id: i64,
-    setting_key: String,
-    setting_value: String,
-    description: String,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = groups)]
-struct GroupOut {
-    id: i64,
-    name: String,
-    display_name: String,
-    proxy_keys: String,
-    description: String,
-    group_type: String,
-    upstreams: String,
-    validation_endpoint: String,
-    channel_type: String,
-    sort: i32,
-    test_model: String,
-    param_overrides: String,
-    config: String,
-    header_rules: String,
-    model_redirect_rules: String,
-    model_redirect_strict: bool,
-    last_validated_at: Option<NaiveDateTime>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
 /// A `group_sub_groups` row: written here, read by the export.
 #[derive(Insertable, Queryable, Selectable)]
 #[diesel(table_name = group_sub_groups)]
@@ -842,34 +807,6 @@ pub(super) struct SubGroupRow {
     pub(super) weight: i32,
     pub(super) created_at: NaiveDateTime,
     pub(super) updated_at: NaiveDateTime,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = api_keys)]
-struct KeyOut {
-    id: i64,
-    key_value: String,
-    key_hash: String,
-    group_id: i64,
-    status: String,
-    notes: String,
-    request_count: i64,
-    failure_count: i64,
-    last_used_at: Option<NaiveDateTime>,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = group_hourly_stats)]
-struct HourlyOut {
-    id: i64,
-    time: NaiveDateTime,
-    group_id: i64,
-    success_count: i64,
-    failure_count: i64,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
 }
 
 /// The size of each row type: a fixed part for its numbers and times, and its texts.
@@ -884,14 +821,14 @@ macro_rules! approx_size {
 }
 
 approx_size! {
-    SettingOut: 100 + setting_key + setting_value + description;
-    GroupOut: 300 + proxy_keys + upstreams + param_overrides + config + header_rules
+    SettingRow: 100 + setting_key + setting_value + description;
+    GroupRow: 300 + proxy_keys + upstreams + param_overrides + config + header_rules
         + model_redirect_rules + description;
     SubGroupRow: 100;
-    KeyOut: 150 + key_value + key_hash + notes;
+    ApiKeyRow: 150 + key_value + key_hash + notes;
     RequestLogRow: 300 + key_value + request_path + error_message + user_agent + request_body
         + upstream_addr;
-    HourlyOut: 100;
+    HourlyStatRow: 100;
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Rows as stored, and the insertable forms. JSON columns are text; the admin and proxy layers
+//! Rows as stored (insertable whole, ids included, where a copy preserves them), and the
+//! insertable forms of new rows. JSON columns are text; the admin and proxy layers
 //! parse them into typed values.
 
 use chrono::NaiveDateTime;
@@ -10,7 +11,7 @@ use crate::{
 };
 
 /// A `system_settings` row.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = system_settings)]
 pub(crate) struct SettingRow {
     pub(crate) id: i64,
@@ -33,7 +34,7 @@ pub(crate) struct NewSetting<'a> {
 }
 
 /// A `groups` row.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable, Identifiable)]
 #[diesel(table_name = groups)]
 pub(crate) struct GroupRow {
     pub(crate) id: i64,
@@ -81,7 +82,7 @@ pub(crate) struct NewGroup<'a> {
 }
 
 /// An `api_keys` row. `key_value` is as stored (encrypted when encryption is on).
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable, Identifiable)]
 #[diesel(table_name = api_keys)]
 pub(crate) struct ApiKeyRow {
     pub(crate) id: i64,

@@ -20,7 +20,7 @@ use crate::{
 pub(crate) type HourlyCount = (NaiveDateTime, i64, i64, i64);
 
 /// A `group_hourly_stats` row.
-#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = group_hourly_stats)]
 pub(crate) struct HourlyStatRow {
     pub(crate) id: i64,
