@@ -11,6 +11,7 @@
 //! Migrations live in `migrations/{sqlite,postgres,mysql}` with identical names and are embedded
 //! in the binary; [`Db::migrate`] runs the pending ones.
 
+pub(crate) mod batch;
 pub(crate) mod schema;
 
 use std::{fmt, path::Path, time::Duration};

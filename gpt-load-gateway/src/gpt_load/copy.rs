@@ -21,6 +21,7 @@ use super::source::{
 use crate::crypto::gpt_load::GptLoadCipher;
 use crate::crypto::{KeyCipher, proxy_keys};
 use crate::db::Backend;
+use crate::db::batch::{ApproxSize, approx_size, insert_chunks};
 use crate::db::schema::{
     api_keys, group_hourly_stats, group_sub_groups, groups, request_logs, system_settings,
 };
@@ -29,10 +30,6 @@ use crate::repo::{request_logs::RequestLogRow, stats::HourlyStatRow};
 
 /// Rows per page read from the source.
 pub(crate) const PAGE: i64 = 1_000;
-/// Rows per `INSERT` (below every backend's bind-parameter limit for our widest table).
-const INSERT_ROWS: usize = 500;
-/// Bytes of text per `INSERT`, well under MySQL's default `max_allowed_packet`.
-const INSERT_BYTES: usize = 4 << 20;
 
 /// Why a copy stopped. Nothing was committed when it is returned inside a transaction.
 #[derive(Debug, thiserror::Error)]
@@ -747,28 +744,13 @@ impl Cursor for LogIn {
     }
 }
 
-/// Inserts `rows` in statements of at most [`INSERT_ROWS`] rows and about [`INSERT_BYTES`].
+/// Inserts `rows` a chunk at a time ([`insert_chunks`]); returns how many.
 fn insert_chunked<T: ApproxSize>(
     conn: &mut SyncConn,
     rows: &[T],
     mut insert: impl FnMut(&mut SyncConn, &[T]) -> diesel::QueryResult<usize>,
 ) -> diesel::QueryResult<usize> {
-    let mut inserted = 0;
-    let mut start = 0;
-    while start < rows.len() {
-        let mut end = start;
-        let mut bytes = 0;
-        while end < rows.len()
-            && end - start < INSERT_ROWS
-            && (end == start || bytes + rows[end].approx_size() <= INSERT_BYTES)
-        {
-            bytes += rows[end].approx_size();
-            end += 1;
-        }
-        inserted += insert(conn, &rows[start..end])?;
-        start = end;
-    }
-    Ok(inserted)
+    insert_chunks(rows).try_fold(0, |inserted, chunk| Ok(inserted + insert(conn, chunk)?))
 }
 
 /// After rows were inserted with explicit ids, PostgreSQL's sequences must move past them
@@ -792,11 +774,6 @@ pub(super) fn reset_sequences(conn: &mut SyncConn) -> diesel::QueryResult<()> {
     Ok(())
 }
 
-/// Roughly how many bytes a row adds to an `INSERT`.
-trait ApproxSize {
-    fn approx_size(&self) -> usize;
-}
-
 /// A `group_sub_groups` row: written here, read by the export.
 #[derive(Insertable, Queryable, Selectable)]
 #[diesel(table_name = group_sub_groups)]
@@ -809,25 +786,12 @@ pub(super) struct SubGroupRow {
     pub(super) updated_at: NaiveDateTime,
 }
 
-/// The size of each row type: a fixed part for its numbers and times, and its texts.
-macro_rules! approx_size {
-    ($($row:ty: $fixed:literal $(+ $text:ident)*;)+) => {
-        $(impl ApproxSize for $row {
-            fn approx_size(&self) -> usize {
-                $fixed $(+ self.$text.len())*
-            }
-        })+
-    };
-}
-
 approx_size! {
     SettingRow: 100 + setting_key + setting_value + description;
     GroupRow: 300 + proxy_keys + upstreams + param_overrides + config + header_rules
         + model_redirect_rules + description;
     SubGroupRow: 100;
     ApiKeyRow: 150 + key_value + key_hash + notes;
-    RequestLogRow: 300 + key_value + request_path + error_message + user_agent + request_body
-        + upstream_addr;
     HourlyStatRow: 100;
 }
 

@@ -6,7 +6,12 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::{Db, DbError, schema::request_logs, with_conn};
+use crate::db::{
+    Db, DbError,
+    batch::{approx_size, insert_chunks},
+    schema::request_logs,
+    with_conn,
+};
 
 /// A `request_logs` row, as written and as read. Every column is written (MySQL has no defaults
 /// for text columns); text must already fit its column (the log writer clips it).
@@ -46,57 +51,13 @@ pub(crate) struct RequestLogRow {
     pub(crate) request_id: String,
 }
 
-impl RequestLogRow {
-    /// Roughly how many bytes the row adds to an `INSERT` statement.
-    fn approximate_size(&self) -> usize {
-        const FIXED: usize = 200;
-        FIXED
-            + self.group_name.len()
-            + self.parent_group_name.len()
-            + self.key_value.len()
-            + self.key_hash.len()
-            + self.model.len()
-            + self.source_ip.len()
-            + self.request_path.len()
-            + self.error_message.len()
-            + self.user_agent.len()
-            + self.upstream_addr.len()
-            + self.request_body.len()
-            + self.request_id.len()
-    }
+approx_size! {
+    RequestLogRow: 200 + group_name + parent_group_name + key_value + key_hash + model + source_ip
+        + request_path + error_message + user_agent + upstream_addr + request_body + request_id;
 }
 
-/// Most rows per multi-row insert (24 bind parameters each: 12,000 per statement, under every
-/// server's limit of 65,535).
-const INSERT_ROWS: usize = 500;
-/// Most bytes per multi-row insert. Logged bodies reach 65 kB each; MariaDB refuses statements
-/// over `max_allowed_packet` (16 MiB by default).
-const INSERT_BYTES: usize = 4 << 20;
 /// Rows deleted per retention statement.
 const DELETE_BATCH: i64 = 5_000;
-
-/// Splits `rows` into consecutive chunks of at most [`INSERT_ROWS`] rows and, unless a single
-/// row is larger, [`INSERT_BYTES`] bytes.
-fn insert_chunks(rows: &[RequestLogRow]) -> impl Iterator<Item = &[RequestLogRow]> {
-    let mut rest = rows;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let mut len = 0;
-        for row in rest.iter().take(INSERT_ROWS) {
-            bytes += row.approximate_size();
-            if len > 0 && bytes > INSERT_BYTES {
-                break;
-            }
-            len += 1;
-        }
-        let (chunk, tail) = rest.split_at(len);
-        rest = tail;
-        Some(chunk)
-    })
-}
 
 /// Inserts log rows in one transaction; returns how many.
 pub(crate) async fn insert_many(db: &Db, rows: &[RequestLogRow]) -> Result<usize, DbError> {
@@ -309,7 +270,7 @@ mod tests {
     use chrono::{NaiveDate, TimeDelta};
 
     use super::*;
-    use crate::db::test_support::TestDb;
+    use crate::db::{batch::INSERT_BYTES, test_support::TestDb};
 
     fn at(seconds: i64) -> NaiveDateTime {
         NaiveDate::from_ymd_opt(2026, 11, 22)
@@ -433,7 +394,7 @@ mod tests {
             1,
             "an oversized row still goes alone"
         );
-        assert_eq!(insert_chunks(&[]).count(), 0);
+        assert_eq!(insert_chunks::<RequestLogRow>(&[]).count(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
