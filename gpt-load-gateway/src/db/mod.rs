@@ -297,5 +297,18 @@ macro_rules! write_transaction {
 }
 pub(crate) use write_transaction;
 
+/// Runs `write` on SQLite's blocking thread in one `IMMEDIATE` transaction: a batch (request
+/// logs, key states, an import chunk) crosses to the blocking pool once, where an `.await` per
+/// row would cross there and back for every row.
+#[cfg(feature = "sqlite")]
+pub(crate) async fn sqlite_batch<R: Send + 'static>(
+    conn: &mut SqliteConn,
+    write: impl FnOnce(&mut diesel::SqliteConnection) -> diesel::QueryResult<R> + Send + 'static,
+) -> Result<R, DbError> {
+    conn.spawn_blocking(move |conn| conn.immediate_transaction(write))
+        .await
+        .map_err(DbError::from)
+}
+
 #[cfg(test)]
 pub(crate) mod test_support;

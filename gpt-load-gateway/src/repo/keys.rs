@@ -83,27 +83,24 @@ pub(crate) async fn apply_states(
     }
     with_conn!(
         db,
-        // The whole batch in one blocking call (see `add_new_to_group`).
+        // The whole batch in one blocking call (see `db::sqlite_batch`).
         sqlite | conn | {
             let owned = updates.to_vec();
-            conn.spawn_blocking(move |conn| {
-                conn.immediate_transaction(|conn| {
-                    let mut written = 0;
-                    for u in &owned {
-                        let row = api_keys::table.find(u.id);
-                        written += match u.last_used_at {
-                            Some(used) => diesel::RunQueryDsl::execute(
-                                diesel::update(row).set((set_of!(u), api_keys::last_used_at.eq(used))),
-                                conn,
-                            )?,
-                            None => diesel::RunQueryDsl::execute(diesel::update(row).set(set_of!(u)), conn)?,
-                        };
-                    }
-                    Ok(written)
-                })
+            crate::db::sqlite_batch(conn, move |conn| {
+                let mut written = 0;
+                for u in &owned {
+                    let row = api_keys::table.find(u.id);
+                    written += match u.last_used_at {
+                        Some(used) => diesel::RunQueryDsl::execute(
+                            diesel::update(row).set((set_of!(u), api_keys::last_used_at.eq(used))),
+                            conn,
+                        )?,
+                        None => diesel::RunQueryDsl::execute(diesel::update(row).set(set_of!(u)), conn)?,
+                    };
+                }
+                Ok(written)
             })
             .await
-            .map_err(DbError::from)
         },
         server | conn | {
             conn.transaction(async |conn| {
@@ -275,34 +272,31 @@ pub(crate) async fn add_new_to_group(
 ) -> Result<(Vec<(i64, String)>, i64), DbError> {
     with_conn!(
         db,
-        // The whole transaction in one blocking call: an import adds thousands of keys a chunk,
-        // and a thread hand-off per row would cost more than the row.
+        // The whole transaction in one blocking call (`db::sqlite_batch`): an import adds
+        // thousands of keys a chunk.
         sqlite | conn | {
             let keys: Vec<SealedKey> = keys.iter().map(|&key| key.clone()).collect();
-            conn.spawn_blocking(move |conn| {
+            crate::db::sqlite_batch(conn, move |conn| {
                 use diesel::RunQueryDsl as Sync;
-                conn.immediate_transaction(|conn| {
-                    let in_group = api_keys::table.filter(api_keys::group_id.eq(group_id));
-                    let existing: HashSet<String> =
-                        Sync::load::<String>(in_group.select(api_keys::key_hash), conn)?
-                            .into_iter()
-                            .collect();
-                    let mut added = Vec::new();
-                    for key in keys.iter().filter(|k| !existing.contains(&k.hash)) {
-                        Sync::execute(
-                            diesel::insert_into(api_keys::table).values(key.row(group_id, at)),
-                            conn,
-                        )?;
-                        let this = in_group.filter(api_keys::key_hash.eq(&key.hash));
-                        let id = Sync::first::<i64>(this.select(api_keys::id), conn)?;
-                        added.push((id, key.hash.clone()));
-                    }
-                    let total = Sync::get_result::<i64>(in_group.count(), conn)?;
-                    Ok((added, total))
-                })
+                let in_group = api_keys::table.filter(api_keys::group_id.eq(group_id));
+                let existing: HashSet<String> =
+                    Sync::load::<String>(in_group.select(api_keys::key_hash), conn)?
+                        .into_iter()
+                        .collect();
+                let mut added = Vec::new();
+                for key in keys.iter().filter(|k| !existing.contains(&k.hash)) {
+                    Sync::execute(
+                        diesel::insert_into(api_keys::table).values(key.row(group_id, at)),
+                        conn,
+                    )?;
+                    let this = in_group.filter(api_keys::key_hash.eq(&key.hash));
+                    let id = Sync::first::<i64>(this.select(api_keys::id), conn)?;
+                    added.push((id, key.hash.clone()));
+                }
+                let total = Sync::get_result::<i64>(in_group.count(), conn)?;
+                Ok((added, total))
             })
             .await
-            .map_err(DbError::from)
         },
         server | conn | {
             let rows: Vec<NewApiKey<'_>> = keys.iter().map(|key| key.row(group_id, at)).collect();
