@@ -11,8 +11,7 @@
 
 use super::{
     env::Vars,
-    error::quote,
-    url::{SecretUrl, mask_credentials, scheme_of},
+    url::{SecretUrl, not_a, scheme_among},
 };
 
 pub(crate) const REDIS_DSN: &str = "REDIS_DSN";
@@ -52,16 +51,12 @@ impl ClusterConfig {
 /// A Redis URL with a known scheme and something after it; the error is the message after
 /// `REDIS_DSN: ` and masks the password.
 fn parse_redis_url(raw: &str) -> Result<SecretUrl, String> {
-    let valid = scheme_of(raw).is_some_and(|scheme| {
-        REDIS_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) && raw.len() > scheme.len() + 3
-    });
-    if valid {
-        Ok(SecretUrl::new(raw))
-    } else {
-        Err(format!(
-            "{} is not a Redis URL (redis://[:password@]host[:port][/db], rediss://… or unix:///path)",
-            quote(&mask_credentials(raw))
-        ))
+    match scheme_among(raw, REDIS_SCHEMES) {
+        Some(scheme) if raw.len() > scheme.len() + 3 => Ok(SecretUrl::new(raw)),
+        _ => Err(not_a(
+            raw,
+            "a Redis URL (redis://[:password@]host[:port][/db], rediss://… or unix:///path)",
+        )),
     }
 }
 

@@ -30,7 +30,7 @@ use super::{
     env::Vars,
     error::InvalidVar,
     go_mysql,
-    url::{mask_credentials, scheme_of},
+    url::{mask_credentials, not_a, scheme_of},
 };
 
 pub(crate) const DATABASE_DSN: &str = "DATABASE_DSN";
@@ -170,31 +170,28 @@ impl fmt::Debug for DatabaseDsn {
 /// Parses a non-empty, trimmed DSN into the database and the names of ignored parameters. The
 /// error is the message after `DATABASE_DSN: ` and never contains a password.
 fn parse(raw: &str) -> Result<(DatabaseDsn, Vec<String>), String> {
-    let shown = || super::error::quote(&mask_credentials(raw));
     if let Some(scheme) = scheme_of(raw) {
         let rest = &raw[scheme.len() + 3..];
         return match scheme.to_ascii_lowercase().as_str() {
-            "postgres" | "postgresql" if rest.is_empty() => Err(format!(
-                "{} is not a PostgreSQL URL (postgres://user:password@host:port/dbname)",
-                shown()
+            "postgres" | "postgresql" if rest.is_empty() => Err(not_a(
+                raw,
+                "a PostgreSQL URL (postgres://user:password@host:port/dbname)",
             )),
             "postgres" | "postgresql" => Ok((DatabaseDsn::Postgres { url: raw.to_owned() }, Vec::new())),
             "mysql" | "mariadb" => {
-                mysql_url(rest).map_err(|why| format!("{} is not a MySQL DSN ({why})", shown()))
+                mysql_url(rest).map_err(|why| not_a(raw, format_args!("a MySQL DSN ({why})")))
             }
-            "sqlite" | "file" => {
-                sqlite(rest).map_err(|why| format!("{} is not a SQLite DSN ({why})", shown()))
-            }
-            _ => Err(format!("{} is not {EXPECTED}", shown())),
+            "sqlite" | "file" => sqlite(rest).map_err(|why| not_a(raw, format_args!("a SQLite DSN ({why})"))),
+            _ => Err(not_a(raw, EXPECTED)),
         };
     }
     if let Some(rest) = raw.strip_prefix("sqlite:").or_else(|| raw.strip_prefix("file:")) {
-        return sqlite(rest).map_err(|why| format!("{} is not a SQLite DSN ({why})", shown()));
+        return sqlite(rest).map_err(|why| not_a(raw, format_args!("a SQLite DSN ({why})")));
     }
     if go_mysql::is_go_dsn(raw) {
         return go_mysql::convert(raw)
             .map(|converted| (DatabaseDsn::Mysql { url: converted.url }, converted.dropped))
-            .map_err(|why| format!("{} is not a MySQL DSN ({why})", shown()));
+            .map_err(|why| not_a(raw, format_args!("a MySQL DSN ({why})")));
     }
     if is_keyword_value(raw) {
         // Not shown at all: a password in this form may contain anything, `@` included.
@@ -205,9 +202,9 @@ fn parse(raw: &str) -> Result<(DatabaseDsn, Vec<String>), String> {
         );
     }
     if raw.contains('@') {
-        return Err(format!("{} is not {EXPECTED}", shown()));
+        return Err(not_a(raw, EXPECTED));
     }
-    sqlite(raw).map_err(|why| format!("{} is not a SQLite DSN ({why})", shown()))
+    sqlite(raw).map_err(|why| not_a(raw, format_args!("a SQLite DSN ({why})")))
 }
 
 /// The part after `mysql://`: kept as a URL, or converted when it is in the Go form.

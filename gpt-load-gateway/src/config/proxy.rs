@@ -14,8 +14,7 @@
 
 use super::{
     env::{Vars, split_list},
-    error::quote,
-    url::{SecretUrl, authority_host, mask_credentials, scheme_of},
+    url::{SecretUrl, authority_host, not_a, scheme_among},
 };
 
 pub(crate) const HTTP_PROXY: &str = "HTTP_PROXY";
@@ -71,15 +70,13 @@ fn parse_proxy_url(raw: &str) -> Result<SecretUrl, String> {
     } else {
         format!("http://{raw}")
     };
-    let scheme_ok =
-        scheme_of(&url).is_some_and(|scheme| PROXY_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()));
     let host = authority_host(&url);
-    if scheme_ok && !host.is_empty() && !host.starts_with(':') {
+    if scheme_among(&url, PROXY_SCHEMES).is_some() && !host.is_empty() && !host.starts_with(':') {
         Ok(SecretUrl::new(url))
     } else {
-        Err(format!(
-            "{} is not a proxy URL (http://, https://, socks5:// or socks5h:// with a host)",
-            quote(&mask_credentials(raw))
+        Err(not_a(
+            raw,
+            "a proxy URL (http://, https://, socks5:// or socks5h:// with a host)",
         ))
     }
 }

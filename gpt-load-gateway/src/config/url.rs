@@ -134,6 +134,17 @@ pub(crate) fn scheme_of(raw: &str) -> Option<&str> {
         .then_some(scheme)
 }
 
+/// The scheme of `raw` when it is one of `schemes` (compared without case).
+pub(crate) fn scheme_among<'a>(raw: &'a str, schemes: &[&str]) -> Option<&'a str> {
+    scheme_of(raw).filter(|scheme| schemes.iter().any(|known| scheme.eq_ignore_ascii_case(known)))
+}
+
+/// The message that `raw` is not `what`: `raw` quoted with its credentials masked (the text
+/// after `NAME: ` in a configuration error).
+pub(crate) fn not_a(raw: &str, what: impl fmt::Display) -> String {
+    format!("{} is not {what}", super::error::quote(&mask_credentials(raw)))
+}
+
 /// The host (and port) of a `scheme://[userinfo@]host[:port][/…]` URL; empty when missing.
 pub(crate) fn authority_host(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);

@@ -22,7 +22,7 @@ use tower::Service;
 use super::{
     body::UpstreamBody,
     outbound::Outbound,
-    settings::{ClientSettings, PoolKey},
+    settings::{ClientSettings, PoolSettings},
     timeout::{ConnectTimeout, Deadline, is_connect_timeout},
 };
 
@@ -51,7 +51,7 @@ struct Shared {
     tls: ClientConfig,
     defaults: ClientSettings,
     default_client: HyperClient,
-    pools: Mutex<HashMap<PoolKey, HyperClient>>,
+    pools: Mutex<HashMap<PoolSettings, HyperClient>>,
 }
 
 impl UpstreamClient {
@@ -63,7 +63,7 @@ impl UpstreamClient {
     /// A client that trusts what `tls` trusts (for upstreams with a private certificate
     /// authority).
     pub(crate) fn with_tls(defaults: ClientSettings, tls: ClientConfig) -> Self {
-        let default_client = build_client(&tls, &defaults.pool_key());
+        let default_client = build_client(&tls, &defaults.pool);
         Self {
             shared: Arc::new(Shared {
                 tls,
@@ -77,21 +77,21 @@ impl UpstreamClient {
     /// The pooled client for `settings`.
     fn client_for(&self, settings: &ClientSettings) -> HyperClient {
         let shared = &*self.shared;
-        if settings.same_pool(&shared.defaults) {
+        let pool = &settings.pool;
+        if *pool == shared.defaults.pool {
             return shared.default_client.clone();
         }
-        let key = settings.pool_key();
         let mut pools = shared.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = pools.get(&key) {
+        if let Some(client) = pools.get(pool) {
             return client.clone();
         }
         if pools.len() >= MAX_POOLS {
             // Settings changed many times over; pools still in use live on in their requests.
             pools.clear();
         }
-        tracing::debug!(proxy = ?key.proxy, "new upstream connection pool");
-        let client = build_client(&shared.tls, &key);
-        pools.insert(key, client.clone());
+        tracing::debug!(proxy = ?pool.proxy, "new upstream connection pool");
+        let client = build_client(&shared.tls, pool);
+        pools.insert(pool.clone(), client.clone());
         client
     }
 
@@ -117,21 +117,21 @@ pub(crate) fn tls_config() -> Result<ClientConfig, rustls::Error> {
     )
 }
 
-fn build_client(tls: &ClientConfig, key: &PoolKey) -> HyperClient {
-    let outbound = Outbound::new(&key.proxy, key.connect_timeout, tls);
+fn build_client(tls: &ClientConfig, pool: &PoolSettings) -> HyperClient {
+    let outbound = Outbound::new(&pool.proxy, pool.connect_timeout, tls);
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls.clone())
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(outbound);
-    let connector = ConnectTimeout::new(https, key.connect_timeout);
-    let idle = (!key.idle_conn_timeout.is_zero()).then_some(key.idle_conn_timeout);
+    let connector = ConnectTimeout::new(https, pool.connect_timeout);
+    let idle = (!pool.idle_conn_timeout.is_zero()).then_some(pool.idle_conn_timeout);
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(idle)
-        .pool_max_idle_per_host(key.max_idle_per_host)
+        .pool_max_idle_per_host(pool.max_idle_per_host)
         .build(connector)
 }
 
@@ -147,7 +147,7 @@ struct Phases {
 impl Phases {
     fn new(settings: &ClientSettings, stream: bool) -> Self {
         Self {
-            connect: settings.connect_timeout,
+            connect: settings.pool.connect_timeout,
             response_header: settings.response_header_timeout,
             request: (!stream).then_some(settings.request_timeout),
             stream_idle: settings.stream_idle_timeout,

@@ -12,8 +12,9 @@ use crate::settings::EffectiveConfig;
 /// sent with those instead. A zero duration switches that timeout off.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ClientSettings {
-    /// TCP connect, proxy handshake and TLS handshake together (`connect_timeout`).
-    pub(crate) connect_timeout: Duration,
+    /// What shapes connections: requests whose settings agree on it share one pool, whatever
+    /// their other timeouts.
+    pub(crate) pool: PoolSettings,
     /// From the moment a connection is ready until the response head has arrived
     /// (`response_header_timeout`).
     pub(crate) response_header_timeout: Duration,
@@ -22,6 +23,13 @@ pub(crate) struct ClientSettings {
     pub(crate) request_timeout: Duration,
     /// Longest silence between two frames of a response body.
     pub(crate) stream_idle_timeout: Duration,
+}
+
+/// The settings of an upstream connection pool.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct PoolSettings {
+    /// TCP connect, proxy handshake and TLS handshake together (`connect_timeout`).
+    pub(crate) connect_timeout: Duration,
     /// How long an idle pooled connection is kept (`idle_conn_timeout`).
     pub(crate) idle_conn_timeout: Duration,
     /// Idle connections kept per upstream host: the smaller of `max_idle_conns_per_host` and
@@ -38,13 +46,15 @@ impl Default for ClientSettings {
     /// not have, is as generous as the response header limit.
     fn default() -> Self {
         Self {
-            connect_timeout: Duration::from_secs(15),
+            pool: PoolSettings {
+                connect_timeout: Duration::from_secs(15),
+                idle_conn_timeout: Duration::from_secs(120),
+                max_idle_per_host: 50,
+                proxy: ProxySetting::FromEnvironment,
+            },
             response_header_timeout: Duration::from_secs(600),
             request_timeout: Duration::from_secs(600),
             stream_idle_timeout: Duration::from_secs(600),
-            idle_conn_timeout: Duration::from_secs(120),
-            max_idle_per_host: 50,
-            proxy: ProxySetting::FromEnvironment,
         }
     }
 }
@@ -62,43 +72,17 @@ impl ClientSettings {
             .max_idle_conns_per_host()
             .min(effective.max_idle_conns());
         Self {
-            connect_timeout: effective.connect_timeout(),
+            pool: PoolSettings {
+                connect_timeout: effective.connect_timeout(),
+                idle_conn_timeout: effective.idle_conn_timeout(),
+                max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
+                proxy: ProxySetting::from_setting(effective.proxy_url().unwrap_or_default()),
+            },
             response_header_timeout: effective.response_header_timeout(),
             request_timeout: effective.request_timeout(),
             stream_idle_timeout: effective.stream_idle_timeout(),
-            idle_conn_timeout: effective.idle_conn_timeout(),
-            max_idle_per_host: usize::try_from(max_idle).unwrap_or(usize::MAX),
-            proxy: ProxySetting::from_setting(effective.proxy_url().unwrap_or_default()),
         }
     }
-
-    /// The settings that shape connections. Requests whose settings agree on these share one
-    /// connection pool, whatever their other timeouts.
-    pub(crate) fn pool_key(&self) -> PoolKey {
-        PoolKey {
-            connect_timeout: self.connect_timeout,
-            idle_conn_timeout: self.idle_conn_timeout,
-            max_idle_per_host: self.max_idle_per_host,
-            proxy: self.proxy.clone(),
-        }
-    }
-
-    /// Whether `other` would be sent through the same pool as `self`, without building keys.
-    pub(crate) fn same_pool(&self, other: &ClientSettings) -> bool {
-        self.connect_timeout == other.connect_timeout
-            && self.idle_conn_timeout == other.idle_conn_timeout
-            && self.max_idle_per_host == other.max_idle_per_host
-            && self.proxy == other.proxy
-    }
-}
-
-/// The fingerprint of a connection pool (see [`ClientSettings::pool_key`]).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct PoolKey {
-    pub(crate) connect_timeout: Duration,
-    pub(crate) idle_conn_timeout: Duration,
-    pub(crate) max_idle_per_host: usize,
-    pub(crate) proxy: ProxySetting,
 }
 
 /// The outbound proxy.
@@ -167,10 +151,8 @@ mod tests {
         assert_eq!(without_credentials("http://proxy:8080"), "http://proxy:8080");
         assert_eq!(without_credentials("u:p@proxy:8080"), "****@proxy:8080");
         assert_eq!(without_credentials("http://u:a/b@proxy"), "http://****@proxy");
-        let settings = ClientSettings {
-            proxy,
-            ..ClientSettings::default()
-        };
+        let mut settings = ClientSettings::default();
+        settings.pool.proxy = proxy;
         assert!(!format!("{settings:?}").contains("s3cret"));
     }
 
@@ -204,19 +186,21 @@ mod tests {
         assert_eq!(
             settings,
             ClientSettings {
-                connect_timeout: Duration::from_secs(3),
+                pool: PoolSettings {
+                    connect_timeout: Duration::from_secs(3),
+                    idle_conn_timeout: Duration::from_secs(7),
+                    max_idle_per_host: 50,
+                    proxy: ProxySetting::Url("socks5://proxy:1080".to_owned()),
+                },
                 response_header_timeout: Duration::from_secs(4),
                 request_timeout: Duration::from_secs(5),
                 stream_idle_timeout: Duration::from_secs(6),
-                idle_conn_timeout: Duration::from_secs(7),
-                max_idle_per_host: 50,
-                proxy: ProxySetting::Url("socks5://proxy:1080".to_owned()),
             }
         );
         let defaults = ClientSettings::from_effective(&effective(serde_json::json!({})));
-        assert_eq!(defaults.proxy, ProxySetting::FromEnvironment);
+        assert_eq!(defaults.pool.proxy, ProxySetting::FromEnvironment);
         assert_eq!(
-            defaults.max_idle_per_host, 50,
+            defaults.pool.max_idle_per_host, 50,
             "gpt-load's 100 in total, 50 per host"
         );
     }
@@ -235,11 +219,11 @@ mod tests {
         ];
         for (config, per_host) in cases {
             let settings = ClientSettings::from_effective(&effective(config.clone()));
-            assert_eq!(settings.max_idle_per_host, per_host, "{config}");
+            assert_eq!(settings.pool.max_idle_per_host, per_host, "{config}");
         }
         let one = ClientSettings::from_effective(&effective(serde_json::json!({"max_idle_conns": 1})));
         assert!(
-            !one.same_pool(&ClientSettings::from_effective(&effective(serde_json::json!({})))),
+            one.pool != ClientSettings::from_effective(&effective(serde_json::json!({}))).pool,
             "a different cap is a different pool"
         );
     }
@@ -253,13 +237,9 @@ mod tests {
             stream_idle_timeout: Duration::from_secs(3),
             ..base.clone()
         };
-        assert!(base.same_pool(&other_timeouts));
-        assert_eq!(base.pool_key(), other_timeouts.pool_key());
-        let proxied = ClientSettings {
-            proxy: ProxySetting::None,
-            ..base.clone()
-        };
-        assert!(!base.same_pool(&proxied));
-        assert_ne!(base.pool_key(), proxied.pool_key());
+        assert_eq!(base.pool, other_timeouts.pool);
+        let mut proxied = base.clone();
+        proxied.pool.proxy = ProxySetting::None;
+        assert_ne!(base.pool, proxied.pool);
     }
 }

@@ -23,18 +23,23 @@ use tokio::{
 };
 use tower::ServiceExt;
 
-use super::{ClientSettings, UpstreamClient, body::UpstreamBody, settings::ProxySetting};
+use super::{
+    ClientSettings, UpstreamClient,
+    body::UpstreamBody,
+    settings::{PoolSettings, ProxySetting},
+};
 
 /// Generous limits, direct connections: each test tightens the one it is about.
 fn settings() -> ClientSettings {
-    ClientSettings {
-        connect_timeout: Duration::from_secs(10),
+    let mut settings = ClientSettings {
         response_header_timeout: Duration::from_secs(30),
         request_timeout: Duration::from_secs(30),
         stream_idle_timeout: Duration::from_secs(30),
-        proxy: ProxySetting::None,
         ..ClientSettings::default()
-    }
+    };
+    settings.pool.connect_timeout = Duration::from_secs(10);
+    settings.pool.proxy = ProxySetting::None;
+    settings
 }
 
 fn client(settings: ClientSettings) -> UpstreamClient {
@@ -209,7 +214,10 @@ async fn a_connect_that_hangs_is_a_connect_timeout() {
     };
     let addr = listener.local_addr().unwrap();
     let client = client(ClientSettings {
-        connect_timeout: Duration::from_millis(200),
+        pool: PoolSettings {
+            connect_timeout: Duration::from_millis(200),
+            ..settings().pool
+        },
         ..settings()
     });
     let err = send(&client, chat(&format!("http://{addr}"), "k", false))
@@ -343,7 +351,10 @@ async fn per_request_settings_replace_the_defaults() {
     // A group behind a proxy gets its own pool, shared by every request with those settings.
     let proxy = ConnectProxy::start().await;
     let proxied = ClientSettings {
-        proxy: ProxySetting::Url(format!("http://{}", proxy.addr)),
+        pool: PoolSettings {
+            proxy: ProxySetting::Url(format!("http://{}", proxy.addr)),
+            ..settings().pool
+        },
         ..settings()
     };
     for key in ["sk-a", "sk-b"] {
@@ -358,7 +369,10 @@ async fn per_request_settings_replace_the_defaults() {
         "one pooled tunnel"
     );
     let other = ClientSettings {
-        max_idle_per_host: 1,
+        pool: PoolSettings {
+            max_idle_per_host: 1,
+            ..proxied.pool
+        },
         ..proxied
     };
     let mut req = chat(&mock.url(), "sk-c", false);
@@ -373,7 +387,10 @@ async fn through_an_http_connect_proxy_with_credentials() {
     let mock = MockUpstream::start().await.unwrap();
     let proxy = ConnectProxy::start().await;
     let client = client(ClientSettings {
-        proxy: ProxySetting::Url(format!("http://gw:pa%40ss@{}", proxy.addr)),
+        pool: PoolSettings {
+            proxy: ProxySetting::Url(format!("http://gw:pa%40ss@{}", proxy.addr)),
+            ..settings().pool
+        },
         ..settings()
     });
     let req = paced(chat(&mock.url(), "sk-proxied", true), 3, Duration::ZERO);
@@ -394,7 +411,10 @@ async fn a_proxy_that_is_down_is_an_upstream_error_naming_it() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let client = client(ClientSettings {
-        proxy: ProxySetting::Url(format!("socks5://user:secret@{addr}")),
+        pool: PoolSettings {
+            proxy: ProxySetting::Url(format!("socks5://user:secret@{addr}")),
+            ..settings().pool
+        },
         ..settings()
     });
     let err = send(&client, chat("http://127.0.0.1:9", "k", false))
@@ -421,7 +441,10 @@ async fn through_a_socks5_proxy() {
 
     // socks5://: the address goes to the proxy.
     let client = client(ClientSettings {
-        proxy: ProxySetting::Url(format!("socks5://gw:secret@{}", socks.addr)),
+        pool: PoolSettings {
+            proxy: ProxySetting::Url(format!("socks5://gw:secret@{}", socks.addr)),
+            ..settings().pool
+        },
         ..settings()
     });
     let res = send(&client, chat(&mock.url(), "sk-socks", false)).await.unwrap();
@@ -453,7 +476,10 @@ async fn through_a_socks5_proxy() {
 
 fn client_via(proxy: &str) -> UpstreamClient {
     client(ClientSettings {
-        proxy: ProxySetting::Url(proxy.to_owned()),
+        pool: PoolSettings {
+            proxy: ProxySetting::Url(proxy.to_owned()),
+            ..settings().pool
+        },
         ..settings()
     })
 }
@@ -463,7 +489,10 @@ async fn tls_runs_on_ring_and_fails_cleanly_against_a_plain_server() {
     // The TLS handshake meets an HTTP/1.1 server: a transport error, not a hang or a timeout.
     let mock = MockUpstream::start().await.unwrap();
     let client = client(ClientSettings {
-        connect_timeout: Duration::from_secs(5),
+        pool: PoolSettings {
+            connect_timeout: Duration::from_secs(5),
+            ..settings().pool
+        },
         ..settings()
     });
     let err = send(&client, chat(&format!("https://{}", mock.addr()), "k", false))
@@ -543,7 +572,10 @@ async fn max_idle_conns_limits_the_connections_the_pool_keeps() {
         let group = crate::settings::validate_group_config(&map).unwrap();
         let effective = crate::settings::SystemSettings::default().effective(&group);
         let client = client(ClientSettings {
-            proxy: ProxySetting::None,
+            pool: PoolSettings {
+                proxy: ProxySetting::None,
+                ..ClientSettings::from_effective(&effective).pool
+            },
             ..ClientSettings::from_effective(&effective)
         });
         let opened = upstream.opened();
