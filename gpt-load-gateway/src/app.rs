@@ -32,6 +32,7 @@ use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     bootstrap::Bootstrap,
+    cluster::Cluster,
     config::{Config, database::DatabaseDsn},
     console::Console,
     crypto::{KeyCipher, proxy_keys},
@@ -95,6 +96,7 @@ pub(crate) struct Running {
     log_writer: JoinHandle<WriterSummary>,
     persister: JoinHandle<PersistSummary>,
     jobs: Vec<JoinHandle<()>>,
+    cluster_tasks: Vec<JoinHandle<()>>,
     grace: Duration,
 }
 
@@ -173,24 +175,19 @@ pub(crate) async fn start(
     listener: TcpListener,
     intervals: JobIntervals,
 ) -> anyhow::Result<Running> {
-    // A follower (`IS_SLAVE=true`) never changes the schema, the settings or the groups, and runs
-    // no background job: the leader does.
-    let leader = !config.cluster.is_slave;
+    // Only the leader changes the schema, seeds the settings and applies the bootstrap file: a
+    // single node unless `IS_SLAVE=true`, in a cluster the holder of the lease.
+    let cluster = Cluster::join(&config.cluster, listener.local_addr()?).await?;
+    let leader = cluster.is_leader();
     prepare_database(&config, auth_key, leader).await?;
     let db = connect(&config.database.dsn)
         .await
         .with_context(|| format!("database {}", config.database.dsn))?;
-    if config.cluster.redis_dsn.is_some() {
-        tracing::warn!(
-            "REDIS_DSN is set, but cluster coordination is not implemented yet: this node keeps its key states to itself"
-        );
-    }
-    if leader {
-        migrate(&db).await?;
-    }
+    migrate(&cluster, &db).await?;
     let cipher = KeyCipher::from_password(config.auth.encryption_key.as_ref().map(|k| k.expose()));
     let settings = open_settings(&config, &db, &cipher, leader).await?;
     let (registry, key_events) = Registry::new(db.clone(), cipher, settings)?;
+    cluster.subscribe(&registry).await;
     let loaded = registry.load_all().await?;
     tracing::info!(
         groups = loaded.groups,
@@ -218,8 +215,9 @@ pub(crate) async fn start(
         max_body: config.server.max_request_body.get(),
         body_budget: BodyBudget::new(config.server.max_inflight_body.get()),
     });
-    let jobs = spawn_jobs(&registry, leader, intervals, &stopping);
-    let router = routes(&config, &registry, auth_key, proxy);
+    let jobs = spawn_jobs(&registry, &cluster, intervals, &stopping);
+    let cluster_tasks = cluster.run(&registry, &stopping);
+    let router = routes(&config, &registry, &cluster, auth_key, proxy);
     let addr = listener.local_addr()?;
     let server = tokio::spawn(crate::server::serve(
         listener,
@@ -238,6 +236,7 @@ pub(crate) async fn start(
         log_writer,
         persister,
         jobs,
+        cluster_tasks,
         grace: config.server.graceful_shutdown_timeout,
     })
 }
@@ -252,9 +251,9 @@ async fn prepare_database(config: &Config, auth_key: &str, leader: bool) -> anyh
     }
 }
 
-/// Runs the migrations not applied yet.
-async fn migrate(db: &Db) -> anyhow::Result<()> {
-    let migrated = db.migrate().await?;
+/// Runs the migrations not applied yet (the leader), or waits for them (a follower).
+async fn migrate(cluster: &Cluster, db: &Db) -> anyhow::Result<()> {
+    let migrated = cluster.migrate(db).await?;
     if migrated > 0 {
         tracing::info!(migrations = migrated, backend = %db.backend(), "database migrated");
     }
@@ -333,11 +332,11 @@ fn spawn_log_writer(
     (log_sink, tokio::spawn(writer))
 }
 
-/// The background jobs: gauges everywhere; key validation and log retention on the leader; and
-/// the settings watcher, which applies every settings change to the groups' policies.
+/// The background jobs: gauges everywhere; key validation and log retention while this node
+/// leads; and the settings watcher, which applies every settings change to the groups' policies.
 fn spawn_jobs(
     registry: &Registry,
-    leader: bool,
+    cluster: &Cluster,
     intervals: JobIntervals,
     stopping: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
@@ -346,19 +345,19 @@ fn spawn_jobs(
         intervals.gauges,
         stopping.clone(),
     ))];
-    if leader {
-        jobs.push(tokio::spawn(jobs::validate::run(
-            registry.clone(),
-            intervals.validation_tick,
-            stopping.clone(),
-        )));
-        jobs.push(tokio::spawn(jobs::retention::run(
-            registry.db().clone(),
-            registry.settings().clone(),
-            intervals.retention,
-            stopping.clone(),
-        )));
-    }
+    jobs.push(tokio::spawn(jobs::validate::run(
+        registry.clone(),
+        cluster.leadership(),
+        intervals.validation_tick,
+        stopping.clone(),
+    )));
+    jobs.push(tokio::spawn(jobs::retention::run(
+        registry.db().clone(),
+        registry.settings().clone(),
+        cluster.leadership(),
+        intervals.retention,
+        stopping.clone(),
+    )));
     jobs.push(tokio::spawn(watch_settings(registry.clone(), stopping.clone())));
     jobs
 }
@@ -378,9 +377,16 @@ async fn watch_settings(registry: Registry, mut stopping: watch::Receiver<bool>)
 
 /// `/proxy/{group}/…`, the admin API under `/api`, `/health`, `/health/ready`, `/metrics` and,
 /// for every other path, the embedded web console.
-fn routes(config: &Config, registry: &Registry, auth_key: &str, proxy: ProxyService) -> Router {
+fn routes(
+    config: &Config,
+    registry: &Registry,
+    cluster: &Cluster,
+    auth_key: &str,
+    proxy: ProxyService,
+) -> Router {
     let admin = crate::admin::AdminState::new(
         registry.clone(),
+        cluster.clone(),
         gpt_load_tower::secret::ApiKey::new(auth_key),
         Arc::new(config.server.trusted_proxies.clone()),
     );
@@ -458,6 +464,13 @@ impl Running {
         }
         for job in self.jobs {
             job.abort();
+        }
+        // The cluster's tasks saw `stopping`: give them a moment to hand the lease over and
+        // leave the node list.
+        for task in self.cluster_tasks {
+            if tokio::time::timeout(Duration::from_secs(3), task).await.is_err() {
+                tracing::warn!("a cluster task did not stop in time");
+            }
         }
         let _ = self.flush.send(true);
         let logs = self

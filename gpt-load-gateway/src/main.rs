@@ -10,6 +10,7 @@
 mod admin;
 mod app;
 mod bootstrap;
+mod cluster;
 mod commands;
 mod config;
 mod console;

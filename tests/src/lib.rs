@@ -6,6 +6,7 @@
 
 pub mod binaries;
 pub mod mock;
+pub mod servers;
 
 pub use binaries::{gateway_binary, workspace_root};
 pub use mock::{Behaviour, MockConfig, MockUpstream, ReceivedRequest};

@@ -5,13 +5,7 @@ use chrono::{DurationRound, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
-    envelope::{Envelope, Reply, ok},
-    error::AdminError,
-    extract::AdminQuery,
-    lang::{Lang, text},
-    state::{Admin, AdminState},
-};
+use super::prelude::*;
 use crate::{
     crypto::{KeyCipher, proxy_keys},
     models::GroupRow,

@@ -6,13 +6,7 @@ use gpt_load_tower::auth::ValidateProxyKey;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{
-    envelope::{Envelope, Reply, ok},
-    error::{AdminError, AdminResult},
-    extract::{AdminPath, AdminQuery},
-    lang::text,
-    state::Admin,
-};
+use super::prelude::*;
 use crate::{models::GroupRow, repo::groups};
 
 /// The proxy key to look up.

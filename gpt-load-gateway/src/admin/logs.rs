@@ -6,12 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    envelope::{Envelope, Reply, attachment, ok},
-    error::{AdminError, AdminResult},
-    extract::AdminQuery,
-    lang::text,
+    envelope::attachment,
     page::{Page, PageQuery},
-    state::{Admin, AdminState},
+    prelude::*,
 };
 use crate::{
     crypto::KeyCipher,

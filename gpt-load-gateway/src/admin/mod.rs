@@ -8,6 +8,7 @@
 //! writes the database and then the state of the groups it touched.
 
 mod auth;
+mod cluster;
 mod dashboard;
 mod envelope;
 mod error;
@@ -20,6 +21,7 @@ mod lang;
 mod logs;
 mod openapi;
 mod page;
+mod prelude;
 mod routes;
 mod settings;
 mod state;

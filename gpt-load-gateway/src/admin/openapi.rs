@@ -49,6 +49,7 @@ use super::{envelope::Failure, integration};
         (name = "dashboard", description = "Stat cards, chart and checks"),
         (name = "settings", description = "System settings"),
         (name = "integration", description = "What a proxy key can use"),
+        (name = "cluster", description = "The nodes of a cluster and this node's role"),
     ),
 )]
 struct BaseDoc;

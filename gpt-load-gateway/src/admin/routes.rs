@@ -8,7 +8,7 @@ use axum::{Extension, Router, extract::DefaultBodyLimit, middleware};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    auth, dashboard, error::AdminError, groups, integration, keys, logs, openapi, settings,
+    auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi, settings,
     state::AdminState, tasks,
 };
 
@@ -65,6 +65,8 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(dashboard::stats))
         .routes(routes!(dashboard::chart))
         .routes(routes!(dashboard::encryption_status))
+        // Cluster
+        .routes(routes!(cluster::cluster_status))
 }
 
 /// The answer to a path under `/api` that no route matches.

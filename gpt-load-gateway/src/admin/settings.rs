@@ -3,13 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{
-    envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
-    error::AdminError,
-    json::AdminJson,
-    lang::text,
-    state::Admin,
-};
+use super::prelude::*;
 use crate::settings::{SettingsCategory, SettingsError};
 
 /// Every setting with its metadata and current value, by category.

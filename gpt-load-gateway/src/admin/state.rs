@@ -10,7 +10,7 @@ use super::{
     task_manager::TaskManager,
     throttle::Throttle,
 };
-use crate::{config::ip_net::TrustedProxies, registry::Registry};
+use crate::{cluster::Cluster, config::ip_net::TrustedProxies, registry::Registry};
 
 /// Shared state of the admin API. Cheap to clone.
 #[derive(Clone)]
@@ -18,6 +18,8 @@ pub(crate) struct AdminState {
     /// Every change to groups, keys and settings goes through it; reads use its database,
     /// settings and cipher.
     pub(crate) registry: Registry,
+    /// The node's place in the cluster (`/api/cluster/status`).
+    pub(crate) cluster: Cluster,
     pub(crate) auth_key: ApiKey,
     pub(crate) trusted_proxies: Arc<TrustedProxies>,
     pub(crate) throttle: Arc<Throttle>,
@@ -26,9 +28,15 @@ pub(crate) struct AdminState {
 
 impl AdminState {
     /// The admin API's state over `registry`.
-    pub(crate) fn new(registry: Registry, auth_key: ApiKey, trusted_proxies: Arc<TrustedProxies>) -> Self {
+    pub(crate) fn new(
+        registry: Registry,
+        cluster: Cluster,
+        auth_key: ApiKey,
+        trusted_proxies: Arc<TrustedProxies>,
+    ) -> Self {
         Self {
             registry,
+            cluster,
             auth_key,
             trusted_proxies,
             throttle: Arc::default(),

@@ -4,10 +4,16 @@
 //! |---|---|---|
 //! | `REDIS_DSN` | unset | `redis://[user][:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path` or `unix:///path`. Unset → in-process store, single node. |
 //! | `IS_SLAVE` | `false` | `true` → this node never becomes the leader (never runs migrations, key validation or log retention). |
+//! | `REDIS_KEY_PREFIX` | `gpt-load` | Prefix of every Redis key and channel of this cluster, so several clusters (or tests) can share one Redis. |
+//! | `CLUSTER_NODE_ID` | host name and a random suffix | This node's name in `/api/cluster/status`; unique within the cluster. |
+//! | `CLUSTER_LEASE_SECONDS` | `15` | The leader lease: another node takes over within this long after the leader dies. |
+//! | `CLUSTER_RECONCILE_SECONDS` | `10` | How often a node compares its state versions with Redis, healing a missed message. |
 //!
 //! With Redis, nodes share invalidations and key events and elect a leader through a lease; in
 //! gpt-load every node without `IS_SLAVE=true` is a master and exactly one must run.
 //! `IS_SLAVE=true` without `REDIS_DSN` is a warning: a single node must lead.
+
+use std::time::Duration;
 
 use super::{
     env::Vars,
@@ -16,6 +22,10 @@ use super::{
 
 pub(crate) const REDIS_DSN: &str = "REDIS_DSN";
 pub(crate) const IS_SLAVE: &str = "IS_SLAVE";
+pub(crate) const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
+pub(crate) const CLUSTER_NODE_ID: &str = "CLUSTER_NODE_ID";
+pub(crate) const CLUSTER_LEASE_SECONDS: &str = "CLUSTER_LEASE_SECONDS";
+pub(crate) const CLUSTER_RECONCILE_SECONDS: &str = "CLUSTER_RECONCILE_SECONDS";
 
 const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix"];
 
@@ -26,6 +36,27 @@ pub(crate) struct ClusterConfig {
     pub(crate) redis_dsn: Option<SecretUrl>,
     /// `IS_SLAVE`: never take the leader lease.
     pub(crate) is_slave: bool,
+    /// `REDIS_KEY_PREFIX`.
+    pub(crate) key_prefix: String,
+    /// `CLUSTER_NODE_ID`; `None` → the host name and a random suffix.
+    pub(crate) node_id: Option<String>,
+    /// `CLUSTER_LEASE_SECONDS`: how long the leader lease lasts without renewal.
+    pub(crate) lease: Duration,
+    /// `CLUSTER_RECONCILE_SECONDS`.
+    pub(crate) reconcile_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_dsn: None,
+            is_slave: false,
+            key_prefix: "gpt-load".to_owned(),
+            node_id: None,
+            lease: Duration::from_secs(15),
+            reconcile_interval: Duration::from_secs(10),
+        }
+    }
 }
 
 impl ClusterConfig {
@@ -44,7 +75,20 @@ impl ClusterConfig {
                  background jobs",
             );
         }
-        Self { redis_dsn, is_slave }
+        let defaults = Self::default();
+        let key_prefix = vars.string_or(REDIS_KEY_PREFIX, &defaults.key_prefix);
+        let node_id = vars.get(CLUSTER_NODE_ID).filter(|id| !id.trim().is_empty());
+        let lease = vars.positive_seconds(CLUSTER_LEASE_SECONDS, defaults.lease.as_secs());
+        let reconcile_interval =
+            vars.positive_seconds(CLUSTER_RECONCILE_SECONDS, defaults.reconcile_interval.as_secs());
+        Self {
+            redis_dsn,
+            is_slave,
+            key_prefix,
+            node_id,
+            lease,
+            reconcile_interval,
+        }
     }
 }
 
@@ -77,7 +121,11 @@ mod tests {
             config,
             ClusterConfig {
                 redis_dsn: None,
-                is_slave: false
+                is_slave: false,
+                key_prefix: "gpt-load".to_owned(),
+                node_id: None,
+                lease: Duration::from_secs(15),
+                reconcile_interval: Duration::from_secs(10),
             }
         );
     }
@@ -87,9 +135,17 @@ mod tests {
         let (result, config) = load(&[
             (REDIS_DSN, "redis://:hunter2hunter2@cache:6379/1"),
             (IS_SLAVE, "TRUE"),
+            (REDIS_KEY_PREFIX, "prod-eu"),
+            (CLUSTER_NODE_ID, "node-a"),
+            (CLUSTER_LEASE_SECONDS, "5"),
+            (CLUSTER_RECONCILE_SECONDS, "2"),
         ]);
         assert!(result.unwrap().is_empty());
         assert!(config.is_slave);
+        assert_eq!(config.key_prefix, "prod-eu");
+        assert_eq!(config.node_id.as_deref(), Some("node-a"));
+        assert_eq!(config.lease, Duration::from_secs(5));
+        assert_eq!(config.reconcile_interval, Duration::from_secs(2));
         let url = config.redis_dsn.unwrap();
         assert_eq!(url.expose(), "redis://:hunter2hunter2@cache:6379/1");
         assert_eq!(url.to_string(), "redis://:****@cache:6379/1");
@@ -117,6 +173,15 @@ mod tests {
             assert!(text.contains("is not a Redis URL"), "{text}");
             assert!(!text.contains("hunter2"), "{text}");
             assert!(config.redis_dsn.is_none());
+        }
+    }
+
+    #[test]
+    fn a_lease_or_reconcile_interval_of_zero_is_an_error() {
+        for name in [CLUSTER_LEASE_SECONDS, CLUSTER_RECONCILE_SECONDS] {
+            let (result, _) = load(&[(name, "0")]);
+            let text = result.unwrap_err();
+            assert!(text.starts_with(&format!("{name}: ")), "{text}");
         }
     }
 

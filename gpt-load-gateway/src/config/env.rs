@@ -132,6 +132,16 @@ impl<'a> Vars<'a> {
         Duration::from_secs(self.number(name, default_secs, "a whole number of seconds"))
     }
 
+    /// A duration in whole seconds, at least one.
+    pub(crate) fn positive_seconds(&mut self, name: &'static str, default_secs: u64) -> Duration {
+        self.parse_with(name, Duration::from_secs(default_secs), |value| {
+            parse_unsigned::<u64>(value)
+                .filter(|secs| *secs > 0)
+                .map(Duration::from_secs)
+                .ok_or_else(|| expected_message(value, "a whole number of seconds, at least 1"))
+        })
+    }
+
     /// A duration in whole seconds where `0` means "no limit" (`None`).
     pub(crate) fn seconds_or_unlimited(&mut self, name: &'static str, default_secs: u64) -> Option<Duration> {
         let secs = self.number(name, default_secs, "a whole number of seconds (0 = no limit)");

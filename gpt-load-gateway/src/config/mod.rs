@@ -145,13 +145,7 @@ mod tests {
                 path: PathBuf::from("./data/gpt-load.db")
             }
         );
-        assert_eq!(
-            config.cluster,
-            ClusterConfig {
-                redis_dsn: None,
-                is_slave: false
-            }
-        );
+        assert_eq!(config.cluster, ClusterConfig::default());
         assert_eq!(config.proxy, ProxyConfig::default());
         assert!(!config.cors.enabled && !config.cors.allow_credentials);
         assert!(config.cors.allowed_origins.is_empty());

@@ -25,7 +25,6 @@ impl SecretUrl {
     }
 
     /// The URL with its credentials. Use it only to connect.
-    #[cfg(test)]
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }

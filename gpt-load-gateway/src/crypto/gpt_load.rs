@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, Generate, KeyInit};
+use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -108,15 +108,7 @@ impl GptLoadCipher {
         let Some(key) = &self.key else {
             return plain.to_owned();
         };
-        let nonce = Nonce::generate();
-        let sealed = key
-            .aead
-            .encrypt(&nonce, plain.as_bytes())
-            .expect("AES-GCM only rejects messages longer than 64 GiB");
-        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&sealed);
-        hex::encode(raw)
+        hex::encode(super::seal_under_fresh_nonce(&key.aead, plain))
     }
 
     /// gpt-load's `key_hash` of `plain`: HMAC-SHA256 or SHA-256, lowercase hex; empty for empty.

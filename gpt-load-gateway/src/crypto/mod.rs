@@ -196,14 +196,7 @@ impl KeyCipher {
         if plain.is_empty() {
             return String::new();
         }
-        let nonce = XNonce::generate();
-        let sealed = keys
-            .aead
-            .encrypt(&nonce, plain.as_bytes())
-            .expect("XChaCha20-Poly1305 only rejects messages longer than 256 GiB");
-        let mut raw = Vec::with_capacity(NONCE_LEN + sealed.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&sealed);
+        let raw = seal_under_fresh_nonce(&keys.aead, plain);
         let mut out = String::with_capacity(V1_PREFIX.len() + raw.len().div_ceil(3) * 4);
         out.push_str(V1_PREFIX);
         URL_SAFE_NO_PAD.encode_string(&raw, &mut out);
@@ -311,6 +304,24 @@ impl DerivedKeys {
 /// encrypted value; the formats of the supported providers never do.
 pub(crate) fn looks_encrypted(stored: &str) -> bool {
     version_tag(stored).is_some()
+}
+
+/// `nonce ‖ ciphertext` of `plain` under a fresh random nonce: the layout of both stored formats
+/// (this gateway's and gpt-load's) before their text encoding.
+///
+/// # Panics
+///
+/// If the system random generator fails, or for a value of many gigabytes (both ciphers refuse
+/// those); neither happens with API keys on a working system.
+pub(crate) fn seal_under_fresh_nonce<A: Aead>(aead: &A, plain: &str) -> Vec<u8> {
+    let nonce = chacha20poly1305::aead::Nonce::<A>::generate();
+    let sealed = aead
+        .encrypt(&nonce, plain.as_bytes())
+        .expect("AEAD ciphers only refuse messages of many gigabytes");
+    let mut raw = Vec::with_capacity(nonce.len() + sealed.len());
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&sealed);
+    raw
 }
 
 /// The version tag (`v1`, `v2`, …) before the first `:`, if the value has one.

@@ -121,6 +121,32 @@ macro_rules! build_pool {
     }};
 }
 
+/// Runs `$work` with a migration harness over one pooled connection of the live backend and
+/// that backend's embedded migrations, on a blocking thread (the async harness blocks on the
+/// runtime internally).
+macro_rules! with_harness {
+    ($db:expr, |$harness:ident, $migrations:ident| $work:expr) => {
+        match $db {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(pool) => with_harness!(@on pool, SQLITE_MIGRATIONS, $harness, $migrations, $work),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(pool) => with_harness!(@on pool, POSTGRES_MIGRATIONS, $harness, $migrations, $work),
+            #[cfg(feature = "mysql")]
+            Self::Mysql(pool) => with_harness!(@on pool, MYSQL_MIGRATIONS, $harness, $migrations, $work),
+        }
+    };
+    (@on $pool:ident, $embedded:expr, $harness:ident, $migrations:ident, $work:expr) => {{
+        let conn = $pool.get_owned().await?;
+        tokio::task::spawn_blocking(move || {
+            let mut $harness = diesel_async::AsyncMigrationHarness::new(conn);
+            let $migrations = $embedded;
+            $work.map_err(|e| DbError::Migration(e.to_string()))
+        })
+        .await
+        .map_err(|e| DbError::Migration(e.to_string()))?
+    }};
+}
+
 impl Db {
     /// Opens (creating it and its directory if needed) a SQLite database file.
     #[cfg(feature = "sqlite")]
@@ -203,41 +229,22 @@ impl Db {
 
     /// The live backend.
     pub(crate) fn backend(&self) -> Backend {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(_) => Backend::Sqlite,
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => Backend::Postgres,
-            #[cfg(feature = "mysql")]
-            Self::Mysql(_) => Backend::Mysql,
-        }
+        crate::db::backend_of!(self)
     }
 
     /// Runs the pending migrations; returns how many ran.
     pub(crate) async fn migrate(&self) -> Result<usize, DbError> {
-        macro_rules! run_embedded {
-            ($pool:expr, $migrations:expr) => {{
-                let conn = $pool.get_owned().await?;
-                // The async harness blocks on the runtime internally: give it a blocking thread.
-                tokio::task::spawn_blocking(move || {
-                    let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
-                    harness
-                        .run_pending_migrations($migrations)
-                        .map(|done| done.len())
-                        .map_err(|e| DbError::Migration(e.to_string()))
-                })
-                .await
-                .map_err(|e| DbError::Migration(e.to_string()))?
-            }};
-        }
-        match self {
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(pool) => run_embedded!(pool, SQLITE_MIGRATIONS),
-            #[cfg(feature = "postgres")]
-            Self::Postgres(pool) => run_embedded!(pool, POSTGRES_MIGRATIONS),
-            #[cfg(feature = "mysql")]
-            Self::Mysql(pool) => run_embedded!(pool, MYSQL_MIGRATIONS),
-        }
+        with_harness!(self, |harness, migrations| harness
+            .run_pending_migrations(migrations)
+            .map(|done| done.len()))
+    }
+
+    /// How many embedded migrations the database has not run yet (a follower waits for the
+    /// leader to run them).
+    pub(crate) async fn pending_migrations(&self) -> Result<usize, DbError> {
+        with_harness!(self, |harness, migrations| harness
+            .pending_migrations(migrations)
+            .map(|pending| pending.len()))
     }
 }
 
@@ -246,6 +253,22 @@ impl fmt::Debug for Db {
         f.debug_tuple("Db").field(&self.backend()).finish()
     }
 }
+
+/// The [`Backend`] of `$value`, a value of an enum with one variant per backend (`Sqlite`,
+/// `Postgres`, `Mysql`, each present with its feature): the pool and the blocking connection.
+macro_rules! backend_of {
+    ($value:expr) => {
+        match $value {
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => $crate::db::Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => $crate::db::Backend::Postgres,
+            #[cfg(feature = "mysql")]
+            Self::Mysql(_) => $crate::db::Backend::Mysql,
+        }
+    };
+}
+pub(crate) use backend_of;
 
 /// Runs `$body` with `$conn` bound to a pooled connection of the live backend. The body is
 /// compiled once per backend, so a query written once works on all three.
@@ -312,3 +335,5 @@ pub(crate) async fn sqlite_batch<R: Send + 'static>(
 
 #[cfg(test)]
 pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;

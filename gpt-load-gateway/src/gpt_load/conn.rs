@@ -88,14 +88,7 @@ impl SyncConn {
 
     /// The backend this connection talks to.
     pub(crate) fn backend(&self) -> Backend {
-        match self {
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(_) => Backend::Sqlite,
-            #[cfg(feature = "postgres")]
-            Self::Postgres(_) => Backend::Postgres,
-            #[cfg(feature = "mysql")]
-            Self::Mysql(_) => Backend::Mysql,
-        }
+        crate::db::backend_of!(self)
     }
 
     /// Runs statements that return no rows.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{db::Db, models::now, repo::request_logs, settings::SettingsStore};
+use crate::{cluster::Leadership, db::Db, models::now, repo::request_logs, settings::SettingsStore};
 
 /// Deletes what is past retention once; returns how many rows went.
 pub(crate) async fn sweep(db: &Db, settings: &SettingsStore) -> usize {
@@ -29,15 +29,18 @@ pub(crate) async fn sweep(db: &Db, settings: &SettingsStore) -> usize {
     }
 }
 
-/// Sweeps every `every` until `shutdown` turns true.
+/// Sweeps every `every`, while this node leads, until `shutdown` turns true.
 pub(crate) async fn run(
     db: Db,
     settings: std::sync::Arc<SettingsStore>,
+    leadership: Leadership,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        sweep(&db, &settings).await;
+        if leadership.is_leader() {
+            sweep(&db, &settings).await;
+        }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,

@@ -34,8 +34,10 @@ use tokio::{
 use tower::ServiceExt;
 
 use crate::{
+    cluster::Leadership,
     models::now,
     registry::{Catalog, GroupPolicy, Registry},
+    repo::groups,
     upstream::UpstreamClient,
 };
 
@@ -198,16 +200,40 @@ fn is_due(last: Option<NaiveDateTime>, interval: Duration, at: NaiveDateTime) ->
     last.is_none_or(|last| (at - last).to_std().is_ok_and(|since| since >= interval))
 }
 
-/// Runs until `shutdown` turns true, checking every `tick` which groups are due.
-pub(crate) async fn run(registry: Registry, tick: Duration, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `shutdown` turns true, checking every `tick` which groups are due, while this node
+/// leads. A group due by what this node remembers is checked against the database first: in a
+/// cluster another node may have validated it since (a former leader), and it runs once per
+/// interval cluster-wide.
+pub(crate) async fn run(
+    registry: Registry,
+    leadership: Leadership,
+    tick: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         for policy in registry.catalog().standard_groups() {
-            let last = registry.group(policy.group.id).and_then(|g| g.last_validated_at);
-            if is_due(last, policy.effective.key_validation_interval(), now()) {
-                validate_group(&policy, &registry).await;
-                if let Err(err) = registry.mark_validated(policy.group.id, now()).await {
-                    tracing::warn!(group = %policy.group.name, error = %err, "recording the validation run failed");
+            if !leadership.is_leader() {
+                break;
+            }
+            let id = policy.group.id;
+            let remembered = registry.group(id).and_then(|g| g.last_validated_at);
+            if !is_due(remembered, policy.effective.key_validation_interval(), now()) {
+                continue;
+            }
+            let stored = match groups::find(registry.db(), id).await {
+                Ok(Some(row)) => row.last_validated_at,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(group = %policy.group.name, error = %err, "reading the last validation failed");
+                    continue;
                 }
+            };
+            if !is_due(stored, policy.effective.key_validation_interval(), now()) {
+                continue;
+            }
+            validate_group(&policy, &registry).await;
+            if let Err(err) = registry.mark_validated(id, now()).await {
+                tracing::warn!(group = %policy.group.name, error = %err, "recording the validation run failed");
             }
         }
         tokio::select! {

@@ -14,9 +14,12 @@
 //!   database read.
 //!
 //! Changes are serialised by one async lock (admin and job paths only; the proxy path never
-//! takes it), so the memory always matches the last write. These methods are also the seam
-//! cluster invalidation messages call: [`Registry::reload_group`], [`Registry::load_all`],
-//! [`Registry::apply_settings`].
+//! takes it), so the memory always matches the last write.
+//!
+//! In a cluster, every write also hands a [`Change`] to the cluster's publisher (see
+//! [`Registry::publish_changes_to`]), and the changes other nodes made come back through the
+//! seam of reloads: [`Registry::reload_group`], [`Registry::reload_keys`],
+//! [`Registry::reload_settings`] and [`Registry::load_all`], which never publish.
 
 pub(crate) mod catalog;
 mod definition;
@@ -29,8 +32,8 @@ mod policy;
 mod tests;
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard},
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard, OnceLock},
 };
 
 use chrono::NaiveDateTime;
@@ -40,6 +43,7 @@ use gpt_load_tower::{
     keys::{KeyEvents, KeyId, KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey},
 };
 use serde_json::{Map, Value};
+use tokio::sync::mpsc::UnboundedSender;
 
 pub(crate) use crate::models::{KeyStatus, SealedKey};
 
@@ -79,6 +83,17 @@ pub(crate) struct Added {
     pub(crate) total: i64,
 }
 
+/// What a write through the registry changed: what another node must re-read to match.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Change {
+    /// A group's row or its aggregate links (by group id); a group new to a node brings its keys.
+    Group(i64),
+    /// The keys of a group (by group id): added, deleted, restored or set by hand.
+    Keys(i64),
+    /// The system settings.
+    Settings,
+}
+
 /// The owner of group and key state. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Registry {
@@ -97,6 +112,8 @@ struct Inner {
     state: Mutex<State>,
     /// Serialises changes: a database write and the memory change that follows it.
     write: tokio::sync::Mutex<()>,
+    /// Where writes announce what they changed (the cluster's publisher); unset on a single node.
+    changes: OnceLock<UnboundedSender<Change>>,
 }
 
 #[derive(Default)]
@@ -143,6 +160,7 @@ impl Registry {
             client,
             state: Mutex::default(),
             write: tokio::sync::Mutex::new(()),
+            changes: OnceLock::new(),
         };
         Ok((
             Self {
@@ -192,11 +210,31 @@ impl Registry {
         &self.inner.client
     }
 
+    /// Sends every later [`Change`] to `changes` (once, when the node joins a cluster).
+    pub(crate) fn publish_changes_to(&self, changes: UnboundedSender<Change>) {
+        if self.inner.changes.set(changes).is_err() {
+            tracing::warn!("the registry already publishes its changes");
+        }
+    }
+
+    /// Announces a committed write (a no-op on a single node).
+    fn changed(&self, change: Change) {
+        if let Some(changes) = self.inner.changes.get() {
+            // The receiver ends only at shutdown; a change then has nobody left to tell.
+            let _ = changes.send(change);
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The ids of the groups the registry runs.
+    pub(crate) fn group_ids(&self) -> Vec<i64> {
+        self.state().groups.keys().copied().collect()
     }
 
     /// A group by id, as the registry runs it.
@@ -279,10 +317,6 @@ impl Registry {
     /// Re-reads one group (and the aggregate links) and applies it: installs, replaces, renames
     /// or forgets it. Other groups' entries and keys are left as they are. A group new to the
     /// registry brings its stored keys into the pool.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the seam cluster invalidation messages call")
-    )]
     pub(crate) async fn reload_group(&self, id: i64) -> Result<(), DbError> {
         let _write = self.inner.write.lock().await;
         self.reload_group_locked(id).await
@@ -349,6 +383,50 @@ impl Registry {
         }
     }
 
+    /// Re-reads a group's keys and brings the pool in line with them: keys new to the pool
+    /// enter (decrypted once), keys no longer stored leave, and a stored status the pool does
+    /// not show is applied. A key stored `active` keeps its live state (cooling, say) unless the
+    /// pool has it invalid or disabled.
+    pub(crate) async fn reload_keys(&self, group_id: i64) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        let Some(group) = self.group(group_id).filter(|g| !g.is_aggregate()) else {
+            return Ok(());
+        };
+        let rows = key_rows::list_by_group(self.db(), group_id).await?;
+        let name = group.name.as_str();
+        let live: HashMap<KeyId, KeyState> = self
+            .pool()
+            .keys(name)
+            .iter()
+            .map(|slot| (slot.id(), slot.state()))
+            .collect();
+        let stored: HashSet<KeyId> = rows.iter().map(|row| KeyId(row.id as u64)).collect();
+        self.pool()
+            .remove_keys(name, live.keys().filter(|id| !stored.contains(id)).copied());
+        let mut states = Vec::new();
+        let mut fresh = Vec::new();
+        for row in &rows {
+            let id = KeyId(row.id as u64);
+            let status = KeyStatus::of_stored(&row.status);
+            match live.get(&id) {
+                None => fresh.extend(keys::slot_of_row(row, self.cipher())),
+                Some(&state) if KeyStatus::of_state(state) != status => states.push((id, status.state())),
+                Some(_) => {}
+            }
+        }
+        self.pool().add_keys(group.name.clone(), fresh);
+        self.pool().set_states(name, states);
+        Ok(())
+    }
+
+    /// Re-reads the system settings from the database and applies them.
+    pub(crate) async fn reload_settings(&self) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        self.settings().reload(self.db()).await?;
+        self.apply_settings();
+        Ok(())
+    }
+
     /// Rebuilds every group's policy and the proxy key table from the current settings (after
     /// a settings change), from the groups already parsed.
     pub(crate) fn apply_settings(&self) {
@@ -367,6 +445,7 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         self.settings().update(self.db(), update).await?;
         self.apply_settings();
+        self.changed(Change::Settings);
         Ok(())
     }
 
@@ -377,6 +456,7 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         let row = group_rows::insert(self.db(), group).await?;
         self.reload_group_locked(row.id).await?;
+        self.changed(Change::Group(row.id));
         Ok(row)
     }
 
@@ -390,6 +470,7 @@ impl Registry {
         let row = group_rows::update(self.db(), id, group).await?;
         if row.is_some() {
             self.reload_group_locked(id).await?;
+            self.changed(Change::Group(id));
         }
         Ok(row)
     }
@@ -399,6 +480,7 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         let existed = group_rows::delete(self.db(), id).await?;
         self.reload_group_locked(id).await?;
+        self.changed(Change::Group(id));
         Ok(existed)
     }
 
@@ -412,6 +494,7 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         let row = group_rows::insert_copy(self.db(), group, links, keys).await?;
         self.reload_group_locked(row.id).await?;
+        self.changed(Change::Group(row.id));
         Ok(row)
     }
 
@@ -426,7 +509,9 @@ impl Registry {
     pub(crate) async fn add_sub_groups(&self, aggregate: i64, links: &[(i64, i32)]) -> Result<(), DbError> {
         let _write = self.inner.write.lock().await;
         group_rows::add_sub_groups(self.db(), aggregate, links).await?;
-        self.reload_group_locked(aggregate).await
+        self.reload_group_locked(aggregate).await?;
+        self.changed(Change::Group(aggregate));
+        Ok(())
     }
 
     /// Sets (or adds) one member's weight.
@@ -438,7 +523,9 @@ impl Registry {
     ) -> Result<(), DbError> {
         let _write = self.inner.write.lock().await;
         group_rows::set_sub_group(self.db(), aggregate, member, weight).await?;
-        self.reload_group_locked(aggregate).await
+        self.reload_group_locked(aggregate).await?;
+        self.changed(Change::Group(aggregate));
+        Ok(())
     }
 
     /// Removes one member; returns whether it was one.
@@ -446,6 +533,7 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         let removed = group_rows::remove_sub_group(self.db(), aggregate, member).await?;
         self.reload_group_locked(aggregate).await?;
+        self.changed(Change::Group(aggregate));
         Ok(removed)
     }
 
@@ -457,6 +545,8 @@ impl Registry {
         if let Some(group) = state.groups.get_mut(&id) {
             Arc::make_mut(group).last_validated_at = Some(at);
         }
+        drop(state);
+        self.changed(Change::Group(id));
         Ok(())
     }
 
@@ -464,6 +554,11 @@ impl Registry {
 
     fn name_of(&self, group_id: i64) -> Option<GroupName> {
         self.state().groups.get(&group_id).map(|g| g.name.clone())
+    }
+
+    /// The stored `key_hash` of each plain key.
+    fn hashes(&self, plain: &[String]) -> Vec<String> {
+        plain.iter().map(|k| self.cipher().hash(k)).collect()
     }
 
     /// Adds plain keys to a group (those it already has, by hash, are ignored); they are
@@ -495,6 +590,7 @@ impl Registry {
                 Some(keys::slot(*id, plain, KeyStatus::Active, 0))
             });
             self.pool().add_keys(name, slots);
+            self.changed(Change::Keys(group_id));
         }
         Ok(Added {
             added: added.len(),
@@ -502,14 +598,12 @@ impl Registry {
         })
     }
 
-    /// Deletes a group's keys with these hashes; returns how many and the group's new total.
-    pub(crate) async fn delete_keys(
-        &self,
-        group_id: i64,
-        hashes: &[String],
-    ) -> Result<(usize, i64), DbError> {
+    /// Deletes these plain keys from a group (found by hash); returns how many and the group's
+    /// new total.
+    pub(crate) async fn delete_keys(&self, group_id: i64, plain: &[String]) -> Result<(usize, i64), DbError> {
+        let hashes = self.hashes(plain);
         let _write = self.inner.write.lock().await;
-        let (ids, total) = key_rows::delete_by_hashes(self.db(), group_id, hashes).await?;
+        let (ids, total) = key_rows::delete_by_hashes(self.db(), group_id, &hashes).await?;
         self.remove_from_pool(group_id, &ids);
         Ok((ids.len(), total))
     }
@@ -530,21 +624,24 @@ impl Registry {
         if let Some(name) = self.name_of(group_id).filter(|_| !ids.is_empty()) {
             self.pool()
                 .remove_keys(name.as_str(), ids.iter().map(|id| KeyId(*id as u64)));
+            self.changed(Change::Keys(group_id));
         }
     }
 
-    /// Makes a group's invalid keys with these hashes (all when `None`) active again with their
-    /// failures reset; returns how many and the group's total.
+    /// Makes a group's invalid keys among these plain keys (all when `None`) active again with
+    /// their failures reset; returns how many and the group's total.
     pub(crate) async fn restore_keys(
         &self,
         group_id: i64,
-        hashes: Option<&[String]>,
+        plain: Option<&[String]>,
     ) -> Result<(usize, i64), DbError> {
+        let hashes = plain.map(|p| self.hashes(p));
         let _write = self.inner.write.lock().await;
-        let (ids, total) = key_rows::restore_invalid(self.db(), group_id, hashes, now()).await?;
-        if let Some(name) = self.name_of(group_id) {
+        let (ids, total) = key_rows::restore_invalid(self.db(), group_id, hashes.as_deref(), now()).await?;
+        if let Some(name) = self.name_of(group_id).filter(|_| !ids.is_empty()) {
             let active = ids.iter().map(|id| (KeyId(*id as u64), KeyState::Active));
             self.pool().set_states(name.as_str(), active);
+            self.changed(Change::Keys(group_id));
         }
         Ok((ids.len(), total))
     }
@@ -559,6 +656,7 @@ impl Registry {
         if let Some(name) = self.name_of(group_id) {
             self.pool()
                 .set_state(name.as_str(), KeyId(key_id as u64), status.state());
+            self.changed(Change::Keys(group_id));
         }
         Ok(true)
     }

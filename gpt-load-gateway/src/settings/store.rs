@@ -142,10 +142,6 @@ impl SettingsStore {
 
     /// Reads the settings from `db` again (after another instance changed them) and swaps
     /// them in; subscribers hear of it only when something changed.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the seam cluster invalidation messages call")
-    )]
     pub(crate) async fn reload(&self, db: &Db) -> Result<Arc<SystemSettings>, DbError> {
         let _write = self.write.lock().await;
         let settings = load(db, &self.cipher).await?;

@@ -8,15 +8,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::json::GroupResponse;
+use crate::admin::prelude::*;
 use crate::{
-    admin::{
-        envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
-        error::{AdminError, AdminResult},
-        extract::AdminPath,
-        json::AdminJson,
-        lang::text,
-        state::Admin,
-    },
     crypto::proxy_keys,
     models::{GroupRow, NewGroup, now},
     registry::{GroupKind, KeyStatus, SealedKey},

@@ -7,14 +7,7 @@ pub(crate) mod sub_groups;
 use gpt_load_tower::channel::ChannelKind;
 
 use self::json::{GroupBrief, GroupResponse};
-use super::{
-    envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
-    error::AdminError,
-    extract::AdminPath,
-    json::AdminJson,
-    lang::{RequestLang, text},
-    state::Admin,
-};
+use super::{lang::RequestLang, prelude::*};
 use crate::{
     db::DbError,
     models::now,

@@ -6,19 +6,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::json::GroupResponse;
-use crate::{
-    admin::{
-        envelope::{Ack, AckReply, Envelope, Reply, ack, ok},
-        error::{AdminError, AdminResult},
-        extract::AdminPath,
-        json::AdminJson,
-        lang::text,
-        state::{Admin, AdminState},
-    },
-    models::GroupRow,
-    registry::GroupKind,
-    repo::groups,
-};
+use crate::admin::prelude::*;
+use crate::{models::GroupRow, registry::GroupKind, repo::groups};
 
 const MAX_WEIGHT: i64 = 1000;
 

@@ -17,13 +17,9 @@ use self::json::{
     RestoreResult, StatusInput, UNDECRYPTABLE,
 };
 use super::{
-    envelope::{Ack, AckReply, Envelope, Reply, ack, attachment, ok},
-    error::{AdminError, AdminResult},
-    extract::{AdminPath, AdminQuery},
-    json::AdminJson,
-    lang::{Lang, text},
+    envelope::attachment,
     page::{Page, PageQuery},
-    state::{Admin, AdminState},
+    prelude::*,
 };
 use crate::{
     models::{GroupRow, now},
@@ -187,8 +183,7 @@ pub(crate) async fn delete_keys(
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<DeleteResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
-    let hashes: Vec<String> = keys.iter().map(|k| state.registry.cipher().hash(k)).collect();
-    let (deleted, total) = state.registry.delete_keys(group.id, &hashes).await?;
+    let (deleted, total) = state.registry.delete_keys(group.id, &keys).await?;
     let result = DeleteResult {
         deleted_count: deleted,
         ignored_count: parsed.saturating_sub(deleted),
@@ -205,8 +200,7 @@ pub(crate) async fn restore_keys(
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<RestoreResult> {
     let Batch { group, keys, parsed } = batch(&state, input).await?;
-    let hashes: Vec<String> = keys.iter().map(|k| state.registry.cipher().hash(k)).collect();
-    let (restored, total) = state.registry.restore_keys(group.id, Some(&hashes)).await?;
+    let (restored, total) = state.registry.restore_keys(group.id, Some(&keys)).await?;
     let result = RestoreResult {
         restored_count: restored,
         ignored_count: parsed.saturating_sub(restored),

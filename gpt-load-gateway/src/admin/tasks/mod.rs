@@ -24,12 +24,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{
-    envelope::{Envelope, Reply, ok},
-    error::{AdminError, AdminResult},
-    json::AdminJson,
     keys::{self as key_routes, json::KeysTextInput},
-    lang::{Lang, text},
-    state::{Admin, AdminState},
+    prelude::*,
     task_manager::{TaskHandle, TaskStatus, TaskType},
 };
 use crate::{
@@ -287,8 +283,7 @@ async fn delete(
     let mut deleted = 0;
     let mut processed = 0;
     for chunk in keys.chunks(CHUNK) {
-        let hashes: Vec<String> = chunk.iter().map(|k| state.registry.cipher().hash(k)).collect();
-        deleted += state.registry.delete_keys(group.id, &hashes).await?.0;
+        deleted += state.registry.delete_keys(group.id, chunk).await?.0;
         processed += chunk.len();
         handle.progress(processed);
     }

@@ -1,0 +1,234 @@
+//! The project machines' database servers and Redis, for tests that run gateway processes:
+//! a fresh PostgreSQL or MariaDB database per test (created and dropped with the servers'
+//! command-line clients, so the test needs no driver), and the shared Redis.
+//!
+//! Servers come from `TEST_PG_URL`, `TEST_MYSQL_URL` and `TEST_REDIS_URL` (defaults: the project
+//! machines' `postgres://postgres@127.0.0.1:5432/test`, `mysql://root@127.0.0.1:3306/test`,
+//! `redis://127.0.0.1:6379`). One that is unreachable fails the test under `CI=true` and
+//! otherwise skips it with one `SKIP` line.
+
+use std::{
+    process::{Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// A database server the gateway supports besides SQLite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Postgres,
+    Mariadb,
+}
+
+/// A database of one test on a server, dropped on drop.
+#[derive(Debug)]
+pub struct ServerDatabase {
+    server: Server,
+    host: String,
+    port: String,
+    user: String,
+    password: String,
+    /// The database the URL names, where this one is created and dropped from.
+    admin_database: String,
+    name: String,
+}
+
+impl ServerDatabase {
+    /// Creates an empty database for `test`; `None` (after a `SKIP` line) when the server or its
+    /// client is not here and `CI` is not `true`.
+    ///
+    /// # Panics
+    ///
+    /// Under `CI=true` when the server is unreachable, and when `CREATE DATABASE` fails.
+    pub fn create(server: Server, test: &str) -> Option<Self> {
+        let (var, default, port, client) = match server {
+            Server::Postgres => (
+                "TEST_PG_URL",
+                "postgres://postgres@127.0.0.1:5432/test",
+                "5432",
+                "psql (Debian package postgresql-client)",
+            ),
+            Server::Mariadb => (
+                "TEST_MYSQL_URL",
+                "mysql://root@127.0.0.1:3306/test",
+                "3306",
+                "mysql (Debian package mariadb-client)",
+            ),
+        };
+        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let rest = rest.split_once('?').map_or(rest, |(rest, _)| rest);
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, address) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+        let (host, port) = address.rsplit_once(':').unwrap_or((address, port));
+        let mut db = Self {
+            server,
+            host: host.to_owned(),
+            port: port.to_owned(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+            admin_database: database.to_owned(),
+            name: database.to_owned(),
+        };
+        if let Err(err) = db.query("SELECT 1") {
+            return unavailable(test, &format!("{var} or {client}"), &err);
+        }
+        let name = unique_name(test);
+        db.query(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|err| panic!("creating the test database: {err}"));
+        db.name = name;
+        Some(db)
+    }
+
+    /// The `DATABASE_DSN` of this database.
+    pub fn dsn(&self) -> String {
+        let scheme = match self.server {
+            Server::Postgres => "postgres",
+            Server::Mariadb => "mysql",
+        };
+        let credentials = if self.password.is_empty() {
+            self.user.clone()
+        } else {
+            format!("{}:{}", self.user, self.password)
+        };
+        format!(
+            "{scheme}://{credentials}@{}:{}/{}",
+            self.host, self.port, self.name
+        )
+    }
+
+    /// Runs `sql` on this database with the server's client; its rows, one per line, columns
+    /// separated by `|`.
+    ///
+    /// # Errors
+    ///
+    /// When the client cannot run or the statement fails.
+    pub fn query(&self, sql: &str) -> Result<String, String> {
+        let mut command = match self.server {
+            Server::Postgres => {
+                let mut command = Command::new("psql");
+                command
+                    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                    .args([
+                        "-h", &self.host, "-p", &self.port, "-U", &self.user, "-d", &self.name,
+                    ])
+                    .args(["-c", sql])
+                    .env("PGPASSWORD", &self.password)
+                    .env("PGCONNECT_TIMEOUT", "10");
+                command
+            }
+            Server::Mariadb => {
+                let mut command = Command::new("mysql");
+                command
+                    .args(["--protocol=TCP", "--connect-timeout=10", "-N", "-B"])
+                    .args(["-h", &self.host, "-P", &self.port, "-u", &self.user, &self.name])
+                    .args(["-e", sql])
+                    .env("MYSQL_PWD", &self.password);
+                command
+            }
+        };
+        let output = command
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("{:?}: {err}", command.get_program()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{:?} exited with {}: {}",
+                command.get_program(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .replace('\t', "|")
+            .trim_end()
+            .to_owned())
+    }
+}
+
+impl Drop for ServerDatabase {
+    fn drop(&mut self) {
+        if self.name == self.admin_database {
+            return;
+        }
+        let sql = match self.server {
+            Server::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            Server::Mariadb => format!("DROP DATABASE IF EXISTS {}", self.name),
+        };
+        let name = std::mem::replace(&mut self.name, self.admin_database.clone());
+        if let Err(err) = self.query(&sql) {
+            eprintln!("dropping the test database {name}: {err}");
+        }
+    }
+}
+
+/// The shared Redis for `test`: its URL, or `None` (after a `SKIP` line) when it does not
+/// answer and `CI` is not `true`. Tests isolate themselves with a key prefix of their own.
+///
+/// # Panics
+///
+/// Under `CI=true` when Redis does not answer.
+pub fn redis_url(test: &str) -> Option<String> {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, address)| address);
+    let address = rest.split('/').next().unwrap_or(rest);
+    let address = if address.contains(':') {
+        address.to_owned()
+    } else {
+        format!("{address}:6379")
+    };
+    match ping(&address) {
+        Ok(()) => Some(url),
+        Err(err) => unavailable(test, "TEST_REDIS_URL (a running redis-server)", &err),
+    }
+}
+
+/// `PING` over a plain socket.
+fn ping(address: &str) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = address
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("{address} does not resolve"))?;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    stream.write_all(b"PING\r\n").map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 7];
+    stream.read_exact(&mut answer).map_err(|e| e.to_string())?;
+    if &answer == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(format!(
+            "unexpected answer {:?}",
+            String::from_utf8_lossy(&answer)
+        ))
+    }
+}
+
+/// A name of this test alone, for a database or a Redis key prefix.
+pub fn unique_name(test: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!(
+        "gptload_e2e_{test}_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A server that is not here: a failure under `CI=true`, otherwise a `SKIP` line.
+fn unavailable<T>(test: &str, what: &str, err: &str) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: a server is not available ({err}); start it or set {what}");
+    }
+    eprintln!("SKIP {test}: needs {what} ({err})");
+    None
+}

@@ -1,0 +1,382 @@
+//! Cluster mode with real processes: three gateway nodes (the built binary) on one PostgreSQL
+//! or MariaDB database and one Redis, each test with a database and a Redis key prefix of its
+//! own, and an in-process mock upstream.
+//!
+//! The lease is 3 s and the reconcile interval 1 s here, so that failover runs in seconds.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gpt_load_e2e::{
+    MockUpstream, gateway_binary,
+    servers::{Server, ServerDatabase, redis_url, unique_name},
+};
+use serde_json::{Value, json};
+
+const AUTH_KEY: &str = "sk-cluster-admin-0123456789";
+const PROXY_KEY: &str = "sk-cluster-proxy-0123456789";
+const UPSTREAM_KEY: &str = "sk-cluster-upstream-0001";
+const LEASE: Duration = Duration::from_secs(3);
+/// How soon a change made on one node must serve on the others.
+const PROPAGATION: Duration = Duration::from_secs(2);
+/// How long a node may take to start (a debug build under a loaded CI machine).
+const START: Duration = Duration::from_secs(60);
+
+/// One gateway process, killed on drop; its log is printed when the test fails.
+struct Node {
+    name: &'static str,
+    addr: String,
+    child: Child,
+    dir: PathBuf,
+}
+
+/// What every node of one test shares.
+struct Shared {
+    dsn: String,
+    redis: String,
+    prefix: String,
+}
+
+impl Node {
+    fn start(name: &'static str, shared: &Shared, extra: &[(&str, &str)]) -> Node {
+        let dir = std::env::temp_dir().join(unique_name(&format!("cluster_{name}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
+        let mut command = Command::new(gateway_binary());
+        command
+            .current_dir(&dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("AUTH_KEY", AUTH_KEY)
+            .env("DATA_DIR", dir.join("data"))
+            .env("DATABASE_DSN", &shared.dsn)
+            .env("REDIS_DSN", &shared.redis)
+            .env("REDIS_KEY_PREFIX", &shared.prefix)
+            .env("CLUSTER_NODE_ID", name)
+            .env("CLUSTER_LEASE_SECONDS", LEASE.as_secs().to_string())
+            .env("CLUSTER_RECONCILE_SECONDS", "1")
+            .env("LOG_LEVEL", "debug");
+        for (key, value) in extra {
+            command.env(key, value);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the gateway starts");
+        let mut node = Node {
+            name,
+            addr: format!("127.0.0.1:{port}"),
+            child,
+            dir,
+        };
+        let deadline = Instant::now() + START;
+        loop {
+            assert!(
+                matches!(node.child.try_wait(), Ok(None)),
+                "node {name} exited:\n{}",
+                node.log()
+            );
+            if matches!(node.http("GET", "/health", None, None), Ok((200, _))) {
+                return node;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {name} did not start:\n{}",
+                node.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+
+    /// One HTTP/1.1 exchange on a fresh connection: the status and the body.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, String), String> {
+        let mut stream = TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(|e| e.to_string())?;
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(token) = bearer {
+            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if !body.is_empty() {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str("\r\n");
+        request.push_str(&body);
+        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
+        let answer = String::from_utf8_lossy(&answer);
+        let (head, body) = answer.split_once("\r\n\r\n").ok_or("no header end")?;
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("no status")?;
+        let chunked = head
+            .lines()
+            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+        Ok((status, if chunked { unchunk(body) } else { body.to_owned() }))
+    }
+
+    /// An admin API call: the status and the JSON answer.
+    fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let (status, text) = self
+            .http(method, &format!("/api{path}"), Some(AUTH_KEY), body.as_ref())
+            .unwrap_or_else(|err| panic!("{method} {path} on {}: {err}", self.name));
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A chat completion through `group` with `proxy_key`: the status (0 when no answer).
+    fn chat(&self, group: &str, proxy_key: &str) -> u16 {
+        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+        self.http(
+            "POST",
+            &format!("/proxy/{group}/v1/chat/completions"),
+            Some(proxy_key),
+            Some(&body),
+        )
+        .map_or(0, |(status, _)| status)
+    }
+
+    /// `GET /api/cluster/status`'s data.
+    fn status(&self) -> Value {
+        let (status, body) = self.api("GET", "/cluster/status", None);
+        assert_eq!(status, 200, "{body}");
+        body["data"].clone()
+    }
+
+    fn role(&self) -> String {
+        self.status()["role"].as_str().unwrap_or_default().to_owned()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- node {} log\n{}", self.name, self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn unchunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `check` every 50 ms until it holds; the time it took, or `None` after `limit`.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The database, Redis and mock upstream of one test; `None` when a server is not here.
+fn setup(
+    server: Server,
+    test: &str,
+) -> Option<(ServerDatabase, Shared, tokio::runtime::Runtime, MockUpstream)> {
+    let db = ServerDatabase::create(server, test)?;
+    let redis = redis_url(test)?;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(MockUpstream::start()).unwrap();
+    let shared = Shared {
+        dsn: db.dsn(),
+        redis,
+        prefix: unique_name(test),
+    };
+    Some((db, shared, runtime, mock))
+}
+
+/// Starts `a` alone until it leads (it migrates the database), then the others.
+fn start_cluster(shared: &Shared, slave_c: bool) -> (Node, Node, Node) {
+    let a = Node::start("a", shared, &[]);
+    assert!(
+        within(START, || a.role() == "leader").is_some(),
+        "the first node leads:\n{}",
+        a.log()
+    );
+    let b = Node::start("b", shared, &[]);
+    let c = Node::start("c", shared, if slave_c { &[("IS_SLAVE", "true")] } else { &[] });
+    (a, b, c)
+}
+
+fn changes_on_one_node_reach_the_others(server: Server, test: &str) {
+    let Some((_db, shared, _runtime, mock)) = setup(server, test) else {
+        return;
+    };
+    let (a, b, c) = start_cluster(&shared, false);
+
+    // Every node sees the same three nodes and the one leader.
+    for node in [&a, &b, &c] {
+        let status = node.status();
+        assert_eq!(status["mode"], "cluster", "{status}");
+        assert_eq!(status["redis"], "connected", "{status}");
+        assert_eq!(status["node_id"], node.name, "{status}");
+        let nodes = status["nodes"].as_array().unwrap();
+        let ids: Vec<&str> = nodes.iter().filter_map(|n| n["node_id"].as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"], "{status}");
+        let leaders: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n["role"] == "leader")
+            .filter_map(|n| n["node_id"].as_str())
+            .collect();
+        assert_eq!(leaders, ["a"], "{status}");
+    }
+
+    // A group and its key created through A serve through B and C.
+    let group = json!({"name": "shared", "channel_type": "openai", "test_model": "gpt-4o-mini",
+                       "upstreams": [{"url": mock.url(), "weight": 1}], "proxy_keys": PROXY_KEY});
+    let (status, body) = a.api("POST", "/groups", Some(group));
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["id"].as_i64().unwrap();
+    let (status, body) = a.api(
+        "POST",
+        "/keys/add-multiple",
+        Some(json!({"group_id": id, "keys_text": UPSTREAM_KEY})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(a.chat("shared", PROXY_KEY), 200);
+    for node in [&b, &c] {
+        let took = within(PROPAGATION, || node.chat("shared", PROXY_KEY) == 200);
+        assert!(
+            took.is_some(),
+            "node {} serves the new group within {PROPAGATION:?}",
+            node.name
+        );
+    }
+
+    // A setting changed on C applies on A: a new global proxy key.
+    let global = "sk-cluster-global-0123456789";
+    assert_eq!(a.chat("shared", global), 401, "not a proxy key yet");
+    let (status, body) = c.api("PUT", "/settings", Some(json!({"proxy_keys": global})));
+    assert_eq!(status, 200, "{body}");
+    for node in [&a, &b] {
+        let took = within(PROPAGATION, || node.chat("shared", global) == 200);
+        assert!(
+            took.is_some(),
+            "node {} takes the new setting within {PROPAGATION:?}",
+            node.name
+        );
+    }
+
+    // Keys deleted on B leave every pool: no node sends the key upstream any more.
+    let (status, body) = b.api(
+        "POST",
+        "/keys/delete-multiple",
+        Some(json!({"group_id": id, "keys_text": UPSTREAM_KEY})),
+    );
+    assert_eq!(status, 200, "{body}");
+    for node in [&a, &c] {
+        let took = within(PROPAGATION, || node.chat("shared", PROXY_KEY) == 503);
+        assert!(
+            took.is_some(),
+            "node {} drops the deleted key within {PROPAGATION:?}",
+            node.name
+        );
+    }
+    let sent = mock.requests_by_key().get(UPSTREAM_KEY).copied().unwrap_or(0);
+    assert!(sent >= 6, "every node sent the key while it existed: {sent}");
+}
+
+#[test]
+fn changes_on_one_node_reach_the_others_on_postgres() {
+    changes_on_one_node_reach_the_others(Server::Postgres, "cluster_changes_pg");
+}
+
+#[test]
+fn changes_on_one_node_reach_the_others_on_mariadb() {
+    changes_on_one_node_reach_the_others(Server::Mariadb, "cluster_changes_maria");
+}
+
+#[test]
+fn a_dead_leader_is_replaced_within_the_lease_and_a_slave_never_leads() {
+    let test = "cluster_failover";
+    let Some((_db, shared, _runtime, _mock)) = setup(Server::Postgres, test) else {
+        return;
+    };
+    let (mut a, b, mut c) = start_cluster(&shared, true);
+    assert_eq!((b.role().as_str(), c.role().as_str()), ("follower", "follower"));
+
+    // kill -9: no clean hand-over, the lease must run out.
+    a.kill();
+    let mut slave_led = false;
+    let took = within(LEASE + Duration::from_secs(1), || {
+        slave_led |= c.role() == "leader";
+        b.role() == "leader"
+    });
+    assert!(
+        took.is_some(),
+        "b leads within the lease after a died:\n{}",
+        b.log()
+    );
+    assert!(!slave_led, "the IS_SLAVE node never leads");
+    let status = b.status();
+    let ids: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["node_id"].as_str())
+        .collect();
+    assert!(ids.contains(&"b") && ids.contains(&"c"), "{status}");
+
+    // With every other node gone, the slave still follows.
+    drop(b);
+    let led = within(LEASE * 2, || c.role() == "leader");
+    assert!(led.is_none(), "the IS_SLAVE node took the lease");
+    assert_eq!(c.status()["redis"], "connected");
+    c.kill();
+}
