@@ -6,9 +6,13 @@
 //! machines' `postgres://postgres@127.0.0.1:5432/test`, `mysql://root@127.0.0.1:3306/test`,
 //! `redis://127.0.0.1:6379`). One that is unreachable fails the test under `CI=true` and
 //! otherwise skips it with one `SKIP` line.
+//!
+//! A test that stops and restarts Redis runs its own [`OwnRedis`] (`/usr/bin/redis-server`, or
+//! `TEST_REDIS_SERVER`) on a free port and never touches the shared one.
 
 use std::{
-    process::{Command, Stdio},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -231,4 +235,99 @@ fn unavailable<T>(test: &str, what: &str, err: &str) -> Option<T> {
     }
     eprintln!("SKIP {test}: needs {what} ({err})");
     None
+}
+
+/// A `redis-server` of one test on a free port, in a directory of its own, keeping nothing on
+/// disk; killed on drop. [`stop`](Self::stop) and [`start`](Self::start) take it down and bring
+/// it back, empty, on the same port.
+#[derive(Debug)]
+pub struct OwnRedis {
+    binary: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    /// Starts one for `test`; `None` (after a `SKIP` line) when there is no `redis-server` and
+    /// `CI` is not `true`.
+    ///
+    /// # Panics
+    ///
+    /// Under `CI=true` when there is no `redis-server`, and when it does not answer.
+    pub fn start_new(test: &str) -> Option<Self> {
+        let binary = PathBuf::from(
+            std::env::var("TEST_REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".to_owned()),
+        );
+        if !binary.exists() {
+            return unavailable(
+                test,
+                "TEST_REDIS_SERVER",
+                &format!("{} is missing", binary.display()),
+            );
+        }
+        let dir = std::env::temp_dir().join(unique_name(test));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self {
+            binary,
+            dir,
+            port,
+            child: None,
+        };
+        redis.start();
+        Some(redis)
+    }
+
+    /// `redis://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (empty) and waits until it answers `PING`.
+    ///
+    /// # Panics
+    ///
+    /// When it is already running, or does not answer within 10 s.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = Command::new(&self.binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while let Err(err) = ping(&address) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on {address} does not answer: {err}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (`SIGKILL`: no clean shutdown) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -14,7 +14,7 @@ use std::{
 
 use gpt_load_e2e::{
     MockUpstream, gateway_binary,
-    servers::{Server, ServerDatabase, redis_url, unique_name},
+    servers::{OwnRedis, Server, ServerDatabase, redis_url, unique_name},
 };
 use serde_json::{Value, json};
 
@@ -22,6 +22,8 @@ const AUTH_KEY: &str = "sk-cluster-admin-0123456789";
 const PROXY_KEY: &str = "sk-cluster-proxy-0123456789";
 const UPSTREAM_KEY: &str = "sk-cluster-upstream-0001";
 const LEASE: Duration = Duration::from_secs(3);
+/// `CLUSTER_RECONCILE_SECONDS` of every node here.
+const RECONCILE: Duration = Duration::from_secs(1);
 /// How soon a change made on one node must serve on the others.
 const PROPAGATION: Duration = Duration::from_secs(2);
 /// How long a node may take to start (a debug build under a loaded CI machine).
@@ -65,7 +67,7 @@ impl Node {
             .env("REDIS_KEY_PREFIX", &shared.prefix)
             .env("CLUSTER_NODE_ID", name)
             .env("CLUSTER_LEASE_SECONDS", LEASE.as_secs().to_string())
-            .env("CLUSTER_RECONCILE_SECONDS", "1")
+            .env("CLUSTER_RECONCILE_SECONDS", RECONCILE.as_secs().to_string())
             .env("LOG_LEVEL", "debug");
         for (key, value) in extra {
             command.env(key, value);
@@ -379,4 +381,242 @@ fn a_dead_leader_is_replaced_within_the_lease_and_a_slave_never_leads() {
     assert!(led.is_none(), "the IS_SLAVE node took the lease");
     assert_eq!(c.status()["redis"], "connected");
     c.kill();
+}
+
+/// Creates the group `shared` with one key through `node`; its id.
+fn create_group(node: &Node, mock: &MockUpstream) -> i64 {
+    let group = json!({"name": "shared", "channel_type": "openai", "test_model": "gpt-4o-mini",
+                       "upstreams": [{"url": mock.url(), "weight": 1}], "proxy_keys": PROXY_KEY});
+    let (status, body) = node.api("POST", "/groups", Some(group));
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["id"].as_i64().unwrap();
+    let (status, body) = node.api(
+        "POST",
+        "/keys/add-multiple",
+        Some(json!({"group_id": id, "keys_text": UPSTREAM_KEY})),
+    );
+    assert_eq!(status, 200, "{body}");
+    id
+}
+
+#[test]
+fn nodes_serve_through_a_redis_outage_and_resync_when_it_returns() {
+    let test = "cluster_redis_outage";
+    let Some(db) = ServerDatabase::create(Server::Postgres, test) else {
+        return;
+    };
+    let Some(mut redis) = OwnRedis::start_new(test) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(MockUpstream::start()).unwrap();
+    let shared = Shared {
+        dsn: db.dsn(),
+        redis: redis.url(),
+        prefix: unique_name(test),
+    };
+    let (a, b, c) = start_cluster(&shared, false);
+    create_group(&a, &mock);
+    for node in [&b, &c] {
+        assert!(
+            within(PROPAGATION, || node.chat("shared", PROXY_KEY) == 200).is_some(),
+            "node {} serves the new group",
+            node.name
+        );
+    }
+
+    redis.stop();
+    // Every node keeps proxying from its own pool, and says Redis is gone.
+    for node in [&a, &b, &c] {
+        for _ in 0..5 {
+            assert_eq!(
+                node.chat("shared", PROXY_KEY),
+                200,
+                "node {} during the outage",
+                node.name
+            );
+        }
+        let status = node.status();
+        assert_eq!(status["redis"], "disconnected", "{status}");
+        assert_eq!(status["mode"], "cluster", "{status}");
+    }
+    // An admin write during the outage commits, and applies on the node that made it.
+    let global = "sk-cluster-outage-0123456789";
+    let (status, body) = a.api("PUT", "/settings", Some(json!({"proxy_keys": global})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(a.chat("shared", global), 200);
+
+    // Redis comes back empty: every node reconnects and re-reads, within the reconcile interval.
+    redis.start();
+    for node in [&b, &c] {
+        let took = within(RECONCILE + PROPAGATION, || node.chat("shared", global) == 200);
+        assert!(
+            took.is_some(),
+            "node {} takes the change made during the outage:\n{}",
+            node.name,
+            node.log()
+        );
+    }
+    // The cluster has one leader again and every node is back in the list.
+    let led = within(LEASE + PROPAGATION, || {
+        let status = b.status();
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        status["redis"] == "connected"
+            && nodes.len() == 3
+            && nodes.iter().filter(|n| n["role"] == "leader").count() == 1
+    });
+    assert!(
+        led.is_some(),
+        "one leader and three nodes after the outage: {}",
+        b.status()
+    );
+}
+
+#[test]
+fn one_task_runs_across_the_cluster() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_task") else {
+        return;
+    };
+    let (a, b, _c) = start_cluster(&shared, false);
+    let id = create_group(&a, &mock);
+    // Keys the mock answers after 200 ms each: validating them takes seconds.
+    let slow: Vec<String> = (0..200).map(|i| format!("mock-slow-{i:04}")).collect();
+    let (status, body) = a.api(
+        "POST",
+        "/keys/add-multiple",
+        Some(json!({"group_id": id, "keys_text": slow.join("\n")})),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let (status, body) = a.api("POST", "/keys/validate-group", Some(json!({"group_id": id})));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["is_running"], true, "{body}");
+    // B sees A's task and cannot start another; neither can A.
+    let (status, body) = b.api("GET", "/tasks/status", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["is_running"], true, "{body}");
+    assert_eq!(body["data"]["task_type"], "KEY_VALIDATION", "{body}");
+    assert_eq!(body["data"]["group_name"], "shared", "{body}");
+    for node in [&b, &a] {
+        let (status, body) = node.api("POST", "/keys/validate-group", Some(json!({"group_id": id})));
+        assert_eq!(status, 409, "node {}: {body}", node.name);
+        let (status, body) = node.api(
+            "POST",
+            "/keys/add-async",
+            Some(json!({"group_id": id, "keys_text": "sk-cluster-more-0001"})),
+        );
+        assert_eq!(status, 409, "node {}: {body}", node.name);
+    }
+
+    // B follows the task to its end, and may start the next one.
+    let finished = within(Duration::from_secs(60), || {
+        let (_, body) = b.api("GET", "/tasks/status", None);
+        body["data"]["is_running"] == false && body["data"]["result"]["total_keys"] == 201
+    });
+    assert!(
+        finished.is_some(),
+        "B sees the task end: {:?}",
+        b.api("GET", "/tasks/status", None)
+    );
+    let (status, body) = b.api(
+        "POST",
+        "/keys/add-async",
+        Some(json!({"group_id": id, "keys_text": "sk-cluster-more-0001"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = a.api("GET", "/tasks/status", None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["task_type"], "KEY_IMPORT", "A sees B's task: {body}");
+}
+
+/// The commands Redis runs while `burst` does its work, from `MONITOR`: one line each.
+fn monitored(redis: &OwnRedis, burst: impl FnOnce()) -> Vec<String> {
+    let address = redis.url().trim_start_matches("redis://").to_owned();
+    let mut monitor = TcpStream::connect(&address).unwrap();
+    monitor.write_all(b"MONITOR\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    monitor.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    burst();
+    // A marker, so that everything before it has been read once it arrives.
+    let mut marker = TcpStream::connect(&address).unwrap();
+    marker.write_all(b"ECHO end-of-burst\r\n").unwrap();
+    monitor.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut seen = String::new();
+    let mut buffer = [0u8; 65536];
+    while !seen.contains("end-of-burst") {
+        let n = monitor.read(&mut buffer).expect("MONITOR output");
+        assert!(n > 0, "MONITOR closed");
+        seen.push_str(&String::from_utf8_lossy(&buffer[..n]));
+    }
+    seen.lines()
+        .filter(|l| l.starts_with('+') && !l.contains("end-of-burst"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn successful_requests_make_no_redis_call() {
+    let test = "cluster_no_redis_on_success";
+    let Some(db) = ServerDatabase::create(Server::Postgres, test) else {
+        return;
+    };
+    let Some(redis) = OwnRedis::start_new(test) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(MockUpstream::start()).unwrap();
+    let shared = Shared {
+        dsn: db.dsn(),
+        redis: redis.url(),
+        prefix: unique_name(test),
+    };
+    let a = Node::start("a", &shared, &[]);
+    create_group(&a, &mock);
+    assert_eq!(a.chat("shared", PROXY_KEY), 200);
+
+    const REQUESTS: usize = 400;
+    let commands = monitored(&redis, || {
+        for _ in 0..REQUESTS {
+            assert_eq!(a.chat("shared", PROXY_KEY), 200);
+        }
+        // Long enough for one reconcile, which shows that the node's commands are seen.
+        std::thread::sleep(RECONCILE * 2);
+    });
+    assert!(
+        commands.iter().any(|line| line.contains("\"HGETALL\"")),
+        "MONITOR saw the node's reconcile: {commands:#?}"
+    );
+    // What runs meanwhile is the cluster's own pace (lease, heartbeat, reconcile), which does not
+    // grow with traffic: every command names one of those keys or none.
+    let background = [
+        format!("\"{}:leader", shared.prefix),
+        format!("\"{}:node:", shared.prefix),
+        format!("\"{}:versions\"", shared.prefix),
+        format!("\"{}:invalidations\"", shared.prefix),
+    ];
+    let per_request: Vec<&String> = commands
+        .iter()
+        .filter(|line| {
+            let names_prefix = line.contains(&format!("\"{}", shared.prefix));
+            let known = background.iter().any(|key| line.contains(key.as_str()));
+            let bare = ["\"PING\"", "\"CLIENT\"", "\"HELLO\""]
+                .iter()
+                .any(|c| line.contains(c));
+            (names_prefix && !known) || (!names_prefix && !bare)
+        })
+        .collect();
+    assert!(
+        per_request.is_empty(),
+        "commands beyond the cluster's own pace during {REQUESTS} requests: {per_request:#?}"
+    );
+    assert!(
+        commands.len() < REQUESTS / 4,
+        "{} Redis commands during {REQUESTS} requests: {commands:#?}",
+        commands.len()
+    );
+    assert_eq!(
+        mock.requests_by_key().get(UPSTREAM_KEY).copied(),
+        Some(REQUESTS as u64 + 1)
+    );
 }

@@ -35,12 +35,12 @@ impl AdminState {
         trusted_proxies: Arc<TrustedProxies>,
     ) -> Self {
         Self {
+            tasks: Arc::new(TaskManager::new(cluster.task_slot())),
             registry,
             cluster,
             auth_key,
             trusted_proxies,
             throttle: Arc::default(),
-            tasks: Arc::default(),
         }
     }
 }

@@ -326,6 +326,9 @@ fn redis_error(err: &RedisError) {
     tracing::warn!(error = %err, "redis command failed");
 }
 
+/// The longest wait between two attempts to reach a lost Redis.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
 /// The invalidation task: serves while connected; when Redis is lost, keeps the node serving
 /// from its local state, reconnects with backoff, re-reads everything and goes on.
 pub(crate) async fn run(
@@ -356,7 +359,9 @@ pub(crate) async fn run(
             () = tokio::time::sleep(backoff) => {}
             _ = stopping.changed() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // Capped by the reconcile interval: a change made during an outage reaches every node
+        // within that interval of Redis coming back.
+        backoff = (backoff * 2).min(reconcile_every.min(MAX_BACKOFF));
         // Writes made while Redis is away are not lost: every node re-reads everything.
         while changes.try_recv().is_ok() {
             node.owe_resync = true;

@@ -6,6 +6,7 @@
 //! - [`lease`]: one leader at a time runs migrations at first start, key validation and log
 //!   retention; `IS_SLAVE=true` nodes never lead; a dead leader is replaced within the lease.
 //! - [`nodes`]: each node's heartbeat entry, listed by `GET /api/cluster/status`.
+//! - [`task_slot`]: the one global key task across the cluster and its status.
 //!
 //! Nothing here runs on the proxy path: requests are served from the registry's memory, and
 //! Redis being slow or down never blocks them.
@@ -14,6 +15,7 @@ mod invalidation;
 mod lease;
 mod nodes;
 mod redis;
+mod task_slot;
 
 use std::{
     net::SocketAddr,
@@ -41,6 +43,7 @@ use self::{
 pub(crate) use self::{
     lease::Leadership,
     nodes::{NodeEntry, Role},
+    task_slot::{RUNNING_TTL, TaskSlot},
 };
 use crate::{config::cluster::ClusterConfig, db::Db, registry::Registry};
 
@@ -193,6 +196,11 @@ impl Cluster {
     /// Whether this node leads now (always, on a single node without `IS_SLAVE=true`).
     pub(crate) fn is_leader(&self) -> bool {
         self.inner.leadership.is_leader()
+    }
+
+    /// The cluster's task slot; `None` on a single node.
+    pub(crate) fn task_slot(&self) -> Option<TaskSlot> {
+        self.inner.redis.clone().map(TaskSlot::new)
     }
 
     /// The node's leadership, for the jobs that only the leader runs.

@@ -68,6 +68,11 @@ impl Names {
         format!("{}:node:{node_id}", self.prefix)
     }
 
+    /// The cluster's one task slot (a hash: `owner`, `running`, `status`).
+    pub(crate) fn task(&self) -> String {
+        format!("{}:task", self.prefix)
+    }
+
     /// The pattern matching every heartbeat entry.
     pub(crate) fn node_pattern(&self) -> String {
         format!("{}:node:*", self.prefix)
@@ -147,5 +152,6 @@ mod tests {
         assert_eq!(names.fence(), "prod:leader:fence");
         assert_eq!(names.node("a"), "prod:node:a");
         assert_eq!(names.node_pattern(), "prod:node:*");
+        assert_eq!(names.task(), "prod:task");
     }
 }

@@ -104,15 +104,18 @@ pub(crate) struct TestResults {
     total_duration: u64,
 }
 
-fn progress(state: &AdminState) -> TaskProgress {
-    match state.tasks.status() {
+async fn progress(state: &AdminState) -> TaskProgress {
+    match state.tasks.status().await {
         Some(status) => TaskProgress::Task(status),
         None => TaskProgress::Idle { is_running: false },
     }
 }
 
-fn started(state: &AdminState, lang: Lang) -> Reply<TaskProgress> {
-    Ok(ok(text(lang, "Task started", "任务已开始"), progress(state)))
+async fn started(state: &AdminState, lang: Lang) -> Reply<TaskProgress> {
+    Ok(ok(
+        text(lang, "Task started", "任务已开始"),
+        progress(state).await,
+    ))
 }
 
 /// The group and the parsed keys of `{group_id, keys_text}`, without a size limit.
@@ -204,13 +207,16 @@ fn conclude<T: Serialize>(handle: TaskHandle, kind: &str, outcome: AdminResult<T
 pub(crate) async fn add_async(Admin { state, lang }: Admin, req: Request) -> Reply<TaskProgress> {
     let input = import_input(&state, req).await?;
     let (group, keys) = unlimited_batch(&state, input).await?;
-    let handle = state.tasks.start(TaskType::Import, &group.name, keys.len())?;
+    let handle = state
+        .tasks
+        .start(TaskType::Import, &group.name, keys.len())
+        .await?;
     let task_state = state.clone();
     tokio::spawn(async move {
         let outcome = import(&task_state, &group, keys, &handle).await;
         conclude(handle, "import", outcome);
     });
-    started(&state, lang)
+    started(&state, lang).await
 }
 
 /// Imports in a pipeline: a blocking thread hashes, de-duplicates and encrypts the next chunk
@@ -265,13 +271,16 @@ pub(crate) async fn delete_async(
     AdminJson(input): AdminJson<KeysTextInput>,
 ) -> Reply<TaskProgress> {
     let (group, keys) = unlimited_batch(&state, input).await?;
-    let handle = state.tasks.start(TaskType::Delete, &group.name, keys.len())?;
+    let handle = state
+        .tasks
+        .start(TaskType::Delete, &group.name, keys.len())
+        .await?;
     let task_state = state.clone();
     tokio::spawn(async move {
         let outcome = delete(&task_state, &group, &keys, &handle).await;
         conclude(handle, "delete", outcome);
     });
-    started(&state, lang)
+    started(&state, lang).await
 }
 
 async fn delete(
@@ -339,7 +348,8 @@ pub(crate) async fn validate_group(
     let client = state.registry.client().clone();
     let handle = state
         .tasks
-        .start(TaskType::Validation, &group.name, slots.len())?;
+        .start(TaskType::Validation, &group.name, slots.len())
+        .await?;
     let task_state = state.clone();
     tokio::spawn(async move {
         let total = slots.len();
@@ -363,14 +373,14 @@ pub(crate) async fn validate_group(
         };
         conclude(handle, "validation", Ok(result));
     });
-    started(&state, lang)
+    started(&state, lang).await
 }
 
 /// The current or last task with its progress.
 #[utoipa::path(get, path = "/tasks/status", tag = "tasks",
     responses((status = 200, body = Envelope<TaskProgress>)))]
 pub(crate) async fn task_status(Admin { state, lang }: Admin) -> Reply<TaskProgress> {
-    Ok(ok(key_routes::success(lang), progress(&state)))
+    Ok(ok(key_routes::success(lang), progress(&state).await))
 }
 
 /// Validates up to 5,000 of a group's keys now and answers with each result.
