@@ -207,7 +207,7 @@ pub(crate) async fn start(
     let limit = ConcurrencyLimitLayer::new(config.server.max_concurrent_requests.get());
     let proxy = proxy_stack(ProxyParts {
         catalog: registry.catalog().clone(),
-        pool: registry.pool().clone(),
+        pool: registry.proxy_pool().clone(),
         limit: limit.clone(),
         log_sink,
         client: registry.client().clone(),

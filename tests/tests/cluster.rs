@@ -115,11 +115,26 @@ impl Node {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(u16, String), String> {
+        self.http_text(
+            method,
+            path,
+            bearer,
+            &body.map(Value::to_string).unwrap_or_default(),
+        )
+    }
+
+    /// As [`Node::http`], with a JSON body given as text (which may not parse).
+    fn http_text(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: &str,
+    ) -> Result<(u16, String), String> {
         let mut stream = TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
-        let body = body.map(Value::to_string).unwrap_or_default();
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
             self.addr,
@@ -132,7 +147,7 @@ impl Node {
             request.push_str("Content-Type: application/json\r\n");
         }
         request.push_str("\r\n");
-        request.push_str(&body);
+        request.push_str(body);
         stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
@@ -167,6 +182,32 @@ impl Node {
             Some(&body),
         )
         .map_or(0, |(status, _)| status)
+    }
+
+    /// Whether the node serves `group`: a body that is not JSON is refused with `400` there,
+    /// before any key is chosen, and with `404` where the group is unknown.
+    fn knows_group(&self, group: &str, proxy_key: &str) -> bool {
+        self.http_text(
+            "POST",
+            &format!("/proxy/{group}/v1/chat/completions"),
+            Some(proxy_key),
+            "{not json",
+        )
+        .is_ok_and(|(status, _)| status == 400)
+    }
+
+    /// The sum of a Prometheus counter's series whose labels include every one of `labels`.
+    fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (_, text) = self.http("GET", "/metrics", None, None).unwrap_or_default();
+        text.lines()
+            .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+            .filter(|line| {
+                let series = line.rsplit_once(' ').map_or("", |(series, _)| series);
+                (series == name || series.starts_with(&format!("{name}{{")))
+                    && labels.iter().all(|label| series.contains(label))
+            })
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
     }
 
     /// `GET /api/cluster/status`'s data.
@@ -619,4 +660,85 @@ fn successful_requests_make_no_redis_call() {
         mock.requests_by_key().get(UPSTREAM_KEY).copied(),
         Some(REQUESTS as u64 + 1)
     );
+}
+
+#[test]
+fn a_key_failing_once_on_each_node_is_blacklisted_once_everywhere() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_key_failures") else {
+        return;
+    };
+    let (a, b, c) = start_cluster(&shared, false);
+    // The mock answers this key 401: a failure counted against it. The threshold is 3.
+    let failing = "mock-401-cluster-0001";
+    let group = json!({"name": "failing", "channel_type": "openai", "test_model": "gpt-4o-mini",
+                       "upstreams": [{"url": mock.url(), "weight": 1}], "proxy_keys": PROXY_KEY,
+                       "config": {"blacklist_threshold": 3}});
+    let (status, body) = a.api("POST", "/groups", Some(group));
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["id"].as_i64().unwrap();
+    let (status, body) = a.api(
+        "POST",
+        "/keys/add-multiple",
+        Some(json!({"group_id": id, "keys_text": failing})),
+    );
+    assert_eq!(status, 200, "{body}");
+    for node in [&a, &b, &c] {
+        assert!(
+            within(PROPAGATION, || node.knows_group("failing", PROXY_KEY)).is_some(),
+            "node {} serves the group",
+            node.name
+        );
+    }
+
+    // One failure on each node: none of them alone reaches the threshold.
+    for node in [&a, &b, &c] {
+        assert_ne!(node.chat("failing", PROXY_KEY), 200, "node {}", node.name);
+    }
+    assert_eq!(mock.requests_by_key().get(failing).copied(), Some(3));
+
+    // The cluster's count reached 3 on the third: every node stops selecting the key.
+    let invalid = ["group=\"failing\"", "state=\"invalid\""];
+    for node in [&a, &b, &c] {
+        let took = within(PROPAGATION, || {
+            node.metric("gpt_load_key_state_transitions_total", &invalid) >= 1.0
+        });
+        assert!(
+            took.is_some(),
+            "node {} blacklists the key:\n{}",
+            node.name,
+            node.log()
+        );
+    }
+    let blacklisted: f64 = [&a, &b, &c]
+        .iter()
+        .map(|node| node.metric("gpt_load_cluster_keys_blacklisted_total", &[]))
+        .sum();
+    assert_eq!(
+        blacklisted, 1.0,
+        "the key was blacklisted once across the cluster"
+    );
+    for node in [&a, &b, &c] {
+        for _ in 0..3 {
+            assert_eq!(node.chat("failing", PROXY_KEY), 503, "node {}", node.name);
+        }
+    }
+    assert_eq!(
+        mock.requests_by_key().get(failing).copied(),
+        Some(3),
+        "no node sent the blacklisted key upstream"
+    );
+
+    // Stored as invalid (each node writes its keys' states behind), then restored on C: it
+    // serves again on A and B.
+    let stored = within(Duration::from_secs(10), || {
+        let (_, page) = c.api("GET", &format!("/keys?group_id={id}&status=invalid"), None);
+        page["data"]["items"][0]["key_value"] == failing
+    });
+    assert!(stored.is_some(), "the key is stored as invalid");
+    let (status, body) = c.api("POST", "/keys/restore-all-invalid", Some(json!({"group_id": id})));
+    assert_eq!(status, 200, "{body}");
+    for node in [&a, &b] {
+        let took = within(PROPAGATION, || node.chat("failing", PROXY_KEY) != 503);
+        assert!(took.is_some(), "node {} selects the restored key", node.name);
+    }
 }

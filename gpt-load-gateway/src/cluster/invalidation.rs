@@ -144,7 +144,7 @@ impl Invalidations {
         let mut pubsub = self.redis.pubsub().await?;
         tokio::time::timeout(
             super::redis::COMMAND_TIMEOUT,
-            pubsub.subscribe(self.redis.names.channel()),
+            pubsub.subscribe(&[self.redis.names.channel(), self.redis.names.key_channel()]),
         )
         .await
         .map_err(|_| RedisError::Timeout)??;
@@ -280,6 +280,7 @@ impl Invalidations {
         reconcile_every: Duration,
         stopping: &mut watch::Receiver<bool>,
     ) -> Ended {
+        let key_channel = self.redis.names.key_channel();
         let mut messages = std::pin::pin!(pubsub.on_message());
         let mut reconcile = tokio::time::interval(reconcile_every);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -288,6 +289,9 @@ impl Invalidations {
             tokio::select! {
                 message = messages.next() => match message {
                     Some(message) => match message.get_payload::<String>() {
+                        Ok(payload) if message.get_channel_name() == key_channel => {
+                            super::key_state::apply(&self.registry, &self.node_id, &payload);
+                        }
                         Ok(payload) => self.on_message(&payload).await,
                         Err(err) => tracing::warn!(error = %err, "an invalidation message could not be read"),
                     },

@@ -7,11 +7,14 @@
 //!   retention; `IS_SLAVE=true` nodes never lead; a dead leader is replaced within the lease.
 //! - [`nodes`]: each node's heartbeat entry, listed by `GET /api/cluster/status`.
 //! - [`task_slot`]: the one global key task across the cluster and its status.
+//! - [`key_state`]: key failures counted across the cluster; blacklisting, cool-downs and
+//!   restores that reach every node.
 //!
 //! Nothing here runs on the proxy path: requests are served from the registry's memory, and
 //! Redis being slow or down never blocks them.
 
 mod invalidation;
+mod key_state;
 mod lease;
 mod nodes;
 mod redis;
@@ -45,7 +48,11 @@ pub(crate) use self::{
     nodes::{NodeEntry, Role},
     task_slot::{RUNNING_TTL, TaskSlot},
 };
-use crate::{config::cluster::ClusterConfig, db::Db, registry::Registry};
+use crate::{
+    config::cluster::ClusterConfig,
+    db::Db,
+    registry::{Registry, SharedKeyStates},
+};
 
 /// Whether the node runs alone or in a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -276,15 +283,30 @@ impl Cluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Starts the cluster's tasks (a no-op on a single node): the lease and heartbeat, and the
-    /// invalidations, to which the registry now hands every change it writes.
+    /// Starts the cluster's tasks (a no-op on a single node): the lease and heartbeat, the
+    /// invalidations, to which the registry now hands every change it writes, and the shared key
+    /// state, to which the proxy's pool hands its keys' failures and recoveries.
     pub(crate) fn run(&self, registry: &Registry, stopping: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
         let Some(redis) = self.inner.redis.clone() else {
             return Vec::new();
         };
         let (changes, receiver) = mpsc::unbounded_channel();
         registry.publish_changes_to(changes);
-        let mut tasks = vec![tokio::spawn(self.clone().lead_and_beat(redis, stopping.clone()))];
+        let (key_reports, key_receiver) = mpsc::unbounded_channel();
+        registry.proxy_pool().share(SharedKeyStates::new(
+            key_reports,
+            Arc::clone(&self.inner.connected),
+        ));
+        let mut tasks = vec![
+            tokio::spawn(self.clone().lead_and_beat(redis.clone(), stopping.clone())),
+            tokio::spawn(key_state::run(
+                redis.clone(),
+                self.inner.node_id.clone(),
+                registry.clone(),
+                key_receiver,
+                stopping.clone(),
+            )),
+        ];
         if let Some(Subscription {
             pubsub,
             invalidations,

@@ -68,6 +68,16 @@ impl Names {
         format!("{}:node:{node_id}", self.prefix)
     }
 
+    /// The channel of shared key state (blacklisting, cool-downs, restores, failures).
+    pub(crate) fn key_channel(&self) -> String {
+        format!("{}:keys", self.prefix)
+    }
+
+    /// One key's shared state (a hash: `failures`, `state`, `until`).
+    pub(crate) fn key_state(&self, key_id: u64) -> String {
+        format!("{}:key:{key_id}", self.prefix)
+    }
+
     /// The cluster's one task slot (a hash: `owner`, `running`, `status`).
     pub(crate) fn task(&self) -> String {
         format!("{}:task", self.prefix)
@@ -153,5 +163,7 @@ mod tests {
         assert_eq!(names.node("a"), "prod:node:a");
         assert_eq!(names.node_pattern(), "prod:node:*");
         assert_eq!(names.task(), "prod:task");
+        assert_eq!(names.key_channel(), "prod:keys");
+        assert_eq!(names.key_state(7), "prod:key:7");
     }
 }

@@ -38,7 +38,7 @@ use gpt_load_tower::{
     blacklist::KeyHealthLayer,
     body::{BodyBudget, BodyBufferLayer},
     error::ErrorResponseLayer,
-    keys::{KeySelectLayer, MemoryKeyPool},
+    keys::KeySelectLayer,
     limit::ConcurrencyLimitLayer,
     log::{ChannelSink, RequestLogLayer},
     retry::RetryOnOtherKey,
@@ -59,7 +59,7 @@ use tower_http::{
 use super::{MetricsSink, ModelListLayer, client_ip::insert_client_ip, panic_response, sse_no_buffering};
 use crate::{
     config::ip_net::TrustedProxies,
-    registry::{Catalog, insert_group_policy},
+    registry::{Catalog, ProxyKeyPool, insert_group_policy},
     upstream::UpstreamClient,
 };
 
@@ -69,7 +69,7 @@ pub(crate) type ProxyService = BoxCloneSyncService<Request<Body>, Response<Body>
 /// What the proxy stack is built from.
 pub(crate) struct ProxyParts {
     pub(crate) catalog: Catalog,
-    pub(crate) pool: MemoryKeyPool,
+    pub(crate) pool: ProxyKeyPool,
     pub(crate) limit: ConcurrencyLimitLayer,
     pub(crate) log_sink: ChannelSink,
     pub(crate) client: UpstreamClient,
@@ -150,7 +150,7 @@ mod tests {
     fn parts() -> ProxyParts {
         ProxyParts {
             catalog: Catalog::new(),
-            pool: MemoryKeyPool::new(),
+            pool: ProxyKeyPool::default(),
             limit: ConcurrencyLimitLayer::new(1),
             log_sink: ChannelSink::new(1).0,
             client: UpstreamClient::new(ClientSettings::default()).unwrap(),

@@ -19,7 +19,9 @@
 //! In a cluster, every write also hands a [`Change`] to the cluster's publisher (see
 //! [`Registry::publish_changes_to`]), and the changes other nodes made come back through the
 //! seam of reloads: [`Registry::reload_group`], [`Registry::reload_keys`],
-//! [`Registry::reload_settings`] and [`Registry::load_all`], which never publish.
+//! [`Registry::reload_settings`] and [`Registry::load_all`], which never publish. Key state
+//! changed by traffic or validation (failures, blacklisting, cool-downs, restores) is counted
+//! and spread through the cluster's shared key state ([`ProxyKeyPool`]).
 
 pub(crate) mod catalog;
 mod definition;
@@ -27,6 +29,7 @@ mod group;
 mod keys;
 pub(crate) mod persist;
 mod policy;
+mod shared_keys;
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +55,7 @@ pub(crate) use self::{
     definition::{GroupDefinition, GroupInput, HeaderRuleJson, UpstreamSpec},
     group::{Group, GroupKind},
     policy::insert_group_policy,
+    shared_keys::{KeyReported, KeyStateChange, ProxyKeyPool, SharedKeyStates},
 };
 use crate::{
     crypto::KeyCipher,
@@ -105,7 +109,7 @@ struct Inner {
     cipher: KeyCipher,
     settings: Arc<SettingsStore>,
     catalog: Catalog,
-    pool: MemoryKeyPool,
+    pool: ProxyKeyPool,
     client: UpstreamClient,
     /// The parsed groups and the aggregate links. Held only in synchronous sections, never
     /// across an `.await`; the catalog changes under it so it always matches.
@@ -156,7 +160,7 @@ impl Registry {
             cipher,
             settings,
             catalog: Catalog::new(),
-            pool,
+            pool: ProxyKeyPool::new(pool),
             client,
             state: Mutex::default(),
             write: tokio::sync::Mutex::new(()),
@@ -200,9 +204,24 @@ impl Registry {
         &self.inner.catalog
     }
 
-    /// The key pool (selection and reports go to it directly; membership changes through here).
+    /// The key pool in memory (membership and status change through the registry).
     pub(crate) fn pool(&self) -> &MemoryKeyPool {
+        self.inner.pool.local()
+    }
+
+    /// The key pool the proxy selects from and reports to.
+    pub(crate) fn proxy_pool(&self) -> &ProxyKeyPool {
         &self.inner.pool
+    }
+
+    /// Keys made active again: in a cluster, their shared failures are forgotten and every node
+    /// restores them.
+    fn recovered(&self, group: &GroupName, ids: impl IntoIterator<Item = KeyId>) {
+        if let Some(shared) = self.inner.pool.shared() {
+            for id in ids {
+                shared.send(group, id, KeyStateChange::Recovered);
+            }
+        }
     }
 
     /// The one upstream client (proxied requests and key validation).
@@ -641,6 +660,7 @@ impl Registry {
         if let Some(name) = self.name_of(group_id).filter(|_| !ids.is_empty()) {
             let active = ids.iter().map(|id| (KeyId(*id as u64), KeyState::Active));
             self.pool().set_states(name.as_str(), active);
+            self.recovered(&name, ids.iter().map(|id| KeyId(*id as u64)));
             self.changed(Change::Keys(group_id));
         }
         Ok((ids.len(), total))
@@ -656,6 +676,9 @@ impl Registry {
         if let Some(name) = self.name_of(group_id) {
             self.pool()
                 .set_state(name.as_str(), KeyId(key_id as u64), status.state());
+            if status.state() == KeyState::Active {
+                self.recovered(&name, [KeyId(key_id as u64)]);
+            }
             self.changed(Change::Keys(group_id));
         }
         Ok(true)
@@ -694,9 +717,10 @@ impl Registry {
                 _ => continue,
             };
             let key = SelectedKey::new(policy.group.name.clone(), Arc::clone(&check.slot));
-            self.pool().report(&key, report);
+            self.proxy_pool().report(&key, report);
         }
         if !restore.is_empty() {
+            self.recovered(&policy.group.name, restore.iter().map(|(id, _)| *id));
             self.pool().set_states(policy.group.name.as_str(), restore);
         }
         (valid, invalid)
@@ -704,10 +728,12 @@ impl Registry {
 
     /// Makes the keys that passed validation active again; returns how many changed.
     pub(crate) fn restore_validated(&self, policy: &GroupPolicy, checks: &[KeyCheck]) -> usize {
-        let restored = checks
-            .iter()
-            .filter(|c| c.outcome.is_ok())
-            .map(|c| (c.slot.id(), KeyState::Active));
+        let passed = || checks.iter().filter(|c| c.outcome.is_ok());
+        let changed = passed()
+            .filter(|c| c.slot.state() != KeyState::Active || c.slot.consecutive_failures() > 0)
+            .map(|c| c.slot.id());
+        self.recovered(&policy.group.name, changed);
+        let restored = passed().map(|c| (c.slot.id(), KeyState::Active));
         self.pool().set_states(policy.group.name.as_str(), restored)
     }
 }

@@ -1,0 +1,311 @@
+//! Shared key state: failures counted across the cluster, and blacklisting, cool-downs and
+//! restores that reach every node within one message.
+//!
+//! Each key that failed has a hash `{prefix}:key:{id}` (`failures`, `state`, `until`), changed
+//! only by the scripts below, each of which also publishes what changed on `{prefix}:keys`. A
+//! counted failure on any node adds one to the key's count; the script that brings the count to
+//! the threshold is the one that blacklists the key, so three nodes seeing one failure each on a
+//! threshold-3 key blacklist it exactly once. Every node applies the messages of the others to
+//! its memory pool; a node applies its own changes at once.
+//!
+//! Nothing here is on the request path: the proxy's pool hands changes to this node's task
+//! through a channel (see `registry::ProxyKeyPool`), and a success makes no call at all unless
+//! the key had failures. Hashes expire a day after their last change, and Redis may lose them:
+//! the stored status (written behind by every node) stays the truth for keys at rest.
+
+use std::{sync::Arc, time::Duration};
+
+use gpt_load_tower::{
+    context::GroupName,
+    keys::{KeyId, KeyPool, KeyState, Report, SelectedKey},
+};
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc::UnboundedReceiver, watch};
+
+use super::redis::{Redis, RedisError};
+use crate::registry::{KeyReported, KeyStateChange, Registry};
+
+/// How long a key's shared state outlives its last change.
+const KEY_STATE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A counted failure. KEYS: the key's hash, the channel. ARGV: threshold, TTL in ms, the
+/// `failing` message, the `invalid` message. Returns `{blacklisted (0/1), failures}`.
+const FAIL: &str = r"
+local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local threshold = tonumber(ARGV[1])
+if threshold > 0 and failures >= threshold and redis.call('HGET', KEYS[1], 'state') ~= 'invalid' then
+  redis.call('HSET', KEYS[1], 'state', 'invalid')
+  redis.call('PUBLISH', KEYS[2], ARGV[4])
+  return {1, failures}
+end
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return {0, failures}
+";
+
+/// A new state for a key that is not blacklisted (`cooling` with its deadline, or `invalid`).
+/// KEYS: the key's hash, the channel. ARGV: state, deadline (ms since the epoch, or 0), TTL in
+/// ms, the message. Returns 1 when the state was set.
+const SET_STATE: &str = r"
+if redis.call('HGET', KEYS[1], 'state') == 'invalid' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'until', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+return 1
+";
+
+/// A key active again: its shared state is dropped. KEYS: the key's hash, the channel. ARGV:
+/// the message.
+const RECOVER: &str = r"
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+return 1
+";
+
+/// A key's state as published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum SharedState {
+    /// One more counted failure (below the threshold).
+    Failing,
+    /// Blacklisted.
+    Invalid,
+    /// Cooling until `until`.
+    Cooling,
+    /// Active again, its failures forgotten.
+    Active,
+}
+
+/// One message on `{prefix}:keys`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct KeyMessage {
+    pub(crate) group: String,
+    pub(crate) id: u64,
+    pub(crate) state: SharedState,
+    /// The end of a cool-down, in milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) until: Option<u64>,
+    pub(crate) node: String,
+}
+
+impl KeyMessage {
+    fn encode(reported: &KeyReported, state: SharedState, until: Option<u64>, node: &str) -> String {
+        let message = Self {
+            group: reported.group.as_str().to_owned(),
+            id: reported.key.0,
+            state,
+            until,
+            node: node.to_owned(),
+        };
+        serde_json::to_string(&message).unwrap_or_default()
+    }
+}
+
+/// This node's key-state task: counts and publishes the changes the proxy's pool hands it.
+pub(crate) async fn run(
+    redis: Redis,
+    node_id: String,
+    registry: Registry,
+    mut reports: UnboundedReceiver<KeyReported>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            reported = reports.recv() => match reported {
+                Some(reported) => share(&redis, &node_id, &registry, &reported).await,
+                None => return,
+            },
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyReported) {
+    let hash = redis.names.key_state(reported.key.0);
+    let channel = redis.names.key_channel();
+    let ttl = KEY_STATE_TTL.as_millis() as u64;
+    let result = match reported.change {
+        KeyStateChange::Failed { threshold } => {
+            let failing = KeyMessage::encode(reported, SharedState::Failing, None, node);
+            let invalid = KeyMessage::encode(reported, SharedState::Invalid, None, node);
+            let counted = redis
+                .run(|mut conn| async move {
+                    Script::new(FAIL)
+                        .key(hash)
+                        .key(channel)
+                        .arg(threshold)
+                        .arg(ttl)
+                        .arg(failing)
+                        .arg(invalid)
+                        .invoke_async::<(i64, i64)>(&mut conn)
+                        .await
+                })
+                .await;
+            match counted {
+                Ok((1, failures)) => {
+                    metrics::counter!("gpt_load_cluster_keys_blacklisted_total").increment(1);
+                    tracing::info!(group = %reported.group, key = reported.key.0, failures, "key blacklisted across the cluster");
+                    registry
+                        .pool()
+                        .set_state(reported.group.as_str(), reported.key, KeyState::Invalid);
+                    Ok(())
+                }
+                Ok(_) => Ok(()),
+                Err(err) => {
+                    blacklist_locally(registry, reported, threshold);
+                    Err(err)
+                }
+            }
+        }
+        KeyStateChange::Succeeded => redis
+            .run(|mut conn| async move {
+                redis::cmd("HDEL")
+                    .arg(hash)
+                    .arg("failures")
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await
+            .map(drop),
+        KeyStateChange::Cooled { until_ms } => {
+            let message = KeyMessage::encode(reported, SharedState::Cooling, Some(until_ms), node);
+            set_state(redis, hash, channel, "cooling", until_ms, message).await
+        }
+        KeyStateChange::Invalidated => {
+            let message = KeyMessage::encode(reported, SharedState::Invalid, None, node);
+            set_state(redis, hash, channel, "invalid", 0, message).await
+        }
+        KeyStateChange::Recovered => {
+            let message = KeyMessage::encode(reported, SharedState::Active, None, node);
+            redis
+                .run(|mut conn| async move {
+                    Script::new(RECOVER)
+                        .key(hash)
+                        .key(channel)
+                        .arg(message)
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                })
+                .await
+                .map(drop)
+        }
+    };
+    if let Err(err) = result {
+        metrics::counter!("gpt_load_cluster_redis_errors_total").increment(1);
+        tracing::warn!(error = %err, key = reported.key.0, "a key's state could not be shared; it holds on this node");
+    }
+}
+
+async fn set_state(
+    redis: &Redis,
+    hash: String,
+    channel: String,
+    state: &str,
+    until_ms: u64,
+    message: String,
+) -> Result<(), RedisError> {
+    let ttl = KEY_STATE_TTL.as_millis() as u64;
+    redis
+        .run(|mut conn| async move {
+            Script::new(SET_STATE)
+                .key(hash)
+                .key(channel)
+                .arg(state)
+                .arg(until_ms)
+                .arg(ttl)
+                .arg(message)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(drop)
+}
+
+/// Without Redis, this node's own count decides, as on a single node.
+fn blacklist_locally(registry: &Registry, reported: &KeyReported, threshold: u32) {
+    let pool = registry.pool();
+    if let Some(slot) = pool.get(reported.group.as_str(), reported.key)
+        && threshold > 0
+        && slot.consecutive_failures() >= threshold
+    {
+        pool.set_state(reported.group.as_str(), reported.key, KeyState::Invalid);
+    }
+}
+
+/// Applies another node's message to this node's memory pool.
+pub(crate) fn apply(registry: &Registry, node_id: &str, payload: &str) {
+    let Ok(message) = serde_json::from_str::<KeyMessage>(payload) else {
+        tracing::warn!("a key-state message that is not ours was ignored");
+        return;
+    };
+    if message.node == node_id {
+        return;
+    }
+    let pool = registry.pool();
+    let (group, key) = (message.group.as_str(), KeyId(message.id));
+    match message.state {
+        SharedState::Invalid => {
+            pool.set_state(group, key, KeyState::Invalid);
+        }
+        SharedState::Active => {
+            pool.set_state(group, key, KeyState::Active);
+        }
+        SharedState::Failing | SharedState::Cooling => {
+            let Some(slot) = pool.get(group, key) else {
+                return;
+            };
+            let report = match (message.state, message.until) {
+                // Known to have failures here too, so that a success here resets the count.
+                (SharedState::Failing, _) => Report::Failure {
+                    blacklist_threshold: 0,
+                },
+                (_, Some(until)) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis() as u64;
+                    if until <= now {
+                        return;
+                    }
+                    Report::CoolDown {
+                        duration: Duration::from_millis(until - now),
+                    }
+                }
+                _ => return,
+            };
+            pool.report(
+                &SelectedKey::new(GroupName::from(group), Arc::clone(&slot)),
+                report,
+            );
+        }
+    }
+    metrics::counter!("gpt_load_cluster_key_states_applied_total").increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_the_documented_shape() {
+        let reported = KeyReported {
+            group: GroupName::from("openai"),
+            key: KeyId(7),
+            change: KeyStateChange::Cooled { until_ms: 1_000 },
+        };
+        let text = KeyMessage::encode(&reported, SharedState::Cooling, Some(1_000), "a");
+        assert_eq!(
+            text,
+            r#"{"group":"openai","id":7,"state":"cooling","until":1000,"node":"a"}"#
+        );
+        let text = KeyMessage::encode(&reported, SharedState::Invalid, None, "b");
+        let back: KeyMessage = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (back.state, back.until, back.node.as_str()),
+            (SharedState::Invalid, None, "b")
+        );
+    }
+}
