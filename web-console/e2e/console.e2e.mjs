@@ -257,6 +257,15 @@ describe('web console against the real gateway', { concurrency: false }, () => {
       Number.isFinite(await cardNumber('stat-card-request_count')),
     )
     assert.equal(await cardNumber('stat-card-request_count'), 0, 'no requests yet')
+
+    // The nodes card: a single node, which leads, as GET /api/cluster/status says.
+    const status = await api('/api/cluster/status')
+    const card = page.locator(tid('cluster-card'))
+    await card.waitFor()
+    assert.equal(await card.getAttribute('data-mode'), 'single')
+    const node = page.locator(tid(`cluster-node-${status.node_id}`))
+    assert.equal(await node.getAttribute('data-role'), 'leader', 'the single node leads')
+    assert.ok((await node.innerText()).includes(status.nodes[0].address), 'the node shows its address')
   })
 
   step('create a standard group with the group form', async () => {

@@ -163,6 +163,22 @@ describe('DashboardView', () => {
         return ok({ has_mismatch: true, scenario_type: 'key_mismatch', message: 'wrong key', suggestion: 'fix it' })
       }
       if (c.url.startsWith('/api/groups/list')) return ok([{ id: 1, name: 'a', display_name: 'A' }])
+      if (c.url.startsWith('/api/cluster/status')) {
+        const node = (node_id: string, role: string) => ({
+          node_id,
+          role,
+          version: '0.1.0',
+          address: `${node_id}:3001`,
+          last_seen: '2026-01-01T00:00:00Z',
+        })
+        return ok({
+          mode: 'cluster',
+          node_id: 'b',
+          role: 'follower',
+          redis: 'disconnected',
+          nodes: [node('a', 'leader'), node('b', 'follower')],
+        })
+      }
       return ok({ labels: [], datasets: [] })
     })
     const w = mountWithProviders(DashboardView)
@@ -178,6 +194,12 @@ describe('DashboardView', () => {
     expect(byTestId('encryption-alert').dataset.scenario).toBe('key_mismatch')
     expect(byTestId('encryption-command').textContent).toContain('--from')
     expect(calls.map((c) => c.url)).toContain('/api/dashboard/chart')
+    expect(byTestId('cluster-card').dataset.mode).toBe('cluster')
+    expect(byTestId('cluster-summary').textContent).toContain('Cluster of 2')
+    expect(byTestId('cluster-redis').dataset.redis).toBe('disconnected')
+    expect(byTestId('cluster-node-a').dataset.role).toBe('leader')
+    expect(byTestId('cluster-node-b').textContent).toContain('this node')
+    expect(byTestId('cluster-node-b').textContent).toContain('b:3001')
     w.unmount()
   })
 })

@@ -202,6 +202,7 @@ export const dashboardApi = {
     }),
   encryptionStatus: (o?: Opts) =>
     request<DataOf<'encryption_status'>>('/dashboard/encryption-status', o),
+  cluster: (o?: Opts) => request<DataOf<'cluster_status'>>('/cluster/status', o),
 }
 
 // Settings

@@ -35,6 +35,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/cluster/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The cluster as this node sees it: `mode` is `single` without `REDIS_DSN`; `nodes` lists every
+         *     node whose heartbeat is live.
+         */
+        get: operations["cluster_status"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/dashboard/chart": {
         parameters: {
             query?: never;
@@ -696,6 +716,18 @@ export interface components {
             data: number[];
             color: string;
         };
+        /** @description `GET /api/cluster/status`. */
+        ClusterStatus: {
+            mode: components["schemas"]["Mode"];
+            node_id: string;
+            role: components["schemas"]["Role"];
+            redis: components["schemas"]["RedisLink"];
+            /**
+             * @description Every node with a live heartbeat, this one included (only this one on a single node or
+             *     while Redis is unreachable).
+             */
+            nodes: components["schemas"]["NodeEntry"][];
+        };
         /** @description One overridable setting offered for a group's config. */
         ConfigOption: {
             key: string;
@@ -779,6 +811,28 @@ export interface components {
                 labels: string[];
                 /** @description Successes, then failures. */
                 datasets: components["schemas"]["ChartDataset"][];
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_ClusterStatus: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description `GET /api/cluster/status`. */
+            data: {
+                mode: components["schemas"]["Mode"];
+                node_id: string;
+                role: components["schemas"]["Role"];
+                redis: components["schemas"]["RedisLink"];
+                /**
+                 * @description Every node with a live heartbeat, this one included (only this one on a single node or
+                 *     while Redis is unreachable).
+                 */
+                nodes: components["schemas"]["NodeEntry"][];
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1414,6 +1468,22 @@ export interface components {
             success: boolean;
             message: string;
         };
+        /**
+         * @description Whether the node runs alone or in a cluster.
+         * @enum {string}
+         */
+        Mode: "single" | "cluster";
+        /** @description One node as it last reported itself. */
+        NodeEntry: {
+            node_id: string;
+            role: components["schemas"]["Role"];
+            /** @description The gateway's version. */
+            version: string;
+            /** @description Where the node listens (`host:port`). */
+            address: string;
+            /** Format: date-time */
+            last_seen: string;
+        };
         /** @description `{notes}`. */
         NotesInput: {
             notes?: string;
@@ -1438,6 +1508,11 @@ export interface components {
             /** Format: int32 */
             weight: number;
         };
+        /**
+         * @description The node's link to Redis; `disabled` on a single node.
+         * @enum {string}
+         */
+        RedisLink: "connected" | "disconnected" | "disabled";
         /** @description The body of `PUT /api/groups/reorder`. */
         ReorderBody: {
             items: components["schemas"]["ReorderItem"][];
@@ -1471,6 +1546,11 @@ export interface components {
             /** Format: int64 */
             total_in_group: number;
         };
+        /**
+         * @description A node's role.
+         * @enum {string}
+         */
+        Role: "leader" | "follower";
         /** @description A weakness of a configured secret; names the secret, never shows it. */
         SecurityWarning: {
             type: string;
@@ -1665,6 +1745,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_Vec_String"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    cluster_status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ClusterStatus"];
                 };
             };
             /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
