@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Measurement rounds of `make bench`; started by bench/run.sh, which sets BENCH_* variables.
 
-Every round runs each measurement against direct, nginx and the gateway in turn; the figures
-are medians over rounds. Prints the markdown table and writes it to bench/results/.
+Every round runs each measurement against direct, nginx and the gateway in turn (and, for
+latency and requests/s, against two gateway nodes behind nginx when BENCH_CLUSTER_URL is set);
+the figures are medians over rounds. Prints the markdown tables and writes them to
+bench/results/.
 """
 
 import datetime
@@ -21,6 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV = os.environ
 QUICK = ENV.get("BENCH_QUICK", "0") not in ("", "0", "false", "no")
 TARGETS = ("direct", "nginx", "gateway")
+# Two gateway nodes (cluster mode, PostgreSQL + Redis) behind nginx round robin: latency and
+# requests/s only.
+CLUSTER = bool(ENV.get("BENCH_CLUSTER_URL"))
+LOADED = TARGETS + (("cluster",) if CLUSTER else ())
 
 # Durations and sizes: full run, or the BENCH_QUICK smoke run.
 if QUICK:
@@ -75,6 +81,10 @@ def targets():
         "nginx": {"url": ENV["BENCH_NGINX_URL"] + "/v1/chat/completions", "auth": f"Bearer {proxy_key}"},
         "gateway": {
             "url": ENV["BENCH_GATEWAY_URL"] + f"/proxy/{group}/v1/chat/completions",
+            "auth": f"Bearer {proxy_key}",
+        },
+        "cluster": {
+            "url": ENV.get("BENCH_CLUSTER_URL", "") + f"/proxy/{group}/v1/chat/completions",
             "auth": f"Bearer {proxy_key}",
         },
     }
@@ -138,6 +148,9 @@ def alive():
     for name in ("BENCH_MOCK_PID", "BENCH_NGINX_PID", "BENCH_GATEWAY_PID"):
         if not Path(f"/proc/{ENV[name]}").exists():
             raise SystemExit(f"{name.removeprefix('BENCH_').removesuffix('_PID').lower()} is gone")
+    for pid in filter(None, ENV.get("BENCH_CLUSTER_PIDS", "").split(",")):
+        if not Path(f"/proc/{pid}").exists():
+            raise SystemExit(f"cluster node {pid} is gone")
 
 
 # --- load generators -----------------------------------------------------------------------
@@ -253,7 +266,7 @@ def measure():
     t = targets()
     threads = 1 if ENV["BENCH_PINNING"].startswith("yes") else 2
     count, nofile = stream_count()
-    results = {name: {"latency": [], "rps32": [], "rps64": [], "ttff": [], "streams": []} for name in TARGETS}
+    results = {name: {"latency": [], "rps32": [], "rps64": [], "ttff": [], "streams": []} for name in LOADED}
     load_peaks = []
 
     alive()
@@ -263,7 +276,7 @@ def measure():
 
     for round_no in range(1, ROUNDS + 1):
         log(f"round {round_no}/{ROUNDS}")
-        for name in TARGETS:
+        for name in LOADED:
             alive()
             oha(t[name], WARMUP_S)
             r = oha(t[name], LATENCY_S)
@@ -271,7 +284,7 @@ def measure():
             log(f"  {name:8} c=1   p50 {r['p50_us']:8.1f} µs  p99 {r['p99_us']:8.1f} µs  ({r['rps']:,.0f} req/s)")
         with RssPeak() as peak:
             for concurrency in CONCURRENCIES:
-                for name in TARGETS:
+                for name in LOADED:
                     alive()
                     r = wrk(name, t[name], concurrency, THROUGHPUT_S, threads)
                     results[name][f"rps{concurrency}"].append(r)
@@ -454,6 +467,35 @@ def report(data):
     return rows, targets_rows
 
 
+def cluster_rows(data):
+    """One gateway (SQLite) against two nodes in cluster mode behind nginx, same rounds."""
+    res = data["results"]
+    if "cluster" not in res:
+        return []
+
+    def added(name, key):
+        return med([x[key] - d[key] for x, d in zip(res[name]["latency"], res["direct"]["latency"])])
+
+    add = {name: (added(name, "p50_us"), added(name, "p99_us")) for name in ("nginx", "gateway", "cluster")}
+    rps = {name: {c: med([r["rps"] for r in res[name][f"rps{c}"]]) for c in CONCURRENCIES} for name in LOADED}
+    return [
+        (
+            "added latency p50 / p99 at concurrency 1",
+            f"{signed_us(add['gateway'][0])} / {signed_us(add['gateway'][1])}",
+            f"{signed_us(add['cluster'][0])} / {signed_us(add['cluster'][1])}",
+            f"{signed_us(add['cluster'][0] - add['gateway'][0] - add['nginx'][0])} / "
+            f"{signed_us(add['cluster'][1] - add['gateway'][1] - add['nginx'][1])}",
+        ),
+        (
+            "requests/s at concurrency 32 and 64",
+            f"{rps['gateway'][32]:,.0f} / {rps['gateway'][64]:,.0f}",
+            f"{rps['cluster'][32]:,.0f} / {rps['cluster'][64]:,.0f}",
+            f"{100 * rps['cluster'][32] / rps['gateway'][32]:.0f} % / {100 * rps['cluster'][64] / rps['gateway'][64]:.0f} %"
+            " of one gateway",
+        ),
+    ]
+
+
 def git(*args):
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
@@ -518,6 +560,22 @@ def render(data, rows, targets_rows, started, finished):
         *[f"| {name} | {goal} | {value} | {verdict(ok)} |" for name, goal, value, ok in targets_rows],
         "",
     ]
+    two_nodes = cluster_rows(data)
+    if two_nodes:
+        lines += [
+            "## Two nodes",
+            "",
+            "Two gateway nodes in cluster mode (PostgreSQL, a redis-server of the run, request logging on) "
+            "behind a second nginx that balances them round robin, pinned where the gateway is; measured in "
+            "the same rounds as the table above. The cost column subtracts the single gateway's and nginx's "
+            "added latency: what cluster mode and the shared database add beyond the extra hop. On two cores "
+            "the nodes share the gateway's one core, so this row shows the cost of cluster mode, not scaling.",
+            "",
+            "| figure | one gateway (SQLite) | two nodes behind nginx | beyond one gateway + one nginx hop |",
+            "|---|---|---|---|",
+            *[f"| {' | '.join(row)} |" for row in two_nodes],
+            "",
+        ]
     return "\n".join(lines)
 
 

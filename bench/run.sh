@@ -8,6 +8,8 @@
 #   make bench                 # full run (3 rounds), about 10 minutes after the build
 #   BENCH_QUICK=1 make bench   # smoke run: 1 round, short durations, 1,000 streams
 #
+# The two-node row: two gateway nodes in cluster mode (PostgreSQL from BENCH_PG_URL, their own
+# redis-server) behind an nginx round robin; BENCH_CLUSTER=0 leaves it out.
 # Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_STREAM_FRAMES,
 # BENCH_STREAM_PACE_MS, BENCH_PIN=0 (no taskset), BENCH_KEEP=1 (keep the temporary directory with
 # every log), BENCH_PROFILE=1 (instead of measuring: perf profile of the gateway under wrk c=32).
@@ -61,6 +63,9 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  if [ -n "${BENCH_DB:-}" ]; then
+    psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null 2>&1 || log "could not drop the database $BENCH_DB"
+  fi
   if [ "${BENCH_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
     log "logs kept in $WORK"
   else
@@ -184,16 +189,106 @@ started+=("$GW_PID")
 wait_http "$GW_URL/health" gateway "$GW_PID"
 log "gateway on $GW_URL (pid $GW_PID)"
 
-api() { # api <method> <path> [json]
-  curl -fsS -X "$1" "$GW_URL$2" -H "Authorization: Bearer $AUTH_KEY" -H 'Content-Type: application/json' ${3:+-d "$3"}
+api_on() { # api_on <url> <method> <path> [json]
+  curl -fsS -X "$2" "$1$3" -H "Authorization: Bearer $AUTH_KEY" -H 'Content-Type: application/json' ${4:+-d "$4"}
 }
-out="$(api POST /api/groups "{\"name\":\"$GROUP\",\"channel_type\":\"openai\",\"test_model\":\"gpt-4o-mini\",
-  \"upstreams\":[{\"url\":\"$MOCK_URL\",\"weight\":1}],\"proxy_keys\":\"$PROXY_KEY\"}")"
-group_id="$(printf '%s' "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')"
-keys="$(python3 -c 'print("\\n".join(f"sk-bench-upstream-{i:04d}" for i in range(1, 101)))')"
-out="$(api POST /api/keys/add-multiple "{\"group_id\":$group_id,\"keys_text\":\"$keys\"}")"
-[[ "$out" == *'"added_count":100'* ]] || die "adding 100 keys failed: $out"
-log "group $GROUP (id $group_id) with 100 keys"
+create_group() { # create_group <url>: the benchmark group with 100 upstream keys
+  local out group_id keys
+  out="$(api_on "$1" POST /api/groups "{\"name\":\"$GROUP\",\"channel_type\":\"openai\",\"test_model\":\"gpt-4o-mini\",
+    \"upstreams\":[{\"url\":\"$MOCK_URL\",\"weight\":1}],\"proxy_keys\":\"$PROXY_KEY\"}")"
+  group_id="$(printf '%s' "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')"
+  keys="$(python3 -c 'print("\\n".join(f"sk-bench-upstream-{i:04d}" for i in range(1, 101)))')"
+  out="$(api_on "$1" POST /api/keys/add-multiple "{\"group_id\":$group_id,\"keys_text\":\"$keys\"}")"
+  [[ "$out" == *'"added_count":100'* ]] || die "adding 100 keys failed: $out"
+  log "group $GROUP (id $group_id) with 100 keys on $1"
+}
+create_group "$GW_URL"
+
+# Two nodes: the same gateway in cluster mode, on a PostgreSQL database of this run and a
+# redis-server of its own, behind a second nginx that balances them round robin. The nodes and
+# that nginx run where the gateway runs; PostgreSQL is the machine's service, unpinned.
+CLUSTER_URL=""
+if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
+  PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+  REDIS_SERVER="${BENCH_REDIS_SERVER:-/usr/bin/redis-server}"
+  command -v psql >/dev/null || die "psql not found (Debian package postgresql-client); BENCH_CLUSTER=0 leaves the two-node row out"
+  [ -x "$REDIS_SERVER" ] || die "no redis-server at $REDIS_SERVER; BENCH_CLUSTER=0 leaves the two-node row out"
+  BENCH_DB="gptload_bench_$$"
+  psql "$PG_URL" -qc "CREATE DATABASE $BENCH_DB" >/dev/null || die "cannot create a database on $PG_URL"
+  REDIS_PORT="$(free_port)"
+  "${ON_PROXY[@]}" "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+  started+=("$!")
+  NODE_URLS=()
+  for node in a b; do
+    port="$(free_port)"
+    dir="$WORK/node-$node"
+    mkdir -p "$dir"
+    (
+      cd "$dir"
+      exec env HOST=127.0.0.1 PORT="$port" AUTH_KEY="$AUTH_KEY" DATA_DIR="$dir" \
+        DATABASE_DSN="${PG_URL%/*}/$BENCH_DB" REDIS_DSN="redis://127.0.0.1:$REDIS_PORT" \
+        CLUSTER_NODE_ID="bench-$node" MAX_CONCURRENT_REQUESTS=20000 \
+        "${ON_PROXY[@]}" "$BIN/gpt-load-gateway" >"$dir/stdout.log" 2>"$dir/stderr.log"
+    ) &
+    pid=$!
+    started+=("$pid")
+    wait_http "http://127.0.0.1:$port/health" "node $node" "$pid"
+    NODE_URLS+=("http://127.0.0.1:$port")
+    [ "$node" = a ] && CLUSTER_PIDS="$pid" || CLUSTER_PIDS="$CLUSTER_PIDS,$pid"
+  done
+  create_group "${NODE_URLS[0]}"
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "${NODE_URLS[1]}/proxy/$GROUP/v1/chat/completions" -H "Authorization: Bearer $PROXY_KEY" \
+      -H 'Content-Type: application/json' -d '{"model":"gpt-4o-mini","messages":[]}' 2>/dev/null && break
+    sleep 0.1
+  done
+  LB_PORT="$(free_port)"
+  LB="$WORK/nginx-lb"
+  mkdir -p "$LB/logs" "$LB/tmp"
+  cat >"$LB/nginx.conf" <<NGINX
+user $(id -un) $(id -gn);
+worker_processes $NGINX_WORKERS;
+worker_rlimit_nofile $hard;
+daemon off;
+pid $LB/nginx.pid;
+error_log $LB/logs/error.log warn;
+events { worker_connections $((hard + 4096)); }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $LB/tmp/body;
+  proxy_temp_path $LB/tmp/proxy;
+  fastcgi_temp_path $LB/tmp/fastcgi;
+  uwsgi_temp_path $LB/tmp/uwsgi;
+  scgi_temp_path $LB/tmp/scgi;
+  upstream gateways {
+    server ${NODE_URLS[0]#http://};
+    server ${NODE_URLS[1]#http://};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$LB_PORT backlog=4096;
+    location / {
+      proxy_pass http://gateways;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+      proxy_read_timeout 300s;
+    }
+  }
+}
+NGINX
+  "${ON_PROXY[@]}" "$NGINX" -p "$LB" -c "$LB/nginx.conf" -e "$LB/logs/error.log" >"$LB/logs/stdout" 2>&1 &
+  lb_pid=$!
+  started+=("$lb_pid")
+  CLUSTER_URL="http://127.0.0.1:$LB_PORT"
+  wait_http "$CLUSTER_URL/health" "nginx in front of the nodes" "$lb_pid"
+  log "two nodes ${NODE_URLS[*]} on PostgreSQL ($BENCH_DB) and redis-server :$REDIS_PORT, behind nginx on $CLUSTER_URL"
+fi
 
 if [ "${BENCH_PROFILE:-0}" = 1 ]; then
   # Profile the gateway with perf while wrk drives it at c=32; prints the hottest symbols.
@@ -224,5 +319,6 @@ export BENCH_MOCK_URL="$MOCK_URL" BENCH_NGINX_URL="$NGINX_URL" BENCH_GATEWAY_URL
   BENCH_MOCK_PID="$MOCK_PID" BENCH_NGINX_PID="$NGINX_PID" BENCH_GATEWAY_PID="$GW_PID" \
   BENCH_GROUP="$GROUP" BENCH_PROXY_KEY="$PROXY_KEY" BENCH_UPSTREAM_KEY="$UPSTREAM_KEY" \
   BENCH_OHA="$OHA" BENCH_WRK="$WRK" BENCH_NGINX_BIN="$NGINX" BENCH_CLIENT="$BIN/bench-client" \
-  BENCH_PINNING="$PINNING" BENCH_WORK="$WORK" BENCH_NGINX_WORKERS="$NGINX_WORKERS"
+  BENCH_PINNING="$PINNING" BENCH_WORK="$WORK" BENCH_NGINX_WORKERS="$NGINX_WORKERS" \
+  BENCH_CLUSTER_URL="$CLUSTER_URL" BENCH_CLUSTER_PIDS="${CLUSTER_PIDS:-}"
 "${ON_LOAD[@]}" python3 bench/measure.py
