@@ -239,12 +239,14 @@ fn unavailable<T>(test: &str, what: &str, err: &str) -> Option<T> {
 
 /// A `redis-server` of one test on a free port, in a directory of its own, keeping nothing on
 /// disk; killed on drop. [`stop`](Self::stop) and [`start`](Self::start) take it down and bring
-/// it back, empty, on the same port.
+/// it back, empty, on the same port. [`OwnRedis::start_tls`] starts one that speaks TLS only,
+/// with a self-signed certificate made by `openssl`.
 #[derive(Debug)]
 pub struct OwnRedis {
     binary: PathBuf,
     dir: PathBuf,
     port: u16,
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -256,6 +258,20 @@ impl OwnRedis {
     ///
     /// Under `CI=true` when there is no `redis-server`, and when it does not answer.
     pub fn start_new(test: &str) -> Option<Self> {
+        Self::create(test, false)
+    }
+
+    /// As [`OwnRedis::start_new`], serving TLS only (`rediss://`), with a self-signed
+    /// certificate for `127.0.0.1`.
+    ///
+    /// # Panics
+    ///
+    /// As [`OwnRedis::start_new`], and when `openssl` cannot make the certificate.
+    pub fn start_tls(test: &str) -> Option<Self> {
+        Self::create(test, true)
+    }
+
+    fn create(test: &str, tls: bool) -> Option<Self> {
         let binary = PathBuf::from(
             std::env::var("TEST_REDIS_SERVER").unwrap_or_else(|_| "/usr/bin/redis-server".to_owned()),
         );
@@ -272,19 +288,38 @@ impl OwnRedis {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        if tls {
+            let made = Command::new("openssl")
+                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+                .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+                .args(["-keyout", "key.pem", "-out", "cert.pem"])
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !made.is_ok_and(|status| status.success()) {
+                return unavailable(test, "openssl on PATH", "openssl could not make a certificate");
+            }
+        }
         let mut redis = Self {
             binary,
             dir,
             port,
+            tls,
             child: None,
         };
         redis.start();
         Some(redis)
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// `redis://127.0.0.1:{port}`, or with TLS `rediss://127.0.0.1:{port}/#insecure` (the
+    /// certificate is self-signed, so the client does not check it).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("rediss://127.0.0.1:{}/#insecure", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// Starts the server (empty) and waits until it answers `PING`.
@@ -294,8 +329,20 @@ impl OwnRedis {
     /// When it is already running, or does not answer within 10 s.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
-        let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new(&self.binary);
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(self.dir.join("cert.pem"))
+                .arg("--tls-key-file")
+                .arg(self.dir.join("key.pem"))
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -307,7 +354,17 @@ impl OwnRedis {
         self.child = Some(child);
         let address = format!("127.0.0.1:{}", self.port);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while let Err(err) = ping(&address) {
+        let answers = |address: &str| {
+            if self.tls {
+                // No TLS client here: a listening port is as far as this check goes.
+                std::net::TcpStream::connect(address)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            } else {
+                ping(address)
+            }
+        };
+        while let Err(err) = answers(&address) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server on {address} does not answer: {err}"

@@ -742,3 +742,99 @@ fn a_key_failing_once_on_each_node_is_blacklisted_once_everywhere() {
         assert!(took.is_some(), "node {} selects the restored key", node.name);
     }
 }
+
+#[test]
+fn validation_runs_once_per_interval_across_a_failover() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_validation") else {
+        return;
+    };
+    let (mut a, b, _c) = start_cluster(&shared, false);
+    // A key the mock refuses, blacklisted by its first failure; the leader re-validates it every
+    // minute (the shortest interval), and it stays invalid.
+    let dead = "mock-401-validated-0001";
+    let group = json!({"name": "validated", "channel_type": "openai", "test_model": "gpt-4o-mini",
+                       "upstreams": [{"url": mock.url(), "weight": 1}], "proxy_keys": PROXY_KEY,
+                       "config": {"blacklist_threshold": 1, "key_validation_interval_minutes": 1}});
+    let (status, body) = a.api("POST", "/groups", Some(group));
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["id"].as_i64().unwrap();
+    let (status, body) = a.api(
+        "POST",
+        "/keys/add-multiple",
+        Some(json!({"group_id": id, "keys_text": dead})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(a.chat("validated", PROXY_KEY), 200);
+    let sent = || mock.requests_by_key().get(dead).copied().unwrap_or(0);
+    assert_eq!(sent(), 1);
+
+    // The leader's job looks every minute: the first run comes within two.
+    let minute = Duration::from_secs(60);
+    assert!(
+        within(minute * 2 + PROPAGATION, || sent() == 2).is_some(),
+        "the leader validates the key:\n{}",
+        a.log()
+    );
+    let validated = Instant::now();
+
+    // The leader dies right after its run; B takes over but does not validate again before the
+    // interval has passed since A's run, then validates once.
+    a.kill();
+    assert!(within(LEASE + PROPAGATION, || b.role() == "leader").is_some());
+    let quiet = (minute - Duration::from_secs(5)).saturating_sub(validated.elapsed());
+    let early = within(quiet, || sent() > 2);
+    assert!(
+        early.is_none(),
+        "validated again within the interval, {:?} after the first run",
+        validated.elapsed()
+    );
+    assert!(
+        within(minute * 2 + PROPAGATION, || sent() == 3).is_some(),
+        "the new leader validates once the interval has passed:\n{}",
+        b.log()
+    );
+    // The interval counts from when the first run was recorded, a moment after its request.
+    let second = validated.elapsed();
+    assert!(
+        second >= minute - Duration::from_secs(1),
+        "the second run came {second:?} after the first"
+    );
+    assert_eq!(sent(), 3, "validated once per interval");
+}
+
+#[test]
+fn nodes_share_state_over_a_tls_redis() {
+    let test = "cluster_tls";
+    let Some(db) = ServerDatabase::create(Server::Postgres, test) else {
+        return;
+    };
+    let Some(redis) = OwnRedis::start_tls(test) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mock = runtime.block_on(MockUpstream::start()).unwrap();
+    let shared = Shared {
+        dsn: db.dsn(),
+        redis: redis.url(),
+        prefix: unique_name(test),
+    };
+    assert!(shared.redis.starts_with("rediss://"));
+    let a = Node::start("a", &shared, &[]);
+    assert!(
+        within(START, || a.role() == "leader").is_some(),
+        "a leads:\n{}",
+        a.log()
+    );
+    let b = Node::start("b", &shared, &[]);
+    for node in [&a, &b] {
+        let status = node.status();
+        assert_eq!(status["redis"], "connected", "{status}");
+        assert_eq!(status["nodes"].as_array().map(Vec::len), Some(2), "{status}");
+    }
+    create_group(&a, &mock);
+    assert!(
+        within(PROPAGATION, || b.chat("shared", PROXY_KEY) == 200).is_some(),
+        "b serves the group created on a:\n{}",
+        b.log()
+    );
+}
