@@ -17,7 +17,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -35,13 +35,14 @@ use crate::{
 };
 
 /// Bumps one counter of the versions hash and publishes the message with the new version.
-const PUBLISH: &str = r"
+const PUBLISH_LUA: &str = r"
 local version = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 local message = {kind = ARGV[2], version = version, node = ARGV[4]}
 if ARGV[3] ~= '' then message.id = tonumber(ARGV[3]) end
 redis.call('PUBLISH', KEYS[2], cjson.encode(message))
 return version
 ";
+static PUBLISH: LazyLock<Script> = LazyLock::new(|| Script::new(PUBLISH_LUA));
 
 /// What a message asks nodes to re-read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,21 +163,17 @@ impl Invalidations {
     async fn publish(&mut self, kind: Kind, id: Option<i64>) -> Result<(), RedisError> {
         let field = field(kind, id);
         let names = &self.redis.names;
-        let node = self.node_id.clone();
-        let counter = field.clone();
         let version: i64 = self
             .redis
-            .run(|mut conn| async move {
-                Script::new(PUBLISH)
+            .invoke(
+                PUBLISH
                     .key(names.versions())
                     .key(names.channel())
-                    .arg(counter)
+                    .arg(&field)
                     .arg(kind.as_str())
                     .arg(id.map(|id| id.to_string()).unwrap_or_default())
-                    .arg(node)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+                    .arg(&self.node_id),
+            )
             .await?;
         self.record(field, version);
         metrics::counter!("gpt_load_cluster_invalidations_sent_total").increment(1);

@@ -13,7 +13,10 @@
 //! the key had failures. Hashes expire a day after their last change, and Redis may lose them:
 //! the stored status (written behind by every node) stays the truth for keys at rest.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use gpt_load_tower::{
     context::GroupName,
@@ -23,7 +26,7 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc::UnboundedReceiver, watch};
 
-use super::redis::{Redis, RedisError};
+use super::redis::Redis;
 use crate::registry::{KeyReported, KeyStateChange, Registry};
 
 /// How long a key's shared state outlives its last change.
@@ -31,7 +34,7 @@ const KEY_STATE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A counted failure. KEYS: the key's hash, the channel. ARGV: threshold, TTL in ms, the
 /// `failing` message, the `invalid` message. Returns `{blacklisted (0/1), failures}`.
-const FAIL: &str = r"
+const FAIL_LUA: &str = r"
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local threshold = tonumber(ARGV[1])
@@ -43,11 +46,12 @@ end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return {0, failures}
 ";
+static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL_LUA));
 
 /// A new state for a key that is not blacklisted (`cooling` with its deadline, or `invalid`).
 /// KEYS: the key's hash, the channel. ARGV: state, deadline (ms since the epoch, or 0), TTL in
 /// ms, the message. Returns 1 when the state was set.
-const SET_STATE: &str = r"
+const SET_STATE_LUA: &str = r"
 if redis.call('HGET', KEYS[1], 'state') == 'invalid' then
   return 0
 end
@@ -56,14 +60,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
 ";
+static SET_STATE: LazyLock<Script> = LazyLock::new(|| Script::new(SET_STATE_LUA));
 
 /// A key active again: its shared state is dropped. KEYS: the key's hash, the channel. ARGV:
 /// the message.
-const RECOVER: &str = r"
+const RECOVER_LUA: &str = r"
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
 ";
+static RECOVER: LazyLock<Script> = LazyLock::new(|| Script::new(RECOVER_LUA));
 
 /// A key's state as published.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,17 +138,14 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
             let failing = KeyMessage::encode(reported, SharedState::Failing, None, node);
             let invalid = KeyMessage::encode(reported, SharedState::Invalid, None, node);
             let counted = redis
-                .run(|mut conn| async move {
-                    Script::new(FAIL)
-                        .key(hash)
-                        .key(channel)
+                .invoke::<(i64, i64)>(
+                    FAIL.key(&hash)
+                        .key(&channel)
                         .arg(threshold)
                         .arg(ttl)
                         .arg(failing)
-                        .arg(invalid)
-                        .invoke_async::<(i64, i64)>(&mut conn)
-                        .await
-                })
+                        .arg(invalid),
+                )
                 .await;
             match counted {
                 Ok((1, failures)) => {
@@ -170,25 +173,30 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
             })
             .await
             .map(drop),
-        KeyStateChange::Cooled { until_ms } => {
-            let message = KeyMessage::encode(reported, SharedState::Cooling, Some(until_ms), node);
-            set_state(redis, hash, channel, "cooling", until_ms, message).await
-        }
-        KeyStateChange::Invalidated => {
-            let message = KeyMessage::encode(reported, SharedState::Invalid, None, node);
-            set_state(redis, hash, channel, "invalid", 0, message).await
+        KeyStateChange::Cooled { .. } | KeyStateChange::Invalidated => {
+            let (state, until_ms) = match reported.change {
+                KeyStateChange::Cooled { until_ms } => (SharedState::Cooling, Some(until_ms)),
+                _ => (SharedState::Invalid, None),
+            };
+            let message = KeyMessage::encode(reported, state, until_ms, node);
+            let state = if until_ms.is_some() { "cooling" } else { "invalid" };
+            redis
+                .invoke::<i64>(
+                    SET_STATE
+                        .key(&hash)
+                        .key(&channel)
+                        .arg(state)
+                        .arg(until_ms.unwrap_or(0))
+                        .arg(ttl)
+                        .arg(message),
+                )
+                .await
+                .map(drop)
         }
         KeyStateChange::Recovered => {
             let message = KeyMessage::encode(reported, SharedState::Active, None, node);
             redis
-                .run(|mut conn| async move {
-                    Script::new(RECOVER)
-                        .key(hash)
-                        .key(channel)
-                        .arg(message)
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                })
+                .invoke::<i64>(RECOVER.key(&hash).key(&channel).arg(message))
                 .await
                 .map(drop)
         }
@@ -197,31 +205,6 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
         metrics::counter!("gpt_load_cluster_redis_errors_total").increment(1);
         tracing::warn!(error = %err, key = reported.key.0, "a key's state could not be shared; it holds on this node");
     }
-}
-
-async fn set_state(
-    redis: &Redis,
-    hash: String,
-    channel: String,
-    state: &str,
-    until_ms: u64,
-    message: String,
-) -> Result<(), RedisError> {
-    let ttl = KEY_STATE_TTL.as_millis() as u64;
-    redis
-        .run(|mut conn| async move {
-            Script::new(SET_STATE)
-                .key(hash)
-                .key(channel)
-                .arg(state)
-                .arg(until_ms)
-                .arg(ttl)
-                .arg(message)
-                .invoke_async::<i64>(&mut conn)
-                .await
-        })
-        .await
-        .map(drop)
 }
 
 /// Without Redis, this node's own count decides, as on a single node.

@@ -12,7 +12,7 @@
 //! each run.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
     time::{Duration, Instant},
 };
 
@@ -21,26 +21,29 @@ use redis::Script;
 use super::redis::{Redis, RedisError};
 
 /// Takes the lease when nobody holds it; returns the new token, or 0.
-const ACQUIRE: &str = r"
+const ACQUIRE_LUA: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1] .. '#' .. token, 'PX', ARGV[2])
 return token
 ";
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
 
 /// Extends the lease when this holder still has it; returns 1, or 0.
-const RENEW: &str = r"
+const RENEW_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 ";
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_LUA));
 
 /// Gives the lease up when this holder still has it (a clean shutdown hands over at once).
-const RELEASE: &str = r"
+const RELEASE_LUA: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 /// The timing of a lease of length `lease` (`CLUSTER_LEASE_SECONDS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,14 +171,7 @@ impl Lease {
             let names = &self.redis.names;
             let renewed: i64 = self
                 .redis
-                .run(|mut conn| async move {
-                    Script::new(RENEW)
-                        .key(names.leader())
-                        .arg(value)
-                        .arg(expiry_ms)
-                        .invoke_async(&mut conn)
-                        .await
-                })
+                .invoke(RENEW.key(names.leader()).arg(value).arg(expiry_ms))
                 .await?;
             if renewed == 1 {
                 self.leadership.hold(token, believed);
@@ -192,15 +188,13 @@ impl Lease {
         let node_id = self.node_id.clone();
         let token: i64 = self
             .redis
-            .run(|mut conn| async move {
-                Script::new(ACQUIRE)
+            .invoke(
+                ACQUIRE
                     .key(names.leader())
                     .key(names.fence())
                     .arg(node_id)
-                    .arg(expiry_ms)
-                    .invoke_async(&mut conn)
-                    .await
-            })
+                    .arg(expiry_ms),
+            )
             .await?;
         if token > 0 {
             self.leadership.hold(token, believed);
@@ -219,16 +213,7 @@ impl Lease {
         self.leadership.drop_lease();
         let value = self.value(token);
         let names = &self.redis.names;
-        let _: i64 = self
-            .redis
-            .run(|mut conn| async move {
-                Script::new(RELEASE)
-                    .key(names.leader())
-                    .arg(value)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let _: i64 = self.redis.invoke(RELEASE.key(names.leader()).arg(value)).await?;
         Ok(())
     }
 }

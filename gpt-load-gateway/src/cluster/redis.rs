@@ -9,7 +9,10 @@
 use std::{future::Future, time::Duration};
 
 use bb8_redis::RedisConnectionManager;
-use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{
+    FromRedisValue, ScriptInvocation,
+    aio::{MultiplexedConnection, PubSub},
+};
 
 use crate::config::url::SecretUrl;
 
@@ -138,6 +141,16 @@ impl Redis {
         tokio::time::timeout(COMMAND_TIMEOUT, work)
             .await
             .map_err(|_| RedisError::Timeout)?
+    }
+
+    /// Runs a script with its keys and arguments set (`SCRIPT.key(…).arg(…)`, the script a
+    /// `static`, hashed once), bounded like any command.
+    pub(crate) async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, RedisError> {
+        self.run(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     /// A new connection in subscriber mode (the one pub/sub connection of this node).

@@ -7,7 +7,7 @@
 //! nodes starting at once cannot both win. A running task's entry lives [`RUNNING_TTL`] unless
 //! its node rewrites it: a node that dies mid-task frees the slot by itself.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use redis::Script;
 
@@ -19,7 +19,7 @@ pub(crate) const RUNNING_TTL: Duration = Duration::from_secs(15);
 /// Takes the slot unless a running task of another owner holds it.
 /// KEYS[1] the slot; ARGV: owner, status, TTL in ms, the owner this node may take over from
 /// (its own last task, which it knows has ended, even if that end was not written yet).
-const CLAIM: &str = r"
+const CLAIM_LUA: &str = r"
 local running = redis.call('HGET', KEYS[1], 'running')
 if running == '1' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[4] then
   return 0
@@ -29,10 +29,11 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'running', '1', 'status', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
+static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM_LUA));
 
 /// Rewrites the status while the owner holds the slot.
 /// KEYS[1] the slot; ARGV: owner, running (`1`/`0`), status, TTL in ms.
-const UPDATE: &str = r"
+const UPDATE_LUA: &str = r"
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
   return 0
 end
@@ -40,6 +41,7 @@ redis.call('HSET', KEYS[1], 'running', ARGV[2], 'status', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 ";
+static UPDATE: LazyLock<Script> = LazyLock::new(|| Script::new(UPDATE_LUA));
 
 /// The slot in Redis. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -60,20 +62,16 @@ impl TaskSlot {
         status: &str,
         ended: Option<&str>,
     ) -> Result<bool, RedisError> {
-        let key = self.redis.names.task();
         let ttl = RUNNING_TTL.as_millis() as u64;
-        let ended = ended.unwrap_or("");
         self.redis
-            .run(|mut conn| async move {
-                Script::new(CLAIM)
-                    .key(key)
+            .invoke::<i64>(
+                CLAIM
+                    .key(self.redis.names.task())
                     .arg(owner)
                     .arg(status)
                     .arg(ttl)
-                    .arg(ended)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
+                    .arg(ended.unwrap_or("")),
+            )
             .await
             .map(|taken| taken == 1)
     }
@@ -86,19 +84,15 @@ impl TaskSlot {
         status: &str,
         ttl: Duration,
     ) -> Result<bool, RedisError> {
-        let key = self.redis.names.task();
-        let ttl = ttl.as_millis() as u64;
         self.redis
-            .run(|mut conn| async move {
-                Script::new(UPDATE)
-                    .key(key)
+            .invoke::<i64>(
+                UPDATE
+                    .key(self.redis.names.task())
                     .arg(owner)
                     .arg(if running { "1" } else { "0" })
                     .arg(status)
-                    .arg(ttl)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
+                    .arg(ttl.as_millis() as u64),
+            )
             .await
             .map(|kept| kept == 1)
     }
