@@ -26,25 +26,30 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc::UnboundedReceiver, watch};
 
-use super::redis::Redis;
+use super::redis::{Redis, RedisError};
 use crate::registry::{KeyReported, KeyStateChange, Registry};
 
 /// How long a key's shared state outlives its last change.
 const KEY_STATE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A counted failure. KEYS: the key's hash, the channel. ARGV: threshold, TTL in ms, the
-/// `failing` message, the `invalid` message. Returns `{blacklisted (0/1), failures}`.
+/// `failing` message, the `invalid` message. Returns `{blacklisted now (0/1), failures,
+/// invalid (0/1)}`: a key already blacklisted stays so without a second message, and the node
+/// that reported it (which had it selectable, from a stale view) blacklists it again.
 const FAIL_LUA: &str = r"
 local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('HGET', KEYS[1], 'state') == 'invalid' then
+  return {0, failures, 1}
+end
 local threshold = tonumber(ARGV[1])
-if threshold > 0 and failures >= threshold and redis.call('HGET', KEYS[1], 'state') ~= 'invalid' then
+if threshold > 0 and failures >= threshold then
   redis.call('HSET', KEYS[1], 'state', 'invalid')
   redis.call('PUBLISH', KEYS[2], ARGV[4])
-  return {1, failures}
+  return {1, failures, 1}
 end
 redis.call('PUBLISH', KEYS[2], ARGV[3])
-return {0, failures}
+return {0, failures, 0}
 ";
 static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(FAIL_LUA));
 
@@ -137,26 +142,19 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
         KeyStateChange::Failed { threshold } => {
             let failing = KeyMessage::encode(reported, SharedState::Failing, None, node);
             let invalid = KeyMessage::encode(reported, SharedState::Invalid, None, node);
-            let counted = redis
-                .invoke::<(i64, i64)>(
-                    FAIL.key(&hash)
-                        .key(&channel)
-                        .arg(threshold)
-                        .arg(ttl)
-                        .arg(failing)
-                        .arg(invalid),
-                )
-                .await;
-            match counted {
-                Ok((1, failures)) => {
-                    metrics::counter!("gpt_load_cluster_keys_blacklisted_total").increment(1);
-                    tracing::info!(group = %reported.group, key = reported.key.0, failures, "key blacklisted across the cluster");
-                    registry
-                        .pool()
-                        .set_state(reported.group.as_str(), reported.key, KeyState::Invalid);
+            match count_failure(redis, &hash, &channel, threshold, &failing, &invalid).await {
+                Ok(counted) => {
+                    if counted.blacklisted {
+                        metrics::counter!("gpt_load_cluster_keys_blacklisted_total").increment(1);
+                        tracing::info!(group = %reported.group, key = reported.key.0, failures = counted.failures, "key blacklisted across the cluster");
+                    }
+                    if counted.invalid {
+                        registry
+                            .pool()
+                            .set_state(reported.group.as_str(), reported.key, KeyState::Invalid);
+                    }
                     Ok(())
                 }
-                Ok(_) => Ok(()),
                 Err(err) => {
                     blacklist_locally(registry, reported, threshold);
                     Err(err)
@@ -205,6 +203,43 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
         metrics::counter!("gpt_load_cluster_redis_errors_total").increment(1);
         tracing::warn!(error = %err, key = reported.key.0, "a key's state could not be shared; it holds on this node");
     }
+}
+
+/// What the cluster made of one counted failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counted {
+    /// This failure blacklisted the key (once across the cluster).
+    blacklisted: bool,
+    /// The key's failures across the cluster.
+    failures: i64,
+    /// The key is blacklisted (by this failure or before it).
+    invalid: bool,
+}
+
+async fn count_failure(
+    redis: &Redis,
+    hash: &str,
+    channel: &str,
+    threshold: u32,
+    failing: &str,
+    invalid: &str,
+) -> Result<Counted, RedisError> {
+    let ttl = KEY_STATE_TTL.as_millis() as u64;
+    let (blacklisted, failures, now_invalid) = redis
+        .invoke::<(i64, i64, i64)>(
+            FAIL.key(hash)
+                .key(channel)
+                .arg(threshold)
+                .arg(ttl)
+                .arg(failing)
+                .arg(invalid),
+        )
+        .await?;
+    Ok(Counted {
+        blacklisted: blacklisted == 1,
+        failures,
+        invalid: now_invalid == 1,
+    })
 }
 
 /// Without Redis, this node's own count decides, as on a single node.
@@ -271,6 +306,45 @@ pub(crate) fn apply(registry: &Registry, node_id: &str, payload: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The failure script against a real Redis: exact across reporters, one blacklisting, a
+    /// stale reporter told the key is blacklisted, and a restore that starts the count over.
+    #[tokio::test]
+    async fn failures_are_counted_once_across_nodes_and_blacklist_once() {
+        let Some(redis) = Redis::for_test("key_state_failures").await else {
+            return;
+        };
+        let (hash, channel) = (redis.names.key_state(7), redis.names.key_channel());
+        let fail = || count_failure(&redis, &hash, &channel, 3, "{}", "{}");
+        let counted = [
+            fail().await.unwrap(),
+            fail().await.unwrap(),
+            fail().await.unwrap(),
+        ];
+        let seen: Vec<(bool, i64, bool)> = counted
+            .iter()
+            .map(|c| (c.blacklisted, c.failures, c.invalid))
+            .collect();
+        assert_eq!(seen, [(false, 1, false), (false, 2, false), (true, 3, true)]);
+        // A node that still had the key selectable reports again: it learns the key is dead,
+        // and nothing is blacklisted a second time.
+        let late = fail().await.unwrap();
+        assert_eq!((late.blacklisted, late.failures, late.invalid), (false, 4, true));
+
+        redis
+            .invoke::<i64>(RECOVER.key(&hash).key(&channel).arg("{}"))
+            .await
+            .unwrap();
+        let fresh = fail().await.unwrap();
+        assert_eq!(
+            (fresh.blacklisted, fresh.failures, fresh.invalid),
+            (false, 1, false)
+        );
+        let _: i64 = redis
+            .run(|mut conn| async move { redis::cmd("DEL").arg(hash).query_async(&mut conn).await })
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn messages_have_the_documented_shape() {

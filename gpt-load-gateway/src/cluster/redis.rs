@@ -163,6 +163,39 @@ impl Redis {
 }
 
 #[cfg(test)]
+impl Redis {
+    /// The test Redis (`TEST_REDIS_URL`, default `redis://127.0.0.1:6379`) under a prefix of
+    /// this test alone; `None` (after a `SKIP` line) when it does not answer and `CI` is not
+    /// `true`.
+    ///
+    /// # Panics
+    ///
+    /// Under `CI=true` when it does not answer.
+    pub(crate) async fn for_test(test: &str) -> Option<Redis> {
+        let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let prefix = format!("gptload_t_{test}_{}_{nanos}", std::process::id());
+        let redis = Redis::new(&SecretUrl::new(url), &prefix).expect("a Redis URL");
+        let ping = redis
+            .run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
+            .await;
+        match ping {
+            Ok(_) => Some(redis),
+            Err(err) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("{test}: the test Redis is unreachable ({err}); set TEST_REDIS_URL or start it")
+            }
+            Err(err) => {
+                eprintln!("SKIP {test}: set TEST_REDIS_URL ({err})");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
