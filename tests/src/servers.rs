@@ -240,7 +240,7 @@ fn unavailable<T>(test: &str, what: &str, err: &str) -> Option<T> {
 /// A `redis-server` of one test on a free port, in a directory of its own, keeping nothing on
 /// disk; killed on drop. [`stop`](Self::stop) and [`start`](Self::start) take it down and bring
 /// it back, empty, on the same port. [`OwnRedis::start_tls`] starts one that speaks TLS only,
-/// with a self-signed certificate made by `openssl`.
+/// with certificates made by `openssl`.
 #[derive(Debug)]
 pub struct OwnRedis {
     binary: PathBuf,
@@ -261,8 +261,8 @@ impl OwnRedis {
         Self::create(test, false)
     }
 
-    /// As [`OwnRedis::start_new`], serving TLS only (`rediss://`), with a self-signed
-    /// certificate for `127.0.0.1`.
+    /// As [`OwnRedis::start_new`], serving TLS only (`rediss://`), with a certificate for
+    /// `127.0.0.1` signed by a CA of its own ([`OwnRedis::certificate`]).
     ///
     /// # Panics
     ///
@@ -289,16 +289,68 @@ impl OwnRedis {
             .expect("a free port")
             .port();
         if tls {
-            let made = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-                .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
-                .args(["-keyout", "key.pem", "-out", "cert.pem"])
-                .current_dir(&dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-            if !made.is_ok_and(|status| status.success()) {
-                return unavailable(test, "openssl on PATH", "openssl could not make a certificate");
+            // A CA of the test and a server certificate for 127.0.0.1 signed by it.
+            std::fs::write(
+                dir.join("server.ext"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .expect("the certificate's extensions");
+            let steps: [&[&str]; 3] = [
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=gpt-load test CA",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                ],
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "server.csr",
+                ],
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    "server.ext",
+                    "-out",
+                    "cert.pem",
+                ],
+            ];
+            for args in steps {
+                let made = Command::new("openssl")
+                    .args(args)
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+                if !made.is_ok_and(|status| status.success()) {
+                    return unavailable(test, "openssl on PATH", "openssl could not make the certificates");
+                }
             }
         }
         let mut redis = Self {
@@ -312,14 +364,16 @@ impl OwnRedis {
         Some(redis)
     }
 
-    /// `redis://127.0.0.1:{port}`, or with TLS `rediss://127.0.0.1:{port}/#insecure` (the
-    /// certificate is self-signed, so the client does not check it).
+    /// `redis://127.0.0.1:{port}`, or with TLS `rediss://127.0.0.1:{port}` (a client checks the
+    /// certificate against [`OwnRedis::certificate`]).
     pub fn url(&self) -> String {
-        if self.tls {
-            format!("rediss://127.0.0.1:{}/#insecure", self.port)
-        } else {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The certificate (PEM) of the CA that signed a TLS server's certificate.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// Starts the server (empty) and waits until it answers `PING`.

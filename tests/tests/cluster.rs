@@ -803,7 +803,7 @@ fn validation_runs_once_per_interval_across_a_failover() {
 }
 
 #[test]
-fn nodes_share_state_over_a_tls_redis() {
+fn nodes_share_state_over_a_tls_redis_whose_certificate_they_check() {
     let test = "cluster_tls";
     let Some(db) = ServerDatabase::create(Server::Postgres, test) else {
         return;
@@ -819,13 +819,22 @@ fn nodes_share_state_over_a_tls_redis() {
         prefix: unique_name(test),
     };
     assert!(shared.redis.starts_with("rediss://"));
-    let a = Node::start("a", &shared, &[]);
+    // The server's certificate is its own CA: a node that does not trust it does not connect.
+    let stranger = Node::start("stranger", &shared, &[]);
+    let status = stranger.status();
+    assert_eq!(status["redis"], "disconnected", "{status}");
+    assert_eq!(status["role"], "follower", "{status}");
+    drop(stranger);
+
+    let ca = redis.certificate();
+    let trusted = [("REDIS_CA_CERT", ca.to_str().unwrap())];
+    let a = Node::start("a", &shared, &trusted);
     assert!(
         within(START, || a.role() == "leader").is_some(),
         "a leads:\n{}",
         a.log()
     );
-    let b = Node::start("b", &shared, &[]);
+    let b = Node::start("b", &shared, &trusted);
     for node in [&a, &b] {
         let status = node.status();
         assert_eq!(status["redis"], "connected", "{status}");

@@ -139,7 +139,7 @@ impl Cluster {
                 subscription: Mutex::new(None),
             }));
         };
-        let redis = Redis::new(url, &config.key_prefix)?;
+        let redis = Redis::new(url, &config.key_prefix, config.redis_ca_cert.as_deref())?;
         let cluster = Self::of(Inner {
             node_id,
             address,

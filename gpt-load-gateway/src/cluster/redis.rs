@@ -110,10 +110,21 @@ impl std::fmt::Debug for Redis {
 
 impl Redis {
     /// A pool over `url`; connections are opened lazily, so a Redis that is down now is not an
-    /// error here (the first command reports it).
-    pub(crate) fn new(url: &SecretUrl, prefix: &str) -> Result<Self, RedisError> {
-        let client = redis::Client::open(url.expose())?;
-        let manager = RedisConnectionManager::new(url.expose())?;
+    /// error here (the first command reports it). `ca_cert` (PEM) replaces the Mozilla roots a
+    /// `rediss://` server's certificate must chain to.
+    pub(crate) fn new(url: &SecretUrl, prefix: &str, ca_cert: Option<&[u8]>) -> Result<Self, RedisError> {
+        let client = match ca_cert {
+            Some(pem) => redis::Client::build_with_tls(
+                url.expose(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.to_vec()),
+                },
+            )?,
+            None => redis::Client::open(url.expose())?,
+        };
+        // The pool's connections take the same address and TLS parameters.
+        let manager = RedisConnectionManager::new(client.get_connection_info().clone())?;
         let pool = bb8::Pool::builder()
             .max_size(4)
             .min_idle(Some(0))
@@ -178,7 +189,7 @@ impl Redis {
             .unwrap_or_default()
             .subsec_nanos();
         let prefix = format!("gptload_t_{test}_{}_{nanos}", std::process::id());
-        let redis = Redis::new(&SecretUrl::new(url), &prefix).expect("a Redis URL");
+        let redis = Redis::new(&SecretUrl::new(url), &prefix, None).expect("a Redis URL");
         let ping = redis
             .run(|mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
             .await;

@@ -3,6 +3,7 @@
 //! | Variable | Default | Meaning |
 //! |---|---|---|
 //! | `REDIS_DSN` | unset | `redis://[user][:password@]host[:port][/db]`, `rediss://…` (TLS), `redis+unix:///path` or `unix:///path`. Unset → in-process store, single node. |
+//! | `REDIS_CA_CERT` | unset | A PEM file of the certificates a `rediss://` server's certificate must chain to, instead of the Mozilla roots (a private CA). |
 //! | `IS_SLAVE` | `false` | `true` → this node never becomes the leader (never runs migrations, key validation or log retention). |
 //! | `REDIS_KEY_PREFIX` | `gpt-load` | Prefix of every Redis key and channel of this cluster, so several clusters (or tests) can share one Redis. |
 //! | `CLUSTER_NODE_ID` | host name and a random suffix | This node's name in `/api/cluster/status`; unique within the cluster. |
@@ -22,6 +23,7 @@ use super::{
 
 pub(crate) const REDIS_DSN: &str = "REDIS_DSN";
 pub(crate) const IS_SLAVE: &str = "IS_SLAVE";
+pub(crate) const REDIS_CA_CERT: &str = "REDIS_CA_CERT";
 pub(crate) const REDIS_KEY_PREFIX: &str = "REDIS_KEY_PREFIX";
 pub(crate) const CLUSTER_NODE_ID: &str = "CLUSTER_NODE_ID";
 pub(crate) const CLUSTER_LEASE_SECONDS: &str = "CLUSTER_LEASE_SECONDS";
@@ -34,6 +36,8 @@ const REDIS_SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "unix"];
 pub(crate) struct ClusterConfig {
     /// `REDIS_DSN`; `None` → single node with the in-process store.
     pub(crate) redis_dsn: Option<SecretUrl>,
+    /// `REDIS_CA_CERT`, read: the PEM certificates a `rediss://` server must chain to.
+    pub(crate) redis_ca_cert: Option<Vec<u8>>,
     /// `IS_SLAVE`: never take the leader lease.
     pub(crate) is_slave: bool,
     /// `REDIS_KEY_PREFIX`.
@@ -50,6 +54,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_dsn: None,
+            redis_ca_cert: None,
             is_slave: false,
             key_prefix: "gpt-load".to_owned(),
             node_id: None,
@@ -68,6 +73,21 @@ impl ClusterConfig {
                 None
             }
         });
+        let redis_ca_cert = vars
+            .get(REDIS_CA_CERT)
+            .and_then(|path| match read_certificates(&path) {
+                Ok(pem) => Some(pem),
+                Err(message) => {
+                    vars.invalid(REDIS_CA_CERT, message);
+                    None
+                }
+            });
+        let tls = redis_dsn
+            .as_ref()
+            .is_some_and(|url| scheme_among(url.expose(), &["rediss"]).is_some());
+        if redis_ca_cert.is_some() && !tls {
+            vars.warn("REDIS_CA_CERT has no effect without a rediss:// REDIS_DSN");
+        }
         let is_slave = vars.flag(IS_SLAVE, false);
         if is_slave && redis_dsn.is_none() && vars.get(REDIS_DSN).is_none() {
             vars.warn(
@@ -83,12 +103,22 @@ impl ClusterConfig {
             vars.positive_seconds(CLUSTER_RECONCILE_SECONDS, defaults.reconcile_interval.as_secs());
         Self {
             redis_dsn,
+            redis_ca_cert,
             is_slave,
             key_prefix,
             node_id,
             lease,
             reconcile_interval,
         }
+    }
+}
+
+/// The PEM file at `path`; the error names it.
+fn read_certificates(path: &str) -> Result<Vec<u8>, String> {
+    match std::fs::read(path) {
+        Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Ok(pem),
+        Ok(_) => Err(format!("{path} holds no PEM certificate")),
+        Err(err) => Err(format!("{path} cannot be read: {err}")),
     }
 }
 
@@ -121,6 +151,7 @@ mod tests {
             config,
             ClusterConfig {
                 redis_dsn: None,
+                redis_ca_cert: None,
                 is_slave: false,
                 key_prefix: "gpt-load".to_owned(),
                 node_id: None,
@@ -190,5 +221,41 @@ mod tests {
         let (result, config) = load(&[(IS_SLAVE, "yes")]);
         assert!(config.is_slave);
         assert_eq!(result.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_ca_file_is_read_and_a_bad_one_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let pem = pem.to_str().unwrap();
+        let (result, config) = load(&[(REDIS_DSN, "rediss://cache:6380"), (REDIS_CA_CERT, pem)]);
+        assert!(result.unwrap().is_empty());
+        assert!(
+            config
+                .redis_ca_cert
+                .unwrap()
+                .starts_with(b"-----BEGIN CERTIFICATE-----")
+        );
+
+        let (result, _) = load(&[(REDIS_DSN, "redis://cache"), (REDIS_CA_CERT, pem)]);
+        assert_eq!(result.unwrap().len(), 1, "a CA without TLS warns");
+
+        let text = dir.path().join("not-a-cert.txt");
+        std::fs::write(&text, "hello").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (path, says) in [(&text, "holds no PEM certificate"), (&missing, "cannot be read")] {
+            let path = path.to_str().unwrap();
+            let (result, _) = load(&[(REDIS_DSN, "rediss://cache"), (REDIS_CA_CERT, path)]);
+            let error = result.unwrap_err();
+            assert!(
+                error.contains(REDIS_CA_CERT) && error.contains(path) && error.contains(says),
+                "{error}"
+            );
+        }
     }
 }
