@@ -123,40 +123,42 @@ UPSTREAM_KEY="sk-bench-upstream-0001"
 PROXY_KEY="sk-bench-proxy-key-0123456789"
 GROUP="bench"
 
-# nginx: a plain reverse proxy with a keep-alive upstream pool, no buffering either way, no
-# access log; it injects one upstream key.
-NGINX_PORT="$(free_port)"
-NGX="$WORK/nginx"
-mkdir -p "$NGX/logs" "$NGX/tmp"
-cat >"$NGX/nginx.conf" <<NGINX
+# start_nginx <dir> <port> <extra directive> <upstream URL>...: nginx as a plain reverse proxy
+# to the upstreams (round robin over a keep-alive pool of 64), no buffering either way, no access
+# log, in the foreground with every file in <dir>, where the proxies run; its pid in STARTED_PID.
+start_nginx() {
+  local dir="$1" port="$2" extra="$3" servers="" address
+  shift 3
+  for address in "$@"; do servers+="    server ${address#http://};"$'\n'; done
+  mkdir -p "$dir/logs" "$dir/tmp"
+  cat >"$dir/nginx.conf" <<NGINX
 user $(id -un) $(id -gn);
 worker_processes $NGINX_WORKERS;
 worker_rlimit_nofile $hard;
 daemon off;
-pid $NGX/nginx.pid;
-error_log $NGX/logs/error.log warn;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
 events { worker_connections $((hard + 4096)); }
 http {
   access_log off;
   keepalive_requests 1000000;
   keepalive_timeout 300s;
-  client_body_temp_path $NGX/tmp/body;
-  proxy_temp_path $NGX/tmp/proxy;
-  fastcgi_temp_path $NGX/tmp/fastcgi;
-  uwsgi_temp_path $NGX/tmp/uwsgi;
-  scgi_temp_path $NGX/tmp/scgi;
-  upstream mock {
-    server ${MOCK_URL#http://};
-    keepalive 64;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  upstream backends {
+${servers}    keepalive 64;
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$NGINX_PORT backlog=4096;
+    listen 127.0.0.1:$port backlog=4096;
     location / {
-      proxy_pass http://mock;
+      proxy_pass http://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header Authorization "Bearer $UPSTREAM_KEY";
+      $extra
       proxy_buffering off;
       proxy_request_buffering off;
       proxy_read_timeout 300s;
@@ -164,9 +166,15 @@ http {
   }
 }
 NGINX
-"${ON_PROXY[@]}" "$NGINX" -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/logs/error.log" >"$NGX/logs/stdout" 2>&1 &
-NGINX_PID=$!
-started+=("$NGINX_PID")
+  "${ON_PROXY[@]}" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" >"$dir/logs/stdout" 2>&1 &
+  STARTED_PID=$!
+  started+=("$STARTED_PID")
+}
+
+# nginx in front of the mock, the baseline: it injects one upstream key.
+NGINX_PORT="$(free_port)"
+start_nginx "$WORK/nginx" "$NGINX_PORT" "proxy_set_header Authorization \"Bearer $UPSTREAM_KEY\";" "$MOCK_URL"
+NGINX_PID=$STARTED_PID
 NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 wait_http "$NGINX_URL/v1/models" nginx "$NGINX_PID"
 log "nginx $("$NGINX" -v 2>&1 | sed 's/.*version: //') on $NGINX_URL (master pid $NGINX_PID, workers: $NGINX_WORKERS)"
@@ -244,47 +252,8 @@ if [ "${BENCH_CLUSTER:-1}" != 0 ]; then
     sleep 0.1
   done
   LB_PORT="$(free_port)"
-  LB="$WORK/nginx-lb"
-  mkdir -p "$LB/logs" "$LB/tmp"
-  cat >"$LB/nginx.conf" <<NGINX
-user $(id -un) $(id -gn);
-worker_processes $NGINX_WORKERS;
-worker_rlimit_nofile $hard;
-daemon off;
-pid $LB/nginx.pid;
-error_log $LB/logs/error.log warn;
-events { worker_connections $((hard + 4096)); }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-  client_body_temp_path $LB/tmp/body;
-  proxy_temp_path $LB/tmp/proxy;
-  fastcgi_temp_path $LB/tmp/fastcgi;
-  uwsgi_temp_path $LB/tmp/uwsgi;
-  scgi_temp_path $LB/tmp/scgi;
-  upstream gateways {
-    server ${NODE_URLS[0]#http://};
-    server ${NODE_URLS[1]#http://};
-    keepalive 64;
-    keepalive_requests 1000000;
-  }
-  server {
-    listen 127.0.0.1:$LB_PORT backlog=4096;
-    location / {
-      proxy_pass http://gateways;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_request_buffering off;
-      proxy_read_timeout 300s;
-    }
-  }
-}
-NGINX
-  "${ON_PROXY[@]}" "$NGINX" -p "$LB" -c "$LB/nginx.conf" -e "$LB/logs/error.log" >"$LB/logs/stdout" 2>&1 &
-  lb_pid=$!
-  started+=("$lb_pid")
+  start_nginx "$WORK/nginx-lb" "$LB_PORT" "" "${NODE_URLS[@]}"
+  lb_pid=$STARTED_PID
   CLUSTER_URL="http://127.0.0.1:$LB_PORT"
   wait_http "$CLUSTER_URL/health" "nginx in front of the nodes" "$lb_pid"
   log "two nodes ${NODE_URLS[*]} on PostgreSQL ($BENCH_DB) and redis-server :$REDIS_PORT, behind nginx on $CLUSTER_URL"

@@ -24,16 +24,117 @@ pub enum Server {
     Mariadb,
 }
 
+/// Where a database server is and who logs in, from `TEST_PG_URL` / `TEST_MYSQL_URL`.
+#[derive(Clone, Debug)]
+pub struct ServerAddress {
+    pub server: Server,
+    pub host: String,
+    pub port: String,
+    pub user: String,
+    pub password: String,
+    /// The database the URL names: where tests' databases are created and dropped from.
+    pub database: String,
+}
+
+impl ServerAddress {
+    /// The server's variable, or the project machines' default.
+    pub fn from_env(server: Server) -> Self {
+        let url = std::env::var(server.variable()).unwrap_or_else(|_| server.default_url().to_owned());
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let rest = rest.split_once('?').map_or(rest, |(rest, _)| rest);
+        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, address) = authority.rsplit_once('@').unwrap_or(("", authority));
+        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
+        let (host, port) = address
+            .rsplit_once(':')
+            .unwrap_or((address, server.default_port()));
+        Self {
+            server,
+            host: host.to_owned(),
+            port: port.to_owned(),
+            user: user.to_owned(),
+            password: password.to_owned(),
+            database: database.to_owned(),
+        }
+    }
+
+    /// What to set or install when the server cannot be reached, for a `SKIP` line.
+    pub fn requirement(&self) -> String {
+        let client = match self.server {
+            Server::Postgres => "psql (Debian package postgresql-client)",
+            Server::Mariadb => "mysql (Debian package mariadb-client)",
+        };
+        format!("{} or {client}", self.server.variable())
+    }
+
+    /// The server's command-line client on `database`, printing rows as `a|b` lines; the caller
+    /// adds the SQL (`-c`/`-e`, or standard input).
+    pub fn client(&self, database: &str) -> Command {
+        match self.server {
+            Server::Postgres => {
+                let mut command = Command::new("psql");
+                command
+                    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+                    .args([
+                        "-h", &self.host, "-p", &self.port, "-U", &self.user, "-d", database,
+                    ])
+                    .env("PGPASSWORD", &self.password)
+                    .env("PGCONNECT_TIMEOUT", "10");
+                command
+            }
+            Server::Mariadb => {
+                let mut command = Command::new("mysql");
+                command
+                    .args(["--protocol=TCP", "--connect-timeout=10", "-N", "-B"])
+                    .args(["-h", &self.host, "-P", &self.port, "-u", &self.user, database])
+                    .env("MYSQL_PWD", &self.password);
+                command
+            }
+        }
+    }
+
+    /// Runs `sql` on `database`; its rows, one per line, columns separated by `|`.
+    ///
+    /// # Errors
+    ///
+    /// When the client cannot run or the statement fails.
+    pub fn query(&self, database: &str, sql: &str) -> Result<String, String> {
+        let flag = match self.server {
+            Server::Postgres => "-c",
+            Server::Mariadb => "-e",
+        };
+        let output = run(self.client(database).args([flag, sql]).stdin(Stdio::null()))?;
+        Ok(output.replace('\t', "|").trim_end().to_owned())
+    }
+}
+
+impl Server {
+    fn variable(self) -> &'static str {
+        match self {
+            Self::Postgres => "TEST_PG_URL",
+            Self::Mariadb => "TEST_MYSQL_URL",
+        }
+    }
+
+    fn default_url(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres://postgres@127.0.0.1:5432/test",
+            Self::Mariadb => "mysql://root@127.0.0.1:3306/test",
+        }
+    }
+
+    fn default_port(self) -> &'static str {
+        match self {
+            Self::Postgres => "5432",
+            Self::Mariadb => "3306",
+        }
+    }
+}
+
 /// A database of one test on a server, dropped on drop.
 #[derive(Debug)]
 pub struct ServerDatabase {
-    server: Server,
-    host: String,
-    port: String,
-    user: String,
-    password: String,
-    /// The database the URL names, where this one is created and dropped from.
-    admin_database: String,
+    address: ServerAddress,
     name: String,
 }
 
@@ -45,126 +146,72 @@ impl ServerDatabase {
     ///
     /// Under `CI=true` when the server is unreachable, and when `CREATE DATABASE` fails.
     pub fn create(server: Server, test: &str) -> Option<Self> {
-        let (var, default, port, client) = match server {
-            Server::Postgres => (
-                "TEST_PG_URL",
-                "postgres://postgres@127.0.0.1:5432/test",
-                "5432",
-                "psql (Debian package postgresql-client)",
-            ),
-            Server::Mariadb => (
-                "TEST_MYSQL_URL",
-                "mysql://root@127.0.0.1:3306/test",
-                "3306",
-                "mysql (Debian package mariadb-client)",
-            ),
-        };
-        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-        let rest = rest.split_once('?').map_or(rest, |(rest, _)| rest);
-        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-        let (credentials, address) = authority.rsplit_once('@').unwrap_or(("", authority));
-        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        let (host, port) = address.rsplit_once(':').unwrap_or((address, port));
-        let mut db = Self {
-            server,
-            host: host.to_owned(),
-            port: port.to_owned(),
-            user: user.to_owned(),
-            password: password.to_owned(),
-            admin_database: database.to_owned(),
-            name: database.to_owned(),
-        };
-        if let Err(err) = db.query("SELECT 1") {
-            return unavailable(test, &format!("{var} or {client}"), &err);
+        let address = ServerAddress::from_env(server);
+        if let Err(err) = address.query(&address.database, "SELECT 1") {
+            return unavailable(test, &address.requirement(), &err);
         }
         let name = unique_name(test);
-        db.query(&format!("CREATE DATABASE {name}"))
+        address
+            .query(&address.database, &format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|err| panic!("creating the test database: {err}"));
-        db.name = name;
-        Some(db)
+        Some(Self { address, name })
     }
 
     /// The `DATABASE_DSN` of this database.
     pub fn dsn(&self) -> String {
-        let scheme = match self.server {
+        let a = &self.address;
+        let scheme = match a.server {
             Server::Postgres => "postgres",
             Server::Mariadb => "mysql",
         };
-        let credentials = if self.password.is_empty() {
-            self.user.clone()
+        let credentials = if a.password.is_empty() {
+            a.user.clone()
         } else {
-            format!("{}:{}", self.user, self.password)
+            format!("{}:{}", a.user, a.password)
         };
-        format!(
-            "{scheme}://{credentials}@{}:{}/{}",
-            self.host, self.port, self.name
-        )
+        format!("{scheme}://{credentials}@{}:{}/{}", a.host, a.port, self.name)
     }
 
-    /// Runs `sql` on this database with the server's client; its rows, one per line, columns
-    /// separated by `|`.
+    /// Runs `sql` on this database (see [`ServerAddress::query`]).
     ///
     /// # Errors
     ///
     /// When the client cannot run or the statement fails.
     pub fn query(&self, sql: &str) -> Result<String, String> {
-        let mut command = match self.server {
-            Server::Postgres => {
-                let mut command = Command::new("psql");
-                command
-                    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                    .args([
-                        "-h", &self.host, "-p", &self.port, "-U", &self.user, "-d", &self.name,
-                    ])
-                    .args(["-c", sql])
-                    .env("PGPASSWORD", &self.password)
-                    .env("PGCONNECT_TIMEOUT", "10");
-                command
-            }
-            Server::Mariadb => {
-                let mut command = Command::new("mysql");
-                command
-                    .args(["--protocol=TCP", "--connect-timeout=10", "-N", "-B"])
-                    .args(["-h", &self.host, "-P", &self.port, "-u", &self.user, &self.name])
-                    .args(["-e", sql])
-                    .env("MYSQL_PWD", &self.password);
-                command
-            }
-        };
-        let output = command
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|err| format!("{:?}: {err}", command.get_program()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "{:?} exited with {}: {}",
-                command.get_program(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .replace('\t', "|")
-            .trim_end()
-            .to_owned())
+        self.address.query(&self.name, sql)
     }
 }
 
 impl Drop for ServerDatabase {
     fn drop(&mut self) {
-        if self.name == self.admin_database {
-            return;
-        }
-        let sql = match self.server {
+        let sql = match self.address.server {
             Server::Postgres => format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
             Server::Mariadb => format!("DROP DATABASE IF EXISTS {}", self.name),
         };
-        let name = std::mem::replace(&mut self.name, self.admin_database.clone());
-        if let Err(err) = self.query(&sql) {
-            eprintln!("dropping the test database {name}: {err}");
+        if let Err(err) = self.address.query(&self.address.database, &sql) {
+            eprintln!("dropping the test database {}: {err}", self.name);
         }
     }
+}
+
+/// Runs a command to its end; its standard output, or why it failed.
+///
+/// # Errors
+///
+/// When the command cannot start or exits unsuccessfully (with its standard error).
+pub fn run(command: &mut Command) -> Result<String, String> {
+    let output = command
+        .output()
+        .map_err(|err| format!("{:?}: {err}", command.get_program()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{:?} exited with {}: {}",
+            command.get_program(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The shared Redis for `test`: its URL, or `None` (after a `SKIP` line) when it does not
@@ -228,8 +275,12 @@ pub fn unique_name(test: &str) -> String {
     )
 }
 
-/// A server that is not here: a failure under `CI=true`, otherwise a `SKIP` line.
-fn unavailable<T>(test: &str, what: &str, err: &str) -> Option<T> {
+/// A server or program that is not here: a failure under `CI=true`, otherwise a `SKIP` line.
+///
+/// # Panics
+///
+/// Under `CI=true`.
+pub fn unavailable<T>(test: &str, what: &str, err: &str) -> Option<T> {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: a server is not available ({err}); start it or set {what}");
     }

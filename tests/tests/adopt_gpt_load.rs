@@ -49,7 +49,11 @@ use std::{
 };
 
 use bytes::Bytes;
-use gpt_load_e2e::{Behaviour, MockUpstream, ReceivedRequest, gateway_binary, workspace_root};
+use gpt_load_e2e::{
+    Behaviour, MockUpstream, ReceivedRequest, gateway_binary,
+    servers::{Server, ServerAddress, run, unavailable, unique_name},
+    workspace_root,
+};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -1152,43 +1156,13 @@ enum Variant {
     Plain,
 }
 
-/// How to reach a database server: from `TEST_PG_URL` / `TEST_MYSQL_URL`.
-#[derive(Clone, Debug)]
-struct Server {
-    host: String,
-    port: String,
-    user: String,
-    password: String,
-    /// The database the URL names (the one the server is checked on).
-    database: String,
-}
-
-impl Server {
-    /// Reads `scheme://user[:password]@host[:port]/database[?…]`.
-    fn from_url(url: &str, default_port: &str) -> Server {
-        let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-        let rest = rest.split_once('?').map_or(rest, |(rest, _)| rest);
-        let (authority, database) = rest.split_once('/').unwrap_or((rest, ""));
-        let (credentials, address) = authority.rsplit_once('@').unwrap_or(("", authority));
-        let (user, password) = credentials.split_once(':').unwrap_or((credentials, ""));
-        let (host, port) = address.rsplit_once(':').unwrap_or((address, default_port));
-        Server {
-            host: host.to_owned(),
-            port: port.to_owned(),
-            user: user.to_owned(),
-            password: password.to_owned(),
-            database: database.to_owned(),
-        }
-    }
-}
-
 /// A gpt-load fixture loaded into a database of its own: a SQLite file in a temporary
 /// directory, or a PostgreSQL / MariaDB database created for the test and dropped on drop.
 struct Database {
     backend: Backend,
     /// The SQLite file's directory (nothing else is in it).
     dir: TempDir,
-    server: Option<Server>,
+    server: Option<ServerAddress>,
     /// The server database's name.
     name: String,
 }
@@ -1225,30 +1199,19 @@ impl Database {
     /// line) when the backend is not available here.
     fn empty(backend: Backend, test: &str) -> Option<Database> {
         let dir = TempDir::new(test);
-        let Some((var, default, port, client)) = (match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some((
-                "TEST_PG_URL",
-                "postgres://postgres@127.0.0.1:5432/test",
-                "5432",
-                "psql (Debian package postgresql-client)",
-            )),
-            Backend::Mysql => Some((
-                "TEST_MYSQL_URL",
-                "mysql://root@127.0.0.1:3306/test",
-                "3306",
-                "mysql (Debian package mariadb-client)",
-            )),
-        }) else {
-            return Some(Database {
-                backend,
-                dir,
-                server: None,
-                name: String::new(),
-            });
+        let kind = match backend {
+            Backend::Sqlite => {
+                return Some(Database {
+                    backend,
+                    dir,
+                    server: None,
+                    name: String::new(),
+                });
+            }
+            Backend::Postgres => Server::Postgres,
+            Backend::Mysql => Server::Mariadb,
         };
-        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-        let server = Server::from_url(&url, port);
+        let server = ServerAddress::from_env(kind);
         let mut db = Database {
             backend,
             dir,
@@ -1256,7 +1219,7 @@ impl Database {
             name: server.database.clone(),
         };
         if let Err(err) = db.try_query("SELECT 1") {
-            return unavailable(test, &format!("{var} or {client}"), &err);
+            return unavailable(test, &server.requirement(), &err);
         }
         let name = unique_name(test);
         db.query(&format!("CREATE DATABASE {name}"));
@@ -1274,23 +1237,7 @@ impl Database {
     fn client(&self) -> Command {
         let server = self.server.as_ref();
         match (self.backend, server) {
-            (Backend::Postgres, Some(s)) => {
-                let mut command = Command::new("psql");
-                command
-                    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-                    .args(["-h", &s.host, "-p", &s.port, "-U", &s.user, "-d", &self.name])
-                    .env("PGPASSWORD", &s.password)
-                    .env("PGCONNECT_TIMEOUT", "10");
-                command
-            }
-            (Backend::Mysql, Some(s)) => {
-                let mut command = Command::new("mysql");
-                command
-                    .args(["--protocol=TCP", "--connect-timeout=10", "-N", "-B"])
-                    .args(["-h", &s.host, "-P", &s.port, "-u", &s.user, &self.name])
-                    .env("MYSQL_PWD", &s.password);
-                command
-            }
+            (Backend::Postgres | Backend::Mysql, Some(s)) => s.client(&self.name),
             _ => {
                 let mut command = Command::new("sqlite3");
                 command.arg("-bail").arg(self.sqlite_path());
@@ -1486,45 +1433,6 @@ impl Drop for Database {
             eprintln!("dropping the test database {}: {err}", self.name);
         }
     }
-}
-
-/// A database name of this test alone.
-fn unique_name(test: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    format!(
-        "gptload_e2e_{test}_{}_{nanos}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A backend that is not here: a failure under `CI=true`, otherwise a `SKIP` line.
-fn unavailable(test: &str, what: &str, err: &str) -> Option<Database> {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{test}: the database is not available ({err}); install or set {what}");
-    }
-    eprintln!("SKIP {test}: needs {what} ({err})");
-    None
-}
-
-/// Runs a command to its end; its standard output, or why it failed.
-fn run(command: &mut Command) -> Result<String, String> {
-    let output = command
-        .output()
-        .map_err(|err| format!("{:?}: {err}", command.get_program()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{:?} exited with {}: {}",
-            command.get_program(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn sqlite3(path: &Path, args: &[&str]) -> Result<String, String> {

@@ -90,6 +90,18 @@ pub(crate) enum SharedState {
     Active,
 }
 
+impl SharedState {
+    /// The state's name in messages and in the key's hash.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Failing => "failing",
+            Self::Invalid => "invalid",
+            Self::Cooling => "cooling",
+            Self::Active => "active",
+        }
+    }
+}
+
 /// One message on `{prefix}:keys`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct KeyMessage {
@@ -137,7 +149,6 @@ pub(crate) async fn run(
 async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyReported) {
     let hash = redis.names.key_state(reported.key.0);
     let channel = redis.names.key_channel();
-    let ttl = KEY_STATE_TTL.as_millis() as u64;
     let result = match reported.change {
         KeyStateChange::Failed { threshold } => {
             let failing = KeyMessage::encode(reported, SharedState::Failing, None, node);
@@ -171,26 +182,10 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
             })
             .await
             .map(drop),
-        KeyStateChange::Cooled { .. } | KeyStateChange::Invalidated => {
-            let (state, until_ms) = match reported.change {
-                KeyStateChange::Cooled { until_ms } => (SharedState::Cooling, Some(until_ms)),
-                _ => (SharedState::Invalid, None),
-            };
-            let message = KeyMessage::encode(reported, state, until_ms, node);
-            let state = if until_ms.is_some() { "cooling" } else { "invalid" };
-            redis
-                .invoke::<i64>(
-                    SET_STATE
-                        .key(&hash)
-                        .key(&channel)
-                        .arg(state)
-                        .arg(until_ms.unwrap_or(0))
-                        .arg(ttl)
-                        .arg(message),
-                )
-                .await
-                .map(drop)
+        KeyStateChange::Cooled { until_ms } => {
+            set_state(redis, reported, node, SharedState::Cooling, Some(until_ms)).await
         }
+        KeyStateChange::Invalidated => set_state(redis, reported, node, SharedState::Invalid, None).await,
         KeyStateChange::Recovered => {
             let message = KeyMessage::encode(reported, SharedState::Active, None, node);
             redis
@@ -203,6 +198,30 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
         metrics::counter!("gpt_load_cluster_redis_errors_total").increment(1);
         tracing::warn!(error = %err, key = reported.key.0, "a key's state could not be shared; it holds on this node");
     }
+}
+
+/// Sets a key that is not blacklisted to `state` (`cooling` until `until_ms`, or `invalid`) and
+/// publishes it.
+async fn set_state(
+    redis: &Redis,
+    reported: &KeyReported,
+    node: &str,
+    state: SharedState,
+    until_ms: Option<u64>,
+) -> Result<(), RedisError> {
+    let message = KeyMessage::encode(reported, state, until_ms, node);
+    redis
+        .invoke::<i64>(
+            SET_STATE
+                .key(redis.names.key_state(reported.key.0))
+                .key(redis.names.key_channel())
+                .arg(state.as_str())
+                .arg(until_ms.unwrap_or(0))
+                .arg(KEY_STATE_TTL.as_millis() as u64)
+                .arg(message),
+        )
+        .await
+        .map(drop)
 }
 
 /// What the cluster made of one counted failure.

@@ -6,7 +6,7 @@
 use std::{sync::mpsc, time::Duration};
 
 use diesel::{ExpressionMethods, QueryDsl};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, task::JoinHandle};
 
 use super::{DbError, schema::system_settings, sqlite_batch, test_support::TestDb};
 use crate::repo::settings;
@@ -37,18 +37,51 @@ async fn descriptions(test: &TestDb) -> Vec<(String, String)> {
     loaded.unwrap()
 }
 
+/// The other connection: once the first has read, it inserts a setting, then says so.
+fn other_writer(
+    test: &TestDb,
+    read_done: oneshot::Receiver<()>,
+    committed: impl FnOnce() + Send + 'static,
+) -> JoinHandle<Result<(), DbError>> {
+    let db = test.db.clone();
+    tokio::spawn(async move {
+        read_done.await.unwrap();
+        let written = settings::update(&db, &[("other", "1")]).await;
+        committed();
+        written
+    })
+}
+
+/// Both writes committed, the first one's before the other's insert (it updated the seed row
+/// alone).
+async fn assert_first_then_other(
+    test: &TestDb,
+    first: Result<usize, DbError>,
+    other: JoinHandle<Result<(), DbError>>,
+) {
+    assert_eq!(first.unwrap(), 1, "the first write commits");
+    other
+        .await
+        .unwrap()
+        .expect("the other connection's write commits after it");
+    assert_eq!(
+        descriptions(test).await,
+        [
+            ("other".to_owned(), String::new()),
+            ("seed".to_owned(), "first".to_owned())
+        ],
+        "the first write came before the other's insert"
+    );
+}
+
 #[tokio::test]
 async fn write_transaction_that_reads_first_survives_a_commit_in_between() {
     use diesel_async::RunQueryDsl;
     let test = seeded().await;
     let (read, read_done) = oneshot::channel::<()>();
     let (committed, mut other_committed) = oneshot::channel();
-    let other_db = test.db.clone();
-    let other = tokio::spawn(async move {
-        read_done.await.unwrap();
-        let written = settings::update(&other_db, &[("other", "1")]).await;
+    let other = other_writer(&test, read_done, move || {
         let _ = committed.send(());
-        written
     });
 
     let first: Result<usize, DbError> = async {
@@ -65,19 +98,7 @@ async fn write_transaction_that_reads_first_survives_a_commit_in_between() {
     }
     .await;
 
-    assert_eq!(first.unwrap(), 1, "the first transaction's write commits");
-    other
-        .await
-        .unwrap()
-        .expect("the other connection's write commits after it");
-    assert_eq!(
-        descriptions(&test).await,
-        [
-            ("other".to_owned(), String::new()),
-            ("seed".to_owned(), "first".to_owned())
-        ],
-        "the first transaction's write came before the other's insert"
-    );
+    assert_first_then_other(&test, first, other).await;
 }
 
 #[tokio::test]
@@ -85,12 +106,8 @@ async fn sqlite_batch_that_reads_first_survives_a_commit_in_between() {
     let test = seeded().await;
     let (read, read_done) = oneshot::channel::<()>();
     let (committed, other_committed) = mpsc::channel();
-    let other_db = test.db.clone();
-    let other = tokio::spawn(async move {
-        read_done.await.unwrap();
-        let written = settings::update(&other_db, &[("other", "1")]).await;
+    let other = other_writer(&test, read_done, move || {
         let _ = committed.send(());
-        written
     });
 
     let first: Result<usize, DbError> = async {
@@ -114,16 +131,5 @@ async fn sqlite_batch_that_reads_first_survives_a_commit_in_between() {
     }
     .await;
 
-    assert_eq!(first.unwrap(), 1, "the batch's write commits");
-    other
-        .await
-        .unwrap()
-        .expect("the other connection's write commits after it");
-    assert_eq!(
-        descriptions(&test).await,
-        [
-            ("other".to_owned(), String::new()),
-            ("seed".to_owned(), "first".to_owned())
-        ],
-    );
+    assert_first_then_other(&test, first, other).await;
 }
