@@ -1,4 +1,7 @@
 //! A monotonic millisecond clock for deadlines stored in atomics.
+//!
+//! Tests move it forward with [`advance`] (per thread), so deadlines, backoff and probes are
+//! tested without sleeping.
 
 use std::{
     sync::OnceLock,
@@ -10,9 +13,28 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+#[cfg(test)]
+thread_local! {
+    static SKEW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Moves this thread's clock forward by `by` (tests only).
+#[cfg(test)]
+pub(crate) fn advance(by: Duration) {
+    SKEW.with(|skew| skew.set(skew.get() + by.as_millis() as u64));
+}
+
+#[inline]
+fn skew() -> u64 {
+    #[cfg(test)]
+    return SKEW.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    0
+}
+
 /// Milliseconds since the first call in this process; never 0 so that 0 can mean "unset".
 pub(crate) fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64 + 1
+    epoch().elapsed().as_millis() as u64 + 1 + skew()
 }
 
 /// The clock reading `after` from now.

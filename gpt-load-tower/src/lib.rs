@@ -74,7 +74,7 @@
 //! });
 //! let proxy = ProxyStack::new(proxy_keys, pool.clone(), upstreams, sink).service(upstream);
 //!
-//! for _ in 0..4 {
+//! for _ in 0..12 {
 //!     let req = Request::post("/proxy/openai/v1/chat/completions")
 //!         .header("authorization", "Bearer sk-proxy")
 //!         .body(Full::from(r#"{"model":"gpt-4o-mini","messages":[]}"#))
@@ -83,7 +83,8 @@
 //!     assert_eq!(res.status(), StatusCode::OK);
 //!     res.into_body().collect().await.unwrap();
 //! }
-//! // The revoked key failed three times (each retried on the good key) and is blacklisted.
+//! // The revoked key failed three times (each retried on the good key; after its first failure
+//! // it is degraded and comes up one turn in four) and is blacklisted.
 //! assert_eq!(pool.get("openai", KeyId(1)).unwrap().state(), KeyState::Invalid);
 //! let first = records.recv().await.unwrap();
 //! assert_eq!((first.request_type.as_str(), first.status), ("retry", 401));

@@ -14,6 +14,7 @@
 //! | `gpt_load_request_body_shed_total` | counter | – | [`body`](crate::body) (in-flight body budget) |
 //! | `gpt_load_no_key_available_total` | counter | `group` | [`keys`](crate::keys) |
 //! | `gpt_load_key_state_transitions_total` | counter | `group`, `state` ([`KeyState::as_str`](crate::keys::KeyState::as_str)) | [`keys`](crate::keys) |
+//! | `gpt_load_key_probes_total` | counter | `group` | [`keys`](crate::keys) (a request tries a cooling key whose rest is over) |
 //! | `gpt_load_attempts_total` | counter | `group`, `outcome` | [`blacklist`](crate::blacklist) |
 //! | `gpt_load_retries_total` | counter | `group` | [`retry`](crate::retry) |
 //! | `gpt_load_log_records_total` | counter | `type` (`retry`, `final`) | [`log`](crate::log) |
@@ -70,6 +71,8 @@ pub const BODY_SHED: &str = "gpt_load_request_body_shed_total";
 pub const NO_KEY_AVAILABLE: &str = "gpt_load_no_key_available_total";
 /// `gpt_load_key_state_transitions_total`
 pub const KEY_STATE_TRANSITIONS: &str = "gpt_load_key_state_transitions_total";
+/// `gpt_load_key_probes_total`
+pub const KEY_PROBES: &str = "gpt_load_key_probes_total";
 /// `gpt_load_attempts_total`
 pub const ATTEMPTS: &str = "gpt_load_attempts_total";
 /// `gpt_load_retries_total`
@@ -114,6 +117,10 @@ pub(crate) fn no_key(group: &GroupName) {
 /// `state` is the new state's label ([`KeyState::as_str`](crate::keys::KeyState::as_str)).
 pub(crate) fn key_state_changed(group: &GroupName, state: &'static str) {
     counter!(KEY_STATE_TRANSITIONS, "group" => group.shared(), "state" => state).increment(1);
+}
+
+pub(crate) fn key_probe(group: &GroupName) {
+    counter!(KEY_PROBES, "group" => group.shared()).increment(1);
 }
 
 pub(crate) fn attempt(group: &GroupName, outcome: &'static str) {

@@ -247,7 +247,7 @@ pub(crate) async fn stats(Admin { state, lang }: Admin) -> Reply<DashboardStats>
     let (mut active, mut invalid) = (0_usize, 0_usize);
     for policy in state.registry.catalog().standard_groups() {
         if let Some(s) = state.registry.pool().stats(policy.group.name.as_str()) {
-            active += s.active + s.cooling;
+            active += s.active + s.degraded + s.cooling;
             invalid += s.invalid;
         }
     }

@@ -132,7 +132,7 @@ async fn blacklists_after_n_consecutive_failures_and_not_before() {
             let (state, failures) = key_state(&h, "g", bad);
             assert_eq!(failures, failures_seen as u32);
             let expected = if failures_seen < 3 {
-                KeyState::Active
+                KeyState::Degraded
             } else {
                 KeyState::Invalid
             };

@@ -17,6 +17,7 @@ pub(crate) fn refresh(pool: &MemoryKeyPool) {
         };
         for (state, count) in [
             ("active", stats.active),
+            ("degraded", stats.degraded),
             ("cooling", stats.cooling),
             ("invalid", stats.invalid),
             ("disabled", stats.disabled),

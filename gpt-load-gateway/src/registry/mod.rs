@@ -311,6 +311,7 @@ impl Registry {
             if !group.is_aggregate() {
                 let keys = slots.remove(&group.id).unwrap_or_default();
                 self.pool().set_group(group.name.clone(), keys);
+                self.apply_pool_settings(group);
             }
         }
         for name in self.pool().groups() {
@@ -378,6 +379,7 @@ impl Registry {
                 for warning in self.catalog().install(&group, state.members(id), &settings) {
                     tracing::warn!("{warning}");
                 }
+                self.apply_pool_settings(&group);
             }
             Some(Err(warning)) => {
                 tracing::warn!("{warning}");
@@ -454,6 +456,20 @@ impl Registry {
         self.catalog().refresh_policies(state.groups.values(), &settings);
         self.catalog()
             .set_proxy_keys(state.groups.values().map(AsRef::as_ref), &settings);
+        for group in state.groups.values() {
+            self.apply_pool_settings(group);
+        }
+    }
+
+    /// Hands the pool the group's selection settings (how often a degraded key is taken).
+    fn apply_pool_settings(&self, group: &Group) {
+        if group.is_aggregate() {
+            return;
+        }
+        if let Some(policy) = self.catalog().policy(group.name.as_str()) {
+            self.pool()
+                .set_degraded_weight(&group.name, policy.effective.degraded_key_weight());
+        }
     }
 
     // ----- Settings ------------------------------------------------------------------------
@@ -704,7 +720,7 @@ impl Registry {
                 continue;
             }
             invalid += 1;
-            if !matches!(state, KeyState::Active | KeyState::Cooling) {
+            if !matches!(state, KeyState::Active | KeyState::Degraded | KeyState::Cooling) {
                 continue;
             }
             let report = match check.verdict {
@@ -712,7 +728,12 @@ impl Registry {
                     blacklist_threshold: policy.health.blacklist_threshold,
                 },
                 Outcome::Dead => Report::Invalidate,
-                Outcome::CoolDown(duration) => Report::CoolDown { duration },
+                Outcome::CoolDown(signal) => Report::CoolDown {
+                    duration: policy
+                        .health
+                        .cool_down
+                        .rest(check.slot.backoff_level(), signal.retry_in),
+                },
                 Outcome::Transient => Report::Transient,
                 _ => continue,
             };

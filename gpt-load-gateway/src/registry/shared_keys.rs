@@ -209,7 +209,7 @@ mod tests {
         }
         assert_eq!(
             key.slot().state(),
-            KeyState::Active,
+            KeyState::Degraded,
             "not blacklisted by this node's count"
         );
         assert_eq!(key.slot().consecutive_failures(), 3);

@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use gpt_load_tower::blacklist::HealthSettings;
+use gpt_load_tower::{blacklist::HealthSettings, keys::Backoff};
 
 use super::EffectiveConfig;
 
@@ -78,12 +78,26 @@ impl EffectiveConfig {
         self.failover_status_codes.matcher()
     }
 
-    /// The failover and blacklist rules for the key health layer.
+    /// The failover, blacklist and cool-down rules for the key health layer.
     pub(crate) fn health_settings(&self) -> HealthSettings {
         HealthSettings {
             failover: Arc::clone(self.failover_status_codes.matcher()),
             blacklist_threshold: self.blacklist_threshold,
+            cool_down: self.cool_down(),
         }
+    }
+
+    /// How long a rate-limited key rests: from the minimum, doubling, up to the maximum.
+    pub(crate) fn cool_down(&self) -> Backoff {
+        Backoff::new(
+            seconds(self.cool_down_min_seconds),
+            seconds(self.cool_down_max_seconds),
+        )
+    }
+
+    /// How often a degraded key is selected relative to a healthy one (0.01 to 1).
+    pub(crate) fn degraded_key_weight(&self) -> f64 {
+        f64::from(self.degraded_key_weight.clamp(1, 100)) / 100.0
     }
 
     /// How often the group's blacklisted keys are validated again.

@@ -335,4 +335,56 @@ settings_table! {
         ),
         zh: ("密钥验证超时（秒）", "单个密钥验证请求允许的最长时间，单位秒。"),
     },
+    /// Seconds.
+    cool_down_min_seconds: u32 {
+        default: "30",
+        min: 1,
+        category: Key,
+        group: 15,
+        en: (
+            "Cool-down Minimum (s)",
+            "How long a rate-limited key rests when the provider does not say: the first rest, \
+             doubled (with 20% jitter either way) for each further rate limit before a success, in seconds.",
+        ),
+        zh: (
+            "冷却最短时间（秒）",
+            "上游未说明恢复时间时，被限流密钥的休息时长：首次休息时长，此后每次限流（成功前）\
+             翻倍（±20% 抖动），单位秒。",
+        ),
+    },
+    /// Seconds.
+    cool_down_max_seconds: u32 {
+        default: "3600",
+        min: 1,
+        category: Key,
+        group: 16,
+        en: (
+            "Cool-down Maximum (s)",
+            "The longest a rate-limited key rests, even when the provider names a later time \
+             (a daily quota's reset, a long Retry-After); one request then probes the key, in \
+             seconds.",
+        ),
+        zh: (
+            "冷却最长时间（秒）",
+            "被限流密钥的最长休息时长，即使上游给出更晚的恢复时间（每日配额重置、较长的 \
+             Retry-After）；之后由一个请求试探该密钥，单位秒。",
+        ),
+    },
+    /// Percent.
+    degraded_key_weight: u32 {
+        default: "25",
+        min: 1,
+        category: Key,
+        group: 17,
+        en: (
+            "Degraded Key Weight (%)",
+            "How often a key with recent key errors (below the blacklist threshold) is selected, \
+             in percent of a healthy key's share; it still serves when no healthy key is left.",
+        ),
+        zh: (
+            "降级密钥权重（%）",
+            "近期出现密钥错误（未达黑名单阈值）的密钥被选中的频率，为健康密钥的百分比；\
+             没有健康密钥时仍会使用。",
+        ),
+    },
 }

@@ -1,9 +1,12 @@
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use super::blame::{Blame, blame};
+use super::{
+    blame::{Blame, blame},
+    quota::{QuotaSignal, quota_signal},
+};
 use crate::error::{Error, ErrorKind};
 
 /// How one attempt went for the key it used.
@@ -28,9 +31,9 @@ pub enum Outcome {
         /// Whether the failure counts toward the blacklist threshold.
         counted: bool,
     },
-    /// The key is rate limited or out of quota: it rests for this long, without a counted
-    /// failure.
-    CoolDown(Duration),
+    /// The key is rate limited or out of quota: it rests, without a counted failure, for as long
+    /// as the provider said (capped) or the backoff decides.
+    CoolDown(QuotaSignal),
     /// The key is dead: blacklist it at once.
     Dead,
     /// The client went away; nobody is to blame.
@@ -114,8 +117,8 @@ const REQUEST_STATUSES: &[u16] = &[404, 405, 411, 413, 414, 415, 416, 422, 431];
 
 /// gpt-load's classification, made safe against clients and flaky providers:
 ///
-/// - `429` → [`Outcome::CoolDown`] for `Retry-After` (seconds or HTTP date; capped), or the
-///   default cool-down when absent;
+/// - `429` → [`Outcome::CoolDown`] with what the answer says about the recovery
+///   ([`quota_signal`]: `Retry-After`, the providers' reset headers, Gemini's quota details);
 /// - a status outside the failover set → [`Outcome::Success`] below `400`, else
 ///   [`Outcome::Passthrough`];
 /// - a failover `5xx` or `408` → [`Outcome::Transient`];
@@ -134,8 +137,6 @@ const REQUEST_STATUSES: &[u16] = &[404, 405, 411, 413, 414, 415, 416, 422, 431];
 #[derive(Clone, Debug)]
 pub struct DefaultClassifier {
     uncounted: Vec<String>,
-    cool_down: Duration,
-    max_cool_down: Duration,
 }
 
 impl Default for DefaultClassifier {
@@ -144,8 +145,6 @@ impl Default for DefaultClassifier {
             // gpt-load's other uncounted phrase, "please reduce the length of the messages", is
             // a context-window error: a request error here, never retried.
             uncounted: vec!["resource has been exhausted".to_owned()],
-            cool_down: Duration::from_secs(30),
-            max_cool_down: Duration::from_secs(3600),
         }
     }
 }
@@ -154,20 +153,6 @@ impl DefaultClassifier {
     /// The default rules.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// How long a `429` without `Retry-After` rests its key (default 30 s).
-    #[must_use]
-    pub fn cool_down(mut self, duration: Duration) -> Self {
-        self.cool_down = duration;
-        self
-    }
-
-    /// The longest rest a `Retry-After` may ask for (default 1 h).
-    #[must_use]
-    pub fn max_cool_down(mut self, duration: Duration) -> Self {
-        self.max_cool_down = duration;
-        self
     }
 
     /// Adds a phrase whose failures are not counted (case-insensitive).
@@ -212,10 +197,7 @@ impl DefaultClassifier {
 impl ClassifyOutcome for DefaultClassifier {
     fn classify_response(&self, answer: &UpstreamAnswer<'_>) -> Outcome {
         if answer.status == StatusCode::TOO_MANY_REQUESTS {
-            let rest = retry_after(answer.headers)
-                .unwrap_or(self.cool_down)
-                .min(self.max_cool_down);
-            return Outcome::CoolDown(rest);
+            return Outcome::CoolDown(quota_signal(answer.headers, answer.body, SystemTime::now()));
         }
         if answer.failover {
             return self.classify_failover(answer);
@@ -234,16 +216,6 @@ impl ClassifyOutcome for DefaultClassifier {
             _ => Outcome::Passthrough,
         }
     }
-}
-
-/// The `Retry-After` header as a duration from now.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 /// Bytes of upstream error text kept for logs.
@@ -280,8 +252,11 @@ pub fn upstream_message(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderValue, header};
+
     use super::*;
-    use http::HeaderValue;
 
     fn classify(status: u16, failover: bool, body: Option<&str>, retry: Option<&'static str>) -> Outcome {
         let mut headers = HeaderMap::new();
@@ -316,15 +291,17 @@ mod tests {
         );
         assert_eq!(
             classify(429, true, None, Some("7")),
-            Outcome::CoolDown(Duration::from_secs(7))
+            Outcome::CoolDown(QuotaSignal::after(Duration::from_secs(7)))
         );
         assert_eq!(
             classify(429, true, Some("Resource has been exhausted"), None),
-            Outcome::CoolDown(Duration::from_secs(30))
+            Outcome::CoolDown(QuotaSignal::default()),
+            "no signal: the backoff decides"
         );
         assert_eq!(
             classify(429, false, None, Some("999999")),
-            Outcome::CoolDown(Duration::from_secs(3600))
+            Outcome::CoolDown(QuotaSignal::after(Duration::from_secs(999_999))),
+            "the backoff caps it"
         );
     }
 
@@ -415,23 +392,6 @@ mod tests {
             classify(418, true, Some("Resource has been exhausted"), None),
             Outcome::Failure { counted: false }
         );
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("12"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
-        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
-        h.insert(header::RETRY_AFTER, HeaderValue::try_from(later).unwrap());
-        let d = retry_after(&h).unwrap();
-        assert!(
-            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
-            "{d:?}"
-        );
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
     }
 
     #[test]

@@ -14,11 +14,11 @@
 //! | failover `400`, `404`, `413`, `422`, … the key is not blamed for (malformed, too long) | `RequestError` | untouched; not retried |
 //! | failover `5xx`, `408`, transport error or timeout | `Transient` | never blacklisted; retried |
 //! | another failover status with an uncounted message | `Failure { counted: false }` | untouched (still retried) |
-//! | `429` | `CoolDown(Retry-After)` | rests until the deadline, not counted |
+//! | `429` | `CoolDown(`[`QuotaSignal`]`)` | rests, not counted: as long as the provider said ([`quota_signal`]), else by [`Backoff`](crate::keys::Backoff); the first request after the rest probes the key |
 //! | client went away | `ClientGone` | untouched |
 //!
 //! - Reads: [`SelectedKey`](crate::keys::SelectedKey); [`HealthSettings`] (optional, per-group
-//!   failover statuses and threshold).
+//!   failover statuses, threshold and cool-down backoff).
 //! - Writes: [`AttemptOutcome`] into the response extensions (read by the retry policy and the
 //!   request log); the attempt's wait for the upstream into the request's
 //!   [`UpstreamTime`](crate::timing::UpstreamTime), when there is one. Never rejects; inner errors
@@ -67,6 +67,7 @@
 
 mod blame;
 mod classify;
+mod quota;
 mod service;
 mod status;
 #[cfg(test)]
@@ -74,7 +75,8 @@ mod tests;
 
 pub use self::{
     blame::{Blame, blame},
-    classify::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, retry_after, upstream_message},
+    classify::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, upstream_message},
+    quota::{QuotaSignal, QuotaWindow, quota_signal, retry_after},
     service::{AttemptOutcome, HealthSettings, KeyHealth, KeyHealthLayer},
     status::{StatusMatcher, StatusSpecError},
 };

@@ -20,27 +20,30 @@ use crate::{
     body::ResponseBody,
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
-    keys::{KeyPool, Report, SelectedKey},
+    keys::{Backoff, KeyPool, Report, SelectedKey},
     secret, telemetry,
     timing::UpstreamTime,
 };
 
-/// The failover and blacklist rules of a group. The layer's own settings apply unless the
-/// request carries this extension (for per-group overrides).
+/// The failover, blacklist and cool-down rules of a group. The layer's own settings apply
+/// unless the request carries this extension (for per-group overrides).
 #[derive(Clone, Debug)]
 pub struct HealthSettings {
     /// Statuses that fail the attempt (retry on another key, count toward the blacklist).
     pub failover: Arc<StatusMatcher>,
     /// Consecutive counted failures that blacklist a key; 0 = never.
     pub blacklist_threshold: u32,
+    /// How long a rate-limited key rests.
+    pub cool_down: Backoff,
 }
 
 impl Default for HealthSettings {
-    /// gpt-load's defaults: `400-403,405-999`, threshold 3.
+    /// gpt-load's defaults: `400-403,405-999`, threshold 3; cool-downs from 30 s to 1 h.
     fn default() -> Self {
         Self {
             failover: Arc::new(StatusMatcher::default()),
             blacklist_threshold: 3,
+            cool_down: Backoff::default(),
         }
     }
 }
@@ -191,10 +194,13 @@ where
                     time.add(started.elapsed());
                 }
             };
-            let report = |outcome: Outcome| {
+            let report = |outcome: Outcome, message: Option<&Arc<str>>| {
                 if let Some(key) = &key {
                     telemetry::attempt(key.group(), outcome.as_str());
-                    if let Some(report) = to_report(outcome, settings.blacklist_threshold) {
+                    if let (Some(message), true) = (message, blames_key(outcome)) {
+                        key.slot().set_last_error(Arc::clone(message));
+                    }
+                    if let Some(report) = to_report(outcome, key, &settings) {
                         pool.report(key, report);
                     }
                 }
@@ -203,7 +209,7 @@ where
                 Ok(res) => res,
                 Err(err) => {
                     waited(upstream_time);
-                    report(classifier.classify_error(&err));
+                    report(classifier.classify_error(&err), None);
                     return Err(err);
                 }
             };
@@ -213,7 +219,7 @@ where
                 waited(upstream_time);
                 let outcome =
                     classifier.classify_response(&UpstreamAnswer::new(status, res.headers(), false));
-                report(outcome);
+                report(outcome, None);
                 let mut res = res.map(ResponseBody::stream);
                 res.extensions_mut().insert(AttemptOutcome {
                     outcome,
@@ -234,7 +240,7 @@ where
                 answer = answer.with_body(text, message);
             }
             let outcome = classifier.classify_response(&answer);
-            report(outcome);
+            report(outcome, message.as_ref());
             let mut res = Response::from_parts(parts, ResponseBody::full(body));
             res.extensions_mut().insert(AttemptOutcome {
                 outcome,
@@ -247,17 +253,32 @@ where
     }
 }
 
-fn to_report(outcome: Outcome, blacklist_threshold: u32) -> Option<Report> {
+/// Whether the outcome is a failure of the key, whose message is worth keeping on it.
+fn blames_key(outcome: Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Failure { .. } | Outcome::CoolDown(_) | Outcome::Dead
+    )
+}
+
+fn to_report(outcome: Outcome, key: &SelectedKey, settings: &HealthSettings) -> Option<Report> {
     match outcome {
         Outcome::Success => Some(Report::Success),
-        Outcome::Failure { counted: true } => Some(Report::Failure { blacklist_threshold }),
-        Outcome::CoolDown(duration) => Some(Report::CoolDown { duration }),
+        Outcome::Failure { counted: true } => Some(Report::Failure {
+            blacklist_threshold: settings.blacklist_threshold,
+        }),
+        Outcome::CoolDown(signal) => Some(Report::CoolDown {
+            duration: settings
+                .cool_down
+                .rest(key.slot().backoff_level(), signal.retry_in),
+        }),
         Outcome::Dead => Some(Report::Invalidate),
         Outcome::Transient => Some(Report::Transient),
-        Outcome::Failure { counted: false }
-        | Outcome::Passthrough
-        | Outcome::RequestError
-        | Outcome::ClientGone => None,
+        // Only a probe learns anything from these: the key was not rate limited.
+        Outcome::Failure { counted: false } | Outcome::Passthrough | Outcome::RequestError => {
+            key.is_probe().then_some(Report::Answered)
+        }
+        Outcome::ClientGone => None,
     }
 }
 

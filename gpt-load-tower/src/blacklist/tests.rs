@@ -183,10 +183,106 @@ async fn rate_limits_cool_the_key_down() {
     )
     .await;
     assert_eq!(status, 429);
-    assert_eq!(outcome.outcome, Outcome::CoolDown(Duration::from_secs(20)));
+    assert_eq!(
+        outcome.outcome,
+        Outcome::CoolDown(QuotaSignal::after(Duration::from_secs(20)))
+    );
     let slot = pool.get("g", KeyId(1)).unwrap();
     assert_eq!(slot.state(), KeyState::Cooling);
     assert_eq!(slot.consecutive_failures(), 0);
+    assert_eq!(slot.backoff_level(), 1);
+    let rest = slot.cooling_for().unwrap();
+    assert!(
+        rest > Duration::from_secs(19) && rest <= Duration::from_secs(20),
+        "{rest:?}"
+    );
+    assert_eq!(slot.last_error().as_deref(), Some("slow down"));
+}
+
+/// A 429 from `upstream`, then time passes, then the next attempt: returns what the key did.
+async fn cool_then_probe(
+    pool: &MemoryKeyPool,
+    first: &'static [(&'static str, &'static str)],
+    wait: Duration,
+    then: u16,
+) -> (Duration, Option<Outcome>) {
+    attempt(pool, upstream(429, first, Bytes::from_static(b"slow down"))).await;
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    let rest = slot.cooling_for().unwrap_or_default();
+    crate::clock::advance(wait);
+    if !pool.has_candidate("g", &crate::keys::ExcludedKeys::new()) {
+        return (rest, None);
+    }
+    let (outcome, ..) = attempt(pool, upstream(then, &[], Bytes::new())).await;
+    (rest, Some(outcome.outcome))
+}
+
+#[tokio::test]
+async fn cool_downs_back_off_until_a_probe_succeeds() {
+    let pool = pool();
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    // No signal: the default backoff's first rest, 30 s ± 20 % clamped to at least 30 s.
+    let (rest, probe) = cool_then_probe(&pool, &[], Duration::from_secs(10), 200).await;
+    assert!(
+        rest >= Duration::from_secs(29) && rest <= Duration::from_secs(36),
+        "{rest:?}"
+    );
+    assert_eq!(probe, None, "still resting");
+    crate::clock::advance(Duration::from_secs(27));
+    // The probe is rate limited again: the next rest doubles.
+    let (outcome, ..) = attempt(&pool, upstream(429, &[], Bytes::new())).await;
+    assert!(matches!(outcome.outcome, Outcome::CoolDown(_)));
+    assert_eq!(slot.backoff_level(), 2);
+    let rest = slot.cooling_for().unwrap();
+    assert!(
+        rest >= Duration::from_secs(47) && rest <= Duration::from_secs(72),
+        "{rest:?}"
+    );
+    crate::clock::advance(Duration::from_secs(73));
+    // The next probe succeeds: active again, and the backoff starts over.
+    let (outcome, ..) = attempt(&pool, upstream(200, &[], Bytes::new())).await;
+    assert_eq!(outcome.outcome, Outcome::Success);
+    assert_eq!((slot.state(), slot.backoff_level()), (KeyState::Active, 0));
+    assert!(slot.since_last_success().is_some());
+}
+
+#[tokio::test]
+async fn signals_are_capped_by_the_groups_maximum() {
+    let pool = pool();
+    let svc = ServiceBuilder::new()
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()).settings(HealthSettings {
+            cool_down: crate::keys::Backoff::new(Duration::from_secs(1), Duration::from_secs(600)),
+            ..HealthSettings::default()
+        }))
+        .service(upstream(429, &[("retry-after", "86400")], Bytes::new()));
+    svc.oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+        .await
+        .unwrap();
+    let rest = pool.get("g", KeyId(1)).unwrap().cooling_for().unwrap();
+    assert!(
+        rest > Duration::from_secs(599) && rest <= Duration::from_secs(600),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_that_is_not_rate_limited_ends_the_rest() {
+    // A request error, a passthrough status and a provider failure all show the key was let
+    // through.
+    for (status, expected) in [
+        (400, Outcome::RequestError),
+        (404, Outcome::Passthrough),
+        (503, Outcome::Transient),
+    ] {
+        let pool = pool();
+        let (_, probe) =
+            cool_then_probe(&pool, &[("retry-after", "5")], Duration::from_secs(6), status).await;
+        assert_eq!(probe, Some(expected), "{status}");
+        let slot = pool.get("g", KeyId(1)).unwrap();
+        assert_eq!(slot.state(), KeyState::Active, "{status}");
+        assert_eq!(slot.cooling_for(), None, "{status}");
+    }
 }
 
 #[tokio::test]
@@ -246,6 +342,7 @@ async fn per_request_settings_override_the_layer() {
     req.extensions_mut().insert(HealthSettings {
         failover: Arc::new("502".parse().unwrap()),
         blacklist_threshold: 1,
+        ..HealthSettings::default()
     });
     let res = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(
@@ -257,6 +354,7 @@ async fn per_request_settings_override_the_layer() {
     req.extensions_mut().insert(HealthSettings {
         failover: Arc::new(StatusMatcher::default()),
         blacklist_threshold: 1,
+        ..HealthSettings::default()
     });
     svc.oneshot(req).await.unwrap();
     assert_eq!(

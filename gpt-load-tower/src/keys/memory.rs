@@ -3,7 +3,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -17,6 +17,8 @@ use crate::{clock, context::GroupName, group_map::GroupMap, telemetry};
 
 /// Slots looked at from the cursor before the slow path (a full scan) is taken.
 const PROBES: usize = 8;
+/// A degraded key is taken on one turn in this many unless the group says otherwise.
+const DEGRADED_EVERY: u32 = 4;
 
 /// The lock-free in-memory key pool.
 ///
@@ -49,6 +51,8 @@ struct GroupKeys {
     stale: AtomicUsize,
     /// When every key of the view was found cooling: no key is usable before this clock value.
     exhausted_until: AtomicU64,
+    /// A degraded key is taken on one turn in this many.
+    degraded_every: AtomicU32,
     /// Serialises changes to `all` and `view`.
     write: Mutex<()>,
     rebuild_requested: AtomicBool,
@@ -74,8 +78,10 @@ impl Snapshot {
 pub struct GroupStats {
     /// All keys.
     pub total: usize,
-    /// Usable keys.
+    /// Usable keys without recent failures.
     pub active: usize,
+    /// Usable keys with recent counted failures, selected less often.
+    pub degraded: usize,
     /// Keys resting until a deadline.
     pub cooling: usize,
     /// Blacklisted keys.
@@ -201,6 +207,20 @@ impl MemoryKeyPool {
         true
     }
 
+    /// How often a degraded key of `group` (one with counted failures below the blacklist
+    /// threshold) is selected, relative to a healthy one: `1.0` as often, `0.25` (the default)
+    /// one turn in four. A degraded key is still taken whenever no healthy key is usable.
+    pub fn set_degraded_weight(&self, group: &GroupName, weight: f64) {
+        let every = if weight > 0.0 {
+            (1.0 / weight.min(1.0)).round().clamp(1.0, 1000.0) as u32
+        } else {
+            1000
+        };
+        self.group_or_create(group)
+            .degraded_every
+            .store(every, Ordering::Relaxed);
+    }
+
     /// Removes a group and all its keys; returns whether it existed.
     pub fn remove_group(&self, group: &str) -> bool {
         self.group(group).is_some() && self.inner.groups.update(|groups| groups.remove(group).is_some())
@@ -268,6 +288,7 @@ impl MemoryKeyPool {
             stats.in_flight += u64::from(slot.in_flight());
             match slot.state() {
                 KeyState::Active => stats.active += 1,
+                KeyState::Degraded => stats.degraded += 1,
                 KeyState::Cooling => stats.cooling += 1,
                 KeyState::Invalid => stats.invalid += 1,
                 KeyState::Disabled => stats.disabled += 1,
@@ -282,10 +303,15 @@ impl KeyPool for MemoryKeyPool {
         // Borrow through the ArcSwap guard: no reference-count traffic on the group per call.
         let groups = self.inner.groups.load();
         let g = groups.get(group)?;
-        let slot = g.find(excluded, true)?;
+        let (slot, probe) = g.find(excluded, true)?;
         slot.count_request();
         g.touch(&slot);
-        Some(SelectedKey::new(g.name.clone(), slot))
+        Some(if probe {
+            telemetry::key_probe(&g.name);
+            SelectedKey::probe(g.name.clone(), slot)
+        } else {
+            SelectedKey::new(g.name.clone(), slot)
+        })
     }
 
     fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
@@ -298,7 +324,7 @@ impl KeyPool for MemoryKeyPool {
 
     fn report(&self, key: &SelectedKey, report: Report) {
         if let Some(g) = self.inner.groups.load().get(key.group().as_str()) {
-            g.report(key.slot(), report);
+            g.report(key, report);
         }
     }
 }
@@ -312,6 +338,7 @@ impl GroupKeys {
             cursor: AtomicUsize::new(0),
             stale: AtomicUsize::new(0),
             exhausted_until: AtomicU64::new(0),
+            degraded_every: AtomicU32::new(DEGRADED_EVERY),
             write: Mutex::new(()),
             rebuild_requested: AtomicBool::new(false),
             events,
@@ -351,7 +378,9 @@ impl GroupKeys {
         }
     }
 
-    fn find(&self, excluded: &ExcludedKeys, advance: bool) -> Option<Arc<KeySlot>> {
+    /// Finds a key for a request: the slot, and whether the request probes it (see
+    /// [`KeySlot::try_take`]). Without `advance` (a look, not a selection) nothing is taken.
+    fn find(&self, excluded: &ExcludedKeys, advance: bool) -> Option<(Arc<KeySlot>, bool)> {
         let exhausted = self.exhausted_until.load(Ordering::Acquire);
         if exhausted != 0 && excluded.is_empty() && clock::now_ms() < exhausted {
             return None;
@@ -367,25 +396,41 @@ impl GroupKeys {
         } else {
             self.cursor.load(Ordering::Relaxed)
         } % len;
-        let accept = |slot: &Arc<KeySlot>| slot.is_usable() && !excluded.contains(slot.id());
+        let degraded_every = self.degraded_every.load(Ordering::Relaxed);
+        let take = |slot: &Arc<KeySlot>, lenient: bool| {
+            if excluded.contains(slot.id()) {
+                None
+            } else if advance {
+                slot.try_take(degraded_every, lenient)
+            } else {
+                slot.is_usable().then_some(false)
+            }
+        };
         for offset in 0..len.min(PROBES) {
             let slot = &view[(start + offset) % len];
-            if accept(slot) {
-                return Some(slot.clone());
+            if let Some(probe) = take(slot, false) {
+                return Some((slot.clone(), probe));
             }
         }
-        // Slow path: the probes met only unusable or excluded keys.
+        // Slow path: the probes met only unusable, excluded or degraded keys.
         if self.stale.load(Ordering::Acquire) > 0 {
             self.rebuild_requested.store(true, Ordering::Release);
         }
-        let mut earliest_cool_end = u64::MAX;
         for offset in PROBES.min(len)..len {
             let slot = &view[(start + offset) % len];
-            if accept(slot) {
-                return Some(slot.clone());
+            if let Some(probe) = take(slot, false) {
+                return Some((slot.clone(), probe));
+            }
+        }
+        // No healthy key: a degraded one is better than none.
+        for offset in 0..len {
+            let slot = &view[(start + offset) % len];
+            if let Some(probe) = take(slot, true) {
+                return Some((slot.clone(), probe));
             }
         }
         if excluded.is_empty() {
+            let mut earliest_cool_end = u64::MAX;
             for slot in view.iter() {
                 if let Some(rest) = slot.cooling_for() {
                     earliest_cool_end = earliest_cool_end.min(clock::deadline_ms(rest));
@@ -398,14 +443,28 @@ impl GroupKeys {
         None
     }
 
-    fn report(&self, slot: &Arc<KeySlot>, report: Report) {
+    fn report(&self, key: &SelectedKey, report: Report) {
+        let slot = key.slot();
+        // A probe that got any answer but a rate limit ends the rest; the report then applies
+        // to an active key. Reports of requests that started before the rest leave it alone.
+        if key.is_probe()
+            && !matches!(report, Report::CoolDown { .. })
+            && slot.transition(KeyState::Cooling, KeyState::Active)
+        {
+            telemetry::key_state_changed(&self.name, KeyState::Active.as_str());
+            self.touch(slot);
+        }
         match report {
             Report::Success => {
+                if slot.raw_state() != KeyState::Cooling {
+                    slot.mark_success();
+                }
                 if slot.reset_failures() {
                     self.touch(slot);
                 }
             }
             Report::Failure { blacklist_threshold } => {
+                slot.mark_failure();
                 let failures = slot.add_failure();
                 if blacklist_threshold > 0 && failures >= blacklist_threshold {
                     self.leave_view(slot, KeyState::Invalid);
@@ -413,6 +472,8 @@ impl GroupKeys {
                 self.touch(slot);
             }
             Report::CoolDown { duration } => {
+                slot.mark_failure();
+                slot.add_backoff_level();
                 let deadline = clock::deadline_ms(duration);
                 // "No key before T" must not outlast a key that now rests for less (0 = unset).
                 self.exhausted_until.fetch_min(deadline, Ordering::AcqRel);
@@ -424,10 +485,12 @@ impl GroupKeys {
                 self.touch(slot);
             }
             Report::Invalidate => {
+                slot.mark_failure();
                 self.leave_view(slot, KeyState::Invalid);
                 self.touch(slot);
             }
             Report::Transient => slot.add_transient_failure(),
+            Report::Answered => {}
         }
     }
 

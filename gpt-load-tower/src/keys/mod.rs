@@ -1,8 +1,10 @@
 //! The key pool and the layer that picks a key for each attempt.
 //!
 //! [`KeyPool`] is the extension point; [`MemoryKeyPool`] is the lock-free implementation the
-//! gateway uses. A key ([`KeySlot`]) is `active`, `cooling` until a deadline (rate limited, not
-//! counted as a failure), `invalid` (blacklisted) or `disabled` (by an operator); it counts its
+//! gateway uses. A key ([`KeySlot`]) is `active`, `degraded` (counted failures below the
+//! blacklist threshold: selected less often), `cooling` until a deadline (rate limited, not
+//! counted as a failure; the rest grows by [`Backoff`] with each cool-down and the first request
+//! after it is a probe), `invalid` (blacklisted) or `disabled` (by an operator); it counts its
 //! consecutive failures and the requests in flight on it.
 //!
 //! [`KeySelectLayer`] sits inside the retry layer, so it runs once per attempt:
@@ -64,6 +66,7 @@
 //! # }
 //! ```
 
+mod backoff;
 mod events;
 mod memory;
 mod pool;
@@ -73,6 +76,7 @@ mod slot;
 mod tests;
 
 pub use self::{
+    backoff::Backoff,
     events::{KeyEvent, KeyEvents},
     memory::{GroupStats, MemoryKeyPool},
     pool::{ExcludedKeys, KeyPool, Report, SelectedKey},

@@ -48,7 +48,8 @@ pub enum Report {
         /// Consecutive failures that blacklist the key; 0 disables blacklisting.
         blacklist_threshold: u32,
     },
-    /// The key is rate limited or out of quota: pause it without counting a failure.
+    /// The key is rate limited or out of quota: pause it without counting a failure, and raise
+    /// its backoff level (see [`Backoff`](super::Backoff), which computes `duration`).
     CoolDown {
         /// How long the key rests.
         duration: Duration,
@@ -58,6 +59,9 @@ pub enum Report {
     /// The provider failed (a `5xx`, a timeout, a broken connection), not the key: noted as
     /// evidence of trouble, never counted toward the blacklist.
     Transient,
+    /// The upstream answered, but the answer says nothing about the key's health (a request
+    /// error, a status outside the failover set). Ends a probe: the key was not rate limited.
+    Answered,
 }
 
 /// The key chosen for an attempt. Inserted into the request and the response extensions by
@@ -69,12 +73,32 @@ pub enum Report {
 pub struct SelectedKey {
     group: GroupName,
     slot: Arc<KeySlot>,
+    probe: bool,
 }
 
 impl SelectedKey {
     /// A selection of `slot` from `group`.
     pub fn new(group: GroupName, slot: Arc<KeySlot>) -> Self {
-        Self { group, slot }
+        Self {
+            group,
+            slot,
+            probe: false,
+        }
+    }
+
+    /// The selection of a cooling key whose rest is over: this request finds out whether it
+    /// recovered.
+    pub fn probe(group: GroupName, slot: Arc<KeySlot>) -> Self {
+        Self {
+            group,
+            slot,
+            probe: true,
+        }
+    }
+
+    /// Whether this request probes a cooling key (see [`probe`](Self::probe)).
+    pub fn is_probe(&self) -> bool {
+        self.probe
     }
 
     /// The key's id.

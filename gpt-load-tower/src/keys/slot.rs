@@ -1,18 +1,36 @@
 use std::{
     fmt,
-    sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use crate::{clock, context::KeyId, secret::ApiKey};
 
+/// How long a cooling key whose rest is over stays with the one request probing it before
+/// another request may probe it: longer than most answers take to start, short enough that a
+/// probe whose client went away does not keep the key idle for long.
+pub(crate) const PROBE_WINDOW: Duration = Duration::from_secs(30);
+
 /// The state of a key in the pool.
+///
+/// The lifecycle: `active` ⇄ `degraded` (counted failures below the blacklist threshold) →
+/// `invalid` at the threshold; `active`/`degraded` → `cooling` on a rate limit, back to
+/// `active` when the probe after the rest succeeds; `disabled` by an operator only.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyState {
     /// Selectable.
     Active,
-    /// Paused until a deadline (rate limited or out of quota); not counted as a failure.
+    /// Selectable, but it failed recently (counted failures below the blacklist threshold), so
+    /// it is selected less often, per the group's degraded weight. Read from
+    /// [`KeySlot::state`]; a slot is stored as active.
+    Degraded,
+    /// Paused until a deadline (rate limited or out of quota); not counted as a failure. When the
+    /// deadline passes one request probes the key; its answer ends the rest or starts a longer
+    /// one.
     Cooling,
     /// Blacklisted: too many consecutive failures, or marked dead. Re-validated in the background.
     Invalid,
@@ -25,6 +43,7 @@ impl KeyState {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
+            Self::Degraded => "degraded",
             Self::Cooling => "cooling",
             Self::Invalid => "invalid",
             Self::Disabled => "disabled",
@@ -42,7 +61,8 @@ impl KeyState {
 
     fn to_u8(self) -> u8 {
         match self {
-            Self::Active => 0,
+            // Degraded is derived from the failure count, never stored.
+            Self::Active | Self::Degraded => 0,
             Self::Cooling => 1,
             Self::Invalid => 2,
             Self::Disabled => 3,
@@ -65,8 +85,17 @@ pub struct KeySlot {
     consecutive_failures: AtomicU32,
     transient_failures: AtomicU32,
     cool_until: AtomicU64,
+    /// Cool-downs since the last success.
+    backoff_level: AtomicU32,
+    /// Times a degraded slot came up for selection (it is taken on every n-th).
+    degraded_turns: AtomicU32,
     in_flight: AtomicU32,
     requests: AtomicU64,
+    /// Clock readings ([`clock::now_ms`]) of the last success and the last counted failure.
+    last_success: AtomicU64,
+    last_failure: AtomicU64,
+    /// The upstream's message (redacted) of the last failure.
+    last_error: Mutex<Option<Arc<str>>>,
     pub(super) dirty: AtomicBool,
 }
 
@@ -80,8 +109,13 @@ impl KeySlot {
             consecutive_failures: AtomicU32::new(0),
             transient_failures: AtomicU32::new(0),
             cool_until: AtomicU64::new(0),
+            backoff_level: AtomicU32::new(0),
+            degraded_turns: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            last_success: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+            last_error: Mutex::new(None),
             dirty: AtomicBool::new(false),
         }
     }
@@ -105,12 +139,14 @@ impl KeySlot {
         &self.secret
     }
 
-    /// The current state; a cooling key whose deadline passed reads as active.
+    /// The current state: an active key with counted failures reads as degraded, a cooling key
+    /// whose rest is over (waiting for its probe) as active.
     pub fn state(&self) -> KeyState {
         match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
             KeyState::Cooling if self.cool_until.load(Ordering::Relaxed) <= clock::now_ms() => {
                 KeyState::Active
             }
+            KeyState::Active if self.consecutive_failures() > 0 => KeyState::Degraded,
             state => state,
         }
     }
@@ -119,9 +155,39 @@ impl KeySlot {
     #[inline]
     pub fn is_usable(&self) -> bool {
         match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
-            KeyState::Active => true,
+            KeyState::Active | KeyState::Degraded => true,
             KeyState::Cooling => self.cool_until.load(Ordering::Relaxed) <= clock::now_ms(),
             KeyState::Invalid | KeyState::Disabled => false,
+        }
+    }
+
+    /// Takes the key for one request if it may be used now: `Some(false)` for a usable key,
+    /// `Some(true)` when this request is the probe of a cooling key whose rest is over (it holds
+    /// the probe for [`PROBE_WINDOW`]), `None` otherwise. A degraded key is taken on one turn in
+    /// `degraded_every` unless `lenient` (no better key was found).
+    #[inline]
+    pub(super) fn try_take(&self, degraded_every: u32, lenient: bool) -> Option<bool> {
+        match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
+            KeyState::Active | KeyState::Degraded => {
+                if lenient || degraded_every <= 1 || self.consecutive_failures.load(Ordering::Relaxed) == 0 {
+                    return Some(false);
+                }
+                let turn = self.degraded_turns.fetch_add(1, Ordering::Relaxed);
+                turn.is_multiple_of(degraded_every).then_some(false)
+            }
+            KeyState::Cooling => {
+                let until = self.cool_until.load(Ordering::Relaxed);
+                let now = clock::now_ms();
+                if until > now {
+                    return None;
+                }
+                let window = now.saturating_add(PROBE_WINDOW.as_millis() as u64);
+                self.cool_until
+                    .compare_exchange(until, window, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                    .then_some(true)
+            }
+            KeyState::Invalid | KeyState::Disabled => None,
         }
     }
 
@@ -148,6 +214,38 @@ impl KeySlot {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Cool-downs since the last success; the next rest grows with it.
+    pub fn backoff_level(&self) -> u32 {
+        self.backoff_level.load(Ordering::Relaxed)
+    }
+
+    /// How long ago the key last succeeded, if it did since it entered the pool.
+    pub fn since_last_success(&self) -> Option<Duration> {
+        since(self.last_success.load(Ordering::Relaxed))
+    }
+
+    /// How long ago the key last failed (a counted failure, a cool-down or an invalidation), if
+    /// it did since it entered the pool.
+    pub fn since_last_failure(&self) -> Option<Duration> {
+        since(self.last_failure.load(Ordering::Relaxed))
+    }
+
+    /// The upstream's message (redacted) of the key's last failure.
+    pub fn last_error(&self) -> Option<Arc<str>> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the upstream's message of a failure on this key (already redacted).
+    pub fn set_last_error(&self, message: Arc<str>) {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
+    }
+
     pub(super) fn raw_state(&self) -> KeyState {
         KeyState::from_u8(self.state.load(Ordering::Acquire))
     }
@@ -166,6 +264,21 @@ impl KeySlot {
 
     pub(super) fn set_cool_until(&self, deadline: u64) {
         self.cool_until.store(deadline, Ordering::Relaxed);
+    }
+
+    pub(super) fn add_backoff_level(&self) -> u32 {
+        self.backoff_level.fetch_add(1, Ordering::AcqRel)
+    }
+
+    pub(super) fn mark_success(&self) {
+        self.last_success.store(clock::now_ms(), Ordering::Relaxed);
+        if self.backoff_level.load(Ordering::Relaxed) != 0 {
+            self.backoff_level.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn mark_failure(&self) {
+        self.last_failure.store(clock::now_ms(), Ordering::Relaxed);
     }
 
     pub(super) fn add_failure(&self) -> u32 {
@@ -210,9 +323,15 @@ impl fmt::Debug for KeySlot {
             .field("state", &self.state())
             .field("consecutive_failures", &self.consecutive_failures())
             .field("transient_failures", &self.transient_failures())
+            .field("backoff_level", &self.backoff_level())
             .field("in_flight", &self.in_flight())
             .finish()
     }
+}
+
+/// How long ago a clock reading was; `None` for 0 (never).
+fn since(reading: u64) -> Option<Duration> {
+    (reading != 0).then(|| Duration::from_millis(clock::now_ms().saturating_sub(reading)))
 }
 
 /// Holds one in-flight request on a key; dropping it ends the request.

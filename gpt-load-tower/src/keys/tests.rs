@@ -43,7 +43,7 @@ fn blacklists_after_threshold_consecutive_failures_and_success_resets() {
     assert_eq!(key.slot().consecutive_failures(), 0);
     pool.report(&key, fail);
     pool.report(&key, fail);
-    assert_eq!(key.slot().state(), KeyState::Active);
+    assert_eq!(key.slot().state(), KeyState::Degraded);
     pool.report(&key, fail);
     assert_eq!(key.slot().state(), KeyState::Invalid);
     for _ in 0..10 {
@@ -63,8 +63,133 @@ fn threshold_zero_never_blacklists() {
             },
         );
     }
-    assert_eq!(key.slot().state(), KeyState::Active);
+    assert_eq!(key.slot().state(), KeyState::Degraded);
     assert_eq!(key.slot().consecutive_failures(), 100);
+}
+
+fn picks_of(pool: &MemoryKeyPool, n: usize) -> std::collections::HashMap<KeyId, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..n {
+        *counts
+            .entry(pool.select("g", &ExcludedKeys::new()).unwrap().id())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn degraded_keys_are_selected_less_often_and_recover_on_success() {
+    let pool = pool_with(2);
+    let degraded = pool.get("g", KeyId(0)).unwrap();
+    let key = SelectedKey::new("g".into(), degraded.clone());
+    pool.report(
+        &key,
+        Report::Failure {
+            blacklist_threshold: 3,
+        },
+    );
+    assert_eq!(degraded.state(), KeyState::Degraded);
+    assert_eq!(pool.stats("g").unwrap().degraded, 1);
+    // Half the turns are key 0's; by default it takes one in four of them.
+    let counts = picks_of(&pool, 400);
+    assert_eq!(counts[&KeyId(0)], 50, "{counts:?}");
+    assert_eq!(counts[&KeyId(1)], 350, "{counts:?}");
+
+    pool.set_degraded_weight(&"g".into(), 1.0);
+    let counts = picks_of(&pool, 400);
+    assert_eq!(counts[&KeyId(0)], 200, "weight 1: as often as a healthy key");
+
+    pool.set_degraded_weight(&"g".into(), 0.25);
+    pool.report(&key, Report::Success);
+    assert_eq!(degraded.state(), KeyState::Active);
+    assert_eq!(
+        picks_of(&pool, 400)[&KeyId(0)],
+        200,
+        "a success makes it healthy again"
+    );
+}
+
+#[test]
+fn degraded_keys_serve_when_no_healthy_key_is_left() {
+    let pool = pool_with(2);
+    for slot in pool.keys("g") {
+        pool.report(
+            &SelectedKey::new("g".into(), slot),
+            Report::Failure {
+                blacklist_threshold: 3,
+            },
+        );
+    }
+    let counts = picks_of(&pool, 100);
+    assert_eq!(counts.values().sum::<usize>(), 100, "every request gets a key");
+    assert_eq!(counts.len(), 2);
+    // And one excluded: the other, degraded, still serves.
+    let mut tried = ExcludedKeys::new();
+    tried.insert(KeyId(0));
+    for _ in 0..8 {
+        assert_eq!(pool.select("g", &tried).unwrap().id(), KeyId(1));
+    }
+}
+
+#[test]
+fn one_request_at_a_time_probes_a_key_whose_rest_is_over() {
+    let pool = pool_with(1);
+    let before = pool.select("g", &ExcludedKeys::new()).unwrap();
+    let cooled = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(
+        &cooled,
+        Report::CoolDown {
+            duration: Duration::from_secs(10),
+        },
+    );
+    // A request that started before the rest succeeds: the rest goes on.
+    pool.report(&before, Report::Success);
+    assert_eq!(cooled.slot().state(), KeyState::Cooling);
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+
+    crate::clock::advance(Duration::from_secs(10));
+    assert!(
+        pool.has_candidate("g", &ExcludedKeys::new()),
+        "looking takes nothing"
+    );
+    let probe = pool.select("g", &ExcludedKeys::new()).unwrap();
+    assert!(probe.is_probe());
+    assert!(
+        pool.select("g", &ExcludedKeys::new()).is_none(),
+        "one probe at a time"
+    );
+    assert!(!pool.has_candidate("g", &ExcludedKeys::new()));
+
+    // The probe never answered (its client went away): after the window another request probes.
+    crate::clock::advance(super::slot::PROBE_WINDOW);
+    let second = pool.select("g", &ExcludedKeys::new()).unwrap();
+    assert!(second.is_probe());
+    pool.report(&second, Report::Success);
+    assert_eq!(second.slot().state(), KeyState::Active);
+    assert_eq!(second.slot().backoff_level(), 0);
+    assert!(!pool.select("g", &ExcludedKeys::new()).unwrap().is_probe());
+}
+
+#[test]
+fn a_failed_probe_counts_like_any_failure() {
+    let pool = pool_with(1);
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(
+        &key,
+        Report::CoolDown {
+            duration: Duration::from_secs(1),
+        },
+    );
+    crate::clock::advance(Duration::from_secs(1));
+    let probe = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(
+        &probe,
+        Report::Failure {
+            blacklist_threshold: 1,
+        },
+    );
+    assert_eq!(probe.slot().state(), KeyState::Invalid);
+    assert!(probe.slot().since_last_failure().is_some());
 }
 
 #[test]

@@ -139,7 +139,7 @@ pub(crate) async fn group_stats(
         (0, 0, 0)
     } else {
         let s = state.registry.pool().stats(&row.name).unwrap_or_default();
-        (s.total, s.active + s.cooling, s.invalid)
+        (s.total, s.active + s.degraded + s.cooling, s.invalid)
     };
     let end = next_hour(Utc::now().naive_utc());
     let days = |n: i64| end - TimeDelta::days(n);

@@ -74,7 +74,7 @@ pub(crate) async fn list_sub_groups(
                 group: GroupResponse::new(row, &app_url, state.registry.cipher()),
                 weight: l.weight,
                 total_keys: stats.total,
-                active_keys: stats.active + stats.cooling,
+                active_keys: stats.active + stats.degraded + stats.cooling,
                 invalid_keys: stats.invalid,
             })
         })
