@@ -332,6 +332,17 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .any(|v| v.to_str().is_ok_and(|s| s.contains("text/event-stream")))
 }
 
+/// The model a request asks for, as far as per-model quotas go: the path's model on Gemini's
+/// native routes, else the body's (from [`RequestFacts`], when a layer above parsed it).
+pub(crate) fn quota_model<B>(req: &http::Request<B>, channel: ChannelKind) -> Option<&str> {
+    let path = req.uri().path();
+    if channel.model_in_path(path) {
+        gemini_path_model(path)
+    } else {
+        req.extensions().get::<RequestFacts>()?.model.as_deref()
+    }
+}
+
 /// The model segment of a Gemini native path: `…/models/{model}:{method}`.
 pub(crate) fn gemini_path_model(path: &str) -> Option<&str> {
     let (_, after) = path.split_once("/models/")?;

@@ -10,6 +10,7 @@ mod admin_shapes;
 mod admin_tasks;
 mod console;
 mod harness;
+mod key_lifecycle;
 mod proxy;
 mod proxy_blame;
 mod proxy_model_list;

@@ -132,6 +132,21 @@ impl KeyPool for ProxyKeyPool {
         self.local.has_candidate(group, excluded)
     }
 
+    #[inline]
+    fn select_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> Option<SelectedKey> {
+        self.local.select_for(group, excluded, model)
+    }
+
+    #[inline]
+    fn has_candidate_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> bool {
+        self.local.has_candidate_for(group, excluded, model)
+    }
+
+    /// Per-model rests stay on this node: each node learns a model's quota from its own 429.
+    fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
+        self.local.rest_model(key, model, duration);
+    }
+
     fn report(&self, key: &SelectedKey, report: Report) {
         let Some(shared) = self.shared.get().filter(|s| s.is_connected()) else {
             return self.local.report(key, report);

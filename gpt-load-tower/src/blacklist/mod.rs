@@ -76,7 +76,7 @@ mod tests;
 pub use self::{
     blame::{Blame, blame},
     classify::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, upstream_message},
-    quota::{QuotaSignal, QuotaWindow, quota_signal, retry_after},
+    quota::{QuotaSignal, QuotaWindow, exhausted_model, quota_signal, retry_after},
     service::{AttemptOutcome, HealthSettings, KeyHealth, KeyHealthLayer},
     status::{StatusMatcher, StatusSpecError},
 };

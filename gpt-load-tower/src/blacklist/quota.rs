@@ -206,6 +206,31 @@ fn gemini_signal(body: &str, now: SystemTime) -> QuotaSignal {
     signal
 }
 
+/// The model whose quota ran out, from a Gemini `QuotaFailure` (its `model` dimension).
+///
+/// ```
+/// use gpt_load_tower::blacklist::exhausted_model;
+///
+/// let body = r#"{"error":{"status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.QuotaFailure",
+///   "violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier","quotaDimensions":{"model":"gemini-2.0-flash"}}]}]}}"#;
+/// assert_eq!(exhausted_model(body).as_deref(), Some("gemini-2.0-flash"));
+/// assert_eq!(exhausted_model("slow down"), None);
+/// ```
+pub fn exhausted_model(body: &str) -> Option<String> {
+    if !body.contains("google.rpc") {
+        return None;
+    }
+    let value = serde_json::from_str::<Value>(body).ok()?;
+    value
+        .pointer("/error/details")?
+        .as_array()?
+        .iter()
+        .filter_map(|detail| detail.get("violations")?.as_array())
+        .flatten()
+        .find_map(|violation| violation.pointer("/quotaDimensions/model")?.as_str())
+        .map(str::to_owned)
+}
+
 /// A Go- or protobuf-style duration: `1s`, `6m0s`, `1h2m3.5s`, `20ms`, `0.5s`.
 fn parse_duration(text: &str) -> Option<Duration> {
     let mut rest = text.trim();

@@ -15,6 +15,7 @@ use tower_service::Service;
 
 use super::{
     ClassifyOutcome, DefaultClassifier, Outcome, StatusMatcher, UpstreamAnswer, classify::upstream_message,
+    quota::exhausted_model,
 };
 use crate::{
     body::ResponseBody,
@@ -194,22 +195,29 @@ where
                     time.add(started.elapsed());
                 }
             };
-            let report = |outcome: Outcome, message: Option<&Arc<str>>| {
-                if let Some(key) = &key {
-                    telemetry::attempt(key.group(), outcome.as_str());
-                    if let (Some(message), true) = (message, blames_key(outcome)) {
-                        key.slot().set_last_error(Arc::clone(message));
-                    }
-                    if let Some(report) = to_report(outcome, key, &settings) {
-                        pool.report(key, report);
-                    }
+            let report = |outcome: Outcome, message: Option<&Arc<str>>, body: Option<&str>| {
+                let Some(key) = &key else { return };
+                telemetry::attempt(key.group(), outcome.as_str());
+                if let (Some(message), true) = (message, blames_key(outcome)) {
+                    key.slot().set_last_error(Arc::clone(message));
                 }
+                let Some(report) = to_report(outcome, key, &settings) else {
+                    return;
+                };
+                // A per-model quota rests the key for that model only.
+                if let (Outcome::CoolDown(signal), Report::CoolDown { duration }) = (outcome, report)
+                    && signal.per_model
+                    && let Some(model) = body.and_then(exhausted_model)
+                {
+                    return pool.rest_model(key, &model, duration);
+                }
+                pool.report(key, report);
             };
             let res = match result {
                 Ok(res) => res,
                 Err(err) => {
                     waited(upstream_time);
-                    report(classifier.classify_error(&err), None);
+                    report(classifier.classify_error(&err), None, None);
                     return Err(err);
                 }
             };
@@ -219,7 +227,7 @@ where
                 waited(upstream_time);
                 let outcome =
                     classifier.classify_response(&UpstreamAnswer::new(status, res.headers(), false));
-                report(outcome, None);
+                report(outcome, None, None);
                 let mut res = res.map(ResponseBody::stream);
                 res.extensions_mut().insert(AttemptOutcome {
                     outcome,
@@ -240,7 +248,7 @@ where
                 answer = answer.with_body(text, message);
             }
             let outcome = classifier.classify_response(&answer);
-            report(outcome, message.as_ref());
+            report(outcome, message.as_ref(), text.as_deref());
             let mut res = Response::from_parts(parts, ResponseBody::full(body));
             res.extensions_mut().insert(AttemptOutcome {
                 outcome,

@@ -413,3 +413,83 @@ async fn without_a_selected_key_nothing_is_reported() {
     let res = svc.oneshot(Request::new(())).await.unwrap();
     assert_eq!(res.status(), 500);
 }
+
+const FLASH_PER_DAY: &str = r#"{"error":{"code":429,"message":"You exceeded your current quota.","status":"RESOURCE_EXHAUSTED","details":[
+  {"@type":"type.googleapis.com/google.rpc.QuotaFailure","violations":[{"quotaId":"GenerateRequestsPerDayPerProjectPerModel-FreeTier","quotaDimensions":{"location":"global","model":"gemini-2.0-flash"},"quotaValue":"200"}]},
+  {"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"12s"}]}}"#;
+
+#[tokio::test]
+async fn a_per_model_quota_rests_the_key_for_that_model_only() {
+    let pool = MemoryKeyPool::new();
+    pool.set_group(
+        "g".into(),
+        [
+            KeySlot::new(KeyId(1), "AIza-exhausted".into()),
+            KeySlot::new(KeyId(2), "AIza-fresh".into()),
+        ],
+    );
+    // Key 1 is out of its daily gemini-2.0-flash quota; everything else works.
+    let upstream = service_fn(|req: Request<()>| async move {
+        let exhausted = req.uri().query().is_some_and(|q| q.contains("AIza-exhausted"))
+            && req.uri().path().contains("/models/gemini-2.0-flash:");
+        let mut res = Response::new(Full::new(Bytes::from_static(if exhausted {
+            FLASH_PER_DAY.as_bytes()
+        } else {
+            b"{}"
+        })));
+        if exhausted {
+            *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        }
+        Ok::<_, Error>(res)
+    });
+    let svc = ServiceBuilder::new()
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()))
+        .service(upstream);
+    let call = |model: &str| {
+        let req = Request::post(format!("/v1beta/models/{model}:generateContent"))
+            .body(())
+            .unwrap();
+        let svc = svc.clone();
+        async move {
+            let res = svc
+                .oneshot(principal(req, "g", ChannelKind::Gemini))
+                .await
+                .unwrap();
+            let key = res.extensions().get::<crate::keys::SelectedKey>().unwrap().id();
+            (key, res.status())
+        }
+    };
+    assert_eq!(
+        call("gemini-2.0-flash").await,
+        (KeyId(1), StatusCode::TOO_MANY_REQUESTS)
+    );
+    let slot = pool.get("g", KeyId(1)).unwrap();
+    assert_eq!(slot.state(), KeyState::Active, "the key itself keeps serving");
+    let rests = slot.model_rests();
+    assert_eq!(rests.len(), 1);
+    assert_eq!(&*rests[0].0, "gemini-2.0-flash");
+    assert!(
+        rests[0].1 > Duration::from_secs(12),
+        "until the daily reset, not the retry delay"
+    );
+    assert!(rests[0].1 <= Duration::from_secs(3600), "capped by the maximum");
+    for _ in 0..4 {
+        assert_eq!(call("gemini-2.0-flash").await, (KeyId(2), StatusCode::OK));
+    }
+    let mut other_model = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let (key, status) = call("gemini-1.5-pro").await;
+        assert_eq!(status, StatusCode::OK);
+        other_model.insert(key);
+    }
+    assert!(other_model.contains(&KeyId(1)), "other models still use the key");
+    // When the rest is over the model comes back to the key.
+    crate::clock::advance(Duration::from_secs(3600));
+    assert!(slot.model_rests().is_empty());
+    let mut flash = std::collections::HashSet::new();
+    for _ in 0..4 {
+        flash.insert(call("gemini-2.0-flash").await.0);
+    }
+    assert!(flash.contains(&KeyId(1)));
+}

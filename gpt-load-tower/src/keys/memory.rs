@@ -5,6 +5,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -246,6 +247,7 @@ impl MemoryKeyPool {
             if state == KeyState::Active {
                 slot.reset_failures();
                 slot.set_cool_until(0);
+                slot.clear_model_rests();
             }
             let previous = slot.set_state(state);
             if previous != state {
@@ -300,10 +302,18 @@ impl MemoryKeyPool {
 
 impl KeyPool for MemoryKeyPool {
     fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey> {
+        self.select_for(group, excluded, None)
+    }
+
+    fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
+        self.has_candidate_for(group, excluded, None)
+    }
+
+    fn select_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> Option<SelectedKey> {
         // Borrow through the ArcSwap guard: no reference-count traffic on the group per call.
         let groups = self.inner.groups.load();
         let g = groups.get(group)?;
-        let (slot, probe) = g.find(excluded, true)?;
+        let (slot, probe) = g.find(excluded, true, model)?;
         slot.count_request();
         g.touch(&slot);
         Some(if probe {
@@ -314,17 +324,26 @@ impl KeyPool for MemoryKeyPool {
         })
     }
 
-    fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
+    fn has_candidate_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> bool {
         self.inner
             .groups
             .load()
             .get(group)
-            .is_some_and(|g| g.find(excluded, false).is_some())
+            .is_some_and(|g| g.find(excluded, false, model).is_some())
     }
 
     fn report(&self, key: &SelectedKey, report: Report) {
         if let Some(g) = self.inner.groups.load().get(key.group().as_str()) {
             g.report(key, report);
+        }
+    }
+
+    fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
+        if let Some(g) = self.inner.groups.load().get(key.group().as_str()) {
+            let slot = key.slot();
+            slot.mark_failure();
+            slot.rest_model(model, clock::deadline_ms(duration));
+            g.touch(slot);
         }
     }
 }
@@ -380,7 +399,12 @@ impl GroupKeys {
 
     /// Finds a key for a request: the slot, and whether the request probes it (see
     /// [`KeySlot::try_take`]). Without `advance` (a look, not a selection) nothing is taken.
-    fn find(&self, excluded: &ExcludedKeys, advance: bool) -> Option<(Arc<KeySlot>, bool)> {
+    fn find(
+        &self,
+        excluded: &ExcludedKeys,
+        advance: bool,
+        model: Option<&str>,
+    ) -> Option<(Arc<KeySlot>, bool)> {
         let exhausted = self.exhausted_until.load(Ordering::Acquire);
         if exhausted != 0 && excluded.is_empty() && clock::now_ms() < exhausted {
             return None;
@@ -401,9 +425,9 @@ impl GroupKeys {
             if excluded.contains(slot.id()) {
                 None
             } else if advance {
-                slot.try_take(degraded_every, lenient)
+                slot.try_take(degraded_every, lenient, model)
             } else {
-                slot.is_usable().then_some(false)
+                slot.is_usable_for(model).then_some(false)
             }
         };
         for offset in 0..len.min(PROBES) {

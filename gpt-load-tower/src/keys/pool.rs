@@ -20,6 +20,27 @@ pub trait KeyPool: Send + Sync + 'static {
 
     /// Records how an attempt on `key` went.
     fn report(&self, key: &SelectedKey, report: Report);
+
+    /// [`select`](Self::select) for a request for `model`: skips keys on which that model rests
+    /// (see [`rest_model`](Self::rest_model)). The default ignores the model.
+    fn select_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> Option<SelectedKey> {
+        let _ = model;
+        self.select(group, excluded)
+    }
+
+    /// [`has_candidate`](Self::has_candidate) for a request for `model`. The default ignores the
+    /// model.
+    fn has_candidate_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> bool {
+        let _ = model;
+        self.has_candidate(group, excluded)
+    }
+
+    /// `key` ran out of a per-model quota (Gemini's are per model): rest it for `model` only,
+    /// for `duration`, while it keeps serving other models. The default rests the whole key.
+    fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
+        let _ = model;
+        self.report(key, Report::CoolDown { duration });
+    }
 }
 
 impl<P: KeyPool + ?Sized> KeyPool for Arc<P> {
@@ -33,6 +54,18 @@ impl<P: KeyPool + ?Sized> KeyPool for Arc<P> {
 
     fn report(&self, key: &SelectedKey, report: Report) {
         (**self).report(key, report)
+    }
+
+    fn select_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> Option<SelectedKey> {
+        (**self).select_for(group, excluded, model)
+    }
+
+    fn has_candidate_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> bool {
+        (**self).has_candidate_for(group, excluded, model)
+    }
+
+    fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
+        (**self).rest_model(key, model, duration)
     }
 }
 

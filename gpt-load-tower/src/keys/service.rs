@@ -8,6 +8,7 @@ use tower_service::Service;
 use super::{ExcludedKeys, InFlight, KeyPool, pool::NO_EXCLUSIONS};
 use crate::{
     body::TrackedBody,
+    channel::quota_model,
     context::{Principal, target_group},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
@@ -79,7 +80,8 @@ where
         };
         let group = target_group(req.extensions()).expect("a Principal is present");
         let excluded = req.extensions().get::<ExcludedKeys>().unwrap_or(&NO_EXCLUSIONS);
-        let Some(key) = self.pool.select(group.as_str(), excluded) else {
+        let model = quota_model(&req, channel);
+        let Some(key) = self.pool.select_for(group.as_str(), excluded, model) else {
             telemetry::no_key(group);
             return ResponseFuture::ready(Err(Error::no_key_available(group)));
         };

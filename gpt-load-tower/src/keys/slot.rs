@@ -96,6 +96,10 @@ pub struct KeySlot {
     last_failure: AtomicU64,
     /// The upstream's message (redacted) of the last failure.
     last_error: Mutex<Option<Arc<str>>>,
+    /// Models this key may not serve before a deadline (per-model quotas ran out), and whether
+    /// there are any: selection looks at the list only when the flag is set.
+    model_rests: Mutex<Vec<(Arc<str>, u64)>>,
+    has_model_rests: AtomicBool,
     pub(super) dirty: AtomicBool,
 }
 
@@ -116,6 +120,8 @@ impl KeySlot {
             last_success: AtomicU64::new(0),
             last_failure: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            model_rests: Mutex::new(Vec::new()),
+            has_model_rests: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
         }
     }
@@ -161,12 +167,15 @@ impl KeySlot {
         }
     }
 
-    /// Takes the key for one request if it may be used now: `Some(false)` for a usable key,
-    /// `Some(true)` when this request is the probe of a cooling key whose rest is over (it holds
-    /// the probe for [`PROBE_WINDOW`]), `None` otherwise. A degraded key is taken on one turn in
-    /// `degraded_every` unless `lenient` (no better key was found).
+    /// Takes the key for one request for `model` if it may be used now: `Some(false)` for a
+    /// usable key, `Some(true)` when this request is the probe of a cooling key whose rest is
+    /// over (it holds the probe for [`PROBE_WINDOW`]), `None` otherwise. A degraded key is taken
+    /// on one turn in `degraded_every` unless `lenient` (no better key was found).
     #[inline]
-    pub(super) fn try_take(&self, degraded_every: u32, lenient: bool) -> Option<bool> {
+    pub(super) fn try_take(&self, degraded_every: u32, lenient: bool, model: Option<&str>) -> Option<bool> {
+        if model.is_some_and(|m| self.is_resting_for(m)) {
+            return None;
+        }
         match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
             KeyState::Active | KeyState::Degraded => {
                 if lenient || degraded_every <= 1 || self.consecutive_failures.load(Ordering::Relaxed) == 0 {
@@ -188,6 +197,56 @@ impl KeySlot {
                     .then_some(true)
             }
             KeyState::Invalid | KeyState::Disabled => None,
+        }
+    }
+
+    /// Whether the key may serve `model` (no per-model rest for it, and usable).
+    pub fn is_usable_for(&self, model: Option<&str>) -> bool {
+        self.is_usable() && !model.is_some_and(|m| self.is_resting_for(m))
+    }
+
+    /// Whether `model` rests on this key (its per-model quota ran out); forgets rests that are
+    /// over.
+    #[inline]
+    fn is_resting_for(&self, model: &str) -> bool {
+        if !self.has_model_rests.load(Ordering::Acquire) {
+            return false;
+        }
+        let now = clock::now_ms();
+        let mut rests = lock(&self.model_rests);
+        rests.retain(|(_, until)| *until > now);
+        if rests.is_empty() {
+            self.has_model_rests.store(false, Ordering::Release);
+        }
+        rests.iter().any(|(m, _)| &**m == model)
+    }
+
+    /// Rests `model` on this key until the clock reads `deadline`.
+    pub(super) fn rest_model(&self, model: &str, deadline: u64) {
+        let mut rests = lock(&self.model_rests);
+        match rests.iter_mut().find(|(m, _)| &**m == model) {
+            Some(rest) => rest.1 = deadline,
+            None => rests.push((model.into(), deadline)),
+        }
+        self.has_model_rests.store(true, Ordering::Release);
+    }
+
+    /// The models resting on this key and how long each still rests.
+    pub fn model_rests(&self) -> Vec<(Arc<str>, Duration)> {
+        if !self.has_model_rests.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        lock(&self.model_rests)
+            .iter()
+            .map(|(m, until)| (Arc::clone(m), clock::remaining(*until)))
+            .filter(|(_, rest)| !rest.is_zero())
+            .collect()
+    }
+
+    /// Forgets every per-model rest (the key was restored).
+    pub(super) fn clear_model_rests(&self) {
+        if self.has_model_rests.swap(false, Ordering::AcqRel) {
+            lock(&self.model_rests).clear();
         }
     }
 
@@ -232,18 +291,12 @@ impl KeySlot {
 
     /// The upstream's message (redacted) of the key's last failure.
     pub fn last_error(&self) -> Option<Arc<str>> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        lock(&self.last_error).clone()
     }
 
     /// Records the upstream's message of a failure on this key (already redacted).
     pub fn set_last_error(&self, message: Arc<str>) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
+        *lock(&self.last_error) = Some(message);
     }
 
     pub(super) fn raw_state(&self) -> KeyState {
@@ -327,6 +380,11 @@ impl fmt::Debug for KeySlot {
             .field("in_flight", &self.in_flight())
             .finish()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every value guarded here is whole after any single write: a poisoned lock is still sound.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// How long ago a clock reading was; `None` for 0 (never).

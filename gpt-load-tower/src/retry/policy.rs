@@ -12,7 +12,8 @@ use tower::retry::Policy;
 use crate::{
     blacklist::{AttemptOutcome, Outcome, StatusMatcher},
     body::ReplayBody,
-    context::{AttemptKey, KeyId, target_group},
+    channel::quota_model,
+    context::{AttemptKey, KeyId, Principal, target_group},
     error::Error,
     keys::{ExcludedKeys, KeyPool, SelectedKey},
     log::AttemptLog,
@@ -239,9 +240,13 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
             }
         }
         let group = target_group(req.extensions()).cloned();
+        let model = req
+            .extensions()
+            .get::<Principal>()
+            .and_then(|p| quota_model(req, p.channel()));
         let mut delay = Duration::ZERO;
         if let (Some(pool), Some(group)) = (self.pool.clone(), &group)
-            && !pool.has_candidate(group.as_str(), &excluded)
+            && !pool.has_candidate_for(group.as_str(), &excluded, model)
         {
             if !self.readmit_oldest_transient(&*pool, group.as_str(), &mut excluded) {
                 return None;

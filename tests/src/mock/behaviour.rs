@@ -36,6 +36,19 @@ pub enum Behaviour {
     },
     /// 429 with the message "Resource has been exhausted (e.g. check quota).".
     QuotaExhausted,
+    /// 429 carrying the provider's own rate-limit signal and no `Retry-After`: OpenAI's
+    /// `x-ratelimit-{remaining,reset}-requests` headers, Anthropic's
+    /// `anthropic-ratelimit-requests-{remaining,reset}` headers, or Gemini's
+    /// `RESOURCE_EXHAUSTED` details (a `QuotaFailure` for the request's model, per minute or per
+    /// day, and a `RetryInfo`). With `model`, only requests for that model are limited.
+    ProviderLimit {
+        /// A per-day quota (Gemini's quota id says `PerDay`) rather than a per-minute one.
+        per_day: bool,
+        /// When the provider says the limit resets.
+        reset: Duration,
+        /// The only model limited; `None` limits every model.
+        model: Option<String>,
+    },
     /// 400 naming the key as invalid, the way Gemini rejects one (`INVALID_ARGUMENT` with the
     /// detail reason `API_KEY_INVALID`); OpenAI- and Anthropic-format routes answer their own
     /// 400 about the key.

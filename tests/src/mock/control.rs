@@ -120,6 +120,11 @@ fn parse_script(body: &[u8]) -> Result<(String, Behaviour), String> {
             Behaviour::Status(status)
         }
         "invalid_key_400" => Behaviour::InvalidKeyBadRequest,
+        "provider_limit" => Behaviour::ProviderLimit {
+            per_day: value.get("per_day").and_then(Value::as_bool).unwrap_or(false),
+            reset: Duration::from_secs(field("reset_secs").unwrap_or(60)),
+            model: value.get("model").and_then(Value::as_str).map(str::to_owned),
+        },
         "flaky" => Behaviour::Flaky {
             per_mille: field("per_mille")
                 .and_then(|n| u16::try_from(n).ok())
@@ -160,6 +165,16 @@ mod tests {
                 .unwrap()
                 .1,
             Behaviour::Status(503)
+        );
+        assert_eq!(
+            parse(r#"{"key":"k","behaviour":"provider_limit","per_day":true,"reset_secs":90,"model":"m"}"#)
+                .unwrap()
+                .1,
+            Behaviour::ProviderLimit {
+                per_day: true,
+                reset: Duration::from_secs(90),
+                model: Some("m".to_owned())
+            }
         );
         assert!(parse(r#"{"key":"k","behaviour":"status"}"#).is_err());
         assert!(parse(r#"{"behaviour":"valid"}"#).is_err());

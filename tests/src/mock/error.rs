@@ -26,6 +26,12 @@ pub(crate) enum Failure<'a> {
     InvalidKey(&'a str),
     RateLimited(Duration),
     Quota,
+    /// A 429 with the provider's own rate-limit signal (see `Behaviour::ProviderLimit`).
+    ProviderLimit {
+        per_day: bool,
+        reset: Duration,
+        model: &'a str,
+    },
     Server,
     Status(u16),
     NotFound(&'a Method, &'a str),
@@ -65,10 +71,57 @@ pub(crate) fn respond(family: Family, failure: &Failure<'_>) -> Response<MockBod
                     "domain": "googleapis.com",
                 }]);
             }
+            if let Failure::ProviderLimit {
+                per_day,
+                reset,
+                model,
+            } = failure
+            {
+                let window = if *per_day { "Day" } else { "Minute" };
+                error["details"] = json!([
+                    {
+                        "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                        "violations": [{
+                            "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                            "quotaId": format!("GenerateRequestsPer{window}PerProjectPerModel-FreeTier"),
+                            "quotaDimensions": {"location": "global", "model": model},
+                            "quotaValue": "50",
+                        }],
+                    },
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{}s", reset.as_secs())},
+                ]);
+            }
             json!({ "error": error })
         }
     };
     let mut response = reply::json(status, &body);
+    if let Failure::ProviderLimit { reset, .. } = failure {
+        let headers = response.headers_mut();
+        match family {
+            Family::OpenAi => {
+                headers.insert("x-ratelimit-limit-requests", HeaderValue::from(60));
+                headers.insert("x-ratelimit-remaining-requests", HeaderValue::from(0));
+                headers.insert(
+                    "x-ratelimit-reset-requests",
+                    HeaderValue::try_from(format!("{}m{}s", reset.as_secs() / 60, reset.as_secs() % 60))
+                        .unwrap_or_else(|_| HeaderValue::from_static("60s")),
+                );
+                headers.insert("x-ratelimit-remaining-tokens", HeaderValue::from(150_000));
+                headers.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("6ms"));
+            }
+            Family::Anthropic => {
+                let at = chrono::Utc::now() + *reset;
+                headers.insert("anthropic-ratelimit-requests-limit", HeaderValue::from(50));
+                headers.insert("anthropic-ratelimit-requests-remaining", HeaderValue::from(0));
+                headers.insert(
+                    "anthropic-ratelimit-requests-reset",
+                    HeaderValue::from_str(&at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                        .unwrap_or_else(|_| HeaderValue::from_static("1970-01-01T00:00:00Z")),
+                );
+            }
+            Family::Gemini => {}
+        }
+    }
     if let Failure::RateLimited(after) = failure {
         let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
         response
@@ -82,7 +135,7 @@ impl Failure<'_> {
     fn status(&self) -> StatusCode {
         match self {
             Self::MissingKey | Self::InvalidKey(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited(_) | Self::Quota => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited(_) | Self::Quota | Self::ProviderLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Server => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Status(code) => StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Self::NotFound(..) => StatusCode::NOT_FOUND,
@@ -116,6 +169,9 @@ impl Failure<'_> {
                 after.as_secs_f64()
             ),
             (Self::Quota, _) => QUOTA_MESSAGE.to_owned(),
+            (Self::ProviderLimit { model, .. }, _) => {
+                format!("You exceeded your current quota for {model}; please retry later.")
+            }
             (Self::Server, _) => "The server had an error while processing your request.".to_owned(),
             (Self::Status(code), _) => format!("mock upstream scripted status {code}"),
             (Self::NotFound(method, path), _) => format!("Invalid URL ({method} {path})"),
@@ -148,7 +204,7 @@ impl Failure<'_> {
     fn openai_type_and_code(&self) -> (&'static str, Value) {
         match self {
             Self::MissingKey | Self::InvalidKey(_) => ("invalid_request_error", json!("invalid_api_key")),
-            Self::RateLimited(_) => ("requests", json!("rate_limit_exceeded")),
+            Self::RateLimited(_) | Self::ProviderLimit { .. } => ("requests", json!("rate_limit_exceeded")),
             Self::Quota => ("insufficient_quota", json!("insufficient_quota")),
             Self::Server => ("server_error", Value::Null),
             Self::Status(_) => {

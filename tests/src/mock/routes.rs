@@ -145,6 +145,7 @@ pub(crate) async fn dispatch(
         return error::respond(family, &Failure::MissingKey);
     };
     let mut cut = None;
+    let mut limit = None;
     match shared.scripts.resolve(key) {
         Behaviour::Valid => {}
         Behaviour::Unauthorized => return error::respond(family, &Failure::InvalidKey(key)),
@@ -162,6 +163,11 @@ pub(crate) async fn dispatch(
         }
         Behaviour::SlowFirstByte(delay) => tokio::time::sleep(delay).await,
         Behaviour::DisconnectMidStream { after_frames } => cut = Some(after_frames),
+        Behaviour::ProviderLimit {
+            per_day,
+            reset,
+            model,
+        } => limit = Some((per_day, reset, model)),
     }
     if route.takes_json() && !body.iter().all(u8::is_ascii_whitespace) {
         if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() {
@@ -177,6 +183,18 @@ pub(crate) async fn dispatch(
         Route::GeminiGenerate { model } | Route::GeminiStream { model } => model,
         _ => probe.model.as_deref().unwrap_or("unknown"),
     };
+    if let Some((per_day, reset, limited)) = limit
+        && limited.as_deref().is_none_or(|m| m == model)
+    {
+        return error::respond(
+            family,
+            &Failure::ProviderLimit {
+                per_day,
+                reset,
+                model,
+            },
+        );
+    }
     let stream = match route {
         Route::GeminiStream { .. } => true,
         Route::OpenAiChat | Route::OpenAiResponses | Route::AnthropicMessages => probe.streaming(),

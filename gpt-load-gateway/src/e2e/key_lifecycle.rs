@@ -1,0 +1,188 @@
+//! The key lifecycle through the running gateway: rate-limit signals in each provider's own
+//! form cool a key for as long as the provider says (capped), per-model quotas rest one model,
+//! and the group keeps serving from its other keys.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gpt_load_e2e::{Behaviour, MockUpstream};
+use gpt_load_tower::keys::{KeySlot, KeyState};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use super::harness::{Harness, PROXY_KEY, group};
+use crate::db::test_support::TestDb;
+
+const LIMITED: &str = "limited-upstream-key-0001";
+const SPARE: &str = "spare-upstream-key-0002";
+
+/// One group per channel, each with a key the test limits and a spare.
+async fn gateway(config: Value) -> Harness {
+    let mock = MockUpstream::start().await.unwrap();
+    let up = mock.url();
+    let groups = ["openai", "anthropic", "gemini"]
+        .into_iter()
+        .map(|channel| {
+            let mut g = group(channel, &up, &[LIMITED, SPARE], config.clone());
+            g["channel_type"] = json!(channel);
+            g
+        })
+        .collect();
+    Harness::start(TestDb::sqlite().await, mock, groups, &[]).await
+}
+
+fn request(h: &Harness, channel: &str, model: &str) -> Request<Full<Bytes>> {
+    let (path, body) = match channel {
+        "openai" => (
+            format!("/proxy/openai/v1/chat/completions?key={PROXY_KEY}"),
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        "anthropic" => (
+            format!("/proxy/anthropic/v1/messages?key={PROXY_KEY}"),
+            json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        _ => (
+            format!("/proxy/gemini/v1beta/models/{model}:generateContent?key={PROXY_KEY}"),
+            json!({"contents": [{"parts": [{"text": "hi"}]}]}),
+        ),
+    };
+    Request::post(format!("{}{path}", h.base))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::from(body.to_string()))
+        .unwrap()
+}
+
+fn slot(h: &Harness, group: &str, key: &str) -> std::sync::Arc<KeySlot> {
+    h.running()
+        .registry
+        .pool()
+        .keys(group)
+        .into_iter()
+        .find(|k| k.secret().expose() == key)
+        .expect("key in pool")
+}
+
+/// Sends `n` requests for `model` to `channel`'s group; every one must succeed.
+async fn serve(h: &Harness, channel: &str, model: &str, n: usize) {
+    for _ in 0..n {
+        let (status, _, body) = h.send(request(h, channel, model)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{channel}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+fn requests_to(h: &Harness, key: &str) -> u64 {
+    h.mock.requests_by_key().get(key).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_reset_signals_cool_the_key_until_the_reset() {
+    let h = gateway(json!({})).await;
+    h.mock.script(
+        LIMITED,
+        Behaviour::ProviderLimit {
+            per_day: false,
+            reset: Duration::from_secs(90),
+            model: None,
+        },
+    );
+    let models = [
+        ("openai", "gpt-4o-mini"),
+        ("anthropic", "claude-3-haiku-20240307"),
+        ("gemini", "gemini-2.0-flash"),
+    ];
+    for (channel, model) in models {
+        let before = requests_to(&h, LIMITED);
+        // The limited key answers 429 once; the request is retried on the spare.
+        serve(&h, channel, model, 6).await;
+        assert_eq!(
+            requests_to(&h, LIMITED),
+            before + 1,
+            "{channel}: the key rests after one 429"
+        );
+        let limited = slot(&h, channel, LIMITED);
+        // No Retry-After: the rest comes from the provider's own headers or body (90 s), not
+        // from the 30 s backoff.
+        let rest = if channel == "gemini" {
+            // Gemini's quotas are per model: the key rests for that model only.
+            assert_eq!(limited.state(), KeyState::Active, "{channel}");
+            let rests = limited.model_rests();
+            assert_eq!(rests.len(), 1, "{channel}");
+            assert_eq!(&*rests[0].0, model);
+            rests[0].1
+        } else {
+            assert_eq!(limited.state(), KeyState::Cooling, "{channel}");
+            limited.cooling_for().unwrap()
+        };
+        assert!(
+            rest > Duration::from_secs(80) && rest <= Duration::from_secs(90),
+            "{channel}: {rest:?}"
+        );
+        assert_eq!(
+            limited.backoff_level(),
+            u32::from(channel != "gemini"),
+            "{channel}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_day_quota_rests_that_model_while_the_group_keeps_serving() {
+    // A group that lets a rest last a day: the per-day quota rests until the daily reset.
+    let h = gateway(json!({"cool_down_max_seconds": 86_400})).await;
+    h.mock.script(
+        LIMITED,
+        Behaviour::ProviderLimit {
+            per_day: true,
+            reset: Duration::from_secs(20),
+            model: Some("gemini-2.0-flash".to_owned()),
+        },
+    );
+    serve(&h, "gemini", "gemini-2.0-flash", 6).await;
+    assert_eq!(
+        requests_to(&h, LIMITED),
+        1,
+        "one 429, then the key rests for that model"
+    );
+    let limited = slot(&h, "gemini", LIMITED);
+    let rests = limited.model_rests();
+    assert_eq!(rests.len(), 1);
+    assert!(
+        rests[0].1 > Duration::from_secs(20) && rests[0].1 <= Duration::from_secs(86_400),
+        "until midnight Pacific time, not the 20 s retry delay: {:?}",
+        rests[0].1
+    );
+
+    // Another model still uses the key.
+    serve(&h, "gemini", "gemini-1.5-pro", 4).await;
+    assert!(
+        requests_to(&h, LIMITED) >= 2,
+        "other models are served by the key"
+    );
+    assert_eq!(limited.state(), KeyState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_reset_is_capped_by_the_maximum() {
+    let h = gateway(json!({"cool_down_max_seconds": 120})).await;
+    h.mock.script(
+        LIMITED,
+        Behaviour::ProviderLimit {
+            per_day: false,
+            reset: Duration::from_secs(3 * 86_400),
+            model: None,
+        },
+    );
+    serve(&h, "anthropic", "claude-3-haiku-20240307", 4).await;
+    let rest = slot(&h, "anthropic", LIMITED).cooling_for().unwrap();
+    assert!(
+        rest > Duration::from_secs(110) && rest <= Duration::from_secs(120),
+        "{rest:?}"
+    );
+}
