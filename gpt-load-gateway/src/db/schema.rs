@@ -59,6 +59,13 @@ diesel::table! {
         last_used_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        state -> Text,
+        cooling_until -> Nullable<Timestamp>,
+        backoff_level -> Integer,
+        last_error_message -> Text,
+        last_failure_at -> Nullable<Timestamp>,
+        last_success_at -> Nullable<Timestamp>,
+        last_validated_at -> Nullable<Timestamp>,
     }
 }
 

@@ -35,6 +35,7 @@ const GROUP: &[&str] = &[
     "created_at",
     "updated_at",
 ];
+/// gpt-load's fields, then ours: the key lifecycle (docs/KEYS.md).
 const KEY: &[&str] = &[
     "id",
     "key_value",
@@ -47,6 +48,15 @@ const KEY: &[&str] = &[
     "last_used_at",
     "created_at",
     "updated_at",
+    "state",
+    "consecutive_failures",
+    "backoff_level",
+    "cooling_until",
+    "model_cooling",
+    "last_error_message",
+    "last_failure_at",
+    "last_success_at",
+    "last_validated_at",
 ];
 /// gpt-load's columns, then ours (`key_id`, `attempt`, `ttfb_ms`, `request_id`).
 const LOG: &[&str] = &[

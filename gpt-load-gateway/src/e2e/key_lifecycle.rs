@@ -186,3 +186,76 @@ async fn a_stale_reset_is_capped_by_the_maximum() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_is_shown_and_survives_a_restart() {
+    let mut h = gateway(json!({})).await;
+    h.mock.script(
+        LIMITED,
+        Behaviour::ProviderLimit {
+            per_day: false,
+            reset: Duration::from_secs(600),
+            model: None,
+        },
+    );
+    serve(&h, "openai", "gpt-4o-mini", 4).await;
+    let id = h.group_id("openai").await;
+    let limited_row = |body: &Value| {
+        body["data"]["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|k| k["key_value"] == LIMITED))
+            .cloned()
+            .expect("the limited key is listed")
+    };
+    let (status, body) = h.call_api("GET", &format!("/keys?group_id={id}"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let key = limited_row(&body);
+    assert_eq!(
+        (key["status"].as_str(), key["state"].as_str()),
+        (Some("active"), Some("cooling"))
+    );
+    assert_eq!(key["backoff_level"], 1);
+    assert!(key["cooling_until"].is_string(), "{key}");
+    assert!(
+        key["last_error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exceeded your current quota")),
+        "{key}"
+    );
+    assert!(key["last_failure_at"].is_string(), "{key}");
+    let spare = body["data"]["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|k| k["key_value"] == SPARE))
+        .cloned()
+        .unwrap();
+    assert_eq!(spare["state"], "active");
+    assert!(spare["last_success_at"].is_string(), "{spare}");
+
+    // Written behind within about a second; a restart then restores the rest, so the key is not
+    // sent upstream again before the provider's reset.
+    Harness::eventually(Duration::from_secs(10), || async {
+        let rows = crate::repo::keys::list_stored(&h.running().registry.db().clone(), Some(id))
+            .await
+            .unwrap();
+        rows.iter()
+            .any(|(_, l)| l.state == "cooling" && l.cooling_until.is_some())
+    })
+    .await;
+    h.restart().await;
+    let restored = slot(&h, "openai", LIMITED);
+    assert_eq!(restored.state(), KeyState::Cooling);
+    assert_eq!(restored.backoff_level(), 1);
+    let rest = restored.cooling_for().unwrap();
+    assert!(
+        rest > Duration::from_secs(580) && rest <= Duration::from_secs(600),
+        "{rest:?}"
+    );
+    assert!(restored.last_error().is_some());
+    let before = requests_to(&h, LIMITED);
+    serve(&h, "openai", "gpt-4o-mini", 4).await;
+    assert_eq!(
+        requests_to(&h, LIMITED),
+        before,
+        "still resting after the restart"
+    );
+}

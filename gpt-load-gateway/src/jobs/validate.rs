@@ -61,6 +61,7 @@ pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) ->
     )
     .await;
     let count = registry.restore_validated(policy, &checks);
+    registry.record_validated(&checks).await;
     if count > 0 {
         tracing::info!(group = %policy.group.name, restored = count, "validation restored blacklisted keys");
     }

@@ -98,6 +98,20 @@ pub(crate) struct ApiKeyRow {
     pub(crate) updated_at: NaiveDateTime,
 }
 
+/// A key's lifecycle columns (ours, docs/KEYS.md), kept apart from [`ApiKeyRow`], which is
+/// gpt-load's row and is copied to and from gpt-load's databases as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct KeyLifecycleRow {
+    pub(crate) state: String,
+    pub(crate) cooling_until: Option<NaiveDateTime>,
+    pub(crate) backoff_level: i32,
+    pub(crate) last_error_message: String,
+    pub(crate) last_failure_at: Option<NaiveDateTime>,
+    pub(crate) last_success_at: Option<NaiveDateTime>,
+    pub(crate) last_validated_at: Option<NaiveDateTime>,
+}
+
 /// A new `api_keys` row.
 #[derive(Clone, Debug, Insertable)]
 #[diesel(table_name = api_keys)]

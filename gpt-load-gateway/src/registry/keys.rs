@@ -6,9 +6,14 @@ use gpt_load_tower::{
     secret::ApiKey,
 };
 
+use std::{sync::Arc, time::SystemTime};
+
+use chrono::NaiveDateTime;
+
 use crate::{
     crypto::KeyCipher,
-    models::{ApiKeyRow, KeyStatus},
+    models::{KeyStatus, now},
+    repo::keys::StoredKey,
 };
 
 impl KeyStatus {
@@ -38,16 +43,33 @@ pub(crate) fn slot(id: i64, plain: &str, status: KeyStatus, failures: i64) -> Ke
     KeySlot::with_state(KeyId(id as u64), ApiKey::new(plain), status.state(), failures)
 }
 
-/// The pool slot of a stored row, decrypting its value; `None` when it does not decrypt (a
-/// wrong `ENCRYPTION_KEY`).
-pub(crate) fn slot_of_row(row: &ApiKeyRow, cipher: &KeyCipher) -> Option<KeySlot> {
+/// The pool slot of a stored key, decrypting its value; `None` when it does not decrypt (a
+/// wrong `ENCRYPTION_KEY`). gpt-load's `status` decides whether it is usable; a cool-down still
+/// running, the backoff level and the key's history come from the lifecycle columns.
+pub(crate) fn slot_of_row((row, lifecycle): &StoredKey, cipher: &KeyCipher) -> Option<KeySlot> {
     let plain = cipher.decrypt(&row.key_value).ok()?;
-    Some(slot(
-        row.id,
-        &plain,
-        KeyStatus::of_stored(&row.status),
-        row.failure_count,
-    ))
+    let rest = lifecycle
+        .cooling_until
+        .and_then(|until| (until - now()).to_std().ok())
+        .unwrap_or_default();
+    let wall = |t: Option<NaiveDateTime>| t.map(|t| SystemTime::from(t.and_utc()));
+    let last_error = Some(lifecycle.last_error_message.as_str())
+        .filter(|m| !m.is_empty())
+        .map(Arc::from);
+    Some(
+        slot(
+            row.id,
+            &plain,
+            KeyStatus::of_stored(&row.status),
+            row.failure_count,
+        )
+        .with_rest(rest, u32::try_from(lifecycle.backoff_level).unwrap_or(0))
+        .with_history(
+            wall(lifecycle.last_success_at),
+            wall(lifecycle.last_failure_at),
+            last_error,
+        ),
+    )
 }
 
 #[cfg(test)]

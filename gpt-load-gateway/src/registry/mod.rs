@@ -269,13 +269,13 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         let rows = group_rows::list(self.db()).await?;
         let links = group_rows::sub_group_links(self.db()).await?;
-        let key_rows = key_rows::list_all(self.db()).await?;
+        let key_rows = key_rows::list_stored(self.db(), None).await?;
         let mut summary = LoadSummary::default();
         let mut slots: HashMap<i64, Vec<KeySlot>> = HashMap::new();
-        for row in &key_rows {
-            match keys::slot_of_row(row, self.cipher()) {
+        for stored in &key_rows {
+            match keys::slot_of_row(stored, self.cipher()) {
                 Some(slot) => {
-                    slots.entry(row.group_id).or_default().push(slot);
+                    slots.entry(stored.0.group_id).or_default().push(slot);
                     summary.keys += 1;
                 }
                 None => summary.undecryptable += 1,
@@ -348,7 +348,7 @@ impl Registry {
         let known = self.state().groups.contains_key(&id);
         let stored_keys = match &row {
             Some(row) if !known && GroupKind::of_row(row) == GroupKind::Standard => {
-                key_rows::list_by_group(self.db(), id).await?
+                key_rows::list_stored(self.db(), Some(id)).await?
             }
             _ => Vec::new(),
         };
@@ -413,7 +413,7 @@ impl Registry {
         let Some(group) = self.group(group_id).filter(|g| !g.is_aggregate()) else {
             return Ok(());
         };
-        let rows = key_rows::list_by_group(self.db(), group_id).await?;
+        let rows = key_rows::list_stored(self.db(), Some(group_id)).await?;
         let name = group.name.as_str();
         let live: HashMap<KeyId, KeyState> = self
             .pool()
@@ -421,16 +421,17 @@ impl Registry {
             .iter()
             .map(|slot| (slot.id(), slot.state()))
             .collect();
-        let stored: HashSet<KeyId> = rows.iter().map(|row| KeyId(row.id as u64)).collect();
+        let stored: HashSet<KeyId> = rows.iter().map(|(row, _)| KeyId(row.id as u64)).collect();
         self.pool()
             .remove_keys(name, live.keys().filter(|id| !stored.contains(id)).copied());
         let mut states = Vec::new();
         let mut fresh = Vec::new();
-        for row in &rows {
+        for stored in &rows {
+            let row = &stored.0;
             let id = KeyId(row.id as u64);
             let status = KeyStatus::of_stored(&row.status);
             match live.get(&id) {
-                None => fresh.extend(keys::slot_of_row(row, self.cipher())),
+                None => fresh.extend(keys::slot_of_row(stored, self.cipher())),
                 Some(&state) if KeyStatus::of_state(state) != status => states.push((id, status.state())),
                 Some(_) => {}
             }
@@ -745,6 +746,18 @@ impl Registry {
             self.pool().set_states(policy.group.name.as_str(), restore);
         }
         (valid, invalid)
+    }
+
+    /// Stores when these keys were validated (`last_validated_at`). Best effort: a database
+    /// error is logged, since the outcomes themselves already reached the pool.
+    pub(crate) async fn record_validated(&self, checks: &[KeyCheck]) {
+        let ids: Vec<i64> = checks.iter().map(|c| c.slot.id().0 as i64).collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(err) = key_rows::mark_validated(self.db(), &ids, now()).await {
+            tracing::warn!(error = %err, keys = ids.len(), "recording the validation time failed");
+        }
     }
 
     /// Makes the keys that passed validation active again; returns how many changed.

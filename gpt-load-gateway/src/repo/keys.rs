@@ -8,7 +8,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::{
     db::{Db, DbError, schema::api_keys, with_conn, write_transaction},
-    models::{ApiKeyRow, NewApiKey, SealedKey},
+    models::{ApiKeyRow, KeyLifecycleRow, NewApiKey, SealedKey},
 };
 
 /// Rows per multi-row insert (9 bind parameters each; well under every backend's limit).
@@ -41,14 +41,33 @@ pub(crate) async fn list_by_group(db: &Db, group_id: i64) -> Result<Vec<ApiKeyRo
     })
 }
 
-/// Every key, for loading the pool at start (ordered by group, then id).
-pub(crate) async fn list_all(db: &Db) -> Result<Vec<ApiKeyRow>, DbError> {
+/// A stored key with its lifecycle columns.
+pub(crate) type StoredKey = (ApiKeyRow, KeyLifecycleRow);
+
+/// Keys with their lifecycle, for loading the pool: every key (ordered by group, then id), or
+/// one group's (by id).
+pub(crate) async fn list_stored(db: &Db, group_id: Option<i64>) -> Result<Vec<StoredKey>, DbError> {
     with_conn!(db, |conn| {
-        Ok(api_keys::table
+        let mut query = api_keys::table
             .order((api_keys::group_id, api_keys::id))
-            .select(ApiKeyRow::as_select())
-            .load(conn)
-            .await?)
+            .select((ApiKeyRow::as_select(), KeyLifecycleRow::as_select()))
+            .into_boxed();
+        filter_some!(query, group_id, |id| api_keys::group_id.eq(id));
+        Ok(query.load(conn).await?)
+    })
+}
+
+/// Records that these keys were validated at `at`.
+pub(crate) async fn mark_validated(db: &Db, ids: &[i64], at: NaiveDateTime) -> Result<usize, DbError> {
+    write_transaction!(db, |conn| {
+        let mut written = 0;
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            written += diesel::update(api_keys::table.filter(api_keys::id.eq_any(chunk)))
+                .set(api_keys::last_validated_at.eq(at))
+                .execute(conn)
+                .await?;
+        }
+        Ok::<_, DbError>(written)
     })
 }
 
@@ -56,12 +75,20 @@ pub(crate) async fn list_all(db: &Db) -> Result<Vec<ApiKeyRow>, DbError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct KeyStateUpdate {
     pub(crate) id: i64,
+    /// gpt-load's status (`active`, `invalid`, `disabled`).
     pub(crate) status: &'static str,
     pub(crate) failure_count: i64,
     /// Requests since the previous update (added to `request_count`).
     pub(crate) new_requests: i64,
     /// Set when the key was used since the previous update.
     pub(crate) last_used_at: Option<NaiveDateTime>,
+    /// The lifecycle columns.
+    pub(crate) state: &'static str,
+    pub(crate) cooling_until: Option<NaiveDateTime>,
+    pub(crate) backoff_level: i32,
+    pub(crate) last_error_message: String,
+    pub(crate) last_failure_at: Option<NaiveDateTime>,
+    pub(crate) last_success_at: Option<NaiveDateTime>,
 }
 
 /// Writes a batch of key states in one transaction; returns how many rows still existed.
@@ -78,6 +105,12 @@ pub(crate) async fn apply_states(
                 api_keys::failure_count.eq($u.failure_count),
                 api_keys::request_count.eq(api_keys::request_count + $u.new_requests),
                 api_keys::updated_at.eq(at),
+                api_keys::state.eq($u.state),
+                api_keys::cooling_until.eq($u.cooling_until),
+                api_keys::backoff_level.eq($u.backoff_level),
+                api_keys::last_error_message.eq(&$u.last_error_message),
+                api_keys::last_failure_at.eq($u.last_failure_at),
+                api_keys::last_success_at.eq($u.last_success_at),
             )
         };
     }
@@ -166,7 +199,7 @@ pub(crate) async fn page_in_group(
     filter: &KeyFilter<'_>,
     offset: i64,
     limit: i64,
-) -> Result<(Vec<ApiKeyRow>, i64), DbError> {
+) -> Result<(Vec<StoredKey>, i64), DbError> {
     with_conn!(db, |conn| {
         let recently_used_first = (
             api_keys::last_used_at.is_null().asc(),
@@ -177,7 +210,7 @@ pub(crate) async fn page_in_group(
             conn,
             filtered_keys!(filter),
             order recently_used_first,
-            select ApiKeyRow::as_select(),
+            select (ApiKeyRow::as_select(), KeyLifecycleRow::as_select()),
             offset,
             limit
         ))

@@ -2,7 +2,7 @@
 
 use crate::{
     db::test_support::TestDb,
-    models::{NewApiKey, NewGroup, now},
+    models::{KeyLifecycleRow, NewApiKey, NewGroup, now},
     repo::{groups, keys, keys::KeyStateUpdate, settings},
 };
 
@@ -104,28 +104,34 @@ async fn groups_and_keys_round_trip() {
         assert_eq!(rows[0].created_at, at, "{backend}: timestamps keep microseconds");
 
         let used = now();
+        let update = |id: i64, status: &'static str, failure_count: i64, new_requests: i64| KeyStateUpdate {
+            id,
+            status,
+            failure_count,
+            new_requests,
+            last_used_at: (new_requests > 0).then_some(used),
+            state: status,
+            cooling_until: None,
+            backoff_level: 0,
+            last_error_message: String::new(),
+            last_failure_at: None,
+            last_success_at: None,
+        };
+        let cooled_until = used + chrono::Duration::seconds(90);
         let updates = [
             KeyStateUpdate {
-                id: rows[0].id,
-                status: "invalid",
-                failure_count: 3,
-                new_requests: 4,
-                last_used_at: Some(used),
+                state: "cooling",
+                cooling_until: Some(cooled_until),
+                backoff_level: 2,
+                last_error_message: "Rate limit reached; 你好".to_owned(),
+                last_failure_at: Some(used),
+                ..update(rows[0].id, "invalid", 3, 4)
             },
             KeyStateUpdate {
-                id: rows[1].id,
-                status: "active",
-                failure_count: 0,
-                new_requests: 0,
-                last_used_at: None,
+                last_success_at: Some(used),
+                ..update(rows[1].id, "active", 0, 0)
             },
-            KeyStateUpdate {
-                id: -1,
-                status: "active",
-                failure_count: 0,
-                new_requests: 1,
-                last_used_at: None,
-            },
+            update(-1, "active", 0, 1),
         ];
         assert_eq!(
             keys::apply_states(db, &updates, used).await.unwrap(),
@@ -145,9 +151,38 @@ async fn groups_and_keys_round_trip() {
         assert_eq!(rows[0].last_used_at, Some(used));
         assert_eq!(rows[1].last_used_at, None);
 
+        // The lifecycle columns round-trip on every backend.
+        assert_eq!(keys::mark_validated(db, &[rows[1].id], used).await.unwrap(), 1);
+        let stored = keys::list_stored(db, Some(group.id)).await.unwrap();
+        assert_eq!(stored.len(), 2_500, "{backend}");
+        let (first, second) = (&stored[0].1, &stored[1].1);
+        assert_eq!(
+            (first.state.as_str(), first.cooling_until, first.backoff_level),
+            ("cooling", Some(cooled_until), 2),
+            "{backend}"
+        );
+        assert_eq!(first.last_error_message, "Rate limit reached; 你好", "{backend}");
+        assert_eq!(
+            (first.last_failure_at, first.last_validated_at),
+            (Some(used), None)
+        );
+        assert_eq!(
+            (second.last_success_at, second.last_validated_at),
+            (Some(used), Some(used)),
+            "{backend}"
+        );
+        assert_eq!(
+            stored[2].1,
+            KeyLifecycleRow {
+                state: "active".to_owned(),
+                ..KeyLifecycleRow::default()
+            },
+            "{backend}: new keys start active with no history"
+        );
+
         assert!(groups::delete(db, group.id).await.unwrap());
         assert!(
-            keys::list_all(db).await.unwrap().is_empty(),
+            keys::list_stored(db, None).await.unwrap().is_empty(),
             "{backend}: keys go with their group"
         );
         assert!(!groups::delete(db, group.id).await.unwrap());

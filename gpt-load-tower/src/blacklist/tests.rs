@@ -243,7 +243,7 @@ async fn cool_downs_back_off_until_a_probe_succeeds() {
     let (outcome, ..) = attempt(&pool, upstream(200, &[], Bytes::new())).await;
     assert_eq!(outcome.outcome, Outcome::Success);
     assert_eq!((slot.state(), slot.backoff_level()), (KeyState::Active, 0));
-    assert!(slot.since_last_success().is_some());
+    assert!(slot.last_success_at().is_some());
 }
 
 #[tokio::test]

@@ -1,4 +1,7 @@
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tokio::sync::mpsc;
 
@@ -33,6 +36,14 @@ pub struct KeyEvent {
     pub consecutive_failures: u32,
     /// How long it still cools down, when cooling.
     pub cooling_for: Option<Duration>,
+    /// Cool-downs since its last success.
+    pub backoff_level: u32,
+    /// When it last succeeded.
+    pub last_success_at: Option<SystemTime>,
+    /// When it last failed.
+    pub last_failure_at: Option<SystemTime>,
+    /// The upstream's message (redacted) of its last failure.
+    pub last_error: Option<Arc<str>>,
     /// Requests that selected it since the previous event.
     pub requests: u64,
 }
@@ -81,6 +92,10 @@ fn snapshot(group: GroupName, slot: &KeySlot) -> KeyEvent {
         state: slot.state(),
         consecutive_failures: slot.consecutive_failures(),
         cooling_for: slot.cooling_for(),
+        backoff_level: slot.backoff_level(),
+        last_success_at: slot.last_success_at(),
+        last_failure_at: slot.last_failure_at(),
+        last_error: slot.last_error(),
         requests: slot.take_requests(),
     }
 }

@@ -4,7 +4,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{clock, context::KeyId, secret::ApiKey};
@@ -91,7 +91,8 @@ pub struct KeySlot {
     degraded_turns: AtomicU32,
     in_flight: AtomicU32,
     requests: AtomicU64,
-    /// Clock readings ([`clock::now_ms`]) of the last success and the last counted failure.
+    /// Wall-clock milliseconds since the epoch of the last success and the last failure (0 =
+    /// never): stored and shown, so not the process's monotonic clock.
     last_success: AtomicU64,
     last_failure: AtomicU64,
     /// The upstream's message (redacted) of the last failure.
@@ -273,20 +274,47 @@ impl KeySlot {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// The same slot resting `rest` more at backoff `level`: a cool-down restored from storage.
+    /// An active slot starts cooling; a zero rest only sets the level.
+    #[must_use]
+    pub fn with_rest(self, rest: Duration, backoff_level: u32) -> Self {
+        self.backoff_level.store(backoff_level, Ordering::Relaxed);
+        if !rest.is_zero() && self.raw_state() == KeyState::Active {
+            self.cool_until.store(clock::deadline_ms(rest), Ordering::Relaxed);
+            self.state.store(KeyState::Cooling.to_u8(), Ordering::Relaxed);
+        }
+        self
+    }
+
+    /// The same slot with its history restored from storage: its last success, last failure and
+    /// the message of that failure.
+    #[must_use]
+    pub fn with_history(
+        self,
+        last_success: Option<SystemTime>,
+        last_failure: Option<SystemTime>,
+        last_error: Option<Arc<str>>,
+    ) -> Self {
+        self.last_success.store(epoch_ms(last_success), Ordering::Relaxed);
+        self.last_failure.store(epoch_ms(last_failure), Ordering::Relaxed);
+        *lock(&self.last_error) = last_error;
+        self
+    }
+
     /// Cool-downs since the last success; the next rest grows with it.
     pub fn backoff_level(&self) -> u32 {
         self.backoff_level.load(Ordering::Relaxed)
     }
 
-    /// How long ago the key last succeeded, if it did since it entered the pool.
-    pub fn since_last_success(&self) -> Option<Duration> {
-        since(self.last_success.load(Ordering::Relaxed))
+    /// When the key last succeeded, if it ever did.
+    pub fn last_success_at(&self) -> Option<SystemTime> {
+        wall_time(self.last_success.load(Ordering::Relaxed))
     }
 
-    /// How long ago the key last failed (a counted failure, a cool-down or an invalidation), if
-    /// it did since it entered the pool.
-    pub fn since_last_failure(&self) -> Option<Duration> {
-        since(self.last_failure.load(Ordering::Relaxed))
+    /// When the key last failed (a counted failure, a cool-down or an invalidation), if it ever
+    /// did.
+    pub fn last_failure_at(&self) -> Option<SystemTime> {
+        wall_time(self.last_failure.load(Ordering::Relaxed))
     }
 
     /// The upstream's message (redacted) of the key's last failure.
@@ -324,14 +352,16 @@ impl KeySlot {
     }
 
     pub(super) fn mark_success(&self) {
-        self.last_success.store(clock::now_ms(), Ordering::Relaxed);
+        self.last_success
+            .store(epoch_ms(Some(SystemTime::now())), Ordering::Relaxed);
         if self.backoff_level.load(Ordering::Relaxed) != 0 {
             self.backoff_level.store(0, Ordering::Relaxed);
         }
     }
 
     pub(super) fn mark_failure(&self) {
-        self.last_failure.store(clock::now_ms(), Ordering::Relaxed);
+        self.last_failure
+            .store(epoch_ms(Some(SystemTime::now())), Ordering::Relaxed);
     }
 
     pub(super) fn add_failure(&self) -> u32 {
@@ -387,9 +417,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// How long ago a clock reading was; `None` for 0 (never).
-fn since(reading: u64) -> Option<Duration> {
-    (reading != 0).then(|| Duration::from_millis(clock::now_ms().saturating_sub(reading)))
+/// Milliseconds since the epoch; 0 for none.
+fn epoch_ms(time: Option<SystemTime>) -> u64 {
+    time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The time `ms` milliseconds after the epoch; `None` for 0.
+fn wall_time(ms: u64) -> Option<SystemTime> {
+    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 /// Holds one in-flight request on a key; dropping it ends the request.

@@ -189,7 +189,7 @@ fn a_failed_probe_counts_like_any_failure() {
         },
     );
     assert_eq!(probe.slot().state(), KeyState::Invalid);
-    assert!(probe.slot().since_last_failure().is_some());
+    assert!(probe.slot().last_failure_at().is_some());
 }
 
 #[test]

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::{crypto::KeyCipher, models::ApiKeyRow};
+use gpt_load_tower::keys::KeySlot;
+
+use crate::{crypto::KeyCipher, repo::keys::StoredKey};
 
 /// The query of `GET /api/keys` (pagination comes separately). `group_id` is text so that a
 /// malformed value is a validation error rather than a bare rejection.
@@ -58,13 +60,14 @@ pub(crate) struct StatusInput {
     pub(crate) status: Option<String>,
 }
 
-/// gpt-load's APIKey model with the key decrypted.
+/// gpt-load's APIKey model with the key decrypted, and the key's lifecycle (docs/KEYS.md).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct KeyResponse {
     pub(crate) id: i64,
     pub(crate) key_value: String,
     pub(crate) key_hash: String,
     pub(crate) group_id: i64,
+    /// gpt-load's status: `active` (also for degraded and cooling keys), `invalid`, `disabled`.
     pub(crate) status: String,
     pub(crate) notes: String,
     pub(crate) request_count: i64,
@@ -72,14 +75,81 @@ pub(crate) struct KeyResponse {
     pub(crate) last_used_at: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
+    /// `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now.
+    pub(crate) state: String,
+    /// Counted failures since the last success (the same count as `failure_count`).
+    pub(crate) consecutive_failures: i64,
+    /// Rate limits since the last success; the next rest grows with it.
+    pub(crate) backoff_level: u32,
+    /// When a cooling key may be probed again.
+    pub(crate) cooling_until: Option<DateTime<Utc>>,
+    /// Models resting on this key (per-model quotas) and until when.
+    pub(crate) model_cooling: Vec<ModelCooling>,
+    /// The upstream's message (redacted) of the key's last failure.
+    pub(crate) last_error_message: Option<String>,
+    pub(crate) last_failure_at: Option<DateTime<Utc>>,
+    pub(crate) last_success_at: Option<DateTime<Utc>>,
+    pub(crate) last_validated_at: Option<DateTime<Utc>>,
+}
+
+/// One model resting on a key.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub(crate) struct ModelCooling {
+    pub(crate) model: String,
+    pub(crate) until: DateTime<Utc>,
 }
 
 /// What the list and the export show for a value that cannot be decrypted.
 pub(crate) const UNDECRYPTABLE: &str = "failed-to-decrypt";
 
 impl KeyResponse {
-    pub(crate) fn new(row: ApiKeyRow, cipher: &KeyCipher) -> Self {
+    /// The stored key, with its live state from the pool when the pool has it (the stored
+    /// lifecycle lags the pool by up to a second).
+    pub(crate) fn new((row, lifecycle): StoredKey, cipher: &KeyCipher, live: Option<&KeySlot>) -> Self {
+        let now = Utc::now();
+        let after = |rest: std::time::Duration| now + chrono::Duration::from_std(rest).unwrap_or_default();
+        let stored_time = |t: Option<chrono::NaiveDateTime>| t.map(|t| t.and_utc());
+        let (state, consecutive_failures, backoff_level, cooling_until, model_cooling) = match live {
+            Some(slot) => (
+                slot.state().as_str().to_owned(),
+                i64::from(slot.consecutive_failures()),
+                slot.backoff_level(),
+                slot.cooling_for().map(after),
+                slot.model_rests()
+                    .into_iter()
+                    .map(|(model, rest)| ModelCooling {
+                        model: model.to_string(),
+                        until: after(rest),
+                    })
+                    .collect(),
+            ),
+            None => (
+                lifecycle.state.clone(),
+                row.failure_count,
+                u32::try_from(lifecycle.backoff_level).unwrap_or(0),
+                stored_time(lifecycle.cooling_until).filter(|until| *until > now),
+                Vec::new(),
+            ),
+        };
+        let last_error_message = match live {
+            Some(slot) => slot.last_error().map(|m| m.to_string()),
+            None => Some(lifecycle.last_error_message).filter(|m| !m.is_empty()),
+        };
+        let live_time = |t: Option<std::time::SystemTime>| t.map(DateTime::<Utc>::from);
         Self {
+            state,
+            consecutive_failures,
+            backoff_level,
+            cooling_until,
+            model_cooling,
+            last_error_message,
+            last_failure_at: live.map_or(stored_time(lifecycle.last_failure_at), |s| {
+                live_time(s.last_failure_at())
+            }),
+            last_success_at: live.map_or(stored_time(lifecycle.last_success_at), |s| {
+                live_time(s.last_success_at())
+            }),
+            last_validated_at: stored_time(lifecycle.last_validated_at),
             key_value: cipher
                 .decrypt(&row.key_value)
                 .unwrap_or_else(|_| UNDECRYPTABLE.to_owned()),

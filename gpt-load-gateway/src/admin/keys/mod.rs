@@ -11,6 +11,7 @@ use axum::{
     response::Response,
 };
 use futures_util::{Stream, TryStreamExt, stream};
+use gpt_load_tower::keys::KeyId;
 
 use self::json::{
     AddResult, DeleteResult, ExportQuery, GroupIdInput, KeyListQuery, KeyResponse, KeysTextInput, NotesInput,
@@ -143,7 +144,7 @@ pub(crate) async fn list_keys(
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .map(|v| state.registry.cipher().hash(v));
-    group(&state, group_id).await?;
+    let group = group(&state, group_id).await?;
     let filter = KeyFilter {
         group_id,
         status: status.map(KeyStatus::as_str),
@@ -151,9 +152,13 @@ pub(crate) async fn list_keys(
     };
     let (rows, total) =
         keys::page_in_group(state.registry.db(), &filter, page.offset(), page.page_size()).await?;
+    let pool = state.registry.pool();
     let items: Vec<KeyResponse> = rows
         .into_iter()
-        .map(|row| KeyResponse::new(row, state.registry.cipher()))
+        .map(|stored| {
+            let live = pool.get(&group.name, KeyId(stored.0.id as u64));
+            KeyResponse::new(stored, state.registry.cipher(), live.as_deref())
+        })
         .collect();
     Ok(ok(success(lang), Page::new(items, page, total)))
 }

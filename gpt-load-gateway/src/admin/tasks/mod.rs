@@ -366,6 +366,7 @@ pub(crate) async fn validate_group(
         };
         handle.progress(total);
         let (valid, invalid) = task_state.registry.apply_validation(&policy, &checks);
+        task_state.registry.record_validated(&checks).await;
         let result = ValidationResult {
             total_keys: total,
             valid_keys: valid,
@@ -411,6 +412,7 @@ pub(crate) async fn test_multiple(
     )
     .await;
     registry.apply_validation(&policy, &checks);
+    registry.record_validated(&checks).await;
     let by_key: HashMap<&str, &KeyCheck> = checks.iter().map(|c| (c.slot.secret().expose(), c)).collect();
     let results: Vec<TestedKey> = keys
         .iter()
