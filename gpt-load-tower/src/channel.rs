@@ -323,6 +323,32 @@ impl ModelListShape {
             }
         }
     }
+
+    /// Keeps only the models of `list` for which `keep` holds (by id; Gemini's `models/` prefix
+    /// is not part of it). Bodies without the expected array are left alone.
+    ///
+    /// ```
+    /// use gpt_load_tower::channel::ModelListShape;
+    /// use serde_json::json;
+    ///
+    /// let mut list = json!({"data": [{"id": "gpt-4o"}, {"id": "dall-e-3"}]});
+    /// ModelListShape::Data.retain(&mut list, |id| id.starts_with("gpt-"));
+    /// assert_eq!(list, json!({"data": [{"id": "gpt-4o"}]}));
+    /// ```
+    pub fn retain(self, list: &mut Value, keep: impl Fn(&str) -> bool) {
+        let (field, prefix) = match self {
+            Self::Data => ("data", ""),
+            Self::GeminiModels => ("models", "models/"),
+        };
+        let key = if prefix.is_empty() { "id" } else { "name" };
+        if let Some(Value::Array(items)) = list.get_mut(field) {
+            items.retain(|item| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .is_none_or(|name| keep(name.strip_prefix(prefix).unwrap_or(name)))
+            });
+        }
+    }
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {

@@ -11,6 +11,7 @@ mod admin_tasks;
 mod console;
 mod harness;
 mod key_lifecycle;
+mod model_filters;
 mod proxy;
 mod proxy_blame;
 mod proxy_model_list;

@@ -1,13 +1,16 @@
-//! Model lists that include the group's redirect rules (gpt-load's model-list interception).
+//! Model lists that include the group's redirect rules (gpt-load's model-list interception) and
+//! follow its model filter.
 //!
 //! On `GET …/v1/models`, `…/v1beta/models` or `…/v1beta/openai/v1/models` of a group with model
-//! redirect rules, the upstream's successful list is read, the rules' source models are added
-//! (strict mode: only they are listed) and the list is returned as JSON. Other requests, groups
-//! without rules and unsuccessful answers pass through untouched and unbuffered (gpt-load turns
-//! even an upstream 404 into a 200).
+//! redirect rules or a model filter, the upstream's successful list is read, the rules' source
+//! models are added (strict mode: only they are listed), the models the group does not serve are
+//! dropped, and the list is returned as JSON. Other requests, groups without rules or filter and
+//! unsuccessful answers pass through untouched and unbuffered (gpt-load turns even an upstream 404
+//! into a 200).
 
 use std::{
     io::Read,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -17,7 +20,7 @@ use gpt_load_tower::{
     body::ResponseBody,
     channel::ModelListShape,
     context::{Principal, target_group},
-    rewrite::RewriteTable,
+    rewrite::{ModelFilter, RewriteTable},
 };
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
@@ -64,6 +67,8 @@ struct Interception {
     configured: Vec<String>,
     strict: bool,
     first_page: bool,
+    /// The models the group the client named serves, and the routed sub-group's.
+    filters: Vec<Arc<ModelFilter>>,
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for ModelList<S>
@@ -104,8 +109,14 @@ impl<S> ModelList<S> {
     fn interception<B>(&self, req: &Request<B>) -> Option<Interception> {
         let channel = req.extensions().get::<Principal>()?.channel();
         let shape = channel.model_list_shape(req.method(), req.uri().path())?;
-        let rules = self.rewrite.rules(target_group(req.extensions())?.as_str())?;
-        if rules.model_redirects.is_empty() && !rules.strict_model {
+        let target = target_group(req.extensions())?;
+        let rules = self.rewrite.rules(target.as_str())?;
+        let named = req.extensions().get::<Principal>()?.group();
+        let filters: Vec<Arc<ModelFilter>> = [named, target]
+            .into_iter()
+            .filter_map(|g| self.rewrite.model_filter(g.as_str()))
+            .collect();
+        if rules.model_redirects.is_empty() && !rules.strict_model && filters.is_empty() {
             return None;
         }
         let mut configured: Vec<String> = rules.model_redirects.keys().cloned().collect();
@@ -119,6 +130,7 @@ impl<S> ModelList<S> {
             configured,
             strict: rules.strict_model,
             first_page,
+            filters,
         })
     }
 }
@@ -145,6 +157,10 @@ where
     };
     let configured: Vec<&str> = i.configured.iter().map(String::as_str).collect();
     i.shape.merge(&mut list, &configured, i.strict, i.first_page);
+    if !i.filters.is_empty() {
+        i.shape
+            .retain(&mut list, |model| i.filters.iter().all(|f| f.allows(model)));
+    }
     let body = Bytes::from(list.to_string());
     parts.headers.remove(header::CONTENT_ENCODING);
     parts.headers.remove(header::TRANSFER_ENCODING);

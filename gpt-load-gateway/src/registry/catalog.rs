@@ -11,7 +11,7 @@ use gpt_load_tower::{
     context::GroupName,
     log::LogSettings,
     retry::RetrySettings,
-    rewrite::RewriteTable,
+    rewrite::{ModelFilter, RewriteTable},
     upstream::Upstreams,
 };
 
@@ -107,6 +107,7 @@ impl Catalog {
             }
         }
         let policy = Arc::new(GroupPolicy::new(group, settings));
+        warnings.extend(self.apply_model_filter(&policy));
         self.policies.rcu(|policies| {
             let mut policies = HashMap::clone(policies);
             policies.insert(group.name.clone(), Arc::clone(&policy));
@@ -137,11 +138,34 @@ impl Catalog {
         groups: impl IntoIterator<Item = &'a Arc<Group>>,
         settings: &SystemSettings,
     ) {
-        let policies = groups
+        let policies: HashMap<GroupName, Arc<GroupPolicy>> = groups
             .into_iter()
             .map(|g| (g.name.clone(), Arc::new(GroupPolicy::new(g, settings))))
             .collect();
+        for policy in policies.values() {
+            if let Some(warning) = self.apply_model_filter(policy) {
+                tracing::warn!("{warning}");
+            }
+        }
         self.policies.store(Arc::new(policies));
+    }
+
+    /// Hands the rewrite table the models the group serves (compiled here, once per change). A
+    /// stored pattern that no longer compiles (saved by another version) filters nothing and is
+    /// reported.
+    fn apply_model_filter(&self, policy: &GroupPolicy) -> Option<String> {
+        let name = policy.group.name.clone();
+        match policy.effective.model_filter() {
+            Ok(filter) => {
+                self.rewrite.set_model_filter(name, filter);
+                None
+            }
+            Err(err) => {
+                self.rewrite
+                    .set_model_filter(name.clone(), ModelFilter::default());
+                Some(format!("group '{name}': {err}; its models are not filtered"))
+            }
+        }
     }
 
     /// Rebuilds the proxy key table: the global keys from the settings plus each group's own.

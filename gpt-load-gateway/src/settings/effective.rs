@@ -5,7 +5,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use gpt_load_tower::{blacklist::HealthSettings, keys::Backoff};
+use gpt_load_tower::{
+    blacklist::HealthSettings,
+    keys::Backoff,
+    rewrite::{InvalidModelPattern, ModelFilter},
+};
 
 use super::EffectiveConfig;
 
@@ -93,6 +97,11 @@ impl EffectiveConfig {
             seconds(self.cool_down_min_seconds),
             seconds(self.cool_down_max_seconds),
         )
+    }
+
+    /// The models the group serves, compiled (the stored text was checked when it was saved).
+    pub(crate) fn model_filter(&self) -> Result<ModelFilter, InvalidModelPattern> {
+        ModelFilter::parse(&self.model_include, &self.model_exclude)
     }
 
     /// How often a degraded key is selected relative to a healthy one (0.01 to 1).

@@ -81,6 +81,9 @@ pub(crate) enum TextRule {
     ProxyKeys,
     /// Failover status codes and ranges in gpt-load's grammar (`400-403,405-999`).
     StatusCodes,
+    /// Model patterns separated by commas or line breaks: names with `*` wildcards or
+    /// `/regular expressions/` ([`ModelFilter::parse`](gpt_load_tower::rewrite::ModelFilter::parse)).
+    ModelPatterns,
 }
 
 /// One setting.
@@ -182,7 +185,7 @@ mod tests {
         let ordered: HashSet<_> = GROUP_CONFIG_ORDER.into_iter().collect();
         assert_eq!(ordered.len(), GROUP_CONFIG_ORDER.len());
         assert_eq!(overridable, ordered);
-        assert_eq!(overridable.len(), 18);
+        assert_eq!(overridable.len(), 20);
         for (position, key) in GROUP_CONFIG_ORDER.into_iter().enumerate() {
             assert_eq!(find(key).unwrap().group_position, Some(position), "{key}");
         }

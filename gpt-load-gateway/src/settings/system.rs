@@ -161,6 +161,7 @@ mod tests {
             (_, TextRule::Url(schemes)) => json!(format!("{}://changed.example:8080", schemes[0])),
             (_, TextRule::ProxyKeys) => json!("sk-changed-1,sk-changed-2"),
             (_, TextRule::StatusCodes) => json!("429,500-599"),
+            (_, TextRule::ModelPatterns) => json!("gpt-4*, /^o[13]-/"),
             (_, TextRule::Plain) => json!("changed"),
         }
     }

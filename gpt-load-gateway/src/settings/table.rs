@@ -57,7 +57,7 @@
 
 use super::{
     declare::settings_table,
-    meta::TextRule::Url,
+    meta::TextRule::{ModelPatterns, Url},
     value::{APP_URL_SCHEMES, FailoverCodes, PROXY_URL_SCHEMES},
 };
 
@@ -240,6 +240,43 @@ settings_table! {
             "代理服务器地址",
             "上游请求使用的 HTTP、HTTPS 或 SOCKS5 代理，例如 socks5://host:1080；\
              留空则使用环境变量 HTTP_PROXY 和 HTTPS_PROXY。",
+        ),
+    },
+
+    /// Model patterns (docs/KEYS.md, "Model filters").
+    model_include: String {
+        default: "",
+        rule: ModelPatterns,
+        category: Request,
+        group: 18,
+        en: (
+            "Models Served",
+            "Only requests for these models are served, as names with * wildcards (gpt-4*) or \
+             /regular expressions/, separated by commas or lines; empty serves every model. Other \
+             models are refused with a 400 before a key is used, model lists show only these, \
+             and aggregate groups route a model only to sub-groups that serve it.",
+        ),
+        zh: (
+            "允许的模型",
+            "只处理这些模型的请求：可写带 * 通配符的名称（gpt-4*）或 /正则表达式/，用逗号或换行分隔；\
+             留空则允许所有模型。其他模型在使用密钥前即以 400 拒绝，模型列表只显示这些模型，\
+             聚合分组只把请求路由到支持该模型的子分组。",
+        ),
+    },
+    /// Model patterns (docs/KEYS.md, "Model filters").
+    model_exclude: String {
+        default: "",
+        rule: ModelPatterns,
+        category: Request,
+        group: 19,
+        en: (
+            "Models Refused",
+            "Requests for these models are refused with a 400 before a key is used, even when \
+             Models Served lists them; same pattern syntax.",
+        ),
+        zh: (
+            "拒绝的模型",
+            "这些模型的请求在使用密钥前即以 400 拒绝，即使它们在允许的模型中；写法相同。",
         ),
     },
 

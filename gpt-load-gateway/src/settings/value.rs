@@ -303,6 +303,9 @@ fn from_text(meta: &SettingMeta, text: &str) -> Result<SettingValue, String> {
         TextRule::StatusCodes => FailoverCodes::parse(text)
             .map(SettingValue::Codes)
             .map_err(|err| err.to_string()),
+        TextRule::ModelPatterns => gpt_load_tower::rewrite::ModelFilter::parse(text, "")
+            .map(|_| SettingValue::Text(text.trim().to_owned()))
+            .map_err(|err| err.to_string()),
         TextRule::Url(schemes) => {
             let url = text.trim();
             if url.is_empty() {

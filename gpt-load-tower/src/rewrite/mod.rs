@@ -62,6 +62,7 @@
 //! ```
 
 mod headers;
+mod model_filter;
 mod rules;
 mod service;
 #[cfg(test)]
@@ -69,6 +70,7 @@ mod tests;
 
 pub use self::{
     headers::{HeaderRules, HeaderRulesLayer},
+    model_filter::{InvalidModelPattern, ModelFilter},
     rules::{GroupRules, HeaderRule, InvalidHeaderRule, RewriteTable},
     service::{Rewrite, RewriteLayer},
 };

@@ -8,6 +8,7 @@ use std::{
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
+use super::ModelFilter;
 use crate::{context::GroupName, group_map::GroupMap, wrr::SmoothWeighted};
 
 /// One header rule: set a header (with variables) or remove it.
@@ -192,6 +193,11 @@ impl GroupRules {
     pub(super) fn rewrites_body(&self) -> bool {
         !self.param_overrides.is_empty() || !self.model_redirects.is_empty()
     }
+
+    /// Whether strict redirect rules let `model` through.
+    pub(super) fn redirects_accept(&self, model: &str) -> bool {
+        !self.strict_model || self.model_redirects.is_empty() || self.model_redirects.contains_key(model)
+    }
 }
 
 pub(super) struct Aggregate {
@@ -204,10 +210,14 @@ pub(super) enum Route {
     Aggregate(Aggregate),
 }
 
-/// Rewriting rules and aggregate groups by group, swappable at run time. Cloning shares it.
+/// Rewriting rules, aggregate groups and model filters by group, swappable at run time. Cloning
+/// shares it.
 #[derive(Clone, Default)]
 pub struct RewriteTable {
     routes: Arc<GroupMap<Route>>,
+    /// Only groups with a filter are present, so a table without filters costs one emptiness
+    /// check per request.
+    filters: Arc<GroupMap<ModelFilter>>,
 }
 
 impl RewriteTable {
@@ -236,11 +246,49 @@ impl RewriteTable {
         });
     }
 
+    /// Sets the models a group (standard or aggregate) serves; an empty filter removes it. A
+    /// request for another model is refused before a key is spent, and an aggregate routes only
+    /// to sub-groups that serve the model.
+    pub fn set_model_filter(&self, group: GroupName, filter: ModelFilter) {
+        self.filters.update(|filters| {
+            if filter.is_empty() {
+                filters.remove(group.as_str());
+            } else {
+                filters.insert(group, Arc::new(filter));
+            }
+        });
+    }
+
+    /// The model filter of a group, when it has one.
+    pub fn model_filter(&self, group: &str) -> Option<Arc<ModelFilter>> {
+        self.filters.get(group)
+    }
+
+    /// Whether any group filters models (cheap: no lookup).
+    pub(super) fn filters_models(&self) -> bool {
+        !self.filters.load().is_empty()
+    }
+
+    /// Whether `group` serves `model`: its filter, and its strict redirect rules.
+    pub fn serves(&self, group: &str, model: &str) -> bool {
+        let filtered = self.model_filter(group).is_some_and(|f| !f.allows(model));
+        let strict = match self.route(group).as_deref() {
+            Some(Route::Standard(rules)) => !rules.redirects_accept(model),
+            _ => false,
+        };
+        !filtered && !strict
+    }
+
     /// Forgets a group.
     pub fn remove_group(&self, group: &str) {
         self.routes.update(|routes| {
             routes.remove(group);
         });
+        if self.filters.get(group).is_some() {
+            self.filters.update(|filters| {
+                filters.remove(group);
+            });
+        }
     }
 
     pub(super) fn route(&self, group: &str) -> Option<Arc<Route>> {

@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::rules::{GroupRules, RewriteTable, Route};
 use crate::{
     body::ReplayBody,
-    channel::{ChannelKind, gemini_path_model},
+    channel::{ChannelKind, RequestFacts, gemini_path_model},
     context::{GroupName, Principal, RoutedGroup},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
@@ -73,29 +73,52 @@ impl<S> Rewrite<S> {
 }
 
 impl<S> Rewrite<S> {
-    /// Picks the sub-group for an aggregate, or `None` when the group is not an aggregate.
-    fn route(&self, group: &GroupName) -> Result<Option<GroupName>, Error> {
+    /// Picks the sub-group for an aggregate, or `None` when the group is not an aggregate. With
+    /// a `model`, only sub-groups that serve it count.
+    fn route(&self, group: &GroupName, model: Option<&str>) -> Result<Option<GroupName>, Error> {
         let Some(route) = self.layer.table.route(group.as_str()) else {
             return Ok(None);
         };
         let Route::Aggregate(aggregate) = &*route else {
             return Ok(None);
         };
+        let serves =
+            |i: usize| model.is_none_or(|m| self.layer.table.serves(aggregate.members[i].as_str(), m));
         let available = |i: usize| {
-            self.layer
-                .pool
-                .as_ref()
-                .is_none_or(|p| p.has_candidate(aggregate.members[i].as_str(), &ExcludedKeys::new()))
+            serves(i)
+                && self.layer.pool.as_ref().is_none_or(|p| {
+                    p.has_candidate_for(aggregate.members[i].as_str(), &ExcludedKeys::new(), model)
+                })
         };
-        let mut wrr = aggregate
+        let picked = aggregate
             .wrr
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match wrr.pick(available) {
-            Some(i) => Ok(Some(aggregate.members[i].clone())),
-            None => Err(Error::no_sub_group_available(group)),
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pick(available);
+        match (picked, model) {
+            (Some(i), _) => Ok(Some(aggregate.members[i].clone())),
+            (None, Some(model)) if !(0..aggregate.members.len()).any(serves) => Err(not_served(group, model)),
+            (None, _) => Err(Error::no_sub_group_available(group)),
         }
     }
+
+    /// The model a request asks for, from the path (Gemini's native routes), the request log's
+    /// facts when present, or else the body.
+    fn requested_model(req: &Request<ReplayBody>, channel: ChannelKind) -> Option<String> {
+        let path = req.uri().path();
+        if channel.model_in_path(path) {
+            return gemini_path_model(path).map(str::to_owned);
+        }
+        if let Some(facts) = req.extensions().get::<RequestFacts>() {
+            return facts.model.clone();
+        }
+        let body = req.body().bytes().map_or(&[][..], |b| &b[..]);
+        channel.inspect(req.uri(), req.headers(), body).model
+    }
+}
+
+fn not_served(group: &GroupName, model: &str) -> Error {
+    Error::invalid_request(format!("model '{model}' is not served by group '{group}'"))
 }
 
 impl<S, ResBody> Service<Request<ReplayBody>> for Rewrite<S>
@@ -119,14 +142,41 @@ where
                 "rewriting needs a Principal (add ProxyKeyAuth)",
             )));
         };
-        let target = match self.route(principal.group()) {
+        // Only aggregates and groups with a model filter look at the model.
+        let table = &self.layer.table;
+        let aggregate = matches!(
+            table.route(principal.group().as_str()).as_deref(),
+            Some(Route::Aggregate(_))
+        );
+        let model = (aggregate || table.filters_models())
+            .then(|| Self::requested_model(&req, principal.channel()))
+            .flatten();
+        let model = model.as_deref();
+        // The group the client named must serve the model (an aggregate's own filter too).
+        if let Some(model) = model
+            && self
+                .layer
+                .table
+                .model_filter(principal.group().as_str())
+                .is_some_and(|f| !f.allows(model))
+        {
+            telemetry::rewrite_rejected(principal.group());
+            return ResponseFuture::ready(Err(not_served(principal.group(), model)));
+        }
+        let target = match self.route(principal.group(), model) {
             Ok(Some(sub_group)) => {
                 req.extensions_mut().insert(RoutedGroup(sub_group.clone()));
                 sub_group
             }
             Ok(None) => principal.group().clone(),
-            Err(err) => return ResponseFuture::ready(Err(err)),
+            Err(err) => {
+                if err.kind() == crate::error::ErrorKind::InvalidRequest {
+                    telemetry::rewrite_rejected(principal.group());
+                }
+                return ResponseFuture::ready(Err(err));
+            }
         };
+
         if let Some(Route::Standard(rules)) = self.layer.table.route(target.as_str()).as_deref()
             && rules.rewrites_body()
             && let Err(err) = apply_body_rules(&mut req, principal.channel(), rules)

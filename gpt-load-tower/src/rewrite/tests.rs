@@ -289,3 +289,145 @@ async fn groups_without_rules_pass_through_and_inner_errors_too() {
     assert_eq!(err.kind(), ErrorKind::Internal);
     let _ = <MemoryKeyPool as KeyPool>::has_candidate;
 }
+
+fn filter(include: &[&str], exclude: &[&str]) -> ModelFilter {
+    ModelFilter::new(include, exclude).unwrap()
+}
+
+#[tokio::test]
+async fn a_filtered_model_is_refused_before_a_key_is_spent() {
+    let table = RewriteTable::new();
+    table.set_group("g".into(), GroupRules::new());
+    table.set_model_filter("g".into(), filter(&["gpt-4o*"], &["*-audio-*"]));
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let svc = RewriteLayer::new(table.clone()).layer(service_fn(move |_req: Request<ReplayBody>| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Ok::<_, Error>(Response::new(())) }
+    }));
+    let ok = svc
+        .clone()
+        .oneshot(request(
+            "g",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o-mini"}"#,
+        ))
+        .await;
+    assert!(ok.is_ok());
+    for (path, body, model) in [
+        (
+            "/v1/chat/completions",
+            r#"{"model":"gpt-4o-audio-preview"}"#,
+            "gpt-4o-audio-preview",
+        ),
+        ("/v1/chat/completions", r#"{"model":"o1"}"#, "o1"),
+        (
+            "/v1beta/models/gemini-2.0-flash:generateContent",
+            "{}",
+            "gemini-2.0-flash",
+        ),
+    ] {
+        let channel = if path.starts_with("/v1beta") {
+            ChannelKind::Gemini
+        } else {
+            ChannelKind::OpenAi
+        };
+        let err = svc
+            .clone()
+            .oneshot(request("g", channel, path, body))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{model}");
+        assert!(err.message().contains(&format!("'{model}'")), "{}", err.message());
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "refusals spend nothing"
+    );
+    // A request without a model (a model list) is not filtered here.
+    assert!(
+        svc.clone()
+            .oneshot(request("g", ChannelKind::OpenAi, "/v1/models", ""))
+            .await
+            .is_ok()
+    );
+    // Removing the filter serves every model again.
+    table.set_model_filter("g".into(), ModelFilter::default());
+    assert!(
+        svc.oneshot(request("g", ChannelKind::OpenAi, "/v1/x", r#"{"model":"o1"}"#))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn aggregates_route_each_model_to_the_sub_groups_that_serve_it() {
+    let pool = MemoryKeyPool::new();
+    for (id, g) in [(1, "openai"), (2, "anthropic"), (3, "strict"), (4, "spare")] {
+        pool.set_group(g.into(), [KeySlot::new(KeyId(id), format!("key-{g}").into())]);
+    }
+    let table = RewriteTable::new();
+    table.set_aggregate(
+        "agg".into(),
+        [
+            ("openai".into(), 1),
+            ("anthropic".into(), 1),
+            ("strict".into(), 1),
+            ("spare".into(), 1),
+        ],
+    );
+    table.set_group("openai".into(), GroupRules::new());
+    table.set_model_filter("openai".into(), filter(&["gpt-*"], &[]));
+    table.set_group("anthropic".into(), GroupRules::new());
+    table.set_model_filter("anthropic".into(), filter(&["claude-*"], &[]));
+    // Strict redirect rules serve only the models they list.
+    table.set_group(
+        "strict".into(),
+        GroupRules::new()
+            .redirect_model("house-model", "gpt-4o")
+            .strict_model(true),
+    );
+    table.set_group("spare".into(), GroupRules::new());
+    table.set_model_filter("spare".into(), filter(&["gpt-*"], &[]));
+    let svc = RewriteLayer::new(table.clone())
+        .available_when(pool.clone())
+        .layer(echo());
+    let routed = |model: &'static str| {
+        let svc = svc.clone();
+        async move {
+            let req = Request::post("/v1/chat/completions")
+                .body(ReplayBody::new(format!(r#"{{"model":"{model}"}}"#)))
+                .unwrap();
+            svc.oneshot(principal(req, "agg", ChannelKind::OpenAi))
+                .await
+                .map(|res| res.into_body()["group"].as_str().unwrap().to_owned())
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(routed("claude-3-haiku").await.unwrap(), "anthropic");
+        assert_eq!(routed("house-model").await.unwrap(), "strict");
+    }
+    let mut gpt = std::collections::HashSet::new();
+    for _ in 0..4 {
+        gpt.insert(routed("gpt-4o").await.unwrap());
+    }
+    assert_eq!(gpt, ["openai".to_owned(), "spare".to_owned()].into());
+    // The openai sub-group loses its key: gpt models go to the spare only.
+    let key = SelectedKey::new("openai".into(), pool.get("openai", KeyId(1)).unwrap());
+    pool.report(&key, Report::Invalidate);
+    for _ in 0..3 {
+        assert_eq!(routed("gpt-4o").await.unwrap(), "spare");
+    }
+    // No sub-group serves the model: a 400 naming it, not a 503.
+    let err = routed("gemini-2.0-flash").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidRequest);
+    assert!(err.message().contains("'gemini-2.0-flash'"));
+    // The aggregate's own filter applies first.
+    table.set_model_filter("agg".into(), filter(&[], &["claude-*"]));
+    assert_eq!(
+        routed("claude-3-haiku").await.unwrap_err().kind(),
+        ErrorKind::InvalidRequest
+    );
+}
