@@ -26,6 +26,7 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(groups::list_config_options))
         .routes(routes!(groups::manage::reorder_groups))
         .routes(routes!(groups::manage::group_stats))
+        .routes(routes!(groups::key_health::key_health))
         .routes(routes!(groups::manage::copy_group))
         .routes(routes!(groups::update_group, groups::delete_group))
         .routes(routes!(

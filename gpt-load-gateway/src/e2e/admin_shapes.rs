@@ -328,6 +328,25 @@ async fn every_success_answer_has_the_reference_fields_and_the_documented_schema
             ),
             (
                 "GET",
+                "/api/groups/{id}/key-health",
+                format!("/groups/{id}/key-health"),
+                None,
+                &[(
+                    "/data",
+                    &[
+                        "group_id",
+                        "group_name",
+                        "counts",
+                        "rules",
+                        "cooling",
+                        "model_cooling",
+                        "recent_failures",
+                    ],
+                    &[],
+                )],
+            ),
+            (
+                "GET",
                 "/api/groups/{id}/parent-aggregate-groups",
                 format!("/groups/{id}/parent-aggregate-groups"),
                 None,

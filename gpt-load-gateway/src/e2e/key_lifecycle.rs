@@ -259,3 +259,71 @@ async fn the_lifecycle_is_shown_and_survives_a_restart() {
         "still resting after the restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_health_explains_the_groups_keys() {
+    let h = gateway(json!({"blacklist_threshold": 5, "cool_down_max_seconds": 900})).await;
+    h.mock.script(
+        LIMITED,
+        Behaviour::ProviderLimit {
+            per_day: false,
+            reset: Duration::from_secs(300),
+            model: None,
+        },
+    );
+    serve(&h, "openai", "gpt-4o-mini", 4).await;
+    h.mock.script(
+        LIMITED,
+        Behaviour::ProviderLimit {
+            per_day: true,
+            reset: Duration::from_secs(30),
+            model: Some("gemini-2.0-flash".to_owned()),
+        },
+    );
+    serve(&h, "gemini", "gemini-2.0-flash", 4).await;
+
+    let id = h.group_id("openai").await;
+    let (status, body) = h.call_api("GET", &format!("/groups/{id}/key-health"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let health = &body["data"];
+    assert_eq!(health["group_name"], "openai");
+    assert_eq!(health["counts"]["total"], 2);
+    assert_eq!(
+        (
+            health["counts"]["active"].as_u64(),
+            health["counts"]["cooling"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(health["rules"]["blacklist_threshold"], 5);
+    assert_eq!(health["rules"]["cool_down_max_seconds"], 900);
+    let cooling = &health["cooling"][0];
+    assert!(
+        cooling["key"].as_str().unwrap().contains('*'),
+        "masked: {cooling}"
+    );
+    assert_ne!(cooling["key"], LIMITED);
+    assert_eq!(cooling["backoff_level"], 1);
+    assert!(cooling["until"].is_string());
+    let failure = &health["recent_failures"][0];
+    assert_eq!(
+        (failure["status"].as_u64(), failure["outcome"].as_str()),
+        (Some(429), Some("cool_down"))
+    );
+    assert!(
+        failure["reason"].as_str().unwrap_or_default().contains("quota"),
+        "{failure}"
+    );
+    assert!(!body.to_string().contains(LIMITED), "no key is shown in full");
+
+    let gemini = h.group_id("gemini").await;
+    let (_, body) = h
+        .call_api("GET", &format!("/groups/{gemini}/key-health"), None)
+        .await;
+    let rest = &body["data"]["model_cooling"][0];
+    assert_eq!(rest["model"], "gemini-2.0-flash", "{body}");
+    assert_eq!(
+        body["data"]["counts"]["cooling"], 0,
+        "the key itself is not cooling"
+    );
+}

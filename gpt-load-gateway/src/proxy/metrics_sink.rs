@@ -9,6 +9,8 @@
 
 use gpt_load_tower::log::{ChannelSink, LogSink, RequestRecord, RequestType};
 
+use super::RecentFailures;
+
 /// `gpt_load_requests_total`
 pub(crate) const REQUESTS: &str = "gpt_load_requests_total";
 /// `gpt_load_request_duration_seconds`
@@ -16,15 +18,17 @@ pub(crate) const DURATION: &str = "gpt_load_request_duration_seconds";
 /// `gpt_load_upstream_ttfb_seconds`
 pub(crate) const TTFB: &str = "gpt_load_upstream_ttfb_seconds";
 
-/// Records metrics for each record, then hands it to the writer's channel.
+/// Records metrics for each record, notes failed attempts, then hands the record to the
+/// writer's channel.
 #[derive(Clone, Debug)]
 pub(crate) struct MetricsSink {
     inner: ChannelSink,
+    failures: RecentFailures,
 }
 
 impl MetricsSink {
-    pub(crate) fn new(inner: ChannelSink) -> Self {
-        Self { inner }
+    pub(crate) fn new(inner: ChannelSink, failures: RecentFailures) -> Self {
+        Self { inner, failures }
     }
 }
 
@@ -39,6 +43,7 @@ impl LogSink for MetricsSink {
             metrics::counter!(REQUESTS, "group" => group.clone(), "status" => status).increment(1);
             metrics::histogram!(DURATION, "group" => group).record(record.duration.as_secs_f64());
         }
+        self.failures.note(&record);
         self.inner.send(record);
     }
 }

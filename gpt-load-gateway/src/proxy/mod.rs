@@ -8,11 +8,16 @@
 pub(crate) mod client_ip;
 mod metrics_sink;
 mod model_list;
+mod recent_failures;
 pub(crate) mod stack;
 
 #[cfg(test)]
 pub(crate) use self::model_list::LIST_LIMIT;
-pub(crate) use self::{metrics_sink::MetricsSink, model_list::ModelListLayer};
+pub(crate) use self::{
+    metrics_sink::MetricsSink,
+    model_list::ModelListLayer,
+    recent_failures::{FailedAttempt, RecentFailures},
+};
 
 /// `X-Accel-Buffering: no` for event streams, so a reverse proxy in front does not buffer them.
 pub(crate) fn sse_no_buffering<B>(res: &http::Response<B>) -> Option<http::HeaderValue> {

@@ -124,7 +124,10 @@ fn layers(
         .layer(limit)
         .layer(BodyBufferLayer::new(max_body).budget(body_budget))
         .map_request(insert_group_policy(catalog.clone()))
-        .layer(RequestLogLayer::new(MetricsSink::new(log_sink)))
+        .layer(RequestLogLayer::new(MetricsSink::new(
+            log_sink,
+            catalog.recent_failures.clone(),
+        )))
         .layer(JsonBodyLayer::new())
         .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))
         .map_request(insert_group_policy(catalog.clone()))

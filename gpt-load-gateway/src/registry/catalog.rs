@@ -17,6 +17,7 @@ use gpt_load_tower::{
 
 use super::group::Group;
 use crate::{
+    proxy::RecentFailures,
     settings::{EffectiveConfig, SystemSettings},
     upstream::ClientSettings,
 };
@@ -58,6 +59,8 @@ pub(crate) struct Catalog {
     pub(crate) proxy_keys: StaticProxyKeys,
     pub(crate) upstreams: Upstreams,
     pub(crate) rewrite: RewriteTable,
+    /// The last failed attempts per group (`GET /api/groups/{id}/key-health`).
+    pub(crate) recent_failures: RecentFailures,
     policies: Arc<ArcSwap<HashMap<GroupName, Arc<GroupPolicy>>>>,
 }
 
@@ -125,6 +128,7 @@ impl Catalog {
     pub(crate) fn remove(&self, name: &str) {
         self.upstreams.remove_group(name);
         self.rewrite.remove_group(name);
+        self.recent_failures.forget(name);
         self.policies.rcu(|policies| {
             let mut policies = HashMap::clone(policies);
             policies.remove(name);

@@ -70,6 +70,11 @@ impl EffectiveConfig {
         self.blacklist_threshold
     }
 
+    /// The failover statuses as written.
+    pub(crate) fn failover_status_spec(&self) -> &str {
+        self.failover_status_codes.spec()
+    }
+
     /// The failover status spec and its matcher.
     #[cfg(test)]
     pub(crate) fn failover_status_codes(&self) -> &super::value::FailoverCodes {

@@ -58,6 +58,7 @@ struct AttemptFacts {
     upstream: Option<AttemptUpstream>,
     status: u16,
     error: Option<String>,
+    outcome: Option<&'static str>,
     time_to_first_byte: Option<Duration>,
 }
 
@@ -74,6 +75,7 @@ impl AttemptFacts {
                 .and_then(|o| o.message.as_deref())
                 .filter(|_| status >= 400)
                 .map(str::to_owned),
+            outcome: outcome.map(|o| o.outcome.as_str()),
             time_to_first_byte: outcome.map(|o| o.time_to_first_byte),
         }
     }
@@ -84,6 +86,7 @@ impl AttemptFacts {
             upstream: err.upstream_target().cloned(),
             status: err.status().as_u16(),
             error: Some(err.message().to_owned()),
+            outcome: None,
             time_to_first_byte: None,
         }
     }
@@ -151,6 +154,7 @@ impl AttemptLog {
             stream: info.stream,
             client_ip: info.client_ip,
             error,
+            outcome: facts.outcome,
             request_body: info.request_body.clone(),
             user_agent: info.user_agent.clone(),
             request_id: info.request_id.clone(),

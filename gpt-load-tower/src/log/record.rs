@@ -68,6 +68,9 @@ pub struct RequestRecord {
     pub client_ip: Option<IpAddr>,
     /// What went wrong, redacted.
     pub error: Option<String>,
+    /// What the attempt meant for its key ([`Outcome::as_str`](crate::blacklist::Outcome::as_str):
+    /// `success`, `failure`, `cool_down`, `transient`, …), when the upstream answered.
+    pub outcome: Option<&'static str>,
     /// The request body, when body logging is on (at most the configured size).
     pub request_body: Option<String>,
     /// The client's `User-Agent`, when body logging is on.

@@ -182,6 +182,7 @@ fn record() -> RequestRecord {
         stream: false,
         client_ip: None,
         error: None,
+        outcome: None,
         request_body: None,
         user_agent: None,
         request_id: None,

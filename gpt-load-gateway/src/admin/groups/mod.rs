@@ -1,6 +1,7 @@
 //! `/api/groups` and `/api/channel-types`.
 
 pub(crate) mod json;
+pub(crate) mod key_health;
 pub(crate) mod manage;
 pub(crate) mod sub_groups;
 

@@ -1,0 +1,211 @@
+//! `GET /api/groups/{id}/key-health`: why a group's keys are where they are. Counts per state,
+//! the rest each cooling key has left, the models resting on keys, the settings that decide
+//! (threshold, cool-down bounds, degraded weight, model filter), and the last failed attempts
+//! with what each meant for its key and the upstream's reason.
+
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use gpt_load_tower::keys::{KeySlot, KeyState};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::{admin::prelude::*, proxy::FailedAttempt, registry::GroupKind, repo::groups};
+
+/// Cooling keys and model rests listed, soonest first.
+const LISTED: usize = 50;
+
+/// See the [module docs](self).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyHealth {
+    group_id: i64,
+    group_name: String,
+    counts: StateCounts,
+    rules: HealthRules,
+    /// Cooling keys, the soonest probed first (at most 50).
+    cooling: Vec<CoolingKey>,
+    /// Models resting on keys (per-model quotas), the soonest back first (at most 50).
+    model_cooling: Vec<ModelRest>,
+    /// The group's last failed attempts on this node, newest first (at most 20).
+    recent_failures: Vec<RecentFailure>,
+}
+
+/// Keys per state.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub(crate) struct StateCounts {
+    total: usize,
+    active: usize,
+    degraded: usize,
+    cooling: usize,
+    invalid: usize,
+    disabled: usize,
+    /// Requests using the group's keys right now.
+    in_flight: u64,
+}
+
+/// The settings that move the group's keys between states.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HealthRules {
+    blacklist_threshold: u32,
+    failover_status_codes: String,
+    cool_down_min_seconds: u64,
+    cool_down_max_seconds: u64,
+    /// How often a degraded key is selected relative to a healthy one (0 to 1).
+    degraded_key_weight: f64,
+    model_include: Vec<String>,
+    model_exclude: Vec<String>,
+}
+
+/// One cooling key.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CoolingKey {
+    key_id: u64,
+    /// The key, masked.
+    key: String,
+    /// When the next request probes it.
+    until: DateTime<Utc>,
+    backoff_level: u32,
+    last_error_message: Option<String>,
+}
+
+/// One model resting on one key.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ModelRest {
+    key_id: u64,
+    key: String,
+    model: String,
+    until: DateTime<Utc>,
+}
+
+/// One failed attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RecentFailure {
+    at: DateTime<Utc>,
+    key_id: Option<u64>,
+    key: Option<String>,
+    model: Option<String>,
+    status: u16,
+    /// What the failure meant for the key: `failure` (counted toward the blacklist),
+    /// `uncounted_failure`, `cool_down`, `dead`, `transient` (the provider's fault),
+    /// `request_error` (the request's fault), `passthrough`; absent when no upstream answered.
+    outcome: Option<&'static str>,
+    /// The upstream's message or the gateway's error, redacted.
+    reason: Option<String>,
+}
+
+impl From<FailedAttempt> for RecentFailure {
+    fn from(failed: FailedAttempt) -> Self {
+        Self {
+            at: failed.at.into(),
+            key_id: failed.key_id.map(|id| id.0),
+            key: failed.masked_key,
+            model: failed.model,
+            status: failed.status,
+            outcome: failed.outcome,
+            reason: failed.reason,
+        }
+    }
+}
+
+fn after(rest: std::time::Duration) -> DateTime<Utc> {
+    (SystemTime::now() + rest).into()
+}
+
+fn counts(slots: &[std::sync::Arc<KeySlot>]) -> StateCounts {
+    let mut counts = StateCounts {
+        total: slots.len(),
+        ..StateCounts::default()
+    };
+    for slot in slots {
+        counts.in_flight += u64::from(slot.in_flight());
+        match slot.state() {
+            KeyState::Active => counts.active += 1,
+            KeyState::Degraded => counts.degraded += 1,
+            KeyState::Cooling => counts.cooling += 1,
+            KeyState::Invalid => counts.invalid += 1,
+            _ => counts.disabled += 1,
+        }
+    }
+    counts
+}
+
+/// Why a group's keys are where they are (standard groups; ask an aggregate's sub-groups).
+#[utoipa::path(get, path = "/groups/{id}/key-health", tag = "groups", params(("id" = i64, Path)),
+    responses((status = 200, body = Envelope<KeyHealth>)))]
+pub(crate) async fn key_health(
+    Admin { state, lang }: Admin,
+    AdminPath(id): AdminPath<i64>,
+) -> Reply<KeyHealth> {
+    let row = groups::find(state.registry.db(), id)
+        .await?
+        .ok_or(AdminError::NotFound("group"))?;
+    if GroupKind::of_row(&row) == GroupKind::Aggregate {
+        return Err(AdminError::validation(
+            "id",
+            "an aggregate group has no keys of its own; ask each sub-group",
+        ));
+    }
+    let catalog = state.registry.catalog();
+    let policy = catalog.policy(&row.name).ok_or(AdminError::NotFound("group"))?;
+    let effective = &policy.effective;
+    let filter = effective.model_filter().unwrap_or_default();
+    let rules = HealthRules {
+        blacklist_threshold: policy.health.blacklist_threshold,
+        failover_status_codes: effective.failover_status_spec().to_owned(),
+        cool_down_min_seconds: policy.health.cool_down.min().as_secs(),
+        cool_down_max_seconds: policy.health.cool_down.max().as_secs(),
+        degraded_key_weight: effective.degraded_key_weight(),
+        model_include: filter.include().map(str::to_owned).collect(),
+        model_exclude: filter.exclude().map(str::to_owned).collect(),
+    };
+    let slots = state.registry.pool().keys(&row.name);
+    let mut cooling: Vec<(std::time::Duration, CoolingKey)> = slots
+        .iter()
+        .filter_map(|slot| {
+            let rest = slot.cooling_for()?;
+            Some((
+                rest,
+                CoolingKey {
+                    key_id: slot.id().0,
+                    key: slot.secret().masked(),
+                    until: after(rest),
+                    backoff_level: slot.backoff_level(),
+                    last_error_message: slot.last_error().map(|m| m.to_string()),
+                },
+            ))
+        })
+        .collect();
+    cooling.sort_by_key(|(rest, _)| *rest);
+    let mut model_cooling: Vec<(std::time::Duration, ModelRest)> = slots
+        .iter()
+        .flat_map(|slot| {
+            slot.model_rests().into_iter().map(|(model, rest)| {
+                (
+                    rest,
+                    ModelRest {
+                        key_id: slot.id().0,
+                        key: slot.secret().masked(),
+                        model: model.to_string(),
+                        until: after(rest),
+                    },
+                )
+            })
+        })
+        .collect();
+    model_cooling.sort_by_key(|(rest, _)| *rest);
+    let data = KeyHealth {
+        group_id: row.id,
+        group_name: row.name.clone(),
+        counts: counts(&slots),
+        rules,
+        cooling: cooling.into_iter().take(LISTED).map(|(_, c)| c).collect(),
+        model_cooling: model_cooling.into_iter().take(LISTED).map(|(_, m)| m).collect(),
+        recent_failures: catalog
+            .recent_failures
+            .of(&row.name)
+            .into_iter()
+            .map(RecentFailure::from)
+            .collect(),
+    };
+    Ok(ok(text(lang, "Success", "操作成功"), data))
+}
