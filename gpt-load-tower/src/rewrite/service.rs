@@ -75,11 +75,13 @@ impl<S> Rewrite<S> {
 impl<S> Rewrite<S> {
     /// Picks the sub-group for an aggregate, or `None` when the group is not an aggregate. With
     /// a `model`, only sub-groups that serve it count.
-    fn route(&self, group: &GroupName, model: Option<&str>) -> Result<Option<GroupName>, Error> {
-        let Some(route) = self.layer.table.route(group.as_str()) else {
-            return Ok(None);
-        };
-        let Route::Aggregate(aggregate) = &*route else {
+    fn route(
+        &self,
+        group: &GroupName,
+        route: &Route,
+        model: Option<&str>,
+    ) -> Result<Option<GroupName>, Error> {
+        let Route::Aggregate(aggregate) = route else {
             return Ok(None);
         };
         let serves =
@@ -144,10 +146,8 @@ where
         };
         // Only aggregates and groups with a model filter look at the model.
         let table = &self.layer.table;
-        let aggregate = matches!(
-            table.route(principal.group().as_str()).as_deref(),
-            Some(Route::Aggregate(_))
-        );
+        let route = table.route(principal.group().as_str());
+        let aggregate = matches!(route.as_deref(), Some(Route::Aggregate(_)));
         let model = (aggregate || table.filters_models())
             .then(|| Self::requested_model(&req, principal.channel()))
             .flatten();
@@ -163,12 +163,18 @@ where
             telemetry::rewrite_rejected(principal.group());
             return ResponseFuture::ready(Err(not_served(principal.group(), model)));
         }
-        let target = match self.route(principal.group(), model) {
+        let routed = match route.as_deref() {
+            Some(route) => self.route(principal.group(), route, model),
+            None => Ok(None),
+        };
+        // The (sub-)group whose rules rewrite the request; a standard group's route is at hand.
+        let (target, route) = match routed {
             Ok(Some(sub_group)) => {
                 req.extensions_mut().insert(RoutedGroup(sub_group.clone()));
-                sub_group
+                let route = table.route(sub_group.as_str());
+                (sub_group, route)
             }
-            Ok(None) => principal.group().clone(),
+            Ok(None) => (principal.group().clone(), route),
             Err(err) => {
                 if err.kind() == crate::error::ErrorKind::InvalidRequest {
                     telemetry::rewrite_rejected(principal.group());
@@ -176,8 +182,7 @@ where
                 return ResponseFuture::ready(Err(err));
             }
         };
-
-        if let Some(Route::Standard(rules)) = self.layer.table.route(target.as_str()).as_deref()
+        if let Some(Route::Standard(rules)) = route.as_deref()
             && rules.rewrites_body()
             && let Err(err) = apply_body_rules(&mut req, principal.channel(), rules)
         {
