@@ -6,7 +6,7 @@ import KeyTable from '@/components/KeyTable.vue'
 import { useKeyTable } from '@/composables/useKeyTable'
 import { byTestId, click, flush, mockApi, mountWithProviders, ok, typeInto } from './helpers'
 
-function key(id: number, status = 'active'): KeyResponse {
+function key(id: number, status = 'active', lifecycle: Partial<KeyResponse> = {}): KeyResponse {
   return {
     id,
     key_value: `sk-key-${id}-abcdefghijkl`,
@@ -19,6 +19,11 @@ function key(id: number, status = 'active'): KeyResponse {
     last_used_at: null,
     created_at: '2026-01-01T00:00:00Z',
     updated_at: '2026-01-01T00:00:00Z',
+    state: status,
+    consecutive_failures: 0,
+    backoff_level: 0,
+    model_cooling: [],
+    ...lifecycle,
   }
 }
 function page(items: KeyResponse[], p = 1, size = 12, total = items.length) {
@@ -150,6 +155,28 @@ describe('KeyTable', () => {
     expect(calls.at(-1)!.url).toBe('/api/keys?group_id=1&status=invalid&page=1&page_size=12')
     expect(byTestId('key-row-3')).toBeTruthy()
     expect(byTestId('key-restore-3')).toBeTruthy()
+    w.unmount()
+  })
+
+  it('shows a degraded or cooling key and its last error', async () => {
+    const cooling = key(1, 'active', {
+      state: 'cooling',
+      backoff_level: 2,
+      cooling_until: '2026-01-01T00:05:00Z',
+      last_error_message: 'Rate limit reached for requests',
+    })
+    const degraded = key(2, 'active', { state: 'degraded', consecutive_failures: 1, failure_count: 1 })
+    mockApi(() => ok(page([cooling, degraded, key(3)])))
+    const w = mountWithProviders(KeyTable, { group })
+    await flush(8)
+    const state = (id: number) => byTestId(`key-row-${id}`).querySelector('[data-testid="key-state"]')
+    expect(state(1)?.textContent).toContain('Cooling')
+    expect(state(2)?.textContent).toContain('Degraded')
+    expect(state(3)).toBeNull()
+    expect(byTestId('key-row-1').dataset.keyStatus).toBe('active')
+    const error = byTestId('key-row-1').querySelector('[data-testid="key-last-error"]')
+    expect(error?.textContent).toContain('Rate limit reached for requests')
+    expect(byTestId('key-row-3').querySelector('[data-testid="key-last-error"]')).toBeNull()
     w.unmount()
   })
 

@@ -28,6 +28,7 @@ mod state;
 mod task_manager;
 mod tasks;
 mod throttle;
+mod validation;
 
 #[cfg(test)]
 pub(crate) use self::routes::BODY_LIMIT;

@@ -45,6 +45,7 @@ use super::{envelope::Failure, integration};
         (name = "groups", description = "Groups, aggregate groups and their members"),
         (name = "keys", description = "A group's upstream keys"),
         (name = "tasks", description = "The one global background task"),
+        (name = "validation", description = "Incremental validation of a group's keys"),
         (name = "logs", description = "Request logs"),
         (name = "dashboard", description = "Stat cards, chart and checks"),
         (name = "settings", description = "System settings"),

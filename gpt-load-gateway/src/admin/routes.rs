@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi, settings,
-    state::AdminState, tasks,
+    state::AdminState, tasks, validation,
 };
 
 /// The largest request body the admin API reads (axum's default, named so that the answer to a
@@ -59,6 +59,10 @@ fn protected() -> OpenApiRouter<AdminState> {
         )
         .routes(routes!(tasks::validate_group))
         .routes(routes!(tasks::task_status))
+        // Incremental validation
+        .routes(routes!(validation::validate_one))
+        .routes(routes!(validation::validate_all))
+        .routes(routes!(validation::history))
         // Logs
         .routes(routes!(logs::list_logs))
         .routes(routes!(logs::export_logs))

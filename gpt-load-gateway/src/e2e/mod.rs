@@ -18,3 +18,4 @@ mod proxy_model_list;
 mod proxy_paths;
 mod secrets_at_rest;
 mod storage;
+mod validation;

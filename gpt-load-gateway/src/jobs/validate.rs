@@ -103,9 +103,20 @@ pub(crate) async fn check_keys(
     slots: Vec<Arc<KeySlot>>,
     done: &AtomicUsize,
 ) -> Vec<KeyCheck> {
-    let permits = Arc::new(Semaphore::new(
-        policy.effective.key_validation_concurrency().max(1) as usize,
-    ));
+    let concurrency = policy.effective.key_validation_concurrency() as usize;
+    check_keys_at(policy, catalog, client, slots, done, concurrency).await
+}
+
+/// [`check_keys`] with `concurrency` requests at a time instead of the group's setting.
+pub(crate) async fn check_keys_at(
+    policy: &GroupPolicy,
+    catalog: &Catalog,
+    client: &UpstreamClient,
+    slots: Vec<Arc<KeySlot>>,
+    done: &AtomicUsize,
+    concurrency: usize,
+) -> Vec<KeyCheck> {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let timeout = policy.effective.key_validation_timeout();
     let mut checks = Vec::with_capacity(slots.len());
     let mut tasks = JoinSet::new();

@@ -213,6 +213,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/groups/{id}/key-health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Why a group's keys are where they are (standard groups; ask an aggregate's sub-groups). */
+        get: operations["key_health"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/groups/{id}/parent-aggregate-groups": {
         parameters: {
             query?: never;
@@ -646,6 +663,60 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/validation/groups": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** [`validate_one`] for every standard group in turn. */
+        post: operations["validate_all"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/validation/groups/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Validates a group's keys added within the window and in the chosen states, skipping keys
+         *     validated recently; answers when done.
+         */
+        post: operations["validate_one"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/validation/groups/{id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** How many of a group's keys were validated within the last `hours`. */
+        get: operations["history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/proxy/{group}/api/integration/info": {
         parameters: {
             query?: never;
@@ -690,6 +761,11 @@ export interface components {
         /** @description The body of `POST /api/groups/{id}/sub-groups`. */
         AddSubGroups: {
             sub_groups: components["schemas"]["SubGroupEntry"][];
+        };
+        /** @description Every group's validation, and the totals. */
+        AllValidations: {
+            results: components["schemas"]["GroupValidation"][];
+            summary: components["schemas"]["ValidationSummary"];
         };
         /** @description A stat card. */
         Card: {
@@ -743,6 +819,21 @@ export interface components {
              */
             min_value?: number | null;
         };
+        /** @description One cooling key. */
+        CoolingKey: {
+            /** Format: int64 */
+            key_id: number;
+            /** @description The key, masked. */
+            key: string;
+            /**
+             * Format: date-time
+             * @description When the next request probes it.
+             */
+            until: string;
+            /** Format: int32 */
+            backoff_level: number;
+            last_error_message?: string | null;
+        };
         /** @description The optional body of `POST /api/groups/{id}/copy`. */
         CopyBody: {
             /** @description `all` (default), `valid_only` or `none`. */
@@ -794,6 +885,21 @@ export interface components {
                 ignored_count: number;
                 /** Format: int64 */
                 total_in_group: number;
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_AllValidations: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description Every group's validation, and the totals. */
+            data: {
+                results: components["schemas"]["GroupValidation"][];
+                summary: components["schemas"]["ValidationSummary"];
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -962,6 +1068,56 @@ export interface components {
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_GroupValidation: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description How one group's validation went. */
+            data: {
+                /** Format: int64 */
+                group_id: number;
+                group_name: string;
+                /** @description Keys in the group. */
+                total_keys: number;
+                /** @description Keys validated by this call. */
+                validated_keys: number;
+                /** @description Keys left out (outside the window or the states, or validated recently). */
+                skipped_keys: number;
+                successful_keys: number;
+                failed_keys: number;
+                /** Format: int64 */
+                duration_ms: number;
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_KeyHealth: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description See the [module docs](self). */
+            data: {
+                /** Format: int64 */
+                group_id: number;
+                group_name: string;
+                counts: components["schemas"]["StateCounts"];
+                rules: components["schemas"]["HealthRules"];
+                /** @description Cooling keys, the soonest probed first (at most 50). */
+                cooling: components["schemas"]["CoolingKey"][];
+                /** @description Models resting on keys (per-model quotas), the soonest back first (at most 50). */
+                model_cooling: components["schemas"]["ModelRest"][];
+                /** @description The group's last failed attempts on this node, newest first (at most 20). */
+                recent_failures: components["schemas"]["RecentFailure"][];
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
         Envelope_Page_KeyResponse: {
             /**
              * Format: int32
@@ -979,6 +1135,7 @@ export interface components {
                     key_hash: string;
                     /** Format: int64 */
                     group_id: number;
+                    /** @description gpt-load's status: `active` (also for degraded and cooling keys), `invalid`, `disabled`. */
                     status: string;
                     notes: string;
                     /** Format: int64 */
@@ -991,6 +1148,33 @@ export interface components {
                     created_at: string;
                     /** Format: date-time */
                     updated_at: string;
+                    /** @description `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now. */
+                    state: string;
+                    /**
+                     * Format: int64
+                     * @description Counted failures since the last success (the same count as `failure_count`).
+                     */
+                    consecutive_failures: number;
+                    /**
+                     * Format: int32
+                     * @description Rate limits since the last success; the next rest grows with it.
+                     */
+                    backoff_level: number;
+                    /**
+                     * Format: date-time
+                     * @description When a cooling key may be probed again.
+                     */
+                    cooling_until?: string | null;
+                    /** @description Models resting on this key (per-model quotas) and until when. */
+                    model_cooling: components["schemas"]["ModelCooling"][];
+                    /** @description The upstream's message (redacted) of the key's last failure. */
+                    last_error_message?: string | null;
+                    /** Format: date-time */
+                    last_failure_at?: string | null;
+                    /** Format: date-time */
+                    last_success_at?: string | null;
+                    /** Format: date-time */
+                    last_validated_at?: string | null;
                 }[];
                 pagination: components["schemas"]["Pagination"];
             };
@@ -1091,6 +1275,23 @@ export interface components {
                  * @description Milliseconds.
                  */
                 total_duration: number;
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_ValidationHistory: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description A group's validation over a window. */
+            data: {
+                /** Format: int64 */
+                group_id: number;
+                time_range: components["schemas"]["TimeRange"];
+                history: components["schemas"]["HistoryCounts"];
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1345,6 +1546,22 @@ export interface components {
             stats_7_day: components["schemas"]["RequestStats"];
             stats_30_day: components["schemas"]["RequestStats"];
         };
+        /** @description How one group's validation went. */
+        GroupValidation: {
+            /** Format: int64 */
+            group_id: number;
+            group_name: string;
+            /** @description Keys in the group. */
+            total_keys: number;
+            /** @description Keys validated by this call. */
+            validated_keys: number;
+            /** @description Keys left out (outside the window or the states, or validated recently). */
+            skipped_keys: number;
+            successful_keys: number;
+            failed_keys: number;
+            /** Format: int64 */
+            duration_ms: number;
+        };
         /** @description A header rule as the API carries it. */
         HeaderRuleJson: {
             /** @description The header name. */
@@ -1353,6 +1570,39 @@ export interface components {
             value?: string;
             /** @description `set` (default) or `remove`. */
             action?: string;
+        };
+        /** @description The settings that move the group's keys between states. */
+        HealthRules: {
+            /** Format: int32 */
+            blacklist_threshold: number;
+            failover_status_codes: string;
+            /** Format: int64 */
+            cool_down_min_seconds: number;
+            /** Format: int64 */
+            cool_down_max_seconds: number;
+            /**
+             * Format: double
+             * @description How often a degraded key is selected relative to a healthy one (0 to 1).
+             */
+            degraded_key_weight: number;
+            model_include: string[];
+            model_exclude: string[];
+        };
+        /** @description Keys of the group, and how many were validated within the window. */
+        HistoryCounts: {
+            total_keys: number;
+            /** @description Keys whose last validation is within the window. */
+            validated_keys: number;
+            /** @description Always 0: new keys start active here. */
+            pending_keys: number;
+            /** @description Usable keys (active, degraded, cooling). */
+            active_keys: number;
+            invalid_keys: number;
+            /**
+             * Format: double
+             * @description `validated_keys / total_keys`, 0 for an empty group.
+             */
+            validation_rate: number;
         };
         /**
          * @description The body of `POST /api/keys/add-async`: JSON, or a multipart form with `group_id` and a
@@ -1386,7 +1636,21 @@ export interface components {
             /** @description What is wrong with it, without the field's name. */
             message: string;
         };
-        /** @description gpt-load's APIKey model with the key decrypted. */
+        /** @description See the [module docs](self). */
+        KeyHealth: {
+            /** Format: int64 */
+            group_id: number;
+            group_name: string;
+            counts: components["schemas"]["StateCounts"];
+            rules: components["schemas"]["HealthRules"];
+            /** @description Cooling keys, the soonest probed first (at most 50). */
+            cooling: components["schemas"]["CoolingKey"][];
+            /** @description Models resting on keys (per-model quotas), the soonest back first (at most 50). */
+            model_cooling: components["schemas"]["ModelRest"][];
+            /** @description The group's last failed attempts on this node, newest first (at most 20). */
+            recent_failures: components["schemas"]["RecentFailure"][];
+        };
+        /** @description gpt-load's APIKey model with the key decrypted, and the key's lifecycle (docs/KEYS.md). */
         KeyResponse: {
             /** Format: int64 */
             id: number;
@@ -1394,6 +1658,7 @@ export interface components {
             key_hash: string;
             /** Format: int64 */
             group_id: number;
+            /** @description gpt-load's status: `active` (also for degraded and cooling keys), `invalid`, `disabled`. */
             status: string;
             notes: string;
             /** Format: int64 */
@@ -1406,6 +1671,33 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             updated_at: string;
+            /** @description `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now. */
+            state: string;
+            /**
+             * Format: int64
+             * @description Counted failures since the last success (the same count as `failure_count`).
+             */
+            consecutive_failures: number;
+            /**
+             * Format: int32
+             * @description Rate limits since the last success; the next rest grows with it.
+             */
+            backoff_level: number;
+            /**
+             * Format: date-time
+             * @description When a cooling key may be probed again.
+             */
+            cooling_until?: string | null;
+            /** @description Models resting on this key (per-model quotas) and until when. */
+            model_cooling: components["schemas"]["ModelCooling"][];
+            /** @description The upstream's message (redacted) of the key's last failure. */
+            last_error_message?: string | null;
+            /** Format: date-time */
+            last_failure_at?: string | null;
+            /** Format: date-time */
+            last_success_at?: string | null;
+            /** Format: date-time */
+            last_validated_at?: string | null;
         };
         /** @description A group's key counts. */
         KeyStats: {
@@ -1473,6 +1765,21 @@ export interface components {
          * @enum {string}
          */
         Mode: "single" | "cluster";
+        /** @description One model resting on a key. */
+        ModelCooling: {
+            model: string;
+            /** Format: date-time */
+            until: string;
+        };
+        /** @description One model resting on one key. */
+        ModelRest: {
+            /** Format: int64 */
+            key_id: number;
+            key: string;
+            model: string;
+            /** Format: date-time */
+            until: string;
+        };
         /** @description One node as it last reported itself. */
         NodeEntry: {
             node_id: string;
@@ -1507,6 +1814,25 @@ export interface components {
             display_name: string;
             /** Format: int32 */
             weight: number;
+        };
+        /** @description One failed attempt. */
+        RecentFailure: {
+            /** Format: date-time */
+            at: string;
+            /** Format: int64 */
+            key_id?: number | null;
+            key?: string | null;
+            model?: string | null;
+            /** Format: int32 */
+            status: number;
+            /**
+             * @description What the failure meant for the key: `failure` (counted toward the blacklist),
+             *     `uncounted_failure`, `cool_down`, `dead`, `transient` (the provider's fault),
+             *     `request_error` (the request's fault), `passthrough`; absent when no upstream answered.
+             */
+            outcome?: string | null;
+            /** @description The upstream's message or the gateway's error, redacted. */
+            reason?: string | null;
         };
         /**
          * @description The node's link to Redis; `disabled` on a single node.
@@ -1581,6 +1907,20 @@ export interface components {
             category_name: string;
             settings: components["schemas"]["SettingInfo"][];
         };
+        /** @description Keys per state. */
+        StateCounts: {
+            total: number;
+            active: number;
+            degraded: number;
+            cooling: number;
+            invalid: number;
+            disabled: number;
+            /**
+             * Format: int64
+             * @description Requests using the group's keys right now.
+             */
+            in_flight: number;
+        };
         /** @description `{status}`. */
         StatusInput: {
             status?: string | null;
@@ -1648,6 +1988,15 @@ export interface components {
             is_valid: boolean;
             error?: string | null;
         };
+        /** @description The window. */
+        TimeRange: {
+            /** Format: int32 */
+            hours: number;
+            /** Format: date-time */
+            start: string;
+            /** Format: date-time */
+            end: string;
+        };
         /** @description An upstream base URL and its weight. */
         UpstreamSpec: {
             url: string;
@@ -1660,6 +2009,50 @@ export interface components {
             group_id?: number | null;
             /** @description `active` or `invalid`; all but disabled keys when absent. */
             status?: string | null;
+        };
+        /** @description A group's validation over a window. */
+        ValidationHistory: {
+            /** Format: int64 */
+            group_id: number;
+            time_range: components["schemas"]["TimeRange"];
+            history: components["schemas"]["HistoryCounts"];
+        };
+        /**
+         * @description The body of `POST /api/validation/groups/{id}` and `POST /api/validation/groups`; every field
+         *     is optional (the fork's defaults).
+         */
+        ValidationRequest: {
+            /**
+             * Format: int32
+             * @description Only keys added within this many hours (default 24; 0 = every key).
+             */
+            time_window_hours?: number | null;
+            /** @description Only keys in these states (default `["pending", "invalid"]`). */
+            include_states?: string[] | null;
+            /** @description Skip keys validated within `recent_validation_hours` (default true). */
+            exclude_recently_validated?: boolean | null;
+            /**
+             * Format: int32
+             * @description Default 1.
+             */
+            recent_validation_hours?: number | null;
+            /**
+             * Format: int32
+             * @description Validation requests at a time (default 5, at most 100).
+             */
+            concurrency?: number | null;
+            /**
+             * Format: int32
+             * @description Keys per batch (default 100, at most 1,000).
+             */
+            batch_size?: number | null;
+        };
+        /** @description Totals over the groups. */
+        ValidationSummary: {
+            total_groups: number;
+            total_keys: number;
+            total_validated: number;
+            total_successful: number;
         };
         /** @description The body of `PUT /api/groups/{id}/sub-groups/{sub_group_id}/weight`. */
         WeightBody: {
@@ -2119,6 +2512,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_CopyResult"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    key_health: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_KeyHealth"];
                 };
             };
             /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
@@ -3051,6 +3475,108 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    validate_all: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ValidationRequest"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_AllValidations"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    validate_one: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ValidationRequest"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_GroupValidation"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    history: {
+        parameters: {
+            query?: {
+                /** @description The window, in hours (default 24, at most 8,760). */
+                hours?: number;
+            };
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_ValidationHistory"];
                 };
             };
             /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */

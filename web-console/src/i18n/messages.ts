@@ -258,6 +258,8 @@ export const messages = {
   'key.active': ['Active', '有效'],
   'key.invalid': ['Invalid', '无效'],
   'key.disabled': ['Disabled', '已禁用'],
+  'key.degraded': ['Degraded', '降级'],
+  'key.cooling': ['Cooling', '冷却中'],
   'keys.add': ['Add keys', '添加密钥'],
   'keys.addTitle': ['Add keys to {group}', '向 {group} 添加密钥'],
   'keys.addHint': [
@@ -279,6 +281,15 @@ export const messages = {
   'keys.none': ['No keys', '暂无密钥'],
   'keys.requests': ['Requests', '请求次数'],
   'keys.failures': ['Failures', '失败次数'],
+  'keys.degradedHint': [
+    '{n} recent key errors: selected less often until it succeeds',
+    '近期 {n} 次密钥错误：成功前被选中的频率降低',
+  ],
+  'keys.coolingHint': [
+    'Rate limited: rests until {time}, then one request probes it (backoff level {level})',
+    '被限流：休息至 {time}，之后由一个请求试探（退避级别 {level}）',
+  ],
+  'keys.lastError': ['Last error', '最近错误'],
   'keys.addNotes': ['Add notes', '添加备注'],
   'keys.notes': ['Notes', '备注'],
   'keys.test': ['Test', '测试'],
