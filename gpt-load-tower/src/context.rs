@@ -151,6 +151,11 @@ impl Principal {
 #[derive(Clone, Debug)]
 pub struct RoutedGroup(pub GroupName);
 
+/// The number of the attempt a request is on, from 1. Set by the retry policy on each retry; a
+/// request without it is on its first attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptNumber(pub u32);
+
 /// The client's IP address as the embedding application determined it (for example from the
 /// peer address, or `X-Forwarded-For` when the peer is a trusted proxy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

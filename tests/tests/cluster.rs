@@ -13,7 +13,7 @@ use std::{
 };
 
 use gpt_load_e2e::{
-    MockUpstream, gateway_binary,
+    Behaviour, MockUpstream, gateway_binary,
     servers::{OwnRedis, Server, ServerDatabase, redis_url, unique_name},
 };
 use serde_json::{Value, json};
@@ -827,4 +827,52 @@ fn nodes_share_state_over_a_tls_redis_whose_certificate_they_check() {
         "b serves the group created on a:\n{}",
         b.log()
     );
+}
+
+#[test]
+fn a_policy_saved_on_one_node_decides_the_next_request_on_another() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_policies") else {
+        return;
+    };
+    let a = Node::start("a", &shared, &[]);
+    assert!(within(START, || a.role() == "leader").is_some(), "{}", a.log());
+    let b = Node::start("b", &shared, &[]);
+    // The key's account is out of credit: a 400 the built-in rules count against the key, and
+    // with no blacklist threshold never blacklist it.
+    let spent = "sk-cluster-spent-0001";
+    mock.script(spent, Behaviour::OutOfCredit);
+    let group = add_group(&a, &mock, "credit", json!({"blacklist_threshold": 0}), spent);
+    // B has the group and its key once the key's out-of-credit answer comes back.
+    let took = within(PROPAGATION, || b.chat("credit", PROXY_KEY) == 400);
+    assert!(took.is_some(), "node b serves the group:\n{}", b.log());
+    for _ in 0..3 {
+        assert_eq!(
+            b.chat("credit", PROXY_KEY),
+            400,
+            "the upstream's answer, the key kept"
+        );
+    }
+
+    let rules = json!({"rules": [{"name": "no credit", "conditions": [
+        {"type": "status_code", "operator": "equals", "value": 400},
+        {"type": "body", "operator": "regex", "value": "insufficient_quota"}], "action": "invalidate"}]});
+    let (status, body) = a.api(
+        "POST",
+        "/policies",
+        Some(json!({"name": "credit", "config": rules})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let policy = body["data"]["id"].as_i64().unwrap();
+    let (status, body) = a.api(
+        "PUT",
+        &format!("/groups/{group}/policies"),
+        Some(json!({"policies": [{"policy_id": policy}]})),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // B's next request that reaches the key invalidates it; then no node has a key to send.
+    let took = within(PROPAGATION, || b.chat("credit", PROXY_KEY) == 503);
+    assert!(took.is_some(), "node b applies the policy:\n{}", b.log());
+    let took = within(PROPAGATION, || a.chat("credit", PROXY_KEY) == 503);
+    assert!(took.is_some(), "node a hears of the invalid key:\n{}", a.log());
 }

@@ -21,6 +21,7 @@ mod lang;
 mod logs;
 mod openapi;
 mod page;
+mod policies;
 mod prelude;
 mod routes;
 mod settings;

@@ -46,6 +46,7 @@ use super::{envelope::Failure, integration};
         (name = "keys", description = "A group's upstream keys"),
         (name = "tasks", description = "The one global background task"),
         (name = "validation", description = "Incremental validation of a group's keys"),
+        (name = "policies", description = "Failure rules, reusable and attached to groups"),
         (name = "logs", description = "Request logs"),
         (name = "dashboard", description = "Stat cards, chart and checks"),
         (name = "settings", description = "System settings"),

@@ -8,8 +8,8 @@ use axum::{Extension, Router, extract::DefaultBodyLimit, middleware};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi, settings,
-    state::AdminState, tasks, validation,
+    auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi, policies,
+    settings, state::AdminState, tasks, validation,
 };
 
 /// The largest request body the admin API reads (axum's default, named so that the answer to a
@@ -63,6 +63,18 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(validation::validate_one))
         .routes(routes!(validation::validate_all))
         .routes(routes!(validation::history))
+        // Policies
+        .routes(routes!(policies::list_policies, policies::create_policy))
+        .routes(routes!(policies::test_rules))
+        .routes(routes!(
+            policies::get_policy,
+            policies::update_policy,
+            policies::delete_policy
+        ))
+        .routes(routes!(
+            policies::list_group_policies,
+            policies::set_group_policies
+        ))
         // Logs
         .routes(routes!(logs::list_logs))
         .routes(routes!(logs::export_logs))

@@ -88,6 +88,8 @@ pub(crate) enum SharedState {
     Cooling,
     /// Active again, its failures forgotten.
     Active,
+    /// Out of rotation until an operator enables it.
+    Disabled,
 }
 
 impl SharedState {
@@ -98,6 +100,7 @@ impl SharedState {
             Self::Invalid => "invalid",
             Self::Cooling => "cooling",
             Self::Active => "active",
+            Self::Disabled => "disabled",
         }
     }
 }
@@ -186,6 +189,7 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
             set_state(redis, reported, node, SharedState::Cooling, Some(until_ms)).await
         }
         KeyStateChange::Invalidated => set_state(redis, reported, node, SharedState::Invalid, None).await,
+        KeyStateChange::Disabled => set_state(redis, reported, node, SharedState::Disabled, None).await,
         KeyStateChange::Recovered => {
             let message = KeyMessage::encode(reported, SharedState::Active, None, node);
             redis
@@ -200,8 +204,8 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
     }
 }
 
-/// Sets a key that is not blacklisted to `state` (`cooling` until `until_ms`, or `invalid`) and
-/// publishes it.
+/// Sets a key that is not blacklisted to `state` (`cooling` until `until_ms`, `invalid` or
+/// `disabled`) and publishes it.
 async fn set_state(
     redis: &Redis,
     reported: &KeyReported,
@@ -289,6 +293,9 @@ pub(crate) fn apply(registry: &Registry, node_id: &str, payload: &str) {
         }
         SharedState::Active => {
             pool.set_state(group, key, KeyState::Active);
+        }
+        SharedState::Disabled => {
+            pool.set_state(group, key, KeyState::Disabled);
         }
         SharedState::Failing | SharedState::Cooling => {
             let Some(slot) = pool.get(group, key) else {

@@ -110,12 +110,40 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    policies (id) {
+        id -> BigInt,
+        name -> Text,
+        description -> Text,
+        #[sql_name = "type"]
+        policy_type -> Text,
+        config -> Text,
+        priority -> Integer,
+        is_active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    group_policies (group_id, policy_id) {
+        group_id -> BigInt,
+        policy_id -> BigInt,
+        priority -> Integer,
+        is_active -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> groups (group_id));
+diesel::joinable!(group_policies -> policies (policy_id));
 diesel::allow_tables_to_appear_in_same_query!(
     system_settings,
     groups,
     group_sub_groups,
     api_keys,
     request_logs,
-    group_hourly_stats
+    group_hourly_stats,
+    policies,
+    group_policies
 );

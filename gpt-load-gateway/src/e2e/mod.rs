@@ -12,6 +12,7 @@ mod console;
 mod harness;
 mod key_lifecycle;
 mod model_filters;
+mod policies;
 mod proxy;
 mod proxy_blame;
 mod proxy_model_list;

@@ -29,6 +29,9 @@ const ASIDE_PREFIX: &str = "gpt_load_1_4_";
 const ASIDE_SCHEMA_SUFFIX: &str = "_gpt_load_1_4";
 /// Our migration history table: its presence means the database is ours.
 const HISTORY: &str = "__diesel_schema_migrations";
+/// Tables only our migrations create (gpt-load has none of them), children first: a conversion
+/// that is undone drops them with ours.
+const OURS_ONLY: [&str; 2] = ["group_policies", "policies"];
 
 /// What adoption may do.
 #[derive(Clone, Debug, Default)]
@@ -447,7 +450,7 @@ fn restore_interrupted(conn: &mut SyncConn) -> Result<(), AdoptError> {
     tracing::warn!("gpt-load's tables are still aside from an interrupted conversion: restoring them");
     let restore = |conn: &mut SyncConn| -> diesel::QueryResult<()> {
         conn.execute("SET FOREIGN_KEY_CHECKS = 0")?;
-        for table in TABLES.iter().rev().chain([&HISTORY]) {
+        for table in OURS_ONLY.iter().chain(TABLES.iter().rev()).chain([&HISTORY]) {
             if present.contains(*table) {
                 conn.execute(&format!("DROP TABLE {}", quote(Backend::Mysql, table)))?;
             }

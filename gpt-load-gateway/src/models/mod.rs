@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use crate::{
     crypto::KeyCipher,
-    db::schema::{api_keys, groups, system_settings},
+    db::schema::{api_keys, group_policies, groups, policies, system_settings},
 };
 
 /// A `system_settings` row.
@@ -79,6 +79,45 @@ pub(crate) struct NewGroup<'a> {
     pub(crate) model_redirect_strict: bool,
     pub(crate) created_at: NaiveDateTime,
     pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A `policies` row: a named set of rules (`config` is `{"rules": [...]}`).
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = policies)]
+pub(crate) struct PolicyRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) policy_type: String,
+    pub(crate) config: String,
+    pub(crate) priority: i32,
+    pub(crate) is_active: bool,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A new or replaced `policies` row.
+#[derive(Clone, Debug, Insertable, AsChangeset)]
+#[diesel(table_name = policies)]
+pub(crate) struct NewPolicy<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) description: &'a str,
+    pub(crate) policy_type: &'a str,
+    pub(crate) config: &'a str,
+    pub(crate) priority: i32,
+    pub(crate) is_active: bool,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// A `group_policies` row: a policy attached to a group.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = group_policies)]
+pub(crate) struct GroupPolicyRow {
+    pub(crate) group_id: i64,
+    pub(crate) policy_id: i64,
+    pub(crate) priority: i32,
+    pub(crate) is_active: bool,
+    pub(crate) created_at: NaiveDateTime,
 }
 
 /// An `api_keys` row. `key_value` is as stored (encrypted when encryption is on).

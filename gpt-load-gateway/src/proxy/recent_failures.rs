@@ -25,6 +25,8 @@ pub(crate) struct FailedAttempt {
     /// What the failure meant for the key (`failure`, `cool_down`, `transient`, …); `None` when
     /// no upstream answered.
     pub(crate) outcome: Option<&'static str>,
+    /// The operator rule that decided the outcome, if one did.
+    pub(crate) rule: Option<Arc<str>>,
     /// The upstream's message or the gateway's error, redacted.
     pub(crate) reason: Option<String>,
 }
@@ -48,6 +50,7 @@ impl RecentFailures {
             model: record.model.clone(),
             status: record.status,
             outcome: record.outcome,
+            rule: record.rule.clone(),
             reason: record.error.clone(),
         };
         let mut groups = self

@@ -43,7 +43,10 @@ impl GroupPolicy {
             retry: RetrySettings {
                 max_retries: effective.max_retries(),
             },
-            health: effective.health_settings(),
+            health: HealthSettings {
+                rules: group.failure_rules.clone(),
+                ..effective.health_settings()
+            },
             log: LogSettings {
                 request_body: effective.enable_request_body_logging(),
             },

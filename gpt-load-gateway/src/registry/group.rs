@@ -4,6 +4,7 @@
 
 use chrono::NaiveDateTime;
 use gpt_load_tower::{
+    blacklist::RuleSet,
     channel::ChannelKind,
     context::GroupName,
     rewrite::{GroupRules, HeaderRule},
@@ -91,6 +92,8 @@ pub(crate) struct Group {
     pub(crate) rules: GroupRules,
     pub(crate) config: GroupConfig,
     pub(crate) last_validated_at: Option<NaiveDateTime>,
+    /// The attached policies' rules, compiled (see `registry::failure_rules`).
+    pub(crate) failure_rules: RuleSet,
 }
 
 impl Group {
@@ -138,6 +141,7 @@ impl Group {
             rules,
             config: GroupConfig::from_stored(&row.name, &row.config),
             last_validated_at: row.last_validated_at,
+            failure_rules: RuleSet::default(),
         };
         Ok((group, warnings))
     }

@@ -25,6 +25,7 @@
 
 pub(crate) mod catalog;
 mod definition;
+pub(crate) mod failure_rules;
 mod group;
 mod keys;
 pub(crate) mod persist;
@@ -61,10 +62,10 @@ use crate::{
     crypto::KeyCipher,
     db::{Db, DbError},
     jobs::validate::KeyCheck,
-    models::{GroupRow, NewGroup, now},
+    models::{GroupRow, NewGroup, NewPolicy, PolicyRow, now},
     repo::{
         groups::{self as group_rows, SubGroupLink},
-        keys as key_rows,
+        keys as key_rows, policies as policy_rows,
     },
     settings::{GroupConfig, SettingsError, SettingsStore},
     upstream::{ClientSettings, UpstreamClient},
@@ -270,6 +271,7 @@ impl Registry {
         let rows = group_rows::list(self.db()).await?;
         let links = group_rows::sub_group_links(self.db()).await?;
         let key_rows = key_rows::list_stored(self.db(), None).await?;
+        let attached = policy_rows::attached(self.db(), None).await?;
         let mut summary = LoadSummary::default();
         let mut slots: HashMap<i64, Vec<KeySlot>> = HashMap::new();
         for stored in &key_rows {
@@ -289,7 +291,11 @@ impl Registry {
         };
         for row in &rows {
             match Group::from_row(row, self.cipher()) {
-                Ok((group, warnings)) => {
+                Ok((mut group, mut warnings)) => {
+                    let own = attached.iter().filter(|(link, _)| link.group_id == group.id);
+                    let (rules, rule_warnings) = failure_rules::compile(group.name.as_str(), own);
+                    group.failure_rules = rules;
+                    warnings.extend(rule_warnings);
                     warnings.iter().for_each(|w| tracing::warn!("{w}"));
                     fresh.groups.insert(group.id, Arc::new(group));
                 }
@@ -345,6 +351,10 @@ impl Registry {
     async fn reload_group_locked(&self, id: i64) -> Result<(), DbError> {
         let row = group_rows::find(self.db(), id).await?;
         let links = group_rows::sub_group_links(self.db()).await?;
+        let attached = match &row {
+            Some(_) => policy_rows::attached(self.db(), Some(id)).await?,
+            None => Vec::new(),
+        };
         let known = self.state().groups.contains_key(&id);
         let stored_keys = match &row {
             Some(row) if !known && GroupKind::of_row(row) == GroupKind::Standard => {
@@ -358,7 +368,10 @@ impl Registry {
         let old = state.groups.remove(&id);
         let parsed = row.as_ref().map(|row| Group::from_row(row, self.cipher()));
         match parsed {
-            Some(Ok((group, warnings))) => {
+            Some(Ok((mut group, mut warnings))) => {
+                let (rules, rule_warnings) = failure_rules::compile(group.name.as_str(), &attached);
+                group.failure_rules = rules;
+                warnings.extend(rule_warnings);
                 warnings.iter().for_each(|w| tracing::warn!("{w}"));
                 let group = Arc::new(group);
                 match &old {
@@ -571,6 +584,60 @@ impl Registry {
         self.reload_group_locked(aggregate).await?;
         self.changed(Change::Group(aggregate));
         Ok(removed)
+    }
+
+    // ----- Policies ------------------------------------------------------------------------
+
+    /// Creates a policy (attached to no group yet, so nothing else changes).
+    pub(crate) async fn create_policy(&self, policy: &NewPolicy<'_>) -> Result<PolicyRow, DbError> {
+        let _write = self.inner.write.lock().await;
+        policy_rows::insert(self.db(), policy).await
+    }
+
+    /// Replaces a policy; every group it is attached to serves the new rules from its next
+    /// request, on every node. `None` when it does not exist.
+    pub(crate) async fn update_policy(
+        &self,
+        id: i64,
+        policy: &NewPolicy<'_>,
+    ) -> Result<Option<PolicyRow>, DbError> {
+        let _write = self.inner.write.lock().await;
+        let Some(row) = policy_rows::update(self.db(), id, policy).await? else {
+            return Ok(None);
+        };
+        let groups = policy_rows::groups_of(self.db(), id).await?;
+        self.reload_groups_locked(&groups).await?;
+        Ok(Some(row))
+    }
+
+    /// Deletes a policy and its attachments; returns whether it existed.
+    pub(crate) async fn delete_policy(&self, id: i64) -> Result<bool, DbError> {
+        let _write = self.inner.write.lock().await;
+        let Some(groups) = policy_rows::delete(self.db(), id).await? else {
+            return Ok(false);
+        };
+        self.reload_groups_locked(&groups).await?;
+        Ok(true)
+    }
+
+    /// Replaces a group's policies with `(policy id, priority, active)`.
+    pub(crate) async fn set_group_policies(
+        &self,
+        group_id: i64,
+        attach: &[(i64, i32, bool)],
+    ) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        policy_rows::set_for_group(self.db(), group_id, attach).await?;
+        self.reload_groups_locked(&[group_id]).await
+    }
+
+    /// Re-reads groups whose rows or policies changed and tells the other nodes.
+    async fn reload_groups_locked(&self, ids: &[i64]) -> Result<(), DbError> {
+        for &id in ids {
+            self.reload_group_locked(id).await?;
+            self.changed(Change::Group(id));
+        }
+        Ok(())
     }
 
     /// Records that a group's keys were validated at `at`.

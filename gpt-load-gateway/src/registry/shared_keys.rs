@@ -34,6 +34,8 @@ pub(crate) enum KeyStateChange {
     Cooled { until_ms: u64 },
     /// Known dead: blacklisted at once.
     Invalidated,
+    /// Taken out of rotation by a rule until an operator enables it.
+    Disabled,
     /// Active again (restored by an operator or by validation), its failures forgotten.
     Recovered,
 }
@@ -175,6 +177,7 @@ impl KeyPool for ProxyKeyPool {
                 until_ms: wall_clock_ms(duration),
             }),
             Report::Invalidate => Some(KeyStateChange::Invalidated),
+            Report::Disable => Some(KeyStateChange::Disabled),
             _ => None,
         };
         self.local.report(key, report);

@@ -55,7 +55,7 @@ pub(crate) async fn list(db: &Db) -> Result<Vec<GroupRow>, DbError> {
 
 /// Deletes a group (its keys and sub-group links go with it); returns whether it existed.
 pub(crate) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
-    use crate::db::schema::{api_keys, group_sub_groups};
+    use crate::db::schema::{api_keys, group_policies, group_sub_groups};
     write_transaction!(db, |conn| {
         // Explicit deletes rather than relying on ON DELETE CASCADE, which an imported
         // gpt-load database does not have.
@@ -71,6 +71,9 @@ pub(crate) async fn delete(db: &Db, id: i64) -> Result<bool, DbError> {
         )
         .execute(conn)
         .await?;
+        diesel::delete(group_policies::table.filter(group_policies::group_id.eq(id)))
+            .execute(conn)
+            .await?;
         let deleted = diesel::delete(groups::table.find(id)).execute(conn).await?;
         Ok::<_, DbError>(deleted == 1)
     })

@@ -29,6 +29,7 @@ macro_rules! page_and_total {
 
 pub(crate) mod groups;
 pub(crate) mod keys;
+pub(crate) mod policies;
 pub(crate) mod reencrypt;
 pub(crate) mod request_logs;
 pub(crate) mod settings;

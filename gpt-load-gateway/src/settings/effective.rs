@@ -93,6 +93,7 @@ impl EffectiveConfig {
             failover: Arc::clone(self.failover_status_codes.matcher()),
             blacklist_threshold: self.blacklist_threshold,
             cool_down: self.cool_down(),
+            rules: Default::default(),
         }
     }
 

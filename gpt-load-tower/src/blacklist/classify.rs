@@ -36,6 +36,10 @@ pub enum Outcome {
     CoolDown(QuotaSignal),
     /// The key is dead: blacklist it at once.
     Dead,
+    /// A rule took the key out of rotation until an operator enables it.
+    Disabled,
+    /// A rule asked for the same key again after this wait (the retry policy pins the key).
+    RetrySame(std::time::Duration),
     /// The client went away; nobody is to blame.
     ClientGone,
 }
@@ -52,6 +56,8 @@ impl Outcome {
             Self::Failure { counted: false } => "uncounted_failure",
             Self::CoolDown(_) => "cool_down",
             Self::Dead => "dead",
+            Self::Disabled => "disabled",
+            Self::RetrySame(_) => "retry_same",
             Self::ClientGone => "client_gone",
         }
     }
@@ -60,7 +66,12 @@ impl Outcome {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Transient | Self::Failure { .. } | Self::CoolDown(_) | Self::Dead
+            Self::Transient
+                | Self::Failure { .. }
+                | Self::CoolDown(_)
+                | Self::Dead
+                | Self::Disabled
+                | Self::RetrySame(_)
         )
     }
 }

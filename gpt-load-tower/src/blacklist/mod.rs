@@ -68,6 +68,7 @@
 mod blame;
 mod classify;
 mod quota;
+mod rules;
 mod service;
 mod status;
 #[cfg(test)]
@@ -77,6 +78,10 @@ pub use self::{
     blame::{Blame, blame},
     classify::{ClassifyOutcome, DefaultClassifier, Outcome, UpstreamAnswer, upstream_message},
     quota::{QuotaSignal, QuotaWindow, exhausted_model, quota_signal, retry_after},
+    rules::{
+        ConditionField, ConditionOperator, ConditionSpec, InvalidRule, RuleAction, RuleInput, RuleSet,
+        RuleSpec, RuleVerdict, ScalarValue,
+    },
     service::{AttemptOutcome, HealthSettings, KeyHealth, KeyHealthLayer},
     status::{StatusMatcher, StatusSpecError},
 };

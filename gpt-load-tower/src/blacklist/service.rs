@@ -14,11 +14,13 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
-    ClassifyOutcome, DefaultClassifier, Outcome, StatusMatcher, UpstreamAnswer, classify::upstream_message,
-    quota::exhausted_model,
+    ClassifyOutcome, DefaultClassifier, Outcome, RuleInput, RuleSet, StatusMatcher, UpstreamAnswer,
+    classify::upstream_message, quota::exhausted_model,
 };
 use crate::{
     body::ResponseBody,
+    channel::{ChannelKind, quota_model},
+    context::{AttemptNumber, Principal},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
     keys::{Backoff, KeyPool, Report, SelectedKey},
@@ -36,6 +38,9 @@ pub struct HealthSettings {
     pub blacklist_threshold: u32,
     /// How long a rate-limited key rests.
     pub cool_down: Backoff,
+    /// Operator rules, consulted before the classifier for every answer whose body is read
+    /// (failover statuses and `429`).
+    pub rules: RuleSet,
 }
 
 impl Default for HealthSettings {
@@ -45,6 +50,7 @@ impl Default for HealthSettings {
             failover: Arc::new(StatusMatcher::default()),
             blacklist_threshold: 3,
             cool_down: Backoff::default(),
+            rules: RuleSet::default(),
         }
     }
 }
@@ -60,6 +66,10 @@ pub struct AttemptOutcome {
     pub message: Option<Arc<str>>,
     /// From sending the attempt to receiving the response head.
     pub time_to_first_byte: Duration,
+    /// The operator rule that decided the outcome (`policy / rule`), if one did.
+    pub rule: Option<Arc<str>>,
+    /// The fired rule's cap on the request's remaining retries.
+    pub max_retries: Option<u32>,
 }
 
 /// Classifies each attempt and reports it to the key pool. See the
@@ -186,6 +196,8 @@ where
         );
         let ready = take_ready(&mut self.inner);
         let upstream_time = req.extensions().get::<UpstreamTime>().cloned();
+        // What the rules may ask about, taken before the request moves on.
+        let rule_context = (!settings.rules.is_empty()).then(|| RuleContext::of(&req, key.as_ref()));
         ResponseFuture::new(async move {
             let started = Instant::now();
             let result = ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into()));
@@ -234,6 +246,8 @@ where
                     failover,
                     message: None,
                     time_to_first_byte,
+                    rule: None,
+                    max_retries: None,
                 });
                 return Ok(res);
             }
@@ -247,7 +261,12 @@ where
             if let (Some(text), Some(message)) = (&text, &message) {
                 answer = answer.with_body(text, message);
             }
-            let outcome = classifier.classify_response(&answer);
+            let fired = rule_context
+                .as_ref()
+                .and_then(|context| settings.rules.evaluate(&context.input(&answer)));
+            let outcome = fired
+                .as_ref()
+                .map_or_else(|| classifier.classify_response(&answer), |f| f.outcome);
             report(outcome, message.as_ref(), text.as_deref());
             let mut res = Response::from_parts(parts, ResponseBody::full(body));
             res.extensions_mut().insert(AttemptOutcome {
@@ -255,9 +274,44 @@ where
                 failover,
                 message,
                 time_to_first_byte,
+                max_retries: fired.as_ref().and_then(|f| f.max_retries),
+                rule: fired.map(|f| f.rule),
             });
             Ok(res)
         })
+    }
+}
+
+/// The facts about an attempt that rules match on besides the answer.
+struct RuleContext {
+    channel: ChannelKind,
+    model: Option<String>,
+    attempt: u32,
+    failure_count: u32,
+}
+
+impl RuleContext {
+    fn of<B>(req: &Request<B>, key: Option<&SelectedKey>) -> Self {
+        let channel = req
+            .extensions()
+            .get::<Principal>()
+            .map_or(ChannelKind::OpenAi, Principal::channel);
+        Self {
+            channel,
+            model: quota_model(req, channel).map(str::to_owned),
+            attempt: req.extensions().get::<AttemptNumber>().map_or(1, |a| a.0),
+            failure_count: key.map_or(0, |k| k.slot().consecutive_failures()),
+        }
+    }
+
+    fn input<'a>(&'a self, answer: &'a UpstreamAnswer<'a>) -> RuleInput<'a> {
+        RuleInput {
+            answer,
+            channel: self.channel,
+            model: self.model.as_deref(),
+            attempt: self.attempt,
+            failure_count: self.failure_count,
+        }
     }
 }
 
@@ -265,7 +319,7 @@ where
 fn blames_key(outcome: Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Failure { .. } | Outcome::CoolDown(_) | Outcome::Dead
+        Outcome::Failure { .. } | Outcome::CoolDown(_) | Outcome::Dead | Outcome::Disabled
     )
 }
 
@@ -281,11 +335,13 @@ fn to_report(outcome: Outcome, key: &SelectedKey, settings: &HealthSettings) -> 
                 .rest(key.slot().backoff_level(), signal.retry_in),
         }),
         Outcome::Dead => Some(Report::Invalidate),
+        Outcome::Disabled => Some(Report::Disable),
         Outcome::Transient => Some(Report::Transient),
         // Only a probe learns anything from these: the key was not rate limited.
-        Outcome::Failure { counted: false } | Outcome::Passthrough | Outcome::RequestError => {
-            key.is_probe().then_some(Report::Answered)
-        }
+        Outcome::Failure { counted: false }
+        | Outcome::RetrySame(_)
+        | Outcome::Passthrough
+        | Outcome::RequestError => key.is_probe().then_some(Report::Answered),
         Outcome::ClientGone => None,
     }
 }

@@ -513,6 +513,11 @@ impl GroupKeys {
                 self.leave_view(slot, KeyState::Invalid);
                 self.touch(slot);
             }
+            Report::Disable => {
+                slot.mark_failure();
+                self.leave_view(slot, KeyState::Disabled);
+                self.touch(slot);
+            }
             Report::Transient => slot.add_transient_failure(),
             Report::Answered => {}
         }

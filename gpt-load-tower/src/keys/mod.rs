@@ -79,7 +79,7 @@ pub use self::{
     backoff::Backoff,
     events::{KeyEvent, KeyEvents},
     memory::{GroupStats, MemoryKeyPool},
-    pool::{ExcludedKeys, KeyPool, Report, SelectedKey},
+    pool::{ExcludedKeys, KeyPool, Report, SameKey, SelectedKey},
     service::{KeySelect, KeySelectLayer},
     slot::{InFlight, KeySlot, KeyState},
 };

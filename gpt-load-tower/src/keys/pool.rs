@@ -89,6 +89,8 @@ pub enum Report {
     },
     /// The key is known to be dead: blacklist it now.
     Invalidate,
+    /// Take the key out of rotation until an operator enables it.
+    Disable,
     /// The provider failed (a `5xx`, a timeout, a broken connection), not the key: noted as
     /// evidence of trouble, never counted toward the blacklist.
     Transient,
@@ -213,4 +215,9 @@ impl ExcludedKeys {
 }
 
 /// The empty set, for callers without one.
+/// The key the next attempt must use: set by the retry policy when a rule asked to retry on the
+/// same key. Key selection takes it out of the request and uses it while it is usable.
+#[derive(Clone, Debug)]
+pub struct SameKey(pub SelectedKey);
+
 pub(crate) static NO_EXCLUSIONS: ExcludedKeys = ExcludedKeys::new();

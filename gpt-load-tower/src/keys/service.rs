@@ -1,11 +1,14 @@
-use std::task::{Context, Poll};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use http::{Request, Response};
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ExcludedKeys, InFlight, KeyPool, pool::NO_EXCLUSIONS};
+use super::{ExcludedKeys, InFlight, KeyPool, SameKey, SelectedKey, pool::NO_EXCLUSIONS};
 use crate::{
     body::TrackedBody,
     channel::quota_model,
@@ -78,10 +81,14 @@ where
                 "key selection needs a Principal (add ProxyKeyAuth)",
             )));
         };
+        let same = req.extensions_mut().remove::<SameKey>();
         let group = target_group(req.extensions()).expect("a Principal is present");
         let excluded = req.extensions().get::<ExcludedKeys>().unwrap_or(&NO_EXCLUSIONS);
         let model = quota_model(&req, channel);
-        let Some(key) = self.pool.select_for(group.as_str(), excluded, model) else {
+        let same = same
+            .filter(|SameKey(key)| key.slot().is_usable_for(model))
+            .map(|SameKey(key)| SelectedKey::new(key.group().clone(), Arc::clone(key.slot())));
+        let Some(key) = same.or_else(|| self.pool.select_for(group.as_str(), excluded, model)) else {
             telemetry::no_key(group);
             return ResponseFuture::ready(Err(Error::no_key_available(group)));
         };

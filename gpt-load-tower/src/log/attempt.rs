@@ -59,6 +59,7 @@ struct AttemptFacts {
     status: u16,
     error: Option<String>,
     outcome: Option<&'static str>,
+    rule: Option<Arc<str>>,
     time_to_first_byte: Option<Duration>,
 }
 
@@ -76,6 +77,7 @@ impl AttemptFacts {
                 .filter(|_| status >= 400)
                 .map(str::to_owned),
             outcome: outcome.map(|o| o.outcome.as_str()),
+            rule: outcome.and_then(|o| o.rule.clone()),
             time_to_first_byte: outcome.map(|o| o.time_to_first_byte),
         }
     }
@@ -87,6 +89,7 @@ impl AttemptFacts {
             status: err.status().as_u16(),
             error: Some(err.message().to_owned()),
             outcome: None,
+            rule: None,
             time_to_first_byte: None,
         }
     }
@@ -155,6 +158,7 @@ impl AttemptLog {
             client_ip: info.client_ip,
             error,
             outcome: facts.outcome,
+            rule: facts.rule,
             request_body: info.request_body.clone(),
             user_agent: info.user_agent.clone(),
             request_id: info.request_id.clone(),

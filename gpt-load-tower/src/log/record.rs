@@ -71,6 +71,8 @@ pub struct RequestRecord {
     /// What the attempt meant for its key ([`Outcome::as_str`](crate::blacklist::Outcome::as_str):
     /// `success`, `failure`, `cool_down`, `transient`, …), when the upstream answered.
     pub outcome: Option<&'static str>,
+    /// The operator rule that decided the outcome (`policy / rule`), if one did.
+    pub rule: Option<Arc<str>>,
     /// The request body, when body logging is on (at most the configured size).
     pub request_body: Option<String>,
     /// The client's `User-Agent`, when body logging is on.

@@ -183,6 +183,7 @@ fn record() -> RequestRecord {
         client_ip: None,
         error: None,
         outcome: None,
+        rule: None,
         request_body: None,
         user_agent: None,
         request_id: None,

@@ -13,9 +13,9 @@ use crate::{
     blacklist::{AttemptOutcome, Outcome, StatusMatcher},
     body::ReplayBody,
     channel::quota_model,
-    context::{AttemptKey, KeyId, Principal, target_group},
+    context::{AttemptKey, AttemptNumber, KeyId, Principal, target_group},
     error::Error,
-    keys::{ExcludedKeys, KeyPool, SelectedKey},
+    keys::{ExcludedKeys, KeyPool, SameKey, SelectedKey},
     log::AttemptLog,
     telemetry,
 };
@@ -42,6 +42,8 @@ pub struct RetryOnOtherKey {
     transient: Vec<KeyId>,
     /// Retries that re-used a key.
     reused: u32,
+    /// The lowest retry budget a fired rule left (counted from the request's first attempt).
+    rule_budget: Option<u32>,
 }
 
 /// The wait before re-using a key: `base` doubling per re-use up to `max`, each drawn at random
@@ -72,6 +74,8 @@ enum Verdict {
     /// The provider failed, not the key: retry on another key, or on this one once every usable
     /// key was tried.
     Transient,
+    /// A rule asked for this key again after a wait.
+    SameKey(Duration),
 }
 
 impl RetryOnOtherKey {
@@ -88,6 +92,7 @@ impl RetryOnOtherKey {
             },
             transient: Vec::new(),
             reused: 0,
+            rule_budget: None,
         }
     }
 
@@ -127,6 +132,10 @@ impl RetryOnOtherKey {
             Ok(res) => {
                 let verdict = match res.extensions().get::<AttemptOutcome>() {
                     Some(attempt) if attempt.outcome == Outcome::Transient => Verdict::Transient,
+                    Some(AttemptOutcome {
+                        outcome: Outcome::RetrySame(after),
+                        ..
+                    }) => Verdict::SameKey(*after),
                     Some(attempt) if attempt.outcome.is_retryable() => Verdict::OtherKey,
                     Some(_) => Verdict::Final,
                     None if !self.failover.matches(res.status().as_u16()) => Verdict::Final,
@@ -217,16 +226,37 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
         req: &mut Request<ReplayBody>,
         result: &mut Result<Response<B>, Error>,
     ) -> Option<Self::Future> {
+        if let Ok(res) = &*result
+            && let Some(cap) = res
+                .extensions()
+                .get::<AttemptOutcome>()
+                .and_then(|a| a.max_retries)
+        {
+            let budget = self.retried.saturating_add(cap);
+            self.rule_budget = Some(self.rule_budget.map_or(budget, |b| b.min(budget)));
+        }
         let max = req
             .extensions()
             .get::<RetrySettings>()
             .map_or(self.max_retries, |s| s.max_retries);
-        if self.retried >= max {
+        if self.retried >= max.min(self.rule_budget.unwrap_or(u32::MAX)) {
             return None;
         }
         let (verdict, failed_key) = self.verdict(result);
         if verdict == Verdict::Final {
             return None;
+        }
+        if let Verdict::SameKey(after) = verdict {
+            let Ok(res) = &*result else { return None };
+            let key = res.extensions().get::<SelectedKey>()?.clone();
+            if let Some(log) = req.extensions().get::<AttemptLog>() {
+                log.record_retry(result);
+            }
+            telemetry::retry(key.group());
+            req.extensions_mut().insert(SameKey(key));
+            self.retried += 1;
+            req.extensions_mut().insert(AttemptNumber(self.retried + 1));
+            return Some(RetryDelay::after(after));
         }
         let mut excluded = req
             .extensions()
@@ -262,6 +292,7 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
         }
         req.extensions_mut().insert(excluded);
         self.retried += 1;
+        req.extensions_mut().insert(AttemptNumber(self.retried + 1));
         Some(RetryDelay::after(delay))
     }
 

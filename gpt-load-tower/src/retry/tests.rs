@@ -440,3 +440,122 @@ async fn status_fallback_without_key_health() {
     let res = svc.oneshot(req("{}")).await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// The request, with operator rules compiled from `rules` (one policy named `p`).
+fn req_with_rules(rules: &str) -> Request<ReplayBody> {
+    let specs = serde_json::from_str(rules).unwrap();
+    let settings = crate::blacklist::HealthSettings {
+        rules: crate::blacklist::RuleSet::compile([("p".to_owned(), specs)]).unwrap(),
+        ..Default::default()
+    };
+    let mut req = req("{}");
+    req.extensions_mut().insert(settings);
+    req
+}
+
+#[tokio::test]
+async fn a_rule_invalidates_the_key_and_the_request_moves_on() {
+    let pool = pool(&["spent", "good"]);
+    let upstream = Upstream::new(&[("spent", Script::Status(400))]);
+    let rules = r#"[{"name":"quota","conditions":[
+        {"type":"status_code","operator":"in","values":["400-403"]},
+        {"type":"body","operator":"regex","value":"failed \\*+"}],"action":"invalidate"}]"#;
+    let records = Records::default();
+    let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
+    let (status, body) = call(&pool, &upstream, policy, &records, req_with_rules(rules))
+        .await
+        .unwrap();
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok from good"[..]));
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().state(), KeyState::Invalid);
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().state(), KeyState::Active);
+    let records = records.0.lock().unwrap().clone();
+    assert_eq!(records[0].outcome, Some("dead"));
+}
+
+#[tokio::test]
+async fn without_the_rule_the_same_answer_is_a_request_error() {
+    let pool = pool(&["spent", "good"]);
+    let upstream = Upstream::new(&[("spent", Script::Status(400))]);
+    let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
+    let (status, _) = call(&pool, &upstream, policy, &Records::default(), req("{}"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "not retried, returned as is");
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().state(), KeyState::Active);
+}
+
+#[tokio::test]
+async fn retry_same_pins_the_key_within_the_rule_budget() {
+    let pool = pool(&["flaky", "good"]);
+    let upstream = Upstream::new(&[("flaky", Script::Status(503))]);
+    let rules = r#"[{"conditions":[{"type":"status_code","operator":"equals","value":503}],
+        "action":"retry_same","backoff_ms":0,"max_retries":2}]"#;
+    let policy = RetryOnOtherKey::new(5).with_pool(pool.clone());
+    let (status, _) = call(
+        &pool,
+        &upstream,
+        policy,
+        &Records::default(),
+        req_with_rules(rules),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.keys_seen(), ["flaky", "flaky", "flaky"]);
+}
+
+#[tokio::test]
+async fn fail_returns_at_once_and_disable_takes_the_key_out() {
+    let pool = pool(&["a", "b"]);
+    let upstream = Upstream::new(&[("a", Script::Status(401)), ("b", Script::Status(403))]);
+    let rules = r#"[
+        {"conditions":[{"type":"status_code","operator":"equals","value":401},
+                       {"type":"attempt","operator":"gte","value":2}],"action":"fail"},
+        {"conditions":[{"type":"status_code","operator":"equals","value":401}],"action":"disable"},
+        {"conditions":[{"type":"error_message","operator":"contains","value":"FAILED"}],"action":"fail"}]"#;
+    let policy = RetryOnOtherKey::new(3).with_pool(pool.clone());
+    let (status, _) = call(
+        &pool,
+        &upstream,
+        policy,
+        &Records::default(),
+        req_with_rules(rules),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "b's 403 matched `fail`");
+    assert_eq!(upstream.keys_seen(), ["a", "b"]);
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().state(), KeyState::Disabled);
+    assert_eq!(
+        pool.get("g", KeyId(1)).unwrap().state(),
+        KeyState::Active,
+        "fail leaves the key"
+    );
+}
+
+#[tokio::test]
+async fn a_rule_limited_to_later_attempts_lets_the_first_follow_the_defaults() {
+    let pool = pool(&["a", "b", "c"]);
+    let upstream = Upstream::new(&[
+        ("a", Script::Status(500)),
+        ("b", Script::Status(500)),
+        ("c", Script::Status(500)),
+    ]);
+    let rules = r#"[{"conditions":[{"type":"attempt","operator":"gte","value":2}],"action":"fail"}]"#;
+    let policy = RetryOnOtherKey::new(5).with_pool(pool.clone());
+    let (status, _) = call(
+        &pool,
+        &upstream,
+        policy,
+        &Records::default(),
+        req_with_rules(rules),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        upstream.keys_seen(),
+        ["a", "b"],
+        "the second attempt's answer is final"
+    );
+}

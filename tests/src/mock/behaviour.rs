@@ -53,6 +53,9 @@ pub enum Behaviour {
     /// detail reason `API_KEY_INVALID`); OpenAI- and Anthropic-format routes answer their own
     /// 400 about the key.
     InvalidKeyBadRequest,
+    /// 400 saying the account is out of credit (OpenAI's `insufficient_quota` type and code,
+    /// "check your plan and billing details"): a key that will not work until someone pays.
+    OutOfCredit,
     /// Fails `per_mille` of the requests with `status` (a native error body), at random from the
     /// mock's seeded generator, and answers the rest normally. Deterministic for a given
     /// [`MockConfig::seed`](super::MockConfig::seed) when requests arrive one at a time.

@@ -39,6 +39,8 @@ pub(crate) enum Failure<'a> {
     BadRequest(&'a str),
     /// A 400 about the key (Gemini's way of rejecting one).
     KeyRejected(&'a str),
+    /// A 400: the account behind the key is out of credit.
+    OutOfCredit,
     /// A non-empty JSON route body that does not parse.
     MalformedJson,
     /// A prompt over the context window.
@@ -142,6 +144,7 @@ impl Failure<'_> {
             Self::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadRequest(_)
             | Self::KeyRejected(_)
+            | Self::OutOfCredit
             | Self::MalformedJson
             | Self::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
         }
@@ -183,6 +186,9 @@ impl Failure<'_> {
                 format!("API key not valid. Please pass a valid API key. (key: {key})")
             }
             (Self::KeyRejected(key), _) => format!("Invalid API key: {key}"),
+            (Self::OutOfCredit, _) => {
+                "You exceeded your current quota, please check your plan and billing details.".to_owned()
+            }
             (Self::MalformedJson, Family::OpenAi) => "We could not parse the JSON body of your request. \
                  (HINT: This likely means you aren't using your HTTP library correctly.)"
                 .to_owned(),
@@ -205,7 +211,7 @@ impl Failure<'_> {
         match self {
             Self::MissingKey | Self::InvalidKey(_) => ("invalid_request_error", json!("invalid_api_key")),
             Self::RateLimited(_) | Self::ProviderLimit { .. } => ("requests", json!("rate_limit_exceeded")),
-            Self::Quota => ("insufficient_quota", json!("insufficient_quota")),
+            Self::Quota | Self::OutOfCredit => ("insufficient_quota", json!("insufficient_quota")),
             Self::Server => ("server_error", Value::Null),
             Self::Status(_) => {
                 let status = self.status();

@@ -156,6 +156,7 @@ pub(crate) async fn dispatch(
         Behaviour::Status(code) => return error::respond(family, &Failure::Status(code)),
         Behaviour::QuotaExhausted => return error::respond(family, &Failure::Quota),
         Behaviour::InvalidKeyBadRequest => return error::respond(family, &Failure::KeyRejected(key)),
+        Behaviour::OutOfCredit => return error::respond(family, &Failure::OutOfCredit),
         Behaviour::Flaky { per_mille, status } => {
             if shared.draw_per_mille() < per_mille {
                 return error::respond(family, &Failure::Status(status));

@@ -89,6 +89,9 @@ pub(crate) struct RecentFailure {
     /// `uncounted_failure`, `cool_down`, `dead`, `transient` (the provider's fault),
     /// `request_error` (the request's fault), `passthrough`; absent when no upstream answered.
     outcome: Option<&'static str>,
+    /// The policy rule that decided the outcome (`policy / rule`); absent when the built-in
+    /// rules did.
+    rule: Option<String>,
     /// The upstream's message or the gateway's error, redacted.
     reason: Option<String>,
 }
@@ -102,6 +105,7 @@ impl From<FailedAttempt> for RecentFailure {
             model: failed.model,
             status: failed.status,
             outcome: failed.outcome,
+            rule: failed.rule.map(|r| r.to_string()),
             reason: failed.reason,
         }
     }

@@ -1,0 +1,2 @@
+DROP TABLE group_policies;
+DROP TABLE policies;
