@@ -1,4 +1,5 @@
 use std::{
+    collections::VecDeque,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -24,6 +25,8 @@ pin_project! {
     enum Kind<B> {
         Stream { #[pin] inner: B },
         Full { data: Option<Bytes> },
+        // Frames read ahead of the client, then the rest of `inner` unless it had ended.
+        Peeked { prefix: VecDeque<Frame<Bytes>>, ended: bool, inner: Pin<Box<B>> },
     }
 }
 
@@ -41,6 +44,14 @@ impl<B> ResponseBody<B> {
             kind: Kind::Full {
                 data: (!data.is_empty()).then_some(data),
             },
+        }
+    }
+
+    /// The frames already read from `inner` (`prefix`), then the rest of it; `ended` when
+    /// `inner` has ended and must not be polled again.
+    pub(crate) fn peeked(prefix: VecDeque<Frame<Bytes>>, inner: Pin<Box<B>>, ended: bool) -> Self {
+        Self {
+            kind: Kind::Peeked { prefix, ended, inner },
         }
     }
 
@@ -72,6 +83,11 @@ where
         match self.project().kind.project() {
             KindProj::Stream { inner } => inner.poll_frame(cx),
             KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Peeked { prefix, ended, inner } => match prefix.pop_front() {
+                Some(frame) => Poll::Ready(Some(Ok(frame))),
+                None if *ended => Poll::Ready(None),
+                None => inner.as_mut().poll_frame(cx),
+            },
         }
     }
 
@@ -79,6 +95,7 @@ where
         match &self.kind {
             Kind::Stream { inner } => inner.is_end_stream(),
             Kind::Full { data } => data.is_none(),
+            Kind::Peeked { prefix, ended, inner } => prefix.is_empty() && (*ended || inner.is_end_stream()),
         }
     }
 
@@ -86,6 +103,23 @@ where
         match &self.kind {
             Kind::Stream { inner } => inner.size_hint(),
             Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Peeked { prefix, ended, inner } => {
+                let read: u64 = prefix
+                    .iter()
+                    .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+                    .sum();
+                let rest = if *ended {
+                    SizeHint::with_exact(0)
+                } else {
+                    inner.size_hint()
+                };
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + read);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + read);
+                }
+                hint
+            }
         }
     }
 }

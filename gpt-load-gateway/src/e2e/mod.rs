@@ -9,6 +9,7 @@ mod admin_logs;
 mod admin_shapes;
 mod admin_tasks;
 mod console;
+mod empty_replies;
 mod harness;
 mod key_lifecycle;
 mod model_filters;

@@ -94,6 +94,7 @@ impl EffectiveConfig {
             blacklist_threshold: self.blacklist_threshold,
             cool_down: self.cool_down(),
             rules: Default::default(),
+            retry_empty_replies: self.retry_empty_replies,
         }
     }
 

@@ -279,6 +279,24 @@ settings_table! {
             "这些模型的请求在使用密钥前即以 400 拒绝，即使它们在允许的模型中；写法相同。",
         ),
     },
+    /// docs/KEYS.md, "Empty replies".
+    retry_empty_replies: bool {
+        default: "true",
+        category: Request,
+        group: 20,
+        en: (
+            "Retry Empty Replies",
+            "A successful reply without content (no choices, candidates or content blocks), or a \
+             stream that ends before its first content, is retried on another key before anything \
+             reaches the client. The reply is read ahead up to 64 KiB, or a stream up to its first \
+             content.",
+        ),
+        zh: (
+            "重试空回复",
+            "没有内容的成功回复（没有 choices、candidates 或内容块），或在首个内容之前就结束的流，\
+             会在发送给客户端之前换用其他密钥重试。回复最多预读 64 KiB，流式回复预读到首个内容为止。",
+        ),
+    },
 
     // Key.
 

@@ -38,6 +38,9 @@ pub enum Outcome {
     Dead,
     /// A rule took the key out of rotation until an operator enables it.
     Disabled,
+    /// A `2xx` generation without content, or a stream that ended or broke before its first
+    /// content: retried on another key, the key left as it is.
+    EmptyReply,
     /// A rule asked for the same key again after this wait (the retry policy pins the key).
     RetrySame(std::time::Duration),
     /// The client went away; nobody is to blame.
@@ -57,6 +60,7 @@ impl Outcome {
             Self::CoolDown(_) => "cool_down",
             Self::Dead => "dead",
             Self::Disabled => "disabled",
+            Self::EmptyReply => "empty_reply",
             Self::RetrySame(_) => "retry_same",
             Self::ClientGone => "client_gone",
         }
@@ -71,6 +75,7 @@ impl Outcome {
                 | Self::CoolDown(_)
                 | Self::Dead
                 | Self::Disabled
+                | Self::EmptyReply
                 | Self::RetrySame(_)
         )
     }

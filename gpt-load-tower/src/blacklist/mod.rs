@@ -67,6 +67,7 @@
 
 mod blame;
 mod classify;
+mod empty_reply;
 mod quota;
 mod rules;
 mod service;

@@ -15,11 +15,13 @@ use tower_service::Service;
 
 use super::{
     ClassifyOutcome, DefaultClassifier, Outcome, RuleInput, RuleSet, StatusMatcher, UpstreamAnswer,
-    classify::upstream_message, quota::exhausted_model,
+    classify::upstream_message,
+    empty_reply::{self, ReplyKind},
+    quota::exhausted_model,
 };
 use crate::{
     body::ResponseBody,
-    channel::{ChannelKind, quota_model},
+    channel::{ChannelKind, RequestFacts, quota_model},
     context::{AttemptNumber, Principal},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
@@ -41,6 +43,8 @@ pub struct HealthSettings {
     /// Operator rules, consulted before the classifier for every answer whose body is read
     /// (failover statuses and `429`).
     pub rules: RuleSet,
+    /// Whether a `2xx` generation is peeked for content first (see [`Outcome::EmptyReply`]).
+    pub retry_empty_replies: bool,
 }
 
 impl Default for HealthSettings {
@@ -51,6 +55,7 @@ impl Default for HealthSettings {
             blacklist_threshold: 3,
             cool_down: Backoff::default(),
             rules: RuleSet::default(),
+            retry_empty_replies: true,
         }
     }
 }
@@ -198,6 +203,10 @@ where
         let upstream_time = req.extensions().get::<UpstreamTime>().cloned();
         // What the rules may ask about, taken before the request moves on.
         let rule_context = (!settings.rules.is_empty()).then(|| RuleContext::of(&req, key.as_ref()));
+        let generation = settings
+            .retry_empty_replies
+            .then(|| generation_request(&req))
+            .flatten();
         ResponseFuture::new(async move {
             let started = Instant::now();
             let result = ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into()));
@@ -236,15 +245,38 @@ where
             let status = res.status();
             let failover = settings.failover.matches(status.as_u16());
             if !failover && status != StatusCode::TOO_MANY_REQUESTS {
-                waited(upstream_time);
-                let outcome =
+                let mut outcome =
                     classifier.classify_response(&UpstreamAnswer::new(status, res.headers(), false));
-                report(outcome, None, None);
-                let mut res = res.map(ResponseBody::stream);
+                let reply = generation
+                    .filter(|_| outcome == Outcome::Success && status.is_success())
+                    .and_then(|stream| reply_kind(res.headers(), stream));
+                let mut message = None;
+                let mut res = match reply {
+                    None => res.map(ResponseBody::stream),
+                    Some(kind) => {
+                        let (parts, body) = res.into_parts();
+                        let mut body = Box::pin(body);
+                        let peeked = empty_reply::peek(&mut body, kind).await;
+                        if peeked.error.is_some() {
+                            // Broken before any content: a failed attempt like a reset connection.
+                            waited(upstream_time);
+                            let err = Error::upstream("the upstream's reply broke before any content");
+                            report(classifier.classify_error(&err), None, None);
+                            return Err(err);
+                        }
+                        if !peeked.has_content {
+                            outcome = Outcome::EmptyReply;
+                            message = Some(Arc::from("the upstream's reply has no content"));
+                        }
+                        Response::from_parts(parts, ResponseBody::peeked(peeked.prefix, body, peeked.ended))
+                    }
+                };
+                waited(upstream_time);
+                report(outcome, message.as_ref(), None);
                 res.extensions_mut().insert(AttemptOutcome {
                     outcome,
                     failover,
-                    message: None,
+                    message,
                     time_to_first_byte,
                     rule: None,
                     max_retries: None,
@@ -279,6 +311,27 @@ where
             });
             Ok(res)
         })
+    }
+}
+
+/// For a generation request (a `POST` whose body was inspected), whether it asked for a stream.
+fn generation_request<B>(req: &Request<B>) -> Option<bool> {
+    if req.method() != http::Method::POST {
+        return None;
+    }
+    req.extensions().get::<RequestFacts>().map(|facts| facts.stream)
+}
+
+/// How a successful reply to a generation request is peeked: events when a stream was asked
+/// for and came, one JSON document when not; nothing else (a Gemini stream sent as a JSON array
+/// would be held back whole) is peeked.
+fn reply_kind(headers: &http::HeaderMap, stream: bool) -> Option<ReplyKind> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = content_type.split(';').next()?.trim();
+    match (stream, essence) {
+        (true, t) if t.eq_ignore_ascii_case("text/event-stream") => Some(ReplyKind::EventStream),
+        (false, t) if t.eq_ignore_ascii_case("application/json") => Some(ReplyKind::Json),
+        _ => None,
     }
 }
 
@@ -339,6 +392,7 @@ fn to_report(outcome: Outcome, key: &SelectedKey, settings: &HealthSettings) -> 
         Outcome::Transient => Some(Report::Transient),
         // Only a probe learns anything from these: the key was not rate limited.
         Outcome::Failure { counted: false }
+        | Outcome::EmptyReply
         | Outcome::RetrySame(_)
         | Outcome::Passthrough
         | Outcome::RequestError => key.is_probe().then_some(Report::Answered),

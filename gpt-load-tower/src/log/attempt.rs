@@ -12,7 +12,7 @@ use http::{Method, Response};
 
 use super::{LogSink, RequestRecord, RequestType};
 use crate::{
-    blacklist::AttemptOutcome,
+    blacklist::{AttemptOutcome, Outcome},
     body::{BodyEnd, OnBodyEnd},
     context::{AttemptKey, AttemptUpstream, GroupName},
     error::Error,
@@ -61,6 +61,8 @@ struct AttemptFacts {
     outcome: Option<&'static str>,
     rule: Option<Arc<str>>,
     time_to_first_byte: Option<Duration>,
+    /// A `2xx` that still failed (an empty reply).
+    failed: bool,
 }
 
 impl AttemptFacts {
@@ -68,17 +70,19 @@ impl AttemptFacts {
         let ext = res.extensions();
         let outcome = ext.get::<AttemptOutcome>();
         let status = res.status().as_u16();
+        let failed = outcome.is_some_and(|o| o.outcome == Outcome::EmptyReply);
         Self {
             key: ext.get::<SelectedKey>().map(AttemptKey::from),
             upstream: ext.get::<UpstreamTarget>().map(AttemptUpstream::from),
             status,
             error: outcome
                 .and_then(|o| o.message.as_deref())
-                .filter(|_| status >= 400)
+                .filter(|_| status >= 400 || failed)
                 .map(str::to_owned),
             outcome: outcome.map(|o| o.outcome.as_str()),
             rule: outcome.and_then(|o| o.rule.clone()),
             time_to_first_byte: outcome.map(|o| o.time_to_first_byte),
+            failed,
         }
     }
 
@@ -91,6 +95,7 @@ impl AttemptFacts {
             outcome: None,
             rule: None,
             time_to_first_byte: None,
+            failed: false,
         }
     }
 }
@@ -151,7 +156,7 @@ impl AttemptLog {
             method: info.method.clone(),
             path: info.path.clone(),
             status: facts.status,
-            success: facts.status < 400 && !broken,
+            success: facts.status < 400 && !broken && !facts.failed,
             duration: info.started.elapsed(),
             time_to_first_byte: facts.time_to_first_byte,
             stream: info.stream,

@@ -559,3 +559,34 @@ async fn a_rule_limited_to_later_attempts_lets_the_first_follow_the_defaults() {
         "the second attempt's answer is final"
     );
 }
+
+#[tokio::test]
+async fn an_empty_reply_is_retried_on_another_key() {
+    let pool = pool(&["empty", "good"]);
+    let svc = ServiceBuilder::new()
+        .layer(RequestLogLayer::new(Records::default()))
+        .layer(RetryLayer::new(RetryOnOtherKey::new(3).with_pool(pool.clone())))
+        .layer(KeySelectLayer::new(pool.clone()))
+        .layer(KeyHealthLayer::new(pool.clone()))
+        .service(service_fn(|req: Request<ReplayBody>| async move {
+            let key = req.headers()["authorization"].to_str().unwrap().to_owned();
+            let body = if key.ends_with("empty") {
+                r#"{"choices":[]}"#
+            } else {
+                r#"{"choices":[{"message":{"content":"hello"}}]}"#
+            };
+            let mut res = Response::new(Full::from(body));
+            res.headers_mut()
+                .insert("content-type", http::HeaderValue::from_static("application/json"));
+            Ok::<_, BoxError>(res)
+        }));
+    let res = svc.oneshot(req(r#"{"model":"m"}"#)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"choices":[{"message":{"content":"hello"}}]}"#);
+    assert_eq!(
+        pool.get("g", KeyId(0)).unwrap().state(),
+        KeyState::Active,
+        "not the key's fault"
+    );
+}

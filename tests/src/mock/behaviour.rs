@@ -56,6 +56,10 @@ pub enum Behaviour {
     /// 400 saying the account is out of credit (OpenAI's `insufficient_quota` type and code,
     /// "check your plan and billing details"): a key that will not work until someone pays.
     OutOfCredit,
+    /// `200` without content: a reply with no choices (OpenAI), no content blocks (Anthropic)
+    /// or no candidates (Gemini); a stream that opens (a role, `message_start`) and ends
+    /// without a content frame.
+    EmptyReply,
     /// Fails `per_mille` of the requests with `status` (a native error body), at random from the
     /// mock's seeded generator, and answers the rest normally. Deterministic for a given
     /// [`MockConfig::seed`](super::MockConfig::seed) when requests arrive one at a time.

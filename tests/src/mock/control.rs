@@ -121,6 +121,7 @@ fn parse_script(body: &[u8]) -> Result<(String, Behaviour), String> {
         }
         "invalid_key_400" => Behaviour::InvalidKeyBadRequest,
         "out_of_credit" => Behaviour::OutOfCredit,
+        "empty_reply" => Behaviour::EmptyReply,
         "provider_limit" => Behaviour::ProviderLimit {
             per_day: value.get("per_day").and_then(Value::as_bool).unwrap_or(false),
             reset: Duration::from_secs(field("reset_secs").unwrap_or(60)),

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use super::answer::{self, Answer};
 use super::behaviour::Behaviour;
@@ -146,6 +147,7 @@ pub(crate) async fn dispatch(
     };
     let mut cut = None;
     let mut limit = None;
+    let mut empty = false;
     match shared.scripts.resolve(key) {
         Behaviour::Valid => {}
         Behaviour::Unauthorized => return error::respond(family, &Failure::InvalidKey(key)),
@@ -157,6 +159,7 @@ pub(crate) async fn dispatch(
         Behaviour::QuotaExhausted => return error::respond(family, &Failure::Quota),
         Behaviour::InvalidKeyBadRequest => return error::respond(family, &Failure::KeyRejected(key)),
         Behaviour::OutOfCredit => return error::respond(family, &Failure::OutOfCredit),
+        Behaviour::EmptyReply => empty = true,
         Behaviour::Flaky { per_mille, status } => {
             if shared.draw_per_mille() < per_mille {
                 return error::respond(family, &Failure::Status(status));
@@ -203,6 +206,9 @@ pub(crate) async fn dispatch(
             false
         }
     };
+    if empty {
+        return empty_reply(family, stream);
+    }
     if cut.is_some() && !stream {
         return reply::with_type(StatusCode::OK, "application/json", MockBody::aborted());
     }
@@ -223,6 +229,31 @@ pub(crate) async fn dispatch(
         Route::GeminiModels => gemini::models(),
         Route::GeminiGenerate { .. } => gemini::generate(&answer),
         Route::GeminiStream { .. } => gemini::stream(&answer, alt_sse(parts.uri.query())),
+    }
+}
+
+/// A `200` without content in `family`'s format (see `Behaviour::EmptyReply`).
+fn empty_reply(family: Family, stream: bool) -> Response<MockBody> {
+    let (json, events): (Value, &'static str) = match family {
+        Family::OpenAi => (
+            json!({"id": "chatcmpl-empty", "object": "chat.completion", "choices": []}),
+            "data: {\"id\":\"chatcmpl-empty\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+             data: [DONE]\n\n",
+        ),
+        Family::Anthropic => (
+            json!({"id": "msg_empty", "type": "message", "role": "assistant", "content": []}),
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\n\
+             event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ),
+        Family::Gemini => (
+            json!({"candidates": [], "promptFeedback": {"blockReason": "OTHER"}}),
+            "data: {\"candidates\":[],\"promptFeedback\":{\"blockReason\":\"OTHER\"}}\r\n\r\n",
+        ),
+    };
+    if stream {
+        reply::event_stream(MockBody::full(events))
+    } else {
+        reply::json(StatusCode::OK, &json)
     }
 }
 

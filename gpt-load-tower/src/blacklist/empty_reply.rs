@@ -1,0 +1,470 @@
+//! Empty and cut-off replies: a `2xx` generation whose body carries no content (no choices, no
+//! candidates, no content blocks, no output), or a stream that ends or breaks before its first
+//! content frame, is a failed attempt that another key may answer.
+//!
+//! The check is a bounded peek made before the response head goes on, so nothing has reached
+//! the client when the attempt is retried: a JSON reply is read whole up to [`PEEK_LIMIT`]; a
+//! stream is read frame by frame until the first event that carries content (usually the first
+//! or second). Past the limit the reply is taken to have content and passes on, what was peeked
+//! first. The peeked frames are handed on unchanged, as one frame.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+/// The most a reply is read ahead of the client: 64 KiB.
+pub(crate) const PEEK_LIMIT: usize = 64 * 1024;
+
+/// What kind of reply is peeked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplyKind {
+    /// One JSON document.
+    Json,
+    /// Server-sent events.
+    EventStream,
+}
+
+/// What the peek found.
+#[derive(Debug)]
+pub(crate) struct Peeked<E> {
+    /// Whether the reply carries content (or was too long to tell).
+    pub(crate) has_content: bool,
+    /// The frames read, in order.
+    pub(crate) prefix: VecDeque<Frame<Bytes>>,
+    /// The error that ended the body during the peek, if one did.
+    pub(crate) error: Option<E>,
+    /// Whether the body ended during the peek.
+    pub(crate) ended: bool,
+}
+
+/// Reads `body` ahead until it is known whether it carries content.
+pub(crate) async fn peek<B>(body: &mut B, kind: ReplyKind) -> Peeked<B::Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut prefix = VecDeque::new();
+    let mut read = 0usize;
+    let mut events = EventScanner::default();
+    // A JSON reply is judged whole; its frames are kept until the end.
+    let mut json_frames: Vec<Bytes> = Vec::new();
+    loop {
+        if read > PEEK_LIMIT {
+            return Peeked {
+                has_content: true,
+                prefix,
+                error: None,
+                ended: false,
+            };
+        }
+        match body.frame().await {
+            None => {
+                let has_content = match kind {
+                    ReplyKind::Json => json_has_content(&json_frames),
+                    ReplyKind::EventStream => events.finish(),
+                };
+                return Peeked {
+                    has_content,
+                    prefix,
+                    error: None,
+                    ended: true,
+                };
+            }
+            Some(Err(error)) => {
+                return Peeked {
+                    has_content: false,
+                    prefix,
+                    error: Some(error),
+                    ended: true,
+                };
+            }
+            Some(Ok(frame)) => {
+                let Some(data) = frame.data_ref().cloned() else {
+                    // Trailers end the body: judge what came before them.
+                    prefix.push_back(frame);
+                    let has_content = match kind {
+                        ReplyKind::Json => json_has_content(&json_frames),
+                        ReplyKind::EventStream => events.finish(),
+                    };
+                    return Peeked {
+                        has_content,
+                        prefix,
+                        error: None,
+                        ended: true,
+                    };
+                };
+                read += data.len();
+                prefix.push_back(frame);
+                match kind {
+                    ReplyKind::Json => json_frames.push(data),
+                    ReplyKind::EventStream => {
+                        if events.feed(&data) {
+                            return Peeked {
+                                has_content: true,
+                                prefix,
+                                error: None,
+                                ended: false,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn json_has_content(frames: &[Bytes]) -> bool {
+    let joined;
+    let bytes: &[u8] = match frames {
+        [one] => one,
+        _ => {
+            joined = frames.concat();
+            &joined
+        }
+    };
+    match serde_json::from_slice::<Reply>(bytes) {
+        Ok(reply) => reply.has_content(),
+        // A Gemini stream read as JSON is an array of replies; anything else unreadable is not
+        // ours to judge.
+        Err(_) => match serde_json::from_slice::<Vec<Reply>>(bytes) {
+            Ok(replies) => replies.is_empty() || replies.iter().any(Reply::has_content),
+            Err(_) => true,
+        },
+    }
+}
+
+/// Splits server-sent events and asks each one whether it carries content.
+#[derive(Default)]
+struct EventScanner {
+    pending: BytesMut,
+    data: Vec<u8>,
+    event: Option<String>,
+}
+
+impl EventScanner {
+    /// Feeds bytes; whether an event with content has been seen.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        self.pending.extend_from_slice(bytes);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line = self.pending.split_to(end + 1);
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                if self.dispatch() {
+                    return true;
+                }
+            } else if let Some(value) = field(line, b"data") {
+                if !self.data.is_empty() {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+            } else if let Some(value) = field(line, b"event") {
+                self.event = Some(String::from_utf8_lossy(value).into_owned());
+            }
+        }
+        false
+    }
+
+    /// The end of the stream: a last event without its blank line still counts.
+    fn finish(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            if self.feed(&rest) {
+                return true;
+            }
+            if self.feed(b"\n") {
+                return true;
+            }
+        }
+        self.dispatch()
+    }
+
+    fn dispatch(&mut self) -> bool {
+        let data = std::mem::take(&mut self.data);
+        let event = self.event.take();
+        if data.is_empty() || data == b"[DONE]" {
+            return false;
+        }
+        let Ok(reply) = serde_json::from_slice::<Reply>(&data) else {
+            return false;
+        };
+        reply.is_content_event(event.as_deref())
+    }
+}
+
+/// `name: value` (one optional space after the colon), for the field `name`.
+fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let rest = line.strip_prefix(name)?.strip_prefix(b":")?;
+    Some(rest.strip_prefix(b" ").unwrap_or(rest))
+}
+
+/// The parts of a reply (or of one streamed event) that say whether it has content; every other
+/// field is skipped while parsing.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Reply {
+    /// OpenAI chat and completions.
+    choices: Option<Vec<Choice>>,
+    /// Gemini.
+    candidates: Option<Vec<Candidate>>,
+    /// Gemini, when the prompt itself was blocked.
+    #[serde(rename = "promptFeedback")]
+    prompt_feedback: Option<IgnoredAny>,
+    /// Anthropic messages: `message`; OpenAI Responses: `response`; stream event types.
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// Anthropic's content blocks.
+    content: Option<Vec<IgnoredAny>>,
+    /// OpenAI Responses' output items.
+    output: Option<Vec<IgnoredAny>>,
+    /// OpenAI Responses' stream events carry the response.
+    response: Option<Box<Reply>>,
+    /// OpenAI Responses' text delta.
+    delta: Option<TextOrAny>,
+    /// OpenAI Responses' `object`.
+    object: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Choice {
+    message: Option<Message>,
+    delta: Option<Message>,
+    text: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Message {
+    content: Option<TextOrAny>,
+    tool_calls: Option<Vec<IgnoredAny>>,
+    function_call: Option<IgnoredAny>,
+    refusal: Option<String>,
+    reasoning_content: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Candidate {
+    content: Option<CandidateContent>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct CandidateContent {
+    parts: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+}
+
+/// Text, or anything else (a list of content parts).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TextOrAny {
+    Text(String),
+    List(Vec<IgnoredAny>),
+    Other(IgnoredAny),
+}
+
+impl TextOrAny {
+    fn is_present(&self) -> bool {
+        match self {
+            Self::Text(text) => !text.is_empty(),
+            Self::List(items) => !items.is_empty(),
+            Self::Other(_) => false,
+        }
+    }
+}
+
+impl Message {
+    fn has_content(&self) -> bool {
+        self.content.as_ref().is_some_and(TextOrAny::is_present)
+            || self.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+            || self.function_call.is_some()
+            || self.refusal.as_ref().is_some_and(|r| !r.is_empty())
+            || self.reasoning_content.as_ref().is_some_and(|r| !r.is_empty())
+    }
+}
+
+impl Choice {
+    fn has_content(&self) -> bool {
+        self.message.as_ref().is_some_and(Message::has_content)
+            || self.delta.as_ref().is_some_and(Message::has_content)
+            || self.text.as_ref().is_some_and(|t| !t.is_empty())
+    }
+}
+
+impl Candidate {
+    fn has_content(&self) -> bool {
+        let parts = self.content.as_ref().and_then(|c| c.parts.as_ref());
+        parts.is_some_and(|parts| {
+            parts.iter().any(|part| {
+                part.iter().any(|(key, value)| match key.as_str() {
+                    "text" => value.as_str().is_some_and(|t| !t.is_empty()),
+                    "thought" | "thoughtSignature" => false,
+                    _ => true,
+                })
+            })
+        })
+    }
+}
+
+impl Reply {
+    /// A whole reply: whether it has content. A body of no known generation shape (embeddings,
+    /// a model list, a count of tokens) is not judged: it has content.
+    fn has_content(&self) -> bool {
+        if let Some(choices) = &self.choices {
+            return choices.iter().any(Choice::has_content);
+        }
+        if self.candidates.is_some() || self.prompt_feedback.is_some() {
+            return self.candidates.iter().flatten().any(Candidate::has_content);
+        }
+        if self.kind.as_deref() == Some("message") {
+            return self.content.as_ref().is_some_and(|c| !c.is_empty());
+        }
+        if self.object.as_deref() == Some("response") {
+            return self.output.as_ref().is_some_and(|o| !o.is_empty());
+        }
+        true
+    }
+
+    /// One streamed event: whether it carries content. Events that only open the stream (a
+    /// role, `message_start`, `response.created`), keep it alive or carry usage do not.
+    fn is_content_event(&self, event: Option<&str>) -> bool {
+        if let Some(choices) = &self.choices {
+            return choices.iter().any(Choice::has_content);
+        }
+        if let Some(candidates) = &self.candidates {
+            return candidates.iter().any(Candidate::has_content);
+        }
+        let kind = self.kind.as_deref().or(event).unwrap_or("");
+        match kind {
+            // Anthropic.
+            "content_block_start" | "content_block_delta" => true,
+            // OpenAI Responses.
+            "response.output_text.delta"
+            | "response.refusal.delta"
+            | "response.reasoning_summary_text.delta" => {
+                self.delta.as_ref().is_some_and(TextOrAny::is_present)
+            }
+            "response.output_item.added" | "response.function_call_arguments.delta" => true,
+            "response.completed" => self.response.as_ref().is_some_and(|r| r.has_content()),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+    use crate::test_util::Chunks;
+
+    fn json(body: &str) -> bool {
+        json_has_content(&[Bytes::copy_from_slice(body.as_bytes())])
+    }
+
+    #[test]
+    fn whole_replies_are_judged_by_their_shape() {
+        let with = [
+            r#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#,
+            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c"}]}}]}"#,
+            r#"{"choices":[{"text":"hi"}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f"}}]}}]}"#,
+            r#"{"type":"message","content":[{"type":"text","text":"hi"}]}"#,
+            r#"{"object":"response","output":[{"type":"message"}]}"#,
+            r#"{"data":[{"embedding":[0.1]}]}"#,
+            r#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}]"#,
+            "not json at all",
+        ];
+        for body in with {
+            assert!(json(body), "{body}");
+        }
+        let without = [
+            r#"{"choices":[]}"#,
+            r#"{"choices":[{"message":{"role":"assistant","content":""}}]}"#,
+            r#"{"candidates":[{"content":{"parts":[]},"finishReason":"SAFETY"}]}"#,
+            r#"{"candidates":[]}"#,
+            r#"{"promptFeedback":{"blockReason":"OTHER"}}"#,
+            r#"{"type":"message","content":[]}"#,
+            r#"{"object":"response","output":[]}"#,
+            r#"[{"candidates":[{"content":{"parts":[{"text":""}]}}]}]"#,
+        ];
+        for body in without {
+            assert!(!json(body), "{body}");
+        }
+    }
+
+    fn events(chunks: &[&str]) -> bool {
+        let mut scanner = EventScanner::default();
+        chunks.iter().any(|c| scanner.feed(c.as_bytes())) || scanner.finish()
+    }
+
+    #[test]
+    fn a_stream_has_content_once_an_event_carries_some() {
+        let role = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+        let text = "data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+        assert!(events(&[role, text]));
+        assert!(!events(&[role, "data: [DONE]\n\n"]), "a role and nothing else");
+        // Split anywhere, CRLF or not.
+        assert!(events(&[
+            "data: {\"choices\":[{\"delta\":{\"con",
+            "tent\":\"x\"}}]}\r\n\r\n"
+        ]));
+        // A last event without its blank line.
+        assert!(events(&["data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}"]));
+        let start =
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\n";
+        let ping = "event: ping\ndata: {\"type\":\"ping\"}\n\n";
+        let block = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0}\n\n";
+        assert!(events(&[start, ping, block]));
+        assert!(!events(&[
+            start,
+            ping,
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+        ]));
+        let created =
+            "data: {\"type\":\"response.created\",\"response\":{\"object\":\"response\",\"output\":[]}}\n\n";
+        let delta = "data: {\"type\":\"response.output_text.delta\",\"delta\":\"x\"}\n\n";
+        assert!(events(&[created, delta]));
+        assert!(!events(&[created]));
+        let gemini = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"x\"}]}}]}\r\n\r\n";
+        assert!(events(&[gemini]));
+    }
+
+    #[tokio::test]
+    async fn the_peek_stops_at_the_first_content_and_keeps_what_it_read() {
+        let frames = [
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+        ];
+        let mut body = Chunks::new(frames);
+        let peeked = peek(&mut body, ReplyKind::EventStream).await;
+        assert!(peeked.has_content && !peeked.ended);
+        assert_eq!(peeked.prefix.len(), 2, "read up to the first content frame");
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(rest, frames[2]);
+
+        let mut empty = Full::new(Bytes::from_static(br#"{"choices":[]}"#));
+        let peeked = peek(&mut empty, ReplyKind::Json).await;
+        assert!(!peeked.has_content && peeked.ended);
+
+        let mut broken = Chunks::failing();
+        let peeked = peek(&mut broken, ReplyKind::EventStream).await;
+        assert!(
+            !peeked.has_content && peeked.error.is_some(),
+            "cut off before any content"
+        );
+
+        let big = format!("data: {{\"x\":\"{}\"}}\n\n", "y".repeat(PEEK_LIMIT + 1));
+        let mut long = Full::new(Bytes::from(big));
+        assert!(
+            peek(&mut long, ReplyKind::EventStream).await.has_content,
+            "past the limit"
+        );
+    }
+}
