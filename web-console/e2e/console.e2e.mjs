@@ -33,6 +33,15 @@ const TEXT_KEYS = ['sk-e2e-text-key-0001', 'sk-e2e-text-key-0002', BAD_KEY]
 const FILE_KEYS = ['sk-e2e-file-key-0003', 'sk-e2e-file-key-0004']
 const ALL_KEYS = [...TEXT_KEYS, ...FILE_KEYS]
 const REQUESTS = 10
+const POLICY = 'e2e out of credit'
+/** The rule the Policies page builds: a 400 whose body says insufficient_quota blacklists the key. */
+const POLICY_RULE = {
+  conditions: [
+    { type: 'status_code', operator: 'in', values: [400] },
+    { type: 'body', operator: 'regex', value: 'insufficient_quota' },
+  ],
+  action: 'invalidate',
+}
 const DESKTOP = { width: 1366, height: 900 }
 
 /** Longest wait for one state (a flushed log, a persisted key status); never asserted. */
@@ -605,6 +614,74 @@ describe('web console against the real gateway', { concurrency: false }, () => {
     assert.equal(await codes.inputValue(), before)
     assert.equal(await proxyUrl.inputValue(), proxyBefore)
     await shot('settings')
+  })
+
+  step('policies: a rule is tried on a sample answer, saved and listed', async () => {
+    await page.click(tid('nav-policies'))
+    await page.locator(tid('policies-page')).waitFor()
+    await page.locator(tid('policy-list-empty')).waitFor()
+    await page.click(tid('policy-new'))
+    const editor = page.locator(tid('policy-editor'))
+    await editor.waitFor()
+    await page.fill(tid('policy-form-name'), POLICY)
+    // A new policy starts with one rule of one condition: status_code in [...]; a value is typed,
+    // then Enter makes it a tag.
+    await page.fill(tid('policy-cond-values-input-0-0'), '400')
+    await page.press(tid('policy-cond-values-input-0-0'), 'Enter')
+    await page.locator(tid('policy-cond-tag-0-0-0')).filter({ hasText: '400' }).waitFor()
+    await page.click(tid('policy-cond-add-0'))
+    await chooseOption('policy-cond-type-0-1', 'body')
+    await chooseOption('policy-cond-op-0-1', 'regex')
+    await page.fill(tid('policy-cond-value-0-1'), 'insufficient_quota')
+    await chooseOption('policy-rule-action-0', 'invalidate')
+
+    // The dry run: the sample body is OpenAI's insufficient_quota error; its status made 400.
+    const sampleBody = await page.locator(tid('policy-test-body')).inputValue()
+    assert.match(sampleBody, /insufficient_quota/, 'the sample is prefilled')
+    await page.fill(tid('policy-test-status'), '400')
+    await page.locator(tid('policy-test-status')).blur()
+    const [tested] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/api/policies/test') && r.request().method() === 'POST'),
+      page.click(tid('policy-test-run')),
+    ])
+    assert.equal(tested.status(), 200, `the dry run: ${await tested.text()}`)
+    assert.deepEqual(JSON.parse(tested.request().postData()).config, { rules: [POLICY_RULE] }, 'the rule as built')
+    const result = page.locator(tid('policy-test-result'))
+    await result.waitFor()
+    assert.equal(await result.getAttribute('data-matched'), 'true')
+    assert.equal(await result.getAttribute('data-outcome'), 'invalidate')
+    assert.match(await page.locator(tid('policy-test-verdict')).innerText(), /→ invalidate/)
+    // What the built-in rules alone decide, as the API says it.
+    const direct = await api('/api/policies/test', {
+      method: 'POST',
+      body: JSON.stringify({ config: { rules: [POLICY_RULE] }, sample: { status: 400, body: sampleBody } }),
+    })
+    assert.equal(direct.outcome, 'invalidate')
+    assert.ok(
+      (await page.locator(tid('policy-test-builtin')).innerText()).includes(direct.builtin_outcome),
+      'the built-in outcome is shown',
+    )
+    // The modal scrolls inside the window: a window as tall as the editor shows all of it.
+    const editorHeight = await editor.evaluate((e) => e.scrollHeight)
+    await page.setViewportSize({ width: DESKTOP.width, height: Math.max(DESKTOP.height, editorHeight + 120) })
+    await shot('policy-editor')
+    await page.setViewportSize(DESKTOP)
+
+    await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/api/policies') && r.request().method() === 'POST'),
+      page.click(tid('policy-editor-save')),
+    ])
+    await editor.waitFor({ state: 'hidden' })
+    const row = page.locator(`[data-policy-name="${POLICY}"]`)
+    await row.waitFor()
+    assert.match(await row.locator(tid('policy-rule-count')).innerText(), /^1 rule/)
+    const stored = (await api('/api/policies')).find((p) => p.name === POLICY)
+    assert.ok(stored, 'the API lists the policy')
+    assert.deepEqual(stored.config, { rules: [POLICY_RULE] })
+    assert.equal(stored.type, 'retry')
+    assert.equal(stored.is_active, true)
+    assert.deepEqual(stored.group_ids, [])
+    await shot('policies')
   })
 
   step('the keys page at phone width (390 px)', async () => {

@@ -14,6 +14,7 @@ export const routes: RouteRecordRaw[] = [
     children: [
       { path: '', name: 'dashboard', component: () => import('@/views/DashboardView.vue') },
       { path: 'keys', name: 'keys', component: () => import('@/views/KeysView.vue') },
+      { path: 'policies', name: 'policies', component: () => import('@/views/PoliciesView.vue') },
       { path: 'logs', name: 'logs', component: () => import('@/views/LogsView.vue') },
       { path: 'settings', name: 'settings', component: () => import('@/views/SettingsView.vue') },
     ],

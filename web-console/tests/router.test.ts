@@ -27,6 +27,8 @@ describe('router guard', () => {
     const router = createAppRouter()
     await router.push('/settings')
     expect(router.currentRoute.value.name).toBe('settings')
+    await router.push('/policies')
+    expect(router.currentRoute.value.name).toBe('policies')
     await router.push('/login')
     expect(router.currentRoute.value.name).toBe('dashboard')
   })

@@ -18,7 +18,11 @@ import type {
   LogItem,
   LogPage,
   Pagination,
+  Policy,
+  PolicyInput,
   QueryOf,
+  RuleTestResult,
+  SampleAnswer,
   SettingsCategory,
 } from '@/api/types'
 
@@ -32,6 +36,17 @@ describe('generated API types', () => {
     // A route answering only a message has no data.
     expectTypeOf<DataOf<'update_settings'>>().toEqualTypeOf<undefined>()
     expectTypeOf<DataOf<'delete_group'>>().toEqualTypeOf<undefined>()
+  })
+
+  it('give the policy routes their policies, dry run and attachments', () => {
+    expectTypeOf<DataOf<'list_policies'>>().toEqualTypeOf<Policy[]>()
+    expectTypeOf<DataOf<'update_policy'>>().toEqualTypeOf<Policy>()
+    expectTypeOf<DataOf<'test_rules'>>().toEqualTypeOf<RuleTestResult>()
+    expectTypeOf<DataOf<'delete_policy'>>().toEqualTypeOf<undefined>()
+    expectTypeOf<BodyOf<'create_policy'>>().toEqualTypeOf<PolicyInput>()
+    expectTypeOf<BodyOf<'test_rules'>['sample']>().toEqualTypeOf<SampleAnswer>()
+    expectTypeOf<BodyOf<'set_group_policies'>['policies'][number]['policy_id']>().toEqualTypeOf<number>()
+    expectTypeOf<Policy['group_ids']>().toEqualTypeOf<number[]>()
   })
 
   it('give the pages their items and pagination', () => {

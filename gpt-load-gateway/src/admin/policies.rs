@@ -247,24 +247,32 @@ pub(crate) async fn delete_policy(Admin { state, lang }: Admin, AdminPath(id): A
     Ok(ack(text(lang, "Policy deleted", "策略已删除")))
 }
 
-/// One of a group's policies.
-#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+/// One of a group's policies, as answered.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct GroupPolicyJson {
     policy_id: i64,
-    /// Evaluation order within the group, lowest first (default 0; ties by the policy's own
-    /// priority, then id).
+    /// Evaluation order within the group, lowest first (ties by the policy's own priority, then
+    /// id).
+    priority: i32,
+    /// Whether the attachment applies; a policy applies only when it is active itself too.
+    is_active: bool,
+    /// The policy's name.
+    name: String,
+    /// The policy's own switch.
+    policy_active: bool,
+}
+
+/// One of a group's policies, as set.
+#[derive(Clone, Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GroupPolicyEntry {
+    policy_id: i64,
+    /// Evaluation order within the group, lowest first (default 0).
     #[serde(default)]
     priority: i32,
-    /// Whether the attachment applies (default true); a policy applies only when it is active
-    /// itself too.
+    /// Whether the attachment applies (default true).
     #[serde(default = "yes")]
     is_active: bool,
-    /// The policy's name (in answers).
-    #[serde(default, skip_deserializing)]
-    name: String,
-    /// The policy's own switch (in answers).
-    #[serde(default, skip_deserializing)]
-    policy_active: bool,
 }
 
 fn yes() -> bool {
@@ -275,7 +283,7 @@ fn yes() -> bool {
 #[derive(Clone, Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GroupPoliciesInput {
-    policies: Vec<GroupPolicyJson>,
+    policies: Vec<GroupPolicyEntry>,
 }
 
 async fn group_policies(state: &AdminState, group_id: i64) -> AdminResult<Vec<GroupPolicyJson>> {

@@ -241,6 +241,30 @@ async fn the_lifecycle_is_shown_and_survives_a_restart() {
             .any(|(_, l)| l.state == "cooling" && l.cooling_until.is_some())
     })
     .await;
+    // The key list filters by lifecycle state (as written).
+    let listed = |state: &'static str| {
+        let h = &h;
+        async move {
+            let (status, body) = h
+                .call_api("GET", &format!("/keys?group_id={id}&state={state}"), None)
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["data"]["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["key_value"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("cooling").await, [LIMITED]);
+    assert_eq!(listed("active").await, [SPARE]);
+    assert!(listed("invalid").await.is_empty());
+    let (status, body) = h
+        .call_api("GET", &format!("/keys?group_id={id}&state=resting"), None)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("degraded"), "{body}");
     h.restart().await;
     let restored = slot(&h, "openai", LIMITED);
     assert_eq!(restored.state(), KeyState::Cooling);

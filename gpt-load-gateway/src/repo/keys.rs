@@ -176,6 +176,8 @@ const LOOKUP_CHUNK: usize = 1_000;
 pub(crate) struct KeyFilter<'a> {
     pub(crate) group_id: i64,
     pub(crate) status: Option<&'a str>,
+    /// The lifecycle state as last written (`state` column).
+    pub(crate) state: Option<&'a str>,
     pub(crate) hash: Option<&'a str>,
 }
 
@@ -187,6 +189,7 @@ macro_rules! filtered_keys {
             .filter(api_keys::group_id.eq(filter.group_id))
             .into_boxed();
         filter_some!(query, filter.status, |status| api_keys::status.eq(status));
+        filter_some!(query, filter.state, |state| api_keys::state.eq(state));
         filter_some!(query, filter.hash, |hash| api_keys::key_hash.eq(hash));
         query
     }};

@@ -10,9 +10,13 @@ import type {
   DataOf,
   ExportStatus,
   GroupInput,
+  GroupPolicy,
+  GroupPolicyInput,
   KeyStatusFilter,
   LogFilters,
+  PolicyInput,
   QueryOf,
+  RuleTest,
   SubGroupEntry,
 } from './types'
 
@@ -203,6 +207,44 @@ export const dashboardApi = {
   encryptionStatus: (o?: Opts) =>
     request<DataOf<'encryption_status'>>('/dashboard/encryption-status', o),
   cluster: (o?: Opts) => request<DataOf<'cluster_status'>>('/cluster/status', o),
+}
+
+// Policies
+export const policiesApi = {
+  list: (o?: Opts) => request<DataOf<'list_policies'>>('/policies', o),
+  get: (id: number, o?: Opts) => request<DataOf<'get_policy'>>(`/policies/${id}`, o),
+  create: (body: PolicyInput, o?: Opts) =>
+    request<DataOf<'create_policy'>>('/policies', {
+      method: 'POST',
+      body: body satisfies BodyOf<'create_policy'>,
+      ...o,
+    }),
+  /** Every field is optional: what is left out is kept. */
+  update: (id: number, body: PolicyInput, o?: Opts) =>
+    request<DataOf<'update_policy'>>(`/policies/${id}`, {
+      method: 'PUT',
+      body: body satisfies BodyOf<'update_policy'>,
+      ...o,
+    }),
+  remove: (id: number, o?: Opts) =>
+    request<DataOf<'delete_policy'>>(`/policies/${id}`, { method: 'DELETE', ...o }),
+  /** A dry run of rules against a sample answer (no toast: the result is the answer). */
+  test: (body: RuleTest, o?: Opts) =>
+    request<DataOf<'test_rules'>>('/policies/test', {
+      method: 'POST',
+      body: body satisfies BodyOf<'test_rules'>,
+      notify: false,
+      ...o,
+    }),
+  ofGroup: (groupId: number, o?: Opts) =>
+    request<GroupPolicy[]>(`/groups/${groupId}/policies`, o) satisfies Promise<DataOf<'list_group_policies'>>,
+  /** Replaces the group's whole list; answers the new list. */
+  setForGroup: (groupId: number, policies: GroupPolicyInput[], o?: Opts) =>
+    request<GroupPolicy[]>(`/groups/${groupId}/policies`, {
+      method: 'PUT',
+      body: { policies } satisfies BodyOf<'set_group_policies'>,
+      ...o,
+    }) satisfies Promise<DataOf<'set_group_policies'>>,
 }
 
 // Settings

@@ -247,6 +247,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/groups/{id}/policies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_group_policies"];
+        put: operations["set_group_policies"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/groups/{id}/stats": {
         parameters: {
             query?: never;
@@ -340,7 +356,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** One page of a group's keys, optionally of one status or one exact key value. */
+        /**
+         * One page of a group's keys, optionally of one status, one lifecycle state or one exact key
+         *     value.
+         */
         get: operations["list_keys"];
         put?: never;
         post?: never;
@@ -620,6 +639,54 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/policies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["list_policies"];
+        put?: never;
+        post: operations["create_policy"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/policies/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["test_rules"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/policies/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["get_policy"];
+        put: operations["update_policy"];
+        post?: never;
+        delete: operations["delete_policy"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1228,6 +1295,36 @@ export interface components {
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_PolicyJson: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description A policy as the API shows it. */
+            data: {
+                /** Format: int64 */
+                id: number;
+                name: string;
+                description: string;
+                /** @description `retry` or `degradation` (both hold failure rules). */
+                type: string;
+                /** @description `{"rules": [...]}`. */
+                config: Record<string, unknown>;
+                /** Format: int32 */
+                priority: number;
+                is_active: boolean;
+                /** @description The groups it is attached to. */
+                group_ids: number[];
+                /** Format: date-time */
+                created_at: string;
+                /** Format: date-time */
+                updated_at: string;
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
         Envelope_RestoreResult: {
             /**
              * Format: int32
@@ -1242,6 +1339,32 @@ export interface components {
                 ignored_count: number;
                 /** Format: int64 */
                 total_in_group: number;
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_RuleTestResult: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description What the rules (and without them, the built-in rules) make of the sample. */
+            data: {
+                /** @description Whether one of the rules matched. */
+                matched: boolean;
+                /** @description The rule that matched (`rule N` when it has no name). */
+                rule?: string | null;
+                /**
+                 * @description What happens to the attempt and its key: `retry`, `retry_same`, `cool_down`, `degrade`,
+                 *     `invalidate`, `disable`, `fail`, or the built-in rules' outcome when nothing matched.
+                 */
+                outcome: string;
+                /** @description What the built-in rules alone decide, for comparison. */
+                builtin_outcome: string;
+                /** @description The upstream's error message as parsed from the body. */
+                message: string;
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1335,6 +1458,32 @@ export interface components {
             }[];
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_Vec_GroupPolicyJson: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            data: {
+                /** Format: int64 */
+                policy_id: number;
+                /**
+                 * Format: int32
+                 * @description Evaluation order within the group, lowest first (ties by the policy's own priority, then
+                 *     id).
+                 */
+                priority: number;
+                /** @description Whether the attachment applies; a policy applies only when it is active itself too. */
+                is_active: boolean;
+                /** @description The policy's name. */
+                name: string;
+                /** @description The policy's own switch. */
+                policy_active: boolean;
+            }[];
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
         Envelope_Vec_GroupResponse: {
             /**
              * Format: int32
@@ -1405,6 +1554,35 @@ export interface components {
                 display_name: string;
                 /** Format: int32 */
                 weight: number;
+            }[];
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_Vec_PolicyJson: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            data: {
+                /** Format: int64 */
+                id: number;
+                name: string;
+                description: string;
+                /** @description `retry` or `degradation` (both hold failure rules). */
+                type: string;
+                /** @description `{"rules": [...]}`. */
+                config: Record<string, unknown>;
+                /** Format: int32 */
+                priority: number;
+                is_active: boolean;
+                /** @description The groups it is attached to. */
+                group_ids: number[];
+                /** Format: date-time */
+                created_at: string;
+                /** Format: date-time */
+                updated_at: string;
             }[];
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1510,6 +1688,39 @@ export interface components {
             config?: Record<string, unknown> | null;
             header_rules?: components["schemas"]["HeaderRuleJson"][] | null;
             proxy_keys?: string | null;
+        };
+        /** @description The body of `PUT /api/groups/{id}/policies`: the group's whole list. */
+        GroupPoliciesInput: {
+            policies: components["schemas"]["GroupPolicyEntry"][];
+        };
+        /** @description One of a group's policies, as set. */
+        GroupPolicyEntry: {
+            /** Format: int64 */
+            policy_id: number;
+            /**
+             * Format: int32
+             * @description Evaluation order within the group, lowest first (default 0).
+             */
+            priority?: number;
+            /** @description Whether the attachment applies (default true). */
+            is_active?: boolean;
+        };
+        /** @description One of a group's policies, as answered. */
+        GroupPolicyJson: {
+            /** Format: int64 */
+            policy_id: number;
+            /**
+             * Format: int32
+             * @description Evaluation order within the group, lowest first (ties by the policy's own priority, then
+             *     id).
+             */
+            priority: number;
+            /** @description Whether the attachment applies; a policy applies only when it is active itself too. */
+            is_active: boolean;
+            /** @description The policy's name. */
+            name: string;
+            /** @description The policy's own switch. */
+            policy_active: boolean;
         };
         /** @description gpt-load's GroupResponse. */
         GroupResponse: {
@@ -1815,6 +2026,44 @@ export interface components {
             /** Format: int32 */
             weight: number;
         };
+        /**
+         * @description The body of `POST /api/policies` (`name` and `config` required) and `PUT /api/policies/{id}`
+         *     (every field optional: what is left out is kept).
+         */
+        PolicyInput: {
+            name?: string | null;
+            description?: string | null;
+            /** @description `retry` (default) or `degradation`. */
+            type?: string | null;
+            /**
+             * @description `{"rules": [{name, priority, conditions: [{type, operator, value | values}], action,
+             *     max_retries, backoff_ms, duration}]}`.
+             */
+            config?: Record<string, unknown> | null;
+            /** Format: int32 */
+            priority?: number | null;
+            is_active?: boolean | null;
+        };
+        /** @description A policy as the API shows it. */
+        PolicyJson: {
+            /** Format: int64 */
+            id: number;
+            name: string;
+            description: string;
+            /** @description `retry` or `degradation` (both hold failure rules). */
+            type: string;
+            /** @description `{"rules": [...]}`. */
+            config: Record<string, unknown>;
+            /** Format: int32 */
+            priority: number;
+            is_active: boolean;
+            /** @description The groups it is attached to. */
+            group_ids: number[];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
         /** @description One failed attempt. */
         RecentFailure: {
             /** Format: date-time */
@@ -1831,6 +2080,11 @@ export interface components {
              *     `request_error` (the request's fault), `passthrough`; absent when no upstream answered.
              */
             outcome?: string | null;
+            /**
+             * @description The policy rule that decided the outcome (`policy / rule`); absent when the built-in
+             *     rules did.
+             */
+            rule?: string | null;
             /** @description The upstream's message or the gateway's error, redacted. */
             reason?: string | null;
         };
@@ -1877,6 +2131,56 @@ export interface components {
          * @enum {string}
          */
         Role: "leader" | "follower";
+        /** @description The body of `POST /api/policies/test`. */
+        RuleTest: {
+            /** @description The rules to try, as a policy's config: `{"rules": [...]}`. */
+            config: Record<string, unknown>;
+            sample: components["schemas"]["SampleAnswer"];
+        };
+        /** @description What the rules (and without them, the built-in rules) make of the sample. */
+        RuleTestResult: {
+            /** @description Whether one of the rules matched. */
+            matched: boolean;
+            /** @description The rule that matched (`rule N` when it has no name). */
+            rule?: string | null;
+            /**
+             * @description What happens to the attempt and its key: `retry`, `retry_same`, `cool_down`, `degrade`,
+             *     `invalidate`, `disable`, `fail`, or the built-in rules' outcome when nothing matched.
+             */
+            outcome: string;
+            /** @description What the built-in rules alone decide, for comparison. */
+            builtin_outcome: string;
+            /** @description The upstream's error message as parsed from the body. */
+            message: string;
+        };
+        /** @description An upstream answer to try rules on. */
+        SampleAnswer: {
+            /**
+             * Format: int32
+             * @description The status code.
+             */
+            status: number;
+            /** @description The response body (an upstream error body). */
+            body?: string;
+            /** @description Response headers (`Retry-After`, the providers' reset headers). */
+            headers?: {
+                [key: string]: string;
+            };
+            /** @description The requested model. */
+            model?: string | null;
+            /** @description The group's channel (default `openai`). */
+            channel?: string | null;
+            /**
+             * Format: int32
+             * @description The attempt's number (default 1).
+             */
+            attempt?: number | null;
+            /**
+             * Format: int32
+             * @description The key's consecutive failures before the attempt (default 0).
+             */
+            failure_count?: number | null;
+        };
         /** @description A weakness of a configured secret; names the secret, never shows it. */
         SecurityWarning: {
             type: string;
@@ -2587,6 +2891,72 @@ export interface operations {
             };
         };
     };
+    list_group_policies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_GroupPolicyJson"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    set_group_policies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GroupPoliciesInput"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_GroupPolicyJson"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
     group_stats: {
         parameters: {
             query?: never;
@@ -2791,6 +3161,11 @@ export interface operations {
                 group_id: number;
                 /** @description `active`, `invalid` or `disabled`. */
                 status?: string;
+                /**
+                 * @description Ours: the lifecycle state, `active`, `degraded`, `cooling`, `invalid` or `disabled` (as
+                 *     last written, at most about a second behind the pool).
+                 */
+                state?: string;
                 /** @description An exact key value. */
                 key_value?: string;
                 /** @description From 1 (default 1). */
@@ -3383,6 +3758,198 @@ export interface operations {
                 };
                 content: {
                     "application/json": Record<string, unknown>;
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    list_policies: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_Vec_PolicyJson"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    create_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PolicyInput"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_PolicyJson"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    test_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RuleTest"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_RuleTestResult"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    get_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_PolicyJson"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    update_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PolicyInput"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_PolicyJson"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    delete_policy: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Ack"];
                 };
             };
             /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */

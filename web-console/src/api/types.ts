@@ -56,6 +56,15 @@ export type ErrorCode = S['ErrorCode']
 export type Failure = S['Failure']
 export type InvalidField = S['InvalidField']
 export type Ack = S['Ack']
+export type Policy = S['PolicyJson']
+export type PolicyInput = S['PolicyInput']
+export type RuleTest = S['RuleTest']
+export type RuleTestResult = S['RuleTestResult']
+export type SampleAnswer = S['SampleAnswer']
+/** One entry of `PUT /api/groups/{id}/policies`'s body. */
+export type GroupPolicyInput = S['GroupPolicyEntry']
+/** One of a group's policies as `GET`/`PUT /api/groups/{id}/policies` answer it. */
+export type GroupPolicy = S['GroupPolicyJson']
 
 /** One page of keys (`GET /api/keys`). */
 export type KeyPage = DataOf<'list_keys'>

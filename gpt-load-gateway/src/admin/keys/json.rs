@@ -18,6 +18,9 @@ pub(crate) struct KeyListQuery {
     pub(crate) group_id: Option<String>,
     /// `active`, `invalid` or `disabled`.
     pub(crate) status: Option<String>,
+    /// Ours: the lifecycle state, `active`, `degraded`, `cooling`, `invalid` or `disabled` (as
+    /// last written, at most about a second behind the pool).
+    pub(crate) state: Option<String>,
     /// An exact key value.
     pub(crate) key_value: Option<String>,
 }

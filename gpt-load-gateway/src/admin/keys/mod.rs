@@ -122,7 +122,11 @@ pub(super) async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResu
     })
 }
 
-/// One page of a group's keys, optionally of one status or one exact key value.
+/// The lifecycle states a key list may be filtered by.
+const LIFECYCLE_STATES: [&str; 5] = ["active", "degraded", "cooling", "invalid", "disabled"];
+
+/// One page of a group's keys, optionally of one status, one lifecycle state or one exact key
+/// value.
 #[utoipa::path(get, path = "/keys", tag = "keys", params(KeyListQuery, PageQuery),
     responses((status = 200, body = Envelope<Page<KeyResponse>>)))]
 pub(crate) async fn list_keys(
@@ -138,6 +142,20 @@ pub(crate) async fn list_keys(
                 AdminError::validation("status", "status must be active, invalid or disabled")
             })?),
         };
+    let lifecycle = match query.state.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(
+            LIFECYCLE_STATES
+                .into_iter()
+                .find(|known| *known == s)
+                .ok_or_else(|| {
+                    AdminError::validation(
+                        "state",
+                        format!("state must be one of {}", LIFECYCLE_STATES.join(", ")),
+                    )
+                })?,
+        ),
+    };
     let hash = query
         .key_value
         .as_deref()
@@ -148,6 +166,7 @@ pub(crate) async fn list_keys(
     let filter = KeyFilter {
         group_id,
         status: status.map(KeyStatus::as_str),
+        state: lifecycle,
         hash: hash.as_deref(),
     };
     let (rows, total) =
@@ -280,6 +299,7 @@ fn export_pages(
             let filter = KeyFilter {
                 group_id,
                 status,
+                state: None,
                 hash: None,
             };
             let page = keys::values_after(state.registry.db(), &filter, after, EXPORT_PAGE).await?;
