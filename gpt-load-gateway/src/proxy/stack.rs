@@ -21,7 +21,7 @@
 //!     failure with every usable key tried, on the one that failed longest ago
 //! 18. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
 //! 19. HeaderRules          — the group's header rules, after the credential
-//! 20. KeyHealth            — whose fault (request, key, provider), report to the pool → `AttemptOutcome`
+//! 20. KeyHealth            — whose fault (policies, then built-in rules; an empty `2xx` peeked) → pool, `AttemptOutcome`
 //! 21. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
 //! 22. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
 //!
