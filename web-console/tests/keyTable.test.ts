@@ -1,3 +1,4 @@
+import { NSelect } from 'naive-ui'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { nextTick, ref } from 'vue'
 import type { KeyListQuery } from '@/api/endpoints'
@@ -38,7 +39,7 @@ describe('useKeyTable', () => {
     const fetcher = vi.fn(async (q: KeyListQuery) => page([key(1)], q.page, q.page_size, 30))
     const t = useKeyTable(ref(1), fetcher)
     await t.load()
-    expect(fetcher).toHaveBeenLastCalledWith({ group_id: 1, status: 'all', key_value: undefined, page: 1, page_size: 12 })
+    expect(fetcher).toHaveBeenLastCalledWith({ group_id: 1, status: 'all', state: 'all', key_value: undefined, page: 1, page_size: 12 })
     expect(t.items.value).toHaveLength(1)
     expect(t.totalItems.value).toBe(30)
     expect(t.totalPages.value).toBe(3)
@@ -64,17 +65,28 @@ describe('useKeyTable', () => {
     expect(fetcher).toHaveBeenLastCalledWith(expect.objectContaining({ key_value: undefined }))
   })
 
+  it('filters by lifecycle state alongside the status', async () => {
+    const fetcher = vi.fn(async (q: KeyListQuery) => page([key(1)], q.page, q.page_size, 100))
+    const t = useKeyTable(ref(1), fetcher)
+    await t.setPage(4)
+    await t.setState('pending')
+    expect(fetcher).toHaveBeenLastCalledWith(expect.objectContaining({ page: 1, state: 'pending', status: 'all' }))
+    await t.setStatus('active')
+    expect(fetcher).toHaveBeenLastCalledWith(expect.objectContaining({ state: 'pending', status: 'active' }))
+  })
+
   it('resets the filters when the group changes', async () => {
     const fetcher = vi.fn(async (q: KeyListQuery) => page([key(q.group_id)]))
     const gid = ref<number | null>(1)
     const t = useKeyTable(gid, fetcher)
     await t.setStatus('disabled')
+    await t.setState('cooling')
     t.search.value = 'x'
     await t.applySearch()
     gid.value = 2
     await nextTick()
     await flush()
-    expect(fetcher).toHaveBeenLastCalledWith({ group_id: 2, status: 'all', key_value: undefined, page: 1, page_size: 12 })
+    expect(fetcher).toHaveBeenLastCalledWith({ group_id: 2, status: 'all', state: 'all', key_value: undefined, page: 1, page_size: 12 })
     expect(t.search.value).toBe('')
     gid.value = null
     await nextTick()
@@ -177,6 +189,24 @@ describe('KeyTable', () => {
     const error = byTestId('key-row-1').querySelector('[data-testid="key-last-error"]')
     expect(error?.textContent).toContain('Rate limit reached for requests')
     expect(byTestId('key-row-3').querySelector('[data-testid="key-last-error"]')).toBeNull()
+    w.unmount()
+  })
+
+  it('tags a pending key and asks the API for one lifecycle state', async () => {
+    const pending = key(4, 'active', { state: 'pending' })
+    const { calls } = mockApi(() => ok(page([pending])))
+    const w = mountWithProviders(KeyTable, { group })
+    await flush(8)
+    const tag = byTestId('key-row-4').querySelector('[data-testid="key-state"]')
+    expect(tag?.textContent).toContain('Pending')
+    expect(byTestId('key-row-4').dataset.keyStatus).toBe('active')
+
+    w.findComponent(NSelect).vm.$emit('update:value', 'pending')
+    await flush(8)
+    expect(calls.at(-1)!.url).toBe('/api/keys?group_id=1&state=pending&page=1&page_size=12')
+    w.findComponent(NSelect).vm.$emit('update:value', 'all')
+    await flush(8)
+    expect(calls.at(-1)!.url).toBe('/api/keys?group_id=1&page=1&page_size=12')
     w.unmount()
   })
 

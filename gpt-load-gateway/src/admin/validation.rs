@@ -23,8 +23,8 @@ use crate::{
     repo::{groups, keys},
 };
 
-/// States a request may name: ours, and the fork's `pending` (no key is pending here: new keys
-/// start active).
+/// States a request may name (`pending`: keys added while the group's `validate_new_keys` is
+/// on, not yet validated).
 const STATES: &[&str] = &["pending", "active", "degraded", "cooling", "invalid", "disabled"];
 
 /// The body of `POST /api/validation/groups/{id}` and `POST /api/validation/groups`; every field

@@ -13,6 +13,7 @@ mod empty_replies;
 mod harness;
 mod key_lifecycle;
 mod model_filters;
+mod pending_keys;
 mod policies;
 mod proxy;
 mod proxy_blame;

@@ -9,6 +9,8 @@
 //! `key_validation_concurrency` at a time, each within `key_validation_timeout_seconds`. A key
 //! that answers 2xx is made active again (its failures reset); the pool's events persist that.
 //! Groups whose keys are all down are validated like any other, so they recover on their own.
+//! Pending keys (added while the group's `validate_new_keys` is on) are validated on every tick,
+//! and at once when this node added them.
 
 use std::{
     sync::{
@@ -66,6 +68,34 @@ pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) ->
         tracing::info!(group = %policy.group.name, restored = count, "validation restored blacklisted keys");
     }
     count
+}
+
+/// Validates the group's pending keys (added while its `validate_new_keys` is on) and applies
+/// the outcomes: a key that works becomes active, a key error makes it invalid, a rate limit
+/// cools it (the provider knows it), a provider failure leaves it pending for the next tick.
+/// Returns how many passed.
+pub(crate) async fn validate_pending(policy: &GroupPolicy, registry: &Registry) -> usize {
+    let pending: Vec<_> = registry
+        .pool()
+        .keys(policy.group.name.as_str())
+        .into_iter()
+        .filter(|k| k.state() == KeyState::Pending)
+        .collect();
+    if pending.is_empty() {
+        return 0;
+    }
+    let checks = check_keys(
+        policy,
+        registry.catalog(),
+        registry.client(),
+        pending,
+        &AtomicUsize::new(0),
+    )
+    .await;
+    let (valid, invalid) = registry.apply_validation(policy, &checks);
+    registry.record_validated(&checks).await;
+    tracing::info!(group = %policy.group.name, valid, invalid, "validated new keys");
+    valid
 }
 
 /// How the validation request of one key went: `Err` carries a short reason in which the key
@@ -222,11 +252,13 @@ pub(crate) async fn run(
     tick: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let new_keys = registry.new_keys_notice();
     loop {
         for policy in registry.catalog().standard_groups() {
             if !leadership.is_leader() {
                 break;
             }
+            validate_pending(&policy, &registry).await;
             let id = policy.group.id;
             let remembered = registry.group(id).and_then(|g| g.last_validated_at);
             if !is_due(remembered, policy.effective.key_validation_interval(), now()) {
@@ -250,6 +282,8 @@ pub(crate) async fn run(
         }
         tokio::select! {
             () = tokio::time::sleep(tick) => {}
+            // Keys were added pending on this node: validate them now rather than next tick.
+            () = new_keys.notified() => {}
             _ = shutdown.changed() => return,
         }
         if *shutdown.borrow() {

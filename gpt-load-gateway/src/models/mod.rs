@@ -164,6 +164,8 @@ pub(crate) struct NewApiKey<'a> {
     pub(crate) failure_count: i64,
     pub(crate) created_at: NaiveDateTime,
     pub(crate) updated_at: NaiveDateTime,
+    /// Our lifecycle state (docs/KEYS.md): `active`, or `pending` until validated.
+    pub(crate) state: &'a str,
 }
 
 /// A key's status as stored in `api_keys.status` (gpt-load's values plus `disabled`).
@@ -239,6 +241,7 @@ impl SealedKey {
             failure_count: 0,
             created_at: at,
             updated_at: at,
+            state: "active",
         }
     }
 }

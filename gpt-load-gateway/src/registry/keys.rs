@@ -38,14 +38,24 @@ impl KeyStatus {
 }
 
 /// The pool slot of a stored key whose plain value is already known (just added).
-pub(crate) fn slot(id: i64, plain: &str, status: KeyStatus, failures: i64) -> KeySlot {
+pub(crate) fn slot(id: i64, plain: &str, state: KeyState, failures: i64) -> KeySlot {
     let failures = u32::try_from(failures.max(0)).unwrap_or(u32::MAX);
-    KeySlot::with_state(KeyId(id as u64), ApiKey::new(plain), status.state(), failures)
+    KeySlot::with_state(KeyId(id as u64), ApiKey::new(plain), state, failures)
+}
+
+/// The pool state a stored key starts in: gpt-load's `status` decides whether it is usable; a
+/// usable key our lifecycle still marks `pending` waits for its validation.
+pub(crate) fn stored_state(status: &str, lifecycle_state: &str) -> KeyState {
+    match KeyStatus::of_stored(status) {
+        KeyStatus::Active if lifecycle_state == KeyState::Pending.as_str() => KeyState::Pending,
+        status => status.state(),
+    }
 }
 
 /// The pool slot of a stored key, decrypting its value; `None` when it does not decrypt (a
-/// wrong `ENCRYPTION_KEY`). gpt-load's `status` decides whether it is usable; a cool-down still
-/// running, the backoff level and the key's history come from the lifecycle columns.
+/// wrong `ENCRYPTION_KEY`). gpt-load's `status` decides whether it is usable; whether it is
+/// still pending, a cool-down still running, the backoff level and the key's history come from
+/// the lifecycle columns.
 pub(crate) fn slot_of_row((row, lifecycle): &StoredKey, cipher: &KeyCipher) -> Option<KeySlot> {
     let plain = cipher.decrypt(&row.key_value).ok()?;
     let rest = lifecycle
@@ -60,7 +70,7 @@ pub(crate) fn slot_of_row((row, lifecycle): &StoredKey, cipher: &KeyCipher) -> O
         slot(
             row.id,
             &plain,
-            KeyStatus::of_stored(&row.status),
+            stored_state(&row.status, &lifecycle.state),
             row.failure_count,
         )
         .with_rest(rest, u32::try_from(lifecycle.backoff_level).unwrap_or(0))
@@ -85,6 +95,16 @@ mod tests {
         }
         assert_eq!(KeyStatus::of_stored("banned"), KeyStatus::Active);
         assert_eq!(KeyStatus::of_state(KeyState::Cooling), KeyStatus::Active);
+        assert_eq!(KeyStatus::of_state(KeyState::Pending), KeyStatus::Active);
+    }
+
+    #[test]
+    fn a_usable_key_marked_pending_loads_pending_and_the_status_wins_otherwise() {
+        assert_eq!(stored_state("active", "pending"), KeyState::Pending);
+        assert_eq!(stored_state("active", "cooling"), KeyState::Active);
+        // gpt-load blacklisted or an operator disabled it since: the status decides.
+        assert_eq!(stored_state("invalid", "pending"), KeyState::Invalid);
+        assert_eq!(stored_state("disabled", "pending"), KeyState::Disabled);
     }
 
     #[test]

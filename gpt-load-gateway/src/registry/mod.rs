@@ -119,6 +119,8 @@ struct Inner {
     write: tokio::sync::Mutex<()>,
     /// Where writes announce what they changed (the cluster's publisher); unset on a single node.
     changes: OnceLock<UnboundedSender<Change>>,
+    /// Rung when keys were added pending, so the validation job need not wait for its tick.
+    new_keys: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -166,6 +168,7 @@ impl Registry {
             state: Mutex::default(),
             write: tokio::sync::Mutex::new(()),
             changes: OnceLock::new(),
+            new_keys: tokio::sync::Notify::new(),
         };
         Ok((
             Self {
@@ -223,6 +226,11 @@ impl Registry {
                 shared.send(group, id, KeyStateChange::Recovered);
             }
         }
+    }
+
+    /// Rung when keys were added pending (`validate_new_keys`): the validation job listens.
+    pub(crate) fn new_keys_notice(&self) -> &tokio::sync::Notify {
+        &self.inner.new_keys
     }
 
     /// The one upstream client (proxied requests and key validation).
@@ -475,14 +483,16 @@ impl Registry {
         }
     }
 
-    /// Hands the pool the group's selection settings (how often a degraded key is taken).
+    /// Hands the pool the group's selection settings (how often a degraded key is taken,
+    /// whether a pending key may serve).
     fn apply_pool_settings(&self, group: &Group) {
         if group.is_aggregate() {
             return;
         }
         if let Some(policy) = self.catalog().policy(group.name.as_str()) {
-            self.pool()
-                .set_degraded_weight(&group.name, policy.effective.degraded_key_weight());
+            let pool = self.pool();
+            pool.set_degraded_weight(&group.name, policy.effective.degraded_key_weight());
+            pool.set_pending_fallback(&group.name, policy.effective.pending_keys_as_fallback());
         }
     }
 
@@ -665,7 +675,8 @@ impl Registry {
     }
 
     /// Adds plain keys to a group (those it already has, by hash, are ignored); they are
-    /// selectable at once.
+    /// selectable at once, or pending until validated when the group says so
+    /// (`validate_new_keys`).
     pub(crate) async fn add_keys(&self, group_id: i64, plain: &[String]) -> Result<Added, DbError> {
         let sealed: Vec<(String, SealedKey)> = plain
             .iter()
@@ -682,7 +693,12 @@ impl Registry {
     ) -> Result<Added, DbError> {
         let _write = self.inner.write.lock().await;
         let sealed: Vec<&SealedKey> = keys.iter().map(|(_, sealed)| sealed).collect();
-        let (added, total) = key_rows::add_new_to_group(self.db(), group_id, &sealed, now()).await?;
+        let state = match self.name_of(group_id) {
+            Some(name) if self.validates_new_keys(name.as_str()) => KeyState::Pending,
+            _ => KeyState::Active,
+        };
+        let (added, total) =
+            key_rows::add_new_to_group(self.db(), group_id, &sealed, state.as_str(), now()).await?;
         if let Some(name) = self.name_of(group_id).filter(|_| !added.is_empty()) {
             let plain: HashMap<&str, &str> = keys
                 .iter()
@@ -690,15 +706,25 @@ impl Registry {
                 .collect();
             let slots = added.iter().filter_map(|(id, hash)| {
                 let plain = plain.get(hash.as_str())?;
-                Some(keys::slot(*id, plain, KeyStatus::Active, 0))
+                Some(keys::slot(*id, plain, state, 0))
             });
             self.pool().add_keys(name, slots);
             self.changed(Change::Keys(group_id));
+            if state == KeyState::Pending {
+                self.inner.new_keys.notify_one();
+            }
         }
         Ok(Added {
             added: added.len(),
             total,
         })
+    }
+
+    /// Whether keys added to this group start pending (its `validate_new_keys`).
+    fn validates_new_keys(&self, group: &str) -> bool {
+        self.catalog()
+            .policy(group)
+            .is_some_and(|policy| policy.effective.validate_new_keys())
     }
 
     /// Deletes these plain keys from a group (found by hash); returns how many and the group's
@@ -770,9 +796,9 @@ impl Registry {
 
     /// Feeds validation outcomes to the pool, whose events persist them like traffic does: a key
     /// that works is active again with its failures reset; a failure blamed on the key is
-    /// counted (blacklisted at the group's threshold), a rate limit cools the key, and a provider
-    /// failure or a refused validation request leaves it as it is. Disabled keys are left alone.
-    /// Returns `(valid, invalid)`.
+    /// counted (blacklisted at the group's threshold; a pending key, never proven, at once), a
+    /// rate limit cools the key, and a provider failure or a refused validation request leaves
+    /// it as it is. Disabled keys are left alone. Returns `(valid, invalid)`.
     pub(crate) fn apply_validation(&self, policy: &GroupPolicy, checks: &[KeyCheck]) -> (usize, usize) {
         let (mut valid, mut invalid) = (0, 0);
         let mut restore = Vec::new();
@@ -788,10 +814,14 @@ impl Registry {
                 continue;
             }
             invalid += 1;
-            if !matches!(state, KeyState::Active | KeyState::Degraded | KeyState::Cooling) {
+            if !matches!(
+                state,
+                KeyState::Active | KeyState::Degraded | KeyState::Cooling | KeyState::Pending
+            ) {
                 continue;
             }
             let report = match check.verdict {
+                Outcome::Failure { counted: true } if state == KeyState::Pending => Report::Invalidate,
                 Outcome::Failure { counted: true } => Report::Failure {
                     blacklist_threshold: policy.health.blacklist_threshold,
                 },

@@ -18,7 +18,7 @@ use std::{
 
 use gpt_load_tower::{
     context::GroupName,
-    keys::{ExcludedKeys, KeyId, KeyPool, MemoryKeyPool, Report, SelectedKey},
+    keys::{ExcludedKeys, KeyId, KeyPool, KeyState, MemoryKeyPool, Report, SelectedKey},
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -153,7 +153,11 @@ impl KeyPool for ProxyKeyPool {
         let Some(shared) = self.shared.get().filter(|s| s.is_connected()) else {
             return self.local.report(key, report);
         };
+        // A pending key's first answer makes it active here; the other nodes hear it as a
+        // recovery (its only Redis call).
+        let pending = || key.slot().state() == KeyState::Pending;
         let change = match report {
+            Report::Success | Report::Answered if pending() => Some(KeyStateChange::Recovered),
             Report::Success if key.slot().consecutive_failures() == 0 => None,
             Report::Success => Some(KeyStateChange::Succeeded),
             Report::Failure { blacklist_threshold } => {
@@ -189,7 +193,7 @@ impl KeyPool for ProxyKeyPool {
 
 #[cfg(test)]
 mod tests {
-    use gpt_load_tower::keys::{KeySlot, KeyState};
+    use gpt_load_tower::keys::KeySlot;
     use tokio::sync::mpsc;
 
     use super::*;
@@ -253,5 +257,28 @@ mod tests {
         }
         assert_eq!(key.slot().state(), KeyState::Invalid);
         assert_eq!(changes(&mut rx), []);
+    }
+
+    #[test]
+    fn a_pending_keys_first_answer_activates_it_on_every_node() {
+        let local = MemoryKeyPool::new();
+        local.set_group(
+            "g".into(),
+            [KeySlot::with_state(
+                KeyId(1),
+                "sk-new".into(),
+                KeyState::Pending,
+                0,
+            )],
+        );
+        let pool = ProxyKeyPool::new(local);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        pool.share(SharedKeyStates::new(tx, Arc::new(AtomicBool::new(true))));
+        let key = pool.select("g", &ExcludedKeys::default()).unwrap();
+        pool.report(&key, Report::Success);
+        assert_eq!(key.slot().state(), KeyState::Active);
+        assert_eq!(changes(&mut rx), [KeyStateChange::Recovered]);
+        pool.report(&key, Report::Success);
+        assert_eq!(changes(&mut rx), [], "then a success is local again");
     }
 }

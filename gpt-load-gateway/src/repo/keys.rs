@@ -297,13 +297,14 @@ macro_rules! ids_of_hashes {
     }};
 }
 
-/// Adds the keys whose hash is not yet in the group, active and with fresh counters, in one
-/// transaction. `keys` must be unique by hash. Returns the added keys as `(id, hash)` and the
-/// group's new total.
+/// Adds the keys whose hash is not yet in the group, usable (gpt-load's `active`) in lifecycle
+/// `state` (`active` or `pending`) and with fresh counters, in one transaction. `keys` must be
+/// unique by hash. Returns the added keys as `(id, hash)` and the group's new total.
 pub(crate) async fn add_new_to_group(
     db: &Db,
     group_id: i64,
     keys: &[&SealedKey],
+    state: &'static str,
     at: NaiveDateTime,
 ) -> Result<(Vec<(i64, String)>, i64), DbError> {
     with_conn!(
@@ -322,7 +323,10 @@ pub(crate) async fn add_new_to_group(
                 let mut added = Vec::new();
                 for key in keys.iter().filter(|k| !existing.contains(&k.hash)) {
                     Sync::execute(
-                        diesel::insert_into(api_keys::table).values(key.row(group_id, at)),
+                        diesel::insert_into(api_keys::table).values(NewApiKey {
+                            state,
+                            ..key.row(group_id, at)
+                        }),
                         conn,
                     )?;
                     let this = in_group.filter(api_keys::key_hash.eq(&key.hash));
@@ -335,7 +339,13 @@ pub(crate) async fn add_new_to_group(
             .await
         },
         server | conn | {
-            let rows: Vec<NewApiKey<'_>> = keys.iter().map(|key| key.row(group_id, at)).collect();
+            let rows: Vec<NewApiKey<'_>> = keys
+                .iter()
+                .map(|key| NewApiKey {
+                    state,
+                    ..key.row(group_id, at)
+                })
+                .collect();
             conn.transaction(async |conn| {
                 let fresh = fresh_keys!(&mut *conn, group_id, rows);
                 for chunk in fresh.chunks(INSERT_CHUNK) {

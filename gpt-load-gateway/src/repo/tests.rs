@@ -92,6 +92,7 @@ async fn groups_and_keys_round_trip() {
                 failure_count: 0,
                 created_at: at,
                 updated_at: at,
+                state: "active",
             })
             .collect();
         assert_eq!(

@@ -116,6 +116,16 @@ impl EffectiveConfig {
         f64::from(self.degraded_key_weight.clamp(1, 100)) / 100.0
     }
 
+    /// Whether keys added to the group start pending until validated.
+    pub(crate) fn validate_new_keys(&self) -> bool {
+        self.validate_new_keys
+    }
+
+    /// Whether a pending key serves when no validated key can.
+    pub(crate) fn pending_keys_as_fallback(&self) -> bool {
+        self.pending_keys_as_fallback
+    }
+
     /// How often the group's blacklisted keys are validated again.
     pub(crate) fn key_validation_interval(&self) -> Duration {
         seconds(self.key_validation_interval_minutes).saturating_mul(60)

@@ -442,4 +442,37 @@ settings_table! {
              没有健康密钥时仍会使用。",
         ),
     },
+    /// docs/KEYS.md, "Pending keys".
+    validate_new_keys: bool {
+        default: "false",
+        category: Key,
+        group: 21,
+        en: (
+            "Validate New Keys",
+            "New keys start pending: the background validation checks them (within a minute) \
+             before they serve, and a key that passes becomes active. Off, new keys are active \
+             at once, as in gpt-load.",
+        ),
+        zh: (
+            "验证新密钥",
+            "新密钥先处于待验证状态：后台验证（一分钟内）通过后才变为可用。关闭时新密钥立即可用，\
+             与 gpt-load 相同。",
+        ),
+    },
+    /// docs/KEYS.md, "Pending keys".
+    pending_keys_as_fallback: bool {
+        default: "true",
+        category: Key,
+        group: 22,
+        en: (
+            "Pending Keys as Fallback",
+            "A pending key (not yet validated) serves a request when no validated key of the \
+             group can; a success makes it active. Off, pending keys wait for their validation.",
+        ),
+        zh: (
+            "待验证密钥兜底",
+            "分组内没有可用的已验证密钥时，使用待验证密钥处理请求；成功后该密钥变为可用。\
+             关闭时待验证密钥须等待验证。",
+        ),
+    },
 }

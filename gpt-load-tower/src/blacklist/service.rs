@@ -25,7 +25,7 @@ use crate::{
     context::{AttemptNumber, Principal},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
-    keys::{Backoff, KeyPool, Report, SelectedKey},
+    keys::{Backoff, KeyPool, KeyState, Report, SelectedKey},
     secret, telemetry,
     timing::UpstreamTime,
 };
@@ -390,12 +390,15 @@ fn to_report(outcome: Outcome, key: &SelectedKey, settings: &HealthSettings) -> 
         Outcome::Dead => Some(Report::Invalidate),
         Outcome::Disabled => Some(Report::Disable),
         Outcome::Transient => Some(Report::Transient),
-        // Only a probe learns anything from these: the key was not rate limited.
+        // Only a probe or a pending key learns anything from these: the key was not rate
+        // limited, and the provider accepted it.
         Outcome::Failure { counted: false }
         | Outcome::EmptyReply
         | Outcome::RetrySame(_)
         | Outcome::Passthrough
-        | Outcome::RequestError => key.is_probe().then_some(Report::Answered),
+        | Outcome::RequestError => {
+            (key.is_probe() || key.slot().state() == KeyState::Pending).then_some(Report::Answered)
+        }
         Outcome::ClientGone => None,
     }
 }

@@ -28,6 +28,8 @@ const DEGRADED_EVERY: u32 = 4;
 /// excluded by the request, looking at no more than a few slots in the common case; it takes no
 /// lock and allocates nothing. Blacklisted and disabled keys leave the view lazily: the view is
 /// rebuilt once enough of it went stale, so a burst of blacklistings costs O(1) amortised.
+/// Pending keys (not yet validated) wait in a list of their own, looked at only when the view
+/// has no usable key, so a thousand new keys cost the happy path nothing.
 ///
 /// Cloning shares the pool. See the [module docs](crate::keys) for an example.
 #[derive(Clone, Default)]
@@ -47,6 +49,10 @@ struct GroupKeys {
     all: ArcSwap<Snapshot>,
     /// The slots that were active or cooling at the last rebuild.
     view: ArcSwap<Vec<Arc<KeySlot>>>,
+    /// The slots that were pending at the last rebuild: the last resort.
+    pending: ArcSwap<Vec<Arc<KeySlot>>>,
+    /// Whether pending keys may serve when no other key can.
+    pending_fallback: AtomicBool,
     cursor: AtomicUsize,
     /// View members that became invalid or disabled since the last rebuild.
     stale: AtomicUsize,
@@ -89,6 +95,8 @@ pub struct GroupStats {
     pub invalid: usize,
     /// Keys switched off by an operator.
     pub disabled: usize,
+    /// Keys added and not yet validated.
+    pub pending: usize,
     /// Requests using the group's keys right now.
     pub in_flight: u64,
 }
@@ -222,6 +230,14 @@ impl MemoryKeyPool {
             .store(every, Ordering::Relaxed);
     }
 
+    /// Whether `group`'s pending keys (added, not yet validated) may serve a request when no
+    /// other key can (the default), or wait for their validation.
+    pub fn set_pending_fallback(&self, group: &GroupName, allowed: bool) {
+        self.group_or_create(group)
+            .pending_fallback
+            .store(allowed, Ordering::Relaxed);
+    }
+
     /// Removes a group and all its keys; returns whether it existed.
     pub fn remove_group(&self, group: &str) -> bool {
         self.group(group).is_some() && self.inner.groups.update(|groups| groups.remove(group).is_some())
@@ -294,6 +310,7 @@ impl MemoryKeyPool {
                 KeyState::Cooling => stats.cooling += 1,
                 KeyState::Invalid => stats.invalid += 1,
                 KeyState::Disabled => stats.disabled += 1,
+                KeyState::Pending => stats.pending += 1,
             }
         }
         Some(stats)
@@ -354,6 +371,8 @@ impl GroupKeys {
             name,
             all: ArcSwap::from_pointee(Snapshot::default()),
             view: ArcSwap::from_pointee(Vec::new()),
+            pending: ArcSwap::from_pointee(Vec::new()),
+            pending_fallback: AtomicBool::new(true),
             cursor: AtomicUsize::new(0),
             stale: AtomicUsize::new(0),
             exhausted_until: AtomicU64::new(0),
@@ -376,13 +395,16 @@ impl GroupKeys {
         // Reset first: a slot leaving the view during the scan is then counted again.
         self.stale.store(0, Ordering::Release);
         self.rebuild_requested.store(false, Ordering::Release);
-        let view: Vec<_> = all
-            .slots
-            .iter()
-            .filter(|s| s.raw_state().in_view())
-            .cloned()
-            .collect();
+        let (mut view, mut pending) = (Vec::new(), Vec::new());
+        for slot in &all.slots {
+            match slot.raw_state() {
+                KeyState::Pending => pending.push(slot.clone()),
+                state if state.in_view() => view.push(slot.clone()),
+                _ => {}
+            }
+        }
         self.view.store(Arc::new(view));
+        self.pending.store(Arc::new(pending));
         self.exhausted_until.store(0, Ordering::Release);
     }
 
@@ -413,7 +435,7 @@ impl GroupKeys {
         let view = self.view.load();
         let len = view.len();
         if len == 0 {
-            return None;
+            return self.find_pending(excluded, advance, model);
         }
         let start = if advance {
             self.cursor.fetch_add(1, Ordering::Relaxed)
@@ -453,7 +475,10 @@ impl GroupKeys {
                 return Some((slot.clone(), probe));
             }
         }
-        if excluded.is_empty() {
+        if let Some(found) = self.find_pending(excluded, advance, model) {
+            return Some(found);
+        }
+        if excluded.is_empty() && self.pending.load().is_empty() {
             let mut earliest_cool_end = u64::MAX;
             for slot in view.iter() {
                 if let Some(rest) = slot.cooling_for() {
@@ -467,8 +492,50 @@ impl GroupKeys {
         None
     }
 
+    /// The last resort: a pending key, when the group lets them serve. Scans the list from the
+    /// cursor; a group rarely has pending keys and no usable one for long.
+    fn find_pending(
+        &self,
+        excluded: &ExcludedKeys,
+        advance: bool,
+        model: Option<&str>,
+    ) -> Option<(Arc<KeySlot>, bool)> {
+        if !self.pending_fallback.load(Ordering::Relaxed) {
+            return None;
+        }
+        let pending = self.pending.load();
+        let len = pending.len();
+        if len == 0 {
+            return None;
+        }
+        let start = if advance {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.cursor.load(Ordering::Relaxed)
+        } % len;
+        (0..len)
+            .map(|offset| &pending[(start + offset) % len])
+            .find(|slot| {
+                !excluded.contains(slot.id())
+                    && slot.raw_state() == KeyState::Pending
+                    && slot.is_usable_for(model)
+            })
+            .map(|slot| (slot.clone(), false))
+    }
+
     fn report(&self, key: &SelectedKey, report: Report) {
         let slot = key.slot();
+        // A pending key that answered anything but a key error proved it works: it joins the
+        // view (a rate limit then cools it, below).
+        if !matches!(
+            report,
+            Report::Failure { .. } | Report::Invalidate | Report::Disable | Report::Transient
+        ) && slot.transition(KeyState::Pending, KeyState::Active)
+        {
+            telemetry::key_state_changed(&self.name, KeyState::Active.as_str());
+            self.rebuild_requested.store(true, Ordering::Release);
+            self.touch(slot);
+        }
         // A probe that got any answer but a rate limit ends the rest; the report then applies
         // to an active key. Reports of requests that started before the rest leave it alone.
         if key.is_probe()
@@ -525,6 +592,11 @@ impl GroupKeys {
 
     /// Moves a selectable slot to `state`, counting it as stale in the view.
     fn leave_view(&self, slot: &KeySlot, state: KeyState) {
+        if slot.transition(KeyState::Pending, state) {
+            telemetry::key_state_changed(&self.name, state.as_str());
+            self.rebuild_requested.store(true, Ordering::Release);
+            return;
+        }
         for from in [KeyState::Active, KeyState::Cooling] {
             if slot.transition(from, state) {
                 telemetry::key_state_changed(&self.name, state.as_str());

@@ -16,9 +16,10 @@ pub(crate) const PROBE_WINDOW: Duration = Duration::from_secs(30);
 
 /// The state of a key in the pool.
 ///
-/// The lifecycle: `active` ⇄ `degraded` (counted failures below the blacklist threshold) →
-/// `invalid` at the threshold; `active`/`degraded` → `cooling` on a rate limit, back to
-/// `active` when the probe after the rest succeeds; `disabled` by an operator only.
+/// The lifecycle: `pending` (added, not yet validated) → `active` on a validation or a success;
+/// `active` ⇄ `degraded` (counted failures below the blacklist threshold) → `invalid` at the
+/// threshold; `active`/`degraded` → `cooling` on a rate limit, back to `active` when the probe
+/// after the rest succeeds; `disabled` by an operator only.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KeyState {
@@ -36,6 +37,10 @@ pub enum KeyState {
     Invalid,
     /// Switched off by an operator.
     Disabled,
+    /// Added but not yet validated: selected only when the group has no other usable key (and
+    /// the group allows it, [`MemoryKeyPool::set_pending_fallback`](super::MemoryKeyPool::set_pending_fallback)).
+    /// A success or a passed validation makes it active.
+    Pending,
 }
 
 impl KeyState {
@@ -47,6 +52,7 @@ impl KeyState {
             Self::Cooling => "cooling",
             Self::Invalid => "invalid",
             Self::Disabled => "disabled",
+            Self::Pending => "pending",
         }
     }
 
@@ -55,7 +61,8 @@ impl KeyState {
             0 => Self::Active,
             1 => Self::Cooling,
             2 => Self::Invalid,
-            _ => Self::Disabled,
+            3 => Self::Disabled,
+            _ => Self::Pending,
         }
     }
 
@@ -66,10 +73,12 @@ impl KeyState {
             Self::Cooling => 1,
             Self::Invalid => 2,
             Self::Disabled => 3,
+            Self::Pending => 4,
         }
     }
 
-    /// Whether keys in this state stay in the selection view (cooling keys come back by time).
+    /// Whether keys in this state stay in the selection view (cooling keys come back by time;
+    /// pending keys wait in their own list).
     pub(crate) fn in_view(self) -> bool {
         matches!(self, Self::Active | Self::Cooling)
     }
@@ -158,11 +167,12 @@ impl KeySlot {
         }
     }
 
-    /// Whether a request may use this key now. Reads the clock only for cooling keys.
+    /// Whether a request may use this key now (a pending key as a last resort). Reads the clock
+    /// only for cooling keys.
     #[inline]
     pub fn is_usable(&self) -> bool {
         match KeyState::from_u8(self.state.load(Ordering::Acquire)) {
-            KeyState::Active | KeyState::Degraded => true,
+            KeyState::Active | KeyState::Degraded | KeyState::Pending => true,
             KeyState::Cooling => self.cool_until.load(Ordering::Relaxed) <= clock::now_ms(),
             KeyState::Invalid | KeyState::Disabled => false,
         }
@@ -171,7 +181,8 @@ impl KeySlot {
     /// Takes the key for one request for `model` if it may be used now: `Some(false)` for a
     /// usable key, `Some(true)` when this request is the probe of a cooling key whose rest is
     /// over (it holds the probe for [`PROBE_WINDOW`]), `None` otherwise. A degraded key is taken
-    /// on one turn in `degraded_every` unless `lenient` (no better key was found).
+    /// on one turn in `degraded_every` unless `lenient` (no better key was found). A pending key
+    /// is taken whenever it is offered: the pool offers it only as a last resort.
     #[inline]
     pub(super) fn try_take(&self, degraded_every: u32, lenient: bool, model: Option<&str>) -> Option<bool> {
         if model.is_some_and(|m| self.is_resting_for(m)) {
@@ -197,6 +208,7 @@ impl KeySlot {
                     .is_ok()
                     .then_some(true)
             }
+            KeyState::Pending => Some(false),
             KeyState::Invalid | KeyState::Disabled => None,
         }
     }
@@ -275,11 +287,11 @@ impl KeySlot {
     }
 
     /// The same slot resting `rest` more at backoff `level`: a cool-down restored from storage.
-    /// An active slot starts cooling; a zero rest only sets the level.
+    /// An active (or pending) slot starts cooling; a zero rest only sets the level.
     #[must_use]
     pub fn with_rest(self, rest: Duration, backoff_level: u32) -> Self {
         self.backoff_level.store(backoff_level, Ordering::Relaxed);
-        if !rest.is_zero() && self.raw_state() == KeyState::Active {
+        if !rest.is_zero() && matches!(self.raw_state(), KeyState::Active | KeyState::Pending) {
             self.cool_until.store(clock::deadline_ms(rest), Ordering::Relaxed);
             self.state.store(KeyState::Cooling.to_u8(), Ordering::Relaxed);
         }

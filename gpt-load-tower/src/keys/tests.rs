@@ -454,3 +454,102 @@ fn renaming_a_group_keeps_its_slots_and_states() {
     assert_ne!(picked.id(), KeyId(2), "an invalid key stays out of selection");
     assert!(!pool.rename_group("missing", "x".into()));
 }
+
+/// A group with `active` usable keys (ids from 0) and `pending` new ones after them.
+fn pool_with_pending(active: u64, pending: u64) -> MemoryKeyPool {
+    let pool = pool_with(active);
+    pool.add_keys(
+        "g".into(),
+        (active..active + pending)
+            .map(|i| KeySlot::with_state(KeyId(i), format!("key-{i}").into(), KeyState::Pending, 0)),
+    );
+    pool
+}
+
+#[test]
+fn pending_keys_wait_while_an_active_key_serves() {
+    let pool = pool_with_pending(1, 3);
+    let counts = picks_of(&pool, 50);
+    assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [KeyId(0)]);
+    assert_eq!(pool.stats("g").unwrap().pending, 3);
+    // The active key excluded (it just failed): a pending key is better than none.
+    let mut tried = ExcludedKeys::new();
+    tried.insert(KeyId(0));
+    let fallback = pool.select("g", &tried).unwrap();
+    assert_eq!(fallback.slot().state(), KeyState::Pending);
+}
+
+#[test]
+fn pending_keys_serve_a_group_without_active_keys_and_a_success_activates_them() {
+    let pool = pool_with_pending(0, 3);
+    assert!(pool.has_candidate("g", &ExcludedKeys::new()));
+    let first = pool.select("g", &ExcludedKeys::new()).unwrap();
+    let second = pool.select("g", &ExcludedKeys::new()).unwrap();
+    assert_ne!(first.id(), second.id(), "pending keys take turns");
+    pool.report(&first, Report::Success);
+    assert_eq!(first.slot().state(), KeyState::Active);
+    // The key that proved itself now serves alone; the others wait for validation.
+    for _ in 0..10 {
+        assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), first.id());
+    }
+    let stats = pool.stats("g").unwrap();
+    assert_eq!((stats.active, stats.pending), (1, 2));
+}
+
+#[test]
+fn pending_keys_do_not_serve_when_the_group_forbids_it() {
+    let pool = pool_with_pending(0, 2);
+    pool.set_pending_fallback(&"g".into(), false);
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+    assert!(!pool.has_candidate("g", &ExcludedKeys::new()));
+    // Validation activates them.
+    assert!(pool.set_state("g", KeyId(1), KeyState::Active));
+    assert_eq!(pool.select("g", &ExcludedKeys::new()).unwrap().id(), KeyId(1));
+}
+
+#[test]
+fn a_pending_key_that_fails_is_counted_and_one_rate_limited_cools() {
+    let pool = pool_with_pending(0, 2);
+    let failing = pool.select("g", &ExcludedKeys::new()).unwrap();
+    let fail = Report::Failure {
+        blacklist_threshold: 2,
+    };
+    pool.report(&failing, fail);
+    assert_eq!(
+        failing.slot().state(),
+        KeyState::Pending,
+        "one failure proves nothing"
+    );
+    pool.report(&failing, fail);
+    assert_eq!(failing.slot().state(), KeyState::Invalid);
+
+    let limited = pool.select("g", &ExcludedKeys::new()).unwrap();
+    assert_ne!(limited.id(), failing.id());
+    pool.report(
+        &limited,
+        Report::CoolDown {
+            duration: Duration::from_secs(30),
+        },
+    );
+    // A rate limit means the provider knows the key: it rests, then is probed like any key.
+    assert_eq!(limited.slot().state(), KeyState::Cooling);
+    assert!(pool.select("g", &ExcludedKeys::new()).is_none());
+    crate::clock::advance(Duration::from_secs(30));
+    let probe = pool.select("g", &ExcludedKeys::new()).unwrap();
+    assert!(probe.is_probe());
+    assert_eq!(probe.id(), limited.id());
+}
+
+#[test]
+fn a_provider_failure_leaves_a_pending_key_pending() {
+    let pool = pool_with_pending(0, 1);
+    let key = pool.select("g", &ExcludedKeys::new()).unwrap();
+    pool.report(&key, Report::Transient);
+    assert_eq!(key.slot().state(), KeyState::Pending);
+    pool.report(&key, Report::Answered);
+    assert_eq!(
+        key.slot().state(),
+        KeyState::Active,
+        "the provider accepted the key"
+    );
+}

@@ -12,6 +12,7 @@ import type {
   GroupInput,
   GroupPolicy,
   GroupPolicyInput,
+  KeyStateFilter,
   KeyStatusFilter,
   LogFilters,
   PolicyInput,
@@ -80,8 +81,11 @@ export const groupsApi = {
 }
 
 // Keys
-/** The query of `GET /api/keys`, with the console's `all` status (no filter). */
-export type KeyListQuery = Omit<QueryOf<'list_keys'>, 'status'> & { status?: KeyStatusFilter }
+/** The query of `GET /api/keys`, with the console's `all` status and state (no filter). */
+export type KeyListQuery = Omit<QueryOf<'list_keys'>, 'status' | 'state'> & {
+  status?: KeyStatusFilter
+  state?: KeyStateFilter
+}
 
 /** `{group_id, keys_text}`, the body of the batch routes. */
 const keysText = (groupId: number, text: string) =>
@@ -92,7 +96,11 @@ const groupOnly = (groupId: number) => ({ group_id: groupId }) satisfies BodyOf<
 export const keysApi = {
   list: (q: KeyListQuery, o?: Opts) =>
     request<DataOf<'list_keys'>>('/keys', {
-      query: { ...q, status: q.status === 'all' ? undefined : q.status } satisfies QueryOf<'list_keys'>,
+      query: {
+        ...q,
+        status: q.status === 'all' ? undefined : q.status,
+        state: q.state === 'all' ? undefined : q.state,
+      } satisfies QueryOf<'list_keys'>,
       ...o,
     }),
   addAsync: (groupId: number, text: string, o?: Opts) =>

@@ -1215,7 +1215,7 @@ export interface components {
                     created_at: string;
                     /** Format: date-time */
                     updated_at: string;
-                    /** @description `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now. */
+                    /** @description `pending`, `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now. */
                     state: string;
                     /**
                      * Format: int64
@@ -1882,7 +1882,7 @@ export interface components {
             created_at: string;
             /** Format: date-time */
             updated_at: string;
-            /** @description `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now. */
+            /** @description `pending`, `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now. */
             state: string;
             /**
              * Format: int64
@@ -2219,6 +2219,8 @@ export interface components {
             cooling: number;
             invalid: number;
             disabled: number;
+            /** @description Added and not yet validated (`validate_new_keys`). */
+            pending: number;
             /**
              * Format: int64
              * @description Requests using the group's keys right now.
@@ -3162,7 +3164,7 @@ export interface operations {
                 /** @description `active`, `invalid` or `disabled`. */
                 status?: string;
                 /**
-                 * @description Ours: the lifecycle state, `active`, `degraded`, `cooling`, `invalid` or `disabled` (as
+                 * @description Ours: the lifecycle state, `pending`, `active`, `degraded`, `cooling`, `invalid` or `disabled` (as
                  *     last written, at most about a second behind the pool).
                  */
                 state?: string;

@@ -74,6 +74,8 @@ export type LogPage = DataOf<'list_logs'>
 // The document types these parameters as plain strings (their values are only in its
 // descriptions), so the console states the values it sends; `all` means no filter.
 export type KeyStatusFilter = 'all' | 'active' | 'invalid' | 'disabled'
+/** The lifecycle states `GET /api/keys?state=` filters by (docs/KEYS.md). */
+export type KeyStateFilter = 'all' | 'pending' | 'active' | 'degraded' | 'cooling' | 'invalid' | 'disabled'
 export type ExportStatus = 'all' | 'active' | 'invalid'
 export type CopyKeysMode = 'all' | 'valid_only' | 'none'
 

@@ -1,17 +1,18 @@
 import { computed, ref, watch, type Ref } from 'vue'
 import { keysApi, type KeyListQuery } from '@/api/endpoints'
-import type { KeyPage, KeyResponse, KeyStatusFilter } from '@/api/types'
+import type { KeyPage, KeyResponse, KeyStateFilter, KeyStatusFilter } from '@/api/types'
 
 export const KEY_PAGE_SIZES = [12, 24, 60, 120] as const
 
 type Fetcher = (q: KeyListQuery) => Promise<KeyPage>
 
 /**
- * The key table's state: status filter, exact search, pagination. Changing a filter goes back to
+ * The key table's state: status and lifecycle-state filters, exact search, pagination. Changing a filter goes back to
  * page 1; answers to superseded requests are dropped.
  */
 export function useKeyTable(groupId: Ref<number | null>, fetcher: Fetcher = (q) => keysApi.list(q)) {
   const status = ref<KeyStatusFilter>('all')
+  const state = ref<KeyStateFilter>('all')
   const search = ref('')
   const appliedSearch = ref('')
   const page = ref(1)
@@ -28,6 +29,7 @@ export function useKeyTable(groupId: Ref<number | null>, fetcher: Fetcher = (q) 
       : {
           group_id: groupId.value,
           status: status.value,
+          state: state.value,
           key_value: appliedSearch.value || undefined,
           page: page.value,
           page_size: pageSize.value,
@@ -67,6 +69,11 @@ export function useKeyTable(groupId: Ref<number | null>, fetcher: Fetcher = (q) 
     page.value = 1
     return load()
   }
+  function setState(s: KeyStateFilter) {
+    state.value = s
+    page.value = 1
+    return load()
+  }
   function applySearch() {
     appliedSearch.value = search.value.trim()
     page.value = 1
@@ -88,6 +95,7 @@ export function useKeyTable(groupId: Ref<number | null>, fetcher: Fetcher = (q) 
 
   watch(groupId, () => {
     status.value = 'all'
+    state.value = 'all'
     search.value = ''
     appliedSearch.value = ''
     page.value = 1
@@ -96,6 +104,7 @@ export function useKeyTable(groupId: Ref<number | null>, fetcher: Fetcher = (q) 
 
   return {
     status,
+    state,
     search,
     appliedSearch,
     page,
@@ -107,6 +116,7 @@ export function useKeyTable(groupId: Ref<number | null>, fetcher: Fetcher = (q) 
     query,
     load,
     setStatus,
+    setState,
     applySearch,
     clearSearch,
     setPage,

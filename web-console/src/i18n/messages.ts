@@ -273,6 +273,8 @@ export const messages = {
   'key.disabled': ['Disabled', '已禁用'],
   'key.degraded': ['Degraded', '降级'],
   'key.cooling': ['Cooling', '冷却中'],
+  'key.pending': ['Pending', '待验证'],
+  'keys.anyState': ['Any state', '任意状态'],
   'keys.add': ['Add keys', '添加密钥'],
   'keys.addTitle': ['Add keys to {group}', '向 {group} 添加密钥'],
   'keys.addHint': [
@@ -301,6 +303,10 @@ export const messages = {
   'keys.coolingHint': [
     'Rate limited: rests until {time}, then one request probes it (backoff level {level})',
     '被限流：休息至 {time}，之后由一个请求试探（退避级别 {level}）',
+  ],
+  'keys.pendingHint': [
+    'Not validated yet: serves only when no validated key can; active after its validation or first success',
+    '尚未验证：仅在没有已验证密钥可用时使用；验证通过或首次成功后变为有效',
   ],
   'keys.lastError': ['Last error', '最近错误'],
   'keys.addNotes': ['Add notes', '添加备注'],

@@ -39,6 +39,8 @@ pub(crate) struct StateCounts {
     cooling: usize,
     invalid: usize,
     disabled: usize,
+    /// Added and not yet validated (`validate_new_keys`).
+    pending: usize,
     /// Requests using the group's keys right now.
     in_flight: u64,
 }
@@ -127,6 +129,7 @@ fn counts(slots: &[std::sync::Arc<KeySlot>]) -> StateCounts {
             KeyState::Degraded => counts.degraded += 1,
             KeyState::Cooling => counts.cooling += 1,
             KeyState::Invalid => counts.invalid += 1,
+            KeyState::Pending => counts.pending += 1,
             _ => counts.disabled += 1,
         }
     }

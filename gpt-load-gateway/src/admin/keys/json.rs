@@ -18,7 +18,7 @@ pub(crate) struct KeyListQuery {
     pub(crate) group_id: Option<String>,
     /// `active`, `invalid` or `disabled`.
     pub(crate) status: Option<String>,
-    /// Ours: the lifecycle state, `active`, `degraded`, `cooling`, `invalid` or `disabled` (as
+    /// Ours: the lifecycle state, `pending`, `active`, `degraded`, `cooling`, `invalid` or `disabled` (as
     /// last written, at most about a second behind the pool).
     pub(crate) state: Option<String>,
     /// An exact key value.
@@ -78,7 +78,7 @@ pub(crate) struct KeyResponse {
     pub(crate) last_used_at: Option<DateTime<Utc>>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
-    /// `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now.
+    /// `pending`, `active`, `degraded`, `cooling`, `invalid` or `disabled`, as the proxy sees the key now.
     pub(crate) state: String,
     /// Counted failures since the last success (the same count as `failure_count`).
     pub(crate) consecutive_failures: i64,

@@ -123,7 +123,7 @@ pub(super) async fn batch(state: &AdminState, input: KeysTextInput) -> AdminResu
 }
 
 /// The lifecycle states a key list may be filtered by.
-const LIFECYCLE_STATES: [&str; 5] = ["active", "degraded", "cooling", "invalid", "disabled"];
+const LIFECYCLE_STATES: [&str; 6] = ["pending", "active", "degraded", "cooling", "invalid", "disabled"];
 
 /// One page of a group's keys, optionally of one status, one lifecycle state or one exact key
 /// value.

@@ -322,7 +322,12 @@ pub(crate) async fn validate_group(
     let group = key_routes::group(&state, key_routes::required_group_id(input.group_id)?).await?;
     let wanted: fn(KeyState) -> bool = match input.status.as_deref().map(str::trim) {
         None | Some("") => |s| s != KeyState::Disabled,
-        Some("active") => |s| matches!(s, KeyState::Active | KeyState::Degraded | KeyState::Cooling),
+        Some("active") => |s| {
+            matches!(
+                s,
+                KeyState::Active | KeyState::Degraded | KeyState::Cooling | KeyState::Pending
+            )
+        },
         Some("invalid") => |s| s == KeyState::Invalid,
         Some(_) => {
             return Err(AdminError::validation(
