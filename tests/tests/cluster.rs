@@ -876,3 +876,62 @@ fn a_policy_saved_on_one_node_decides_the_next_request_on_another() {
     let took = within(PROPAGATION, || a.chat("credit", PROXY_KEY) == 503);
     assert!(took.is_some(), "node a hears of the invalid key:\n{}", a.log());
 }
+
+#[test]
+fn a_per_model_quota_met_on_one_node_rests_that_model_on_every_node() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_model_rests") else {
+        return;
+    };
+    let a = Node::start("a", &shared, &[]);
+    assert!(within(START, || a.role() == "leader").is_some(), "{}", a.log());
+    let b = Node::start("b", &shared, &[]);
+    // Gemini's free tier: this key is out of its per-minute quota for one model only.
+    let key = "sk-cluster-gemini-0001";
+    let (limited, other) = ("gemini-2.5-pro", "gemini-2.5-flash");
+    mock.script(
+        key,
+        Behaviour::ProviderLimit {
+            per_day: false,
+            reset: Duration::from_secs(300),
+            model: Some(limited.to_owned()),
+        },
+    );
+    let group = json!({"name": "gemini", "channel_type": "gemini", "test_model": other,
+                       "upstreams": [{"url": mock.url(), "weight": 1}], "proxy_keys": PROXY_KEY});
+    let (status, body) = a.api("POST", "/groups", Some(group));
+    assert_eq!(status, 200, "{body}");
+    let id = body["data"]["id"].as_i64().unwrap();
+    let (status, body) = a.api(
+        "POST",
+        "/keys/add-multiple",
+        Some(json!({"group_id": id, "keys_text": key})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let generate = |node: &Node, model: &str| {
+        let body = json!({"contents": [{"parts": [{"text": "hi"}]}]});
+        let path = format!("/proxy/gemini/v1beta/models/{model}:generateContent?key={PROXY_KEY}");
+        node.http("POST", &path, None, Some(&body))
+            .map_or(0, |(status, _)| status)
+    };
+    let sent_for = |model: &str| mock.received().iter().filter(|r| r.path.contains(model)).count();
+    let took = within(PROPAGATION, || generate(&b, other) == 200);
+    assert!(took.is_some(), "node b serves the group:\n{}", b.log());
+
+    // A meets the quota: the key rests for that model there, and B hears of it.
+    assert_ne!(generate(&a, limited), 200);
+    assert_eq!(sent_for(limited), 1);
+    let heard = within(PROPAGATION, || {
+        let (_, health) = b.api("GET", &format!("/groups/{id}/key-health"), None);
+        health["data"]["model_cooling"][0]["model"] == limited
+    });
+    assert!(heard.is_some(), "node b rests the model:\n{}", b.log());
+
+    // B sends no request for that model upstream, and keeps serving the other one.
+    assert_ne!(generate(&b, limited), 200);
+    assert_eq!(
+        sent_for(limited),
+        1,
+        "node b did not spend the key on the resting model"
+    );
+    assert_eq!(generate(&b, other), 200);
+}

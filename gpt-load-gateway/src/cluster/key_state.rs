@@ -90,6 +90,9 @@ pub(crate) enum SharedState {
     Active,
     /// Out of rotation until an operator enables it.
     Disabled,
+    /// Resting for one model (`model`) until `until`; still serving others.
+    #[serde(rename = "model_cooling")]
+    ModelCooling,
 }
 
 impl SharedState {
@@ -101,6 +104,7 @@ impl SharedState {
             Self::Cooling => "cooling",
             Self::Active => "active",
             Self::Disabled => "disabled",
+            Self::ModelCooling => "model_cooling",
         }
     }
 }
@@ -114,6 +118,9 @@ pub(crate) struct KeyMessage {
     /// The end of a cool-down, in milliseconds since the epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) until: Option<u64>,
+    /// The model a `model_cooling` key rests for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model: Option<String>,
     pub(crate) node: String,
 }
 
@@ -124,6 +131,10 @@ impl KeyMessage {
             id: reported.key.0,
             state,
             until,
+            model: match &reported.change {
+                KeyStateChange::ModelRested { model, .. } => Some(model.to_string()),
+                _ => None,
+            },
             node: node.to_owned(),
         };
         serde_json::to_string(&message).unwrap_or_default()
@@ -152,7 +163,7 @@ pub(crate) async fn run(
 async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyReported) {
     let hash = redis.names.key_state(reported.key.0);
     let channel = redis.names.key_channel();
-    let result = match reported.change {
+    let result = match reported.change.clone() {
         KeyStateChange::Failed { threshold } => {
             let failing = KeyMessage::encode(reported, SharedState::Failing, None, node);
             let invalid = KeyMessage::encode(reported, SharedState::Invalid, None, node);
@@ -190,6 +201,21 @@ async fn share(redis: &Redis, node: &str, registry: &Registry, reported: &KeyRep
         }
         KeyStateChange::Invalidated => set_state(redis, reported, node, SharedState::Invalid, None).await,
         KeyStateChange::Disabled => set_state(redis, reported, node, SharedState::Disabled, None).await,
+        // Model rests live in memory only (the provider names them again after a restart):
+        // the message is all there is to share.
+        KeyStateChange::ModelRested { until_ms, .. } => {
+            let message = KeyMessage::encode(reported, SharedState::ModelCooling, Some(until_ms), node);
+            redis
+                .run(|mut conn| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(message)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                })
+                .await
+                .map(drop)
+        }
         KeyStateChange::Recovered => {
             let message = KeyMessage::encode(reported, SharedState::Active, None, node);
             redis
@@ -276,6 +302,15 @@ fn blacklist_locally(registry: &Registry, reported: &KeyReported, threshold: u32
     }
 }
 
+/// How long from now until the wall-clock time `until_ms`; `None` when it has passed.
+fn rest_until(until_ms: u64) -> Option<Duration> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    (until_ms > now).then(|| Duration::from_millis(until_ms - now))
+}
+
 /// Applies another node's message to this node's memory pool.
 pub(crate) fn apply(registry: &Registry, node_id: &str, payload: &str) {
     let Ok(message) = serde_json::from_str::<KeyMessage>(payload) else {
@@ -297,6 +332,16 @@ pub(crate) fn apply(registry: &Registry, node_id: &str, payload: &str) {
         SharedState::Disabled => {
             pool.set_state(group, key, KeyState::Disabled);
         }
+        SharedState::ModelCooling => {
+            let (Some(model), Some(rest), Some(slot)) = (
+                message.model.as_deref(),
+                message.until.and_then(rest_until),
+                pool.get(group, key),
+            ) else {
+                return;
+            };
+            pool.rest_model(&SelectedKey::new(GroupName::from(group), slot), model, rest);
+        }
         SharedState::Failing | SharedState::Cooling => {
             let Some(slot) = pool.get(group, key) else {
                 return;
@@ -306,18 +351,10 @@ pub(crate) fn apply(registry: &Registry, node_id: &str, payload: &str) {
                 (SharedState::Failing, _) => Report::Failure {
                     blacklist_threshold: 0,
                 },
-                (_, Some(until)) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_millis() as u64;
-                    if until <= now {
-                        return;
-                    }
-                    Report::CoolDown {
-                        duration: Duration::from_millis(until - now),
-                    }
-                }
+                (_, Some(until)) => match rest_until(until) {
+                    Some(duration) => Report::CoolDown { duration },
+                    None => return,
+                },
                 _ => return,
             };
             pool.report(
@@ -383,6 +420,17 @@ mod tests {
         assert_eq!(
             text,
             r#"{"group":"openai","id":7,"state":"cooling","until":1000,"node":"a"}"#
+        );
+        let rested = KeyReported {
+            change: KeyStateChange::ModelRested {
+                model: "gemini-2.5-pro".into(),
+                until_ms: 2_000,
+            },
+            ..reported.clone()
+        };
+        assert_eq!(
+            KeyMessage::encode(&rested, SharedState::ModelCooling, Some(2_000), "a"),
+            r#"{"group":"openai","id":7,"state":"model_cooling","until":2000,"model":"gemini-2.5-pro","node":"a"}"#
         );
         let text = KeyMessage::encode(&reported, SharedState::Invalid, None, "b");
         let back: KeyMessage = serde_json::from_str(&text).unwrap();

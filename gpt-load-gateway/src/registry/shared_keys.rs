@@ -23,7 +23,7 @@ use gpt_load_tower::{
 use tokio::sync::mpsc::UnboundedSender;
 
 /// What happened to a key on this node that the cluster must count or hear of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum KeyStateChange {
     /// A counted failure; the key is blacklisted when the cluster's count reaches `threshold`
     /// (0 = never).
@@ -38,6 +38,9 @@ pub(crate) enum KeyStateChange {
     Disabled,
     /// Active again (restored by an operator or by validation), its failures forgotten.
     Recovered,
+    /// Out of `model`'s quota until this wall-clock time (milliseconds since the epoch); the key
+    /// still serves other models.
+    ModelRested { model: Arc<str>, until_ms: u64 },
 }
 
 /// One [`KeyStateChange`] of one key.
@@ -144,9 +147,16 @@ impl KeyPool for ProxyKeyPool {
         self.local.has_candidate_for(group, excluded, model)
     }
 
-    /// Per-model rests stay on this node: each node learns a model's quota from its own 429.
+    /// Rests the model here at once and, in a cluster, on every node by one message.
     fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
         self.local.rest_model(key, model, duration);
+        if let Some(shared) = self.shared.get().filter(|s| s.is_connected()) {
+            let change = KeyStateChange::ModelRested {
+                model: model.into(),
+                until_ms: wall_clock_ms(duration),
+            };
+            shared.send(key.group(), key.slot().id(), change);
+        }
     }
 
     fn report(&self, key: &SelectedKey, report: Report) {
@@ -235,7 +245,7 @@ mod tests {
             "not blacklisted by this node's count"
         );
         assert_eq!(key.slot().consecutive_failures(), 3);
-        assert_eq!(changes(&mut rx), [KeyStateChange::Failed { threshold: 3 }; 3]);
+        assert_eq!(changes(&mut rx), vec![KeyStateChange::Failed { threshold: 3 }; 3]);
         pool.report(&key, Report::Success);
         assert_eq!(changes(&mut rx), [KeyStateChange::Succeeded]);
         assert_eq!(key.slot().consecutive_failures(), 0);
@@ -256,6 +266,22 @@ mod tests {
             );
         }
         assert_eq!(key.slot().state(), KeyState::Invalid);
+        assert_eq!(changes(&mut rx), []);
+    }
+
+    #[test]
+    fn a_model_rest_is_shared_and_stays_local_without_redis() {
+        let (pool, key, mut rx) = pool_with_one_key(true);
+        pool.rest_model(&key, "gemini-2.5-pro", Duration::from_secs(60));
+        assert!(!key.slot().is_usable_for(Some("gemini-2.5-pro")));
+        let shared = changes(&mut rx);
+        assert!(
+            matches!(&shared[..], [KeyStateChange::ModelRested { model, .. }] if &**model == "gemini-2.5-pro"),
+            "{shared:?}"
+        );
+        let (pool, key, mut rx) = pool_with_one_key(false);
+        pool.rest_model(&key, "gemini-2.5-pro", Duration::from_secs(60));
+        assert!(!key.slot().is_usable_for(Some("gemini-2.5-pro")));
         assert_eq!(changes(&mut rx), []);
     }
 
