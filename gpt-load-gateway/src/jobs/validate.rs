@@ -43,14 +43,19 @@ use crate::{
     upstream::UpstreamClient,
 };
 
-/// Validates the group's invalid keys once; returns how many were restored.
-pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) -> usize {
-    let invalid: Vec<_> = registry
+/// The group's keys in `state` now.
+fn keys_in_state(policy: &GroupPolicy, registry: &Registry, state: KeyState) -> Vec<Arc<KeySlot>> {
+    registry
         .pool()
         .keys(policy.group.name.as_str())
         .into_iter()
-        .filter(|k| k.state() == KeyState::Invalid)
-        .collect();
+        .filter(|k| k.state() == state)
+        .collect()
+}
+
+/// Validates the group's invalid keys once; returns how many were restored.
+pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) -> usize {
+    let invalid = keys_in_state(policy, registry, KeyState::Invalid);
     if invalid.is_empty() {
         return 0;
     }
@@ -75,12 +80,7 @@ pub(crate) async fn validate_group(policy: &GroupPolicy, registry: &Registry) ->
 /// cools it (the provider knows it), a provider failure leaves it pending for the next tick.
 /// Returns how many passed.
 pub(crate) async fn validate_pending(policy: &GroupPolicy, registry: &Registry) -> usize {
-    let pending: Vec<_> = registry
-        .pool()
-        .keys(policy.group.name.as_str())
-        .into_iter()
-        .filter(|k| k.state() == KeyState::Pending)
-        .collect();
+    let pending = keys_in_state(policy, registry, KeyState::Pending);
     if pending.is_empty() {
         return 0;
     }

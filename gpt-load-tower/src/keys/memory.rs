@@ -437,11 +437,7 @@ impl GroupKeys {
         if len == 0 {
             return self.find_pending(excluded, advance, model);
         }
-        let start = if advance {
-            self.cursor.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.cursor.load(Ordering::Relaxed)
-        } % len;
+        let start = self.start(advance, len);
         let degraded_every = self.degraded_every.load(Ordering::Relaxed);
         let take = |slot: &Arc<KeySlot>, lenient: bool| {
             if excluded.contains(slot.id()) {
@@ -492,6 +488,16 @@ impl GroupKeys {
         None
     }
 
+    /// Where a scan of `len` slots starts: the cursor, moved on by a selection (`advance`).
+    fn start(&self, advance: bool, len: usize) -> usize {
+        let cursor = if advance {
+            self.cursor.fetch_add(1, Ordering::Relaxed)
+        } else {
+            self.cursor.load(Ordering::Relaxed)
+        };
+        cursor % len
+    }
+
     /// The last resort: a pending key, when the group lets them serve. Scans the list from the
     /// cursor; a group rarely has pending keys and no usable one for long.
     fn find_pending(
@@ -508,11 +514,7 @@ impl GroupKeys {
         if len == 0 {
             return None;
         }
-        let start = if advance {
-            self.cursor.fetch_add(1, Ordering::Relaxed)
-        } else {
-            self.cursor.load(Ordering::Relaxed)
-        } % len;
+        let start = self.start(advance, len);
         (0..len)
             .map(|offset| &pending[(start + offset) % len])
             .find(|slot| {
@@ -526,11 +528,14 @@ impl GroupKeys {
     fn report(&self, key: &SelectedKey, report: Report) {
         let slot = key.slot();
         // A pending key that answered anything but a key error proved it works: it joins the
-        // view (a rate limit then cools it, below).
-        if !matches!(
-            report,
-            Report::Failure { .. } | Report::Invalidate | Report::Disable | Report::Transient
-        ) && slot.transition(KeyState::Pending, KeyState::Active)
+        // view (a rate limit then cools it, below). A plain load first: no compare-and-swap on
+        // an active key's success.
+        if slot.raw_state() == KeyState::Pending
+            && !matches!(
+                report,
+                Report::Failure { .. } | Report::Invalidate | Report::Disable | Report::Transient
+            )
+            && slot.transition(KeyState::Pending, KeyState::Active)
         {
             telemetry::key_state_changed(&self.name, KeyState::Active.as_str());
             self.rebuild_requested.store(true, Ordering::Release);
