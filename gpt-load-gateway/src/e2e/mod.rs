@@ -8,6 +8,7 @@ mod admin_keys;
 mod admin_logs;
 mod admin_shapes;
 mod admin_tasks;
+mod aggregate_failover;
 mod console;
 mod empty_replies;
 mod harness;

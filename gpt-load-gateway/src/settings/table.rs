@@ -309,12 +309,14 @@ settings_table! {
             "Max Retries",
             "How many times a failed request is retried, on another key first; after a provider \
              failure (5xx, timeout) with every usable key tried, on the one that failed longest \
-             ago after a short backoff. 0 disables retries.",
+             ago after a short backoff. On an aggregate group, how many times a request moves \
+             to another sub-group when one's keys cannot answer. 0 disables retries.",
         ),
         zh: (
             "最大重试次数",
             "请求失败后的重试次数，优先换用其他密钥；上游故障（5xx、超时）且所有可用密钥都已尝试时，\
-             短暂退避后重试最早失败的那个密钥。0 表示不重试。",
+             短暂退避后重试最早失败的那个密钥。在聚合分组上，表示某个子分组的密钥都无法应答时，\
+             请求最多换到其他子分组的次数。0 表示不重试。",
         ),
     },
     /// 0 = never blacklist.

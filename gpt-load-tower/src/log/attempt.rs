@@ -111,6 +111,11 @@ impl AttemptLog {
         }
     }
 
+    /// How many attempts were recorded so far.
+    pub fn attempts(&self) -> u32 {
+        self.shared.attempts.load(Ordering::Relaxed)
+    }
+
     /// Records an attempt that is about to be retried.
     pub fn record_retry<B>(&self, result: &Result<Response<B>, Error>) {
         let facts = match result {

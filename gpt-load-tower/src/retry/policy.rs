@@ -173,6 +173,13 @@ impl RetryOnOtherKey {
     }
 }
 
+/// Numbers the next attempt: one past the request's current attempt, which an earlier layer
+/// may have started past 1 (an aggregate's next sub-group).
+fn next_attempt(req: &mut Request<ReplayBody>) {
+    let current = req.extensions().get::<AttemptNumber>().map_or(1, |a| a.0);
+    req.extensions_mut().insert(AttemptNumber(current + 1));
+}
+
 impl fmt::Debug for RetryOnOtherKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryOnOtherKey")
@@ -255,7 +262,7 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
             telemetry::retry(key.group());
             req.extensions_mut().insert(SameKey(key));
             self.retried += 1;
-            req.extensions_mut().insert(AttemptNumber(self.retried + 1));
+            next_attempt(req);
             return Some(RetryDelay::after(after));
         }
         let mut excluded = req
@@ -292,7 +299,7 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
         }
         req.extensions_mut().insert(excluded);
         self.retried += 1;
-        req.extensions_mut().insert(AttemptNumber(self.retried + 1));
+        next_attempt(req);
         Some(RetryDelay::after(delay))
     }
 

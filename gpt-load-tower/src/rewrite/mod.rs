@@ -5,16 +5,25 @@
 //!
 //! - [`RewriteLayer`], once per request, above the retry layer: an **aggregate** group picks one
 //!   of its sub-groups by smooth weighted round robin, skipping sub-groups without a usable key
-//!   (all retries then stay in that sub-group, as in gpt-load); then the (sub-)group's **model
-//!   redirects** rewrite the body's `model` (or, for Gemini native paths, the `models/{m}` path
-//!   segment) and its **parameter overrides** are merged into JSON object bodies. Non-JSON bodies
-//!   pass through untouched. With strict mode, a model the rules do not list is refused.
+//!   or that do not serve the model; the retries stay in that sub-group, and when its final
+//!   answer is a failure its keys could not get past (every key rate limited, failing or
+//!   invalid, its provider down, no key left) the request moves to the next sub-group, each
+//!   sub-group once and at most the aggregate's `max_retries` ([`RetrySettings`](crate::retry::RetrySettings))
+//!   moves; an answer meant for the client (a request error, a `404`, a rule's `fail`) does not
+//!   move. Then the (sub-)group's **model redirects** rewrite the body's `model` (or, for Gemini
+//!   native paths, the `models/{m}` path segment) and its **parameter overrides** are merged into
+//!   JSON object bodies, from the body as it arrived for each sub-group. Non-JSON bodies pass
+//!   through untouched. With strict mode, a model the rules do not list is refused.
 //! - [`HeaderRulesLayer`], on every attempt, inside key selection: `set` / `remove` header rules
 //!   with `${CLIENT_IP}`, `${GROUP_NAME}`, `${API_KEY}`, `${TIMESTAMP_MS}` and `${TIMESTAMP_S}`.
 //!
 //! - Reads: [`Principal`](crate::context::Principal), [`ClientIp`](crate::context::ClientIp),
-//!   [`SelectedKey`](crate::keys::SelectedKey) (header rules). Writes:
-//!   [`RoutedGroup`](crate::context::RoutedGroup); the body, `Content-Length`, the path, headers.
+//!   [`SelectedKey`](crate::keys::SelectedKey) (header rules), the aggregate's
+//!   [`RetrySettings`](crate::retry::RetrySettings) and the answer's
+//!   [`AttemptOutcome`](crate::blacklist::AttemptOutcome) (moving on). Writes:
+//!   [`RoutedGroup`](crate::context::RoutedGroup); the body, `Content-Length`, the path, headers;
+//!   a `retry` record in the [`AttemptLog`](crate::log::AttemptLog) for a sub-group's abandoned
+//!   answer, and the next [`AttemptNumber`](crate::context::AttemptNumber).
 //! - Rejects: `400` ([`ErrorKind::InvalidRequest`](crate::error::ErrorKind)) for a model refused
 //!   by strict redirect rules; `503` ([`ErrorKind::NoKeyAvailable`](crate::error::ErrorKind)) when
 //!   no sub-group of an aggregate has a usable key.

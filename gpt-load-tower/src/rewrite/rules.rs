@@ -207,7 +207,7 @@ pub(super) struct Aggregate {
 
 pub(super) enum Route {
     Standard(GroupRules),
-    Aggregate(Aggregate),
+    Aggregate(Arc<Aggregate>),
 }
 
 /// Rewriting rules, aggregate groups and model filters by group, swappable at run time. Cloning
@@ -242,7 +242,7 @@ impl RewriteTable {
             wrr: Mutex::new(SmoothWeighted::new(weights)),
         };
         self.routes.update(|routes| {
-            routes.insert(group, Arc::new(Route::Aggregate(aggregate)));
+            routes.insert(group, Arc::new(Route::Aggregate(Arc::new(aggregate))));
         });
     }
 

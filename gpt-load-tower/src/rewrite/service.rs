@@ -3,20 +3,23 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Uri, header};
+use http::{HeaderValue, Request, StatusCode, Uri, header};
 use serde_json::Value;
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::rules::{GroupRules, RewriteTable, Route};
+use super::rules::{Aggregate, GroupRules, RewriteTable, Route};
 use crate::{
+    blacklist::AttemptOutcome,
     body::ReplayBody,
     channel::{ChannelKind, RequestFacts, gemini_path_model},
-    context::{GroupName, Principal, RoutedGroup},
-    error::{BoxError, Error},
+    context::{AttemptNumber, GroupName, Principal, RoutedGroup},
+    error::{BoxError, Error, ErrorKind},
     future::{ResponseFuture, take_ready},
     keys::{ExcludedKeys, KeyPool},
+    log::AttemptLog,
+    retry::RetrySettings,
     telemetry,
 };
 
@@ -72,38 +75,44 @@ impl<S> Rewrite<S> {
     define_inner_service_accessors!();
 }
 
-impl<S> Rewrite<S> {
-    /// Picks the sub-group for an aggregate, or `None` when the group is not an aggregate. With
-    /// a `model`, only sub-groups that serve it count.
-    fn route(
-        &self,
-        group: &GroupName,
-        route: &Route,
-        model: Option<&str>,
-    ) -> Result<Option<GroupName>, Error> {
-        let Route::Aggregate(aggregate) = route else {
-            return Ok(None);
-        };
-        let serves =
-            |i: usize| model.is_none_or(|m| self.layer.table.serves(aggregate.members[i].as_str(), m));
+impl RewriteLayer {
+    /// Picks one of `aggregate`'s sub-groups by weight among those not `tried` yet that serve
+    /// `model` (when there is one) and have a usable key.
+    fn pick(&self, aggregate: &Aggregate, model: Option<&str>, tried: &[usize]) -> Option<usize> {
         let available = |i: usize| {
-            serves(i)
-                && self.layer.pool.as_ref().is_none_or(|p| {
-                    p.has_candidate_for(aggregate.members[i].as_str(), &ExcludedKeys::new(), model)
-                })
+            let member = aggregate.members[i].as_str();
+            !tried.contains(&i)
+                && model.is_none_or(|m| self.table.serves(member, m))
+                && self
+                    .pool
+                    .as_ref()
+                    .is_none_or(|p| p.has_candidate_for(member, &ExcludedKeys::new(), model))
         };
-        let picked = aggregate
+        aggregate
             .wrr
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pick(available);
-        match (picked, model) {
-            (Some(i), _) => Ok(Some(aggregate.members[i].clone())),
-            (None, Some(model)) if !(0..aggregate.members.len()).any(serves) => Err(not_served(group, model)),
-            (None, _) => Err(Error::no_sub_group_available(group)),
-        }
+            .pick(available)
     }
 
+    /// Why no sub-group of `aggregate` can take a request for `model`: a `400` naming the
+    /// model when none serves it, else a `503`.
+    fn no_route(&self, group: &GroupName, aggregate: &Aggregate, model: Option<&str>) -> Error {
+        match model {
+            Some(model)
+                if !aggregate
+                    .members
+                    .iter()
+                    .any(|m| self.table.serves(m.as_str(), model)) =>
+            {
+                not_served(group, model)
+            }
+            _ => Error::no_sub_group_available(group),
+        }
+    }
+}
+
+impl<S> Rewrite<S> {
     /// The model a request asks for, from the path (Gemini's native routes), the request log's
     /// facts when present, or else the body.
     fn requested_model(req: &Request<ReplayBody>, channel: ChannelKind) -> Option<String> {
@@ -121,6 +130,33 @@ impl<S> Rewrite<S> {
 
 fn not_served(group: &GroupName, model: &str) -> Error {
     Error::invalid_request(format!("model '{model}' is not served by group '{group}'"))
+}
+
+/// Whether a sub-group's final answer is a failure another sub-group may not share: a key or
+/// provider failure its keys could not get past, no usable key, no upstream. A request error,
+/// a passthrough answer or a rule that left no retries is the client's answer.
+fn sub_group_failed<B>(result: &Result<http::Response<B>, Error>) -> bool {
+    match result {
+        Ok(res) => match res.extensions().get::<AttemptOutcome>() {
+            Some(attempt) => attempt.outcome.is_retryable() && attempt.max_retries != Some(0),
+            None => res.status() == StatusCode::TOO_MANY_REQUESTS || res.status().is_server_error(),
+        },
+        Err(err) => {
+            err.is_retryable() || matches!(err.kind(), ErrorKind::NoKeyAvailable | ErrorKind::NoUpstream)
+        }
+    }
+}
+
+/// A copy of `req` to send again: its head and extensions as they are, the same buffered body.
+/// `None` when the body was streamed once (over the buffer cap).
+fn replay(req: &Request<ReplayBody>) -> Option<Request<ReplayBody>> {
+    let mut copy = Request::new(req.body().try_clone()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
 }
 
 impl<S, ResBody> Service<Request<ReplayBody>> for Rewrite<S>
@@ -147,50 +183,115 @@ where
         // Only aggregates and groups with a model filter look at the model.
         let table = &self.layer.table;
         let route = table.route(principal.group().as_str());
-        let aggregate = matches!(route.as_deref(), Some(Route::Aggregate(_)));
-        let model = (aggregate || table.filters_models())
+        let aggregate = match route.as_deref() {
+            Some(Route::Aggregate(aggregate)) => Some(aggregate.clone()),
+            _ => None,
+        };
+        let model = (aggregate.is_some() || table.filters_models())
             .then(|| Self::requested_model(&req, principal.channel()))
             .flatten();
-        let model = model.as_deref();
         // The group the client named must serve the model (an aggregate's own filter too).
-        if let Some(model) = model
-            && self
-                .layer
-                .table
+        if let Some(model) = model.as_deref()
+            && table
                 .model_filter(principal.group().as_str())
                 .is_some_and(|f| !f.allows(model))
         {
             telemetry::rewrite_rejected(principal.group());
             return ResponseFuture::ready(Err(not_served(principal.group(), model)));
         }
-        let routed = match route.as_deref() {
-            Some(route) => self.route(principal.group(), route, model),
-            None => Ok(None),
-        };
-        // The (sub-)group whose rules rewrite the request; a standard group's route is at hand.
-        let (target, route) = match routed {
-            Ok(Some(sub_group)) => {
-                req.extensions_mut().insert(RoutedGroup(sub_group.clone()));
-                let route = table.route(sub_group.as_str());
-                (sub_group, route)
-            }
-            Ok(None) => (principal.group().clone(), route),
-            Err(err) => {
-                if err.kind() == crate::error::ErrorKind::InvalidRequest {
-                    telemetry::rewrite_rejected(principal.group());
-                }
-                return ResponseFuture::ready(Err(err));
-            }
-        };
+        if let Some(aggregate) = aggregate {
+            return self.call_aggregate(req, &principal, aggregate, model);
+        }
         if let Some(Route::Standard(rules)) = route.as_deref()
             && rules.rewrites_body()
             && let Err(err) = apply_body_rules(&mut req, principal.channel(), rules)
         {
-            telemetry::rewrite_rejected(&target);
+            telemetry::rewrite_rejected(principal.group());
             return ResponseFuture::ready(Err(err));
         }
         let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move { ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into())) })
+    }
+}
+
+impl<S, ResBody> Rewrite<S>
+where
+    S: Service<Request<ReplayBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send,
+    ResBody: Send + 'static,
+{
+    /// Sends the request to a sub-group of `aggregate`, and to the next one while a sub-group
+    /// fails in a way its keys could not get past (at most once each, and at most the
+    /// aggregate's `max_retries` moves).
+    fn call_aggregate(
+        &mut self,
+        req: Request<ReplayBody>,
+        principal: &Principal,
+        aggregate: Arc<Aggregate>,
+        model: Option<String>,
+    ) -> ResponseFuture<S::Response> {
+        let group = principal.group();
+        let Some(first) = self.layer.pick(&aggregate, model.as_deref(), &[]) else {
+            let err = self.layer.no_route(group, &aggregate, model.as_deref());
+            if err.kind() == ErrorKind::InvalidRequest {
+                telemetry::rewrite_rejected(group);
+            }
+            return ResponseFuture::ready(Err(err));
+        };
+        // The aggregate's own retry budget: the sub-group's replaces it further in.
+        let moves = req
+            .extensions()
+            .get::<RetrySettings>()
+            .map_or(usize::MAX, |s| s.max_retries as usize)
+            .min(aggregate.members.len() - 1);
+        // The request as it arrived, for the next sub-group's own rewriting.
+        let arrived = (moves > 0).then(|| replay(&req)).flatten();
+        let log = req.extensions().get::<AttemptLog>().cloned();
+        let channel = principal.channel();
+        let layer = self.layer.clone();
+        let inner = take_ready(&mut self.inner);
+        ResponseFuture::new(async move {
+            let (mut req, mut sub, mut tried) = (req, first, Vec::new());
+            loop {
+                let sub_group = aggregate.members[sub].clone();
+                req.extensions_mut().insert(RoutedGroup(sub_group.clone()));
+                if let Some(Route::Standard(rules)) = layer.table.route(sub_group.as_str()).as_deref()
+                    && rules.rewrites_body()
+                {
+                    apply_body_rules(&mut req, channel, rules)
+                        .inspect_err(|_| telemetry::rewrite_rejected(&sub_group))?;
+                }
+                let result = inner
+                    .clone()
+                    .oneshot(req)
+                    .await
+                    .map_err(|e| Error::from_boxed(e.into()));
+                tried.push(sub);
+                if tried.len() > moves || !sub_group_failed(&result) {
+                    return result;
+                }
+                let (Some(next_req), Some(next)) = (
+                    arrived.as_ref().and_then(replay),
+                    layer.pick(&aggregate, model.as_deref(), &tried),
+                ) else {
+                    return result;
+                };
+                if let Some(log) = &log {
+                    // A sub-group without a usable key made no attempt to record.
+                    if !matches!(&result, Err(err) if err.key().is_none()) {
+                        log.record_retry(&result);
+                    }
+                }
+                telemetry::retry(&sub_group);
+                req = next_req;
+                // Attempts keep counting across sub-groups, for rules that match on the number.
+                if let Some(log) = &log {
+                    req.extensions_mut().insert(AttemptNumber(log.attempts() + 1));
+                }
+                sub = next;
+            }
+        })
     }
 }
 

@@ -1,18 +1,27 @@
-use std::net::{IpAddr, Ipv4Addr};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr},
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
-use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower::{
+    Layer, Service, ServiceBuilder, ServiceExt, retry::RetryLayer, service_fn, util::BoxCloneSyncService,
+};
 
 use super::*;
 use crate::{
+    blacklist::KeyHealthLayer,
     body::ReplayBody,
     channel::ChannelKind,
-    context::{ClientIp, RoutedGroup, target_group},
+    context::{AttemptNumber, ClientIp, RoutedGroup, target_group},
     error::{Error, ErrorKind},
-    keys::{KeyId, KeyPool, KeySelectLayer, KeySlot, MemoryKeyPool, Report, SelectedKey},
+    keys::{ExcludedKeys, KeyId, KeyPool, KeySelectLayer, KeySlot, MemoryKeyPool, Report, SelectedKey},
+    log::{LogSink, RequestLogLayer, RequestRecord, RequestType},
+    retry::{RetryOnOtherKey, RetrySettings},
     test_util::principal,
 };
 
@@ -430,4 +439,177 @@ async fn aggregates_route_each_model_to_the_sub_groups_that_serve_it() {
         routed("claude-3-haiku").await.unwrap_err().kind(),
         ErrorKind::InvalidRequest
     );
+}
+
+/// An aggregate `agg` over `a` (keys `a1`, `a2`, routed first) and `b` (key `b1`), behind the
+/// retry and key-health layers, with an upstream that answers each key by `statuses` (200 when
+/// not listed) and notes the key and attempt number of every call.
+struct Failover {
+    pool: MemoryKeyPool,
+    calls: Arc<Mutex<Vec<(String, u32)>>>,
+    records: Arc<Mutex<Vec<RequestRecord>>>,
+    svc: BoxCloneSyncService<Request<ReplayBody>, Response<Bytes>, Error>,
+}
+
+impl Failover {
+    fn new(statuses: &[(&'static str, u16)]) -> Self {
+        let pool = MemoryKeyPool::new();
+        pool.set_group(
+            "a".into(),
+            [
+                KeySlot::new(KeyId(1), "a1".into()),
+                KeySlot::new(KeyId(2), "a2".into()),
+            ],
+        );
+        pool.set_group("b".into(), [KeySlot::new(KeyId(3), "b1".into())]);
+        let table = RewriteTable::new();
+        table.set_aggregate("agg".into(), [("a".into(), 100), ("b".into(), 1)]);
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let statuses: HashMap<&'static str, u16> = statuses.iter().copied().collect();
+        let upstream = {
+            let calls = calls.clone();
+            service_fn(move |req: Request<ReplayBody>| {
+                let key = req.headers()["authorization"].to_str().unwrap()["Bearer ".len()..].to_owned();
+                let attempt = req.extensions().get::<AttemptNumber>().map_or(1, |a| a.0);
+                calls.lock().unwrap().push((key.clone(), attempt));
+                let status = statuses.get(key.as_str()).copied().unwrap_or(200);
+                // Upper case: an error body that echoed the key itself would be redacted.
+                let from = key.to_uppercase();
+                let mut res = Response::new(Full::from(format!(r#"{{"from":"{from}"}}"#)));
+                *res.status_mut() = StatusCode::from_u16(status).unwrap();
+                async move { Ok::<_, Error>(res) }
+            })
+        };
+        let svc = ServiceBuilder::new()
+            .layer(RequestLogLayer::new(Sink(records.clone())))
+            .layer(RewriteLayer::new(table).available_when(pool.clone()))
+            .layer(RetryLayer::new(RetryOnOtherKey::new(3).with_pool(pool.clone())))
+            .layer(KeySelectLayer::new(pool.clone()))
+            .layer(KeyHealthLayer::new(pool.clone()))
+            .service(upstream)
+            .and_then(collected);
+        Self {
+            pool,
+            calls,
+            records,
+            svc: BoxCloneSyncService::new(svc),
+        }
+    }
+
+    /// Sends one request; returns the status and the key that answered (upper case).
+    async fn send(&self, settings: Option<RetrySettings>) -> (u16, String) {
+        let mut req = request("agg", ChannelKind::OpenAi, "/v1/chat/completions", "{}");
+        if let Some(settings) = settings {
+            req.extensions_mut().insert(settings);
+        }
+        let res = self.svc.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let body: Value = serde_json::from_slice(res.body()).unwrap();
+        (status, body["from"].as_str().unwrap().to_owned())
+    }
+
+    fn calls(&self) -> Vec<(String, u32)> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// `(type, attempt, group, parent group)` of every record, in order.
+    fn records(&self) -> Vec<(RequestType, u32, String, Option<String>)> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.request_type,
+                    r.attempt,
+                    r.group.to_string(),
+                    r.parent_group.as_ref().map(ToString::to_string),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The response with its body read.
+async fn collected<B>(res: Response<B>) -> Result<Response<Bytes>, Error>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<crate::error::BoxError>,
+{
+    let (parts, body) = res.into_parts();
+    let body = body.collect().await.map_err(|e| Error::from_boxed(e.into()))?;
+    Ok(Response::from_parts(parts, body.to_bytes()))
+}
+
+#[derive(Clone)]
+struct Sink(Arc<Mutex<Vec<RequestRecord>>>);
+
+impl LogSink for Sink {
+    fn send(&self, record: RequestRecord) {
+        self.0.lock().unwrap().push(record);
+    }
+}
+
+#[tokio::test]
+async fn an_aggregate_moves_to_the_next_sub_group_when_one_runs_out_of_keys() {
+    let agg = Failover::new(&[("a1", 429), ("a2", 429)]);
+    assert_eq!(agg.send(None).await, (200, "B1".to_owned()));
+    let mut calls = agg.calls();
+    calls[..2].sort();
+    assert_eq!(
+        calls,
+        [("a1".to_owned(), 1), ("a2".to_owned(), 2), ("b1".to_owned(), 3)],
+        "both keys of the first sub-group, then the other sub-group, numbered across both"
+    );
+    let a = (Some("agg".to_owned()), "a".to_owned());
+    let records: Vec<_> = agg
+        .records()
+        .into_iter()
+        .map(|(kind, attempt, group, parent)| (kind, attempt, (parent, group)))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (RequestType::Retry, 1, a.clone()),
+            (RequestType::Retry, 2, a),
+            (RequestType::Final, 3, (Some("agg".to_owned()), "b".to_owned())),
+        ]
+    );
+    // Both keys of `a` rest: the next request is routed to `b` straight away.
+    assert!(!agg.pool.has_candidate("a", &ExcludedKeys::new()));
+    assert_eq!(agg.send(None).await, (200, "B1".to_owned()));
+    assert_eq!(agg.calls().len(), 4);
+}
+
+#[tokio::test]
+async fn a_failing_provider_behind_a_sub_group_moves_the_request_too() {
+    // A 5xx leaves the keys usable: the sub-group's retries re-use them, then the request moves.
+    let agg = Failover::new(&[("a1", 502), ("a2", 502)]);
+    assert_eq!(agg.send(None).await, (200, "B1".to_owned()));
+    let calls = agg.calls();
+    assert_eq!(
+        calls.len(),
+        5,
+        "four attempts in `a` (max_retries 3), then `b`: {calls:?}"
+    );
+    assert_eq!(calls.last().unwrap(), &("b1".to_owned(), 5));
+}
+
+#[tokio::test]
+async fn an_answer_for_the_client_stays_in_the_sub_group() {
+    // 404 passes through: the request, not the sub-group, is wrong.
+    let agg = Failover::new(&[("a1", 404), ("a2", 404)]);
+    let (status, _) = agg.send(None).await;
+    assert_eq!(status, 404);
+    assert_eq!(agg.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn the_aggregates_retry_budget_bounds_the_moves() {
+    let agg = Failover::new(&[("a1", 429), ("a2", 429)]);
+    let (status, from) = agg.send(Some(RetrySettings { max_retries: 0 })).await;
+    assert_eq!(status, 429, "no move with max_retries 0");
+    assert!(from.starts_with('A'), "{from}");
+    assert!(agg.calls().iter().all(|(key, _)| key.starts_with('a')));
 }
