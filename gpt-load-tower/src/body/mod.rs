@@ -73,6 +73,8 @@ mod replay;
 mod service;
 mod tracked;
 
+pub(crate) use self::replay::replay_request;
+
 pub use self::{
     budget::{BodyBudget, BudgetPermit},
     replay::{ClientBodyError, ReplayBody},

@@ -184,3 +184,15 @@ impl Body for ReplayBody {
         }
     }
 }
+
+/// A copy of `req` to send again: its head and extensions as they are, the same buffered body.
+/// `None` when the body was streamed once (over the buffer cap).
+pub(crate) fn replay_request(req: &http::Request<ReplayBody>) -> Option<http::Request<ReplayBody>> {
+    let mut copy = http::Request::new(req.body().try_clone()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}

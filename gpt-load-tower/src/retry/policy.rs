@@ -11,7 +11,7 @@ use tower::retry::Policy;
 
 use crate::{
     blacklist::{AttemptOutcome, Outcome, StatusMatcher},
-    body::ReplayBody,
+    body::{ReplayBody, replay_request},
     channel::quota_model,
     context::{AttemptKey, AttemptNumber, KeyId, Principal, target_group},
     error::Error,
@@ -304,14 +304,7 @@ impl<B> Policy<Request<ReplayBody>, Response<B>, Error> for RetryOnOtherKey {
     }
 
     fn clone_request(&mut self, req: &Request<ReplayBody>) -> Option<Request<ReplayBody>> {
-        let body = req.body().try_clone()?;
-        let mut clone = Request::new(body);
-        *clone.method_mut() = req.method().clone();
-        *clone.uri_mut() = req.uri().clone();
-        *clone.version_mut() = req.version();
-        *clone.headers_mut() = req.headers().clone();
-        *clone.extensions_mut() = req.extensions().clone();
-        Some(clone)
+        replay_request(req)
     }
 }
 

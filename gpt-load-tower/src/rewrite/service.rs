@@ -12,7 +12,7 @@ use tower_service::Service;
 use super::rules::{Aggregate, GroupRules, RewriteTable, Route};
 use crate::{
     blacklist::AttemptOutcome,
-    body::ReplayBody,
+    body::{ReplayBody, replay_request},
     channel::{ChannelKind, RequestFacts, gemini_path_model},
     context::{AttemptNumber, GroupName, Principal, RoutedGroup},
     error::{BoxError, Error, ErrorKind},
@@ -147,18 +147,6 @@ fn sub_group_failed<B>(result: &Result<http::Response<B>, Error>) -> bool {
     }
 }
 
-/// A copy of `req` to send again: its head and extensions as they are, the same buffered body.
-/// `None` when the body was streamed once (over the buffer cap).
-fn replay(req: &Request<ReplayBody>) -> Option<Request<ReplayBody>> {
-    let mut copy = Request::new(req.body().try_clone()?);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
-    Some(copy)
-}
-
 impl<S, ResBody> Service<Request<ReplayBody>> for Rewrite<S>
 where
     S: Service<Request<ReplayBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
@@ -246,7 +234,7 @@ where
             .map_or(usize::MAX, |s| s.max_retries as usize)
             .min(aggregate.members.len() - 1);
         // The request as it arrived, for the next sub-group's own rewriting.
-        let arrived = (moves > 0).then(|| replay(&req)).flatten();
+        let arrived = (moves > 0).then(|| replay_request(&req)).flatten();
         let log = req.extensions().get::<AttemptLog>().cloned();
         let channel = principal.channel();
         let layer = self.layer.clone();
@@ -272,7 +260,7 @@ where
                     return result;
                 }
                 let (Some(next_req), Some(next)) = (
-                    arrived.as_ref().and_then(replay),
+                    arrived.as_ref().and_then(replay_request),
                     layer.pick(&aggregate, model.as_deref(), &tried),
                 ) else {
                     return result;
