@@ -22,7 +22,8 @@
 //! | [`blacklist`] | [`KeyHealthLayer`](blacklist::KeyHealthLayer) | whose fault a failure is (request, key or provider), cool-downs, blacklisting |
 //! | [`upstream`] | [`UpstreamBalanceLayer`](upstream::UpstreamBalanceLayer) | smooth weighted round robin, passive ejection |
 //!
-//! [`channel`] describes the four API formats as data, [`secret`] keeps keys out of logs,
+//! [`channel`] describes the four API formats as data, [`usage`] reads token usage from replies as
+//! they pass through, [`secret`] keeps keys out of logs,
 //! [`path`] finds the `.`/`..` segments no forwarded path may have, and [`telemetry`] lists the metrics every layer records through the `metrics` facade.
 //! [`context`] holds what layers share about a request, and the plain names of what an attempt
 //! used ([`AttemptKey`](context::AttemptKey), [`AttemptUpstream`](context::AttemptUpstream)) that
@@ -137,6 +138,7 @@ pub mod stack;
 pub mod telemetry;
 pub mod timing;
 pub mod upstream;
+pub mod usage;
 pub mod validate;
 mod wrr;
 

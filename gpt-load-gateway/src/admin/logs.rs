@@ -151,6 +151,12 @@ pub(crate) struct LogItem {
     attempt: i32,
     ttfb_ms: Option<i64>,
     request_id: String,
+    /// Tokens the upstream reported for this attempt; all `null` when it reported none.
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    cached_tokens: Option<i64>,
+    reasoning_tokens: Option<i64>,
+    total_tokens: Option<i64>,
 }
 
 impl LogItem {
@@ -180,6 +186,11 @@ impl LogItem {
             attempt: row.attempt,
             ttfb_ms: row.ttfb_ms,
             request_id: row.request_id,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            cached_tokens: row.cached_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            total_tokens: row.total_tokens,
         }
     }
 }

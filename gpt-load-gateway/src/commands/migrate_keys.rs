@@ -111,6 +111,11 @@ mod tests {
                 attempt: 1,
                 ttfb_ms: None,
                 request_id: String::new(),
+                prompt_tokens: None,
+                completion_tokens: None,
+                cached_tokens: None,
+                reasoning_tokens: None,
+                total_tokens: None,
             })
             .collect();
         request_logs::insert_many(db, &rows).await.unwrap();

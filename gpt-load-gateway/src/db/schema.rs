@@ -95,6 +95,30 @@ diesel::table! {
         attempt -> Integer,
         ttfb_ms -> Nullable<BigInt>,
         request_id -> Text,
+        prompt_tokens -> Nullable<BigInt>,
+        completion_tokens -> Nullable<BigInt>,
+        cached_tokens -> Nullable<BigInt>,
+        reasoning_tokens -> Nullable<BigInt>,
+        total_tokens -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    usage_hourly (id) {
+        id -> BigInt,
+        time -> Timestamp,
+        group_id -> BigInt,
+        key_id -> BigInt,
+        model -> Text,
+        access_key_id -> BigInt,
+        requests -> BigInt,
+        failures -> BigInt,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        cached_tokens -> BigInt,
+        reasoning_tokens -> BigInt,
+        total_tokens -> BigInt,
+        updated_at -> Timestamp,
     }
 }
 
@@ -143,6 +167,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     group_sub_groups,
     api_keys,
     request_logs,
+    usage_hourly,
     group_hourly_stats,
     policies,
     group_policies

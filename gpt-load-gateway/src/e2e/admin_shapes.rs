@@ -58,7 +58,7 @@ const KEY: &[&str] = &[
     "last_success_at",
     "last_validated_at",
 ];
-/// gpt-load's columns, then ours (`key_id`, `attempt`, `ttfb_ms`, `request_id`).
+/// gpt-load's columns, then ours (`key_id`, `attempt`, `ttfb_ms`, `request_id`, the tokens).
 const LOG: &[&str] = &[
     "id",
     "timestamp",
@@ -84,6 +84,11 @@ const LOG: &[&str] = &[
     "attempt",
     "ttfb_ms",
     "request_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
 ];
 const PAGINATION: &[&str] = &["page", "page_size", "total_items", "total_pages"];
 const REQUEST_STATS: &[&str] = &["total_requests", "failed_requests", "failure_rate"];

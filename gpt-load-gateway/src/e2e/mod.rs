@@ -22,4 +22,5 @@ mod proxy_model_list;
 mod proxy_paths;
 mod secrets_at_rest;
 mod storage;
+mod usage;
 mod validation;

@@ -610,6 +610,11 @@ impl Copier<'_> {
                     attempt: 1,
                     ttfb_ms: None,
                     request_id: String::new(),
+                    prompt_tokens: None,
+                    completion_tokens: None,
+                    cached_tokens: None,
+                    reasoning_tokens: None,
+                    total_tokens: None,
                 });
             }
             insert_rows!(self, link.target(), request_logs, &inserts);

@@ -1,6 +1,6 @@
 //! The request-log writer: the one task that moves [`RequestRecord`]s from the proxy's
 //! [`ChannelSink`](gpt_load_tower::log::ChannelSink) into `request_logs` and
-//! `group_hourly_stats`, in batches, off the request path.
+//! `group_hourly_stats` and `usage_hourly`, in batches, off the request path.
 //!
 //! # Batching
 //!
@@ -11,8 +11,8 @@
 //! soon as it arrives (records that arrive during a write go together in the next one), and `N`
 //! minutes is a longest wait, which the one-second interval already keeps (gpt-load holds logs
 //! for those minutes; this writer never does).
-//! Each write is one [`request_logs::insert_many`] transaction plus one [`stats::add_hourly`]
-//! transaction. Writes run one at a time, and the channel is read while a write is in flight, so
+//! Each write is one [`request_logs::insert_many`] transaction, one [`stats::add_hourly`]
+//! transaction and one [`usage::add_hourly`] transaction. Writes run one at a time, and the channel is read while a write is in flight, so
 //! a slow database never backs up into the proxy.
 //!
 //! # Hourly stats
@@ -24,6 +24,14 @@
 //! are not counted. Counts are tallied when a record arrives, so they stay
 //! exact even when rows are shed under the memory bound below; each write carries every count
 //! tallied since the previous write.
+//!
+//! # Hourly usage
+//!
+//! Every record whose group is known adds one request (and one failure when it failed) and its
+//! tokens to `usage_hourly`, in the UTC hour of the request's arrival, for the group that served
+//! it, its key (0 when none), the requested model and the access key (0 for proxy keys). Tallied
+//! and written like the hourly stats; the sums of a part that failed are written again, those
+//! of a committed part never are.
 //!
 //! # When the database fails
 //!
@@ -61,7 +69,7 @@
 //! |---|---|---|
 //! | `gpt_load_log_records_written_total` | counter | – |
 //! | `gpt_load_log_records_lost_total` | counter | – |
-//! | `gpt_load_db_write_batch_seconds` | histogram | `table` (`request_logs`, `group_hourly_stats`) |
+//! | `gpt_load_db_write_batch_seconds` | histogram | `table` (`request_logs`, `group_hourly_stats`, `usage_hourly`) |
 //!
 //! Records the sink drops because this writer fell behind are counted by the library as
 //! `gpt_load_log_records_dropped_total`.
@@ -93,6 +101,7 @@ use crate::{
     repo::{
         request_logs::{self, RequestLogRow},
         stats::{self, HourlyCount},
+        usage::{self, UsageCounts, UsageKey, UsageSums},
     },
     settings::SystemSettings,
 };
@@ -115,6 +124,8 @@ pub(crate) trait LogStore: Send + Sync + 'static {
     fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send;
     /// Adds hourly counts in one transaction.
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// Adds hourly usage in one transaction.
+    fn add_usage(&self, usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 impl LogStore for Db {
@@ -124,6 +135,10 @@ impl LogStore for Db {
 
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
         stats::add_hourly(self, counts)
+    }
+
+    fn add_usage(&self, usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send {
+        usage::add_hourly(self, usage)
     }
 }
 
@@ -323,14 +338,18 @@ type WriteOutcome = (Batch, usize, Result<(), DbError>);
 struct Batch {
     /// Emptied once written.
     rows: Vec<RequestLogRow>,
+    /// Emptied once written.
     counts: Vec<HourlyCount>,
+    /// Emptied once written.
+    usage: UsageCounts,
     /// Failed attempts so far.
     failures: u32,
     /// Attempts in a row the database refused.
     rejections: u32,
 }
 
-/// Writes what is left of `batch`: the rows, then the counts.
+/// Writes what is left of `batch`: the rows, then the counts, then the usage. Each part is
+/// emptied once committed, so a later part's failure never writes an earlier one twice.
 fn write<S: LogStore>(store: Arc<S>, mut batch: Batch) -> Write {
     Box::pin(async move {
         let mut written = 0;
@@ -354,6 +373,16 @@ fn write<S: LogStore>(store: Arc<S>, mut batch: Batch) -> Write {
             if let Err(err) = result {
                 return (batch, written, Err(err));
             }
+            batch.counts = Vec::new();
+        }
+        if !batch.usage.is_empty() {
+            let started = Instant::now();
+            let result = store.add_usage(&batch.usage).await;
+            histogram!(WRITE_BATCH_SECONDS, "table" => "usage_hourly").record(started.elapsed());
+            if let Err(err) = result {
+                return (batch, written, Err(err));
+            }
+            batch.usage = UsageCounts::new();
         }
         (batch, written, Ok(()))
     })
@@ -370,6 +399,8 @@ struct State {
     pending_since: Option<Instant>,
     /// Hourly counts tallied since the last batch was taken: (hour, group) → (success, failure).
     counts: BTreeMap<(NaiveDateTime, i64), (i64, i64)>,
+    /// Usage tallied since the last batch was taken.
+    usage: UsageCounts,
     /// A batch whose write failed, and when to try again.
     failed: Option<(Batch, Instant)>,
     written: u64,
@@ -387,6 +418,7 @@ impl State {
             pending: VecDeque::new(),
             pending_since: None,
             counts: BTreeMap::new(),
+            usage: UsageCounts::new(),
             failed: None,
             written: 0,
             lost: 0,
@@ -395,12 +427,16 @@ impl State {
     }
 
     fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.counts.is_empty() && self.failed.is_none()
+        self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() && self.failed.is_none()
     }
 
     fn accept(&mut self, record: RequestRecord) {
         let is_final = record.request_type == RequestType::Final;
         let row = to_row(record, &*self.group_ids, &*self.key_columns);
+        if row.group_id != 0 {
+            let (key, sums) = usage_of(&row);
+            self.usage.entry(key).or_default().add(&sums);
+        }
         if is_final {
             let hour = hour_of(row.timestamp);
             for group_id in [row.group_id, row.parent_group_id] {
@@ -438,7 +474,7 @@ impl State {
                 None
             };
         }
-        if self.pending.is_empty() && self.counts.is_empty() {
+        if self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
             self.pending_since = None;
             return None;
         }
@@ -460,6 +496,7 @@ impl State {
         Some(Batch {
             rows,
             counts,
+            usage: std::mem::take(&mut self.usage),
             failures: 0,
             rejections: 0,
         })
@@ -518,6 +555,9 @@ impl State {
                     *s += success;
                     *f += failure;
                 }
+                for (key, sums) in batch.usage {
+                    self.usage.entry(key).or_default().add(&sums);
+                }
                 self.pending_since.get_or_insert_with(Instant::now);
             }
             return;
@@ -540,6 +580,7 @@ impl State {
         let unwritten = self.pending.len() + failed + in_flight;
         self.pending.clear();
         self.counts.clear();
+        self.usage.clear();
         tracing::error!(
             records = unwritten,
             "the database stayed unavailable during shutdown: request logs not written"
@@ -651,6 +692,7 @@ fn to_row(
     let group: &str = record.group.as_ref();
     let parent = record.parent_group.as_ref().map(AsRef::<str>::as_ref);
     let (key_value, key_hash) = record.key_id.and_then(key_columns).unwrap_or_default();
+    let usage = record.usage;
     RequestLogRow {
         // Time-ordered (v7): new rows append to the primary-key index instead of landing on a
         // random page of it, which is most of an insert's cost once the table is large.
@@ -680,7 +722,37 @@ fn to_row(
         attempt: i32::try_from(record.attempt).unwrap_or(i32::MAX),
         ttfb_ms: record.time_to_first_byte.map(millis),
         request_id: text(record.request_id, 64),
+        prompt_tokens: usage.map(|u| tokens(u.prompt)),
+        completion_tokens: usage.map(|u| tokens(u.completion)),
+        cached_tokens: usage.map(|u| tokens(u.cached)),
+        reasoning_tokens: usage.map(|u| tokens(u.reasoning)),
+        total_tokens: usage.map(|u| tokens(u.total)),
     }
+}
+
+fn tokens(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// The `usage_hourly` row a log row adds to, and what it adds: one attempt, and its tokens.
+fn usage_of(row: &RequestLogRow) -> (UsageKey, UsageSums) {
+    let key = UsageKey {
+        hour: hour_of(row.timestamp),
+        group_id: row.group_id,
+        key_id: row.key_id.unwrap_or(0),
+        model: row.model.clone(),
+        access_key_id: 0,
+    };
+    let sums = UsageSums {
+        requests: 1,
+        failures: i64::from(!row.is_success),
+        prompt_tokens: row.prompt_tokens.unwrap_or(0),
+        completion_tokens: row.completion_tokens.unwrap_or(0),
+        cached_tokens: row.cached_tokens.unwrap_or(0),
+        reasoning_tokens: row.reasoning_tokens.unwrap_or(0),
+        total_tokens: row.total_tokens.unwrap_or(0),
+    };
+    (key, sums)
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -34,6 +34,7 @@ pub(crate) mod reencrypt;
 pub(crate) mod request_logs;
 pub(crate) mod settings;
 pub(crate) mod stats;
+pub(crate) mod usage;
 
 #[cfg(test)]
 mod tests;

@@ -49,6 +49,12 @@ pub(crate) struct RequestLogRow {
     pub(crate) attempt: i32,
     pub(crate) ttfb_ms: Option<i64>,
     pub(crate) request_id: String,
+    /// The attempt's token usage, when its reply reported any (all five or none).
+    pub(crate) prompt_tokens: Option<i64>,
+    pub(crate) completion_tokens: Option<i64>,
+    pub(crate) cached_tokens: Option<i64>,
+    pub(crate) reasoning_tokens: Option<i64>,
+    pub(crate) total_tokens: Option<i64>,
 }
 
 approx_size! {
@@ -301,6 +307,11 @@ mod tests {
             attempt: 2,
             ttfb_ms: Some(87),
             request_id: "req-1".to_owned(),
+            prompt_tokens: Some(1_200),
+            completion_tokens: Some(340),
+            cached_tokens: Some(1_024),
+            reasoning_tokens: Some(64),
+            total_tokens: Some(1_540),
         }
     }
 
@@ -336,6 +347,11 @@ mod tests {
                 attempt: 1,
                 ttfb_ms: None,
                 request_id: String::new(),
+                prompt_tokens: None,
+                completion_tokens: None,
+                cached_tokens: None,
+                reasoning_tokens: None,
+                total_tokens: None,
             };
             assert_eq!(
                 insert_many(db, &[full.clone(), bare.clone()]).await.unwrap(),

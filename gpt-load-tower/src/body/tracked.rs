@@ -29,6 +29,10 @@ pub trait OnBodyEnd: Send + 'static {
 
     /// Called when the first data frame is delivered. The default does nothing.
     fn on_first_frame(&mut self) {}
+
+    /// Called with every data frame as it passes, after [`on_first_frame`](Self::on_first_frame)
+    /// for the first. The default does nothing.
+    fn on_data(&mut self, _data: &Bytes) {}
 }
 
 impl OnBodyEnd for () {
@@ -45,6 +49,11 @@ impl<A: OnBodyEnd, B: OnBodyEnd> OnBodyEnd for (A, B) {
         self.0.on_first_frame();
         self.1.on_first_frame();
     }
+
+    fn on_data(&mut self, data: &Bytes) {
+        self.0.on_data(data);
+        self.1.on_data(data);
+    }
 }
 
 /// Calls the observer with `Dropped` if the body goes away before it ended.
@@ -60,12 +69,13 @@ impl<G: OnBodyEnd> EndGuard<G> {
         }
     }
 
-    fn frame(&mut self) {
-        if !self.first_frame_seen {
-            self.first_frame_seen = true;
-            if let Some(observer) = &mut self.observer {
+    fn frame(&mut self, data: &Bytes) {
+        if let Some(observer) = &mut self.observer {
+            if !self.first_frame_seen {
+                self.first_frame_seen = true;
                 observer.on_first_frame();
             }
+            observer.on_data(data);
         }
     }
 }
@@ -129,8 +139,8 @@ where
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if frame.is_data() {
-                    this.guard.frame();
+                if let Some(data) = frame.data_ref() {
+                    this.guard.frame(data);
                 }
             }
             Poll::Ready(Some(Err(err))) => this.guard.end(BodyEnd::Error(err.to_string())),

@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
+use bytes::Bytes;
 use http::{Method, Response};
 
 use super::{LogSink, RequestRecord, RequestType};
@@ -19,6 +20,7 @@ use crate::{
     keys::SelectedKey,
     telemetry,
     upstream::UpstreamTarget,
+    usage::{TokenUsage, UsageScanner},
 };
 
 /// The request-level half of every record, captured once when the request arrives.
@@ -122,21 +124,29 @@ impl AttemptLog {
             Ok(res) => AttemptFacts::of_response(res),
             Err(err) => AttemptFacts::of_error(err),
         };
-        self.emit(RequestType::Retry, facts, None);
+        self.emit(RequestType::Retry, facts, None, None);
     }
 
     pub(super) fn final_for_error(&self, err: &Error) {
-        self.emit(RequestType::Final, AttemptFacts::of_error(err), None);
+        self.emit(RequestType::Final, AttemptFacts::of_error(err), None, None);
     }
 
     pub(super) fn final_for_response<B>(&self, res: &Response<B>) -> FinalRecord {
         FinalRecord {
             log: self.clone(),
+            // Only a successful reply reports usage.
+            usage: res.status().is_success().then(UsageScanner::new),
             facts: AttemptFacts::of_response(res),
         }
     }
 
-    fn emit(&self, request_type: RequestType, facts: AttemptFacts, end: Option<BodyEnd>) {
+    fn emit(
+        &self,
+        request_type: RequestType,
+        facts: AttemptFacts,
+        end: Option<BodyEnd>,
+        usage: Option<TokenUsage>,
+    ) {
         let info = &self.shared.info;
         let attempt = self.shared.attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let group = facts
@@ -172,6 +182,7 @@ impl AttemptLog {
             request_body: info.request_body.clone(),
             user_agent: info.user_agent.clone(),
             request_id: info.request_id.clone(),
+            usage,
         };
         telemetry::log_record(request_type.as_str());
         self.shared.sink.send(record);
@@ -187,15 +198,23 @@ impl fmt::Debug for AttemptLog {
     }
 }
 
-/// Emits the final record when the response body ends.
+/// Emits the final record when the response body ends, with the usage the body reported.
 pub struct FinalRecord {
     log: AttemptLog,
     facts: AttemptFacts,
+    usage: Option<UsageScanner>,
 }
 
 impl OnBodyEnd for FinalRecord {
     fn on_body_end(self, end: BodyEnd) {
-        self.log.emit(RequestType::Final, self.facts, Some(end));
+        let usage = self.usage.and_then(UsageScanner::finish);
+        self.log.emit(RequestType::Final, self.facts, Some(end), usage);
+    }
+
+    fn on_data(&mut self, data: &Bytes) {
+        if let Some(scanner) = &mut self.usage {
+            scanner.feed(data);
+        }
     }
 }
 

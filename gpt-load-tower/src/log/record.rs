@@ -6,7 +6,7 @@ use std::{
 
 use http::Method;
 
-use crate::{context::GroupName, keys::KeyId};
+use crate::{context::GroupName, keys::KeyId, usage::TokenUsage};
 
 /// Whether an attempt was followed by another (`retry`) or was the last (`final`), as gpt-load
 /// records it.
@@ -79,4 +79,8 @@ pub struct RequestRecord {
     pub user_agent: Option<String>,
     /// The request's `x-request-id`, when present.
     pub request_id: Option<String>,
+    /// The tokens the provider reported for this attempt, read from the reply the client
+    /// received ([`usage`](crate::usage)); `None` for abandoned attempts and replies that report
+    /// none.
+    pub usage: Option<TokenUsage>,
 }

@@ -187,6 +187,7 @@ fn record() -> RequestRecord {
         request_body: None,
         user_agent: None,
         request_id: None,
+        usage: None,
     }
 }
 
@@ -209,4 +210,36 @@ fn channel_sink_drops_and_counts_when_full() {
         .find(|(key, ..)| key.key().name() == telemetry::LOG_RECORDS_DROPPED)
         .map(|(.., value)| value);
     assert_eq!(dropped, Some(DebugValue::Counter(2)));
+}
+
+#[tokio::test]
+async fn the_final_record_carries_the_usage_its_reply_reported() {
+    let sink = Collect::default();
+    let frames = [
+        "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"comp",
+        "letion_tokens\":4,\"total_tokens\":16}}\n\ndata: [DONE]\n\n",
+    ];
+    let svc =
+        RequestLogLayer::new(sink.clone()).layer(service_fn(move |_req: Request<ReplayBody>| async move {
+            Ok::<_, Error>(Response::new(crate::test_util::Chunks::new(frames)))
+        }));
+    let res = svc
+        .oneshot(request(r#"{"model":"gpt-4o","stream":true}"#))
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, frames.concat(), "the reply passes unchanged");
+    let records = sink.take();
+    assert_eq!(records[0].usage, Some(crate::usage::TokenUsage::new(12, 4)));
+
+    // An error reply's body is not read for usage.
+    let svc = RequestLogLayer::new(sink.clone()).layer(service_fn(|_req: Request<ReplayBody>| async {
+        let mut res = Response::new(Full::from(r#"{"usage":{"prompt_tokens":1}}"#));
+        *res.status_mut() = http::StatusCode::BAD_REQUEST;
+        Ok::<_, Error>(res)
+    }));
+    let res = svc.oneshot(request(r#"{"model":"gpt-4o"}"#)).await.unwrap();
+    res.into_body().collect().await.unwrap();
+    assert_eq!(sink.take()[0].usage, None);
 }

@@ -18,6 +18,7 @@ use gpt_load_tower::{
     context::{GroupName, Principal},
     error::Error,
     log::{ChannelSink, LogSink, RequestLogLayer},
+    usage::TokenUsage,
 };
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -249,6 +250,7 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
         last.status = 200;
         last.success = true;
         last.error = None;
+        last.usage = Some(TokenUsage::new(100, 20).cached(60).reasoning(5));
         // The gateway's own failure in a group the resolver does not know.
         let mut unknown = base.clone();
         unknown.timestamp = timestamp;
@@ -299,6 +301,11 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
                 attempt: 1,
                 ttfb_ms: Some(80),
                 request_id: "req-1".to_owned(),
+                prompt_tokens: None,
+                completion_tokens: None,
+                cached_tokens: None,
+                reasoning_tokens: None,
+                total_tokens: None,
             },
             "{backend}"
         );
@@ -351,6 +358,47 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
             .collect();
         let hour = at.date().and_hms_opt(11, 0, 0).unwrap();
         assert_eq!(counts, [(hour, 3, 1, 0), (hour, 7, 1, 0)], "{backend}");
+
+        // The final attempt's tokens, in its row and in the usage of the group that served it,
+        // per key; both attempts count as requests; the unknown group is not counted.
+        assert_eq!(
+            (
+                last.prompt_tokens,
+                last.completion_tokens,
+                last.cached_tokens,
+                last.reasoning_tokens,
+                last.total_tokens
+            ),
+            (Some(100), Some(20), Some(60), Some(5), Some(120)),
+            "{backend}"
+        );
+        let usage: Vec<_> = usage::rows_since(&t.db, hour)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| {
+                (
+                    (u.time, u.group_id, u.key_id, u.model, u.access_key_id),
+                    (u.requests, u.failures),
+                    (
+                        u.prompt_tokens,
+                        u.completion_tokens,
+                        u.cached_tokens,
+                        u.reasoning_tokens,
+                        u.total_tokens,
+                    ),
+                )
+            })
+            .collect();
+        let row = |key_id| (hour, 7, key_id, "gpt-4o-mini".to_owned(), 0);
+        assert_eq!(
+            usage,
+            [
+                (row(11), (1, 1), (0, 0, 0, 0, 0)),
+                (row(12), (1, 0), (100, 20, 60, 5, 120)),
+            ],
+            "{backend}"
+        );
     }
 }
 
@@ -372,6 +420,7 @@ struct Flaky {
     counts: Vec<HourlyCount>,
     insert_calls: u32,
     hourly_calls: u32,
+    usage: UsageCounts,
 }
 
 fn unreachable() -> DbError {
@@ -444,6 +493,20 @@ impl LogStore for Arc<FlakyStore> {
         };
         std::future::ready(result)
     }
+
+    /// Fails only while the store is down, so the counts of failures above stay as they were.
+    fn add_usage(&self, usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send {
+        let result = if self.down.load(Ordering::SeqCst) {
+            Err(unreachable())
+        } else {
+            let mut state = self.state.lock().unwrap();
+            for (key, sums) in usage {
+                state.usage.entry(key.clone()).or_default().add(sums);
+            }
+            Ok(())
+        };
+        std::future::ready(result)
+    }
 }
 
 fn writer_for(store: &Arc<FlakyStore>, rx: mpsc::Receiver<RequestRecord>) -> LogWriter<Arc<FlakyStore>> {
@@ -472,6 +535,8 @@ async fn keeps_the_batch_across_database_failures() {
     assert_eq!(state.hourly_calls, 1);
     let successes: i64 = state.counts.iter().map(|&(.., success, _)| success).sum();
     assert_eq!(successes, 5, "five final records, for group 7 only (no parent)");
+    let requests: i64 = state.usage.values().map(|sums| sums.requests).sum();
+    assert_eq!(requests, 5, "usage counted once per record");
 }
 
 #[tokio::test]
@@ -619,6 +684,10 @@ impl LogStore for Arc<TimedStore> {
     }
 
     fn add_hourly(&self, _counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    fn add_usage(&self, _usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send {
         std::future::ready(Ok(()))
     }
 }

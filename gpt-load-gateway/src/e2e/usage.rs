@@ -1,0 +1,221 @@
+//! Token usage through the running gateway: for each provider's format, streamed and not, the
+//! request log row carries the usage the upstream reported (as the client saw it), and
+//! `usage_hourly` adds up to the rows.
+
+use std::time::Duration;
+
+use gpt_load_e2e::MockUpstream;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde_json::{Map, Value, json};
+
+use super::harness::{Harness, PROXY_KEY, group};
+use crate::{
+    db::test_support::TestDb,
+    models::now,
+    repo::usage::{UsageSums, rows_since},
+};
+
+const KEY: &str = "sk-usage-0123456789";
+
+/// The channels under test, each a group of its own name.
+const CHANNELS: [&str; 4] = ["openai", "openai-response", "anthropic", "gemini"];
+
+fn request(h: &Harness, channel: &str, stream: bool) -> Request<Full<bytes::Bytes>> {
+    let (path, body) = match channel {
+        "openai-response" => (
+            "v1/responses".to_owned(),
+            json!({"model": "gpt-4.1-mini", "stream": stream, "input": "how are the usage numbers?"}),
+        ),
+        "anthropic" => (
+            "v1/messages".to_owned(),
+            json!({"model": "claude-3-haiku", "max_tokens": 10, "stream": stream,
+                   "messages": [{"role": "user", "content": "how are the usage numbers?"}]}),
+        ),
+        "gemini" if stream => (
+            "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&".to_owned(),
+            json!({"contents": [{"parts": [{"text": "how are the usage numbers?"}]}]}),
+        ),
+        "gemini" => (
+            "v1beta/models/gemini-2.5-flash:generateContent?".to_owned(),
+            json!({"contents": [{"parts": [{"text": "how are the usage numbers?"}]}]}),
+        ),
+        _ => {
+            let mut body = json!({"model": "gpt-4o-mini", "stream": stream,
+                   "messages": [{"role": "user", "content": "how are the usage numbers?"}]});
+            if stream {
+                body["stream_options"] = json!({"include_usage": true});
+            }
+            ("v1/chat/completions".to_owned(), body)
+        }
+    };
+    let sep = if path.contains('?') { "" } else { "?" };
+    Request::post(format!("{}/proxy/{channel}/{path}{sep}key={PROXY_KEY}", h.base))
+        .header("content-type", "application/json")
+        .header("anthropic-version", "2023-06-01")
+        .body(Full::from(body.to_string()))
+        .unwrap()
+}
+
+/// Every request log, newest first.
+async fn logs(h: &Harness) -> Vec<Value> {
+    let (_, body) = h.call_api("GET", "/logs?page_size=100", None).await;
+    body["data"]["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The usage objects a client finds in an answer, in order: the answer's own, or one per
+/// stream event (Anthropic's `message_start` nests it in `message`, the Responses API's
+/// `response.completed` in `response`).
+fn usage_objects(body: &str) -> Vec<Map<String, Value>> {
+    let events: Vec<Value> = match serde_json::from_str::<Value>(body) {
+        Ok(Value::Array(items)) => items,
+        Ok(value) => vec![value],
+        Err(_) => body
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .filter_map(|data| serde_json::from_str(data.trim()).ok())
+            .collect(),
+    };
+    events
+        .iter()
+        .flat_map(|event| {
+            [
+                &event["usage"],
+                &event["usageMetadata"],
+                &event["message"]["usage"],
+                &event["response"]["usage"],
+            ]
+        })
+        .filter_map(|usage| usage.as_object().cloned())
+        .collect()
+}
+
+/// What the client was told it used: (prompt, completion, total), later fields overriding
+/// earlier ones as a stream reports them.
+fn reported(channel: &str, body: &str) -> (i64, i64, i64) {
+    let mut fields = Map::new();
+    for object in usage_objects(body) {
+        fields.extend(object);
+    }
+    let n = |name: &str| fields.get(name).and_then(Value::as_i64).unwrap_or(0);
+    match channel {
+        "openai" => (n("prompt_tokens"), n("completion_tokens"), n("total_tokens")),
+        "gemini" => (
+            n("promptTokenCount"),
+            n("candidatesTokenCount"),
+            n("totalTokenCount"),
+        ),
+        "anthropic" => {
+            let (input, output) = (n("input_tokens"), n("output_tokens"));
+            (input, output, input + output)
+        }
+        _ => (n("input_tokens"), n("output_tokens"), n("total_tokens")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_format_reports_its_usage_in_the_logs_and_the_hourly_rollup() {
+    let started = now() - chrono::Duration::hours(1);
+    let test_db = TestDb::sqlite().await;
+    let db = test_db.db.clone();
+    let mock = MockUpstream::start().await.unwrap();
+    let up = mock.url();
+    let groups = CHANNELS
+        .into_iter()
+        .map(|channel| {
+            let mut g = group(channel, &up, &[KEY], json!({}));
+            g["channel_type"] = json!(channel);
+            g
+        })
+        .collect();
+    let h = Harness::start(test_db, mock, groups, &[]).await;
+
+    let mut expected = Vec::new();
+    for channel in CHANNELS {
+        for stream in [false, true] {
+            let (status, _, body) = h.send(request(&h, channel, stream)).await;
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(status, StatusCode::OK, "{channel} stream={stream}: {body}");
+            let usage = reported(channel, &body);
+            assert!(
+                usage.0 > 0 && usage.1 > 0,
+                "{channel} stream={stream}: the mock reports usage: {body}"
+            );
+            expected.push((channel, stream, usage));
+        }
+    }
+
+    Harness::eventually(Duration::from_secs(15), || async {
+        logs(&h).await.len() == expected.len()
+    })
+    .await;
+    let logs = logs(&h).await;
+
+    let mut total = UsageSums::default();
+    for (channel, stream, (prompt, completion, all)) in &expected {
+        let row = logs
+            .iter()
+            .find(|log| log["group_name"] == *channel && log["is_stream"] == *stream)
+            .unwrap_or_else(|| panic!("a log for {channel} stream={stream}: {logs:?}"));
+        let got = |name: &str| row[name].as_i64();
+        assert_eq!(
+            (
+                got("prompt_tokens"),
+                got("completion_tokens"),
+                got("total_tokens")
+            ),
+            (Some(*prompt), Some(*completion), Some(*all)),
+            "{channel} stream={stream}: {row}"
+        );
+        assert_eq!(got("cached_tokens"), Some(0), "{channel} stream={stream}");
+        total.add(&UsageSums {
+            requests: 1,
+            prompt_tokens: *prompt,
+            completion_tokens: *completion,
+            total_tokens: *all,
+            ..UsageSums::default()
+        });
+    }
+
+    let mut rolled = UsageSums::default();
+    for row in rows_since(&db, started).await.unwrap() {
+        assert_ne!(row.key_id, 0, "every attempt used the key: {row:?}");
+        rolled.add(&UsageSums {
+            requests: row.requests,
+            failures: row.failures,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            cached_tokens: row.cached_tokens,
+            reasoning_tokens: row.reasoning_tokens,
+            total_tokens: row.total_tokens,
+        });
+    }
+    assert_eq!(rolled, total, "usage_hourly adds up to the request logs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_stream_without_usage_leaves_the_tokens_unknown() {
+    let mock = MockUpstream::start().await.unwrap();
+    let up = mock.url();
+    let h = Harness::start(
+        TestDb::sqlite().await,
+        mock,
+        vec![group("plain", &up, &[KEY], json!({}))],
+        &[],
+    )
+    .await;
+    let (status, _, body) = h.send(h.chat("plain", true)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(usage_objects(&String::from_utf8_lossy(&body)).is_empty());
+
+    Harness::eventually(Duration::from_secs(15), || async { !logs(&h).await.is_empty() }).await;
+    let logs = logs(&h).await;
+    for name in [
+        "prompt_tokens",
+        "completion_tokens",
+        "cached_tokens",
+        "total_tokens",
+    ] {
+        assert_eq!(logs[0][name], Value::Null, "{name}: {}", logs[0]);
+    }
+}
