@@ -110,6 +110,15 @@ pub(crate) fn ack(message: &str) -> Json<Ack> {
     })
 }
 
+/// One CSV field, quoted when it contains a comma, a quote or a line break.
+pub(crate) fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
 /// A download: `body` of `content_type`, saved by browsers as `filename`.
 pub(crate) fn attachment(
     content_type: &'static str,
@@ -123,4 +132,17 @@ pub(crate) fn attachment(
         (header::CONTENT_DISPOSITION, disposition),
     ];
     Ok((headers, body.into()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        assert_eq!(csv_field("sk-plain"), "sk-plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
 }

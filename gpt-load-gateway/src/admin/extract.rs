@@ -10,9 +10,10 @@ use axum::{
     },
     http::request::Parts,
 };
+use chrono::{DateTime, NaiveDateTime};
 use serde::de::DeserializeOwned;
 
-use super::error::AdminError;
+use super::error::{AdminError, AdminResult};
 
 /// Like `axum::extract::Path`, rejecting with the admin envelope.
 #[derive(Debug)]
@@ -110,4 +111,20 @@ fn query_error(
         source = error.source();
     }
     None
+}
+
+/// A query parameter's text, trimmed; `None` when absent or empty (forms send empty values).
+pub(crate) fn present(value: Option<&String>) -> Option<&str> {
+    value.map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+/// A query parameter holding an RFC 3339 time, as UTC.
+pub(crate) fn parse_time(field: &str, value: Option<&String>) -> AdminResult<Option<NaiveDateTime>> {
+    present(value)
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.naive_utc())
+                .map_err(|_| AdminError::validation(field, "must be an RFC 3339 time"))
+        })
+        .transpose()
 }

@@ -1,12 +1,13 @@
 //! `/api/logs`: the request log listing and the CSV export of the keys it used.
 
 use axum::{extract::State, response::Response};
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    envelope::attachment,
+    envelope::{attachment, csv_field},
+    extract::{parse_time, present},
     page::{Page, PageQuery},
     prelude::*,
 };
@@ -53,20 +54,6 @@ pub(crate) struct LogQuery {
     /// 1–1000 (default 15; listing only).
     #[param(value_type = Option<i64>)]
     page_size: Option<String>,
-}
-
-fn present(value: Option<&String>) -> Option<&str> {
-    value.map(|v| v.trim()).filter(|v| !v.is_empty())
-}
-
-fn parse_time(field: &str, value: Option<&String>) -> AdminResult<Option<NaiveDateTime>> {
-    present(value)
-        .map(|v| {
-            DateTime::parse_from_rfc3339(v)
-                .map(|t| t.naive_utc())
-                .map_err(|_| AdminError::validation(field, "must be an RFC 3339 time"))
-        })
-        .transpose()
 }
 
 fn parse_int<T: std::str::FromStr>(field: &str, value: Option<&String>) -> AdminResult<Option<T>> {
@@ -216,15 +203,6 @@ pub(crate) async fn list_logs(
     ))
 }
 
-/// One CSV field, quoted when it contains a comma, a quote or a line break.
-fn csv_field(value: &str) -> String {
-    if value.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", value.replace('"', "\"\""))
-    } else {
-        value.to_owned()
-    }
-}
-
 /// A CSV file (`key_value,group_name,status_code`): one row per distinct key among the matching
 /// logs, from its latest log.
 #[utoipa::path(get, path = "/logs/export", tag = "logs", params(LogQuery),
@@ -251,14 +229,6 @@ pub(crate) async fn export_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        assert_eq!(csv_field("sk-plain"), "sk-plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
-    }
 
     #[test]
     fn filters_are_validated() {

@@ -29,6 +29,7 @@ mod state;
 mod task_manager;
 mod tasks;
 mod throttle;
+mod usage;
 mod validation;
 
 #[cfg(test)]

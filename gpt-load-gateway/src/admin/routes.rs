@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi, policies,
-    settings, state::AdminState, tasks, validation,
+    settings, state::AdminState, tasks, usage, validation,
 };
 
 /// The largest request body the admin API reads (axum's default, named so that the answer to a
@@ -79,6 +79,8 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(logs::list_logs))
         .routes(routes!(logs::export_logs))
         // Dashboard
+        .routes(routes!(usage::get_usage))
+        .routes(routes!(usage::export_usage))
         .routes(routes!(dashboard::stats))
         .routes(routes!(dashboard::chart))
         .routes(routes!(dashboard::encryption_status))

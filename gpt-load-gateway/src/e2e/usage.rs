@@ -177,20 +177,102 @@ async fn every_format_reports_its_usage_in_the_logs_and_the_hourly_rollup() {
         });
     }
 
-    let mut rolled = UsageSums::default();
-    for row in rows_since(&db, started).await.unwrap() {
-        assert_ne!(row.key_id, 0, "every attempt used the key: {row:?}");
-        rolled.add(&UsageSums {
-            requests: row.requests,
-            failures: row.failures,
-            prompt_tokens: row.prompt_tokens,
-            completion_tokens: row.completion_tokens,
-            cached_tokens: row.cached_tokens,
-            reasoning_tokens: row.reasoning_tokens,
-            total_tokens: row.total_tokens,
-        });
+    // The rollup is written after the rows, in the same batch.
+    let rolled = async || {
+        let mut rolled = UsageSums::default();
+        for row in rows_since(&db, started).await.unwrap() {
+            assert_ne!(row.key_id, 0, "every attempt used the key: {row:?}");
+            rolled.add(&UsageSums {
+                requests: row.requests,
+                failures: row.failures,
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                cached_tokens: row.cached_tokens,
+                reasoning_tokens: row.reasoning_tokens,
+                total_tokens: row.total_tokens,
+            });
+        }
+        rolled
+    };
+    Harness::eventually(Duration::from_secs(15), || async {
+        rolled().await.requests == total.requests
+    })
+    .await;
+    assert_eq!(rolled().await, total, "usage_hourly adds up to the request logs");
+
+    // The usage API adds the same numbers up, by any dimension.
+    let (status, body) = h.call_api("GET", "/usage?group_by=group", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = &body["data"];
+    let sums = |v: &Value| {
+        (
+            v["requests"].as_i64(),
+            v["prompt_tokens"].as_i64(),
+            v["completion_tokens"].as_i64(),
+            v["total_tokens"].as_i64(),
+        )
+    };
+    let all = Some;
+    assert_eq!(
+        sums(&report["totals"]),
+        (
+            all(total.requests),
+            all(total.prompt_tokens),
+            all(total.completion_tokens),
+            all(total.total_tokens)
+        ),
+        "{report}"
+    );
+    let items = report["items"].as_array().expect("items");
+    assert_eq!(items.len(), CHANNELS.len(), "{report}");
+    for channel in CHANNELS {
+        let item = items
+            .iter()
+            .find(|i| i["group_name"] == channel)
+            .expect("a line per group");
+        let (prompt, completion, all_tokens) = expected
+            .iter()
+            .filter(|(c, _, _)| *c == channel)
+            .fold((0, 0, 0), |acc, (_, _, u)| {
+                (acc.0 + u.0, acc.1 + u.1, acc.2 + u.2)
+            });
+        assert_eq!(
+            sums(item),
+            (Some(2), Some(prompt), Some(completion), Some(all_tokens)),
+            "{item}"
+        );
+        assert_eq!(item["model"], Value::Null, "not grouped by model: {item}");
     }
-    assert_eq!(rolled, total, "usage_hourly adds up to the request logs");
+
+    let (_, body) = h.call_api("GET", "/usage?group_by=key&group_id=", None).await;
+    let items = body["data"]["items"].as_array().expect("items");
+    assert_eq!(items.len(), CHANNELS.len(), "one key per group: {body}");
+    for item in items {
+        assert_eq!(item["key"], json!("sk-u****6789"), "the key, masked: {item}");
+        assert!(item["peak_rpm"].as_i64().is_some_and(|peak| peak >= 2), "{item}");
+    }
+
+    let export = h.api("GET", "/usage/export?group_by=model&model=claude-3-haiku", None);
+    let (status, headers, csv) = h.send(export).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    let csv = String::from_utf8_lossy(&csv);
+    let (prompt, completion, all_tokens) = expected
+        .iter()
+        .filter(|(c, _, _)| *c == "anthropic")
+        .fold((0, 0, 0), |acc, (_, _, u)| {
+            (acc.0 + u.0, acc.1 + u.1, acc.2 + u.2)
+        });
+    assert_eq!(
+        csv,
+        format!(
+            "model,requests,failures,prompt_tokens,completion_tokens,cached_tokens,reasoning_tokens,total_tokens\n\
+             claude-3-haiku,2,0,{prompt},{completion},0,0,{all_tokens}\n"
+        )
+    );
+
+    let (status, body) = h.call_api("GET", "/usage?group_by=tenant", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,4 +300,62 @@ async fn an_openai_stream_without_usage_leaves_the_tokens_unknown() {
     ] {
         assert_eq!(logs[0][name], Value::Null, "{name}: {}", logs[0]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_counts_stream_tokens_asks_openai_streams_for_their_usage() {
+    let mock = MockUpstream::start().await.unwrap();
+    let up = mock.url();
+    let h = Harness::start(
+        TestDb::sqlite().await,
+        mock,
+        vec![group(
+            "counted",
+            &up,
+            &[KEY],
+            json!({"include_stream_usage": true}),
+        )],
+        &[],
+    )
+    .await;
+    let (status, _, body) = h.send(h.chat("counted", true)).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::OK);
+    let (prompt, completion, total) = reported("openai", &body);
+    assert!(prompt > 0 && completion > 0, "the stream reports usage: {body}");
+
+    Harness::eventually(Duration::from_secs(15), || async { !logs(&h).await.is_empty() }).await;
+    let logs = logs(&h).await;
+    let got = |name: &str| logs[0][name].as_i64();
+    assert_eq!(
+        (
+            got("prompt_tokens"),
+            got("completion_tokens"),
+            got("total_tokens")
+        ),
+        (Some(prompt), Some(completion), Some(total)),
+        "{}",
+        logs[0]
+    );
+
+    let metrics = Request::get(format!("{}/metrics", h.base))
+        .body(Full::default())
+        .unwrap();
+    let (_, _, text) = h.send(metrics).await;
+    let text = String::from_utf8_lossy(&text);
+    let counted = |kind: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("gpt_load_tokens_total{"))
+            .filter(|l| l.contains("group=\"counted\"") && l.contains(&format!("kind=\"{kind}\"")))
+            .map(|l| {
+                assert!(l.contains("model=\"gpt-4o-mini\""), "{l}");
+                l.rsplit(' ').next().unwrap().parse::<i64>().unwrap()
+            })
+            .sum::<i64>()
+    };
+    assert_eq!(
+        (counted("prompt"), counted("completion")),
+        (prompt, completion),
+        "{text}"
+    );
 }

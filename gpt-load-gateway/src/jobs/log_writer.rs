@@ -71,6 +71,8 @@
 //! | `gpt_load_log_records_lost_total` | counter | – |
 //! | `gpt_load_db_write_batch_seconds` | histogram | `table` (`request_logs`, `group_hourly_stats`, `usage_hourly`) |
 //!
+//! | `gpt_load_tokens_total` | counter | `group`, `model` (bounded, see [`token_metrics`]), `kind` (`prompt`, `completion`, `cached`, `reasoning`) |
+//!
 //! Records the sink drops because this writer fell behind are counted by the library as
 //! `gpt_load_log_records_dropped_total`.
 
@@ -95,6 +97,7 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
+use self::token_metrics::TokenMetrics;
 use crate::models::{TEXT_LIMIT, clip_text as clip};
 use crate::{
     db::{Db, DbError},
@@ -401,6 +404,7 @@ struct State {
     counts: BTreeMap<(NaiveDateTime, i64), (i64, i64)>,
     /// Usage tallied since the last batch was taken.
     usage: UsageCounts,
+    tokens: TokenMetrics,
     /// A batch whose write failed, and when to try again.
     failed: Option<(Batch, Instant)>,
     written: u64,
@@ -419,6 +423,7 @@ impl State {
             pending_since: None,
             counts: BTreeMap::new(),
             usage: UsageCounts::new(),
+            tokens: TokenMetrics::default(),
             failed: None,
             written: 0,
             lost: 0,
@@ -437,6 +442,7 @@ impl State {
             let (key, sums) = usage_of(&row);
             self.usage.entry(key).or_default().add(&sums);
         }
+        self.tokens.count(&row);
         if is_final {
             let hour = hour_of(row.timestamp);
             for group_id in [row.group_id, row.parent_group_id] {
@@ -763,6 +769,8 @@ fn millis(duration: Duration) -> i64 {
 fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
     at.date().and_time(NaiveTime::MIN) + TimeDelta::hours(i64::from(at.hour()))
 }
+
+mod token_metrics;
 
 #[cfg(test)]
 mod tests;

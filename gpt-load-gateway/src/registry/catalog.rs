@@ -103,16 +103,16 @@ impl Catalog {
         settings: &SystemSettings,
     ) -> Vec<String> {
         let mut warnings = Vec::new();
+        let policy = Arc::new(GroupPolicy::new(group, settings));
         if group.is_aggregate() {
             self.rewrite.set_aggregate(group.name.clone(), members);
         } else {
-            self.rewrite.set_group(group.name.clone(), group.rules.clone());
+            self.apply_rules(&policy);
             let list = group.upstreams.iter().map(|u| (u.url.as_str(), u.weight));
             if let Err(err) = self.upstreams.set_group(group.name.clone(), list) {
                 warnings.push(format!("group '{}': {err}", group.name));
             }
         }
-        let policy = Arc::new(GroupPolicy::new(group, settings));
         warnings.extend(self.apply_model_filter(&policy));
         self.policies.rcu(|policies| {
             let mut policies = HashMap::clone(policies);
@@ -139,7 +139,8 @@ impl Catalog {
         });
     }
 
-    /// Rebuilds every policy under new system settings; upstreams and rules are unchanged.
+    /// Rebuilds every policy under new system settings, and the rules that follow from them;
+    /// upstreams are unchanged.
     pub(crate) fn refresh_policies<'a>(
         &self,
         groups: impl IntoIterator<Item = &'a Arc<Group>>,
@@ -150,11 +151,25 @@ impl Catalog {
             .map(|g| (g.name.clone(), Arc::new(GroupPolicy::new(g, settings))))
             .collect();
         for policy in policies.values() {
+            if !policy.group.is_aggregate() {
+                self.apply_rules(policy);
+            }
             if let Some(warning) = self.apply_model_filter(policy) {
                 tracing::warn!("{warning}");
             }
         }
         self.policies.store(Arc::new(policies));
+    }
+
+    /// Hands the rewrite table a standard group's rules: its own, and those its effective
+    /// settings add.
+    fn apply_rules(&self, policy: &GroupPolicy) {
+        let group = &policy.group;
+        let rules = group
+            .rules
+            .clone()
+            .include_stream_usage(policy.effective.include_stream_usage());
+        self.rewrite.set_group(group.name.clone(), rules);
     }
 
     /// Hands the rewrite table the models the group serves (compiled here, once per change). A

@@ -268,7 +268,7 @@ pub(crate) async fn count_final_between(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::{NaiveDate, TimeDelta};
 
     use super::*;
@@ -281,7 +281,8 @@ mod tests {
             + TimeDelta::seconds(seconds)
     }
 
-    fn log(id: &str, timestamp: NaiveDateTime) -> RequestLogRow {
+    /// A log row with every column set: a retry of key 11 in group 7 at `timestamp`.
+    pub(crate) fn log(id: &str, timestamp: NaiveDateTime) -> RequestLogRow {
         RequestLogRow {
             id: id.to_owned(),
             timestamp,

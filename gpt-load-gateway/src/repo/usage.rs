@@ -11,7 +11,7 @@ use diesel::{
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::{
-    db::{Db, DbError, schema::usage_hourly, write_transaction},
+    db::{Backend, Db, DbError, schema::usage_hourly, with_conn, write_transaction},
     models::now,
 };
 
@@ -163,6 +163,268 @@ pub(crate) async fn add_hourly(db: &Db, counts: &UsageCounts) -> Result<(), DbEr
     })
 }
 
+/// What usage can be grouped by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum UsageDim {
+    Hour,
+    Day,
+    Group,
+    Key,
+    Model,
+    AccessKey,
+}
+
+/// Which usage to add up, and by what.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct UsageQuery {
+    /// Hours from this one on (inclusive).
+    pub(crate) from: NaiveDateTime,
+    /// Hours before this one.
+    pub(crate) to: NaiveDateTime,
+    pub(crate) group_id: Option<i64>,
+    pub(crate) key_id: Option<i64>,
+    /// Exact.
+    pub(crate) model: Option<String>,
+    pub(crate) access_key_id: Option<i64>,
+    /// Empty: one total.
+    pub(crate) by: Vec<UsageDim>,
+}
+
+impl UsageQuery {
+    fn by(&self, dim: UsageDim) -> bool {
+        self.by.contains(&dim)
+    }
+}
+
+/// One line of a summary: the dimensions it was grouped by (the others are 0 or empty; `time` is
+/// the first hour of its bucket, or of the range) and its sums.
+#[derive(Clone, Debug, PartialEq, Eq, QueryableByName)]
+pub(crate) struct UsageLine {
+    #[diesel(sql_type = diesel::sql_types::Timestamp)]
+    pub(crate) time: NaiveDateTime,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) group_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) key_id: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub(crate) model: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) access_key_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) requests: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) failures: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) prompt_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) completion_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) cached_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) reasoning_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) total_tokens: i64,
+}
+
+/// The sum columns of `usage_hourly`, in [`UsageLine`]'s order.
+const SUMS: [&str; 7] = [
+    "requests",
+    "failures",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+];
+
+/// A statement written for one backend: its identifiers quoted, its placeholders numbered.
+struct Statement {
+    backend: Backend,
+    params: usize,
+}
+
+impl Statement {
+    fn new(backend: Backend) -> Self {
+        Self { backend, params: 0 }
+    }
+
+    fn ident(&self, name: &str) -> String {
+        match self.backend {
+            Backend::Mysql => format!("`{name}`"),
+            Backend::Sqlite | Backend::Postgres => format!("\"{name}\""),
+        }
+    }
+
+    fn param(&mut self) -> String {
+        self.params += 1;
+        match self.backend {
+            Backend::Postgres => format!("${}", self.params),
+            Backend::Sqlite | Backend::Mysql => "?".to_owned(),
+        }
+    }
+
+    /// `value` as a 64-bit integer (a sum is `NUMERIC` on PostgreSQL and `DECIMAL` on MySQL).
+    fn int(&self, value: &str) -> String {
+        match self.backend {
+            Backend::Mysql => format!("CAST({value} AS SIGNED)"),
+            Backend::Sqlite | Backend::Postgres => format!("CAST({value} AS BIGINT)"),
+        }
+    }
+
+    /// The minute of a timestamp column, as a value to group by.
+    fn minute(&self, column: &str) -> String {
+        let column = self.ident(column);
+        match self.backend {
+            Backend::Sqlite => format!("strftime('%Y-%m-%d %H:%M', {column})"),
+            Backend::Postgres => format!("date_trunc('minute', {column})"),
+            Backend::Mysql => format!("DATE_FORMAT({column}, '%Y-%m-%d %H:%i')"),
+        }
+    }
+}
+
+/// Binds `query`'s filter values in the order [`summary_sql`] wrote their placeholders.
+macro_rules! bind_filters {
+    ($query:expr, $q:expr) => {{
+        use diesel::sql_types::{BigInt, Text, Timestamp};
+        let mut query = $query.bind::<Timestamp, _>($q.from).bind::<Timestamp, _>($q.to);
+        if let Some(id) = $q.group_id {
+            query = query.bind::<BigInt, _>(id);
+        }
+        if let Some(id) = $q.key_id {
+            query = query.bind::<BigInt, _>(id);
+        }
+        if let Some(model) = &$q.model {
+            query = query.bind::<Text, _>(model.clone());
+        }
+        if let Some(id) = $q.access_key_id {
+            query = query.bind::<BigInt, _>(id);
+        }
+        query
+    }};
+}
+
+/// The `SELECT` behind [`summary`].
+fn summary_sql(backend: Backend, q: &UsageQuery) -> String {
+    let mut st = Statement::new(backend);
+    let time = st.ident("time");
+    let mut select = Vec::new();
+    let mut group_by = Vec::new();
+    if q.by(UsageDim::Hour) {
+        select.push(time.clone());
+        group_by.push(time.clone());
+    } else {
+        select.push(format!("MIN({time}) AS {time}"));
+        if q.by(UsageDim::Day) {
+            // `date()` is a function on all three backends.
+            group_by.push(format!("date({time})"));
+        }
+    }
+    for (dim, column) in [
+        (UsageDim::Group, "group_id"),
+        (UsageDim::Key, "key_id"),
+        (UsageDim::Model, "model"),
+        (UsageDim::AccessKey, "access_key_id"),
+    ] {
+        let ident = st.ident(column);
+        if q.by(dim) {
+            select.push(ident.clone());
+            group_by.push(ident);
+        } else if column == "model" {
+            select.push(format!("'' AS {ident}"));
+        } else {
+            select.push(format!("{} AS {ident}", st.int("0")));
+        }
+    }
+    for column in SUMS {
+        let ident = st.ident(column);
+        select.push(format!("{} AS {ident}", st.int(&format!("SUM({ident})"))));
+    }
+    let mut filters = vec![
+        format!("{time} >= {}", st.param()),
+        format!("{time} < {}", st.param()),
+    ];
+    for (set, column) in [
+        (q.group_id.is_some(), "group_id"),
+        (q.key_id.is_some(), "key_id"),
+        (q.model.is_some(), "model"),
+        (q.access_key_id.is_some(), "access_key_id"),
+    ] {
+        if set {
+            filters.push(format!("{} = {}", st.ident(column), st.param()));
+        }
+    }
+    let mut sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        select.join(", "),
+        st.ident("usage_hourly"),
+        filters.join(" AND ")
+    );
+    if !group_by.is_empty() {
+        sql.push_str(" GROUP BY ");
+        sql.push_str(&group_by.join(", "));
+    }
+    // A total over no rows would be one line of `NULL`s.
+    sql.push_str(" HAVING COUNT(*) > 0");
+    sql
+}
+
+/// Adds up `usage_hourly` over the query's range and filters, one line per combination of the
+/// dimensions it groups by (one line in all when it groups by none); nothing when no row
+/// matched. Unordered.
+pub(crate) async fn summary(db: &Db, q: &UsageQuery) -> Result<Vec<UsageLine>, DbError> {
+    let sql = summary_sql(db.backend(), q);
+    with_conn!(db, |conn| {
+        let query = bind_filters!(diesel::sql_query(&sql).into_boxed(), q);
+        Ok(query.load(conn).await?)
+    })
+}
+
+/// A key's busiest minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, QueryableByName)]
+pub(crate) struct KeyPeak {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) key_id: i64,
+    /// Attempts in that minute.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub(crate) peak_rpm: i64,
+}
+
+/// Each key's most attempts in one minute between `from` and `to`, from `request_logs` (so
+/// within its retention), for the keys the query's group and key filters allow. The model and
+/// access key filters do not apply: a key's rate is all of its traffic.
+pub(crate) async fn key_peaks(db: &Db, q: &UsageQuery) -> Result<Vec<KeyPeak>, DbError> {
+    let mut st = Statement::new(db.backend());
+    let (timestamp, key_id) = (st.ident("timestamp"), st.ident("key_id"));
+    let mut filters = vec![
+        format!("{timestamp} >= {}", st.param()),
+        format!("{timestamp} < {}", st.param()),
+        format!("{key_id} IS NOT NULL"),
+    ];
+    if q.group_id.is_some() {
+        filters.push(format!("{} = {}", st.ident("group_id"), st.param()));
+    }
+    if q.key_id.is_some() {
+        filters.push(format!("{key_id} = {}", st.param()));
+    }
+    let minute = st.minute("timestamp");
+    let sql = format!(
+        "SELECT {key_id}, {} AS peak_rpm FROM (SELECT {key_id}, {minute} AS minute, COUNT(*) AS n \
+         FROM {} WHERE {} GROUP BY {key_id}, {minute}) AS per_minute GROUP BY {key_id}",
+        st.int("MAX(n)"),
+        st.ident("request_logs"),
+        filters.join(" AND "),
+    );
+    let filter = UsageQuery {
+        model: None,
+        access_key_id: None,
+        ..q.clone()
+    };
+    with_conn!(db, |conn| {
+        let query = bind_filters!(diesel::sql_query(&sql).into_boxed(), filter);
+        Ok(query.load(conn).await?)
+    })
+}
+
 /// Every row from `since` on, by its columns' order.
 #[cfg(test)]
 pub(crate) async fn rows_since(db: &Db, since: NaiveDateTime) -> Result<Vec<UsageRow>, DbError> {
@@ -257,6 +519,185 @@ mod tests {
                 ],
                 "{backend}"
             );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn summaries_add_up_by_any_dimensions_within_the_filters() {
+        for t in TestDb::all("summaries_add_up_by_any_dimensions_within_the_filters").await {
+            let db = &t.db;
+            let backend = db.backend();
+            let mut with_access = key(11, 2, 9, "claude");
+            with_access.access_key_id = 4;
+            let counts: UsageCounts = [
+                (key(9, 1, 7, "gpt-4o"), sums(2, 1, 100, 20)),
+                (key(9, 1, 8, "gpt-4o"), sums(1, 0, 10, 2)),
+                (key(10, 1, 7, "gpt-4o-mini"), sums(4, 0, 40, 8)),
+                (with_access, sums(1, 0, 7, 3)),
+            ]
+            .into_iter()
+            .collect();
+            add_hourly(db, &counts).await.unwrap();
+            let hour = |h| key(h, 0, 0, "").hour;
+            let range = UsageQuery {
+                from: hour(9),
+                to: hour(12),
+                ..UsageQuery::default()
+            };
+            let sorted = |mut lines: Vec<UsageLine>| {
+                lines.sort_by_key(|l| (l.time, l.group_id, l.key_id, l.model.clone(), l.access_key_id));
+                lines
+                    .into_iter()
+                    .map(|l| {
+                        (
+                            (l.time, l.group_id, l.key_id, l.model, l.access_key_id),
+                            (l.requests, l.failures, l.prompt_tokens, l.completion_tokens),
+                            (l.cached_tokens, l.reasoning_tokens, l.total_tokens),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+
+            let total = summary(db, &range).await.unwrap();
+            assert_eq!(
+                sorted(total),
+                [((hour(9), 0, 0, String::new(), 0), (8, 1, 157, 33), (78, 16, 190))],
+                "{backend}: one total, its time the first hour"
+            );
+
+            let by = |dims: &[UsageDim]| UsageQuery {
+                by: dims.to_vec(),
+                ..range.clone()
+            };
+            let lines = summary(db, &by(&[UsageDim::Key])).await.unwrap();
+            assert_eq!(
+                sorted(lines)
+                    .into_iter()
+                    .map(|l| (l.0.2, l.1))
+                    .collect::<Vec<_>>(),
+                [(7, (6, 1, 140, 28)), (8, (1, 0, 10, 2)), (9, (1, 0, 7, 3))],
+                "{backend}: by key"
+            );
+            let lines = summary(db, &by(&[UsageDim::Hour, UsageDim::Model]))
+                .await
+                .unwrap();
+            assert_eq!(
+                sorted(lines)
+                    .into_iter()
+                    .map(|l| (l.0.0, l.0.3, l.1.0))
+                    .collect::<Vec<_>>(),
+                [
+                    (hour(9), "gpt-4o".to_owned(), 3),
+                    (hour(10), "gpt-4o-mini".to_owned(), 4),
+                    (hour(11), "claude".to_owned(), 1),
+                ],
+                "{backend}: by hour and model"
+            );
+            let lines = summary(db, &by(&[UsageDim::Day, UsageDim::Group])).await.unwrap();
+            assert_eq!(
+                sorted(lines)
+                    .into_iter()
+                    .map(|l| (l.0.0, l.0.1, l.1.0))
+                    .collect::<Vec<_>>(),
+                [(hour(9), 1, 7), (hour(11), 2, 1)],
+                "{backend}: by day and group, each at its first hour"
+            );
+            let lines = summary(db, &by(&[UsageDim::AccessKey])).await.unwrap();
+            assert_eq!(
+                sorted(lines)
+                    .into_iter()
+                    .map(|l| (l.0.4, l.1.0))
+                    .collect::<Vec<_>>(),
+                [(0, 7), (4, 1)],
+                "{backend}: by access key"
+            );
+
+            let filtered = UsageQuery {
+                group_id: Some(1),
+                key_id: Some(7),
+                model: Some("gpt-4o".to_owned()),
+                ..by(&[UsageDim::Model])
+            };
+            let lines = summary(db, &filtered).await.unwrap();
+            assert_eq!(
+                sorted(lines)
+                    .into_iter()
+                    .map(|l| (l.0.3, l.1))
+                    .collect::<Vec<_>>(),
+                [("gpt-4o".to_owned(), (2, 1, 100, 20))],
+                "{backend}: filtered"
+            );
+            let narrow = UsageQuery {
+                from: hour(10),
+                to: hour(11),
+                access_key_id: Some(4),
+                ..range.clone()
+            };
+            assert!(
+                summary(db, &narrow).await.unwrap().is_empty(),
+                "{backend}: nothing matches"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_keys_peak_is_its_busiest_minute() {
+        use crate::repo::request_logs::{insert_many, tests::log};
+
+        for t in TestDb::all("a_keys_peak_is_its_busiest_minute").await {
+            let db = &t.db;
+            let backend = db.backend();
+            let start = key(9, 0, 0, "").hour;
+            let at = |minute: i64, second: i64| start + chrono::Duration::seconds(minute * 60 + second);
+            // Key 11: 2 attempts in minute 0, 3 in minute 1; key 12: 1; no key: 4 in minute 2.
+            let mut rows = Vec::new();
+            for (n, (minute, second, key_id)) in [
+                (0, 1, Some(11)),
+                (0, 59, Some(11)),
+                (1, 0, Some(11)),
+                (1, 30, Some(11)),
+                (1, 59, Some(11)),
+                (1, 10, Some(12)),
+                (2, 0, None),
+                (2, 1, None),
+                (2, 2, None),
+                (2, 3, None),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut row = log(&format!("00000000-0000-4000-8000-{n:012}"), at(minute, second));
+                row.key_id = key_id;
+                rows.push(row);
+            }
+            insert_many(db, &rows).await.unwrap();
+            let range = UsageQuery {
+                from: start,
+                to: start + chrono::Duration::hours(1),
+                ..UsageQuery::default()
+            };
+            let mut peaks = key_peaks(db, &range).await.unwrap();
+            peaks.sort_by_key(|p| p.key_id);
+            let peaks: Vec<_> = peaks.iter().map(|p| (p.key_id, p.peak_rpm)).collect();
+            assert_eq!(peaks, [(11, 3), (12, 1)], "{backend}");
+
+            let one = UsageQuery {
+                key_id: Some(12),
+                group_id: Some(7),
+                ..range.clone()
+            };
+            let peaks: Vec<_> = key_peaks(db, &one)
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| (p.key_id, p.peak_rpm))
+                .collect();
+            assert_eq!(peaks, [(12, 1)], "{backend}");
+            let other_group = UsageQuery {
+                group_id: Some(8),
+                ..range
+            };
+            assert!(key_peaks(db, &other_group).await.unwrap().is_empty(), "{backend}");
         }
     }
 }

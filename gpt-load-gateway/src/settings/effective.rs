@@ -116,6 +116,11 @@ impl EffectiveConfig {
         f64::from(self.degraded_key_weight.clamp(1, 100)) / 100.0
     }
 
+    /// Whether OpenAI-format streams are asked to report their usage.
+    pub(crate) fn include_stream_usage(&self) -> bool {
+        self.include_stream_usage
+    }
+
     /// Whether keys added to the group start pending until validated.
     pub(crate) fn validate_new_keys(&self) -> bool {
         self.validate_new_keys

@@ -297,6 +297,23 @@ settings_table! {
              会在发送给客户端之前换用其他密钥重试。回复最多预读 64 KiB，流式回复预读到首个内容为止。",
         ),
     },
+    /// docs/USAGE.md, "Streams that do not report usage".
+    include_stream_usage: bool {
+        default: "false",
+        category: Request,
+        group: 23,
+        en: (
+            "Count Stream Tokens",
+            "Adds stream_options.include_usage to OpenAI-format chat and completion streams so \
+             their tokens are counted. The stream's last chunk then carries the usage with an \
+             empty choices list, which clients that did not ask for it receive too.",
+        ),
+        zh: (
+            "统计流式令牌",
+            "为 OpenAI 格式的对话与补全流式请求加上 stream_options.include_usage，以便统计其令牌用量。\
+             流的最后一个分块将带有用量和空的 choices 列表，未请求用量的客户端也会收到它。",
+        ),
+    },
 
     // Key.
 

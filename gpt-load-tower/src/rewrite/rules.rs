@@ -154,6 +154,9 @@ pub struct GroupRules {
     pub strict_model: bool,
     /// Applied in order on every attempt, after the credential is injected.
     pub header_rules: Vec<HeaderRule>,
+    /// Asks OpenAI-format chat and completion streams to report their usage
+    /// (`stream_options.include_usage`), so their tokens can be counted.
+    pub include_stream_usage: bool,
 }
 
 impl GroupRules {
@@ -190,8 +193,17 @@ impl GroupRules {
         self
     }
 
+    /// Asks OpenAI-format chat and completion streams to report their usage: their last chunk
+    /// then carries `usage` (and `choices: []`), which clients that did not ask for it receive
+    /// too. Requests that are not streamed are unchanged.
+    #[must_use]
+    pub fn include_stream_usage(mut self, include: bool) -> Self {
+        self.include_stream_usage = include;
+        self
+    }
+
     pub(super) fn rewrites_body(&self) -> bool {
-        !self.param_overrides.is_empty() || !self.model_redirects.is_empty()
+        !self.param_overrides.is_empty() || !self.model_redirects.is_empty() || self.include_stream_usage
     }
 
     /// Whether strict redirect rules let `model` through.

@@ -4,7 +4,7 @@ use std::{
 };
 
 use http::{HeaderValue, Request, StatusCode, Uri, header};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -298,7 +298,8 @@ fn apply_body_rules(
         redirect_path_model(req, rules)?;
     }
     let redirect_body = !model_in_path && !rules.model_redirects.is_empty();
-    if !redirect_body && rules.param_overrides.is_empty() {
+    let ask_usage = rules.include_stream_usage && asks_openai_completion(channel, req.uri().path());
+    if !redirect_body && rules.param_overrides.is_empty() && !ask_usage {
         return Ok(());
     }
     // Bodies streamed once (over the buffer cap) and non-JSON bodies pass through untouched.
@@ -326,6 +327,9 @@ fn apply_body_rules(
         crate::channel::merge_object(&mut object, &rules.param_overrides);
         changed = true;
     }
+    if ask_usage && object.get("stream") == Some(&Value::Bool(true)) {
+        changed |= include_usage(&mut object);
+    }
     if changed {
         let body = serde_json::to_vec(&object)
             .map_err(|e| Error::internal(format!("cannot serialise the rewritten body: {e}")))?;
@@ -334,6 +338,27 @@ fn apply_body_rules(
         *req.body_mut() = ReplayBody::new(body);
     }
     Ok(())
+}
+
+/// Whether a request is an OpenAI-format chat or text completion (Gemini's OpenAI-compatible
+/// paths included), whose streams report usage only when asked to.
+fn asks_openai_completion(channel: ChannelKind, path: &str) -> bool {
+    matches!(channel, ChannelKind::OpenAi | ChannelKind::Gemini) && path.ends_with("/completions")
+}
+
+/// Sets `stream_options.include_usage` to `true`, keeping the client's other stream options;
+/// whether the body changed.
+fn include_usage(object: &mut Map<String, Value>) -> bool {
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !options.is_object() {
+        *options = Value::Object(Map::new());
+    }
+    let Value::Object(options) = options else {
+        unreachable!("made an object above")
+    };
+    options.insert("include_usage".to_owned(), Value::Bool(true)) != Some(Value::Bool(true))
 }
 
 /// Rewrites the model segment of a Gemini native path (`…/models/{model}:method`).

@@ -90,6 +90,82 @@ async fn param_overrides_merge_into_json_objects() {
 }
 
 #[tokio::test]
+async fn openai_streams_are_asked_for_their_usage_when_the_group_says_so() {
+    let table = RewriteTable::new();
+    table.set_group("g".into(), GroupRules::new().include_stream_usage(true));
+    table.set_group("off".into(), GroupRules::new());
+    let svc = RewriteLayer::new(table).layer(echo());
+    let send = async |group: &str, channel: ChannelKind, path: &str, body: &'static str| {
+        let res = svc.clone().oneshot(request(group, channel, path, body)).await;
+        res.unwrap().into_body()
+    };
+
+    let out = send(
+        "g",
+        ChannelKind::OpenAi,
+        "/v1/chat/completions",
+        r#"{"model":"m","stream":true}"#,
+    )
+    .await;
+    assert_eq!(
+        out["body"],
+        json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}})
+    );
+    assert_eq!(
+        out["length"].as_str().unwrap().parse::<usize>().unwrap(),
+        serde_json::to_vec(&out["body"]).unwrap().len()
+    );
+    // The client's other stream options stay; its `false` is overruled.
+    let out = send(
+        "g",
+        ChannelKind::Gemini,
+        "/v1beta/openai/chat/completions",
+        r#"{"stream":true,"stream_options":{"include_usage":false,"x":1}}"#,
+    )
+    .await;
+    assert_eq!(
+        out["body"]["stream_options"],
+        json!({"include_usage": true, "x": 1})
+    );
+
+    // Unchanged: a request that already asks, one that is not streamed, another format, and a
+    // group that does not ask.
+    for (group, channel, path, body) in [
+        (
+            "g",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"stream":true,"stream_options":{"include_usage":true}}"#,
+        ),
+        (
+            "g",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"stream":false}"#,
+        ),
+        (
+            "g",
+            ChannelKind::OpenAiResponse,
+            "/v1/responses",
+            r#"{"stream":true}"#,
+        ),
+        ("g", ChannelKind::Anthropic, "/v1/messages", r#"{"stream":true}"#),
+        (
+            "off",
+            ChannelKind::OpenAi,
+            "/v1/chat/completions",
+            r#"{"stream":true}"#,
+        ),
+    ] {
+        let out = send(group, channel, path, body).await;
+        assert!(
+            out["length"].is_null(),
+            "{group} {path} {body} passes through untouched"
+        );
+    }
+}
+
+#[tokio::test]
 async fn model_redirects_in_body_and_gemini_path() {
     let table = RewriteTable::new();
     table.set_group(
