@@ -514,6 +514,38 @@ describe('web console against the real gateway', { concurrency: false }, () => {
     await page.click(tid('logs-reset'))
   })
 
+  step('the usage page adds up the tokens of the requests, per key and per model', async () => {
+    await page.click(tid('nav-usage'))
+    await page.locator(tid('usage-card-requests')).waitFor()
+    await chooseOption('usage-group', DISPLAY_NAME)
+    // The mock reports usage on every chat answer; the page shows what GET /api/usage says.
+    const usage = await waitUntil('the group\'s usage to count every request', async () => {
+      const now = new Date()
+      const from = new Date(now.getTime() - 24 * 3600_000)
+      const query = `group_id=${state.groupId}&start_time=${from.toISOString()}&end_time=${now.toISOString()}`
+      const report = await api(`/api/usage?${query}`)
+      return report.totals.requests >= REQUESTS && report.totals.prompt_tokens > 0 ? report : null
+    })
+    await waitUntil('the cards to show the totals', async () => {
+      await page.click(tid('usage-refresh'))
+      await sleep(800)
+      const card = page.locator(tid('usage-card-prompt'))
+      return Number(await card.getAttribute('data-value')) >= usage.totals.prompt_tokens
+    })
+    const requests = Number(await page.locator(tid('usage-card-requests')).getAttribute('data-value'))
+    assert.ok(requests >= REQUESTS, `the requests card counts the requests (${requests})`)
+    const keyRows = page.locator(`${tid('usage-top-keys')} [data-testid^="usage-key-"]`)
+    await keyRows.first().waitFor()
+    assert.ok((await keyRows.count()) >= 2, 'the requests spread over several keys')
+    assert.match(await keyRows.first().innerText(), /\*\*\*\*/, 'keys are masked')
+    const peak = Number(await keyRows.first().locator(tid('usage-peak-rpm')).innerText())
+    assert.ok(peak >= 1, `the busiest key's peak RPM is shown (${peak})`)
+    await page.locator(tid('usage-model-gpt-4o-mini')).waitFor()
+    const box = await page.locator(`${tid('usage-chart')} canvas`).boundingBox()
+    assert.ok(box && box.width > 100 && box.height > 100, 'the chart is drawn')
+    await shot('usage')
+  })
+
   step('the failing key is blacklisted, shown invalid, and restored from the UI', async () => {
     await openGroup()
     await waitUntil(

@@ -16,6 +16,7 @@ export const routes: RouteRecordRaw[] = [
       { path: 'keys', name: 'keys', component: () => import('@/views/KeysView.vue') },
       { path: 'policies', name: 'policies', component: () => import('@/views/PoliciesView.vue') },
       { path: 'logs', name: 'logs', component: () => import('@/views/LogsView.vue') },
+      { path: 'usage', name: 'usage', component: () => import('@/views/UsageView.vue') },
       { path: 'settings', name: 'settings', component: () => import('@/views/SettingsView.vue') },
     ],
   },

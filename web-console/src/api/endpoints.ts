@@ -19,6 +19,7 @@ import type {
   QueryOf,
   RuleTest,
   SubGroupEntry,
+  UsageQuery,
 } from './types'
 
 type Opts = Pick<RequestOptions, 'quiet' | 'notify' | 'signal'>
@@ -202,6 +203,13 @@ export const logsApi = {
     }),
   exportUrl: (filters: LogFilters) =>
     downloadUrl('/logs/export', { ...filters } satisfies QueryOf<'export_logs'>),
+}
+
+// Usage
+export const usageApi = {
+  get: (query: UsageQuery, o?: Opts) =>
+    request<DataOf<'get_usage'>>('/usage', { query: query satisfies QueryOf<'get_usage'>, ...o }),
+  exportUrl: (query: UsageQuery) => downloadUrl('/usage/export', { ...query } satisfies QueryOf<'export_usage'>),
 }
 
 // Dashboard

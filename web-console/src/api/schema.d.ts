@@ -730,6 +730,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Requests and tokens over a time range, filtered by group, key, model and access key, and
+         *     grouped by any of them and by hour or day.
+         */
+        get: operations["get_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/usage/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The same report as a CSV file. */
+        get: operations["export_usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/validation/groups": {
         parameters: {
             query?: never;
@@ -1290,6 +1327,19 @@ export interface components {
                     /** Format: int64 */
                     ttfb_ms?: number | null;
                     request_id: string;
+                    /**
+                     * Format: int64
+                     * @description Tokens the upstream reported for this attempt; all `null` when it reported none.
+                     */
+                    prompt_tokens?: number | null;
+                    /** Format: int64 */
+                    completion_tokens?: number | null;
+                    /** Format: int64 */
+                    cached_tokens?: number | null;
+                    /** Format: int64 */
+                    reasoning_tokens?: number | null;
+                    /** Format: int64 */
+                    total_tokens?: number | null;
                 }[];
                 pagination: components["schemas"]["Pagination"];
             };
@@ -1398,6 +1448,37 @@ export interface components {
                  * @description Milliseconds.
                  */
                 total_duration: number;
+            };
+        };
+        /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
+        Envelope_UsageReport: {
+            /**
+             * Format: int32
+             * @description Always `0`.
+             */
+            code: number;
+            /** @description A human-readable message, English or Chinese by `Accept-Language`. */
+            message: string;
+            /** @description The answer of `GET /api/usage`. */
+            data: {
+                /**
+                 * Format: date-time
+                 * @description The first hour counted (UTC).
+                 */
+                start_time: string;
+                /**
+                 * Format: date-time
+                 * @description Hours that start before this are counted.
+                 */
+                end_time: string;
+                /** @description The dimensions of the items, in this order. */
+                group_by: string[];
+                /** @description Everything that matched, over every item (also those past the list's end). */
+                totals: components["schemas"]["UsageTotals"];
+                /** @description By time first when grouped by time, then by total tokens, most first. */
+                items: components["schemas"]["UsageItem"][];
+                /** @description Whether more items matched than the 10,000 listed. */
+                truncated: boolean;
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1961,6 +2042,19 @@ export interface components {
             /** Format: int64 */
             ttfb_ms?: number | null;
             request_id: string;
+            /**
+             * Format: int64
+             * @description Tokens the upstream reported for this attempt; all `null` when it reported none.
+             */
+            prompt_tokens?: number | null;
+            /** Format: int64 */
+            completion_tokens?: number | null;
+            /** Format: int64 */
+            cached_tokens?: number | null;
+            /** Format: int64 */
+            reasoning_tokens?: number | null;
+            /** Format: int64 */
+            total_tokens?: number | null;
         };
         /** @description The body of `POST /api/auth/login`. */
         LoginRequest: {
@@ -2308,6 +2402,82 @@ export interface components {
             url: string;
             /** Format: int32 */
             weight?: number;
+        };
+        /** @description One line: the values of the dimensions grouped by (the others are `null`) and the sums. */
+        UsageItem: components["schemas"]["UsageTotals"] & {
+            /**
+             * Format: date-time
+             * @description The start of the hour or day (UTC), when grouped by one.
+             */
+            time?: string | null;
+            /** Format: int64 */
+            group_id?: number | null;
+            /** @description The group's current name; empty for a group since deleted. */
+            group_name?: string | null;
+            /**
+             * Format: int64
+             * @description 0 for attempts that used no key.
+             */
+            key_id?: number | null;
+            /** @description The key, masked; empty for a key since deleted. */
+            key?: string | null;
+            /** @description The model the client asked for; empty when it named none. */
+            model?: string | null;
+            /**
+             * Format: int64
+             * @description 0 for requests made with a proxy key.
+             */
+            access_key_id?: number | null;
+            /**
+             * Format: int64
+             * @description The key's most attempts in one minute over the whole range, from the request logs
+             *     (within their retention); when grouped by key and by no time.
+             */
+            peak_rpm?: number | null;
+        };
+        /** @description The answer of `GET /api/usage`. */
+        UsageReport: {
+            /**
+             * Format: date-time
+             * @description The first hour counted (UTC).
+             */
+            start_time: string;
+            /**
+             * Format: date-time
+             * @description Hours that start before this are counted.
+             */
+            end_time: string;
+            /** @description The dimensions of the items, in this order. */
+            group_by: string[];
+            /** @description Everything that matched, over every item (also those past the list's end). */
+            totals: components["schemas"]["UsageTotals"];
+            /** @description By time first when grouped by time, then by total tokens, most first. */
+            items: components["schemas"]["UsageItem"][];
+            /** @description Whether more items matched than the 10,000 listed. */
+            truncated: boolean;
+        };
+        /** @description Sums of requests and tokens. */
+        UsageTotals: {
+            /**
+             * Format: int64
+             * @description Attempts, retries included.
+             */
+            requests: number;
+            /**
+             * Format: int64
+             * @description Attempts that failed.
+             */
+            failures: number;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            completion_tokens: number;
+            /** Format: int64 */
+            cached_tokens: number;
+            /** Format: int64 */
+            reasoning_tokens: number;
+            /** Format: int64 */
+            total_tokens: number;
         };
         /** @description `{group_id, status?}` of `validate-group`. */
         ValidateGroupInput: {
@@ -4044,6 +4214,96 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    get_usage: {
+        parameters: {
+            query?: {
+                /** @description RFC 3339; the hours that start from this one's hour on (default: 24 hours before the end). */
+                start_time?: string;
+                /** @description RFC 3339; the hours that start before this (default: now). */
+                end_time?: string;
+                group_id?: number;
+                key_id?: number;
+                /** @description Exact. */
+                model?: string;
+                /** @description 0 for requests made with a proxy key. */
+                access_key_id?: number;
+                /**
+                 * @description Comma-separated: `hour` or `day`, `group`, `key` (implies `group`), `model`,
+                 *     `access_key`. Empty: one total.
+                 */
+                group_by?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Envelope_UsageReport"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    export_usage: {
+        parameters: {
+            query?: {
+                /** @description RFC 3339; the hours that start from this one's hour on (default: 24 hours before the end). */
+                start_time?: string;
+                /** @description RFC 3339; the hours that start before this (default: now). */
+                end_time?: string;
+                group_id?: number;
+                key_id?: number;
+                /** @description Exact. */
+                model?: string;
+                /** @description 0 for requests made with a proxy key. */
+                access_key_id?: number;
+                /**
+                 * @description Comma-separated: `hour` or `day`, `group`, `key` (implies `group`), `model`,
+                 *     `access_key`. Empty: one total.
+                 */
+                group_by?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
                 };
             };
             /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */

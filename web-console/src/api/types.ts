@@ -65,6 +65,10 @@ export type SampleAnswer = S['SampleAnswer']
 export type GroupPolicyInput = S['GroupPolicyEntry']
 /** One of a group's policies as `GET`/`PUT /api/groups/{id}/policies` answer it. */
 export type GroupPolicy = S['GroupPolicyJson']
+export type UsageReport = S['UsageReport']
+export type UsageItem = S['UsageItem']
+/** The query of `GET /api/usage` and `GET /api/usage/export`. */
+export type UsageQuery = QueryOf<'get_usage'>
 
 /** One page of keys (`GET /api/keys`). */
 export type KeyPage = DataOf<'list_keys'>
