@@ -484,6 +484,20 @@ async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
             );
         }
     }
+    // The gateway names its own limit; the SDKs do not show headers.
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let shed = Request::post(format!(
+        "{}/proxy/openai-limited/v1/chat/completions",
+        gateway.base
+    ))
+    .header("authorization", format!("Bearer {PROXY_KEY}"))
+    .header("content-type", "application/json")
+    .body(Full::from(body.to_string()))
+    .expect("a valid request");
+    let shed = client().request(shed).await.expect("the gateway answers");
+    assert_eq!(shed.status(), 429);
+    assert_eq!(shed.headers()["x-gpt-load-limit"], "concurrency");
+
     assert!(!held.is_finished(), "the held request is still in flight");
     assert_eq!(
         mock.stats().await["total"],

@@ -112,7 +112,11 @@ async fn a_request_error_stays_and_max_retries_zero_keeps_the_sub_group() {
 
     // The aggregate's max_retries 0 keeps gpt-load's behaviour: the sub-group's answer stands.
     rate_limit_first(&h);
-    let (status, _, _) = h.send(h.chat("both_once", false)).await;
+    let (status, headers, _) = h.send(h.chat("both_once", false)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        !headers.contains_key("x-gpt-load-limit"),
+        "the upstream's 429 is not ours"
+    );
     assert_eq!(h.mock.requests_by_key().get(SECOND), None);
 }

@@ -165,6 +165,9 @@ pub(crate) fn render<B>(err: &Error, format: ErrorFormat) -> Response<ResponseBo
     if let Some(after) = err.retry_after() {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
     }
+    if let Some(limit) = err.limit() {
+        headers.insert(super::LIMIT_HEADER, HeaderValue::from_static(limit));
+    }
     res.extensions_mut().insert(err.kind());
     res
 }
@@ -229,6 +232,7 @@ mod tests {
         let res = svc.oneshot(Request::new(())).await.unwrap();
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()["retry-after"], "2");
+        assert_eq!(res.headers()["x-gpt-load-limit"], "concurrency");
 
         let svc = ErrorResponseLayer::new().layer(service_fn(|_r: Request<()>| async {
             Err::<Response<Full<Bytes>>, BoxError>("connection refused".into())

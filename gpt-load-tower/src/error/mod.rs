@@ -67,9 +67,14 @@ struct Inner {
     message: Cow<'static, str>,
     source: Option<BoxError>,
     retry_after: Option<Duration>,
+    limit: Option<&'static str>,
     key: Option<AttemptKey>,
     upstream: Option<AttemptUpstream>,
 }
+
+/// The response header that names the gateway's own limit a `429` comes from; an upstream's
+/// `429` passes through without it.
+pub const LIMIT_HEADER: http::HeaderName = http::HeaderName::from_static("x-gpt-load-limit");
 
 impl Error {
     fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
@@ -79,6 +84,7 @@ impl Error {
                 message: message.into(),
                 source: None,
                 retry_after: None,
+                limit: None,
                 key: None,
                 upstream: None,
             }),
@@ -104,6 +110,7 @@ impl Error {
     pub fn overloaded(retry_after: Duration) -> Self {
         let mut err = Self::new(ErrorKind::Overloaded, "too many concurrent requests, retry later");
         err.inner.retry_after = Some(retry_after);
+        err.inner.limit = Some("concurrency");
         err
     }
 
@@ -238,6 +245,12 @@ impl Error {
     /// [`ErrorKind::BodyBudgetExhausted`].
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
+    }
+
+    /// Which of the gateway's own limits refused the request (`concurrency` for
+    /// [`ErrorKind::Overloaded`]), sent as [`LIMIT_HEADER`].
+    pub fn limit(&self) -> Option<&'static str> {
+        self.inner.limit
     }
 
     /// The key the failed attempt used, if a key had been selected: its id, group and (masked
