@@ -1,4 +1,5 @@
-//! A global concurrency limit that sheds load instead of queueing.
+//! A global concurrency limit that sheds load instead of queueing, and [`MinuteWindow`], the
+//! sliding per-minute counter rate limits are built on.
 //!
 //! tower's `ConcurrencyLimit` makes callers wait for a permit; a gateway in front of slow model
 //! calls should instead answer at once so clients back off. [`ConcurrencyLimitLayer`] admits up
@@ -54,6 +55,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+pub use self::window::MinuteWindow;
 use crate::{
     body::{BodyEnd, OnBodyEnd, TrackedBody},
     error::{BoxError, Error},
@@ -258,6 +260,8 @@ where
         }
     }
 }
+
+mod window;
 
 #[cfg(test)]
 mod tests {
