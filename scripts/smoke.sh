@@ -13,7 +13,8 @@ port=$(free_port)
 
 "$target/mock-upstream" --host 127.0.0.1 --port "$mock_port" >"$work/mock.log" 2>&1 &
 mock=$!
-(cd "$work" && HOST=127.0.0.1 PORT="$port" AUTH_KEY=sk-smoke-admin-key-0123456789XYZ "$target/gpt-load-gateway" >"$work/gateway.log" 2>&1) &
+# `exec`, so that `$!` is the gateway itself and the cleanup stops it, not only a subshell.
+(cd "$work" && HOST=127.0.0.1 PORT="$port" AUTH_KEY=sk-smoke-admin-key-0123456789XYZ exec "$target/gpt-load-gateway" >"$work/gateway.log" 2>&1) &
 gateway=$!
 cleanup() {
   kill "$gateway" "$mock" 2>/dev/null || true

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     models::now,
-    repo::usage::{self, UsageDim, UsageLine, UsageQuery},
+    repo::usage::{self, UsageDim, UsageQuery, UsageSums},
 };
 
 /// The range when none is given: the last day.
@@ -135,27 +135,17 @@ pub(crate) struct UsageTotals {
     total_tokens: i64,
 }
 
-impl UsageTotals {
-    fn of(line: &UsageLine) -> Self {
+impl From<UsageSums> for UsageTotals {
+    fn from(sums: UsageSums) -> Self {
         Self {
-            requests: line.requests,
-            failures: line.failures,
-            prompt_tokens: line.prompt_tokens,
-            completion_tokens: line.completion_tokens,
-            cached_tokens: line.cached_tokens,
-            reasoning_tokens: line.reasoning_tokens,
-            total_tokens: line.total_tokens,
+            requests: sums.requests,
+            failures: sums.failures,
+            prompt_tokens: sums.prompt_tokens,
+            completion_tokens: sums.completion_tokens,
+            cached_tokens: sums.cached_tokens,
+            reasoning_tokens: sums.reasoning_tokens,
+            total_tokens: sums.total_tokens,
         }
-    }
-
-    fn add(&mut self, other: &Self) {
-        self.requests += other.requests;
-        self.failures += other.failures;
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.cached_tokens += other.cached_tokens;
-        self.reasoning_tokens += other.reasoning_tokens;
-        self.total_tokens += other.total_tokens;
     }
 }
 
@@ -225,12 +215,11 @@ async fn report(state: &AdminState, query: &UsageQuery) -> AdminResult<UsageRepo
         Default::default()
     };
 
-    let mut totals = UsageTotals::default();
+    let mut totals = UsageSums::default();
     let mut items: Vec<UsageItem> = lines
         .iter()
         .map(|line| {
-            let sums = UsageTotals::of(line);
-            totals.add(&sums);
+            totals.add(&line.sums);
             let group = by(UsageDim::Group)
                 .then(|| state.registry.group(line.group_id))
                 .flatten();
@@ -259,7 +248,7 @@ async fn report(state: &AdminState, query: &UsageQuery) -> AdminResult<UsageRepo
                 access_key_id: by(UsageDim::AccessKey).then_some(line.access_key_id),
                 peak_rpm: (by(UsageDim::Key) && !timed)
                     .then(|| peaks.get(&line.key_id).copied().unwrap_or(0)),
-                totals: sums,
+                totals: line.sums.into(),
             }
         })
         .collect();
@@ -279,7 +268,7 @@ async fn report(state: &AdminState, query: &UsageQuery) -> AdminResult<UsageRepo
         start_time: query.from.and_utc(),
         end_time: query.to.and_utc(),
         group_by: query.by.iter().copied().map(dim_name).collect(),
-        totals,
+        totals: totals.into(),
         items,
         truncated,
     })

@@ -4,11 +4,10 @@
 
 use gpt_load_e2e::{Behaviour, MockUpstream};
 use gpt_load_tower::keys::KeyState;
-use http::{Request, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::harness::{Harness, PROXY_KEY, group};
+use super::harness::{Harness, group};
 use crate::db::test_support::TestDb;
 
 const EMPTY: &str = "sk-empty-reply-0123456789";
@@ -33,34 +32,6 @@ async fn gateway() -> Harness {
         json!({"retry_empty_replies": false}),
     ));
     Harness::start(TestDb::sqlite().await, mock, groups, &[]).await
-}
-
-fn request(h: &Harness, channel: &str, stream: bool) -> Request<Full<bytes::Bytes>> {
-    let (path, body) = match channel {
-        "anthropic" => (
-            "v1/messages".to_owned(),
-            json!({"model": "claude-3-haiku", "max_tokens": 10, "stream": stream,
-                   "messages": [{"role": "user", "content": "hi"}]}),
-        ),
-        "gemini" if stream => (
-            "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&".to_owned(),
-            json!({"contents": [{"parts": [{"text": "hi"}]}]}),
-        ),
-        "gemini" => (
-            "v1beta/models/gemini-2.5-flash:generateContent?".to_owned(),
-            json!({"contents": [{"parts": [{"text": "hi"}]}]}),
-        ),
-        _ => (
-            "v1/chat/completions".to_owned(),
-            json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
-        ),
-    };
-    let sep = if path.contains('?') { "" } else { "?" };
-    Request::post(format!("{}/proxy/{channel}/{path}{sep}key={PROXY_KEY}", h.base))
-        .header("content-type", "application/json")
-        .header("anthropic-version", "2023-06-01")
-        .body(Full::from(body.to_string()))
-        .unwrap()
 }
 
 /// Whether an answer carries content, in its channel's format.
@@ -90,7 +61,7 @@ async fn an_empty_reply_is_retried_on_another_key_and_the_client_sees_one_good_r
     for channel in ["openai", "anthropic", "gemini"] {
         for stream in [false, true] {
             for _ in 0..2 {
-                let (status, headers, body) = h.send(request(&h, channel, stream)).await;
+                let (status, headers, body) = h.send(h.native(channel, channel, stream, "hi")).await;
                 let body = String::from_utf8_lossy(&body);
                 assert_eq!(status, StatusCode::OK, "{channel} stream={stream}: {body}");
                 assert!(
@@ -140,7 +111,7 @@ async fn an_empty_reply_is_retried_on_another_key_and_the_client_sees_one_good_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_that_turns_the_check_off_gets_the_reply_as_it_came() {
     let h = gateway().await;
-    let (status, _, body) = h.send(request(&h, "unchecked", false)).await;
+    let (status, _, body) = h.send(h.native("unchecked", "openai", false, "hi")).await;
     assert_eq!(status, StatusCode::OK);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["choices"], json!([]));

@@ -201,6 +201,47 @@ impl Harness {
             .unwrap()
     }
 
+    /// A request in `channel`'s own format (`openai`, `openai-response`, `anthropic`, `gemini`)
+    /// through `group`, saying `text`, with the proxy key in the query.
+    pub(crate) fn native(
+        &self,
+        group: &str,
+        channel: &str,
+        stream: bool,
+        text: &str,
+    ) -> Request<Full<Bytes>> {
+        let (path, body) = match channel {
+            "openai-response" => (
+                "v1/responses".to_owned(),
+                json!({"model": "gpt-4.1-mini", "stream": stream, "input": text}),
+            ),
+            "anthropic" => (
+                "v1/messages".to_owned(),
+                json!({"model": "claude-3-haiku", "max_tokens": 10, "stream": stream,
+                       "messages": [{"role": "user", "content": text}]}),
+            ),
+            "gemini" if stream => (
+                "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&".to_owned(),
+                json!({"contents": [{"parts": [{"text": text}]}]}),
+            ),
+            "gemini" => (
+                "v1beta/models/gemini-2.5-flash:generateContent?".to_owned(),
+                json!({"contents": [{"parts": [{"text": text}]}]}),
+            ),
+            _ => (
+                "v1/chat/completions".to_owned(),
+                json!({"model": "gpt-4o-mini", "stream": stream,
+                       "messages": [{"role": "user", "content": text}]}),
+            ),
+        };
+        let sep = if path.contains('?') { "" } else { "?" };
+        Request::post(format!("{}/proxy/{group}/{path}{sep}key={PROXY_KEY}", self.base))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01")
+            .body(Full::from(body.to_string()))
+            .unwrap()
+    }
+
     /// Polls `check` until it holds (or fails the test after `limit`).
     pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F)
     where

@@ -31,17 +31,24 @@ pub(crate) struct UsageKey {
     pub(crate) access_key_id: i64,
 }
 
-/// What to add to one row.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What one row adds up: to add to it, or read from a summary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, QueryableByName)]
 pub(crate) struct UsageSums {
     /// Attempts.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) requests: i64,
     /// Attempts that failed.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) failures: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) prompt_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) completion_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) cached_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) reasoning_tokens: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) total_tokens: i64,
 }
 
@@ -210,23 +217,11 @@ pub(crate) struct UsageLine {
     pub(crate) model: String,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     pub(crate) access_key_id: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) requests: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) failures: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) prompt_tokens: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) completion_tokens: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) cached_tokens: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) reasoning_tokens: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    pub(crate) total_tokens: i64,
+    #[diesel(embed)]
+    pub(crate) sums: UsageSums,
 }
 
-/// The sum columns of `usage_hourly`, in [`UsageLine`]'s order.
+/// The sum columns of `usage_hourly`, in [`UsageSums`]'s order.
 const SUMS: [&str; 7] = [
     "requests",
     "failures",
@@ -549,10 +544,11 @@ mod tests {
                 lines
                     .into_iter()
                     .map(|l| {
+                        let s = l.sums;
                         (
                             (l.time, l.group_id, l.key_id, l.model, l.access_key_id),
-                            (l.requests, l.failures, l.prompt_tokens, l.completion_tokens),
-                            (l.cached_tokens, l.reasoning_tokens, l.total_tokens),
+                            (s.requests, s.failures, s.prompt_tokens, s.completion_tokens),
+                            (s.cached_tokens, s.reasoning_tokens, s.total_tokens),
                         )
                     })
                     .collect::<Vec<_>>()
