@@ -301,15 +301,7 @@ fn to_csv(report: &UsageReport) -> String {
     }
     let timed = columns.contains(&"time");
     columns.retain(|c| *c != "peak_rpm" || !timed);
-    columns.extend([
-        "requests",
-        "failures",
-        "prompt_tokens",
-        "completion_tokens",
-        "cached_tokens",
-        "reasoning_tokens",
-        "total_tokens",
-    ]);
+    columns.extend(usage::SUMS);
     let mut csv = columns.join(",");
     csv.push('\n');
     for item in &report.items {

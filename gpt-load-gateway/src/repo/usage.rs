@@ -222,7 +222,7 @@ pub(crate) struct UsageLine {
 }
 
 /// The sum columns of `usage_hourly`, in [`UsageSums`]'s order.
-const SUMS: [&str; 7] = [
+pub(crate) const SUMS: [&str; 7] = [
     "requests",
     "failures",
     "prompt_tokens",
