@@ -30,8 +30,12 @@
 //! Every record whose group is known adds one request (and one failure when it failed) and its
 //! tokens to `usage_hourly`, in the UTC hour of the request's arrival, for the group that served
 //! it, its key (0 when none), the requested model and the access key (0 for proxy keys). Tallied
-//! and written like the hourly stats; the sums of a part that failed are written again, those
-//! of a committed part never are.
+//! like the hourly stats, and written with a batch that is not full, so while the writer keeps up
+//! they are as fresh as the rows. Under load (full batches, one after the other) they wait, and
+//! merge in memory, for up to [`WriterConfig::usage_interval`] (10 s): one row per group, key
+//! and model is written per interval, where every batch of 500 rows would otherwise write up to
+//! one per key. The sums of a part that failed are written again, those of a committed part
+//! never are.
 //!
 //! # When the database fails
 //!
@@ -163,6 +167,8 @@ pub(crate) struct WriterConfig {
     pub(crate) max_rejections: u32,
     /// How long shutdown waits for an unavailable database.
     pub(crate) drain_timeout: Duration,
+    /// Under load, the longest usage tallies wait for their write (see "Hourly usage").
+    pub(crate) usage_interval: Duration,
 }
 
 impl Default for WriterConfig {
@@ -175,6 +181,7 @@ impl Default for WriterConfig {
             max_backoff: Duration::from_secs(5),
             max_rejections: 10,
             drain_timeout: Duration::from_secs(10),
+            usage_interval: Duration::from_secs(10),
         }
     }
 }
@@ -404,6 +411,8 @@ struct State {
     counts: BTreeMap<(NaiveDateTime, i64), (i64, i64)>,
     /// Usage tallied since the last batch was taken.
     usage: UsageCounts,
+    /// When the oldest usage not yet taken into a batch was tallied.
+    usage_since: Option<Instant>,
     tokens: TokenMetrics,
     /// A batch whose write failed, and when to try again.
     failed: Option<(Batch, Instant)>,
@@ -423,6 +432,7 @@ impl State {
             pending_since: None,
             counts: BTreeMap::new(),
             usage: UsageCounts::new(),
+            usage_since: None,
             tokens: TokenMetrics::default(),
             failed: None,
             written: 0,
@@ -441,6 +451,7 @@ impl State {
         if row.group_id != 0 {
             let (key, sums) = usage_of(&row);
             self.usage.entry(key).or_default().add(&sums);
+            self.usage_since.get_or_insert_with(Instant::now);
         }
         self.tokens.count(&row);
         if is_final {
@@ -480,29 +491,49 @@ impl State {
                 None
             };
         }
-        if self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
-            self.pending_since = None;
-            return None;
-        }
-        let due = stopping
+        let usage_overdue = !self.usage.is_empty()
+            && self
+                .usage_since
+                .is_some_and(|since| now >= since + self.config.usage_interval);
+        let rows_due = stopping
             || self.pending.len() >= self.config.max_batch
             || self
                 .pending_since
                 .is_some_and(|since| now >= since + self.config.flush_interval);
-        if !due {
+        if !rows_due && !usage_overdue {
+            if self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
+                self.pending_since = None;
+            }
             return None;
         }
-        let take = self.pending.len().min(self.config.max_batch.max(1));
-        let rows: Vec<_> = self.pending.drain(..take).collect();
-        self.pending_since = (!self.pending.is_empty()).then_some(now);
-        let counts = std::mem::take(&mut self.counts)
-            .into_iter()
-            .map(|((hour, group_id), (success, failure))| (hour, group_id, success, failure))
-            .collect();
+        if rows_due && self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
+            self.pending_since = None;
+            return None;
+        }
+        let (rows, counts) = if rows_due {
+            let take = self.pending.len().min(self.config.max_batch.max(1));
+            let rows: Vec<_> = self.pending.drain(..take).collect();
+            self.pending_since = (!self.pending.is_empty()).then_some(now);
+            let counts = std::mem::take(&mut self.counts)
+                .into_iter()
+                .map(|((hour, group_id), (success, failure))| (hour, group_id, success, failure))
+                .collect();
+            (rows, counts)
+        } else {
+            // Only the usage is due: the rows keep their own schedule.
+            (Vec::new(), Vec::new())
+        };
+        // A full batch means the writer is behind: the usage waits and merges (module docs).
+        let usage = if stopping || usage_overdue || rows.len() < self.config.max_batch {
+            self.usage_since = None;
+            std::mem::take(&mut self.usage)
+        } else {
+            UsageCounts::new()
+        };
         Some(Batch {
             rows,
             counts,
-            usage: std::mem::take(&mut self.usage),
+            usage,
             failures: 0,
             rejections: 0,
         })
@@ -512,7 +543,10 @@ impl State {
     fn wake_at(&self) -> Option<Instant> {
         match &self.failed {
             Some((_, retry_at)) => Some(*retry_at),
-            None => self.pending_since.map(|since| since + self.config.flush_interval),
+            None => earliest(
+                self.pending_since.map(|since| since + self.config.flush_interval),
+                self.usage_since.map(|since| since + self.config.usage_interval),
+            ),
         }
     }
 
@@ -561,8 +595,11 @@ impl State {
                     *s += success;
                     *f += failure;
                 }
-                for (key, sums) in batch.usage {
-                    self.usage.entry(key).or_default().add(&sums);
+                if !batch.usage.is_empty() {
+                    for (key, sums) in batch.usage {
+                        self.usage.entry(key).or_default().add(&sums);
+                    }
+                    self.usage_since.get_or_insert_with(Instant::now);
                 }
                 self.pending_since.get_or_insert_with(Instant::now);
             }
@@ -587,6 +624,7 @@ impl State {
         self.pending.clear();
         self.counts.clear();
         self.usage.clear();
+        self.usage_since = None;
         tracing::error!(
             records = unwritten,
             "the database stayed unavailable during shutdown: request logs not written"

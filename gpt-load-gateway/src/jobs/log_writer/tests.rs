@@ -539,6 +539,54 @@ async fn keeps_the_batch_across_database_failures() {
     assert_eq!(requests, 5, "usage counted once per record");
 }
 
+/// The usage requests `store` holds so far.
+fn usage_requests(store: &FlakyStore) -> i64 {
+    store
+        .state
+        .lock()
+        .unwrap()
+        .usage
+        .values()
+        .map(|sums| sums.requests)
+        .sum()
+}
+
+#[tokio::test]
+async fn under_load_usage_waits_and_merges_until_its_interval() {
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::default());
+    let (sink, rx) = ChannelSink::new(100);
+    let config = WriterConfig {
+        max_batch: 2,
+        usage_interval: Duration::from_millis(300),
+        ..config()
+    };
+    let writer = spawn(LogWriter::new(store.clone(), rx, group_ids(), key_columns()).config(config));
+    // Full batches only: the writer is behind, so the rows go and the usage waits.
+    for record in numbered(&base, 4) {
+        sink.send(record);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.request_ids().len() < 4 {
+        assert!(Instant::now() < deadline, "the full batches are written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(usage_requests(&store), 0, "usage waits while batches are full");
+    // Its interval over, the merged usage is written on its own.
+    while usage_requests(&store) < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the usage is written after its interval"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // At shutdown whatever is left is written.
+    sink.send(numbered(&base, 5).pop().unwrap());
+    drop(sink);
+    assert_eq!(stopped(writer).await, WriterSummary { written: 5, lost: 0 });
+    assert_eq!(usage_requests(&store), 5);
+}
+
 #[tokio::test]
 async fn a_duplicate_after_a_lost_reply_counts_as_written() {
     let base = sample().await;
