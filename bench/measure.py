@@ -529,7 +529,8 @@ def render(data, rows, targets_rows, started, finished):
         f"- git commit: {commit}" + (" (with uncommitted changes in the tree)" if dirty else ""),
         f"- CPU: {cpu_model()}, {os.cpu_count()} cores; pinned: {ENV['BENCH_PINNING']}",
         f"- nginx workers: {ENV['BENCH_NGINX_WORKERS']}; gateway: release build, SQLite, 1 group with 100 keys, "
-        "request logging and metrics on",
+        "request logging and metrics on"
+        + (f"; group settings {ENV['BENCH_GROUP_CONFIG']}" if ENV.get("BENCH_GROUP_CONFIG") else ""),
         f"- tools: {version([ENV['BENCH_OHA'], '--version'])}; {version([ENV['BENCH_WRK'], '-v'])}; "
         f"{version([ENV['BENCH_NGINX_BIN'], '-v']).replace('nginx version: ', '')}",
         f"- method: {ROUNDS} interleaved round(s), medians over rounds; c=1 latency with oha "

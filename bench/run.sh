@@ -12,7 +12,8 @@
 # redis-server) behind an nginx round robin; BENCH_CLUSTER=0 leaves it out.
 # Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_STREAM_FRAMES,
 # BENCH_STREAM_PACE_MS, BENCH_PIN=0 (no taskset), BENCH_KEEP=1 (keep the temporary directory with
-# every log), BENCH_PROFILE=1 (instead of measuring: perf profile of the gateway under wrk c=32).
+# every log), BENCH_GROUP_CONFIG (the benchmark group's settings, a JSON object, e.g. key limits
+# high enough never to refuse: what counting costs), BENCH_PROFILE=1 (instead of measuring: perf profile of the gateway under wrk c=32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -203,7 +204,8 @@ api_on() { # api_on <url> <method> <path> [json]
 create_group() { # create_group <url>: the benchmark group with 100 upstream keys
   local out group_id keys
   out="$(api_on "$1" POST /api/groups "{\"name\":\"$GROUP\",\"channel_type\":\"openai\",\"test_model\":\"gpt-4o-mini\",
-    \"upstreams\":[{\"url\":\"$MOCK_URL\",\"weight\":1}],\"proxy_keys\":\"$PROXY_KEY\"}")"
+    \"upstreams\":[{\"url\":\"$MOCK_URL\",\"weight\":1}],\"proxy_keys\":\"$PROXY_KEY\",
+    \"config\":${BENCH_GROUP_CONFIG:-{\}}}")"
   group_id="$(printf '%s' "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["id"])')"
   keys="$(python3 -c 'print("\\n".join(f"sk-bench-upstream-{i:04d}" for i in range(1, 101)))')"
   out="$(api_on "$1" POST /api/keys/add-multiple "{\"group_id\":$group_id,\"keys_text\":\"$keys\"}")"
@@ -289,5 +291,6 @@ export BENCH_MOCK_URL="$MOCK_URL" BENCH_NGINX_URL="$NGINX_URL" BENCH_GATEWAY_URL
   BENCH_GROUP="$GROUP" BENCH_PROXY_KEY="$PROXY_KEY" BENCH_UPSTREAM_KEY="$UPSTREAM_KEY" \
   BENCH_OHA="$OHA" BENCH_WRK="$WRK" BENCH_NGINX_BIN="$NGINX" BENCH_CLIENT="$BIN/bench-client" \
   BENCH_PINNING="$PINNING" BENCH_WORK="$WORK" BENCH_NGINX_WORKERS="$NGINX_WORKERS" \
-  BENCH_CLUSTER_URL="$CLUSTER_URL" BENCH_CLUSTER_PIDS="${CLUSTER_PIDS:-}"
+  BENCH_CLUSTER_URL="$CLUSTER_URL" BENCH_CLUSTER_PIDS="${CLUSTER_PIDS:-}" \
+  BENCH_GROUP_CONFIG="${BENCH_GROUP_CONFIG:-}"
 "${ON_LOAD[@]}" python3 bench/measure.py

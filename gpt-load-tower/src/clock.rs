@@ -5,12 +5,22 @@
 
 use std::{
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    epoch_and_wall().0
+}
+
+/// The monotonic epoch and the wall-clock milliseconds since 1970 at that instant, read together.
+fn epoch_and_wall() -> (Instant, u64) {
+    static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+    *EPOCH.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (Instant::now(), wall)
+    })
 }
 
 #[cfg(test)]
@@ -45,4 +55,10 @@ pub(crate) fn deadline_ms(after: Duration) -> u64 {
 /// How long until the clock reads `deadline` (zero when it has passed).
 pub(crate) fn remaining(deadline: u64) -> Duration {
     Duration::from_millis(deadline.saturating_sub(now_ms()))
+}
+
+/// Wall-clock milliseconds since 1970, moving with the monotonic clock (so with [`advance`] in
+/// tests): for windows that follow the calendar, such as a UTC day.
+pub(crate) fn wall_ms() -> u64 {
+    epoch_and_wall().1 + now_ms()
 }

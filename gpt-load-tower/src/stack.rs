@@ -7,16 +7,17 @@
 //! | 1 | [`OverheadLayer`] | `Server-Timing: overhead;dur=…, upstream;dur=…` on every response | |
 //! | 2 | [`ErrorResponseLayer`] | errors → JSON in the client's format; `Infallible` above | |
 //! | 3 | [`ProxyKeyAuthLayer`] | group from the path, proxy key checked and stripped; [`Principal`](crate::context::Principal) | 401 / 404 |
-//! | 4 | [`ConcurrencyLimitLayer`] | global in-flight cap, held until the body ends | 429 |
-//! | 5 | [`BodyBufferLayer`] | body buffered so it can be replayed, within an optional in-flight budget | 413 / 503 |
-//! | 6 | [`RequestLogLayer`] | one record per attempt | |
-//! | 7 | [`JsonBodyLayer`] | a body that claims JSON and does not parse never spends a key | 400 |
-//! | 8 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
-//! | 9 | [`RetryLayer`]`<`[`RetryOnOtherKey`]`>` | re-runs 10–13 on an untried key, or re-uses one after a transient failure | |
-//! | 10 | [`KeySelectLayer`] | picks a key, injects the credential | 503 |
-//! | 11 | [`HeaderRulesLayer`] | the group's header rules | |
-//! | 12 | [`KeyHealthLayer`] | classifies the attempt (request, key or provider at fault), reports to the pool | |
-//! | 13 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
+//! | 4 | [`GroupLimitLayer`] | the URL group's own requests per minute and at once, with an optional queue | 429 |
+//! | 5 | [`ConcurrencyLimitLayer`] | global in-flight cap, held until the body ends | 429 |
+//! | 6 | [`BodyBufferLayer`] | body buffered so it can be replayed, within an optional in-flight budget | 413 / 503 |
+//! | 7 | [`RequestLogLayer`] | one record per attempt | |
+//! | 8 | [`JsonBodyLayer`] | a body that claims JSON and does not parse never spends a key | 400 |
+//! | 9 | [`RewriteLayer`] | aggregate routing, parameter overrides, model redirects | 400 / 503 |
+//! | 10 | [`RetryLayer`]`<`[`RetryOnOtherKey`]`>` | re-runs 11–14 on an untried key, or re-uses one after a transient failure | |
+//! | 11 | [`KeySelectLayer`] | picks a key (passing over keys at their limits), injects the credential | 503 / 429 |
+//! | 12 | [`HeaderRulesLayer`] | the group's header rules | |
+//! | 13 | [`KeyHealthLayer`] | classifies the attempt (request, key or provider at fault), reports to the pool | |
+//! | 14 | [`UpstreamBalanceLayer`] | weighted upstream, URI rewrite | 502 |
 //!
 //! The same order, as data, is [`ORDER`]: a test builds a `ProxyStack` and checks with
 //! [`layers_of`] that its service is exactly that order, and another checks this table against
@@ -26,8 +27,10 @@
 //!
 //! - The overhead clock is outermost so the figure includes everything the stack does, error
 //!   rendering too; errors are rendered once, above every layer that can fail.
-//! - Authentication comes before the concurrency limit and the body: a request without a valid
-//!   proxy key, or with a `.`/`..` path, takes no permit and is not read.
+//! - Authentication comes before the limits and the body: a request without a valid proxy key,
+//!   or with a `.`/`..` path, takes no permit and is not read.
+//! - A group's own limits come before the global one, so requests queued for their group's room
+//!   hold no global permit and one busy group cannot take the whole gateway's.
 //! - The limit comes before the body buffer, so buffered memory is bounded by the requests in
 //!   flight (and by the [`BodyBudget`]); the buffer sits above the log, the JSON check and the
 //!   rewrites because all three read the body.
@@ -109,6 +112,7 @@
 //! [`OverheadLayer`]: crate::timing::OverheadLayer
 //! [`ErrorResponseLayer`]: crate::error::ErrorResponseLayer
 //! [`ProxyKeyAuthLayer`]: crate::auth::ProxyKeyAuthLayer
+//! [`GroupLimitLayer`]: crate::limit::GroupLimitLayer
 //! [`ConcurrencyLimitLayer`]: crate::limit::ConcurrencyLimitLayer
 //! [`BodyBufferLayer`]: crate::body::BodyBufferLayer
 //! [`RequestLogLayer`]: crate::log::RequestLogLayer
@@ -137,7 +141,7 @@ use crate::{
     body::{BodyBudget, BodyBufferLayer, ReplayBody},
     error::{BoxError, ErrorResponseLayer},
     keys::{KeyPool, KeySelectLayer},
-    limit::ConcurrencyLimitLayer,
+    limit::{ConcurrencyLimitLayer, GroupLimitLayer, GroupLimitTable},
     log::{LogSink, RequestLogLayer},
     retry::RetryOnOtherKey,
     rewrite::{HeaderRulesLayer, RewriteLayer, RewriteTable},
@@ -156,6 +160,8 @@ pub enum StackLayer {
     ErrorResponse,
     /// [`ProxyKeyAuthLayer`]: the proxy key and the group.
     ProxyKeyAuth,
+    /// [`GroupLimitLayer`]: each group's own limits.
+    GroupLimit,
     /// [`ConcurrencyLimitLayer`]: load shedding.
     ConcurrencyLimit,
     /// [`BodyBufferLayer`]: the replayable body.
@@ -187,6 +193,7 @@ pub const ORDER: &[StackLayer] = &[
     StackLayer::Overhead,
     StackLayer::ErrorResponse,
     StackLayer::ProxyKeyAuth,
+    StackLayer::GroupLimit,
     StackLayer::ConcurrencyLimit,
     StackLayer::BodyBuffer,
     StackLayer::RequestLog,
@@ -207,6 +214,7 @@ impl StackLayer {
             Self::Overhead => "Overhead",
             Self::ErrorResponse => "ErrorResponse",
             Self::ProxyKeyAuth => "ProxyKeyAuth",
+            Self::GroupLimit => "GroupLimit",
             Self::ConcurrencyLimit => "ConcurrencyLimit",
             Self::BodyBuffer => "BodyBuffer",
             Self::RequestLog => "RequestLog",
@@ -307,6 +315,7 @@ pub struct ProxyStack<V, P, K> {
     upstreams: Upstreams,
     sink: K,
     rewrite: RewriteTable,
+    group_limits: GroupLimitTable,
     limit: ConcurrencyLimitLayer,
     route_prefix: String,
     body_limit: usize,
@@ -332,6 +341,7 @@ where
             upstreams,
             sink,
             rewrite: RewriteTable::new(),
+            group_limits: GroupLimitTable::new(),
             limit: ConcurrencyLimitLayer::new(100),
             route_prefix: "/proxy".to_owned(),
             body_limit: 32 * 1024 * 1024,
@@ -347,6 +357,13 @@ where
     #[must_use]
     pub fn rewrite(mut self, table: RewriteTable) -> Self {
         self.rewrite = table;
+        self
+    }
+
+    /// Each group's own limits (shared with whoever sets them; none by default).
+    #[must_use]
+    pub fn group_limits(mut self, table: GroupLimitTable) -> Self {
+        self.group_limits = table;
         self
     }
 
@@ -433,6 +450,7 @@ where
             .layer(OverheadLayer::new())
             .layer(ErrorResponseLayer::new())
             .layer(ProxyKeyAuthLayer::new(self.validator).route_prefix(&self.route_prefix))
+            .layer(GroupLimitLayer::new(self.group_limits))
             .layer(self.limit)
             .layer(body_buffer)
             .layer(RequestLogLayer::new(self.sink).log_request_bodies(self.log_bodies))

@@ -14,6 +14,7 @@
 //! | `gpt_load_request_body_shed_total` | counter | – | [`body`](crate::body) (in-flight body budget) |
 //! | `gpt_load_no_key_available_total` | counter | `group` | [`keys`](crate::keys) |
 //! | `gpt_load_key_state_transitions_total` | counter | `group`, `state` ([`KeyState::as_str`](crate::keys::KeyState::as_str)) | [`keys`](crate::keys) |
+//! | `gpt_load_limit_rejections_total` | counter | `group`, `limit` (`key_rpm`, `key_rpd`, `key_concurrency`, `group_rpm`, `group_concurrency`) | [`keys`](crate::keys) (every usable key at a limit), [`limit`](crate::limit) (a group's own limits) |
 //! | `gpt_load_key_probes_total` | counter | `group` | [`keys`](crate::keys) (a request tries a cooling key whose rest is over) |
 //! | `gpt_load_attempts_total` | counter | `group`, `outcome` | [`blacklist`](crate::blacklist) |
 //! | `gpt_load_retries_total` | counter | `group` | [`retry`](crate::retry) |
@@ -69,6 +70,8 @@ pub const BODY_REJECTED: &str = "gpt_load_request_body_rejected_total";
 pub const BODY_SHED: &str = "gpt_load_request_body_shed_total";
 /// `gpt_load_no_key_available_total`
 pub const NO_KEY_AVAILABLE: &str = "gpt_load_no_key_available_total";
+/// `gpt_load_limit_rejections_total`
+pub const LIMIT_REJECTIONS: &str = "gpt_load_limit_rejections_total";
 /// `gpt_load_key_state_transitions_total`
 pub const KEY_STATE_TRANSITIONS: &str = "gpt_load_key_state_transitions_total";
 /// `gpt_load_key_probes_total`
@@ -108,6 +111,11 @@ pub(crate) fn body_rejected() {
 
 pub(crate) fn body_shed() {
     counter!(BODY_SHED).increment(1);
+}
+
+/// `limit` is the limit's stable name ([`Error::limit`](crate::error::Error::limit)).
+pub(crate) fn limit_refused(group: &GroupName, limit: &'static str) {
+    counter!(LIMIT_REJECTIONS, "group" => group.shared(), "limit" => limit).increment(1);
 }
 
 pub(crate) fn no_key(group: &GroupName) {

@@ -396,12 +396,12 @@ async fn gateway_errors_are_each_sdks_native_errors() {
     for (sdk, dead, results) in futures_join(runs).await {
         let no_key = format!("no active API keys available for group '{dead}'");
         for (i, result) in results.iter().enumerate() {
-            let (status, message) = if i < 2 {
-                (503, no_key.as_str())
+            let (status, code, message) = if i < 2 {
+                (503, "no_keys_available", no_key.as_str())
             } else {
-                (401, "invalid or missing proxy key")
+                (401, "unauthorized", "invalid or missing proxy key")
             };
-            assert_sdk_error(sdk, result, status, message, &format!("call {i}"));
+            assert_sdk_error(sdk, result, status, code, message, &format!("call {i}"));
         }
     }
     assert_eq!(
@@ -475,6 +475,7 @@ async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
                 sdk,
                 result,
                 429,
+                "overloaded",
                 "too many concurrent requests, retry later",
                 &format!("call {i}"),
             );
@@ -505,6 +506,74 @@ async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
         "shed requests never reach the upstream"
     );
     held.abort();
+}
+
+/// A group's own `group_rpm`: once a group has taken its requests of the minute, each SDK's next
+/// request is refused by the gateway with a 429 the SDK parses as its rate-limit error, and the
+/// gateway names the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_a_group_rpm_are_native_rate_limit_errors() {
+    let Some(setup) = setup() else { return };
+    let mock = Mock::start();
+    let gateway = Gateway::start(setup, &[]).await;
+    for sdk in SDKS {
+        let group = format!("{}-rpm", sdk.channel());
+        let config = json!({"group_rpm": 1});
+        gateway
+            .create_group(
+                &group,
+                sdk,
+                &mock.url,
+                config,
+                &["sk-sdk-rpm-upstream-0123456789"],
+            )
+            .await;
+    }
+    let mut runs = Vec::new();
+    for sdk in SDKS {
+        let group = format!("{}-rpm", sdk.channel());
+        let calls = [
+            call(sdk, &gateway, &group, PROXY_KEY, false),
+            call(sdk, &gateway, &group, PROXY_KEY, false),
+            call(sdk, &gateway, &group, PROXY_KEY, true),
+        ];
+        runs.push(async move { (sdk, run_sdk(setup, sdk, &calls).await) });
+    }
+    for (sdk, results) in futures_join(runs).await {
+        assert_eq!(
+            results[0]["ok"], true,
+            "{sdk:?}: the minute's one request: {}",
+            results[0]
+        );
+        for (i, result) in results.iter().enumerate().skip(1) {
+            assert_sdk_error(
+                sdk,
+                result,
+                429,
+                "rate_limit_exceeded",
+                "rate limit 'group_rpm' reached, retry later",
+                &format!("call {i}"),
+            );
+            assert!(
+                result["error"]["retry_after"].is_string(),
+                "{sdk:?} call {i}: the SDK sees Retry-After: {result}"
+            );
+        }
+    }
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let refused = Request::post(format!("{}/proxy/openai-rpm/v1/chat/completions", gateway.base))
+        .header("authorization", format!("Bearer {PROXY_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::from(body.to_string()))
+        .expect("a valid request");
+    let refused = client().request(refused).await.expect("the gateway answers");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["x-gpt-load-limit"], "group_rpm");
+    assert_eq!(
+        mock.stats().await["total"],
+        3,
+        "one request per SDK reached the upstream"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -566,7 +635,8 @@ fn assert_no_proxy_key(received: &[Value]) {
 }
 
 /// `result` is the SDK's own exception for `status` carrying the gateway's `message`.
-fn assert_sdk_error(sdk: Sdk, result: &Value, status: u16, message: &str, what: &str) {
+/// `code` is the gateway's error code, which the OpenAI SDK shows.
+fn assert_sdk_error(sdk: Sdk, result: &Value, status: u16, code: &str, message: &str, what: &str) {
     let error = &result["error"];
     assert_eq!(result["ok"], false, "{sdk:?} {what}: {result}");
     assert_eq!(
@@ -578,14 +648,7 @@ fn assert_sdk_error(sdk: Sdk, result: &Value, status: u16, message: &str, what: 
     assert_eq!(error["message"], message, "{sdk:?} {what}: {result}");
     assert_eq!(error["type"], sdk.error_type(status), "{sdk:?} {what}: {result}");
     match sdk {
-        Sdk::OpenAi => {
-            let code = match status {
-                401 => "unauthorized",
-                429 => "overloaded",
-                _ => "no_keys_available",
-            };
-            assert_eq!(error["code"], code, "{sdk:?} {what}: {result}");
-        }
+        Sdk::OpenAi => assert_eq!(error["code"], code, "{sdk:?} {what}: {result}"),
         Sdk::Anthropic => assert_eq!(error["envelope"], "error", "{sdk:?} {what}: {result}"),
         Sdk::Gemini => {}
     }

@@ -9,13 +9,17 @@
 //! - [`task_slot`]: the one global key task across the cluster and its status.
 //! - [`key_state`]: key failures counted across the cluster; blacklisting, cool-downs and
 //!   restores that reach every node.
+//! - [`limits`]: `key_rpm` and `key_rpd` counted across the nodes.
 //!
-//! Nothing here runs on the proxy path: requests are served from the registry's memory, and
-//! Redis being slow or down never blocks them.
+//! Nothing here runs on the proxy path but [`limits`]' one script per attempt on a key with such
+//! limits: requests are served from the registry's memory, and Redis being slow or down never
+//! blocks them (a limit check falls back to this node's share at once while Redis is known to be
+//! down, and after [`redis::COMMAND_TIMEOUT`] when it stops answering).
 
 mod invalidation;
 mod key_state;
 mod lease;
+mod limits;
 mod nodes;
 mod redis;
 mod task_slot;
@@ -38,6 +42,7 @@ use tokio::{
 };
 use utoipa::ToSchema;
 
+pub(crate) use self::limits::SharedLimits;
 use self::{
     invalidation::Invalidations,
     lease::{Lease, LeaseTiming},
@@ -297,8 +302,17 @@ impl Cluster {
             key_reports,
             Arc::clone(&self.inner.connected),
         ));
+        let limits = SharedLimits::new(
+            redis.clone(),
+            self.inner.node_id.clone(),
+            Arc::clone(&self.inner.connected),
+        );
+        registry.proxy_pool().share_limits(limits.clone());
         let mut tasks = vec![
-            tokio::spawn(self.clone().lead_and_beat(redis.clone(), stopping.clone())),
+            tokio::spawn(
+                self.clone()
+                    .lead_and_beat(redis.clone(), limits, stopping.clone()),
+            ),
             tokio::spawn(key_state::run(
                 redis.clone(),
                 self.inner.node_id.clone(),
@@ -338,8 +352,9 @@ impl Cluster {
     }
 
     /// The lease and heartbeat task: renews or tries the lease at its pace, rewrites the node's
-    /// entry, and at shutdown releases the lease and removes the entry.
-    async fn lead_and_beat(self, redis: Redis, mut stopping: watch::Receiver<bool>) {
+    /// entry and counts the live nodes (for `limits`' shares), and at shutdown releases the
+    /// lease and removes the entry.
+    async fn lead_and_beat(self, redis: Redis, limits: SharedLimits, mut stopping: watch::Receiver<bool>) {
         let timing = self
             .inner
             .lease
@@ -359,6 +374,10 @@ impl Cluster {
             if last_beat.is_none_or(|at| at.elapsed() >= timing.renew) {
                 match nodes::beat(&redis, &self.entry(), entry_ttl).await {
                     Ok(()) => last_beat = Some(Instant::now()),
+                    Err(err) => redis_failed(&err),
+                }
+                match nodes::list(&redis).await {
+                    Ok(alive) => limits.set_nodes(alive.len()),
                     Err(err) => redis_failed(&err),
                 }
             }

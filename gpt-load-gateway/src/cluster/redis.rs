@@ -81,6 +81,16 @@ impl Names {
         format!("{}:key:{key_id}", self.prefix)
     }
 
+    /// One key's admissions of the last minute (a sorted set by Redis time, `cluster::limits`).
+    pub(crate) fn key_minute(&self, key_id: u64) -> String {
+        format!("{}:limit:key:{key_id}:minute", self.prefix)
+    }
+
+    /// One key's admissions on UTC day `day` (days since 1970).
+    pub(crate) fn key_day(&self, key_id: u64, day: u64) -> String {
+        format!("{}:limit:key:{key_id}:day:{day}", self.prefix)
+    }
+
     /// The cluster's one task slot (a hash: `owner`, `running`, `status`).
     pub(crate) fn task(&self) -> String {
         format!("{}:task", self.prefix)
@@ -222,5 +232,7 @@ mod tests {
         assert_eq!(names.task(), "prod:task");
         assert_eq!(names.key_channel(), "prod:keys");
         assert_eq!(names.key_state(7), "prod:key:7");
+        assert_eq!(names.key_minute(7), "prod:limit:key:7:minute");
+        assert_eq!(names.key_day(7, 20_000), "prod:limit:key:7:day:20000");
     }
 }

@@ -13,6 +13,7 @@ mod console;
 mod empty_replies;
 mod harness;
 mod key_lifecycle;
+mod limits;
 mod model_filters;
 mod pending_keys;
 mod policies;

@@ -9,21 +9,22 @@
 //!  6. ErrorResponse        — library errors → JSON in the client's format; `Infallible` above
 //!  7. ClientIp             — peer, or `X-Forwarded-For` from `TRUSTED_PROXIES`  → `ClientIp`
 //!  8. ProxyKeyAuth         — group from `/proxy/{group}`, key checked and stripped → `Principal` (401/404)
-//!  9. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
-//! 10. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413), within `MAX_INFLIGHT_BODY_MB` (503)
-//! 11. GroupPolicy          — the URL group's settings (`LogSettings`, …)
-//! 12. RequestLog           — one record per attempt: request metrics, then the batching writer
-//! 13. JsonBody             — a body that claims JSON and does not parse never spends a key (400)
-//! 14. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
-//! 15. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
-//! 16. ModelList            — `…/models` answers include the redirect rules' models
-//! 17. Retry<RetryOnOtherKey> — re-runs 18–21 on an untried key (`ExcludedKeys`), or after a provider
+//!  9. GroupLimit           — the URL group's `group_rpm` / `group_max_concurrency`, queued up to `limit_queue_timeout_ms` (429)
+//! 10. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
+//! 11. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413), within `MAX_INFLIGHT_BODY_MB` (503)
+//! 12. GroupPolicy          — the URL group's settings (`LogSettings`, …)
+//! 13. RequestLog           — one record per attempt: request metrics, then the batching writer
+//! 14. JsonBody             — a body that claims JSON and does not parse never spends a key (400)
+//! 15. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
+//! 16. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
+//! 17. ModelList            — `…/models` answers include the redirect rules' models
+//! 18. Retry<RetryOnOtherKey> — re-runs 19–22 on an untried key (`ExcludedKeys`), or after a provider
 //!     failure with every usable key tried, on the one that failed longest ago
-//! 18. KeySelect            — key from the pool, credential injected → `SelectedKey` (503)
-//! 19. HeaderRules          — the group's header rules, after the credential
-//! 20. KeyHealth            — whose fault (policies, then built-in rules; an empty `2xx` peeked) → pool, `AttemptOutcome`
-//! 21. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
-//! 22. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
+//! 19. KeySelect            — key from the pool (keys at `key_rpm`/`key_rpd`/`key_max_concurrency` passed over), credential injected → `SelectedKey` (503; 429 with every key at a limit)
+//! 20. HeaderRules          — the group's header rules, after the credential
+//! 21. KeyHealth            — whose fault (policies, then built-in rules; an empty `2xx` peeked) → pool, `AttemptOutcome`
+//! 22. UpstreamBalance      — weighted upstream, URI rewritten → `UpstreamTarget` (502)
+//! 23. UpstreamClient       — per-phase timeouts, outbound proxy, streaming body (502/504)
 //!
 //! The library's layers keep the library's order (`gpt_load_tower::stack::ORDER`); the others
 //! sit at the insertion points the library documents (`gpt_load_tower::stack`, "Adding your own
@@ -39,7 +40,7 @@ use gpt_load_tower::{
     body::{BodyBudget, BodyBufferLayer},
     error::ErrorResponseLayer,
     keys::KeySelectLayer,
-    limit::ConcurrencyLimitLayer,
+    limit::{ConcurrencyLimitLayer, GroupLimitLayer},
     log::{ChannelSink, RequestLogLayer},
     retry::RetryOnOtherKey,
     rewrite::{HeaderRulesLayer, RewriteLayer},
@@ -121,6 +122,7 @@ fn layers(
         .layer(ErrorResponseLayer::new())
         .map_request(insert_client_ip(trusted_proxies))
         .layer(ProxyKeyAuthLayer::new(catalog.proxy_keys.clone()))
+        .layer(GroupLimitLayer::new(catalog.group_limits.clone()))
         .layer(limit)
         .layer(BodyBufferLayer::new(max_body).budget(body_budget))
         .map_request(insert_group_policy(catalog.clone()))

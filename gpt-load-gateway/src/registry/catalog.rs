@@ -9,6 +9,7 @@ use gpt_load_tower::{
     auth::{ProxyKeyTable, StaticProxyKeys},
     blacklist::HealthSettings,
     context::GroupName,
+    limit::GroupLimitTable,
     log::LogSettings,
     retry::RetrySettings,
     rewrite::{ModelFilter, RewriteTable},
@@ -62,6 +63,8 @@ pub(crate) struct Catalog {
     pub(crate) proxy_keys: StaticProxyKeys,
     pub(crate) upstreams: Upstreams,
     pub(crate) rewrite: RewriteTable,
+    /// Each group's own request limits (`group_rpm`, `group_max_concurrency`).
+    pub(crate) group_limits: GroupLimitTable,
     /// The last failed attempts per group (`GET /api/groups/{id}/key-health`).
     pub(crate) recent_failures: RecentFailures,
     policies: Arc<ArcSwap<HashMap<GroupName, Arc<GroupPolicy>>>>,
@@ -114,6 +117,7 @@ impl Catalog {
             }
         }
         warnings.extend(self.apply_model_filter(&policy));
+        self.apply_limits(&policy);
         self.policies.rcu(|policies| {
             let mut policies = HashMap::clone(policies);
             policies.insert(group.name.clone(), Arc::clone(&policy));
@@ -131,6 +135,7 @@ impl Catalog {
     pub(crate) fn remove(&self, name: &str) {
         self.upstreams.remove_group(name);
         self.rewrite.remove_group(name);
+        self.group_limits.remove(name);
         self.recent_failures.forget(name);
         self.policies.rcu(|policies| {
             let mut policies = HashMap::clone(policies);
@@ -157,6 +162,7 @@ impl Catalog {
             if let Some(warning) = self.apply_model_filter(policy) {
                 tracing::warn!("{warning}");
             }
+            self.apply_limits(policy);
         }
         self.policies.store(Arc::new(policies));
     }
@@ -170,6 +176,13 @@ impl Catalog {
             .clone()
             .include_stream_usage(policy.effective.include_stream_usage());
         self.rewrite.set_group(group.name.clone(), rules);
+    }
+
+    /// Hands the limit table the group's own limits (an aggregate's apply to requests through
+    /// it, whichever sub-group serves them).
+    fn apply_limits(&self, policy: &GroupPolicy) {
+        self.group_limits
+            .set(policy.group.name.clone(), policy.effective.group_limits());
     }
 
     /// Hands the rewrite table the models the group serves (compiled here, once per change). A

@@ -484,7 +484,7 @@ impl Registry {
     }
 
     /// Hands the pool the group's selection settings (how often a degraded key is taken,
-    /// whether a pending key may serve).
+    /// whether a pending key may serve, the keys' rate limits).
     fn apply_pool_settings(&self, group: &Group) {
         if group.is_aggregate() {
             return;
@@ -493,6 +493,7 @@ impl Registry {
             let pool = self.pool();
             pool.set_degraded_weight(&group.name, policy.effective.degraded_key_weight());
             pool.set_pending_fallback(&group.name, policy.effective.pending_keys_as_fallback());
+            pool.set_key_limits(&group.name, policy.effective.key_limits());
         }
     }
 

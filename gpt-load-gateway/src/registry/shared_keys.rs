@@ -6,7 +6,8 @@
 //! cluster's: a counted failure is handed to the cluster's key-state task, which counts it in
 //! Redis and blacklists the key on every node once the cluster-wide count reaches the threshold.
 //! A success makes no Redis call unless the key had failures to reset, so the happy path stays
-//! in memory.
+//! in memory. The one exception: in a cluster an attempt on a key with `key_rpm` or `key_rpd` is
+//! admitted by the cluster's count ([`SharedLimits`]), one Redis script.
 
 use std::{
     sync::{
@@ -18,9 +19,14 @@ use std::{
 
 use gpt_load_tower::{
     context::GroupName,
-    keys::{ExcludedKeys, KeyId, KeyPool, KeyState, MemoryKeyPool, Report, SelectedKey},
+    keys::{
+        ExcludedKeys, KeyId, KeyPool, KeyState, LimitRefusal, MemoryKeyPool, Report, SelectedKey,
+        SharedAdmission,
+    },
 };
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::cluster::SharedLimits;
 
 /// What happened to a key on this node that the cluster must count or hear of.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,6 +88,7 @@ impl SharedKeyStates {
 pub(crate) struct ProxyKeyPool {
     local: MemoryKeyPool,
     shared: Arc<OnceLock<SharedKeyStates>>,
+    limits: Arc<OnceLock<SharedLimits>>,
 }
 
 impl ProxyKeyPool {
@@ -89,6 +96,7 @@ impl ProxyKeyPool {
         Self {
             local,
             shared: Arc::default(),
+            limits: Arc::default(),
         }
     }
 
@@ -104,6 +112,13 @@ impl ProxyKeyPool {
         }
     }
 
+    /// Counts key limits across the cluster from now on (once, when the node joins one).
+    pub(crate) fn share_limits(&self, limits: SharedLimits) {
+        if self.limits.set(limits).is_err() {
+            tracing::warn!("the key pool already shares its limits");
+        }
+    }
+
     /// The cluster's key state, when this node is in a cluster.
     pub(crate) fn shared(&self) -> Option<&SharedKeyStates> {
         self.shared.get()
@@ -115,6 +130,7 @@ impl std::fmt::Debug for ProxyKeyPool {
         f.debug_struct("ProxyKeyPool")
             .field("local", &self.local)
             .field("shared", &self.shared.get().is_some())
+            .field("shared_limits", &self.limits.get().is_some())
             .finish()
     }
 }
@@ -145,6 +161,26 @@ impl KeyPool for ProxyKeyPool {
     #[inline]
     fn has_candidate_for(&self, group: &str, excluded: &ExcludedKeys, model: Option<&str>) -> bool {
         self.local.has_candidate_for(group, excluded, model)
+    }
+
+    fn limit_refusal(
+        &self,
+        group: &str,
+        excluded: &ExcludedKeys,
+        model: Option<&str>,
+    ) -> Option<LimitRefusal> {
+        self.local.limit_refusal(group, excluded, model)
+    }
+
+    /// In a cluster, a key with `key_rpm` or `key_rpd` is admitted by the cluster's count too
+    /// (one Redis script); other keys, and single nodes, are not asked about.
+    #[inline]
+    fn admit_shared(&self, key: &SelectedKey) -> Option<SharedAdmission> {
+        self.limits.get()?.admit(key.id(), key.slot().limits())
+    }
+
+    fn refused_shared(&self, key: &SelectedKey, refusal: LimitRefusal) {
+        self.local.refused_shared(key, refusal);
     }
 
     /// Rests the model here at once and, in a cluster, on every node by one message.

@@ -7,7 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use gpt_load_tower::{
     blacklist::HealthSettings,
-    keys::Backoff,
+    keys::{Backoff, KeyLimits},
+    limit::GroupLimits,
     rewrite::{InvalidModelPattern, ModelFilter},
 };
 
@@ -119,6 +120,22 @@ impl EffectiveConfig {
     /// Whether OpenAI-format streams are asked to report their usage.
     pub(crate) fn include_stream_usage(&self) -> bool {
         self.include_stream_usage
+    }
+
+    /// The limits each key of the group gets.
+    pub(crate) fn key_limits(&self) -> KeyLimits {
+        KeyLimits::new()
+            .rpm(self.key_rpm)
+            .rpd(self.key_rpd)
+            .max_concurrency(self.key_max_concurrency)
+    }
+
+    /// The group's own request limits and how long a request waits for room.
+    pub(crate) fn group_limits(&self) -> GroupLimits {
+        GroupLimits::new()
+            .rpm(self.group_rpm)
+            .max_concurrency(self.group_max_concurrency)
+            .queue_timeout(Duration::from_millis(u64::from(self.limit_queue_timeout_ms)))
     }
 
     /// Whether keys added to the group start pending until validated.

@@ -315,6 +315,59 @@ settings_table! {
         ),
     },
 
+    /// docs/LIMITS.md, "Group limits".
+    group_rpm: u32 {
+        default: "0",
+        min: 0,
+        category: Request,
+        group: 27,
+        en: (
+            "Group Requests per Minute",
+            "Most requests the group accepts in any minute (0 = no limit). Over it, a request \
+             waits up to the queue time for room, else gets 429 with Retry-After and \
+             X-Gpt-Load-Limit: group_rpm.",
+        ),
+        zh: (
+            "分组每分钟请求数",
+            "分组在任意一分钟内接受的最多请求数（0 表示不限）。超出时请求最多排队等待排队时间，\
+             否则收到 429、Retry-After 和 X-Gpt-Load-Limit: group_rpm。",
+        ),
+    },
+    /// docs/LIMITS.md, "Group limits".
+    group_max_concurrency: u32 {
+        default: "0",
+        min: 0,
+        category: Request,
+        group: 28,
+        en: (
+            "Group Concurrent Requests",
+            "Most requests of the group in flight at once, a stream until it ends (0 = no limit). \
+             Over it, a request waits up to the queue time for one to end, else gets 429 with \
+             X-Gpt-Load-Limit: group_concurrency.",
+        ),
+        zh: (
+            "分组并发请求数",
+            "分组同时处理的最多请求数，流式请求持续到结束为止（0 表示不限）。超出时请求最多排队等待排队时间，\
+             否则收到 429 和 X-Gpt-Load-Limit: group_concurrency。",
+        ),
+    },
+    /// docs/LIMITS.md, "Group limits".
+    limit_queue_timeout_ms: u32 {
+        default: "0",
+        min: 0,
+        category: Request,
+        group: 29,
+        en: (
+            "Limit Queue Time (ms)",
+            "How long a request over its group's limit waits for room before it is refused; \
+             0 refuses at once. A wait longer than this is not begun.",
+        ),
+        zh: (
+            "限流排队时间（毫秒）",
+            "请求超出分组限额时等待空位的最长时间，超时则拒绝；0 表示立即拒绝。所需等待超过该时间时不会排队。",
+        ),
+    },
+
     // Key.
 
     max_retries: u32 {
@@ -492,6 +545,55 @@ settings_table! {
             "待验证密钥兜底",
             "分组内没有可用的已验证密钥时，使用待验证密钥处理请求；成功后该密钥变为可用。\
              关闭时待验证密钥须等待验证。",
+        ),
+    },
+    /// docs/LIMITS.md, "Key limits".
+    key_rpm: u32 {
+        default: "0",
+        min: 0,
+        category: Key,
+        group: 24,
+        en: (
+            "Requests per Minute per Key",
+            "Most requests one key is sent in any minute (0 = no limit). A key at its limit is \
+             passed over while the group's other keys serve; with every key at a limit the client \
+             gets 429 with Retry-After and X-Gpt-Load-Limit: key_rpm.",
+        ),
+        zh: (
+            "每密钥每分钟请求数",
+            "任意一分钟内发往单个密钥的最多请求数（0 表示不限）。达到上限的密钥会被跳过，由分组内其他密钥处理；\
+             所有密钥都达到上限时，客户端收到 429、Retry-After 和 X-Gpt-Load-Limit: key_rpm。",
+        ),
+    },
+    /// docs/LIMITS.md, "Key limits".
+    key_rpd: u32 {
+        default: "0",
+        min: 0,
+        category: Key,
+        group: 25,
+        en: (
+            "Requests per Day per Key",
+            "Most requests one key is sent per UTC day (0 = no limit); a key at its limit is \
+             passed over until midnight UTC.",
+        ),
+        zh: (
+            "每密钥每日请求数",
+            "每个 UTC 日发往单个密钥的最多请求数（0 表示不限）；达到上限的密钥在 UTC 零点前会被跳过。",
+        ),
+    },
+    /// docs/LIMITS.md, "Key limits".
+    key_max_concurrency: u32 {
+        default: "0",
+        min: 0,
+        category: Key,
+        group: 26,
+        en: (
+            "Concurrent Requests per Key",
+            "Most requests in flight on one key at once, a stream until it ends (0 = no limit).",
+        ),
+        zh: (
+            "每密钥并发请求数",
+            "单个密钥同时处理的最多请求数，流式请求持续到结束为止（0 表示不限）。",
         ),
     },
 }

@@ -82,7 +82,7 @@ fn openai_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::UnknownGroup => "not_found_error",
-        ErrorKind::Overloaded => "rate_limit_error",
+        ErrorKind::Overloaded | ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::BodyTooLarge
         | ErrorKind::InvalidRequest
         | ErrorKind::ClientBody
@@ -95,7 +95,7 @@ fn anthropic_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unauthorized => "authentication_error",
         ErrorKind::UnknownGroup => "not_found_error",
-        ErrorKind::Overloaded => "rate_limit_error",
+        ErrorKind::Overloaded | ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::BodyTooLarge => "request_too_large",
         ErrorKind::InvalidRequest | ErrorKind::ClientBody | ErrorKind::InvalidPath => "invalid_request_error",
         ErrorKind::NoKeyAvailable | ErrorKind::BodyBudgetExhausted => "overloaded_error",

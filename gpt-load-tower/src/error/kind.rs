@@ -10,6 +10,10 @@ pub enum ErrorKind {
     UnknownGroup,
     /// Too many requests in flight; try again after `Retry-After`. `429`
     Overloaded,
+    /// A rate limit of the gateway's own (a key's or a group's requests per minute, per day, or
+    /// concurrency) is reached; try again after `Retry-After`. The limit is named in
+    /// [`LIMIT_HEADER`](super::LIMIT_HEADER). `429`
+    RateLimited,
     /// The request body is larger than the configured cap. `413`
     BodyTooLarge,
     /// The request is malformed or asks for something the group does not offer. `400`
@@ -40,7 +44,7 @@ impl ErrorKind {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownGroup => StatusCode::NOT_FOUND,
-            Self::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest | Self::ClientBody | Self::InvalidPath => StatusCode::BAD_REQUEST,
             Self::NoKeyAvailable | Self::BodyBudgetExhausted => StatusCode::SERVICE_UNAVAILABLE,
@@ -56,6 +60,7 @@ impl ErrorKind {
             Self::Unauthorized => "unauthorized",
             Self::UnknownGroup => "unknown_group",
             Self::Overloaded => "overloaded",
+            Self::RateLimited => "rate_limit_exceeded",
             Self::BodyTooLarge => "body_too_large",
             Self::InvalidRequest => "invalid_request",
             Self::ClientBody => "client_body",

@@ -163,7 +163,9 @@ pub(crate) fn render<B>(err: &Error, format: ErrorFormat) -> Response<ResponseBo
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(after) = err.retry_after() {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+        // Whole seconds, rounded up: a client that waits that long finds room.
+        let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     if let Some(limit) = err.limit() {
         headers.insert(super::LIMIT_HEADER, HeaderValue::from_static(limit));

@@ -114,6 +114,18 @@ impl Error {
         err
     }
 
+    /// The gateway's own rate limit `limit` (a stable name such as `key_rpm` or `group_rpm`, sent
+    /// as [`LIMIT_HEADER`]) refuses the request; there is room again after `retry_after`.
+    pub fn rate_limited(limit: &'static str, retry_after: Duration) -> Self {
+        let mut err = Self::new(
+            ErrorKind::RateLimited,
+            format!("rate limit '{limit}' reached, retry later"),
+        );
+        err.inner.retry_after = Some(retry_after);
+        err.inner.limit = Some(limit);
+        err
+    }
+
     /// The request body exceeds `limit` bytes.
     pub fn body_too_large(limit: usize) -> Self {
         Self::new(
@@ -241,14 +253,15 @@ impl Error {
         &self.inner.message
     }
 
-    /// How long the client should wait before retrying, for [`ErrorKind::Overloaded`] and
-    /// [`ErrorKind::BodyBudgetExhausted`].
+    /// How long the client should wait before retrying, for [`ErrorKind::Overloaded`],
+    /// [`ErrorKind::RateLimited`] and [`ErrorKind::BodyBudgetExhausted`].
     pub fn retry_after(&self) -> Option<Duration> {
         self.inner.retry_after
     }
 
     /// Which of the gateway's own limits refused the request (`concurrency` for
-    /// [`ErrorKind::Overloaded`]), sent as [`LIMIT_HEADER`].
+    /// [`ErrorKind::Overloaded`], the limit's name for [`ErrorKind::RateLimited`]), sent as
+    /// [`LIMIT_HEADER`].
     pub fn limit(&self) -> Option<&'static str> {
         self.inner.limit
     }
@@ -321,6 +334,13 @@ mod tests {
         assert_eq!(Error::unknown_group("x").status(), 404);
         assert_eq!(Error::overloaded(Duration::from_secs(1)).status(), 429);
         assert_eq!(Error::body_too_large(10).status(), 413);
+        let limited = Error::rate_limited("key_rpm", Duration::from_millis(1500));
+        assert_eq!(
+            (limited.status().as_u16(), limited.limit()),
+            (429, Some("key_rpm"))
+        );
+        assert_eq!(limited.kind().as_str(), "rate_limit_exceeded");
+        assert!(!limited.is_retryable());
         assert_eq!(Error::invalid_path().status(), 400);
         let shed = Error::body_budget_exhausted(Duration::from_secs(1));
         assert_eq!(shed.status(), 503);

@@ -12,7 +12,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
 use super::{
-    ExcludedKeys, KeyEvents, KeyId, KeyPool, KeySlot, KeyState, Report, SelectedKey, events::EventSender,
+    ExcludedKeys, KeyEvents, KeyId, KeyLimits, KeyPool, KeySlot, KeyState, LimitRefusal, Report, SelectedKey,
+    events::EventSender,
 };
 use crate::{clock, context::GroupName, group_map::GroupMap, telemetry};
 
@@ -60,6 +61,10 @@ struct GroupKeys {
     exhausted_until: AtomicU64,
     /// A degraded key is taken on one turn in this many.
     degraded_every: AtomicU32,
+    /// The limits of the group's keys, and whether any key has some: selection takes requests
+    /// from key limits only in a group that has them.
+    key_limits: Mutex<LimitTable>,
+    limited: AtomicBool,
     /// Serialises changes to `all` and `view`.
     write: Mutex<()>,
     rebuild_requested: AtomicBool,
@@ -238,6 +243,36 @@ impl MemoryKeyPool {
             .store(allowed, Ordering::Relaxed);
     }
 
+    /// Sets the rate limits of every key of `group`, present and future (see [`KeyLimits`]).
+    /// Selection passes over a key at one of its limits and, of two usable keys, takes the one
+    /// with more headroom; when every usable key is at a limit the request is refused with
+    /// [`limit_refusal`](KeyPool::limit_refusal)'s answer.
+    pub fn set_key_limits(&self, group: &GroupName, limits: KeyLimits) {
+        self.change_limits(group, |table| table.default = limits);
+    }
+
+    /// Gives one key of `group` limits of its own in place of the group's
+    /// ([`set_key_limits`](Self::set_key_limits)); `None` returns it to the group's.
+    pub fn set_limits_of(&self, group: &GroupName, id: KeyId, limits: Option<KeyLimits>) {
+        self.change_limits(group, |table| match limits {
+            Some(limits) => {
+                table.own.insert(id, limits);
+            }
+            None => {
+                table.own.remove(&id);
+            }
+        });
+    }
+
+    fn change_limits(&self, group: &GroupName, change: impl FnOnce(&mut LimitTable)) {
+        let g = self.group_or_create(group);
+        let _write = lock(&g.write);
+        let mut table = lock_value(&g.key_limits);
+        change(&mut table);
+        table.apply(&g.all.load().slots);
+        g.limited.store(table.any(), Ordering::Relaxed);
+    }
+
     /// Removes a group and all its keys; returns whether it existed.
     pub fn remove_group(&self, group: &str) -> bool {
         self.group(group).is_some() && self.inner.groups.update(|groups| groups.remove(group).is_some())
@@ -330,14 +365,23 @@ impl KeyPool for MemoryKeyPool {
         // Borrow through the ArcSwap guard: no reference-count traffic on the group per call.
         let groups = self.inner.groups.load();
         let g = groups.get(group)?;
-        let (slot, probe) = g.find(excluded, true, model)?;
+        let Found {
+            slot,
+            probe,
+            holds_in_flight,
+        } = g.find(excluded, true, model)?;
         slot.count_request();
         g.touch(&slot);
-        Some(if probe {
+        let key = if probe {
             telemetry::key_probe(&g.name);
             SelectedKey::probe(g.name.clone(), slot)
         } else {
             SelectedKey::new(g.name.clone(), slot)
+        };
+        Some(if holds_in_flight {
+            key.holding_in_flight()
+        } else {
+            key
         })
     }
 
@@ -353,6 +397,23 @@ impl KeyPool for MemoryKeyPool {
         if let Some(g) = self.inner.groups.load().get(key.group().as_str()) {
             g.report(key, report);
         }
+    }
+
+    fn limit_refusal(
+        &self,
+        group: &str,
+        excluded: &ExcludedKeys,
+        model: Option<&str>,
+    ) -> Option<LimitRefusal> {
+        self.inner
+            .groups
+            .load()
+            .get(group)?
+            .limit_refusal(excluded, model)
+    }
+
+    fn refused_shared(&self, key: &SelectedKey, refusal: LimitRefusal) {
+        key.slot().give_back(key.holds_in_flight(), refusal);
     }
 
     fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
@@ -377,6 +438,8 @@ impl GroupKeys {
             stale: AtomicUsize::new(0),
             exhausted_until: AtomicU64::new(0),
             degraded_every: AtomicU32::new(DEGRADED_EVERY),
+            key_limits: Mutex::new(LimitTable::default()),
+            limited: AtomicBool::new(false),
             write: Mutex::new(()),
             rebuild_requested: AtomicBool::new(false),
             events,
@@ -385,6 +448,7 @@ impl GroupKeys {
 
     /// Installs a new membership and rebuilds the view. Caller holds `write`.
     fn replace(&self, snapshot: Snapshot) {
+        lock_value(&self.key_limits).apply(&snapshot.slots);
         let snapshot = Arc::new(snapshot);
         self.all.store(snapshot.clone());
         self.rebuild_view(&snapshot);
@@ -419,14 +483,9 @@ impl GroupKeys {
         }
     }
 
-    /// Finds a key for a request: the slot, and whether the request probes it (see
-    /// [`KeySlot::try_take`]). Without `advance` (a look, not a selection) nothing is taken.
-    fn find(
-        &self,
-        excluded: &ExcludedKeys,
-        advance: bool,
-        model: Option<&str>,
-    ) -> Option<(Arc<KeySlot>, bool)> {
+    /// Finds a key for a request. Without `advance` (a look, not a selection) nothing is taken.
+    fn find(&self, excluded: &ExcludedKeys, advance: bool, model: Option<&str>) -> Option<Found> {
+        let limited = self.limited.load(Ordering::Relaxed);
         let exhausted = self.exhausted_until.load(Ordering::Acquire);
         if exhausted != 0 && excluded.is_empty() && clock::now_ms() < exhausted {
             return None;
@@ -443,38 +502,67 @@ impl GroupKeys {
             if excluded.contains(slot.id()) {
                 None
             } else if advance {
-                slot.try_take(degraded_every, lenient, model)
+                let probe = slot.try_take(degraded_every, lenient, model)?;
+                admit(slot, probe, limited)
             } else {
-                slot.is_usable_for(model).then_some(false)
+                (slot.is_usable_for(model) && !(limited && slot.limit_refusal().is_some())).then(|| Found {
+                    slot: slot.clone(),
+                    probe: false,
+                    holds_in_flight: false,
+                })
             }
         };
-        for offset in 0..len.min(PROBES) {
-            let slot = &view[(start + offset) % len];
-            if let Some(probe) = take(slot, false) {
-                return Some((slot.clone(), probe));
+        if limited && advance {
+            // Of the first two usable keys from the cursor, the one with more headroom left:
+            // load spreads by what is left, not by turns alone.
+            let mut best: Option<(&Arc<KeySlot>, u32)> = None;
+            let mut looked = 0;
+            for offset in 0..len.min(PROBES) {
+                let slot = &view[(start + offset) % len];
+                if excluded.contains(slot.id()) || !slot.is_usable_for(model) {
+                    continue;
+                }
+                let headroom = slot.headroom_per_mille();
+                if best.is_none_or(|(_, most)| headroom > most) {
+                    best = Some((slot, headroom));
+                }
+                looked += 1;
+                if looked == 2 {
+                    break;
+                }
+            }
+            if let Some((slot, _)) = best
+                && let Some(found) = take(slot, false)
+            {
+                return Some(found);
             }
         }
-        // Slow path: the probes met only unusable, excluded or degraded keys.
+        for offset in 0..len.min(PROBES) {
+            if let Some(found) = take(&view[(start + offset) % len], false) {
+                return Some(found);
+            }
+        }
+        // Slow path: the probes met only unusable, excluded, limited or degraded keys.
         if self.stale.load(Ordering::Acquire) > 0 {
             self.rebuild_requested.store(true, Ordering::Release);
         }
         for offset in PROBES.min(len)..len {
-            let slot = &view[(start + offset) % len];
-            if let Some(probe) = take(slot, false) {
-                return Some((slot.clone(), probe));
+            if let Some(found) = take(&view[(start + offset) % len], false) {
+                return Some(found);
             }
         }
         // No healthy key: a degraded one is better than none.
         for offset in 0..len {
-            let slot = &view[(start + offset) % len];
-            if let Some(probe) = take(slot, true) {
-                return Some((slot.clone(), probe));
+            if let Some(found) = take(&view[(start + offset) % len], true) {
+                return Some(found);
             }
         }
         if let Some(found) = self.find_pending(excluded, advance, model) {
             return Some(found);
         }
-        if excluded.is_empty() && self.pending.load().is_empty() {
+        // Every key rests: no selection before the first rest ends. Not when limits may be what
+        // refused the keys, which free up on their own schedule.
+        if excluded.is_empty() && !limited && self.pending.load().is_empty() {
             let mut earliest_cool_end = u64::MAX;
             for slot in view.iter() {
                 if let Some(rest) = slot.cooling_for() {
@@ -500,12 +588,7 @@ impl GroupKeys {
 
     /// The last resort: a pending key, when the group lets them serve. Scans the list from the
     /// cursor; a group rarely has pending keys and no usable one for long.
-    fn find_pending(
-        &self,
-        excluded: &ExcludedKeys,
-        advance: bool,
-        model: Option<&str>,
-    ) -> Option<(Arc<KeySlot>, bool)> {
+    fn find_pending(&self, excluded: &ExcludedKeys, advance: bool, model: Option<&str>) -> Option<Found> {
         if !self.pending_fallback.load(Ordering::Relaxed) {
             return None;
         }
@@ -514,15 +597,53 @@ impl GroupKeys {
         if len == 0 {
             return None;
         }
+        let limited = self.limited.load(Ordering::Relaxed);
         let start = self.start(advance, len);
         (0..len)
             .map(|offset| &pending[(start + offset) % len])
-            .find(|slot| {
+            .filter(|slot| {
                 !excluded.contains(slot.id())
                     && slot.raw_state() == KeyState::Pending
                     && slot.is_usable_for(model)
             })
-            .map(|slot| (slot.clone(), false))
+            .find_map(|slot| {
+                if advance {
+                    admit(slot, false, limited)
+                } else {
+                    (!(limited && slot.limit_refusal().is_some())).then(|| Found {
+                        slot: slot.clone(),
+                        probe: false,
+                        holds_in_flight: false,
+                    })
+                }
+            })
+    }
+
+    /// After a failed selection: the limit that frees a usable key soonest, when every usable
+    /// key that is not excluded is at one of its limits.
+    fn limit_refusal(&self, excluded: &ExcludedKeys, model: Option<&str>) -> Option<LimitRefusal> {
+        if !self.limited.load(Ordering::Relaxed) {
+            return None;
+        }
+        let view = self.view.load();
+        let pending = self.pending.load();
+        let pending = if self.pending_fallback.load(Ordering::Relaxed) {
+            &pending[..]
+        } else {
+            &[]
+        };
+        let mut soonest: Option<LimitRefusal> = None;
+        for slot in view.iter().chain(pending) {
+            if excluded.contains(slot.id()) || !slot.is_usable_for(model) {
+                continue;
+            }
+            // A usable key under its limits: something else kept it from this request.
+            let refusal = slot.limit_refusal()?;
+            if soonest.is_none_or(|s| refusal.retry_after < s.retry_after) {
+                soonest = Some(refusal);
+            }
+        }
+        soonest
     }
 
     fn report(&self, key: &SelectedKey, report: Report) {
@@ -624,6 +745,62 @@ impl GroupKeys {
             events.send(self.name.clone(), slot.clone());
         }
     }
+}
+
+/// The limits of a group's keys: the group's, and those of keys with their own.
+#[derive(Default)]
+struct LimitTable {
+    default: KeyLimits,
+    own: HashMap<KeyId, KeyLimits>,
+}
+
+impl LimitTable {
+    fn apply(&self, slots: &[Arc<KeySlot>]) {
+        for slot in slots {
+            slot.set_limits(self.own.get(&slot.id()).copied().unwrap_or(self.default));
+        }
+    }
+
+    fn any(&self) -> bool {
+        !self.default.is_none() || self.own.values().any(|limits| !limits.is_none())
+    }
+}
+
+/// A key found for a request.
+struct Found {
+    slot: Arc<KeySlot>,
+    /// The request probes a cooling key whose rest is over.
+    probe: bool,
+    /// The key's concurrency limit counted the request in flight already.
+    holds_in_flight: bool,
+}
+
+/// Takes the request from the limits of a key that may serve it (`probe`: as the probe of its
+/// rest). A key at a limit is passed over; a probe it had granted goes to the next request.
+fn admit(slot: &Arc<KeySlot>, probe: bool, limited: bool) -> Option<Found> {
+    let holds_in_flight = if limited {
+        match slot.admit() {
+            Ok(held) => held,
+            Err(_) => {
+                if probe {
+                    slot.reopen_probe();
+                }
+                return None;
+            }
+        }
+    } else {
+        false
+    };
+    Some(Found {
+        slot: slot.clone(),
+        probe,
+        holds_in_flight,
+    })
+}
+
+fn lock_value<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A plain value replaced whole: a panic elsewhere cannot leave it half-written.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn lock(mutex: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {

@@ -5,7 +5,8 @@
 //! blacklist threshold: selected less often), `cooling` until a deadline (rate limited, not
 //! counted as a failure; the rest grows by [`Backoff`] with each cool-down and the first request
 //! after it is a probe), `invalid` (blacklisted) or `disabled` (by an operator); it counts its
-//! consecutive failures and the requests in flight on it.
+//! consecutive failures and the requests in flight on it. A key may have rate limits
+//! ([`KeyLimits`]: requests per minute, per UTC day, at once), which selection respects.
 //!
 //! [`KeySelectLayer`] sits inside the retry layer, so it runs once per attempt:
 //!
@@ -16,7 +17,9 @@
 //!   `x-api-key` + `anthropic-version`, or Gemini's `?key=`); [`SelectedKey`] into the request
 //!   and response extensions; the key's in-flight count, held until the response body ends.
 //! - Rejects: `503` ([`ErrorKind::NoKeyAvailable`](crate::error::ErrorKind)) when no key is
-//!   usable. Errors from inside carry the key as an [`AttemptKey`](crate::context::AttemptKey)
+//!   usable; `429` ([`ErrorKind::RateLimited`](crate::error::ErrorKind), with the limit's name and
+//!   when it frees) when every usable key is at one of its [`KeyLimits`]
+//!   ([`MemoryKeyPool::set_key_limits`]). Errors from inside carry the key as an [`AttemptKey`](crate::context::AttemptKey)
 //!   ([`Error::key`](crate::error::Error::key)) with their message redacted.
 //!
 //! Pool changes are published as coalesced [`KeyEvent`]s when the pool is built with
@@ -68,6 +71,7 @@
 
 mod backoff;
 mod events;
+mod limits;
 mod memory;
 mod pool;
 mod service;
@@ -78,8 +82,9 @@ mod tests;
 pub use self::{
     backoff::Backoff,
     events::{KeyEvent, KeyEvents},
+    limits::{KeyLimits, LimitRefusal},
     memory::{GroupStats, MemoryKeyPool},
-    pool::{ExcludedKeys, KeyPool, Report, SameKey, SelectedKey},
+    pool::{ExcludedKeys, KeyPool, Report, SameKey, SelectedKey, SharedAdmission},
     service::{KeySelect, KeySelectLayer},
     slot::{InFlight, KeySlot, KeyState},
 };

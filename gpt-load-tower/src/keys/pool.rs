@@ -1,6 +1,6 @@
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use super::{KeyId, KeySlot};
+use super::{InFlight, KeyId, KeySlot, LimitRefusal};
 use crate::{
     context::{AttemptKey, GroupName},
     secret::ApiKey,
@@ -41,7 +41,38 @@ pub trait KeyPool: Send + Sync + 'static {
         let _ = model;
         self.report(key, Report::CoolDown { duration });
     }
+
+    /// After [`select_for`](Self::select_for) found nothing: the key limit that keeps the
+    /// soonest-free key from serving, when every usable key is at a limit (so the client gets
+    /// `429` and when to come back, not `503`). The default knows no limits.
+    fn limit_refusal(
+        &self,
+        group: &str,
+        excluded: &ExcludedKeys,
+        model: Option<&str>,
+    ) -> Option<LimitRefusal> {
+        let _ = (group, excluded, model);
+        None
+    }
+
+    /// A check this node cannot make alone, such as a key limit counted across a cluster's
+    /// nodes, made after [`select_for`](Self::select_for) took `key` and before the attempt is
+    /// sent. `None` (the default, and the answer for a key without such limits) costs nothing.
+    fn admit_shared(&self, key: &SelectedKey) -> Option<SharedAdmission> {
+        let _ = key;
+        None
+    }
+
+    /// The [shared check](Self::admit_shared) refused `key`: give back what its selection took,
+    /// and keep the key from being selected here until `refusal.retry_after` has passed (so the
+    /// next requests do not ask again). The default does nothing.
+    fn refused_shared(&self, key: &SelectedKey, refusal: LimitRefusal) {
+        let _ = (key, refusal);
+    }
 }
+
+/// A [shared admission check](KeyPool::admit_shared) in progress.
+pub type SharedAdmission = Pin<Box<dyn Future<Output = Result<(), LimitRefusal>> + Send + 'static>>;
 
 impl<P: KeyPool + ?Sized> KeyPool for Arc<P> {
     fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey> {
@@ -66,6 +97,23 @@ impl<P: KeyPool + ?Sized> KeyPool for Arc<P> {
 
     fn rest_model(&self, key: &SelectedKey, model: &str, duration: Duration) {
         (**self).rest_model(key, model, duration)
+    }
+
+    fn limit_refusal(
+        &self,
+        group: &str,
+        excluded: &ExcludedKeys,
+        model: Option<&str>,
+    ) -> Option<LimitRefusal> {
+        (**self).limit_refusal(group, excluded, model)
+    }
+
+    fn admit_shared(&self, key: &SelectedKey) -> Option<SharedAdmission> {
+        (**self).admit_shared(key)
+    }
+
+    fn refused_shared(&self, key: &SelectedKey, refusal: LimitRefusal) {
+        (**self).refused_shared(key, refusal)
     }
 }
 
@@ -109,6 +157,8 @@ pub struct SelectedKey {
     group: GroupName,
     slot: Arc<KeySlot>,
     probe: bool,
+    /// The key's concurrency limit already counted this request in flight.
+    holds_in_flight: bool,
 }
 
 impl SelectedKey {
@@ -118,6 +168,7 @@ impl SelectedKey {
             group,
             slot,
             probe: false,
+            holds_in_flight: false,
         }
     }
 
@@ -128,6 +179,35 @@ impl SelectedKey {
             group,
             slot,
             probe: true,
+            holds_in_flight: false,
+        }
+    }
+
+    /// `slot` again for another attempt of the same request (a rule asked to retry on the same
+    /// key), if its limits take one more request.
+    pub(crate) fn again(group: GroupName, slot: Arc<KeySlot>) -> Option<Self> {
+        let held = slot.admit().ok()?;
+        let key = Self::new(group, slot);
+        Some(if held { key.holding_in_flight() } else { key })
+    }
+
+    /// The same selection, whose request the key's concurrency limit already counts in flight.
+    pub(crate) fn holding_in_flight(mut self) -> Self {
+        self.holds_in_flight = true;
+        self
+    }
+
+    /// Whether the key's concurrency limit already counts this selection's request in flight.
+    pub(crate) fn holds_in_flight(&self) -> bool {
+        self.holds_in_flight
+    }
+
+    /// Marks the request in flight on the key until the guard drops (once per selection).
+    pub(crate) fn begin_request(&self) -> InFlight {
+        if self.holds_in_flight {
+            self.slot.adopt_request()
+        } else {
+            self.slot.begin_request()
         }
     }
 

@@ -8,11 +8,11 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ExcludedKeys, InFlight, KeyPool, SameKey, SelectedKey, pool::NO_EXCLUSIONS};
+use super::{ExcludedKeys, InFlight, KeyPool, SameKey, SelectedKey, SharedAdmission, pool::NO_EXCLUSIONS};
 use crate::{
     body::TrackedBody,
-    channel::quota_model,
-    context::{Principal, target_group},
+    channel::{ChannelKind, quota_model},
+    context::{GroupName, Principal, target_group},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
     telemetry,
@@ -63,7 +63,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
-    P: KeyPool,
+    P: KeyPool + Clone,
     ReqBody: Send + 'static,
     ResBody: Send + 'static,
 {
@@ -87,25 +87,102 @@ where
         let model = quota_model(&req, channel);
         let same = same
             .filter(|SameKey(key)| key.slot().is_usable_for(model))
-            .map(|SameKey(key)| SelectedKey::new(key.group().clone(), Arc::clone(key.slot())));
+            .and_then(|SameKey(key)| SelectedKey::again(key.group().clone(), Arc::clone(key.slot())));
         let Some(key) = same.or_else(|| self.pool.select_for(group.as_str(), excluded, model)) else {
-            telemetry::no_key(group);
-            return ResponseFuture::ready(Err(Error::no_key_available(group)));
+            return ResponseFuture::ready(Err(
+                match self.pool.limit_refusal(group.as_str(), excluded, model) {
+                    Some(refusal) => {
+                        telemetry::limit_refused(group, refusal.limit);
+                        Error::rate_limited(refusal.limit, refusal.retry_after)
+                    }
+                    None => {
+                        telemetry::no_key(group);
+                        Error::no_key_available(group)
+                    }
+                },
+            ));
         };
-        channel.inject_credential(&mut req, key.secret());
-        let in_flight = key.slot().begin_request();
-        req.extensions_mut().insert(key.clone());
-
+        if let Some(check) = self.pool.admit_shared(&key) {
+            // Slow path (a key with limits shared across nodes): what reselection needs, owned.
+            let retry = Reselect {
+                pool: self.pool.clone(),
+                group: group.clone(),
+                excluded: excluded.clone(),
+                model: model.map(Arc::from),
+            };
+            let ready = take_ready(&mut self.inner);
+            return ResponseFuture::new(async move {
+                let key = retry.until_admitted(key, check).await?;
+                send(ready, req, channel, key).await
+            });
+        }
         let ready = take_ready(&mut self.inner);
-        ResponseFuture::new(async move {
-            match ready.oneshot(req).await {
-                Ok(mut res) => {
-                    res.extensions_mut().insert(key);
-                    Ok(res.map(|body| TrackedBody::new(body, in_flight)))
-                }
-                Err(err) => Err(Error::from_boxed(err.into()).with_key(key)),
+        ResponseFuture::new(send(ready, req, channel, key))
+    }
+}
+
+/// Sends one attempt with `key`: its credential injected, the key marked in flight until the
+/// response body ends, the key in both extensions.
+async fn send<S, ReqBody, ResBody>(
+    inner: S,
+    mut req: Request<ReqBody>,
+    channel: ChannelKind,
+    key: SelectedKey,
+) -> Result<Response<TrackedBody<ResBody, InFlight>>, Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+{
+    channel.inject_credential(&mut req, key.secret());
+    let in_flight = key.begin_request();
+    req.extensions_mut().insert(key.clone());
+    match inner.oneshot(req).await {
+        Ok(mut res) => {
+            res.extensions_mut().insert(key);
+            Ok(res.map(|body| TrackedBody::new(body, in_flight)))
+        }
+        Err(err) => Err(Error::from_boxed(err.into()).with_key(key)),
+    }
+}
+
+/// Another key when the shared check refuses the one selected.
+struct Reselect<P> {
+    pool: P,
+    group: GroupName,
+    excluded: ExcludedKeys,
+    model: Option<Arc<str>>,
+}
+
+impl<P: KeyPool> Reselect<P> {
+    /// Waits for `check` on `key`; on a refusal, selects another key (the refused one left out)
+    /// until one is admitted, or answers the refusal when none is left.
+    async fn until_admitted(
+        mut self,
+        mut key: SelectedKey,
+        mut check: SharedAdmission,
+    ) -> Result<SelectedKey, Error> {
+        loop {
+            let refusal = match check.await {
+                Ok(()) => return Ok(key),
+                Err(refusal) => refusal,
+            };
+            self.pool.refused_shared(&key, refusal);
+            self.excluded.insert(key.id());
+            let model = self.model.as_deref();
+            let Some(next) = self.pool.select_for(self.group.as_str(), &self.excluded, model) else {
+                let refusal = self
+                    .pool
+                    .limit_refusal(self.group.as_str(), &self.excluded, model)
+                    .unwrap_or(refusal);
+                telemetry::limit_refused(&self.group, refusal.limit);
+                return Err(Error::rate_limited(refusal.limit, refusal.retry_after));
+            };
+            key = next;
+            match self.pool.admit_shared(&key) {
+                Some(next_check) => check = next_check,
+                None => return Ok(key),
             }
-        })
+        }
     }
 }
 
@@ -115,8 +192,7 @@ mod tests {
     use crate::{
         channel::ChannelKind,
         error::ErrorKind,
-        keys::SelectedKey,
-        keys::{KeyId, KeySlot, MemoryKeyPool},
+        keys::{KeyId, KeySlot, MemoryKeyPool, SelectedKey},
         test_util::principal,
     };
     use bytes::Bytes;
@@ -182,6 +258,121 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NoKeyAvailable);
         assert_eq!(err.status(), 503);
+    }
+
+    #[tokio::test]
+    async fn every_key_at_its_limit_is_429_naming_the_limit() {
+        let p = pool(&[(1, "k1")]);
+        p.set_key_limits(&"g".into(), crate::keys::KeyLimits::new().rpm(1));
+        let svc = KeySelectLayer::new(p).layer(seen_credential());
+        let req = || principal(Request::new(()), "g", ChannelKind::OpenAi);
+        assert!(svc.clone().oneshot(req()).await.is_ok());
+        let err = svc.oneshot(req()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RateLimited);
+        assert_eq!(err.limit(), Some("key_rpm"));
+        assert!(err.retry_after().unwrap() <= std::time::Duration::from_secs(60));
+    }
+
+    /// A pool whose shared check (a cluster's count, in the gateway) refuses some keys.
+    #[derive(Clone)]
+    struct SharedPool {
+        local: MemoryKeyPool,
+        refused: Arc<[u64]>,
+        asked: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl KeyPool for SharedPool {
+        fn select(&self, group: &str, excluded: &ExcludedKeys) -> Option<SelectedKey> {
+            self.local.select(group, excluded)
+        }
+
+        fn has_candidate(&self, group: &str, excluded: &ExcludedKeys) -> bool {
+            self.local.has_candidate(group, excluded)
+        }
+
+        fn report(&self, key: &SelectedKey, report: crate::keys::Report) {
+            self.local.report(key, report)
+        }
+
+        fn limit_refusal(
+            &self,
+            group: &str,
+            excluded: &ExcludedKeys,
+            model: Option<&str>,
+        ) -> Option<crate::keys::LimitRefusal> {
+            self.local.limit_refusal(group, excluded, model)
+        }
+
+        fn admit_shared(&self, key: &SelectedKey) -> Option<SharedAdmission> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let refused = self.refused.contains(&key.id().0);
+            Some(Box::pin(async move {
+                if refused {
+                    Err(crate::keys::LimitRefusal {
+                        limit: "key_rpm",
+                        retry_after: std::time::Duration::from_secs(30),
+                    })
+                } else {
+                    Ok(())
+                }
+            }))
+        }
+
+        fn refused_shared(&self, key: &SelectedKey, refusal: crate::keys::LimitRefusal) {
+            self.local.refused_shared(key, refusal)
+        }
+    }
+
+    fn shared_pool(refused: &[u64]) -> SharedPool {
+        let local = pool(&[(1, "k1"), (2, "k2")]);
+        local.set_key_limits(&"g".into(), crate::keys::KeyLimits::new().rpm(10));
+        SharedPool {
+            local,
+            refused: refused.into(),
+            asked: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_the_shared_check_refuses_is_given_back_and_another_serves() {
+        let p = shared_pool(&[1]);
+        let svc = KeySelectLayer::new(p.clone()).layer(seen_credential());
+        let req = || principal(Request::new(()), "g", ChannelKind::OpenAi);
+        let res = svc.clone().oneshot(req()).await.unwrap();
+        assert_eq!(res.extensions().get::<SelectedKey>().unwrap().id(), KeyId(2));
+        let refused = p.local.get("g", KeyId(1)).unwrap();
+        assert_eq!(
+            refused.limit_usage().0,
+            0,
+            "what key 1's selection took was given back"
+        );
+        assert_eq!(
+            refused.limit_refusal().unwrap().limit,
+            "key_rpm",
+            "and it is held back here"
+        );
+        let asked = p.asked.load(std::sync::atomic::Ordering::Relaxed);
+        // Held back, key 1 is not asked about again: the next requests go to key 2 at once.
+        for _ in 0..3 {
+            let res = svc.clone().oneshot(req()).await.unwrap();
+            assert_eq!(res.extensions().get::<SelectedKey>().unwrap().id(), KeyId(2));
+        }
+        assert_eq!(p.asked.load(std::sync::atomic::Ordering::Relaxed), asked + 3);
+    }
+
+    #[tokio::test]
+    async fn with_every_key_refused_by_the_shared_check_the_client_gets_its_429() {
+        let p = shared_pool(&[1, 2]);
+        let svc = KeySelectLayer::new(p).layer(seen_credential());
+        let err = svc
+            .oneshot(principal(Request::new(()), "g", ChannelKind::OpenAi))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.kind(), err.limit()),
+            (ErrorKind::RateLimited, Some("key_rpm"))
+        );
+        assert!(err.retry_after().unwrap() <= std::time::Duration::from_secs(30));
     }
 
     #[tokio::test]

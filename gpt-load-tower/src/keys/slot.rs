@@ -7,6 +7,9 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use arc_swap::ArcSwapOption;
+
+use super::limits::{KeyLimiter, KeyLimits, LimitRefusal};
 use crate::{clock, context::KeyId, secret::ApiKey};
 
 /// How long a cooling key whose rest is over stays with the one request probing it before
@@ -110,6 +113,8 @@ pub struct KeySlot {
     /// there are any: selection looks at the list only when the flag is set.
     model_rests: Mutex<Vec<(Arc<str>, u64)>>,
     has_model_rests: AtomicBool,
+    /// The key's rate limits and their counters; `None` (one null pointer) for a key without.
+    limiter: ArcSwapOption<KeyLimiter>,
     pub(super) dirty: AtomicBool,
 }
 
@@ -132,6 +137,7 @@ impl KeySlot {
             last_error: Mutex::new(None),
             model_rests: Mutex::new(Vec::new()),
             has_model_rests: AtomicBool::new(false),
+            limiter: ArcSwapOption::empty(),
             dirty: AtomicBool::new(false),
         }
     }
@@ -270,6 +276,80 @@ impl KeySlot {
             .filter(|d| !d.is_zero())
     }
 
+    /// The key's rate limits (none by default).
+    pub fn limits(&self) -> KeyLimits {
+        self.limiter
+            .load()
+            .as_ref()
+            .map_or(KeyLimits::new(), |limiter| limiter.limits())
+    }
+
+    /// Sets the key's rate limits (the pool does, from
+    /// [`MemoryKeyPool::set_key_limits`](super::MemoryKeyPool::set_key_limits)). What was counted so far keeps counting under the new ones;
+    /// removing every limit drops the counters.
+    pub(super) fn set_limits(&self, limits: KeyLimits) {
+        if limits.is_none() {
+            self.limiter.store(None);
+            return;
+        }
+        let current = self.limiter.load();
+        let next = match current.as_ref() {
+            Some(limiter) if limiter.limits() == limits => return,
+            Some(limiter) => limiter.with_limits(limits),
+            None => KeyLimiter::new(limits),
+        };
+        self.limiter.store(Some(Arc::new(next)));
+    }
+
+    /// The limit that would refuse a request on this key now, if any.
+    pub fn limit_refusal(&self) -> Option<LimitRefusal> {
+        self.limiter.load().as_ref()?.refusal(self.in_flight())
+    }
+
+    /// The share of the key's tightest limit still free, in thousandths: 1000 for a key without
+    /// limits or with none used.
+    pub fn headroom_per_mille(&self) -> u32 {
+        self.limiter
+            .load()
+            .as_ref()
+            .map_or(1000, |limiter| limiter.headroom_per_mille(self.in_flight()))
+    }
+
+    /// Requests counted against the key's limits in the last minute and today (zero without
+    /// limits).
+    pub fn limit_usage(&self) -> (u64, u64) {
+        self.limiter
+            .load()
+            .as_ref()
+            .map_or((0, 0), |limiter| limiter.used())
+    }
+
+    /// Takes one request from each of the key's limits, or none of them. `Ok(true)` when the
+    /// request's in-flight count was raised here (a concurrency limit), so the request must not
+    /// raise it again (see [`adopt_request`](Self::adopt_request)).
+    pub(super) fn admit(&self) -> Result<bool, LimitRefusal> {
+        match self.limiter.load().as_ref() {
+            Some(limiter) => limiter.admit(&self.in_flight),
+            None => Ok(false),
+        }
+    }
+
+    /// Undoes an [`admit`](Self::admit) whose request was not sent (a shared check refused it),
+    /// and keeps the key out of selection as `refusal` says.
+    pub(super) fn give_back(&self, held_in_flight: bool, refusal: LimitRefusal) {
+        if held_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        if let Some(limiter) = self.limiter.load().as_ref() {
+            limiter.give_back(refusal);
+        }
+    }
+
+    /// Gives a probe whose request was refused by a limit back, so the next request may probe.
+    pub(super) fn reopen_probe(&self) {
+        self.cool_until.fetch_min(clock::now_ms(), Ordering::AcqRel);
+    }
+
     /// Counted failures since the last success.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
@@ -401,6 +481,11 @@ impl KeySlot {
 
     pub(super) fn take_requests(&self) -> u64 {
         self.requests.swap(0, Ordering::AcqRel)
+    }
+
+    /// The guard of a request whose in-flight count [`admit`](Self::admit) already raised.
+    pub(super) fn adopt_request(self: &std::sync::Arc<Self>) -> InFlight {
+        InFlight(self.clone())
     }
 
     /// Marks one more request in flight on this key until the returned guard drops.

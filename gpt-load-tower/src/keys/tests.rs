@@ -553,3 +553,156 @@ fn a_provider_failure_leaves_a_pending_key_pending() {
         "the provider accepted the key"
     );
 }
+
+fn select(pool: &MemoryKeyPool) -> Option<SelectedKey> {
+    pool.select("g", &ExcludedKeys::new())
+}
+
+#[test]
+fn a_key_at_its_rpm_is_passed_over_while_the_others_serve() {
+    let pool = pool_with(2);
+    pool.set_limits_of(&"g".into(), KeyId(0), Some(KeyLimits::new().rpm(3)));
+    let mut only_key_0 = ExcludedKeys::new();
+    only_key_0.insert(KeyId(1));
+    let taken_by_key_0 = |pool: &MemoryKeyPool| {
+        (0..10)
+            .filter(|_| pool.select("g", &only_key_0).is_some())
+            .count()
+    };
+    // Key 1 has no limit, so the most headroom once key 0 took a request: it takes the traffic.
+    let picks = picks_of(&pool, 20);
+    assert_eq!(picks[&KeyId(0)], 1, "{picks:?}");
+    assert_eq!(taken_by_key_0(&pool), 2, "three in all");
+    // 59 seconds on, the three are still within the minute: never a fourth.
+    crate::clock::advance(Duration::from_secs(59));
+    assert_eq!(taken_by_key_0(&pool), 0);
+    assert_eq!(picks_of(&pool, 10)[&KeyId(1)], 10);
+    // A minute after they were taken, they have left the window.
+    crate::clock::advance(Duration::from_secs(1));
+    assert_eq!(taken_by_key_0(&pool), 3);
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().limit_usage(), (3, 0));
+}
+
+#[test]
+fn with_every_key_at_a_limit_the_refusal_names_it_and_the_soonest_room() {
+    let pool = pool_with(2);
+    pool.set_key_limits(&"g".into(), KeyLimits::new().rpm(1));
+    assert_eq!(select(&pool).unwrap().id(), KeyId(0));
+    crate::clock::advance(Duration::from_secs(20));
+    assert_eq!(select(&pool).unwrap().id(), KeyId(1));
+    assert!(select(&pool).is_none());
+    assert!(!pool.has_candidate("g", &ExcludedKeys::new()));
+    let refusal = pool.limit_refusal("g", &ExcludedKeys::new(), None).unwrap();
+    assert_eq!(refusal.limit, "key_rpm");
+    // Key 0 frees first, 40 seconds from now.
+    assert!(
+        refusal.retry_after <= Duration::from_secs(40) && refusal.retry_after > Duration::from_secs(38),
+        "{refusal:?}"
+    );
+    crate::clock::advance(refusal.retry_after);
+    assert_eq!(select(&pool).unwrap().id(), KeyId(0));
+    // Limits removed: nothing is counted or refused any more.
+    pool.set_key_limits(&"g".into(), KeyLimits::new());
+    assert_eq!(picks_of(&pool, 4).len(), 2);
+    assert_eq!(pool.limit_refusal("g", &ExcludedKeys::new(), None), None);
+}
+
+#[test]
+fn a_refusal_is_only_given_when_limits_are_what_keeps_every_key_out() {
+    let pool = pool_with(2);
+    pool.set_key_limits(&"g".into(), KeyLimits::new().rpm(5));
+    let mut excluded = ExcludedKeys::new();
+    excluded.insert(KeyId(0));
+    excluded.insert(KeyId(1));
+    assert!(pool.select("g", &excluded).is_none());
+    assert_eq!(
+        pool.limit_refusal("g", &excluded, None),
+        None,
+        "no key: 503, not 429"
+    );
+    pool.set_state("g", KeyId(0), KeyState::Disabled);
+    pool.set_state("g", KeyId(1), KeyState::Invalid);
+    assert!(select(&pool).is_none());
+    assert_eq!(pool.limit_refusal("g", &ExcludedKeys::new(), None), None);
+}
+
+#[test]
+fn a_concurrency_limit_holds_until_the_request_ends() {
+    let pool = pool_with(1);
+    pool.set_key_limits(&"g".into(), KeyLimits::new().max_concurrency(1));
+    let first = select(&pool).unwrap();
+    let in_flight = first.begin_request();
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().in_flight(), 1, "counted once");
+    assert!(select(&pool).is_none());
+    let refusal = pool.limit_refusal("g", &ExcludedKeys::new(), None).unwrap();
+    assert_eq!(refusal.limit, "key_concurrency");
+    drop(in_flight);
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().in_flight(), 0);
+    let second = select(&pool).unwrap();
+    drop(second.begin_request());
+    assert!(select(&pool).is_some());
+}
+
+#[test]
+fn requests_per_day_run_until_utc_midnight() {
+    let pool = pool_with(1);
+    pool.set_key_limits(&"g".into(), KeyLimits::new().rpd(2).rpm(100));
+    assert!(select(&pool).is_some() && select(&pool).is_some());
+    assert!(select(&pool).is_none());
+    let refusal = pool.limit_refusal("g", &ExcludedKeys::new(), None).unwrap();
+    assert_eq!(refusal.limit, "key_rpd");
+    assert!(refusal.retry_after <= Duration::from_secs(24 * 60 * 60));
+    // The refused day took nothing from the minute.
+    assert_eq!(pool.get("g", KeyId(0)).unwrap().limit_usage(), (2, 2));
+    crate::clock::advance(refusal.retry_after);
+    assert!(select(&pool).is_some());
+}
+
+#[test]
+fn the_key_with_more_headroom_is_preferred() {
+    let pool = pool_with(2);
+    pool.set_limits_of(&"g".into(), KeyId(0), Some(KeyLimits::new().rpm(10)));
+    pool.set_limits_of(&"g".into(), KeyId(1), Some(KeyLimits::new().rpm(100)));
+    let picks = picks_of(&pool, 40);
+    // Turn by turn, key 0 would take 10 of 40 and be spent; by headroom it keeps room.
+    assert!(picks[&KeyId(0)] <= 5, "{picks:?}");
+    assert!(pool.get("g", KeyId(0)).unwrap().limit_refusal().is_none());
+}
+
+#[test]
+fn a_cooling_key_at_its_limit_leaves_the_probe_to_the_next_request() {
+    let pool = pool_with(1);
+    pool.set_key_limits(&"g".into(), KeyLimits::new().rpm(1));
+    let key = select(&pool).unwrap();
+    pool.report(
+        &key,
+        Report::CoolDown {
+            duration: Duration::from_secs(10),
+        },
+    );
+    crate::clock::advance(Duration::from_secs(10));
+    // The rest is over but the minute is not: no probe is spent on a refused request.
+    assert!(select(&pool).is_none());
+    crate::clock::advance(Duration::from_secs(50));
+    let probe = select(&pool).unwrap();
+    assert!(probe.is_probe());
+}
+
+#[test]
+fn many_threads_never_take_more_than_the_keys_allow() {
+    let pool = pool_with(4);
+    pool.set_key_limits(&"g".into(), KeyLimits::new().rpm(50));
+    let taken: usize = (0..8)
+        .map(|_| {
+            let pool = pool.clone();
+            thread::spawn(move || (0..100).filter(|_| select(&pool).is_some()).count())
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .sum();
+    assert_eq!(taken, 200);
+    for id in 0..4 {
+        assert_eq!(pool.get("g", KeyId(id)).unwrap().limit_usage().0, 50);
+    }
+}

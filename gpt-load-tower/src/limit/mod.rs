@@ -1,5 +1,6 @@
-//! A global concurrency limit that sheds load instead of queueing, and [`MinuteWindow`], the
-//! sliding per-minute counter rate limits are built on.
+//! A global concurrency limit that sheds load instead of queueing, each group's own limits
+//! ([`GroupLimitLayer`]), and the counters rate limits are built on: [`MinuteWindow`] (a sliding
+//! minute) and [`DayWindow`] (a UTC day).
 //!
 //! tower's `ConcurrencyLimit` makes callers wait for a permit; a gateway in front of slow model
 //! calls should instead answer at once so clients back off. [`ConcurrencyLimitLayer`] admits up
@@ -55,7 +56,11 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::window::MinuteWindow;
+pub use self::{
+    day::DayWindow,
+    group::{GroupLimit, GroupLimitFuture, GroupLimitLayer, GroupLimitTable, GroupLimits, GroupPermit},
+    window::MinuteWindow,
+};
 use crate::{
     body::{BodyEnd, OnBodyEnd, TrackedBody},
     error::{BoxError, Error},
@@ -261,6 +266,8 @@ where
     }
 }
 
+mod day;
+mod group;
 mod window;
 
 #[cfg(test)]

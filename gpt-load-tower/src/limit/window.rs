@@ -91,6 +91,18 @@ impl MinuteWindow {
         limit.saturating_sub(self.used())
     }
 
+    /// How long until `limit` has room for `amount` more, without taking it: `None` when it has
+    /// room now.
+    pub fn retry_after(&self, amount: u64, limit: u64) -> Option<Duration> {
+        if amount > limit {
+            return Some(Duration::from_secs(SECONDS));
+        }
+        let now = Self::second();
+        let head = self.head.load(Ordering::Acquire);
+        let used: u64 = self.seconds(now, head).map(|(_, count)| count).sum();
+        (used + amount > limit).then(|| self.wait(now, head, used + amount - limit))
+    }
+
     /// Admits `amount` if the last minute's total plus `amount` stays within `limit`; otherwise
     /// answers how long until enough of it has left the window (a full minute when `amount`
     /// alone is over `limit`).
@@ -111,6 +123,18 @@ impl MinuteWindow {
     /// Adds `amount` whatever the limit (usage settled after the fact, for tokens per minute).
     pub fn add(&self, amount: u64) {
         let _ = self.update(amount, |_, _| Ok(()));
+    }
+
+    /// Gives back up to `amount` admitted moments ago (an admission that was not used after all),
+    /// taken from the latest second that counted. Exact when that second is the one of the
+    /// admission; otherwise the window may admit slightly more until that second leaves it.
+    pub fn release(&self, amount: u64) {
+        let _ = self
+            .head
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |head| {
+                let (second, count) = unpack(head);
+                (count > 0).then(|| pack(second, count.saturating_sub(amount)))
+            });
     }
 
     /// Adds `amount` to the current second once `admit` allows it, moving the word on to a new
@@ -199,6 +223,12 @@ mod tests {
         advance(Duration::from_secs(20));
         window.try_acquire(1, 3).unwrap();
         let wait = window.try_acquire(1, 3).unwrap_err();
+        assert_eq!(
+            window.retry_after(1, 3),
+            Some(wait),
+            "the same answer without taking"
+        );
+        assert_eq!(window.retry_after(0, 3), None);
         // The first two leave 40 seconds from now (within the second they were admitted in).
         assert!(
             wait <= Duration::from_secs(40) && wait > Duration::from_secs(38),
@@ -228,6 +258,17 @@ mod tests {
         assert!(window.try_acquire(1, 1_000).is_err());
         advance(Duration::from_secs(60));
         assert_eq!(window.headroom(1_000), 1_000);
+    }
+
+    #[test]
+    fn a_released_admission_frees_its_room() {
+        let window = MinuteWindow::new();
+        window.try_acquire(3, 3).unwrap();
+        window.release(1);
+        assert_eq!(window.used(), 2);
+        window.try_acquire(1, 3).unwrap();
+        window.release(10);
+        assert_eq!(window.used(), 0, "never below zero");
     }
 
     #[test]

@@ -133,7 +133,8 @@ fn not_served(group: &GroupName, model: &str) -> Error {
 }
 
 /// Whether a sub-group's final answer is a failure another sub-group may not share: a key or
-/// provider failure its keys could not get past, no usable key, no upstream. A request error,
+/// provider failure its keys could not get past, no usable key (or every key at its limits), no
+/// upstream. A request error,
 /// a passthrough answer or a rule that left no retries is the client's answer.
 fn sub_group_failed<B>(result: &Result<http::Response<B>, Error>) -> bool {
     match result {
@@ -142,7 +143,11 @@ fn sub_group_failed<B>(result: &Result<http::Response<B>, Error>) -> bool {
             None => res.status() == StatusCode::TOO_MANY_REQUESTS || res.status().is_server_error(),
         },
         Err(err) => {
-            err.is_retryable() || matches!(err.kind(), ErrorKind::NoKeyAvailable | ErrorKind::NoUpstream)
+            err.is_retryable()
+                || matches!(
+                    err.kind(),
+                    ErrorKind::NoKeyAvailable | ErrorKind::RateLimited | ErrorKind::NoUpstream
+                )
         }
     }
 }

@@ -1,0 +1,270 @@
+//! Per-key rate limits: requests per minute and per day, and requests at once.
+//!
+//! Providers rest a key that goes over its quota only after answering `429`; a key limited here
+//! is skipped by selection before that, while the other keys of the group take the traffic.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{
+    clock,
+    limit::{DayWindow, MinuteWindow},
+};
+
+/// The limits of one key; `0` means none.
+///
+/// ```
+/// use gpt_load_tower::keys::KeyLimits;
+///
+/// let limits = KeyLimits::new().rpm(3).max_concurrency(2);
+/// assert_eq!((limits.rpm, limits.rpd, limits.max_concurrency), (3, 0, 2));
+/// assert!(!limits.is_none());
+/// ```
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct KeyLimits {
+    /// Requests per minute (a sliding minute, see [`MinuteWindow`]).
+    pub rpm: u32,
+    /// Requests per UTC day (see [`DayWindow`]).
+    pub rpd: u32,
+    /// Requests in flight at once (a stream counts until it ends).
+    pub max_concurrency: u32,
+}
+
+impl KeyLimits {
+    /// No limits.
+    pub const fn new() -> Self {
+        Self {
+            rpm: 0,
+            rpd: 0,
+            max_concurrency: 0,
+        }
+    }
+
+    /// With `rpm` requests per minute.
+    #[must_use]
+    pub const fn rpm(mut self, rpm: u32) -> Self {
+        self.rpm = rpm;
+        self
+    }
+
+    /// With `rpd` requests per UTC day.
+    #[must_use]
+    pub const fn rpd(mut self, rpd: u32) -> Self {
+        self.rpd = rpd;
+        self
+    }
+
+    /// With at most `max` requests at once.
+    #[must_use]
+    pub const fn max_concurrency(mut self, max: u32) -> Self {
+        self.max_concurrency = max;
+        self
+    }
+
+    /// Whether no limit is set.
+    pub const fn is_none(&self) -> bool {
+        self.rpm == 0 && self.rpd == 0 && self.max_concurrency == 0
+    }
+}
+
+/// Which of a key's limits refused a request, and when it has room again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitRefusal {
+    /// The limit's stable name: `key_rpm`, `key_rpd` or `key_concurrency`.
+    pub limit: &'static str,
+    /// How long until the limit admits one more request (a second for concurrency, which ends
+    /// when a request does).
+    pub retry_after: Duration,
+}
+
+impl LimitRefusal {
+    const CONCURRENCY: Self = Self {
+        limit: "key_concurrency",
+        retry_after: Duration::from_secs(1),
+    };
+}
+
+/// A key's limits and the counters that enforce them. Allocated only for keys with limits;
+/// the counters survive a change of the limits.
+#[derive(Debug)]
+pub(crate) struct KeyLimiter {
+    limits: KeyLimits,
+    minute: Arc<MinuteWindow>,
+    day: Arc<DayWindow>,
+    /// A shared check refused the key: no admission before this clock reading (0 = none), and
+    /// by which limit (`true`: the day's).
+    held_back_until: Arc<AtomicU64>,
+    held_back_by_day: Arc<AtomicBool>,
+}
+
+impl KeyLimiter {
+    pub(crate) fn new(limits: KeyLimits) -> Self {
+        Self {
+            limits,
+            minute: Arc::default(),
+            day: Arc::default(),
+            held_back_until: Arc::default(),
+            held_back_by_day: Arc::default(),
+        }
+    }
+
+    /// The same counters under new limits.
+    pub(crate) fn with_limits(&self, limits: KeyLimits) -> Self {
+        Self {
+            limits,
+            minute: Arc::clone(&self.minute),
+            day: Arc::clone(&self.day),
+            held_back_until: Arc::clone(&self.held_back_until),
+            held_back_by_day: Arc::clone(&self.held_back_by_day),
+        }
+    }
+
+    pub(crate) fn limits(&self) -> KeyLimits {
+        self.limits
+    }
+
+    /// Takes one request from every limit, or none: concurrency first (held in `in_flight`,
+    /// which the request gives back when it ends), then the day, then the minute, undoing what was
+    /// taken when a later limit refuses. `Ok(true)` when `in_flight` was raised here.
+    pub(crate) fn admit(&self, in_flight: &AtomicU32) -> Result<bool, LimitRefusal> {
+        let KeyLimits {
+            rpm,
+            rpd,
+            max_concurrency,
+        } = self.limits;
+        if let Some(refusal) = self.held_back() {
+            return Err(refusal);
+        }
+        let held = max_concurrency > 0;
+        if held
+            && in_flight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max_concurrency).then_some(n + 1)
+                })
+                .is_err()
+        {
+            return Err(LimitRefusal::CONCURRENCY);
+        }
+        let undo_concurrency = || {
+            if held {
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
+        if rpd > 0
+            && let Err(retry_after) = self.day.try_acquire(1, u64::from(rpd))
+        {
+            undo_concurrency();
+            return Err(LimitRefusal {
+                limit: "key_rpd",
+                retry_after,
+            });
+        }
+        if rpm > 0
+            && let Err(retry_after) = self.minute.try_acquire(1, u64::from(rpm))
+        {
+            if rpd > 0 {
+                self.day.release(1);
+            }
+            undo_concurrency();
+            return Err(LimitRefusal {
+                limit: "key_rpm",
+                retry_after,
+            });
+        }
+        Ok(held)
+    }
+
+    /// The limit that would refuse a request now, without taking anything.
+    pub(crate) fn refusal(&self, in_flight: u32) -> Option<LimitRefusal> {
+        let KeyLimits {
+            rpm,
+            rpd,
+            max_concurrency,
+        } = self.limits;
+        if let Some(refusal) = self.held_back() {
+            return Some(refusal);
+        }
+        if max_concurrency > 0 && in_flight >= max_concurrency {
+            return Some(LimitRefusal::CONCURRENCY);
+        }
+        if rpd > 0
+            && let Some(retry_after) = self.day.retry_after(1, u64::from(rpd))
+        {
+            return Some(LimitRefusal {
+                limit: "key_rpd",
+                retry_after,
+            });
+        }
+        if rpm > 0
+            && let Some(retry_after) = self.minute.retry_after(1, u64::from(rpm))
+        {
+            return Some(LimitRefusal {
+                limit: "key_rpm",
+                retry_after,
+            });
+        }
+        None
+    }
+
+    /// While a shared check's refusal holds the key back: that refusal.
+    fn held_back(&self) -> Option<LimitRefusal> {
+        let until = self.held_back_until.load(Ordering::Relaxed);
+        (until != 0 && clock::now_ms() < until).then(|| LimitRefusal {
+            limit: if self.held_back_by_day.load(Ordering::Relaxed) {
+                "key_rpd"
+            } else {
+                "key_rpm"
+            },
+            retry_after: clock::remaining(until),
+        })
+    }
+
+    /// Undoes one admission whose request was not sent, and holds the key back as `refusal`
+    /// says.
+    pub(crate) fn give_back(&self, refusal: LimitRefusal) {
+        let hold = refusal.retry_after;
+        self.held_back_by_day
+            .store(refusal.limit == "key_rpd", Ordering::Relaxed);
+        if self.limits.rpd > 0 {
+            self.day.release(1);
+        }
+        if self.limits.rpm > 0 {
+            self.minute.release(1);
+        }
+        self.held_back_until
+            .fetch_max(clock::deadline_ms(hold), Ordering::AcqRel);
+    }
+
+    /// The share of the tightest limit still free, in thousandths (1000 = untouched).
+    pub(crate) fn headroom_per_mille(&self, in_flight: u32) -> u32 {
+        let share = |left: u64, limit: u32| (left * 1000 / u64::from(limit)) as u32;
+        let KeyLimits {
+            rpm,
+            rpd,
+            max_concurrency,
+        } = self.limits;
+        let mut tightest = 1000;
+        if rpm > 0 {
+            tightest = tightest.min(share(self.minute.headroom(u64::from(rpm)), rpm));
+        }
+        if rpd > 0 {
+            tightest = tightest.min(share(self.day.headroom(u64::from(rpd)), rpd));
+        }
+        if max_concurrency > 0 {
+            let left = u64::from(max_concurrency.saturating_sub(in_flight));
+            tightest = tightest.min(share(left, max_concurrency));
+        }
+        tightest
+    }
+
+    /// Requests counted in the last minute and today.
+    pub(crate) fn used(&self) -> (u64, u64) {
+        (self.minute.used(), self.day.used())
+    }
+}
