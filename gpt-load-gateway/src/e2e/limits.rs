@@ -130,6 +130,19 @@ async fn keys_at_their_limits_are_passed_over_then_refused_in_the_clients_format
         "no key was spent: {rows:?}"
     );
 
+    // Counted by limit, for the group.
+    let metrics = http::Request::get(format!("{}/metrics", h.base))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let (_, _, text) = h.send(metrics).await;
+    let text = String::from_utf8_lossy(&text);
+    let rejections = text
+        .lines()
+        .find(|l| l.starts_with("gpt_load_limit_rejections_total{") && l.contains("group=\"limited\""))
+        .unwrap_or_default();
+    assert!(rejections.contains("limit=\"key_rpm\""), "{text}");
+    assert!(rejections.ends_with(" 1"), "{rejections}");
+
     // A saved change applies to the next request: no limit, no refusal.
     let id = h.group_id("limited").await;
     let (status, body) = h

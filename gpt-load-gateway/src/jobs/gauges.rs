@@ -1,5 +1,5 @@
-//! Key-state gauges per group for `/metrics`, refreshed every few seconds (counting walks every
-//! key, so it is kept off the request path).
+//! Key-state and key-limit gauges per group for `/metrics`, refreshed every few seconds
+//! (counting walks every key, so it is kept off the request path).
 
 use std::time::Duration;
 
@@ -8,6 +8,11 @@ use tokio::sync::watch;
 
 /// `gpt_load_keys{group, state}`.
 pub(crate) const KEYS: &str = "gpt_load_keys";
+/// `gpt_load_keys_at_limit{group}`: usable keys one of their limits keeps out now.
+pub(crate) const KEYS_AT_LIMIT: &str = "gpt_load_keys_at_limit";
+/// `gpt_load_key_rpm_headroom{group}`: requests the group's keys with `key_rpm` may still take
+/// in this minute, summed (one series per group, whatever the number of keys).
+pub(crate) const KEY_RPM_HEADROOM: &str = "gpt_load_key_rpm_headroom";
 
 /// Sets the gauges once.
 pub(crate) fn refresh(pool: &MemoryKeyPool) {
@@ -24,6 +29,8 @@ pub(crate) fn refresh(pool: &MemoryKeyPool) {
         ] {
             metrics::gauge!(KEYS, "group" => group.shared(), "state" => state).set(count as f64);
         }
+        metrics::gauge!(KEYS_AT_LIMIT, "group" => group.shared()).set(stats.at_limit as f64);
+        metrics::gauge!(KEY_RPM_HEADROOM, "group" => group.shared()).set(stats.rpm_headroom as f64);
     }
 }
 

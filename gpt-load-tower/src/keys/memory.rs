@@ -104,6 +104,10 @@ pub struct GroupStats {
     pub pending: usize,
     /// Requests using the group's keys right now.
     pub in_flight: u64,
+    /// Usable keys that one of their limits keeps from serving now.
+    pub at_limit: usize,
+    /// Requests the group's keys with a per-minute limit may still take in this minute, summed.
+    pub rpm_headroom: u64,
 }
 
 impl MemoryKeyPool {
@@ -337,8 +341,18 @@ impl MemoryKeyPool {
             total: all.slots.len(),
             ..GroupStats::default()
         };
+        let limited = g.limited.load(Ordering::Relaxed);
         for slot in &all.slots {
             stats.in_flight += u64::from(slot.in_flight());
+            if limited {
+                let limits = slot.limits();
+                if limits.rpm > 0 {
+                    stats.rpm_headroom += u64::from(limits.rpm).saturating_sub(slot.limit_usage().0);
+                }
+                if slot.is_usable() && slot.limit_refusal().is_some() {
+                    stats.at_limit += 1;
+                }
+            }
             match slot.state() {
                 KeyState::Active => stats.active += 1,
                 KeyState::Degraded => stats.degraded += 1,

@@ -592,6 +592,8 @@ fn with_every_key_at_a_limit_the_refusal_names_it_and_the_soonest_room() {
     assert_eq!(select(&pool).unwrap().id(), KeyId(1));
     assert!(select(&pool).is_none());
     assert!(!pool.has_candidate("g", &ExcludedKeys::new()));
+    let stats = pool.stats("g").unwrap();
+    assert_eq!((stats.at_limit, stats.rpm_headroom), (2, 0));
     let refusal = pool.limit_refusal("g", &ExcludedKeys::new(), None).unwrap();
     assert_eq!(refusal.limit, "key_rpm");
     // Key 0 frees first, 40 seconds from now.
@@ -600,6 +602,12 @@ fn with_every_key_at_a_limit_the_refusal_names_it_and_the_soonest_room() {
         "{refusal:?}"
     );
     crate::clock::advance(refusal.retry_after);
+    let stats = pool.stats("g").unwrap();
+    assert_eq!(
+        (stats.at_limit, stats.rpm_headroom),
+        (1, 1),
+        "key 0 has room again"
+    );
     assert_eq!(select(&pool).unwrap().id(), KeyId(0));
     // Limits removed: nothing is counted or refused any more.
     pool.set_key_limits(&"g".into(), KeyLimits::new());

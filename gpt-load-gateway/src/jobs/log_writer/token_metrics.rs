@@ -5,9 +5,9 @@
 //! (group, model) pairs get a series of their own, and any later pair counts under the model
 //! `other` of its group.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
-use metrics::counter;
+use metrics::{Counter, counter};
 
 use crate::repo::request_logs::RequestLogRow;
 
@@ -17,11 +17,27 @@ pub(crate) const TOKENS: &str = "gpt_load_tokens_total";
 pub(crate) const MAX_SERIES: usize = 1_000;
 /// The model label of every pair past [`MAX_SERIES`].
 const OTHER: &str = "other";
+/// The `kind` labels, in the order of [`Series`].
+const KINDS: [&str; 4] = ["prompt", "completion", "cached", "reasoning"];
 
-/// The pairs given a series so far.
-#[derive(Debug, Default)]
+/// One (group, model) pair's counters, one per kind.
+type Series = [Counter; 4];
+
+/// The counters of the pairs seen so far, by group, then by model: a record's counters are found
+/// by two lookups of its own strings, with no allocation and no label hashing by the recorder.
+#[derive(Default)]
 pub(super) struct TokenMetrics {
-    labelled: HashSet<(String, String)>,
+    series: HashMap<String, HashMap<String, Series>>,
+    /// Pairs with a series of their own (the `other` series are not counted).
+    pairs: usize,
+}
+
+impl std::fmt::Debug for TokenMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenMetrics")
+            .field("pairs", &self.pairs)
+            .finish()
+    }
 }
 
 impl TokenMetrics {
@@ -30,34 +46,59 @@ impl TokenMetrics {
         let Some(prompt) = row.prompt_tokens else {
             return;
         };
-        let model = self.model_label(&row.group_name, &row.model).to_owned();
-        let kinds = [
-            ("prompt", prompt),
-            ("completion", row.completion_tokens.unwrap_or(0)),
-            ("cached", row.cached_tokens.unwrap_or(0)),
-            ("reasoning", row.reasoning_tokens.unwrap_or(0)),
+        let tokens = [
+            prompt,
+            row.completion_tokens.unwrap_or(0),
+            row.cached_tokens.unwrap_or(0),
+            row.reasoning_tokens.unwrap_or(0),
         ];
-        for (kind, tokens) in kinds {
+        let series = self.series_of(&row.group_name, &row.model);
+        for (counter, tokens) in series.iter().zip(tokens) {
             if let Ok(tokens) = u64::try_from(tokens)
                 && tokens > 0
             {
-                counter!(TOKENS, "group" => row.group_name.clone(), "model" => model.clone(), "kind" => kind)
-                    .increment(tokens);
+                counter.increment(tokens);
             }
         }
     }
 
-    /// The model label of `model` in `group`: the model itself while the cap allows.
+    /// The counters of `model` in `group`: its own while the cap allows, else its group's
+    /// `other`.
+    fn series_of(&mut self, group: &str, model: &str) -> &Series {
+        let known = self
+            .series
+            .get(group)
+            .is_some_and(|models| models.contains_key(model));
+        let label = if known || self.pairs < MAX_SERIES {
+            model
+        } else {
+            OTHER
+        };
+        if !self.series.contains_key(group) {
+            self.series.insert(group.to_owned(), HashMap::new());
+        }
+        let models = self.series.get_mut(group).expect("inserted above");
+        if !models.contains_key(label) {
+            if label != OTHER || model == OTHER {
+                self.pairs += 1;
+            }
+            let series = KINDS.map(|kind| {
+                counter!(TOKENS, "group" => group.to_owned(), "model" => label.to_owned(), "kind" => kind)
+            });
+            models.insert(label.to_owned(), series);
+        }
+        &models[label]
+    }
+
+    /// The model label `model` in `group` is counted under.
+    #[cfg(test)]
     fn model_label<'a>(&mut self, group: &str, model: &'a str) -> &'a str {
-        let pair = (group.to_owned(), model.to_owned());
-        if self.labelled.contains(&pair) {
-            return model;
+        self.series_of(group, model);
+        if self.series[group].contains_key(model) {
+            model
+        } else {
+            OTHER
         }
-        if self.labelled.len() < MAX_SERIES {
-            self.labelled.insert(pair);
-            return model;
-        }
-        OTHER
     }
 }
 
