@@ -936,42 +936,54 @@ fn a_per_model_quota_met_on_one_node_rests_that_model_on_every_node() {
     assert_eq!(generate(&b, other), 200);
 }
 
-/// `key_rpm` counts the attempts of every node: a key limited to 6 per minute gets 6 in all
-/// from three nodes, and every node refuses the rest with the gateway's own 429.
+/// `key_rpm` and `group_rpm` count the requests of every node: a key limited to 6 per minute
+/// gets 6 in all from three nodes, a group limited to 4 takes 4, and every node refuses the rest
+/// with the gateway's own 429 naming the limit.
 #[test]
-fn a_key_limit_holds_across_the_nodes() {
-    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_key_rpm") else {
+fn key_and_group_limits_hold_across_the_nodes() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_limits") else {
         return;
     };
     let (a, b, c) = start_cluster(&shared, false);
     let key = "sk-cluster-rpm-0001";
     add_group(&a, &mock, "limited", json!({"key_rpm": 6}), key);
-    let path = "/proxy/limited/v1/chat/completions";
-    // Every node knows the group before counting starts: a body that is not JSON is refused
-    // there (400) without spending the key, where an unknown group is 404.
+    let group_key = "sk-cluster-group-rpm-0001";
+    add_group(&a, &mock, "capped", json!({"group_rpm": 4}), group_key);
+    let path = |group: &str| format!("/proxy/{group}/v1/chat/completions");
+    // Every node knows both groups before counting starts: a wrong proxy key is refused there
+    // (401) before any limit counts it, where an unknown group is 404.
     for node in [&a, &b, &c] {
-        let known = within(PROPAGATION * 5, || {
-            matches!(node.http_text("POST", path, Some(PROXY_KEY), "{"), Ok((400, _)))
-        });
-        assert!(
-            known.is_some(),
-            "node {} knows the group:\n{}",
-            node.name,
-            node.log()
-        );
-    }
-    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-    let mut served = 0;
-    let mut refused = Vec::new();
-    for _ in 0..4 {
-        for node in [&a, &b, &c] {
-            match node.http("POST", path, Some(PROXY_KEY), Some(&chat)) {
-                Ok((200, _)) => served += 1,
-                Ok((429, body)) => refused.push(body),
-                other => panic!("node {}: {other:?}\n{}", node.name, node.log()),
-            }
+        for group in ["limited", "capped"] {
+            let known = within(PROPAGATION * 5, || {
+                matches!(
+                    node.http_text("POST", &path(group), Some("sk-wrong-proxy-key"), "{}"),
+                    Ok((401, _))
+                )
+            });
+            assert!(
+                known.is_some(),
+                "node {} knows {group}:\n{}",
+                node.name,
+                node.log()
+            );
         }
     }
+    let chat = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let run = |group: &str, per_node: usize| {
+        let (mut served, mut refused) = (0, Vec::new());
+        for _ in 0..per_node {
+            for node in [&a, &b, &c] {
+                match node.http("POST", &path(group), Some(PROXY_KEY), Some(&chat)) {
+                    Ok((200, _)) => served += 1,
+                    Ok((429, body)) => refused.push(body),
+                    other => panic!("node {}: {other:?}\n{}", node.name, node.log()),
+                }
+            }
+        }
+        (served, refused)
+    };
+
+    let (served, refused) = run("limited", 4);
     assert_eq!(
         served, 6,
         "six in the minute across the nodes; refused: {refused:?}"
@@ -981,4 +993,15 @@ fn a_key_limit_holds_across_the_nodes() {
         assert!(body.contains("rate limit 'key_rpm' reached"), "{body}");
     }
     assert_eq!(mock.requests_by_key().get(key), Some(&6));
+
+    let (served, refused) = run("capped", 3);
+    assert_eq!(
+        served, 4,
+        "four in the minute across the nodes; refused: {refused:?}"
+    );
+    assert_eq!(refused.len(), 5);
+    for body in &refused {
+        assert!(body.contains("rate limit 'group_rpm' reached"), "{body}");
+    }
+    assert_eq!(mock.requests_by_key().get(group_key), Some(&4));
 }

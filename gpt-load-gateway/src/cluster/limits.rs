@@ -1,4 +1,4 @@
-//! Key limits counted across the cluster's nodes.
+//! Key and group limits counted across the cluster's nodes.
 //!
 //! Each node still counts its own requests in memory (the pool's pre-check: a key this node has
 //! already sent its limit is passed over without asking Redis). A key with `key_rpm` or
@@ -6,7 +6,8 @@
 //! node: the minute as a log of admissions (a sorted set per key, exact to the millisecond of
 //! Redis's clock), the day as a counter per key and UTC day. A refusal holds the key back on
 //! this node until the cluster has room again, so the next requests do not ask. Keys without
-//! such limits, and single nodes, make no call at all.
+//! such limits, and single nodes, make no call at all. A group with `group_rpm` is counted the same
+//! way (its own minute log), once this node's count admitted the request.
 //!
 //! While Redis is unreachable every node admits a share of each limit on its own: the limit
 //! divided by the nodes last seen alive (at least one), so the cluster as a whole stays within
@@ -22,8 +23,9 @@ use std::{
 };
 
 use gpt_load_tower::{
+    context::GroupName,
     keys::{KeyId, KeyLimits, LimitRefusal, SharedAdmission},
-    limit::{DayWindow, MinuteWindow},
+    limit::{DayWindow, GroupLimits, MinuteWindow, SharedGroupCount},
 };
 use redis::Script;
 
@@ -77,8 +79,15 @@ struct Inner {
     nodes: AtomicU32,
     /// Makes each admission's entry in a minute log unique.
     sequence: AtomicU64,
-    /// Each key's share of its limits while Redis is unreachable.
-    fallback: Mutex<HashMap<KeyId, Arc<Fallback>>>,
+    /// Each key's and group's share of its limits while Redis is unreachable.
+    fallback: Mutex<HashMap<Counted, Arc<Fallback>>>,
+}
+
+/// What a limit counts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Counted {
+    Key(KeyId),
+    Group(GroupName),
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +118,7 @@ impl SharedLimits {
 
     /// The check of one attempt on `key` under `limits`, when they include a limit the cluster
     /// shares (`None` otherwise: nothing to ask).
-    pub(crate) fn admit(&self, key: KeyId, limits: KeyLimits) -> Option<SharedAdmission> {
+    pub(crate) fn admit_key(&self, key: KeyId, limits: KeyLimits) -> Option<SharedAdmission> {
         if limits.rpm == 0 && limits.rpd == 0 {
             return None;
         }
@@ -118,14 +127,38 @@ impl SharedLimits {
     }
 
     async fn check(&self, key: KeyId, limits: KeyLimits) -> Result<(), LimitRefusal> {
-        let inner = &self.inner;
-        if !inner.connected.load(Ordering::Relaxed) {
-            return self.share(key, limits);
-        }
+        let names = &self.inner.redis.names;
         let now = wall_ms();
         let day = now / DAY_MS;
-        let until_midnight = (day + 1) * DAY_MS - now;
-        let names = &inner.redis.names;
+        let (minute, day_key) = (names.key_minute(key.0), names.key_day(key.0, day));
+        self.count(
+            Counted::Key(key),
+            minute,
+            day_key,
+            limits.rpm,
+            limits.rpd,
+            "key_rpm",
+        )
+        .await
+    }
+
+    /// Counts one request of `counted` in its minute log (and its day, with `rpd`) across the
+    /// cluster; this node's share of the limits while Redis fails.
+    async fn count(
+        &self,
+        counted: Counted,
+        minute: String,
+        day: String,
+        rpm: u32,
+        rpd: u32,
+        minute_limit: &'static str,
+    ) -> Result<(), LimitRefusal> {
+        let inner = &self.inner;
+        if !inner.connected.load(Ordering::Relaxed) {
+            return self.share(counted, rpm, rpd, minute_limit);
+        }
+        let now = wall_ms();
+        let until_midnight = (now / DAY_MS + 1) * DAY_MS - now;
         let member = format!(
             "{}:{}",
             inner.node_id,
@@ -133,33 +166,39 @@ impl SharedLimits {
         );
         let mut invocation = ADMIT.prepare_invoke();
         invocation
-            .key(names.key_minute(key.0))
-            .key(names.key_day(key.0, day))
-            .arg(limits.rpm)
-            .arg(limits.rpd)
+            .key(minute)
+            .key(day)
+            .arg(rpm)
+            .arg(rpd)
             .arg(member)
             .arg(until_midnight);
         match inner.redis.invoke::<Vec<i64>>(&invocation).await {
             Ok(answer) => match answer.as_slice() {
                 [0, ..] => Ok(()),
                 [over, wait, ..] => Err(LimitRefusal {
-                    limit: if *over == 2 { "key_rpd" } else { "key_rpm" },
+                    limit: if *over == 2 { "key_rpd" } else { minute_limit },
                     retry_after: Duration::from_millis(u64::try_from(*wait).unwrap_or(0).max(1)),
                 }),
                 _ => {
-                    tracing::warn!(?answer, "unexpected answer of the key limit script");
-                    self.share(key, limits)
+                    tracing::warn!(?answer, "unexpected answer of the limit script");
+                    self.share(counted, rpm, rpd, minute_limit)
                 }
             },
             Err(err) => {
-                tracing::debug!(error = %err, "key limits counted per node while Redis fails");
-                self.share(key, limits)
+                tracing::debug!(error = %err, "limits counted per node while Redis fails");
+                self.share(counted, rpm, rpd, minute_limit)
             }
         }
     }
 
-    /// This node's share of `limits` on its own: each limit divided by the live nodes.
-    fn share(&self, key: KeyId, limits: KeyLimits) -> Result<(), LimitRefusal> {
+    /// This node's share of the limits on its own: each divided by the live nodes.
+    fn share(
+        &self,
+        counted: Counted,
+        rpm: u32,
+        rpd: u32,
+        minute_limit: &'static str,
+    ) -> Result<(), LimitRefusal> {
         let nodes = u64::from(self.inner.nodes.load(Ordering::Relaxed));
         let share = |limit: u32| (u64::from(limit) / nodes).max(1);
         let fallback = {
@@ -168,28 +207,52 @@ impl SharedLimits {
                 .fallback
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(all.entry(key).or_default())
+            Arc::clone(all.entry(counted).or_default())
         };
-        if limits.rpd > 0
-            && let Err(retry_after) = fallback.day.try_acquire(1, share(limits.rpd))
+        if rpd > 0
+            && let Err(retry_after) = fallback.day.try_acquire(1, share(rpd))
         {
             return Err(LimitRefusal {
                 limit: "key_rpd",
                 retry_after,
             });
         }
-        if limits.rpm > 0
-            && let Err(retry_after) = fallback.minute.try_acquire(1, share(limits.rpm))
+        if rpm > 0
+            && let Err(retry_after) = fallback.minute.try_acquire(1, share(rpm))
         {
-            if limits.rpd > 0 {
+            if rpd > 0 {
                 fallback.day.release(1);
             }
             return Err(LimitRefusal {
-                limit: "key_rpm",
+                limit: minute_limit,
                 retry_after,
             });
         }
         Ok(())
+    }
+}
+
+/// `group_rpm` across the cluster: the group's own minute log.
+impl SharedGroupCount for SharedLimits {
+    fn admit(&self, group: &GroupName, limits: GroupLimits) -> Option<SharedAdmission> {
+        if limits.rpm == 0 {
+            return None;
+        }
+        let this = self.clone();
+        let group = group.clone();
+        Some(Box::pin(async move {
+            let names = &this.inner.redis.names;
+            let minute = names.group_minute(group.as_str());
+            this.count(
+                Counted::Group(group),
+                minute.clone(),
+                minute,
+                limits.rpm,
+                0,
+                "group_rpm",
+            )
+            .await
+        }))
     }
 }
 
@@ -227,17 +290,52 @@ mod tests {
         let key = KeyId(7);
         let mut admitted = 0;
         for node in [&first, &second, &first, &second, &first] {
-            if node.admit(key, rpm).unwrap().await.is_ok() {
+            if node.admit_key(key, rpm).unwrap().await.is_ok() {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 3);
-        let refusal = second.admit(key, rpm).unwrap().await.unwrap_err();
+        let refusal = second.admit_key(key, rpm).unwrap().await.unwrap_err();
         assert_eq!(refusal.limit, "key_rpm");
         assert!(refusal.retry_after <= Duration::from_secs(60) && !refusal.retry_after.is_zero());
         // Another key has its own count; no limit, no check.
-        assert!(first.admit(KeyId(8), rpm).unwrap().await.is_ok());
-        assert!(first.admit(key, KeyLimits::new().max_concurrency(1)).is_none());
+        assert!(first.admit_key(KeyId(8), rpm).unwrap().await.is_ok());
+        assert!(
+            first
+                .admit_key(key, KeyLimits::new().max_concurrency(1))
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_groups_minute_is_counted_across_every_caller() {
+        let Some(first) = limits("shared_limits_group").await else {
+            return;
+        };
+        let second = SharedLimits::new(
+            first.inner.redis.clone(),
+            "n2".into(),
+            Arc::new(AtomicBool::new(true)),
+        );
+        let rpm = GroupLimits::new().rpm(2);
+        let group = GroupName::from("g");
+        assert!(first.admit(&group, rpm).unwrap().await.is_ok());
+        assert!(second.admit(&group, rpm).unwrap().await.is_ok());
+        let refusal = first.admit(&group, rpm).unwrap().await.unwrap_err();
+        assert_eq!(refusal.limit, "group_rpm");
+        // A key with the same number is counted apart.
+        assert!(
+            first
+                .admit_key(KeyId(1), KeyLimits::new().rpm(1))
+                .unwrap()
+                .await
+                .is_ok()
+        );
+        assert!(
+            first
+                .admit(&group, GroupLimits::new().max_concurrency(3))
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -247,9 +345,9 @@ mod tests {
         };
         let rpd = KeyLimits::new().rpd(2).rpm(100);
         let key = KeyId(1);
-        assert!(node.admit(key, rpd).unwrap().await.is_ok());
-        assert!(node.admit(key, rpd).unwrap().await.is_ok());
-        let refusal = node.admit(key, rpd).unwrap().await.unwrap_err();
+        assert!(node.admit_key(key, rpd).unwrap().await.is_ok());
+        assert!(node.admit_key(key, rpd).unwrap().await.is_ok());
+        let refusal = node.admit_key(key, rpd).unwrap().await.unwrap_err();
         assert_eq!(refusal.limit, "key_rpd");
         assert!(refusal.retry_after <= Duration::from_millis(DAY_MS));
     }
@@ -264,14 +362,14 @@ mod tests {
         let rpm = KeyLimits::new().rpm(6);
         let mut admitted = 0;
         for _ in 0..5 {
-            if node.admit(KeyId(1), rpm).unwrap().await.is_ok() {
+            if node.admit_key(KeyId(1), rpm).unwrap().await.is_ok() {
                 admitted += 1;
             }
         }
         assert_eq!(admitted, 2, "a third of six");
         // A limit smaller than the nodes still lets each node send one.
         assert!(
-            node.admit(KeyId(2), KeyLimits::new().rpm(1))
+            node.admit_key(KeyId(2), KeyLimits::new().rpm(1))
                 .unwrap()
                 .await
                 .is_ok()

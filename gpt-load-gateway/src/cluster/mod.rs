@@ -9,10 +9,10 @@
 //! - [`task_slot`]: the one global key task across the cluster and its status.
 //! - [`key_state`]: key failures counted across the cluster; blacklisting, cool-downs and
 //!   restores that reach every node.
-//! - [`limits`]: `key_rpm` and `key_rpd` counted across the nodes.
+//! - [`limits`]: `key_rpm`, `key_rpd` and `group_rpm` counted across the nodes.
 //!
-//! Nothing here runs on the proxy path but [`limits`]' one script per attempt on a key with such
-//! limits: requests are served from the registry's memory, and Redis being slow or down never
+//! Nothing here runs on the proxy path but [`limits`]' one script per attempt on a key (or
+//! request to a group) with such limits: requests are served from the registry's memory, and Redis being slow or down never
 //! blocks them (a limit check falls back to this node's share at once while Redis is known to be
 //! down, and after [`redis::COMMAND_TIMEOUT`] when it stops answering).
 
@@ -308,6 +308,7 @@ impl Cluster {
             Arc::clone(&self.inner.connected),
         );
         registry.proxy_pool().share_limits(limits.clone());
+        registry.catalog().group_limits.share(limits.clone());
         let mut tasks = vec![
             tokio::spawn(
                 self.clone()

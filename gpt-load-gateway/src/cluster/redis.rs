@@ -91,6 +91,11 @@ impl Names {
         format!("{}:limit:key:{key_id}:day:{day}", self.prefix)
     }
 
+    /// One group's admissions of the last minute (`group_rpm`).
+    pub(crate) fn group_minute(&self, group: &str) -> String {
+        format!("{}:limit:group:{group}:minute", self.prefix)
+    }
+
     /// The cluster's one task slot (a hash: `owner`, `running`, `status`).
     pub(crate) fn task(&self) -> String {
         format!("{}:task", self.prefix)
@@ -234,5 +239,6 @@ mod tests {
         assert_eq!(names.key_state(7), "prod:key:7");
         assert_eq!(names.key_minute(7), "prod:limit:key:7:minute");
         assert_eq!(names.key_day(7, 20_000), "prod:limit:key:7:day:20000");
+        assert_eq!(names.group_minute("g"), "prod:limit:group:g:minute");
     }
 }

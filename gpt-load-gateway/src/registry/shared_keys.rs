@@ -176,7 +176,7 @@ impl KeyPool for ProxyKeyPool {
     /// (one Redis script); other keys, and single nodes, are not asked about.
     #[inline]
     fn admit_shared(&self, key: &SelectedKey) -> Option<SharedAdmission> {
-        self.limits.get()?.admit(key.id(), key.slot().limits())
+        self.limits.get()?.admit_key(key.id(), key.slot().limits())
     }
 
     fn refused_shared(&self, key: &SelectedKey, refusal: LimitRefusal) {

@@ -1,51 +1,12 @@
 //! Per-group limits: requests per minute and requests at once, each group's own, with an
-//! optional queue.
-//!
-//! [`GroupLimitLayer`] reads the group from the [`Principal`] (the group in the URL) and admits
-//! the request against that group's [`GroupLimits`] in a [`GroupLimitTable`]. A request over a
-//! limit waits up to the group's queue time for room (for a request in flight to end, or for the
-//! minute to slide) and is otherwise refused with `429`, `Retry-After` and
-//! [`LIMIT_HEADER`](crate::error::LIMIT_HEADER) `group_rpm` or `group_concurrency`. A request
-//! whose wait is longer than the queue time is refused at once. A group without limits costs one
-//! map lookup, with no allocation.
-//!
-//! - Reads: [`Principal`].
-//! - Rejects: `429` ([`ErrorKind::RateLimited`](crate::error::ErrorKind)).
-//!
-//! # Example
-//!
-//! ```
-//! use gpt_load_tower::{
-//!     channel::ChannelKind,
-//!     context::Principal,
-//!     error::{Error, ErrorKind},
-//!     limit::{GroupLimitLayer, GroupLimitTable, GroupLimits},
-//! };
-//! use http::{Request, Response};
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let table = GroupLimitTable::new();
-//! table.set("g".into(), GroupLimits::new().rpm(1));
-//! let svc = ServiceBuilder::new()
-//!     .layer(GroupLimitLayer::new(table))
-//!     .service(service_fn(|_req: Request<()>| async {
-//!         Ok::<_, Error>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
-//!     }));
-//! let req = || Request::builder().extension(Principal::new("g".into(), ChannelKind::OpenAi)).body(()).unwrap();
-//! assert!(svc.clone().oneshot(req()).await.is_ok());
-//! let err = svc.oneshot(req()).await.unwrap_err();
-//! assert_eq!((err.kind(), err.limit()), (ErrorKind::RateLimited, Some("group_rpm")));
-//! # }
-//! ```
+//! optional queue ([`GroupLimitLayer`]).
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
@@ -62,10 +23,12 @@ use tower_service::Service;
 use super::MinuteWindow;
 use crate::{
     body::{BodyEnd, OnBodyEnd, TrackedBody},
+    clock,
     context::{GroupName, Principal},
     error::{BoxError, Error},
     future::take_ready,
     group_map::GroupMap,
+    keys::{LimitRefusal, SharedAdmission},
     telemetry,
 };
 
@@ -127,10 +90,19 @@ impl GroupLimits {
     }
 }
 
+/// A count of a group's requests beyond this node, such as a cluster's, asked after this node
+/// admitted a request (see [`GroupLimitTable::share`]).
+pub trait SharedGroupCount: Send + Sync + 'static {
+    /// The check of one request to `group` under `limits`; `None` when there is nothing to ask.
+    /// A refusal names `group_rpm`.
+    fn admit(&self, group: &GroupName, limits: GroupLimits) -> Option<SharedAdmission>;
+}
+
 /// The limits of every group, shared by the layer and whoever configures it (cheap to clone).
 #[derive(Clone, Default)]
 pub struct GroupLimitTable {
     groups: Arc<GroupMap<GroupLimiter>>,
+    shared: Arc<OnceLock<Box<dyn SharedGroupCount>>>,
 }
 
 impl GroupLimitTable {
@@ -154,6 +126,15 @@ impl GroupLimitTable {
                     .or_insert_with(|| Arc::new(GroupLimiter::default()))
                     .set(limits);
             }),
+        }
+    }
+
+    /// Asks `count` too about every request this node admits to a group with a per-minute limit
+    /// (set once; a cluster's count). A refusal holds the group back on this node until the
+    /// count has room again, so the next requests are refused without asking; it is not queued.
+    pub fn share(&self, count: impl SharedGroupCount) {
+        if self.shared.set(Box::new(count)).is_err() {
+            tracing::warn!("the group limits already share their count");
         }
     }
 
@@ -199,6 +180,8 @@ struct GroupLimiter {
     max_concurrency: AtomicU32,
     queue_timeout_ms: AtomicU64,
     minute: MinuteWindow,
+    /// A shared count refused the group: no admission before this clock reading (0 = none).
+    held_back_until: AtomicU64,
     in_flight: AtomicU32,
     /// Woken when a request in flight ends, for a request queued for the concurrency limit.
     freed: Notify,
@@ -232,6 +215,13 @@ impl GroupLimiter {
     /// Takes one request from both limits, or from neither: concurrency first (given back by
     /// the permit), then the minute.
     fn try_admit(self: &Arc<Self>) -> Result<GroupPermit, Refusal> {
+        let held_back_until = self.held_back_until.load(Ordering::Relaxed);
+        if held_back_until != 0 && clock::now_ms() < held_back_until {
+            return Err(Refusal {
+                limit: "group_rpm",
+                retry_after: clock::remaining(held_back_until),
+            });
+        }
         let max = self.max_concurrency.load(Ordering::Relaxed);
         let held = max > 0;
         if held
@@ -261,6 +251,16 @@ impl GroupLimiter {
             });
         }
         Ok(permit)
+    }
+
+    /// Undoes this node's admission of a request the shared count refused, and holds the group
+    /// back for as long as the refusal says.
+    fn give_back(&self, refusal: &LimitRefusal) {
+        if self.rpm.load(Ordering::Relaxed) > 0 {
+            self.minute.release(1);
+        }
+        self.held_back_until
+            .fetch_max(clock::deadline_ms(refusal.retry_after), Ordering::AcqRel);
     }
 
     /// Waits up to the queue time for room: for a request in flight to end, or for the minute
@@ -332,7 +332,48 @@ impl fmt::Debug for GroupPermit {
     }
 }
 
-/// Applies each group's limits. See the [module docs](self).
+/// Per-group limits: requests per minute and requests at once, each group's own, with an
+/// optional queue.
+///
+/// [`GroupLimitLayer`] reads the group from the [`Principal`] (the group in the URL) and admits
+/// the request against that group's [`GroupLimits`] in a [`GroupLimitTable`]. A request over a
+/// limit waits up to the group's queue time for room (for a request in flight to end, or for the
+/// minute to slide) and is otherwise refused with `429`, `Retry-After` and
+/// [`LIMIT_HEADER`](crate::error::LIMIT_HEADER) `group_rpm` or `group_concurrency`. A request
+/// whose wait is longer than the queue time is refused at once. A group without limits costs one
+/// map lookup, with no allocation. A [`SharedGroupCount`] (a cluster's) may be asked too, after
+/// this node's own count admitted a request ([`GroupLimitTable::share`]).
+///
+/// - Reads: [`Principal`].
+/// - Rejects: `429` ([`ErrorKind::RateLimited`](crate::error::ErrorKind)).
+///
+/// # Example
+///
+/// ```
+/// use gpt_load_tower::{
+///     channel::ChannelKind,
+///     context::Principal,
+///     error::{Error, ErrorKind},
+///     limit::{GroupLimitLayer, GroupLimitTable, GroupLimits},
+/// };
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let table = GroupLimitTable::new();
+/// table.set("g".into(), GroupLimits::new().rpm(1));
+/// let svc = ServiceBuilder::new()
+///     .layer(GroupLimitLayer::new(table))
+///     .service(service_fn(|_req: Request<()>| async {
+///         Ok::<_, Error>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+///     }));
+/// let req = || Request::builder().extension(Principal::new("g".into(), ChannelKind::OpenAi)).body(()).unwrap();
+/// assert!(svc.clone().oneshot(req()).await.is_ok());
+/// let err = svc.oneshot(req()).await.unwrap_err();
+/// assert_eq!((err.kind(), err.limit()), (ErrorKind::RateLimited, Some("group_rpm")));
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct GroupLimitLayer {
     table: GroupLimitTable,
@@ -393,15 +434,46 @@ where
         let Some(limiter) = limiter else {
             return GroupLimitFuture::admitted(self.inner.call(req), GroupPermit::NONE);
         };
+        let group = || {
+            req.extensions()
+                .get::<Principal>()
+                .map(|principal| principal.group().clone())
+                .expect("the limiter was found by the principal's group")
+        };
         let refusal = match limiter.try_admit() {
-            Ok(permit) => return GroupLimitFuture::admitted(self.inner.call(req), permit),
+            Ok(permit) => {
+                let shared = self
+                    .table
+                    .shared
+                    .get()
+                    .filter(|_| limiter.rpm.load(Ordering::Relaxed) > 0);
+                let Some(check) = shared.and_then(|count| count.admit(&group(), limiter.limits())) else {
+                    return GroupLimitFuture::admitted(self.inner.call(req), permit);
+                };
+                let group = group();
+                let inner = take_ready(&mut self.inner);
+                return GroupLimitFuture::queued(Box::pin(async move {
+                    if let Err(refusal) = check.await {
+                        limiter.give_back(&refusal);
+                        drop(permit);
+                        return Err(refused(
+                            &group,
+                            Refusal {
+                                limit: refusal.limit,
+                                retry_after: refusal.retry_after,
+                            },
+                        ));
+                    }
+                    let res = inner
+                        .oneshot(req)
+                        .await
+                        .map_err(|e| Error::from_boxed(e.into()))?;
+                    Ok(res.map(|body| TrackedBody::new(body, permit)))
+                }));
+            }
             Err(refusal) => refusal,
         };
-        let group = req
-            .extensions()
-            .get::<Principal>()
-            .map(|principal| principal.group().clone())
-            .expect("the limiter was found by the principal's group");
+        let group = group();
         if limiter.queue_timeout_ms.load(Ordering::Relaxed) == 0 {
             return GroupLimitFuture::refused(refused(&group, refusal));
         }
@@ -617,6 +689,54 @@ mod tests {
             started.elapsed().is_zero(),
             "the minute frees later than the queue allows"
         );
+    }
+
+    /// A shared count that refuses everything after `room` requests.
+    struct Room(std::sync::atomic::AtomicU32);
+
+    impl SharedGroupCount for Room {
+        fn admit(&self, _group: &GroupName, _limits: GroupLimits) -> Option<SharedAdmission> {
+            let admitted = self
+                .0
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok();
+            Some(Box::pin(async move {
+                if admitted {
+                    Ok(())
+                } else {
+                    Err(LimitRefusal {
+                        limit: "group_rpm",
+                        retry_after: Duration::from_secs(20),
+                    })
+                }
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_refusal_holds_the_group_back_here() {
+        let table = GroupLimitTable::new();
+        table.share(Room(AtomicU32::new(1)));
+        table.set("g".into(), GroupLimits::new().rpm(10));
+        table.set("unshared".into(), GroupLimits::new().max_concurrency(5));
+        let svc = service(&table);
+        assert!(svc.clone().oneshot(req("g")).await.is_ok());
+        let err = svc.clone().oneshot(req("g")).await.unwrap_err();
+        assert_eq!(
+            (err.limit(), err.retry_after()),
+            (Some("group_rpm"), Some(Duration::from_secs(20)))
+        );
+        assert_eq!(table.usage("g").0, 1, "the refused request was given back here");
+        // Held back: refused here without asking, until the shared count has room.
+        let err = svc.clone().oneshot(req("g")).await.unwrap_err();
+        assert_eq!(err.limit(), Some("group_rpm"));
+        crate::clock::advance(Duration::from_secs(20));
+        assert!(
+            svc.clone().oneshot(req("g")).await.is_err(),
+            "asked again, and refused again"
+        );
+        // A group without a per-minute limit is not asked about.
+        assert!(svc.clone().oneshot(req("unshared")).await.is_ok());
     }
 
     #[tokio::test]

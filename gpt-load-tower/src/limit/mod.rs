@@ -58,7 +58,10 @@ use tower_service::Service;
 
 pub use self::{
     day::DayWindow,
-    group::{GroupLimit, GroupLimitFuture, GroupLimitLayer, GroupLimitTable, GroupLimits, GroupPermit},
+    group::{
+        GroupLimit, GroupLimitFuture, GroupLimitLayer, GroupLimitTable, GroupLimits, GroupPermit,
+        SharedGroupCount,
+    },
     window::MinuteWindow,
 };
 use crate::{
