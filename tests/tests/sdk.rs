@@ -443,16 +443,10 @@ async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
             .await;
     }
 
-    let held_url = format!("{}/proxy/openai-limited/v1/chat/completions", gateway.base);
+    let held_request = chat_request(&gateway, "openai-limited");
     // Its answer (or the error when the gateway goes away at the end) does not matter.
     let held = tokio::spawn(async move {
-        let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-        let request = Request::post(held_url)
-            .header("authorization", format!("Bearer {PROXY_KEY}"))
-            .header("content-type", "application/json")
-            .body(Full::from(body.to_string()))
-            .expect("a valid request");
-        let _ = client().request(request).await;
+        let _ = client().request(held_request).await;
     });
     // The request holds the only permit once the upstream has it.
     eventually("the held request reaches the upstream", || async {
@@ -470,34 +464,14 @@ async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
         runs.push(async move { (sdk, run_sdk(setup, sdk, &calls).await) });
     }
     for (sdk, results) in futures_join(runs).await {
-        for (i, result) in results.iter().enumerate() {
-            assert_sdk_error(
-                sdk,
-                result,
-                429,
-                "overloaded",
-                "too many concurrent requests, retry later",
-                &format!("call {i}"),
-            );
-            assert!(
-                result["error"]["retry_after"].is_string(),
-                "{sdk:?} call {i}: the SDK sees Retry-After: {result}"
-            );
-        }
+        assert_rate_limit_errors(
+            sdk,
+            results.iter().enumerate(),
+            "overloaded",
+            "too many concurrent requests, retry later",
+        );
     }
-    // The gateway names its own limit; the SDKs do not show headers.
-    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-    let shed = Request::post(format!(
-        "{}/proxy/openai-limited/v1/chat/completions",
-        gateway.base
-    ))
-    .header("authorization", format!("Bearer {PROXY_KEY}"))
-    .header("content-type", "application/json")
-    .body(Full::from(body.to_string()))
-    .expect("a valid request");
-    let shed = client().request(shed).await.expect("the gateway answers");
-    assert_eq!(shed.status(), 429);
-    assert_eq!(shed.headers()["x-gpt-load-limit"], "concurrency");
+    assert_eq!(refusing_limit(&gateway, "openai-limited").await, "concurrency");
 
     assert!(!held.is_finished(), "the held request is still in flight");
     assert_eq!(
@@ -545,30 +519,14 @@ async fn requests_over_a_group_rpm_are_native_rate_limit_errors() {
             "{sdk:?}: the minute's one request: {}",
             results[0]
         );
-        for (i, result) in results.iter().enumerate().skip(1) {
-            assert_sdk_error(
-                sdk,
-                result,
-                429,
-                "rate_limit_exceeded",
-                "rate limit 'group_rpm' reached, retry later",
-                &format!("call {i}"),
-            );
-            assert!(
-                result["error"]["retry_after"].is_string(),
-                "{sdk:?} call {i}: the SDK sees Retry-After: {result}"
-            );
-        }
+        assert_rate_limit_errors(
+            sdk,
+            results.iter().enumerate().skip(1),
+            "rate_limit_exceeded",
+            "rate limit 'group_rpm' reached, retry later",
+        );
     }
-    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-    let refused = Request::post(format!("{}/proxy/openai-rpm/v1/chat/completions", gateway.base))
-        .header("authorization", format!("Bearer {PROXY_KEY}"))
-        .header("content-type", "application/json")
-        .body(Full::from(body.to_string()))
-        .expect("a valid request");
-    let refused = client().request(refused).await.expect("the gateway answers");
-    assert_eq!(refused.status(), 429);
-    assert_eq!(refused.headers()["x-gpt-load-limit"], "group_rpm");
+    assert_eq!(refusing_limit(&gateway, "openai-rpm").await, "group_rpm");
     assert_eq!(
         mock.stats().await["total"],
         3,
@@ -996,6 +954,47 @@ async fn wait_healthy(base: &str, process: &mut Process) -> bool {
 // ---------------------------------------------------------------------------------------------
 // HTTP from Rust
 // ---------------------------------------------------------------------------------------------
+
+/// An OpenAI chat request to `group` with the proxy key, as a client without an SDK sends it.
+fn chat_request(gateway: &Gateway, group: &str) -> Request<Full<Bytes>> {
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    Request::post(format!("{}/proxy/{group}/v1/chat/completions", gateway.base))
+        .header("authorization", format!("Bearer {PROXY_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::from(body.to_string()))
+        .expect("a valid request")
+}
+
+/// The limit a `429` of the gateway's own to a plain request to `group` names (the SDKs do not
+/// show headers).
+async fn refusing_limit(gateway: &Gateway, group: &str) -> String {
+    let refused = client()
+        .request(chat_request(gateway, group))
+        .await
+        .expect("the gateway answers");
+    assert_eq!(refused.status(), 429);
+    refused.headers()["x-gpt-load-limit"]
+        .to_str()
+        .expect("a text header")
+        .to_owned()
+}
+
+/// Every result is the SDK's rate-limit error with the gateway's `code` and `message`, and the
+/// SDK saw `Retry-After`.
+fn assert_rate_limit_errors<'a>(
+    sdk: Sdk,
+    results: impl IntoIterator<Item = (usize, &'a Value)>,
+    code: &str,
+    message: &str,
+) {
+    for (i, result) in results {
+        assert_sdk_error(sdk, result, 429, code, message, &format!("call {i}"));
+        assert!(
+            result["error"]["retry_after"].is_string(),
+            "{sdk:?} call {i}: the SDK sees Retry-After: {result}"
+        );
+    }
+}
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
