@@ -346,6 +346,7 @@ async fn every_success_answer_has_the_reference_fields_and_the_documented_schema
                         "cooling",
                         "model_cooling",
                         "recent_failures",
+                        "limits",
                     ],
                     &[],
                 )],

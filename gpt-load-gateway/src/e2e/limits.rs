@@ -130,6 +130,25 @@ async fn keys_at_their_limits_are_passed_over_then_refused_in_the_clients_format
         "no key was spent: {rows:?}"
     );
 
+    // Key-health explains it: the limits, and both keys at theirs.
+    let id = h.group_id("limited").await;
+    let (_, health) = h.call_api("GET", &format!("/groups/{id}/key-health"), None).await;
+    let limits = &health["data"]["limits"];
+    assert_eq!(
+        (&limits["key_rpm"], &limits["group_rpm"]),
+        (&json!(3), &json!(0)),
+        "{health}"
+    );
+    let at_limit = limits["keys_at_limit"].as_array().unwrap();
+    assert_eq!(at_limit.len(), 2, "{health}");
+    for key in at_limit {
+        assert_eq!(
+            (&key["limit"], &key["last_minute"]),
+            (&json!("key_rpm"), &json!(3)),
+            "{key}"
+        );
+    }
+
     // Counted by limit, for the group.
     let metrics = http::Request::get(format!("{}/metrics", h.base))
         .body(http_body_util::Full::default())
@@ -144,7 +163,6 @@ async fn keys_at_their_limits_are_passed_over_then_refused_in_the_clients_format
     assert!(rejections.ends_with(" 1"), "{rejections}");
 
     // A saved change applies to the next request: no limit, no refusal.
-    let id = h.group_id("limited").await;
     let (status, body) = h
         .call_api(
             "PUT",

@@ -1219,6 +1219,7 @@ export interface components {
                 model_cooling: components["schemas"]["ModelRest"][];
                 /** @description The group's last failed attempts on this node, newest first (at most 20). */
                 recent_failures: components["schemas"]["RecentFailure"][];
+                limits: components["schemas"]["LimitState"];
             };
         };
         /** @description Success with data: `{"code":0,"message":"…","data":…}`. */
@@ -1928,6 +1929,27 @@ export interface components {
             /** @description What is wrong with it, without the field's name. */
             message: string;
         };
+        /** @description One key at one of its limits. */
+        KeyAtLimit: {
+            /** Format: int64 */
+            key_id: number;
+            /** @description The key, masked. */
+            key: string;
+            /** @description `key_rpm`, `key_rpd` or `key_concurrency`. */
+            limit: string;
+            /**
+             * Format: date-time
+             * @description When the limit has room for it again.
+             */
+            until: string;
+            /**
+             * Format: int64
+             * @description Its requests in the last minute and today (UTC) on this node.
+             */
+            last_minute: number;
+            /** Format: int64 */
+            today: number;
+        };
         /** @description See the [module docs](self). */
         KeyHealth: {
             /** Format: int64 */
@@ -1941,6 +1963,7 @@ export interface components {
             model_cooling: components["schemas"]["ModelRest"][];
             /** @description The group's last failed attempts on this node, newest first (at most 20). */
             recent_failures: components["schemas"]["RecentFailure"][];
+            limits: components["schemas"]["LimitState"];
         };
         /** @description gpt-load's APIKey model with the key decrypted, and the key's lifecycle (docs/KEYS.md). */
         KeyResponse: {
@@ -2004,6 +2027,36 @@ export interface components {
             group_id?: number | null;
             /** @description A JSON array of strings, or keys separated by whitespace, `,` or `;`. */
             keys_text?: string | null;
+        };
+        /**
+         * @description The group's request limits (docs/LIMITS.md, 0 = none) and where it stands against them on
+         *     this node.
+         */
+        LimitState: {
+            /** Format: int32 */
+            key_rpm: number;
+            /** Format: int32 */
+            key_rpd: number;
+            /** Format: int32 */
+            key_max_concurrency: number;
+            /** Format: int32 */
+            group_rpm: number;
+            /** Format: int32 */
+            group_max_concurrency: number;
+            /** Format: int64 */
+            limit_queue_timeout_ms: number;
+            /**
+             * Format: int64
+             * @description The group's requests in the last minute on this node (counted only with group limits).
+             */
+            group_last_minute: number;
+            /**
+             * Format: int32
+             * @description The group's requests in flight on this node (counted only with `group_max_concurrency`).
+             */
+            group_in_flight: number;
+            /** @description Usable keys one of their limits keeps out now, the soonest free first (at most 50). */
+            keys_at_limit: components["schemas"]["KeyAtLimit"][];
         };
         /**
          * @description One log in the listing: every column, the key decrypted, and `duration_ms` (gpt-load's name

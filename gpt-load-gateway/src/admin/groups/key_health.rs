@@ -1,18 +1,24 @@
 //! `GET /api/groups/{id}/key-health`: why a group's keys are where they are. Counts per state,
 //! the rest each cooling key has left, the models resting on keys, the settings that decide
-//! (threshold, cool-down bounds, degraded weight, model filter), and the last failed attempts
-//! with what each meant for its key and the upstream's reason.
+//! (threshold, cool-down bounds, degraded weight, model filter), the last failed attempts
+//! with what each meant for its key and the upstream's reason, and the request limits with the
+//! keys at one of them.
 
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
-use gpt_load_tower::keys::{KeySlot, KeyState};
+use gpt_load_tower::{
+    keys::{KeySlot, KeyState},
+    limit::GroupLimitTable,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{admin::prelude::*, proxy::FailedAttempt, registry::GroupKind, repo::groups};
+use crate::{
+    admin::prelude::*, proxy::FailedAttempt, registry::GroupKind, repo::groups, settings::EffectiveConfig,
+};
 
-/// Cooling keys and model rests listed, soonest first.
+/// Cooling keys, model rests and keys at a limit listed, soonest first.
 const LISTED: usize = 50;
 
 /// See the [module docs](self).
@@ -28,6 +34,40 @@ pub(crate) struct KeyHealth {
     model_cooling: Vec<ModelRest>,
     /// The group's last failed attempts on this node, newest first (at most 20).
     recent_failures: Vec<RecentFailure>,
+    limits: LimitState,
+}
+
+/// The group's request limits (docs/LIMITS.md, 0 = none) and where it stands against them on
+/// this node.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LimitState {
+    key_rpm: u32,
+    key_rpd: u32,
+    key_max_concurrency: u32,
+    group_rpm: u32,
+    group_max_concurrency: u32,
+    limit_queue_timeout_ms: u64,
+    /// The group's requests in the last minute on this node (counted only with group limits).
+    group_last_minute: u64,
+    /// The group's requests in flight on this node (counted only with `group_max_concurrency`).
+    group_in_flight: u32,
+    /// Usable keys one of their limits keeps out now, the soonest free first (at most 50).
+    keys_at_limit: Vec<KeyAtLimit>,
+}
+
+/// One key at one of its limits.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyAtLimit {
+    key_id: u64,
+    /// The key, masked.
+    key: String,
+    /// `key_rpm`, `key_rpd` or `key_concurrency`.
+    limit: &'static str,
+    /// When the limit has room for it again.
+    until: DateTime<Utc>,
+    /// Its requests in the last minute and today (UTC) on this node.
+    last_minute: u64,
+    today: u64,
 }
 
 /// Keys per state.
@@ -136,6 +176,47 @@ fn counts(slots: &[std::sync::Arc<KeySlot>]) -> StateCounts {
     counts
 }
 
+fn limit_state(
+    effective: &EffectiveConfig,
+    group_limits: &GroupLimitTable,
+    group: &str,
+    slots: &[std::sync::Arc<KeySlot>],
+) -> LimitState {
+    let (keys, groups) = (effective.key_limits(), effective.group_limits());
+    let (group_last_minute, group_in_flight) = group_limits.usage(group);
+    let mut at_limit: Vec<(std::time::Duration, KeyAtLimit)> = slots
+        .iter()
+        .filter(|slot| slot.is_usable())
+        .filter_map(|slot| {
+            let refusal = slot.limit_refusal()?;
+            let (last_minute, today) = slot.limit_usage();
+            Some((
+                refusal.retry_after,
+                KeyAtLimit {
+                    key_id: slot.id().0,
+                    key: slot.secret().masked(),
+                    limit: refusal.limit,
+                    until: after(refusal.retry_after),
+                    last_minute,
+                    today,
+                },
+            ))
+        })
+        .collect();
+    at_limit.sort_by_key(|(wait, _)| *wait);
+    LimitState {
+        key_rpm: keys.rpm,
+        key_rpd: keys.rpd,
+        key_max_concurrency: keys.max_concurrency,
+        group_rpm: groups.rpm,
+        group_max_concurrency: groups.max_concurrency,
+        limit_queue_timeout_ms: u64::try_from(groups.queue_timeout.as_millis()).unwrap_or(u64::MAX),
+        group_last_minute,
+        group_in_flight,
+        keys_at_limit: at_limit.into_iter().take(LISTED).map(|(_, k)| k).collect(),
+    }
+}
+
 /// Why a group's keys are where they are (standard groups; ask an aggregate's sub-groups).
 #[utoipa::path(get, path = "/groups/{id}/key-health", tag = "groups", params(("id" = i64, Path)),
     responses((status = 200, body = Envelope<KeyHealth>)))]
@@ -200,6 +281,7 @@ pub(crate) async fn key_health(
         })
         .collect();
     model_cooling.sort_by_key(|(rest, _)| *rest);
+    let limits = limit_state(effective, &catalog.group_limits, &row.name, &slots);
     let data = KeyHealth {
         group_id: row.id,
         group_name: row.name.clone(),
@@ -213,6 +295,7 @@ pub(crate) async fn key_health(
             .into_iter()
             .map(RecentFailure::from)
             .collect(),
+        limits,
     };
     Ok(ok(text(lang, "Success", "操作成功"), data))
 }
