@@ -500,14 +500,11 @@ impl State {
             || self
                 .pending_since
                 .is_some_and(|since| now >= since + self.config.flush_interval);
-        if !rows_due && !usage_overdue {
-            if self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
-                self.pending_since = None;
-            }
+        if self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
+            self.pending_since = None;
             return None;
         }
-        if rows_due && self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() {
-            self.pending_since = None;
+        if !rows_due && !usage_overdue {
             return None;
         }
         let (rows, counts) = if rows_due {

@@ -4,10 +4,7 @@
 //! is skipped by selection before that, while the other keys of the group take the traffic.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -91,42 +88,40 @@ impl LimitRefusal {
 }
 
 /// A key's limits and the counters that enforce them. Allocated only for keys with limits;
-/// the counters survive a change of the limits.
-#[derive(Debug)]
+/// changing the limits changes them in place, so what was counted keeps counting.
+#[derive(Debug, Default)]
 pub(crate) struct KeyLimiter {
-    limits: KeyLimits,
-    minute: Arc<MinuteWindow>,
-    day: Arc<DayWindow>,
+    rpm: AtomicU32,
+    rpd: AtomicU32,
+    max_concurrency: AtomicU32,
+    minute: MinuteWindow,
+    day: DayWindow,
     /// A shared check refused the key: no admission before this clock reading (0 = none), and
     /// by which limit (`true`: the day's).
-    held_back_until: Arc<AtomicU64>,
-    held_back_by_day: Arc<AtomicBool>,
+    held_back_until: AtomicU64,
+    held_back_by_day: AtomicBool,
 }
 
 impl KeyLimiter {
     pub(crate) fn new(limits: KeyLimits) -> Self {
-        Self {
-            limits,
-            minute: Arc::default(),
-            day: Arc::default(),
-            held_back_until: Arc::default(),
-            held_back_by_day: Arc::default(),
-        }
+        let limiter = Self::default();
+        limiter.set(limits);
+        limiter
     }
 
-    /// The same counters under new limits.
-    pub(crate) fn with_limits(&self, limits: KeyLimits) -> Self {
-        Self {
-            limits,
-            minute: Arc::clone(&self.minute),
-            day: Arc::clone(&self.day),
-            held_back_until: Arc::clone(&self.held_back_until),
-            held_back_by_day: Arc::clone(&self.held_back_by_day),
-        }
+    pub(crate) fn set(&self, limits: KeyLimits) {
+        self.rpm.store(limits.rpm, Ordering::Relaxed);
+        self.rpd.store(limits.rpd, Ordering::Relaxed);
+        self.max_concurrency
+            .store(limits.max_concurrency, Ordering::Relaxed);
     }
 
     pub(crate) fn limits(&self) -> KeyLimits {
-        self.limits
+        KeyLimits {
+            rpm: self.rpm.load(Ordering::Relaxed),
+            rpd: self.rpd.load(Ordering::Relaxed),
+            max_concurrency: self.max_concurrency.load(Ordering::Relaxed),
+        }
     }
 
     /// Takes one request from every limit, or none: concurrency first (held in `in_flight`,
@@ -137,7 +132,7 @@ impl KeyLimiter {
             rpm,
             rpd,
             max_concurrency,
-        } = self.limits;
+        } = self.limits();
         if let Some(refusal) = self.held_back() {
             return Err(refusal);
         }
@@ -186,7 +181,7 @@ impl KeyLimiter {
             rpm,
             rpd,
             max_concurrency,
-        } = self.limits;
+        } = self.limits();
         if let Some(refusal) = self.held_back() {
             return Some(refusal);
         }
@@ -231,10 +226,11 @@ impl KeyLimiter {
         let hold = refusal.retry_after;
         self.held_back_by_day
             .store(refusal.limit == "key_rpd", Ordering::Relaxed);
-        if self.limits.rpd > 0 {
+        let limits = self.limits();
+        if limits.rpd > 0 {
             self.day.release(1);
         }
-        if self.limits.rpm > 0 {
+        if limits.rpm > 0 {
             self.minute.release(1);
         }
         self.held_back_until
@@ -248,7 +244,7 @@ impl KeyLimiter {
             rpm,
             rpd,
             max_concurrency,
-        } = self.limits;
+        } = self.limits();
         let mut tightest = 1000;
         if rpm > 0 {
             tightest = tightest.min(share(self.minute.headroom(u64::from(rpm)), rpm));

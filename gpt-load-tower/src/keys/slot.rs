@@ -285,20 +285,16 @@ impl KeySlot {
     }
 
     /// Sets the key's rate limits (the pool does, from
-    /// [`MemoryKeyPool::set_key_limits`](super::MemoryKeyPool::set_key_limits)). What was counted so far keeps counting under the new ones;
-    /// removing every limit drops the counters.
+    /// [`MemoryKeyPool::set_key_limits`](super::MemoryKeyPool::set_key_limits)). What was counted
+    /// so far keeps counting under the new ones; removing every limit drops the counters.
     pub(super) fn set_limits(&self, limits: KeyLimits) {
         if limits.is_none() {
             self.limiter.store(None);
-            return;
+        } else if let Some(limiter) = self.limiter.load().as_ref() {
+            limiter.set(limits);
+        } else {
+            self.limiter.store(Some(Arc::new(KeyLimiter::new(limits))));
         }
-        let current = self.limiter.load();
-        let next = match current.as_ref() {
-            Some(limiter) if limiter.limits() == limits => return,
-            Some(limiter) => limiter.with_limits(limits),
-            None => KeyLimiter::new(limits),
-        };
-        self.limiter.store(Some(Arc::new(next)));
     }
 
     /// The limit that would refuse a request on this key now, if any.
