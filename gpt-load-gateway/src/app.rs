@@ -57,6 +57,8 @@ pub(crate) struct JobIntervals {
     pub(crate) validation_tick: Duration,
     pub(crate) retention: Duration,
     pub(crate) gauges: Duration,
+    /// How often the access keys' token totals are read from `usage_hourly`.
+    pub(crate) access_quotas: Duration,
 }
 
 impl Default for JobIntervals {
@@ -65,6 +67,7 @@ impl Default for JobIntervals {
             validation_tick: Duration::from_secs(60),
             retention: Duration::from_secs(3600),
             gauges: Duration::from_secs(5),
+            access_quotas: Duration::from_secs(10),
         }
     }
 }
@@ -332,7 +335,7 @@ fn spawn_log_writer(
     (log_sink, tokio::spawn(writer))
 }
 
-/// The background jobs: gauges everywhere; key validation and log retention while this node
+/// The background jobs: gauges and the access keys' token totals everywhere; key validation and log retention while this node
 /// leads; and the settings watcher, which applies every settings change to the groups' policies.
 fn spawn_jobs(
     registry: &Registry,
@@ -356,6 +359,12 @@ fn spawn_jobs(
         registry.settings().clone(),
         cluster.leadership(),
         intervals.retention,
+        stopping.clone(),
+    )));
+    jobs.push(tokio::spawn(jobs::access_quotas::run(
+        registry.db().clone(),
+        registry.catalog().proxy_keys.access.clone(),
+        intervals.access_quotas,
         stopping.clone(),
     )));
     jobs.push(tokio::spawn(watch_settings(registry.clone(), stopping.clone())));

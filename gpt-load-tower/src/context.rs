@@ -40,7 +40,7 @@ use std::{borrow::Borrow, fmt, net::IpAddr, sync::Arc};
 
 use http::Extensions;
 
-use crate::{channel::ChannelKind, secret::ApiKey};
+use crate::{channel::ChannelKind, rewrite::ModelFilter, secret::ApiKey};
 
 /// The name of a group, as it appears in `/proxy/{group}/…`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,16 +99,32 @@ impl fmt::Display for GroupName {
     }
 }
 
-/// The authenticated caller's view of the request: which group the URL named and which API
-/// format (channel) that group speaks.
+/// The authenticated caller's view of the request: which group the URL named, which API
+/// format (channel) that group speaks and, when the caller presented an access key (a proxy key
+/// kept as a record of its own), which one and the models it may ask for.
 ///
 /// Inserted by [`ProxyKeyAuth`](crate::auth::ProxyKeyAuth); applications that authenticate in
 /// their own way can insert it themselves.
+///
+/// ```
+/// use std::sync::Arc;
+/// use gpt_load_tower::{channel::ChannelKind, context::{AccessKeyId, Principal}, rewrite::ModelFilter};
+///
+/// let models = Arc::new(ModelFilter::new(["gpt-4o*"], [] as [&str; 0]).unwrap());
+/// let principal = Principal::new("openai".into(), ChannelKind::OpenAi)
+///     .with_access_key(AccessKeyId(3))
+///     .with_allowed_models(models);
+/// assert_eq!(principal.access_key(), Some(AccessKeyId(3)));
+/// assert!(principal.allows_model("gpt-4o-mini"));
+/// assert!(!principal.allows_model("claude-3-5-haiku"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct Principal {
     group: GroupName,
     channel: ChannelKind,
     route_prefix_len: usize,
+    access_key: Option<AccessKeyId>,
+    allowed_models: Option<Arc<ModelFilter>>,
 }
 
 impl Principal {
@@ -118,7 +134,40 @@ impl Principal {
             group,
             channel,
             route_prefix_len: 0,
+            access_key: None,
+            allowed_models: None,
         }
+    }
+
+    /// Records that the caller presented the access key `id` (logged with every attempt, so
+    /// usage can be counted per access key).
+    #[must_use]
+    pub fn with_access_key(mut self, id: AccessKeyId) -> Self {
+        self.access_key = Some(id);
+        self
+    }
+
+    /// The access key the caller presented, when it was one.
+    pub fn access_key(&self) -> Option<AccessKeyId> {
+        self.access_key
+    }
+
+    /// Limits the models the caller may ask for; [`Rewrite`](crate::rewrite::Rewrite) refuses any
+    /// other model with `403` before a key is spent.
+    #[must_use]
+    pub fn with_allowed_models(mut self, models: Arc<ModelFilter>) -> Self {
+        self.allowed_models = Some(models);
+        self
+    }
+
+    /// Whether the caller's models are limited at all.
+    pub fn limits_models(&self) -> bool {
+        self.allowed_models.is_some()
+    }
+
+    /// Whether the caller may ask for `model` (always, without a limit on models).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.allowed_models.as_ref().is_none_or(|m| m.allows(model))
     }
 
     /// The group named in the URL.
@@ -144,6 +193,17 @@ impl Principal {
     pub fn forward_path<'a>(&self, path: &'a str) -> &'a str {
         let rest = path.get(self.route_prefix_len..).unwrap_or("");
         if rest.is_empty() { "/" } else { rest }
+    }
+}
+
+/// The identifier of an access key: a proxy key kept as a record of its own, with its own groups,
+/// models and limits (the database row id in the gateway).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccessKeyId(pub u64);
+
+impl fmt::Display for AccessKeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
     }
 }
 

@@ -2,7 +2,6 @@
 //! (`GET /api/integration/info?key=…`, and the single-group form under `/proxy/{group}/…`).
 //! Public, as in gpt-load; the key is checked against each group in constant time.
 
-use gpt_load_tower::auth::ValidateProxyKey;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -78,14 +77,7 @@ pub(crate) async fn integration_info(
     let rows = groups::list(state.registry.db()).await?;
     let usable: Vec<IntegrationGroup> = rows
         .iter()
-        .filter(|row| {
-            state
-                .registry
-                .catalog()
-                .proxy_keys
-                .validate(&row.name, &key)
-                .is_ok()
-        })
+        .filter(|row| state.registry.catalog().proxy_keys.permits(&row.name, &key))
         .map(|row| describe(row, false))
         .collect();
     if usable.is_empty() {
@@ -108,13 +100,7 @@ pub(crate) async fn group_integration_info(
     let row = groups::find_by_name(state.registry.db(), &group)
         .await?
         .ok_or(AdminError::NotFound("group"))?;
-    if state
-        .registry
-        .catalog()
-        .proxy_keys
-        .validate(&row.name, &key)
-        .is_err()
-    {
+    if !state.registry.catalog().proxy_keys.permits(&row.name, &key) {
         return Err(AdminError::validation("key", "Invalid or unauthorized proxy key"));
     }
     Ok(ok(text(lang, "Success", "操作成功"), vec![describe(&row, true)]))

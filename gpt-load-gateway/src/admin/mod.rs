@@ -7,6 +7,7 @@
 //! proxy at once: every change goes through the [`Registry`](crate::registry::Registry), which
 //! writes the database and then the state of the groups it touched.
 
+mod access_keys;
 mod auth;
 mod cluster;
 mod dashboard;

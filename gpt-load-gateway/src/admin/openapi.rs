@@ -48,6 +48,7 @@ use super::{envelope::Failure, integration};
         (name = "validation", description = "Incremental validation of a group's keys"),
         (name = "policies", description = "Failure rules, reusable and attached to groups"),
         (name = "logs", description = "Request logs"),
+        (name = "access-keys", description = "Access keys: proxy keys with their own groups, models, limits and quotas"),
         (name = "usage", description = "Requests and tokens by hour, group, key, model and access key"),
         (name = "dashboard", description = "Stat cards, chart and checks"),
         (name = "settings", description = "System settings"),

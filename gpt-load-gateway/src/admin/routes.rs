@@ -8,8 +8,8 @@ use axum::{Extension, Router, extract::DefaultBodyLimit, middleware};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi, policies,
-    settings, state::AdminState, tasks, usage, validation,
+    access_keys, auth, cluster, dashboard, error::AdminError, groups, integration, keys, logs, openapi,
+    policies, settings, state::AdminState, tasks, usage, validation,
 };
 
 /// The largest request body the admin API reads (axum's default, named so that the answer to a
@@ -79,6 +79,17 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(logs::list_logs))
         .routes(routes!(logs::export_logs))
         // Dashboard
+        .routes(routes!(
+            access_keys::list_access_keys,
+            access_keys::create_access_key
+        ))
+        .routes(routes!(
+            access_keys::get_access_key,
+            access_keys::update_access_key,
+            access_keys::delete_access_key
+        ))
+        .routes(routes!(access_keys::rotate_access_key))
+        .routes(routes!(access_keys::access_key_usage))
         .routes(routes!(usage::get_usage))
         .routes(routes!(usage::export_usage))
         .routes(routes!(dashboard::stats))

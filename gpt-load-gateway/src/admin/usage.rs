@@ -97,6 +97,12 @@ fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
 }
 
 impl UsageParams {
+    /// These parameters, for one access key's usage.
+    pub(crate) fn for_access_key(mut self, id: i64) -> Self {
+        self.access_key_id = Some(id.to_string());
+        self
+    }
+
     fn query(&self, now: NaiveDateTime) -> AdminResult<UsageQuery> {
         let to = parse_time("end_time", self.end_time.as_ref())?.unwrap_or(now);
         let from = parse_time("start_time", self.start_time.as_ref())?.unwrap_or(to - DEFAULT_RANGE);
@@ -282,9 +288,13 @@ pub(crate) async fn get_usage(
     Admin { state, lang }: Admin,
     AdminQuery(params): AdminQuery<UsageParams>,
 ) -> Reply<UsageReport> {
-    let query = params.query(now())?;
-    let report = report(&state, &query).await?;
+    let report = usage_report(&state, params).await?;
     Ok(ok(text(lang, "Success", "操作成功"), report))
+}
+
+/// The report `params` ask for.
+pub(crate) async fn usage_report(state: &AdminState, params: UsageParams) -> AdminResult<UsageReport> {
+    report(state, &params.query(now())?).await
 }
 
 /// The report as CSV: a column per dimension grouped by, then the sums.

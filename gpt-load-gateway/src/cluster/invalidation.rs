@@ -54,6 +54,9 @@ pub(crate) enum Kind {
     Keys,
     /// The system settings.
     Settings,
+    /// The access keys.
+    #[serde(rename = "access_keys")]
+    AccessKeys,
     /// Everything: sent by a node that wrote while it could not publish.
     Resync,
 }
@@ -75,6 +78,7 @@ impl Kind {
             Self::Group => "group",
             Self::Keys => "keys",
             Self::Settings => "settings",
+            Self::AccessKeys => "access_keys",
             Self::Resync => "resync",
         }
     }
@@ -86,6 +90,7 @@ fn of_change(change: Change) -> (Kind, Option<i64>) {
         Change::Group(id) => (Kind::Group, Some(id)),
         Change::Keys(id) => (Kind::Keys, Some(id)),
         Change::Settings => (Kind::Settings, None),
+        Change::AccessKeys => (Kind::AccessKeys, None),
     }
 }
 
@@ -103,9 +108,15 @@ fn parse_field(field: &str) -> Option<(Kind, Option<i64>)> {
         Some((name, id)) => (name, Some(id.parse().ok()?)),
         None => (field, None),
     };
-    let kind = [Kind::Group, Kind::Keys, Kind::Settings, Kind::Resync]
-        .into_iter()
-        .find(|kind| kind.as_str() == name)?;
+    let kind = [
+        Kind::Group,
+        Kind::Keys,
+        Kind::Settings,
+        Kind::AccessKeys,
+        Kind::Resync,
+    ]
+    .into_iter()
+    .find(|kind| kind.as_str() == name)?;
     (id.is_some() == matches!(kind, Kind::Group | Kind::Keys)).then_some((kind, id))
 }
 
@@ -192,6 +203,7 @@ impl Invalidations {
             (Kind::Group, Some(id)) => self.registry.reload_group(id).await,
             (Kind::Keys, Some(id)) => self.registry.reload_keys(id).await,
             (Kind::Settings, _) => self.registry.reload_settings().await,
+            (Kind::AccessKeys, _) => self.registry.reload_access_keys().await,
             (Kind::Resync, _) => self.resync().await,
             _ => Ok(()),
         };

@@ -56,7 +56,7 @@ pub(crate) use self::{
 use crate::{
     config::cluster::ClusterConfig,
     db::Db,
-    registry::{Registry, SharedKeyStates},
+    registry::{Registry, SharedKeyStates, access_keys::AccessKeys},
 };
 
 /// Whether the node runs alone or in a cluster.
@@ -310,10 +310,12 @@ impl Cluster {
         registry.proxy_pool().share_limits(limits.clone());
         registry.catalog().group_limits.share(limits.clone());
         let mut tasks = vec![
-            tokio::spawn(
-                self.clone()
-                    .lead_and_beat(redis.clone(), limits, stopping.clone()),
-            ),
+            tokio::spawn(self.clone().lead_and_beat(
+                redis.clone(),
+                limits,
+                registry.catalog().proxy_keys.access.clone(),
+                stopping.clone(),
+            )),
             tokio::spawn(key_state::run(
                 redis.clone(),
                 self.inner.node_id.clone(),
@@ -353,9 +355,15 @@ impl Cluster {
     }
 
     /// The lease and heartbeat task: renews or tries the lease at its pace, rewrites the node's
-    /// entry and counts the live nodes (for `limits`' shares), and at shutdown releases the
+    /// entry and counts the live nodes (for `limits`' and `access`'s shares), and at shutdown releases the
     /// lease and removes the entry.
-    async fn lead_and_beat(self, redis: Redis, limits: SharedLimits, mut stopping: watch::Receiver<bool>) {
+    async fn lead_and_beat(
+        self,
+        redis: Redis,
+        limits: SharedLimits,
+        access: AccessKeys,
+        mut stopping: watch::Receiver<bool>,
+    ) {
         let timing = self
             .inner
             .lease
@@ -378,7 +386,10 @@ impl Cluster {
                     Err(err) => redis_failed(&err),
                 }
                 match nodes::list(&redis).await {
-                    Ok(alive) => limits.set_nodes(alive.len()),
+                    Ok(alive) => {
+                        limits.set_nodes(alive.len());
+                        access.set_nodes(alive.len());
+                    }
                     Err(err) => redis_failed(&err),
                 }
             }

@@ -116,6 +116,7 @@ mod tests {
                 cached_tokens: None,
                 reasoning_tokens: None,
                 total_tokens: None,
+                access_key_id: None,
             })
             .collect();
         request_logs::insert_many(db, &rows).await.unwrap();

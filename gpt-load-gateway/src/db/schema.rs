@@ -100,6 +100,7 @@ diesel::table! {
         cached_tokens -> Nullable<BigInt>,
         reasoning_tokens -> Nullable<BigInt>,
         total_tokens -> Nullable<BigInt>,
+        access_key_id -> Nullable<BigInt>,
     }
 }
 
@@ -159,6 +160,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    access_keys (id) {
+        id -> BigInt,
+        name -> Text,
+        key_hash -> Text,
+        key_hint -> Text,
+        allowed_groups -> Text,
+        allowed_models -> Text,
+        rpm -> BigInt,
+        tpm -> BigInt,
+        daily_token_quota -> BigInt,
+        monthly_token_quota -> BigInt,
+        expires_at -> Nullable<Timestamp>,
+        enabled -> Bool,
+        notes -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(api_keys -> groups (group_id));
 diesel::joinable!(group_policies -> policies (policy_id));
 diesel::allow_tables_to_appear_in_same_query!(
@@ -170,5 +191,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     usage_hourly,
     group_hourly_stats,
     policies,
-    group_policies
+    group_policies,
+    access_keys
 );

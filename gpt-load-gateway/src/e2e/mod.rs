@@ -1,6 +1,7 @@
 //! The whole gateway in process, on an ephemeral port, in front of the mock upstream, on real
 //! databases.
 
+mod access_keys;
 mod admin;
 mod admin_errors;
 mod admin_groups;

@@ -31,7 +31,7 @@ const ASIDE_SCHEMA_SUFFIX: &str = "_gpt_load_1_4";
 const HISTORY: &str = "__diesel_schema_migrations";
 /// Tables only our migrations create (gpt-load has none of them), children first: a conversion
 /// that is undone drops them with ours.
-const OURS_ONLY: [&str; 3] = ["group_policies", "policies", "usage_hourly"];
+const OURS_ONLY: [&str; 4] = ["access_keys", "group_policies", "policies", "usage_hourly"];
 
 /// What adoption may do.
 #[derive(Clone, Debug, Default)]

@@ -615,6 +615,7 @@ impl Copier<'_> {
                     cached_tokens: None,
                     reasoning_tokens: None,
                     total_tokens: None,
+                    access_key_id: None,
                 });
             }
             insert_rows!(self, link.target(), request_logs, &inserts);

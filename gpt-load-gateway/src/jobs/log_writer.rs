@@ -768,6 +768,7 @@ fn to_row(
         cached_tokens: usage.map(|u| tokens(u.cached)),
         reasoning_tokens: usage.map(|u| tokens(u.reasoning)),
         total_tokens: usage.map(|u| tokens(u.total)),
+        access_key_id: record.access_key.and_then(|id| i64::try_from(id.0).ok()),
     }
 }
 
@@ -782,7 +783,7 @@ fn usage_of(row: &RequestLogRow) -> (UsageKey, UsageSums) {
         group_id: row.group_id,
         key_id: row.key_id.unwrap_or(0),
         model: row.model.clone(),
-        access_key_id: 0,
+        access_key_id: row.access_key_id.unwrap_or(0),
     };
     let sums = UsageSums {
         requests: 1,

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 
 use crate::{
     crypto::KeyCipher,
-    db::schema::{api_keys, group_policies, groups, policies, system_settings},
+    db::schema::{access_keys, api_keys, group_policies, groups, policies, system_settings},
 };
 
 /// A `system_settings` row.
@@ -106,6 +106,47 @@ pub(crate) struct NewPolicy<'a> {
     pub(crate) config: &'a str,
     pub(crate) priority: i32,
     pub(crate) is_active: bool,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// An `access_keys` row. The key itself is never stored: `key_hash` is its SHA-256 (hex) and
+/// `key_hint` its first and last characters.
+#[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = access_keys)]
+pub(crate) struct AccessKeyRow {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) key_hash: String,
+    pub(crate) key_hint: String,
+    /// JSON array of group ids; `[]` = every group.
+    pub(crate) allowed_groups: String,
+    /// JSON array of model patterns; `[]` = every model.
+    pub(crate) allowed_models: String,
+    pub(crate) rpm: i64,
+    pub(crate) tpm: i64,
+    pub(crate) daily_token_quota: i64,
+    pub(crate) monthly_token_quota: i64,
+    pub(crate) expires_at: Option<NaiveDateTime>,
+    pub(crate) enabled: bool,
+    pub(crate) notes: String,
+    pub(crate) created_at: NaiveDateTime,
+    pub(crate) updated_at: NaiveDateTime,
+}
+
+/// The columns of an `access_keys` row an administrator sets (everything but the key).
+#[derive(Clone, Debug, Insertable, AsChangeset)]
+#[diesel(table_name = access_keys, treat_none_as_null = true)]
+pub(crate) struct AccessKeyFields<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) allowed_groups: &'a str,
+    pub(crate) allowed_models: &'a str,
+    pub(crate) rpm: i64,
+    pub(crate) tpm: i64,
+    pub(crate) daily_token_quota: i64,
+    pub(crate) monthly_token_quota: i64,
+    pub(crate) expires_at: Option<NaiveDateTime>,
+    pub(crate) enabled: bool,
+    pub(crate) notes: &'a str,
     pub(crate) updated_at: NaiveDateTime,
 }
 

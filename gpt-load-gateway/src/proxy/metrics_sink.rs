@@ -6,10 +6,14 @@
 //! | `gpt_load_requests_total` | counter | `group`, `status` (final attempts only) |
 //! | `gpt_load_request_duration_seconds` | histogram | `group` (arrival to last byte, final attempts) |
 //! | `gpt_load_upstream_ttfb_seconds` | histogram | `group` (attempt sent to response head, every attempt) |
+//!
+//! It also counts the tokens of requests made with an access key against that key's limits
+//! (docs/LIMITS.md, "Access keys").
 
 use gpt_load_tower::log::{ChannelSink, LogSink, RequestRecord, RequestType};
 
 use super::RecentFailures;
+use crate::registry::access_keys::AccessKeys;
 
 /// `gpt_load_requests_total`
 pub(crate) const REQUESTS: &str = "gpt_load_requests_total";
@@ -24,11 +28,16 @@ pub(crate) const TTFB: &str = "gpt_load_upstream_ttfb_seconds";
 pub(crate) struct MetricsSink {
     inner: ChannelSink,
     failures: RecentFailures,
+    access: AccessKeys,
 }
 
 impl MetricsSink {
-    pub(crate) fn new(inner: ChannelSink, failures: RecentFailures) -> Self {
-        Self { inner, failures }
+    pub(crate) fn new(inner: ChannelSink, failures: RecentFailures, access: AccessKeys) -> Self {
+        Self {
+            inner,
+            failures,
+            access,
+        }
     }
 }
 
@@ -44,6 +53,9 @@ impl LogSink for MetricsSink {
             metrics::histogram!(DURATION, "group" => group).record(record.duration.as_secs_f64());
         }
         self.failures.note(&record);
+        if let (Some(id), Some(usage)) = (record.access_key, record.usage.as_ref()) {
+            self.access.settle(id, usage.total);
+        }
         self.inner.send(record);
     }
 }

@@ -129,6 +129,7 @@ fn layers(
         .layer(RequestLogLayer::new(MetricsSink::new(
             log_sink,
             catalog.recent_failures.clone(),
+            catalog.proxy_keys.access.clone(),
         )))
         .layer(JsonBodyLayer::new())
         .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))

@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use arc_swap::ArcSwap;
 use gpt_load_tower::{
-    auth::{ProxyKeyTable, StaticProxyKeys},
+    auth::ProxyKeyTable,
     blacklist::HealthSettings,
     context::GroupName,
     limit::GroupLimitTable,
@@ -16,7 +16,7 @@ use gpt_load_tower::{
     upstream::Upstreams,
 };
 
-use super::group::Group;
+use super::{access_keys::ProxyKeys, group::Group};
 use crate::{
     proxy::RecentFailures,
     settings::{EffectiveConfig, SystemSettings},
@@ -60,7 +60,8 @@ impl GroupPolicy {
 /// Every table the proxy stack reads, shared with the stack at start. Cheap to clone.
 #[derive(Clone, Default)]
 pub(crate) struct Catalog {
-    pub(crate) proxy_keys: StaticProxyKeys,
+    /// The legacy proxy keys (global and per group) and the access keys.
+    pub(crate) proxy_keys: ProxyKeys,
     pub(crate) upstreams: Upstreams,
     pub(crate) rewrite: RewriteTable,
     /// Each group's own request limits (`group_rpm`, `group_max_concurrency`).
@@ -217,6 +218,6 @@ impl Catalog {
                 group.proxy_keys.iter().map(String::as_str),
             );
         }
-        self.proxy_keys.store(table);
+        self.proxy_keys.legacy.store(table);
     }
 }

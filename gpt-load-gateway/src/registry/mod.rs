@@ -23,6 +23,7 @@
 //! changed by traffic or validation (failures, blacklisting, cool-downs, restores) is counted
 //! and spread through the cluster's shared key state ([`ProxyKeyPool`]).
 
+pub(crate) mod access_keys;
 pub(crate) mod catalog;
 mod definition;
 pub(crate) mod failure_rules;
@@ -62,8 +63,9 @@ use crate::{
     crypto::KeyCipher,
     db::{Db, DbError},
     jobs::validate::KeyCheck,
-    models::{GroupRow, NewGroup, NewPolicy, PolicyRow, now},
+    models::{AccessKeyFields, AccessKeyRow, GroupRow, NewGroup, NewPolicy, PolicyRow, now},
     repo::{
+        access_keys as access_rows,
         groups::{self as group_rows, SubGroupLink},
         keys as key_rows, policies as policy_rows,
     },
@@ -97,6 +99,8 @@ pub(crate) enum Change {
     Keys(i64),
     /// The system settings.
     Settings,
+    /// The access keys.
+    AccessKeys,
 }
 
 /// The owner of group and key state. Cheap to clone.
@@ -121,6 +125,8 @@ struct Inner {
     changes: OnceLock<UnboundedSender<Change>>,
     /// Rung when keys were added pending, so the validation job need not wait for its tick.
     new_keys: tokio::sync::Notify,
+    /// The stored access keys, to serve again when a group they name is renamed or removed.
+    access_rows: Mutex<Vec<AccessKeyRow>>,
 }
 
 #[derive(Default)]
@@ -169,6 +175,7 @@ impl Registry {
             write: tokio::sync::Mutex::new(()),
             changes: OnceLock::new(),
             new_keys: tokio::sync::Notify::new(),
+            access_rows: Mutex::default(),
         };
         Ok((
             Self {
@@ -253,6 +260,13 @@ impl Registry {
         }
     }
 
+    fn access_rows(&self) -> MutexGuard<'_, Vec<AccessKeyRow>> {
+        self.inner
+            .access_rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.inner
             .state
@@ -280,6 +294,7 @@ impl Registry {
         let links = group_rows::sub_group_links(self.db()).await?;
         let key_rows = key_rows::list_stored(self.db(), None).await?;
         let attached = policy_rows::attached(self.db(), None).await?;
+        let access = access_rows::list(self.db()).await?;
         let mut summary = LoadSummary::default();
         let mut slots: HashMap<i64, Vec<KeySlot>> = HashMap::new();
         for stored in &key_rows {
@@ -337,6 +352,8 @@ impl Registry {
         self.catalog()
             .set_proxy_keys(fresh.groups.values().map(AsRef::as_ref), &settings);
         summary.groups = fresh.groups.len();
+        *self.access_rows() = access;
+        self.apply_access_keys(&fresh);
         *state = fresh;
         drop(state);
         if summary.undecryptable > 0 {
@@ -415,6 +432,7 @@ impl Registry {
         }
         self.catalog()
             .set_proxy_keys(state.groups.values().map(AsRef::as_ref), &settings);
+        self.apply_access_keys(&state);
         Ok(())
     }
 
@@ -648,6 +666,103 @@ impl Registry {
             self.reload_group_locked(id).await?;
             self.changed(Change::Group(id));
         }
+        Ok(())
+    }
+
+    // ----- Access keys ---------------------------------------------------------------------
+
+    /// Serves the stored access keys, their groups named as `state` names them.
+    fn apply_access_keys(&self, state: &State) {
+        let names: HashMap<i64, GroupName> = state
+            .groups
+            .iter()
+            .map(|(id, group)| (*id, group.name.clone()))
+            .collect();
+        self.catalog()
+            .proxy_keys
+            .access
+            .store(&self.access_rows(), &names);
+    }
+
+    /// Re-reads the access keys and serves them (another node changed them).
+    pub(crate) async fn reload_access_keys(&self) -> Result<(), DbError> {
+        let _write = self.inner.write.lock().await;
+        self.reload_access_keys_locked().await
+    }
+
+    async fn reload_access_keys_locked(&self) -> Result<(), DbError> {
+        let rows = access_rows::list(self.db()).await?;
+        *self.access_rows() = rows;
+        self.apply_access_keys(&self.state());
+        Ok(())
+    }
+
+    /// Stores a new access key whose key is `key` (kept only as its hash); it works at once,
+    /// on every node.
+    pub(crate) async fn create_access_key(
+        &self,
+        fields: &AccessKeyFields<'_>,
+        key: &str,
+    ) -> Result<AccessKeyRow, DbError> {
+        let _write = self.inner.write.lock().await;
+        let row = access_rows::insert(
+            self.db(),
+            fields,
+            &access_keys::hash_hex(key),
+            &access_keys::hint(key),
+        )
+        .await?;
+        self.access_keys_changed().await?;
+        Ok(row)
+    }
+
+    /// Replaces an access key's fields; `None` when it does not exist.
+    pub(crate) async fn update_access_key(
+        &self,
+        id: i64,
+        fields: &AccessKeyFields<'_>,
+    ) -> Result<Option<AccessKeyRow>, DbError> {
+        let _write = self.inner.write.lock().await;
+        let row = access_rows::update(self.db(), id, fields).await?;
+        if row.is_some() {
+            self.access_keys_changed().await?;
+        }
+        Ok(row)
+    }
+
+    /// Gives an access key the new key `key`; the old one stops working on every node.
+    pub(crate) async fn rotate_access_key(
+        &self,
+        id: i64,
+        key: &str,
+    ) -> Result<Option<AccessKeyRow>, DbError> {
+        let _write = self.inner.write.lock().await;
+        let row = access_rows::set_key(
+            self.db(),
+            id,
+            &access_keys::hash_hex(key),
+            &access_keys::hint(key),
+        )
+        .await?;
+        if row.is_some() {
+            self.access_keys_changed().await?;
+        }
+        Ok(row)
+    }
+
+    /// Deletes an access key; returns whether it existed.
+    pub(crate) async fn delete_access_key(&self, id: i64) -> Result<bool, DbError> {
+        let _write = self.inner.write.lock().await;
+        let deleted = access_rows::delete(self.db(), id).await?;
+        if deleted {
+            self.access_keys_changed().await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn access_keys_changed(&self) -> Result<(), DbError> {
+        self.reload_access_keys_locked().await?;
+        self.changed(Change::AccessKeys);
         Ok(())
     }
 

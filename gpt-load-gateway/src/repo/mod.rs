@@ -27,6 +27,7 @@ macro_rules! page_and_total {
     }};
 }
 
+pub(crate) mod access_keys;
 pub(crate) mod groups;
 pub(crate) mod keys;
 pub(crate) mod policies;

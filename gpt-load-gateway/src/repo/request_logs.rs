@@ -55,6 +55,8 @@ pub(crate) struct RequestLogRow {
     pub(crate) cached_tokens: Option<i64>,
     pub(crate) reasoning_tokens: Option<i64>,
     pub(crate) total_tokens: Option<i64>,
+    /// The access key the request was made with; `None` for a proxy key.
+    pub(crate) access_key_id: Option<i64>,
 }
 
 approx_size! {
@@ -313,6 +315,7 @@ pub(crate) mod tests {
             cached_tokens: Some(1_024),
             reasoning_tokens: Some(64),
             total_tokens: Some(1_540),
+            access_key_id: None,
         }
     }
 
@@ -353,6 +356,7 @@ pub(crate) mod tests {
                 cached_tokens: None,
                 reasoning_tokens: None,
                 total_tokens: None,
+                access_key_id: None,
             };
             assert_eq!(
                 insert_many(db, &[full.clone(), bare.clone()]).await.unwrap(),

@@ -16,7 +16,10 @@
 //!   only to holders of a global key (others get `401`, so group names cannot be probed);
 //!   `400` ([`ErrorKind::InvalidPath`](crate::error::ErrorKind)), before any key is checked, when
 //!   the path after the group has a `.` or `..` segment in any spelling (see [`path`](crate::path)),
-//!   so no such path reaches a key or an upstream.
+//!   so no such path reaches a key or an upstream. A validator may refuse with any error of its
+//!   own: a caller it knows but does not let in (`403`,
+//!   [`ErrorKind::Forbidden`](crate::error::ErrorKind)) or one over its own limits (`429`,
+//!   [`Error::rate_limited`](crate::error::Error::rate_limited), counted as a limit rejection).
 //!
 //! Place it near the top: below [`ErrorResponseLayer`](crate::error::ErrorResponseLayer), above the
 //! concurrency limit.

@@ -12,6 +12,7 @@ use tower_service::Service;
 
 use super::{ValidateProxyKey, credentials};
 use crate::{
+    context::GroupName,
     error::{BoxError, Error, ErrorKind},
     path::has_dot_segment,
     telemetry,
@@ -137,11 +138,20 @@ where
                 }
             }
             Err(err) => {
-                telemetry::auth_rejected(match err.kind() {
-                    ErrorKind::UnknownGroup => "unknown_group",
-                    ErrorKind::InvalidPath => "invalid_path",
-                    _ => "unauthorized",
-                });
+                match (err.kind(), err.limit()) {
+                    // A validator that also keeps the caller's own limits (access keys).
+                    (ErrorKind::RateLimited, Some(limit)) => {
+                        if let Some((group, _)) = route_group(req.uri().path(), &self.prefix) {
+                            telemetry::limit_refused(&GroupName::from(group), limit);
+                        }
+                    }
+                    (kind, _) => telemetry::auth_rejected(match kind {
+                        ErrorKind::UnknownGroup => "unknown_group",
+                        ErrorKind::InvalidPath => "invalid_path",
+                        ErrorKind::Forbidden => "forbidden",
+                        _ => "unauthorized",
+                    }),
+                }
                 ResponseFuture {
                     state: State::Rejected { error: Some(err) },
                 }

@@ -81,6 +81,14 @@ impl ProxyKeyTable {
     pub fn contains_group(&self, group: &str) -> bool {
         self.groups.contains_key(group)
     }
+
+    /// The table's own name and the channel of `group`, when the table knows it: what a
+    /// validator of other keys (access keys, say) needs to make a [`Principal`].
+    pub fn lookup_group(&self, group: &str) -> Option<(&GroupName, ChannelKind)> {
+        self.groups
+            .get_key_value(group)
+            .map(|(name, entry)| (name, entry.channel))
+    }
 }
 
 /// Whether `presented` equals one of `keys`, comparing every key in constant time.
@@ -211,6 +219,10 @@ mod tests {
             ErrorKind::Unauthorized
         );
         assert!(clone.load().contains_group("new"));
+        let table = clone.load();
+        let (name, channel) = table.lookup_group("new").unwrap();
+        assert_eq!((name.as_str(), channel), ("new", ChannelKind::Gemini));
+        assert!(table.lookup_group("oa").is_none());
         assert!(!format!("{clone:?}").contains("\"n\""));
     }
 }

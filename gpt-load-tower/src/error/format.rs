@@ -81,6 +81,7 @@ impl ErrorFormat {
 fn openai_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unauthorized => "authentication_error",
+        ErrorKind::Forbidden => "permission_error",
         ErrorKind::UnknownGroup => "not_found_error",
         ErrorKind::Overloaded | ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::BodyTooLarge
@@ -94,6 +95,7 @@ fn openai_type(kind: ErrorKind) -> &'static str {
 fn anthropic_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::Unauthorized => "authentication_error",
+        ErrorKind::Forbidden => "permission_error",
         ErrorKind::UnknownGroup => "not_found_error",
         ErrorKind::Overloaded | ErrorKind::RateLimited => "rate_limit_error",
         ErrorKind::BodyTooLarge => "request_too_large",

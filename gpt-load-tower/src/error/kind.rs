@@ -8,6 +8,9 @@ pub enum ErrorKind {
     Unauthorized,
     /// The URL names a group that does not exist. `404`
     UnknownGroup,
+    /// The caller is known but may not do this: an access key used on a group or for a model it
+    /// is not allowed. `403`
+    Forbidden,
     /// Too many requests in flight; try again after `Retry-After`. `429`
     Overloaded,
     /// A rate limit of the gateway's own (a key's or a group's requests per minute, per day, or
@@ -44,6 +47,7 @@ impl ErrorKind {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::UnknownGroup => StatusCode::NOT_FOUND,
+            Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Overloaded | Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest | Self::ClientBody | Self::InvalidPath => StatusCode::BAD_REQUEST,
@@ -59,6 +63,7 @@ impl ErrorKind {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::UnknownGroup => "unknown_group",
+            Self::Forbidden => "permission_denied",
             Self::Overloaded => "overloaded",
             Self::RateLimited => "rate_limit_exceeded",
             Self::BodyTooLarge => "body_too_large",

@@ -101,6 +101,17 @@ impl Error {
         Self::new(ErrorKind::Unauthorized, "invalid or missing proxy key")
     }
 
+    /// The presented key is refused for a reason its holder may read (`message`, without any
+    /// secret): an access key that is disabled or expired, say.
+    pub fn unauthorized_because(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Unauthorized, message)
+    }
+
+    /// The caller is known but may not do this (`message` says what, without any secret).
+    pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+
     /// The URL names no known group.
     pub fn unknown_group(group: &str) -> Self {
         Self::new(ErrorKind::UnknownGroup, format!("group '{group}' not found"))

@@ -6,7 +6,11 @@ use std::{
 
 use http::Method;
 
-use crate::{context::GroupName, keys::KeyId, usage::TokenUsage};
+use crate::{
+    context::{AccessKeyId, GroupName},
+    keys::KeyId,
+    usage::TokenUsage,
+};
 
 /// Whether an attempt was followed by another (`retry`) or was the last (`final`), as gpt-load
 /// records it.
@@ -42,6 +46,10 @@ pub struct RequestRecord {
     pub group: GroupName,
     /// The aggregate group named in the URL, when it differs from `group`.
     pub parent_group: Option<GroupName>,
+    /// The access key the client presented, when it was one ([`Principal::access_key`]).
+    ///
+    /// [`Principal::access_key`]: crate::context::Principal::access_key
+    pub access_key: Option<AccessKeyId>,
     /// The key used, if one was selected.
     pub key_id: Option<KeyId>,
     /// The key used, masked.

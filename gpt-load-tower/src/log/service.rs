@@ -155,6 +155,7 @@ where
             started,
             timestamp: SystemTime::now(),
             group,
+            access_key: principal.access_key(),
             method: req.method().clone(),
             path: truncate(
                 req.uri().path_and_query().map_or("/", |pq| pq.as_str()),

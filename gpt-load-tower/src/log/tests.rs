@@ -169,6 +169,7 @@ fn record() -> RequestRecord {
         attempt: 1,
         group: "g".into(),
         parent_group: None,
+        access_key: None,
         key_id: None,
         masked_key: None,
         upstream: None,

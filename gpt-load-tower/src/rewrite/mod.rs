@@ -24,7 +24,9 @@
 //!   [`RoutedGroup`](crate::context::RoutedGroup); the body, `Content-Length`, the path, headers;
 //!   a `retry` record in the [`AttemptLog`](crate::log::AttemptLog) for a sub-group's abandoned
 //!   answer, and the next [`AttemptNumber`](crate::context::AttemptNumber).
-//! - Rejects: `400` ([`ErrorKind::InvalidRequest`](crate::error::ErrorKind)) for a model refused
+//! - Rejects: `403` ([`ErrorKind::Forbidden`](crate::error::ErrorKind)) for a model the caller's
+//!   access key does not allow ([`Principal::allows_model`](crate::context::Principal::allows_model));
+//!   `400` ([`ErrorKind::InvalidRequest`](crate::error::ErrorKind)) for a model refused
 //!   by strict redirect rules; `503` ([`ErrorKind::NoKeyAvailable`](crate::error::ErrorKind)) when
 //!   no sub-group of an aggregate has a usable key.
 //!

@@ -180,9 +180,18 @@ where
             Some(Route::Aggregate(aggregate)) => Some(aggregate.clone()),
             _ => None,
         };
-        let model = (aggregate.is_some() || table.filters_models())
+        let model = (aggregate.is_some() || table.filters_models() || principal.limits_models())
             .then(|| Self::requested_model(&req, principal.channel()))
             .flatten();
+        // The caller's own models first (an access key's), so its refusal names no group rule.
+        if let Some(model) = model.as_deref()
+            && !principal.allows_model(model)
+        {
+            telemetry::rewrite_rejected(principal.group());
+            return ResponseFuture::ready(Err(Error::forbidden(format!(
+                "model '{model}' is not allowed for this access key"
+            ))));
+        }
         // The group the client named must serve the model (an aggregate's own filter too).
         if let Some(model) = model.as_deref()
             && table

@@ -448,6 +448,46 @@ async fn a_filtered_model_is_refused_before_a_key_is_spent() {
 }
 
 #[tokio::test]
+async fn a_model_the_access_key_does_not_allow_is_forbidden_before_a_key_is_spent() {
+    // No group rule looks at the model: only the caller's own filter does.
+    let table = RewriteTable::new();
+    table.set_group("g".into(), GroupRules::new());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let svc = RewriteLayer::new(table).layer(service_fn(move |_req: Request<ReplayBody>| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Ok::<_, Error>(Response::new(())) }
+    }));
+    let allowed = std::sync::Arc::new(filter(&["gpt-4o*"], &[]));
+    let call = |body: &'static str| {
+        let mut req = request("g", ChannelKind::OpenAi, "/v1/chat/completions", body);
+        let principal = req
+            .extensions()
+            .get::<crate::context::Principal>()
+            .unwrap()
+            .clone();
+        req.extensions_mut().insert(
+            principal
+                .with_access_key(crate::context::AccessKeyId(9))
+                .with_allowed_models(allowed.clone()),
+        );
+        svc.clone().oneshot(req)
+    };
+    assert!(call(r#"{"model":"gpt-4o-mini"}"#).await.is_ok());
+    let err = call(r#"{"model":"claude-3-5-haiku"}"#).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    assert_eq!(err.kind().status(), http::StatusCode::FORBIDDEN);
+    assert!(err.message().contains("'claude-3-5-haiku'"), "{}", err.message());
+    // A request that names no model (a model list, say) is not the filter's to refuse.
+    assert!(call("").await.is_ok());
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "the refusal spent nothing"
+    );
+}
+
+#[tokio::test]
 async fn aggregates_route_each_model_to_the_sub_groups_that_serve_it() {
     let pool = MemoryKeyPool::new();
     for (id, g) in [(1, "openai"), (2, "anthropic"), (3, "strict"), (4, "spare")] {

@@ -306,6 +306,7 @@ async fn writes_resolved_groups_stored_keys_and_every_column() {
                 cached_tokens: None,
                 reasoning_tokens: None,
                 total_tokens: None,
+                access_key_id: None,
             },
             "{backend}"
         );
