@@ -40,7 +40,7 @@ use std::{borrow::Borrow, fmt, net::IpAddr, sync::Arc};
 
 use http::Extensions;
 
-use crate::{channel::ChannelKind, rewrite::ModelFilter, secret::ApiKey};
+use crate::{channel::ChannelKind, secret::ApiKey};
 
 /// The name of a group, as it appears in `/proxy/{group}/…`. Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,7 +124,7 @@ pub struct Principal {
     channel: ChannelKind,
     route_prefix_len: usize,
     access_key: Option<AccessKeyId>,
-    allowed_models: Option<Arc<ModelFilter>>,
+    allowed_models: Option<Arc<dyn AllowedModels>>,
 }
 
 impl Principal {
@@ -155,7 +155,7 @@ impl Principal {
     /// Limits the models the caller may ask for; [`Rewrite`](crate::rewrite::Rewrite) refuses any
     /// other model with `403` before a key is spent.
     #[must_use]
-    pub fn with_allowed_models(mut self, models: Arc<ModelFilter>) -> Self {
+    pub fn with_allowed_models(mut self, models: Arc<dyn AllowedModels>) -> Self {
         self.allowed_models = Some(models);
         self
     }
@@ -194,6 +194,13 @@ impl Principal {
         let rest = path.get(self.route_prefix_len..).unwrap_or("");
         if rest.is_empty() { "/" } else { rest }
     }
+}
+
+/// Which models a caller may ask for ([`Principal::with_allowed_models`]).
+/// [`ModelFilter`](crate::rewrite::ModelFilter) is one.
+pub trait AllowedModels: fmt::Debug + Send + Sync + 'static {
+    /// Whether `model` is allowed.
+    fn allows(&self, model: &str) -> bool;
 }
 
 /// The identifier of an access key: a proxy key kept as a record of its own, with its own groups,

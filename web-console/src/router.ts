@@ -15,6 +15,7 @@ export const routes: RouteRecordRaw[] = [
       { path: '', name: 'dashboard', component: () => import('@/views/DashboardView.vue') },
       { path: 'keys', name: 'keys', component: () => import('@/views/KeysView.vue') },
       { path: 'policies', name: 'policies', component: () => import('@/views/PoliciesView.vue') },
+      { path: 'access-keys', name: 'access-keys', component: () => import('@/views/AccessKeysView.vue') },
       { path: 'logs', name: 'logs', component: () => import('@/views/LogsView.vue') },
       { path: 'usage', name: 'usage', component: () => import('@/views/UsageView.vue') },
       { path: 'settings', name: 'settings', component: () => import('@/views/SettingsView.vue') },

@@ -401,7 +401,7 @@ impl AccessKeys {
         }
         let mut principal = Principal::new(name.clone(), channel).with_access_key(entry.id);
         if let Some(models) = &entry.models {
-            principal = principal.with_allowed_models(Arc::clone(models));
+            principal = principal.with_allowed_models(models.clone());
         }
         Ok(principal)
     }

@@ -47,6 +47,12 @@ impl fmt::Display for InvalidModelPattern {
 
 impl std::error::Error for InvalidModelPattern {}
 
+impl crate::context::AllowedModels for ModelFilter {
+    fn allows(&self, model: &str) -> bool {
+        ModelFilter::allows(self, model)
+    }
+}
+
 /// Longest compiled pattern, so a filter cannot hold a regular expression that eats memory.
 const PATTERN_SIZE_LIMIT: usize = 1 << 20;
 

@@ -5,6 +5,7 @@
  */
 import { downloadUrl, request, requestEnvelope, type RequestOptions } from './client'
 import type {
+  AccessKeyInput,
   BodyOf,
   CopyKeysMode,
   DataOf,
@@ -261,6 +262,31 @@ export const policiesApi = {
       body: { policies } satisfies BodyOf<'set_group_policies'>,
       ...o,
     }) satisfies Promise<DataOf<'set_group_policies'>>,
+}
+
+// Access keys
+export const accessKeysApi = {
+  /** The access keys and the legacy proxy keys (masked). */
+  list: (o?: Opts) => request<DataOf<'list_access_keys'>>('/access-keys', o),
+  /** Answers the new key: the only time it is shown. */
+  create: (body: AccessKeyInput, o?: Opts) =>
+    request<DataOf<'create_access_key'>>('/access-keys', {
+      method: 'POST',
+      body: body satisfies BodyOf<'create_access_key'>,
+      ...o,
+    }),
+  /** Every field is optional: what is left out is kept. */
+  update: (id: number, body: AccessKeyInput, o?: Opts) =>
+    request<DataOf<'update_access_key'>>(`/access-keys/${id}`, {
+      method: 'PUT',
+      body: body satisfies BodyOf<'update_access_key'>,
+      ...o,
+    }),
+  /** A new key for the record; the old one stops working. */
+  rotate: (id: number, o?: Opts) =>
+    request<DataOf<'rotate_access_key'>>(`/access-keys/${id}/rotate`, { method: 'POST', ...o }),
+  remove: (id: number, o?: Opts) =>
+    request<DataOf<'delete_access_key'>>(`/access-keys/${id}`, { method: 'DELETE', ...o }),
 }
 
 // Settings

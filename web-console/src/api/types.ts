@@ -65,6 +65,9 @@ export type SampleAnswer = S['SampleAnswer']
 export type GroupPolicyInput = S['GroupPolicyEntry']
 /** One of a group's policies as `GET`/`PUT /api/groups/{id}/policies` answer it. */
 export type GroupPolicy = S['GroupPolicyJson']
+export type AccessKey = S['AccessKeyJson']
+export type AccessKeyInput = S['AccessKeyInput']
+export type LegacyKey = S['LegacyKeyJson']
 export type UsageReport = S['UsageReport']
 export type UsageItem = S['UsageItem']
 /** The query of `GET /api/usage` and `GET /api/usage/export`. */
