@@ -61,6 +61,11 @@ pub struct RequestFacts {
     pub model: Option<String>,
     /// Whether the client asked for a streamed response.
     pub stream: bool,
+    /// The most output tokens the request allows: `max_tokens`, `max_completion_tokens`,
+    /// `max_output_tokens` (Responses) or Gemini's `generationConfig.maxOutputTokens`.
+    pub max_output_tokens: Option<u64>,
+    /// The body's length in bytes (a rough measure of the prompt).
+    pub body_bytes: usize,
 }
 
 /// How an upstream lists its models.
@@ -179,6 +184,7 @@ impl ChannelKind {
     pub fn inspect(self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> RequestFacts {
         let path = uri.path();
         let probe = BodyProbe::parse(body);
+        let max_output_tokens = probe.max_output_tokens();
         let model = if self.model_in_path(path) {
             gemini_path_model(path).map(str::to_owned).or(probe.model)
         } else {
@@ -191,7 +197,12 @@ impl ChannelKind {
                 .and_then(|q| query::get(q, "stream"))
                 .is_some_and(|v| v == "true")
             || (self == Self::Gemini && path.ends_with(":streamGenerateContent"));
-        RequestFacts { model, stream }
+        RequestFacts {
+            model,
+            stream,
+            max_output_tokens,
+            body_bytes: body.len(),
+        }
     }
 
     /// The model-list format of a `GET` on `path`, or `None` when it is not a model list.
@@ -377,16 +388,38 @@ pub(crate) fn gemini_path_model(path: &str) -> Option<&str> {
     (!model.is_empty()).then_some(model)
 }
 
-/// The two body fields every channel cares about; everything else is skipped while parsing.
+/// The body fields the layers care about; everything else is skipped while parsing.
 #[derive(Default, Deserialize)]
 struct BodyProbe {
     #[serde(default, deserialize_with = "string_or_none")]
     model: Option<String>,
     #[serde(default, deserialize_with = "true_or_false")]
     stream: bool,
+    #[serde(default, deserialize_with = "count_or_none")]
+    max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count_or_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count_or_none")]
+    max_output_tokens: Option<u64>,
+    #[serde(default, rename = "generationConfig")]
+    generation_config: Option<GenerationProbe>,
+}
+
+/// Gemini's `generationConfig`, for its output cap.
+#[derive(Default, Deserialize)]
+struct GenerationProbe {
+    #[serde(default, rename = "maxOutputTokens", deserialize_with = "count_or_none")]
+    max_output_tokens: Option<u64>,
 }
 
 impl BodyProbe {
+    fn max_output_tokens(&self) -> Option<u64> {
+        self.max_completion_tokens
+            .or(self.max_tokens)
+            .or(self.max_output_tokens)
+            .or(self.generation_config.as_ref().and_then(|g| g.max_output_tokens))
+    }
+
     fn parse(body: &[u8]) -> Self {
         let first = body.iter().find(|b| !b.is_ascii_whitespace());
         if first != Some(&b'{') {
@@ -401,6 +434,10 @@ fn string_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
         Value::String(s) => Some(s),
         _ => None,
     })
+}
+
+fn count_or_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Value::deserialize(d)?.as_u64())
 }
 
 fn true_or_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
@@ -468,7 +505,9 @@ mod tests {
             f,
             RequestFacts {
                 model: Some("gpt-4o".into()),
-                stream: true
+                stream: true,
+                max_output_tokens: None,
+                body_bytes: 46,
             }
         );
         let f = ChannelKind::OpenAi.inspect(&uri, &h, br#"{"model":7,"stream":"yes"}"#);
@@ -476,11 +515,30 @@ mod tests {
             f,
             RequestFacts {
                 model: None,
-                stream: false
+                stream: false,
+                max_output_tokens: None,
+                body_bytes: 26,
             }
         );
         let f = ChannelKind::OpenAi.inspect(&uri, &h, b"not json");
-        assert_eq!(f, RequestFacts::default());
+        assert_eq!(
+            f,
+            RequestFacts {
+                body_bytes: 8,
+                ..RequestFacts::default()
+            }
+        );
+        // The output cap, in each API's spelling (the newer OpenAI field first).
+        for (body, cap) in [
+            (r#"{"max_tokens":300}"#, Some(300)),
+            (r#"{"max_tokens":300,"max_completion_tokens":50}"#, Some(50)),
+            (r#"{"max_output_tokens":70}"#, Some(70)),
+            (r#"{"generationConfig":{"maxOutputTokens":90}}"#, Some(90)),
+            (r#"{"max_tokens":"lots"}"#, None),
+        ] {
+            let f = ChannelKind::OpenAi.inspect(&uri, &h, body.as_bytes());
+            assert_eq!(f.max_output_tokens, cap, "{body}");
+        }
 
         let q: Uri = "/v1/chat/completions?stream=true".parse().unwrap();
         assert!(ChannelKind::Anthropic.inspect(&q, &h, b"").stream);
@@ -496,7 +554,9 @@ mod tests {
             f,
             RequestFacts {
                 model: Some("gemini-pro".into()),
-                stream: true
+                stream: true,
+                max_output_tokens: None,
+                body_bytes: 2,
             }
         );
         let compat: Uri = "/v1beta/openai/chat/completions".parse().unwrap();

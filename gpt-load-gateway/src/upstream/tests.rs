@@ -58,6 +58,7 @@ fn chat(base: &str, key: &str, stream: bool) -> Request<ReplayBody> {
         req.extensions_mut().insert(RequestFacts {
             model: Some("m".to_owned()),
             stream: true,
+            ..RequestFacts::default()
         });
     }
     req

@@ -1,10 +1,13 @@
-//! Per-key rate limits: requests per minute and per day, and requests at once.
+//! Per-key rate limits: requests per minute and per day, tokens per minute, and requests at once.
 //!
 //! Providers rest a key that goes over its quota only after answering `429`; a key limited here
 //! is skipped by selection before that, while the other keys of the group take the traffic.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -18,8 +21,8 @@ use crate::{
 /// ```
 /// use gpt_load_tower::keys::KeyLimits;
 ///
-/// let limits = KeyLimits::new().rpm(3).max_concurrency(2);
-/// assert_eq!((limits.rpm, limits.rpd, limits.max_concurrency), (3, 0, 2));
+/// let limits = KeyLimits::new().rpm(3).max_concurrency(2).tpm(40_000);
+/// assert_eq!((limits.rpm, limits.rpd, limits.max_concurrency, limits.tpm), (3, 0, 2, 40_000));
 /// assert!(!limits.is_none());
 /// ```
 #[non_exhaustive]
@@ -31,6 +34,9 @@ pub struct KeyLimits {
     pub rpd: u32,
     /// Requests in flight at once (a stream counts until it ends).
     pub max_concurrency: u32,
+    /// Tokens per minute: settled usage plus the estimates of requests in flight (see
+    /// [`limit::TokenCharge`](crate::limit::TokenCharge)).
+    pub tpm: u32,
 }
 
 impl KeyLimits {
@@ -40,6 +46,7 @@ impl KeyLimits {
             rpm: 0,
             rpd: 0,
             max_concurrency: 0,
+            tpm: 0,
         }
     }
 
@@ -64,16 +71,23 @@ impl KeyLimits {
         self
     }
 
+    /// With `tpm` tokens per minute.
+    #[must_use]
+    pub const fn tpm(mut self, tpm: u32) -> Self {
+        self.tpm = tpm;
+        self
+    }
+
     /// Whether no limit is set.
     pub const fn is_none(&self) -> bool {
-        self.rpm == 0 && self.rpd == 0 && self.max_concurrency == 0
+        self.rpm == 0 && self.rpd == 0 && self.max_concurrency == 0 && self.tpm == 0
     }
 }
 
 /// Which of a key's limits refused a request, and when it has room again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitRefusal {
-    /// The limit's stable name: `key_rpm`, `key_rpd` or `key_concurrency`.
+    /// The limit's stable name: `key_rpm`, `key_rpd`, `key_tpm` or `key_concurrency`.
     pub limit: &'static str,
     /// How long until the limit admits one more request (a second for concurrency, which ends
     /// when a request does).
@@ -94,8 +108,12 @@ pub(crate) struct KeyLimiter {
     rpm: AtomicU32,
     rpd: AtomicU32,
     max_concurrency: AtomicU32,
+    tpm: AtomicU32,
     minute: MinuteWindow,
     day: DayWindow,
+    /// Tokens of the last minute, shared with the [`TokenCharge`](crate::limit::TokenCharge)s of
+    /// the requests sent with the key.
+    tokens: Arc<MinuteWindow>,
     /// A shared check refused the key: no admission before this clock reading (0 = none), and
     /// by which limit (`true`: the day's).
     held_back_until: AtomicU64,
@@ -114,6 +132,7 @@ impl KeyLimiter {
         self.rpd.store(limits.rpd, Ordering::Relaxed);
         self.max_concurrency
             .store(limits.max_concurrency, Ordering::Relaxed);
+        self.tpm.store(limits.tpm, Ordering::Relaxed);
     }
 
     pub(crate) fn limits(&self) -> KeyLimits {
@@ -121,7 +140,25 @@ impl KeyLimiter {
             rpm: self.rpm.load(Ordering::Relaxed),
             rpd: self.rpd.load(Ordering::Relaxed),
             max_concurrency: self.max_concurrency.load(Ordering::Relaxed),
+            tpm: self.tpm.load(Ordering::Relaxed),
         }
+    }
+
+    /// The key's tokens window, when it has a `tpm` limit.
+    pub(crate) fn token_window(&self) -> Option<&Arc<MinuteWindow>> {
+        (self.tpm.load(Ordering::Relaxed) > 0).then_some(&self.tokens)
+    }
+
+    /// The `tpm` refusal, when the minute's tokens are at the limit (taking nothing: the tokens
+    /// are reserved once the request is sent).
+    fn tokens_refusal(&self, tpm: u32) -> Option<LimitRefusal> {
+        (tpm > 0)
+            .then(|| self.tokens.retry_after(1, u64::from(tpm)))
+            .flatten()
+            .map(|retry_after| LimitRefusal {
+                limit: "key_tpm",
+                retry_after,
+            })
     }
 
     /// Takes one request from every limit, or none: concurrency first (held in `in_flight`,
@@ -132,8 +169,12 @@ impl KeyLimiter {
             rpm,
             rpd,
             max_concurrency,
+            tpm,
         } = self.limits();
         if let Some(refusal) = self.held_back() {
+            return Err(refusal);
+        }
+        if let Some(refusal) = self.tokens_refusal(tpm) {
             return Err(refusal);
         }
         let held = max_concurrency > 0;
@@ -181,12 +222,16 @@ impl KeyLimiter {
             rpm,
             rpd,
             max_concurrency,
+            tpm,
         } = self.limits();
         if let Some(refusal) = self.held_back() {
             return Some(refusal);
         }
         if max_concurrency > 0 && in_flight >= max_concurrency {
             return Some(LimitRefusal::CONCURRENCY);
+        }
+        if let Some(refusal) = self.tokens_refusal(tpm) {
+            return Some(refusal);
         }
         if rpd > 0
             && let Some(retry_after) = self.day.retry_after(1, u64::from(rpd))
@@ -244,8 +289,12 @@ impl KeyLimiter {
             rpm,
             rpd,
             max_concurrency,
+            tpm,
         } = self.limits();
         let mut tightest = 1000;
+        if tpm > 0 {
+            tightest = tightest.min(share(self.tokens.headroom(u64::from(tpm)), tpm));
+        }
         if rpm > 0 {
             tightest = tightest.min(share(self.minute.headroom(u64::from(rpm)), rpm));
         }

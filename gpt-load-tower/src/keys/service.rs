@@ -11,10 +11,11 @@ use tower_service::Service;
 use super::{ExcludedKeys, InFlight, KeyPool, SameKey, SelectedKey, SharedAdmission, pool::NO_EXCLUSIONS};
 use crate::{
     body::TrackedBody,
-    channel::{ChannelKind, quota_model},
+    channel::{ChannelKind, RequestFacts, quota_model},
     context::{GroupName, Principal, target_group},
     error::{BoxError, Error},
     future::{ResponseFuture, take_ready},
+    limit::{DEFAULT_TOKEN_RESERVE, GroupTokens, TokenCharge, TokenEstimate, TokenReserve},
     telemetry,
 };
 
@@ -135,14 +136,36 @@ where
 {
     channel.inject_credential(&mut req, key.secret());
     let in_flight = key.begin_request();
+    let charge = charge_tokens(&req, &key);
     req.extensions_mut().insert(key.clone());
     match inner.oneshot(req).await {
         Ok(mut res) => {
             res.extensions_mut().insert(key);
+            if let Some(charge) = charge {
+                res.extensions_mut().insert(charge);
+            }
             Ok(res.map(|body| TrackedBody::new(body, in_flight)))
         }
         Err(err) => Err(Error::from_boxed(err.into()).with_key(key)),
     }
+}
+
+/// Reserves the attempt's estimated tokens against its key's and its group's tokens per minute
+/// (nothing, and no allocation, when neither has a `tpm` limit). Settled by the request log when
+/// the reply's usage is known; given back if the attempt fails (see [`TokenCharge`]).
+fn charge_tokens<B>(req: &Request<B>, key: &SelectedKey) -> Option<TokenCharge> {
+    let group = req.extensions().get::<GroupTokens>();
+    let own = key.slot().token_window();
+    if group.is_none() && own.is_none() {
+        return None;
+    }
+    let reserve = req
+        .extensions()
+        .get::<TokenReserve>()
+        .map_or(DEFAULT_TOKEN_RESERVE, |r| r.0);
+    let estimate = TokenEstimate::of(req.extensions().get::<RequestFacts>(), reserve);
+    let windows = own.into_iter().chain(group.map(|g| Arc::clone(&g.0))).collect();
+    Some(TokenCharge::reserve(windows, estimate))
 }
 
 /// Another key when the shared check refuses the one selected.

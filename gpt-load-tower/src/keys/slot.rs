@@ -284,6 +284,14 @@ impl KeySlot {
             .map_or(KeyLimits::new(), |limiter| limiter.limits())
     }
 
+    /// The key's tokens-per-minute window, when it has a `tpm` limit.
+    pub(crate) fn token_window(&self) -> Option<Arc<crate::limit::MinuteWindow>> {
+        self.limiter
+            .load()
+            .as_ref()
+            .and_then(|limiter| limiter.token_window().cloned())
+    }
+
     /// Sets the key's rate limits (the pool does, from
     /// [`MemoryKeyPool::set_key_limits`](super::MemoryKeyPool::set_key_limits)). What was counted
     /// so far keeps counting under the new ones; removing every limit drops the counters.

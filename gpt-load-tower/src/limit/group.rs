@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::MinuteWindow;
+use super::{GroupTokens, MinuteWindow};
 use crate::{
     body::{BodyEnd, OnBodyEnd, TrackedBody},
     clock,
@@ -48,6 +48,9 @@ pub struct GroupLimits {
     pub rpm: u32,
     /// Requests in flight at once (a stream counts until it ends).
     pub max_concurrency: u32,
+    /// Tokens per minute: settled usage plus the estimates of requests in flight (see
+    /// [`TokenCharge`](super::TokenCharge)).
+    pub tpm: u32,
     /// How long a request over a limit waits for room before it is refused; zero refuses at
     /// once.
     pub queue_timeout: Duration,
@@ -59,8 +62,16 @@ impl GroupLimits {
         Self {
             rpm: 0,
             max_concurrency: 0,
+            tpm: 0,
             queue_timeout: Duration::ZERO,
         }
+    }
+
+    /// With `tpm` tokens per minute.
+    #[must_use]
+    pub const fn tpm(mut self, tpm: u32) -> Self {
+        self.tpm = tpm;
+        self
     }
 
     /// With `rpm` requests per minute.
@@ -86,7 +97,7 @@ impl GroupLimits {
 
     /// Whether no limit is set (the queue time alone limits nothing).
     pub const fn is_none(&self) -> bool {
-        self.rpm == 0 && self.max_concurrency == 0
+        self.rpm == 0 && self.max_concurrency == 0 && self.tpm == 0
     }
 }
 
@@ -158,6 +169,11 @@ impl GroupLimitTable {
             (limiter.minute.used(), limiter.in_flight.load(Ordering::Relaxed))
         })
     }
+
+    /// `group`'s tokens of the last minute, settled and reserved (zero without limits).
+    pub fn tokens_used(&self, group: &str) -> u64 {
+        self.groups.get(group).map_or(0, |limiter| limiter.tokens.used())
+    }
 }
 
 impl fmt::Debug for GroupLimitTable {
@@ -178,8 +194,11 @@ impl fmt::Debug for GroupLimitTable {
 struct GroupLimiter {
     rpm: AtomicU32,
     max_concurrency: AtomicU32,
+    tpm: AtomicU32,
     queue_timeout_ms: AtomicU64,
     minute: MinuteWindow,
+    /// Tokens of the last minute, shared with the charges of the group's requests.
+    tokens: Arc<MinuteWindow>,
     /// A shared count refused the group: no admission before this clock reading (0 = none).
     held_back_until: AtomicU64,
     in_flight: AtomicU32,
@@ -198,6 +217,7 @@ impl GroupLimiter {
         self.rpm.store(limits.rpm, Ordering::Relaxed);
         self.max_concurrency
             .store(limits.max_concurrency, Ordering::Relaxed);
+        self.tpm.store(limits.tpm, Ordering::Relaxed);
         let queue_ms = u64::try_from(limits.queue_timeout.as_millis()).unwrap_or(u64::MAX);
         self.queue_timeout_ms.store(queue_ms, Ordering::Relaxed);
         // A higher cap lets queued requests in now.
@@ -208,18 +228,34 @@ impl GroupLimiter {
         GroupLimits {
             rpm: self.rpm.load(Ordering::Relaxed),
             max_concurrency: self.max_concurrency.load(Ordering::Relaxed),
+            tpm: self.tpm.load(Ordering::Relaxed),
             queue_timeout: Duration::from_millis(self.queue_timeout_ms.load(Ordering::Relaxed)),
         }
     }
 
-    /// Takes one request from both limits, or from neither: concurrency first (given back by
-    /// the permit), then the minute.
+    /// The group's tokens window, when it has a `tpm` limit (for the request's charges).
+    fn token_window(&self) -> Option<GroupTokens> {
+        (self.tpm.load(Ordering::Relaxed) > 0).then(|| GroupTokens(Arc::clone(&self.tokens)))
+    }
+
+    /// Takes one request from the request limits, or from none: tokens first (which takes
+    /// nothing: the request's tokens are reserved when it is sent), then concurrency (given back
+    /// by the permit), then the minute.
     fn try_admit(self: &Arc<Self>) -> Result<GroupPermit, Refusal> {
         let held_back_until = self.held_back_until.load(Ordering::Relaxed);
         if held_back_until != 0 && clock::now_ms() < held_back_until {
             return Err(Refusal {
                 limit: "group_rpm",
                 retry_after: clock::remaining(held_back_until),
+            });
+        }
+        let tpm = self.tpm.load(Ordering::Relaxed);
+        if tpm > 0
+            && let Some(retry_after) = self.tokens.retry_after(1, u64::from(tpm))
+        {
+            return Err(Refusal {
+                limit: "group_tpm",
+                retry_after,
             });
         }
         let max = self.max_concurrency.load(Ordering::Relaxed);
@@ -339,7 +375,7 @@ impl fmt::Debug for GroupPermit {
 /// the request against that group's [`GroupLimits`] in a [`GroupLimitTable`]. A request over a
 /// limit waits up to the group's queue time for room (for a request in flight to end, or for the
 /// minute to slide) and is otherwise refused with `429`, `Retry-After` and
-/// [`LIMIT_HEADER`](crate::error::LIMIT_HEADER) `group_rpm` or `group_concurrency`. A request
+/// [`LIMIT_HEADER`](crate::error::LIMIT_HEADER) `group_rpm`, `group_tpm` or `group_concurrency`. A request
 /// whose wait is longer than the queue time is refused at once. A group without limits costs one
 /// map lookup, with no allocation. A [`SharedGroupCount`] (a cluster's) may be asked too, after
 /// this node's own count admitted a request ([`GroupLimitTable::share`]).
@@ -426,7 +462,7 @@ where
         self.inner.poll_ready(cx).map_err(|e| Error::from_boxed(e.into()))
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let limiter = req
             .extensions()
             .get::<Principal>()
@@ -434,6 +470,9 @@ where
         let Some(limiter) = limiter else {
             return GroupLimitFuture::admitted(self.inner.call(req), GroupPermit::NONE);
         };
+        if let Some(tokens) = limiter.token_window() {
+            req.extensions_mut().insert(tokens);
+        }
         let group = || {
             req.extensions()
                 .get::<Principal>()
@@ -591,6 +630,44 @@ mod tests {
             .extension(Principal::new(group.into(), ChannelKind::OpenAi))
             .body(())
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_group_at_its_tokens_is_refused_until_the_minute_slides() {
+        use crate::limit::{TokenCharge, TokenEstimate};
+
+        let table = GroupLimitTable::new();
+        table.set("g".into(), GroupLimits::new().tpm(100));
+        // The layer hands the group's window down; an attempt's charge counts against it.
+        let charged = GroupLimitLayer::new(table.clone()).layer(service_fn(|req: Request<()>| {
+            let tokens = req
+                .extensions()
+                .get::<GroupTokens>()
+                .expect("the group's window")
+                .clone();
+            TokenCharge::reserve(vec![tokens.0], TokenEstimate(30)).settle(120);
+            std::future::ready(Ok::<_, Error>(Response::new(Full::<Bytes>::from("ok"))))
+        }));
+        assert!(
+            charged.clone().oneshot(req("g")).await.is_ok(),
+            "under the limit when it came"
+        );
+        assert_eq!(table.tokens_used("g"), 120);
+        let err = service(&table).oneshot(req("g")).await.unwrap_err();
+        assert_eq!(
+            (err.kind(), err.limit()),
+            (ErrorKind::RateLimited, Some("group_tpm"))
+        );
+        assert!(err.retry_after().unwrap() <= Duration::from_secs(60));
+        crate::clock::advance(Duration::from_secs(60));
+        assert!(service(&table).oneshot(req("g")).await.is_ok());
+        // A group without tokens limits gets no window.
+        table.set("g".into(), GroupLimits::new().rpm(100));
+        let unwindowed = GroupLimitLayer::new(table).layer(service_fn(|req: Request<()>| {
+            assert!(req.extensions().get::<GroupTokens>().is_none());
+            std::future::ready(Ok::<_, Error>(Response::new(Full::<Bytes>::from("ok"))))
+        }));
+        assert!(unwindowed.oneshot(req("g")).await.is_ok());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! A global concurrency limit that sheds load instead of queueing, each group's own limits
 //! ([`GroupLimitLayer`]), and the counters rate limits are built on: [`MinuteWindow`] (a sliding
-//! minute) and [`DayWindow`] (a UTC day).
+//! minute) and [`DayWindow`] (a UTC day), and tokens per minute ([`TokenCharge`]: reserved before a
+//! request is sent, settled with the usage it reports).
 //!
 //! tower's `ConcurrencyLimit` makes callers wait for a permit; a gateway in front of slow model
 //! calls should instead answer at once so clients back off. [`ConcurrencyLimitLayer`] admits up
@@ -62,6 +63,7 @@ pub use self::{
         GroupLimit, GroupLimitFuture, GroupLimitLayer, GroupLimitTable, GroupLimits, GroupPermit,
         SharedGroupCount,
     },
+    tokens::{DEFAULT_TOKEN_RESERVE, GroupTokens, TokenCharge, TokenEstimate, TokenReserve},
     window::MinuteWindow,
 };
 use crate::{
@@ -271,6 +273,7 @@ where
 
 mod day;
 mod group;
+mod tokens;
 mod window;
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use crate::{
     context::{AccessKeyId, AttemptKey, AttemptUpstream, GroupName},
     error::Error,
     keys::SelectedKey,
+    limit::TokenCharge,
     telemetry,
     upstream::UpstreamTarget,
     usage::{TokenUsage, UsageScanner},
@@ -132,11 +133,14 @@ impl AttemptLog {
         self.emit(RequestType::Final, AttemptFacts::of_error(err), None, None);
     }
 
-    pub(super) fn final_for_response<B>(&self, res: &Response<B>) -> FinalRecord {
+    /// The record of the attempt whose answer the client receives, written when its body ends;
+    /// it takes the attempt's [`TokenCharge`] from the response, to settle it then.
+    pub(super) fn final_for_response<B>(&self, res: &mut Response<B>) -> FinalRecord {
         FinalRecord {
             log: self.clone(),
             // Only a successful reply reports usage.
             usage: res.status().is_success().then(UsageScanner::new),
+            charge: res.extensions_mut().remove::<TokenCharge>(),
             facts: AttemptFacts::of_response(res),
         }
     }
@@ -205,11 +209,21 @@ pub struct FinalRecord {
     log: AttemptLog,
     facts: AttemptFacts,
     usage: Option<UsageScanner>,
+    charge: Option<TokenCharge>,
 }
 
 impl OnBodyEnd for FinalRecord {
     fn on_body_end(self, end: BodyEnd) {
         let usage = self.usage.and_then(UsageScanner::finish);
+        if let Some(charge) = &self.charge {
+            match usage {
+                Some(usage) => charge.settle(usage.total),
+                // A successful reply without usage counts as estimated; a failed one counts
+                // nothing (the charge, dropped unsettled, gives the estimate back).
+                None if self.facts.status < 400 => charge.settle(charge.reserved()),
+                None => {}
+            }
+        }
         self.log.emit(RequestType::Final, self.facts, Some(end), usage);
     }
 

@@ -189,8 +189,8 @@ where
         let ready = take_ready(&mut self.inner);
         ResponseFuture::new(async move {
             match ready.oneshot(req).await {
-                Ok(res) => {
-                    let record = log.final_for_response(&res);
+                Ok(mut res) => {
+                    let record = log.final_for_response(&mut res);
                     Ok(res.map(|body| TrackedBody::new(body, record)))
                 }
                 Err(err) => {

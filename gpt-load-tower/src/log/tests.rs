@@ -244,3 +244,70 @@ async fn the_final_record_carries_the_usage_its_reply_reported() {
     res.into_body().collect().await.unwrap();
     assert_eq!(sink.take()[0].usage, None);
 }
+
+/// Tokens per minute end to end: an attempt reserves its estimate on its key, the reply's usage
+/// settles it, a failed attempt gives it back, and a key at its `tpm` is passed over until the
+/// minute slides.
+#[tokio::test]
+async fn token_limits_reserve_before_and_settle_with_the_reported_usage() {
+    use crate::keys::{ExcludedKeys, KeyLimits, KeyPool};
+
+    let pool = MemoryKeyPool::new();
+    pool.set_group(
+        "g".into(),
+        [
+            KeySlot::new(KeyId(0), "sk-tpm-0-0123456789".into()),
+            KeySlot::new(KeyId(1), "sk-tpm-1-0123456789".into()),
+        ],
+    );
+    pool.set_limits_of(&"g".into(), KeyId(0), Some(KeyLimits::new().tpm(100)));
+    let mut only_key_0 = ExcludedKeys::new();
+    only_key_0.insert(KeyId(1));
+    let svc = RequestLogLayer::new(Collect::default()).layer(KeySelectLayer::new(pool.clone()).layer(
+        service_fn(|req: Request<ReplayBody>| async move {
+            // The body says which answer to give: a usage of 60 tokens, or a failure.
+            let failing = req.body().bytes().is_some_and(|b| b.starts_with(b"{\"fail"));
+            let res = if failing {
+                Response::builder().status(500).body(Full::from("{}")).unwrap()
+            } else {
+                Response::new(Full::from(
+                    r#"{"usage":{"prompt_tokens":20,"completion_tokens":40,"total_tokens":60}}"#,
+                ))
+            };
+            Ok::<_, Error>(res)
+        }),
+    ));
+    let send = |body: &'static str| {
+        let mut req = request(body);
+        req.extensions_mut().insert(only_key_0.clone());
+        svc.clone().oneshot(req)
+    };
+    let headroom = || pool.get("g", KeyId(0)).unwrap().headroom_per_mille();
+
+    // 17 bytes of body (5 tokens) + max_tokens 50: 55 reserved until the body ends.
+    let res = send(r#"{"max_tokens":50}"#).await.unwrap();
+    assert_eq!(headroom(), 450, "55 of 100 reserved");
+    res.into_body().collect().await.unwrap();
+    assert_eq!(headroom(), 400, "settled at the 60 reported");
+
+    // A failed attempt gives its estimate back.
+    let res = send(r#"{"fail":1,"max_tokens":30}"#).await.unwrap();
+    assert_eq!(headroom(), 30, "60 settled + 7 + 30 reserved");
+    res.into_body().collect().await.unwrap();
+    assert_eq!(headroom(), 400);
+
+    // 60 + 60 = 120: past the limit after this one, so the key is passed over...
+    send(r#"{"max_tokens":1}"#)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert!(pool.select("g", &only_key_0).is_none());
+    let refusal = pool.limit_refusal("g", &only_key_0, None).unwrap();
+    assert_eq!(refusal.limit, "key_tpm");
+    // ...until the minute has slid past the tokens.
+    crate::clock::advance(Duration::from_secs(60));
+    assert!(pool.select("g", &only_key_0).is_some());
+}
