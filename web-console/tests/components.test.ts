@@ -163,6 +163,12 @@ describe('DashboardView', () => {
         return ok({ has_mismatch: true, scenario_type: 'key_mismatch', message: 'wrong key', suggestion: 'fix it' })
       }
       if (c.url.startsWith('/api/groups/list')) return ok([{ id: 1, name: 'a', display_name: 'A' }])
+      if (c.url.startsWith('/api/usage')) {
+        // The last 24 hours first, then the 24 before.
+        const earlier = new Date(c.url.match(/end_time=([^&]+)/)![1]!.replace(/%3A/g, ':')).getTime() < Date.now() - 3_600_000
+        const total = earlier ? 1000 : 1500
+        return ok({ totals: { total_tokens: total, cached_tokens: earlier ? 0 : 200 }, items: [] })
+      }
       if (c.url.startsWith('/api/cluster/status')) {
         const node = (node_id: string, role: string) => ({
           node_id,
@@ -194,6 +200,10 @@ describe('DashboardView', () => {
     expect(byTestId('encryption-alert').dataset.scenario).toBe('key_mismatch')
     expect(byTestId('encryption-command').textContent).toContain('--from')
     expect(calls.map((c) => c.url)).toContain('/api/dashboard/chart')
+    const tokens = byTestId('stat-card-tokens')
+    expect(tokens.textContent).toContain('1,500')
+    expect(tokens.textContent).toContain('200')
+    expect(tokens.querySelector('[data-testid="stat-trend"]')!.textContent).toContain('↑ 50%')
     expect(byTestId('cluster-card').dataset.mode).toBe('cluster')
     expect(byTestId('cluster-summary').textContent).toContain('Cluster of 2')
     expect(byTestId('cluster-redis').dataset.redis).toBe('disconnected')

@@ -56,7 +56,7 @@ pub(crate) use self::{
 use crate::{
     config::cluster::ClusterConfig,
     db::Db,
-    registry::{Registry, SharedKeyStates, access_keys::AccessKeys},
+    registry::{Registry, SharedKeyStates},
 };
 
 /// Whether the node runs alone or in a cluster.
@@ -313,7 +313,7 @@ impl Cluster {
             tokio::spawn(self.clone().lead_and_beat(
                 redis.clone(),
                 limits,
-                registry.catalog().proxy_keys.access.clone(),
+                registry.clone(),
                 stopping.clone(),
             )),
             tokio::spawn(key_state::run(
@@ -355,13 +355,13 @@ impl Cluster {
     }
 
     /// The lease and heartbeat task: renews or tries the lease at its pace, rewrites the node's
-    /// entry and counts the live nodes (for `limits`' and `access`'s shares), and at shutdown releases the
+    /// entry and counts the live nodes (for the shares of the limits counted per node), and at shutdown releases the
     /// lease and removes the entry.
     async fn lead_and_beat(
         self,
         redis: Redis,
         limits: SharedLimits,
-        access: AccessKeys,
+        registry: Registry,
         mut stopping: watch::Receiver<bool>,
     ) {
         let timing = self
@@ -388,7 +388,7 @@ impl Cluster {
                 match nodes::list(&redis).await {
                     Ok(alive) => {
                         limits.set_nodes(alive.len());
-                        access.set_nodes(alive.len());
+                        registry.set_live_nodes(alive.len());
                     }
                     Err(err) => redis_failed(&err),
                 }

@@ -27,6 +27,8 @@ async fn gateway() -> Harness {
         claude,
         gemini,
         group("capped", &up, &[KEY_E], json!({"group_rpm": 2})),
+        group("token-keys", &up, &[KEY_A, KEY_B], json!({"key_tpm": 10})),
+        group("token-capped", &up, &[KEY_E], json!({"group_tpm": 10})),
         group(
             "one-at-a-time",
             &up,
@@ -272,4 +274,43 @@ async fn a_group_over_its_own_limits_is_refused_or_queued() {
     let (status, headers, _) = queued.expect("the queued request is answered within its queue time");
     assert_eq!(status, StatusCode::OK);
     assert!(headers.get("x-gpt-load-limit").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_per_minute_count_the_reported_usage_of_keys_and_groups() {
+    let h = gateway().await;
+    // Each answer reports more than 10 tokens: a key is at its `key_tpm` after one request, so
+    // the second goes to the other key and the third finds none.
+    let (status, _, _, body) = send(&h, "token-keys", "openai").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 10, "{body}");
+    assert_eq!(send(&h, "token-keys", "openai").await.0, StatusCode::OK);
+    let by_key = h.mock.requests_by_key();
+    assert_eq!((by_key[KEY_A], by_key[KEY_B]), (1, 1), "each key took one");
+    let (status, limit, retry_after, body) = send(&h, "token-keys", "openai").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(limit.as_deref(), Some("key_tpm"));
+    assert!(
+        retry_after.is_some_and(|s| (1..=60).contains(&s)),
+        "{retry_after:?}"
+    );
+    assert_eq!(h.mock.total_requests(), 2);
+
+    // The group's own tokens: one request is admitted under the limit, the next is refused
+    // before it reaches a key.
+    assert_eq!(send(&h, "token-capped", "openai").await.0, StatusCode::OK);
+    let (status, limit, _, body) = send(&h, "token-capped", "openai").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(limit.as_deref(), Some("group_tpm"));
+    assert_eq!(h.mock.total_requests(), 3);
+
+    // Key health shows the tokens of the minute.
+    let id = h.group_id("token-capped").await;
+    let (_, health) = h.call_api("GET", &format!("/groups/{id}/key-health"), None).await;
+    let limits = &health["data"]["limits"];
+    assert_eq!(limits["group_tpm"], 10, "{health}");
+    assert!(
+        limits["group_tokens_last_minute"].as_u64().unwrap() > 10,
+        "{health}"
+    );
 }

@@ -2,14 +2,20 @@
 //! rewriting rules and aggregates, and each group's [`GroupPolicy`]), changed one group at a
 //! time by the [registry](super) and swapped in without a lock on the request path.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
 use arc_swap::ArcSwap;
 use gpt_load_tower::{
     auth::ProxyKeyTable,
     blacklist::HealthSettings,
     context::GroupName,
-    limit::GroupLimitTable,
+    limit::{GroupLimitTable, TokenReserve},
     log::LogSettings,
     retry::RetrySettings,
     rewrite::{ModelFilter, RewriteTable},
@@ -33,6 +39,8 @@ pub(crate) struct GroupPolicy {
     pub(crate) health: HealthSettings,
     pub(crate) log: LogSettings,
     pub(crate) client: Arc<ClientSettings>,
+    /// Output tokens reserved per request without a cap; only for a group with a `tpm` limit.
+    pub(crate) token_reserve: Option<TokenReserve>,
 }
 
 impl GroupPolicy {
@@ -52,6 +60,8 @@ impl GroupPolicy {
                 request_body: effective.enable_request_body_logging(),
             },
             client: Arc::new(ClientSettings::from_effective(&effective)),
+            token_reserve: (effective.key_limits().tpm > 0 || effective.group_limits().tpm > 0)
+                .then(|| TokenReserve(effective.tpm_reserve_tokens())),
             effective,
         }
     }
@@ -68,6 +78,9 @@ pub(crate) struct Catalog {
     pub(crate) group_limits: GroupLimitTable,
     /// The last failed attempts per group (`GET /api/groups/{id}/key-health`).
     pub(crate) recent_failures: RecentFailures,
+    /// Nodes alive in the cluster (1 alone): each node admits its share of a tokens-per-minute
+    /// limit, which no node shares through Redis.
+    live_nodes: Arc<AtomicU32>,
     policies: Arc<ArcSwap<HashMap<GroupName, Arc<GroupPolicy>>>>,
 }
 
@@ -182,8 +195,23 @@ impl Catalog {
     /// Hands the limit table the group's own limits (an aggregate's apply to requests through
     /// it, whichever sub-group serves them).
     fn apply_limits(&self, policy: &GroupPolicy) {
-        self.group_limits
-            .set(policy.group.name.clone(), policy.effective.group_limits());
+        let mut limits = policy.effective.group_limits();
+        limits.tpm = self.node_share(limits.tpm);
+        self.group_limits.set(policy.group.name.clone(), limits);
+    }
+
+    /// This node's share of a tokens-per-minute limit: the limit over the live nodes, at least 1
+    /// (0 stays no limit).
+    pub(crate) fn node_share(&self, tpm: u32) -> u32 {
+        let nodes = self.live_nodes.load(Ordering::Relaxed).max(1);
+        if tpm == 0 { 0 } else { (tpm / nodes).max(1) }
+    }
+
+    /// Records how many nodes are alive; `true` when that changed.
+    pub(crate) fn set_live_nodes(&self, nodes: usize) -> bool {
+        let nodes = u32::try_from(nodes).unwrap_or(u32::MAX).max(1);
+        self.proxy_keys.access.set_nodes(nodes as usize);
+        self.live_nodes.swap(nodes, Ordering::Relaxed) != nodes
     }
 
     /// Hands the rewrite table the models the group serves (compiled here, once per change). A

@@ -511,7 +511,17 @@ impl Registry {
             let pool = self.pool();
             pool.set_degraded_weight(&group.name, policy.effective.degraded_key_weight());
             pool.set_pending_fallback(&group.name, policy.effective.pending_keys_as_fallback());
-            pool.set_key_limits(&group.name, policy.effective.key_limits());
+            let mut limits = policy.effective.key_limits();
+            limits.tpm = self.catalog().node_share(limits.tpm);
+            pool.set_key_limits(&group.name, limits);
+        }
+    }
+
+    /// Records how many nodes of the cluster are alive, and hands every group its new share of
+    /// the limits counted per node when that changed.
+    pub(crate) fn set_live_nodes(&self, nodes: usize) {
+        if self.catalog().set_live_nodes(nodes) {
+            self.apply_settings();
         }
     }
 

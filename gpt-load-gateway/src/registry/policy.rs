@@ -1,6 +1,7 @@
 //! Inserts the target group's effective settings into the request, for the library layers below
-//! to read: retries, failover statuses and blacklist threshold, request-body logging, and the
-//! upstream client's timeouts and proxy.
+//! to read: retries, failover statuses and blacklist threshold, request-body logging, the
+//! upstream client's timeouts and proxy, and (for a group with a tokens-per-minute limit) the
+//! output tokens to reserve.
 //!
 //! The stack places it twice: under authentication (the URL's group, for the request log) and
 //! under aggregate routing (the sub-group actually used, whose settings govern the attempts).
@@ -19,6 +20,9 @@ pub(crate) fn insert_group_policy<B>(catalog: Catalog) -> impl Fn(Request<B>) ->
             ext.insert(policy.health.clone());
             ext.insert(policy.log);
             ext.insert(policy.client.clone());
+            if let Some(reserve) = policy.token_reserve {
+                ext.insert(reserve);
+            }
         }
         req
     }

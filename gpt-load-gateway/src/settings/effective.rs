@@ -128,6 +128,12 @@ impl EffectiveConfig {
             .rpm(self.key_rpm)
             .rpd(self.key_rpd)
             .max_concurrency(self.key_max_concurrency)
+            .tpm(self.key_tpm)
+    }
+
+    /// Output tokens reserved for a request that names no output cap.
+    pub(crate) fn tpm_reserve_tokens(&self) -> u64 {
+        u64::from(self.tpm_reserve_tokens)
     }
 
     /// The group's own request limits and how long a request waits for room.
@@ -135,6 +141,7 @@ impl EffectiveConfig {
         GroupLimits::new()
             .rpm(self.group_rpm)
             .max_concurrency(self.group_max_concurrency)
+            .tpm(self.group_tpm)
             .queue_timeout(Duration::from_millis(u64::from(self.limit_queue_timeout_ms)))
     }
 

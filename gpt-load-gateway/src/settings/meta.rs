@@ -185,7 +185,7 @@ mod tests {
         let ordered: HashSet<_> = GROUP_CONFIG_ORDER.into_iter().collect();
         assert_eq!(ordered.len(), GROUP_CONFIG_ORDER.len());
         assert_eq!(overridable, ordered);
-        assert_eq!(overridable.len(), 30);
+        assert_eq!(overridable.len(), 33);
         for (position, key) in GROUP_CONFIG_ORDER.into_iter().enumerate() {
             assert_eq!(find(key).unwrap().group_position, Some(position), "{key}");
         }

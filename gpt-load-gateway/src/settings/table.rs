@@ -351,6 +351,40 @@ settings_table! {
              否则收到 429 和 X-Gpt-Load-Limit: group_concurrency。",
         ),
     },
+    /// docs/LIMITS.md, "Token limits".
+    group_tpm: u32 {
+        default: "0",
+        min: 0,
+        category: Request,
+        group: 31,
+        en: (
+            "Group Tokens per Minute",
+            "Most tokens the group's requests use in any minute, counting the estimates of \
+             requests in flight (0 = no limit). At it, a request waits up to the queue time, else \
+             gets 429 with Retry-After and X-Gpt-Load-Limit: group_tpm.",
+        ),
+        zh: (
+            "分组每分钟令牌数",
+            "分组请求在任意一分钟内使用的最多令牌数，包括进行中请求的预估值（0 表示不限）。达到上限时请求最多排队\
+             等待排队时间，否则收到 429、Retry-After 和 X-Gpt-Load-Limit: group_tpm。",
+        ),
+    },
+    /// docs/LIMITS.md, "Token limits".
+    tpm_reserve_tokens: u32 {
+        default: "1024",
+        min: 0,
+        category: Request,
+        group: 32,
+        en: (
+            "Reserved Output Tokens",
+            "Output tokens reserved against tokens-per-minute limits for a request that names no \
+             max_tokens (or its spellings); replaced by the reported usage when the reply ends.",
+        ),
+        zh: (
+            "预留输出令牌数",
+            "请求未指定 max_tokens（或同类字段）时，按每分钟令牌限额预留的输出令牌数；响应结束后以实际用量替换。",
+        ),
+    },
     /// docs/LIMITS.md, "Group limits".
     limit_queue_timeout_ms: u32 {
         default: "0",
@@ -579,6 +613,24 @@ settings_table! {
         zh: (
             "每密钥每日请求数",
             "每个 UTC 日发往单个密钥的最多请求数（0 表示不限）；达到上限的密钥在 UTC 零点前会被跳过。",
+        ),
+    },
+    /// docs/LIMITS.md, "Token limits".
+    key_tpm: u32 {
+        default: "0",
+        min: 0,
+        category: Key,
+        group: 30,
+        en: (
+            "Tokens per Minute per Key",
+            "Most tokens one key is used for in any minute, counting the estimates of requests in \
+             flight (0 = no limit). A key at its limit is passed over while the group's other keys \
+             serve; with every key at a limit the client gets 429 with X-Gpt-Load-Limit: key_tpm.",
+        ),
+        zh: (
+            "每密钥每分钟令牌数",
+            "任意一分钟内单个密钥使用的最多令牌数，包括进行中请求的预估值（0 表示不限）。达到上限的密钥会被跳过；\
+             所有密钥都达到上限时，客户端收到 429 和 X-Gpt-Load-Limit: key_tpm。",
         ),
     },
     /// docs/LIMITS.md, "Key limits".

@@ -53,6 +53,8 @@ export const groupsApi = {
       ...o,
     }),
   stats: (id: number, o?: Opts) => request<DataOf<'group_stats'>>(`/groups/${id}/stats`, o),
+  /** Why the group's keys are where they are, with its limits' state on this node. */
+  keyHealth: (id: number, o?: Opts) => request<DataOf<'key_health'>>(`/groups/${id}/key-health`, o),
   copy: (id: number, copyKeys: CopyKeysMode, o?: Opts) =>
     request<DataOf<'copy_group'>>(`/groups/${id}/copy`, {
       method: 'POST',

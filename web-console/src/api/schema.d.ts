@@ -2192,7 +2192,7 @@ export interface components {
             key_id: number;
             /** @description The key, masked. */
             key: string;
-            /** @description `key_rpm`, `key_rpd` or `key_concurrency`. */
+            /** @description `key_rpm`, `key_rpd`, `key_tpm` or `key_concurrency`. */
             limit: string;
             /**
              * Format: date-time
@@ -2306,10 +2306,20 @@ export interface components {
             key_rpd: number;
             /** Format: int32 */
             key_max_concurrency: number;
+            /**
+             * Format: int32
+             * @description As set (each node admits its share of it in a cluster).
+             */
+            key_tpm: number;
             /** Format: int32 */
             group_rpm: number;
             /** Format: int32 */
             group_max_concurrency: number;
+            /**
+             * Format: int32
+             * @description As set (each node admits its share of it in a cluster).
+             */
+            group_tpm: number;
             /** Format: int64 */
             limit_queue_timeout_ms: number;
             /**
@@ -2322,6 +2332,12 @@ export interface components {
              * @description The group's requests in flight on this node (counted only with `group_max_concurrency`).
              */
             group_in_flight: number;
+            /**
+             * Format: int64
+             * @description The group's tokens in the last minute on this node, settled and reserved for requests in
+             *     flight (counted only with `group_tpm`).
+             */
+            group_tokens_last_minute: number;
             /** @description Usable keys one of their limits keeps out now, the soonest free first (at most 50). */
             keys_at_limit: components["schemas"]["KeyAtLimit"][];
         };

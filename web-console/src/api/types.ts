@@ -65,6 +65,7 @@ export type SampleAnswer = S['SampleAnswer']
 export type GroupPolicyInput = S['GroupPolicyEntry']
 /** One of a group's policies as `GET`/`PUT /api/groups/{id}/policies` answer it. */
 export type GroupPolicy = S['GroupPolicyJson']
+export type LimitState = S['LimitState']
 export type AccessKey = S['AccessKeyJson']
 export type AccessKeyInput = S['AccessKeyInput']
 export type LegacyKey = S['LegacyKeyJson']

@@ -82,6 +82,8 @@ export const messages = {
   'dashboard.rpm': ['Requests per minute (10 min)', '每分钟请求 (10 分钟)'],
   'dashboard.requestCount': ['Requests (24 h)', '请求数 (24 小时)'],
   'dashboard.errorRate': ['Error rate (24 h)', '错误率 (24 小时)'],
+  'dashboard.tokens': ['Tokens (24 h)', '令牌数 (24 小时)'],
+  'dashboard.cachedTokens': ['Cached', '缓存命中'],
   'dashboard.securityWarnings': ['{n} security warning(s)', '{n} 条安全警告'],
   'dashboard.nodes': ['Nodes', '节点'],
   'dashboard.single': ['Single node', '单节点'],
@@ -425,6 +427,13 @@ export const messages = {
   'logs.hideKeys': ['Hide keys', '隐藏密钥'],
 
   // policies
+  'limits.title': ['Limits', '限额'],
+  'limits.lastMinute': ['Requests in the last minute', '最近一分钟请求'],
+  'limits.inFlight': ['in flight', '进行中'],
+  'limits.tokens': ['tokens in the last minute', '最近一分钟令牌'],
+  'limits.keysAtLimit': ['{n} key(s) at a limit', '{n} 个密钥已达上限'],
+  'limits.noneAtLimit': ['No key is at a limit.', '没有密钥达到上限。'],
+  'limits.until': ['until', '直到'],
   'access.title': ['Access keys', '访问密钥'],
   'access.intro': [
     'An access key is a proxy key for one team or application: it may be limited to some groups and models, to requests and tokens per minute and to tokens per day and month, may expire, and can be switched off. The key is shown once, when it is made; only its hash is kept.',

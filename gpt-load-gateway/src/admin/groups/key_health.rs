@@ -44,13 +44,20 @@ pub(crate) struct LimitState {
     key_rpm: u32,
     key_rpd: u32,
     key_max_concurrency: u32,
+    /// As set (each node admits its share of it in a cluster).
+    key_tpm: u32,
     group_rpm: u32,
     group_max_concurrency: u32,
+    /// As set (each node admits its share of it in a cluster).
+    group_tpm: u32,
     limit_queue_timeout_ms: u64,
     /// The group's requests in the last minute on this node (counted only with group limits).
     group_last_minute: u64,
     /// The group's requests in flight on this node (counted only with `group_max_concurrency`).
     group_in_flight: u32,
+    /// The group's tokens in the last minute on this node, settled and reserved for requests in
+    /// flight (counted only with `group_tpm`).
+    group_tokens_last_minute: u64,
     /// Usable keys one of their limits keeps out now, the soonest free first (at most 50).
     keys_at_limit: Vec<KeyAtLimit>,
 }
@@ -61,7 +68,7 @@ pub(crate) struct KeyAtLimit {
     key_id: u64,
     /// The key, masked.
     key: String,
-    /// `key_rpm`, `key_rpd` or `key_concurrency`.
+    /// `key_rpm`, `key_rpd`, `key_tpm` or `key_concurrency`.
     limit: &'static str,
     /// When the limit has room for it again.
     until: DateTime<Utc>,
@@ -208,8 +215,11 @@ fn limit_state(
         key_rpm: keys.rpm,
         key_rpd: keys.rpd,
         key_max_concurrency: keys.max_concurrency,
+        key_tpm: keys.tpm,
         group_rpm: groups.rpm,
         group_max_concurrency: groups.max_concurrency,
+        group_tpm: groups.tpm,
+        group_tokens_last_minute: group_limits.tokens_used(group),
         limit_queue_timeout_ms: u64::try_from(groups.queue_timeout.as_millis()).unwrap_or(u64::MAX),
         group_last_minute,
         group_in_flight,
