@@ -1005,3 +1005,61 @@ fn key_and_group_limits_hold_across_the_nodes() {
     }
     assert_eq!(mock.requests_by_key().get(group_key), Some(&4));
 }
+
+#[test]
+fn access_keys_made_on_one_node_work_and_stop_on_every_node() {
+    let Some((_db, shared, _runtime, mock)) = setup(Server::Postgres, "cluster_access") else {
+        return;
+    };
+    let (a, b, c) = start_cluster(&shared, false);
+    add_group(&a, &mock, "team", json!({}), "sk-cluster-access-0001");
+    let (status, made) = a.api(
+        "POST",
+        "/access-keys",
+        Some(json!({"name": "search team", "allowed_models": ["gpt-4o*"]})),
+    );
+    assert_eq!(status, 200, "{made}");
+    let key = made["data"]["key"].as_str().unwrap().to_owned();
+    let id = made["data"]["access_key"]["id"].as_i64().unwrap();
+    let path = "/proxy/team/v1/chat/completions";
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    let status_on = |node: &Node, model: &str| match node.http("POST", path, Some(&key), Some(&chat(model))) {
+        Ok((status, _)) => status,
+        Err(err) => panic!("node {}: {err:?}\n{}", node.name, node.log()),
+    };
+
+    // Made on one node, it works on every node; its model patterns hold there too.
+    for node in [&a, &b, &c] {
+        let works = within(PROPAGATION * 5, || status_on(node, "gpt-4o-mini") == 200);
+        assert!(
+            works.is_some(),
+            "node {} takes the access key:\n{}",
+            node.name,
+            node.log()
+        );
+        assert_eq!(status_on(node, "claude-3-5-haiku"), 403, "node {}", node.name);
+    }
+
+    // Switched off on one node, it stops on every node (a node serves it until the change
+    // reaches it).
+    let (status, body) = b.api(
+        "PUT",
+        &format!("/access-keys/{id}"),
+        Some(json!({"enabled": false})),
+    );
+    assert_eq!(status, 200, "{body}");
+    for node in [&a, &b, &c] {
+        let stopped = within(PROPAGATION * 5, || status_on(node, "gpt-4o-mini") == 401);
+        assert!(
+            stopped.is_some(),
+            "node {} refuses the disabled key:\n{}",
+            node.name,
+            node.log()
+        );
+    }
+    let served = mock.total_requests();
+    for node in [&a, &b, &c] {
+        assert_eq!(status_on(node, "gpt-4o-mini"), 401, "node {}", node.name);
+    }
+    assert_eq!(mock.total_requests(), served, "no refusal reached the upstream");
+}

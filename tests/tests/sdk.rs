@@ -123,12 +123,14 @@ impl Sdk {
     fn error_class(self, status: u16) -> &'static str {
         match (self, status) {
             (Sdk::OpenAi, 401) => "openai.AuthenticationError",
+            (Sdk::OpenAi, 403) => "openai.PermissionDeniedError",
             (Sdk::OpenAi, 429) => "openai.RateLimitError",
             (Sdk::OpenAi, 503) => "openai.InternalServerError",
             (Sdk::Anthropic, 401) => "anthropic.AuthenticationError",
+            (Sdk::Anthropic, 403) => "anthropic.PermissionDeniedError",
             (Sdk::Anthropic, 429) => "anthropic.RateLimitError",
             (Sdk::Anthropic, 503) => "anthropic.ServiceUnavailableError",
-            (Sdk::Gemini, 401 | 429) => "google.genai.errors.ClientError",
+            (Sdk::Gemini, 401 | 403 | 429) => "google.genai.errors.ClientError",
             (Sdk::Gemini, 503) => "google.genai.errors.ServerError",
             _ => unreachable!("no expectation for {self:?} {status}"),
         }
@@ -139,10 +141,12 @@ impl Sdk {
     fn error_type(self, status: u16) -> &'static str {
         match (self, status) {
             (Sdk::OpenAi | Sdk::Anthropic, 401) => "authentication_error",
+            (Sdk::OpenAi | Sdk::Anthropic, 403) => "permission_error",
             (Sdk::OpenAi | Sdk::Anthropic, 429) => "rate_limit_error",
             (Sdk::OpenAi, 503) => "server_error",
             (Sdk::Anthropic, 503) => "overloaded_error",
             (Sdk::Gemini, 401) => "UNAUTHENTICATED",
+            (Sdk::Gemini, 403) => "PERMISSION_DENIED",
             (Sdk::Gemini, 429) => "RESOURCE_EXHAUSTED",
             (Sdk::Gemini, 503) => "UNAVAILABLE",
             _ => unreachable!("no expectation for {self:?} {status}"),
@@ -532,6 +536,95 @@ async fn requests_over_a_group_rpm_are_native_rate_limit_errors() {
         3,
         "one request per SDK reached the upstream"
     );
+}
+
+/// An access key made through the admin API works in every SDK like a proxy key; limited to
+/// `gpt-4o*`, the other SDKs' models are refused with each SDK's permission error before any
+/// upstream call, and once switched off every SDK gets its authentication error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_keys_limit_models_and_stop_in_each_sdks_own_errors() {
+    let Some(setup) = setup() else { return };
+    let mock = Mock::start();
+    let gateway = Gateway::start(setup, &[]).await;
+    for sdk in SDKS {
+        let group = format!("{}-access", sdk.channel());
+        let keys = ["sk-sdk-access-upstream-0123456789"];
+        gateway
+            .create_group(&group, sdk, &mock.url, json!({}), &keys)
+            .await;
+    }
+    let made = gateway
+        .admin(
+            "/access-keys",
+            json!({"name": "sdk team", "allowed_models": ["gpt-4o*"]}),
+        )
+        .await;
+    let key = made["key"].as_str().expect("the new key").to_owned();
+    let id = made["access_key"]["id"].as_i64().expect("its id");
+
+    let mut runs = Vec::new();
+    for sdk in SDKS {
+        let calls = [call(
+            sdk,
+            &gateway,
+            &format!("{}-access", sdk.channel()),
+            &key,
+            false,
+        )];
+        runs.push(async move { (sdk, run_sdk(setup, sdk, &calls).await) });
+    }
+    for (sdk, results) in futures_join(runs).await {
+        let message = format!("model '{}' is not allowed for this access key", sdk.model());
+        match sdk {
+            Sdk::OpenAi => assert_eq!(results[0]["ok"], true, "{sdk:?}: {}", results[0]),
+            _ => assert_sdk_error(
+                sdk,
+                &results[0],
+                403,
+                "permission_denied",
+                &message,
+                "other model",
+            ),
+        }
+    }
+    assert_eq!(
+        mock.stats().await["total"],
+        1,
+        "only the allowed model reached the upstream"
+    );
+
+    let auth = format!("Bearer {ADMIN_KEY}");
+    let url = format!("{}/api/access-keys/{id}", gateway.base);
+    let (status, _, _) = send(
+        Method::PUT,
+        &url,
+        &[("authorization", &auth)],
+        Some(&json!({"enabled": false})),
+    )
+    .await;
+    assert!(status.is_success());
+    let mut runs = Vec::new();
+    for sdk in SDKS {
+        let calls = [call(
+            sdk,
+            &gateway,
+            &format!("{}-access", sdk.channel()),
+            &key,
+            false,
+        )];
+        runs.push(async move { (sdk, run_sdk(setup, sdk, &calls).await) });
+    }
+    for (sdk, results) in futures_join(runs).await {
+        assert_sdk_error(
+            sdk,
+            &results[0],
+            401,
+            "unauthorized",
+            "access key is disabled",
+            "disabled",
+        );
+    }
+    assert_eq!(mock.stats().await["total"], 1);
 }
 
 // ---------------------------------------------------------------------------------------------
