@@ -44,6 +44,9 @@ pub(crate) struct LogQuery {
     source_ip: Option<String>,
     /// Substring of the error message.
     error_contains: Option<String>,
+    /// The access key the requests were made with.
+    #[param(value_type = Option<i64>)]
+    access_key_id: Option<String>,
     /// RFC 3339.
     start_time: Option<String>,
     /// RFC 3339.
@@ -91,6 +94,7 @@ impl LogQuery {
             status_code: parse_int("status_code", self.status_code.as_ref())?,
             source_ip: text(&self.source_ip),
             error_contains: text(&self.error_contains),
+            access_key_id: parse_int("access_key_id", self.access_key_id.as_ref())?,
             start: parse_time("start_time", self.start_time.as_ref())?,
             end: parse_time("end_time", self.end_time.as_ref())?,
         })
@@ -144,6 +148,8 @@ pub(crate) struct LogItem {
     cached_tokens: Option<i64>,
     reasoning_tokens: Option<i64>,
     total_tokens: Option<i64>,
+    /// The access key the request was made with; `null` for a proxy key.
+    access_key_id: Option<i64>,
 }
 
 impl LogItem {
@@ -178,6 +184,7 @@ impl LogItem {
             cached_tokens: row.cached_tokens,
             reasoning_tokens: row.reasoning_tokens,
             total_tokens: row.total_tokens,
+            access_key_id: row.access_key_id,
         }
     }
 }

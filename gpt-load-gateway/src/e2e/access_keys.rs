@@ -210,6 +210,15 @@ async fn an_access_keys_rate_and_token_quota_hold_and_its_usage_is_counted() {
         report["data"]["totals"]["total_tokens"] == used && report["data"]["totals"]["requests"] == 1
     })
     .await;
+    // Its requests' logs carry it, and filter by it.
+    Harness::eventually(Duration::from_secs(20), || async {
+        let (_, logs) = h
+            .call_api("GET", &format!("/logs?access_key_id={id}"), None)
+            .await;
+        let items = logs["data"]["items"].as_array().cloned().unwrap_or_default();
+        items.len() == 1 && items[0]["access_key_id"] == id && items[0]["total_tokens"] == used
+    })
+    .await;
     let (_, by_key) = h.call_api("GET", "/usage?group_by=access_key", None).await;
     let items = by_key["data"]["items"].as_array().unwrap();
     assert!(

@@ -58,7 +58,7 @@ const KEY: &[&str] = &[
     "last_success_at",
     "last_validated_at",
 ];
-/// gpt-load's columns, then ours (`key_id`, `attempt`, `ttfb_ms`, `request_id`, the tokens).
+/// gpt-load's columns, then ours (`key_id`, `attempt`, `ttfb_ms`, `request_id`, the tokens, `access_key_id`).
 const LOG: &[&str] = &[
     "id",
     "timestamp",
@@ -89,6 +89,7 @@ const LOG: &[&str] = &[
     "cached_tokens",
     "reasoning_tokens",
     "total_tokens",
+    "access_key_id",
 ];
 const PAGINATION: &[&str] = &["page", "page_size", "total_items", "total_pages"];
 const REQUEST_STATS: &[&str] = &["total_requests", "failed_requests", "failure_rate"];

@@ -172,6 +172,8 @@ pub(crate) struct LogFilter {
     pub(crate) source_ip: Option<String>,
     /// Substring of `error_message`.
     pub(crate) error_contains: Option<String>,
+    /// Exact `access_key_id`.
+    pub(crate) access_key_id: Option<i64>,
     /// Inclusive lower bound of `timestamp` (UTC).
     pub(crate) start: Option<NaiveDateTime>,
     /// Inclusive upper bound of `timestamp` (UTC).
@@ -196,6 +198,7 @@ macro_rules! filtered {
         filter_some!(query, &f.source_ip, |x| request_logs::source_ip.eq(x.clone()));
         filter_some!(query, &f.error_contains, |x| request_logs::error_message
             .like(format!("%{x}%")));
+        filter_some!(query, f.access_key_id, |x| request_logs::access_key_id.eq(x));
         filter_some!(query, f.start, |x| request_logs::timestamp.ge(x));
         filter_some!(query, f.end, |x| request_logs::timestamp.le(x));
         query

@@ -1592,6 +1592,11 @@ export interface components {
                     reasoning_tokens?: number | null;
                     /** Format: int64 */
                     total_tokens?: number | null;
+                    /**
+                     * Format: int64
+                     * @description The access key the request was made with; `null` for a proxy key.
+                     */
+                    access_key_id?: number | null;
                 }[];
                 pagination: components["schemas"]["Pagination"];
             };
@@ -2391,6 +2396,11 @@ export interface components {
             reasoning_tokens?: number | null;
             /** Format: int64 */
             total_tokens?: number | null;
+            /**
+             * Format: int64
+             * @description The access key the request was made with; `null` for a proxy key.
+             */
+            access_key_id?: number | null;
         };
         /** @description The body of `POST /api/auth/login`. */
         LoginRequest: {
@@ -4398,6 +4408,8 @@ export interface operations {
                 source_ip?: string;
                 /** @description Substring of the error message. */
                 error_contains?: string;
+                /** @description The access key the requests were made with. */
+                access_key_id?: number;
                 /** @description RFC 3339. */
                 start_time?: string;
                 /** @description RFC 3339. */
@@ -4452,6 +4464,8 @@ export interface operations {
                 source_ip?: string;
                 /** @description Substring of the error message. */
                 error_contains?: string;
+                /** @description The access key the requests were made with. */
+                access_key_id?: number;
                 /** @description RFC 3339. */
                 start_time?: string;
                 /** @description RFC 3339. */

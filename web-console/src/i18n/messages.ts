@@ -407,6 +407,7 @@ export const messages = {
   'logs.model': ['Model', '模型'],
   'logs.key': ['Key', '密钥'],
   'logs.keyExact': ['Key (exact)', '密钥（完整）'],
+  'logs.accessKey': ['Access key', '访问密钥'],
   'logs.sourceIp': ['Source IP', '来源 IP'],
   'logs.requestPath': ['Request path', '请求路径'],
   'logs.upstream': ['Upstream', '上游地址'],
