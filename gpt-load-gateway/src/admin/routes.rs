@@ -49,6 +49,7 @@ fn protected() -> OpenApiRouter<AdminState> {
         .routes(routes!(keys::clear_all))
         .routes(routes!(keys::update_notes))
         .routes(routes!(keys::update_status))
+        .routes(routes!(keys::update_limits))
         .routes(routes!(tasks::test_multiple))
         // Tasks: imports and deletions of any size (a `.txt` upload included).
         .merge(

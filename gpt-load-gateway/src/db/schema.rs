@@ -66,6 +66,7 @@ diesel::table! {
         last_failure_at -> Nullable<Timestamp>,
         last_success_at -> Nullable<Timestamp>,
         last_validated_at -> Nullable<Timestamp>,
+        key_limits -> Nullable<Text>,
     }
 }
 

@@ -57,6 +57,7 @@ const KEY: &[&str] = &[
     "last_failure_at",
     "last_success_at",
     "last_validated_at",
+    "limits",
 ];
 /// gpt-load's columns, then ours (`key_id`, `attempt`, `ttfb_ms`, `request_id`, the tokens, `access_key_id`).
 const LOG: &[&str] = &[

@@ -28,6 +28,7 @@ async fn gateway() -> Harness {
         gemini,
         group("capped", &up, &[KEY_E], json!({"group_rpm": 2})),
         group("token-keys", &up, &[KEY_A, KEY_B], json!({"key_tpm": 10})),
+        group("own-limits", &up, &[KEY_C, KEY_D], json!({"key_rpm": 1})),
         group("token-capped", &up, &[KEY_E], json!({"group_tpm": 10})),
         group(
             "one-at-a-time",
@@ -313,4 +314,77 @@ async fn tokens_per_minute_count_the_reported_usage_of_keys_and_groups() {
         limits["group_tokens_last_minute"].as_u64().unwrap() > 10,
         "{health}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_limits_of_its_own_replaces_its_groups() {
+    let h = gateway().await;
+    let group = h.group_id("own-limits").await;
+    let (_, keys) = h
+        .call_api("GET", &format!("/keys?group_id={group}&page_size=10"), None)
+        .await;
+    let id_of = |value: &str| {
+        keys["data"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_value"] == value)
+            .and_then(|k| k["id"].as_i64())
+            .unwrap()
+    };
+    let (paid, free) = (id_of(KEY_C), id_of(KEY_D));
+    // The paid key takes three a minute; the group's one a minute stays the free key's.
+    let (status, body) = h
+        .call_api("PUT", &format!("/keys/{paid}/limits"), Some(json!({"rpm": 3})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    for _ in 0..4 {
+        assert_eq!(send(&h, "own-limits", "openai").await.0, StatusCode::OK);
+    }
+    let (status, limit, ..) = send(&h, "own-limits", "openai").await;
+    assert_eq!(
+        (status, limit.as_deref()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("key_rpm"))
+    );
+    let by_key = h.mock.requests_by_key();
+    assert_eq!((by_key[KEY_C], by_key[KEY_D]), (3, 1), "{by_key:?}");
+
+    // The listing shows the key's own limits, and only its own.
+    let (_, keys) = h
+        .call_api("GET", &format!("/keys?group_id={group}&page_size=10"), None)
+        .await;
+    let limits_of = |id: i64| {
+        keys["data"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap()["limits"]
+            .clone()
+    };
+    assert_eq!(limits_of(paid), json!({"rpm": 3}));
+    assert_eq!(limits_of(free), Value::Null);
+
+    // Bad input is refused; `{}` returns the key to its group's limits.
+    let (status, _) = h
+        .call_api("PUT", &format!("/keys/{paid}/limits"), Some(json!({"rpm": -1})))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h.call_api("PUT", "/keys/999999/limits", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h
+        .call_api("PUT", &format!("/keys/{paid}/limits"), Some(json!({})))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, keys) = h
+        .call_api("GET", &format!("/keys?group_id={group}&page_size=10"), None)
+        .await;
+    let item = keys["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == paid)
+        .unwrap()
+        .clone();
+    assert_eq!(item["limits"], Value::Null);
 }

@@ -190,6 +190,8 @@ pub(crate) struct KeyLifecycleRow {
     pub(crate) last_failure_at: Option<NaiveDateTime>,
     pub(crate) last_success_at: Option<NaiveDateTime>,
     pub(crate) last_validated_at: Option<NaiveDateTime>,
+    /// The key's own limits as JSON (`registry::KeyLimitOverride`); `None`: the group's.
+    pub(crate) key_limits: Option<String>,
 }
 
 /// A new `api_keys` row.

@@ -28,6 +28,7 @@ pub(crate) mod catalog;
 mod definition;
 pub(crate) mod failure_rules;
 mod group;
+pub(crate) mod key_limits;
 mod keys;
 pub(crate) mod persist;
 mod policy;
@@ -47,6 +48,8 @@ use gpt_load_tower::{
     context::GroupName,
     keys::{KeyEvents, KeyId, KeyPool, KeySlot, KeyState, MemoryKeyPool, Report, SelectedKey},
 };
+
+use self::key_limits::KeyLimitOverride;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -72,6 +75,20 @@ use crate::{
     settings::{GroupConfig, SettingsError, SettingsStore},
     upstream::{ClientSettings, UpstreamClient},
 };
+
+/// The keys among `rows` with limits of their own, by group id.
+fn own_limits(rows: &[key_rows::StoredKey]) -> HashMap<i64, HashMap<KeyId, KeyLimitOverride>> {
+    let mut by_group: HashMap<i64, HashMap<KeyId, KeyLimitOverride>> = HashMap::new();
+    for (row, lifecycle) in rows {
+        if let Some(own) = KeyLimitOverride::parse(lifecycle.key_limits.as_deref(), row.id) {
+            by_group
+                .entry(row.group_id)
+                .or_default()
+                .insert(KeyId(row.id as u64), own);
+        }
+    }
+    by_group
+}
 
 /// What [`Registry::load_all`] found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -133,6 +150,8 @@ struct Inner {
 struct State {
     groups: HashMap<i64, Arc<Group>>,
     links: Vec<SubGroupLink>,
+    /// Keys with limits of their own, by group id.
+    key_limits: HashMap<i64, HashMap<KeyId, KeyLimitOverride>>,
 }
 
 impl State {
@@ -311,6 +330,7 @@ impl Registry {
         let mut fresh = State {
             groups: HashMap::new(),
             links,
+            key_limits: own_limits(&key_rows),
         };
         for row in &rows {
             match Group::from_row(row, self.cipher()) {
@@ -332,6 +352,18 @@ impl Registry {
         {
             self.catalog().remove(gone.name.as_str());
         }
+        // Keys whose own limits are gone since the last load follow their group again.
+        for (group_id, before) in &state.key_limits {
+            let (Some(group), now) = (fresh.groups.get(group_id), fresh.key_limits.get(group_id)) else {
+                continue;
+            };
+            for id in before
+                .keys()
+                .filter(|id| now.is_none_or(|own| !own.contains_key(id)))
+            {
+                self.pool().set_limits_of(&group.name, *id, None);
+            }
+        }
         for group in fresh.groups.values() {
             let members = fresh.members(group.id);
             for warning in self.catalog().install(group, members, &settings) {
@@ -340,7 +372,7 @@ impl Registry {
             if !group.is_aggregate() {
                 let keys = slots.remove(&group.id).unwrap_or_default();
                 self.pool().set_group(group.name.clone(), keys);
-                self.apply_pool_settings(group);
+                self.apply_pool_settings(group, fresh.key_limits.get(&group.id));
             }
         }
         for name in self.pool().groups() {
@@ -417,7 +449,7 @@ impl Registry {
                 for warning in self.catalog().install(&group, state.members(id), &settings) {
                     tracing::warn!("{warning}");
                 }
-                self.apply_pool_settings(&group);
+                self.apply_pool_settings(&group, state.key_limits.get(&id));
             }
             Some(Err(warning)) => {
                 tracing::warn!("{warning}");
@@ -477,6 +509,16 @@ impl Registry {
         }
         self.pool().add_keys(group.name.clone(), fresh);
         self.pool().set_states(name, states);
+        let own = own_limits(&rows).remove(&group_id).unwrap_or_default();
+        let mut state = self.state();
+        let before = state.key_limits.insert(group_id, own).unwrap_or_default();
+        for id in before
+            .keys()
+            .filter(|id| !state.key_limits[&group_id].contains_key(id))
+        {
+            self.pool().set_limits_of(&group.name, *id, None);
+        }
+        self.apply_pool_settings(&group, state.key_limits.get(&group_id));
         Ok(())
     }
 
@@ -497,13 +539,14 @@ impl Registry {
         self.catalog()
             .set_proxy_keys(state.groups.values().map(AsRef::as_ref), &settings);
         for group in state.groups.values() {
-            self.apply_pool_settings(group);
+            self.apply_pool_settings(group, state.key_limits.get(&group.id));
         }
     }
 
     /// Hands the pool the group's selection settings (how often a degraded key is taken,
-    /// whether a pending key may serve, the keys' rate limits).
-    fn apply_pool_settings(&self, group: &Group) {
+    /// whether a pending key may serve, the keys' rate limits, and the limits of the keys in
+    /// `own` that have their own).
+    fn apply_pool_settings(&self, group: &Group, own: Option<&HashMap<KeyId, KeyLimitOverride>>) {
         if group.is_aggregate() {
             return;
         }
@@ -511,10 +554,43 @@ impl Registry {
             let pool = self.pool();
             pool.set_degraded_weight(&group.name, policy.effective.degraded_key_weight());
             pool.set_pending_fallback(&group.name, policy.effective.pending_keys_as_fallback());
-            let mut limits = policy.effective.key_limits();
-            limits.tpm = self.catalog().node_share(limits.tpm);
-            pool.set_key_limits(&group.name, limits);
+            let limits = policy.effective.key_limits();
+            let per_node = |mut limits: gpt_load_tower::keys::KeyLimits| {
+                limits.tpm = self.catalog().node_share(limits.tpm);
+                limits
+            };
+            pool.set_key_limits(&group.name, per_node(limits));
+            for (id, own) in own.into_iter().flatten() {
+                pool.set_limits_of(&group.name, *id, Some(per_node(own.over(limits))));
+            }
         }
+    }
+
+    /// Gives key `key_id` limits of its own (`own` empty: its group's again) and applies them on
+    /// every node; `false` when the key does not exist.
+    pub(crate) async fn set_own_limits(&self, key_id: i64, own: KeyLimitOverride) -> Result<bool, DbError> {
+        let _write = self.inner.write.lock().await;
+        let Some(group_id) = key_rows::set_own_limits(self.db(), key_id, own.stored().as_deref()).await?
+        else {
+            return Ok(false);
+        };
+        let mut state = self.state();
+        let keys = state.key_limits.entry(group_id).or_default();
+        let id = KeyId(key_id as u64);
+        if own.is_empty() {
+            keys.remove(&id);
+        } else {
+            keys.insert(id, own);
+        }
+        if let Some(group) = state.groups.get(&group_id).cloned() {
+            if own.is_empty() {
+                self.pool().set_limits_of(&group.name, id, None);
+            }
+            self.apply_pool_settings(&group, state.key_limits.get(&group_id));
+        }
+        drop(state);
+        self.changed(Change::Keys(group_id));
+        Ok(true)
     }
 
     /// Records how many nodes of the cluster are alive, and hands every group its new share of

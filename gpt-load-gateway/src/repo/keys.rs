@@ -57,6 +57,26 @@ pub(crate) async fn list_stored(db: &Db, group_id: Option<i64>) -> Result<Vec<St
     })
 }
 
+/// Stores a key's own limits (`None`: its group's); the key's group, or `None` when the key does
+/// not exist.
+pub(crate) async fn set_own_limits(db: &Db, id: i64, limits: Option<&str>) -> Result<Option<i64>, DbError> {
+    with_conn!(db, |conn| {
+        let changed = diesel::update(api_keys::table.find(id))
+            .set(api_keys::key_limits.eq(limits))
+            .execute(conn)
+            .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        Ok(api_keys::table
+            .find(id)
+            .select(api_keys::group_id)
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
 /// Records that these keys were validated at `at`.
 pub(crate) async fn mark_validated(db: &Db, ids: &[i64], at: NaiveDateTime) -> Result<usize, DbError> {
     write_transaction!(db, |conn| {

@@ -6,7 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use gpt_load_tower::keys::KeySlot;
 
-use crate::{crypto::KeyCipher, repo::keys::StoredKey};
+use crate::{crypto::KeyCipher, registry::key_limits::KeyLimitOverride, repo::keys::StoredKey};
 
 /// The query of `GET /api/keys` (pagination comes separately). `group_id` is text so that a
 /// malformed value is a validation error rather than a bare rejection.
@@ -93,6 +93,8 @@ pub(crate) struct KeyResponse {
     pub(crate) last_failure_at: Option<DateTime<Utc>>,
     pub(crate) last_success_at: Option<DateTime<Utc>>,
     pub(crate) last_validated_at: Option<DateTime<Utc>>,
+    /// The key's own limits, each replacing its group's (`null`: the group's limits).
+    pub(crate) limits: Option<KeyLimitOverride>,
 }
 
 /// One model resting on a key.
@@ -153,6 +155,7 @@ impl KeyResponse {
                 live_time(s.last_success_at())
             }),
             last_validated_at: stored_time(lifecycle.last_validated_at),
+            limits: KeyLimitOverride::parse(lifecycle.key_limits.as_deref(), row.id),
             key_value: cipher
                 .decrypt(&row.key_value)
                 .unwrap_or_else(|_| UNDECRYPTABLE.to_owned()),

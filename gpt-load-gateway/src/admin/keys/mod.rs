@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     models::{GroupRow, now},
-    registry::{Added, KeyStatus},
+    registry::{Added, KeyStatus, key_limits::KeyLimitOverride},
     repo::{groups, keys, keys::KeyFilter},
 };
 
@@ -365,6 +365,22 @@ pub(crate) async fn update_notes(
     keys::set_notes(state.registry.db(), id, notes, now())
         .await?
         .ok_or(AdminError::NotFound("key"))?;
+    Ok(ack(success(lang)))
+}
+
+/// Gives one key limits of its own: each of `rpm`, `rpd`, `tpm`, `max_concurrency` set (0 = no
+/// limit) replaces its group's value; left out or `null`, the group's applies. `{}` returns the
+/// key to its group's limits.
+#[utoipa::path(put, path = "/keys/{id}/limits", tag = "keys", params(("id" = i64, Path)),
+    request_body = KeyLimitOverride, responses((status = 200, body = Ack)))]
+pub(crate) async fn update_limits(
+    Admin { state, lang }: Admin,
+    AdminPath(id): AdminPath<i64>,
+    AdminJson(own): AdminJson<KeyLimitOverride>,
+) -> AckReply {
+    if !state.registry.set_own_limits(id, own).await? {
+        return Err(AdminError::NotFound("key"));
+    }
     Ok(ack(success(lang)))
 }
 
