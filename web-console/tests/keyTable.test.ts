@@ -223,6 +223,31 @@ describe('KeyTable', () => {
     w.unmount()
   })
 
+  it("shows a key's own limits and sets them with PUT /api/keys/{id}/limits", async () => {
+    const { calls } = mockApi((c) =>
+      c.url.startsWith('/api/keys?') ? ok(page([key(1, 'active', { limits: { rpm: 60, tpm: 0 } }), key(2)])) : ok(undefined),
+    )
+    const w = mountWithProviders(KeyTable, { group })
+    await flush(8)
+    expect(byTestId('key-limits-1').textContent).toContain('rpm 60 · tpm 0')
+    expect(document.querySelector('[data-testid="key-limits-2"]')).toBeNull()
+
+    await click('key-limits-edit-1')
+    await flush(3)
+    expect(byTestId<HTMLInputElement>('key-limit-rpm').value).toBe('60')
+    expect(byTestId<HTMLInputElement>('key-limit-rpd').value).toBe('')
+    await typeInto('key-limit-rpd', '500')
+    byTestId('key-limit-rpd').dispatchEvent(new Event('blur'))
+    await flush(3)
+    await click('key-limits-save')
+    await flush(5)
+    const put = calls.find((c) => c.method === 'PUT')!
+    expect(put.url).toBe('/api/keys/1/limits')
+    expect(put.body).toEqual({ rpm: 60, rpd: 500, tpm: 0 })
+    expect(calls.filter((c) => c.url.startsWith('/api/keys?')).length).toBe(2)
+    w.unmount()
+  })
+
   it('searches an exact key', async () => {
     const { calls } = mockApi(() => ok(page([key(1)])))
     const w = mountWithProviders(KeyTable, { group })

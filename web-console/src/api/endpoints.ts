@@ -13,6 +13,7 @@ import type {
   GroupInput,
   GroupPolicy,
   GroupPolicyInput,
+  KeyLimits,
   KeyStateFilter,
   KeyStatusFilter,
   LogFilters,
@@ -181,6 +182,13 @@ export const keysApi = {
     request<DataOf<'update_notes'>>(`/keys/${id}/notes`, {
       method: 'PUT',
       body: { notes } satisfies BodyOf<'update_notes'>,
+      ...o,
+    }),
+  /** A key's own limits, each replacing its group's; `{}` returns it to the group's. */
+  updateLimits: (id: number, limits: KeyLimits, o?: Opts) =>
+    request<DataOf<'update_limits'>>(`/keys/${id}/limits`, {
+      method: 'PUT',
+      body: limits satisfies BodyOf<'update_limits'>,
       ...o,
     }),
   updateStatus: (id: number, status: 'active' | 'disabled', o?: Opts) =>

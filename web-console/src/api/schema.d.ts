@@ -624,6 +624,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/keys/{id}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Gives one key limits of its own: each of `rpm`, `rpd`, `tpm`, `max_concurrency` set (0 = no
+         *     limit) replaces its group's value; left out or `null`, the group's applies. `{}` returns the
+         *     key to its group's limits.
+         */
+        put: operations["update_limits"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/keys/{id}/notes": {
         parameters: {
             query?: never;
@@ -1531,6 +1552,7 @@ export interface components {
                     last_success_at?: string | null;
                     /** Format: date-time */
                     last_validated_at?: string | null;
+                    limits?: components["schemas"]["KeyLimitOverride"] | null;
                 }[];
                 pagination: components["schemas"]["Pagination"];
             };
@@ -2227,6 +2249,29 @@ export interface components {
             recent_failures: components["schemas"]["RecentFailure"][];
             limits: components["schemas"]["LimitState"];
         };
+        /** @description The limits one key sets for itself; `None` fields follow the group. */
+        KeyLimitOverride: {
+            /**
+             * Format: int32
+             * @description Requests per minute (0 = no limit for this key).
+             */
+            rpm?: number | null;
+            /**
+             * Format: int32
+             * @description Requests per UTC day.
+             */
+            rpd?: number | null;
+            /**
+             * Format: int32
+             * @description Tokens per minute.
+             */
+            tpm?: number | null;
+            /**
+             * Format: int32
+             * @description Requests at once.
+             */
+            max_concurrency?: number | null;
+        };
         /** @description gpt-load's APIKey model with the key decrypted, and the key's lifecycle (docs/KEYS.md). */
         KeyResponse: {
             /** Format: int64 */
@@ -2275,6 +2320,7 @@ export interface components {
             last_success_at?: string | null;
             /** Format: date-time */
             last_validated_at?: string | null;
+            limits?: components["schemas"]["KeyLimitOverride"] | null;
         };
         /** @description A group's key counts. */
         KeyStats: {
@@ -4306,6 +4352,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Envelope_TaskProgress"];
+                };
+            };
+            /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Failure"];
+                };
+            };
+        };
+    };
+    update_limits: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["KeyLimitOverride"];
+            };
+        };
+        responses: {
+            /** @description Success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Ack"];
                 };
             };
             /** @description The error envelope; the status tells its kind (400, 401, 404, 405, 409, 413, 429, 500), `code` is one of `ErrorCode`, and a `VALIDATION_FAILED` failure lists its invalid fields in `errors` */

@@ -66,6 +66,8 @@ export type GroupPolicyInput = S['GroupPolicyEntry']
 /** One of a group's policies as `GET`/`PUT /api/groups/{id}/policies` answer it. */
 export type GroupPolicy = S['GroupPolicyJson']
 export type LimitState = S['LimitState']
+/** A key's own limits (`PUT /api/keys/{id}/limits`). */
+export type KeyLimits = S['KeyLimitOverride']
 export type AccessKey = S['AccessKeyJson']
 export type AccessKeyInput = S['AccessKeyInput']
 export type LegacyKey = S['LegacyKeyJson']
