@@ -15,6 +15,20 @@
 //! - Rejects: `429` ([`ErrorKind::Overloaded`](crate::error::ErrorKind)) with
 //!   [`Error::retry_after`](crate::error::Error::retry_after).
 //!
+//! # Tokens per minute
+//!
+//! A provider counts tokens only after it answered, so a tokens-per-minute limit works in two
+//! steps. Before an attempt is sent, [`KeySelect`](crate::keys::KeySelect) reserves a
+//! [`TokenEstimate`] in the minute windows the attempt counts against (its key's, with
+//! [`KeyLimits::tpm`](crate::keys::KeyLimits), and its group's, with [`GroupLimits::tpm`], which
+//! [`GroupLimit`] hands down as [`GroupTokens`]). The reservation travels up with the response
+//! as a [`TokenCharge`]; [`RequestLog`](crate::log::RequestLog) settles it with the tokens the
+//! reply reports once its body ends. A reply that reports none keeps the estimate when it
+//! succeeded, and an attempt that failed or was abandoned gives the estimate back (the provider
+//! counts nothing for it). A limit admits a request while the minute's tokens (settled, plus
+//! reserved for requests in flight) are under it: the request that crosses the limit is sent,
+//! the next waits.
+//!
 //! # Example
 //!
 //! ```

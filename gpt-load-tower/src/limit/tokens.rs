@@ -1,17 +1,5 @@
-//! Tokens per minute: what a request reserves before it is sent, and how it settles.
-//!
-//! A provider counts tokens only after it answered, so a tokens-per-minute limit works in two
-//! steps. Before an attempt is sent, [`KeySelect`](crate::keys::KeySelect) reserves a
-//! [`TokenEstimate`] in the minute windows the attempt counts against (its key's, with
-//! [`KeyLimits::tpm`](crate::keys::KeyLimits), and its group's, with
-//! [`GroupLimits::tpm`](super::GroupLimits), which [`GroupLimit`](super::GroupLimit) hands down as
-//! [`GroupTokens`]). The reservation travels up with the response as a [`TokenCharge`];
-//! [`RequestLog`](crate::log::RequestLog) settles it with the tokens the reply reports once its
-//! body ends. A reply that reports none keeps the estimate when it succeeded, and an attempt that
-//! failed or was abandoned gives the estimate back (the provider counts nothing for it).
-//!
-//! A limit admits a request while the minute's tokens — settled, plus reserved for requests in
-//! flight — are under it: the request that crosses the limit is sent, the next waits.
+//! Tokens per minute: what a request reserves before it is sent, and how it settles (see
+//! [`limit`](crate::limit), "Tokens per minute").
 
 use std::{
     fmt,
@@ -72,7 +60,8 @@ impl fmt::Debug for GroupTokens {
     }
 }
 
-/// What one attempt reserved in its tokens-per-minute windows (see the [module docs](self)).
+/// What one attempt reserved in its tokens-per-minute windows (see [`limit`](crate::limit),
+/// "Tokens per minute").
 /// Clones share the reservation; when the last one goes unsettled, the estimate is given back.
 #[derive(Clone)]
 pub struct TokenCharge {
