@@ -13,7 +13,9 @@ the first binary.
     bench/ab.py before=/tmp/gateway-before after=target/release/gpt-load-gateway \\
         'limited=target/release/gpt-load-gateway@{"key_rpm":1000000000}'
 
-`@CONFIG` is the group's settings (JSON). Knobs: AB_ROUNDS (4), AB_SECONDS (8 per measurement),
+`@CONFIG` is the group's settings (JSON); its `"access_key"` entry, if any, is taken out and made
+an access key with those fields (`{}` for one without limits), which wrk then presents instead of
+the legacy proxy key. Knobs: AB_ROUNDS (4), AB_SECONDS (8 per measurement),
 AB_MOCK (the mock upstream binary, default $CARGO_TARGET_DIR/release/mock-upstream). Needs wrk
 and taskset; loopback only; stops everything it started.
 """
@@ -68,7 +70,8 @@ def api(base, admin_key, path, body):
 
 
 def start_gateway(binary, config, work, mock_url, started):
-    """A gateway on its own port and data directory, with the benchmark group; its proxy URL."""
+    """A gateway on its own port and data directory, with the benchmark group; its proxy URL and
+    the key clients present."""
     port = free_port()
     data = tempfile.mkdtemp(dir=work)
     admin_key = "ab-" + secrets.token_hex(16)
@@ -79,14 +82,19 @@ def start_gateway(binary, config, work, mock_url, started):
                                     stdout=log, stderr=subprocess.STDOUT))
     base = f"http://127.0.0.1:{port}"
     wait_for(base + "/health")
+    config = json.loads(config or "{}")
+    access = config.pop("access_key", None)
     group = api(base, admin_key, "/api/groups", {
         "name": "bench", "channel_type": "openai", "test_model": "gpt-4o-mini",
         "upstreams": [{"url": mock_url, "weight": 1}], "proxy_keys": PROXY_KEY,
-        "config": json.loads(config or "{}"),
+        "config": config,
     })
     keys = "\n".join(f"sk-bench-upstream-{i:04d}" for i in range(1, 101))
     api(base, admin_key, "/api/keys/add-multiple", {"group_id": group["data"]["id"], "keys_text": keys})
-    return base + "/proxy/bench/v1/chat/completions"
+    bearer = PROXY_KEY
+    if access is not None:
+        bearer = api(base, admin_key, "/api/access-keys", {"name": "bench", **access})["data"]["key"]
+    return base + "/proxy/bench/v1/chat/completions", bearer
 
 
 def wrk(script, url, connections, seconds):
@@ -111,22 +119,22 @@ def main():
         )
         started.append(mock)
         mock_url = mock.stdout.readline().strip().split("listening on ")[1]
-        urls = {}
+        urls, scripts = {}, {}
         for name, spec in targets:
             binary, _, config = spec.partition("@")
-            urls[name] = start_gateway(binary, config, work, mock_url, started)
-        script = os.path.join(work, "post.lua")
-        with open(script, "w") as f:
-            f.write(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
-                    f'wrk.headers["Content-Type"] = "application/json"\n'
-                    f'wrk.headers["Authorization"] = "Bearer {PROXY_KEY}"\n')
-        for url in urls.values():
-            wrk(script, url, 32, 2)
+            urls[name], bearer = start_gateway(binary, config, work, mock_url, started)
+            scripts[name] = os.path.join(work, f"post-{len(scripts)}.lua")
+            with open(scripts[name], "w") as f:
+                f.write(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
+                        f'wrk.headers["Content-Type"] = "application/json"\n'
+                        f'wrk.headers["Authorization"] = "Bearer {bearer}"\n')
+        for name, url in urls.items():
+            wrk(scripts[name], url, 32, 2)
         results = {(name, c): [] for name in urls for c in (32, 64)}
         for round_ in range(1, ROUNDS + 1):
             for connections in (32, 64):
                 for name, url in urls.items():
-                    rps = wrk(script, url, connections, SECONDS)
+                    rps = wrk(scripts[name], url, connections, SECONDS)
                     results[(name, connections)].append(rps)
                     print(f"round {round_} c={connections} {name}: {rps:,.0f} requests/s", flush=True)
         first = next(iter(urls))
