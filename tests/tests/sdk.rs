@@ -561,19 +561,25 @@ async fn access_keys_limit_models_and_stop_in_each_sdks_own_errors() {
         .await;
     let key = made["key"].as_str().expect("the new key").to_owned();
     let id = made["access_key"]["id"].as_i64().expect("its id");
+    // One plain call per SDK to its own `{channel}-access` group with the access key, at once.
+    let each_sdk_once = |setup: &'static Setup, gateway: &Gateway, key: &str| {
+        let runs: Vec<_> = SDKS
+            .into_iter()
+            .map(|sdk| {
+                let calls = [call(
+                    sdk,
+                    gateway,
+                    &format!("{}-access", sdk.channel()),
+                    key,
+                    false,
+                )];
+                async move { (sdk, run_sdk(setup, sdk, &calls).await) }
+            })
+            .collect();
+        futures_join(runs)
+    };
 
-    let mut runs = Vec::new();
-    for sdk in SDKS {
-        let calls = [call(
-            sdk,
-            &gateway,
-            &format!("{}-access", sdk.channel()),
-            &key,
-            false,
-        )];
-        runs.push(async move { (sdk, run_sdk(setup, sdk, &calls).await) });
-    }
-    for (sdk, results) in futures_join(runs).await {
+    for (sdk, results) in each_sdk_once(setup, &gateway, &key).await {
         let message = format!("model '{}' is not allowed for this access key", sdk.model());
         match sdk {
             Sdk::OpenAi => assert_eq!(results[0]["ok"], true, "{sdk:?}: {}", results[0]),
@@ -603,18 +609,7 @@ async fn access_keys_limit_models_and_stop_in_each_sdks_own_errors() {
     )
     .await;
     assert!(status.is_success());
-    let mut runs = Vec::new();
-    for sdk in SDKS {
-        let calls = [call(
-            sdk,
-            &gateway,
-            &format!("{}-access", sdk.channel()),
-            &key,
-            false,
-        )];
-        runs.push(async move { (sdk, run_sdk(setup, sdk, &calls).await) });
-    }
-    for (sdk, results) in futures_join(runs).await {
+    for (sdk, results) in each_sdk_once(setup, &gateway, &key).await {
         assert_sdk_error(
             sdk,
             &results[0],
