@@ -101,14 +101,14 @@ use tokio::{
     time::{Instant, sleep_until},
 };
 
-use self::token_metrics::TokenMetrics;
+use self::{token_metrics::TokenMetrics, usage_tally::UsageTally};
 use crate::models::{TEXT_LIMIT, clip_text as clip};
 use crate::{
     db::{Db, DbError},
     repo::{
         request_logs::{self, RequestLogRow},
         stats::{self, HourlyCount},
-        usage::{self, UsageCounts, UsageKey, UsageSums},
+        usage::{self, UsageCounts, UsageSums},
     },
     settings::SystemSettings,
 };
@@ -128,7 +128,8 @@ pub(crate) type KeyColumns = Arc<dyn Fn(KeyId) -> Option<(String, String)> + Sen
 /// Where the writer puts rows: the database, or a test double.
 pub(crate) trait LogStore: Send + Sync + 'static {
     /// Inserts rows in one transaction.
-    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send;
+    fn insert_logs(&self, rows: &Arc<[RequestLogRow]>)
+    -> impl Future<Output = Result<usize, DbError>> + Send;
     /// Adds hourly counts in one transaction.
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Adds hourly usage in one transaction.
@@ -136,8 +137,11 @@ pub(crate) trait LogStore: Send + Sync + 'static {
 }
 
 impl LogStore for Db {
-    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send {
-        request_logs::insert_many(self, rows)
+    fn insert_logs(
+        &self,
+        rows: &Arc<[RequestLogRow]>,
+    ) -> impl Future<Output = Result<usize, DbError>> + Send {
+        request_logs::insert_many(self, Arc::clone(rows))
     }
 
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
@@ -346,8 +350,8 @@ type WriteOutcome = (Batch, usize, Result<(), DbError>);
 /// Rows and counts taken together for one write, kept across failed attempts.
 #[derive(Debug)]
 struct Batch {
-    /// Emptied once written.
-    rows: Vec<RequestLogRow>,
+    /// Emptied once written. Shared with the store's write, never copied.
+    rows: Arc<[RequestLogRow]>,
     /// Emptied once written.
     counts: Vec<HourlyCount>,
     /// Emptied once written.
@@ -374,7 +378,7 @@ fn write<S: LogStore>(store: Arc<S>, mut batch: Batch) -> Write {
                 Err(err) => return (batch, 0, Err(err)),
             }
             written = batch.rows.len();
-            batch.rows = Vec::new();
+            batch.rows = Arc::new([]);
         }
         if !batch.counts.is_empty() {
             let started = Instant::now();
@@ -410,7 +414,7 @@ struct State {
     /// Hourly counts tallied since the last batch was taken: (hour, group) → (success, failure).
     counts: BTreeMap<(NaiveDateTime, i64), (i64, i64)>,
     /// Usage tallied since the last batch was taken.
-    usage: UsageCounts,
+    usage: UsageTally,
     /// When the oldest usage not yet taken into a batch was tallied.
     usage_since: Option<Instant>,
     tokens: TokenMetrics,
@@ -431,7 +435,7 @@ impl State {
             pending: VecDeque::new(),
             pending_since: None,
             counts: BTreeMap::new(),
-            usage: UsageCounts::new(),
+            usage: UsageTally::default(),
             usage_since: None,
             tokens: TokenMetrics::default(),
             failed: None,
@@ -449,8 +453,7 @@ impl State {
         let is_final = record.request_type == RequestType::Final;
         let row = to_row(record, &*self.group_ids, &*self.key_columns);
         if row.group_id != 0 {
-            let (key, sums) = usage_of(&row);
-            self.usage.entry(key).or_default().add(&sums);
+            self.usage.add(usage_row(&row), &row.model, &usage_of(&row));
             self.usage_since.get_or_insert_with(Instant::now);
         }
         self.tokens.count(&row);
@@ -509,7 +512,7 @@ impl State {
         }
         let (rows, counts) = if rows_due {
             let take = self.pending.len().min(self.config.max_batch.max(1));
-            let rows: Vec<_> = self.pending.drain(..take).collect();
+            let rows: Arc<[RequestLogRow]> = self.pending.drain(..take).collect();
             self.pending_since = (!self.pending.is_empty()).then_some(now);
             let counts = std::mem::take(&mut self.counts)
                 .into_iter()
@@ -518,12 +521,12 @@ impl State {
             (rows, counts)
         } else {
             // Only the usage is due: the rows keep their own schedule.
-            (Vec::new(), Vec::new())
+            (Arc::new([]) as Arc<[RequestLogRow]>, Vec::new())
         };
         // A full batch means the writer is behind: the usage waits and merges (module docs).
         let usage = if stopping || usage_overdue || rows.len() < self.config.max_batch {
             self.usage_since = None;
-            std::mem::take(&mut self.usage)
+            self.usage.take()
         } else {
             UsageCounts::new()
         };
@@ -593,9 +596,7 @@ impl State {
                     *f += failure;
                 }
                 if !batch.usage.is_empty() {
-                    for (key, sums) in batch.usage {
-                        self.usage.entry(key).or_default().add(&sums);
-                    }
+                    self.usage.give_back(batch.usage);
                     self.usage_since.get_or_insert_with(Instant::now);
                 }
                 self.pending_since.get_or_insert_with(Instant::now);
@@ -776,16 +777,20 @@ fn tokens(count: u64) -> i64 {
     i64::try_from(count).unwrap_or(i64::MAX)
 }
 
-/// The `usage_hourly` row a log row adds to, and what it adds: one attempt, and its tokens.
-fn usage_of(row: &RequestLogRow) -> (UsageKey, UsageSums) {
-    let key = UsageKey {
-        hour: hour_of(row.timestamp),
-        group_id: row.group_id,
-        key_id: row.key_id.unwrap_or(0),
-        model: row.model.clone(),
-        access_key_id: row.access_key_id.unwrap_or(0),
-    };
-    let sums = UsageSums {
+/// The `usage_hourly` row a log row adds to, but for its model: hour, group, key (0 when
+/// none), access key (0 for proxy keys).
+fn usage_row(row: &RequestLogRow) -> (NaiveDateTime, i64, i64, i64) {
+    (
+        hour_of(row.timestamp),
+        row.group_id,
+        row.key_id.unwrap_or(0),
+        row.access_key_id.unwrap_or(0),
+    )
+}
+
+/// What a log row adds to its `usage_hourly` row: one attempt, and its tokens.
+fn usage_of(row: &RequestLogRow) -> UsageSums {
+    UsageSums {
         requests: 1,
         failures: i64::from(!row.is_success),
         prompt_tokens: row.prompt_tokens.unwrap_or(0),
@@ -793,8 +798,7 @@ fn usage_of(row: &RequestLogRow) -> (UsageKey, UsageSums) {
         cached_tokens: row.cached_tokens.unwrap_or(0),
         reasoning_tokens: row.reasoning_tokens.unwrap_or(0),
         total_tokens: row.total_tokens.unwrap_or(0),
-    };
-    (key, sums)
+    }
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -807,6 +811,7 @@ fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
 }
 
 mod token_metrics;
+mod usage_tally;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! `request_logs`: batched inserts from the log writer, retention, and a plain listing.
 
-use std::borrow::Cow;
+use std::{borrow::Cow, sync::Arc};
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -14,9 +14,10 @@ use crate::db::{
 };
 
 /// A `request_logs` row, as written and as read. Every column is written (MySQL has no defaults
-/// for text columns); text must already fit its column (the log writer clips it).
+/// for text columns), `None` as `NULL`, so every row has the same statement; text must already
+/// fit its column (the log writer clips it).
 #[derive(Clone, Debug, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = request_logs)]
+#[diesel(table_name = request_logs, treat_none_as_default_value = false)]
 pub(crate) struct RequestLogRow {
     /// A UUID, time-ordered (v7) so that inserts append to the primary-key index.
     pub(crate) id: String,
@@ -67,20 +68,33 @@ approx_size! {
 /// Rows deleted per retention statement.
 const DELETE_BATCH: i64 = 5_000;
 
+/// Rows per SQLite statement: a batch goes in runs of this many rows and then row by row, so
+/// each of the two statements is prepared once per connection and reused (30 bind parameters
+/// a row, 1,920 a statement, well under SQLite's 32,766).
+const SQLITE_RUN: usize = 64;
+
 /// Inserts log rows in one transaction; returns how many.
-pub(crate) async fn insert_many(db: &Db, rows: &[RequestLogRow]) -> Result<usize, DbError> {
+///
+/// Takes the rows shared, because SQLite writes them on a blocking thread: the log writer keeps
+/// its batch for another attempt without copying it.
+pub(crate) async fn insert_many(db: &Db, rows: Arc<[RequestLogRow]>) -> Result<usize, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
     with_conn!(
         db,
-        // A local file: row by row costs microseconds a row inside one blocking call
-        // (`db::sqlite_batch`), which a log batch is, twice a request under load.
+        // A local file: one blocking call (`db::sqlite_batch`) for the batch, in runs of
+        // prepared multi-row statements, since a log batch comes twice a request under load.
         sqlite | conn | {
-            let owned = rows.to_vec();
             crate::db::sqlite_batch(conn, move |conn| {
                 let mut inserted = 0;
-                for row in &owned {
+                let mut runs = rows.chunks_exact(SQLITE_RUN);
+                for run in &mut runs {
+                    let run: &[RequestLogRow; SQLITE_RUN] = run.try_into().expect("exact chunks");
+                    let insert = diesel::insert_into(request_logs::table).values(run);
+                    inserted += diesel::RunQueryDsl::execute(insert, conn)?;
+                }
+                for row in runs.remainder() {
                     let insert = diesel::insert_into(request_logs::table).values(row);
                     inserted += diesel::RunQueryDsl::execute(insert, conn)?;
                 }
@@ -91,7 +105,7 @@ pub(crate) async fn insert_many(db: &Db, rows: &[RequestLogRow]) -> Result<usize
         server | conn | {
             conn.transaction(async |conn| {
                 let mut inserted = 0;
-                for chunk in insert_chunks(rows) {
+                for chunk in insert_chunks(&rows) {
                     inserted += diesel::insert_into(request_logs::table)
                         .values(chunk)
                         .execute(conn)
@@ -277,7 +291,7 @@ pub(crate) mod tests {
     use chrono::{NaiveDate, TimeDelta};
 
     use super::*;
-    use crate::db::{batch::INSERT_BYTES, test_support::TestDb};
+    use crate::db::{Backend, batch::INSERT_BYTES, test_support::TestDb};
 
     fn at(seconds: i64) -> NaiveDateTime {
         NaiveDate::from_ymd_opt(2026, 11, 22)
@@ -362,11 +376,13 @@ pub(crate) mod tests {
                 access_key_id: None,
             };
             assert_eq!(
-                insert_many(db, &[full.clone(), bare.clone()]).await.unwrap(),
+                insert_many(db, [full.clone(), bare.clone()].into())
+                    .await
+                    .unwrap(),
                 2,
                 "{backend}"
             );
-            assert_eq!(insert_many(db, &[]).await.unwrap(), 0, "{backend}");
+            assert_eq!(insert_many(db, Arc::new([])).await.unwrap(), 0, "{backend}");
             let rows = list_recent(db, 10).await.unwrap();
             assert_eq!(rows, [bare, full], "{backend}: newest first");
             assert_eq!(list_recent(db, 1).await.unwrap().len(), 1, "{backend}");
@@ -381,7 +397,11 @@ pub(crate) mod tests {
             let mut rows: Vec<_> = (0..1_203)
                 .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i)))
                 .collect();
-            assert_eq!(insert_many(db, &rows).await.unwrap(), 1_203, "{backend}");
+            assert_eq!(
+                insert_many(db, rows.clone().into()).await.unwrap(),
+                1_203,
+                "{backend}"
+            );
             assert_eq!(list_recent(db, 5_000).await.unwrap().len(), 1_203, "{backend}");
 
             // A duplicate id in the last chunk rolls the whole batch back.
@@ -389,7 +409,7 @@ pub(crate) mod tests {
             let fresh = |i: i64| log(&format!("10000000-0000-4000-8000-{i:012}"), at(i));
             let mut batch: Vec<_> = (0..600).map(fresh).collect();
             batch.push(rows[0].clone());
-            assert!(insert_many(db, &batch).await.is_err(), "{backend}");
+            assert!(insert_many(db, batch.into()).await.is_err(), "{backend}");
             assert_eq!(list_recent(db, 5_000).await.unwrap().len(), 1_203, "{backend}");
         }
     }
@@ -425,7 +445,7 @@ pub(crate) mod tests {
             let rows: Vec<_> = (0..9)
                 .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i * 60)))
                 .collect();
-            insert_many(db, &rows).await.unwrap();
+            insert_many(db, rows.clone().into()).await.unwrap();
 
             // Rows 0..=4 are older than the cutoff; row 5 is exactly at it and stays.
             let cutoff = at(5 * 60);
@@ -447,6 +467,96 @@ pub(crate) mod tests {
             assert_eq!(delete_older_than(db, cutoff).await.unwrap(), 0, "{backend}");
             assert_eq!(delete_older_than(db, at(3_600)).await.unwrap(), 4, "{backend}");
             assert!(list_recent(db, 100).await.unwrap().is_empty(), "{backend}");
+        }
+    }
+
+    /// The names of `request_logs`'s secondary indexes, sorted.
+    async fn index_names(db: &Db) -> Result<Vec<String>, DbError> {
+        #[derive(QueryableByName)]
+        struct Index {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            name: String,
+        }
+        let sql = match db.backend() {
+            Backend::Sqlite => {
+                "SELECT name FROM sqlite_master \
+                 WHERE type = 'index' AND tbl_name = 'request_logs' AND sql IS NOT NULL"
+            }
+            Backend::Postgres => {
+                "SELECT indexname::text AS name FROM pg_indexes \
+                 WHERE schemaname = current_schema() AND tablename = 'request_logs' \
+                 AND indexname <> 'request_logs_pkey'"
+            }
+            Backend::Mysql => {
+                "SELECT DISTINCT CAST(index_name AS CHAR) AS name FROM information_schema.statistics \
+                 WHERE table_schema = DATABASE() AND table_name = 'request_logs' \
+                 AND index_name <> 'PRIMARY'"
+            }
+        };
+        let loaded: Vec<Index> = with_conn!(db, |conn| diesel::sql_query(sql).load(conn).await)?;
+        let mut names: Vec<_> = loaded.into_iter().map(|i| i.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Runs one of the index migration's scripts for `backend`.
+    async fn run_script(db: &Db, up: bool) -> Result<(), DbError> {
+        use diesel_async::SimpleAsyncConnection;
+        let sql = match (db.backend(), up) {
+            (Backend::Sqlite, true) => {
+                include_str!("../../../migrations/sqlite/2026-12-08-000001_request_log_indexes/up.sql")
+            }
+            (Backend::Sqlite, false) => {
+                include_str!("../../../migrations/sqlite/2026-12-08-000001_request_log_indexes/down.sql")
+            }
+            (Backend::Postgres, true) => {
+                include_str!("../../../migrations/postgres/2026-12-08-000001_request_log_indexes/up.sql")
+            }
+            (Backend::Postgres, false) => {
+                include_str!("../../../migrations/postgres/2026-12-08-000001_request_log_indexes/down.sql")
+            }
+            (Backend::Mysql, true) => {
+                include_str!("../../../migrations/mysql/2026-12-08-000001_request_log_indexes/up.sql")
+            }
+            (Backend::Mysql, false) => {
+                include_str!("../../../migrations/mysql/2026-12-08-000001_request_log_indexes/down.sql")
+            }
+        };
+        with_conn!(db, |conn| Ok(conn.batch_execute(sql).await?))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn request_logs_keeps_only_the_indexes_a_query_uses_and_down_restores_the_rest() {
+        let kept = ["idx_request_logs_key_hash", "idx_request_logs_timestamp"];
+        let all = [
+            "idx_request_logs_group_id",
+            "idx_request_logs_group_name",
+            "idx_request_logs_key_hash",
+            "idx_request_logs_model",
+            "idx_request_logs_parent_group_id",
+            "idx_request_logs_parent_group_name",
+            "idx_request_logs_request_type",
+            "idx_request_logs_timestamp",
+        ];
+        let test = "request_logs_keeps_only_the_indexes_a_query_uses";
+        for t in TestDb::all(test).await {
+            let db = &t.db;
+            let backend = db.backend();
+            assert_eq!(index_names(db).await.unwrap(), kept, "{backend}: migrated");
+            run_script(db, false).await.unwrap();
+            assert_eq!(
+                index_names(db).await.unwrap(),
+                all,
+                "{backend}: down.sql gives gpt-load's eight back"
+            );
+            run_script(db, true).await.unwrap();
+            assert_eq!(index_names(db).await.unwrap(), kept, "{backend}: up.sql again");
+            // Rows still go in and list in order with only the timestamp index.
+            let rows: Vec<_> = (0..3)
+                .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i)))
+                .collect();
+            insert_many(db, rows.into()).await.unwrap();
+            assert_eq!(list_recent(db, 10).await.unwrap().len(), 3, "{backend}");
         }
     }
 }

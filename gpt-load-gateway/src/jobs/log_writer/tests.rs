@@ -461,7 +461,10 @@ impl FlakyStore {
 }
 
 impl LogStore for Arc<FlakyStore> {
-    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send {
+    fn insert_logs(
+        &self,
+        rows: &Arc<[RequestLogRow]>,
+    ) -> impl Future<Output = Result<usize, DbError>> + Send {
         let result = if self.fail_now() {
             Err(unreachable())
         } else {
@@ -722,7 +725,10 @@ impl TimedStore {
 }
 
 impl LogStore for Arc<TimedStore> {
-    fn insert_logs(&self, rows: &[RequestLogRow]) -> impl Future<Output = Result<usize, DbError>> + Send {
+    fn insert_logs(
+        &self,
+        rows: &Arc<[RequestLogRow]>,
+    ) -> impl Future<Output = Result<usize, DbError>> + Send {
         let now = Instant::now();
         self.rows
             .lock()

@@ -1,0 +1,12 @@
+-- Every request-log row is written to the table and to each of its indexes, so each index is a
+-- cost on the busiest write path (docs/STORAGE.md, "Request-log indexes"). Only `timestamp`
+-- (listing order, time ranges, retention, dashboard) and `key_hash` (exact key filter) serve a
+-- query of ours; the logs page matches group and model names by substring, which no index
+-- serves, and `request_type` and the group ids are too coarse to help. gpt-load's own start
+-- (GORM AutoMigrate) creates the dropped ones again, which costs it nothing but write speed.
+DROP INDEX IF EXISTS idx_request_logs_group_id;
+DROP INDEX IF EXISTS idx_request_logs_group_name;
+DROP INDEX IF EXISTS idx_request_logs_parent_group_id;
+DROP INDEX IF EXISTS idx_request_logs_parent_group_name;
+DROP INDEX IF EXISTS idx_request_logs_model;
+DROP INDEX IF EXISTS idx_request_logs_request_type;
