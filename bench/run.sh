@@ -13,7 +13,7 @@
 # Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_STREAM_FRAMES,
 # BENCH_STREAM_PACE_MS, BENCH_PIN=0 (no taskset), BENCH_KEEP=1 (keep the temporary directory with
 # every log), BENCH_GROUP_CONFIG (the benchmark group's settings, a JSON object, e.g. key limits
-# high enough never to refuse: what counting costs), BENCH_PROFILE=1 (instead of measuring: perf profile of the gateway under wrk c=32).
+# high enough never to refuse: what counting costs), BENCH_PROFILE=1 (instead of measuring: perf profile of the gateway under wrk c=32, and its flame graph).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -49,6 +49,10 @@ OHA="$TOOLS/bin/oha"
 if [ ! -x "$OHA" ]; then
   log "installing oha into $TOOLS (cargo install, a few minutes once)"
   "$CARGO" install oha --locked --root "$TOOLS" -q
+fi
+if [ "${BENCH_PROFILE:-0}" = 1 ] && [ ! -x "$TOOLS/bin/inferno-flamegraph" ]; then
+  log "installing inferno (flame graphs) into $TOOLS (cargo install, a few minutes once)"
+  "$CARGO" install inferno --locked --root "$TOOLS" -q
 fi
 
 # --- 3. processes on 127.0.0.1 --------------------------------------------------------------
@@ -283,6 +287,12 @@ if [ "${BENCH_PROFILE:-0}" = 1 ]; then
   echo "## inclusive time (self + callees) of gateway, library, diesel, hyper and tokio frames (top 40)"
   perf report -i "$WORK/perf.data" --children --sort symbol --stdio -g none 2>/dev/null | grep '%' |
     grep -E 'gpt_load|diesel|sqlite3_step|blocking::pool|hyper::proto|metrics' | sed 's/ *$//' | head -40
+  # The flame graph of the same recording, named by date and commit like the results tables.
+  flame="bench/results/$(date -u +%Y-%m-%d)-$(git rev-parse --short=12 HEAD)-flame.svg"
+  # --no-inline: resolving inlined frames runs addr2line for every address, for many minutes.
+  perf script --no-inline -i "$WORK/perf.data" 2>/dev/null | "$TOOLS/bin/inferno-collapse-perf" |
+    "$TOOLS/bin/inferno-flamegraph" --title "gpt-load-gateway, wrk c=32, $(git rev-parse --short=12 HEAD)" >"$flame"
+  echo "## flame graph: $flame"
   exit 0
 fi
 

@@ -1,16 +1,20 @@
 //! Behaviour that involves the database, on SQLite, PostgreSQL and MariaDB.
 
+use std::time::Duration;
+
+use futures_util::{StreamExt, stream};
 use gpt_load_e2e::MockUpstream;
 use gpt_load_tower::keys::KeyState;
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::harness::{Harness, group};
 use crate::{
     app,
     config::database::DatabaseDsn,
     db::test_support::TestDb,
-    repo::{groups, keys, request_logs},
+    models::now,
+    repo::{groups, keys, request_logs, stats, usage},
 };
 
 const BAD: &str = "mock-401-stored-0123456789";
@@ -86,6 +90,93 @@ async fn attempts_are_logged_and_state_survives_a_restart() {
         );
         assert_eq!(h.send(h.chat("g", false)).await.0, StatusCode::OK);
         h.stop().await;
+    }
+}
+
+/// The total tokens an answer reports: a JSON body's `usage`, or a stream's last usage chunk.
+fn total_tokens(body: &[u8]) -> i64 {
+    let text = String::from_utf8_lossy(body);
+    let total = |v: &Value| v["usage"]["total_tokens"].as_i64();
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| total(&v))
+        .or_else(|| {
+            text.lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
+                .filter_map(|v| total(&v))
+                .last()
+        })
+        .unwrap_or_else(|| panic!("the mock reports usage: {text}"))
+}
+
+/// Many requests at once make the log writer batch; every one of them still ends as one row, one
+/// hourly count and its tokens in the usage rollup, nothing dropped and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_under_load_is_logged_and_counted() {
+    const REQUESTS: usize = 2_000;
+    const AT_ONCE: usize = 64;
+    for test_db in TestDb::all("every_request_under_load_is_logged_and_counted").await {
+        let backend = test_db.db.backend();
+        let since = now() - chrono::Duration::hours(1);
+        let mock = MockUpstream::start().await.unwrap();
+        let keys: Vec<String> = (0..8).map(|i| format!("sk-load-{i}-0123456789")).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let groups_json = vec![group(
+            "g",
+            &mock.url(),
+            &keys,
+            json!({"include_stream_usage": true}),
+        )];
+        let mut h = Harness::start(test_db, mock, groups_json, &[]).await;
+
+        let answers: Vec<_> = stream::iter(0..REQUESTS)
+            .map(|i| h.send(h.chat("g", i % 2 == 1)))
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
+        let mut tokens = 0;
+        for (status, _, body) in &answers {
+            assert_eq!(
+                *status,
+                StatusCode::OK,
+                "{backend}: {}",
+                String::from_utf8_lossy(body)
+            );
+            tokens += total_tokens(body);
+        }
+        let db = h.test_db.db.clone();
+        let far = now() + chrono::Duration::hours(1);
+        // The writer's own schedule writes them all, not only the flush at shutdown.
+        Harness::eventually(Duration::from_secs(30), || async {
+            request_logs::count_final_between(&db, since, far).await.unwrap() == REQUESTS as i64
+        })
+        .await;
+
+        let summary = h.stop().await;
+        assert_eq!(summary.logs.lost, 0, "{backend}");
+        let rows = request_logs::count_final_between(&db, since, far).await.unwrap();
+        assert_eq!(
+            rows, REQUESTS as i64,
+            "{backend}: one row per request, none twice"
+        );
+        let hourly = stats::hourly(&db, None, since).await.unwrap();
+        let (success, failure) = hourly.iter().fold((0, 0), |(s, f), row| {
+            (s + row.success_count, f + row.failure_count)
+        });
+        assert_eq!(
+            (success, failure),
+            (REQUESTS as i64, 0),
+            "{backend}: hourly counts"
+        );
+        let rolled = usage::rows_since(&db, since).await.unwrap();
+        let requests: i64 = rolled.iter().map(|row| row.requests).sum();
+        let rolled_tokens: i64 = rolled.iter().map(|row| row.total_tokens).sum();
+        assert_eq!(
+            (requests, rolled_tokens),
+            (REQUESTS as i64, tokens),
+            "{backend}: the usage rollup adds up to what the clients were told"
+        );
     }
 }
 
