@@ -7,7 +7,7 @@ needs less time and less luck than two full runs: every binary runs at once on t
 each with its own SQLite data directory and the same benchmark group (100 keys on one mock
 upstream), and wrk drives one of them at a time, in interleaved rounds, so a slower or faster
 spell of the machine falls on all of them alike. Prints every round and the medians, relative to
-the first binary.
+the first binary, and each binary's resident memory after the rounds.
 
     cargo build --release -p gpt-load-gateway -p gpt-load-e2e --bin gpt-load-gateway --bin mock-upstream
     bench/ab.py before=/tmp/gateway-before after=target/release/gpt-load-gateway \\
@@ -106,6 +106,14 @@ def wrk(script, url, connections, seconds):
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+def memory(pid):
+    """A process's resident memory now and at its peak, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if line.startswith(("VmRSS", "VmHWM")))
+    mib = {name: int(value.split()[0]) / 1024 for name, value in fields.items()}
+    return f"{mib['VmRSS']:.1f} MiB now, {mib['VmHWM']:.1f} MiB peak"
+
+
 def main():
     targets = [arg.partition("=")[::2] for arg in sys.argv[1:]]
     if not targets or any(not name or not spec for name, spec in targets):
@@ -119,10 +127,11 @@ def main():
         )
         started.append(mock)
         mock_url = mock.stdout.readline().strip().split("listening on ")[1]
-        urls, scripts = {}, {}
+        urls, scripts, processes = {}, {}, {}
         for name, spec in targets:
             binary, _, config = spec.partition("@")
             urls[name], bearer = start_gateway(binary, config, work, mock_url, started)
+            processes[name] = started[-1]
             scripts[name] = os.path.join(work, f"post-{len(scripts)}.lua")
             with open(scripts[name], "w") as f:
                 f.write(f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
@@ -146,6 +155,9 @@ def main():
                 median = statistics.median(rounds)
                 print(f"  c={connections} {name}: {median:,.0f} ({median / reference * 100:.1f} %); "
                       f"rounds {', '.join(f'{r:,.0f}' for r in rounds)}")
+        print("\nmemory after the rounds (VmRSS now, VmHWM the peak):")
+        for name, process in processes.items():
+            print(f"  {name}: {memory(process.pid)}")
     finally:
         for process in started:
             process.terminate()
