@@ -102,10 +102,10 @@ fn total_tokens(body: &[u8]) -> i64 {
         .and_then(|v| total(&v))
         .or_else(|| {
             text.lines()
+                .rev()
                 .filter_map(|line| line.strip_prefix("data:"))
                 .filter_map(|data| serde_json::from_str::<Value>(data.trim()).ok())
-                .filter_map(|v| total(&v))
-                .last()
+                .find_map(|v| total(&v))
         })
         .unwrap_or_else(|| panic!("the mock reports usage: {text}"))
 }
