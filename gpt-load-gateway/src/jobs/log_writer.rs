@@ -779,7 +779,7 @@ fn tokens(count: u64) -> i64 {
 
 /// The `usage_hourly` row a log row adds to, but for its model: hour, group, key (0 when
 /// none), access key (0 for proxy keys).
-fn usage_row(row: &RequestLogRow) -> (NaiveDateTime, i64, i64, i64) {
+fn usage_row(row: &RequestLogRow) -> usage_tally::RowIds {
     (
         hour_of(row.timestamp),
         row.group_id,

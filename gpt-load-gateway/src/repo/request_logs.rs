@@ -502,25 +502,27 @@ pub(crate) mod tests {
     /// Runs one of the index migration's scripts for `backend`.
     async fn run_script(db: &Db, up: bool) -> Result<(), DbError> {
         use diesel_async::SimpleAsyncConnection;
-        let sql = match (db.backend(), up) {
-            (Backend::Sqlite, true) => {
-                include_str!("../../../migrations/sqlite/2026-12-08-000001_request_log_indexes/up.sql")
-            }
-            (Backend::Sqlite, false) => {
-                include_str!("../../../migrations/sqlite/2026-12-08-000001_request_log_indexes/down.sql")
-            }
-            (Backend::Postgres, true) => {
-                include_str!("../../../migrations/postgres/2026-12-08-000001_request_log_indexes/up.sql")
-            }
-            (Backend::Postgres, false) => {
-                include_str!("../../../migrations/postgres/2026-12-08-000001_request_log_indexes/down.sql")
-            }
-            (Backend::Mysql, true) => {
-                include_str!("../../../migrations/mysql/2026-12-08-000001_request_log_indexes/up.sql")
-            }
-            (Backend::Mysql, false) => {
-                include_str!("../../../migrations/mysql/2026-12-08-000001_request_log_indexes/down.sql")
-            }
+        macro_rules! script {
+            ($backend:literal) => {
+                if up {
+                    include_str!(concat!(
+                        "../../../migrations/",
+                        $backend,
+                        "/2026-12-08-000001_request_log_indexes/up.sql"
+                    ))
+                } else {
+                    include_str!(concat!(
+                        "../../../migrations/",
+                        $backend,
+                        "/2026-12-08-000001_request_log_indexes/down.sql"
+                    ))
+                }
+            };
+        }
+        let sql = match db.backend() {
+            Backend::Sqlite => script!("sqlite"),
+            Backend::Postgres => script!("postgres"),
+            Backend::Mysql => script!("mysql"),
         };
         with_conn!(db, |conn| Ok(conn.batch_execute(sql).await?))
     }

@@ -12,7 +12,7 @@ use chrono::NaiveDateTime;
 use crate::repo::usage::{UsageCounts, UsageKey, UsageSums};
 
 /// The columns of a [`UsageKey`] other than the model: hour, group, key, access key.
-type RowIds = (NaiveDateTime, i64, i64, i64);
+pub(super) type RowIds = (NaiveDateTime, i64, i64, i64);
 
 /// Usage sums by `usage_hourly` row, taken as [`UsageCounts`] for a write.
 #[derive(Debug, Default)]
