@@ -13,6 +13,8 @@
 
 pub(crate) mod batch;
 pub(crate) mod schema;
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite;
 
 use std::{fmt, path::Path, time::Duration};
 
@@ -41,7 +43,7 @@ pub(crate) const MYSQL_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../mi
 #[derive(Clone)]
 pub(crate) enum Db {
     #[cfg(feature = "sqlite")]
-    Sqlite(Pool<SqliteConn>),
+    Sqlite(sqlite::SqlitePool),
     #[cfg(feature = "postgres")]
     Postgres(Pool<AsyncPgConnection>),
     #[cfg(feature = "mysql")]
@@ -167,24 +169,14 @@ impl Db {
             .to_str()
             .ok_or_else(|| connect_error("the path is not valid UTF-8".to_owned()))?
             .to_owned();
-        // WAL lets readers proceed while the log writer commits; the busy timeout makes a
-        // second writer wait instead of failing. An 8 MiB page cache per connection (SQLite's
-        // default is 2 MiB) keeps the log indexes' hot pages in memory under load instead of
-        // reading them back for every batch.
         let mut config = ManagerConfig::<SqliteConn>::default();
         config.custom_setup = Box::new(|url| {
             let url = url.to_owned();
             Box::pin(async move {
                 let mut conn = SqliteConn::establish(&url).await?;
-                conn.spawn_blocking(|c| {
-                    c.batch_execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-                         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
-                         PRAGMA cache_size = -8192;",
-                    )
-                })
-                .await
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+                conn.spawn_blocking(|c| c.batch_execute(sqlite::CONNECTION_SETUP))
+                    .await
+                    .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
                 Ok(conn)
             })
         });
@@ -197,7 +189,7 @@ impl Db {
             .map_err(|e| connect_error(e.to_string()))?;
         // Surface a bad path or a corrupt file now rather than on the first request.
         drop(pool.get().await.map_err(|e| connect_error(e.to_string()))?);
-        Ok(Self::Sqlite(pool))
+        Ok(Self::Sqlite(sqlite::SqlitePool::new(pool, path)))
     }
 
     /// Connects to PostgreSQL.
@@ -274,19 +266,27 @@ pub(crate) use backend_of;
 /// compiled once per backend, so a query written once works on all three.
 ///
 /// The second form takes one body for SQLite and one for the servers, for the few statements
-/// SQLite cannot run (multi-row `INSERT` through the async wrapper).
+/// SQLite cannot run (multi-row `INSERT` through the async wrapper); the third gives the SQLite
+/// body the [`sqlite::SqlitePool`] itself (its append connection) instead of a pooled connection.
 macro_rules! with_conn {
     ($db:expr, |$conn:ident| $body:expr) => {
         $crate::db::with_conn!($db, sqlite | $conn | $body, server | $conn | $body)
     };
-    ($db:expr, sqlite |$lite:ident| $lite_body:expr, server |$conn:ident| $body:expr) => {{
-        match $db {
-            #[cfg(feature = "sqlite")]
-            $crate::db::Db::Sqlite(pool) => {
+    ($db:expr, sqlite |$lite:ident| $lite_body:expr, server |$conn:ident| $body:expr) => {
+        $crate::db::with_conn!(
+            $db,
+            sqlite_pool | pool | {
                 let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;
                 let $lite = &mut *pooled;
                 $lite_body
-            }
+            },
+            server | $conn | $body
+        )
+    };
+    ($db:expr, sqlite_pool |$lite:ident| $lite_body:expr, server |$conn:ident| $body:expr) => {{
+        match $db {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Db::Sqlite($lite) => $lite_body,
             #[cfg(feature = "postgres")]
             $crate::db::Db::Postgres(pool) => {
                 let mut pooled = pool.get().await.map_err($crate::db::DbError::from)?;

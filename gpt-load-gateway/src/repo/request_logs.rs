@@ -68,11 +68,6 @@ approx_size! {
 /// Rows deleted per retention statement.
 const DELETE_BATCH: i64 = 5_000;
 
-/// Rows per SQLite statement: a batch goes in runs of this many rows and then row by row, so
-/// each of the two statements is prepared once per connection and reused (30 bind parameters
-/// a row, 1,920 a statement, well under SQLite's 32,766).
-const SQLITE_RUN: usize = 64;
-
 /// Inserts log rows in one transaction; returns how many.
 ///
 /// Takes the rows shared, because SQLite writes them on a blocking thread: the log writer keeps
@@ -83,25 +78,9 @@ pub(crate) async fn insert_many(db: &Db, rows: Arc<[RequestLogRow]>) -> Result<u
     }
     with_conn!(
         db,
-        // A local file: one blocking call (`db::sqlite_batch`) for the batch, in runs of
-        // prepared multi-row statements, since a log batch comes twice a request under load.
-        sqlite | conn | {
-            crate::db::sqlite_batch(conn, move |conn| {
-                let mut inserted = 0;
-                let mut runs = rows.chunks_exact(SQLITE_RUN);
-                for run in &mut runs {
-                    let run: &[RequestLogRow; SQLITE_RUN] = run.try_into().expect("exact chunks");
-                    let insert = diesel::insert_into(request_logs::table).values(run);
-                    inserted += diesel::RunQueryDsl::execute(insert, conn)?;
-                }
-                for row in runs.remainder() {
-                    let insert = diesel::insert_into(request_logs::table).values(row);
-                    inserted += diesel::RunQueryDsl::execute(insert, conn)?;
-                }
-                Ok(inserted)
-            })
-            .await
-        },
+        // A local file: the batch crosses to a blocking thread once, and each row is bound by
+        // position to one prepared statement on the append connection (see `db::sqlite`).
+        sqlite_pool | sqlite | { sqlite.append(move |tx| sqlite_append(tx, &rows)).await },
         server | conn | {
             conn.transaction(async |conn| {
                 let mut inserted = 0;
@@ -116,6 +95,71 @@ pub(crate) async fn insert_many(db: &Db, rows: Arc<[RequestLogRow]>) -> Result<u
             .await
         }
     )
+}
+
+/// The statement a row is appended with on SQLite: every column, in [`RequestLogRow`]'s order.
+#[cfg(feature = "sqlite")]
+const SQLITE_INSERT: &str = "INSERT INTO request_logs (id, timestamp, group_id, group_name, \
+     parent_group_id, parent_group_name, key_value, key_hash, model, is_success, source_ip, \
+     status_code, request_path, duration, error_message, user_agent, request_type, \
+     upstream_addr, is_stream, request_body, key_id, attempt, ttfb_ms, request_id, \
+     prompt_tokens, completion_tokens, cached_tokens, reasoning_tokens, total_tokens, \
+     access_key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+     ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
+
+/// How diesel writes a `Timestamp` on SQLite (text, compared as text): rows appended here must
+/// sort and filter exactly like rows diesel wrote.
+#[cfg(feature = "sqlite")]
+const SQLITE_TIMESTAMP: &str = "%F %T%.f";
+
+#[cfg(feature = "sqlite")]
+fn sqlite_append(tx: &rusqlite::Transaction<'_>, rows: &[RequestLogRow]) -> rusqlite::Result<usize> {
+    use std::fmt::Write as _;
+
+    let mut insert = tx.prepare_cached(SQLITE_INSERT)?;
+    let mut timestamp = String::with_capacity(32);
+    let mut inserted = 0;
+    for row in rows {
+        timestamp.clear();
+        write!(timestamp, "{}", row.timestamp.format(SQLITE_TIMESTAMP)).expect("a String takes any write");
+        // Named in full: diesel's `RunQueryDsl::execute` is in scope here too.
+        inserted += rusqlite::Statement::execute(
+            &mut insert,
+            rusqlite::params![
+                row.id,
+                timestamp,
+                row.group_id,
+                row.group_name,
+                row.parent_group_id,
+                row.parent_group_name,
+                row.key_value,
+                row.key_hash,
+                row.model,
+                row.is_success,
+                row.source_ip,
+                row.status_code,
+                row.request_path,
+                row.duration,
+                row.error_message,
+                row.user_agent,
+                &*row.request_type,
+                row.upstream_addr,
+                row.is_stream,
+                row.request_body,
+                row.key_id,
+                row.attempt,
+                row.ttfb_ms,
+                row.request_id,
+                row.prompt_tokens,
+                row.completion_tokens,
+                row.cached_tokens,
+                row.reasoning_tokens,
+                row.total_tokens,
+                row.access_key_id,
+            ],
+        )?;
+    }
+    Ok(inserted)
 }
 
 /// Deletes the rows older than `cutoff` (retention); returns how many.
@@ -409,8 +453,67 @@ pub(crate) mod tests {
             let fresh = |i: i64| log(&format!("10000000-0000-4000-8000-{i:012}"), at(i));
             let mut batch: Vec<_> = (0..600).map(fresh).collect();
             batch.push(rows[0].clone());
-            assert!(insert_many(db, batch.into()).await.is_err(), "{backend}");
+            // As a duplicate: the log writer takes it for an earlier attempt that committed.
+            let err = insert_many(db, batch.into()).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    DbError::Query(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _
+                    ))
+                ),
+                "{backend}: {err:?}"
+            );
             assert_eq!(list_recent(db, 5_000).await.unwrap().len(), 1_203, "{backend}");
+        }
+    }
+
+    /// Rows at `ts`, or after it when `after`.
+    async fn count_at(db: &Db, ts: NaiveDateTime, after: bool) -> Result<i64, DbError> {
+        with_conn!(db, |conn| {
+            let rows = request_logs::table.into_boxed();
+            let rows = if after {
+                rows.filter(request_logs::timestamp.gt(ts))
+            } else {
+                rows.filter(request_logs::timestamp.eq(ts))
+            };
+            Ok(rows.count().get_result(conn).await?)
+        })
+    }
+
+    /// SQLite compares timestamps as text, and appends bypass diesel: a row must be found by
+    /// the instant it was written with, whatever its fraction of a second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_are_found_by_the_instant_they_were_written_with() {
+        for t in TestDb::all("rows_are_found_by_the_instant_they_were_written_with").await {
+            let db = &t.db;
+            let backend = db.backend();
+            let second = NaiveDate::from_ymd_opt(2026, 12, 6)
+                .and_then(|d| d.and_hms_opt(9, 5, 7))
+                .expect("valid date");
+            let instants = [
+                second,
+                second + TimeDelta::milliseconds(120),
+                second + TimeDelta::microseconds(123_456),
+                second + TimeDelta::microseconds(1),
+            ];
+            let rows: Vec<_> = instants
+                .iter()
+                .enumerate()
+                .map(|(i, &ts)| log(&format!("20000000-0000-4000-8000-{i:012}"), ts))
+                .collect();
+            insert_many(db, rows.into()).await.unwrap();
+            for ts in instants {
+                assert_eq!(count_at(db, ts, false).await.unwrap(), 1, "{backend}: {ts}");
+            }
+            let later = count_at(db, second + TimeDelta::microseconds(1), true)
+                .await
+                .unwrap();
+            assert_eq!(
+                later, 2,
+                "{backend}: ordered as instants, not as text of uneven length"
+            );
         }
     }
 
