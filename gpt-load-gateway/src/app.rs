@@ -322,8 +322,8 @@ fn spawn_log_writer(
     };
     let key_columns = {
         let (pool, cipher) = (registry.pool().clone(), registry.cipher().clone());
-        Arc::new(move |id: KeyId| {
-            let slot = pool.groups().iter().find_map(|g| pool.get(g.as_str(), id))?;
+        Arc::new(move |group: &str, id: KeyId| {
+            let slot = pool.get(group, id)?;
             let plain = slot.secret().expose();
             Some((cipher.encrypt(plain), cipher.hash(plain)))
         }) as jobs::log_writer::KeyColumns

@@ -81,7 +81,7 @@
 //! `gpt_load_log_records_dropped_total`.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     fmt,
     future::Future,
     pin::Pin,
@@ -122,8 +122,14 @@ pub(crate) const WRITE_BATCH_SECONDS: &str = "gpt_load_db_write_batch_seconds";
 
 /// Maps a group name to its id.
 pub(crate) type GroupIds = Arc<dyn Fn(&str) -> Option<i64> + Send + Sync>;
-/// Maps a key id to its stored `key_value` (encrypted when encryption is on) and `key_hash`.
-pub(crate) type KeyColumns = Arc<dyn Fn(KeyId) -> Option<(String, String)> + Send + Sync>;
+/// Maps a key of a group to its stored `key_value` (encrypted when encryption is on) and
+/// `key_hash`. The writer remembers the answers (see [`KEY_COLUMNS_CACHED`]).
+pub(crate) type KeyColumns = Arc<dyn Fn(&str, KeyId) -> Option<(String, String)> + Send + Sync>;
+
+/// Most keys whose log columns the writer remembers: a key's value and hash never change, and
+/// computing them (a hash, and a seal when encryption is on) for every record cost more than
+/// the rest of a record's conversion. Past this many the memory starts over.
+const KEY_COLUMNS_CACHED: usize = 4_096;
 
 /// Where the writer puts rows: the database, or a test double.
 pub(crate) trait LogStore: Send + Sync + 'static {
@@ -407,6 +413,8 @@ struct State {
     config: WriterConfig,
     group_ids: GroupIds,
     key_columns: KeyColumns,
+    /// The columns of the keys seen lately (see [`KEY_COLUMNS_CACHED`]).
+    known_keys: HashMap<KeyId, (String, String)>,
     /// Converted records waiting for a write, oldest first.
     pending: VecDeque<RequestLogRow>,
     /// When the oldest record not yet taken into a batch arrived.
@@ -432,6 +440,7 @@ impl State {
             config,
             group_ids,
             key_columns,
+            known_keys: HashMap::new(),
             pending: VecDeque::new(),
             pending_since: None,
             counts: BTreeMap::new(),
@@ -449,9 +458,26 @@ impl State {
         self.pending.is_empty() && self.counts.is_empty() && self.usage.is_empty() && self.failed.is_none()
     }
 
+    /// `key_value` and `key_hash` of a key, remembered.
+    fn key_columns_of(&mut self, group: &str, id: KeyId) -> Option<(String, String)> {
+        if let Some(known) = self.known_keys.get(&id) {
+            return Some(known.clone());
+        }
+        let columns = (self.key_columns)(group, id)?;
+        if self.known_keys.len() >= KEY_COLUMNS_CACHED {
+            self.known_keys.clear();
+        }
+        self.known_keys.insert(id, columns.clone());
+        Some(columns)
+    }
+
     fn accept(&mut self, record: RequestRecord) {
         let is_final = record.request_type == RequestType::Final;
-        let row = to_row(record, &*self.group_ids, &*self.key_columns);
+        let key = record
+            .key_id
+            .and_then(|id| self.key_columns_of(record.group.as_ref(), id))
+            .unwrap_or_default();
+        let row = to_row(record, &*self.group_ids, key);
         if row.group_id != 0 {
             self.usage.add(usage_row(&row), &row.model, &usage_of(&row));
             self.usage_since.get_or_insert_with(Instant::now);
@@ -722,18 +748,17 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 // ===== records to rows =====
 
-/// The row for one record. Text is clipped to its column (in bytes, on a character boundary,
-/// which also keeps it within `VARCHAR(n)` characters) and stripped of NUL characters, which
-/// PostgreSQL refuses.
+/// The row for one record, with its key's stored value and hash (empty without a key). Text is
+/// clipped to its column (in bytes, on a character boundary, which also keeps it within
+/// `VARCHAR(n)` characters) and stripped of NUL characters, which PostgreSQL refuses.
 fn to_row(
     record: RequestRecord,
     group_ids: &(dyn Fn(&str) -> Option<i64> + Send + Sync),
-    key_columns: &(dyn Fn(KeyId) -> Option<(String, String)> + Send + Sync),
+    (key_value, key_hash): (String, String),
 ) -> RequestLogRow {
     let text = |value: Option<String>, limit: usize| value.map_or_else(String::new, |v| clip(v, limit));
     let group: &str = record.group.as_ref();
     let parent = record.parent_group.as_ref().map(AsRef::<str>::as_ref);
-    let (key_value, key_hash) = record.key_id.and_then(key_columns).unwrap_or_default();
     let usage = record.usage;
     RequestLogRow {
         // Time-ordered (v7): new rows append to the primary-key index instead of landing on a

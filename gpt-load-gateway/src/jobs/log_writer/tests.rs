@@ -70,7 +70,9 @@ fn group_ids() -> GroupIds {
 }
 
 fn key_columns() -> KeyColumns {
-    Arc::new(|id: KeyId| (id == KeyId(11)).then(|| ("v1:stored-key".to_owned(), "hash-11".to_owned())))
+    Arc::new(|group: &str, id: KeyId| {
+        (group == "sub" && id == KeyId(11)).then(|| ("v1:stored-key".to_owned(), "hash-11".to_owned()))
+    })
 }
 
 /// Limits for tests: no flush by time unless a test asks, and quick retries.
@@ -827,6 +829,55 @@ async fn a_changed_write_interval_applies_to_the_waiting_records() {
     assert_eq!(store.written(), 2);
     drop(sink);
     assert_eq!(stopped(writer).await.written, 2);
+}
+
+#[tokio::test]
+async fn a_keys_columns_are_computed_once_and_the_memory_of_them_is_bounded() {
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let columns: KeyColumns = {
+        let asked = asked.clone();
+        Arc::new(move |group: &str, id: KeyId| {
+            asked.fetch_add(1, Ordering::Relaxed);
+            (group == "sub").then(|| (format!("v1:key-{}", id.0), format!("hash-{}", id.0)))
+        })
+    };
+    let mut state = State::new(config(), group_ids(), columns);
+    let base = sample().await;
+    let with_key = |id: u64| {
+        let mut record = base.clone();
+        record.key_id = Some(KeyId(id));
+        record
+    };
+    for _ in 0..3 {
+        state.accept(with_key(11));
+    }
+    assert_eq!(
+        asked.load(Ordering::Relaxed),
+        1,
+        "asked once for three records of key 11"
+    );
+    let rows: Vec<_> = state
+        .pending
+        .iter()
+        .map(|r| (r.key_value.as_str(), r.key_hash.as_str()))
+        .collect();
+    assert_eq!(rows, [("v1:key-11", "hash-11"); 3]);
+
+    // A key the group does not have is asked for again (it may be added), and logged without.
+    let mut elsewhere = with_key(12);
+    elsewhere.group = GroupName::new("gone");
+    state.accept(elsewhere.clone());
+    state.accept(elsewhere);
+    assert_eq!(asked.load(Ordering::Relaxed), 3);
+    assert_eq!(state.pending.back().map(|r| r.key_value.as_str()), Some(""));
+
+    for id in 0..(KEY_COLUMNS_CACHED as u64 + 10) {
+        assert_eq!(
+            state.key_columns_of("sub", KeyId(1_000 + id)).unwrap().1,
+            format!("hash-{}", 1_000 + id)
+        );
+    }
+    assert!(state.known_keys.len() <= KEY_COLUMNS_CACHED);
 }
 
 #[test]
