@@ -78,7 +78,13 @@ use crate::{
 
 /// The keys among `rows` with limits of their own, by group id.
 fn own_limits(rows: &[key_rows::StoredKey]) -> HashMap<i64, HashMap<KeyId, KeyLimitOverride>> {
-    let mut by_group: HashMap<i64, HashMap<KeyId, KeyLimitOverride>> = HashMap::new();
+    let mut by_group = HashMap::new();
+    add_own_limits(&mut by_group, rows);
+    by_group
+}
+
+/// Adds the own limits of `rows` to `by_group` (see [`own_limits`]).
+fn add_own_limits(by_group: &mut HashMap<i64, HashMap<KeyId, KeyLimitOverride>>, rows: &[key_rows::StoredKey]) {
     for (row, lifecycle) in rows {
         if let Some(own) = KeyLimitOverride::parse(lifecycle.key_limits.as_deref(), row.id) {
             by_group
@@ -87,7 +93,6 @@ fn own_limits(rows: &[key_rows::StoredKey]) -> HashMap<i64, HashMap<KeyId, KeyLi
                 .insert(KeyId(row.id as u64), own);
         }
     }
-    by_group
 }
 
 /// What [`Registry::load_all`] found.
@@ -311,18 +316,27 @@ impl Registry {
         let _write = self.inner.write.lock().await;
         let rows = group_rows::list(self.db()).await?;
         let links = group_rows::sub_group_links(self.db()).await?;
-        let key_rows = key_rows::list_stored(self.db(), None).await?;
         let attached = policy_rows::attached(self.db(), None).await?;
         let access = access_rows::list(self.db()).await?;
         let mut summary = LoadSummary::default();
+        // A page of rows at a time: the rows of every key at once took more memory than the
+        // pool they fill, and the allocator kept it after they were dropped.
         let mut slots: HashMap<i64, Vec<KeySlot>> = HashMap::new();
-        for stored in &key_rows {
-            match keys::slot_of_row(stored, self.cipher()) {
-                Some(slot) => {
-                    slots.entry(stored.0.group_id).or_default().push(slot);
-                    summary.keys += 1;
+        let mut key_limits = HashMap::new();
+        let mut after = 0;
+        loop {
+            let page = key_rows::list_stored_page(self.db(), None, after, key_rows::STORED_PAGE).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = last.id;
+            add_own_limits(&mut key_limits, &page);
+            for stored in &page {
+                match keys::slot_of_row(stored, self.cipher()) {
+                    Some(slot) => {
+                        slots.entry(stored.0.group_id).or_default().push(slot);
+                        summary.keys += 1;
+                    }
+                    None => summary.undecryptable += 1,
                 }
-                None => summary.undecryptable += 1,
             }
         }
         let settings = self.settings().current();
@@ -330,7 +344,7 @@ impl Registry {
         let mut fresh = State {
             groups: HashMap::new(),
             links,
-            key_limits: own_limits(&key_rows),
+            key_limits,
         };
         for row in &rows {
             match Group::from_row(row, self.cipher()) {

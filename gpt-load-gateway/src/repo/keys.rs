@@ -44,12 +44,36 @@ pub(crate) async fn list_by_group(db: &Db, group_id: i64) -> Result<Vec<ApiKeyRo
 /// A stored key with its lifecycle columns.
 pub(crate) type StoredKey = (ApiKeyRow, KeyLifecycleRow);
 
-/// Keys with their lifecycle, for loading the pool: every key (ordered by group, then id), or
-/// one group's (by id).
+/// Keys with their lifecycle, for loading the pool: every key, or one group's, by id.
 pub(crate) async fn list_stored(db: &Db, group_id: Option<i64>) -> Result<Vec<StoredKey>, DbError> {
+    let mut all = Vec::new();
+    loop {
+        let after = all.last().map_or(0, |(row, _): &StoredKey| row.id);
+        let page = list_stored_page(db, group_id, after, STORED_PAGE).await?;
+        let last_page = page.len() < STORED_PAGE as usize;
+        all.extend(page);
+        if last_page {
+            return Ok(all);
+        }
+    }
+}
+
+/// Rows per read of [`list_stored`] and [`list_stored_page`]'s usual size.
+pub(crate) const STORED_PAGE: i64 = 10_000;
+
+/// Up to `limit` keys with their lifecycle (all, or one group's) with ids above `after_id`, by
+/// id: loading a million keys a page at a time keeps the rows in memory at one page.
+pub(crate) async fn list_stored_page(
+    db: &Db,
+    group_id: Option<i64>,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<StoredKey>, DbError> {
     with_conn!(db, |conn| {
         let mut query = api_keys::table
-            .order((api_keys::group_id, api_keys::id))
+            .filter(api_keys::id.gt(after_id))
+            .order(api_keys::id)
+            .limit(limit)
             .select((ApiKeyRow::as_select(), KeyLifecycleRow::as_select()))
             .into_boxed();
         filter_some!(query, group_id, |id| api_keys::group_id.eq(id));
