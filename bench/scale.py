@@ -10,7 +10,8 @@ and measures what an operator sizing a machine for such a pool asks:
 - the keys page: the first page, a page near the end, and an exact key search, each timed over
   SCALE_REPEAT requests (p50 and p95), through the admin API as the console calls it.
 
-Prints a Markdown table. Loopback only; stops everything it started. Knobs: SCALE_REPEAT (20).
+Prints a Markdown table. Loopback only; stops everything it started. Knobs: SCALE_REPEAT (20);
+SCALE_KEEP=1 keeps the data directory (its path is printed) to profile start-up against it.
 """
 
 import json
@@ -165,7 +166,10 @@ def main():
                      f"{exact_p50:.0f} / {exact_p95:.0f} ms", "≤ 50 ms"))
     finally:
         gateway.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("SCALE_KEEP") == "1":
+            print(f"data directory kept: {work} (AUTH_KEY {gateway.admin_key})", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
     print(f"| figure ({count:,} keys, SQLite, release build) | measured | target |")
     print("|---|---|---|")

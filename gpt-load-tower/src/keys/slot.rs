@@ -297,7 +297,11 @@ impl KeySlot {
     /// so far keeps counting under the new ones; removing every limit drops the counters.
     pub(super) fn set_limits(&self, limits: KeyLimits) {
         if limits.is_none() {
-            self.limiter.store(None);
+            // A store settles every reader's debt on the swap, which a group of a million keys
+            // without limits would pay a million times per change of its membership.
+            if self.limiter.load().is_some() {
+                self.limiter.store(None);
+            }
         } else if let Some(limiter) = self.limiter.load().as_ref() {
             limiter.set(limits);
         } else {
