@@ -13,7 +13,7 @@ use chrono::NaiveDateTime;
 use crate::{
     crypto::KeyCipher,
     models::{KeyStatus, now},
-    repo::keys::StoredKey,
+    repo::keys::PoolKey,
 };
 
 impl KeyStatus {
@@ -56,7 +56,7 @@ pub(crate) fn stored_state(status: &str, lifecycle_state: &str) -> KeyState {
 /// wrong `ENCRYPTION_KEY`). gpt-load's `status` decides whether it is usable; whether it is
 /// still pending, a cool-down still running, the backoff level and the key's history come from
 /// the lifecycle columns.
-pub(crate) fn slot_of_row((row, lifecycle): &StoredKey, cipher: &KeyCipher) -> Option<KeySlot> {
+pub(crate) fn slot_of_row((row, lifecycle): &PoolKey, cipher: &KeyCipher) -> Option<KeySlot> {
     let plain = cipher.decrypt(&row.key_value).ok()?;
     let rest = lifecycle
         .cooling_until

@@ -77,14 +77,14 @@ use crate::{
 };
 
 /// The keys among `rows` with limits of their own, by group id.
-fn own_limits(rows: &[key_rows::StoredKey]) -> HashMap<i64, HashMap<KeyId, KeyLimitOverride>> {
+fn own_limits(rows: &[key_rows::PoolKey]) -> HashMap<i64, HashMap<KeyId, KeyLimitOverride>> {
     let mut by_group = HashMap::new();
     add_own_limits(&mut by_group, rows);
     by_group
 }
 
 /// Adds the own limits of `rows` to `by_group` (see [`own_limits`]).
-fn add_own_limits(by_group: &mut HashMap<i64, HashMap<KeyId, KeyLimitOverride>>, rows: &[key_rows::StoredKey]) {
+fn add_own_limits(by_group: &mut HashMap<i64, HashMap<KeyId, KeyLimitOverride>>, rows: &[key_rows::PoolKey]) {
     for (row, lifecycle) in rows {
         if let Some(own) = KeyLimitOverride::parse(lifecycle.key_limits.as_deref(), row.id) {
             by_group
@@ -325,7 +325,7 @@ impl Registry {
         let mut key_limits = HashMap::new();
         let mut after = 0;
         loop {
-            let page = key_rows::list_stored_page(self.db(), None, after, key_rows::STORED_PAGE).await?;
+            let page = key_rows::pool_keys_page(self.db(), None, after, key_rows::POOL_PAGE).await?;
             let Some((last, _)) = page.last() else { break };
             after = last.id;
             add_own_limits(&mut key_limits, &page);
@@ -429,7 +429,7 @@ impl Registry {
         let known = self.state().groups.contains_key(&id);
         let stored_keys = match &row {
             Some(row) if !known && GroupKind::of_row(row) == GroupKind::Standard => {
-                key_rows::list_stored(self.db(), Some(id)).await?
+                key_rows::pool_keys(self.db(), id).await?
             }
             _ => Vec::new(),
         };
@@ -498,7 +498,7 @@ impl Registry {
         let Some(group) = self.group(group_id).filter(|g| !g.is_aggregate()) else {
             return Ok(());
         };
-        let rows = key_rows::list_stored(self.db(), Some(group_id)).await?;
+        let rows = key_rows::pool_keys(self.db(), group_id).await?;
         let name = group.name.as_str();
         let live: HashMap<KeyId, KeyState> = self
             .pool()

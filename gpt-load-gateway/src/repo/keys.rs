@@ -44,13 +44,43 @@ pub(crate) async fn list_by_group(db: &Db, group_id: i64) -> Result<Vec<ApiKeyRo
 /// A stored key with its lifecycle columns.
 pub(crate) type StoredKey = (ApiKeyRow, KeyLifecycleRow);
 
-/// Keys with their lifecycle, for loading the pool: every key, or one group's, by id.
+/// Keys with every column and their lifecycle: every key, or one group's, by id.
 pub(crate) async fn list_stored(db: &Db, group_id: Option<i64>) -> Result<Vec<StoredKey>, DbError> {
+    with_conn!(db, |conn| {
+        let mut query = api_keys::table
+            .order(api_keys::id)
+            .select((ApiKeyRow::as_select(), KeyLifecycleRow::as_select()))
+            .into_boxed();
+        filter_some!(query, group_id, |id| api_keys::group_id.eq(id));
+        Ok(query.load(conn).await?)
+    })
+}
+
+/// The columns a key enters the pool with: none of gpt-load's notes, hash, counters or times,
+/// which a million rows would read and parse for nothing at start.
+#[derive(Clone, Debug, Queryable, Selectable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct PoolKeyRow {
+    pub(crate) id: i64,
+    pub(crate) key_value: String,
+    pub(crate) group_id: i64,
+    pub(crate) status: String,
+    pub(crate) failure_count: i64,
+}
+
+/// A key as the pool loads it, with its lifecycle.
+pub(crate) type PoolKey = (PoolKeyRow, KeyLifecycleRow);
+
+/// Rows per read of [`pool_keys`] and [`pool_keys_page`]'s usual size.
+pub(crate) const POOL_PAGE: i64 = 10_000;
+
+/// Every key of one group as the pool loads it, by id, read [`POOL_PAGE`] rows at a time.
+pub(crate) async fn pool_keys(db: &Db, group_id: i64) -> Result<Vec<PoolKey>, DbError> {
     let mut all = Vec::new();
     loop {
-        let after = all.last().map_or(0, |(row, _): &StoredKey| row.id);
-        let page = list_stored_page(db, group_id, after, STORED_PAGE).await?;
-        let last_page = page.len() < STORED_PAGE as usize;
+        let after = all.last().map_or(0, |(row, _): &PoolKey| row.id);
+        let page = pool_keys_page(db, Some(group_id), after, POOL_PAGE).await?;
+        let last_page = page.len() < POOL_PAGE as usize;
         all.extend(page);
         if last_page {
             return Ok(all);
@@ -58,23 +88,20 @@ pub(crate) async fn list_stored(db: &Db, group_id: Option<i64>) -> Result<Vec<St
     }
 }
 
-/// Rows per read of [`list_stored`] and [`list_stored_page`]'s usual size.
-pub(crate) const STORED_PAGE: i64 = 10_000;
-
-/// Up to `limit` keys with their lifecycle (all, or one group's) with ids above `after_id`, by
-/// id: loading a million keys a page at a time keeps the rows in memory at one page.
-pub(crate) async fn list_stored_page(
+/// Up to `limit` keys as the pool loads them (all, or one group's) with ids above `after_id`,
+/// by id: loading a million keys a page at a time keeps the rows in memory at one page.
+pub(crate) async fn pool_keys_page(
     db: &Db,
     group_id: Option<i64>,
     after_id: i64,
     limit: i64,
-) -> Result<Vec<StoredKey>, DbError> {
+) -> Result<Vec<PoolKey>, DbError> {
     with_conn!(db, |conn| {
         let mut query = api_keys::table
             .filter(api_keys::id.gt(after_id))
             .order(api_keys::id)
             .limit(limit)
-            .select((ApiKeyRow::as_select(), KeyLifecycleRow::as_select()))
+            .select((PoolKeyRow::as_select(), KeyLifecycleRow::as_select()))
             .into_boxed();
         filter_some!(query, group_id, |id| api_keys::group_id.eq(id));
         Ok(query.load(conn).await?)

@@ -181,6 +181,45 @@ async fn groups_and_keys_round_trip() {
             "{backend}: new keys start active with no history"
         );
 
+        // The pool reads the same keys a page at a time, by id, with the lifecycle columns.
+        let pooled = keys::pool_keys(db, group.id).await.unwrap();
+        let ids = |rows: &[keys::PoolKey]| rows.iter().map(|(row, _)| row.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&pooled),
+            stored.iter().map(|(row, _)| row.id).collect::<Vec<_>>()
+        );
+        assert_eq!(pooled[0].1, stored[0].1, "{backend}");
+        assert_eq!(
+            (
+                pooled[0].0.status.as_str(),
+                pooled[0].0.failure_count,
+                pooled[0].0.key_value.as_str()
+            ),
+            ("invalid", 3, stored[0].0.key_value.as_str())
+        );
+        let mut paged = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let after = paged.last().map_or(0, |(row, _): &keys::PoolKey| row.id);
+            let page = keys::pool_keys_page(db, Some(group.id), after, 1_000)
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            sizes.push(page.len());
+            paged.extend(page);
+        }
+        assert_eq!(sizes, [1_000, 1_000, 500], "{backend}");
+        assert_eq!(ids(&paged), ids(&pooled), "{backend}");
+        assert!(
+            keys::pool_keys_page(db, Some(group.id + 1), 0, 1_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{backend}: another group's page"
+        );
+
         assert!(groups::delete(db, group.id).await.unwrap());
         assert!(
             keys::list_stored(db, None).await.unwrap().is_empty(),
