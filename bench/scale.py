@@ -60,12 +60,14 @@ class Gateway:
         self.binary, self.data, self.admin_key = binary, data, admin_key
         self.process = None
         self.base = None
+        # Extra environment (a `DATABASE_DSN`, say).
+        self.env = {}
 
     def start(self):
         """Starts the gateway; seconds until it answers `/health/ready`."""
         port = free_port()
         env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), AUTH_KEY=self.admin_key,
-                   DATA_DIR=self.data, LOG_LEVEL="warn")
+                   DATA_DIR=self.data, LOG_LEVEL="warn", **self.env)
         log = open(os.path.join(self.data, "gateway.log"), "a")
         began = time.monotonic()
         self.process = subprocess.Popen([self.binary], cwd=self.data, env=env, stdout=log,
