@@ -252,12 +252,18 @@ pub(crate) struct KeyFilter<'a> {
     pub(crate) hash: Option<&'a str>,
 }
 
+/// `group_id = group_id` written so that no index can serve it (`group_id + 0`), for queries that
+/// also name a key's hash: SQLite has no statistics unless `ANALYZE` ran, and without them its
+/// planner prefers the group's index, a walk of the whole group, to the hash's.
+fn in_group_unindexed(group_id: i64) -> diesel::dsl::Eq<diesel::dsl::Add<api_keys::group_id, i64>, i64> {
+    (api_keys::group_id + 0_i64).eq(group_id)
+}
+
 /// The filtered keys as a boxed query (the backend is inferred from the connection).
 ///
 /// An exact key is found through its hash's index alone: its other conditions are written so
-/// that no index serves them (`group_id + 0`, `status || ''`). Without statistics SQLite's
-/// planner otherwise walks the group's whole index instead, 186 ms at a million keys where the
-/// hash's index answers at once.
+/// that no index serves them ([`in_group_unindexed`], `status || ''`); otherwise SQLite walked
+/// the group's whole index, 186 ms at a million keys where the hash's index answers at once.
 macro_rules! filtered_keys {
     ($filter:expr) => {{
         let filter: &KeyFilter<'_> = $filter;
@@ -266,7 +272,7 @@ macro_rules! filtered_keys {
             Some(hash) => {
                 query = query
                     .filter(api_keys::key_hash.eq(hash))
-                    .filter((api_keys::group_id + 0_i64).eq(filter.group_id));
+                    .filter(in_group_unindexed(filter.group_id));
                 filter_some!(query, filter.status, |status| api_keys::status
                     .concat("")
                     .eq(status));
@@ -389,10 +395,10 @@ macro_rules! ids_of_hashes {
         let mut found: Vec<(i64, String)> = Vec::new();
         for chunk in $hashes.chunks(LOOKUP_CHUNK) {
             found.extend(
-                // Through the hash's index alone (see `filtered_keys!`).
+                // Through the hash's index alone.
                 api_keys::table
                     .filter(api_keys::key_hash.eq_any(chunk))
-                    .filter((api_keys::group_id + 0_i64).eq($group_id))
+                    .filter(in_group_unindexed($group_id))
                     .select((api_keys::id, api_keys::key_hash))
                     .load::<(i64, String)>($conn)
                     .await?,
@@ -427,7 +433,7 @@ pub(crate) async fn add_new_to_group(
                     // chunk costs the same in a group of ten keys or of a million.
                     let known = api_keys::table
                         .filter(api_keys::key_hash.eq(&key.hash))
-                        .filter((api_keys::group_id + 0_i64).eq(group_id))
+                        .filter(in_group_unindexed(group_id))
                         .select(api_keys::id);
                     if Sync::first::<i64>(known, conn).optional()?.is_some() {
                         continue;
@@ -682,7 +688,7 @@ mod plans {
         let hashes = ["0123", "4567"];
         let lookup = api_keys::table
             .filter(api_keys::key_hash.eq_any(hashes))
-            .filter((api_keys::group_id + 0_i64).eq(1))
+            .filter(in_group_unindexed(1))
             .select(api_keys::id);
         let lookup = plan(&t.db, diesel::debug_query::<Sqlite, _>(&lookup).to_string()).await;
         assert!(lookup.contains("idx_api_keys_key_hash"), "{lookup}");
