@@ -33,12 +33,11 @@ MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "o3-mini", "claude-sonnet-4", "gem
 KEYS = 2_000
 
 # One row per `i`; `i` also picks its second in the last DAYS days (newest first), its group,
-# model, key and outcome. Written once for both databases: `{now}` is the SQL for the current
-# time in seconds since the epoch, `{ts}` turns seconds since the epoch into a timestamp,
-# `{hexkey}` the key's hash from its number.
+# model, key and outcome. Written once for both databases: `{timestamp}` is the SQL for the
+# row's time, `{hexkey}` the key's hash from its number.
 ROW = """
   '{prefix}' || {i},
-  {ts}({now} - ({i} * {span}) / {rows}),
+  {timestamp},
   1 + {i} % {groups}, 'group-' || (1 + {i} % {groups}), 0, '',
   'sk-scale-' || ({i} % {keys}), {hexkey}, {model},
   CASE WHEN {i} % 25 = 0 THEN {false} ELSE {true} END,
@@ -66,12 +65,10 @@ def model_case(i):
 
 def sqlite_script(rows):
     i = "i"
-    row = ROW.format(prefix="log-", i=i, ts="datetime", now="unixepoch('now')", span=DAYS * 86400,
-                     rows=rows, groups=GROUPS, keys=KEYS, model=model_case(i),
+    seconds_ago = f"({i} * {DAYS * 86400}) / {rows}"
+    row = ROW.format(prefix="log-", i=i, groups=GROUPS, keys=KEYS, model=model_case(i),
+                     timestamp=f"datetime(unixepoch('now') - {seconds_ago}, 'unixepoch')",
                      hexkey=f"printf('%064x', {i} % {KEYS})", true="1", false="0")
-    # `datetime(x, 'unixepoch')` needs the modifier: patch the generated call.
-    row = row.replace(f"datetime(unixepoch('now') - ({i} * {DAYS * 86400}) / {rows})",
-                      f"datetime(unixepoch('now') - ({i} * {DAYS * 86400}) / {rows}, 'unixepoch')")
     return f"""
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = OFF;
@@ -86,11 +83,10 @@ COMMIT;
 
 def postgres_script(rows):
     i = "i"
-    row = ROW.format(prefix="log-", i=i, ts="to_timestamp", now="extract(epoch from now())::bigint",
-                     span=DAYS * 86400, rows=rows, groups=GROUPS, keys=KEYS, model=model_case(i),
+    seconds_ago = f"({i}::bigint * {DAYS * 86400}) / {rows}"
+    row = ROW.format(prefix="log-", i=i, groups=GROUPS, keys=KEYS, model=model_case(i),
+                     timestamp=f"now() AT TIME ZONE 'UTC' - make_interval(secs => {seconds_ago})",
                      hexkey=f"lpad(to_hex({i} % {KEYS}), 64, '0')", true="true", false="false")
-    row = row.replace(f"to_timestamp(extract(epoch from now())::bigint - ({i} * {DAYS * 86400}) / {rows})",
-                      f"(to_timestamp(extract(epoch from now())::bigint - ({i}::bigint * {DAYS * 86400}) / {rows}) AT TIME ZONE 'UTC')")
     return f"""
 SET synchronous_commit = off;
 BEGIN;
