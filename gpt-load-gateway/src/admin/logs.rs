@@ -189,7 +189,8 @@ impl LogItem {
     }
 }
 
-/// The matching request logs, newest first, one page; key values decrypted.
+/// The matching request logs, newest first, one page; key values decrypted. The pager counts at
+/// most 10,000 matches past the page (`total_capped` says when there are more).
 #[utoipa::path(get, path = "/logs", tag = "logs", params(LogQuery),
     responses((status = 200, body = Envelope<Page<LogItem>>)))]
 pub(crate) async fn list_logs(
@@ -198,7 +199,7 @@ pub(crate) async fn list_logs(
 ) -> Reply<Page<LogItem>> {
     let filter = query.filter(state.registry.cipher())?;
     let page = query.page()?;
-    let (rows, total) =
+    let (rows, count) =
         request_logs::list_filtered(state.registry.db(), &filter, page.offset(), page.page_size()).await?;
     let items: Vec<LogItem> = rows
         .into_iter()
@@ -206,7 +207,7 @@ pub(crate) async fn list_logs(
         .collect();
     Ok(ok(
         text(lang, "Success", "操作成功"),
-        Page::new(items, page, total),
+        Page::counted(items, page, count),
     ))
 }
 

@@ -1,8 +1,11 @@
 //! gpt-load's pagination: `page` (default 1), `page_size` (default 15, at most 1000) →
-//! `{"items": […], "pagination": {"page", "page_size", "total_items", "total_pages"}}`.
+//! `{"items": […], "pagination": {"page", "page_size", "total_items", "total_pages"}}`, and
+//! `"total_capped": true` where a listing stopped counting (the request logs).
 
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+
+use crate::repo::count::BoundedCount;
 
 /// The `page` and `page_size` query parameters.
 #[derive(Clone, Copy, Debug, Default, Deserialize, IntoParams)]
@@ -38,6 +41,10 @@ pub(crate) struct Pagination {
     pub(crate) page_size: i64,
     pub(crate) total_items: i64,
     pub(crate) total_pages: i64,
+    /// Present and `true` when counting stopped early: more than `total_items` items match.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
+    pub(crate) total_capped: bool,
 }
 
 /// One page of items.
@@ -49,6 +56,22 @@ pub(crate) struct Page<T> {
 
 impl<T> Page<T> {
     pub(crate) fn new(items: Vec<T>, query: PageQuery, total_items: i64) -> Self {
+        Self::counted(
+            items,
+            query,
+            BoundedCount {
+                total: total_items,
+                capped: false,
+            },
+        )
+    }
+
+    /// A page whose total may have been counted only up to a cap.
+    pub(crate) fn counted(items: Vec<T>, query: PageQuery, count: BoundedCount) -> Self {
+        let BoundedCount {
+            total: total_items,
+            capped: total_capped,
+        } = count;
         let page_size = query.page_size();
         let total_pages = (total_items + page_size - 1) / page_size;
         Self {
@@ -58,6 +81,7 @@ impl<T> Page<T> {
                 page_size,
                 total_items,
                 total_pages,
+                total_capped,
             },
         }
     }
@@ -86,7 +110,8 @@ mod tests {
                 page: 1,
                 page_size: 15,
                 total_items: 31,
-                total_pages: 3
+                total_pages: 3,
+                total_capped: false,
             }
         );
         assert_eq!(
@@ -94,6 +119,28 @@ mod tests {
                 .pagination
                 .total_pages,
             0
+        );
+    }
+
+    #[test]
+    fn a_capped_count_says_so_and_an_exact_one_keeps_gpt_loads_shape() {
+        let exact = serde_json::to_value(Page::<u8>::new(vec![], PageQuery::default(), 4)).unwrap();
+        assert_eq!(
+            exact["pagination"],
+            serde_json::json!({"page": 1, "page_size": 15, "total_items": 4, "total_pages": 1})
+        );
+        let capped = Page::<u8>::counted(
+            vec![],
+            PageQuery::default(),
+            BoundedCount {
+                total: 10_015,
+                capped: true,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(capped).unwrap()["pagination"],
+            serde_json::json!({"page": 1, "page_size": 15, "total_items": 10_015,
+                "total_pages": 668, "total_capped": true})
         );
     }
 }

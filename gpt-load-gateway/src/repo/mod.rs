@@ -11,23 +11,8 @@ macro_rules! filter_some {
     };
 }
 
-/// One page of a listing and how many rows match in all: `$query` (built twice, once to count)
-/// sorted by `$order`, rows `$offset..$offset + $limit`, selected as `$select`.
-macro_rules! page_and_total {
-    ($conn:ident, $query:expr, order $order:expr, select $select:expr, $offset:expr, $limit:expr) => {{
-        let total: i64 = $query.count().get_result($conn).await?;
-        let rows = $query
-            .order($order)
-            .offset($offset)
-            .limit($limit)
-            .select($select)
-            .load($conn)
-            .await?;
-        (rows, total)
-    }};
-}
-
 pub(crate) mod access_keys;
+pub(crate) mod count;
 pub(crate) mod groups;
 pub(crate) mod keys;
 pub(crate) mod policies;

@@ -12,6 +12,7 @@ use crate::db::{
     schema::request_logs,
     with_conn,
 };
+use crate::repo::count::{BoundedCount, count_rows};
 
 /// A `request_logs` row, as written and as read. Every column is written (MySQL has no defaults
 /// for text columns), `None` as `NULL`, so every row has the same statement; text must already
@@ -263,22 +264,37 @@ macro_rules! filtered {
     }};
 }
 
-/// One page of the rows matching `filter`, newest first, and how many match in all.
+/// How many matches past a page's last row the logs page counts for its pager. Beyond that it
+/// says "more than" instead of reading on: over millions of rows, a filter no index serves
+/// (substrings of group and model names, failures) makes an exact count read the whole table
+/// (docs/STORAGE.md, "Counting log rows").
+pub(crate) const COUNT_AHEAD: i64 = 10_000;
+
+/// One page of the rows matching `filter`, newest first, and how many match, counted up to
+/// [`COUNT_AHEAD`] rows past the page.
 pub(crate) async fn list_filtered(
     db: &Db,
     filter: &LogFilter,
     offset: i64,
     limit: i64,
-) -> Result<(Vec<RequestLogRow>, i64), DbError> {
+) -> Result<(Vec<RequestLogRow>, BoundedCount), DbError> {
+    let cap = offset.saturating_add(limit).saturating_add(COUNT_AHEAD);
     with_conn!(db, |conn| {
-        Ok(page_and_total!(
-            conn,
-            filtered!(request_logs::table.into_boxed(), filter),
-            order(request_logs::timestamp.desc(), request_logs::id.desc()),
-            select RequestLogRow::as_select(),
-            offset,
-            limit
-        ))
+        let counted: i64 = count_rows(
+            filtered!(request_logs::table.into_boxed(), filter)
+                .select(request_logs::id)
+                .limit(cap + 1),
+        )
+        .get_result(conn)
+        .await?;
+        let rows = filtered!(request_logs::table.into_boxed(), filter)
+            .order((request_logs::timestamp.desc(), request_logs::id.desc()))
+            .offset(offset)
+            .limit(limit)
+            .select(RequestLogRow::as_select())
+            .load(conn)
+            .await?;
+        Ok((rows, BoundedCount::of(counted, cap)))
     })
 }
 
@@ -466,6 +482,64 @@ pub(crate) mod tests {
                 "{backend}: {err:?}"
             );
             assert_eq!(list_recent(db, 5_000).await.unwrap().len(), 1_203, "{backend}");
+        }
+    }
+
+    /// The pager counts up to [`COUNT_AHEAD`] rows past the page, and says when there are more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_logs_page_counts_a_bounded_number_of_rows_past_it() {
+        for t in TestDb::all("the_logs_page_counts_a_bounded_number_of_rows_past_it").await {
+            let db = &t.db;
+            let backend = db.backend();
+            // 15 + COUNT_AHEAD + 5 rows of one group, 3 of another.
+            let many = 15 + COUNT_AHEAD + 5;
+            let rows: Vec<_> = (0..many + 3)
+                .map(|i| {
+                    let mut row = log(&format!("30000000-0000-4000-8000-{i:012}"), at(i));
+                    if i >= many {
+                        row.group_name = "other".to_owned();
+                    }
+                    row
+                })
+                .collect();
+            insert_many(db, rows.into()).await.unwrap();
+
+            let everything = LogFilter::default();
+            let (page, count) = list_filtered(db, &everything, 0, 15).await.unwrap();
+            assert_eq!(page.len(), 15, "{backend}");
+            assert_eq!(page[0].timestamp, at(many + 2), "{backend}: newest first");
+            assert_eq!(
+                count,
+                BoundedCount {
+                    total: 15 + COUNT_AHEAD,
+                    capped: true
+                },
+                "{backend}"
+            );
+            // From the second page on, the cap lies past the last row: the count is exact.
+            let (_, count) = list_filtered(db, &everything, 15, 15).await.unwrap();
+            assert_eq!(
+                count,
+                BoundedCount {
+                    total: many + 3,
+                    capped: false
+                },
+                "{backend}"
+            );
+            let other = LogFilter {
+                group_name: Some("othe".to_owned()),
+                ..LogFilter::default()
+            };
+            let (page, count) = list_filtered(db, &other, 0, 2).await.unwrap();
+            assert_eq!(page.len(), 2, "{backend}");
+            assert_eq!(
+                count,
+                BoundedCount {
+                    total: 3,
+                    capped: false
+                },
+                "{backend}"
+            );
         }
     }
 

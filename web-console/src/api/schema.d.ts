@@ -2502,6 +2502,8 @@ export interface components {
             total_items: number;
             /** Format: int64 */
             total_pages: number;
+            /** @description Present and `true` when counting stopped early: more than `total_items` items match. */
+            total_capped?: boolean;
         };
         /** @description An aggregate group that a group belongs to. */
         ParentAggregate: {

@@ -15,6 +15,7 @@ export const messages = {
   'common.hide': ['Hide', '隐藏'],
   'common.show': ['Show', '显示'],
   'common.more': ['More', '更多'],
+  'common.moreThan': ['More than {n}', '超过 {n} 条'],
   'common.noMatch': ['Nothing matches', '没有匹配项'],
   'common.refresh': ['Refresh', '刷新'],
   'common.remove': ['Remove', '移除'],
