@@ -118,7 +118,7 @@ fn main() -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cannot start the runtime: {err}");
@@ -192,6 +192,29 @@ async fn migrate_keys(
         "keys migrated"
     );
     Ok(())
+}
+
+/// The async runtime. Where the process may run on one CPU only (`taskset`, a container's CPU
+/// quota: what `available_parallelism` reports), one thread runs every task: a work-stealing
+/// scheduler with one worker has no one to steal from and still pays for its synchronisation on
+/// every wake-up (bench/results/2026-12-07-ab-runtime.md). Elsewhere a worker per CPU, or
+/// `TOKIO_WORKER_THREADS` when set. Blocking work (SQLite) has its own threads either way.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    // `TOKIO_WORKER_THREADS` asks for the multi-threaded scheduler, which reads it.
+    let one_thread = std::env::var_os("TOKIO_WORKER_THREADS").is_none()
+        && std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() == 1);
+    let mut builder = if one_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build()?;
+    if one_thread {
+        tracing::info!("async runtime: one thread (one CPU available)");
+    } else {
+        tracing::info!("async runtime: a worker per CPU");
+    }
+    Ok(runtime)
 }
 
 /// `GET /health` on the gateway listening at `addr` (loopback when it listens on every address),
