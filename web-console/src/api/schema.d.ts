@@ -686,7 +686,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The matching request logs, newest first, one page; key values decrypted. */
+        /**
+         * The matching request logs, newest first, one page; key values decrypted. The pager counts at
+         *     most 10,000 matches past the page (`total_capped` says when there are more).
+         */
         get: operations["list_logs"];
         put?: never;
         post?: never;
