@@ -618,6 +618,10 @@ def render(data, rows, targets_rows, ladder_rows, started, finished):
             *[f"| {' | '.join(row)} |" for row in ladder_rows],
             "",
         ]
+    # The latest profile's reading, kept by hand beside the results (bench/README.md).
+    reading = ROOT / "bench" / "results" / "where-the-time-goes.md"
+    if reading.exists():
+        lines += [reading.read_text().rstrip(), ""]
     two_nodes = cluster_rows(data)
     if two_nodes:
         lines += [
