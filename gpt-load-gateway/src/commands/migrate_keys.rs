@@ -119,7 +119,9 @@ mod tests {
                 access_key_id: None,
             })
             .collect();
-        request_logs::insert_many(db, rows.into()).await.unwrap();
+        request_logs::insert_many(db, rows.into(), crate::db::AppendPriority::Normal)
+            .await
+            .unwrap();
     }
 
     const OLD: &str = "old-encryption-key-0123456789";

@@ -50,6 +50,23 @@ pub(crate) enum Db {
     Mysql(Pool<AsyncMysqlConnection>),
 }
 
+/// How a bulk append competes with the runtime for the CPU (SQLite, whose writes run in this
+/// process; the servers ignore it).
+///
+/// On one CPU, a log batch of hundreds of rows, or the WAL checkpoint that follows one, held the
+/// CPU for milliseconds at the runtime's own priority, and every request that arrived meanwhile
+/// waited: the tail of the latency at a fixed rate. A low-priority append gives the CPU back as
+/// soon as the runtime has work, and takes what the runtime leaves. When the runtime leaves too
+/// little (the CPU is saturated) the log writer falls behind; it then appends at normal priority
+/// until it has caught up, so its backlog, and what a crash can lose, stay as they were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AppendPriority {
+    /// Below the runtime's threads.
+    Low,
+    /// As the runtime's threads.
+    Normal,
+}
+
 /// Which database a [`Db`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Backend {

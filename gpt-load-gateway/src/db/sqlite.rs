@@ -11,13 +11,15 @@
 use std::{
     ops::Deref,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc},
+    thread,
 };
 
 use diesel::result::{DatabaseErrorKind, Error as QueryError};
 use diesel_async::pooled_connection::bb8::Pool;
+use tokio::sync::oneshot;
 
-use super::{DbError, SqliteConn};
+use super::{AppendPriority, DbError, SqliteConn};
 
 /// The settings every SQLite connection of the gateway runs with. WAL lets readers proceed
 /// while a writer commits; the busy timeout makes a second writer wait instead of failing. An
@@ -33,11 +35,21 @@ pub(crate) struct SqlitePool {
     append: Arc<AppendConnection>,
 }
 
-/// The plain connection for bulk appends, opened on first use (most commands never append).
+/// The plain connection for bulk appends, opened on first use (most commands never append),
+/// and the low-priority thread that runs [`AppendPriority::Low`] appends.
 struct AppendConnection {
     path: PathBuf,
-    conn: Mutex<Option<rusqlite::Connection>>,
+    conn: Arc<Mutex<Option<rusqlite::Connection>>>,
+    low: Mutex<Option<LowPriorityThread>>,
 }
+
+/// The thread that runs low-priority appends, one at a time, started on the first of them.
+struct LowPriorityThread {
+    jobs: mpsc::Sender<AppendJob>,
+    handle: thread::JoinHandle<()>,
+}
+
+type AppendJob = Box<dyn FnOnce() + Send>;
 
 impl SqlitePool {
     pub(super) fn new(pool: Pool<SqliteConn>, path: &Path) -> Self {
@@ -45,38 +57,123 @@ impl SqlitePool {
             pool,
             append: Arc::new(AppendConnection {
                 path: path.to_owned(),
-                conn: Mutex::new(None),
+                conn: Arc::new(Mutex::new(None)),
+                low: Mutex::new(None),
             }),
         }
     }
 
-    /// Runs `write` on a blocking thread, in one `IMMEDIATE` transaction on the append
-    /// connection: committed when it returns `Ok`, rolled back otherwise. Appends are serial
-    /// (one connection); the log writer is their one caller.
+    /// Runs `write` in one `IMMEDIATE` transaction on the append connection, off the runtime's
+    /// threads and at `priority`: committed when it returns `Ok`, rolled back otherwise. Appends
+    /// are serial (one connection); the log writer is their one caller.
     pub(crate) async fn append<R: Send + 'static>(
         &self,
+        priority: AppendPriority,
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, DbError> {
-        let append = Arc::clone(&self.append);
-        tokio::task::spawn_blocking(move || {
-            // A panic in an earlier `write` poisons the lock, not the connection: its
-            // transaction was rolled back when the panic dropped it.
-            let mut slot = append
-                .conn
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let conn = match &mut *slot {
-                Some(conn) => conn,
-                empty => empty.insert(open(&append.path)?),
+        let (done, outcome) = oneshot::channel();
+        let (slot, path) = (Arc::clone(&self.append.conn), self.append.path.clone());
+        let job: AppendJob = Box::new(move || {
+            // A panic in an earlier write poisons the lock, not the connection: its transaction
+            // was rolled back when the panic dropped it.
+            let mut slot = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let result = (|| {
+                let conn = match &mut *slot {
+                    Some(conn) => conn,
+                    empty => empty.insert(open(&path)?),
+                };
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let written = write(&tx)?;
+                tx.commit()?;
+                Ok(written)
+            })();
+            // The caller may have gone (its future dropped): the rows are written all the same.
+            let _ = done.send(result);
+        });
+        match priority {
+            AppendPriority::Low => self.append.run_low(job),
+            AppendPriority::Normal => drop(tokio::task::spawn_blocking(job)),
+        }
+        outcome
+            .await
+            .map_err(|_| DbError::Pool("the SQLite append stopped before it finished".to_owned()))?
+            .map_err(query_error)
+    }
+}
+
+impl AppendConnection {
+    /// Hands `job` to the low-priority thread, starting one if there is none or the last one
+    /// stopped (a panic in a write ends it).
+    fn run_low(&self, mut job: AppendJob) {
+        let mut low = self.low.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            let thread = match &mut *low {
+                Some(thread) => thread,
+                none => none.insert(LowPriorityThread::start()),
             };
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let done = write(&tx)?;
-            tx.commit()?;
-            Ok(done)
-        })
-        .await
-        .map_err(|e| DbError::Pool(format!("the SQLite append task failed: {e}")))?
-        .map_err(query_error)
+            match thread.jobs.send(job) {
+                Ok(()) => return,
+                Err(mpsc::SendError(returned)) => {
+                    job = returned;
+                    *low = None;
+                }
+            }
+        }
+    }
+}
+
+impl LowPriorityThread {
+    fn start() -> Self {
+        let (jobs, queue) = mpsc::channel::<AppendJob>();
+        let handle = thread::Builder::new()
+            .name(LOW_PRIORITY_THREAD.to_owned())
+            .spawn(move || {
+                lower_priority();
+                for job in queue {
+                    job();
+                }
+            })
+            .expect("the OS starts a thread");
+        Self { jobs, handle }
+    }
+}
+
+impl Drop for AppendConnection {
+    /// Lets the low-priority thread finish the append in hand before the connection goes.
+    fn drop(&mut self) {
+        let low = self
+            .low
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(LowPriorityThread { jobs, handle }) = low {
+            drop(jobs);
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The low-priority append thread's name.
+const LOW_PRIORITY_THREAD: &str = "sqlite-append";
+
+/// How many nice steps below the process the low-priority append thread runs.
+const LOW_PRIORITY_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's priority by [`LOW_PRIORITY_NICENESS`] (Linux; elsewhere appends
+/// keep the process's priority).
+///
+/// The thread cannot raise it again without a privilege the gateway should not need, which is
+/// why normal-priority appends run on tokio's blocking threads instead.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value belongs to the thread: this changes the calling thread only.
+        use rustix::process::{getpriority_process, setpriority_process};
+        let lowered = getpriority_process(None)
+            .and_then(|now| setpriority_process(None, (now + LOW_PRIORITY_NICENESS).min(19)));
+        if let Err(err) = lowered {
+            tracing::debug!("the SQLite append thread keeps its priority: {err}");
+        }
     }
 }
 
@@ -116,6 +213,94 @@ fn query_error(err: rusqlite::Error) -> DbError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The SQLite pool of a new database file in `dir`.
+    async fn pool_in(dir: &tempfile::TempDir) -> SqlitePool {
+        match super::super::Db::sqlite(&dir.path().join("append.db"))
+            .await
+            .unwrap()
+        {
+            super::super::Db::Sqlite(pool) => pool,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("Db::sqlite opens SQLite"),
+        }
+    }
+
+    /// This thread's name and nice value, from `/proc/thread-self`.
+    #[cfg(target_os = "linux")]
+    fn this_thread() -> (String, i32) {
+        let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+        (
+            comm.trim().to_owned(),
+            nice_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()),
+        )
+    }
+
+    /// The nice value in a `stat` line of `/proc` (its 19th field; the command name, the 2nd,
+    /// is in parentheses and may hold spaces).
+    #[cfg(target_os = "linux")]
+    fn nice_in(stat: &str) -> i32 {
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        after_name.split_whitespace().nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn low_priority_appends_run_on_a_thread_below_the_process_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_in(&dir).await;
+        let process = nice_in(&std::fs::read_to_string("/proc/self/stat").unwrap());
+        for _ in 0..2 {
+            let (name, nice) = pool
+                .append(AppendPriority::Low, |_| Ok(this_thread()))
+                .await
+                .unwrap();
+            assert_eq!(name, LOW_PRIORITY_THREAD);
+            assert_eq!(nice, (process + LOW_PRIORITY_NICENESS).min(19));
+            // Normal-priority appends, in between, keep the process's priority.
+            let (name, nice) = pool
+                .append(AppendPriority::Normal, |_| Ok(this_thread()))
+                .await
+                .unwrap();
+            assert_ne!(name, LOW_PRIORITY_THREAD);
+            assert_eq!(nice, process);
+        }
+        assert_eq!(this_thread().1, process);
+    }
+
+    #[tokio::test]
+    async fn a_write_that_panics_is_an_error_and_the_next_append_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_in(&dir).await;
+        pool.append(AppendPriority::Normal, |tx| {
+            tx.execute_batch("CREATE TABLE t (n INTEGER NOT NULL)")
+        })
+        .await
+        .unwrap();
+        for (priority, n) in [(AppendPriority::Low, 1), (AppendPriority::Normal, 2)] {
+            let failed = pool
+                .append(priority, |tx| -> rusqlite::Result<()> {
+                    tx.execute("INSERT INTO t VALUES (0)", [])?;
+                    panic!("a bug in a write")
+                })
+                .await;
+            assert!(matches!(failed, Err(DbError::Pool(_))), "{failed:?}");
+            let inserted = pool
+                .append(priority, move |tx| tx.execute("INSERT INTO t VALUES (?1)", [n]))
+                .await
+                .unwrap();
+            assert_eq!(inserted, 1, "{priority:?}");
+        }
+        // The panicking writes were rolled back.
+        let rows: Vec<i64> = pool
+            .append(AppendPriority::Low, |tx| {
+                let mut select = tx.prepare("SELECT n FROM t ORDER BY n")?;
+                select.query_map([], |row| row.get(0))?.collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, [1, 2]);
+    }
 
     #[test]
     fn constraint_failures_map_to_the_kinds_diesel_reports() {

@@ -15,6 +15,15 @@
 //! transaction and one [`usage::add_hourly`] transaction. Writes run one at a time, and the channel is read while a write is in flight, so
 //! a slow database never backs up into the proxy.
 //!
+//! # Priority
+//!
+//! On SQLite the rows are appended in this process, and a batch takes milliseconds of CPU. While
+//! the writer keeps up they are appended at a low priority ([`AppendPriority::Low`]), so that
+//! requests arriving meanwhile are not held up behind the batch. When a full batch is already
+//! waiting behind the one being taken (the CPU is saturated and the low priority got too little
+//! of it), or when stopping, the batch goes at the runtime's priority instead: the backlog, and
+//! what a crash loses (below), stay as they were without the low priority.
+//!
 //! # Hourly stats
 //!
 //! As gpt-load does: only `final` records count (a request retried twice counts once), as a
@@ -104,7 +113,7 @@ use tokio::{
 use self::{token_metrics::TokenMetrics, usage_tally::UsageTally};
 use crate::models::{TEXT_LIMIT, clip_text as clip};
 use crate::{
-    db::{Db, DbError},
+    db::{AppendPriority, Db, DbError},
     repo::{
         request_logs::{self, RequestLogRow},
         stats::{self, HourlyCount},
@@ -133,9 +142,12 @@ const KEY_COLUMNS_CACHED: usize = 4_096;
 
 /// Where the writer puts rows: the database, or a test double.
 pub(crate) trait LogStore: Send + Sync + 'static {
-    /// Inserts rows in one transaction.
-    fn insert_logs(&self, rows: &Arc<[RequestLogRow]>)
-    -> impl Future<Output = Result<usize, DbError>> + Send;
+    /// Inserts rows in one transaction, at `priority` where the store runs in this process.
+    fn insert_logs(
+        &self,
+        rows: &Arc<[RequestLogRow]>,
+        priority: AppendPriority,
+    ) -> impl Future<Output = Result<usize, DbError>> + Send;
     /// Adds hourly counts in one transaction.
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send;
     /// Adds hourly usage in one transaction.
@@ -146,8 +158,9 @@ impl LogStore for Db {
     fn insert_logs(
         &self,
         rows: &Arc<[RequestLogRow]>,
+        priority: AppendPriority,
     ) -> impl Future<Output = Result<usize, DbError>> + Send {
-        request_logs::insert_many(self, Arc::clone(rows))
+        request_logs::insert_many(self, Arc::clone(rows), priority)
     }
 
     fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
@@ -366,6 +379,8 @@ struct Batch {
     failures: u32,
     /// Attempts in a row the database refused.
     rejections: u32,
+    /// Low while the writer keeps up (see "Priority" in the module docs).
+    priority: AppendPriority,
 }
 
 /// Writes what is left of `batch`: the rows, then the counts, then the usage. Each part is
@@ -375,7 +390,7 @@ fn write<S: LogStore>(store: Arc<S>, mut batch: Batch) -> Write {
         let mut written = 0;
         if !batch.rows.is_empty() {
             let started = Instant::now();
-            let result = store.insert_logs(&batch.rows).await;
+            let result = store.insert_logs(&batch.rows, batch.priority).await;
             histogram!(WRITE_BATCH_SECONDS, "table" => "request_logs").record(started.elapsed());
             match result {
                 Ok(_) => {}
@@ -556,12 +571,19 @@ impl State {
         } else {
             UsageCounts::new()
         };
+        // Behind by a full batch more: append at the runtime's priority until caught up.
+        let priority = if stopping || self.pending.len() >= self.config.max_batch {
+            AppendPriority::Normal
+        } else {
+            AppendPriority::Low
+        };
         Some(Batch {
             rows,
             counts,
             usage,
             failures: 0,
             rejections: 0,
+            priority,
         })
     }
 

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::{
-    Db, DbError,
+    AppendPriority, Db, DbError,
     batch::{approx_size, insert_chunks},
     schema::request_logs,
     with_conn,
@@ -69,19 +69,23 @@ approx_size! {
 /// Rows deleted per retention statement.
 const DELETE_BATCH: i64 = 5_000;
 
-/// Inserts log rows in one transaction; returns how many.
+/// Inserts log rows in one transaction; returns how many. SQLite appends them at `priority`.
 ///
-/// Takes the rows shared, because SQLite writes them on a blocking thread: the log writer keeps
+/// Takes the rows shared, because SQLite writes them on another thread: the log writer keeps
 /// its batch for another attempt without copying it.
-pub(crate) async fn insert_many(db: &Db, rows: Arc<[RequestLogRow]>) -> Result<usize, DbError> {
+pub(crate) async fn insert_many(
+    db: &Db,
+    rows: Arc<[RequestLogRow]>,
+    priority: AppendPriority,
+) -> Result<usize, DbError> {
     if rows.is_empty() {
         return Ok(0);
     }
     with_conn!(
         db,
-        // A local file: the batch crosses to a blocking thread once, and each row is bound by
+        // A local file: the batch crosses to another thread once, and each row is bound by
         // position to one prepared statement on the append connection (see `db::sqlite`).
-        sqlite_pool | sqlite | { sqlite.append(move |tx| sqlite_append(tx, &rows)).await },
+        sqlite_pool | sqlite | { sqlite.append(priority, move |tx| sqlite_append(tx, &rows)).await },
         server | conn | {
             conn.transaction(async |conn| {
                 let mut inserted = 0;
@@ -451,13 +455,19 @@ pub(crate) mod tests {
                 access_key_id: None,
             };
             assert_eq!(
-                insert_many(db, [full.clone(), bare.clone()].into())
+                insert_many(db, [full.clone(), bare.clone()].into(), AppendPriority::Low)
                     .await
                     .unwrap(),
                 2,
                 "{backend}"
             );
-            assert_eq!(insert_many(db, Arc::new([])).await.unwrap(), 0, "{backend}");
+            assert_eq!(
+                insert_many(db, Arc::new([]), AppendPriority::Normal)
+                    .await
+                    .unwrap(),
+                0,
+                "{backend}"
+            );
             let rows = list_recent(db, 10).await.unwrap();
             assert_eq!(rows, [bare, full], "{backend}: newest first");
             assert_eq!(list_recent(db, 1).await.unwrap().len(), 1, "{backend}");
@@ -473,7 +483,9 @@ pub(crate) mod tests {
                 .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i)))
                 .collect();
             assert_eq!(
-                insert_many(db, rows.clone().into()).await.unwrap(),
+                insert_many(db, rows.clone().into(), AppendPriority::Low)
+                    .await
+                    .unwrap(),
                 1_203,
                 "{backend}"
             );
@@ -485,7 +497,9 @@ pub(crate) mod tests {
             let mut batch: Vec<_> = (0..600).map(fresh).collect();
             batch.push(rows[0].clone());
             // As a duplicate: the log writer takes it for an earlier attempt that committed.
-            let err = insert_many(db, batch.into()).await.unwrap_err();
+            let err = insert_many(db, batch.into(), AppendPriority::Normal)
+                .await
+                .unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -517,7 +531,7 @@ pub(crate) mod tests {
                     row
                 })
                 .collect();
-            insert_many(db, rows.into()).await.unwrap();
+            insert_many(db, rows.into(), AppendPriority::Low).await.unwrap();
 
             let everything = LogFilter::default();
             let (page, count) = list_filtered(db, &everything, 0, 15).await.unwrap();
@@ -592,7 +606,9 @@ pub(crate) mod tests {
                 .enumerate()
                 .map(|(i, &ts)| log(&format!("20000000-0000-4000-8000-{i:012}"), ts))
                 .collect();
-            insert_many(db, rows.into()).await.unwrap();
+            insert_many(db, rows.into(), AppendPriority::Normal)
+                .await
+                .unwrap();
             for ts in instants {
                 assert_eq!(count_at(db, ts, false).await.unwrap(), 1, "{backend}: {ts}");
             }
@@ -637,7 +653,9 @@ pub(crate) mod tests {
             let rows: Vec<_> = (0..9)
                 .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i * 60)))
                 .collect();
-            insert_many(db, rows.clone().into()).await.unwrap();
+            insert_many(db, rows.clone().into(), AppendPriority::Low)
+                .await
+                .unwrap();
 
             // Rows 0..=4 are older than the cutoff; row 5 is exactly at it and stays.
             let cutoff = at(5 * 60);
@@ -749,7 +767,9 @@ pub(crate) mod tests {
             let rows: Vec<_> = (0..3)
                 .map(|i| log(&format!("00000000-0000-4000-8000-{i:012}"), at(i)))
                 .collect();
-            insert_many(db, rows.into()).await.unwrap();
+            insert_many(db, rows.into(), AppendPriority::Normal)
+                .await
+                .unwrap();
             assert_eq!(list_recent(db, 10).await.unwrap().len(), 3, "{backend}");
         }
     }

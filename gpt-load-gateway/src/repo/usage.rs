@@ -666,7 +666,9 @@ mod tests {
                 row.key_id = key_id;
                 rows.push(row);
             }
-            insert_many(db, rows.into()).await.unwrap();
+            insert_many(db, rows.into(), crate::db::AppendPriority::Normal)
+                .await
+                .unwrap();
             let range = UsageQuery {
                 from: start,
                 to: start + chrono::Duration::hours(1),

@@ -424,6 +424,8 @@ struct Flaky {
     insert_calls: u32,
     hourly_calls: u32,
     usage: UsageCounts,
+    /// Each insert that reached the store: its rows and its priority.
+    priorities: Vec<(usize, AppendPriority)>,
 }
 
 fn unreachable() -> DbError {
@@ -466,12 +468,14 @@ impl LogStore for Arc<FlakyStore> {
     fn insert_logs(
         &self,
         rows: &Arc<[RequestLogRow]>,
+        priority: AppendPriority,
     ) -> impl Future<Output = Result<usize, DbError>> + Send {
         let result = if self.fail_now() {
             Err(unreachable())
         } else {
             let mut state = self.state.lock().unwrap();
             state.insert_calls += 1;
+            state.priorities.push((rows.len(), priority));
             if rows.iter().any(|r| r.request_id == "poison") {
                 Err(refused(DatabaseErrorKind::Unknown, "value too long"))
             } else if rows.iter().any(|r| state.rows.iter().any(|s| s.id == r.id)) {
@@ -610,6 +614,55 @@ async fn a_duplicate_after_a_lost_reply_counts_as_written() {
 }
 
 #[tokio::test]
+async fn appends_at_low_priority_while_keeping_up_and_at_normal_priority_when_behind() {
+    use AppendPriority::{Low, Normal};
+
+    let base = sample().await;
+    let store = Arc::new(FlakyStore::default());
+    store.down.store(true, Ordering::SeqCst);
+    let (tx, rx) = mpsc::channel(100);
+    for record in numbered(&base, 7) {
+        tx.try_send(record).unwrap();
+    }
+    let config = WriterConfig {
+        max_batch: 2,
+        ..config()
+    };
+    let writer = spawn(writer_for(&store, rx).config(config));
+    // The first batch is taken with nothing behind it; its write fails and is retried while the
+    // writer reads the other five.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tx.capacity() < tx.max_capacity() {
+        assert!(
+            Instant::now() < deadline,
+            "the writer reads while the database is down"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.down.store(false, Ordering::SeqCst);
+    while store.request_ids().len() < 6 {
+        assert!(Instant::now() < deadline, "three batches are written");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The seventh waits for the (hour-long) interval, or for shutdown.
+    drop(tx);
+    assert_eq!(stopped(writer).await, WriterSummary { written: 7, lost: 0 });
+    assert_eq!(
+        store.state.lock().unwrap().priorities,
+        [
+            // Retried with the priority it was taken with.
+            (2, Low),
+            // A full batch (r4, r5) waits behind this one.
+            (2, Normal),
+            // One record (r6) waits: less than a batch.
+            (2, Low),
+            // Shutdown does not wait on the CPU.
+            (1, Normal),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn sheds_the_oldest_waiting_records_beyond_the_memory_bound() {
     let base = sample().await;
     let store = Arc::new(FlakyStore::default());
@@ -730,6 +783,7 @@ impl LogStore for Arc<TimedStore> {
     fn insert_logs(
         &self,
         rows: &Arc<[RequestLogRow]>,
+        _priority: AppendPriority,
     ) -> impl Future<Output = Result<usize, DbError>> + Send {
         let now = Instant::now();
         self.rows
