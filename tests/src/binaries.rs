@@ -4,6 +4,7 @@ use std::{
     ffi::OsString,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::OnceLock,
 };
 
 use serde_json::Value;
@@ -17,12 +18,18 @@ pub fn workspace_root() -> &'static Path {
 
 /// The `gpt-load-gateway` executable: `GPT_LOAD_GATEWAY_BIN` when set, else built with the
 /// cargo running the tests (a no-op when it is up to date) and located from cargo's JSON
-/// messages. The binary belongs to another package, so `CARGO_BIN_EXE_*` cannot name it.
+/// messages. The binary belongs to another package, so `CARGO_BIN_EXE_*` cannot name it. Looked
+/// up once per test process: tests that start many gateways run cargo once.
 ///
 /// # Panics
 ///
 /// When cargo cannot be run, the build fails or cargo reports no executable.
 pub fn gateway_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(locate_gateway_binary).clone()
+}
+
+fn locate_gateway_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("GPT_LOAD_GATEWAY_BIN") {
         return PathBuf::from(path);
     }

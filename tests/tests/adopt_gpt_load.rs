@@ -40,7 +40,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs::File,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         OnceLock,
         atomic::{AtomicU32, Ordering},
@@ -50,7 +50,7 @@ use std::{
 
 use bytes::Bytes;
 use gpt_load_e2e::{
-    Behaviour, MockUpstream, ReceivedRequest, gateway_binary,
+    Behaviour, GatewayCommand, GatewayProcess, MockUpstream, ReceivedRequest, gateway_binary,
     servers::{Server, ServerAddress, run, unavailable, unique_name},
     workspace_root,
 };
@@ -112,7 +112,7 @@ async fn sqlite_wrong_or_missing_encryption_key_changes_nothing() {
         (Some(WRONG_KEY), "do not decrypt with the given ENCRYPTION_KEY"),
         (None, "no ENCRYPTION_KEY was given"),
     ] {
-        let output = Gateway::fail(&db, &Start::new(key, Adopt::No)).await;
+        let output = Gateway::fail(&db, &Start::new(key, Adopt::No));
         for wanted in [expected, "Nothing was changed"] {
             assert!(
                 output.contains(wanted),
@@ -248,7 +248,7 @@ async fn import_and_export_commands_round_trip() {
     let refused = command_failing(&ours, &["export-gpt-load", "--to", &exported.dsn()]);
     assert!(refused.contains("export into an empty database"), "{refused}");
 
-    let gateway = Gateway::start(&exported, &Start::new(Some(FIXTURE_KEY), Adopt::Flag)).await;
+    let gateway = Gateway::start(&exported, &Start::new(Some(FIXTURE_KEY), Adopt::Flag));
     assert!(
         gateway.log().contains("gpt-load database adopted"),
         "{}",
@@ -317,7 +317,7 @@ async fn adopted_and_restarted(backend: Backend, test: &str) {
     };
     let start = Start::new(Some(FIXTURE_KEY), adopt);
 
-    let first = Gateway::start(&db, &start).await;
+    let first = Gateway::start(&db, &start);
     assert!(
         first.log().contains("gpt-load database adopted"),
         "the first start does not report the adoption:\n{}",
@@ -346,7 +346,7 @@ async fn adopted_and_restarted(backend: Backend, test: &str) {
 
     // A second start: the database is ours, nothing is converted again.
     let adopted = db.dump();
-    let second = Gateway::start(&db, &start).await;
+    let second = Gateway::start(&db, &start);
     assert!(
         !second.log().contains("adopted from gpt-load")
             && !second.log().contains("gpt-load database adopted"),
@@ -393,7 +393,7 @@ async fn refused_on_server(backend: Backend, test: &str, start: &Start<'_>, mess
         return;
     };
     let before = db.dump();
-    let output = Gateway::fail(&db, start).await;
+    let output = Gateway::fail(&db, start);
     for wanted in messages {
         assert!(output.contains(wanted), "the message lacks {wanted:?}:\n{output}");
     }
@@ -413,7 +413,7 @@ async fn plain_adopted(backend: Backend, test: &str, key: Option<&str>, adopt: A
     };
     let mock = start_upstream().await;
     db.point_upstreams_at(&mock.url());
-    let gateway = Gateway::start(&db, &Start::new(key, adopt)).await;
+    let gateway = Gateway::start(&db, &Start::new(key, adopt));
     assert!(
         gateway.log().contains("gpt-load database adopted"),
         "the start does not report the adoption:\n{}",
@@ -1011,7 +1011,7 @@ async fn check_proxy(gateway: &Gateway, mock: &MockUpstream) {
         ("all-openai", GLOBAL_PROXY_KEY, &[1, 2][..]),
     ] {
         let what = format!("POST /proxy/{group} with {proxy_key}");
-        let url = format!("{}/proxy/{group}/v1/chat/completions", gateway.base);
+        let url = format!("{}/proxy/{group}/v1/chat/completions", gateway.base());
         let auth = format!("Bearer {proxy_key}");
         let headers = [
             ("authorization", auth.as_str()),
@@ -1033,7 +1033,7 @@ async fn check_proxy(gateway: &Gateway, mock: &MockUpstream) {
         }
     }
 
-    let url = format!("{}/proxy/claude/v1/messages", gateway.base);
+    let url = format!("{}/proxy/claude/v1/messages", gateway.base());
     let headers = [
         ("x-api-key", GLOBAL_PROXY_KEY),
         ("anthropic-version", "2023-06-01"),
@@ -1052,7 +1052,7 @@ async fn check_proxy(gateway: &Gateway, mock: &MockUpstream) {
 
     let url = format!(
         "{}/proxy/gemini/v1beta/models/gemini-2.0-flash:generateContent",
-        gateway.base
+        gateway.base()
     );
     let content = |marker: &str| json!({"contents": [{"role": "user", "parts": [{"text": marker}]}]});
     let seen = proxied(
@@ -1474,41 +1474,20 @@ impl<'a> Start<'a> {
 
 /// The gateway binary on a fixture database, killed on drop.
 struct Gateway {
-    base: String,
-    child: Child,
-    log: PathBuf,
+    process: GatewayProcess,
     /// Whether its wall clock is set to [`FAKE_NOW_UNIX`].
     fake_clock: bool,
-    _dir: TempDir,
 }
 
 impl Gateway {
-    fn command(
-        db: &Database,
-        start: &Start<'_>,
-        dir: &Path,
-        port: u16,
-        log: &Path,
-        fake: bool,
-    ) -> (Command, bool) {
-        static BINARY: OnceLock<PathBuf> = OnceLock::new();
-        let binary = BINARY.get_or_init(gateway_binary);
-        let log = File::create(log).expect("create the gateway log");
-        let mut command = Command::new(binary);
+    /// The gateway on `db` as `start` says; with `fake`, its wall clock set to [`FAKE_NOW_UNIX`]
+    /// where libfaketime is installed (the second value says whether it is).
+    fn command(db: &Database, start: &Start<'_>, fake: bool) -> (GatewayCommand, bool) {
+        let mut command = GatewayCommand::new("adopt", ADMIN_KEY);
         command
-            // The working directory is where `.env` is read from: an empty one.
-            .current_dir(dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("AUTH_KEY", ADMIN_KEY)
-            .env("DATA_DIR", dir.join("data"))
             .env("DATABASE_DSN", db.dsn())
             .env("TZ", ZONE)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("the log file"))
-            .stderr(log);
+            .patience(PATIENCE);
         if let Some(key) = start.encryption_key {
             command.env("ENCRYPTION_KEY", key);
         }
@@ -1534,64 +1513,34 @@ impl Gateway {
     }
 
     /// Starts the gateway and waits until `/health` answers.
-    async fn start(db: &Database, start: &Start<'_>) -> Gateway {
+    fn start(db: &Database, start: &Start<'_>) -> Gateway {
         assert!(
             Path::new("/usr/share/zoneinfo").join(ZONE).exists(),
             "the zone {ZONE} is not installed (Debian package tzdata)"
         );
-        let dir = TempDir::new("gateway");
-        let mut last = String::new();
-        // A free port can be taken between choosing and binding it: then try another. The
-        // gateway binds its port before it looks at the database.
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = dir.0.join(format!("gateway-{attempt}.log"));
-            let (mut command, fake_clock) = Self::command(db, start, &dir.0, port, &log, true);
-            let mut child = KillOnDrop(Some(command.spawn().expect("the gateway starts")));
-            let base = format!("http://127.0.0.1:{port}");
-            if wait_healthy(&base, child.child(), &log).await {
-                return Gateway {
-                    base,
-                    child: child.take(),
-                    log,
-                    fake_clock,
-                    _dir: dir,
-                };
-            }
-            drop(child);
-            last = std::fs::read_to_string(&log).unwrap_or_default();
-            if !last.contains("binding 127.0.0.1") {
-                break;
-            }
+        let (command, fake_clock) = Self::command(db, start, true);
+        Gateway {
+            process: command.start(),
+            fake_clock,
         }
-        panic!("the gateway did not start:\n{last}");
     }
 
     /// Runs the gateway and expects it to exit with a failure; returns what it printed.
-    async fn fail(db: &Database, start: &Start<'_>) -> String {
-        let dir = TempDir::new("gateway");
-        let log = dir.0.join("gateway.log");
-        let (mut command, _) = Self::command(db, start, &dir.0, free_port(), &log, false);
-        let mut child = KillOnDrop(Some(command.spawn().expect("the gateway starts")));
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        let status = loop {
-            if let Some(status) = child.child().try_wait().expect("wait for the gateway") {
-                break status;
-            }
-            let output = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gateway did not exit:\n{output}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let output = std::fs::read_to_string(&log).unwrap_or_default();
+    fn fail(db: &Database, start: &Start<'_>) -> String {
+        let (command, _) = Self::command(db, start, false);
+        let mut process = command.spawn();
+        let status = process.wait_exit();
+        let output = process.log();
         assert!(!status.success(), "the gateway exited with {status}:\n{output}");
         output
     }
 
+    fn base(&self) -> &str {
+        self.process.base()
+    }
+
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// `GET /api{path}` with the admin key; the `data` of the envelope.
@@ -1606,7 +1555,7 @@ impl Gateway {
 
     async fn admin_call(&self, method: Method, path: &str, body: Option<&Value>) -> Value {
         let auth = format!("Bearer {ADMIN_KEY}");
-        let url = format!("{}/api{path}", self.base);
+        let url = format!("{}/api{path}", self.base());
         let what = format!("{method} /api{path}");
         let (status, answer) = send(method, &url, &[("authorization", &auth)], body).await;
         let parsed: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
@@ -1617,66 +1566,6 @@ impl Gateway {
         );
         parsed["data"].clone()
     }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = self.log();
-            let lines: Vec<&str> = log.lines().collect();
-            eprintln!(
-                "--- gateway log (last lines)\n{}",
-                lines[lines.len().saturating_sub(60)..].join("\n")
-            );
-        }
-    }
-}
-
-/// A child process killed and reaped on drop, unless taken.
-struct KillOnDrop(Option<Child>);
-
-impl KillOnDrop {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("the child is there until taken")
-    }
-
-    fn take(mut self) -> Child {
-        self.0.take().expect("the child is there until taken")
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Polls `/health` until it answers 200 (true) or the process exits (false).
-async fn wait_healthy(base: &str, child: &mut Child, log: &Path) -> bool {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let health = format!("{base}/health");
-    while tokio::time::Instant::now() < deadline {
-        if !matches!(child.try_wait(), Ok(None)) {
-            return false;
-        }
-        let request = Request::get(&health).body(Full::default()).expect("a request");
-        let probe = tokio::time::timeout(Duration::from_secs(5), client().request(request)).await;
-        if let Ok(Ok(response)) = probe
-            && response.status() == StatusCode::OK
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "the gateway did not become healthy:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
 }
 
 /// libfaketime, when installed; its absence fails the test under `CI=true`.
@@ -1707,13 +1596,6 @@ fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or_default()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A temporary directory removed on drop.

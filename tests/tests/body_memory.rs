@@ -13,15 +13,13 @@
 //! not the gateway's. Linux only (`/proc`).
 
 use std::{
-    path::PathBuf,
     pin::Pin,
-    process::{Child, Command, Stdio},
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use gpt_load_e2e::{MockConfig, MockUpstream, gateway_binary};
+use gpt_load_e2e::{GatewayCommand, GatewayProcess, MockConfig, MockUpstream};
 use http::{Request, StatusCode, header};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -56,18 +54,18 @@ async fn parallel_chunked_uploads_stay_within_the_body_budget() {
     let mock = MockUpstream::start_with(MockConfig::default().with_record_capacity(0))
         .await
         .unwrap();
-    let gateway = Gateway::start(&mock.url());
+    let gateway = start_gateway(&mock.url());
     let client: Client<HttpConnector, Upload> = Client::builder(TokioExecutor::new()).build_http();
 
     // Warm up (connections, pools, the first log batch) before the baseline is taken.
-    let (status, _) = upload(&client, &gateway.base, 1024).await;
+    let (status, _) = upload(&client, gateway.base(), 1024).await;
     assert_eq!(status, StatusCode::OK);
     let before = gateway.peak_rss();
 
     let mut tasks = Vec::new();
     for _ in 0..UPLOADS {
         let client = client.clone();
-        let base = gateway.base.clone();
+        let base = gateway.base().to_owned();
         tasks.push(tokio::spawn(
             async move { upload(&client, &base, UPLOAD_BYTES).await },
         ));
@@ -100,7 +98,7 @@ async fn parallel_chunked_uploads_stay_within_the_body_budget() {
     );
 
     // Everything was released: an upload of the same size goes through now.
-    let (status, answer) = upload(&client, &gateway.base, UPLOAD_BYTES).await;
+    let (status, answer) = upload(&client, gateway.base(), UPLOAD_BYTES).await;
     assert_eq!(status, StatusCode::OK, "{answer:?}");
 }
 
@@ -178,115 +176,21 @@ impl Body for Upload {
     }
 }
 
-/// The gateway binary with the test's body limits, killed on drop.
-struct Gateway {
-    base: String,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Gateway {
-    fn start(upstream: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("gpt-load-body-memory-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bootstrap = dir.join("bootstrap.json");
-        let group = json!({
-            "name": "big",
-            "channel_type": "openai",
-            "test_model": "gpt-4o-mini",
-            "upstreams": [{"url": upstream, "weight": 1}],
-            "keys": ["sk-body-memory-upstream-0001"],
-            "proxy_keys": PROXY_KEY,
-            "config": {},
-        });
-        std::fs::write(&bootstrap, json!({ "groups": [group] }).to_string()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let child = Command::new(gateway_binary())
-            .current_dir(&dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("AUTH_KEY", AUTH_KEY)
-            .env("DATA_DIR", dir.join("data"))
-            .env("GPT_LOAD_BOOTSTRAP", &bootstrap)
-            .env("MAX_REQUEST_BODY_MB", BODY_LIMIT_MB.to_string())
-            .env("MAX_INFLIGHT_BODY_MB", BUDGET_MB.to_string())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("the gateway starts");
-        let mut gateway = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            dir,
-        };
-        gateway.wait_healthy();
-        gateway
-    }
-
-    fn wait_healthy(&mut self) {
-        let addr = self.base.trim_start_matches("http://").to_owned();
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::time::Instant::now() < deadline {
-            assert!(
-                matches!(self.child.try_wait(), Ok(None)),
-                "the gateway exited:\n{}",
-                self.log()
-            );
-            if health_ok(&addr) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the gateway did not become healthy:\n{}", self.log());
-    }
-
-    /// The process's peak resident set so far, in bytes.
-    fn peak_rss(&self) -> usize {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: usize = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| rest.trim().strip_suffix("kB"))
-            .and_then(|kib| kib.trim().parse().ok())
-            .expect("VmHWM in /proc/<pid>/status");
-        kib * 1024
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- gateway log\n{}", self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `GET /health` answers 200, over a plain blocking socket.
-fn health_ok(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+/// The gateway binary with the test's body limits, on SQLite in front of `upstream`.
+fn start_gateway(upstream: &str) -> GatewayProcess {
+    let group = json!({
+        "name": "big",
+        "channel_type": "openai",
+        "test_model": "gpt-4o-mini",
+        "upstreams": [{"url": upstream, "weight": 1}],
+        "keys": ["sk-body-memory-upstream-0001"],
+        "proxy_keys": PROXY_KEY,
+        "config": {},
+    });
+    GatewayCommand::new("body_memory", AUTH_KEY)
+        .bootstrap(&json!({ "groups": [group] }))
+        .env("MAX_REQUEST_BODY_MB", BODY_LIMIT_MB.to_string())
+        .env("MAX_INFLIGHT_BODY_MB", BUDGET_MB.to_string())
+        .patience(PATIENCE)
+        .start()
 }

@@ -7,13 +7,11 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use gpt_load_e2e::{
-    Behaviour, MockUpstream, gateway_binary,
+    Behaviour, GatewayCommand, GatewayProcess, MockUpstream,
     servers::{OwnRedis, Server, ServerDatabase, redis_url, unique_name},
 };
 use serde_json::{Value, json};
@@ -32,9 +30,7 @@ const START: Duration = Duration::from_secs(60);
 /// One gateway process, killed on drop; its log is printed when the test fails.
 struct Node {
     name: &'static str,
-    addr: String,
-    child: Child,
-    dir: PathBuf,
+    process: GatewayProcess,
 }
 
 /// What every node of one test shares.
@@ -46,68 +42,26 @@ struct Shared {
 
 impl Node {
     fn start(name: &'static str, shared: &Shared, extra: &[(&str, &str)]) -> Node {
-        let dir = std::env::temp_dir().join(unique_name(&format!("cluster_{name}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let mut command = Command::new(gateway_binary());
-        command
-            .current_dir(&dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("AUTH_KEY", AUTH_KEY)
-            .env("DATA_DIR", dir.join("data"))
+        let process = GatewayCommand::new(&format!("cluster_{name}"), AUTH_KEY)
             .env("DATABASE_DSN", &shared.dsn)
             .env("REDIS_DSN", &shared.redis)
             .env("REDIS_KEY_PREFIX", &shared.prefix)
             .env("CLUSTER_NODE_ID", name)
             .env("CLUSTER_LEASE_SECONDS", LEASE.as_secs().to_string())
             .env("CLUSTER_RECONCILE_SECONDS", RECONCILE.as_secs().to_string())
-            .env("LOG_LEVEL", "debug");
-        for (key, value) in extra {
-            command.env(key, value);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("the gateway starts");
-        let mut node = Node {
-            name,
-            addr: format!("127.0.0.1:{port}"),
-            child,
-            dir,
-        };
-        let deadline = Instant::now() + START;
-        loop {
-            assert!(
-                matches!(node.child.try_wait(), Ok(None)),
-                "node {name} exited:\n{}",
-                node.log()
-            );
-            if matches!(node.http("GET", "/health", None, None), Ok((200, _))) {
-                return node;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {name} did not start:\n{}",
-                node.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            .env("LOG_LEVEL", "debug")
+            .envs(extra.iter().copied())
+            .patience(START)
+            .start();
+        Node { name, process }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+        self.process.log()
     }
 
-    /// One HTTP/1.1 exchange on a fresh connection: the status and the body.
+    /// One HTTP/1.1 exchange on a fresh connection: the status and the body. A body given as
+    /// text (which may not parse) goes through [`GatewayProcess::http`].
     fn http(
         &self,
         method: &str,
@@ -115,53 +69,8 @@ impl Node {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(u16, String), String> {
-        self.http_text(
-            method,
-            path,
-            bearer,
-            &body.map(Value::to_string).unwrap_or_default(),
-        )
-    }
-
-    /// As [`Node::http`], with a JSON body given as text (which may not parse).
-    fn http_text(
-        &self,
-        method: &str,
-        path: &str,
-        bearer: Option<&str>,
-        body: &str,
-    ) -> Result<(u16, String), String> {
-        let mut stream = TcpStream::connect(&self.addr).map_err(|e| e.to_string())?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| e.to_string())?;
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(token) = bearer {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
-        }
-        request.push_str("\r\n");
-        request.push_str(body);
-        stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-        let answer = String::from_utf8_lossy(&answer);
-        let (head, body) = answer.split_once("\r\n\r\n").ok_or("no header end")?;
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or("no status")?;
-        let chunked = head
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-        Ok((status, if chunked { unchunk(body) } else { body.to_owned() }))
+        let body = body.map(Value::to_string).unwrap_or_default();
+        self.process.http(method, path, bearer, &body)
     }
 
     /// An admin API call: the status and the JSON answer.
@@ -187,13 +96,14 @@ impl Node {
     /// Whether the node serves `group`: a body that is not JSON is refused with `400` there,
     /// before any key is chosen, and with `404` where the group is unknown.
     fn knows_group(&self, group: &str, proxy_key: &str) -> bool {
-        self.http_text(
-            "POST",
-            &format!("/proxy/{group}/v1/chat/completions"),
-            Some(proxy_key),
-            "{not json",
-        )
-        .is_ok_and(|(status, _)| status == 400)
+        self.process
+            .http(
+                "POST",
+                &format!("/proxy/{group}/v1/chat/completions"),
+                Some(proxy_key),
+                "{not json",
+            )
+            .is_ok_and(|(status, _)| status == 400)
     }
 
     /// The sum of a Prometheus counter's series whose labels include every one of `labels`.
@@ -222,35 +132,8 @@ impl Node {
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("--- node {} log\n{}", self.name, self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn unchunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Polls `check` every 50 ms until it holds; the time it took, or `None` after `limit`.
@@ -956,7 +839,8 @@ fn key_and_group_limits_hold_across_the_nodes() {
         for group in ["limited", "capped"] {
             let known = within(PROPAGATION * 5, || {
                 matches!(
-                    node.http_text("POST", &path(group), Some("sk-wrong-proxy-key"), "{}"),
+                    node.process
+                        .http("POST", &path(group), Some("sk-wrong-proxy-key"), "{}"),
                     Ok((401, _))
                 )
             });

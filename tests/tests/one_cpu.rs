@@ -6,14 +6,10 @@
 //! a temporary directory in front of the in-process mock upstream. Linux only (`taskset`,
 //! `sched_getaffinity`).
 
-use std::{
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gpt_load_e2e::{MockConfig, MockUpstream, gateway_binary};
+use gpt_load_e2e::{GatewayCommand, GatewayProcess, MockConfig, MockUpstream};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -37,7 +33,7 @@ async fn on_one_cpu_the_gateway_runs_one_thread_and_serves_logs_streams_and_stop
     let mock = MockUpstream::start_with(MockConfig::default().with_record_capacity(0))
         .await
         .unwrap();
-    let mut gateway = Gateway::start(&mock.url(), cpu);
+    let mut gateway = start_gateway(&mock.url(), &cpu);
     assert!(
         gateway.log().contains("async runtime: one thread"),
         "{}",
@@ -48,7 +44,7 @@ async fn on_one_cpu_the_gateway_runs_one_thread_and_serves_logs_streams_and_stop
     // Requests, CONCURRENCY at a time.
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..CONCURRENCY {
-        let (client, base) = (client.clone(), gateway.base.clone());
+        let (client, base) = (client.clone(), gateway.base().to_owned());
         tasks.spawn(async move {
             let mut statuses = Vec::new();
             for _ in (worker..REQUESTS).step_by(CONCURRENCY) {
@@ -62,7 +58,7 @@ async fn on_one_cpu_the_gateway_runs_one_thread_and_serves_logs_streams_and_stop
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
 
     // A stream, frame by frame.
-    let (status, body) = chat(&client, &gateway.base, true).await;
+    let (status, body) = chat(&client, gateway.base(), true).await;
     assert_eq!(status, StatusCode::OK);
     let frames = body.lines().filter(|line| line.starts_with("data:")).count();
     // The text frames, the finish chunk and `[DONE]`.
@@ -71,7 +67,7 @@ async fn on_one_cpu_the_gateway_runs_one_thread_and_serves_logs_streams_and_stop
     // Every request has its log row once the writer has flushed.
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let logged = final_logs(&client, &gateway.base).await;
+        let logged = final_logs(&client, gateway.base()).await;
         if logged == REQUESTS as i64 + 1 {
             break;
         }
@@ -129,125 +125,20 @@ fn first_cpu() -> String {
     list.trim().chars().take_while(char::is_ascii_digit).collect()
 }
 
-/// The gateway binary pinned to one CPU, killed on drop.
-struct Gateway {
-    base: String,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Gateway {
-    fn start(upstream: &str, cpu: String) -> Self {
-        let dir = std::env::temp_dir().join(format!("gpt-load-one-cpu-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let bootstrap = dir.join("bootstrap.json");
-        let group = json!({
-            "name": "one",
-            "channel_type": "openai",
-            "test_model": "gpt-4o-mini",
-            "upstreams": [{"url": upstream, "weight": 1}],
-            "keys": ["sk-one-cpu-upstream-0001", "sk-one-cpu-upstream-0002"],
-            "proxy_keys": PROXY_KEY,
-            "config": {},
-        });
-        std::fs::write(&bootstrap, json!({ "groups": [group] }).to_string()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.join("gateway.log")).unwrap();
-        let child = Command::new("taskset")
-            .arg("-c")
-            .arg(cpu)
-            .arg(gateway_binary())
-            .current_dir(&dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("AUTH_KEY", AUTH_KEY)
-            .env("DATA_DIR", dir.join("data"))
-            .env("GPT_LOAD_BOOTSTRAP", &bootstrap)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("the gateway starts under taskset (util-linux)");
-        let mut gateway = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            dir,
-        };
-        gateway.wait_healthy();
-        gateway
-    }
-
-    fn wait_healthy(&mut self) {
-        let addr = self.base.trim_start_matches("http://").to_owned();
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            assert!(
-                matches!(self.child.try_wait(), Ok(None)),
-                "the gateway exited:\n{}",
-                self.log()
-            );
-            if health_ok(&addr) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("the gateway did not become healthy:\n{}", self.log());
-    }
-
-    /// Sends `SIGTERM` and waits for the exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no exit after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- gateway log\n{}", self.log());
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `GET /health` answers 200, over a plain blocking socket.
-fn health_ok(addr: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+/// The gateway binary pinned to `cpu`, on SQLite in front of `upstream`.
+fn start_gateway(upstream: &str, cpu: &str) -> GatewayProcess {
+    let group = json!({
+        "name": "one",
+        "channel_type": "openai",
+        "test_model": "gpt-4o-mini",
+        "upstreams": [{"url": upstream, "weight": 1}],
+        "keys": ["sk-one-cpu-upstream-0001", "sk-one-cpu-upstream-0002"],
+        "proxy_keys": PROXY_KEY,
+        "config": {},
+    });
+    GatewayCommand::new("one_cpu", AUTH_KEY)
+        .bootstrap(&json!({ "groups": [group] }))
+        .cpu(cpu)
+        .patience(PATIENCE)
+        .start()
 }

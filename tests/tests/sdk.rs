@@ -30,7 +30,6 @@
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, ChildStdout, Command, Stdio},
     sync::{
@@ -41,7 +40,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use gpt_load_e2e::{gateway_binary, workspace_root};
+use gpt_load_e2e::{GatewayCommand, GatewayProcess, gateway_binary, workspace_root};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -157,7 +156,7 @@ impl Sdk {
 /// One SDK call: `stream` chooses the SDK's streaming API.
 fn call(sdk: Sdk, gateway: &Gateway, group: &str, api_key: &str, stream: bool) -> Value {
     json!({
-        "base_url": sdk.base_url(&gateway.base, group),
+        "base_url": sdk.base_url(gateway.base(), group),
         "api_key": api_key,
         "model": sdk.model(),
         "stream": stream,
@@ -189,7 +188,7 @@ async fn google_genai_sdk_through_a_pool_with_a_bad_key() {
 async fn pooled_calls(sdk: Sdk) {
     let Some(setup) = setup() else { return };
     let mock = Mock::start();
-    let gateway = Gateway::start(setup, &[]).await;
+    let gateway = Gateway::start(&[]);
     let pool = Pool::new(&format!("{}-pool", sdk.channel()));
     mock.script(&pool.bad, json!({"behaviour": "unauthorized"})).await;
     gateway
@@ -258,9 +257,11 @@ async fn pooled_calls(sdk: Sdk) {
 /// request carrying it as `x-api-key`, each plain and streamed, through pools with a bad key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_http_with_the_proxy_key_in_the_query_and_in_x_api_key() {
-    let Some(setup) = setup() else { return };
+    if setup().is_none() {
+        return;
+    }
     let mock = Mock::start();
-    let gateway = Gateway::start(setup, &[]).await;
+    let gateway = Gateway::start(&[]);
     let gemini = Pool::new("raw-gemini");
     let anthropic = Pool::new("raw-anthropic");
     for pool in [&gemini, &anthropic] {
@@ -289,7 +290,8 @@ async fn raw_http_with_the_proxy_key_in_the_query_and_in_x_api_key() {
         };
         let url = format!(
             "{}/proxy/{}/v1beta/models/{model}:{action}?{query}",
-            gateway.base, gemini.group
+            gateway.base(),
+            gemini.group
         );
         let (status, headers, answer) = send(Method::POST, &url, &[], Some(&body)).await;
         let answer = String::from_utf8_lossy(&answer);
@@ -302,7 +304,7 @@ async fn raw_http_with_the_proxy_key_in_the_query_and_in_x_api_key() {
     }
 
     let model = Sdk::Anthropic.model();
-    let url = format!("{}/proxy/{}/v1/messages", gateway.base, anthropic.group);
+    let url = format!("{}/proxy/{}/v1/messages", gateway.base(), anthropic.group);
     let headers = [("x-api-key", PROXY_KEY), ("anthropic-version", "2023-06-01")];
     for i in 0..4 {
         let stream = i % 2 == 1;
@@ -344,7 +346,7 @@ async fn raw_http_with_the_proxy_key_in_the_query_and_in_x_api_key() {
 async fn gateway_errors_are_each_sdks_native_errors() {
     let Some(setup) = setup() else { return };
     let mock = Mock::start();
-    let gateway = Gateway::start(setup, &[]).await;
+    let gateway = Gateway::start(&[]);
     for sdk in SDKS {
         let ok = format!("{}-ok", sdk.channel());
         gateway
@@ -420,8 +422,8 @@ async fn gateway_errors_are_each_sdks_native_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_openapi_document_is_valid_openapi_3_1() {
     let Some(setup) = setup() else { return };
-    let gateway = Gateway::start(setup, &[]).await;
-    let url = format!("{}/api/openapi.json", gateway.base);
+    let gateway = Gateway::start(&[]);
+    let url = format!("{}/api/openapi.json", gateway.base());
     let (status, _, document) = send(Method::GET, &url, &[], None).await;
     assert_eq!(status, StatusCode::OK);
     let report = run_script(setup, "openapi_check.py", &String::from_utf8_lossy(&document)).await;
@@ -435,7 +437,7 @@ async fn the_admin_openapi_document_is_valid_openapi_3_1() {
 async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
     let Some(setup) = setup() else { return };
     let mock = Mock::start();
-    let gateway = Gateway::start(setup, &[("MAX_CONCURRENT_REQUESTS", "1")]).await;
+    let gateway = Gateway::start(&[("MAX_CONCURRENT_REQUESTS", "1")]);
     let slow_key = "sk-sdk-slow-upstream-0123456789";
     // Far longer than the test: the held request ends when the test drops it.
     mock.script(slow_key, json!({"behaviour": "slow", "delay_ms": 600_000}))
@@ -493,7 +495,7 @@ async fn requests_over_the_concurrency_limit_are_native_rate_limit_errors() {
 async fn requests_over_a_group_rpm_are_native_rate_limit_errors() {
     let Some(setup) = setup() else { return };
     let mock = Mock::start();
-    let gateway = Gateway::start(setup, &[]).await;
+    let gateway = Gateway::start(&[]);
     for sdk in SDKS {
         let group = format!("{}-rpm", sdk.channel());
         let config = json!({"group_rpm": 1});
@@ -545,7 +547,7 @@ async fn requests_over_a_group_rpm_are_native_rate_limit_errors() {
 async fn access_keys_limit_models_and_stop_in_each_sdks_own_errors() {
     let Some(setup) = setup() else { return };
     let mock = Mock::start();
-    let gateway = Gateway::start(setup, &[]).await;
+    let gateway = Gateway::start(&[]);
     for sdk in SDKS {
         let group = format!("{}-access", sdk.channel());
         let keys = ["sk-sdk-access-upstream-0123456789"];
@@ -600,7 +602,7 @@ async fn access_keys_limit_models_and_stop_in_each_sdks_own_errors() {
     );
 
     let auth = format!("Bearer {ADMIN_KEY}");
-    let url = format!("{}/api/access-keys/{id}", gateway.base);
+    let url = format!("{}/api/access-keys/{id}", gateway.base());
     let (status, _, _) = send(
         Method::PUT,
         &url,
@@ -707,7 +709,6 @@ fn assert_sdk_error(sdk: Sdk, result: &Value, status: u16, code: &str, message: 
 #[derive(Debug)]
 struct Setup {
     python: PathBuf,
-    gateway: PathBuf,
 }
 
 /// The shared set-up, or `None` (after printing `SKIP`) when the SDK venv cannot be built on a
@@ -716,9 +717,9 @@ fn setup() -> Option<&'static Setup> {
     static SETUP: OnceLock<Result<Setup, String>> = OnceLock::new();
     match SETUP.get_or_init(|| {
         // The gateway first: it is code of this workspace, so a failure is always an error.
-        let gateway = gateway_binary();
+        gateway_binary();
         let python = sdk_venv()?;
-        Ok(Setup { python, gateway })
+        Ok(Setup { python })
     }) {
         Ok(setup) => Some(setup),
         Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
@@ -836,10 +837,6 @@ struct Process {
 }
 
 impl Process {
-    fn exited(&mut self) -> bool {
-        !matches!(self.child.try_wait(), Ok(None))
-    }
-
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -926,58 +923,27 @@ impl Mock {
 
 /// The gateway binary on SQLite in a temporary data directory.
 struct Gateway {
-    base: String,
-    _process: Process,
-    _dir: TempDir,
+    process: GatewayProcess,
 }
 
 impl Gateway {
     /// Starts the gateway with `env` on top of the defaults and waits until `/health` answers.
-    async fn start(setup: &Setup, env: &[(&str, &str)]) -> Self {
-        let dir = TempDir::new("gateway");
-        let mut last_failure = String::new();
-        // A free port can be taken between choosing and binding it: try again with another.
-        for attempt in 0..3 {
-            let port = free_port();
-            let log = dir.0.join(format!("gateway-{attempt}.log"));
-            let log_file = std::fs::File::create(&log).expect("create the gateway log");
-            let child = Command::new(&setup.gateway)
-                // The working directory is where `.env` is read from: an empty one.
-                .current_dir(&dir.0)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("HOST", "127.0.0.1")
-                .env("PORT", port.to_string())
-                .env("AUTH_KEY", ADMIN_KEY)
-                .env("DATA_DIR", dir.0.join("data"))
-                .envs(env.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().expect("log file"))
-                .stderr(log_file)
-                .spawn()
-                .expect("the gateway starts");
-            let mut process = Process {
-                name: "gpt-load-gateway",
-                child,
-                log,
-            };
-            let base = format!("http://127.0.0.1:{port}");
-            if wait_healthy(&base, &mut process).await {
-                return Self {
-                    base,
-                    _process: process,
-                    _dir: dir,
-                };
-            }
-            last_failure = process.log_tail();
-        }
-        panic!("the gateway did not start:\n{last_failure}");
+    fn start(env: &[(&str, &str)]) -> Self {
+        let process = GatewayCommand::new("sdk", ADMIN_KEY)
+            .envs(env.iter().copied())
+            .patience(PATIENCE)
+            .start();
+        Self { process }
+    }
+
+    fn base(&self) -> &str {
+        self.process.base()
     }
 
     /// An admin API call; returns the `data` of a successful answer.
     async fn admin(&self, path: &str, body: Value) -> Value {
         let auth = format!("Bearer {ADMIN_KEY}");
-        let url = format!("{}/api{path}", self.base);
+        let url = format!("{}/api{path}", self.base());
         let (status, _, answer) = send(Method::POST, &url, &[("authorization", &auth)], Some(&body)).await;
         let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
         assert!(
@@ -1013,32 +979,6 @@ impl Gateway {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// Polls `/health` until it answers 200 (true) or the process exits (false).
-async fn wait_healthy(base: &str, process: &mut Process) -> bool {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let health = format!("{base}/health");
-    while tokio::time::Instant::now() < deadline {
-        if process.exited() {
-            return false;
-        }
-        let probe = tokio::time::timeout(Duration::from_secs(5), client().request(get(&health))).await;
-        if let Ok(Ok(response)) = probe
-            && response.status() == StatusCode::OK
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the gateway did not become healthy:\n{}", process.log_tail());
-}
-
 // ---------------------------------------------------------------------------------------------
 // HTTP from Rust
 // ---------------------------------------------------------------------------------------------
@@ -1046,7 +986,7 @@ async fn wait_healthy(base: &str, process: &mut Process) -> bool {
 /// An OpenAI chat request to `group` with the proxy key, as a client without an SDK sends it.
 fn chat_request(gateway: &Gateway, group: &str) -> Request<Full<Bytes>> {
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
-    Request::post(format!("{}/proxy/{group}/v1/chat/completions", gateway.base))
+    Request::post(format!("{}/proxy/{group}/v1/chat/completions", gateway.base()))
         .header("authorization", format!("Bearer {PROXY_KEY}"))
         .header("content-type", "application/json")
         .body(Full::from(body.to_string()))
@@ -1086,10 +1026,6 @@ fn assert_rate_limit_errors<'a>(
 
 fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn get(url: &str) -> Request<Full<Bytes>> {
-    Request::get(url).body(Full::default()).expect("a valid request")
 }
 
 /// Sends one request and reads the whole answer.
