@@ -103,7 +103,7 @@ impl SqlitePool {
 
 impl AppendConnection {
     /// Hands `job` to the low-priority thread, starting one if there is none or the last one
-    /// stopped (a panic in a write ends it).
+    /// stopped.
     fn run_low(&self, mut job: AppendJob) {
         let mut low = self.low.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         loop {
@@ -130,7 +130,9 @@ impl LowPriorityThread {
             .spawn(move || {
                 lower_priority();
                 for job in queue {
-                    job();
+                    // A panic in a write fails that append (its caller sees the reply dropped)
+                    // and rolls its transaction back; the thread goes on with the next one.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
             })
             .expect("the OS starts a thread");
