@@ -102,22 +102,14 @@ impl SqlitePool {
 }
 
 impl AppendConnection {
-    /// Hands `job` to the low-priority thread, starting one if there is none or the last one
-    /// stopped.
-    fn run_low(&self, mut job: AppendJob) {
+    /// Hands `job` to the low-priority thread, starting it on the first low-priority append.
+    fn run_low(&self, job: AppendJob) {
         let mut low = self.low.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        loop {
-            let thread = match &mut *low {
-                Some(thread) => thread,
-                none => none.insert(LowPriorityThread::start()),
-            };
-            match thread.jobs.send(job) {
-                Ok(()) => return,
-                Err(mpsc::SendError(returned)) => {
-                    job = returned;
-                    *low = None;
-                }
-            }
+        let thread = low.get_or_insert_with(LowPriorityThread::start);
+        if thread.jobs.send(job).is_err() {
+            // The thread is gone (a panic escaped `catch_unwind`): this append fails, as its
+            // reply is dropped with it, and the next one starts a new thread.
+            *low = None;
         }
     }
 }

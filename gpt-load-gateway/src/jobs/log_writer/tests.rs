@@ -613,24 +613,22 @@ async fn a_duplicate_after_a_lost_reply_counts_as_written() {
     assert_eq!(store.state.lock().unwrap().insert_calls, 2);
 }
 
-#[tokio::test]
-async fn appends_at_low_priority_while_keeping_up_and_at_normal_priority_when_behind() {
-    use AppendPriority::{Low, Normal};
-
-    let base = sample().await;
-    let store = Arc::new(FlakyStore::default());
+/// `n` numbered records queued for a writer, with `store` down.
+async fn queued_while_down(
+    store: &FlakyStore,
+    n: usize,
+) -> (mpsc::Sender<RequestRecord>, mpsc::Receiver<RequestRecord>) {
     store.down.store(true, Ordering::SeqCst);
     let (tx, rx) = mpsc::channel(100);
-    for record in numbered(&base, 7) {
+    for record in numbered(&sample().await, n) {
         tx.try_send(record).unwrap();
     }
-    let config = WriterConfig {
-        max_batch: 2,
-        ..config()
-    };
-    let writer = spawn(writer_for(&store, rx).config(config));
-    // The first batch is taken with nothing behind it; its write fails and is retried while the
-    // writer reads the other five.
+    (tx, rx)
+}
+
+/// Waits until the writer has read every record queued on `tx` while `store` is down, then
+/// brings the store back.
+async fn read_while_down(store: &FlakyStore, tx: &mpsc::Sender<RequestRecord>) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while tx.capacity() < tx.max_capacity() {
         assert!(
@@ -640,6 +638,23 @@ async fn appends_at_low_priority_while_keeping_up_and_at_normal_priority_when_be
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     store.down.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test]
+async fn appends_at_low_priority_while_keeping_up_and_at_normal_priority_when_behind() {
+    use AppendPriority::{Low, Normal};
+
+    let store = Arc::new(FlakyStore::default());
+    let (tx, rx) = queued_while_down(&store, 7).await;
+    let config = WriterConfig {
+        max_batch: 2,
+        ..config()
+    };
+    let writer = spawn(writer_for(&store, rx).config(config));
+    // The first batch is taken with nothing behind it; its write fails and is retried while the
+    // writer reads the other five.
+    read_while_down(&store, &tx).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
     while store.request_ids().len() < 6 {
         assert!(Instant::now() < deadline, "three batches are written");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -664,29 +679,15 @@ async fn appends_at_low_priority_while_keeping_up_and_at_normal_priority_when_be
 
 #[tokio::test]
 async fn sheds_the_oldest_waiting_records_beyond_the_memory_bound() {
-    let base = sample().await;
     let store = Arc::new(FlakyStore::default());
-    store.down.store(true, Ordering::SeqCst);
-    let (tx, rx) = mpsc::channel(100);
-    for record in numbered(&base, 30) {
-        tx.try_send(record).unwrap();
-    }
+    let (tx, rx) = queued_while_down(&store, 30).await;
     let config = WriterConfig {
         max_batch: 4,
         max_pending: 10,
         ..config()
     };
     let writer = spawn(writer_for(&store, rx).config(config));
-    // Wait until the writer has read everything while the database is down.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tx.capacity() < tx.max_capacity() {
-        assert!(
-            Instant::now() < deadline,
-            "the writer reads while the database is down"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    store.down.store(false, Ordering::SeqCst);
+    read_while_down(&store, &tx).await;
     drop(tx);
 
     // The first batch (r0..r3) is kept for retrying; of the rest only the newest ten wait.
