@@ -241,7 +241,7 @@ impl fmt::Display for KeyId {
 }
 
 /// The key one attempt used: its id, the group it was selected in, and the key itself (an
-/// [`ApiKey`], which only ever prints its mask). Cheap to clone.
+/// [`ApiKey`], which only ever prints its mask). Cheap to clone when made from a selection.
 ///
 /// Carried by an [`Error`](crate::Error) from [`KeySelect`](crate::keys::KeySelect) down
 /// ([`Error::key`](crate::Error::key)), so that retrying and logging a failed attempt need no
@@ -256,17 +256,44 @@ impl fmt::Display for KeyId {
 /// assert_eq!(key.secret().masked(), "sk-l****cdef");
 /// assert!(!format!("{key:?}").contains("0123456789"));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AttemptKey {
     id: KeyId,
     group: GroupName,
-    secret: ApiKey,
+    secret: AttemptSecret,
+}
+
+/// Where an attempt's key value is: a copy of its own, or the pool's slot, which every logged
+/// attempt shares instead of copying the key.
+#[derive(Clone)]
+enum AttemptSecret {
+    Own(ApiKey),
+    Held(Arc<dyn HoldsKey>),
+}
+
+/// Something that keeps a key's value for as long as it lives (the pool's slot).
+pub(crate) trait HoldsKey: Send + Sync {
+    /// The key.
+    fn secret(&self) -> &ApiKey;
 }
 
 impl AttemptKey {
     /// The key `id` of `group`, whose value is `secret`.
     pub fn new(id: KeyId, group: GroupName, secret: ApiKey) -> Self {
-        Self { id, group, secret }
+        Self {
+            id,
+            group,
+            secret: AttemptSecret::Own(secret),
+        }
+    }
+
+    /// The key `id` of `group`, whose value `holder` keeps.
+    pub(crate) fn held(id: KeyId, group: GroupName, holder: Arc<dyn HoldsKey>) -> Self {
+        Self {
+            id,
+            group,
+            secret: AttemptSecret::Held(holder),
+        }
     }
 
     /// The key's id.
@@ -281,7 +308,20 @@ impl AttemptKey {
 
     /// The key, for redacting text that may echo it and for its mask.
     pub fn secret(&self) -> &ApiKey {
-        &self.secret
+        match &self.secret {
+            AttemptSecret::Own(secret) => secret,
+            AttemptSecret::Held(holder) => holder.secret(),
+        }
+    }
+}
+
+impl fmt::Debug for AttemptKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AttemptKey")
+            .field("id", &self.id)
+            .field("group", &self.group)
+            .field("secret", self.secret())
+            .finish()
     }
 }
 

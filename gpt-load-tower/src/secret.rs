@@ -20,7 +20,7 @@
 //! );
 //! ```
 
-use std::{borrow::Cow, fmt, sync::Arc};
+use std::{borrow::Cow, fmt};
 
 /// Keys shorter than this are masked completely: showing eight characters of them would give
 /// away too large a share of the secret.
@@ -28,15 +28,17 @@ const PARTIAL_MASK_MIN_CHARS: usize = 16;
 
 /// A secret key (upstream API key or proxy key).
 ///
-/// Cloning is cheap (the value is shared). Equality compares the values and is **not**
-/// constant-time; use it for maps, not for checking a presented credential (the
-/// [`auth`](crate::auth) module does that in constant time).
+/// The value is stored once, without a shared count: a pool of a million keys holds a million
+/// of them, so cloning copies it. The request path never clones one: a selected key and an
+/// attempt's [`AttemptKey`](crate::context::AttemptKey) reach it through the pool's slot.
+/// Equality compares the values and is **not** constant-time; use it for maps, not for checking a
+/// presented credential (the [`auth`](crate::auth) module does that in constant time).
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ApiKey(Arc<str>);
+pub struct ApiKey(Box<str>);
 
 impl ApiKey {
     /// Wraps a key.
-    pub fn new(key: impl Into<Arc<str>>) -> Self {
+    pub fn new(key: impl Into<Box<str>>) -> Self {
         Self(key.into())
     }
 

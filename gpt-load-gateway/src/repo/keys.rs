@@ -72,7 +72,7 @@ pub(crate) struct PoolKeyRow {
 pub(crate) type PoolKey = (PoolKeyRow, KeyLifecycleRow);
 
 /// Rows per read of [`pool_keys`] and [`pool_keys_page`]'s usual size.
-pub(crate) const POOL_PAGE: i64 = 10_000;
+pub(crate) const POOL_PAGE: i64 = 2_000;
 
 /// Every key of one group as the pool loads it, by id, read [`POOL_PAGE`] rows at a time.
 pub(crate) async fn pool_keys(db: &Db, group_id: i64) -> Result<Vec<PoolKey>, DbError> {

@@ -239,13 +239,13 @@ impl SelectedKey {
 
 impl From<&SelectedKey> for AttemptKey {
     fn from(key: &SelectedKey) -> Self {
-        AttemptKey::new(key.id(), key.group.clone(), key.secret().clone())
+        AttemptKey::held(key.id(), key.group.clone(), key.slot.clone())
     }
 }
 
 impl From<SelectedKey> for AttemptKey {
     fn from(key: SelectedKey) -> Self {
-        AttemptKey::new(key.id(), key.group, key.slot.secret().clone())
+        AttemptKey::held(key.id(), key.group, key.slot)
     }
 }
 

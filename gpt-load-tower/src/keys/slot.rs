@@ -2,12 +2,13 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering},
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use arc_swap::ArcSwapOption;
+use once_cell::race::OnceBox;
 
 use super::limits::{KeyLimiter, KeyLimits, LimitRefusal};
 use crate::{clock, context::KeyId, secret::ApiKey};
@@ -16,6 +17,9 @@ use crate::{clock, context::KeyId, secret::ApiKey};
 /// another request may probe it: longer than most answers take to start, short enough that a
 /// probe whose client went away does not keep the key idle for long.
 pub(crate) const PROBE_WINDOW: Duration = Duration::from_secs(30);
+
+/// The highest backoff level a slot counts to: far past any cap on a cool-down's length.
+const MAX_BACKOFF_LEVEL: u16 = 1000;
 
 /// The state of a key in the pool.
 ///
@@ -89,33 +93,43 @@ impl KeyState {
 
 /// One key and its live health, shared by the pool and the requests using it.
 ///
-/// Every field is an atomic, so reading and updating a slot never takes a lock.
+/// Every field is an atomic, so reading and updating a slot never takes a lock. What few keys
+/// ever have (a last error, per-model rests, rate limits) lives in one allocation made on first
+/// use, so a pool of a million keys pays a pointer for it per key.
 pub struct KeySlot {
     id: KeyId,
     secret: ApiKey,
-    state: AtomicU8,
+    cool_until: AtomicU64,
+    extras: OnceBox<Extras>,
+    /// Requests since the last [`take_requests`](Self::take_requests) (a flush of key state).
+    requests: AtomicU32,
+    /// Wall-clock seconds since the epoch of the last success and the last failure (0 = never):
+    /// stored and shown, so not the process's monotonic clock, and to the second, as the
+    /// database keeps them.
+    last_success: AtomicU32,
+    last_failure: AtomicU32,
     consecutive_failures: AtomicU32,
     transient_failures: AtomicU32,
-    cool_until: AtomicU64,
-    /// Cool-downs since the last success.
-    backoff_level: AtomicU32,
-    /// Times a degraded slot came up for selection (it is taken on every n-th).
-    degraded_turns: AtomicU32,
     in_flight: AtomicU32,
-    requests: AtomicU64,
-    /// Wall-clock milliseconds since the epoch of the last success and the last failure (0 =
-    /// never): stored and shown, so not the process's monotonic clock.
-    last_success: AtomicU64,
-    last_failure: AtomicU64,
+    /// Cool-downs since the last success.
+    backoff_level: AtomicU16,
+    /// Times a degraded slot came up for selection (it is taken on every n-th; wraps).
+    degraded_turns: AtomicU16,
+    state: AtomicU8,
+    pub(super) dirty: AtomicBool,
+}
+
+/// The part of a slot that most keys never use.
+#[derive(Default)]
+struct Extras {
     /// The upstream's message (redacted) of the last failure.
     last_error: Mutex<Option<Arc<str>>>,
     /// Models this key may not serve before a deadline (per-model quotas ran out), and whether
     /// there are any: selection looks at the list only when the flag is set.
     model_rests: Mutex<Vec<(Arc<str>, u64)>>,
     has_model_rests: AtomicBool,
-    /// The key's rate limits and their counters; `None` (one null pointer) for a key without.
+    /// The key's rate limits and their counters.
     limiter: ArcSwapOption<KeyLimiter>,
-    pub(super) dirty: AtomicBool,
 }
 
 impl KeySlot {
@@ -124,22 +138,29 @@ impl KeySlot {
         Self {
             id,
             secret,
-            state: AtomicU8::new(KeyState::Active.to_u8()),
+            cool_until: AtomicU64::new(0),
+            extras: OnceBox::new(),
+            requests: AtomicU32::new(0),
+            last_success: AtomicU32::new(0),
+            last_failure: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             transient_failures: AtomicU32::new(0),
-            cool_until: AtomicU64::new(0),
-            backoff_level: AtomicU32::new(0),
-            degraded_turns: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
-            requests: AtomicU64::new(0),
-            last_success: AtomicU64::new(0),
-            last_failure: AtomicU64::new(0),
-            last_error: Mutex::new(None),
-            model_rests: Mutex::new(Vec::new()),
-            has_model_rests: AtomicBool::new(false),
-            limiter: ArcSwapOption::empty(),
+            backoff_level: AtomicU16::new(0),
+            degraded_turns: AtomicU16::new(0),
+            state: AtomicU8::new(KeyState::Active.to_u8()),
             dirty: AtomicBool::new(false),
         }
+    }
+
+    /// The rarely used part, made on first use.
+    fn extras(&self) -> &Extras {
+        self.extras.get_or_init(Box::default)
+    }
+
+    /// The key's limiter, if it has limits.
+    fn limiter(&self) -> Option<arc_swap::Guard<Option<Arc<KeyLimiter>>>> {
+        self.extras.get().map(|extras| extras.limiter.load())
     }
 
     /// A key restored with a known state and failure count (for example from a database).
@@ -200,7 +221,7 @@ impl KeySlot {
                     return Some(false);
                 }
                 let turn = self.degraded_turns.fetch_add(1, Ordering::Relaxed);
-                turn.is_multiple_of(degraded_every).then_some(false)
+                u32::from(turn).is_multiple_of(degraded_every).then_some(false)
             }
             KeyState::Cooling => {
                 let until = self.cool_until.load(Ordering::Relaxed);
@@ -228,34 +249,41 @@ impl KeySlot {
     /// over.
     #[inline]
     fn is_resting_for(&self, model: &str) -> bool {
-        if !self.has_model_rests.load(Ordering::Acquire) {
+        let Some(extras) = self.extras.get() else {
+            return false;
+        };
+        if !extras.has_model_rests.load(Ordering::Acquire) {
             return false;
         }
         let now = clock::now_ms();
-        let mut rests = lock(&self.model_rests);
+        let mut rests = lock(&extras.model_rests);
         rests.retain(|(_, until)| *until > now);
         if rests.is_empty() {
-            self.has_model_rests.store(false, Ordering::Release);
+            extras.has_model_rests.store(false, Ordering::Release);
         }
         rests.iter().any(|(m, _)| &**m == model)
     }
 
     /// Rests `model` on this key until the clock reads `deadline`.
     pub(super) fn rest_model(&self, model: &str, deadline: u64) {
-        let mut rests = lock(&self.model_rests);
+        let extras = self.extras();
+        let mut rests = lock(&extras.model_rests);
         match rests.iter_mut().find(|(m, _)| &**m == model) {
             Some(rest) => rest.1 = deadline,
             None => rests.push((model.into(), deadline)),
         }
-        self.has_model_rests.store(true, Ordering::Release);
+        extras.has_model_rests.store(true, Ordering::Release);
     }
 
     /// The models resting on this key and how long each still rests.
     pub fn model_rests(&self) -> Vec<(Arc<str>, Duration)> {
-        if !self.has_model_rests.load(Ordering::Acquire) {
+        let Some(extras) = self.extras.get() else {
+            return Vec::new();
+        };
+        if !extras.has_model_rests.load(Ordering::Acquire) {
             return Vec::new();
         }
-        lock(&self.model_rests)
+        lock(&extras.model_rests)
             .iter()
             .map(|(m, until)| (Arc::clone(m), clock::remaining(*until)))
             .filter(|(_, rest)| !rest.is_zero())
@@ -264,8 +292,10 @@ impl KeySlot {
 
     /// Forgets every per-model rest (the key was restored).
     pub(super) fn clear_model_rests(&self) {
-        if self.has_model_rests.swap(false, Ordering::AcqRel) {
-            lock(&self.model_rests).clear();
+        if let Some(extras) = self.extras.get()
+            && extras.has_model_rests.swap(false, Ordering::AcqRel)
+        {
+            lock(&extras.model_rests).clear();
         }
     }
 
@@ -278,18 +308,14 @@ impl KeySlot {
 
     /// The key's rate limits (none by default).
     pub fn limits(&self) -> KeyLimits {
-        self.limiter
-            .load()
-            .as_ref()
-            .map_or(KeyLimits::new(), |limiter| limiter.limits())
+        self.limiter()
+            .and_then(|limiter| limiter.as_ref().map(|limiter| limiter.limits()))
+            .unwrap_or_default()
     }
 
     /// The key's tokens-per-minute window, when it has a `tpm` limit.
     pub(crate) fn token_window(&self) -> Option<Arc<crate::limit::MinuteWindow>> {
-        self.limiter
-            .load()
-            .as_ref()
-            .and_then(|limiter| limiter.token_window().cloned())
+        self.limiter()?.as_ref()?.token_window().cloned()
     }
 
     /// Sets the key's rate limits (the pool does, from
@@ -298,45 +324,53 @@ impl KeySlot {
     pub(super) fn set_limits(&self, limits: KeyLimits) {
         if limits.is_none() {
             // A store settles every reader's debt on the swap, which a group of a million keys
-            // without limits would pay a million times per change of its membership.
-            if self.limiter.load().is_some() {
-                self.limiter.store(None);
+            // without limits would pay a million times per change of its membership; and a key
+            // that never had limits keeps its extras unmade.
+            if let Some(extras) = self.extras.get()
+                && extras.limiter.load().is_some()
+            {
+                extras.limiter.store(None);
             }
-        } else if let Some(limiter) = self.limiter.load().as_ref() {
+            return;
+        }
+        let extras = self.extras();
+        if let Some(limiter) = extras.limiter.load().as_ref() {
             limiter.set(limits);
         } else {
-            self.limiter.store(Some(Arc::new(KeyLimiter::new(limits))));
+            extras.limiter.store(Some(Arc::new(KeyLimiter::new(limits))));
         }
     }
 
     /// The limit that would refuse a request on this key now, if any.
     pub fn limit_refusal(&self) -> Option<LimitRefusal> {
-        self.limiter.load().as_ref()?.refusal(self.in_flight())
+        self.limiter()?.as_ref()?.refusal(self.in_flight())
     }
 
     /// The share of the key's tightest limit still free, in thousandths: 1000 for a key without
     /// limits or with none used.
     pub fn headroom_per_mille(&self) -> u32 {
-        self.limiter
-            .load()
-            .as_ref()
-            .map_or(1000, |limiter| limiter.headroom_per_mille(self.in_flight()))
+        self.limiter()
+            .and_then(|limiter| {
+                limiter
+                    .as_ref()
+                    .map(|limiter| limiter.headroom_per_mille(self.in_flight()))
+            })
+            .unwrap_or(1000)
     }
 
     /// Requests counted against the key's limits in the last minute and today (zero without
     /// limits).
     pub fn limit_usage(&self) -> (u64, u64) {
-        self.limiter
-            .load()
-            .as_ref()
-            .map_or((0, 0), |limiter| limiter.used())
+        self.limiter()
+            .and_then(|limiter| limiter.as_ref().map(|limiter| limiter.used()))
+            .unwrap_or((0, 0))
     }
 
     /// Takes one request from each of the key's limits, or none of them. `Ok(true)` when the
     /// request's in-flight count was raised here (a concurrency limit), so the request must not
     /// raise it again (see [`adopt_request`](Self::adopt_request)).
     pub(super) fn admit(&self) -> Result<bool, LimitRefusal> {
-        match self.limiter.load().as_ref() {
+        match self.limiter().as_deref().and_then(Option::as_ref) {
             Some(limiter) => limiter.admit(&self.in_flight),
             None => Ok(false),
         }
@@ -348,7 +382,7 @@ impl KeySlot {
         if held_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        if let Some(limiter) = self.limiter.load().as_ref() {
+        if let Some(limiter) = self.limiter().as_deref().and_then(Option::as_ref) {
             limiter.give_back(refusal);
         }
     }
@@ -378,7 +412,10 @@ impl KeySlot {
     /// An active (or pending) slot starts cooling; a zero rest only sets the level.
     #[must_use]
     pub fn with_rest(self, rest: Duration, backoff_level: u32) -> Self {
-        self.backoff_level.store(backoff_level, Ordering::Relaxed);
+        self.backoff_level.store(
+            backoff_level.min(MAX_BACKOFF_LEVEL.into()) as u16,
+            Ordering::Relaxed,
+        );
         if !rest.is_zero() && matches!(self.raw_state(), KeyState::Active | KeyState::Pending) {
             self.cool_until.store(clock::deadline_ms(rest), Ordering::Relaxed);
             self.state.store(KeyState::Cooling.to_u8(), Ordering::Relaxed);
@@ -395,15 +432,19 @@ impl KeySlot {
         last_failure: Option<SystemTime>,
         last_error: Option<Arc<str>>,
     ) -> Self {
-        self.last_success.store(epoch_ms(last_success), Ordering::Relaxed);
-        self.last_failure.store(epoch_ms(last_failure), Ordering::Relaxed);
-        *lock(&self.last_error) = last_error;
+        self.last_success
+            .store(epoch_secs(last_success), Ordering::Relaxed);
+        self.last_failure
+            .store(epoch_secs(last_failure), Ordering::Relaxed);
+        if last_error.is_some() {
+            self.set_last_error_opt(last_error);
+        }
         self
     }
 
     /// Cool-downs since the last success; the next rest grows with it.
     pub fn backoff_level(&self) -> u32 {
-        self.backoff_level.load(Ordering::Relaxed)
+        self.backoff_level.load(Ordering::Relaxed).into()
     }
 
     /// When the key last succeeded, if it ever did.
@@ -419,12 +460,16 @@ impl KeySlot {
 
     /// The upstream's message (redacted) of the key's last failure.
     pub fn last_error(&self) -> Option<Arc<str>> {
-        lock(&self.last_error).clone()
+        lock(&self.extras.get()?.last_error).clone()
     }
 
     /// Records the upstream's message of a failure on this key (already redacted).
     pub fn set_last_error(&self, message: Arc<str>) {
-        *lock(&self.last_error) = Some(message);
+        self.set_last_error_opt(Some(message));
+    }
+
+    fn set_last_error_opt(&self, message: Option<Arc<str>>) {
+        *lock(&self.extras().last_error) = message;
     }
 
     pub(super) fn raw_state(&self) -> KeyState {
@@ -447,13 +492,19 @@ impl KeySlot {
         self.cool_until.store(deadline, Ordering::Relaxed);
     }
 
+    /// Raises the backoff level (up to [`MAX_BACKOFF_LEVEL`]); returns the level before.
     pub(super) fn add_backoff_level(&self) -> u32 {
-        self.backoff_level.fetch_add(1, Ordering::AcqRel)
+        let before = self
+            .backoff_level
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |level| {
+                Some(level.saturating_add(1).min(MAX_BACKOFF_LEVEL))
+            });
+        before.unwrap_or_else(|level| level).into()
     }
 
     pub(super) fn mark_success(&self) {
         self.last_success
-            .store(epoch_ms(Some(SystemTime::now())), Ordering::Relaxed);
+            .store(epoch_secs(Some(SystemTime::now())), Ordering::Relaxed);
         if self.backoff_level.load(Ordering::Relaxed) != 0 {
             self.backoff_level.store(0, Ordering::Relaxed);
         }
@@ -461,7 +512,7 @@ impl KeySlot {
 
     pub(super) fn mark_failure(&self) {
         self.last_failure
-            .store(epoch_ms(Some(SystemTime::now())), Ordering::Relaxed);
+            .store(epoch_secs(Some(SystemTime::now())), Ordering::Relaxed);
     }
 
     pub(super) fn add_failure(&self) -> u32 {
@@ -488,7 +539,7 @@ impl KeySlot {
     }
 
     pub(super) fn take_requests(&self) -> u64 {
-        self.requests.swap(0, Ordering::AcqRel)
+        self.requests.swap(0, Ordering::AcqRel).into()
     }
 
     /// The guard of a request whose in-flight count [`admit`](Self::admit) already raised.
@@ -500,6 +551,12 @@ impl KeySlot {
     pub fn begin_request(self: &std::sync::Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+}
+
+impl crate::context::HoldsKey for KeySlot {
+    fn secret(&self) -> &ApiKey {
+        &self.secret
     }
 }
 
@@ -522,15 +579,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Milliseconds since the epoch; 0 for none.
-fn epoch_ms(time: Option<SystemTime>) -> u64 {
+/// Whole seconds since the epoch (until 2106); 0 for none.
+fn epoch_secs(time: Option<SystemTime>) -> u32 {
     time.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
-/// The time `ms` milliseconds after the epoch; `None` for 0.
-fn wall_time(ms: u64) -> Option<SystemTime> {
-    (ms != 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
+/// The time `secs` seconds after the epoch; `None` for 0.
+fn wall_time(secs: u32) -> Option<SystemTime> {
+    (secs != 0).then(|| UNIX_EPOCH + Duration::from_secs(secs.into()))
 }
 
 /// Holds one in-flight request on a key; dropping it ends the request.
@@ -545,4 +602,56 @@ impl Drop for InFlight {
 
 impl crate::body::OnBodyEnd for InFlight {
     fn on_body_end(self, _end: crate::body::BodyEnd) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_slot_stays_small() {
+        // A pool of a million keys holds a million slots: every byte here is a megabyte there.
+        assert_eq!(std::mem::size_of::<KeySlot>(), 72);
+    }
+
+    #[test]
+    fn extras_are_made_only_for_keys_that_use_them() {
+        let slot = KeySlot::new(KeyId(1), "sk-1".into())
+            .with_history(Some(SystemTime::now()), None, None)
+            .with_rest(Duration::ZERO, 2);
+        slot.set_limits(KeyLimits::new());
+        slot.clear_model_rests();
+        assert!(!slot.is_resting_for("gpt-4o"));
+        assert_eq!(
+            (slot.limits(), slot.limit_usage(), slot.headroom_per_mille()),
+            (KeyLimits::new(), (0, 0), 1000)
+        );
+        assert_eq!((slot.last_error(), slot.model_rests()), (None, Vec::new()));
+        assert!(slot.extras.get().is_none());
+
+        slot.set_last_error("quota exceeded".into());
+        assert!(slot.extras.get().is_some());
+        assert_eq!(slot.last_error().as_deref(), Some("quota exceeded"));
+        slot.rest_model("gpt-4o", clock::deadline_ms(Duration::from_secs(60)));
+        assert!(slot.is_resting_for("gpt-4o") && !slot.is_resting_for("gpt-4o-mini"));
+        slot.clear_model_rests();
+        assert!(!slot.is_resting_for("gpt-4o"));
+    }
+
+    #[test]
+    fn times_are_kept_to_the_second_and_levels_saturate() {
+        let at = UNIX_EPOCH + Duration::from_millis(1_764_000_000_750);
+        let slot = KeySlot::new(KeyId(1), "sk-1".into())
+            .with_history(Some(at), Some(at), None)
+            .with_rest(Duration::ZERO, u32::MAX);
+        let second = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
+        assert_eq!(
+            (slot.last_success_at(), slot.last_failure_at()),
+            (Some(second), Some(second))
+        );
+        assert_eq!(slot.backoff_level(), u32::from(MAX_BACKOFF_LEVEL));
+        assert_eq!(slot.add_backoff_level(), u32::from(MAX_BACKOFF_LEVEL));
+        assert_eq!(slot.backoff_level(), u32::from(MAX_BACKOFF_LEVEL));
+    }
 }

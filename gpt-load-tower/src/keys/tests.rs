@@ -295,6 +295,39 @@ fn membership_changes_keep_live_state() {
 }
 
 #[test]
+fn keys_are_found_by_id_whatever_order_they_came_in() {
+    let pool = MemoryKeyPool::new();
+    pool.set_group(
+        "g".into(),
+        [5, 1, 9, 1].map(|i| KeySlot::new(KeyId(i), format!("key-{i}").into())),
+    );
+    // The first of two slots with one id is the one kept.
+    assert_eq!(pool.get("g", KeyId(1)).unwrap().secret().expose(), "key-1");
+    assert_eq!(pool.keys("g").len(), 3);
+    let added = pool.add_keys(
+        "g".into(),
+        [7, 3, 7, 9].map(|i| KeySlot::new(KeyId(i), format!("new-{i}").into())),
+    );
+    assert_eq!(added, 2, "9 was there already and 7 came twice");
+    let ids: Vec<u64> = pool.keys("g").iter().map(|slot| slot.id().0).collect();
+    assert_eq!(ids, [1, 3, 5, 7, 9]);
+    assert_eq!(pool.get("g", KeyId(7)).unwrap().secret().expose(), "new-7");
+    assert_eq!(pool.get("g", KeyId(9)).unwrap().secret().expose(), "key-9");
+    assert!(pool.get("g", KeyId(4)).is_none());
+    assert_eq!(
+        pool.set_states(
+            "g",
+            [(KeyId(3), KeyState::Disabled), (KeyId(4), KeyState::Disabled)]
+        ),
+        1
+    );
+    assert_eq!(pool.get("g", KeyId(3)).unwrap().state(), KeyState::Disabled);
+    assert_eq!(pool.remove_keys("g", [KeyId(1), KeyId(9)]), 2);
+    let ids: Vec<u64> = pool.keys("g").iter().map(|slot| slot.id().0).collect();
+    assert_eq!(ids, [3, 5, 7]);
+}
+
+#[test]
 fn restored_slot_state_from_storage() {
     let pool = MemoryKeyPool::new();
     pool.set_group(
