@@ -898,23 +898,26 @@ impl Registry {
             .iter()
             .map(|k| (k.clone(), SealedKey::seal(self.cipher(), k)))
             .collect();
-        self.add_sealed(group_id, &sealed).await
+        let added = self.add_sealed(group_id, &sealed).await?;
+        let total = key_rows::count_in_group(self.db(), group_id).await?;
+        Ok(Added { added, total })
     }
 
-    /// [`Registry::add_keys`] for keys sealed beforehand (`(plain, sealed)`, unique by hash).
+    /// Adds keys sealed beforehand (`(plain, sealed)`, unique by hash) as
+    /// [`Registry::add_keys`] does; returns how many were new. An import calls it a chunk at a
+    /// time, and does not count the group after each.
     pub(crate) async fn add_sealed(
         &self,
         group_id: i64,
         keys: &[(String, SealedKey)],
-    ) -> Result<Added, DbError> {
+    ) -> Result<usize, DbError> {
         let _write = self.inner.write.lock().await;
         let sealed: Vec<&SealedKey> = keys.iter().map(|(_, sealed)| sealed).collect();
         let state = match self.name_of(group_id) {
             Some(name) if self.validates_new_keys(name.as_str()) => KeyState::Pending,
             _ => KeyState::Active,
         };
-        let (added, total) =
-            key_rows::add_new_to_group(self.db(), group_id, &sealed, state.as_str(), now()).await?;
+        let added = key_rows::add_new_to_group(self.db(), group_id, &sealed, state.as_str(), now()).await?;
         if let Some(name) = self.name_of(group_id).filter(|_| !added.is_empty()) {
             let plain: HashMap<&str, &str> = keys
                 .iter()
@@ -930,10 +933,7 @@ impl Registry {
                 self.inner.new_keys.notify_one();
             }
         }
-        Ok(Added {
-            added: added.len(),
-            total,
-        })
+        Ok(added.len())
     }
 
     /// Whether keys added to this group start pending (its `validate_new_keys`).

@@ -181,19 +181,22 @@ impl MemoryKeyPool {
         let g = self.group_or_create(&group);
         let _write = lock(&g.write);
         let current = g.all.load();
-        let mut slots = current.slots.to_vec();
-        let before = slots.len();
-        slots.extend(
-            keys.into_iter()
-                .filter(|slot| current.get(slot.id()).is_none())
-                .map(Arc::new),
-        );
-        if slots.len() == before {
+        let mut fresh: Vec<Arc<KeySlot>> = keys
+            .into_iter()
+            .filter(|slot| current.get(slot.id()).is_none())
+            .map(Arc::new)
+            .collect();
+        fresh.sort_by_key(|slot| slot.id());
+        fresh.dedup_by_key(|slot| slot.id());
+        if fresh.is_empty() {
             return 0;
         }
-        let snapshot = Snapshot::new(slots);
-        let added = snapshot.slots.len() - before;
-        g.replace(snapshot);
+        let added = fresh.len();
+        // The exact size: the copy of a million-key group is not grown twice, then shrunk.
+        let mut slots = Vec::with_capacity(current.slots.len() + added);
+        slots.extend(current.slots.iter().cloned());
+        slots.extend(fresh);
+        g.replace(Snapshot::new(slots));
         added
     }
 
