@@ -545,9 +545,9 @@ def git(*args):
         return ""
 
 
-def version(cmd):
+def version(cmd, timeout=10):
     try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         return (result.stdout + result.stderr).strip().splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return "?"

@@ -17,6 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/gpt-load-rs/bench}"
 CARGO="${CARGO:-cargo}"
 CACHE="${BENCH_PEERS_CACHE:-$HOME/.cache/gpt-load-rs/peers}"
@@ -103,13 +105,7 @@ started_groups=()
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  for pgid in "${started_groups[@]}"; do
-    kill -TERM -- "-$pgid" 2>/dev/null || true
-  done
-  for pgid in "${started_groups[@]}"; do
-    for _ in $(seq 50); do kill -0 -- "-$pgid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$pgid" 2>/dev/null || true
-  done
+  stop_processes "${started_groups[@]/#/-}"
   if [ "${PEERS_KEEP:-0}" = 1 ] || [ "$status" != 0 ]; then
     log "logs kept in $WORK"
   else
@@ -122,21 +118,7 @@ trap 'exit 130' INT TERM
 
 # Pinning as in bench/run.sh: the peers on the last CPU, the mock upstream and every load
 # generator on the first.
-cpus="$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')"
-read -r -a cpu_list <<<"$cpus"
-if [ "${PEERS_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "${#cpu_list[@]}" -ge 2 ]; then
-  LOAD_CPU="${cpu_list[0]}"
-  PROXY_CPU="${cpu_list[${#cpu_list[@]}-1]}"
-  ON_LOAD=(taskset -c "$LOAD_CPU")
-  ON_PROXY=(taskset -c "$PROXY_CPU")
-  PINNING="yes: LiteLLM and Portkey on CPU $PROXY_CPU; mock upstream, oha, wrk and bench-client on CPU $LOAD_CPU"
-  PROXY_CPUS=1
-else
-  ON_LOAD=()
-  ON_PROXY=()
-  PINNING="no (every process on every CPU)"
-  PROXY_CPUS="${#cpu_list[@]}"
-fi
+pin_cpus "${PEERS_PIN:-1}" "LiteLLM and Portkey"
 LITELLM_WORKERS="${PEERS_LITELLM_WORKERS:-$PROXY_CPUS}"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -298,6 +280,10 @@ from pathlib import Path
 ENV = os.environ
 ROOT = Path(ENV["PEERS_ROOT"])
 WORK = Path(ENV["PEERS_WORK"])
+# The helpers bench/measure.py has too (git, versions, the CPU's name).
+sys.path.insert(0, str(ROOT / "bench"))
+import measure as shared  # noqa: E402
+from measure import git  # noqa: E402
 QUICK = ENV["PEERS_QUICK"] not in ("", "0")
 DURATION = int(ENV["PEERS_DURATION"])
 WARMUP_S = 1 if QUICK else 2
@@ -723,24 +709,13 @@ def rows(t, res):
     ]
 
 
-def git(*args):
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def version(cmd):
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-        return (result.stdout + result.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "?"
+    # LiteLLM's Python and Node can take long to start on a busy machine.
+    return shared.version(cmd, timeout=30)
 
 
 def machine():
-    cpu = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
-                if l.startswith("model name")), platform.processor() or "?")
+    cpu = shared.cpu_model()
     mem = next((int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal:")), 0)
     os_name = "?"
     try:

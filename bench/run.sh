@@ -20,6 +20,8 @@ ROOT=$PWD
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 CARGO="${CARGO:-cargo}"
 
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -61,13 +63,7 @@ started=()
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
-  for pid in "${started[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${started[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  stop_processes "${started[@]}"
   if [ -n "${BENCH_DB:-}" ]; then
     psql "$PG_URL" -qc "DROP DATABASE IF EXISTS $BENCH_DB" >/dev/null 2>&1 || log "could not drop the database $BENCH_DB"
   fi
@@ -87,21 +83,8 @@ hard="$(ulimit -Hn)"
 ulimit -n "$hard"
 
 # Pinning: proxies (nginx, gateway) on one CPU, load generators and the mock on another.
-cpus="$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')"
-read -r -a cpu_list <<<"$cpus"
-if [ "${BENCH_PIN:-1}" != 0 ] && command -v taskset >/dev/null && [ "${#cpu_list[@]}" -ge 2 ]; then
-  LOAD_CPU="${cpu_list[0]}"
-  PROXY_CPU="${cpu_list[${#cpu_list[@]}-1]}"
-  ON_LOAD=(taskset -c "$LOAD_CPU")
-  ON_PROXY=(taskset -c "$PROXY_CPU")
-  PINNING="yes: nginx and the gateway on CPU $PROXY_CPU; mock upstream, oha, wrk and bench-client on CPU $LOAD_CPU"
-  NGINX_WORKERS=1
-else
-  ON_LOAD=()
-  ON_PROXY=()
-  PINNING="no (every process on every CPU)"
-  NGINX_WORKERS=auto
-fi
+pin_cpus "${BENCH_PIN:-1}" "nginx and the gateway"
+if [ "$PROXY_CPUS" = 1 ]; then NGINX_WORKERS=1; else NGINX_WORKERS=auto; fi
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
