@@ -239,19 +239,9 @@ impl GatewayProcess {
     ///
     /// When it does not exit within the patience.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + self.patience;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("the gateway's status") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway {} did not exit within {:?}",
-                self.label,
-                self.patience
-            );
-            std::thread::sleep(POLL);
-        }
+        self.poll("exit", |gateway| {
+            gateway.child.try_wait().expect("the gateway's status")
+        })
     }
 
     /// The process's peak resident set so far (`VmHWM`), in bytes. Linux only.
@@ -319,17 +309,25 @@ impl GatewayProcess {
 
     /// Polls `GET /health` until it answers `200` (true) or the process exits (false).
     fn wait_healthy(&mut self) -> bool {
+        self.poll("become healthy", |gateway| {
+            if !matches!(gateway.child.try_wait(), Ok(None)) {
+                return Some(false);
+            }
+            matches!(gateway.http("GET", "/health", None, ""), Ok((200, _))).then_some(true)
+        })
+    }
+
+    /// Calls `step` every [`POLL`] until it answers; panics when the patience runs out first,
+    /// saying the gateway did not `what`.
+    fn poll<T>(&mut self, what: &str, mut step: impl FnMut(&mut Self) -> Option<T>) -> T {
         let deadline = Instant::now() + self.patience;
         loop {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return false;
-            }
-            if matches!(self.http("GET", "/health", None, ""), Ok((200, _))) {
-                return true;
+            if let Some(answer) = step(self) {
+                return answer;
             }
             assert!(
                 Instant::now() < deadline,
-                "gateway {} was not healthy within {:?}",
+                "gateway {} did not {what} within {:?}",
                 self.label,
                 self.patience
             );

@@ -158,9 +158,9 @@ impl KeySlot {
         self.extras.get_or_init(Box::default)
     }
 
-    /// The key's limiter, if it has limits.
-    fn limiter(&self) -> Option<arc_swap::Guard<Option<Arc<KeyLimiter>>>> {
-        self.extras.get().map(|extras| extras.limiter.load())
+    /// `f` of the key's limiter; `None` for a key without limits.
+    fn with_limiter<R>(&self, f: impl FnOnce(&KeyLimiter) -> R) -> Option<R> {
+        self.extras.get()?.limiter.load().as_deref().map(f)
     }
 
     /// A key restored with a known state and failure count (for example from a database).
@@ -308,14 +308,12 @@ impl KeySlot {
 
     /// The key's rate limits (none by default).
     pub fn limits(&self) -> KeyLimits {
-        self.limiter()
-            .and_then(|limiter| limiter.as_ref().map(|limiter| limiter.limits()))
-            .unwrap_or_default()
+        self.with_limiter(KeyLimiter::limits).unwrap_or_default()
     }
 
     /// The key's tokens-per-minute window, when it has a `tpm` limit.
     pub(crate) fn token_window(&self) -> Option<Arc<crate::limit::MinuteWindow>> {
-        self.limiter()?.as_ref()?.token_window().cloned()
+        self.with_limiter(|limiter| limiter.token_window().cloned())?
     }
 
     /// Sets the key's rate limits (the pool does, from
@@ -343,37 +341,28 @@ impl KeySlot {
 
     /// The limit that would refuse a request on this key now, if any.
     pub fn limit_refusal(&self) -> Option<LimitRefusal> {
-        self.limiter()?.as_ref()?.refusal(self.in_flight())
+        self.with_limiter(|limiter| limiter.refusal(self.in_flight()))?
     }
 
     /// The share of the key's tightest limit still free, in thousandths: 1000 for a key without
     /// limits or with none used.
     pub fn headroom_per_mille(&self) -> u32 {
-        self.limiter()
-            .and_then(|limiter| {
-                limiter
-                    .as_ref()
-                    .map(|limiter| limiter.headroom_per_mille(self.in_flight()))
-            })
+        self.with_limiter(|limiter| limiter.headroom_per_mille(self.in_flight()))
             .unwrap_or(1000)
     }
 
     /// Requests counted against the key's limits in the last minute and today (zero without
     /// limits).
     pub fn limit_usage(&self) -> (u64, u64) {
-        self.limiter()
-            .and_then(|limiter| limiter.as_ref().map(|limiter| limiter.used()))
-            .unwrap_or((0, 0))
+        self.with_limiter(KeyLimiter::used).unwrap_or((0, 0))
     }
 
     /// Takes one request from each of the key's limits, or none of them. `Ok(true)` when the
     /// request's in-flight count was raised here (a concurrency limit), so the request must not
     /// raise it again (see [`adopt_request`](Self::adopt_request)).
     pub(super) fn admit(&self) -> Result<bool, LimitRefusal> {
-        match self.limiter().as_deref().and_then(Option::as_ref) {
-            Some(limiter) => limiter.admit(&self.in_flight),
-            None => Ok(false),
-        }
+        self.with_limiter(|limiter| limiter.admit(&self.in_flight))
+            .unwrap_or(Ok(false))
     }
 
     /// Undoes an [`admit`](Self::admit) whose request was not sent (a shared check refused it),
@@ -382,9 +371,7 @@ impl KeySlot {
         if held_in_flight {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
-        if let Some(limiter) = self.limiter().as_deref().and_then(Option::as_ref) {
-            limiter.give_back(refusal);
-        }
+        self.with_limiter(|limiter| limiter.give_back(refusal));
     }
 
     /// Gives a probe whose request was refused by a limit back, so the next request may probe.
@@ -436,8 +423,8 @@ impl KeySlot {
             .store(epoch_secs(last_success), Ordering::Relaxed);
         self.last_failure
             .store(epoch_secs(last_failure), Ordering::Relaxed);
-        if last_error.is_some() {
-            self.set_last_error_opt(last_error);
+        if let Some(message) = last_error {
+            self.set_last_error(message);
         }
         self
     }
@@ -465,11 +452,7 @@ impl KeySlot {
 
     /// Records the upstream's message of a failure on this key (already redacted).
     pub fn set_last_error(&self, message: Arc<str>) {
-        self.set_last_error_opt(Some(message));
-    }
-
-    fn set_last_error_opt(&self, message: Option<Arc<str>>) {
-        *lock(&self.extras().last_error) = message;
+        *lock(&self.extras().last_error) = Some(message);
     }
 
     pub(super) fn raw_state(&self) -> KeyState {

@@ -576,20 +576,13 @@ async fn under_load_usage_waits_and_merges_until_its_interval() {
     for record in numbered(&base, 4) {
         sink.send(record);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while store.request_ids().len() < 4 {
-        assert!(Instant::now() < deadline, "the full batches are written");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the full batches are written", || store.request_ids().len() >= 4).await;
     assert_eq!(usage_requests(&store), 0, "usage waits while batches are full");
     // Its interval over, the merged usage is written on its own.
-    while usage_requests(&store) < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "the usage is written after its interval"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("the usage is written after its interval", || {
+        usage_requests(&store) >= 4
+    })
+    .await;
     // At shutdown whatever is left is written.
     sink.send(numbered(&base, 5).pop().unwrap());
     drop(sink);
@@ -629,15 +622,20 @@ async fn queued_while_down(
 /// Waits until the writer has read every record queued on `tx` while `store` is down, then
 /// brings the store back.
 async fn read_while_down(store: &FlakyStore, tx: &mpsc::Sender<RequestRecord>) {
+    until("the writer reads while the database is down", || {
+        tx.capacity() == tx.max_capacity()
+    })
+    .await;
+    store.down.store(false, Ordering::SeqCst);
+}
+
+/// Polls `done` every 5 ms until it holds (failing after a generous timeout).
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while tx.capacity() < tx.max_capacity() {
-        assert!(
-            Instant::now() < deadline,
-            "the writer reads while the database is down"
-        );
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    store.down.store(false, Ordering::SeqCst);
 }
 
 #[tokio::test]
@@ -654,11 +652,7 @@ async fn appends_at_low_priority_while_keeping_up_and_at_normal_priority_when_be
     // The first batch is taken with nothing behind it; its write fails and is retried while the
     // writer reads the other five.
     read_while_down(&store, &tx).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while store.request_ids().len() < 6 {
-        assert!(Instant::now() < deadline, "three batches are written");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until("three batches are written", || store.request_ids().len() >= 6).await;
     // The seventh waits for the (hour-long) interval, or for shutdown.
     drop(tx);
     assert_eq!(stopped(writer).await, WriterSummary { written: 7, lost: 0 });
