@@ -295,10 +295,11 @@ macro_rules! keys_page {
         if $nulls_sort_low {
             keys.order((api_keys::last_used_at.desc(), api_keys::id.desc()))
         } else {
-            keys.order((
-                api_keys::last_used_at.is_null().asc(),
-                api_keys::last_used_at.desc(),
-                api_keys::id.desc(),
+            // `NULLS LAST` is PostgreSQL's (diesel types it for that backend only, and this
+            // body is compiled for each); the index `idx_api_keys_group_recent` is this order.
+            // An order list has no SQL type; diesel's literal wants one.
+            keys.order(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "last_used_at DESC NULLS LAST, id DESC",
             ))
         }
     }};
@@ -310,7 +311,7 @@ macro_rules! keys_page {
 /// SQLite and MySQL sort `NULL` below every time, so `last_used_at DESC, id DESC` is that order
 /// and the index `(group_id, last_used_at, id)` serves it read backwards: a page costs its rows
 /// and the skipped index entries, not a sort of the group. PostgreSQL sorts `NULL` above, so it
-/// orders by `last_used_at IS NULL` first.
+/// says `NULLS LAST`, which its index `(group_id, last_used_at DESC NULLS LAST, id DESC)` serves.
 pub(crate) async fn page_in_group(
     db: &Db,
     filter: &KeyFilter<'_>,
@@ -696,5 +697,89 @@ mod plans {
             .select(api_keys::id);
         let lookup = plan(&t.db, diesel::debug_query::<Sqlite, _>(&lookup).to_string()).await;
         assert!(lookup.contains("idx_api_keys_key_hash"), "{lookup}");
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod postgres_plans {
+    use diesel::{pg::Pg, sql_types::Text};
+    use diesel_async::SimpleAsyncConnection;
+
+    use super::*;
+    use crate::db::test_support::TestDb;
+
+    #[derive(QueryableByName)]
+    struct Line {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        text: String,
+    }
+
+    /// PostgreSQL's plan for a query in diesel's debug form, its `$n` parameters replaced by
+    /// the bound values (numbers only here).
+    async fn plan(db: &Db, debug: String) -> String {
+        let (sql, binds) = debug.split_once(" -- binds: ").expect("diesel's debug form");
+        let binds: Vec<&str> = binds.trim_matches(['[', ']']).split(", ").collect();
+        let mut sql = sql.to_owned();
+        for (n, value) in binds.iter().enumerate().rev() {
+            sql = sql.replace(&format!("${}", n + 1), value);
+        }
+        let lines = explain(db, sql).await.unwrap();
+        lines
+            .into_iter()
+            .map(|line| line.text)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn explain(db: &Db, sql: String) -> Result<Vec<Line>, DbError> {
+        with_conn!(db, |conn| Ok(diesel::sql_query(format!("EXPLAIN {sql}"))
+            .load(conn)
+            .await?))
+    }
+
+    async fn execute(db: &Db, sql: &str) -> Result<(), DbError> {
+        with_conn!(db, |conn| Ok(conn.batch_execute(sql).await?))
+    }
+
+    /// A page deep into a large group walks the keys page's index instead of sorting the group,
+    /// and the order is the one SQLite and MySQL give: recently used first, never used last.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_pages_keys_through_the_recent_index() {
+        let Some(t) = TestDb::postgres("postgres_pages_keys_through_the_recent_index").await else {
+            return;
+        };
+        execute(
+            &t.db,
+            "INSERT INTO groups (id, name, channel_type, test_model) VALUES (1, 'big', 'openai', 'm');
+             INSERT INTO api_keys (key_value, key_hash, group_id, last_used_at)
+             SELECT 'sk-' || n, md5(n::text), 1,
+                    CASE WHEN n % 3 = 0 THEN NULL
+                         ELSE TIMESTAMP '2026-01-01' + n * INTERVAL '1 second' END
+             FROM generate_series(1, 60000) AS n;
+             ANALYZE api_keys;",
+        )
+        .await
+        .unwrap();
+        let group = KeyFilter {
+            group_id: 1,
+            status: None,
+            state: None,
+            hash: None,
+        };
+        let page = keys_page!(&group, false)
+            .select(api_keys::id)
+            .offset(50_000)
+            .limit(50);
+        let plan = plan(&t.db, diesel::debug_query::<Pg, _>(&page).to_string()).await;
+        assert!(plan.contains("idx_api_keys_group_recent"), "{plan}");
+        assert!(!plan.contains("Sort"), "a page must not sort the group:\n{plan}");
+
+        let (first, total) = page_in_group(&t.db, &group, 0, 3).await.unwrap();
+        assert_eq!(total, 60_000);
+        let first: Vec<i64> = first.iter().map(|(key, _)| key.id).collect();
+        assert_eq!(first, [59_999, 59_998, 59_996], "most recently used first");
+        let (last, _) = page_in_group(&t.db, &group, 59_997, 3).await.unwrap();
+        let last: Vec<i64> = last.iter().map(|(key, _)| key.id).collect();
+        assert_eq!(last, [9, 6, 3], "never used last, newest first among them");
     }
 }
