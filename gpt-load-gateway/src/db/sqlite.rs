@@ -28,6 +28,15 @@ use super::{AppendPriority, DbError, SqliteConn};
 pub(crate) const CONNECTION_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
      PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -8192;";
 
+/// How diesel writes a `Timestamp` on SQLite (text, compared as text): what the append
+/// connection writes must sort, filter and match exactly like what diesel wrote.
+pub(crate) const TIMESTAMP: &str = "%F %T%.f";
+
+/// `at` as diesel writes it on SQLite (see [`TIMESTAMP`]).
+pub(crate) fn timestamp(at: chrono::NaiveDateTime) -> String {
+    at.format(TIMESTAMP).to_string()
+}
+
 /// The diesel pool of a SQLite database, and its append connection. Derefs to the pool.
 #[derive(Clone)]
 pub(crate) struct SqlitePool {

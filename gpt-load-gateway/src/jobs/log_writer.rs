@@ -17,8 +17,9 @@
 //!
 //! # Priority
 //!
-//! On SQLite the rows are appended in this process, and a batch takes milliseconds of CPU. While
-//! the writer keeps up they are appended at a low priority ([`AppendPriority::Low`]), so that
+//! On SQLite the rows, and the batch's hourly counts and usage after them, are written in this
+//! process on one connection, and a batch takes milliseconds of CPU. While
+//! the writer keeps up they are written at a low priority ([`AppendPriority::Low`]), so that
 //! requests arriving meanwhile are not held up behind the batch. When a full batch is already
 //! waiting behind the one being taken (the CPU is saturated and the low priority got too little
 //! of it), or when stopping, the batch goes at the runtime's priority instead: the backlog, and
@@ -148,10 +149,18 @@ pub(crate) trait LogStore: Send + Sync + 'static {
         rows: &Arc<[RequestLogRow]>,
         priority: AppendPriority,
     ) -> impl Future<Output = Result<usize, DbError>> + Send;
-    /// Adds hourly counts in one transaction.
-    fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send;
-    /// Adds hourly usage in one transaction.
-    fn add_usage(&self, usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// Adds hourly counts in one transaction, at `priority` like the rows.
+    fn add_hourly(
+        &self,
+        counts: &[HourlyCount],
+        priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    /// Adds hourly usage in one transaction, at `priority` like the rows.
+    fn add_usage(
+        &self,
+        usage: &UsageCounts,
+        priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send;
 }
 
 impl LogStore for Db {
@@ -163,12 +172,20 @@ impl LogStore for Db {
         request_logs::insert_many(self, Arc::clone(rows), priority)
     }
 
-    fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
-        stats::add_hourly(self, counts)
+    fn add_hourly(
+        &self,
+        counts: &[HourlyCount],
+        priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        stats::add_hourly(self, counts, priority)
     }
 
-    fn add_usage(&self, usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send {
-        usage::add_hourly(self, usage)
+    fn add_usage(
+        &self,
+        usage: &UsageCounts,
+        priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
+        usage::add_hourly(self, usage, priority)
     }
 }
 
@@ -403,7 +420,7 @@ fn write<S: LogStore>(store: Arc<S>, mut batch: Batch) -> Write {
         }
         if !batch.counts.is_empty() {
             let started = Instant::now();
-            let result = store.add_hourly(&batch.counts).await;
+            let result = store.add_hourly(&batch.counts, batch.priority).await;
             histogram!(WRITE_BATCH_SECONDS, "table" => "group_hourly_stats").record(started.elapsed());
             if let Err(err) = result {
                 return (batch, written, Err(err));
@@ -412,7 +429,7 @@ fn write<S: LogStore>(store: Arc<S>, mut batch: Batch) -> Write {
         }
         if !batch.usage.is_empty() {
             let started = Instant::now();
-            let result = store.add_usage(&batch.usage).await;
+            let result = store.add_usage(&batch.usage, batch.priority).await;
             histogram!(WRITE_BATCH_SECONDS, "table" => "usage_hourly").record(started.elapsed());
             if let Err(err) = result {
                 return (batch, written, Err(err));

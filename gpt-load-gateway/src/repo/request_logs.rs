@@ -112,11 +112,6 @@ const SQLITE_INSERT: &str = "INSERT INTO request_logs (id, timestamp, group_id, 
      access_key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
      ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)";
 
-/// How diesel writes a `Timestamp` on SQLite (text, compared as text): rows appended here must
-/// sort and filter exactly like rows diesel wrote.
-#[cfg(feature = "sqlite")]
-const SQLITE_TIMESTAMP: &str = "%F %T%.f";
-
 #[cfg(feature = "sqlite")]
 fn sqlite_append(tx: &rusqlite::Transaction<'_>, rows: &[RequestLogRow]) -> rusqlite::Result<usize> {
     use std::fmt::Write as _;
@@ -126,7 +121,12 @@ fn sqlite_append(tx: &rusqlite::Transaction<'_>, rows: &[RequestLogRow]) -> rusq
     let mut inserted = 0;
     for row in rows {
         timestamp.clear();
-        write!(timestamp, "{}", row.timestamp.format(SQLITE_TIMESTAMP)).expect("a String takes any write");
+        write!(
+            timestamp,
+            "{}",
+            row.timestamp.format(crate::db::sqlite::TIMESTAMP)
+        )
+        .expect("a String takes any write");
         // Named in full: diesel's `RunQueryDsl::execute` is in scope here too.
         inserted += rusqlite::Statement::execute(
             &mut insert,

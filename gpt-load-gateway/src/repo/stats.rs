@@ -10,8 +10,10 @@ use diesel::{
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+#[cfg(feature = "sqlite")]
+use crate::db::sqlite;
 use crate::{
-    db::{Db, DbError, schema::group_hourly_stats, with_conn, write_transaction},
+    db::{AppendPriority, Db, DbError, schema::group_hourly_stats, with_conn},
     models::now,
 };
 
@@ -37,13 +39,20 @@ pub(crate) struct HourlyStatRow {
 /// transaction. Entries for the same hour and group are summed first; all-zero entries are
 /// skipped.
 ///
-/// Portable on the three backends: `UPDATE … SET success_count = success_count + ?`, and when no
+/// On SQLite the transaction runs on the append connection at `priority`, like the request
+/// logs the counts come with: one connection writing keeps its page cache, where a write from
+/// another connection makes SQLite drop the whole cache and read the log indexes back for the
+/// next batch. On PostgreSQL and MySQL (`priority` does not apply): `UPDATE … SET success_count = success_count + ?`, and when no
 /// row matched, an `INSERT` inside a savepoint. If another node inserted the row in between, the
 /// unique index `(time, group_id)` rejects ours and the `UPDATE` runs once more. Rows are
 /// visited in `(time, group_id)` order so concurrent writers lock them in the same order. (On
 /// MySQL the two writers' gap locks can still deadlock instead; the loser's transaction is
 /// rolled back whole and its caller retries, so nothing is counted twice.)
-pub(crate) async fn add_hourly(db: &Db, counts: &[HourlyCount]) -> Result<(), DbError> {
+pub(crate) async fn add_hourly(
+    db: &Db,
+    counts: &[HourlyCount],
+    priority: AppendPriority,
+) -> Result<(), DbError> {
     let mut merged: BTreeMap<(NaiveDateTime, i64), (i64, i64)> = BTreeMap::new();
     for &(hour, group_id, success, failure) in counts {
         let entry = merged.entry((hour, group_id)).or_default();
@@ -54,54 +63,102 @@ pub(crate) async fn add_hourly(db: &Db, counts: &[HourlyCount]) -> Result<(), Db
     if merged.is_empty() {
         return Ok(());
     }
-    write_transaction!(db, |conn| {
-        let at = now();
-        for (&(hour, group_id), &(success, failure)) in &merged {
-            let mut raced = false;
-            loop {
-                let updated = diesel::update(
-                    group_hourly_stats::table
-                        .filter(group_hourly_stats::time.eq(hour))
-                        .filter(group_hourly_stats::group_id.eq(group_id)),
-                )
-                .set((
-                    group_hourly_stats::success_count.eq(group_hourly_stats::success_count + success),
-                    group_hourly_stats::failure_count.eq(group_hourly_stats::failure_count + failure),
-                    group_hourly_stats::updated_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
-                if updated > 0 {
-                    break;
-                }
-                // A savepoint, so a unique violation leaves the transaction usable
-                // (PostgreSQL aborts the whole transaction otherwise).
-                let inserted = conn
-                    .transaction(async |conn| {
-                        diesel::insert_into(group_hourly_stats::table)
-                            .values((
-                                group_hourly_stats::time.eq(hour),
-                                group_hourly_stats::group_id.eq(group_id),
-                                group_hourly_stats::success_count.eq(success),
-                                group_hourly_stats::failure_count.eq(failure),
-                                group_hourly_stats::created_at.eq(at),
-                                group_hourly_stats::updated_at.eq(at),
-                            ))
-                            .execute(conn)
-                            .await
-                    })
-                    .await;
-                match inserted {
-                    Ok(_) => break,
-                    Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) if !raced => {
-                        raced = true;
+    let at = now();
+    with_conn!(
+        db,
+        // On the connection that appends the rows these counts come with (see `db::sqlite`).
+        sqlite_pool | sqlite | {
+            sqlite
+                .append(priority, move |tx| sqlite_add_hourly(tx, &merged, at))
+                .await
+        },
+        server | conn | {
+            AsyncConnection::transaction(conn, async |conn| {
+                for (&(hour, group_id), &(success, failure)) in &merged {
+                    let mut raced = false;
+                    loop {
+                        let updated = diesel::update(
+                            group_hourly_stats::table
+                                .filter(group_hourly_stats::time.eq(hour))
+                                .filter(group_hourly_stats::group_id.eq(group_id)),
+                        )
+                        .set((
+                            group_hourly_stats::success_count.eq(group_hourly_stats::success_count + success),
+                            group_hourly_stats::failure_count.eq(group_hourly_stats::failure_count + failure),
+                            group_hourly_stats::updated_at.eq(at),
+                        ))
+                        .execute(conn)
+                        .await?;
+                        if updated > 0 {
+                            break;
+                        }
+                        // A savepoint, so a unique violation leaves the transaction usable
+                        // (PostgreSQL aborts the whole transaction otherwise).
+                        let inserted = conn
+                            .transaction(async |conn| {
+                                diesel::insert_into(group_hourly_stats::table)
+                                    .values((
+                                        group_hourly_stats::time.eq(hour),
+                                        group_hourly_stats::group_id.eq(group_id),
+                                        group_hourly_stats::success_count.eq(success),
+                                        group_hourly_stats::failure_count.eq(failure),
+                                        group_hourly_stats::created_at.eq(at),
+                                        group_hourly_stats::updated_at.eq(at),
+                                    ))
+                                    .execute(conn)
+                                    .await
+                            })
+                            .await;
+                        match inserted {
+                            Ok(_) => break,
+                            Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+                                if !raced =>
+                            {
+                                raced = true;
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
                     }
-                    Err(err) => return Err(err.into()),
                 }
-            }
+                Ok::<_, DbError>(())
+            })
+            .await
         }
-        Ok::<_, DbError>(())
-    })
+    )
+}
+
+/// [`add_hourly`] on SQLite, inside the append connection's `IMMEDIATE` transaction: no other
+/// writer can insert the row between the `UPDATE` and the `INSERT`.
+#[cfg(feature = "sqlite")]
+fn sqlite_add_hourly(
+    tx: &rusqlite::Transaction<'_>,
+    merged: &BTreeMap<(NaiveDateTime, i64), (i64, i64)>,
+    at: NaiveDateTime,
+) -> rusqlite::Result<()> {
+    let mut update = tx.prepare_cached(
+        "UPDATE group_hourly_stats SET success_count = success_count + ?1, \
+         failure_count = failure_count + ?2, updated_at = ?3 WHERE time = ?4 AND group_id = ?5",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO group_hourly_stats (time, group_id, success_count, failure_count, created_at, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    )?;
+    let at = sqlite::timestamp(at);
+    for (&(hour, group_id), &(success, failure)) in merged {
+        let hour = sqlite::timestamp(hour);
+        // Named in full: diesel's `RunQueryDsl::execute` is in scope here too.
+        let updated = rusqlite::Statement::execute(
+            &mut update,
+            rusqlite::params![success, failure, at, hour, group_id],
+        )?;
+        if updated == 0 {
+            rusqlite::Statement::execute(
+                &mut insert,
+                rusqlite::params![hour, group_id, success, failure, at],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The hourly rows from `since` on (inclusive), of one group or of all, by hour then group.
@@ -176,6 +233,40 @@ mod tests {
             .collect()
     }
 
+    /// SQLite's counts are written by the append connection, not by diesel: they must land on
+    /// the rows diesel wrote (an earlier version, gpt-load's own), not beside them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_adds_to_the_rows_diesel_wrote() {
+        let t = TestDb::sqlite().await;
+        let db = &t.db;
+        let written_by_diesel = HourlyStatRow {
+            id: 1,
+            time: hour(10),
+            group_id: 1,
+            success_count: 5,
+            failure_count: 1,
+            created_at: hour(10),
+            updated_at: hour(10) + TimeDelta::milliseconds(1_500),
+        };
+        async fn insert(db: &Db, row: &HourlyStatRow) -> Result<usize, DbError> {
+            with_conn!(db, |conn| Ok(diesel::insert_into(group_hourly_stats::table)
+                .values(row)
+                .execute(conn)
+                .await?))
+        }
+        assert_eq!(insert(db, &written_by_diesel).await.unwrap(), 1);
+        add_hourly(
+            db,
+            &[(hour(10), 1, 2, 3), (hour(11), 1, 1, 0)],
+            AppendPriority::Low,
+        )
+        .await
+        .unwrap();
+        let all = hourly(db, None, hour(0)).await.unwrap();
+        assert_eq!(counts(&all), [(hour(10), 1, 7, 4), (hour(11), 1, 1, 0)]);
+        assert_eq!(all[0].created_at, hour(10), "the row diesel wrote was updated");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hourly_counts_accumulate_across_calls_hours_and_groups() {
         for t in TestDb::all("hourly_counts_accumulate_across_calls_hours_and_groups").await {
@@ -184,6 +275,7 @@ mod tests {
             add_hourly(
                 db,
                 &[(hour(9), 1, 3, 1), (hour(10), 1, 1, 0), (hour(10), 2, 0, 2)],
+                AppendPriority::Normal,
             )
             .await
             .unwrap();
@@ -195,10 +287,11 @@ mod tests {
                     (hour(11), 2, 5, 0),
                     (hour(11), 3, 0, 0), // nothing to add: no row
                 ],
+                AppendPriority::Normal,
             )
             .await
             .unwrap();
-            add_hourly(db, &[]).await.unwrap();
+            add_hourly(db, &[], AppendPriority::Normal).await.unwrap();
 
             let all = hourly(db, None, hour(0)).await.unwrap();
             assert_eq!(
@@ -255,7 +348,10 @@ mod tests {
             .await
             .unwrap();
         let db = t.db.clone();
-        let adding = tokio::spawn(async move { add_hourly(&db, &[(hour(13), 5, 1, 1)]).await });
+        let adding =
+            tokio::spawn(
+                async move { add_hourly(&db, &[(hour(13), 5, 1, 1)], AppendPriority::Normal).await },
+            );
 
         let mut watcher = pool.get().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -295,7 +391,7 @@ mod tests {
                     let db = t.db.clone();
                     tokio::spawn(async move {
                         for _ in 0..50 {
-                            match add_hourly(&db, &[(hour(12), 5, 1, 1)]).await {
+                            match add_hourly(&db, &[(hour(12), 5, 1, 1)], AppendPriority::Normal).await {
                                 Ok(()) => return,
                                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                             }

@@ -10,8 +10,10 @@ use diesel::{
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
+#[cfg(feature = "sqlite")]
+use crate::db::sqlite;
 use crate::{
-    db::{Backend, Db, DbError, schema::usage_hourly, with_conn, write_transaction},
+    db::{AppendPriority, Backend, Db, DbError, schema::usage_hourly, with_conn},
     models::now,
 };
 
@@ -96,78 +98,144 @@ pub(crate) struct UsageRow {
 /// Adds `counts` to their rows, creating the rows that do not exist yet, in one transaction;
 /// all-zero entries are skipped.
 ///
-/// Portable on the three backends as `group_hourly_stats` is ([`stats::add_hourly`]): an
-/// `UPDATE … SET requests = requests + ?`, and when no row matched, an `INSERT` in a savepoint;
-/// when another node inserted the row in between, the unique index rejects ours and the
-/// `UPDATE` runs once more.
+/// As `group_hourly_stats` is ([`stats::add_hourly`]): on SQLite on the append connection at
+/// `priority`; elsewhere an `UPDATE … SET requests = requests + ?`, and when no row matched, an
+/// `INSERT` in a savepoint; when another node inserted the row in between, the unique index
+/// rejects ours and the `UPDATE` runs once more.
 ///
 /// [`stats::add_hourly`]: super::stats::add_hourly
-pub(crate) async fn add_hourly(db: &Db, counts: &UsageCounts) -> Result<(), DbError> {
+pub(crate) async fn add_hourly(
+    db: &Db,
+    counts: &UsageCounts,
+    priority: AppendPriority,
+) -> Result<(), DbError> {
     if counts.values().all(UsageSums::is_zero) {
         return Ok(());
     }
-    write_transaction!(db, |conn| {
-        let at = now();
-        for (key, sums) in counts.iter().filter(|(_, sums)| !sums.is_zero()) {
-            let mut raced = false;
-            loop {
-                let updated = diesel::update(
-                    usage_hourly::table
-                        .filter(usage_hourly::time.eq(key.hour))
-                        .filter(usage_hourly::group_id.eq(key.group_id))
-                        .filter(usage_hourly::key_id.eq(key.key_id))
-                        .filter(usage_hourly::model.eq(&key.model))
-                        .filter(usage_hourly::access_key_id.eq(key.access_key_id)),
-                )
-                .set((
-                    usage_hourly::requests.eq(usage_hourly::requests + sums.requests),
-                    usage_hourly::failures.eq(usage_hourly::failures + sums.failures),
-                    usage_hourly::prompt_tokens.eq(usage_hourly::prompt_tokens + sums.prompt_tokens),
-                    usage_hourly::completion_tokens
-                        .eq(usage_hourly::completion_tokens + sums.completion_tokens),
-                    usage_hourly::cached_tokens.eq(usage_hourly::cached_tokens + sums.cached_tokens),
-                    usage_hourly::reasoning_tokens.eq(usage_hourly::reasoning_tokens + sums.reasoning_tokens),
-                    usage_hourly::total_tokens.eq(usage_hourly::total_tokens + sums.total_tokens),
-                    usage_hourly::updated_at.eq(at),
-                ))
-                .execute(conn)
-                .await?;
-                if updated > 0 {
-                    break;
-                }
-                let inserted = conn
-                    .transaction(async |conn| {
-                        diesel::insert_into(usage_hourly::table)
-                            .values((
-                                usage_hourly::time.eq(key.hour),
-                                usage_hourly::group_id.eq(key.group_id),
-                                usage_hourly::key_id.eq(key.key_id),
-                                usage_hourly::model.eq(&key.model),
-                                usage_hourly::access_key_id.eq(key.access_key_id),
-                                usage_hourly::requests.eq(sums.requests),
-                                usage_hourly::failures.eq(sums.failures),
-                                usage_hourly::prompt_tokens.eq(sums.prompt_tokens),
-                                usage_hourly::completion_tokens.eq(sums.completion_tokens),
-                                usage_hourly::cached_tokens.eq(sums.cached_tokens),
-                                usage_hourly::reasoning_tokens.eq(sums.reasoning_tokens),
-                                usage_hourly::total_tokens.eq(sums.total_tokens),
-                                usage_hourly::updated_at.eq(at),
-                            ))
-                            .execute(conn)
-                            .await
-                    })
-                    .await;
-                match inserted {
-                    Ok(_) => break,
-                    Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) if !raced => {
-                        raced = true;
+    let at = now();
+    with_conn!(
+        db,
+        sqlite_pool | sqlite | {
+            // The append runs on another thread: it takes its own copy (one entry per row).
+            let counts = counts.clone();
+            sqlite
+                .append(priority, move |tx| sqlite_add_hourly(tx, &counts, at))
+                .await
+        },
+        server | conn | {
+            AsyncConnection::transaction(conn, async |conn| {
+                for (key, sums) in counts.iter().filter(|(_, sums)| !sums.is_zero()) {
+                    let mut raced = false;
+                    loop {
+                        let updated = diesel::update(
+                            usage_hourly::table
+                                .filter(usage_hourly::time.eq(key.hour))
+                                .filter(usage_hourly::group_id.eq(key.group_id))
+                                .filter(usage_hourly::key_id.eq(key.key_id))
+                                .filter(usage_hourly::model.eq(&key.model))
+                                .filter(usage_hourly::access_key_id.eq(key.access_key_id)),
+                        )
+                        .set((
+                            usage_hourly::requests.eq(usage_hourly::requests + sums.requests),
+                            usage_hourly::failures.eq(usage_hourly::failures + sums.failures),
+                            usage_hourly::prompt_tokens.eq(usage_hourly::prompt_tokens + sums.prompt_tokens),
+                            usage_hourly::completion_tokens
+                                .eq(usage_hourly::completion_tokens + sums.completion_tokens),
+                            usage_hourly::cached_tokens.eq(usage_hourly::cached_tokens + sums.cached_tokens),
+                            usage_hourly::reasoning_tokens
+                                .eq(usage_hourly::reasoning_tokens + sums.reasoning_tokens),
+                            usage_hourly::total_tokens.eq(usage_hourly::total_tokens + sums.total_tokens),
+                            usage_hourly::updated_at.eq(at),
+                        ))
+                        .execute(conn)
+                        .await?;
+                        if updated > 0 {
+                            break;
+                        }
+                        let inserted = conn
+                            .transaction(async |conn| {
+                                diesel::insert_into(usage_hourly::table)
+                                    .values((
+                                        usage_hourly::time.eq(key.hour),
+                                        usage_hourly::group_id.eq(key.group_id),
+                                        usage_hourly::key_id.eq(key.key_id),
+                                        usage_hourly::model.eq(&key.model),
+                                        usage_hourly::access_key_id.eq(key.access_key_id),
+                                        usage_hourly::requests.eq(sums.requests),
+                                        usage_hourly::failures.eq(sums.failures),
+                                        usage_hourly::prompt_tokens.eq(sums.prompt_tokens),
+                                        usage_hourly::completion_tokens.eq(sums.completion_tokens),
+                                        usage_hourly::cached_tokens.eq(sums.cached_tokens),
+                                        usage_hourly::reasoning_tokens.eq(sums.reasoning_tokens),
+                                        usage_hourly::total_tokens.eq(sums.total_tokens),
+                                        usage_hourly::updated_at.eq(at),
+                                    ))
+                                    .execute(conn)
+                                    .await
+                            })
+                            .await;
+                        match inserted {
+                            Ok(_) => break,
+                            Err(QueryError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+                                if !raced =>
+                            {
+                                raced = true;
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
                     }
-                    Err(err) => return Err(err.into()),
                 }
-            }
+                Ok::<_, DbError>(())
+            })
+            .await
         }
-        Ok::<_, DbError>(())
-    })
+    )
+}
+
+/// [`add_hourly`] on SQLite, inside the append connection's `IMMEDIATE` transaction: no other
+/// writer can insert the row between the `UPDATE` and the `INSERT`.
+#[cfg(feature = "sqlite")]
+fn sqlite_add_hourly(
+    tx: &rusqlite::Transaction<'_>,
+    counts: &UsageCounts,
+    at: NaiveDateTime,
+) -> rusqlite::Result<()> {
+    let mut update = tx.prepare_cached(
+        "UPDATE usage_hourly SET requests = requests + ?1, failures = failures + ?2, \
+         prompt_tokens = prompt_tokens + ?3, completion_tokens = completion_tokens + ?4, \
+         cached_tokens = cached_tokens + ?5, reasoning_tokens = reasoning_tokens + ?6, \
+         total_tokens = total_tokens + ?7, updated_at = ?8 \
+         WHERE time = ?9 AND group_id = ?10 AND key_id = ?11 AND model = ?12 AND access_key_id = ?13",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO usage_hourly (requests, failures, prompt_tokens, completion_tokens, \
+         cached_tokens, reasoning_tokens, total_tokens, updated_at, time, group_id, key_id, model, \
+         access_key_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?;
+    let at = sqlite::timestamp(at);
+    for (key, sums) in counts.iter().filter(|(_, sums)| !sums.is_zero()) {
+        let hour = sqlite::timestamp(key.hour);
+        let params = rusqlite::params![
+            sums.requests,
+            sums.failures,
+            sums.prompt_tokens,
+            sums.completion_tokens,
+            sums.cached_tokens,
+            sums.reasoning_tokens,
+            sums.total_tokens,
+            at,
+            hour,
+            key.group_id,
+            key.key_id,
+            key.model,
+            key.access_key_id,
+        ];
+        // Named in full: diesel's `RunQueryDsl::execute` is in scope here too.
+        if rusqlite::Statement::execute(&mut update, params)? == 0 {
+            rusqlite::Statement::execute(&mut insert, params)?;
+        }
+    }
+    Ok(())
 }
 
 /// What usage can be grouped by.
@@ -483,12 +551,14 @@ mod tests {
             ]
             .into_iter()
             .collect();
-            add_hourly(db, &first).await.unwrap();
+            add_hourly(db, &first, AppendPriority::Normal).await.unwrap();
             let second: UsageCounts = [(key(9, 1, 7, "gpt-4o"), sums(3, 0, 60, 40))]
                 .into_iter()
                 .collect();
-            add_hourly(db, &second).await.unwrap();
-            add_hourly(db, &UsageCounts::new()).await.unwrap();
+            add_hourly(db, &second, AppendPriority::Normal).await.unwrap();
+            add_hourly(db, &UsageCounts::new(), AppendPriority::Normal)
+                .await
+                .unwrap();
 
             let rows = rows_since(db, key(0, 0, 0, "").hour).await.unwrap();
             let seen: Vec<_> = rows
@@ -532,7 +602,7 @@ mod tests {
             ]
             .into_iter()
             .collect();
-            add_hourly(db, &counts).await.unwrap();
+            add_hourly(db, &counts, AppendPriority::Normal).await.unwrap();
             let hour = |h| key(h, 0, 0, "").hour;
             let range = UsageQuery {
                 from: hour(9),

@@ -492,7 +492,11 @@ impl LogStore for Arc<FlakyStore> {
         std::future::ready(result)
     }
 
-    fn add_hourly(&self, counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
+    fn add_hourly(
+        &self,
+        counts: &[HourlyCount],
+        _priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
         let result = if self.fail_now() {
             Err(unreachable())
         } else {
@@ -505,7 +509,11 @@ impl LogStore for Arc<FlakyStore> {
     }
 
     /// Fails only while the store is down, so the counts of failures above stay as they were.
-    fn add_usage(&self, usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send {
+    fn add_usage(
+        &self,
+        usage: &UsageCounts,
+        _priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
         let result = if self.down.load(Ordering::SeqCst) {
             Err(unreachable())
         } else {
@@ -789,11 +797,19 @@ impl LogStore for Arc<TimedStore> {
         std::future::ready(Ok(rows.len()))
     }
 
-    fn add_hourly(&self, _counts: &[HourlyCount]) -> impl Future<Output = Result<(), DbError>> + Send {
+    fn add_hourly(
+        &self,
+        _counts: &[HourlyCount],
+        _priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
         std::future::ready(Ok(()))
     }
 
-    fn add_usage(&self, _usage: &UsageCounts) -> impl Future<Output = Result<(), DbError>> + Send {
+    fn add_usage(
+        &self,
+        _usage: &UsageCounts,
+        _priority: AppendPriority,
+    ) -> impl Future<Output = Result<(), DbError>> + Send {
         std::future::ready(Ok(()))
     }
 }
