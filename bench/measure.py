@@ -2,7 +2,8 @@
 """Measurement rounds of `make bench`; started by bench/run.sh, which sets BENCH_* variables.
 
 Every round runs each measurement against direct, nginx and the gateway in turn (and, for
-latency and requests/s, against two gateway nodes behind nginx when BENCH_CLUSTER_URL is set);
+latency and requests/s, against two gateway nodes behind nginx when BENCH_CLUSTER_URL is set, and
+against a proxy of hyper alone when BENCH_HYPER_URL is set);
 the figures are medians over rounds. Prints the markdown tables and writes them to
 bench/results/.
 """
@@ -26,7 +27,10 @@ TARGETS = ("direct", "nginx", "gateway")
 # Two gateway nodes (cluster mode, PostgreSQL + Redis) behind nginx round robin: latency and
 # requests/s only.
 CLUSTER = bool(ENV.get("BENCH_CLUSTER_URL"))
-LOADED = TARGETS + (("cluster",) if CLUSTER else ())
+# A proxy of hyper's server and client with nothing else, where the gateway runs: latency and
+# requests/s only.
+HYPER = bool(ENV.get("BENCH_HYPER_URL"))
+LOADED = TARGETS + (("cluster",) if CLUSTER else ()) + (("hyper",) if HYPER else ())
 
 # Durations and sizes: full run, or the BENCH_QUICK smoke run.
 if QUICK:
@@ -93,6 +97,8 @@ def targets():
             "url": ENV.get("BENCH_CLUSTER_URL", "") + f"/proxy/{group}/v1/chat/completions",
             "auth": f"Bearer {proxy_key}",
         },
+        # bare-proxy sets the upstream key itself.
+        "hyper": {"url": ENV.get("BENCH_HYPER_URL", "") + "/v1/chat/completions", "auth": f"Bearer {proxy_key}"},
     }
 
 
@@ -157,6 +163,8 @@ def alive():
     for pid in filter(None, ENV.get("BENCH_CLUSTER_PIDS", "").split(",")):
         if not Path(f"/proc/{pid}").exists():
             raise SystemExit(f"cluster node {pid} is gone")
+    if HYPER and not Path(f"/proc/{ENV['BENCH_HYPER_PID']}").exists():
+        raise SystemExit("bare-proxy is gone")
 
 
 # --- load generators -----------------------------------------------------------------------
@@ -538,6 +546,36 @@ def cluster_rows(data):
     ]
 
 
+def hyper_rows(data):
+    """nginx, hyper alone and the gateway, same rounds: how much of the gap is the HTTP stack."""
+    res = data["results"]
+    if "hyper" not in res:
+        return []
+    names = ("nginx", "hyper", "gateway")
+
+    def added(name, key):
+        return med([x[key] - d[key] for x, d in zip(res[name]["latency"], res["direct"]["latency"])])
+
+    add = {name: (added(name, "p50_us"), added(name, "p99_us")) for name in names}
+    rps = {name: {c: med([r["rps"] for r in res[name][f"rps{c}"]]) for c in CONCURRENCIES} for name in names}
+    return [
+        (
+            "added latency p50 / p99 at concurrency 1",
+            *[f"{signed_us(add[n][0])} / {signed_us(add[n][1])}" for n in names],
+        ),
+        (
+            "requests/s at concurrency 32 and 64",
+            *[f"{rps[n][32]:,.0f} / {rps[n][64]:,.0f}" for n in names],
+        ),
+        (
+            "gateway as a share of each",
+            f"{100 * rps['gateway'][32] / rps['nginx'][32]:.0f} % / {100 * rps['gateway'][64] / rps['nginx'][64]:.0f} %",
+            f"{100 * rps['gateway'][32] / rps['hyper'][32]:.0f} % / {100 * rps['gateway'][64] / rps['hyper'][64]:.0f} %",
+            "–",
+        ),
+    ]
+
+
 def git(*args):
     try:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
@@ -622,6 +660,22 @@ def render(data, rows, targets_rows, ladder_rows, started, finished):
     reading = ROOT / "bench" / "results" / "where-the-time-goes.md"
     if reading.exists():
         lines += [reading.read_text().rstrip(), ""]
+    stack = hyper_rows(data)
+    if stack:
+        lines += [
+            "## The HTTP stack alone",
+            "",
+            "`bare-proxy` (bench/client/src/bin/bare-proxy.rs) is a reverse proxy of hyper's HTTP/1 server and "
+            "hyper-util's pooled client on tokio's single-threaded runtime, the crates and runtime the gateway is "
+            "built on, with nothing else: it sets the upstream key and streams the answer back. Pinned where the "
+            "gateway is, measured in the same rounds. What separates the gateway from it is the gateway's own "
+            "work (authentication, key selection, retries, the request log, metrics, usage), not the HTTP stack.",
+            "",
+            "| figure | nginx | hyper alone | gateway |",
+            "|---|---|---|---|",
+            *[f"| {' | '.join(row)} |" for row in stack],
+            "",
+        ]
     two_nodes = cluster_rows(data)
     if two_nodes:
         lines += [

@@ -9,7 +9,8 @@
 #   BENCH_QUICK=1 make bench   # smoke run: 1 round, short durations, 1,000 streams
 #
 # The two-node row: two gateway nodes in cluster mode (PostgreSQL from BENCH_PG_URL, their own
-# redis-server) behind an nginx round robin; BENCH_CLUSTER=0 leaves it out.
+# redis-server) behind an nginx round robin; BENCH_CLUSTER=0 leaves it out. The hyper-alone
+# row: a proxy of the gateway's HTTP crates with nothing else (bare-proxy); BENCH_HYPER=0 leaves it out.
 # Other knobs: BENCH_ROUNDS, BENCH_STREAMS (stream target, default 10000), BENCH_STREAM_FRAMES,
 # BENCH_STREAM_PACE_MS, BENCH_PIN=0 (no taskset), BENCH_KEEP=1 (keep the temporary directory with
 # every log), BENCH_GROUP_CONFIG (the benchmark group's settings, a JSON object, e.g. key limits
@@ -28,7 +29,7 @@ die() { log "error: $*"; exit 1; }
 # --- 1. release binaries -------------------------------------------------------------------
 log "building release binaries (target dir $CARGO_TARGET_DIR)"
 "$CARGO" build --release -q -p gpt-load-gateway -p gpt-load-e2e -p gpt-load-bench \
-  --bin gpt-load-gateway --bin mock-upstream --bin bench-client
+  --bin gpt-load-gateway --bin mock-upstream --bin bench-client --bin bare-proxy
 BIN="$CARGO_TARGET_DIR/release"
 
 # --- 2. tools ------------------------------------------------------------------------------
@@ -167,6 +168,21 @@ NGINX_URL="http://127.0.0.1:$NGINX_PORT"
 wait_http "$NGINX_URL/v1/models" nginx "$NGINX_PID"
 log "nginx $("$NGINX" -v 2>&1 | sed 's/.*version: //') on $NGINX_URL (master pid $NGINX_PID, workers: $NGINX_WORKERS)"
 
+# The HTTP stack alone: a proxy of hyper's server and pooled client with nothing else
+# (bench/client/src/bin/bare-proxy.rs), where the gateway runs: what the gateway's own work costs
+# beyond the crates it is built on. BENCH_HYPER=0 leaves it out.
+HYPER_URL=""
+if [ "${BENCH_HYPER:-1}" != 0 ]; then
+  "${ON_PROXY[@]}" "$BIN/bare-proxy" --upstream "$MOCK_URL" --authorization "Bearer $UPSTREAM_KEY" \
+    >"$WORK/bare-proxy.out" 2>"$WORK/bare-proxy.err" &
+  HYPER_PID=$!
+  started+=("$HYPER_PID")
+  for _ in $(seq 100); do grep -q listening "$WORK/bare-proxy.out" 2>/dev/null && break; sleep 0.1; done
+  HYPER_URL="$(sed -n 's/^bare-proxy listening on //p' "$WORK/bare-proxy.out")"
+  [ -n "$HYPER_URL" ] || die "bare-proxy did not start; logs in $WORK"
+  log "hyper alone on $HYPER_URL (pid $HYPER_PID)"
+fi
+
 # Gateway: SQLite in a temporary DATA_DIR, started from that directory so no .env is read.
 # Request logging and metrics stay at their defaults (on). MAX_CONCURRENT_REQUESTS is raised
 # above the stream count, or the concurrency limit would shed the stream test with 429s.
@@ -285,5 +301,6 @@ export BENCH_MOCK_URL="$MOCK_URL" BENCH_NGINX_URL="$NGINX_URL" BENCH_GATEWAY_URL
   BENCH_OHA="$OHA" BENCH_WRK="$WRK" BENCH_NGINX_BIN="$NGINX" BENCH_CLIENT="$BIN/bench-client" \
   BENCH_PINNING="$PINNING" BENCH_WORK="$WORK" BENCH_NGINX_WORKERS="$NGINX_WORKERS" \
   BENCH_CLUSTER_URL="$CLUSTER_URL" BENCH_CLUSTER_PIDS="${CLUSTER_PIDS:-}" \
+  BENCH_HYPER_URL="$HYPER_URL" BENCH_HYPER_PID="${HYPER_PID:-}" \
   BENCH_GROUP_CONFIG="${BENCH_GROUP_CONFIG:-}"
 "${ON_LOAD[@]}" python3 bench/measure.py
