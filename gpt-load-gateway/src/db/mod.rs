@@ -337,9 +337,10 @@ macro_rules! write_transaction {
 }
 pub(crate) use write_transaction;
 
-/// Runs `write` on SQLite's blocking thread in one `IMMEDIATE` transaction: a batch (request
-/// logs, key states, an import chunk) crosses to the blocking pool once, where an `.await` per
-/// row would cross there and back for every row.
+/// Runs `write` on SQLite's blocking thread in one `IMMEDIATE` transaction: a batch (an import
+/// chunk) crosses to the blocking pool once, where an `.await` per row would cross there and
+/// back for every row. (The background writers' batches go through the append connection,
+/// `db::sqlite`.)
 #[cfg(feature = "sqlite")]
 pub(crate) async fn sqlite_batch<R: Send + 'static>(
     conn: &mut SqliteConn,

@@ -1,5 +1,6 @@
 //! SQLite's two ways in: the diesel pool every repository uses, and one plain connection for
-//! bulk appends (request logs), whose rows are bound straight to a prepared statement.
+//! the background writers' batches (request logs with their hourly counts and usage, key
+//! states), whose rows are bound straight to prepared statements.
 //!
 //! A request-log batch is hundreds of rows of 30 columns. Through diesel each multi-row
 //! statement is walked as a query tree three times per execution (to check it can be cached,
@@ -74,7 +75,9 @@ impl SqlitePool {
 
     /// Runs `write` in one `IMMEDIATE` transaction on the append connection, off the runtime's
     /// threads and at `priority`: committed when it returns `Ok`, rolled back otherwise. Appends
-    /// are serial (one connection); the log writer is their one caller.
+    /// are serial (one connection); the log writer and the key write-behind are their callers.
+    /// One connection for both keeps its page cache: SQLite drops a connection's whole cache
+    /// when another connection has written.
     pub(crate) async fn append<R: Send + 'static>(
         &self,
         priority: AppendPriority,

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::{
-    db::{Backend, Db, DbError, schema::api_keys, with_conn, write_transaction},
+    db::{AppendPriority, Backend, Db, DbError, schema::api_keys, with_conn, write_transaction},
     models::{ApiKeyRow, KeyLifecycleRow, NewApiKey, SealedKey},
 };
 
@@ -187,24 +187,15 @@ pub(crate) async fn apply_states(
     }
     with_conn!(
         db,
-        // The whole batch in one blocking call (see `db::sqlite_batch`).
-        sqlite | conn | {
+        // On the connection that appends the request logs, at low priority (see
+        // `db::sqlite`): a write from a second connection would make SQLite drop that
+        // connection's page cache before its next batch. A tenth of a saturated CPU, what a
+        // low-priority thread gets, writes a second's batch of at most 1,000 small updates.
+        sqlite_pool | sqlite | {
             let owned = updates.to_vec();
-            crate::db::sqlite_batch(conn, move |conn| {
-                let mut written = 0;
-                for u in &owned {
-                    let row = api_keys::table.find(u.id);
-                    written += match u.last_used_at {
-                        Some(used) => diesel::RunQueryDsl::execute(
-                            diesel::update(row).set((set_of!(u), api_keys::last_used_at.eq(used))),
-                            conn,
-                        )?,
-                        None => diesel::RunQueryDsl::execute(diesel::update(row).set(set_of!(u)), conn)?,
-                    };
-                }
-                Ok(written)
-            })
-            .await
+            sqlite
+                .append(AppendPriority::Low, move |tx| sqlite_apply_states(tx, &owned, at))
+                .await
         },
         server | conn | {
             conn.transaction(async |conn| {
@@ -226,6 +217,46 @@ pub(crate) async fn apply_states(
             .await
         }
     )
+}
+
+/// [`apply_states`] on SQLite, inside the append connection's transaction.
+#[cfg(feature = "sqlite")]
+fn sqlite_apply_states(
+    tx: &rusqlite::Transaction<'_>,
+    updates: &[KeyStateUpdate],
+    at: NaiveDateTime,
+) -> rusqlite::Result<usize> {
+    use crate::db::sqlite::timestamp;
+
+    let mut update = tx.prepare_cached(
+        "UPDATE api_keys SET status = ?1, failure_count = ?2, request_count = request_count + ?3, \
+         updated_at = ?4, state = ?5, cooling_until = ?6, backoff_level = ?7, \
+         last_error_message = ?8, last_failure_at = ?9, last_success_at = ?10, \
+         last_used_at = COALESCE(?11, last_used_at) WHERE id = ?12",
+    )?;
+    let at = timestamp(at);
+    let mut written = 0;
+    for u in updates {
+        // Named in full: diesel's `RunQueryDsl::execute` is in scope here too.
+        written += rusqlite::Statement::execute(
+            &mut update,
+            rusqlite::params![
+                u.status,
+                u.failure_count,
+                u.new_requests,
+                at,
+                u.state,
+                u.cooling_until.map(timestamp),
+                u.backoff_level,
+                u.last_error_message,
+                u.last_failure_at.map(timestamp),
+                u.last_success_at.map(timestamp),
+                u.last_used_at.map(timestamp),
+                u.id,
+            ],
+        )?;
+    }
+    Ok(written)
 }
 
 /// The `key_hash` of every key of a group (for de-duplication on import).
