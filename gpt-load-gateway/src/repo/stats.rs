@@ -42,8 +42,8 @@ pub(crate) struct HourlyStatRow {
 /// On SQLite the transaction runs on the append connection at `priority`, like the request
 /// logs the counts come with: one connection writing keeps its page cache, where a write from
 /// another connection makes SQLite drop the whole cache and read the log indexes back for the
-/// next batch. On PostgreSQL and MySQL (`priority` does not apply): `UPDATE … SET success_count = success_count + ?`, and when no
-/// row matched, an `INSERT` inside a savepoint. If another node inserted the row in between, the
+/// next batch. On PostgreSQL and MySQL (`priority` does not apply): `UPDATE … SET
+/// success_count = success_count + ?`, and when no row matched, an `INSERT` inside a savepoint. If another node inserted the row in between, the
 /// unique index `(time, group_id)` rejects ours and the `UPDATE` runs once more. Rows are
 /// visited in `(time, group_id)` order so concurrent writers lock them in the same order. (On
 /// MySQL the two writers' gap locks can still deadlock instead; the loser's transaction is

@@ -46,7 +46,7 @@ struct Args {
 enum ClientKind {
     /// hyper-util's pooled client, as the gateway uses.
     Pool,
-    /// One upstream connection per client connection, in the same task.
+    /// One upstream connection per client connection, no pool.
     Conn,
 }
 
