@@ -29,6 +29,7 @@ use gpt_load_tower::{body::BodyBudget, keys::KeyId, limit::ConcurrencyLimitLayer
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tower::ServiceBuilder;
 
 use crate::{
     bootstrap::Bootstrap,
@@ -41,7 +42,10 @@ use crate::{
         self,
         log_writer::{LogWriter, WriterSummary},
     },
-    proxy::stack::{ProxyParts, ProxyService, proxy_stack},
+    proxy::{
+        front_door::{self, FrontDoor},
+        stack::{ProxyParts, ProxyService, proxy_stack},
+    },
     registry::{
         Registry,
         persist::{self, PersistSummary},
@@ -220,11 +224,15 @@ pub(crate) async fn start(
     });
     let jobs = spawn_jobs(&registry, &cluster, intervals, &stopping);
     let cluster_tasks = cluster.run(&registry, &stopping);
-    let router = routes(&config, &registry, &cluster, auth_key, proxy);
+    let router = routes(&config, &registry, &cluster, auth_key, proxy.clone());
+    // CORS, when on, answers for every path, the proxy's included.
+    let app = ServiceBuilder::new()
+        .option_layer(crate::cors::layer(&config.cors))
+        .service(FrontDoor::new(proxy, router));
     let addr = listener.local_addr()?;
     let server = tokio::spawn(crate::server::serve(
         listener,
-        router,
+        app,
         crate::server::ConnectionTimeouts::of(&config.server),
         stopping,
     ));
@@ -385,7 +393,8 @@ async fn watch_settings(registry: Registry, mut stopping: watch::Receiver<bool>)
 }
 
 /// `/proxy/{group}/…`, the admin API under `/api`, `/health`, `/health/ready`, `/metrics` and,
-/// for every other path, the embedded web console.
+/// for every other path, the embedded web console. The proxy's paths reach `proxy` without the
+/// router ([`FrontDoor`]); the router keeps them so that the two agree on every path.
 fn routes(
     config: &Config,
     registry: &Registry,
@@ -412,29 +421,25 @@ fn routes(
             "this binary was built without the web console: / shows how to build it (cd web-console && npm ci && npm run build, then rebuild)"
         );
     }
-    let router = Router::new()
+    Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route_service("/proxy/{group}", any_service(proxy.clone()))
-        .route_service("/proxy/{group}/{*path}", any_service(proxy))
+        .route_service(front_door::PROXY_ROUTES[0], any_service(proxy.clone()))
+        .route_service(front_door::PROXY_ROUTES[1], any_service(proxy))
         // The web console, with SPA fallback; unmatched `/api*` and `/proxy*` paths get a JSON 404.
         .fallback(move |req: axum::extract::Request| async move {
             console.respond(req.method(), req.uri().path(), req.headers())
         })
         .with_state(state)
         .route(
-            "/proxy/{group}/api/integration/info",
+            front_door::INTEGRATION_INFO_ROUTE,
             get(crate::admin::group_integration_info).with_state(admin.clone()),
         )
         // A nested router's fallback only sees paths below `/api/`; these two are under `/api` too.
         .route("/api", any(crate::admin::unknown_route))
         .route("/api/", any(crate::admin::unknown_route))
-        .nest("/api", crate::admin::router(admin));
-    match crate::cors::layer(&config.cors) {
-        Some(cors) => router.layer(cors),
-        None => router,
-    }
+        .nest("/api", crate::admin::router(admin))
 }
 
 /// What shutdown flushed (the process logs it; tests assert it).

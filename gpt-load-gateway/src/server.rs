@@ -3,17 +3,17 @@
 //! request in flight) and `SERVER_WRITE_TIMEOUT` (writes the client does not take; see
 //! [`timeouts`]), and graceful shutdown that lets every in-flight request and stream finish.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, extract::ConnectInfo};
-use hyper::{Request, body::Incoming};
+use axum::{body::Body, extract::ConnectInfo};
+use hyper::{Request, Response, body::Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::watch};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 pub(crate) use self::timeouts::ConnectionTimeouts;
 use self::timeouts::{Activity, TimedIo, Tracked};
@@ -28,14 +28,22 @@ fn configure(stream: &tokio::net::TcpStream) {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true, then waits for open connections to
+/// Serves `app` on `listener` until `stop` turns true, then waits for open connections to
 /// finish their in-flight requests. Every connection runs under `timeouts`.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     listener: TcpListener,
-    router: Router,
+    app: S,
     timeouts: ConnectionTimeouts,
     mut stop: watch::Receiver<bool>,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -67,7 +75,7 @@ pub(crate) async fn serve(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 req
             })
-            .service(router.clone());
+            .service(app.clone());
         let service = Tracked::new(service, Arc::clone(&activity));
         let io = TimedIo::new(stream, timeouts, activity);
         let connection = builder

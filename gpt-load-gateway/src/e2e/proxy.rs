@@ -605,4 +605,16 @@ async fn every_response_tells_the_gateways_own_overhead() {
         .expect("the overhead histogram is exported");
     assert!(count.trim().parse::<u64>().unwrap() >= 3, "{count}");
     assert!(text.contains("gpt_load_overhead_seconds_bucket{le=\"0.0001\"}"));
+    // The request metrics of the group, recorded through its kept handles.
+    let value = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("{prefix} is exported:\n{text}"))
+            .trim()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(value("gpt_load_requests_total{group=\"timed\",status=\"200\"} ") >= 2.0);
+    assert!(value("gpt_load_request_duration_seconds_count{group=\"timed\"} ") >= 2.0);
+    assert!(value("gpt_load_upstream_ttfb_seconds_count{group=\"timed\"} ") >= 2.0);
 }

@@ -6,6 +6,7 @@
 //! reads (`registry`); the HTTP client at the bottom of the path is `upstream`.
 
 pub(crate) mod client_ip;
+pub(crate) mod front_door;
 mod metrics_sink;
 mod model_list;
 mod recent_failures;

@@ -26,7 +26,7 @@ use http::{HeaderValue, Request, Response, header};
 use http_body::Body;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, Service};
 
 /// Largest model list read, compressed or decompressed (a generous cap; real lists are tens of
 /// KiB).
@@ -90,13 +90,9 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let interception = self.interception(&req);
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let response = self.inner.call(req);
         ResponseFuture::new(async move {
-            let res = inner
-                .oneshot(req)
-                .await
-                .map_err(|e| Error::from_boxed(e.into()))?;
+            let res = response.await.map_err(|e| Error::from_boxed(e.into()))?;
             match interception {
                 Some(i) if res.status().is_success() => rewrite_list(res, &i).await,
                 _ => Ok(res.map(ResponseBody::stream)),

@@ -12,11 +12,11 @@
 //!  9. GroupLimit           — the URL group's `group_rpm` / `group_max_concurrency`, queued up to `limit_queue_timeout_ms` (429)
 //! 10. ConcurrencyLimit     — `MAX_CONCURRENT_REQUESTS`, shed at once, held until the body ends (429)
 //! 11. BodyBuffer           — body ≤ `MAX_REQUEST_BODY_MB` buffered for replay (413), within `MAX_INFLIGHT_BODY_MB` (503)
-//! 12. GroupPolicy          — the URL group's settings (`LogSettings`, …)
+//! 12. GroupPolicy          — the URL group's settings (`LogSettings`, `RetrySettings`, `HealthSettings`, `ClientSettings`, …)
 //! 13. RequestLog           — one record per attempt: request metrics, then the batching writer
 //! 14. JsonBody             — a body that claims JSON and does not parse never spends a key (400)
 //! 15. Rewrite              — aggregate → sub-group (`RoutedGroup`), overrides, redirects (400/503)
-//! 16. GroupPolicy          — the used group's settings: `RetrySettings`, `HealthSettings`, `ClientSettings`
+//! 16. GroupPolicy          — a sub-group's settings over the aggregate's, when routing chose one (`RetrySettings`, `HealthSettings`, `ClientSettings`)
 //! 17. ModelList            — `…/models` answers include the redirect rules' models
 //! 18. Retry<RetryOnOtherKey> — re-runs 19–22 on an untried key (`ExcludedKeys`), or after a provider
 //!     failure with every usable key tried, on the one that failed longest ago
@@ -60,7 +60,7 @@ use tower_http::{
 use super::{MetricsSink, ModelListLayer, client_ip::insert_client_ip, panic_response, sse_no_buffering};
 use crate::{
     config::ip_net::TrustedProxies,
-    registry::{Catalog, ProxyKeyPool, insert_group_policy},
+    registry::{Catalog, ProxyKeyPool, insert_group_policy, insert_routed_group_policy},
     upstream::UpstreamClient,
 };
 
@@ -133,7 +133,7 @@ fn layers(
         )))
         .layer(JsonBodyLayer::new())
         .layer(RewriteLayer::new(catalog.rewrite.clone()).available_when(pool.clone()))
-        .map_request(insert_group_policy(catalog.clone()))
+        .map_request(insert_routed_group_policy(catalog.clone()))
         .layer(ModelListLayer::new(catalog.rewrite.clone()))
         .layer(RetryLayer::new(RetryOnOtherKey::new(3).with_pool(pool.clone())))
         .layer(KeySelectLayer::new(pool.clone()))

@@ -59,7 +59,7 @@ pub(crate) use self::{
     catalog::{Catalog, GroupPolicy},
     definition::{GroupDefinition, GroupInput, HeaderRuleJson, UpstreamSpec},
     group::{Group, GroupKind},
-    policy::insert_group_policy,
+    policy::{insert_group_policy, insert_routed_group_policy},
     shared_keys::{KeyReported, KeyStateChange, ProxyKeyPool, SharedKeyStates},
 };
 use crate::{

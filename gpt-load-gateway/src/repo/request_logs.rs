@@ -114,19 +114,12 @@ const SQLITE_INSERT: &str = "INSERT INTO request_logs (id, timestamp, group_id, 
 
 #[cfg(feature = "sqlite")]
 fn sqlite_append(tx: &rusqlite::Transaction<'_>, rows: &[RequestLogRow]) -> rusqlite::Result<usize> {
-    use std::fmt::Write as _;
-
     let mut insert = tx.prepare_cached(SQLITE_INSERT)?;
     let mut timestamp = String::with_capacity(32);
     let mut inserted = 0;
     for row in rows {
         timestamp.clear();
-        write!(
-            timestamp,
-            "{}",
-            row.timestamp.format(crate::db::sqlite::TIMESTAMP)
-        )
-        .expect("a String takes any write");
+        crate::db::sqlite::write_timestamp(&mut timestamp, row.timestamp);
         // Named in full: diesel's `RunQueryDsl::execute` is in scope here too.
         inserted += rusqlite::Statement::execute(
             &mut insert,

@@ -8,13 +8,15 @@
 //! or second). Past the limit the reply is taken to have content and passes on, what was peeked
 //! first. The peeked frames are handed on unchanged, as one frame.
 
-use std::collections::VecDeque;
+use std::{borrow::Cow, collections::VecDeque, fmt};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
 
 /// The most a reply is read ahead of the client: 64 KiB.
 pub(crate) const PEEK_LIMIT: usize = 64 * 1024;
@@ -125,11 +127,11 @@ fn json_has_content(frames: &[Bytes]) -> bool {
             &joined
         }
     };
-    match serde_json::from_slice::<Reply>(bytes) {
+    match serde_json::from_slice::<Reply<'_>>(bytes) {
         Ok(reply) => reply.has_content(),
         // A Gemini stream read as JSON is an array of replies; anything else unreadable is not
         // ours to judge.
-        Err(_) => match serde_json::from_slice::<Vec<Reply>>(bytes) {
+        Err(_) => match serde_json::from_slice::<Vec<Reply<'_>>>(bytes) {
             Ok(replies) => replies.is_empty() || replies.iter().any(Reply::has_content),
             Err(_) => true,
         },
@@ -188,7 +190,7 @@ impl EventScanner {
         if data.is_empty() || data == b"[DONE]" {
             return false;
         }
-        let Ok(reply) = serde_json::from_slice::<Reply>(&data) else {
+        let Ok(reply) = serde_json::from_slice::<Reply<'_>>(&data) else {
             return false;
         };
         reply.is_content_event(event.as_deref())
@@ -202,10 +204,10 @@ fn field<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// The parts of a reply (or of one streamed event) that say whether it has content; every other
-/// field is skipped while parsing.
+/// field is skipped while parsing, and no text is copied: only whether it is empty is kept.
 #[derive(Default, Deserialize)]
 #[serde(default)]
-struct Reply {
+struct Reply<'a> {
     /// OpenAI chat and completions.
     choices: Option<Vec<Choice>>,
     /// Gemini.
@@ -214,18 +216,20 @@ struct Reply {
     #[serde(rename = "promptFeedback")]
     prompt_feedback: Option<IgnoredAny>,
     /// Anthropic messages: `message`; OpenAI Responses: `response`; stream event types.
-    #[serde(rename = "type")]
-    kind: Option<String>,
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
     /// Anthropic's content blocks.
     content: Option<Vec<IgnoredAny>>,
     /// OpenAI Responses' output items.
     output: Option<Vec<IgnoredAny>>,
     /// OpenAI Responses' stream events carry the response.
-    response: Option<Box<Reply>>,
+    #[serde(borrow)]
+    response: Option<Box<Reply<'a>>>,
     /// OpenAI Responses' text delta.
     delta: Option<TextOrAny>,
     /// OpenAI Responses' `object`.
-    object: Option<String>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -233,7 +237,7 @@ struct Reply {
 struct Choice {
     message: Option<Message>,
     delta: Option<Message>,
-    text: Option<String>,
+    text: Option<Text>,
 }
 
 #[derive(Default, Deserialize)]
@@ -242,8 +246,8 @@ struct Message {
     content: Option<TextOrAny>,
     tool_calls: Option<Vec<IgnoredAny>>,
     function_call: Option<IgnoredAny>,
-    refusal: Option<String>,
-    reasoning_content: Option<String>,
+    refusal: Option<Text>,
+    reasoning_content: Option<Text>,
 }
 
 #[derive(Default, Deserialize)]
@@ -255,35 +259,177 @@ struct Candidate {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct CandidateContent {
-    parts: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    parts: Option<Vec<Part>>,
 }
 
-/// Text, or anything else (a list of content parts).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum TextOrAny {
-    Text(String),
-    List(Vec<IgnoredAny>),
-    Other(IgnoredAny),
+/// A string, kept only as whether it is empty; any other value is an error, as for a `String`.
+struct Text {
+    present: bool,
 }
 
-impl TextOrAny {
-    fn is_present(&self) -> bool {
-        match self {
-            Self::Text(text) => !text.is_empty(),
-            Self::List(items) => !items.is_empty(),
-            Self::Other(_) => false,
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl Visitor<'_> for Visit {
+            type Value = Text;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Text, E> {
+                Ok(Text {
+                    present: !text.is_empty(),
+                })
+            }
         }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+/// Text, a list (of content parts), or anything else, kept only as whether it has content: a
+/// non-empty string or a non-empty list.
+struct TextOrAny {
+    present: bool,
+}
+
+impl<'de> Deserialize<'de> for TextOrAny {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let present = deserializer.deserialize_any(AnyValue { lists_count: true })?;
+        Ok(Self { present })
+    }
+}
+
+/// Reads any value and says whether it has content: a non-empty string, or (when
+/// `lists_count`) a non-empty list. Nothing is kept.
+struct AnyValue {
+    lists_count: bool,
+}
+
+impl<'de> Visitor<'de> for AnyValue {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<bool, E> {
+        Ok(!text.is_empty())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<bool, A::Error> {
+        let first = items.next_element::<IgnoredAny>()?.is_some();
+        while items.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(first && self.lists_count)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<bool, A::Error> {
+        while entries.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// One of a Gemini candidate's parts, kept only as whether it has content: a non-empty `text`,
+/// or any field but the thoughts.
+struct Part {
+    present: bool,
+}
+
+impl<'de> Deserialize<'de> for Part {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// What a part's field is, by its name.
+        enum Field {
+            Text,
+            Thought,
+            Other,
+        }
+
+        impl<'de> Deserialize<'de> for Field {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl Visitor<'_> for Visit {
+                    type Value = Field;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a field name")
+                    }
+
+                    fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                        Ok(match name {
+                            "text" => Field::Text,
+                            "thought" | "thoughtSignature" => Field::Thought,
+                            _ => Field::Other,
+                        })
+                    }
+                }
+                deserializer.deserialize_identifier(Visit)
+            }
+        }
+
+        /// A `text` value: a non-empty string has content, anything else has not.
+        struct PartText(bool);
+
+        impl<'de> Deserialize<'de> for PartText {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer
+                    .deserialize_any(AnyValue { lists_count: false })
+                    .map(Self)
+            }
+        }
+
+        struct Visit;
+        impl<'de> Visitor<'de> for Visit {
+            type Value = bool;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a part object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut fields: A) -> Result<bool, A::Error> {
+                let mut present = false;
+                while let Some(field) = fields.next_key::<Field>()? {
+                    present |= match field {
+                        Field::Text => fields.next_value::<PartText>()?.0,
+                        Field::Thought => fields.next_value::<IgnoredAny>().map(|_| false)?,
+                        Field::Other => fields.next_value::<IgnoredAny>().map(|_| true)?,
+                    };
+                }
+                Ok(present)
+            }
+        }
+        deserializer
+            .deserialize_map(Visit)
+            .map(|present| Self { present })
     }
 }
 
 impl Message {
     fn has_content(&self) -> bool {
-        self.content.as_ref().is_some_and(TextOrAny::is_present)
+        self.content.as_ref().is_some_and(|c| c.present)
             || self.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
             || self.function_call.is_some()
-            || self.refusal.as_ref().is_some_and(|r| !r.is_empty())
-            || self.reasoning_content.as_ref().is_some_and(|r| !r.is_empty())
+            || self.refusal.as_ref().is_some_and(|r| r.present)
+            || self.reasoning_content.as_ref().is_some_and(|r| r.present)
     }
 }
 
@@ -291,26 +437,18 @@ impl Choice {
     fn has_content(&self) -> bool {
         self.message.as_ref().is_some_and(Message::has_content)
             || self.delta.as_ref().is_some_and(Message::has_content)
-            || self.text.as_ref().is_some_and(|t| !t.is_empty())
+            || self.text.as_ref().is_some_and(|t| t.present)
     }
 }
 
 impl Candidate {
     fn has_content(&self) -> bool {
         let parts = self.content.as_ref().and_then(|c| c.parts.as_ref());
-        parts.is_some_and(|parts| {
-            parts.iter().any(|part| {
-                part.iter().any(|(key, value)| match key.as_str() {
-                    "text" => value.as_str().is_some_and(|t| !t.is_empty()),
-                    "thought" | "thoughtSignature" => false,
-                    _ => true,
-                })
-            })
-        })
+        parts.is_some_and(|parts| parts.iter().any(|part| part.present))
     }
 }
 
-impl Reply {
+impl Reply<'_> {
     /// A whole reply: whether it has content. A body of no known generation shape (embeddings,
     /// a model list, a count of tokens) is not judged: it has content.
     fn has_content(&self) -> bool {
@@ -345,9 +483,7 @@ impl Reply {
             // OpenAI Responses.
             "response.output_text.delta"
             | "response.refusal.delta"
-            | "response.reasoning_summary_text.delta" => {
-                self.delta.as_ref().is_some_and(TextOrAny::is_present)
-            }
+            | "response.reasoning_summary_text.delta" => self.delta.as_ref().is_some_and(|d| d.present),
             "response.output_item.added" | "response.function_call_arguments.delta" => true,
             "response.completed" => self.response.as_ref().is_some_and(|r| r.has_content()),
             _ => false,
@@ -379,6 +515,16 @@ mod tests {
             r#"{"data":[{"embedding":[0.1]}]}"#,
             r#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}]"#,
             "not json at all",
+            // Escaped strings, content as a list of parts, other ways of answering.
+            r#"{"choices":[{"message":{"content":"\u00e9\n"}}]}"#,
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]}}]}"#,
+            r#"{"choices":[{"message":{"content":"","refusal":"no"}}]}"#,
+            r#"{"choices":[{"message":{"content":null,"reasoning_content":"think"}}]}"#,
+            r#"{"choices":[{"message":{"function_call":{"name":"f"}}}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"thought":true,"text":"x"}]}}]}"#,
+            r#"{"type":"\u006dessage","content":[{"type":"text"}]}"#,
+            // A field of the wrong type makes the reply unreadable, and so not ours to judge.
+            r#"{"choices":[{"text":42}]}"#,
         ];
         for body in with {
             assert!(json(body), "{body}");
@@ -392,6 +538,12 @@ mod tests {
             r#"{"type":"message","content":[]}"#,
             r#"{"object":"response","output":[]}"#,
             r#"[{"candidates":[{"content":{"parts":[{"text":""}]}}]}]"#,
+            r#"{"choices":[{"message":{"content":[]}}]}"#,
+            r#"{"choices":[{"message":{"content":{"text":"a map is not content"}}}]}"#,
+            r#"{"choices":[{"message":{"content":"","refusal":"","tool_calls":[]}}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"thought":true},{"thoughtSignature":"s"}]}}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":7}]}}]}"#,
+            r#"{"candidates":[{"content":{"parts":[{"text":["a"]}]}}]}"#,
         ];
         for body in without {
             assert!(!json(body), "{body}");

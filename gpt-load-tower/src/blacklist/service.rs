@@ -9,7 +9,6 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Request, Response, StatusCode, header, response::Parts};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -24,7 +23,7 @@ use crate::{
     channel::{ChannelKind, RequestFacts, quota_model},
     context::{AttemptNumber, Principal},
     error::{BoxError, Error},
-    future::{ResponseFuture, take_ready},
+    future::ResponseFuture,
     keys::{Backoff, KeyPool, KeyState, Report, SelectedKey},
     secret, telemetry,
     timing::UpstreamTime,
@@ -199,7 +198,6 @@ where
             self.layer.classifier.clone(),
             self.layer.error_body_limit,
         );
-        let ready = take_ready(&mut self.inner);
         let upstream_time = req.extensions().get::<UpstreamTime>().cloned();
         // What the rules may ask about, taken before the request moves on.
         let rule_context = (!settings.rules.is_empty()).then(|| RuleContext::of(&req, key.as_ref()));
@@ -207,9 +205,11 @@ where
             .retry_empty_replies
             .then(|| generation_request(&req))
             .flatten();
+        let started = Instant::now();
+        // `poll_ready` readied `self.inner`: called here, no copy of the services below is made.
+        let response = self.inner.call(req);
         ResponseFuture::new(async move {
-            let started = Instant::now();
-            let result = ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into()));
+            let result = response.await.map_err(|e| Error::from_boxed(e.into()));
             let time_to_first_byte = started.elapsed();
             let waited = |upstream_time: Option<UpstreamTime>| {
                 if let Some(time) = upstream_time {

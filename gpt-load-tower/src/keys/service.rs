@@ -117,13 +117,14 @@ where
                 send(ready, req, channel, key).await
             });
         }
-        let ready = take_ready(&mut self.inner);
-        ResponseFuture::new(send(ready, req, channel, key))
+        // Fast path: `poll_ready` readied `self.inner`, so it is called here and no copy of the
+        // services below is made.
+        let (in_flight, charge) = prepare(&mut req, channel, &key);
+        ResponseFuture::new(finish(self.inner.call(req), key, in_flight, charge))
     }
 }
 
-/// Sends one attempt with `key`: its credential injected, the key marked in flight until the
-/// response body ends, the key in both extensions.
+/// Sends one attempt with `key` on `inner`, which has not been readied (see [`prepare`]).
 async fn send<S, ReqBody, ResBody>(
     inner: S,
     mut req: Request<ReqBody>,
@@ -134,11 +135,32 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    channel.inject_credential(&mut req, key.secret());
+    let (in_flight, charge) = prepare(&mut req, channel, &key);
+    finish(inner.oneshot(req), key, in_flight, charge).await
+}
+
+/// Readies one attempt with `key`: its credential injected, the key marked in flight (until the
+/// response body ends), its tokens reserved, the key in the request's extensions.
+fn prepare<B>(
+    req: &mut Request<B>,
+    channel: ChannelKind,
+    key: &SelectedKey,
+) -> (InFlight, Option<TokenCharge>) {
+    channel.inject_credential(req, key.secret());
     let in_flight = key.begin_request();
-    let charge = charge_tokens(&req, &key);
+    let charge = charge_tokens(req, key);
     req.extensions_mut().insert(key.clone());
-    match inner.oneshot(req).await {
+    (in_flight, charge)
+}
+
+/// The attempt's answer, with the key (and its token charge) in the response's extensions.
+async fn finish<ResBody, E: Into<BoxError>>(
+    response: impl Future<Output = Result<Response<ResBody>, E>>,
+    key: SelectedKey,
+    in_flight: InFlight,
+    charge: Option<TokenCharge>,
+) -> Result<Response<TrackedBody<ResBody, InFlight>>, Error> {
+    match response.await {
         Ok(mut res) => {
             res.extensions_mut().insert(key);
             if let Some(charge) = charge {

@@ -211,8 +211,8 @@ where
             telemetry::rewrite_rejected(principal.group());
             return ResponseFuture::ready(Err(err));
         }
-        let ready = take_ready(&mut self.inner);
-        ResponseFuture::new(async move { ready.oneshot(req).await.map_err(|e| Error::from_boxed(e.into())) })
+        let response = self.inner.call(req);
+        ResponseFuture::new(async move { response.await.map_err(|e| Error::from_boxed(e.into())) })
     }
 }
 

@@ -1,7 +1,6 @@
 use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderName, Request, Response, header};
-use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -9,7 +8,7 @@ use super::{UpstreamTarget, Upstreams, registry::TargetUriError};
 use crate::{
     context::{Principal, target_group},
     error::{BoxError, Error, ErrorKind},
-    future::{ResponseFuture, take_ready},
+    future::ResponseFuture,
 };
 
 /// Sends each attempt to one of the group's weighted upstreams. See the
@@ -128,9 +127,9 @@ where
         req.extensions_mut().insert(target.clone());
 
         let upstreams = self.upstreams.clone();
-        let ready = take_ready(&mut self.inner);
+        let response = self.inner.call(req);
         ResponseFuture::new(async move {
-            match ready.oneshot(req).await {
+            match response.await {
                 Ok(mut res) => {
                     upstreams.record(&group, &target.0, false);
                     res.extensions_mut().insert(target);
@@ -151,7 +150,7 @@ where
 mod tests {
     use super::*;
     use crate::{channel::ChannelKind, test_util::principal};
-    use tower::service_fn;
+    use tower::{ServiceExt, service_fn};
 
     fn registry() -> Upstreams {
         let ups = Upstreams::new();
