@@ -13,15 +13,19 @@ use arc_swap::{ArcSwap, Guard};
 
 use crate::context::GroupName;
 
+/// Group name to state, hashed with foldhash: every request looks its group up in a few of these,
+/// and std's SipHash cost as much as the rest of the lookup.
+pub(crate) type Groups<T> = HashMap<GroupName, Arc<T>, foldhash::fast::RandomState>;
+
 pub(crate) struct GroupMap<T> {
-    map: ArcSwap<HashMap<GroupName, Arc<T>>>,
+    map: ArcSwap<Groups<T>>,
     write: Mutex<()>,
 }
 
 impl<T> Default for GroupMap<T> {
     fn default() -> Self {
         Self {
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(Groups::default()),
             write: Mutex::new(()),
         }
     }
@@ -29,7 +33,7 @@ impl<T> Default for GroupMap<T> {
 
 impl<T> GroupMap<T> {
     /// The current map, borrowed for the duration of one request.
-    pub(crate) fn load(&self) -> Guard<Arc<HashMap<GroupName, Arc<T>>>> {
+    pub(crate) fn load(&self) -> Guard<Arc<Groups<T>>> {
         self.map.load()
     }
 
@@ -39,10 +43,10 @@ impl<T> GroupMap<T> {
     }
 
     /// Applies `change` to a copy of the map and publishes it; returns what `change` returned.
-    pub(crate) fn update<R>(&self, change: impl FnOnce(&mut HashMap<GroupName, Arc<T>>) -> R) -> R {
+    pub(crate) fn update<R>(&self, change: impl FnOnce(&mut Groups<T>) -> R) -> R {
         // The mutex guards `()`: a panic in another writer cannot leave anything inconsistent.
         let _write = self.write.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut next = HashMap::clone(&self.map.load());
+        let mut next = Groups::clone(&self.map.load());
         let result = change(&mut next);
         self.map.store(Arc::new(next));
         result

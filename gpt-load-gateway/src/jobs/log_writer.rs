@@ -814,7 +814,7 @@ fn to_row(
         key_hash: clip(key_hash, 128),
         model: text(record.model, 255),
         is_success: record.success,
-        source_ip: record.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        source_ip: record.client_ip.map(ip_text).unwrap_or_default(),
         status_code: i32::from(record.status),
         request_path: clip(record.path, 500),
         duration: millis(record.duration),
@@ -872,6 +872,28 @@ fn millis(duration: Duration) -> i64 {
 /// The start of the hour `at` falls in.
 fn hour_of(at: NaiveDateTime) -> NaiveDateTime {
     at.date().and_time(NaiveTime::MIN) + TimeDelta::hours(i64::from(at.hour()))
+}
+
+/// `ip` as text. IPv4 is written by hand: std's `Display` goes through the formatter and its
+/// padding support, which cost as much as the rest of the row's conversion.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 mod token_metrics;

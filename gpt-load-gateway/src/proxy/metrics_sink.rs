@@ -42,7 +42,7 @@ pub(crate) struct MetricsSink {
     inner: ChannelSink,
     failures: RecentFailures,
     access: AccessKeys,
-    handles: Arc<Mutex<HashMap<GroupName, Arc<GroupMetrics>>>>,
+    handles: Arc<Mutex<HashMap<GroupName, Arc<GroupMetrics>, foldhash::fast::RandomState>>>,
 }
 
 /// One group's metric handles. Asking the recorder for a handle builds and hashes its labels

@@ -81,8 +81,11 @@ pub(crate) struct Catalog {
     /// Nodes alive in the cluster (1 alone): each node admits its share of a tokens-per-minute
     /// limit, which no node shares through Redis.
     live_nodes: Arc<AtomicU32>,
-    policies: Arc<ArcSwap<HashMap<GroupName, Arc<GroupPolicy>>>>,
+    policies: Arc<ArcSwap<Policies>>,
 }
+
+/// Policies by group name, hashed with foldhash: each request looks up its group's.
+type Policies = HashMap<GroupName, Arc<GroupPolicy>, foldhash::fast::RandomState>;
 
 impl Catalog {
     /// An empty catalog.
@@ -133,7 +136,7 @@ impl Catalog {
         warnings.extend(self.apply_model_filter(&policy));
         self.apply_limits(&policy);
         self.policies.rcu(|policies| {
-            let mut policies = HashMap::clone(policies);
+            let mut policies = Policies::clone(policies);
             policies.insert(group.name.clone(), Arc::clone(&policy));
             policies
         });
@@ -152,7 +155,7 @@ impl Catalog {
         self.group_limits.remove(name);
         self.recent_failures.forget(name);
         self.policies.rcu(|policies| {
-            let mut policies = HashMap::clone(policies);
+            let mut policies = Policies::clone(policies);
             policies.remove(name);
             policies
         });
@@ -165,7 +168,7 @@ impl Catalog {
         groups: impl IntoIterator<Item = &'a Arc<Group>>,
         settings: &SystemSettings,
     ) {
-        let policies: HashMap<GroupName, Arc<GroupPolicy>> = groups
+        let policies: Policies = groups
             .into_iter()
             .map(|g| (g.name.clone(), Arc::new(GroupPolicy::new(g, settings))))
             .collect();

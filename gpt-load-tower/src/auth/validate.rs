@@ -34,7 +34,7 @@ where
 #[derive(Clone, Debug, Default)]
 pub struct ProxyKeyTable {
     global: Vec<ApiKey>,
-    groups: HashMap<GroupName, GroupEntry>,
+    groups: HashMap<GroupName, GroupEntry, foldhash::fast::RandomState>,
 }
 
 #[derive(Clone, Debug)]

@@ -984,3 +984,22 @@ fn backoff_doubles_up_to_the_cap() {
     assert_eq!(delays, [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
     assert_eq!(backoff(&config, u32::MAX), config.max_backoff);
 }
+
+#[test]
+fn client_addresses_are_written_as_std_writes_them() {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    let octets = [0, 1, 9, 10, 42, 99, 100, 101, 199, 200, 255];
+    for a in octets {
+        for b in octets {
+            let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, b / 2));
+            assert_eq!(super::ip_text(ip), ip.to_string());
+        }
+    }
+    for ip in [
+        Ipv6Addr::LOCALHOST,
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+    ] {
+        assert_eq!(super::ip_text(IpAddr::V6(ip)), ip.to_string());
+    }
+}

@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState as FastHash;
+
 use metrics::{Counter, counter};
 
 use crate::repo::request_logs::RequestLogRow;
@@ -27,7 +29,7 @@ type Series = [Counter; 4];
 /// by two lookups of its own strings, with no allocation and no label hashing by the recorder.
 #[derive(Default)]
 pub(super) struct TokenMetrics {
-    series: HashMap<String, HashMap<String, Series>>,
+    series: HashMap<String, HashMap<String, Series, FastHash>, FastHash>,
     /// Pairs with a series of their own (the `other` series are not counted).
     pairs: usize,
 }
@@ -75,7 +77,7 @@ impl TokenMetrics {
             OTHER
         };
         if !self.series.contains_key(group) {
-            self.series.insert(group.to_owned(), HashMap::new());
+            self.series.insert(group.to_owned(), HashMap::default());
         }
         let models = self.series.get_mut(group).expect("inserted above");
         if !models.contains_key(label) {

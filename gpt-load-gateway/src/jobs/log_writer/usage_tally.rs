@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use foldhash::fast::RandomState as FastHash;
+
 use chrono::NaiveDateTime;
 
 use crate::repo::usage::{UsageCounts, UsageKey, UsageSums};
@@ -17,7 +19,7 @@ pub(super) type RowIds = (NaiveDateTime, i64, i64, i64);
 /// Usage sums by `usage_hourly` row, taken as [`UsageCounts`] for a write.
 #[derive(Debug, Default)]
 pub(super) struct UsageTally {
-    rows: HashMap<RowIds, HashMap<String, UsageSums>>,
+    rows: HashMap<RowIds, HashMap<String, UsageSums, FastHash>, FastHash>,
 }
 
 impl UsageTally {
