@@ -127,6 +127,11 @@ fn json_has_content(frames: &[Bytes]) -> bool {
             &joined
         }
     };
+    choice_has_text(bytes) || parsed_has_content(bytes)
+}
+
+/// The judgment of [`json_has_content`], from the reply parsed whole.
+fn parsed_has_content(bytes: &[u8]) -> bool {
     match serde_json::from_slice::<Reply<'_>>(bytes) {
         Ok(reply) => reply.has_content(),
         // A Gemini stream read as JSON is an array of replies; anything else unreadable is not
@@ -135,6 +140,205 @@ fn json_has_content(frames: &[Bytes]) -> bool {
             Ok(replies) => replies.is_empty() || replies.iter().any(Reply::has_content),
             Err(_) => true,
         },
+    }
+}
+
+/// The common reply read without parsing it whole: whether `$.choices[i]` has a non-empty
+/// `message.content`, `delta.content` or `text` string. `true` is final, because a reply with
+/// such a choice has content, and one that does not parse is not judged (see
+/// [`json_has_content`]); `false` only means "not found this way" (another shape, an escaped
+/// key, a list of parts, anything unexpected), and the reply is then parsed whole.
+fn choice_has_text(json: &[u8]) -> bool {
+    let mut scan = Scan { json, at: 0 };
+    scan.object(|scan, key| match key {
+        b"choices" => scan.array(|scan| {
+            scan.object(|scan, key| match key {
+                b"message" | b"delta" => scan.object(|scan, key| match key {
+                    b"content" => Step::from(scan.non_empty_string()),
+                    _ => scan.skip_value(),
+                }),
+                b"text" => Step::from(scan.non_empty_string()),
+                _ => scan.skip_value(),
+            })
+        }),
+        _ => scan.skip_value(),
+    }) == Step::Found
+}
+
+/// How a step of [`choice_has_text`] ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The text was found: stop.
+    Found,
+    /// The value was read; go on.
+    Next,
+    /// Not what the scan reads: give up.
+    GiveUp,
+}
+
+impl From<Option<bool>> for Step {
+    /// A string read: non-empty is found, empty goes on; not a string gives up.
+    fn from(non_empty: Option<bool>) -> Self {
+        match non_empty {
+            Some(true) => Self::Found,
+            Some(false) => Self::Next,
+            None => Self::GiveUp,
+        }
+    }
+}
+
+/// A cursor over JSON that reads only structure: keys without escapes, strings, and values
+/// skipped by their brackets.
+struct Scan<'a> {
+    json: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&mut self) -> Option<u8> {
+        while let Some(&byte) = self.json.get(self.at) {
+            if !matches!(byte, b' ' | b'\t' | b'\n' | b'\r') {
+                return Some(byte);
+            }
+            self.at += 1;
+        }
+        None
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let here = self.peek() == Some(byte);
+        self.at += usize::from(here);
+        here
+    }
+
+    /// An object: `field` reads each value after its key.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &[u8]) -> Step) -> Step {
+        if !self.eat(b'{') {
+            return Step::GiveUp;
+        }
+        if self.eat(b'}') {
+            return Step::Next;
+        }
+        loop {
+            let Some(key) = self.plain_key() else {
+                return Step::GiveUp;
+            };
+            if !self.eat(b':') {
+                return Step::GiveUp;
+            }
+            match field(self, key) {
+                Step::Next => {}
+                done => return done,
+            }
+            if self.eat(b'}') {
+                return Step::Next;
+            }
+            if !self.eat(b',') {
+                return Step::GiveUp;
+            }
+        }
+    }
+
+    /// An array: `item` reads each element.
+    fn array(&mut self, mut item: impl FnMut(&mut Self) -> Step) -> Step {
+        if !self.eat(b'[') {
+            return Step::GiveUp;
+        }
+        if self.eat(b']') {
+            return Step::Next;
+        }
+        loop {
+            match item(self) {
+                Step::Next => {}
+                done => return done,
+            }
+            if self.eat(b']') {
+                return Step::Next;
+            }
+            if !self.eat(b',') {
+                return Step::GiveUp;
+            }
+        }
+    }
+
+    /// A key with no escape in it (an escaped key gives up: it may spell a field's name).
+    fn plain_key(&mut self) -> Option<&'a [u8]> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let start = self.at + 1;
+        let end = start + memchr::memchr2(b'"', b'\\', &self.json[start..])?;
+        if self.json[end] != b'"' {
+            return None;
+        }
+        self.at = end + 1;
+        Some(&self.json[start..end])
+    }
+
+    /// A string: whether it is non-empty, or `None` when the value is not a string.
+    fn non_empty_string(&mut self) -> Option<bool> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let non_empty = self.json.get(self.at + 1) != Some(&b'"');
+        self.skip_string().then_some(non_empty)
+    }
+
+    /// Moves past the string at the cursor; `false` when it does not end.
+    fn skip_string(&mut self) -> bool {
+        let mut at = self.at + 1;
+        loop {
+            match memchr::memchr2(b'"', b'\\', &self.json[at.min(self.json.len())..]) {
+                Some(offset) if self.json[at + offset] == b'"' => {
+                    self.at = at + offset + 1;
+                    return true;
+                }
+                Some(offset) => at += offset + 2,
+                None => return false,
+            }
+        }
+    }
+
+    /// Moves past one value of any kind.
+    fn skip_value(&mut self) -> Step {
+        let mut depth = 0usize;
+        loop {
+            let Some(byte) = self.peek() else {
+                return Step::GiveUp;
+            };
+            match byte {
+                b'"' => {
+                    if !self.skip_string() {
+                        return Step::GiveUp;
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.at += 1;
+                }
+                b'}' | b']' => {
+                    let Some(outer) = depth.checked_sub(1) else {
+                        return Step::GiveUp;
+                    };
+                    depth = outer;
+                    self.at += 1;
+                }
+                b',' | b':' if depth > 0 => self.at += 1,
+                b',' | b':' => return Step::GiveUp,
+                _ => {
+                    // A number or a literal: up to the next delimiter.
+                    let rest = &self.json[self.at..];
+                    let end = rest
+                        .iter()
+                        .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                        .unwrap_or(rest.len());
+                    self.at += end.max(1);
+                }
+            }
+            if depth == 0 {
+                return Step::Next;
+            }
+        }
     }
 }
 
@@ -502,52 +706,124 @@ mod tests {
         json_has_content(&[Bytes::copy_from_slice(body.as_bytes())])
     }
 
+    /// Replies with content (`WITH`) and without (`WITHOUT`), as whole JSON documents.
+    const WITH: &[&str] = &[
+        r#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#,
+        r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c"}]}}]}"#,
+        r#"{"choices":[{"text":"hi"}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f"}}]}}]}"#,
+        r#"{"type":"message","content":[{"type":"text","text":"hi"}]}"#,
+        r#"{"object":"response","output":[{"type":"message"}]}"#,
+        r#"{"data":[{"embedding":[0.1]}]}"#,
+        r#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}]"#,
+        "not json at all",
+        // Escaped strings, content as a list of parts, other ways of answering.
+        r#"{"choices":[{"message":{"content":"\u00e9\n"}}]}"#,
+        r#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]}}]}"#,
+        r#"{"choices":[{"message":{"content":"","refusal":"no"}}]}"#,
+        r#"{"choices":[{"message":{"content":null,"reasoning_content":"think"}}]}"#,
+        r#"{"choices":[{"message":{"function_call":{"name":"f"}}}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"thought":true,"text":"x"}]}}]}"#,
+        r#"{"type":"\u006dessage","content":[{"type":"text"}]}"#,
+        // A field of the wrong type makes the reply unreadable, and so not ours to judge.
+        r#"{"choices":[{"text":42}]}"#,
+    ];
+    const WITHOUT: &[&str] = &[
+        r#"{"choices":[]}"#,
+        r#"{"choices":[{"message":{"role":"assistant","content":""}}]}"#,
+        r#"{"candidates":[{"content":{"parts":[]},"finishReason":"SAFETY"}]}"#,
+        r#"{"candidates":[]}"#,
+        r#"{"promptFeedback":{"blockReason":"OTHER"}}"#,
+        r#"{"type":"message","content":[]}"#,
+        r#"{"object":"response","output":[]}"#,
+        r#"[{"candidates":[{"content":{"parts":[{"text":""}]}}]}]"#,
+        r#"{"choices":[{"message":{"content":[]}}]}"#,
+        r#"{"choices":[{"message":{"content":{"text":"a map is not content"}}}]}"#,
+        r#"{"choices":[{"message":{"content":"","refusal":"","tool_calls":[]}}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"thought":true},{"thoughtSignature":"s"}]}}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":7}]}}]}"#,
+        r#"{"candidates":[{"content":{"parts":[{"text":["a"]}]}}]}"#,
+    ];
+
     #[test]
     fn whole_replies_are_judged_by_their_shape() {
-        let with = [
-            r#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#,
-            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c"}]}}]}"#,
-            r#"{"choices":[{"text":"hi"}]}"#,
-            r#"{"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}"#,
-            r#"{"candidates":[{"content":{"parts":[{"functionCall":{"name":"f"}}]}}]}"#,
-            r#"{"type":"message","content":[{"type":"text","text":"hi"}]}"#,
-            r#"{"object":"response","output":[{"type":"message"}]}"#,
-            r#"{"data":[{"embedding":[0.1]}]}"#,
-            r#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}]"#,
-            "not json at all",
-            // Escaped strings, content as a list of parts, other ways of answering.
-            r#"{"choices":[{"message":{"content":"\u00e9\n"}}]}"#,
-            r#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]}}]}"#,
-            r#"{"choices":[{"message":{"content":"","refusal":"no"}}]}"#,
-            r#"{"choices":[{"message":{"content":null,"reasoning_content":"think"}}]}"#,
-            r#"{"choices":[{"message":{"function_call":{"name":"f"}}}]}"#,
-            r#"{"candidates":[{"content":{"parts":[{"thought":true,"text":"x"}]}}]}"#,
-            r#"{"type":"\u006dessage","content":[{"type":"text"}]}"#,
-            // A field of the wrong type makes the reply unreadable, and so not ours to judge.
-            r#"{"choices":[{"text":42}]}"#,
-        ];
-        for body in with {
+        for body in WITH {
             assert!(json(body), "{body}");
         }
-        let without = [
-            r#"{"choices":[]}"#,
-            r#"{"choices":[{"message":{"role":"assistant","content":""}}]}"#,
-            r#"{"candidates":[{"content":{"parts":[]},"finishReason":"SAFETY"}]}"#,
-            r#"{"candidates":[]}"#,
-            r#"{"promptFeedback":{"blockReason":"OTHER"}}"#,
-            r#"{"type":"message","content":[]}"#,
-            r#"{"object":"response","output":[]}"#,
-            r#"[{"candidates":[{"content":{"parts":[{"text":""}]}}]}]"#,
-            r#"{"choices":[{"message":{"content":[]}}]}"#,
-            r#"{"choices":[{"message":{"content":{"text":"a map is not content"}}}]}"#,
-            r#"{"choices":[{"message":{"content":"","refusal":"","tool_calls":[]}}]}"#,
-            r#"{"candidates":[{"content":{"parts":[{"thought":true},{"thoughtSignature":"s"}]}}]}"#,
-            r#"{"candidates":[{"content":{"parts":[{"text":7}]}}]}"#,
-            r#"{"candidates":[{"content":{"parts":[{"text":["a"]}]}}]}"#,
-        ];
-        for body in without {
+        for body in WITHOUT {
             assert!(!json(body), "{body}");
         }
+    }
+
+    /// A realistic OpenAI reply: other fields first, escapes, nesting, numbers and literals.
+    const OPENAI: &str = r#"{
+  "id": "chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT",
+  "object": "chat.completion",
+  "created": 1741569952,
+  "model": "gpt-4.1-2025-04-14",
+  "meta": {"note": "a \"quoted\" word, a \\ and a \u00e9", "list": [1, -2.5e+3, true, null, {"a": []}]},
+  "choices": [
+    {
+      "index": 0,
+      "message": {"role": "assistant", "content": "Hello! How can I assist you today?", "refusal": null, "annotations": []},
+      "logprobs": null,
+      "finish_reason": "stop"
+    }
+  ],
+  "usage": {"prompt_tokens": 19, "completion_tokens": 10, "total_tokens": 29, "prompt_tokens_details": {"cached_tokens": 0}}
+}"#;
+
+    #[test]
+    fn common_replies_are_judged_without_a_full_parse() {
+        assert!(choice_has_text(OPENAI.as_bytes()));
+        for body in [
+            r#"{"choices":[{"message":{"role":"assistant","content":"hi"}}]}"#,
+            r#"{"choices":[{"index":0,"message":{"content":""}},{"message":{"content":"b"}}]}"#,
+            r#"{"choices":[{"text":"hi"}]}"#,
+            r#"{"choices":[{"delta":{"content":"\n"}}]}"#,
+        ] {
+            assert!(choice_has_text(body.as_bytes()), "{body}");
+        }
+        // Other shapes are left to the full parse.
+        for body in [
+            r#"{"type":"message","content":[{"type":"text","text":"hi"}]}"#,
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"hi"}]}}]}"#,
+            r#"{"choi\u0063es":[{"message":{"content":"hi"}}]}"#,
+            r#"[{"candidates":[{"content":{"parts":[{"text":"a"}]}}]}]"#,
+        ] {
+            assert!(!choice_has_text(body.as_bytes()), "{body}");
+        }
+    }
+
+    /// The shortcut only ever says what the full parse would: on every reply above, every cut of
+    /// it and every one-byte change to it, content found without the full parse is content found
+    /// with it.
+    #[test]
+    fn the_shortcut_never_contradicts_the_full_parse() {
+        let mut checked = 0;
+        for body in WITH.iter().chain(WITHOUT).chain([&OPENAI]) {
+            let body = body.as_bytes();
+            let mut variants: Vec<Vec<u8>> = (0..=body.len()).map(|end| body[..end].to_vec()).collect();
+            for at in 0..body.len() {
+                for byte in *b"\"\\{}[],: x0" {
+                    let mut changed = body.to_vec();
+                    changed[at] = byte;
+                    variants.push(changed);
+                }
+            }
+            for variant in variants {
+                if choice_has_text(&variant) {
+                    assert!(
+                        parsed_has_content(&variant),
+                        "{}",
+                        String::from_utf8_lossy(&variant)
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     fn events(chunks: &[&str]) -> bool {
