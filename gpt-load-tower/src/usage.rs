@@ -150,6 +150,7 @@ impl UsageScanner {
                         &chunk[n..]
                     }
                 }
+                State::Object(_) => self.capture(chunk),
                 _ => {
                     let (&byte, rest) = chunk.split_first().expect("not empty");
                     self.step(byte);
@@ -186,6 +187,32 @@ impl UsageScanner {
         &[]
     }
 
+    /// Follows the object being captured through `chunk`, copying what belongs to it at once;
+    /// returns what follows the object, or nothing when it goes on past the chunk.
+    fn capture<'a>(&mut self, chunk: &'a [u8]) -> &'a [u8] {
+        let State::Object(capture) = &mut self.state else {
+            unreachable!("called inside an object")
+        };
+        // Bytes the object may still take: one more than MAX_OBJECT in all gives it up.
+        let room = MAX_OBJECT - capture.bytes.len();
+        for (at, &byte) in chunk.iter().enumerate() {
+            if at == room {
+                // Longer than any usage report: given up, as a byte at a time would.
+                self.state = State::Searching;
+                return &chunk[at + 1..];
+            }
+            if capture.push(byte) {
+                capture.bytes.extend_from_slice(&chunk[..=at]);
+                let object = std::mem::take(&mut capture.bytes);
+                self.state = State::Searching;
+                self.read(&object);
+                return &chunk[at + 1..];
+            }
+        }
+        capture.bytes.extend_from_slice(chunk);
+        &[]
+    }
+
     fn step(&mut self, byte: u8) {
         let next = match &mut self.state {
             State::Searching | State::Partial(_) => unreachable!("searched by chunk"),
@@ -210,25 +237,19 @@ impl UsageScanner {
             },
             State::Open => match byte {
                 b'{' => State::Object(Capture {
-                    bytes: vec![b'{'],
+                    bytes: {
+                        // Room for a usual report at once (OpenAI's with its details is ~250 bytes).
+                        let mut bytes = Vec::with_capacity(256);
+                        bytes.push(b'{');
+                        bytes
+                    },
                     depth: 1,
                     ..Capture::default()
                 }),
                 b' ' | b'\t' | b'\r' | b'\n' => return,
                 _ => State::Searching,
             },
-            State::Object(capture) => {
-                capture.bytes.push(byte);
-                if capture.bytes.len() > MAX_OBJECT {
-                    State::Searching
-                } else if capture.push(byte) {
-                    let object = std::mem::take(&mut capture.bytes);
-                    self.read(&object);
-                    State::Searching
-                } else {
-                    return;
-                }
-            }
+            State::Object(_) => unreachable!("captured by chunk"),
         };
         self.state = next;
     }
@@ -502,5 +523,27 @@ mod tests {
         s.feed(b"{\"us");
         s.feed(b"er\":1,\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":1}}");
         assert_eq!(s.finish(), Some(TokenUsage::new(2, 1)));
+    }
+
+    #[test]
+    fn a_report_of_at_most_max_object_bytes_is_read_however_it_is_cut() {
+        let report = |len: usize| {
+            let bare = r#"{"prompt_tokens":5,"completion_tokens":2,"pad":""}"#;
+            let pad = "y".repeat(len - bare.len());
+            format!(r#"{{"id":"x","usage":{{"prompt_tokens":5,"completion_tokens":2,"pad":"{pad}"}},"more":[1]}}"#)
+        };
+        for (len, expected) in [
+            (MAX_OBJECT, Some(TokenUsage::new(5, 2))),
+            (MAX_OBJECT + 1, None),
+        ] {
+            let body = report(len);
+            for cut in [1, 7, 300, body.len()] {
+                let mut s = UsageScanner::new();
+                for chunk in body.as_bytes().chunks(cut) {
+                    s.feed(chunk);
+                }
+                assert_eq!(s.finish(), expected, "{len} bytes in chunks of {cut}");
+            }
+        }
     }
 }
