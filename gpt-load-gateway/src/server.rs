@@ -3,17 +3,25 @@
 //! request in flight) and `SERVER_WRITE_TIMEOUT` (writes the client does not take; see
 //! [`timeouts`]), and graceful shutdown that lets every in-flight request and stream finish.
 
-use std::{convert::Infallible, io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    cell::RefCell,
+    convert::Infallible,
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use axum::{body::Body, extract::ConnectInfo};
+use futures_util::future::Either;
 use hyper::{Request, Response, body::Incoming};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
-    service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::watch};
-use tower::{Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder, ServiceExt, util::Oneshot};
 
 pub(crate) use self::timeouts::ConnectionTimeouts;
 use self::timeouts::{Activity, TimedIo, Tracked};
@@ -79,7 +87,7 @@ where
         let service = Tracked::new(service, Arc::clone(&activity));
         let io = TimedIo::new(stream, timeouts, activity);
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(TokioIo::new(io), ConnectionService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
@@ -91,6 +99,45 @@ where
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// One connection's service, called by hyper without a copy per request.
+///
+/// hyper calls a service through `&self`; its adapter for tower services clones the service for
+/// every request, and a clone of the gateway's service copies every layer of the proxy stack.
+/// A connection's requests are called one after another from its own task, so one instance
+/// serves them all: readied by a poll with no waker (the stack is ready at once; it sheds load
+/// inside `call`), then called. A service that is not ready at once is cloned and waited for,
+/// as hyper's adapter does.
+struct ConnectionService<S> {
+    service: RefCell<S>,
+}
+
+impl<S> ConnectionService<S> {
+    fn new(service: S) -> Self {
+        Self {
+            service: RefCell::new(service),
+        }
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for ConnectionService<S>
+where
+    S: Service<R> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Either<S::Future, Oneshot<S, R>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        // Borrowed only within this call: hyper never calls again before it returns.
+        let mut service = self.service.borrow_mut();
+        match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(())) => Either::Left(service.call(req)),
+            // Not ready (or failing): a clone reports it from its own `poll_ready`.
+            _ => Either::Right(service.clone().oneshot(req)),
+        }
+    }
 }
 
 #[cfg(test)]

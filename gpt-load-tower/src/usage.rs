@@ -530,12 +530,11 @@ mod tests {
         let report = |len: usize| {
             let bare = r#"{"prompt_tokens":5,"completion_tokens":2,"pad":""}"#;
             let pad = "y".repeat(len - bare.len());
-            format!(r#"{{"id":"x","usage":{{"prompt_tokens":5,"completion_tokens":2,"pad":"{pad}"}},"more":[1]}}"#)
+            format!(
+                r#"{{"id":"x","usage":{{"prompt_tokens":5,"completion_tokens":2,"pad":"{pad}"}},"more":[1]}}"#
+            )
         };
-        for (len, expected) in [
-            (MAX_OBJECT, Some(TokenUsage::new(5, 2))),
-            (MAX_OBJECT + 1, None),
-        ] {
+        for (len, expected) in [(MAX_OBJECT, Some(TokenUsage::new(5, 2))), (MAX_OBJECT + 1, None)] {
             let body = report(len);
             for cut in [1, 7, 300, body.len()] {
                 let mut s = UsageScanner::new();
