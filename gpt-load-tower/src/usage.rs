@@ -201,7 +201,7 @@ impl UsageScanner {
                 self.state = State::Searching;
                 return &chunk[at + 1..];
             }
-            if capture.push(byte) {
+            if capture.follow(byte) {
                 capture.bytes.extend_from_slice(&chunk[..=at]);
                 let object = std::mem::take(&mut capture.bytes);
                 self.state = State::Searching;
@@ -266,8 +266,8 @@ impl UsageScanner {
 }
 
 impl Capture {
-    /// Follows one byte of the object (already stored); whether it closed the object.
-    fn push(&mut self, byte: u8) -> bool {
+    /// Follows one byte of the object (its strings and nesting); whether it closed the object.
+    fn follow(&mut self, byte: u8) -> bool {
         if self.in_string {
             if self.escaped {
                 self.escaped = false;

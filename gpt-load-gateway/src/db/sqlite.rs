@@ -53,9 +53,9 @@ pub(crate) fn write_timestamp(out: &mut String, at: chrono::NaiveDateTime) {
         return;
     }
     let mut digits = [0u8; 29];
-    let mut put = |at: usize, value: u32, width: usize| {
+    let mut put = |from: usize, value: u32, width: usize| {
         let mut value = value;
-        for slot in digits[at..at + width].iter_mut().rev() {
+        for slot in digits[from..from + width].iter_mut().rev() {
             *slot = b'0' + (value % 10) as u8;
             value /= 10;
         }

@@ -3,8 +3,9 @@
 //! upstream client's timeouts and proxy, and (for a group with a tokens-per-minute limit) the
 //! output tokens to reserve.
 //!
-//! The stack places it twice: under authentication (the URL's group, for the request log) and
-//! under aggregate routing (the sub-group actually used, whose settings govern the attempts).
+//! The stack places it twice: under authentication (the URL's group: the request log's setting,
+//! and for a standard group everything the attempts read) and under aggregate routing (the
+//! sub-group actually used, whose settings then govern the attempts).
 
 use gpt_load_tower::context::{RoutedGroup, target_group};
 use http::{Extensions, Request};
