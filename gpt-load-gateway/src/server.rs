@@ -15,17 +15,25 @@ use std::{
 
 use axum::{body::Body, extract::ConnectInfo};
 use futures_util::future::Either;
-use hyper::{Request, Response, body::Incoming};
+use hyper::{
+    Request, Response,
+    body::Incoming,
+    server::conn::{http1, http2},
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::graceful::GracefulShutdown,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tower::{Service, ServiceBuilder, ServiceExt, util::Oneshot};
 
 pub(crate) use self::timeouts::ConnectionTimeouts;
-use self::timeouts::{Activity, TimedIo, Tracked};
+use self::{
+    preface::{Preface, Protocol},
+    timeouts::{Activity, TimedIo, Tracked},
+};
 
+mod preface;
 mod timeouts;
 
 /// Sends small writes at once: a stream's frames are each a small write, and with Nagle's
@@ -53,15 +61,7 @@ where
     S::Future: Send + 'static,
 {
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The read limit is enforced by `TimedIo`, from a request's first byte: hyper's own
-        // would start when the connection goes idle and so cut idle connections at it.
-        .header_read_timeout(None)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let http = Arc::new(Http::new());
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -84,14 +84,28 @@ where
                 req
             })
             .service(app.clone());
-        let service = Tracked::new(service, Arc::clone(&activity));
+        let service = ConnectionService::new(Tracked::new(service, Arc::clone(&activity)));
         let io = TimedIo::new(stream, timeouts, activity);
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), ConnectionService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (http, watcher, mut stop) = (Arc::clone(&http), graceful.watcher(), stop.clone());
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // The version is read under the connection's read limit; a shutdown that begins
+            // first closes the connection before any request.
+            let (protocol, io) = tokio::select! {
+                read = Preface::read(io) => match read {
+                    Ok(read) => read,
+                    Err(err) => {
+                        tracing::debug!(%peer, error = %err, "connection closed before its first request");
+                        return;
+                    }
+                },
+                _ = stop.wait_for(|stop| *stop) => return,
+            };
+            let io = TokioIo::new(io);
+            let served = match protocol {
+                Protocol::Http1 => Either::Left(watcher.watch(http.http1.serve_connection(io, service))),
+                Protocol::Http2 => Either::Right(watcher.watch(http.http2.serve_connection(io, service))),
+            };
+            if let Err(err) = served.await {
                 tracing::debug!(%peer, error = %err, "connection closed with an error");
             }
         });
@@ -99,6 +113,27 @@ where
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every connection is served with.
+struct Http {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Http {
+    fn new() -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            // The read limit is enforced by `TimedIo`, from a request's first byte: hyper's own
+            // would start when the connection goes idle and so cut idle connections at it.
+            .header_read_timeout(None)
+            .keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2.timer(TokioTimer::new());
+        Self { http1, http2 }
+    }
 }
 
 /// One connection's service, called by hyper without a copy per request.

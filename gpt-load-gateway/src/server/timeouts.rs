@@ -21,12 +21,13 @@ use std::{
     io,
     pin::Pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
-    task::{Context, Poll, Waker},
+    task::{Context, Poll, Waker, ready},
     time::Duration,
 };
 
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::{Instant, Sleep, sleep_until},
@@ -80,8 +81,6 @@ struct State {
     head_since: Option<Instant>,
     /// HTTP/2: bytes received with no request in flight (pings, settings) start no head.
     multiplexed: bool,
-    /// Switched protocols: the connection is no longer HTTP's, and no longer ours to time out.
-    upgraded: bool,
     /// The task reading the connection, woken when it goes idle.
     reader: Option<Waker>,
 }
@@ -95,7 +94,6 @@ impl Activity {
             idle_since: now,
             head_since: Some(now),
             multiplexed: false,
-            upgraded: false,
             reader: None,
         })))
     }
@@ -129,7 +127,7 @@ impl Activity {
             Some(reader) => reader.clone_from(waker),
             None => state.reader = Some(waker.clone()),
         }
-        if state.in_flight > 0 || state.upgraded {
+        if state.in_flight > 0 {
             return None;
         }
         match state.head_since {
@@ -144,12 +142,6 @@ impl Activity {
 /// A request in flight on its connection.
 #[derive(Debug)]
 pub(super) struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn upgraded(&self) {
-        self.0.state().upgraded = true;
-    }
-}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -309,11 +301,10 @@ impl<S> Tracked<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Tracked<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<TrackedBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = TrackedFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -321,17 +312,36 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let request = self.activity.begin(req.version());
-        let response = self.inner.call(req);
-        Box::pin(async move {
-            let response = response.await?;
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                request.upgraded();
-            }
-            Ok(response.map(|body| TrackedBody {
-                body,
-                _request: request,
-            }))
-        })
+        TrackedFuture {
+            response: self.inner.call(req),
+            request: Some(request),
+        }
+    }
+}
+
+pin_project! {
+    /// A response on its way: its request stays in flight, and goes on with the body.
+    pub(super) struct TrackedFuture<F> {
+        #[pin]
+        response: F,
+        request: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.response.poll(cx))?;
+        let request = this.request.take().expect("polled after completion");
+        Poll::Ready(Ok(response.map(|body| TrackedBody {
+            body,
+            _request: request,
+        })))
     }
 }
 
