@@ -126,17 +126,20 @@ def rss_kib(pid, with_children=False):
 
 
 def proxy_rss():
-    return {
+    rss = {
         "gateway": rss_kib(int(ENV["BENCH_GATEWAY_PID"])),
         "nginx": rss_kib(int(ENV["BENCH_NGINX_PID"]), with_children=True),
     }
+    if HYPER:
+        rss["hyper"] = rss_kib(int(ENV["BENCH_HYPER_PID"]))
+    return rss
 
 
 class RssPeak:
     """Samples the proxies' RSS every 100 ms while the block runs; keeps the maximum."""
 
     def __enter__(self):
-        self.peak = {"gateway": 0, "nginx": 0}
+        self.peak = dict.fromkeys(proxy_rss(), 0)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -329,7 +332,7 @@ def measure():
 
     for round_no in range(1, ROUNDS + 1):
         log(f"stream round {round_no}/{ROUNDS}: {count:,} concurrent streams per target")
-        for name in TARGETS:
+        for name in TARGETS + (("hyper",) if HYPER else ()):
             alive()
             r = streams(t[name], count)
             results[name]["streams"].append(r)
@@ -558,7 +561,16 @@ def hyper_rows(data):
 
     add = {name: (added(name, "p50_us"), added(name, "p99_us")) for name in names}
     rps = {name: {c: med([r["rps"] for r in res[name][f"rps{c}"]]) for c in CONCURRENCIES} for name in names}
-    return [
+    count, after = data["stream_count"], data["after"]
+    # KB a held stream: the peak over the stream rounds above the RSS after the load rounds (runs
+    # recorded before hyper alone held streams have no such figure).
+    per_stream = None
+    if res["hyper"]["streams"] and "hyper" in after:
+        per_stream = {
+            name: (med([r["rss_peak_kib"][name] for r in res[name]["streams"]]) - after[name]) * 1024 / 1000 / max(count, 1)
+            for name in names
+        }
+    rows = [
         (
             "added latency p50 / p99 at concurrency 1",
             *[f"{signed_us(add[n][0])} / {signed_us(add[n][1])}" for n in names],
@@ -574,6 +586,9 @@ def hyper_rows(data):
             "–",
         ),
     ]
+    if per_stream:
+        rows.append((f"RSS a held SSE stream ({count:,} at once)", *[f"{per_stream[n]:.1f} KB" for n in names]))
+    return rows
 
 
 def git(*args):

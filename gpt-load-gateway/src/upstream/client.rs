@@ -10,18 +10,19 @@ use std::{
 
 use gpt_load_tower::{Error, ResponseFuture, body::ReplayBody, channel::RequestFacts};
 use http::{Request, Response, Uri, Version};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::{
     client::legacy::{self, Client, connect::capture_connection},
     rt::{TokioExecutor, TokioTimer},
 };
 use rustls::ClientConfig;
 use tokio::time::Instant;
-use tower::Service;
+use tower::{Service, ServiceExt, util::MapResponse};
 
 use super::{
     body::UpstreamBody,
-    outbound::Outbound,
+    connection::UpstreamIo,
+    outbound::{Outbound, Transport},
     settings::{ClientSettings, PoolSettings},
     timeout::{ConnectTimeout, Deadline, is_connect_timeout},
 };
@@ -29,7 +30,8 @@ use super::{
 /// Connection pools kept for per-group settings before the cache starts over.
 const MAX_POOLS: usize = 256;
 
-type Connector = ConnectTimeout<HttpsConnector<Outbound>>;
+type Connector =
+    ConnectTimeout<MapResponse<HttpsConnector<Outbound>, fn(MaybeHttpsStream<Transport>) -> UpstreamIo>>;
 type HyperClient = Client<Connector, ReplayBody>;
 
 /// Sends each request to the upstream its absolute URI names, over HTTP/1.1 or HTTP/2 (ALPN),
@@ -125,6 +127,7 @@ fn build_client(tls: &ClientConfig, pool: &PoolSettings) -> HyperClient {
         .enable_http1()
         .enable_http2()
         .wrap_connector(outbound);
+    let https = https.map_response(UpstreamIo::from as fn(_) -> _);
     let connector = ConnectTimeout::new(https, pool.connect_timeout);
     let idle = (!pool.idle_conn_timeout.is_zero()).then_some(pool.idle_conn_timeout);
     Client::builder(TokioExecutor::new())

@@ -18,6 +18,7 @@
 
 mod body;
 mod client;
+mod connection;
 mod outbound;
 mod settings;
 mod timeout;
