@@ -101,9 +101,13 @@ where
                 _ = stop.wait_for(|stop| *stop) => return,
             };
             let io = TokioIo::new(io);
+            // HTTP/2's connection state is the larger and the rarer: boxed, so an HTTP/1.1
+            // connection's task does not carry room for it.
             let served = match protocol {
                 Protocol::Http1 => Either::Left(watcher.watch(http.http1.serve_connection(io, service))),
-                Protocol::Http2 => Either::Right(watcher.watch(http.http2.serve_connection(io, service))),
+                Protocol::Http2 => {
+                    Either::Right(Box::pin(watcher.watch(http.http2.serve_connection(io, service))))
+                }
             };
             if let Err(err) = served.await {
                 tracing::debug!(%peer, error = %err, "connection closed with an error");

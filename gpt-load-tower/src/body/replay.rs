@@ -25,11 +25,15 @@ enum Kind {
         data: Bytes,
         sent: bool,
     },
-    Once {
-        prefix: Option<Bytes>,
-        next: Option<Bytes>,
-        rest: UnsyncBoxBody<Bytes, BoxError>,
-    },
+    /// Boxed: the body is a slot of every upstream connection's request queue (32 of them), and
+    /// a body over the cap is the rare one.
+    Once(Box<Once>),
+}
+
+struct Once {
+    prefix: Option<Bytes>,
+    next: Option<Bytes>,
+    rest: UnsyncBoxBody<Bytes, BoxError>,
 }
 
 /// The client's request body failed while being streamed upstream (the client went away).
@@ -84,11 +88,11 @@ impl ReplayBody {
             .map_err(|e| Box::new(ClientBodyError(e.into())) as BoxError)
             .boxed_unsync();
         Self {
-            kind: Kind::Once {
+            kind: Kind::Once(Box::new(Once {
                 prefix: (!prefix.is_empty()).then_some(prefix),
                 next: (!next.is_empty()).then_some(next),
                 rest,
-            },
+            })),
         }
     }
 
@@ -96,7 +100,7 @@ impl ReplayBody {
     pub fn bytes(&self) -> Option<&Bytes> {
         match &self.kind {
             Kind::Buffered { data, .. } => Some(data),
-            Kind::Once { .. } => None,
+            Kind::Once(_) => None,
         }
     }
 
@@ -127,7 +131,7 @@ impl fmt::Debug for ReplayBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Buffered { data, .. } => f.debug_struct("ReplayBody").field("len", &data.len()).finish(),
-            Kind::Once { .. } => f.debug_struct("ReplayBody").field("streaming", &true).finish(),
+            Kind::Once(_) => f.debug_struct("ReplayBody").field("streaming", &true).finish(),
         }
     }
 }
@@ -149,11 +153,11 @@ impl Body for ReplayBody {
                 *sent = true;
                 Poll::Ready(Some(Ok(Frame::data(data.clone()))))
             }
-            Kind::Once { prefix, next, rest } => {
-                if let Some(read) = prefix.take().or_else(|| next.take()) {
+            Kind::Once(once) => {
+                if let Some(read) = once.prefix.take().or_else(|| once.next.take()) {
                     return Poll::Ready(Some(Ok(Frame::data(read))));
                 }
-                Pin::new(rest).poll_frame(cx)
+                Pin::new(&mut once.rest).poll_frame(cx)
             }
         }
     }
@@ -161,19 +165,19 @@ impl Body for ReplayBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Buffered { data, sent } => *sent || data.is_empty(),
-            Kind::Once { prefix, next, rest } => prefix.is_none() && next.is_none() && rest.is_end_stream(),
+            Kind::Once(once) => once.prefix.is_none() && once.next.is_none() && once.rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Buffered { data, sent } => SizeHint::with_exact(if *sent { 0 } else { data.len() as u64 }),
-            Kind::Once { prefix, next, rest } => {
-                let extra = [prefix, next]
+            Kind::Once(once) => {
+                let extra = [&once.prefix, &once.next]
                     .into_iter()
                     .map(|part| part.as_ref().map_or(0, |p| p.len() as u64))
                     .sum::<u64>();
-                let inner = rest.size_hint();
+                let inner = once.rest.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(inner.lower() + extra);
                 if let Some(upper) = inner.upper() {
@@ -195,4 +199,15 @@ pub(crate) fn replay_request(req: &http::Request<ReplayBody>) -> Option<http::Re
     *copy.headers_mut() = req.headers().clone();
     *copy.extensions_mut() = req.extensions().clone();
     Some(copy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each upstream connection's request queue holds 32 requests inline, body included.
+    #[test]
+    fn a_body_is_no_larger_than_its_buffered_bytes() {
+        assert!(std::mem::size_of::<ReplayBody>() <= std::mem::size_of::<Bytes>() + 8);
+    }
 }
