@@ -182,6 +182,40 @@ fn assert_about(elapsed: Duration, limit: Duration) {
     );
 }
 
+// --- The HTTP version, from the first bytes ------------------------------------------------------
+
+#[tokio::test]
+async fn a_request_that_trickles_in_a_byte_at_a_time_is_served() {
+    let server = Server::start(Some(LONG), None, Some(LONG)).await;
+    let stream = server.connect().await;
+    // The version is told at the second byte; the rest of the head comes after it.
+    for byte in b"GET / HTTP/1.1\r\nhost: test\r\n\r\n" {
+        write_all(&stream, &[*byte]).await;
+        sleep(Duration::from_millis(2)).await;
+    }
+    read_until(&stream, "\r\n\r\nok").await;
+}
+
+#[tokio::test]
+async fn a_connection_that_has_sent_nothing_does_not_hold_a_shutdown() {
+    let mut server = Server::start(Some(LONG), None, Some(LONG)).await;
+    let silent = server.connect().await;
+    let answered = server.connect().await;
+    send_get(&answered, "/").await;
+    read_until(&answered, "\r\n\r\nok").await;
+    // Well before the read limit (LONG) would close the silent connection.
+    let soon = LONG / 6;
+    server._stop.send(true).unwrap();
+    timeout(soon, &mut server.task)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    timeout(soon, closed(&silent))
+        .await
+        .expect("the silent connection is closed by the shutdown");
+}
+
 // --- SERVER_IDLE_TIMEOUT ----------------------------------------------------------------------
 
 #[tokio::test]
