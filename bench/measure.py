@@ -332,9 +332,8 @@ def measure():
 
     for round_no in range(1, ROUNDS + 1):
         log(f"stream round {round_no}/{ROUNDS}: {count:,} concurrent streams per target")
-        # hyper alone holds streams in the first round only: its 19,800 connections in every
-        # round leave the loopback's ephemeral ports in TIME_WAIT (60 s), and the later rounds of
-        # every target then open their streams late.
+        # hyper alone holds streams in the first round only, so that the later rounds load the
+        # loopback's ephemeral ports (60 s in TIME_WAIT) no more than they did before it took part.
         for name in TARGETS + (("hyper",) if HYPER and round_no == 1 else ()):
             alive()
             r = streams(t[name], count)
