@@ -23,7 +23,8 @@
 //! therefore holds at most the cap, and the bytes are shared, not copied, by every retry.
 //!
 //! With a [`BodyBudget`] the total across requests is bounded too: the buffer's capacity is
-//! reserved before it is allocated (a declared length up front, before reading), and released
+//! reserved before it is allocated (a declared length up front, before reading; a growing
+//! buffer with the one it replaces, until that is copied over), and released
 //! when the last copy of the buffered bytes is dropped, which is after the last retry. A shed body
 //! is read and dropped up to the cap before the error is returned, so a client that is still
 //! sending receives the `503` rather than a connection reset.

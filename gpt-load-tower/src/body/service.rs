@@ -209,9 +209,10 @@ enum Failed<B> {
 ///
 /// Each frame is copied into the buffer as it arrives, so the server's read buffers are reused
 /// rather than pinned, and the memory a body holds is the buffer's capacity, which the permit
-/// covers before it is allocated. The buffer is sized from `Content-Length` when there is one
-/// (never above the cap), and otherwise doubles from [`MIN_BUFFER`] up to the cap, so it never
-/// outgrows the cap and never needs a second copy. A body of one frame is kept as it came.
+/// covers before it is allocated (while the buffer grows, with the allocation it replaces). The
+/// buffer is sized from `Content-Length` when there is one (never above the cap), and otherwise
+/// doubles from [`MIN_BUFFER`] up to the cap, so it never outgrows the cap and never needs a
+/// second copy. A body of one frame is kept as it came.
 struct Collector {
     limit: usize,
     declared: Option<usize>,
@@ -260,8 +261,11 @@ impl Collector {
             }
             if buf.capacity() < total {
                 let capacity = self.next_capacity(buf.capacity(), total);
-                // The first frame is still held while it is copied over.
-                if !self.reserve(capacity + first.as_ref().map_or(0, Bytes::len)) {
+                // While the buffer grows, the old allocation lives until it is copied into the
+                // new one (allocators copy more often than they remap), and the first frame is
+                // still held while it is copied over.
+                let growing = capacity + buf.capacity() + first.as_ref().map_or(0, Bytes::len);
+                if !self.reserve(growing) {
                     return Err(Failed::OverBudget {
                         rest: body,
                         read: total,
@@ -422,6 +426,34 @@ mod tests {
             "rejected on the frame that passed the cap"
         );
         assert_eq!(budget.in_use(), 0, "nothing stays reserved");
+    }
+
+    #[tokio::test]
+    async fn a_growing_buffer_is_reserved_with_the_allocation_it_replaces() {
+        // Seven 32 KiB frames of a chunked body: the buffer grows 64 → 128 → 256 KiB. At the
+        // last step the 128 KiB buffer is still alive while it is copied into the 256 KiB one,
+        // 384 KiB in all, which a 300 KiB budget does not cover, though the new buffer alone
+        // would fit.
+        let frame: &'static str = "x".repeat(32 * 1024).leak();
+        let budget = BodyBudget::new(300 * 1024);
+        let svc = BodyBufferLayer::new(1 << 20)
+            .budget(budget.clone())
+            .layer(echo_body());
+        let body = Chunks::new([frame; 7]);
+        let err = svc.oneshot(Request::new(body)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BodyBudgetExhausted);
+        assert_eq!(budget.in_use(), 0, "nothing stays reserved");
+
+        // Four frames stop at the 128 KiB buffer (64 + 128 KiB while it grows): served, and the
+        // reservation goes with the last copy of the body.
+        let svc = BodyBufferLayer::new(1 << 20)
+            .budget(budget.clone())
+            .layer(echo_body());
+        let res = svc.oneshot(Request::new(Chunks::new([frame; 4]))).await.unwrap();
+        let echoed = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(echoed.len(), 4 * 32 * 1024);
+        drop(echoed);
+        assert_eq!(budget.in_use(), 0);
     }
 
     #[tokio::test]
