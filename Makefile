@@ -18,6 +18,8 @@ test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	# SQLite alone, the smallest build the README offers.
+	$(CARGO) clippy -p gpt-load-gateway --no-default-features --features sqlite -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p gpt-load-tower
 
 doc:

@@ -109,10 +109,19 @@ pub(crate) struct Running {
 
 /// Connects to the configured database.
 pub(crate) async fn connect(dsn: &DatabaseDsn) -> anyhow::Result<Db> {
+    // A backend left out of the build (its cargo feature off) is named, not a connection error.
     let db = match dsn {
+        #[cfg(feature = "sqlite")]
         DatabaseDsn::Sqlite { path } => Db::sqlite(path).await?,
+        #[cfg(feature = "postgres")]
         DatabaseDsn::Postgres { url } => Db::postgres(url, 16).await?,
+        #[cfg(feature = "mysql")]
         DatabaseDsn::Mysql { url } => Db::mysql(url, 16).await?,
+        #[allow(unreachable_patterns, reason = "reached only in builds without a backend")]
+        other => anyhow::bail!(
+            "this build does not include the {0} backend (cargo feature `{0}`)",
+            other.backend_name()
+        ),
     };
     Ok(db)
 }

@@ -7,6 +7,14 @@
 //! running gateway's `/health` (the container image's `HEALTHCHECK`, which has no curl).
 //! Configuration comes from the environment and `.env` (docs/CONFIG.md).
 
+// A build with some database backends left out still compiles cleanly: the code only the
+// others use is not reported. The full build (`--all-features`, what `make lint` checks) keeps
+// every lint.
+#![cfg_attr(
+    not(all(feature = "sqlite", feature = "postgres", feature = "mysql")),
+    allow(unused_imports, unused_variables, unused_macros, dead_code)
+)]
+
 mod admin;
 mod app;
 mod bootstrap;

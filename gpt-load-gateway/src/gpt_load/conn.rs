@@ -19,9 +19,12 @@ type MysqlConn =
 type PgConn = diesel_async::async_connection_wrapper::AsyncConnectionWrapper<diesel_async::AsyncPgConnection>;
 
 /// A blocking connection to the live backend.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a few per process, for one-off work; boxing would hide the connection types diesel needs"
+#[cfg_attr(
+    all(feature = "sqlite", feature = "postgres", feature = "mysql"),
+    expect(
+        clippy::large_enum_variant,
+        reason = "a few per process, for one-off work; boxing would hide the connection types diesel needs"
+    )
 )]
 pub(crate) enum SyncConn {
     #[cfg(feature = "sqlite")]
