@@ -118,10 +118,7 @@ pub(crate) async fn connect(dsn: &DatabaseDsn) -> anyhow::Result<Db> {
         #[cfg(feature = "mysql")]
         DatabaseDsn::Mysql { url } => Db::mysql(url, 16).await?,
         #[allow(unreachable_patterns, reason = "reached only in builds without a backend")]
-        other => anyhow::bail!(
-            "this build does not include the {0} backend (cargo feature `{0}`)",
-            other.backend_name()
-        ),
+        other => anyhow::bail!(other.not_built_in()),
     };
     Ok(db)
 }

@@ -124,6 +124,14 @@ impl DatabaseDsn {
         }
     }
 
+    /// Why a build without this DSN's backend (its cargo feature off) cannot open it.
+    pub(crate) fn not_built_in(&self) -> String {
+        format!(
+            "this build does not include the {0} backend (cargo feature `{0}`)",
+            self.backend_name()
+        )
+    }
+
     /// The DSN with its password masked, safe for logs.
     #[cfg(test)]
     pub(crate) fn masked(&self) -> String {
@@ -447,5 +455,16 @@ mod tests {
         let err = "root:Sup3rS3cret@h/db".parse::<DatabaseDsn>().unwrap_err();
         assert_eq!(err.var(), DATABASE_DSN);
         assert!(err.to_string().contains("\"root:****@h/db\""), "{err}");
+    }
+
+    #[test]
+    fn a_backend_left_out_of_the_build_is_named_without_the_dsn() {
+        let dsn: DatabaseDsn = "postgres://user:Sup3rS3cret@db/gpt".parse().unwrap();
+        let message = dsn.not_built_in();
+        assert_eq!(
+            message,
+            "this build does not include the postgres backend (cargo feature `postgres`)"
+        );
+        assert!(!message.contains("Sup3rS3cret"));
     }
 }

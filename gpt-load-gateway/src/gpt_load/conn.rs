@@ -82,10 +82,7 @@ impl SyncConn {
             #[cfg(feature = "mysql")]
             DatabaseDsn::Mysql { url } => Ok(Self::Mysql(MysqlConn::establish(url)?)),
             #[allow(unreachable_patterns, reason = "reached only in builds without a backend")]
-            _ => Err(ConnectionError::InvalidConnectionUrl(format!(
-                "this build does not include the {} backend",
-                dsn.backend_name()
-            ))),
+            _ => Err(ConnectionError::InvalidConnectionUrl(dsn.not_built_in())),
         }
     }
 
