@@ -24,6 +24,10 @@ RUN --mount=type=cache,target=/root/.npm \
 # 2. The release binary, embedding the console.
 FROM ${RUST_IMAGE} AS binary
 WORKDIR /src
+# jemalloc, the gateway's allocator, is built from source with make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 COPY --from=console /src/web-console/dist web-console/dist
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -16,6 +16,8 @@
 )]
 
 mod admin;
+#[cfg(not(target_env = "msvc"))]
+mod allocator;
 mod app;
 mod bootstrap;
 mod cluster;
@@ -124,6 +126,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    #[cfg(not(target_env = "msvc"))]
+    if let Some(warning) = allocator::missing_options() {
         tracing::warn!("{warning}");
     }
     let runtime = match runtime() {
