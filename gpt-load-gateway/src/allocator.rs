@@ -1,7 +1,7 @@
 //! The process's memory allocator: jemalloc, with options compiled in.
 //!
 //! Against glibc's allocator, jemalloc takes a tenth off the instructions of a proxied request,
-//! serves 11-22 % more requests per second on one core, and gives the memory of closed
+//! serves 15-16 % more requests per second on one core, and gives the memory of closed
 //! connections back to the system (bench/results/2026-12-08-allocator-jemalloc.md). Its options,
 //! set by `JEMALLOC_SYS_WITH_MALLOC_CONF` in `.cargo/config.toml` and compiled into jemalloc by
 //! its build script (`_RJEM_MALLOC_CONF` in the environment overrides them at start):
